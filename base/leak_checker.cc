@@ -1,0 +1,104 @@
+#include "base/leak_checker.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "base/syscall.h"
+#include "base/unique_fd.h"
+
+namespace mproc {
+
+std::map<int, std::string> ListOpenFds() {
+  std::map<int, std::string> out;
+  DIR* dir = ::opendir("/proc/self/fd");
+  if (dir == nullptr) return out;
+  const int own = ::dirfd(dir);
+  while (dirent* e = ::readdir(dir)) {
+    int fd;
+    if (!absl::SimpleAtoi(e->d_name, &fd) || fd == own) continue;
+    char target[512];
+    std::string path = absl::StrCat("/proc/self/fd/", fd);
+    ssize_t n = ::readlink(path.c_str(), target, sizeof(target) - 1);
+    out[fd] = n > 0 ? std::string(target, static_cast<size_t>(n)) : "?";
+  }
+  ::closedir(dir);
+  return out;
+}
+
+namespace {
+
+struct ProcStat {
+  pid_t ppid = -1;
+  char state = '?';
+  std::string comm;
+};
+
+bool ReadStat(pid_t pid, ProcStat* st) {
+  std::ifstream f(absl::StrCat("/proc/", pid, "/stat"));
+  std::string line;
+  if (!std::getline(f, line)) return false;
+  // pid (comm) state ppid ...; comm may contain spaces and parentheses: use the last ')'.
+  size_t open = line.find('('), close = line.rfind(')');
+  if (open == std::string::npos || close == std::string::npos || close + 4 > line.size()) {
+    return false;
+  }
+  st->comm = line.substr(open + 1, close - open - 1);
+  std::istringstream rest(line.substr(close + 2));
+  rest >> st->state >> st->ppid;
+  return static_cast<bool>(rest);
+}
+
+}  // namespace
+
+std::vector<pid_t> ListChildProcesses() {
+  std::vector<pid_t> out;
+  const pid_t self = ::getpid();
+  DIR* dir = ::opendir("/proc");
+  if (dir == nullptr) return out;
+  while (dirent* e = ::readdir(dir)) {
+    pid_t pid;
+    if (!absl::SimpleAtoi(e->d_name, &pid)) continue;
+    ProcStat st;
+    if (ReadStat(pid, &st) && st.ppid == self) out.push_back(pid);
+  }
+  ::closedir(dir);
+  return out;
+}
+
+void LeakChecker::Snapshot() { fds_ = ListOpenFds(); }
+
+std::vector<std::string> LeakChecker::CheckAndCleanUp() {
+  std::vector<std::string> problems;
+  std::map<int, std::string> now = ListOpenFds();
+  for (const auto& [fd, target] : now) {
+    auto it = fds_.find(fd);
+    if (it == fds_.end()) {
+      problems.push_back(absl::StrCat("leaked fd ", fd, " -> ", target));
+    } else if (it->second != target) {
+      problems.push_back(
+          absl::StrCat("leaked fd ", fd, " -> ", target, " (was ", it->second, " before the test)"));
+    }
+  }
+  fds_ = std::move(now);
+
+  for (pid_t pid : ListChildProcesses()) {
+    ProcStat st;
+    ReadStat(pid, &st);
+    problems.push_back(absl::StrCat("leaked child process ", pid, " (", st.comm, ", state ",
+                                    std::string(1, st.state), "); killed it"));
+    ::kill(pid, SIGKILL);
+    RetryEintr([&] { return ::waitpid(pid, nullptr, __WALL); });
+  }
+  return problems;
+}
+
+}  // namespace mproc

@@ -1,0 +1,152 @@
+#include "base/syscall.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "absl/strings/str_cat.h"
+#include "base/status.h"
+
+namespace mproc {
+
+ssize_t ReadFull(int fd, void* buf, size_t len) {
+  char* p = static_cast<char*>(buf);
+  size_t done = 0;
+  while (done < len) {
+    ssize_t n = RetryEintr([&] { return ::read(fd, p + done, len - done); });
+    if (n < 0) return -errno;
+    if (n == 0) break;  // end of file
+    done += static_cast<size_t>(n);
+  }
+  return static_cast<ssize_t>(done);
+}
+
+ssize_t WriteFull(int fd, const void* buf, size_t len) {
+  const char* p = static_cast<const char*>(buf);
+  size_t done = 0;
+  while (done < len) {
+    ssize_t n = RetryEintr([&] { return ::write(fd, p + done, len - done); });
+    if (n < 0) return -errno;
+    done += static_cast<size_t>(n);
+  }
+  return static_cast<ssize_t>(done);
+}
+
+namespace {
+
+int WaitFor(int fd, short events, const Deadline& deadline) {
+  for (;;) {
+    pollfd p{fd, events, 0};
+    int r = ::poll(&p, 1, deadline.PollTimeoutMs());
+    if (r > 0) {
+      if (p.revents & POLLNVAL) return -EBADF;
+      return 1;
+    }
+    if (r == 0) {
+      // poll's millisecond rounding can wake us a hair early; only report a timeout once
+      // the deadline really passed.
+      if (deadline.Expired()) return 0;
+      continue;
+    }
+    if (errno != EINTR) return -errno;
+  }
+}
+
+bool IsSocket(int fd) {
+  struct stat st;
+  return ::fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode);
+}
+
+}  // namespace
+
+int WaitReadable(int fd, const Deadline& deadline) { return WaitFor(fd, POLLIN, deadline); }
+int WaitWritable(int fd, const Deadline& deadline) { return WaitFor(fd, POLLOUT, deadline); }
+
+absl::Status ReadExact(int fd, void* buf, size_t len, const Deadline& deadline,
+                       std::string_view what) {
+  char* p = static_cast<char*>(buf);
+  size_t done = 0;
+  while (done < len) {
+    if (!deadline.infinite()) {
+      int w = WaitReadable(fd, deadline);
+      if (w == 0) {
+        return absl::DeadlineExceededError(
+            absl::StrCat(AbslView(what), ": timed out after ", done, " of ", len, " bytes"));
+      }
+      if (w < 0) return ErrnoToStatus(-w, what);
+    }
+    ssize_t n = RetryEintr([&] { return ::read(fd, p + done, len - done); });
+    if (n < 0) {
+      if (errno == EAGAIN) {
+        int w = WaitReadable(fd, deadline);
+        if (w == 0) {
+          return absl::DeadlineExceededError(
+              absl::StrCat(AbslView(what), ": timed out after ", done, " of ", len, " bytes"));
+        }
+        if (w < 0) return ErrnoToStatus(-w, what);
+        continue;
+      }
+      if (errno == ECONNRESET) {
+        return absl::OutOfRangeError(
+            absl::StrCat(AbslView(what), ": peer reset the connection after ", done, " of ", len, " bytes"));
+      }
+      return ErrnoToStatus(errno, what);
+    }
+    if (n == 0) {
+      return absl::OutOfRangeError(
+          absl::StrCat(AbslView(what), ": end of file after ", done, " of ", len, " bytes"));
+    }
+    done += static_cast<size_t>(n);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status WriteAll(int fd, const void* buf, size_t len, const Deadline& deadline,
+                      std::string_view what) {
+  const char* p = static_cast<const char*>(buf);
+  size_t done = 0;
+  const bool sock = IsSocket(fd);
+  while (done < len) {
+    if (!deadline.infinite()) {
+      int w = WaitWritable(fd, deadline);
+      if (w == 0) {
+        return absl::DeadlineExceededError(
+            absl::StrCat(AbslView(what), ": timed out after ", done, " of ", len, " bytes"));
+      }
+      if (w < 0) return ErrnoToStatus(-w, what);
+    }
+    ssize_t n = RetryEintr([&] {
+      return sock ? ::send(fd, p + done, len - done, MSG_NOSIGNAL) : ::write(fd, p + done, len - done);
+    });
+    if (n < 0) {
+      if (errno == EAGAIN) {
+        int w = WaitWritable(fd, deadline);
+        if (w == 0) {
+          return absl::DeadlineExceededError(
+              absl::StrCat(AbslView(what), ": timed out after ", done, " of ", len, " bytes"));
+        }
+        if (w < 0) return ErrnoToStatus(-w, what);
+        continue;
+      }
+      if (errno == EPIPE || errno == ECONNRESET) {
+        return absl::OutOfRangeError(absl::StrCat(AbslView(what), ": peer closed after ", done, " of ",
+                                                  len, " bytes"));
+      }
+      return ErrnoToStatus(errno, what);
+    }
+    done += static_cast<size_t>(n);
+  }
+  return absl::OkStatus();
+}
+
+int SetNonBlocking(int fd, bool on) {
+  int fl = ::fcntl(fd, F_GETFL);
+  if (fl < 0) return -errno;
+  int nfl = on ? (fl | O_NONBLOCK) : (fl & ~O_NONBLOCK);
+  if (nfl != fl && ::fcntl(fd, F_SETFL, nfl) < 0) return -errno;
+  return 0;
+}
+
+}  // namespace mproc

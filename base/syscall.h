@@ -1,0 +1,70 @@
+// base/syscall.h — EINTR-safe syscalls and full read/write loops.
+//
+// Conventions (STYLE.md §4): helpers here return the syscall's value on success and -errno on
+// failure, like liburing's internal syscall layer; the public layers turn that into a Status
+// once. Restartable calls retry EINTR through RetryEintr(); close() is never retried
+// (CloseNoInt in unique_fd.h). Short reads and writes loop for framing.
+//
+//   ssize_t n = ReadFull(fd, buf, len);        // < len only at end of file
+//   if (n < 0) return ErrnoToStatus(-n, "read(frame)");
+//   MPROC_RETURN_IF_ERROR(WriteAll(fd, bytes, Deadline::After(timeout), "write(frame)"));
+//
+// Thread-safety: all functions are thread-safe; concurrent readers of one fd interleave.
+
+#ifndef MPROC_BASE_SYSCALL_H_
+#define MPROC_BASE_SYSCALL_H_
+
+#include <sys/types.h>
+
+#include <cerrno>
+#include <cstddef>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "base/deadline.h"
+#include "base/unique_fd.h"
+
+namespace mproc {
+
+// Calls f() until it returns something other than -1 with errno == EINTR.
+template <typename F>
+auto RetryEintr(F&& f) -> decltype(f()) {
+  decltype(f()) r;
+  do {
+    r = f();
+  } while (r == -1 && errno == EINTR);
+  return r;
+}
+
+// Reads until `len` bytes arrived or end of file. Returns the count read (less than `len`
+// only at EOF) or -errno. EINTR is retried. For blocking descriptors.
+ssize_t ReadFull(int fd, void* buf, size_t len);
+
+// Writes all `len` bytes. Returns `len` or -errno (EPIPE when the reader is gone). EINTR is
+// retried. For blocking descriptors.
+ssize_t WriteFull(int fd, const void* buf, size_t len);
+
+// Waits until `fd` is readable (or writable) or `deadline` passes. Returns 1 when ready
+// (including hang-up and error conditions, which the next read reports), 0 on timeout,
+// -errno on failure. EINTR is retried with the same deadline.
+int WaitReadable(int fd, const Deadline& deadline);
+int WaitWritable(int fd, const Deadline& deadline);
+
+// Reads exactly `len` bytes before `deadline`, on a blocking or non-blocking fd.
+// OK; OUT_OF_RANGE on end of file (the message says how many bytes arrived);
+// DEADLINE_EXCEEDED; otherwise the errno status, each naming `what`.
+absl::Status ReadExact(int fd, void* buf, size_t len, const Deadline& deadline,
+                       std::string_view what);
+
+// Writes all `len` bytes before `deadline`. OK; OUT_OF_RANGE when the peer is gone (EPIPE,
+// ECONNRESET; SIGPIPE is suppressed for sockets by MSG_NOSIGNAL, and for pipes callers
+// should ignore SIGPIPE); DEADLINE_EXCEEDED; otherwise the errno status.
+absl::Status WriteAll(int fd, const void* buf, size_t len, const Deadline& deadline,
+                      std::string_view what);
+
+// Sets or clears O_NONBLOCK. Returns 0 or -errno.
+int SetNonBlocking(int fd, bool on);
+
+}  // namespace mproc
+
+#endif  // MPROC_BASE_SYSCALL_H_
