@@ -1,0 +1,43 @@
+// CPython's multiprocessing on this machine, measured by bench/peers/cpython_mp.py in the same
+// report run. The rows are declared here so the report prints every one of them — as skipped
+// with the reason when python3 is missing, never as a stored figure.
+
+#include "bench/report/report.h"
+#include "bench/report/report_internal.h"
+
+namespace mproc::bench {
+
+MPROC_REPORT_ROWS(CPythonRows) {
+  using report_internal::AddExternalRow;
+  const Section s = Section::kCPython;
+  AddExternalRow("cpython.process.fork", s, "Process start+join, fork");
+  AddExternalRow("cpython.process.spawn", s, "Process start+join, spawn");
+  AddExternalRow("cpython.process.forkserver", s, "Process start+join, forkserver");
+  AddExternalRow("cpython.lock", s, "mp.Lock acquire+release");
+  AddExternalRow("cpython.queue.1p1c", s, "mp.Queue, 1 producer -> 1 consumer, small ints")
+      .per_item = true;
+  AddExternalRow("cpython.simplequeue.1p1c", s, "mp.SimpleQueue, 1 producer -> 1 consumer")
+      .per_item = true;
+  AddExternalRow("cpython.pipe.roundtrip.same_cpu", s, "mp.Pipe round trip (same CPU)");
+  AddExternalRow("cpython.pipe.roundtrip.cross_cpu", s, "mp.Pipe round trip (cross CPU)");
+  AddExternalRow("cpython.pool.create", s, "Pool(2) create + close + join");
+  AddExternalRow("cpython.pool.map_default", s, "Pool(2).map x*x over 10^6 ints, default chunksize")
+      .per_item = true;
+  AddExternalRow("cpython.pool.map_chunk1", s, "Pool(2).map x*x over 2*10^4 ints, chunksize=1")
+      .per_item = true;
+  AddExternalRow("cpython.pool.apply", s, "Pool.apply, one synchronous round trip");
+  AddExternalRow("cpython.pool.apply_async", s, "Pool.apply_async, 2000 submitted then collected")
+      .per_item = true;
+  AddExternalRow("cpython.executor.submit", s, "ProcessPoolExecutor(2).submit().result()");
+  AddExternalRow("cpython.manager.dict", s, "Manager().dict() set from a child");
+  AddExternalRow("cpython.value.incr", s, "Value('i') += 1 under get_lock()");
+  AddExternalRow("cpython.shm.create", s, "SharedMemory 1 MiB create + close + unlink");
+  AddExternalRow("cpython.pickle.int", s, "pickle dumps+loads, int");
+  AddExternalRow("cpython.pickle.str64", s, "pickle dumps+loads, 64 B str");
+  AddExternalRow("cpython.pickle.floats1k", s, "pickle dumps+loads, 1 KiB list of floats");
+  AddExternalRow("cpython.pickle.bytes1m", s, "pickle dumps+loads, 1 MiB bytes").bytes_per_op =
+      1 << 20;
+  AddExternalRow("cpython.pickle.dict_of_lists", s, "pickle dumps+loads, dict of 16 lists of 16 ints");
+}
+
+}  // namespace mproc::bench

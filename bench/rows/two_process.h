@@ -1,0 +1,47 @@
+// bench/rows/two_process.h — helpers for rows that time an exchange between two processes.
+#ifndef MPROC_BENCH_ROWS_TWO_PROCESS_H_
+#define MPROC_BENCH_ROWS_TWO_PROCESS_H_
+
+#include <sys/mman.h>
+#include <sys/types.h>
+
+#include <cstddef>
+#include <functional>
+#include <new>
+
+namespace mproc::bench {
+
+// Forks a child that pins itself to `cpu` (when >= 0) and runs `body`, then _exits with its
+// return value. stdio is flushed first so the child duplicates no buffered output.
+pid_t ForkPinnedChild(int cpu, const std::function<int()>& body);
+
+// Waits for `pid`; returns its exit code, or 128 + signal. Kills it first when `kill` is set.
+int ReapChild(pid_t pid, bool kill = false);
+
+// An object of type T in anonymous MAP_SHARED memory, visible to forked children.
+template <typename T>
+class SharedObject {
+ public:
+  SharedObject() {
+    void* p = ::mmap(nullptr, sizeof(T), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    obj_ = p == MAP_FAILED ? nullptr : new (p) T();
+  }
+  ~SharedObject() {
+    if (obj_) {
+      obj_->~T();
+      ::munmap(obj_, sizeof(T));
+    }
+  }
+  SharedObject(const SharedObject&) = delete;
+  SharedObject& operator=(const SharedObject&) = delete;
+  T* get() const { return obj_; }
+  T* operator->() const { return obj_; }
+  bool ok() const { return obj_ != nullptr; }
+
+ private:
+  T* obj_ = nullptr;
+};
+
+}  // namespace mproc::bench
+
+#endif  // MPROC_BENCH_ROWS_TWO_PROCESS_H_
