@@ -2,7 +2,8 @@
 //
 // Every mproc test binary links //base:test_main, which snapshots the process before each test
 // and, after it, fails the test if a descriptor is open that was not open before, or if a child
-// process (running or a zombie) exists. The check then cleans up — leaked children are killed
+// process (running or a zombie) exists. A descriptor open on the test executable itself is
+// not counted: symbolizers keep one open as a per-process cache. The check then cleans up — leaked children are killed
 // with SIGKILL and reaped, the descriptor baseline is refreshed — so one leak fails one test.
 //
 //   LeakChecker checker;

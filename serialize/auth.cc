@@ -1,0 +1,173 @@
+#include "serialize/auth.h"
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <sys/random.h>
+
+#include <cerrno>
+
+#include "absl/strings/str_cat.h"
+#include "base/status.h"
+#include "serialize/cpython_framing.h"
+
+namespace mproc {
+namespace {
+
+const EVP_MD* DigestByName(std::string_view name) {
+  if (name == "md5") return EVP_md5();
+  if (name == "sha256") return EVP_sha256();
+  if (name == "sha384") return EVP_sha384();
+  if (name == "sha3_256") return EVP_sha3_256();
+  if (name == "sha3_384") return EVP_sha3_384();
+  return nullptr;
+}
+
+constexpr size_t kMaxDigestNameLen = 8;  // CPython's _MAX_DIGEST_LEN
+constexpr size_t kLegacyChallengeLen = 20;
+constexpr size_t kLegacyResponseLen = 16;
+
+absl::Status Unauth(std::string_view what) {
+  return absl::UnauthenticatedError(absl::StrCat("authentication: ", AbslView(what)));
+}
+
+// Any failure inside the handshake is an authentication failure; keep the cause in the text.
+absl::Status AsUnauth(const absl::Status& s, std::string_view stage) {
+  if (s.ok() || absl::IsUnauthenticated(s)) return s;
+  return Unauth(absl::StrCat(AbslView(stage), ": ", s.message()));
+}
+
+bool ConstantTimeEquals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
+}
+
+absl::StatusOr<std::string> ReadHandshakeMessage(int fd, const Deadline& d, std::string_view stage) {
+  std::string m;
+  absl::Status s = ReadCPythonMessage(fd, kHandshakeMaxMessage, d, &m);
+  if (!s.ok()) return AsUnauth(s, stage);
+  return m;
+}
+
+// Splits "{name}mac" into the digest name and mac; legacy 16/20-byte forms are md5.
+absl::StatusOr<std::pair<std::string, std::string_view>> SplitResponse(std::string_view r) {
+  if (r.size() == kLegacyResponseLen || r.size() == kLegacyChallengeLen) {
+    return std::make_pair(std::string("md5"), r);
+  }
+  if (r.empty() || r[0] != '{') return Unauth("response has no {digest} prefix");
+  size_t close = r.find('}');
+  if (close == std::string_view::npos || close > kMaxDigestNameLen + 1) {
+    return Unauth("response has a malformed {digest} prefix");
+  }
+  std::string name(r.substr(1, close - 1));
+  if (DigestByName(name) == nullptr) return Unauth(absl::StrCat("unsupported digest {", name, "}"));
+  return std::make_pair(name, r.substr(close + 1));
+}
+
+}  // namespace
+
+std::string RandomBytes(size_t n) {
+  std::string out(n, '\0');
+  size_t done = 0;
+  while (done < n) {
+    ssize_t r = ::getrandom(out.data() + done, n - done, 0);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      // getrandom cannot fail on Linux >= 3.17 once the pool is initialised; EAGAIN is only for
+      // GRND_NONBLOCK. Anything else is a broken invariant.
+      std::abort();
+    }
+    done += static_cast<size_t>(r);
+  }
+  return out;
+}
+
+absl::StatusOr<std::string> Hmac(std::string_view digest, std::string_view key,
+                                 std::string_view data) {
+  const EVP_MD* md = DigestByName(digest);
+  if (md == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat("unsupported digest: ", AbslView(digest)));
+  }
+  unsigned char out[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  static const unsigned char kEmpty = 0;
+  const void* k = key.empty() ? static_cast<const void*>(&kEmpty) : static_cast<const void*>(key.data());
+  if (HMAC(md, k, static_cast<int>(key.size()), reinterpret_cast<const unsigned char*>(data.data()),
+           data.size(), out, &len) == nullptr) {
+    return absl::InternalError("HMAC failed in OpenSSL");
+  }
+  return std::string(reinterpret_cast<const char*>(out), len);
+}
+
+absl::StatusOr<std::string> CreateResponse(std::string_view authkey, std::string_view message) {
+  if (message.size() == kLegacyChallengeLen) {
+    // A <= 3.11 server: bare HMAC-MD5 of the 20-byte challenge.
+    return Hmac("md5", authkey, message);
+  }
+  if (message.empty() || message[0] != '{') return Unauth("challenge has no {digest} prefix");
+  size_t close = message.find('}');
+  if (close == std::string_view::npos || close > kMaxDigestNameLen + 1) {
+    return Unauth("challenge has a malformed {digest} prefix");
+  }
+  std::string name(message.substr(1, close - 1));
+  absl::StatusOr<std::string> mac = Hmac(name, authkey, message);
+  if (!mac.ok()) return Unauth(absl::StrCat("challenge asks for unsupported digest {", name, "}"));
+  return absl::StrCat("{", name, "}", *mac);
+}
+
+absl::Status VerifyResponse(std::string_view authkey, std::string_view message,
+                            std::string_view response) {
+  absl::StatusOr<std::pair<std::string, std::string_view>> split = SplitResponse(response);
+  if (!split.ok()) return split.status();
+  absl::StatusOr<std::string> expected = Hmac(split->first, authkey, message);
+  if (!expected.ok()) return Unauth(std::string(expected.status().message()));
+  if (!ConstantTimeEquals(*expected, split->second)) return Unauth("digest received was wrong");
+  return absl::OkStatus();
+}
+
+absl::Status DeliverChallenge(int fd, std::string_view authkey, const Deadline& deadline,
+                              std::string_view digest, std::optional<std::string> nonce) {
+  if (DigestByName(digest) == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat("unsupported digest: ", AbslView(digest)));
+  }
+  std::string n = nonce ? *nonce : RandomBytes(kChallengeNonceLength);
+  std::string message = absl::StrCat("{", AbslView(digest), "}", n);
+  MPROC_RETURN_IF_ERROR(AsUnauth(
+      WriteCPythonMessage(fd, absl::StrCat(AbslView(kChallengePrefix), message), deadline), "sending challenge"));
+  absl::StatusOr<std::string> response = ReadHandshakeMessage(fd, deadline, "reading response");
+  if (!response.ok()) return response.status();
+  absl::Status verdict = VerifyResponse(authkey, message, *response);
+  std::string_view reply = verdict.ok() ? kWelcome : kFailure;
+  absl::Status sent = WriteCPythonMessage(fd, reply, deadline);
+  if (!verdict.ok()) return verdict;
+  return AsUnauth(sent, "sending welcome");
+}
+
+absl::Status AnswerChallenge(int fd, std::string_view authkey, const Deadline& deadline) {
+  absl::StatusOr<std::string> m = ReadHandshakeMessage(fd, deadline, "reading challenge");
+  if (!m.ok()) return m.status();
+  std::string_view msg = *m;
+  if (msg.substr(0, kChallengePrefix.size()) != kChallengePrefix) {
+    return Unauth("protocol error, expected a challenge");
+  }
+  msg.remove_prefix(kChallengePrefix.size());
+  if (msg.size() < kLegacyChallengeLen) return Unauth("challenge too short");
+  absl::StatusOr<std::string> response = CreateResponse(authkey, msg);
+  if (!response.ok()) return response.status();
+  MPROC_RETURN_IF_ERROR(AsUnauth(WriteCPythonMessage(fd, *response, deadline), "sending response"));
+  absl::StatusOr<std::string> verdict = ReadHandshakeMessage(fd, deadline, "reading verdict");
+  if (!verdict.ok()) return verdict.status();
+  if (*verdict != kWelcome) return Unauth("digest sent was rejected");
+  return absl::OkStatus();
+}
+
+absl::Status ServerHandshake(int fd, std::string_view authkey, const Deadline& deadline) {
+  MPROC_RETURN_IF_ERROR(DeliverChallenge(fd, authkey, deadline));
+  return AnswerChallenge(fd, authkey, deadline);
+}
+
+absl::Status ClientHandshake(int fd, std::string_view authkey, const Deadline& deadline) {
+  MPROC_RETURN_IF_ERROR(AnswerChallenge(fd, authkey, deadline));
+  return DeliverChallenge(fd, authkey, deadline);
+}
+
+}  // namespace mproc

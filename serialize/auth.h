@@ -1,0 +1,73 @@
+// serialize/auth.h — the authkey handshake of Python's multiprocessing.connection, byte for byte.
+//
+// Mutual HMAC challenge–response (CPYTHON-CONTRACT §2), over CPython's length framing:
+//
+//   server (Listener.accept, fork server)      client (Client(), Process.start)
+//   -> "#CHALLENGE#{sha256}" + 40 random bytes
+//                                             <- "{sha256}" + HMAC-SHA256(key, "{sha256}"+nonce)
+//   -> "#WELCOME#" or "#FAILURE#"
+//                 ... then the same with the roles swapped ...
+//
+// The server accepts whichever allowed digest the response names (md5, sha256, sha384,
+// sha3_256, sha3_384); a bare 16-byte response is legacy HMAC-MD5 (Python <= 3.11 clients);
+// a bare 20-byte challenge is answered with bare HMAC-MD5 (Python <= 3.11 servers). Every
+// handshake read is capped at 256 bytes. Comparisons are constant-time (CRYPTO_memcmp); HMAC
+// is OpenSSL 3's one-shot HMAC(); nonces come from getrandom().
+//
+// Every failure — wrong key, protocol error, oversized or malformed message, peer gone
+// mid-handshake — is UNAUTHENTICATED with a message saying which ("digest received was wrong",
+// "digest sent was rejected", ...). An empty key is still a key; "no key" means the caller
+// skips the handshake.
+//
+//   MPROC_RETURN_IF_ERROR(ServerHandshake(conn_fd, authkey, Deadline::After(absl::Seconds(5))));
+
+#ifndef MPROC_SERIALIZE_AUTH_H_
+#define MPROC_SERIALIZE_AUTH_H_
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "base/deadline.h"
+
+namespace mproc {
+
+inline constexpr std::string_view kChallengePrefix = "#CHALLENGE#";
+inline constexpr std::string_view kWelcome = "#WELCOME#";
+inline constexpr std::string_view kFailure = "#FAILURE#";
+inline constexpr size_t kChallengeNonceLength = 40;
+inline constexpr size_t kHandshakeMaxMessage = 256;
+
+// Sends a challenge and checks the answer (CPython's deliver_challenge). `digest` names the
+// digest to ask for ("sha256" by default). `nonce` (40 bytes) is for tests; normally random.
+absl::Status DeliverChallenge(int fd, std::string_view authkey, const Deadline& deadline,
+                              std::string_view digest = "sha256",
+                              std::optional<std::string> nonce = std::nullopt);
+
+// Answers a challenge and reads the verdict (CPython's answer_challenge).
+absl::Status AnswerChallenge(int fd, std::string_view authkey, const Deadline& deadline);
+
+// The server's side of mutual authentication (deliver, then answer) and the client's
+// (answer, then deliver).
+absl::Status ServerHandshake(int fd, std::string_view authkey, const Deadline& deadline);
+absl::Status ClientHandshake(int fd, std::string_view authkey, const Deadline& deadline);
+
+// The pure parts, exposed for test vectors (CPython's _create_response / _verify_challenge):
+// the response to a challenge payload `message` (without "#CHALLENGE#"), and the check of a
+// response against the message that was sent.
+absl::StatusOr<std::string> CreateResponse(std::string_view authkey, std::string_view message);
+absl::Status VerifyResponse(std::string_view authkey, std::string_view message,
+                            std::string_view response);
+
+// HMAC(key, data) with a digest named as CPython names it; INVALID_ARGUMENT for an unknown name.
+absl::StatusOr<std::string> Hmac(std::string_view digest, std::string_view key,
+                                 std::string_view data);
+
+// `n` bytes from the kernel's random source (getrandom).
+std::string RandomBytes(size_t n);
+
+}  // namespace mproc
+
+#endif  // MPROC_SERIALIZE_AUTH_H_

@@ -1,0 +1,289 @@
+#include "serialize/auth.h"
+
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <string>
+#include <thread>
+
+#include "absl/strings/escaping.h"
+#include "base/status_matchers.h"
+#include "base/unique_fd.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "serialize/cpython_framing.h"
+
+extern char** environ;
+
+namespace mproc {
+namespace {
+
+using ::testing::HasSubstr;
+
+const Deadline kLong = Deadline::Infinite();
+
+std::string Hex(const std::string& h) { return absl::HexStringToBytes(h); }
+
+std::string Nonce() {
+  std::string n;
+  for (int i = 0; i < 40; ++i) n.push_back(static_cast<char>(i));
+  return n;
+}
+
+// Vectors computed with python3's hmac module (key b"mproc-test-key", nonce bytes(range(40))).
+TEST(AuthVectorsTest, ResponsesMatchPythonByteForByte) {
+  const std::string key = "mproc-test-key";
+  const std::string msg = "{sha256}" + Nonce();
+  EXPECT_THAT(CreateResponse(key, msg),
+              IsOkAndHolds(Hex("7b7368613235367d412d4bb4ae5c2c5f1701e8787e4a69ba620ea8d33d956ae92f"
+                               "0446aba97555a6")));
+  for (auto [digest, want] : std::vector<std::pair<std::string, std::string>>{
+           {"md5", "7b6d64357d577a7e243522e5d62b519d891a758ac2"},
+           {"sha384",
+            "7b7368613338347d6130421e372572feca999d9500f415d9257c7ad40cce61a0549f5f1581aee92355eb"
+            "491d6e809218d9fb887b4cf858c0"},
+           {"sha3_256",
+            "7b736861335f3235367de6441530f53dd974b4132a9c1e648923ab089c1d6a26fb8693e8896c25cafb59"},
+           {"sha3_384",
+            "7b736861335f3338347d6063d5264aabde9ef3790018f4da55b447e0c4bde218f79246b73758d1b88828"
+            "9dead130215e7aa225c9e49a36ddcce2"}}) {
+    EXPECT_THAT(CreateResponse(key, "{" + digest + "}" + Nonce()), IsOkAndHolds(Hex(want)))
+        << digest;
+  }
+  // A legacy (<= 3.11) server's 20-byte challenge is answered with bare HMAC-MD5.
+  std::string legacy;
+  for (int i = 100; i < 120; ++i) legacy.push_back(static_cast<char>(i));
+  EXPECT_THAT(CreateResponse(key, legacy), IsOkAndHolds(Hex("e18aca22b0cdfdd274333b9c88d0ca24")));
+  // The empty key is a key.
+  EXPECT_THAT(Hmac("sha256", "", msg),
+              IsOkAndHolds(Hex("d18b190a737f779d3125c4a2dfddcebf933e2f2713bc92fbe386ca25df9fd7af")));
+}
+
+TEST(AuthVectorsTest, VerifyAcceptsEveryAllowedDigestAndLegacyMd5) {
+  const std::string key = "mproc-test-key";
+  const std::string msg = "{sha256}" + Nonce();
+  MPROC_EXPECT_OK(VerifyResponse(key, msg, *CreateResponse(key, msg)));
+  // A 3.11 client answers a modern challenge with bare HMAC-MD5 over the whole message.
+  MPROC_EXPECT_OK(VerifyResponse(key, msg, Hex("de6130402507be215a7c243045ce3208")));
+  // The server accepts whichever allowed digest the response names.
+  MPROC_EXPECT_OK(VerifyResponse(key, msg, "{sha3_256}" + *Hmac("sha3_256", key, msg)));
+  EXPECT_THAT(VerifyResponse("other-key", msg, *CreateResponse(key, msg)),
+              StatusIs(absl::StatusCode::kUnauthenticated, HasSubstr("digest received was wrong")));
+  EXPECT_THAT(VerifyResponse(key, msg, "{sha1}" + std::string(20, 'x')),
+              StatusIs(absl::StatusCode::kUnauthenticated, HasSubstr("unsupported digest")));
+  EXPECT_THAT(VerifyResponse(key, msg, std::string(33, 'x')),
+              StatusIs(absl::StatusCode::kUnauthenticated, HasSubstr("prefix")));
+  EXPECT_THAT(VerifyResponse(key, msg, "{sha256}short"),
+              StatusIs(absl::StatusCode::kUnauthenticated));
+}
+
+struct SocketPair {
+  UniqueFd a, b;
+};
+SocketPair MakeSocketPair() {
+  int sv[2];
+  EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  return {UniqueFd(sv[0]), UniqueFd(sv[1])};
+}
+
+TEST(AuthHandshakeTest, MutualAuthenticationSucceedsWithTheSameKey) {
+  for (std::string key : {std::string("secret"), std::string(), std::string(200, '\xab')}) {
+    SocketPair p = MakeSocketPair();
+    absl::Status client;
+    std::thread t([&] { client = ClientHandshake(p.b.get(), key, kLong); });
+    absl::Status server = ServerHandshake(p.a.get(), key, kLong);
+    t.join();
+    MPROC_EXPECT_OK(server);
+    MPROC_EXPECT_OK(client);
+  }
+}
+
+TEST(AuthHandshakeTest, WrongKeyFailsOnBothSidesWithNoApplicationData) {
+  SocketPair p = MakeSocketPair();
+  absl::Status client;
+  std::thread t([&] { client = ClientHandshake(p.b.get(), "client-key", kLong); });
+  absl::Status server = ServerHandshake(p.a.get(), "server-key", kLong);
+  t.join();
+  EXPECT_THAT(server, StatusIs(absl::StatusCode::kUnauthenticated, HasSubstr("digest received was wrong")));
+  EXPECT_THAT(client, StatusIs(absl::StatusCode::kUnauthenticated, HasSubstr("digest sent was rejected")));
+}
+
+TEST(AuthHandshakeTest, Python311ClientAnswerIsAccepted) {
+  // The client side written by hand as Python 3.11 does it: bare HMAC-MD5 of the payload.
+  SocketPair p = MakeSocketPair();
+  const std::string key = "mproc-test-key";
+  std::string verdict;
+  std::thread t([&] {
+    std::string challenge = *ReadCPythonMessage(p.b.get(), 256, kLong);
+    EXPECT_EQ(challenge, "#CHALLENGE#{sha256}" + Nonce());  // byte for byte
+    ASSERT_THAT(WriteCPythonMessage(p.b.get(), Hex("de6130402507be215a7c243045ce3208"), kLong), IsOk());
+    verdict = *ReadCPythonMessage(p.b.get(), 256, kLong);
+  });
+  MPROC_EXPECT_OK(DeliverChallenge(p.a.get(), key, kLong, "sha256", Nonce()));
+  t.join();
+  EXPECT_EQ(verdict, "#WELCOME#");
+}
+
+TEST(AuthHandshakeTest, LegacyServerChallengeIsAnsweredWithMd5) {
+  SocketPair p = MakeSocketPair();
+  const std::string key = "mproc-test-key";
+  std::string legacy;
+  for (int i = 100; i < 120; ++i) legacy.push_back(static_cast<char>(i));
+  std::string response;
+  std::thread t([&] {
+    ASSERT_THAT(WriteCPythonMessage(p.b.get(), "#CHALLENGE#" + legacy, kLong), IsOk());
+    response = *ReadCPythonMessage(p.b.get(), 256, kLong);
+    ASSERT_THAT(WriteCPythonMessage(p.b.get(), "#WELCOME#", kLong), IsOk());
+  });
+  MPROC_EXPECT_OK(AnswerChallenge(p.a.get(), key, kLong));
+  t.join();
+  EXPECT_EQ(response, Hex("e18aca22b0cdfdd274333b9c88d0ca24"));
+}
+
+TEST(AuthHandshakeTest, HostileHandshakeMessages) {
+  struct Case {
+    std::string message;
+    std::string error;
+  };
+  for (const Case& c : std::vector<Case>{
+           {std::string(257, 'x'), "bad message length"},
+           {"#CHALLENGX#" + std::string(40, 'a'), "expected a challenge"},
+           {"#CHALLENGE#short", "too short"},
+           {"#CHALLENGE#{nosuchdigest}" + std::string(40, 'a'), "digest"},
+           {"#CHALLENGE#no-prefix-and-long-enough-to-pass", "prefix"},
+       }) {
+    SocketPair p = MakeSocketPair();
+    ASSERT_THAT(WriteCPythonMessage(p.b.get(), c.message, kLong), IsOk());
+    EXPECT_THAT(AnswerChallenge(p.a.get(), "k", Deadline::After(absl::Seconds(30))),
+                StatusIs(absl::StatusCode::kUnauthenticated, HasSubstr(c.error)))
+        << c.message.substr(0, 30);
+  }
+  // A peer that hangs up mid-handshake, and one that never answers.
+  {
+    SocketPair p = MakeSocketPair();
+    p.b.Reset();
+    EXPECT_THAT(AnswerChallenge(p.a.get(), "k", kLong), StatusIs(absl::StatusCode::kUnauthenticated));
+  }
+  {
+    SocketPair p = MakeSocketPair();
+    EXPECT_THAT(DeliverChallenge(p.a.get(), "k", Deadline::After(absl::Milliseconds(50))),
+                StatusIs(absl::StatusCode::kUnauthenticated, HasSubstr("timed out")));
+  }
+}
+
+TEST(AuthTest, RandomBytesDiffer) {
+  std::string a = RandomBytes(40), b = RandomBytes(40);
+  EXPECT_EQ(a.size(), 40u);
+  EXPECT_NE(a, b);
+}
+
+// ---- Live interop with python3's multiprocessing.connection (skipped without python3).
+
+constexpr char kPyScript[] = R"(
+import sys
+from multiprocessing.connection import Connection, answer_challenge, deliver_challenge, AuthenticationError
+c = Connection(3)
+mode, key = sys.argv[1], sys.argv[2].encode()
+try:
+    if mode == "client":
+        answer_challenge(c, key); deliver_challenge(c, key)
+    else:
+        deliver_challenge(c, key); answer_challenge(c, key)
+    c.send_bytes(b"python-ok")
+    print("OK", flush=True)
+except AuthenticationError as e:
+    print("AUTHFAIL", e, flush=True)
+)";
+
+std::string FindPython() {
+  for (const char* p : {"/usr/bin/python3", "/usr/local/bin/python3"}) {
+    if (::access(p, X_OK) == 0) return p;
+  }
+  return "";
+}
+
+struct PyRun {
+  pid_t pid = -1;
+  UniqueFd out;
+};
+
+PyRun StartPython(const std::string& py, int sock, const std::string& mode, const std::string& key) {
+  int out[2];
+  EXPECT_EQ(::pipe2(out, O_CLOEXEC), 0);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, sock, 3);
+  posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+  std::string script = kPyScript;
+  std::vector<std::string> args = {py, "-c", script, mode, key};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  PyRun r;
+  EXPECT_EQ(::posix_spawn(&r.pid, py.c_str(), &fa, nullptr, argv.data(), environ), 0);
+  posix_spawn_file_actions_destroy(&fa);
+  ::close(out[1]);
+  r.out.Reset(out[0]);
+  return r;
+}
+
+std::string Finish(PyRun& r) {
+  std::string text;
+  char buf[512];
+  ssize_t n;
+  while ((n = ::read(r.out.get(), buf, sizeof buf)) > 0) text.append(buf, static_cast<size_t>(n));
+  int status;
+  ::waitpid(r.pid, &status, 0);
+  return text;
+}
+
+TEST(AuthInteropTest, PythonClientAgainstMprocServer) {
+  std::string py = FindPython();
+  if (py.empty()) GTEST_SKIP() << "python3 not installed: interop not checked";
+  for (bool right_key : {true, false}) {
+    SocketPair p = MakeSocketPair();
+    PyRun r = StartPython(py, p.b.get(), "client", "shared-key");
+    p.b.Reset();
+    absl::Status s = ServerHandshake(p.a.get(), right_key ? "shared-key" : "other-key",
+                                     Deadline::After(absl::Seconds(60)));
+    if (right_key) {
+      MPROC_EXPECT_OK(s);
+      EXPECT_THAT(ReadCPythonMessage(p.a.get(), 256, Deadline::After(absl::Seconds(60))),
+                  IsOkAndHolds(std::string("python-ok")));
+    } else {
+      EXPECT_THAT(s, StatusIs(absl::StatusCode::kUnauthenticated));
+    }
+    p.a.Reset();
+    std::string out = Finish(r);
+    EXPECT_THAT(out, HasSubstr(right_key ? "OK" : "AUTHFAIL")) << out;
+  }
+}
+
+TEST(AuthInteropTest, MprocClientAgainstPythonServer) {
+  std::string py = FindPython();
+  if (py.empty()) GTEST_SKIP() << "python3 not installed: interop not checked";
+  for (bool right_key : {true, false}) {
+    SocketPair p = MakeSocketPair();
+    PyRun r = StartPython(py, p.b.get(), "server", "shared-key");
+    p.b.Reset();
+    absl::Status s = ClientHandshake(p.a.get(), right_key ? "shared-key" : "other-key",
+                                     Deadline::After(absl::Seconds(60)));
+    if (right_key) {
+      MPROC_EXPECT_OK(s);
+      EXPECT_THAT(ReadCPythonMessage(p.a.get(), 256, Deadline::After(absl::Seconds(60))),
+                  IsOkAndHolds(std::string("python-ok")));
+    } else {
+      EXPECT_THAT(s, StatusIs(absl::StatusCode::kUnauthenticated, HasSubstr("rejected")));
+    }
+    p.a.Reset();
+    std::string out = Finish(r);
+    EXPECT_THAT(out, HasSubstr(right_key ? "OK" : "AUTHFAIL")) << out;
+  }
+}
+
+}  // namespace
+}  // namespace mproc

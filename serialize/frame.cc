@@ -1,0 +1,469 @@
+#include "serialize/frame.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "base/status.h"
+#include "base/syscall.h"
+
+namespace mproc {
+namespace {
+
+constexpr size_t kInitialChunk = 64 << 10;
+
+template <typename T>
+void Put(std::byte* p, T v) {
+  std::memcpy(p, &v, sizeof(T));
+}
+template <typename T>
+T Get(const std::byte* p) {
+  T v;
+  std::memcpy(&v, p, sizeof(T));
+  return v;
+}
+
+absl::Status Timeout(const char* what, size_t done, size_t want) {
+  return absl::DeadlineExceededError(
+      absl::StrCat("frame ", what, ": timed out after ", done, " of ", want, " bytes"));
+}
+
+// Waits for `events` on fd; OK, DEADLINE_EXCEEDED or the errno.
+absl::Status Await(int fd, short events, const Deadline& d, const char* what, size_t done,
+                   size_t want) {
+  int w = events == POLLIN ? WaitReadable(fd, d) : WaitWritable(fd, d);
+  if (w == 0) return Timeout(what, done, want);
+  if (w < 0) return ErrnoToStatus(-w, absl::StrCat("poll(frame ", what, ")"));
+  return absl::OkStatus();
+}
+
+// Blocks SIGPIPE in this thread for the duration of a write to a pipe, then discards a SIGPIPE
+// the write raised, so a vanished reader is an OUT_OF_RANGE status, not a dead process.
+class ScopedNoSigpipe {
+ public:
+  ScopedNoSigpipe() {
+    sigset_t pipe_set;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    sigset_t pending;
+    sigpending(&pending);
+    was_pending_ = sigismember(&pending, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_set, &old_);
+  }
+  void WroteToClosedPipe() { raised_ = true; }
+  ~ScopedNoSigpipe() {
+    if (raised_ && !was_pending_) {
+      sigset_t pipe_set;
+      sigemptyset(&pipe_set);
+      sigaddset(&pipe_set, SIGPIPE);
+      timespec zero = {0, 0};
+      sigtimedwait(&pipe_set, nullptr, &zero);
+    }
+    pthread_sigmask(SIG_SETMASK, &old_, nullptr);
+  }
+
+ private:
+  sigset_t old_;
+  bool was_pending_ = false;
+  bool raised_ = false;
+};
+
+void CollectFds(msghdr* msg, std::vector<UniqueFd>* out) {
+  for (cmsghdr* c = CMSG_FIRSTHDR(msg); c != nullptr; c = CMSG_NXTHDR(msg, c)) {
+    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+      size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+      const unsigned char* data = CMSG_DATA(c);
+      for (size_t i = 0; i < n; ++i) {
+        int fd;
+        std::memcpy(&fd, data + i * sizeof(int), sizeof(int));
+        out->emplace_back(fd);
+      }
+    }
+  }
+}
+
+union FdControl {
+  char buf[CMSG_SPACE(sizeof(int) * kMaxFdsPerFrame)];
+  cmsghdr align;
+};
+
+void EnsureCapacity(Frame& f, size_t want) {
+  if (f.capacity >= want) return;
+  std::unique_ptr<std::byte[]> next(new std::byte[want]);
+  if (f.size) std::memcpy(next.get(), f.data.get(), f.size);
+  f.data = std::move(next);
+  f.capacity = want;
+}
+
+}  // namespace
+
+FdKind DetectFdKind(int fd) {
+  struct stat st;
+  if (::fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode)) return FdKind::kPipe;
+  int domain = 0, type = 0;
+  socklen_t len = sizeof(domain);
+  if (::getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) != 0 || domain != AF_UNIX) {
+    return FdKind::kOtherSocket;
+  }
+  len = sizeof(type);
+  if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0) return FdKind::kOtherSocket;
+  if (type == SOCK_SEQPACKET) return FdKind::kSeqpacketSocket;
+  if (type == SOCK_STREAM) return FdKind::kStreamSocket;
+  return FdKind::kOtherSocket;
+}
+
+void EncodeFrameHeader(const FrameHeader& h, std::byte out[kFrameHeaderSize]) {
+  Put<uint32_t>(out, kFrameMagic);
+  out[4] = static_cast<std::byte>(kFrameVersion);
+  out[5] = static_cast<std::byte>(h.kind);
+  Put<uint16_t>(out + 6, h.fd_count);
+  Put<uint64_t>(out + 8, h.payload_len);
+}
+
+absl::StatusOr<FrameHeader> ParseFrameHeader(std::span<const std::byte> b,
+                                             const FrameLimits& limits) {
+  if (b.size() < kFrameHeaderSize) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("frame header: ", b.size(), " bytes, need ", kFrameHeaderSize));
+  }
+  uint32_t magic = Get<uint32_t>(b.data());
+  if (magic != kFrameMagic) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("frame header: bad magic 0x", absl::Hex(magic), " (not an mproc frame)"));
+  }
+  uint8_t version = static_cast<uint8_t>(b[4]);
+  if (version != kFrameVersion) {
+    return absl::InvalidArgumentError(absl::StrCat("frame header: unsupported version ", version,
+                                                   " (this build speaks ", kFrameVersion, ")"));
+  }
+  FrameHeader h;
+  h.kind = static_cast<uint8_t>(b[5]);
+  h.fd_count = Get<uint16_t>(b.data() + 6);
+  h.payload_len = Get<uint64_t>(b.data() + 8);
+  if (h.fd_count > kMaxFdsPerFrame) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("frame header: ", h.fd_count, " fds exceed the kernel's ", kMaxFdsPerFrame));
+  }
+  if (h.payload_len > limits.max_payload) {
+    return absl::ResourceExhaustedError(absl::StrCat("frame of ", h.payload_len,
+                                                     " bytes exceeds the limit of ",
+                                                     limits.max_payload));
+  }
+  return h;
+}
+
+absl::Status WriteFrame(int fd, uint8_t kind, std::span<const std::byte> payload,
+                        std::span<const int> fds, const Deadline& deadline,
+                        const FrameLimits& limits, FdKind fd_kind) {
+  if (fds.size() > kMaxFdsPerFrame) {
+    return absl::InvalidArgumentError(absl::StrCat("frame carries ", fds.size(),
+                                                   " fds; at most ", kMaxFdsPerFrame, " fit"));
+  }
+  if (payload.size() > limits.max_payload) {
+    return absl::InvalidArgumentError(absl::StrCat("frame payload of ", payload.size(),
+                                                   " bytes exceeds the limit of ",
+                                                   limits.max_payload));
+  }
+  if (fd_kind == FdKind::kDetect) fd_kind = DetectFdKind(fd);
+  const bool unix_socket =
+      fd_kind == FdKind::kStreamSocket || fd_kind == FdKind::kSeqpacketSocket;
+  if (!fds.empty() && !unix_socket) {
+    return absl::FailedPreconditionError(
+        "frame carries file descriptors, which travel only over AF_UNIX sockets, not a pipe");
+  }
+  std::byte header[kFrameHeaderSize];
+  EncodeFrameHeader({kind, static_cast<uint16_t>(fds.size()), payload.size()}, header);
+  const size_t total = kFrameHeaderSize + payload.size();
+
+  if (fd_kind == FdKind::kPipe) {
+    ScopedNoSigpipe no_sigpipe;
+    iovec iov[2] = {{header, kFrameHeaderSize},
+                    {const_cast<std::byte*>(payload.data()), payload.size()}};
+    size_t done = 0;
+    while (done < total) {
+      if (!deadline.infinite()) MPROC_RETURN_IF_ERROR(Await(fd, POLLOUT, deadline, "write", done, total));
+      iovec cur[2];
+      int n_iov = 0;
+      size_t skip = done;
+      for (const iovec& v : iov) {
+        if (skip >= v.iov_len) {
+          skip -= v.iov_len;
+          continue;
+        }
+        cur[n_iov++] = {static_cast<char*>(v.iov_base) + skip, v.iov_len - skip};
+        skip = 0;
+      }
+      ssize_t n = ::writev(fd, cur, n_iov);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN) {
+          MPROC_RETURN_IF_ERROR(Await(fd, POLLOUT, deadline, "write", done, total));
+          continue;
+        }
+        if (errno == EPIPE) {
+          no_sigpipe.WroteToClosedPipe();
+          return absl::OutOfRangeError(
+              absl::StrCat("frame write: the reader is gone after ", done, " of ", total, " bytes"));
+        }
+        return ErrnoToStatus(errno, "writev(frame)");
+      }
+      done += static_cast<size_t>(n);
+    }
+    return absl::OkStatus();
+  }
+
+  // Sockets: sendmsg with MSG_NOSIGNAL; fds ride on the first byte.
+  FdControl control;
+  size_t done = 0;
+  while (done < total) {
+    if (!deadline.infinite()) MPROC_RETURN_IF_ERROR(Await(fd, POLLOUT, deadline, "write", done, total));
+    iovec iov[2];
+    int n_iov = 0;
+    if (done < kFrameHeaderSize) {
+      iov[n_iov++] = {header + done, kFrameHeaderSize - done};
+      if (!payload.empty()) iov[n_iov++] = {const_cast<std::byte*>(payload.data()), payload.size()};
+    } else {
+      size_t off = done - kFrameHeaderSize;
+      iov[n_iov++] = {const_cast<std::byte*>(payload.data()) + off, payload.size() - off};
+    }
+    msghdr msg = {};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = static_cast<size_t>(n_iov);
+    if (done == 0 && !fds.empty()) {
+      msg.msg_control = control.buf;
+      msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
+      cmsghdr* c = CMSG_FIRSTHDR(&msg);
+      c->cmsg_level = SOL_SOCKET;
+      c->cmsg_type = SCM_RIGHTS;
+      c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+      std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
+    }
+    ssize_t n = ::sendmsg(fd, &msg, MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN) {
+        MPROC_RETURN_IF_ERROR(Await(fd, POLLOUT, deadline, "write", done, total));
+        continue;
+      }
+      if (errno == EPIPE || errno == ECONNRESET) {
+        return absl::OutOfRangeError(
+            absl::StrCat("frame write: the peer is gone after ", done, " of ", total, " bytes"));
+      }
+      if (errno == EMSGSIZE) {
+        return absl::ResourceExhaustedError(absl::StrCat(
+            "frame of ", total, " bytes is larger than this socket's record limit (EMSGSIZE)"));
+      }
+      return ErrnoToStatus(errno, "sendmsg(frame)");
+    }
+    done += static_cast<size_t>(n);
+  }
+  return absl::OkStatus();
+}
+
+namespace {
+
+// Reads into [buf, buf+want) from a stream, collecting fds on sockets. `started` says whether
+// any byte of the frame was read before (an EOF then is mid-frame).
+absl::Status ReadStream(int fd, bool socket, std::byte* buf, size_t want, const Deadline& d,
+                        const char* what, bool started, std::vector<UniqueFd>* fds) {
+  size_t done = 0;
+  FdControl control;
+  while (done < want) {
+    if (!d.infinite()) MPROC_RETURN_IF_ERROR(Await(fd, POLLIN, d, what, done, want));
+    ssize_t n;
+    int flags = 0;
+    if (socket) {
+      iovec iov = {buf + done, want - done};
+      msghdr msg = {};
+      msg.msg_iov = &iov;
+      msg.msg_iovlen = 1;
+      msg.msg_control = control.buf;
+      msg.msg_controllen = sizeof(control.buf);
+      n = ::recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
+      if (n > 0 || (n == 0 && msg.msg_controllen > 0)) {
+        CollectFds(&msg, fds);
+        flags = msg.msg_flags;
+      }
+    } else {
+      n = ::read(fd, buf + done, want - done);
+    }
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN) {
+        MPROC_RETURN_IF_ERROR(Await(fd, POLLIN, d, what, done, want));
+        continue;
+      }
+      if (errno == ECONNRESET) {
+        return absl::OutOfRangeError(absl::StrCat("frame ", what, ": connection reset"));
+      }
+      return ErrnoToStatus(errno, absl::StrCat(socket ? "recvmsg" : "read", "(frame ", what, ")"));
+    }
+    if (flags & MSG_CTRUNC) {
+      return absl::InvalidArgumentError(
+          "frame: file descriptors were truncated (MSG_CTRUNC): too many fds or fd limit reached");
+    }
+    if (n == 0) {
+      if (!started && done == 0) return absl::OutOfRangeError("peer closed the channel");
+      return absl::OutOfRangeError(absl::StrCat("peer closed the channel in the middle of a frame ",
+                                                what, " (", done, " of ", want, " bytes)"));
+    }
+    done += static_cast<size_t>(n);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ReadSeqpacket(int fd, Frame& frame, const Deadline& d, const FrameLimits& limits) {
+  // Peek the header without a control buffer (fds are not installed by a peek), then receive
+  // the whole record at once.
+  std::byte header[kFrameHeaderSize];
+  for (;;) {
+    if (!d.infinite()) MPROC_RETURN_IF_ERROR(Await(fd, POLLIN, d, "header", 0, kFrameHeaderSize));
+    ssize_t n = ::recv(fd, header, kFrameHeaderSize, MSG_PEEK | MSG_TRUNC);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN) {
+        MPROC_RETURN_IF_ERROR(Await(fd, POLLIN, d, "header", 0, kFrameHeaderSize));
+        continue;
+      }
+      return ErrnoToStatus(errno, "recv(frame header)");
+    }
+    if (n == 0) return absl::OutOfRangeError("peer closed the channel");
+    if (static_cast<size_t>(n) < kFrameHeaderSize) {
+      // Consume the runt record so the channel moves on, and report it.
+      ::recv(fd, header, kFrameHeaderSize, MSG_TRUNC);
+      return absl::InvalidArgumentError(absl::StrCat("frame record of ", n, " bytes is shorter than a header"));
+    }
+    absl::StatusOr<FrameHeader> h = ParseFrameHeader(header, limits);
+    size_t record = static_cast<size_t>(n);
+    if (!h.ok() || h->payload_len != record - kFrameHeaderSize) {
+      ::recv(fd, header, kFrameHeaderSize, MSG_TRUNC);  // drop the bad record (and its fds)
+      if (!h.ok()) return h.status();
+      return absl::InvalidArgumentError(absl::StrCat("frame header claims ", h->payload_len,
+                                                     " payload bytes; the record holds ",
+                                                     record - kFrameHeaderSize));
+    }
+    frame.size = 0;
+    EnsureCapacity(frame, h->payload_len);
+    iovec iov[2] = {{header, kFrameHeaderSize}, {frame.data.get(), h->payload_len}};
+    FdControl control;
+    msghdr msg = {};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = 2;
+    msg.msg_control = control.buf;
+    msg.msg_controllen = sizeof(control.buf);
+    ssize_t got = RetryEintr([&] { return ::recvmsg(fd, &msg, MSG_CMSG_CLOEXEC); });
+    if (got < 0) return ErrnoToStatus(errno, "recvmsg(frame)");
+    CollectFds(&msg, &frame.fds);
+    if (msg.msg_flags & MSG_CTRUNC) {
+      frame.fds.clear();
+      return absl::InvalidArgumentError("frame: file descriptors were truncated (MSG_CTRUNC)");
+    }
+    if (static_cast<size_t>(got) != record || (msg.msg_flags & MSG_TRUNC)) {
+      frame.fds.clear();
+      return absl::InvalidArgumentError("frame record changed between peek and receive");
+    }
+    frame.kind = h->kind;
+    frame.size = h->payload_len;
+    if (frame.fds.size() != h->fd_count) {
+      size_t got_fds = frame.fds.size();
+      frame.fds.clear();
+      return absl::InvalidArgumentError(absl::StrCat("frame header announces ", h->fd_count,
+                                                     " fds; ", got_fds, " arrived"));
+    }
+    return absl::OkStatus();
+  }
+}
+
+}  // namespace
+
+absl::Status ReadFrameInto(int fd, Frame& frame, const Deadline& deadline,
+                           const FrameLimits& limits, FdKind fd_kind) {
+  frame.fds.clear();
+  frame.size = 0;
+  frame.kind = 0;
+  if (fd_kind == FdKind::kDetect) fd_kind = DetectFdKind(fd);
+  if (fd_kind == FdKind::kSeqpacketSocket) return ReadSeqpacket(fd, frame, deadline, limits);
+  const bool socket = fd_kind == FdKind::kStreamSocket;
+
+  std::byte header[kFrameHeaderSize];
+  MPROC_RETURN_IF_ERROR(ReadStream(fd, socket, header, kFrameHeaderSize, deadline, "header",
+                                   /*started=*/false, &frame.fds));
+  absl::StatusOr<FrameHeader> h = ParseFrameHeader(header, limits);
+  if (!h.ok()) {
+    frame.fds.clear();
+    return h.status();
+  }
+  if (frame.fds.size() != h->fd_count) {
+    size_t got = frame.fds.size();
+    frame.fds.clear();
+    return absl::InvalidArgumentError(
+        absl::StrCat("frame header announces ", h->fd_count, " fds; ", got, " arrived"));
+  }
+  // Grow as bytes arrive: a header that lies about its length costs at most what was sent.
+  const size_t len = h->payload_len;
+  size_t have = 0;
+  while (have < len) {
+    if (frame.capacity <= have) {
+      frame.size = have;
+      EnsureCapacity(frame, std::min(len, std::max(kInitialChunk, frame.capacity * 2)));
+    }
+    size_t chunk = std::min(len, frame.capacity) - have;
+    std::vector<UniqueFd> stray;
+    absl::Status s = ReadStream(fd, socket, frame.data.get() + have, chunk, deadline, "payload",
+                                /*started=*/true, &stray);
+    if (!s.ok()) {
+      frame.fds.clear();
+      frame.size = 0;
+      return s;
+    }
+    if (!stray.empty()) {
+      frame.fds.clear();
+      frame.size = 0;
+      return absl::InvalidArgumentError("frame: file descriptors arrived inside a payload");
+    }
+    have += chunk;
+  }
+  frame.kind = h->kind;
+  frame.size = len;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Frame> ReadFrame(int fd, const Deadline& deadline, const FrameLimits& limits,
+                                FdKind fd_kind) {
+  Frame f;
+  absl::Status s = ReadFrameInto(fd, f, deadline, limits, fd_kind);
+  if (!s.ok()) return s;
+  return f;
+}
+
+absl::StatusOr<Frame> ParseFrame(std::span<const std::byte> bytes, const FrameLimits& limits) {
+  absl::StatusOr<FrameHeader> h = ParseFrameHeader(bytes, limits);
+  if (!h.ok()) return h.status();
+  if (h->fd_count != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("frame header announces ", h->fd_count, " fds; 0 arrived"));
+  }
+  const size_t body = bytes.size() - kFrameHeaderSize;
+  if (h->payload_len != body) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "frame header claims ", h->payload_len, " payload bytes; ", body, " are present"));
+  }
+  Frame f;
+  f.kind = h->kind;
+  EnsureCapacity(f, body);
+  if (body) std::memcpy(f.data.get(), bytes.data() + kFrameHeaderSize, body);
+  f.size = body;
+  return f;
+}
+
+}  // namespace mproc
