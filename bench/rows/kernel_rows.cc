@@ -147,6 +147,22 @@ void FutexCasLock(benchmark::State& state) {
   }
 }
 
+struct CasLockedCounter {
+  CasLock lock;
+  int32_t value = 0;
+};
+
+// The raw equivalent of Value<int> += 1 under its lock.
+void FutexCasLockIncrement(benchmark::State& state) {
+  SharedObject<CasLockedCounter> c;
+  for (auto _ : state) {
+    c->lock.Lock();
+    c->value = c->value + 1;
+    c->lock.Unlock();
+  }
+  benchmark::DoNotOptimize(c->value);
+}
+
 void PthreadMutexPshared(benchmark::State& state, bool robust) {
   SharedObject<pthread_mutex_t> m;
   pthread_mutexattr_t a;
@@ -417,6 +433,8 @@ MPROC_REPORT_ROWS(KernelRows) {
       .Title("shared futex ping-pong across processes (blocking)");
   AddRow("kernel.futex_cas_lock", Section::kKernel, FutexCasLock)
       .Title("futex-word CAS lock+unlock, uncontended");
+  AddRow("kernel.futex_cas_lock_incr", Section::kKernel, FutexCasLockIncrement)
+      .Title("futex-word CAS lock + increment + unlock, uncontended");
   AddRow("kernel.futex_cas_lock_contended", Section::kKernel, FutexCasLockContended)
       .Title("futex-word CAS lock+unlock, 2 processes contending");
   AddRow("kernel.pthread_mutex_pshared", Section::kKernel,

@@ -1,0 +1,170 @@
+// sync/ and shm/: locks, hand-offs, Value, dead-owner recovery and segment creation, against
+// the raw futex/pthread/Boost rows and CPython's multiprocessing.
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "base/deadline.h"
+#include "bench/report/report.h"
+#include "bench/rows/two_process.h"
+#include "shm/segment.h"
+#include "sync/event.h"
+#include "sync/lock.h"
+#include "sync/semaphore.h"
+#include "sync/value.h"
+
+namespace mproc::bench {
+namespace {
+
+void LockUncontended(benchmark::State& state) {
+  absl::StatusOr<Lock> lock = Lock::Create();
+  if (!lock.ok()) return state.SkipWithError("Lock::Create failed");
+  for (auto _ : state) {
+    lock->Acquire();
+    lock->Release().IgnoreError();
+  }
+}
+
+void LockContended(benchmark::State& state) {
+  absl::StatusOr<Lock> lock = Lock::Create();
+  absl::StatusOr<Value<int32_t>> stop = Value<int32_t>::Create(0, LockMode::kNone);
+  if (!lock.ok() || !stop.ok()) return state.SkipWithError("create failed");
+  pid_t pid = ForkPinnedChild(-1, [&] {
+    while (stop->Load() == 0) {
+      for (int i = 0; i < 64; ++i) {
+        lock->Acquire();
+        lock->Release().IgnoreError();
+      }
+    }
+    return 0;
+  });
+  for (auto _ : state) {
+    lock->Acquire();
+    lock->Release().IgnoreError();
+  }
+  stop->Store(1);
+  ReapChild(pid);
+}
+
+void ValueIncrement(benchmark::State& state) {
+  absl::StatusOr<Value<int32_t>> v = Value<int32_t>::Create(0);
+  if (!v.ok()) return state.SkipWithError("create failed");
+  RLock& lock = v->GetLock();
+  for (auto _ : state) {
+    lock.Acquire();
+    v->Set(v->Get() + 1);
+    lock.Release().IgnoreError();
+  }
+}
+
+void EventPingPong(benchmark::State& state, PinCpus cpus) {
+  absl::StatusOr<Event> ping = Event::Create(), pong = Event::Create();
+  if (!ping.ok() || !pong.ok()) return state.SkipWithError("create failed");
+  absl::StatusOr<Value<int32_t>> stop = Value<int32_t>::Create(0, LockMode::kNone);
+  ScopedPin pin(cpus.parent);
+  pid_t pid = ForkPinnedChild(cpus.child, [&] {
+    for (;;) {
+      ping->Wait();
+      ping->Clear();
+      if (stop->Load()) return 0;
+      pong->Set();
+    }
+  });
+  for (auto _ : state) {
+    ping->Set();
+    pong->Wait();
+    pong->Clear();
+  }
+  stop->Store(1);
+  ping->Set();
+  ReapChild(pid);
+}
+
+void SemaphorePingPong(benchmark::State& state, PinCpus cpus) {
+  absl::StatusOr<Semaphore> a = Semaphore::Create(0), b = Semaphore::Create(0);
+  absl::StatusOr<Value<int32_t>> stop = Value<int32_t>::Create(0, LockMode::kNone);
+  if (!a.ok() || !b.ok() || !stop.ok()) return state.SkipWithError("create failed");
+  ScopedPin pin(cpus.parent);
+  pid_t pid = ForkPinnedChild(cpus.child, [&] {
+    for (;;) {
+      a->Acquire();
+      if (stop->Load()) return 0;
+      b->Release().IgnoreError();
+    }
+  });
+  for (auto _ : state) {
+    a->Release().IgnoreError();
+    b->Acquire();
+  }
+  stop->Store(1);
+  a->Release().IgnoreError();
+  ReapChild(pid);
+}
+
+// Kill the holder, time until a waiter holds the lock (the waiter notices within its 20 ms
+// owner-check slice).
+void LockRecovery(benchmark::State& state) {
+  for (auto _ : state) {
+    state.PauseTiming();
+    absl::StatusOr<Lock> lock = Lock::Create();
+    absl::StatusOr<Value<int32_t>> held = Value<int32_t>::Create(0, LockMode::kNone);
+    pid_t pid = ForkPinnedChild(-1, [&] {
+      lock->Acquire();
+      held->Store(1);
+      ::pause();
+      return 0;
+    });
+    while (held->Load() == 0) ::usleep(100);
+    ::kill(pid, SIGKILL);
+    state.ResumeTiming();
+    AcquireResult r = lock->Acquire(absl::Seconds(30));
+    state.PauseTiming();
+    if (!r.previous_owner_died()) state.SkipWithError("recovery not reported");
+    lock->Release().IgnoreError();
+    ReapChild(pid);
+    state.ResumeTiming();
+  }
+}
+
+void SegmentCycle(benchmark::State& state, Segment::Reserve reserve) {
+  for (auto _ : state) {
+    absl::StatusOr<Segment> s = Segment::Create(1 << 20, "bench", reserve);
+    if (!s.ok()) return state.SkipWithError("Segment::Create failed");
+    absl::StatusOr<Mapping> m = s->Map();
+    benchmark::DoNotOptimize(m);
+  }
+}
+
+}  // namespace
+
+MPROC_REPORT_ROWS(SyncRows) {
+  AddRow("mproc.sync.lock", Section::kMproc, LockUncontended)
+      .Title("Lock acquire+release, uncontended")
+      .Baselines({"kernel.futex_cas_lock", "kernel.pthread_mutex_pshared", "boost.interprocess_mutex",
+                  "cpython.lock"});
+  AddRow("mproc.sync.lock_contended", Section::kMproc, LockContended)
+      .Title("Lock acquire+release, 2 processes contending")
+      .Baselines({"kernel.pthread_mutex_contended", "kernel.futex_cas_lock_contended"});
+  AddRow("mproc.sync.value_incr", Section::kMproc, ValueIncrement)
+      .Title("Value<int> += 1 under its RLock")
+      .Baselines({"kernel.futex_cas_lock_incr", "cpython.value.incr"});
+  AddPairRows("mproc.sync.event_pingpong", Section::kMproc, EventPingPong)
+      .Title("Event hand-off round trip between two processes")
+      .PairBaselines({"kernel.futex_pingpong"});
+  AddPairRows("mproc.sync.semaphore_pingpong", Section::kMproc, SemaphorePingPong)
+      .Title("Semaphore hand-off round trip between two processes")
+      .PairBaselines({"kernel.futex_pingpong"});
+  AddRow("mproc.sync.lock_recovery", Section::kMproc, LockRecovery)
+      .Title("dead-owner recovery: SIGKILL the holder, until a waiter holds the lock");
+  AddRow("mproc.shm.segment_1mib_reserved", Section::kMproc,
+         [](benchmark::State& s) { SegmentCycle(s, Segment::Reserve::kEager); })
+      .Title("anonymous segment 1 MiB create+map+unmap+close, Reserve::kEager (fallocate)")
+      .Baselines({"cpython.shm.create"});
+  AddRow("mproc.shm.segment_1mib", Section::kMproc,
+         [](benchmark::State& s) { SegmentCycle(s, Segment::Reserve::kLazy); })
+      .Title("anonymous segment 1 MiB create+map+unmap+close, default lazy pages")
+      .Baselines({"cpython.shm.create"});
+}
+
+}  // namespace mproc::bench

@@ -1,0 +1,73 @@
+// sync/barrier.h — Barrier across processes: `parties` processes (or threads) meet, then all
+// go on together.
+//
+//   MPROC_ASSIGN_OR_RETURN(Barrier b, Barrier::Create(3));
+//   absl::StatusOr<uint32_t> index = b.Wait();   // 0 .. parties-1, distinct per party
+//
+// CPython's semantics (SYNC-20..28): Wait returns an index, distinct per party in a round
+// (arrival order: exactly one party gets 0); the action, if given, runs exactly once per
+// round in the last party to arrive, before anyone is released (an action that throws breaks
+// the barrier). Abort() breaks it: current and future waiters fail. Reset() breaks the current
+// round (its waiters fail) and makes the barrier usable again. A Wait that times out breaks
+// the barrier for every party. A broken barrier's Wait returns FAILED_PRECONDITION ("barrier
+// is broken", CPython's BrokenBarrierError) until Reset().
+//
+// Dead parties: a party killed while others wait leaves them waiting — until their timeout
+// (the constructor's default timeout or Wait's) breaks the barrier. Give cross-process
+// barriers a timeout.
+//
+// The action is a plain function pointer (it must mean the same code in every process: true
+// for fork children; spawn children get it through spawn/'s function identity).
+// Thread-safety: handles are thread-safe and cheap to copy.
+
+#ifndef MPROC_SYNC_BARRIER_H_
+#define MPROC_SYNC_BARRIER_H_
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <optional>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "sync/internal/shared_state.h"
+
+namespace mproc {
+
+namespace sync_internal {
+struct alignas(64) BarrierState {
+  std::atomic<uint32_t> mutex{0};  // guards the fields below
+  std::atomic<uint32_t> seq{0};    // generation; bumped to release or reset a round
+  uint32_t parties = 0;
+  uint32_t arrived = 0;
+  uint32_t broken = 0;
+  uint32_t reset_generation = UINT32_MAX;  // a generation ended by Reset/Abort
+  int64_t default_timeout_ns = -1;         // < 0: none
+};
+}  // namespace sync_internal
+
+class Barrier {
+ public:
+  static absl::StatusOr<Barrier> Create(uint32_t parties, void (*action)() = nullptr,
+                                        absl::Duration timeout = absl::InfiniteDuration());
+
+  // Waits for all parties. Uses the barrier's default timeout when none is given.
+  absl::StatusOr<uint32_t> Wait(std::optional<absl::Duration> timeout = std::nullopt);
+  void Abort();
+  void Reset();
+
+  uint32_t parties() const { return s_->parties; }
+  uint32_t NWaiting() const;
+  bool Broken() const;
+
+ private:
+  Barrier(std::shared_ptr<sync_internal::Region> r, sync_internal::BarrierState* s, void (*action)())
+      : region_(std::move(r)), s_(s), action_(action) {}
+  std::shared_ptr<sync_internal::Region> region_;
+  sync_internal::BarrierState* s_ = nullptr;
+  void (*action_)() = nullptr;
+};
+
+}  // namespace mproc
+
+#endif  // MPROC_SYNC_BARRIER_H_

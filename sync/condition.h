@@ -1,0 +1,88 @@
+// sync/condition.h — Condition across processes, over a Lock or an RLock.
+//
+//   MPROC_ASSIGN_OR_RETURN(Condition cv, Condition::Create());   // its own RLock
+//   { RLockGuard g(cv.rlock()); while (!Ready()) cv.Wait().IgnoreError(); }
+//   { RLockGuard g(cv.rlock()); MakeReady(); cv.NotifyAll().IgnoreError(); }
+//
+// CPython's semantics (SYNC-10..17): Wait/WaitFor/Notify/NotifyAll need the lock held by the
+// caller (else FAILED_PRECONDITION: "must acquire() condition before using wait()"); Wait
+// releases the lock — every recursion level of an RLock — sleeps, and reacquires it (restoring
+// the depth) before returning whether it was notified (false after the timeout). Notify(n)
+// wakes exactly min(n, sleepers) waiters; NotifyAll wakes them all; with no waiters it does
+// nothing. WaitFor(pred, timeout) returns the predicate's last value.
+//
+// How: each waiter takes a slot (under the lock) in the condition's shared page and sleeps on
+// its own futex word; Notify(n) marks the n oldest waiting slots notified and wakes each. A
+// waiter decides, after reacquiring the lock, whether it was notified — so exactly n waiters
+// see true, no later waiter can steal a notification meant for an earlier one, and a waiter
+// that times out just frees its slot. At most kMaxWaiters (250) may wait on one Condition at a
+// time (more: RESOURCE_EXHAUSTED). Process-safety: a waiter killed while waiting leaves its
+// slot marked waiting, which absorbs one future Notify.
+
+#ifndef MPROC_SYNC_CONDITION_H_
+#define MPROC_SYNC_CONDITION_H_
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <optional>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "sync/lock.h"
+
+namespace mproc {
+
+namespace sync_internal {
+struct ConditionSlot {
+  std::atomic<uint32_t> state{0};  // 0 free, 1 waiting, 2 notified
+  uint32_t order = 0;              // registration order, for FIFO notification
+};
+struct alignas(64) ConditionState {
+  static constexpr int kMaxWaiters = 250;
+  uint32_t next_order = 0;  // guarded by the condition's lock
+  uint32_t pad = 0;
+  ConditionSlot slots[kMaxWaiters];
+};
+}  // namespace sync_internal
+
+class Condition {
+ public:
+  // Over a new RLock (CPython's default), or over the given lock.
+  static absl::StatusOr<Condition> Create();
+  static absl::StatusOr<Condition> Create(Lock lock);
+  static absl::StatusOr<Condition> Create(RLock lock);
+
+  // The lock (exactly one of these is set).
+  RLock& rlock() { return *rlock_; }
+  Lock& lock() { return *lock_; }
+  bool uses_rlock() const { return rlock_.has_value(); }
+
+  AcquireResult Acquire(absl::Duration timeout = absl::InfiniteDuration()) {
+    return rlock_ ? rlock_->Acquire(timeout) : lock_->Acquire(timeout);
+  }
+  absl::Status Release() { return rlock_ ? rlock_->Release() : lock_->Release(); }
+
+  // Returns whether it was notified (false: timed out).
+  absl::StatusOr<bool> Wait(absl::Duration timeout = absl::InfiniteDuration());
+  // Waits until pred() is true or the timeout passes; returns pred()'s last value.
+  absl::StatusOr<bool> WaitFor(const std::function<bool()>& pred,
+                               absl::Duration timeout = absl::InfiniteDuration());
+  absl::Status Notify(uint32_t n = 1);
+  absl::Status NotifyAll();
+
+ private:
+  Condition(std::shared_ptr<sync_internal::Region> r, sync_internal::ConditionState* s)
+      : region_(std::move(r)), s_(s) {}
+  bool HeldByCaller() const;
+
+  std::shared_ptr<sync_internal::Region> region_;
+  sync_internal::ConditionState* s_ = nullptr;
+  std::optional<Lock> lock_;
+  std::optional<RLock> rlock_;
+};
+
+}  // namespace mproc
+
+#endif  // MPROC_SYNC_CONDITION_H_

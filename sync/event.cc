@@ -1,0 +1,47 @@
+#include "sync/event.h"
+
+#include <climits>
+
+#include "base/deadline.h"
+#include "base/futex.h"
+#include "sync/internal/spin.h"
+
+namespace mproc {
+
+absl::StatusOr<Event> Event::Create() {
+  auto r = sync_internal::CreateShared<sync_internal::EventState>("mproc-event");
+  if (!r.ok()) return r.status();
+  return Event(r->first, r->second);
+}
+
+void Event::Set() {
+  s_->setter_cpu.store(sync_internal::CurrentCpu(), std::memory_order_relaxed);
+  s_->flag.store(1, std::memory_order_seq_cst);
+  if (s_->waiters.load(std::memory_order_seq_cst) > 0) FutexWake(&s_->flag, INT_MAX);
+}
+
+bool Event::Wait(absl::Duration timeout) {
+  if (IsSet()) return true;
+  if (timeout <= absl::ZeroDuration()) return false;
+  const Deadline deadline = Deadline::After(timeout);
+  if (sync_internal::SpinUntil(s_->setter_cpu.load(std::memory_order_relaxed),
+                               [&] { return IsSet(); })) {
+    return true;
+  }
+  s_->waiters.fetch_add(1, std::memory_order_seq_cst);
+  bool set = false;
+  for (;;) {
+    if (s_->flag.load(std::memory_order_seq_cst) != 0) {
+      set = true;
+      break;
+    }
+    if (FutexWait(&s_->flag, 0, deadline) == FutexResult::kTimedOut) {
+      set = IsSet();
+      break;
+    }
+  }
+  s_->waiters.fetch_sub(1, std::memory_order_relaxed);
+  return set;
+}
+
+}  // namespace mproc

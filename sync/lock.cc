@@ -1,0 +1,163 @@
+#include "sync/lock.h"
+
+#include "base/futex.h"
+
+namespace mproc {
+namespace sync_internal {
+
+void WakeOne(LockState* s) { FutexWake(&s->word, 1); }
+
+AcquireResult TryAcquireSlow(LockState* s, uint32_t tid) {
+  uint32_t v = s->word.load(std::memory_order_relaxed);
+  if (v == 0) {
+    if (s->word.compare_exchange_strong(v, tid, std::memory_order_acquire)) {
+      return AcquireResult::Acquired();
+    }
+    return AcquireResult::NotAcquired();
+  }
+  uint32_t holder = v & kTidMask;
+  if (holder != 0 && holder != tid && !TidAlive(holder)) {
+    // Keep the waiters bit: others may be sleeping.
+    if (s->word.compare_exchange_strong(v, tid | (v & kWaitersBit), std::memory_order_acquire)) {
+      return AcquireResult::OwnerDied();
+    }
+  }
+  return AcquireResult::NotAcquired();
+}
+
+AcquireResult AcquireSlow(LockState* s, uint32_t tid, const Deadline& deadline) {
+  // A short spin: a holder on another CPU often releases within a microsecond or two.
+  for (int i = 0; i < 64; ++i) {
+    uint32_t v = s->word.load(std::memory_order_relaxed);
+    if (v == 0 && s->word.compare_exchange_weak(v, tid, std::memory_order_acquire)) {
+      return AcquireResult::Acquired();
+    }
+    __builtin_ia32_pause();
+  }
+  for (;;) {
+    uint32_t v = s->word.load(std::memory_order_relaxed);
+    if (v == 0) {
+      // Others may still sleep: take it with the waiters bit so Release wakes one.
+      if (s->word.compare_exchange_strong(v, tid | kWaitersBit, std::memory_order_acquire)) {
+        return AcquireResult::Acquired();
+      }
+      continue;
+    }
+    if (!(v & kWaitersBit)) {
+      if (!s->word.compare_exchange_strong(v, v | kWaitersBit, std::memory_order_relaxed)) continue;
+      v |= kWaitersBit;
+    }
+    if (deadline.Expired()) return AcquireResult::NotAcquired();
+    const int64_t slice_end = MonotonicNowNs() + kOwnerCheckNs;
+    Deadline slice = deadline.infinite() || deadline.monotonic_ns() > slice_end
+                         ? Deadline::AtMonotonicNs(slice_end)
+                         : deadline;
+    FutexResult r = FutexWait(&s->word, v, slice);
+    if (r == FutexResult::kTimedOut) {
+      if (deadline.Expired()) {
+        // One last attempt: the lock may have been released at the deadline.
+        uint32_t z = 0;
+        if (s->word.compare_exchange_strong(z, tid | kWaitersBit, std::memory_order_acquire)) {
+          return AcquireResult::Acquired();
+        }
+        return AcquireResult::NotAcquired();
+      }
+      uint32_t now = s->word.load(std::memory_order_relaxed);
+      uint32_t holder = now & kTidMask;
+      if (holder != 0 && holder != tid && !TidAlive(holder)) {
+        if (s->word.compare_exchange_strong(now, tid | kWaitersBit, std::memory_order_acquire)) {
+          return AcquireResult::OwnerDied();
+        }
+      }
+    }
+  }
+}
+
+}  // namespace sync_internal
+
+using sync_internal::CreateShared;
+using sync_internal::CurrentTid;
+using sync_internal::kTidMask;
+using sync_internal::LockState;
+
+absl::StatusOr<Lock> Lock::Create() {
+  auto r = CreateShared<LockState>("mproc-lock");
+  if (!r.ok()) return r.status();
+  return Lock(r->first, r->second);
+}
+
+absl::StatusOr<RLock> RLock::Create() {
+  auto r = CreateShared<LockState>("mproc-rlock");
+  if (!r.ok()) return r.status();
+  return RLock(r->first, r->second);
+}
+
+AcquireResult RLock::Acquire(absl::Duration timeout) {
+  uint32_t tid = CurrentTid();
+  uint32_t expected = 0;
+  // The count is touched only by the holder: plain relaxed loads and stores, no RMW.
+  if (s_->word.compare_exchange_strong(expected, tid, std::memory_order_acquire,
+                                       std::memory_order_relaxed)) [[likely]] {
+    s_->count.store(1, std::memory_order_relaxed);
+    return AcquireResult::Acquired();
+  }
+  if ((expected & kTidMask) == tid) {
+    s_->count.store(s_->count.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    return AcquireResult::Acquired();
+  }
+  AcquireResult r = sync_internal::AcquireSlow(s_, tid, Deadline::After(timeout));
+  if (r) s_->count.store(1, std::memory_order_relaxed);
+  return r;
+}
+
+AcquireResult RLock::TryAcquire() {
+  uint32_t tid = CurrentTid();
+  if ((s_->word.load(std::memory_order_relaxed) & kTidMask) == tid) {
+    s_->count.store(s_->count.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    return AcquireResult::Acquired();
+  }
+  AcquireResult r = sync_internal::TryAcquireSlow(s_, tid);
+  if (r) s_->count.store(1, std::memory_order_relaxed);
+  return r;
+}
+
+absl::Status RLock::Release() {
+  uint32_t tid = CurrentTid();
+  uint32_t v = s_->word.load(std::memory_order_relaxed);
+  if ((v & kTidMask) != tid) [[unlikely]] {
+    return absl::FailedPreconditionError("cannot release an RLock this thread does not hold");
+  }
+  uint32_t depth = s_->count.load(std::memory_order_relaxed);
+  if (depth > 1) {
+    s_->count.store(depth - 1, std::memory_order_relaxed);
+    return absl::OkStatus();
+  }
+  s_->count.store(0, std::memory_order_relaxed);
+  uint32_t old = s_->word.exchange(0, std::memory_order_release);
+  if (old & sync_internal::kWaitersBit) sync_internal::WakeOne(s_);
+  return absl::OkStatus();
+}
+
+uint32_t RLock::Depth() const {
+  return HeldByMe() ? s_->count.load(std::memory_order_relaxed) : 0;
+}
+
+uint32_t RLock::ReleaseAll() {
+  uint32_t depth = s_->count.exchange(0, std::memory_order_relaxed);
+  uint32_t old = s_->word.exchange(0, std::memory_order_release);
+  if (old & sync_internal::kWaitersBit) sync_internal::WakeOne(s_);
+  return depth;
+}
+
+AcquireResult RLock::AcquireRestore(uint32_t depth, const Deadline& d) {
+  uint32_t tid = CurrentTid();
+  uint32_t expected = 0;
+  AcquireResult r = AcquireResult::Acquired();
+  if (!s_->word.compare_exchange_strong(expected, tid, std::memory_order_acquire)) {
+    r = sync_internal::AcquireSlow(s_, tid, d);
+  }
+  if (r) s_->count.store(depth, std::memory_order_relaxed);
+  return r;
+}
+
+}  // namespace mproc

@@ -1,0 +1,185 @@
+// sync/lock.h — Lock and RLock: process-shared mutexes on futexes, with dead-owner recovery.
+//
+//   MPROC_ASSIGN_OR_RETURN(Lock lock, Lock::Create());
+//   {
+//     LockGuard g(lock);              // Acquire() ... Release()
+//     if (g.previous_owner_died()) RepairSharedState();
+//     ...
+//   }
+//   if (lock.Acquire(absl::Milliseconds(10))) { ...; lock.Release().IgnoreError(); }
+//
+// Semantics are CPython's (multiprocessing.Lock / RLock), in C++ casing:
+//   * Lock is not owned by a thread: any thread of any process may Release it (CPython
+//     SYNC-6). Releasing an unlocked Lock is FAILED_PRECONDITION ("released too many times").
+//   * RLock may be re-acquired by the thread holding it and needs as many Releases; a Release
+//     by any other thread is FAILED_PRECONDITION.
+//   * Acquire blocks (optionally until a timeout) and returns an AcquireResult that converts to
+//     true when acquired; TryAcquire never blocks. Locked() reports whether anyone holds it.
+//
+// Dead owners: the futex word holds the holder's thread id (sync/internal/owner.h). A waiter
+// that has slept for 20 ms checks that the holder still exists; if the holder thread or
+// process died while holding the lock, the waiter takes the lock over and its AcquireResult
+// says previous_owner_died() — the EOWNERDEAD analogue — so it can repair the state the lock
+// protected. mproc never calls set_robust_list. For a Lock, "holder" means the thread that
+// acquired it (if it hands the lock to another process to release and then dies, a waiter
+// will take the lock over).
+//
+// Speed: an uncontended Acquire is one CAS and Release one exchange — no syscall, no owner
+// bookkeeping beyond the CAS itself. Contended waits sleep in FUTEX_WAIT (shared) on the word.
+//
+// Thread-safety: handles are thread-safe and cheap to copy; copies share the lock. Placement:
+// the lock's state lives in its own sealed memfd segment; a fork child's copy is the same lock.
+// Process-safety: a process killed while holding the lock is detected as above; killed while
+// waiting, it leaves nothing behind.
+
+#ifndef MPROC_SYNC_LOCK_H_
+#define MPROC_SYNC_LOCK_H_
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "base/deadline.h"
+#include "sync/internal/owner.h"
+#include "sync/internal/shared_state.h"
+
+namespace mproc {
+
+class AcquireResult {
+ public:
+  static AcquireResult Acquired() { return AcquireResult(true, false); }
+  static AcquireResult OwnerDied() { return AcquireResult(true, true); }
+  static AcquireResult NotAcquired() { return AcquireResult(false, false); }
+
+  explicit operator bool() const { return acquired_; }
+  bool acquired() const { return acquired_; }
+  // Acquired by taking over from a holder that died while holding the lock.
+  bool previous_owner_died() const { return owner_died_; }
+
+ private:
+  AcquireResult(bool a, bool d) : acquired_(a), owner_died_(d) {}
+  bool acquired_;
+  bool owner_died_;
+};
+
+namespace sync_internal {
+
+struct alignas(64) LockState {
+  std::atomic<uint32_t> word{0};   // tid of the holder | kWaitersBit, 0 when free
+  std::atomic<uint32_t> count{0};  // RLock recursion depth (touched by the holder only)
+};
+static_assert(sizeof(LockState) == 64);
+
+// The contended path shared by Lock and RLock.
+AcquireResult AcquireSlow(LockState* s, uint32_t tid, const Deadline& deadline);
+// One non-blocking attempt that also takes over from a dead holder.
+AcquireResult TryAcquireSlow(LockState* s, uint32_t tid);
+void WakeOne(LockState* s);
+
+}  // namespace sync_internal
+
+class Lock {
+ public:
+  // A new unlocked lock in its own shared segment.
+  static absl::StatusOr<Lock> Create();
+
+  // Blocks until acquired, or until `timeout` passes (a zero timeout is one attempt).
+  AcquireResult Acquire(absl::Duration timeout = absl::InfiniteDuration()) {
+    uint32_t tid = sync_internal::CurrentTid();
+    uint32_t expected = 0;
+    if (s_->word.compare_exchange_strong(expected, tid, std::memory_order_acquire,
+                                         std::memory_order_relaxed)) [[likely]] {
+      return AcquireResult::Acquired();
+    }
+    return sync_internal::AcquireSlow(s_, tid, Deadline::After(timeout));
+  }
+
+  // Never blocks. Returns true when acquired (including a takeover from a dead holder).
+  AcquireResult TryAcquire() {
+    uint32_t tid = sync_internal::CurrentTid();
+    uint32_t expected = 0;
+    if (s_->word.compare_exchange_strong(expected, tid, std::memory_order_acquire,
+                                         std::memory_order_relaxed)) {
+      return AcquireResult::Acquired();
+    }
+    return sync_internal::TryAcquireSlow(s_, tid);
+  }
+
+  // Releases the lock (any thread, any process). FAILED_PRECONDITION when it is not locked.
+  absl::Status Release() {
+    uint32_t old = s_->word.exchange(0, std::memory_order_release);
+    if (old & sync_internal::kWaitersBit) sync_internal::WakeOne(s_);
+    if (old == 0) [[unlikely]] {
+      return absl::FailedPreconditionError("Lock released too many times (it is not locked)");
+    }
+    return absl::OkStatus();
+  }
+
+  bool Locked() const { return s_->word.load(std::memory_order_relaxed) != 0; }
+  // The holder's thread id, or 0.
+  uint32_t HolderTid() const { return s_->word.load(std::memory_order_relaxed) & sync_internal::kTidMask; }
+
+ private:
+  friend class Condition;
+  Lock(std::shared_ptr<sync_internal::Region> r, sync_internal::LockState* s) : region_(std::move(r)), s_(s) {}
+  std::shared_ptr<sync_internal::Region> region_;
+  sync_internal::LockState* s_ = nullptr;
+};
+
+class RLock {
+ public:
+  static absl::StatusOr<RLock> Create();
+
+  AcquireResult Acquire(absl::Duration timeout = absl::InfiniteDuration());
+  AcquireResult TryAcquire();
+  // FAILED_PRECONDITION unless the calling thread holds it.
+  absl::Status Release();
+
+  bool Locked() const { return s_->word.load(std::memory_order_relaxed) != 0; }
+  // Recursion depth when the calling thread holds it, else 0.
+  uint32_t Depth() const;
+  bool HeldByMe() const {
+    return (s_->word.load(std::memory_order_relaxed) & sync_internal::kTidMask) ==
+           sync_internal::CurrentTid();
+  }
+
+ private:
+  friend class Condition;
+  template <typename T>
+  friend class Value;
+  template <typename T>
+  friend class Array;
+  RLock(std::shared_ptr<sync_internal::Region> r, sync_internal::LockState* s) : region_(std::move(r)), s_(s) {}
+  // For Condition: releases every level and returns the depth; restores it.
+  uint32_t ReleaseAll();
+  AcquireResult AcquireRestore(uint32_t depth, const Deadline& d);
+
+  std::shared_ptr<sync_internal::Region> region_;
+  sync_internal::LockState* s_ = nullptr;
+};
+
+// RAII: acquires in the constructor (blocking), releases in the destructor.
+template <typename L>
+class BasicLockGuard {
+ public:
+  explicit BasicLockGuard(L& lock) : lock_(lock), result_(lock.Acquire()) {}
+  ~BasicLockGuard() {
+    if (result_) lock_.Release().IgnoreError();
+  }
+  BasicLockGuard(const BasicLockGuard&) = delete;
+  BasicLockGuard& operator=(const BasicLockGuard&) = delete;
+  bool previous_owner_died() const { return result_.previous_owner_died(); }
+
+ private:
+  L& lock_;
+  AcquireResult result_;
+};
+using LockGuard = BasicLockGuard<Lock>;
+using RLockGuard = BasicLockGuard<RLock>;
+
+}  // namespace mproc
+
+#endif  // MPROC_SYNC_LOCK_H_

@@ -1,0 +1,80 @@
+#include "sync/semaphore.h"
+
+#include "base/deadline.h"
+#include "base/futex.h"
+#include "sync/internal/spin.h"
+
+namespace mproc {
+
+using sync_internal::CreateShared;
+using sync_internal::SemaphoreState;
+
+absl::StatusOr<Semaphore> Semaphore::Create(uint32_t value) {
+  auto r = CreateShared<SemaphoreState>("mproc-semaphore");
+  if (!r.ok()) return r.status();
+  r->second->value.store(value);
+  return Semaphore(r->first, r->second);
+}
+
+absl::StatusOr<BoundedSemaphore> BoundedSemaphore::Create(uint32_t value) {
+  auto r = CreateShared<SemaphoreState>("mproc-bounded-semaphore");
+  if (!r.ok()) return r.status();
+  r->second->value.store(value);
+  r->second->bound = value;
+  return BoundedSemaphore(r->first, r->second);
+}
+
+namespace {
+bool TryTake(SemaphoreState* s) {
+  uint32_t v = s->value.load(std::memory_order_relaxed);
+  while (v > 0) {
+    if (s->value.compare_exchange_weak(v, v - 1, std::memory_order_acquire)) return true;
+  }
+  return false;
+}
+}  // namespace
+
+bool Semaphore::Acquire(absl::Duration timeout) {
+  if (TryTake(s_)) return true;
+  if (timeout <= absl::ZeroDuration()) return false;
+  const Deadline deadline = Deadline::After(timeout);
+  if (sync_internal::SpinUntil(s_->last_release_cpu.load(std::memory_order_relaxed),
+                               [&] { return s_->value.load(std::memory_order_relaxed) > 0; }) &&
+      TryTake(s_)) {
+    return true;
+  }
+  s_->waiters.fetch_add(1, std::memory_order_seq_cst);
+  bool got = false;
+  for (;;) {
+    if (TryTake(s_)) {
+      got = true;
+      break;
+    }
+    if (FutexWait(&s_->value, 0, deadline) == FutexResult::kTimedOut) {
+      got = TryTake(s_);
+      break;
+    }
+  }
+  s_->waiters.fetch_sub(1, std::memory_order_relaxed);
+  return got;
+}
+
+absl::Status Semaphore::Release(uint32_t n) {
+  if (s_->bound != 0) {
+    uint32_t v = s_->value.load(std::memory_order_relaxed);
+    do {
+      if (v + n > s_->bound) {
+        return absl::FailedPreconditionError("BoundedSemaphore released too many times");
+      }
+    } while (!s_->value.compare_exchange_weak(v, v + n, std::memory_order_seq_cst));
+  } else {
+    s_->value.fetch_add(n, std::memory_order_seq_cst);
+  }
+  s_->last_release_cpu.store(sync_internal::CurrentCpu(), std::memory_order_relaxed);
+  if (s_->waiters.load(std::memory_order_seq_cst) > 0) {
+    FutexWake(&s_->value, static_cast<int>(n));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace mproc

@@ -1,0 +1,49 @@
+// sync/test_util.h — forked children for cross-process tests, bounded in time.
+#ifndef MPROC_SYNC_TEST_UTIL_H_
+#define MPROC_SYNC_TEST_UTIL_H_
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <functional>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace mproc::testing {
+
+// Forks a child running `body`; its return value is the exit code.
+inline pid_t Child(const std::function<int()>& body) {
+  std::fflush(nullptr);
+  pid_t pid = ::fork();
+  if (pid == 0) _exit(body());
+  return pid;
+}
+
+// Waits up to `seconds` for `pid`; kills it if it is still running. Returns the exit code,
+// 128 + signal, or -1 when it had to be killed.
+inline int Join(pid_t pid, int seconds = 60) {
+  for (int i = 0; i < seconds * 100; ++i) {
+    int status;
+    pid_t r = ::waitpid(pid, &status, WNOHANG);
+    if (r == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    ::usleep(10'000);
+  }
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, nullptr, 0);
+  ADD_FAILURE() << "child " << pid << " did not finish in " << seconds << " s";
+  return -1;
+}
+
+inline double NowSeconds() {
+  timespec ts;
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
+}
+
+}  // namespace mproc::testing
+
+#endif  // MPROC_SYNC_TEST_UTIL_H_

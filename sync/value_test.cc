@@ -1,0 +1,111 @@
+#include "sync/value.h"
+
+#include <unistd.h>
+
+#include "base/status_matchers.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "sync/test_util.h"
+
+namespace mproc {
+namespace {
+
+using testing::Child;
+using testing::Join;
+
+struct Point {
+  int32_t x, y;
+  double w;
+};
+
+TEST(ValueTest, InitialValuesAndChildWritesAreVisible) {
+  ASSERT_OK_AND_ASSIGN(Value<int32_t> i, Value<int32_t>::Create(-7));
+  ASSERT_OK_AND_ASSIGN(Value<double> d, Value<double>::Create(2.5));
+  ASSERT_OK_AND_ASSIGN(Value<char> c, Value<char>::Create('x'));
+  ASSERT_OK_AND_ASSIGN(Value<Point> p, Value<Point>::Create(Point{1, 2, 0.5}));
+  EXPECT_EQ(i.Get(), -7);
+  EXPECT_EQ(d.Get(), 2.5);
+  EXPECT_EQ(c.Get(), 'x');
+  EXPECT_EQ(p.Get().y, 2);
+  EXPECT_EQ(Join(Child([&] {
+              i.Set(1234);
+              d.Set(-1.25);
+              c.Set('z');
+              p.Set(Point{9, 8, 7.5});
+              return 0;
+            })),
+            0);
+  EXPECT_EQ(i.Get(), 1234);
+  EXPECT_EQ(d.Get(), -1.25);
+  EXPECT_EQ(c.Get(), 'z');
+  EXPECT_EQ(p.Get().w, 7.5);
+}
+
+TEST(ValueTest, LockModes) {
+  ASSERT_OK_AND_ASSIGN(Value<int> locked, Value<int>::Create(0));
+  EXPECT_TRUE(locked.HasLock());
+  EXPECT_TRUE(locked.GetLock().Acquire());
+  EXPECT_TRUE(locked.GetLock().Acquire());  // an RLock, as CPython's default
+  MPROC_EXPECT_OK(locked.GetLock().Release());
+  MPROC_EXPECT_OK(locked.GetLock().Release());
+  ASSERT_OK_AND_ASSIGN(Value<int> raw, Value<int>::Create(0, LockMode::kNone));
+  EXPECT_FALSE(raw.HasLock());
+}
+
+TEST(ValueTest, IncrementsUnderTheLockFromManyProcesses) {
+  ASSERT_OK_AND_ASSIGN(Value<int64_t> v, Value<int64_t>::Create(0));
+  constexpr int kProcs = 4, kN = 10000;
+  std::vector<pid_t> pids;
+  for (int p = 0; p < kProcs; ++p) {
+    pids.push_back(Child([&] {
+      for (int i = 0; i < kN; ++i) {
+        RLockGuard g(v.GetLock());
+        v.Set(v.Get() + 1);
+      }
+      return 0;
+    }));
+  }
+  for (pid_t pid : pids) EXPECT_EQ(Join(pid), 0);
+  EXPECT_EQ(v.Get(), kProcs * kN);
+}
+
+TEST(ValueTest, AtomicOperationsWithoutALock) {
+  ASSERT_OK_AND_ASSIGN(Value<uint32_t> v, Value<uint32_t>::Create(0, LockMode::kNone));
+  std::vector<pid_t> pids;
+  for (int p = 0; p < 3; ++p) {
+    pids.push_back(Child([&] {
+      for (int i = 0; i < 10000; ++i) v.FetchAdd(1);
+      return 0;
+    }));
+  }
+  for (pid_t pid : pids) EXPECT_EQ(Join(pid), 0);
+  EXPECT_EQ(v.Load(), 30000u);
+  uint32_t expected = 30000;
+  EXPECT_TRUE(v.CompareExchange(expected, 5));
+  EXPECT_EQ(v.Load(), 5u);
+}
+
+TEST(ArrayTest, ZeroFilledIndexingSlicingAndChildUpdates) {
+  ASSERT_OK_AND_ASSIGN(Array<int32_t> a, Array<int32_t>::Create(10));
+  EXPECT_EQ(a.size(), 10u);
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_EQ(a[i], 0);
+  EXPECT_EQ(Join(Child([&] {
+              for (size_t i = 0; i < a.size(); ++i) a[i] = static_cast<int32_t>(i * i);
+              return 0;
+            })),
+            0);
+  EXPECT_EQ(a[9], 81);
+  std::span<int32_t> s = a.Slice(2, 5);
+  ASSERT_EQ(s.size(), 3u);
+  EXPECT_EQ(s[0], 4);
+  EXPECT_EQ(a.Slice(8, 100).size(), 2u);  // clamped
+  EXPECT_TRUE(a.HasLock());
+  std::vector<double> init = {1.5, 2.5};
+  ASSERT_OK_AND_ASSIGN(Array<double> b, Array<double>::Create(std::span<const double>(init), LockMode::kNone));
+  EXPECT_EQ(b[1], 2.5);
+  EXPECT_FALSE(b.HasLock());
+  EXPECT_THAT(Array<int>::Create(0), StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
+}  // namespace
+}  // namespace mproc
