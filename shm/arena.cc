@@ -32,21 +32,6 @@ struct Block {
   uint64_t next;
 };
 
-class ArenaLock {
- public:
-  explicit ArenaLock(ArenaHeader* h) : w_(&h->lock) {
-    uint32_t z = 0;
-    if (w_->compare_exchange_strong(z, 1, std::memory_order_acquire)) return;
-    while (w_->exchange(2, std::memory_order_acquire) != 0) FutexWait(w_, 2);
-  }
-  ~ArenaLock() {
-    if (w_->exchange(0, std::memory_order_release) == 2) FutexWake(w_, 1);
-  }
-
- private:
-  std::atomic<uint32_t>* w_;
-};
-
 uint64_t AlignUp(uint64_t v, uint64_t a) { return (v + a - 1) & ~(a - 1); }
 
 }  // namespace
@@ -87,7 +72,7 @@ absl::StatusOr<uint64_t> Arena::Allocate(size_t size, size_t align) {
   auto* h = static_cast<ArenaHeader*>(mapping_.data());
   char* base = static_cast<char*>(mapping_.data());
   const uint64_t want = AlignUp(size == 0 ? 1 : size, 16);
-  ArenaLock lock(h);
+  FutexMutexGuard lock(&h->lock);
   uint64_t prev = kNone;
   for (uint64_t off = h->free_head; off != kNone;) {
     auto* b = reinterpret_cast<Block*>(base + off);
@@ -137,7 +122,7 @@ void Arena::Free(uint64_t offset) {
   auto* h = static_cast<ArenaHeader*>(mapping_.data());
   char* base = static_cast<char*>(mapping_.data());
   uint64_t off = offset - kBlockHeader;
-  ArenaLock lock(h);
+  FutexMutexGuard lock(&h->lock);
   auto* b = reinterpret_cast<Block*>(base + off);
   // Insert sorted by offset, coalescing with the previous and next free blocks.
   uint64_t prev = kNone, cur = h->free_head;
@@ -167,7 +152,7 @@ void Arena::Free(uint64_t offset) {
 size_t Arena::FreeBytes() const {
   auto* h = static_cast<ArenaHeader*>(mapping_.data());
   const char* base = static_cast<const char*>(mapping_.data());
-  ArenaLock lock(h);
+  FutexMutexGuard lock(&h->lock);
   size_t total = 0;
   for (uint64_t off = h->free_head; off != kNone;) {
     auto* b = reinterpret_cast<const Block*>(base + off);
@@ -180,7 +165,7 @@ size_t Arena::FreeBytes() const {
 size_t Arena::LargestFreeBlock() const {
   auto* h = static_cast<ArenaHeader*>(mapping_.data());
   const char* base = static_cast<const char*>(mapping_.data());
-  ArenaLock lock(h);
+  FutexMutexGuard lock(&h->lock);
   size_t best = 0;
   for (uint64_t off = h->free_head; off != kNone;) {
     auto* b = reinterpret_cast<const Block*>(base + off);

@@ -12,23 +12,6 @@ using sync_internal::BarrierState;
 
 namespace {
 
-class StateLock {
- public:
-  explicit StateLock(BarrierState* s) : w_(&s->mutex) {
-    uint32_t z = 0;
-    if (w_->compare_exchange_strong(z, 1, std::memory_order_acquire)) return;
-    while (w_->exchange(2, std::memory_order_acquire) != 0) FutexWait(w_, 2);
-  }
-  ~StateLock() { Unlock(); }
-  void Unlock() {
-    if (w_ == nullptr) return;
-    if (w_->exchange(0, std::memory_order_release) == 2) FutexWake(w_, 1);
-    w_ = nullptr;
-  }
-
- private:
-  std::atomic<uint32_t>* w_;
-};
 
 absl::Status BrokenStatus() { return absl::FailedPreconditionError("barrier is broken"); }
 
@@ -58,7 +41,7 @@ absl::StatusOr<uint32_t> Barrier::Wait(std::optional<absl::Duration> timeout) {
                      : s_->default_timeout_ns < 0 ? absl::InfiniteDuration()
                                                   : absl::Nanoseconds(s_->default_timeout_ns);
   const Deadline deadline = Deadline::After(t);
-  StateLock lock(s_);
+  FutexMutexGuard lock(&s_->mutex);
   if (s_->broken) return BrokenStatus();
   const uint32_t gen = s_->seq.load(std::memory_order_relaxed);
   const uint32_t index = s_->arrived++;
@@ -81,13 +64,13 @@ absl::StatusOr<uint32_t> Barrier::Wait(std::optional<absl::Duration> timeout) {
   for (;;) {
     uint32_t now = s_->seq.load(std::memory_order_acquire);
     if (now != gen) {
-      StateLock relock(s_);
+      FutexMutexGuard relock(&s_->mutex);
       if (s_->reset_generation == gen) return BrokenStatus();
       return index;
     }
     if (FutexWait(&s_->seq, gen, deadline) == FutexResult::kTimedOut &&
         s_->seq.load(std::memory_order_acquire) == gen) {
-      StateLock relock(s_);
+      FutexMutexGuard relock(&s_->mutex);
       if (s_->seq.load(std::memory_order_relaxed) != gen) continue;  // released just now
       BreakLocked(s_);
       return absl::FailedPreconditionError("barrier is broken: timed out waiting for parties");
@@ -96,12 +79,12 @@ absl::StatusOr<uint32_t> Barrier::Wait(std::optional<absl::Duration> timeout) {
 }
 
 void Barrier::Abort() {
-  StateLock lock(s_);
+  FutexMutexGuard lock(&s_->mutex);
   BreakLocked(s_);
 }
 
 void Barrier::Reset() {
-  StateLock lock(s_);
+  FutexMutexGuard lock(&s_->mutex);
   if (s_->arrived > 0) {
     // Parties are waiting: their round ends broken.
     s_->reset_generation = s_->seq.load(std::memory_order_relaxed);
@@ -113,12 +96,12 @@ void Barrier::Reset() {
 }
 
 uint32_t Barrier::NWaiting() const {
-  StateLock lock(s_);
+  FutexMutexGuard lock(&s_->mutex);
   return s_->arrived;
 }
 
 bool Barrier::Broken() const {
-  StateLock lock(s_);
+  FutexMutexGuard lock(&s_->mutex);
   return s_->broken != 0;
 }
 
