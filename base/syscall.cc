@@ -3,7 +3,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "absl/strings/str_cat.h"
@@ -54,43 +53,37 @@ int WaitFor(int fd, short events, const Deadline& deadline) {
   }
 }
 
-bool IsSocket(int fd) {
-  struct stat st;
-  return ::fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode);
-}
-
 }  // namespace
 
 int WaitReadable(int fd, const Deadline& deadline) { return WaitFor(fd, POLLIN, deadline); }
 int WaitWritable(int fd, const Deadline& deadline) { return WaitFor(fd, POLLOUT, deadline); }
+
+absl::Status AwaitFd(int fd, short events, const Deadline& deadline, std::string_view what,
+                     size_t done, size_t total) {
+  int w = WaitFor(fd, events, deadline);
+  if (w == 0) {
+    return absl::DeadlineExceededError(
+        absl::StrCat(AbslView(what), ": timed out after ", done, " of ", total, " bytes"));
+  }
+  if (w < 0) return ErrnoToStatus(-w, what);
+  return absl::OkStatus();
+}
 
 absl::Status ReadExact(int fd, void* buf, size_t len, const Deadline& deadline,
                        std::string_view what) {
   char* p = static_cast<char*>(buf);
   size_t done = 0;
   while (done < len) {
-    if (!deadline.infinite()) {
-      int w = WaitReadable(fd, deadline);
-      if (w == 0) {
-        return absl::DeadlineExceededError(
-            absl::StrCat(AbslView(what), ": timed out after ", done, " of ", len, " bytes"));
-      }
-      if (w < 0) return ErrnoToStatus(-w, what);
-    }
+    if (!deadline.infinite()) MPROC_RETURN_IF_ERROR(AwaitFd(fd, POLLIN, deadline, what, done, len));
     ssize_t n = RetryEintr([&] { return ::read(fd, p + done, len - done); });
     if (n < 0) {
       if (errno == EAGAIN) {
-        int w = WaitReadable(fd, deadline);
-        if (w == 0) {
-          return absl::DeadlineExceededError(
-              absl::StrCat(AbslView(what), ": timed out after ", done, " of ", len, " bytes"));
-        }
-        if (w < 0) return ErrnoToStatus(-w, what);
+        MPROC_RETURN_IF_ERROR(AwaitFd(fd, POLLIN, deadline, what, done, len));
         continue;
       }
       if (errno == ECONNRESET) {
-        return absl::OutOfRangeError(
-            absl::StrCat(AbslView(what), ": peer reset the connection after ", done, " of ", len, " bytes"));
+        return absl::OutOfRangeError(absl::StrCat(
+            AbslView(what), ": peer reset the connection after ", done, " of ", len, " bytes"));
       }
       return ErrnoToStatus(errno, what);
     }
@@ -107,32 +100,24 @@ absl::Status WriteAll(int fd, const void* buf, size_t len, const Deadline& deadl
                       std::string_view what) {
   const char* p = static_cast<const char*>(buf);
   size_t done = 0;
-  const bool sock = IsSocket(fd);
+  bool sock = true;  // until send() says ENOTSOCK
   while (done < len) {
-    if (!deadline.infinite()) {
-      int w = WaitWritable(fd, deadline);
-      if (w == 0) {
-        return absl::DeadlineExceededError(
-            absl::StrCat(AbslView(what), ": timed out after ", done, " of ", len, " bytes"));
-      }
-      if (w < 0) return ErrnoToStatus(-w, what);
-    }
+    if (!deadline.infinite()) MPROC_RETURN_IF_ERROR(AwaitFd(fd, POLLOUT, deadline, what, done, len));
     ssize_t n = RetryEintr([&] {
       return sock ? ::send(fd, p + done, len - done, MSG_NOSIGNAL) : ::write(fd, p + done, len - done);
     });
     if (n < 0) {
+      if (sock && errno == ENOTSOCK) {
+        sock = false;
+        continue;
+      }
       if (errno == EAGAIN) {
-        int w = WaitWritable(fd, deadline);
-        if (w == 0) {
-          return absl::DeadlineExceededError(
-              absl::StrCat(AbslView(what), ": timed out after ", done, " of ", len, " bytes"));
-        }
-        if (w < 0) return ErrnoToStatus(-w, what);
+        MPROC_RETURN_IF_ERROR(AwaitFd(fd, POLLOUT, deadline, what, done, len));
         continue;
       }
       if (errno == EPIPE || errno == ECONNRESET) {
-        return absl::OutOfRangeError(absl::StrCat(AbslView(what), ": peer closed after ", done, " of ",
-                                                  len, " bytes"));
+        return absl::OutOfRangeError(
+            absl::StrCat(AbslView(what), ": peer closed after ", done, " of ", len, " bytes"));
       }
       return ErrnoToStatus(errno, what);
     }

@@ -50,6 +50,13 @@ ssize_t WriteFull(int fd, const void* buf, size_t len);
 int WaitReadable(int fd, const Deadline& deadline);
 int WaitWritable(int fd, const Deadline& deadline);
 
+// Waits until `fd` is ready for `events` (POLLIN or POLLOUT) before `deadline`, for a transfer
+// of `total` bytes of which `done` are through: OK; DEADLINE_EXCEEDED ("<what>: timed out
+// after <done> of <total> bytes"); or the errno status naming `what`. The shared wait of
+// every deadline-bounded read/write loop (here and in serialize/).
+absl::Status AwaitFd(int fd, short events, const Deadline& deadline, std::string_view what,
+                     size_t done, size_t total);
+
 // Reads exactly `len` bytes before `deadline`, on a blocking or non-blocking fd.
 // OK; OUT_OF_RANGE on end of file (the message says how many bytes arrived);
 // DEADLINE_EXCEEDED; otherwise the errno status, each naming `what`.
@@ -58,7 +65,8 @@ absl::Status ReadExact(int fd, void* buf, size_t len, const Deadline& deadline,
 
 // Writes all `len` bytes before `deadline`. OK; OUT_OF_RANGE when the peer is gone (EPIPE,
 // ECONNRESET; SIGPIPE is suppressed for sockets by MSG_NOSIGNAL, and for pipes callers
-// should ignore SIGPIPE); DEADLINE_EXCEEDED; otherwise the errno status.
+// should ignore SIGPIPE); DEADLINE_EXCEEDED; otherwise the errno status. Sockets are found
+// by trying send() first (ENOTSOCK: write() from then on), not by an fstat per call.
 absl::Status WriteAll(int fd, const void* buf, size_t len, const Deadline& deadline,
                       std::string_view what);
 

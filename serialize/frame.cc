@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "base/status.h"
@@ -31,20 +32,6 @@ T Get(const std::byte* p) {
   T v;
   std::memcpy(&v, p, sizeof(T));
   return v;
-}
-
-absl::Status Timeout(const char* what, size_t done, size_t want) {
-  return absl::DeadlineExceededError(
-      absl::StrCat("frame ", what, ": timed out after ", done, " of ", want, " bytes"));
-}
-
-// Waits for `events` on fd; OK, DEADLINE_EXCEEDED or the errno.
-absl::Status Await(int fd, short events, const Deadline& d, const char* what, size_t done,
-                   size_t want) {
-  int w = events == POLLIN ? WaitReadable(fd, d) : WaitWritable(fd, d);
-  if (w == 0) return Timeout(what, done, want);
-  if (w < 0) return ErrnoToStatus(-w, absl::StrCat("poll(frame ", what, ")"));
-  return absl::OkStatus();
 }
 
 // Blocks SIGPIPE in this thread for the duration of a write to a pipe, then discards a SIGPIPE
@@ -185,85 +172,64 @@ absl::Status WriteFrame(int fd, uint8_t kind, std::span<const std::byte> payload
   EncodeFrameHeader({kind, static_cast<uint16_t>(fds.size()), payload.size()}, header);
   const size_t total = kFrameHeaderSize + payload.size();
 
-  if (fd_kind == FdKind::kPipe) {
-    ScopedNoSigpipe no_sigpipe;
-    iovec iov[2] = {{header, kFrameHeaderSize},
-                    {const_cast<std::byte*>(payload.data()), payload.size()}};
-    size_t done = 0;
-    while (done < total) {
-      if (!deadline.infinite()) MPROC_RETURN_IF_ERROR(Await(fd, POLLOUT, deadline, "write", done, total));
-      iovec cur[2];
-      int n_iov = 0;
-      size_t skip = done;
-      for (const iovec& v : iov) {
-        if (skip >= v.iov_len) {
-          skip -= v.iov_len;
-          continue;
-        }
-        cur[n_iov++] = {static_cast<char*>(v.iov_base) + skip, v.iov_len - skip};
-        skip = 0;
-      }
-      ssize_t n = ::writev(fd, cur, n_iov);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        if (errno == EAGAIN) {
-          MPROC_RETURN_IF_ERROR(Await(fd, POLLOUT, deadline, "write", done, total));
-          continue;
-        }
-        if (errno == EPIPE) {
-          no_sigpipe.WroteToClosedPipe();
-          return absl::OutOfRangeError(
-              absl::StrCat("frame write: the reader is gone after ", done, " of ", total, " bytes"));
-        }
-        return ErrnoToStatus(errno, "writev(frame)");
-      }
-      done += static_cast<size_t>(n);
-    }
-    return absl::OkStatus();
-  }
-
-  // Sockets: sendmsg with MSG_NOSIGNAL; fds ride on the first byte.
+  // Pipes: writev, with SIGPIPE held back; sockets: sendmsg with MSG_NOSIGNAL, the fds riding
+  // on the first byte.
+  const bool socket = fd_kind != FdKind::kPipe;
+  std::optional<ScopedNoSigpipe> no_sigpipe;
+  if (!socket) no_sigpipe.emplace();
+  const iovec whole[2] = {{header, kFrameHeaderSize},
+                          {const_cast<std::byte*>(payload.data()), payload.size()}};
   FdControl control;
   size_t done = 0;
   while (done < total) {
-    if (!deadline.infinite()) MPROC_RETURN_IF_ERROR(Await(fd, POLLOUT, deadline, "write", done, total));
+    if (!deadline.infinite()) {
+      MPROC_RETURN_IF_ERROR(AwaitFd(fd, POLLOUT, deadline, "frame write", done, total));
+    }
+    // What remains of header + payload after `done` bytes.
     iovec iov[2];
-    int n_iov = 0;
-    if (done < kFrameHeaderSize) {
-      iov[n_iov++] = {header + done, kFrameHeaderSize - done};
-      if (!payload.empty()) iov[n_iov++] = {const_cast<std::byte*>(payload.data()), payload.size()};
+    size_t n_iov = 0, skip = done;
+    for (const iovec& v : whole) {
+      if (skip >= v.iov_len) {
+        skip -= v.iov_len;
+        continue;
+      }
+      iov[n_iov++] = {static_cast<char*>(v.iov_base) + skip, v.iov_len - skip};
+      skip = 0;
+    }
+    ssize_t n;
+    if (socket) {
+      msghdr msg = {};
+      msg.msg_iov = iov;
+      msg.msg_iovlen = n_iov;
+      if (done == 0 && !fds.empty()) {
+        msg.msg_control = control.buf;
+        msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
+        cmsghdr* c = CMSG_FIRSTHDR(&msg);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+        std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
+      }
+      n = ::sendmsg(fd, &msg, MSG_NOSIGNAL);
     } else {
-      size_t off = done - kFrameHeaderSize;
-      iov[n_iov++] = {const_cast<std::byte*>(payload.data()) + off, payload.size() - off};
+      n = ::writev(fd, iov, static_cast<int>(n_iov));
     }
-    msghdr msg = {};
-    msg.msg_iov = iov;
-    msg.msg_iovlen = static_cast<size_t>(n_iov);
-    if (done == 0 && !fds.empty()) {
-      msg.msg_control = control.buf;
-      msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
-      cmsghdr* c = CMSG_FIRSTHDR(&msg);
-      c->cmsg_level = SOL_SOCKET;
-      c->cmsg_type = SCM_RIGHTS;
-      c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
-      std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
-    }
-    ssize_t n = ::sendmsg(fd, &msg, MSG_NOSIGNAL);
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN) {
-        MPROC_RETURN_IF_ERROR(Await(fd, POLLOUT, deadline, "write", done, total));
+        MPROC_RETURN_IF_ERROR(AwaitFd(fd, POLLOUT, deadline, "frame write", done, total));
         continue;
       }
       if (errno == EPIPE || errno == ECONNRESET) {
-        return absl::OutOfRangeError(
-            absl::StrCat("frame write: the peer is gone after ", done, " of ", total, " bytes"));
+        if (no_sigpipe) no_sigpipe->WroteToClosedPipe();
+        return absl::OutOfRangeError(absl::StrCat("frame write: the ", socket ? "peer" : "reader",
+                                                  " is gone after ", done, " of ", total, " bytes"));
       }
-      if (errno == EMSGSIZE) {
+      if (socket && errno == EMSGSIZE) {
         return absl::ResourceExhaustedError(absl::StrCat(
             "frame of ", total, " bytes is larger than this socket's record limit (EMSGSIZE)"));
       }
-      return ErrnoToStatus(errno, "sendmsg(frame)");
+      return ErrnoToStatus(errno, socket ? "sendmsg(frame)" : "writev(frame)");
     }
     done += static_cast<size_t>(n);
   }
@@ -279,7 +245,7 @@ absl::Status ReadStream(int fd, bool socket, std::byte* buf, size_t want, const 
   size_t done = 0;
   FdControl control;
   while (done < want) {
-    if (!d.infinite()) MPROC_RETURN_IF_ERROR(Await(fd, POLLIN, d, what, done, want));
+    if (!d.infinite()) MPROC_RETURN_IF_ERROR(AwaitFd(fd, POLLIN, d, what, done, want));
     ssize_t n;
     int flags = 0;
     if (socket) {
@@ -300,13 +266,13 @@ absl::Status ReadStream(int fd, bool socket, std::byte* buf, size_t want, const 
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN) {
-        MPROC_RETURN_IF_ERROR(Await(fd, POLLIN, d, what, done, want));
+        MPROC_RETURN_IF_ERROR(AwaitFd(fd, POLLIN, d, what, done, want));
         continue;
       }
       if (errno == ECONNRESET) {
-        return absl::OutOfRangeError(absl::StrCat("frame ", what, ": connection reset"));
+        return absl::OutOfRangeError(absl::StrCat(what, ": connection reset"));
       }
-      return ErrnoToStatus(errno, absl::StrCat(socket ? "recvmsg" : "read", "(frame ", what, ")"));
+      return ErrnoToStatus(errno, absl::StrCat(socket ? "recvmsg" : "read", "(", what, ")"));
     }
     if (flags & MSG_CTRUNC) {
       return absl::InvalidArgumentError(
@@ -314,8 +280,7 @@ absl::Status ReadStream(int fd, bool socket, std::byte* buf, size_t want, const 
     }
     if (n == 0) {
       if (!started && done == 0) return absl::OutOfRangeError("peer closed the channel");
-      return absl::OutOfRangeError(absl::StrCat("peer closed the channel in the middle of a frame ",
-                                                what, " (", done, " of ", want, " bytes)"));
+      return absl::OutOfRangeError(absl::StrCat("peer closed the channel in the middle of a ", what, " (", done, " of ", want, " bytes)"));
     }
     done += static_cast<size_t>(n);
   }
@@ -327,12 +292,12 @@ absl::Status ReadSeqpacket(int fd, Frame& frame, const Deadline& d, const FrameL
   // the whole record at once.
   std::byte header[kFrameHeaderSize];
   for (;;) {
-    if (!d.infinite()) MPROC_RETURN_IF_ERROR(Await(fd, POLLIN, d, "header", 0, kFrameHeaderSize));
+    if (!d.infinite()) MPROC_RETURN_IF_ERROR(AwaitFd(fd, POLLIN, d, "frame header", 0, kFrameHeaderSize));
     ssize_t n = ::recv(fd, header, kFrameHeaderSize, MSG_PEEK | MSG_TRUNC);
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN) {
-        MPROC_RETURN_IF_ERROR(Await(fd, POLLIN, d, "header", 0, kFrameHeaderSize));
+        MPROC_RETURN_IF_ERROR(AwaitFd(fd, POLLIN, d, "frame header", 0, kFrameHeaderSize));
         continue;
       }
       return ErrnoToStatus(errno, "recv(frame header)");
@@ -396,7 +361,7 @@ absl::Status ReadFrameInto(int fd, Frame& frame, const Deadline& deadline,
   const bool socket = fd_kind == FdKind::kStreamSocket;
 
   std::byte header[kFrameHeaderSize];
-  MPROC_RETURN_IF_ERROR(ReadStream(fd, socket, header, kFrameHeaderSize, deadline, "header",
+  MPROC_RETURN_IF_ERROR(ReadStream(fd, socket, header, kFrameHeaderSize, deadline, "frame header",
                                    /*started=*/false, &frame.fds));
   absl::StatusOr<FrameHeader> h = ParseFrameHeader(header, limits);
   if (!h.ok()) {
@@ -419,7 +384,7 @@ absl::Status ReadFrameInto(int fd, Frame& frame, const Deadline& deadline,
     }
     size_t chunk = std::min(len, frame.capacity) - have;
     std::vector<UniqueFd> stray;
-    absl::Status s = ReadStream(fd, socket, frame.data.get() + have, chunk, deadline, "payload",
+    absl::Status s = ReadStream(fd, socket, frame.data.get() + have, chunk, deadline, "frame payload",
                                 /*started=*/true, &stray);
     if (!s.ok()) {
       frame.fds.clear();
