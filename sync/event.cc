@@ -23,25 +23,10 @@ void Event::Set() {
 bool Event::Wait(absl::Duration timeout) {
   if (IsSet()) return true;
   if (timeout <= absl::ZeroDuration()) return false;
-  const Deadline deadline = Deadline::After(timeout);
-  if (sync_internal::SpinUntil(s_->setter_cpu.load(std::memory_order_relaxed),
-                               [&] { return IsSet(); })) {
-    return true;
-  }
-  s_->waiters.fetch_add(1, std::memory_order_seq_cst);
-  bool set = false;
-  for (;;) {
-    if (s_->flag.load(std::memory_order_seq_cst) != 0) {
-      set = true;
-      break;
-    }
-    if (FutexWait(&s_->flag, 0, deadline) == FutexResult::kTimedOut) {
-      set = IsSet();
-      break;
-    }
-  }
-  s_->waiters.fetch_sub(1, std::memory_order_relaxed);
-  return set;
+  return sync_internal::BlockUntil(&s_->flag, &s_->waiters,
+                                   s_->setter_cpu.load(std::memory_order_relaxed),
+                                   Deadline::After(timeout),
+                                   [&] { return s_->flag.load(std::memory_order_seq_cst) != 0; });
 }
 
 }  // namespace mproc

@@ -37,26 +37,9 @@ bool TryTake(SemaphoreState* s) {
 bool Semaphore::Acquire(absl::Duration timeout) {
   if (TryTake(s_)) return true;
   if (timeout <= absl::ZeroDuration()) return false;
-  const Deadline deadline = Deadline::After(timeout);
-  if (sync_internal::SpinUntil(s_->last_release_cpu.load(std::memory_order_relaxed),
-                               [&] { return s_->value.load(std::memory_order_relaxed) > 0; }) &&
-      TryTake(s_)) {
-    return true;
-  }
-  s_->waiters.fetch_add(1, std::memory_order_seq_cst);
-  bool got = false;
-  for (;;) {
-    if (TryTake(s_)) {
-      got = true;
-      break;
-    }
-    if (FutexWait(&s_->value, 0, deadline) == FutexResult::kTimedOut) {
-      got = TryTake(s_);
-      break;
-    }
-  }
-  s_->waiters.fetch_sub(1, std::memory_order_relaxed);
-  return got;
+  return sync_internal::BlockUntil(&s_->value, &s_->waiters,
+                                   s_->last_release_cpu.load(std::memory_order_relaxed),
+                                   Deadline::After(timeout), [&] { return TryTake(s_); });
 }
 
 absl::Status Semaphore::Release(uint32_t n) {

@@ -13,6 +13,9 @@
 #include <atomic>
 #include <cstdint>
 
+#include "base/deadline.h"
+#include "base/futex.h"
+
 namespace mproc::sync_internal {
 
 inline int CurrentCpu() { return ::sched_getcpu(); }
@@ -29,6 +32,33 @@ bool SpinUntil(int peer_cpu, Ready&& ready) {
     __builtin_ia32_pause();
   }
   return ready();
+}
+
+// The blocking path shared by Semaphore::Acquire and Event::Wait: retries `attempt()` until it
+// succeeds or `deadline` passes. It spins first (SpinUntil, while `word` reads 0), then
+// registers in `waiters` — so the waker knows a FUTEX_WAKE is needed — and sleeps on `word`
+// while it reads 0. Returns attempt()'s last result.
+template <typename Attempt>
+bool BlockUntil(std::atomic<uint32_t>* word, std::atomic<uint32_t>* waiters, int peer_cpu,
+                const Deadline& deadline, Attempt&& attempt) {
+  if (SpinUntil(peer_cpu, [&] { return word->load(std::memory_order_relaxed) != 0; }) &&
+      attempt()) {
+    return true;
+  }
+  waiters->fetch_add(1, std::memory_order_seq_cst);
+  bool done = false;
+  for (;;) {
+    if (attempt()) {
+      done = true;
+      break;
+    }
+    if (FutexWait(word, 0, deadline) == FutexResult::kTimedOut) {
+      done = attempt();
+      break;
+    }
+  }
+  waiters->fetch_sub(1, std::memory_order_relaxed);
+  return done;
 }
 
 }  // namespace mproc::sync_internal
