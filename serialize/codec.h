@@ -395,71 +395,58 @@ bool DecodeSet(DecodeReader& r, S& out) {
 
 }  // namespace serialize_internal
 
-template <typename K, typename V, typename C, typename A>
-  requires(Encodable<K> && Encodable<V>)
-struct Codec<std::map<K, V, C, A>> {
+namespace serialize_internal {
+
+// The codec of every map type: entries in key order (`kOrdered` says whether iteration
+// already is), decoded with a duplicate-key check.
+template <typename M, typename K, typename V, bool kOrdered>
+struct MapCodec {
   static constexpr bool kCarriesFds = kTypeCarriesFds<K> || kTypeCarriesFds<V>;
   static constexpr size_t kMinSize = 1;
-  static void Encode(EncodeBuffer& b, const std::map<K, V, C, A>& m) {
-    serialize_internal::EncodeSorted(
+  static void Encode(EncodeBuffer& b, const M& m) {
+    EncodeSorted(
         b, m,
         [&](const auto& e) {
           Codec<K>::Encode(b, e.first);
           Codec<V>::Encode(b, e.second);
         },
-        /*ordered=*/true);
+        kOrdered);
   }
-  static bool Decode(DecodeReader& r, std::map<K, V, C, A>& out) {
-    return serialize_internal::DecodeMap<std::map<K, V, C, A>, K, V>(r, out);
-  }
+  static bool Decode(DecodeReader& r, M& out) { return DecodeMap<M, K, V>(r, out); }
 };
+
+// The same for every set type.
+template <typename S, typename K, bool kOrdered>
+struct SetCodec {
+  static constexpr bool kCarriesFds = kTypeCarriesFds<K>;
+  static constexpr size_t kMinSize = 1;
+  static void Encode(EncodeBuffer& b, const S& s) {
+    EncodeSorted(b, s, [&](const K& k) { Codec<K>::Encode(b, k); }, kOrdered);
+  }
+  static bool Decode(DecodeReader& r, S& out) { return DecodeSet<S, K>(r, out); }
+};
+
+}  // namespace serialize_internal
+
+template <typename K, typename V, typename C, typename A>
+  requires(Encodable<K> && Encodable<V>)
+struct Codec<std::map<K, V, C, A>>
+    : serialize_internal::MapCodec<std::map<K, V, C, A>, K, V, /*kOrdered=*/true> {};
 
 template <typename K, typename V, typename H, typename E, typename A>
   requires(Encodable<K> && Encodable<V>)
-struct Codec<std::unordered_map<K, V, H, E, A>> {
-  static constexpr bool kCarriesFds = kTypeCarriesFds<K> || kTypeCarriesFds<V>;
-  static constexpr size_t kMinSize = 1;
-  static void Encode(EncodeBuffer& b, const std::unordered_map<K, V, H, E, A>& m) {
-    serialize_internal::EncodeSorted(
-        b, m,
-        [&](const auto& e) {
-          Codec<K>::Encode(b, e.first);
-          Codec<V>::Encode(b, e.second);
-        },
-        /*ordered=*/false);
-  }
-  static bool Decode(DecodeReader& r, std::unordered_map<K, V, H, E, A>& out) {
-    return serialize_internal::DecodeMap<std::unordered_map<K, V, H, E, A>, K, V>(r, out);
-  }
-};
+struct Codec<std::unordered_map<K, V, H, E, A>>
+    : serialize_internal::MapCodec<std::unordered_map<K, V, H, E, A>, K, V, /*kOrdered=*/false> {};
 
 template <typename K, typename C, typename A>
   requires Encodable<K>
-struct Codec<std::set<K, C, A>> {
-  static constexpr bool kCarriesFds = kTypeCarriesFds<K>;
-  static constexpr size_t kMinSize = 1;
-  static void Encode(EncodeBuffer& b, const std::set<K, C, A>& s) {
-    serialize_internal::EncodeSorted(
-        b, s, [&](const K& k) { Codec<K>::Encode(b, k); }, /*ordered=*/true);
-  }
-  static bool Decode(DecodeReader& r, std::set<K, C, A>& out) {
-    return serialize_internal::DecodeSet<std::set<K, C, A>, K>(r, out);
-  }
-};
+struct Codec<std::set<K, C, A>>
+    : serialize_internal::SetCodec<std::set<K, C, A>, K, /*kOrdered=*/true> {};
 
 template <typename K, typename H, typename E, typename A>
   requires Encodable<K>
-struct Codec<std::unordered_set<K, H, E, A>> {
-  static constexpr bool kCarriesFds = kTypeCarriesFds<K>;
-  static constexpr size_t kMinSize = 1;
-  static void Encode(EncodeBuffer& b, const std::unordered_set<K, H, E, A>& s) {
-    serialize_internal::EncodeSorted(
-        b, s, [&](const K& k) { Codec<K>::Encode(b, k); }, /*ordered=*/false);
-  }
-  static bool Decode(DecodeReader& r, std::unordered_set<K, H, E, A>& out) {
-    return serialize_internal::DecodeSet<std::unordered_set<K, H, E, A>, K>(r, out);
-  }
-};
+struct Codec<std::unordered_set<K, H, E, A>>
+    : serialize_internal::SetCodec<std::unordered_set<K, H, E, A>, K, /*kOrdered=*/false> {};
 
 // ------------------------------------------------------------------ products and sums
 
