@@ -51,6 +51,9 @@ class Mapping {
   Mapping& operator=(const Mapping&) = delete;
   ~Mapping() { Reset(); }
 
+  // Takes ownership of a region returned by mmap(); munmap()s it on destruction.
+  static Mapping Adopt(void* addr, size_t size) { return Mapping(addr, size); }
+
   void* data() const { return addr_; }
   size_t size() const { return size_; }
   std::span<std::byte> bytes() const { return {static_cast<std::byte*>(addr_), size_}; }

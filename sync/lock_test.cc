@@ -9,7 +9,7 @@
 #include "base/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "sync/test_util.h"
+#include "base/test_util.h"
 #include "sync/value.h"
 
 namespace mproc {

@@ -8,7 +8,7 @@
 #include "gtest/gtest.h"
 #include "sync/event.h"
 #include "sync/semaphore.h"
-#include "sync/test_util.h"
+#include "base/test_util.h"
 #include "sync/value.h"
 
 namespace mproc {

@@ -5,7 +5,7 @@
 #include "base/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "sync/test_util.h"
+#include "base/test_util.h"
 
 namespace mproc {
 namespace {

@@ -9,6 +9,7 @@
 #include "bench/report/report.h"
 #include "bench/rows/two_process.h"
 #include "shm/segment.h"
+#include "shm/shared_memory.h"
 #include "sync/event.h"
 #include "sync/lock.h"
 #include "sync/semaphore.h"
@@ -136,6 +137,16 @@ void SegmentCycle(benchmark::State& state, Segment::Reserve reserve) {
   }
 }
 
+// CPython's row does the same: SharedMemory(create=True, size=1 MiB), close(), unlink().
+void NamedSharedMemoryCycle(benchmark::State& state) {
+  for (auto _ : state) {
+    absl::StatusOr<SharedMemory> s = SharedMemory::Create(1 << 20);
+    if (!s.ok()) return state.SkipWithError("SharedMemory::Create failed");
+    s->Close();
+    if (!s->Unlink().ok()) return state.SkipWithError("SharedMemory::Unlink failed");
+  }
+}
+
 }  // namespace
 
 MPROC_REPORT_ROWS(SyncRows) {
@@ -164,6 +175,9 @@ MPROC_REPORT_ROWS(SyncRows) {
   AddRow("mproc.shm.segment_1mib", Section::kMproc,
          [](benchmark::State& s) { SegmentCycle(s, Segment::Reserve::kLazy); })
       .Title("anonymous segment 1 MiB create+map+unmap+close, default lazy pages")
+      .Baselines({"cpython.shm.create"});
+  AddRow("mproc.shm.named_1mib", Section::kMproc, NamedSharedMemoryCycle)
+      .Title("named SharedMemory 1 MiB create+close+unlink (random name, /dev/shm)")
       .Baselines({"cpython.shm.create"});
 }
 

@@ -1,6 +1,6 @@
-// sync/test_util.h — forked children for cross-process tests, bounded in time.
-#ifndef MPROC_SYNC_TEST_UTIL_H_
-#define MPROC_SYNC_TEST_UTIL_H_
+// base/test_util.h — forked children for cross-process tests, bounded in time (testonly).
+#ifndef MPROC_BASE_TEST_UTIL_H_
+#define MPROC_BASE_TEST_UTIL_H_
 
 #include <signal.h>
 #include <sys/wait.h>
@@ -46,4 +46,4 @@ inline double NowSeconds() {
 
 }  // namespace mproc::testing
 
-#endif  // MPROC_SYNC_TEST_UTIL_H_
+#endif  // MPROC_BASE_TEST_UTIL_H_

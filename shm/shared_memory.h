@@ -1,0 +1,124 @@
+// shm/shared_memory.h — named shared memory with CPython's API, reclaimed when abandoned.
+//
+//   // Process A                                   // Process B (any process of the same user)
+//   MPROC_ASSIGN_OR_RETURN(SharedMemory shm,       MPROC_ASSIGN_OR_RETURN(SharedMemory shm,
+//       SharedMemory::Create(1 << 20, "frames"));      SharedMemory::Attach("frames"));
+//   std::memcpy(shm.data(), src, n);               Use(shm.bytes());
+//   ...                                            shm.Close();
+//   shm.Unlink();  // remove the name
+//
+// Semantics are CPython's multiprocessing.shared_memory.SharedMemory, in C++ casing:
+//   * Create(size, name): size 0 is INVALID_ARGUMENT; an existing name is ALREADY_EXISTS; an
+//     empty name picks a fresh random one (`mproc_` + 16 hex digits) and retries collisions.
+//     A leading '/' is accepted and dropped, as CPython does; '/' elsewhere, NUL, "." and ".."
+//     are INVALID_ARGUMENT.
+//   * Attach(name): a missing name is NOT_FOUND; the size is the segment's, not the caller's.
+//   * Close() drops this process's view (mapping and descriptor) and leaves the name;
+//     Unlink() removes the name (attached views stay valid; the memory goes with the last one);
+//     a second Unlink() is NOT_FOUND.
+//
+// Choice of mechanism. A memfd's name is only a label — no process can open a memfd by name —
+// so named segments are files in a tmpfs directory (default /dev/shm, or $MPROC_SHM_DIR, or
+// SharedMemoryOptions::dir), called `mproc.<name>` so that mproc only ever touches its own
+// files (CPython can attach one as SharedMemory("mproc.<name>")). Instead of CPython's
+// resource-tracker process, liveness is kept by the kernel with open-file-description locks
+// (F_OFD_SETLK), which vanish when the last descriptor of their holder closes — including
+// when the holder is SIGKILLed:
+//   * every open view holds a read lock on byte 0 of the file ("attached");
+//   * the creating process also holds byte 1 ("creator alive") from Create() until it calls
+//     Unlink() or exits — through a duplicate of its view's descriptor that it keeps after
+//     Close() (so the creator counts as attached until then, too).
+// A segment is an orphan when both bytes can be write-locked: its creator died (or exited)
+// without unlinking and nobody has it attached. Orphans are reclaimed (unlinked) by the last
+// view to Close(), by Create() (its first in a directory, then at most one sweep per second
+// per directory), and by ReclaimOrphans(). So, unlike CPython's tracker (CONTRACT §3.8):
+//   * a segment whose creator died without unlinking is reclaimed, with no helper process and
+//     no "leaked shared_memory" warning; and
+//   * a segment still attached anywhere is never unlinked behind its users' backs — the
+//     creator's exit does not pull the name out from under a process that is using it.
+// Creation is atomic: the file is built unnamed (O_TMPFILE), sized, locked, and only then
+// linked under its name, so an attacher never sees a half-made segment.
+//
+// Memory exhaustion: as with anonymous segments, tmpfs allocates on first touch; the default
+// (Reserve::kLazy) is CPython's behaviour, and Reserve::kEager fallocates at Create so a full
+// tmpfs is RESOURCE_EXHAUSTED there instead of a SIGBUS later.
+//
+// Fork children: a view copied by fork() is inert — its destructor unmaps and closes the
+// child's copies but never reclaims or unlinks (an inherited descriptor shares the parent's
+// lock, so the child cannot tell the parent's use from its own). Explicit Unlink() works.
+//
+// Known limits: unlike a memfd, a named tmpfs file cannot be sealed, so a process of the same
+// user that truncates it can SIGBUS the readers (as with CPython's). The creator keeps one
+// descriptor per segment it created and has not unlinked; if another process unlinks the
+// name, the creator releases that descriptor (and with it the memory) at a later Create, once
+// its registry has doubled in size — unlink in the creator to free memory promptly.
+//
+// Thread-safety: a SharedMemory is a value; a const one may be read from many threads.
+
+#ifndef MPROC_SHM_SHARED_MEMORY_H_
+#define MPROC_SHM_SHARED_MEMORY_H_
+
+#include <sys/types.h>
+
+#include <cstddef>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "base/unique_fd.h"
+#include "shm/segment.h"
+
+namespace mproc {
+
+struct SharedMemoryOptions {
+  // Directory holding the segments; empty means $MPROC_SHM_DIR, else /dev/shm.
+  std::string dir;
+  // kEager reserves every page at Create (RESOURCE_EXHAUSTED when tmpfs is full).
+  Segment::Reserve reserve = Segment::Reserve::kLazy;
+};
+
+class SharedMemory {
+ public:
+  static absl::StatusOr<SharedMemory> Create(size_t size, std::string_view name = "",
+                                             const SharedMemoryOptions& options = {});
+  static absl::StatusOr<SharedMemory> Attach(std::string_view name,
+                                             const SharedMemoryOptions& options = {});
+  // Removes `name` without attaching. NOT_FOUND when it does not exist.
+  static absl::Status Unlink(std::string_view name, const SharedMemoryOptions& options);
+  // Unlinks every orphaned mproc segment in the directory; returns how many.
+  static absl::StatusOr<int> ReclaimOrphans(const SharedMemoryOptions& options = {});
+  // The directory in use for `options`.
+  static std::string Directory(const SharedMemoryOptions& options = {});
+
+  SharedMemory() = default;
+  SharedMemory(SharedMemory&& o) noexcept;
+  SharedMemory& operator=(SharedMemory&& o) noexcept;
+  ~SharedMemory();
+
+  const std::string& name() const { return name_; }
+  size_t size() const { return mapping_.size(); }
+  void* data() const { return mapping_.data(); }
+  std::span<std::byte> bytes() const { return mapping_.bytes(); }
+  bool closed() const { return !fd_.ok(); }
+
+  // Drops this view. Idempotent, as CPython's close(). If this was the last view of a segment
+  // whose creator is gone without unlinking, the segment is reclaimed.
+  void Close();
+  // Removes the name (this view stays usable). NOT_FOUND if it was already removed.
+  absl::Status Unlink();
+
+ private:
+  SharedMemory(std::string name, std::string path, UniqueFd fd, Mapping mapping);
+
+  std::string name_;
+  std::string path_;
+  UniqueFd fd_;
+  Mapping mapping_;
+  pid_t owner_pid_ = 0;
+};
+
+}  // namespace mproc
+
+#endif  // MPROC_SHM_SHARED_MEMORY_H_
