@@ -3,6 +3,8 @@
 #include <string>
 
 #include "absl/strings/cord.h"
+#include "absl/strings/str_cat.h"
+#include "base/code_ref.h"
 
 namespace mproc {
 
@@ -108,4 +110,46 @@ bool Codec<absl::Status>::Decode(DecodeReader& r, absl::Status& out) {
   return true;
 }
 
+namespace serialize_internal {
+
+// Tag byte: 0 null, 1 code reference (object, offset), 2 not encodable (the reason).
+void EncodeCodeAddress(EncodeBuffer& b, const void* addr) {
+  uint8_t tag = 0;
+  if (addr == nullptr) {
+    b.Append(&tag, 1);
+    return;
+  }
+  absl::StatusOr<CodeRef> ref = CodeRefFor(addr);
+  tag = ref.ok() ? 1 : 2;
+  b.Append(&tag, 1);
+  if (ref.ok()) {
+    Codec<std::string>::Encode(b, ref->object);
+    b.PutVarint(ref->offset);
+  } else {
+    Codec<std::string>::Encode(b, std::string(ref.status().message()));
+  }
+}
+
+bool DecodeCodeAddress(DecodeReader& r, const void** addr) {
+  uint8_t tag;
+  if (!r.Read(&tag, 1)) return false;
+  if (tag == 0) {
+    *addr = nullptr;
+    return true;
+  }
+  if (tag == 2) {
+    std::string why;
+    if (!Codec<std::string>::Decode(r, why)) return false;
+    return r.Fail(absl::StrCat("the sender could not encode a function pointer: ", why));
+  }
+  if (tag != 1) return r.Fail("bad function pointer tag");
+  CodeRef ref;
+  if (!Codec<std::string>::Decode(r, ref.object) || !r.ReadVarint(&ref.offset)) return false;
+  absl::StatusOr<const void*> resolved = ResolveCodeRef(ref);
+  if (!resolved.ok()) return r.Fail(std::string(resolved.status().message()));
+  *addr = *resolved;
+  return true;
+}
+
+}  // namespace serialize_internal
 }  // namespace mproc

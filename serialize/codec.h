@@ -576,6 +576,33 @@ struct Codec<UniqueFd> {
   }
 };
 
+// ------------------------------------------------------------------ functions
+
+// A function pointer travels as a code reference (base/code_ref.h): the build id of the object
+// that contains it and its offset there, resolved against the receiver's own loaded objects.
+// Only meaningful between processes running the same binaries (spawn, fork server, pool
+// workers); decoding yields an address inside an executable segment or fails. Decode only
+// from trusted channels: the receiver may call what it decodes.
+namespace serialize_internal {
+void EncodeCodeAddress(EncodeBuffer& b, const void* addr);
+bool DecodeCodeAddress(DecodeReader& r, const void** addr);
+}  // namespace serialize_internal
+
+template <typename R, typename... A>
+struct Codec<R (*)(A...)> {
+  static constexpr bool kCarriesFds = false;
+  static constexpr size_t kMinSize = 1;
+  static void Encode(EncodeBuffer& b, R (*const& fn)(A...)) {
+    serialize_internal::EncodeCodeAddress(b, reinterpret_cast<const void*>(fn));
+  }
+  static bool Decode(DecodeReader& r, R (*&out)(A...)) {
+    const void* addr = nullptr;
+    if (!serialize_internal::DecodeCodeAddress(r, &addr)) return false;
+    out = reinterpret_cast<R (*)(A...)>(const_cast<void*>(addr));
+    return true;
+  }
+};
+
 // ------------------------------------------------------------------ user types
 
 template <typename T>

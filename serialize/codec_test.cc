@@ -362,3 +362,34 @@ TEST(CodecTest, RandomBytesNeverCrash) {
 
 }  // namespace
 }  // namespace mproc
+
+namespace mproc {
+namespace {
+
+int Triple(int x) { return 3 * x; }
+
+TEST(CodecTest, FunctionPointersTravelAsCodeReferences) {
+  int (*fn)(int) = &Triple;
+  EncodeBuffer b;
+  Encode(fn, b);
+  ASSERT_OK_AND_ASSIGN(auto back, Decode<int (*)(int)>(b.bytes()));
+  EXPECT_EQ(back, fn);
+  EXPECT_EQ(back(7), 21);
+  using Fn = int (*)(int);
+  Fn null_fn = nullptr;
+  EncodeBuffer n;
+  Encode(null_fn, n);
+  ASSERT_OK_AND_ASSIGN(Fn back_null, Decode<Fn>(n.bytes()));
+  EXPECT_EQ(back_null, nullptr);
+  // A reference to an object this process has not loaded is a clear decode error.
+  EncodeBuffer bad;
+  uint8_t tag = 1;
+  bad.Append(&tag, 1);
+  Encode(std::string("build-id:0123"), bad);
+  bad.PutVarint(16);
+  EXPECT_THAT(Decode<Fn>(bad.bytes()),
+              StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("build-id:0123")));
+}
+
+}  // namespace
+}  // namespace mproc

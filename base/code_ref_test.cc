@@ -1,0 +1,45 @@
+#include "base/code_ref.h"
+
+#include <dlfcn.h>
+
+#include "absl/strings/match.h"
+#include "base/status_matchers.h"
+#include "gtest/gtest.h"
+
+namespace mproc {
+namespace {
+
+int LocalFunction(int x) { return x * 3; }
+
+TEST(CodeRefTest, RoundTripsAFunctionOfTheExecutable) {
+  const void* addr = reinterpret_cast<const void*>(&LocalFunction);
+  ASSERT_OK_AND_ASSIGN(CodeRef ref, CodeRefFor(addr));
+  EXPECT_TRUE(absl::StartsWith(ref.object, "build-id:") || absl::StartsWith(ref.object, "path:"))
+      << ref.object;
+  ASSERT_OK_AND_ASSIGN(const void* back, ResolveCodeRef(ref));
+  EXPECT_EQ(back, addr);
+  auto* fn = reinterpret_cast<int (*)(int)>(const_cast<void*>(back));
+  EXPECT_EQ(fn(5), 15);
+}
+
+TEST(CodeRefTest, RoundTripsAFunctionOfASharedLibrary) {
+  const void* addr = reinterpret_cast<const void*>(&::dlsym);
+  ASSERT_OK_AND_ASSIGN(CodeRef ref, CodeRefFor(addr));
+  ASSERT_OK_AND_ASSIGN(CodeRef mine, CodeRefFor(reinterpret_cast<const void*>(&LocalFunction)));
+  EXPECT_NE(ref.object, mine.object);
+  ASSERT_OK_AND_ASSIGN(const void* back, ResolveCodeRef(ref));
+  EXPECT_EQ(back, addr);
+}
+
+TEST(CodeRefTest, DataAndStrangersAreRejected) {
+  static int data = 0;
+  EXPECT_THAT(CodeRefFor(&data), StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_THAT(ResolveCodeRef({"build-id:00", 0}),
+              StatusIs(absl::StatusCode::kNotFound, ::testing::HasSubstr("same binaries")));
+  ASSERT_OK_AND_ASSIGN(CodeRef ref, CodeRefFor(reinterpret_cast<const void*>(&LocalFunction)));
+  ref.offset = uint64_t{1} << 60;
+  EXPECT_THAT(ResolveCodeRef(ref), StatusIs(absl::StatusCode::kNotFound));
+}
+
+}  // namespace
+}  // namespace mproc
