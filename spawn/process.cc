@@ -1,0 +1,617 @@
+#include "spawn/process.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "base/deadline.h"
+#include "base/features.h"
+#include "base/process_id.h"
+#include "base/status.h"
+#include "base/syscall.h"
+#include "base/code_ref.h"
+#include "base/unique_fd.h"
+#include "serialize/frame.h"
+#include "shm/segment.h"
+#include "spawn/internal/launch.h"
+
+extern char** environ;
+
+namespace mproc {
+namespace spawn_internal {
+
+// The state of one started child, shared by the Process and the at-exit registry.
+struct ChildRecord {
+  pid_t pid = 0;
+  UniqueFd pidfd;
+  bool daemon = false;
+  std::mutex mu;
+  std::optional<int> exitcode;  // set once reaped
+};
+
+namespace {
+
+constexpr char kSpawnEnv[] = "MPROC_SPAWN_FD";
+constexpr uint8_t kBootstrapInline = 1;
+constexpr uint8_t kBootstrapInMemfd = 2;
+constexpr size_t kInlineLimit = 32 << 10;  // bigger bootstraps travel in a sealed memfd
+
+struct Bootstrap {
+  std::string name;
+  int32_t parent_pid = 0;
+  bool daemon = false;
+  Entry entry = nullptr;
+};
+MPROC_CODEC_FIELDS(Bootstrap, name, parent_pid, daemon, entry)
+
+struct Globals {
+  std::mutex mu;
+  std::optional<StartMethod> method;
+  std::string executable;
+  std::vector<std::string> argv;  // this process's argv, for spawned children
+  bool argv_loaded = false;
+  std::vector<std::shared_ptr<ChildRecord>> children;
+  bool atexit_registered = false;
+  std::string name = "MainProcess";
+  pid_t parent_pid = 0;
+  bool daemon = false;
+  std::atomic<int> counter{0};
+};
+
+Globals& G() {
+  static auto* g = new Globals;  // never destroyed: used by the at-exit handler
+  return *g;
+}
+
+// Set before main() when the environment marks this process as a spawned child; cleared by
+// Init. A Start() while it is set means main() forgot to call Init.
+bool g_bootstrap_pending = false;
+
+[[maybe_unused]] const int kDetectSpawnChild = [] {
+  const char* v = std::getenv(kSpawnEnv);
+  g_bootstrap_pending = v != nullptr && v[0] != '\0';
+  return 0;
+}();
+
+void ForgetChildrenAfterFork() {
+  // A fork child's children are its own: the parent's records stay with the parent.
+  Globals& g = G();
+  new (&g.mu) std::mutex;  // the parent may have held it during fork
+  g.children.clear();
+}
+
+[[maybe_unused]] const int kAtfork = [] {
+  pthread_atfork(nullptr, nullptr, ForgetChildrenAfterFork);
+  return 0;
+}();
+
+// Reaps the child if it has exited (or waits for it when `block`). Caller holds c.mu.
+void ReapLocked(ChildRecord& c, bool block) {
+  if (c.exitcode.has_value()) return;
+  int status = 0;
+  pid_t r = RetryEintr([&] { return ::waitpid(c.pid, &status, block ? 0 : WNOHANG); });
+  if (r == c.pid) {
+    c.exitcode = WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+  } else if (r < 0 && errno == ECHILD) {
+    c.exitcode = -1;  // reaped behind our back (a SIGCHLD handler or SIG_IGN): unknown
+  }
+}
+
+void JoinChildrenAtExit() {
+  Globals& g = G();
+  std::vector<std::shared_ptr<ChildRecord>> children;
+  {
+    std::lock_guard<std::mutex> lock(g.mu);
+    children.swap(g.children);
+  }
+  for (auto& c : children) {
+    std::lock_guard<std::mutex> lock(c->mu);
+    if (c->exitcode.has_value()) continue;
+    if (c->daemon) {
+      if (c->pidfd.ok()) {
+        ::syscall(SYS_pidfd_send_signal, c->pidfd.get(), SIGTERM, nullptr, 0);
+      } else {
+        ::kill(c->pid, SIGTERM);
+      }
+    }
+    ReapLocked(*c, /*block=*/true);
+  }
+}
+
+void RegisterChild(const std::shared_ptr<ChildRecord>& c) {
+  Globals& g = G();
+  std::lock_guard<std::mutex> lock(g.mu);
+  // Drop records of reaped children so the registry stays small.
+  std::erase_if(g.children, [](const std::shared_ptr<ChildRecord>& r) {
+    std::lock_guard<std::mutex> l(r->mu);
+    return r->exitcode.has_value();
+  });
+  g.children.push_back(c);
+  if (!g.atexit_registered) {
+    g.atexit_registered = true;
+    std::atexit(JoinChildrenAtExit);
+  }
+}
+
+void UnregisterChild(const std::shared_ptr<ChildRecord>& c) {
+  Globals& g = G();
+  std::lock_guard<std::mutex> lock(g.mu);
+  std::erase(g.children, c);
+}
+
+const std::vector<std::string>& ThisArgv() {
+  Globals& g = G();
+  if (!g.argv_loaded) {
+    g.argv_loaded = true;
+    UniqueFd fd(::open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC));
+    std::string all;
+    char buf[4096];
+    ssize_t n;
+    while (fd.ok() && (n = RetryEintr([&] { return ::read(fd.get(), buf, sizeof(buf)); })) > 0) {
+      all.append(buf, static_cast<size_t>(n));
+    }
+    size_t start = 0;
+    for (size_t i = 0; i < all.size(); ++i) {
+      if (all[i] == '\0') {
+        g.argv.emplace_back(all, start, i - start);
+        start = i + 1;
+      }
+    }
+    if (g.argv.empty()) g.argv.push_back("mproc-child");
+  }
+  return g.argv;
+}
+
+[[noreturn]] void FinishChild(int code) {
+  std::fflush(nullptr);
+  ::_exit(code);
+}
+
+int RunGuarded(const std::function<int()>& body) {
+  try {
+    return body();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "Process %s (pid %d): uncaught exception: %s\n", G().name.c_str(),
+                 static_cast<int>(::getpid()), e.what());
+  } catch (...) {
+    std::fprintf(stderr, "Process %s (pid %d): uncaught exception of unknown type\n",
+                 G().name.c_str(), static_cast<int>(::getpid()));
+  }
+  return 1;
+}
+
+absl::Status ForgotInitError() {
+  return absl::FailedPreconditionError(
+      "mproc: this process was started by the spawn start method, but its main() did not call "
+      "mproc::Init(argc, argv) before starting a process. Add mproc::Init(argc, argv) as the "
+      "first line of main() (gtest binaries: link //spawn:test_main). Refusing to start a "
+      "process, so that the program does not recursively create processes.");
+}
+
+}  // namespace
+
+int ExitCodeOfStatus(const absl::Status& s) {
+  if (s.ok()) return 0;
+  std::fprintf(stderr, "Process %s (pid %d): target returned %s\n", G().name.c_str(),
+               static_cast<int>(::getpid()), s.ToString().c_str());
+  return 1;
+}
+
+absl::Status CheckSendable(const void* fn) {
+  absl::StatusOr<CodeRef> ref = CodeRefFor(fn);
+  if (!ref.ok()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("Start (spawn): the target cannot be sent: ", ref.status().message()));
+  }
+  return absl::OkStatus();
+}
+
+void ReportBootstrapError(std::string_view what) {
+  std::fprintf(stderr, "mproc: spawned child (pid %d) could not start its target: %.*s\n",
+               static_cast<int>(::getpid()), static_cast<int>(what.size()), what.data());
+}
+
+}  // namespace spawn_internal
+
+using spawn_internal::ChildRecord;
+using spawn_internal::G;
+
+std::string_view StartMethodName(StartMethod method) {
+  switch (method) {
+    case StartMethod::kFork: return "fork";
+    case StartMethod::kSpawn: return "spawn";
+    case StartMethod::kForkServer: return "forkserver";
+  }
+  return "unknown";
+}
+
+absl::Status SetStartMethod(StartMethod method, bool force) {
+  auto& g = G();
+  std::lock_guard<std::mutex> lock(g.mu);
+  if (g.method.has_value() && !force) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the start method has already been set (to ", AbslView(StartMethodName(*g.method)),
+        "); pass force = true to change it"));
+  }
+  g.method = method;
+  return absl::OkStatus();
+}
+
+StartMethod GetStartMethod() {
+  auto& g = G();
+  std::lock_guard<std::mutex> lock(g.mu);
+  return g.method.value_or(StartMethod::kSpawn);
+}
+
+void SetExecutable(std::string path) {
+  auto& g = G();
+  std::lock_guard<std::mutex> lock(g.mu);
+  g.executable = std::move(path);
+}
+
+const std::string& CurrentProcessName() { return G().name; }
+pid_t ParentPid() { return G().parent_pid; }
+
+void Init(int argc, char** argv) {
+  (void)argc;
+  (void)argv;
+  const char* v = std::getenv(spawn_internal::kSpawnEnv);
+  if (v == nullptr || v[0] == '\0') return;
+  spawn_internal::g_bootstrap_pending = false;
+  int fd = std::atoi(v);
+  ::unsetenv(spawn_internal::kSpawnEnv);  // the target's own children are not bootstraps
+  using spawn_internal::FinishChild;
+  using spawn_internal::ReportBootstrapError;
+
+  absl::StatusOr<Frame> frame = ReadFrame(fd, Deadline::After(absl::Seconds(60)));
+  ::close(fd);
+  if (!frame.ok()) {
+    ReportBootstrapError(absl::StrCat("reading the bootstrap socket: ", frame.status().ToString()));
+    FinishChild(kBootstrapFailedExit);
+  }
+  std::vector<UniqueFd> fds = std::move(frame->fds);
+  std::span<const std::byte> bytes = frame->payload();
+  Mapping big;
+  if (frame->kind == spawn_internal::kBootstrapInMemfd) {
+    if (fds.empty()) {
+      ReportBootstrapError("memfd bootstrap without its descriptor");
+      FinishChild(kBootstrapFailedExit);
+    }
+    absl::StatusOr<Segment> seg = Segment::FromFd(std::move(fds.front()));
+    fds.erase(fds.begin());
+    absl::StatusOr<Mapping> m = seg.ok() ? seg->Map() : absl::StatusOr<Mapping>(seg.status());
+    if (!m.ok()) {
+      ReportBootstrapError(absl::StrCat("mapping the bootstrap memfd: ", m.status().ToString()));
+      FinishChild(kBootstrapFailedExit);
+    }
+    big = *std::move(m);
+    uint64_t len = 0;
+    if (bytes.size() != sizeof(len)) FinishChild(kBootstrapFailedExit);
+    std::memcpy(&len, bytes.data(), sizeof(len));
+    if (len > big.size()) FinishChild(kBootstrapFailedExit);
+    bytes = std::span<const std::byte>(static_cast<const std::byte*>(big.data()), len);
+  } else if (frame->kind != spawn_internal::kBootstrapInline) {
+    ReportBootstrapError("unknown bootstrap frame kind");
+    FinishChild(kBootstrapFailedExit);
+  }
+  DecodeReader r(bytes, std::move(fds));
+  spawn_internal::Bootstrap b;
+  if (!Codec<spawn_internal::Bootstrap>::Decode(r, b) || b.entry == nullptr) {
+    ReportBootstrapError(r.ok() ? std::string("no entry point") : std::string(r.status().message()));
+    FinishChild(kBootstrapFailedExit);
+  }
+  auto& g = G();
+  g.name = b.name;
+  g.parent_pid = b.parent_pid;
+  g.daemon = b.daemon;
+  int code = spawn_internal::RunGuarded([&] { return b.entry(r); });
+  FinishChild(code);
+}
+
+Process::Process(Process&& o) noexcept
+    : name_(std::move(o.name_)),
+      daemon_(o.daemon_),
+      method_(o.method_),
+      payload_(std::move(o.payload_)),
+      child_(std::move(o.child_)),
+      closed_(o.closed_),
+      owner_pid_(o.owner_pid_) {}
+
+Process& Process::operator=(Process&& o) noexcept {
+  if (this != &o) {
+    DropRecordIfDone();
+    name_ = std::move(o.name_);
+    daemon_ = o.daemon_;
+    method_ = o.method_;
+    payload_ = std::move(o.payload_);
+    child_ = std::move(o.child_);
+    closed_ = o.closed_;
+    owner_pid_ = o.owner_pid_;
+  }
+  return *this;
+}
+
+// A finished child's record (and pidfd) goes with its Process; a running child stays in the
+// at-exit registry, to be joined at exit as CPython's.
+Process::~Process() { DropRecordIfDone(); }
+
+void Process::DropRecordIfDone() {
+  if (child_ == nullptr || owner_pid_ != CurrentPid()) return;
+  bool done;
+  {
+    std::lock_guard<std::mutex> lock(child_->mu);
+    spawn_internal::ReapLocked(*child_, /*block=*/false);
+    done = child_->exitcode.has_value();
+  }
+  if (done) spawn_internal::UnregisterChild(child_);
+}
+
+Process& Process::SetName(std::string name) {
+  name_ = std::move(name);
+  return *this;
+}
+Process& Process::SetDaemon(bool daemon) {
+  daemon_ = daemon;
+  return *this;
+}
+Process& Process::SetStartMethod(StartMethod method) {
+  method_ = method;
+  return *this;
+}
+
+absl::Status Process::CheckUsable(std::string_view what) const {
+  if (closed_) {
+    return absl::FailedPreconditionError(absl::StrCat(AbslView(what), ": the process object is closed"));
+  }
+  if (child_ == nullptr) {
+    return absl::FailedPreconditionError(absl::StrCat(AbslView(what), ": the process was not started"));
+  }
+  if (owner_pid_ != CurrentPid()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        AbslView(what), ": this Process was started by another process (pid ", owner_pid_, ")"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Process::Start() {
+  if (closed_) return absl::FailedPreconditionError("Start: the process object is closed");
+  if (child_ != nullptr) {
+    return absl::FailedPreconditionError("Start: a process can only be started once");
+  }
+  if (spawn_internal::g_bootstrap_pending) {
+    absl::Status s = spawn_internal::ForgotInitError();
+    std::fprintf(stderr, "%s\n", std::string(s.message()).c_str());
+    return s;
+  }
+  if (G().daemon) {
+    return absl::FailedPreconditionError(
+        "Start: a daemon process is not allowed to have children (CPython's rule)");
+  }
+  if (name_.empty()) name_ = absl::StrCat("Process-", ++G().counter);
+  StartMethod method = method_.value_or(GetStartMethod());
+  switch (method) {
+    case StartMethod::kFork: return StartFork();
+    case StartMethod::kSpawn: return StartSpawn();
+    case StartMethod::kForkServer:
+      return absl::FailedPreconditionError(
+          "Start: the forkserver start method is not implemented yet; use kSpawn or kFork");
+  }
+  return absl::InvalidArgumentError("Start: unknown start method");
+}
+
+absl::Status Process::StartFork() {
+  auto rec = std::make_shared<ChildRecord>();
+  rec->daemon = daemon_;
+  const pid_t parent = CurrentPid();
+  std::fflush(nullptr);
+  pid_t pid = ::fork();
+  if (pid < 0) return ErrnoToStatus(errno, "fork");
+  if (pid == 0) {
+    auto& g = G();
+    g.parent_pid = parent;
+    g.name = name_;
+    g.daemon = daemon_;
+    spawn_internal::FinishChild(spawn_internal::RunGuarded(payload_.fork_runner));
+  }
+  rec->pid = pid;
+  rec->pidfd = UniqueFd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+  child_ = rec;
+  owner_pid_ = CurrentPid();
+  spawn_internal::RegisterChild(rec);
+  return absl::OkStatus();
+}
+
+absl::Status Process::StartSpawn() {
+  if (!payload_.not_spawnable.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat("Start (spawn): ", payload_.not_spawnable));
+  }
+  // The bootstrap: who the child is, then the target and its arguments.
+  EncodeBuffer buf;
+  spawn_internal::Bootstrap b;
+  b.name = name_;
+  b.parent_pid = CurrentPid();
+  b.daemon = daemon_;
+  b.entry = payload_.entry;
+  if (absl::StatusOr<CodeRef> ref = CodeRefFor(reinterpret_cast<const void*>(b.entry)); !ref.ok()) {
+    return absl::FailedPreconditionError(absl::StrCat("Start (spawn): ", ref.status().message()));
+  }
+  Encode(b, buf);
+  MPROC_RETURN_IF_ERROR(payload_.encode(buf));
+
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
+    return ErrnoToStatus(errno, "socketpair(spawn bootstrap)");
+  }
+  UniqueFd parent_end(sv[0]);
+  UniqueFd child_end(sv[1]);
+
+  // argv, envp and the path, prepared before the clone (the child may not allocate).
+  const std::vector<std::string>& args = spawn_internal::ThisArgv();
+  std::vector<char*> argv;
+  for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  std::string marker = absl::StrCat(spawn_internal::kSpawnEnv, "=3");
+  std::vector<char*> envp;
+  for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
+    if (std::strncmp(*e, spawn_internal::kSpawnEnv, sizeof(spawn_internal::kSpawnEnv) - 1) == 0 &&
+        (*e)[sizeof(spawn_internal::kSpawnEnv) - 1] == '=') {
+      continue;
+    }
+    envp.push_back(*e);
+  }
+  envp.push_back(marker.data());
+  envp.push_back(nullptr);
+  std::string path;
+  {
+    std::lock_guard<std::mutex> lock(G().mu);
+    path = G().executable.empty() ? "/proc/self/exe" : G().executable;
+  }
+
+  spawn_internal::LaunchRequest req;
+  req.path = path.c_str();
+  req.argv = argv.data();
+  req.envp = envp.data();
+  req.child_fd = child_end.get();
+  std::fflush(nullptr);
+  MPROC_ASSIGN_OR_RETURN(spawn_internal::Launched launched, spawn_internal::Launch(req));
+  child_end.Reset();
+
+  auto rec = std::make_shared<ChildRecord>();
+  rec->daemon = daemon_;
+  rec->pid = launched.pid;
+  rec->pidfd = std::move(launched.pidfd);
+  child_ = rec;
+  owner_pid_ = CurrentPid();
+  spawn_internal::RegisterChild(rec);
+
+  // Send the bootstrap. A child that dies before reading it (or never calls Init) shows up in
+  // its exit code; Start itself succeeded in starting it.
+  absl::Status sent;
+  Deadline deadline = Deadline::After(absl::Seconds(60));
+  if (buf.size() <= spawn_internal::kInlineLimit) {
+    sent = WriteFrame(parent_end.get(), spawn_internal::kBootstrapInline, buf, deadline, {},
+                      FdKind::kSeqpacketSocket);
+  } else {
+    absl::StatusOr<Segment> seg = Segment::Create(buf.size(), "mproc-bootstrap");
+    absl::StatusOr<Mapping> m = seg.ok() ? seg->Map() : absl::StatusOr<Mapping>(seg.status());
+    if (!m.ok()) {
+      sent = m.status();
+    } else {
+      std::memcpy(m->data(), buf.bytes().data(), buf.size());
+      uint64_t len = buf.size();
+      std::vector<int> fds;
+      fds.push_back(seg->fd());
+      fds.insert(fds.end(), buf.fds().begin(), buf.fds().end());
+      sent = WriteFrame(parent_end.get(), spawn_internal::kBootstrapInMemfd,
+                        std::as_bytes(std::span<const uint64_t>(&len, 1)), fds, deadline, {},
+                        FdKind::kSeqpacketSocket);
+    }
+  }
+  if (!sent.ok() && sent.code() != absl::StatusCode::kOutOfRange) {
+    // The child is running without its bootstrap: end it rather than leave it waiting.
+    ::kill(rec->pid, SIGKILL);
+    std::lock_guard<std::mutex> lock(rec->mu);
+    spawn_internal::ReapLocked(*rec, /*block=*/true);
+    return absl::Status(sent.code(), absl::StrCat("sending the spawn bootstrap: ", sent.message()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Process::Join(absl::Duration timeout) {
+  MPROC_RETURN_IF_ERROR(CheckUsable("Join"));
+  ChildRecord& c = *child_;
+  {
+    std::lock_guard<std::mutex> lock(c.mu);
+    if (c.exitcode.has_value()) return absl::OkStatus();
+  }
+  Deadline deadline = Deadline::After(timeout);
+  if (c.pidfd.ok()) {
+    int r = WaitReadable(c.pidfd.get(), deadline);
+    if (r < 0) return ErrnoToStatus(-r, "poll(pidfd)");
+    if (r == 0) return absl::OkStatus();  // timed out: still running
+    std::lock_guard<std::mutex> lock(c.mu);
+    spawn_internal::ReapLocked(c, /*block=*/true);
+    return absl::OkStatus();
+  }
+  // No pidfd (kernels before 5.3): poll by pid.
+  for (;;) {
+    {
+      std::lock_guard<std::mutex> lock(c.mu);
+      spawn_internal::ReapLocked(c, /*block=*/false);
+      if (c.exitcode.has_value()) return absl::OkStatus();
+    }
+    if (deadline.Expired()) return absl::OkStatus();
+    ::usleep(1000);
+  }
+}
+
+bool Process::IsAlive() {
+  if (!CheckUsable("IsAlive").ok()) return false;
+  std::lock_guard<std::mutex> lock(child_->mu);
+  spawn_internal::ReapLocked(*child_, /*block=*/false);
+  return !child_->exitcode.has_value();
+}
+
+std::optional<int> Process::exitcode() {
+  if (!CheckUsable("exitcode").ok()) return std::nullopt;
+  std::lock_guard<std::mutex> lock(child_->mu);
+  spawn_internal::ReapLocked(*child_, /*block=*/false);
+  return child_->exitcode;
+}
+
+pid_t Process::pid() const { return child_ ? child_->pid : 0; }
+
+int Process::sentinel() const { return child_ && !closed_ ? child_->pidfd.get() : -1; }
+
+absl::Status Process::Signal(int sig) {
+  std::lock_guard<std::mutex> lock(child_->mu);
+  if (child_->exitcode.has_value()) return absl::OkStatus();  // already reaped: nothing to do
+  long r = child_->pidfd.ok()
+               ? ::syscall(SYS_pidfd_send_signal, child_->pidfd.get(), sig, nullptr, 0)
+               : ::kill(child_->pid, sig);
+  if (r != 0 && errno != ESRCH) return ErrnoToStatus(errno, "pidfd_send_signal");
+  return absl::OkStatus();
+}
+
+absl::Status Process::Terminate() {
+  MPROC_RETURN_IF_ERROR(CheckUsable("Terminate"));
+  return Signal(SIGTERM);
+}
+
+absl::Status Process::Kill() {
+  MPROC_RETURN_IF_ERROR(CheckUsable("Kill"));
+  return Signal(SIGKILL);
+}
+
+absl::Status Process::Close() {
+  if (closed_) return absl::OkStatus();
+  if (child_ != nullptr) {
+    if (owner_pid_ != CurrentPid()) {
+      return absl::FailedPreconditionError("Close: this Process belongs to another process");
+    }
+    std::lock_guard<std::mutex> lock(child_->mu);
+    spawn_internal::ReapLocked(*child_, /*block=*/false);
+    if (!child_->exitcode.has_value()) {
+      return absl::FailedPreconditionError(
+          "Close: cannot close a process while it is still running; Join or Terminate it first");
+    }
+    child_->pidfd.Reset();
+  }
+  closed_ = true;
+  return absl::OkStatus();
+}
+
+}  // namespace mproc

@@ -1,0 +1,267 @@
+// spawn/process.h — Process: run a function in a child process (CPython's
+// multiprocessing.Process), started by fork or spawn.
+//
+//   int main(int argc, char** argv) {
+//     mproc::Init(argc, argv);                  // first line: runs spawned children's targets
+//     mproc::Process p(Work, 42, std::string("job"));
+//     MPROC_RETURN_IF_ERROR(p.Start());
+//     MPROC_RETURN_IF_ERROR(p.Join());
+//     std::optional<int> code = p.exitcode();   // 0, the target's code, 1, or -signal
+//   }
+//
+// Start methods (StartMethod; per Process with SetStartMethod, or process-wide with
+// mproc::SetStartMethod, once):
+//   * kFork: glibc fork() (atfork handlers run), then pidfd_open. Any callable works as the
+//     target — the child is a copy of the parent. Copying a threaded parent with fork is as
+//     unsafe here as in any C++ program: only the calling thread exists in the child.
+//   * kSpawn: clone3(CLONE_VM|CLONE_VFORK|CLONE_PIDFD), or vfork + pidfd_open where clone3 is
+//     missing, then execve of the running executable (SetExecutable to change it) with the
+//     parent's argv. The child receives stdio and one SOCK_SEQPACKET bootstrap socket carrying
+//     the target, its arguments and any descriptors they hold (SCM_RIGHTS); nothing else. Its
+//     main() must call mproc::Init(argc, argv) first: Init runs the target and exits.
+//   * kForkServer: not implemented yet; Start() says so (FAILED_PRECONDITION).
+//   The process-wide default is kSpawn until the fork server lands (CPython 3.14 defaults to
+//   forkserver on Linux).
+//
+// Targets under spawn: a function pointer or captureless lambda, sent as a code reference
+// (base/code_ref.h), with arguments converted to the target's parameter types and encoded by
+// their Codecs (serialize/codec.h); handles (Segment, Lock, Value, ...) arrive working.
+// A capturing callable, or parameters without a Codec, can only run under fork: Start() under
+// spawn is FAILED_PRECONDITION naming the reason.
+//
+// Exit codes (CPython's): 0 when the target returns (void, or an OK absl::Status), the value
+// when it returns an integer, 1 for an uncaught exception or a non-OK Status (printed to
+// stderr), the code given to exit()/_exit(), and -N when killed by signal N. A spawned child
+// whose bootstrap fails (unreadable socket, unknown target) exits with kBootstrapFailedExit.
+//
+// Lifecycle: Start once (again: FAILED_PRECONDITION); Join(timeout) returns OK when the child
+// has ended or the timeout passed (check IsAlive / exitcode); joining an unstarted process,
+// closing a running one, or using a closed one is FAILED_PRECONDITION. Terminate (SIGTERM) and
+// Kill (SIGKILL) go through pidfd_send_signal and do nothing once the child is reaped.
+// At exit (atexit), daemon children still running are terminated and every child is joined,
+// as CPython's; a daemon process may not start children.
+//
+// Thread-safety: a Process may be used from several threads (Join/IsAlive/exitcode/Terminate
+// are serialised internally); Start and Close must not race other calls.
+// Fork children: Process objects copied into a fork child are inert there.
+
+#ifndef MPROC_SPAWN_PROCESS_H_
+#define MPROC_SPAWN_PROCESS_H_
+
+#include <sys/types.h>
+
+#include <cstdio>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "base/status.h"
+#include "serialize/buffer.h"
+#include "serialize/codec.h"
+
+namespace mproc {
+
+enum class StartMethod { kFork, kSpawn, kForkServer };
+std::string_view StartMethodName(StartMethod method);
+
+// Sets the process-wide default start method. Once: a second call is FAILED_PRECONDITION
+// unless `force`.
+absl::Status SetStartMethod(StartMethod method, bool force = false);
+StartMethod GetStartMethod();
+
+// The executable that spawn starts (default: this one, /proc/self/exe). Its main() must call
+// mproc::Init.
+void SetExecutable(std::string path);
+
+// The entry guard. In a child started by spawn (marked through the environment) it runs the
+// target and exits the process; everywhere else it returns at once. Call it first in main().
+void Init(int argc, char** argv);
+
+// The exit code of a spawned child whose bootstrap failed.
+inline constexpr int kBootstrapFailedExit = 70;
+
+// This process's name ("MainProcess", or the Process name in a child) and its parent's pid
+// (0 in the main process).
+const std::string& CurrentProcessName();
+pid_t ParentPid();
+
+namespace spawn_internal {
+
+struct ChildRecord;
+
+// How a spawned child runs its target: decodes a function pointer and its arguments from `r`
+// and calls it. Instantiated per target signature in the parent, found again in the child
+// through its code reference.
+using Entry = int (*)(DecodeReader& r);
+
+// Turns a target's result into an exit code.
+int ExitCodeOfStatus(const absl::Status& s);
+// The target runs once per process, so its arguments are moved into it.
+template <typename F, typename... A>
+int CallForExit(F& f, A&&... a) {
+  using R = std::invoke_result_t<F&, A&&...>;
+  if constexpr (std::is_void_v<R>) {
+    std::invoke(f, std::forward<A>(a)...);
+    return 0;
+  } else if constexpr (std::is_same_v<R, absl::Status>) {
+    return ExitCodeOfStatus(std::invoke(f, std::forward<A>(a)...));
+  } else if constexpr (std::is_integral_v<R>) {
+    return static_cast<int>(std::invoke(f, std::forward<A>(a)...));
+  } else {
+    (void)std::invoke(f, std::forward<A>(a)...);
+    return 0;
+  }
+}
+
+void ReportBootstrapError(std::string_view what);
+// OK when `fn` can be named to another process (base/code_ref.h).
+absl::Status CheckSendable(const void* fn);
+
+// How many children this process started through clone3 and through vfork (tests).
+int LaunchCount(bool clone3);
+
+template <typename R, typename... P>
+int RunEncoded(DecodeReader& r) {
+  R (*fn)(P...) = nullptr;
+  std::tuple<std::decay_t<P>...> params;
+  if (!Codec<R (*)(P...)>::Decode(r, fn) ||
+      !Codec<std::tuple<std::decay_t<P>...>>::Decode(r, params)) {
+    ReportBootstrapError(std::string(r.status().message()));
+    return kBootstrapFailedExit;
+  }
+  if (r.remaining() != 0 || r.unclaimed_fds() != 0) {
+    ReportBootstrapError("trailing bytes or unclaimed descriptors after the arguments");
+    return kBootstrapFailedExit;
+  }
+  if (fn == nullptr) {
+    ReportBootstrapError("null target");
+    return kBootstrapFailedExit;
+  }
+  return std::apply([&](auto&... a) { return CallForExit(fn, std::move(a)...); }, params);
+}
+
+template <typename F>
+concept FunctionPointerLike = requires(F& f) {
+  { +f };
+  requires std::is_pointer_v<decltype(+f)>;
+  requires std::is_function_v<std::remove_pointer_t<decltype(+f)>>;
+};
+
+template <typename Fn>
+struct Signature;
+template <typename R, typename... P>
+struct Signature<R (*)(P...)> {
+  static constexpr bool kEncodable = (true && ... && Encodable<std::decay_t<P>>);
+  using Params = std::tuple<std::decay_t<P>...>;
+  static constexpr Entry kEntry = &RunEncoded<R, P...>;
+};
+
+// What a Process runs: a closure for fork, and (when possible) an encoder for spawn.
+struct Payload {
+  std::function<int()> fork_runner;
+  Entry entry = nullptr;
+  std::function<absl::Status(EncodeBuffer&)> encode;
+  std::string not_spawnable;  // why spawn cannot run it (empty when it can)
+};
+
+}  // namespace spawn_internal
+
+class Process {
+ public:
+  template <typename F, typename... Args>
+  explicit Process(F&& target, Args&&... args) {
+    using D = std::decay_t<F>;
+    auto tuple = std::make_shared<std::tuple<std::decay_t<Args>...>>(std::forward<Args>(args)...);
+    if constexpr (spawn_internal::FunctionPointerLike<D>) {
+      D copy(target);
+      auto fn = +copy;
+      using Sig = spawn_internal::Signature<decltype(fn)>;
+      if constexpr (Sig::kEncodable) {
+        // Arguments become the target's parameter types once, here; fork calls with them and
+        // spawn encodes them.
+        auto params = std::make_shared<typename Sig::Params>(std::apply(
+            [](auto&... a) { return typename Sig::Params(std::move(a)...); }, *tuple));
+        payload_.entry = Sig::kEntry;
+        payload_.encode = [fn, params](EncodeBuffer& b) {
+          MPROC_RETURN_IF_ERROR(spawn_internal::CheckSendable(reinterpret_cast<const void*>(fn)));
+          Encode(fn, b);
+          Encode(*params, b);
+          return absl::OkStatus();
+        };
+        payload_.fork_runner = [fn, params]() {
+          return std::apply(
+              [&](auto&... a) { return spawn_internal::CallForExit(fn, std::move(a)...); },
+              *params);
+        };
+        return;
+      } else {
+        payload_.not_spawnable =
+            "a parameter type of the target has no Codec, so its arguments cannot be sent to a "
+            "spawned child (use the fork start method, or give the type a Codec)";
+      }
+    } else {
+      payload_.not_spawnable =
+          "the target is a capturing callable; under spawn a target must be a function "
+          "pointer or captureless lambda (a capturing callable runs only under fork)";
+    }
+    payload_.fork_runner = [t = std::make_shared<D>(std::forward<F>(target)), tuple]() {
+      return std::apply(
+          [&](auto&... a) { return spawn_internal::CallForExit(*t, std::move(a)...); }, *tuple);
+    };
+  }
+
+  Process(Process&&) noexcept;
+  Process& operator=(Process&&) noexcept;
+  Process(const Process&) = delete;
+  Process& operator=(const Process&) = delete;
+  ~Process();
+
+  Process& SetName(std::string name);
+  Process& SetDaemon(bool daemon);
+  Process& SetStartMethod(StartMethod method);
+  // The name (default "Process-N", N counting Processes created in this process).
+  const std::string& name() const { return name_; }
+  bool daemon() const { return daemon_; }
+
+  absl::Status Start();
+  absl::Status Join(absl::Duration timeout = absl::InfiniteDuration());
+  bool IsAlive();
+  // Empty while running (or before Start); else the exit code (-N: killed by signal N).
+  std::optional<int> exitcode();
+  // 0 before Start.
+  pid_t pid() const;
+  // The pidfd: readable once the child has exited (a Waitable for ipc's Wait). -1 before
+  // Start or after Close.
+  int sentinel() const;
+  absl::Status Terminate();
+  absl::Status Kill();
+  // Releases the pidfd. FAILED_PRECONDITION while the child runs.
+  absl::Status Close();
+
+ private:
+  absl::Status Signal(int sig);
+  void DropRecordIfDone();
+  absl::Status StartFork();
+  absl::Status StartSpawn();
+  absl::Status CheckUsable(std::string_view what) const;
+
+  std::string name_;
+  bool daemon_ = false;
+  std::optional<StartMethod> method_;
+  spawn_internal::Payload payload_;
+  std::shared_ptr<spawn_internal::ChildRecord> child_;
+  bool closed_ = false;
+  pid_t owner_pid_ = 0;
+};
+
+}  // namespace mproc
+
+#endif  // MPROC_SPAWN_PROCESS_H_

@@ -1,0 +1,340 @@
+#include "spawn/process.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "base/features.h"
+#include "base/seccomp_for_testing.h"
+#include "base/status_matchers.h"
+#include "base/test_util.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace mproc {
+namespace {
+
+using ::testing::HasSubstr;
+
+// ---- targets (free functions: they must be reachable in a spawned child)
+
+void Noop() {}
+int ReturnSeven() { return 7; }
+void CallsExit(int code) { std::exit(code); }
+void CallsUnderscoreExit(int code) { ::_exit(code); }
+void Throws() { throw std::runtime_error("boom from the child"); }
+absl::Status ReturnsError() { return absl::InternalError("target failed"); }
+void SleepForever() {
+  for (;;) ::pause();
+}
+
+// Exit code 0 when the arguments arrived intact.
+int CheckArgs(int a, std::string s, std::vector<int> v, double d) {
+  return (a == 42 && s == "hello, child" && v == std::vector<int>{1, 2, 3} && d == 2.5) ? 0 : 1;
+}
+
+// Writes `text` to the descriptor it was handed.
+int WriteTo(UniqueFd fd, std::string text) {
+  return ::write(fd.get(), text.data(), text.size()) == static_cast<ssize_t>(text.size()) ? 0 : 1;
+}
+
+int g_global = 1;
+int ReturnGlobal() { return g_global; }
+
+// The number of open descriptors other than stdio and `allowed`.
+int CountExtraFds(UniqueFd allowed) {
+  DIR* d = ::opendir("/proc/self/fd");
+  int extra = 0;
+  while (dirent* e = ::readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    int fd = std::atoi(e->d_name);
+    if (fd > 2 && fd != ::dirfd(d) && fd != allowed.get()) ++extra;
+  }
+  ::closedir(d);
+  return extra;
+}
+
+// Exit code 0 when starting a grandchild is refused because this process is a daemon.
+int StartFromDaemon() {
+  Process p(Noop);
+  absl::Status s = p.Start();
+  return s.code() == absl::StatusCode::kFailedPrecondition &&
+                 std::string(s.message()).find("daemon") != std::string::npos
+             ? 0
+             : 1;
+}
+
+int CheckIdentity(std::string expected_name, int32_t expected_parent) {
+  return CurrentProcessName() == expected_name && ParentPid() == expected_parent ? 0 : 1;
+}
+
+class ProcessTest : public ::testing::TestWithParam<StartMethod> {
+ protected:
+  // Starts `p` under the parameter's start method and joins it (bounded); returns exitcode.
+  std::optional<int> RunToEnd(Process& p) {
+    p.SetStartMethod(GetParam());
+    absl::Status s = p.Start();
+    EXPECT_TRUE(s.ok()) << s;
+    if (!s.ok()) return std::nullopt;
+    s = p.Join(absl::Seconds(60));
+    EXPECT_TRUE(s.ok()) << s;
+    if (p.IsAlive()) {
+      ADD_FAILURE() << "child still running after 60 s";
+      (void)p.Kill();
+      (void)p.Join();
+    }
+    return p.exitcode();
+  }
+};
+
+TEST_P(ProcessTest, ExitCodesFollowCPython) {
+  Process noop(Noop);
+  EXPECT_EQ(RunToEnd(noop), 0);
+  Process seven(ReturnSeven);
+  EXPECT_EQ(RunToEnd(seven), 7);
+  Process exits(CallsExit, 3);
+  EXPECT_EQ(RunToEnd(exits), 3);
+  Process raw_exit(CallsUnderscoreExit, 4);
+  EXPECT_EQ(RunToEnd(raw_exit), 4);
+  Process throws(Throws);
+  EXPECT_EQ(RunToEnd(throws), 1);
+  Process status(ReturnsError);
+  EXPECT_EQ(RunToEnd(status), 1);
+}
+
+TEST_P(ProcessTest, TerminateAndKillGiveMinusTheSignal) {
+  Process t(SleepForever);
+  t.SetStartMethod(GetParam());
+  MPROC_ASSERT_OK(t.Start());
+  EXPECT_TRUE(t.IsAlive());
+  EXPECT_GT(t.pid(), 0);
+  EXPECT_GE(t.sentinel(), 0);
+  MPROC_ASSERT_OK(t.Terminate());
+  MPROC_ASSERT_OK(t.Join(absl::Seconds(60)));
+  EXPECT_EQ(t.exitcode(), -SIGTERM);
+  MPROC_EXPECT_OK(t.Terminate());  // reaped: nothing to do, no error
+
+  Process k(SleepForever);
+  k.SetStartMethod(GetParam());
+  MPROC_ASSERT_OK(k.Start());
+  MPROC_ASSERT_OK(k.Kill());
+  MPROC_ASSERT_OK(k.Join(absl::Seconds(60)));
+  EXPECT_EQ(k.exitcode(), -SIGKILL);
+  EXPECT_FALSE(k.IsAlive());
+}
+
+TEST_P(ProcessTest, JoinWithTimeoutReturnsWithTheChildStillRunning) {
+  Process p(SleepForever);
+  p.SetStartMethod(GetParam());
+  MPROC_ASSERT_OK(p.Start());
+  double t0 = testing::NowSeconds();
+  MPROC_ASSERT_OK(p.Join(absl::Milliseconds(100)));
+  EXPECT_GE(testing::NowSeconds() - t0, 0.099);  // a lower bound only
+  EXPECT_TRUE(p.IsAlive());
+  EXPECT_EQ(p.exitcode(), std::nullopt);
+  EXPECT_THAT(p.Close(), StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("running")));
+  MPROC_ASSERT_OK(p.Kill());
+  MPROC_ASSERT_OK(p.Join());
+  MPROC_EXPECT_OK(p.Close());
+  EXPECT_EQ(p.sentinel(), -1);
+  EXPECT_THAT(p.Join(), StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("closed")));
+}
+
+TEST_P(ProcessTest, MisuseIsFailedPrecondition) {
+  Process p(Noop);
+  p.SetStartMethod(GetParam());
+  EXPECT_THAT(p.Join(), StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("not started")));
+  EXPECT_THAT(p.Terminate(), StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_FALSE(p.IsAlive());
+  EXPECT_EQ(p.exitcode(), std::nullopt);
+  EXPECT_EQ(p.pid(), 0);
+  MPROC_ASSERT_OK(p.Start());
+  EXPECT_THAT(p.Start(), StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("once")));
+  MPROC_ASSERT_OK(p.Join());
+  EXPECT_EQ(p.exitcode(), 0);
+}
+
+TEST_P(ProcessTest, ArgumentsArriveIntact) {
+  Process p(CheckArgs, 42, std::string("hello, child"), std::vector<int>{1, 2, 3}, 2.5);
+  EXPECT_EQ(RunToEnd(p), 0);
+  Process converted(CheckArgs, 42, "hello, child", std::vector<int>{1, 2, 3}, 2.5f);
+  EXPECT_EQ(RunToEnd(converted), 0);
+}
+
+TEST_P(ProcessTest, DescriptorArgumentsWorkInTheChild) {
+  int fds[2];
+  ASSERT_EQ(::pipe2(fds, O_CLOEXEC), 0);
+  UniqueFd r(fds[0]);
+  {
+    Process p(WriteTo, UniqueFd(fds[1]), std::string("through the handle"));
+    EXPECT_EQ(RunToEnd(p), 0);
+  }  // the Process (and its copy of the write end) is gone: the read sees EOF after the data
+  std::string got(64, '\0');
+  ssize_t n = ::read(r.get(), got.data(), got.size());
+  ASSERT_GT(n, 0);
+  got.resize(static_cast<size_t>(n));
+  EXPECT_EQ(got, "through the handle");
+}
+
+TEST_P(ProcessTest, LambdasAndCapturingCallables) {
+  Process lambda([](int x) { return x + 1; }, 4);
+  EXPECT_EQ(RunToEnd(lambda), 5);
+
+  int captured = 9;
+  Process capturing([captured] { return captured; });
+  capturing.SetStartMethod(GetParam());
+  if (GetParam() == StartMethod::kFork) {
+    MPROC_ASSERT_OK(capturing.Start());
+    MPROC_ASSERT_OK(capturing.Join());
+    EXPECT_EQ(capturing.exitcode(), 9);
+  } else {
+    EXPECT_THAT(capturing.Start(),
+                StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("capturing")));
+  }
+}
+
+TEST_P(ProcessTest, GlobalsAreCopiedByForkButFreshUnderSpawn) {
+  g_global = 2;
+  Process p(ReturnGlobal);
+  std::optional<int> code = RunToEnd(p);
+  g_global = 1;
+  EXPECT_EQ(code, GetParam() == StartMethod::kFork ? 2 : 1);
+}
+
+TEST_P(ProcessTest, NamesAndParent) {
+  Process p(CheckIdentity, std::string("worker-a"), static_cast<int32_t>(::getpid()));
+  p.SetName("worker-a");
+  EXPECT_EQ(RunToEnd(p), 0);
+  Process unnamed(Noop);
+  EXPECT_EQ(RunToEnd(unnamed), 0);
+  EXPECT_THAT(unnamed.name(), ::testing::StartsWith("Process-"));
+  EXPECT_EQ(CurrentProcessName(), "MainProcess");
+}
+
+TEST_P(ProcessTest, DaemonsMayNotHaveChildren) {
+  Process p(StartFromDaemon);
+  p.SetDaemon(true);
+  EXPECT_EQ(RunToEnd(p), 0);
+}
+
+TEST_P(ProcessTest, SpawnChildGetsExactlyTheDescriptorsItWasGiven) {
+  if (GetParam() == StartMethod::kFork) GTEST_SKIP() << "fork inherits what fork inherits";
+  // An inheritable descriptor in the parent must not leak into the child.
+  int stray = ::fcntl(1, F_DUPFD, 10);
+  ASSERT_GE(stray, 0);
+  int fds[2];
+  ASSERT_EQ(::pipe2(fds, O_CLOEXEC), 0);
+  ::close(fds[0]);
+  Process p(CountExtraFds, UniqueFd(fds[1]));
+  EXPECT_EQ(RunToEnd(p), 0);
+  ::close(stray);
+}
+
+TEST_P(ProcessTest, DaemonChildrenAreTerminatedAndOthersJoinedAtExit) {
+  // A helper process starts a daemon that sleeps forever and a child that exits at once, then
+  // returns from main (exit): the daemon must be terminated and both reaped by the at-exit
+  // handler. The daemon's pid comes back through a pipe.
+  int fds[2];
+  ASSERT_EQ(::pipe2(fds, O_CLOEXEC), 0);
+  StartMethod method = GetParam();
+  pid_t helper = testing::Child([&] {
+    ::close(fds[0]);
+    Process daemon(SleepForever);
+    daemon.SetDaemon(true).SetStartMethod(method);
+    Process quick(Noop);
+    quick.SetStartMethod(method);
+    if (!daemon.Start().ok() || !quick.Start().ok()) return 2;
+    pid_t pid = daemon.pid();
+    if (::write(fds[1], &pid, sizeof(pid)) != sizeof(pid)) return 3;
+    std::exit(0);  // runs the at-exit handler
+  });
+  ::close(fds[1]);
+  pid_t daemon_pid = 0;
+  ASSERT_EQ(::read(fds[0], &daemon_pid, sizeof(daemon_pid)), static_cast<ssize_t>(sizeof(daemon_pid)));
+  ::close(fds[0]);
+  EXPECT_EQ(testing::Join(helper, 60), 0);
+  // Reaped by the helper at exit (a zombie would still answer kill(pid, 0)).
+  EXPECT_EQ(::kill(daemon_pid, 0), -1);
+  EXPECT_EQ(errno, ESRCH);
+}
+
+INSTANTIATE_TEST_SUITE_P(StartMethods, ProcessTest,
+                         ::testing::Values(StartMethod::kFork, StartMethod::kSpawn),
+                         [](const auto& info) { return std::string(StartMethodName(info.param)); });
+
+TEST(SpawnTest, FallsBackToVforkWhenClone3IsMissing) {
+  if (!HasFeature(Feature::kClone3)) GTEST_SKIP() << "clone3 is already missing here";
+  pid_t pid = testing::Child([] {
+    if (InstallSeccompErrno(__NR_clone3, ENOSYS) != 0) return 90;
+    ResetFeatureCacheForTesting();
+    int vforks = spawn_internal::LaunchCount(false);
+    Process p(ReturnSeven);
+    p.SetStartMethod(StartMethod::kSpawn);
+    if (!p.Start().ok() || !p.Join().ok()) return 91;
+    if (p.exitcode() != 7) return 92;
+    return spawn_internal::LaunchCount(false) == vforks + 1 ? 0 : 93;
+  });
+  EXPECT_EQ(testing::Join(pid, 60), 0);
+}
+
+TEST(SpawnTest, UsesClone3WhereAvailable) {
+  if (!HasFeature(Feature::kClone3)) GTEST_SKIP() << "no clone3 here";
+  int before = spawn_internal::LaunchCount(true);
+  Process p(Noop);
+  p.SetStartMethod(StartMethod::kSpawn);
+  MPROC_ASSERT_OK(p.Start());
+  MPROC_ASSERT_OK(p.Join());
+  EXPECT_EQ(spawn_internal::LaunchCount(true), before + 1);
+}
+
+TEST(SpawnTest, ForkServerIsNotImplementedYetAndSaysSo) {
+  Process p(Noop);
+  p.SetStartMethod(StartMethod::kForkServer);
+  EXPECT_THAT(p.Start(), StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("forkserver")));
+}
+
+TEST(SpawnTest, SetStartMethodOnce) {
+  MPROC_ASSERT_OK(SetStartMethod(StartMethod::kSpawn));
+  EXPECT_THAT(SetStartMethod(StartMethod::kFork),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("already")));
+  MPROC_EXPECT_OK(SetStartMethod(StartMethod::kSpawn, /*force=*/true));
+  EXPECT_EQ(GetStartMethod(), StartMethod::kSpawn);
+}
+
+// A program that forgot mproc::Init: its spawned child reruns main(), must refuse to start
+// another process, and the whole thing ends with exactly two processes having run main().
+TEST(SpawnTest, ForgottenInitIsAClearErrorNotRecursion) {
+  const char* srcdir = std::getenv("TEST_SRCDIR");
+  ASSERT_NE(srcdir, nullptr);
+  std::string bin = std::string(srcdir) + "/mproc/spawn/no_init_main";
+  std::string count_file = std::string(std::getenv("TEST_TMPDIR")) + "/no_init_count";
+  std::string err_file = std::string(std::getenv("TEST_TMPDIR")) + "/no_init_stderr";
+  ::unlink(count_file.c_str());
+  pid_t pid = testing::Child([&] {
+    ::setenv("MPROC_TEST_COUNT_FILE", count_file.c_str(), 1);
+    int err = ::open(err_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    ::dup2(err, 2);
+    ::execl(bin.c_str(), bin.c_str(), static_cast<char*>(nullptr));
+    return 127;
+  });
+  EXPECT_EQ(testing::Join(pid, 60), 0);
+  std::ifstream counts(count_file);
+  int lines = 0;
+  for (std::string line; std::getline(counts, line);) ++lines;
+  EXPECT_EQ(lines, 2);
+  std::ifstream errs(err_file);
+  std::string all((std::istreambuf_iterator<char>(errs)), std::istreambuf_iterator<char>());
+  EXPECT_THAT(all, HasSubstr("mproc::Init(argc, argv)"));
+}
+
+}  // namespace
+}  // namespace mproc
