@@ -36,6 +36,7 @@
 
 #include "absl/status/statusor.h"
 #include "base/unique_fd.h"
+#include "serialize/codec.h"
 
 namespace mproc {
 
@@ -98,6 +99,35 @@ class Segment {
   Segment(UniqueFd fd, size_t size) : fd_(std::move(fd)), size_(size) {}
   UniqueFd fd_;
   size_t size_ = 0;
+};
+
+// A Segment travels as its descriptor; the receiver checks it is a sealed region (FromFd).
+template <>
+struct Codec<Segment> {
+  static constexpr bool kCarriesFds = true;
+  static constexpr size_t kMinSize = 1;
+  static void Encode(EncodeBuffer& b, const Segment& s) {
+    uint8_t tag = s.ok() ? 1 : 0;
+    b.Append(&tag, 1);
+    if (s.ok()) b.PutVarint(b.AttachFd(s.fd()));
+  }
+  static bool Decode(DecodeReader& r, Segment& out) {
+    uint8_t tag;
+    if (!r.Read(&tag, 1)) return false;
+    if (tag == 0) {
+      out = Segment();
+      return true;
+    }
+    uint64_t index;
+    UniqueFd fd;
+    if (tag != 1 || !r.ReadVarint(&index) || !r.TakeFd(index, &fd)) {
+      return r.ok() ? r.Fail("bad Segment tag") : false;
+    }
+    absl::StatusOr<Segment> s = Segment::FromFd(std::move(fd));
+    if (!s.ok()) return r.Fail(std::string(s.status().message()));
+    out = *std::move(s);
+    return true;
+  }
 };
 
 }  // namespace mproc

@@ -294,6 +294,17 @@ absl::StatusOr<SharedMemory> SharedMemory::Attach(std::string_view name,
   return SharedMemory(std::string(name), std::move(path), std::move(fd), std::move(mapping));
 }
 
+absl::StatusOr<SharedMemory> SharedMemory::Adopt(std::string name, std::string path, UniqueFd fd) {
+  struct stat st;
+  if (::fstat(fd.get(), &st) != 0) return ErrnoToStatus(errno, absl::StrCat("fstat(", path, ")"));
+  if (!S_ISREG(st.st_mode) || st.st_size <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("received descriptor is not a shared memory segment (", path, ")"));
+  }
+  MPROC_ASSIGN_OR_RETURN(Mapping mapping, MapFd(fd.get(), static_cast<size_t>(st.st_size), path));
+  return SharedMemory(std::move(name), std::move(path), std::move(fd), std::move(mapping));
+}
+
 void SharedMemory::Close() {
   if (!fd_.ok()) return;
   mapping_.Reset();

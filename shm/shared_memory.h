@@ -43,6 +43,11 @@
 // (Reserve::kLazy) is CPython's behaviour, and Reserve::kEager fallocates at Create so a full
 // tmpfs is RESOURCE_EXHAUSTED there instead of a SIGBUS later.
 //
+// Passing a SharedMemory to another process (Codec<SharedMemory>, e.g. as a Process argument)
+// sends its descriptor, so the receiver's view works even if the name was unlinked meanwhile
+// (CPython's pickling re-attaches by name and fails then); the received view counts as
+// attached for the reclaim rules above.
+//
 // Fork children: a view copied by fork() is inert — its destructor unmaps and closes the
 // child's copies but never reclaims or unlinks (an inherited descriptor shares the parent's
 // lock, so the child cannot tell the parent's use from its own). Explicit Unlink() works.
@@ -110,13 +115,51 @@ class SharedMemory {
   absl::Status Unlink();
 
  private:
+  friend struct Codec<SharedMemory>;
   SharedMemory(std::string name, std::string path, UniqueFd fd, Mapping mapping);
+  // A view of a segment whose descriptor arrived from another process.
+  static absl::StatusOr<SharedMemory> Adopt(std::string name, std::string path, UniqueFd fd);
 
   std::string name_;
   std::string path_;
   UniqueFd fd_;
   Mapping mapping_;
   pid_t owner_pid_ = 0;
+};
+
+template <>
+struct Codec<SharedMemory> {
+  static constexpr bool kCarriesFds = true;
+  static constexpr size_t kMinSize = 3;
+  static void Encode(EncodeBuffer& b, const SharedMemory& m) {
+    Codec<std::string>::Encode(b, m.name_);
+    Codec<std::string>::Encode(b, m.path_);
+    uint8_t tag = m.fd_.ok() ? 1 : 0;
+    b.Append(&tag, 1);
+    if (m.fd_.ok()) b.PutVarint(b.AttachFd(m.fd_.get()));
+  }
+  static bool Decode(DecodeReader& r, SharedMemory& out) {
+    std::string name;
+    std::string path;
+    uint8_t tag;
+    if (!Codec<std::string>::Decode(r, name) || !Codec<std::string>::Decode(r, path) ||
+        !r.Read(&tag, 1)) {
+      return false;
+    }
+    if (tag == 0) {
+      out = SharedMemory();
+      return true;
+    }
+    uint64_t index;
+    UniqueFd fd;
+    if (tag != 1 || !r.ReadVarint(&index) || !r.TakeFd(index, &fd)) {
+      return r.ok() ? r.Fail("bad SharedMemory tag") : false;
+    }
+    absl::StatusOr<SharedMemory> m = SharedMemory::Adopt(std::move(name), std::move(path), std::move(fd));
+    if (!m.ok()) return r.Fail(std::string(m.status().message()));
+    out = *std::move(m);
+    return true;
+  }
 };
 
 }  // namespace mproc

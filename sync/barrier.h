@@ -48,6 +48,9 @@ struct alignas(64) BarrierState {
 
 class Barrier {
  public:
+  // An empty handle, to decode into; any other use is undefined.
+  Barrier() = default;
+
   static absl::StatusOr<Barrier> Create(uint32_t parties, void (*action)() = nullptr,
                                         absl::Duration timeout = absl::InfiniteDuration());
 
@@ -61,11 +64,37 @@ class Barrier {
   bool Broken() const;
 
  private:
+  friend struct Codec<Barrier>;
   Barrier(std::shared_ptr<sync_internal::Region> r, sync_internal::BarrierState* s, void (*action)())
       : region_(std::move(r)), s_(s), action_(action) {}
   std::shared_ptr<sync_internal::Region> region_;
   sync_internal::BarrierState* s_ = nullptr;
   void (*action_)() = nullptr;
+};
+
+// The state, then the action as a code reference (serialize/codec.h: same binaries only).
+template <>
+struct Codec<Barrier> {
+  static constexpr bool kCarriesFds = true;
+  static constexpr size_t kMinSize = 2;
+  static void Encode(EncodeBuffer& b, const Barrier& x) {
+    sync_internal::EncodeRegionRef(b, x.region_, x.s_);
+    Codec<void (*)()>::Encode(b, x.action_);
+  }
+  static bool Decode(DecodeReader& r, Barrier& out) {
+    std::shared_ptr<sync_internal::Region> region;
+    char* state = nullptr;
+    void (*action)() = nullptr;
+    if (!sync_internal::DecodeRegionRef(r, sizeof(sync_internal::BarrierState),
+                                        alignof(sync_internal::BarrierState), &region, &state) ||
+        !Codec<void (*)()>::Decode(r, action)) {
+      return false;
+    }
+    out = region ? Barrier(std::move(region), reinterpret_cast<sync_internal::BarrierState*>(state),
+                           action)
+                 : Barrier();
+    return true;
+  }
 };
 
 }  // namespace mproc

@@ -49,6 +49,9 @@ struct alignas(64) ConditionState {
 
 class Condition {
  public:
+  // An empty handle, to decode into; any other use is undefined.
+  Condition() = default;
+
   // Over a new RLock (CPython's default), or over the given lock.
   static absl::StatusOr<Condition> Create();
   static absl::StatusOr<Condition> Create(Lock lock);
@@ -73,6 +76,7 @@ class Condition {
   absl::Status NotifyAll();
 
  private:
+  friend struct Codec<Condition>;
   Condition(std::shared_ptr<sync_internal::Region> r, sync_internal::ConditionState* s)
       : region_(std::move(r)), s_(s) {}
   bool HeldByCaller() const;
@@ -81,6 +85,50 @@ class Condition {
   sync_internal::ConditionState* s_ = nullptr;
   std::optional<Lock> lock_;
   std::optional<RLock> rlock_;
+};
+
+// The condition's own state, then its lock (tag 0: Lock, 1: RLock).
+template <>
+struct Codec<Condition> {
+  static constexpr bool kCarriesFds = true;
+  static constexpr size_t kMinSize = 2;
+  static void Encode(EncodeBuffer& b, const Condition& c) {
+    sync_internal::EncodeRegionRef(b, c.region_, c.s_);
+    uint8_t tag = c.rlock_.has_value() ? 1 : 0;
+    b.Append(&tag, 1);
+    if (c.rlock_) {
+      Codec<RLock>::Encode(b, *c.rlock_);
+    } else if (c.lock_) {
+      Codec<Lock>::Encode(b, *c.lock_);
+    } else {
+      Codec<Lock>::Encode(b, Lock());
+    }
+  }
+  static bool Decode(DecodeReader& r, Condition& out) {
+    std::shared_ptr<sync_internal::Region> region;
+    char* state = nullptr;
+    if (!sync_internal::DecodeRegionRef(r, sizeof(sync_internal::ConditionState),
+                                        alignof(sync_internal::ConditionState), &region, &state)) {
+      return false;
+    }
+    uint8_t tag;
+    if (!r.Read(&tag, 1)) return false;
+    if (tag > 1) return r.Fail("bad Condition lock tag");
+    Condition c = region ? Condition(std::move(region),
+                                     reinterpret_cast<sync_internal::ConditionState*>(state))
+                         : Condition();
+    if (tag == 1) {
+      RLock l;
+      if (!Codec<RLock>::Decode(r, l)) return false;
+      c.rlock_.emplace(std::move(l));
+    } else {
+      Lock l;
+      if (!Codec<Lock>::Decode(r, l)) return false;
+      c.lock_.emplace(std::move(l));
+    }
+    out = std::move(c);
+    return true;
+  }
 };
 
 }  // namespace mproc

@@ -33,6 +33,9 @@ struct alignas(64) EventState {
 
 class Event {
  public:
+  // An empty handle, to decode into; any other use is undefined.
+  Event() = default;
+
   static absl::StatusOr<Event> Create();
 
   bool IsSet() const { return s_->flag.load(std::memory_order_acquire) != 0; }
@@ -43,11 +46,16 @@ class Event {
   bool Wait(absl::Duration timeout = absl::InfiniteDuration());
 
  private:
+  template <typename H, typename S>
+  friend struct sync_internal::SimpleHandleCodec;
   Event(std::shared_ptr<sync_internal::Region> r, sync_internal::EventState* s)
       : region_(std::move(r)), s_(s) {}
   std::shared_ptr<sync_internal::Region> region_;
   sync_internal::EventState* s_ = nullptr;
 };
+
+template <>
+struct Codec<Event> : sync_internal::SimpleHandleCodec<Event, sync_internal::EventState> {};
 
 }  // namespace mproc
 

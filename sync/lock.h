@@ -83,6 +83,9 @@ void WakeOne(LockState* s);
 
 class Lock {
  public:
+  // An empty handle, to decode into; any other use is undefined.
+  Lock() = default;
+
   // A new unlocked lock in its own shared segment.
   static absl::StatusOr<Lock> Create();
 
@@ -123,6 +126,8 @@ class Lock {
   uint32_t HolderTid() const { return s_->word.load(std::memory_order_relaxed) & sync_internal::kTidMask; }
 
  private:
+  template <typename H, typename S>
+  friend struct sync_internal::SimpleHandleCodec;
   friend class Condition;
   Lock(std::shared_ptr<sync_internal::Region> r, sync_internal::LockState* s) : region_(std::move(r)), s_(s) {}
   std::shared_ptr<sync_internal::Region> region_;
@@ -131,6 +136,9 @@ class Lock {
 
 class RLock {
  public:
+  // An empty handle, to decode into; any other use is undefined.
+  RLock() = default;
+
   static absl::StatusOr<RLock> Create();
 
   AcquireResult Acquire(absl::Duration timeout = absl::InfiniteDuration());
@@ -147,7 +155,11 @@ class RLock {
   }
 
  private:
+  template <typename H, typename S>
+  friend struct sync_internal::SimpleHandleCodec;
   friend class Condition;
+  template <typename H>
+  friend struct sync_internal::ValueCodec;
   template <typename T>
   friend class Value;
   template <typename T>
@@ -179,6 +191,12 @@ class BasicLockGuard {
 };
 using LockGuard = BasicLockGuard<Lock>;
 using RLockGuard = BasicLockGuard<RLock>;
+
+// Handles cross process boundaries as their segment's descriptor (DESIGN.md, Handles).
+template <>
+struct Codec<Lock> : sync_internal::SimpleHandleCodec<Lock, sync_internal::LockState> {};
+template <>
+struct Codec<RLock> : sync_internal::SimpleHandleCodec<RLock, sync_internal::LockState> {};
 
 }  // namespace mproc
 

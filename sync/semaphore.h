@@ -37,6 +37,9 @@ struct alignas(64) SemaphoreState {
 
 class Semaphore {
  public:
+  // An empty handle, to decode into; any other use is undefined.
+  Semaphore() = default;
+
   static absl::StatusOr<Semaphore> Create(uint32_t value = 1);
 
   bool Acquire(absl::Duration timeout = absl::InfiniteDuration());
@@ -47,6 +50,8 @@ class Semaphore {
   uint32_t GetValue() const { return s_->value.load(std::memory_order_relaxed); }
 
  protected:
+  template <typename H, typename S>
+  friend struct sync_internal::SimpleHandleCodec;
   Semaphore(std::shared_ptr<sync_internal::Region> r, sync_internal::SemaphoreState* s)
       : region_(std::move(r)), s_(s) {}
   std::shared_ptr<sync_internal::Region> region_;
@@ -55,11 +60,23 @@ class Semaphore {
 
 class BoundedSemaphore : public Semaphore {
  public:
+  // An empty handle, to decode into; any other use is undefined.
+  BoundedSemaphore() = default;
+
   static absl::StatusOr<BoundedSemaphore> Create(uint32_t value = 1);
 
  private:
+  template <typename H, typename S>
+  friend struct sync_internal::SimpleHandleCodec;
   using Semaphore::Semaphore;
 };
+
+template <>
+struct Codec<Semaphore>
+    : sync_internal::SimpleHandleCodec<Semaphore, sync_internal::SemaphoreState> {};
+template <>
+struct Codec<BoundedSemaphore>
+    : sync_internal::SimpleHandleCodec<BoundedSemaphore, sync_internal::SemaphoreState> {};
 
 }  // namespace mproc
 

@@ -38,7 +38,14 @@ namespace mproc {
 
 enum class LockMode { kRLock, kNone };
 
+template <typename T>
+class Value;
+template <typename T>
+class Array;
+
 namespace sync_internal {
+template <typename H>
+struct ValueCodec;
 // Layout of a value's segment: the lock state, then the data, aligned.
 template <typename T>
 struct ValueLayout {
@@ -52,6 +59,9 @@ class Value {
   static_assert(std::is_trivially_copyable_v<T>, "Value<T> needs a trivially copyable T");
 
  public:
+  // An empty handle, to decode into; any other use is undefined.
+  Value() = default;
+
   static absl::StatusOr<Value> Create(const T& initial = T{}, LockMode mode = LockMode::kRLock) {
     absl::StatusOr<std::shared_ptr<sync_internal::Region>> r = sync_internal::CreateRegion(
         sync_internal::ValueLayout<T>::kDataOffset + sizeof(T), "mproc-value");
@@ -93,6 +103,7 @@ class Value {
   }
 
  private:
+  friend struct sync_internal::ValueCodec<Value>;
   Value(std::shared_ptr<sync_internal::Region> r, T* data) : region_(std::move(r)), data_(data) {}
   std::shared_ptr<sync_internal::Region> region_;
   T* data_ = nullptr;
@@ -107,6 +118,9 @@ class Array {
   static_assert(std::is_trivially_copyable_v<T>, "Array<T> needs a trivially copyable T");
 
  public:
+  // An empty handle, to decode into; any other use is undefined.
+  Array() = default;
+
   // `size` zero-filled elements (SHV-4).
   static absl::StatusOr<Array> Create(size_t size, LockMode mode = LockMode::kRLock) {
     if (size == 0) return absl::InvalidArgumentError("an Array needs at least one element");
@@ -142,6 +156,7 @@ class Array {
   RLock& GetLock() { return *lock_; }
 
  private:
+  friend struct sync_internal::ValueCodec<Array>;
   Array(std::shared_ptr<sync_internal::Region> r, T* data, size_t n)
       : region_(std::move(r)), data_(data), size_(n) {}
   std::shared_ptr<sync_internal::Region> region_;
@@ -149,6 +164,68 @@ class Array {
   size_t size_ = 0;
   std::optional<RLock> lock_;
 };
+
+namespace sync_internal {
+// Value<T> and Array<T> travel as their segment (lock state at offset 0, data at kDataOffset),
+// sizeof(T) (a guard against decoding as another type), the element count and whether the
+// lock is used.
+template <typename H>
+struct ValueCodec;
+template <template <typename> class H, typename T>
+struct ValueCodec<H<T>> {
+  static constexpr bool kIsArray = std::is_same_v<H<T>, Array<T>>;
+  static constexpr bool kCarriesFds = true;
+  static constexpr size_t kMinSize = 4;
+  static void Encode(EncodeBuffer& b, const H<T>& v) {
+    const void* base = v.region_ ? v.region_->mapping.data() : nullptr;
+    EncodeRegionRef(b, v.region_, base);
+    b.PutVarint(sizeof(T));
+    size_t n = 1;
+    if constexpr (kIsArray) n = v.size_;
+    b.PutVarint(n);
+    uint8_t locked = v.lock_.has_value() ? 1 : 0;
+    b.Append(&locked, 1);
+  }
+  static bool Decode(DecodeReader& r, H<T>& out) {
+    std::shared_ptr<Region> region;
+    char* base = nullptr;
+    uint64_t size_of_t = 0;
+    uint64_t n = 0;
+    uint8_t locked = 0;
+    // The region is checked against the element count below, once it is known.
+    if (!DecodeRegionRef(r, ValueLayout<T>::kDataOffset, alignof(LockState), &region, &base) ||
+        !r.ReadVarint(&size_of_t) || !r.ReadVarint(&n) || !r.Read(&locked, 1)) {
+      return false;
+    }
+    if (region == nullptr) {
+      out = H<T>();
+      return true;
+    }
+    if (size_of_t != sizeof(T)) return r.Fail("Value/Array element size differs from the sender's");
+    if (locked > 1 || n == 0 || (!kIsArray && n != 1)) return r.Fail("bad Value/Array header");
+    const size_t avail = region->mapping.size() - static_cast<size_t>(base - static_cast<char*>(region->mapping.data()));
+    if (n > (avail - ValueLayout<T>::kDataOffset) / sizeof(T)) {
+      return r.Fail("Value/Array element count exceeds its segment");
+    }
+    T* data = reinterpret_cast<T*>(base + ValueLayout<T>::kDataOffset);
+    H<T> v = [&] {
+      if constexpr (kIsArray) {
+        return H<T>(region, data, static_cast<size_t>(n));
+      } else {
+        return H<T>(region, data);
+      }
+    }();
+    if (locked) v.lock_.emplace(RLock(region, reinterpret_cast<LockState*>(base)));
+    out = std::move(v);
+    return true;
+  }
+};
+}  // namespace sync_internal
+
+template <typename T>
+struct Codec<Value<T>> : sync_internal::ValueCodec<Value<T>> {};
+template <typename T>
+struct Codec<Array<T>> : sync_internal::ValueCodec<Array<T>> {};
 
 }  // namespace mproc
 

@@ -1,5 +1,6 @@
 #include "sync/value.h"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include "base/status_matchers.h"
@@ -105,6 +106,52 @@ TEST(ArrayTest, ZeroFilledIndexingSlicingAndChildUpdates) {
   EXPECT_EQ(b[1], 2.5);
   EXPECT_FALSE(b.HasLock());
   EXPECT_THAT(Array<int>::Create(0), StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
+}  // namespace
+}  // namespace mproc
+
+namespace mproc {
+namespace {
+
+TEST(HandleCodecTest, DecodedHandlesShareStateAndBadOnesAreRejected) {
+  ASSERT_OK_AND_ASSIGN(Value<int64_t> v, Value<int64_t>::Create(5));
+  EncodeBuffer b;
+  Encode(v, b);
+  std::vector<UniqueFd> fds;
+  for (int fd : b.fds()) fds.emplace_back(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
+  ASSERT_OK_AND_ASSIGN(Value<int64_t> w, Decode<Value<int64_t>>(b.bytes(), std::move(fds)));
+  w.Set(77);
+  EXPECT_EQ(v.Get(), 77);  // same shared memory, another mapping
+  EXPECT_TRUE(w.HasLock());
+
+  // Decoding as another element type is refused.
+  std::vector<UniqueFd> fds2;
+  for (int fd : b.fds()) fds2.emplace_back(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
+  EXPECT_THAT(Decode<Value<int32_t>>(b.bytes(), std::move(fds2)),
+              StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("element size")));
+
+  // An Array whose count exceeds its segment is refused.
+  ASSERT_OK_AND_ASSIGN(Array<int64_t> a, Array<int64_t>::Create(4));
+  EncodeBuffer ab;
+  Encode(a, ab);
+  std::string bytes(ab.view());
+  // Layout: tag, fd index, offset, sizeof(T)=8, count=4, locked. Make the count 1000 (the
+  // segment is one 4 KiB page).
+  size_t pos = bytes.size() - 2;
+  ASSERT_EQ(bytes[pos], 4);
+  bytes.replace(pos, 1, "\xe8\x07");
+  std::vector<UniqueFd> fds3;
+  for (int fd : ab.fds()) fds3.emplace_back(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
+  EXPECT_THAT(Decode<Array<int64_t>>(std::as_bytes(std::span(bytes.data(), bytes.size())),
+                                     std::move(fds3)),
+              StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("count")));
+
+  // A Lock handle without its descriptor is a clear error.
+  ASSERT_OK_AND_ASSIGN(Lock lock, Lock::Create());
+  EncodeBuffer lb;
+  Encode(lock, lb);
+  EXPECT_THAT(Decode<Lock>(lb.bytes()), StatusIs(absl::StatusCode::kInvalidArgument));
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include <type_traits>
 
 #include "absl/status/statusor.h"
+#include "serialize/codec.h"
 #include "shm/segment.h"
 
 namespace mproc::sync_internal {
@@ -34,6 +35,33 @@ absl::StatusOr<std::pair<std::shared_ptr<Region>, T*>> CreateShared(std::string_
   T* obj = new ((*r)->mapping.data()) T(std::forward<Args>(args)...);
   return std::make_pair(*std::move(r), obj);
 }
+
+// Codec support for handles (DESIGN.md, Handles): a handle travels as its region's descriptor
+// (an fd attachment) and the offset of its state in the region. Decoding maps the region and
+// checks that `need` bytes at the offset fit and are aligned to `align`. An empty handle
+// (default-constructed) travels as a single 0 byte and decodes to an empty handle.
+void EncodeRegionRef(EncodeBuffer& b, const std::shared_ptr<Region>& region, const void* state);
+bool DecodeRegionRef(DecodeReader& r, size_t need, size_t align, std::shared_ptr<Region>* region,
+                     char** state);
+
+template <typename H>
+struct ValueCodec;  // sync/value.h
+
+// The codec of a handle that is a region plus one State* (`region_` and `s_` members, and a
+// (region, state) constructor); the handle befriends it.
+template <typename Handle, typename State>
+struct SimpleHandleCodec {
+  static constexpr bool kCarriesFds = true;
+  static constexpr size_t kMinSize = 1;
+  static void Encode(EncodeBuffer& b, const Handle& h) { EncodeRegionRef(b, h.region_, h.s_); }
+  static bool Decode(DecodeReader& r, Handle& out) {
+    std::shared_ptr<Region> region;
+    char* state = nullptr;
+    if (!DecodeRegionRef(r, sizeof(State), alignof(State), &region, &state)) return false;
+    out = region ? Handle(std::move(region), reinterpret_cast<State*>(state)) : Handle();
+    return true;
+  }
+};
 
 }  // namespace mproc::sync_internal
 
