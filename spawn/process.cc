@@ -26,6 +26,7 @@
 #include "base/unique_fd.h"
 #include "serialize/frame.h"
 #include "shm/segment.h"
+#include "spawn/internal/bootstrap.h"
 #include "spawn/internal/launch.h"
 
 extern char** environ;
@@ -33,30 +34,9 @@ extern char** environ;
 namespace mproc {
 namespace spawn_internal {
 
-// The state of one started child, shared by the Process and the at-exit registry.
-struct ChildRecord {
-  pid_t pid = 0;
-  UniqueFd pidfd;
-  bool daemon = false;
-  std::mutex mu;
-  std::optional<int> exitcode;  // set once reaped
-};
-
 namespace {
 
 constexpr char kSpawnEnv[] = "MPROC_SPAWN_FD";
-constexpr uint8_t kBootstrapInline = 1;
-constexpr uint8_t kBootstrapInMemfd = 2;
-constexpr size_t kInlineLimit = 32 << 10;  // bigger bootstraps travel in a sealed memfd
-
-struct Bootstrap {
-  std::string name;
-  int32_t parent_pid = 0;
-  bool daemon = false;
-  Entry entry = nullptr;
-};
-MPROC_CODEC_FIELDS(Bootstrap, name, parent_pid, daemon, entry)
-
 struct Globals {
   std::mutex mu;
   std::optional<StartMethod> method;
@@ -101,6 +81,15 @@ void ForgetChildrenAfterFork() {
 // Reaps the child if it has exited (or waits for it when `block`). Caller holds c.mu.
 void ReapLocked(ChildRecord& c, bool block) {
   if (c.exitcode.has_value()) return;
+  if (c.status_conn.ok()) {  // a fork-server child: the server reaps it and reports
+    absl::StatusOr<int> code = ReadExitStatus(
+        c.status_conn.get(), block ? Deadline::Infinite() : Deadline::AtMonotonicNs(0));
+    if (code.ok()) {
+      c.exitcode = *code;
+      c.status_conn.Reset();
+    }
+    return;
+  }
   int status = 0;
   pid_t r = RetryEintr([&] { return ::waitpid(c.pid, &status, block ? 0 : WNOHANG); });
   if (r == c.pid) {
@@ -111,6 +100,13 @@ void ReapLocked(ChildRecord& c, bool block) {
 }
 
 void JoinChildrenAtExit() {
+  JoinChildrenForExit();
+  ShutdownForkServer();
+}
+
+}  // namespace
+
+void JoinChildrenForExit() {
   Globals& g = G();
   std::vector<std::shared_ptr<ChildRecord>> children;
   {
@@ -130,6 +126,8 @@ void JoinChildrenAtExit() {
     ReapLocked(*c, /*block=*/true);
   }
 }
+
+namespace {
 
 void RegisterChild(const std::shared_ptr<ChildRecord>& c) {
   Globals& g = G();
@@ -175,6 +173,8 @@ const std::vector<std::string>& ThisArgv() {
   return g.argv;
 }
 
+}  // namespace
+
 [[noreturn]] void FinishChild(int code) {
   std::fflush(nullptr);
   ::_exit(code);
@@ -192,6 +192,8 @@ int RunGuarded(const std::function<int()>& body) {
   }
   return 1;
 }
+
+namespace {
 
 absl::Status ForgotInitError() {
   return absl::FailedPreconditionError(
@@ -224,6 +226,104 @@ void ReportBootstrapError(std::string_view what) {
                static_cast<int>(::getpid()), static_cast<int>(what.size()), what.data());
 }
 
+void SetIdentity(std::string name, pid_t parent_pid, bool daemon) {
+  auto& g = G();
+  g.name = std::move(name);
+  g.parent_pid = parent_pid;
+  g.daemon = daemon;
+}
+
+int RunBootstrapFrame(Frame frame) {
+  std::vector<UniqueFd> fds = std::move(frame.fds);
+  std::span<const std::byte> bytes = frame.payload();
+  Mapping big;
+  if (frame.kind == kBootstrapInMemfd) {
+    if (fds.empty()) {
+      ReportBootstrapError("memfd bootstrap without its descriptor");
+      return kBootstrapFailedExit;
+    }
+    absl::StatusOr<Segment> seg = Segment::FromFd(std::move(fds.front()));
+    fds.erase(fds.begin());
+    absl::StatusOr<Mapping> m = seg.ok() ? seg->Map() : absl::StatusOr<Mapping>(seg.status());
+    if (!m.ok()) {
+      ReportBootstrapError(absl::StrCat("mapping the bootstrap memfd: ", m.status().ToString()));
+      return kBootstrapFailedExit;
+    }
+    big = *std::move(m);
+    uint64_t len = 0;
+    if (bytes.size() != sizeof(len)) {
+      ReportBootstrapError("bad memfd bootstrap header");
+      return kBootstrapFailedExit;
+    }
+    std::memcpy(&len, bytes.data(), sizeof(len));
+    if (len > big.size()) {
+      ReportBootstrapError("memfd bootstrap longer than its segment");
+      return kBootstrapFailedExit;
+    }
+    bytes = std::span<const std::byte>(static_cast<const std::byte*>(big.data()), len);
+  } else if (frame.kind != kBootstrapInline) {
+    ReportBootstrapError("unknown bootstrap frame kind");
+    return kBootstrapFailedExit;
+  }
+  DecodeReader r(bytes, std::move(fds));
+  Bootstrap b;
+  if (!Codec<Bootstrap>::Decode(r, b) || b.entry == nullptr) {
+    ReportBootstrapError(r.ok() ? std::string("no entry point") : std::string(r.status().message()));
+    return kBootstrapFailedExit;
+  }
+  SetIdentity(b.name, b.parent_pid, b.daemon);
+  return RunGuarded([&] { return b.entry(r); });
+}
+
+absl::Status SendBootstrap(int fd, const EncodeBuffer& buf, FdKind fd_kind,
+                           const Deadline& deadline) {
+  if (buf.size() <= kInlineLimit) {
+    return WriteFrame(fd, kBootstrapInline, buf, deadline, {}, fd_kind);
+  }
+  MPROC_ASSIGN_OR_RETURN(Segment seg, Segment::Create(buf.size(), "mproc-bootstrap"));
+  MPROC_ASSIGN_OR_RETURN(Mapping m, seg.Map());
+  std::memcpy(m.data(), buf.bytes().data(), buf.size());
+  uint64_t len = buf.size();
+  std::vector<int> fds;
+  fds.push_back(seg.fd());
+  fds.insert(fds.end(), buf.fds().begin(), buf.fds().end());
+  return WriteFrame(fd, kBootstrapInMemfd, std::as_bytes(std::span<const uint64_t>(&len, 1)), fds,
+                    deadline, {}, fd_kind);
+}
+
+absl::StatusOr<Launched> LaunchSelf(int child_fd) {
+  // argv, envp and the path, prepared before the clone (the child may not allocate).
+  const std::vector<std::string>& args = ThisArgv();
+  std::vector<char*> argv;
+  for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  std::string marker = absl::StrCat(kSpawnEnv, "=3");
+  std::vector<char*> envp;
+  for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
+    if (std::strncmp(*e, kSpawnEnv, sizeof(kSpawnEnv) - 1) == 0 &&
+        (*e)[sizeof(kSpawnEnv) - 1] == '=') {
+      continue;
+    }
+    envp.push_back(*e);
+  }
+  envp.push_back(marker.data());
+  envp.push_back(nullptr);
+  std::string path;
+  {
+    std::lock_guard<std::mutex> lock(G().mu);
+    path = G().executable.empty() ? "/proc/self/exe" : G().executable;
+  }
+  LaunchRequest req;
+  req.path = path.c_str();
+  req.argv = argv.data();
+  req.envp = envp.data();
+  req.child_fd = child_fd;
+  std::fflush(nullptr);
+  return Launch(req);
+}
+
+bool BootstrapPending() { return g_bootstrap_pending; }
+
 }  // namespace spawn_internal
 
 using spawn_internal::ChildRecord;
@@ -253,7 +353,7 @@ absl::Status SetStartMethod(StartMethod method, bool force) {
 StartMethod GetStartMethod() {
   auto& g = G();
   std::lock_guard<std::mutex> lock(g.mu);
-  return g.method.value_or(StartMethod::kSpawn);
+  return g.method.value_or(StartMethod::kForkServer);
 }
 
 void SetExecutable(std::string path) {
@@ -277,48 +377,16 @@ void Init(int argc, char** argv) {
   using spawn_internal::ReportBootstrapError;
 
   absl::StatusOr<Frame> frame = ReadFrame(fd, Deadline::After(absl::Seconds(60)));
-  ::close(fd);
   if (!frame.ok()) {
+    ::close(fd);
     ReportBootstrapError(absl::StrCat("reading the bootstrap socket: ", frame.status().ToString()));
     FinishChild(kBootstrapFailedExit);
   }
-  std::vector<UniqueFd> fds = std::move(frame->fds);
-  std::span<const std::byte> bytes = frame->payload();
-  Mapping big;
-  if (frame->kind == spawn_internal::kBootstrapInMemfd) {
-    if (fds.empty()) {
-      ReportBootstrapError("memfd bootstrap without its descriptor");
-      FinishChild(kBootstrapFailedExit);
-    }
-    absl::StatusOr<Segment> seg = Segment::FromFd(std::move(fds.front()));
-    fds.erase(fds.begin());
-    absl::StatusOr<Mapping> m = seg.ok() ? seg->Map() : absl::StatusOr<Mapping>(seg.status());
-    if (!m.ok()) {
-      ReportBootstrapError(absl::StrCat("mapping the bootstrap memfd: ", m.status().ToString()));
-      FinishChild(kBootstrapFailedExit);
-    }
-    big = *std::move(m);
-    uint64_t len = 0;
-    if (bytes.size() != sizeof(len)) FinishChild(kBootstrapFailedExit);
-    std::memcpy(&len, bytes.data(), sizeof(len));
-    if (len > big.size()) FinishChild(kBootstrapFailedExit);
-    bytes = std::span<const std::byte>(static_cast<const std::byte*>(big.data()), len);
-  } else if (frame->kind != spawn_internal::kBootstrapInline) {
-    ReportBootstrapError("unknown bootstrap frame kind");
-    FinishChild(kBootstrapFailedExit);
+  if (frame->kind == spawn_internal::kBootstrapForkServer) {
+    spawn_internal::RunForkServer(*std::move(frame), UniqueFd(fd));  // never returns
   }
-  DecodeReader r(bytes, std::move(fds));
-  spawn_internal::Bootstrap b;
-  if (!Codec<spawn_internal::Bootstrap>::Decode(r, b) || b.entry == nullptr) {
-    ReportBootstrapError(r.ok() ? std::string("no entry point") : std::string(r.status().message()));
-    FinishChild(kBootstrapFailedExit);
-  }
-  auto& g = G();
-  g.name = b.name;
-  g.parent_pid = b.parent_pid;
-  g.daemon = b.daemon;
-  int code = spawn_internal::RunGuarded([&] { return b.entry(r); });
-  FinishChild(code);
+  ::close(fd);
+  FinishChild(spawn_internal::RunBootstrapFrame(*std::move(frame)));
 }
 
 Process::Process(Process&& o) noexcept
@@ -405,9 +473,7 @@ absl::Status Process::Start() {
   switch (method) {
     case StartMethod::kFork: return StartFork();
     case StartMethod::kSpawn: return StartSpawn();
-    case StartMethod::kForkServer:
-      return absl::FailedPreconditionError(
-          "Start: the forkserver start method is not implemented yet; use kSpawn or kFork");
+    case StartMethod::kForkServer: return StartForkServer();
   }
   return absl::InvalidArgumentError("Start: unknown start method");
 }
@@ -435,58 +501,15 @@ absl::Status Process::StartFork() {
 }
 
 absl::Status Process::StartSpawn() {
-  if (!payload_.not_spawnable.empty()) {
-    return absl::FailedPreconditionError(absl::StrCat("Start (spawn): ", payload_.not_spawnable));
-  }
-  // The bootstrap: who the child is, then the target and its arguments.
-  EncodeBuffer buf;
-  spawn_internal::Bootstrap b;
-  b.name = name_;
-  b.parent_pid = CurrentPid();
-  b.daemon = daemon_;
-  b.entry = payload_.entry;
-  if (absl::StatusOr<CodeRef> ref = CodeRefFor(reinterpret_cast<const void*>(b.entry)); !ref.ok()) {
-    return absl::FailedPreconditionError(absl::StrCat("Start (spawn): ", ref.status().message()));
-  }
-  Encode(b, buf);
-  MPROC_RETURN_IF_ERROR(payload_.encode(buf));
-
+  MPROC_ASSIGN_OR_RETURN(EncodeBuffer buf, EncodeBootstrap("spawn"));
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
     return ErrnoToStatus(errno, "socketpair(spawn bootstrap)");
   }
   UniqueFd parent_end(sv[0]);
   UniqueFd child_end(sv[1]);
-
-  // argv, envp and the path, prepared before the clone (the child may not allocate).
-  const std::vector<std::string>& args = spawn_internal::ThisArgv();
-  std::vector<char*> argv;
-  for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  std::string marker = absl::StrCat(spawn_internal::kSpawnEnv, "=3");
-  std::vector<char*> envp;
-  for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
-    if (std::strncmp(*e, spawn_internal::kSpawnEnv, sizeof(spawn_internal::kSpawnEnv) - 1) == 0 &&
-        (*e)[sizeof(spawn_internal::kSpawnEnv) - 1] == '=') {
-      continue;
-    }
-    envp.push_back(*e);
-  }
-  envp.push_back(marker.data());
-  envp.push_back(nullptr);
-  std::string path;
-  {
-    std::lock_guard<std::mutex> lock(G().mu);
-    path = G().executable.empty() ? "/proc/self/exe" : G().executable;
-  }
-
-  spawn_internal::LaunchRequest req;
-  req.path = path.c_str();
-  req.argv = argv.data();
-  req.envp = envp.data();
-  req.child_fd = child_end.get();
-  std::fflush(nullptr);
-  MPROC_ASSIGN_OR_RETURN(spawn_internal::Launched launched, spawn_internal::Launch(req));
+  MPROC_ASSIGN_OR_RETURN(spawn_internal::Launched launched,
+                         spawn_internal::LaunchSelf(child_end.get()));
   child_end.Reset();
 
   auto rec = std::make_shared<ChildRecord>();
@@ -499,27 +522,8 @@ absl::Status Process::StartSpawn() {
 
   // Send the bootstrap. A child that dies before reading it (or never calls Init) shows up in
   // its exit code; Start itself succeeded in starting it.
-  absl::Status sent;
-  Deadline deadline = Deadline::After(absl::Seconds(60));
-  if (buf.size() <= spawn_internal::kInlineLimit) {
-    sent = WriteFrame(parent_end.get(), spawn_internal::kBootstrapInline, buf, deadline, {},
-                      FdKind::kSeqpacketSocket);
-  } else {
-    absl::StatusOr<Segment> seg = Segment::Create(buf.size(), "mproc-bootstrap");
-    absl::StatusOr<Mapping> m = seg.ok() ? seg->Map() : absl::StatusOr<Mapping>(seg.status());
-    if (!m.ok()) {
-      sent = m.status();
-    } else {
-      std::memcpy(m->data(), buf.bytes().data(), buf.size());
-      uint64_t len = buf.size();
-      std::vector<int> fds;
-      fds.push_back(seg->fd());
-      fds.insert(fds.end(), buf.fds().begin(), buf.fds().end());
-      sent = WriteFrame(parent_end.get(), spawn_internal::kBootstrapInMemfd,
-                        std::as_bytes(std::span<const uint64_t>(&len, 1)), fds, deadline, {},
-                        FdKind::kSeqpacketSocket);
-    }
-  }
+  absl::Status sent = spawn_internal::SendBootstrap(
+      parent_end.get(), buf, FdKind::kSeqpacketSocket, Deadline::After(absl::Seconds(60)));
   if (!sent.ok() && sent.code() != absl::StatusCode::kOutOfRange) {
     // The child is running without its bootstrap: end it rather than leave it waiting.
     ::kill(rec->pid, SIGKILL);
@@ -530,6 +534,41 @@ absl::Status Process::StartSpawn() {
   return absl::OkStatus();
 }
 
+absl::Status Process::StartForkServer() {
+  MPROC_ASSIGN_OR_RETURN(EncodeBuffer buf, EncodeBootstrap("forkserver"));
+  MPROC_ASSIGN_OR_RETURN(spawn_internal::ForkServerChild fc, spawn_internal::ForkServerStart(buf));
+  auto rec = std::make_shared<ChildRecord>();
+  rec->daemon = daemon_;
+  rec->pid = fc.pid;
+  rec->pidfd = std::move(fc.pidfd);
+  rec->status_conn = std::move(fc.status_conn);
+  child_ = rec;
+  owner_pid_ = CurrentPid();
+  spawn_internal::RegisterChild(rec);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<EncodeBuffer> Process::EncodeBootstrap(std::string_view method) const {
+  if (!payload_.not_spawnable.empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("Start (", AbslView(method), "): ", payload_.not_spawnable));
+  }
+  // Who the child is, then the target and its arguments.
+  EncodeBuffer buf;
+  spawn_internal::Bootstrap b;
+  b.name = name_;
+  b.parent_pid = CurrentPid();
+  b.daemon = daemon_;
+  b.entry = payload_.entry;
+  if (absl::StatusOr<CodeRef> ref = CodeRefFor(reinterpret_cast<const void*>(b.entry)); !ref.ok()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("Start (", AbslView(method), "): ", ref.status().message()));
+  }
+  Encode(b, buf);
+  MPROC_RETURN_IF_ERROR(payload_.encode(buf));
+  return buf;
+}
+
 absl::Status Process::Join(absl::Duration timeout) {
   MPROC_RETURN_IF_ERROR(CheckUsable("Join"));
   ChildRecord& c = *child_;
@@ -538,8 +577,10 @@ absl::Status Process::Join(absl::Duration timeout) {
     if (c.exitcode.has_value()) return absl::OkStatus();
   }
   Deadline deadline = Deadline::After(timeout);
-  if (c.pidfd.ok()) {
-    int r = WaitReadable(c.pidfd.get(), deadline);
+  if (c.status_conn.ok() || c.pidfd.ok()) {
+    // A fork-server child's status arrives on its connection; a direct child's pidfd becomes
+    // readable when it exits.
+    int r = WaitReadable(c.status_conn.ok() ? c.status_conn.get() : c.pidfd.get(), deadline);
     if (r < 0) return ErrnoToStatus(-r, "poll(pidfd)");
     if (r == 0) return absl::OkStatus();  // timed out: still running
     std::lock_guard<std::mutex> lock(c.mu);

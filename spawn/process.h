@@ -19,11 +19,15 @@
 //     parent's argv. The child receives stdio and one SOCK_SEQPACKET bootstrap socket carrying
 //     the target, its arguments and any descriptors they hold (SCM_RIGHTS); nothing else. Its
 //     main() must call mproc::Init(argc, argv) first: Init runs the target and exits.
-//   * kForkServer: not implemented yet; Start() says so (FAILED_PRECONDITION).
-//   The process-wide default is kSpawn until the fork server lands (CPython 3.14 defaults to
-//   forkserver on Linux).
+//   * kForkServer: a clean single-threaded server, started with spawn on first use, forks each
+//     child on request (spawn/internal/forkserver.cc): reached over a 0600 Unix socket with
+//     the CPython authkey handshake (a fresh key per server); it sends the child's pidfd back
+//     (SCM_RIGHTS) before it can reap it, and the exit status when it does. The child's
+//     ParentPid() is the requester, not the server. A dead server is restarted by the next
+//     Start. The parent's size and threads do not matter: the server is small.
+//   The process-wide default is kForkServer, as CPython 3.14 chose on Linux.
 //
-// Targets under spawn: a function pointer or captureless lambda, sent as a code reference
+// Targets under spawn and forkserver: a function pointer or captureless lambda, sent as a code reference
 // (base/code_ref.h), with arguments converted to the target's parameter types and encoded by
 // their Codecs (serialize/codec.h); handles (Segment, Lock, Value, ...) arrive working.
 // A capturing callable, or parameters without a Codec, can only run under fork: Start() under
@@ -84,6 +88,15 @@ void SetExecutable(std::string path);
 // The entry guard. In a child started by spawn (marked through the environment) it runs the
 // target and exits the process; everywhere else it returns at once. Call it first in main().
 void Init(int argc, char** argv);
+
+// The fork server (kForkServer). SetForkServerPreload names a function the server runs once
+// when it starts (before serving), so children forked from it inherit its work (CPython's
+// set_forkserver_preload, for a function). ShutdownForkServer stops this process's server
+// (the next forkserver Start starts a new one); it also runs at exit. ForkServerPid is its
+// pid, 0 when none runs.
+void SetForkServerPreload(void (*preload)());
+void ShutdownForkServer();
+pid_t ForkServerPid();
 
 // The exit code of a spawned child whose bootstrap failed.
 inline constexpr int kBootstrapFailedExit = 70;
@@ -251,6 +264,8 @@ class Process {
   void DropRecordIfDone();
   absl::Status StartFork();
   absl::Status StartSpawn();
+  absl::Status StartForkServer();
+  absl::StatusOr<EncodeBuffer> EncodeBootstrap(std::string_view method) const;
   absl::Status CheckUsable(std::string_view what) const;
 
   std::string name_;

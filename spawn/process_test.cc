@@ -79,6 +79,7 @@ int CheckIdentity(std::string expected_name, int32_t expected_parent) {
 
 class ProcessTest : public ::testing::TestWithParam<StartMethod> {
  protected:
+  void TearDown() override { ShutdownForkServer(); }  // no child outlives a test
   // Starts `p` under the parameter's start method and joins it (bounded); returns exitcode.
   std::optional<int> RunToEnd(Process& p) {
     p.SetStartMethod(GetParam());
@@ -228,6 +229,7 @@ TEST_P(ProcessTest, DaemonsMayNotHaveChildren) {
 
 TEST_P(ProcessTest, SpawnChildGetsExactlyTheDescriptorsItWasGiven) {
   if (GetParam() == StartMethod::kFork) GTEST_SKIP() << "fork inherits what fork inherits";
+  // (Under forkserver the stray descriptor is never even seen by the server.)
   // An inheritable descriptor in the parent must not leak into the child.
   int stray = ::fcntl(1, F_DUPFD, 10);
   ASSERT_GE(stray, 0);
@@ -268,7 +270,8 @@ TEST_P(ProcessTest, DaemonChildrenAreTerminatedAndOthersJoinedAtExit) {
 }
 
 INSTANTIATE_TEST_SUITE_P(StartMethods, ProcessTest,
-                         ::testing::Values(StartMethod::kFork, StartMethod::kSpawn),
+                         ::testing::Values(StartMethod::kFork, StartMethod::kSpawn,
+                                           StartMethod::kForkServer),
                          [](const auto& info) { return std::string(StartMethodName(info.param)); });
 
 TEST(SpawnTest, FallsBackToVforkWhenClone3IsMissing) {
@@ -296,18 +299,14 @@ TEST(SpawnTest, UsesClone3WhereAvailable) {
   EXPECT_EQ(spawn_internal::LaunchCount(true), before + 1);
 }
 
-TEST(SpawnTest, ForkServerIsNotImplementedYetAndSaysSo) {
-  Process p(Noop);
-  p.SetStartMethod(StartMethod::kForkServer);
-  EXPECT_THAT(p.Start(), StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("forkserver")));
-}
-
 TEST(SpawnTest, SetStartMethodOnce) {
+  EXPECT_EQ(GetStartMethod(), StartMethod::kForkServer);  // CPython 3.14's Linux default
   MPROC_ASSERT_OK(SetStartMethod(StartMethod::kSpawn));
   EXPECT_THAT(SetStartMethod(StartMethod::kFork),
               StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("already")));
-  MPROC_EXPECT_OK(SetStartMethod(StartMethod::kSpawn, /*force=*/true));
-  EXPECT_EQ(GetStartMethod(), StartMethod::kSpawn);
+  MPROC_EXPECT_OK(SetStartMethod(StartMethod::kFork, /*force=*/true));
+  EXPECT_EQ(GetStartMethod(), StartMethod::kFork);
+  MPROC_EXPECT_OK(SetStartMethod(StartMethod::kForkServer, /*force=*/true));
 }
 
 // A program that forgot mproc::Init: its spawned child reruns main(), must refuse to start
@@ -334,6 +333,95 @@ TEST(SpawnTest, ForgottenInitIsAClearErrorNotRecursion) {
   std::ifstream errs(err_file);
   std::string all((std::istreambuf_iterator<char>(errs)), std::istreambuf_iterator<char>());
   EXPECT_THAT(all, HasSubstr("mproc::Init(argc, argv)"));
+}
+
+}  // namespace
+}  // namespace mproc
+
+namespace mproc {
+namespace {
+
+// Exit code 0 when this process's parent is `server`, while ParentPid() names `requester`.
+int CheckForkServerParentage(int32_t server, int32_t requester) {
+  return ::getppid() == server && ParentPid() == requester ? 0 : 1;
+}
+
+int g_preloaded = 0;
+void Preload() { g_preloaded = 42; }
+int ReturnPreloaded() { return g_preloaded; }
+
+int ThreadsOf(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(status, line);) {
+    if (line.rfind("Threads:", 0) == 0) return std::atoi(line.c_str() + 8);
+  }
+  return -1;
+}
+
+class ForkServerTest : public ::testing::Test {
+ protected:
+  void TearDown() override { ShutdownForkServer(); }
+  std::optional<int> Run(Process& p) {
+    p.SetStartMethod(StartMethod::kForkServer);
+    absl::Status s = p.Start();
+    EXPECT_TRUE(s.ok()) << s;
+    if (!s.ok()) return std::nullopt;
+    EXPECT_TRUE(p.Join(absl::Seconds(60)).ok());
+    return p.exitcode();
+  }
+};
+
+TEST_F(ForkServerTest, ChildsParentIsTheServerWhichHasOneThread) {
+  Process warm(Noop);
+  ASSERT_EQ(Run(warm), 0);
+  pid_t server = ForkServerPid();
+  ASSERT_GT(server, 0);
+  EXPECT_EQ(ThreadsOf(server), 1);
+  Process p(CheckForkServerParentage, static_cast<int32_t>(server),
+            static_cast<int32_t>(::getpid()));
+  EXPECT_EQ(Run(p), 0);
+  EXPECT_EQ(ForkServerPid(), server);  // reused, not restarted
+}
+
+TEST_F(ForkServerTest, ADeadServerIsRestartedByTheNextStart) {
+  Process first(ReturnSeven);
+  ASSERT_EQ(Run(first), 7);
+  pid_t server = ForkServerPid();
+  ASSERT_GT(server, 0);
+  ASSERT_EQ(::kill(server, SIGKILL), 0);
+  Process second(ReturnSeven);
+  EXPECT_EQ(Run(second), 7);
+  EXPECT_NE(ForkServerPid(), server);
+  EXPECT_GT(ForkServerPid(), 0);
+}
+
+TEST_F(ForkServerTest, ServerDeathWhileAChildRunsIsExitCode255NotAHang) {
+  Process p(SleepForever);
+  p.SetStartMethod(StartMethod::kForkServer);
+  MPROC_ASSERT_OK(p.Start());
+  pid_t server = ForkServerPid();
+  ASSERT_EQ(::kill(server, SIGKILL), 0);
+  MPROC_ASSERT_OK(p.Join(absl::Seconds(60)));
+  EXPECT_EQ(p.exitcode(), 255);
+  // The orphaned child still runs (as under CPython); end it through its pidfd.
+  ASSERT_GE(p.sentinel(), 0);
+  EXPECT_EQ(::syscall(SYS_pidfd_send_signal, p.sentinel(), SIGKILL, nullptr, 0), 0);
+  ShutdownForkServer();  // reaps the killed server
+}
+
+TEST_F(ForkServerTest, PreloadRunsInTheServerBeforeForking) {
+  SetForkServerPreload(Preload);
+  Process p(ReturnPreloaded);
+  EXPECT_EQ(Run(p), 42);
+  SetForkServerPreload(nullptr);
+  EXPECT_EQ(g_preloaded, 0);  // it ran in the server, not here
+}
+
+TEST_F(ForkServerTest, DefaultStartMethodIsForkServer) {
+  Process p(Noop);
+  MPROC_ASSERT_OK(p.Start());
+  MPROC_ASSERT_OK(p.Join());
+  EXPECT_GT(ForkServerPid(), 0);
 }
 
 }  // namespace

@@ -96,6 +96,7 @@ int BarrierParty(Barrier barrier, Event action_ran) {
 
 class HandlesTest : public ::testing::TestWithParam<StartMethod> {
  protected:
+  void TearDown() override { ShutdownForkServer(); }
   void StartAll(std::vector<Process>& ps) {
     for (Process& p : ps) {
       p.SetStartMethod(GetParam());
@@ -196,7 +197,8 @@ TEST_P(HandlesTest, ArraysSegmentsAndSharedMemory) {
 }
 
 INSTANTIATE_TEST_SUITE_P(StartMethods, HandlesTest,
-                         ::testing::Values(StartMethod::kFork, StartMethod::kSpawn),
+                         ::testing::Values(StartMethod::kFork, StartMethod::kSpawn,
+                                           StartMethod::kForkServer),
                          [](const auto& info) { return std::string(StartMethodName(info.param)); });
 
 }  // namespace

@@ -1,0 +1,85 @@
+// spawn/internal/bootstrap.h — what a spawned or fork-server child receives, and the pieces of
+// process.cc that the fork server (forkserver.cc) shares.
+//
+// A child's bootstrap is one mproc frame (serialize/frame.h): kind kBootstrapInline carries
+// Bootstrap + the target's encoded arguments, with their fds; past 32 KiB the bytes go in a
+// sealed memfd (kind kBootstrapInMemfd, payload = length, first fd = the memfd). A fork
+// server's own bootstrap is kind kBootstrapForkServer (ForkServerConfig, the listening socket).
+#ifndef MPROC_SPAWN_INTERNAL_BOOTSTRAP_H_
+#define MPROC_SPAWN_INTERNAL_BOOTSTRAP_H_
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "base/deadline.h"
+#include "base/unique_fd.h"
+#include "serialize/buffer.h"
+#include "serialize/codec.h"
+#include "serialize/frame.h"
+#include "spawn/internal/launch.h"
+#include "spawn/process.h"
+
+namespace mproc::spawn_internal {
+
+inline constexpr uint8_t kBootstrapInline = 1;
+inline constexpr uint8_t kBootstrapInMemfd = 2;
+inline constexpr uint8_t kBootstrapForkServer = 3;
+inline constexpr size_t kInlineLimit = 32 << 10;
+
+struct Bootstrap {
+  std::string name;
+  int32_t parent_pid = 0;
+  bool daemon = false;
+  Entry entry = nullptr;
+};
+MPROC_CODEC_FIELDS(Bootstrap, name, parent_pid, daemon, entry)
+
+// The state of one started child, shared by its Process and the at-exit registry.
+struct ChildRecord {
+  pid_t pid = 0;
+  UniqueFd pidfd;
+  // Fork-server children only: the connection on which the server reports the exit status.
+  UniqueFd status_conn;
+  bool daemon = false;
+  std::mutex mu;
+  std::optional<int> exitcode;  // set once reaped
+};
+
+// process.cc
+[[noreturn]] void FinishChild(int code);
+// Terminates daemon children and joins every child (the at-exit rule).
+void JoinChildrenForExit();
+int RunGuarded(const std::function<int()>& body);
+void SetIdentity(std::string name, pid_t parent_pid, bool daemon);
+// Decodes a child bootstrap frame and runs its target; returns the exit code.
+int RunBootstrapFrame(Frame frame);
+absl::Status SendBootstrap(int fd, const EncodeBuffer& buf, FdKind fd_kind,
+                           const Deadline& deadline);
+// Starts this executable (or SetExecutable's) with `child_fd` as its bootstrap socket.
+absl::StatusOr<Launched> LaunchSelf(int child_fd);
+
+// forkserver.cc
+struct ForkServerChild {
+  pid_t pid = 0;
+  UniqueFd pidfd;
+  UniqueFd status_conn;
+};
+// Asks this process's fork server (starting it, or restarting a dead one) to fork a child
+// running the bootstrap in `buf`.
+absl::StatusOr<ForkServerChild> ForkServerStart(const EncodeBuffer& buf);
+// Reads the exit status the server sends once it reaps the child; 255 when the server is
+// gone (CPython's forkserver convention), DEADLINE_EXCEEDED when it has not arrived yet.
+absl::StatusOr<int> ReadExitStatus(int status_conn, const Deadline& deadline);
+// The fork server's main loop (in the server process, from Init). Never returns.
+[[noreturn]] void RunForkServer(Frame bootstrap, UniqueFd owner);
+
+}  // namespace mproc::spawn_internal
+
+#endif  // MPROC_SPAWN_INTERNAL_BOOTSTRAP_H_

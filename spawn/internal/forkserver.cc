@@ -1,0 +1,417 @@
+// The fork server: a clean, single-threaded process started with spawn on first use, which
+// forks each forkserver child on request (spawn/process.h).
+//
+// Client side (any Process::Start with kForkServer): connect to the server's Unix socket (a
+// 0600 socket in a fresh 0700 directory), authenticate with serialize/'s CPython handshake
+// using the server's own random key, send the child's bootstrap frame (the same frame a
+// spawned child reads), and read back the child's pid with its pidfd attached (SCM_RIGHTS,
+// sent before the server can reap it). The connection stays open: when the server reaps the
+// child it writes the exit status there, which is how Join learns it.
+//
+// Server side (RunForkServer, reached from Init in the server process): poll the owner's
+// bootstrap socket (end of file = the owner is gone: clean up and exit), the listening socket,
+// and each child's pidfd; fork on request, reap on exit, report, close.
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <new>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "base/process_id.h"
+#include "base/status.h"
+#include "base/syscall.h"
+#include "serialize/auth.h"
+#include "spawn/internal/bootstrap.h"
+
+namespace mproc {
+namespace spawn_internal {
+namespace {
+
+constexpr uint8_t kReplyStarted = 10;
+constexpr uint8_t kReplyExited = 11;
+constexpr uint8_t kReplyError = 12;
+constexpr int kServerGoneExit = 255;
+
+struct ForkServerConfig {
+  int32_t owner_pid = 0;
+  std::string authkey;
+  std::string dir;
+  std::string socket_path;
+  void (*preload)() = nullptr;
+};
+MPROC_CODEC_FIELDS(ForkServerConfig, owner_pid, authkey, dir, socket_path, preload)
+
+// ---------------------------------------------------------------- client side
+
+struct ServerState {
+  std::mutex mu;
+  pid_t owner_pid = 0;  // the process that started the server
+  pid_t pid = 0;
+  UniqueFd pidfd;
+  UniqueFd owner_sock;  // the server exits when this closes
+  std::string dir;
+  std::string path;
+  std::string key;
+  void (*preload)() = nullptr;
+  bool atexit_registered = false;
+};
+
+ServerState& State() {
+  static auto* s = new ServerState;
+  return *s;
+}
+
+// A fork child does not share its parent's server: it starts its own when it needs one.
+void ForgetServerAfterFork() {
+  ServerState& s = State();
+  new (&s.mu) std::mutex;
+  s.pid = 0;
+  s.pidfd.Reset();
+  s.owner_sock.Reset();
+  s.dir.clear();
+  s.path.clear();
+  s.key.clear();
+}
+
+[[maybe_unused]] const int kAtfork = [] {
+  pthread_atfork(nullptr, nullptr, ForgetServerAfterFork);
+  return 0;
+}();
+
+void RemoveSocketDir(const std::string& dir, const std::string& path) {
+  if (!path.empty()) ::unlink(path.c_str());
+  if (!dir.empty()) ::rmdir(dir.c_str());
+}
+
+// Ends this process's server: closing the owner socket makes it exit; reap it (bounded).
+void StopServerLocked(ServerState& s) {
+  if (s.pid == 0) return;
+  s.owner_sock.Reset();
+  bool exited = s.pidfd.ok() && WaitReadable(s.pidfd.get(), Deadline::After(absl::Seconds(5))) > 0;
+  if (!exited) ::kill(s.pid, SIGKILL);
+  int status;
+  while (::waitpid(s.pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  RemoveSocketDir(s.dir, s.path);
+  s.pid = 0;
+  s.pidfd.Reset();
+  s.dir.clear();
+  s.path.clear();
+  s.key.clear();
+}
+
+bool ServerAliveLocked(const ServerState& s) {
+  if (s.pid == 0 || s.owner_pid != CurrentPid()) return false;
+  if (!s.pidfd.ok()) return ::kill(s.pid, 0) == 0;
+  return WaitReadable(s.pidfd.get(), Deadline::AtMonotonicNs(0)) == 0;  // readable = exited
+}
+
+void ShutdownAtExit() {
+  JoinChildrenForExit();  // forkserver children report their status through the server
+  ShutdownForkServer();
+}
+
+std::string SocketDirBase() {
+  const char* tmp = std::getenv("TMPDIR");
+  // sockaddr_un paths are limited to 108 bytes: long TMPDIRs (test sandboxes) fall back.
+  if (tmp != nullptr && tmp[0] == '/' && std::strlen(tmp) < 70) return tmp;
+  return "/tmp";
+}
+
+absl::Status StartServerLocked(ServerState& s) {
+  std::string tmpl = SocketDirBase() + "/mproc-forkserver-XXXXXX";
+  if (::mkdtemp(tmpl.data()) == nullptr) {
+    return ErrnoToStatus(errno, absl::StrCat("mkdtemp(", tmpl, ")"));
+  }
+  std::string dir = tmpl;
+  std::string path = dir + "/socket";
+  UniqueFd listener(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!listener.ok()) return ErrnoToStatus(errno, "socket(AF_UNIX) for the fork server");
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  if (::bind(listener.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+      ::chmod(path.c_str(), 0600) != 0 || ::listen(listener.get(), 128) != 0) {
+    int err = errno;
+    RemoveSocketDir(dir, path);
+    return ErrnoToStatus(err, absl::StrCat("bind/listen(", path, ")"));
+  }
+
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
+    RemoveSocketDir(dir, path);
+    return ErrnoToStatus(errno, "socketpair(fork server bootstrap)");
+  }
+  UniqueFd owner_end(sv[0]);
+  UniqueFd server_end(sv[1]);
+  absl::StatusOr<Launched> launched = LaunchSelf(server_end.get());
+  server_end.Reset();
+  if (!launched.ok()) {
+    RemoveSocketDir(dir, path);
+    return launched.status();
+  }
+
+  ForkServerConfig config;
+  config.owner_pid = CurrentPid();
+  config.authkey = RandomBytes(32);
+  config.dir = dir;
+  config.socket_path = path;
+  config.preload = s.preload;
+  EncodeBuffer buf;
+  Encode(config, buf);
+  buf.AttachFd(listener.get());  // fd 0 of the frame: the listening socket
+  absl::Status sent = WriteFrame(owner_end.get(), kBootstrapForkServer, buf,
+                                 Deadline::After(absl::Seconds(30)), {}, FdKind::kSeqpacketSocket);
+  if (!sent.ok()) {
+    ::kill(launched->pid, SIGKILL);
+    int status;
+    while (::waitpid(launched->pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    RemoveSocketDir(dir, path);
+    return absl::UnavailableError(absl::StrCat("starting the fork server: ", sent.message()));
+  }
+  s.owner_pid = CurrentPid();
+  s.pid = launched->pid;
+  s.pidfd = std::move(launched->pidfd);
+  s.owner_sock = std::move(owner_end);
+  s.dir = dir;
+  s.path = path;
+  s.key = config.authkey;
+  if (!s.atexit_registered) {
+    s.atexit_registered = true;
+    std::atexit(ShutdownAtExit);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<UniqueFd> Connect(const std::string& path) {
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd.ok()) return ErrnoToStatus(errno, "socket(AF_UNIX)");
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  if (RetryEintr([&] {
+        return ::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+      }) != 0) {
+    return ErrnoToStatus(errno, absl::StrCat("connect(", path, ")"));
+  }
+  return fd;
+}
+
+// ---------------------------------------------------------------- server side
+
+struct ServedChild {
+  pid_t pid;
+  UniqueFd pidfd;
+  UniqueFd conn;
+};
+
+[[noreturn]] void ServerExit(const ForkServerConfig& config, int code) {
+  RemoveSocketDir(config.dir, config.socket_path);
+  ::_exit(code);
+}
+
+// Handles one request on `conn`. Returns the child (pid 0 when the request failed).
+ServedChild Serve(const ForkServerConfig& config, UniqueFd conn, int listener, int owner,
+                  const std::vector<ServedChild>& children) {
+  ServedChild none{0, UniqueFd(), UniqueFd()};
+  if (!ServerHandshake(conn.get(), config.authkey, Deadline::After(absl::Seconds(10))).ok()) {
+    return none;
+  }
+  Frame frame;
+  if (!ReadFrameInto(conn.get(), frame, Deadline::After(absl::Seconds(60)), {},
+                     FdKind::kStreamSocket)
+           .ok()) {
+    return none;
+  }
+  std::fflush(nullptr);
+  pid_t pid = ::fork();
+  if (pid < 0) {
+    std::string msg = absl::StrCat("fork: ", ErrnoName(errno));
+    (void)WriteFrame(conn.get(), kReplyError, std::as_bytes(std::span(msg.data(), msg.size())),
+                     {}, Deadline::After(absl::Seconds(5)), {}, FdKind::kStreamSocket);
+    return none;
+  }
+  if (pid == 0) {
+    // The child: nothing of the server's survives but the bootstrap's own descriptors.
+    ::close(listener);
+    ::close(owner);
+    for (const ServedChild& c : children) {
+      ::close(c.pidfd.get());
+      ::close(c.conn.get());
+    }
+    ::close(conn.Release());
+    FinishChild(RunBootstrapFrame(std::move(frame)));
+  }
+  UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+  EncodeBuffer reply;
+  Encode(static_cast<int32_t>(pid), reply);
+  if (pidfd.ok()) reply.AttachFd(pidfd.get());
+  (void)WriteFrame(conn.get(), kReplyStarted, reply, Deadline::After(absl::Seconds(10)), {},
+                   FdKind::kStreamSocket);
+  return ServedChild{pid, std::move(pidfd), std::move(conn)};
+}
+
+void ReportExit(ServedChild& c) {
+  int status = 0;
+  pid_t r = RetryEintr([&] { return ::waitpid(c.pid, &status, 0); });
+  int32_t code = r == c.pid ? (WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status))
+                            : kServerGoneExit;
+  EncodeBuffer b;
+  Encode(code, b);
+  (void)WriteFrame(c.conn.get(), kReplyExited, b, Deadline::After(absl::Seconds(5)), {},
+                   FdKind::kStreamSocket);
+}
+
+}  // namespace
+
+absl::StatusOr<ForkServerChild> ForkServerStart(const EncodeBuffer& buf) {
+  ServerState& s = State();
+  std::string path;
+  std::string key;
+  for (int attempt = 0;; ++attempt) {
+    {
+      std::lock_guard<std::mutex> lock(s.mu);
+      if (!ServerAliveLocked(s)) {
+        StopServerLocked(s);  // reap a dead one, if any
+        MPROC_RETURN_IF_ERROR(StartServerLocked(s));
+      }
+      path = s.path;
+      key = s.key;
+    }
+    absl::StatusOr<UniqueFd> conn = Connect(path);
+    absl::Status st = conn.status();
+    if (conn.ok()) st = ClientHandshake(conn->get(), key, Deadline::After(absl::Seconds(10)));
+    if (st.ok()) {
+      st = SendBootstrap(conn->get(), buf, FdKind::kStreamSocket,
+                         Deadline::After(absl::Seconds(60)));
+    }
+    Frame reply;
+    if (st.ok()) {
+      st = ReadFrameInto(conn->get(), reply, Deadline::After(absl::Seconds(60)), {},
+                         FdKind::kStreamSocket);
+    }
+    if (!st.ok()) {
+      if (attempt == 0) {
+        // The server may have died under us: restart it once.
+        std::lock_guard<std::mutex> lock(s.mu);
+        StopServerLocked(s);
+        continue;
+      }
+      return absl::UnavailableError(absl::StrCat("fork server: ", st.message()));
+    }
+    if (reply.kind == kReplyError) {
+      return absl::UnavailableError(absl::StrCat(
+          "fork server could not start the child: ",
+          absl::string_view(reinterpret_cast<const char*>(reply.payload().data()),
+                            reply.payload().size())));
+    }
+    if (reply.kind != kReplyStarted) return absl::InternalError("fork server: unexpected reply");
+    DecodeReader r(reply.payload(), std::move(reply.fds));
+    int32_t pid = 0;
+    if (!Codec<int32_t>::Decode(r, pid) || pid <= 0) {
+      return absl::InternalError("fork server: malformed reply");
+    }
+    ForkServerChild child;
+    child.pid = pid;
+    (void)r.TakeFd(0, &child.pidfd);
+    child.status_conn = *std::move(conn);
+    return child;
+  }
+}
+
+absl::StatusOr<int> ReadExitStatus(int status_conn, const Deadline& deadline) {
+  int ready = WaitReadable(status_conn, deadline);
+  if (ready < 0) return ErrnoToStatus(-ready, "poll(fork server connection)");
+  if (ready == 0) return absl::DeadlineExceededError("child still running");
+  Frame f;
+  absl::Status s = ReadFrameInto(status_conn, f, Deadline::After(absl::Seconds(5)), {},
+                                 FdKind::kStreamSocket);
+  if (!s.ok()) return kServerGoneExit;  // the server died: the status is lost
+  DecodeReader r(f.payload());
+  int32_t code = 0;
+  if (f.kind != kReplyExited || !Codec<int32_t>::Decode(r, code)) return kServerGoneExit;
+  return code;
+}
+
+[[noreturn]] void RunForkServer(Frame bootstrap, UniqueFd owner) {
+  std::vector<UniqueFd> fds = std::move(bootstrap.fds);
+  DecodeReader r(bootstrap.payload());
+  ForkServerConfig config;
+  if (!Codec<ForkServerConfig>::Decode(r, config) || fds.size() != 1) {
+    ReportBootstrapError("malformed fork server bootstrap");
+    FinishChild(kBootstrapFailedExit);
+  }
+  UniqueFd listener = std::move(fds[0]);
+  SetIdentity("ForkServer", config.owner_pid, false);
+  ::signal(SIGINT, SIG_IGN);  // a terminal ^C goes to the owner, which decides
+  if (config.preload != nullptr) config.preload();
+
+  std::vector<ServedChild> children;
+  std::vector<pollfd> pfds;
+  for (;;) {
+    pfds.clear();
+    pfds.push_back({owner.get(), POLLIN, 0});
+    pfds.push_back({listener.get(), POLLIN, 0});
+    for (const ServedChild& c : children) pfds.push_back({c.pidfd.get(), POLLIN, 0});
+    int n = ::poll(pfds.data(), pfds.size(), -1);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      ServerExit(config, 1);
+    }
+    if (pfds[0].revents != 0) {
+      char c;
+      if (::read(owner.get(), &c, 1) <= 0) ServerExit(config, 0);  // the owner is gone
+    }
+    // Children first, so their slots can be reused.
+    for (size_t i = children.size(); i-- > 0;) {
+      if (pfds[2 + i].revents == 0) continue;
+      ReportExit(children[i]);
+      children.erase(children.begin() + static_cast<ptrdiff_t>(i));
+    }
+    if (pfds[1].revents & POLLIN) {
+      UniqueFd conn(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+      if (!conn.ok()) continue;
+      ServedChild c = Serve(config, std::move(conn), listener.get(), owner.get(), children);
+      if (c.pid > 0) children.push_back(std::move(c));
+    }
+  }
+}
+
+}  // namespace spawn_internal
+
+void SetForkServerPreload(void (*preload)()) {
+  spawn_internal::ServerState& s = spawn_internal::State();
+  std::lock_guard<std::mutex> lock(s.mu);
+  s.preload = preload;
+}
+
+void ShutdownForkServer() {
+  spawn_internal::ServerState& s = spawn_internal::State();
+  std::lock_guard<std::mutex> lock(s.mu);
+  if (s.owner_pid != CurrentPid()) return;
+  spawn_internal::StopServerLocked(s);
+}
+
+pid_t ForkServerPid() {
+  spawn_internal::ServerState& s = spawn_internal::State();
+  std::lock_guard<std::mutex> lock(s.mu);
+  return s.owner_pid == CurrentPid() ? s.pid : 0;
+}
+
+}  // namespace mproc
