@@ -31,6 +31,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "base/features.h"
+#include "spawn/process.h"
 #include "bench/report/output.h"
 #include "bench/report/report.h"
 #include "bench/report/report_internal.h"
@@ -298,6 +299,8 @@ int Main(int argc, char** argv) {
 }  // namespace mproc::bench
 
 int main(int argc, char** argv) {
+  // Spawned and fork-server children of the mproc.process rows run their target here.
+  mproc::Init(argc, argv);
   // Rows that time process creation re-execute this binary and need it to exit at once.
   if (argc > 1 && std::strcmp(argv[1], "--exit-now") == 0) return 0;
   return mproc::bench::Main(argc, argv);

@@ -72,8 +72,8 @@ struct ForkServerChild {
   UniqueFd status_conn;
 };
 // Asks this process's fork server (starting it, or restarting a dead one) to fork a child
-// running the bootstrap in `buf`.
-absl::StatusOr<ForkServerChild> ForkServerStart(const EncodeBuffer& buf);
+// running the bootstrap in `buf` (to which it attaches the child's status channel).
+absl::StatusOr<ForkServerChild> ForkServerStart(EncodeBuffer& buf);
 // Reads the exit status the server sends once it reaps the child; 255 when the server is
 // gone (CPython's forkserver convention), DEADLINE_EXCEEDED when it has not arrived yet.
 absl::StatusOr<int> ReadExitStatus(int status_conn, const Deadline& deadline);

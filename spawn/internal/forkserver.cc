@@ -1,16 +1,18 @@
 // The fork server: a clean, single-threaded process started with spawn on first use, which
 // forks each forkserver child on request (spawn/process.h).
 //
-// Client side (any Process::Start with kForkServer): connect to the server's Unix socket (a
-// 0600 socket in a fresh 0700 directory), authenticate with serialize/'s CPython handshake
-// using the server's own random key, send the child's bootstrap frame (the same frame a
-// spawned child reads), and read back the child's pid with its pidfd attached (SCM_RIGHTS,
-// sent before the server can reap it). The connection stays open: when the server reaps the
-// child it writes the exit status there, which is how Join learns it.
+// Client side (Process::Start with kForkServer): one control connection per owner process to
+// the server's Unix socket (a 0600 socket in a fresh 0700 directory), authenticated once with
+// serialize/'s CPython handshake using the server's own random key. Each Start sends, on that
+// connection, the child's bootstrap frame (the same frame a spawned child reads) with one
+// extra descriptor appended: its end of a fresh socketpair, the child's status channel. The
+// server replies with the child's pid and its pidfd (SCM_RIGHTS, sent before the server can
+// reap it), and when it reaps the child it writes the exit status to the status channel,
+// which is how Join learns it. One round trip per Start; requests are serialised.
 //
 // Server side (RunForkServer, reached from Init in the server process): poll the owner's
 // bootstrap socket (end of file = the owner is gone: clean up and exit), the listening socket,
-// and each child's pidfd; fork on request, reap on exit, report, close.
+// the control connections and each child's pidfd; fork on request, reap on exit, report.
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
@@ -64,6 +66,7 @@ struct ServerState {
   pid_t pid = 0;
   UniqueFd pidfd;
   UniqueFd owner_sock;  // the server exits when this closes
+  UniqueFd control;     // the authenticated request connection
   std::string dir;
   std::string path;
   std::string key;
@@ -83,6 +86,7 @@ void ForgetServerAfterFork() {
   s.pid = 0;
   s.pidfd.Reset();
   s.owner_sock.Reset();
+  s.control.Reset();
   s.dir.clear();
   s.path.clear();
   s.key.clear();
@@ -101,6 +105,7 @@ void RemoveSocketDir(const std::string& dir, const std::string& path) {
 // Ends this process's server: closing the owner socket makes it exit; reap it (bounded).
 void StopServerLocked(ServerState& s) {
   if (s.pid == 0) return;
+  s.control.Reset();
   s.owner_sock.Reset();
   bool exited = s.pidfd.ok() && WaitReadable(s.pidfd.get(), Deadline::After(absl::Seconds(5))) > 0;
   if (!exited) ::kill(s.pid, SIGKILL);
@@ -218,7 +223,14 @@ absl::StatusOr<UniqueFd> Connect(const std::string& path) {
 struct ServedChild {
   pid_t pid;
   UniqueFd pidfd;
-  UniqueFd conn;
+  UniqueFd status;  // the requester's status channel
+};
+
+struct ServerFds {
+  int owner;
+  int listener;
+  const std::vector<UniqueFd>* controls;
+  const std::vector<ServedChild>* children;
 };
 
 [[noreturn]] void ServerExit(const ForkServerConfig& config, int code) {
@@ -226,45 +238,52 @@ struct ServedChild {
   ::_exit(code);
 }
 
-// Handles one request on `conn`. Returns the child (pid 0 when the request failed).
-ServedChild Serve(const ForkServerConfig& config, UniqueFd conn, int listener, int owner,
-                  const std::vector<ServedChild>& children) {
-  ServedChild none{0, UniqueFd(), UniqueFd()};
-  if (!ServerHandshake(conn.get(), config.authkey, Deadline::After(absl::Seconds(10))).ok()) {
-    return none;
-  }
+void ReplyError(int control, std::string_view msg) {
+  (void)WriteFrame(control, kReplyError, std::as_bytes(std::span(msg.data(), msg.size())), {},
+                   Deadline::After(absl::Seconds(5)), {}, FdKind::kStreamSocket);
+}
+
+// Reads one request from `control` and forks its child. False when the connection is done
+// (closed or broken); the child, if any, is appended to `children`.
+bool Serve(int control, const ServerFds& fds, std::vector<ServedChild>& children) {
   Frame frame;
-  if (!ReadFrameInto(conn.get(), frame, Deadline::After(absl::Seconds(60)), {},
+  if (!ReadFrameInto(control, frame, Deadline::After(absl::Seconds(60)), {},
                      FdKind::kStreamSocket)
            .ok()) {
-    return none;
+    return false;
   }
+  if (frame.fds.empty()) {
+    ReplyError(control, "request without its status channel");
+    return false;
+  }
+  UniqueFd status = std::move(frame.fds.back());
+  frame.fds.pop_back();
   std::fflush(nullptr);
   pid_t pid = ::fork();
   if (pid < 0) {
-    std::string msg = absl::StrCat("fork: ", ErrnoName(errno));
-    (void)WriteFrame(conn.get(), kReplyError, std::as_bytes(std::span(msg.data(), msg.size())),
-                     {}, Deadline::After(absl::Seconds(5)), {}, FdKind::kStreamSocket);
-    return none;
+    ReplyError(control, absl::StrCat("fork: ", ErrnoName(errno)));
+    return true;
   }
   if (pid == 0) {
     // The child: nothing of the server's survives but the bootstrap's own descriptors.
-    ::close(listener);
-    ::close(owner);
-    for (const ServedChild& c : children) {
+    ::close(fds.listener);
+    ::close(fds.owner);
+    for (const UniqueFd& c : *fds.controls) ::close(c.get());
+    for (const ServedChild& c : *fds.children) {
       ::close(c.pidfd.get());
-      ::close(c.conn.get());
+      ::close(c.status.get());
     }
-    ::close(conn.Release());
+    ::close(status.Release());
     FinishChild(RunBootstrapFrame(std::move(frame)));
   }
   UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
   EncodeBuffer reply;
   Encode(static_cast<int32_t>(pid), reply);
   if (pidfd.ok()) reply.AttachFd(pidfd.get());
-  (void)WriteFrame(conn.get(), kReplyStarted, reply, Deadline::After(absl::Seconds(10)), {},
-                   FdKind::kStreamSocket);
-  return ServedChild{pid, std::move(pidfd), std::move(conn)};
+  absl::Status sent = WriteFrame(control, kReplyStarted, reply, Deadline::After(absl::Seconds(10)),
+                                 {}, FdKind::kStreamSocket);
+  children.push_back(ServedChild{pid, std::move(pidfd), std::move(status)});
+  return sent.ok();
 }
 
 void ReportExit(ServedChild& c) {
@@ -274,45 +293,48 @@ void ReportExit(ServedChild& c) {
                             : kServerGoneExit;
   EncodeBuffer b;
   Encode(code, b);
-  (void)WriteFrame(c.conn.get(), kReplyExited, b, Deadline::After(absl::Seconds(5)), {},
-                   FdKind::kStreamSocket);
+  (void)WriteFrame(c.status.get(), kReplyExited, b, Deadline::After(absl::Seconds(5)), {},
+                   FdKind::kSeqpacketSocket);
 }
 
 }  // namespace
 
-absl::StatusOr<ForkServerChild> ForkServerStart(const EncodeBuffer& buf) {
+absl::StatusOr<ForkServerChild> ForkServerStart(EncodeBuffer& buf) {
   ServerState& s = State();
-  std::string path;
-  std::string key;
+  std::lock_guard<std::mutex> lock(s.mu);  // one request at a time on the control connection
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
+    return ErrnoToStatus(errno, "socketpair(fork server status channel)");
+  }
+  UniqueFd status_mine(sv[0]);
+  UniqueFd status_theirs(sv[1]);
+  buf.AttachFd(status_theirs.get());  // the last descriptor of the request
   for (int attempt = 0;; ++attempt) {
-    {
-      std::lock_guard<std::mutex> lock(s.mu);
-      if (!ServerAliveLocked(s)) {
-        StopServerLocked(s);  // reap a dead one, if any
-        MPROC_RETURN_IF_ERROR(StartServerLocked(s));
-      }
-      path = s.path;
-      key = s.key;
+    absl::Status st;
+    if (!ServerAliveLocked(s)) {
+      StopServerLocked(s);  // reap a dead one, if any
+      st = StartServerLocked(s);
+      if (!st.ok()) return st;
     }
-    absl::StatusOr<UniqueFd> conn = Connect(path);
-    absl::Status st = conn.status();
-    if (conn.ok()) st = ClientHandshake(conn->get(), key, Deadline::After(absl::Seconds(10)));
+    if (!s.control.ok()) {
+      absl::StatusOr<UniqueFd> conn = Connect(s.path);
+      st = conn.status();
+      if (conn.ok()) st = ClientHandshake(conn->get(), s.key, Deadline::After(absl::Seconds(10)));
+      if (st.ok()) s.control = *std::move(conn);
+    }
     if (st.ok()) {
-      st = SendBootstrap(conn->get(), buf, FdKind::kStreamSocket,
+      st = SendBootstrap(s.control.get(), buf, FdKind::kStreamSocket,
                          Deadline::After(absl::Seconds(60)));
     }
     Frame reply;
     if (st.ok()) {
-      st = ReadFrameInto(conn->get(), reply, Deadline::After(absl::Seconds(60)), {},
+      st = ReadFrameInto(s.control.get(), reply, Deadline::After(absl::Seconds(60)), {},
                          FdKind::kStreamSocket);
     }
     if (!st.ok()) {
-      if (attempt == 0) {
-        // The server may have died under us: restart it once.
-        std::lock_guard<std::mutex> lock(s.mu);
-        StopServerLocked(s);
-        continue;
-      }
+      // The server may have died under us: restart it once.
+      StopServerLocked(s);
+      if (attempt == 0) continue;
       return absl::UnavailableError(absl::StrCat("fork server: ", st.message()));
     }
     if (reply.kind == kReplyError) {
@@ -330,7 +352,7 @@ absl::StatusOr<ForkServerChild> ForkServerStart(const EncodeBuffer& buf) {
     ForkServerChild child;
     child.pid = pid;
     (void)r.TakeFd(0, &child.pidfd);
-    child.status_conn = *std::move(conn);
+    child.status_conn = std::move(status_mine);
     return child;
   }
 }
@@ -341,7 +363,7 @@ absl::StatusOr<int> ReadExitStatus(int status_conn, const Deadline& deadline) {
   if (ready == 0) return absl::DeadlineExceededError("child still running");
   Frame f;
   absl::Status s = ReadFrameInto(status_conn, f, Deadline::After(absl::Seconds(5)), {},
-                                 FdKind::kStreamSocket);
+                                 FdKind::kSeqpacketSocket);
   if (!s.ok()) return kServerGoneExit;  // the server died: the status is lost
   DecodeReader r(f.payload());
   int32_t code = 0;
@@ -363,11 +385,13 @@ absl::StatusOr<int> ReadExitStatus(int status_conn, const Deadline& deadline) {
   if (config.preload != nullptr) config.preload();
 
   std::vector<ServedChild> children;
+  std::vector<UniqueFd> controls;
   std::vector<pollfd> pfds;
   for (;;) {
     pfds.clear();
     pfds.push_back({owner.get(), POLLIN, 0});
     pfds.push_back({listener.get(), POLLIN, 0});
+    for (const UniqueFd& c : controls) pfds.push_back({c.get(), POLLIN, 0});
     for (const ServedChild& c : children) pfds.push_back({c.pidfd.get(), POLLIN, 0});
     int n = ::poll(pfds.data(), pfds.size(), -1);
     if (n < 0) {
@@ -378,17 +402,26 @@ absl::StatusOr<int> ReadExitStatus(int status_conn, const Deadline& deadline) {
       char c;
       if (::read(owner.get(), &c, 1) <= 0) ServerExit(config, 0);  // the owner is gone
     }
-    // Children first, so their slots can be reused.
+    const size_t child_base = 2 + controls.size();
+    // Exits first (children are only appended below, so indices hold).
     for (size_t i = children.size(); i-- > 0;) {
-      if (pfds[2 + i].revents == 0) continue;
+      if (pfds[child_base + i].revents == 0) continue;
       ReportExit(children[i]);
       children.erase(children.begin() + static_cast<ptrdiff_t>(i));
     }
+    ServerFds fds{owner.get(), listener.get(), &controls, &children};
+    for (size_t i = controls.size(); i-- > 0;) {
+      if (pfds[2 + i].revents == 0) continue;
+      if (!Serve(controls[i].get(), fds, children)) {
+        controls.erase(controls.begin() + static_cast<ptrdiff_t>(i));
+      }
+    }
     if (pfds[1].revents & POLLIN) {
       UniqueFd conn(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
-      if (!conn.ok()) continue;
-      ServedChild c = Serve(config, std::move(conn), listener.get(), owner.get(), children);
-      if (c.pid > 0) children.push_back(std::move(c));
+      if (conn.ok() &&
+          ServerHandshake(conn.get(), config.authkey, Deadline::After(absl::Seconds(10))).ok()) {
+        controls.push_back(std::move(conn));
+      }
     }
   }
 }
