@@ -49,6 +49,7 @@ struct Globals {
   pid_t parent_pid = 0;
   bool daemon = false;
   std::atomic<int> counter{0};
+  std::vector<std::function<void()>> after_fork;
 };
 
 Globals& G() {
@@ -180,8 +181,13 @@ const std::vector<std::string>& ThisArgv() {
   ::_exit(code);
 }
 
+void RunAfterForkHooks() {
+  for (const std::function<void()>& hook : G().after_fork) hook();
+}
+
 int RunGuarded(const std::function<int()>& body) {
   try {
+    RunAfterForkHooks();
     return body();
   } catch (const std::exception& e) {
     std::fprintf(stderr, "Process %s (pid %d): uncaught exception: %s\n", G().name.c_str(),
@@ -354,6 +360,12 @@ StartMethod GetStartMethod() {
   auto& g = G();
   std::lock_guard<std::mutex> lock(g.mu);
   return g.method.value_or(StartMethod::kForkServer);
+}
+
+void RegisterAfterFork(std::function<void()> hook) {
+  auto& g = G();
+  std::lock_guard<std::mutex> lock(g.mu);
+  g.after_fork.push_back(std::move(hook));
 }
 
 void SetExecutable(std::string path) {

@@ -98,6 +98,12 @@ void SetForkServerPreload(void (*preload)());
 void ShutdownForkServer();
 pid_t ForkServerPid();
 
+// CPython's util.register_after_fork: `hook` runs in every child this process starts, before
+// the target — under fork, the hooks registered in the parent; under spawn, those the fresh
+// image registers while it starts (e.g. from a static initializer); under forkserver, those
+// registered in the server (static initializers, or the preload function).
+void RegisterAfterFork(std::function<void()> hook);
+
 // The exit code of a spawned child whose bootstrap failed.
 inline constexpr int kBootstrapFailedExit = 70;
 

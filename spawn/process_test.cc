@@ -77,6 +77,13 @@ int CheckIdentity(std::string expected_name, int32_t expected_parent) {
   return CurrentProcessName() == expected_name && ParentPid() == expected_parent ? 0 : 1;
 }
 
+int g_after_fork_runs = 0;
+[[maybe_unused]] const int kRegisterAtStartup = [] {
+  RegisterAfterFork([] { ++g_after_fork_runs; });
+  return 0;
+}();
+int ReturnAfterForkRuns() { return g_after_fork_runs; }
+
 class ProcessTest : public ::testing::TestWithParam<StartMethod> {
  protected:
   void TearDown() override { ShutdownForkServer(); }  // no child outlives a test
@@ -221,6 +228,12 @@ TEST_P(ProcessTest, NamesAndParent) {
   EXPECT_EQ(CurrentProcessName(), "MainProcess");
 }
 
+TEST_P(ProcessTest, AfterForkHooksRunOnceInEveryChild) {
+  Process p(ReturnAfterForkRuns);
+  EXPECT_EQ(RunToEnd(p), 1);
+  EXPECT_EQ(g_after_fork_runs, 0);  // never in the parent
+}
+
 TEST_P(ProcessTest, DaemonsMayNotHaveChildren) {
   Process p(StartFromDaemon);
   p.SetDaemon(true);
@@ -309,30 +322,48 @@ TEST(SpawnTest, SetStartMethodOnce) {
   MPROC_EXPECT_OK(SetStartMethod(StartMethod::kForkServer, /*force=*/true));
 }
 
-// A program that forgot mproc::Init: its spawned child reruns main(), must refuse to start
-// another process, and the whole thing ends with exactly two processes having run main().
-TEST(SpawnTest, ForgottenInitIsAClearErrorNotRecursion) {
+// A program that forgot mproc::Init: its spawned child (or fork server) reruns main(), must
+// refuse to start another process, and the whole thing ends with exactly two processes having
+// run main(). Returns the program's exit code; fills the main() count and stderr.
+int RunNoInitProgram(const std::string& mode, int* mains, std::string* err_text) {
   const char* srcdir = std::getenv("TEST_SRCDIR");
-  ASSERT_NE(srcdir, nullptr);
+  if (srcdir == nullptr) return -100;
   std::string bin = std::string(srcdir) + "/mproc/spawn/no_init_main";
-  std::string count_file = std::string(std::getenv("TEST_TMPDIR")) + "/no_init_count";
-  std::string err_file = std::string(std::getenv("TEST_TMPDIR")) + "/no_init_stderr";
+  std::string count_file = std::string(std::getenv("TEST_TMPDIR")) + "/no_init_count_" + mode;
+  std::string err_file = std::string(std::getenv("TEST_TMPDIR")) + "/no_init_stderr_" + mode;
   ::unlink(count_file.c_str());
   pid_t pid = testing::Child([&] {
     ::setenv("MPROC_TEST_COUNT_FILE", count_file.c_str(), 1);
     int err = ::open(err_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     ::dup2(err, 2);
-    ::execl(bin.c_str(), bin.c_str(), static_cast<char*>(nullptr));
+    ::execl(bin.c_str(), bin.c_str(), mode.c_str(), static_cast<char*>(nullptr));
     return 127;
   });
-  EXPECT_EQ(testing::Join(pid, 60), 0);
+  int rc = testing::Join(pid, 60);
   std::ifstream counts(count_file);
-  int lines = 0;
-  for (std::string line; std::getline(counts, line);) ++lines;
-  EXPECT_EQ(lines, 2);
+  *mains = 0;
+  for (std::string line; std::getline(counts, line);) ++*mains;
   std::ifstream errs(err_file);
-  std::string all((std::istreambuf_iterator<char>(errs)), std::istreambuf_iterator<char>());
-  EXPECT_THAT(all, HasSubstr("mproc::Init(argc, argv)"));
+  err_text->assign((std::istreambuf_iterator<char>(errs)), std::istreambuf_iterator<char>());
+  return rc;
+}
+
+TEST(SpawnTest, ForgottenInitIsAClearErrorNotRecursion) {
+  int mains = 0;
+  std::string err;
+  // The spawned child refuses (exit 3), which the parent expects: exit 0.
+  EXPECT_EQ(RunNoInitProgram("spawn", &mains, &err), 0);
+  EXPECT_EQ(mains, 2);
+  EXPECT_THAT(err, HasSubstr("mproc::Init(argc, argv)"));
+}
+
+TEST(SpawnTest, ForgottenInitUnderForkServerIsAClearErrorNotRecursion) {
+  int mains = 0;
+  std::string err;
+  // The fork server reruns main() and refuses; the parent's Start fails and says why (exit 3).
+  EXPECT_EQ(RunNoInitProgram("forkserver", &mains, &err), 3);
+  EXPECT_EQ(mains, 2);
+  EXPECT_THAT(err, HasSubstr("Does main() call mproc::Init(argc, argv) first?"));
 }
 
 }  // namespace

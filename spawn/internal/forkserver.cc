@@ -103,13 +103,14 @@ void RemoveSocketDir(const std::string& dir, const std::string& path) {
 }
 
 // Ends this process's server: closing the owner socket makes it exit; reap it (bounded).
-void StopServerLocked(ServerState& s) {
-  if (s.pid == 0) return;
+// Returns its exit status (-signal when killed; 0 when there was none).
+int StopServerLocked(ServerState& s) {
+  if (s.pid == 0) return 0;
   s.control.Reset();
   s.owner_sock.Reset();
   bool exited = s.pidfd.ok() && WaitReadable(s.pidfd.get(), Deadline::After(absl::Seconds(5))) > 0;
   if (!exited) ::kill(s.pid, SIGKILL);
-  int status;
+  int status = 0;
   while (::waitpid(s.pid, &status, 0) < 0 && errno == EINTR) {
   }
   RemoveSocketDir(s.dir, s.path);
@@ -118,6 +119,7 @@ void StopServerLocked(ServerState& s) {
   s.dir.clear();
   s.path.clear();
   s.key.clear();
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
 }
 
 bool ServerAliveLocked(const ServerState& s) {
@@ -311,10 +313,12 @@ absl::StatusOr<ForkServerChild> ForkServerStart(EncodeBuffer& buf) {
   buf.AttachFd(status_theirs.get());  // the last descriptor of the request
   for (int attempt = 0;; ++attempt) {
     absl::Status st;
+    bool fresh = false;
     if (!ServerAliveLocked(s)) {
       StopServerLocked(s);  // reap a dead one, if any
       st = StartServerLocked(s);
       if (!st.ok()) return st;
+      fresh = true;
     }
     if (!s.control.ok()) {
       absl::StatusOr<UniqueFd> conn = Connect(s.path);
@@ -332,7 +336,15 @@ absl::StatusOr<ForkServerChild> ForkServerStart(EncodeBuffer& buf) {
                          FdKind::kStreamSocket);
     }
     if (!st.ok()) {
-      // The server may have died under us: restart it once.
+      if (fresh) {
+        // A server that dies before serving its first request will do so again: say why.
+        int code = StopServerLocked(s);
+        return absl::UnavailableError(absl::StrCat(
+            "fork server: ", st.message(), "; the server (just started) exited with status ", code,
+            " before serving. Does main() call mproc::Init(argc, argv) first? (gtest binaries: "
+            "link //spawn:test_main)"));
+      }
+      // The server may have died under us since it last served: restart it once.
       StopServerLocked(s);
       if (attempt == 0) continue;
       return absl::UnavailableError(absl::StrCat("fork server: ", st.message()));
