@@ -2,8 +2,11 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include <atomic>
 
 #include "absl/strings/str_cat.h"
 #include "base/status.h"
@@ -109,6 +112,7 @@ absl::Status WriteAll(int fd, const void* buf, size_t len, const Deadline& deadl
     if (n < 0) {
       if (sock && errno == ENOTSOCK) {
         sock = false;
+        IgnoreSigpipe();
         continue;
       }
       if (errno == EAGAIN) {
@@ -124,6 +128,19 @@ absl::Status WriteAll(int fd, const void* buf, size_t len, const Deadline& deadl
     done += static_cast<size_t>(n);
   }
   return absl::OkStatus();
+}
+
+void IgnoreSigpipe() {
+  static std::atomic<bool> done{false};
+  if (done.load(std::memory_order_relaxed)) return;
+  struct sigaction old;
+  if (::sigaction(SIGPIPE, nullptr, &old) == 0 && old.sa_handler == SIG_DFL &&
+      !(old.sa_flags & SA_SIGINFO)) {
+    struct sigaction ign = {};
+    ign.sa_handler = SIG_IGN;
+    ::sigaction(SIGPIPE, &ign, nullptr);
+  }
+  done.store(true, std::memory_order_relaxed);
 }
 
 int SetNonBlocking(int fd, bool on) {

@@ -64,14 +64,22 @@ absl::Status ReadExact(int fd, void* buf, size_t len, const Deadline& deadline,
                        std::string_view what);
 
 // Writes all `len` bytes before `deadline`. OK; OUT_OF_RANGE when the peer is gone (EPIPE,
-// ECONNRESET; SIGPIPE is suppressed for sockets by MSG_NOSIGNAL, and for pipes callers
-// should ignore SIGPIPE); DEADLINE_EXCEEDED; otherwise the errno status. Sockets are found
+// ECONNRESET; SIGPIPE is suppressed for sockets by MSG_NOSIGNAL, and for pipes by
+// IgnoreSigpipe(), which the first pipe write calls); DEADLINE_EXCEEDED; otherwise the errno
+// status. Sockets are found
 // by trying send() first (ENOTSOCK: write() from then on), not by an fstat per call.
 absl::Status WriteAll(int fd, const void* buf, size_t len, const Deadline& deadline,
                       std::string_view what);
 
 // Sets or clears O_NONBLOCK. Returns 0 or -errno.
 int SetNonBlocking(int fd, bool on);
+
+// mproc's one SIGPIPE policy: a write to a pipe or socket whose reader is gone is an
+// OUT_OF_RANGE status, never a dead process. Sockets use MSG_NOSIGNAL; for pipes, the first
+// call sets SIGPIPE to SIG_IGN if it is SIG_DFL (as CPython does at startup); a handler the
+// program installed is left alone (it runs, and the write still fails with EPIPE). Cheap after
+// the first call; async-signal-safe.
+void IgnoreSigpipe();
 
 }  // namespace mproc
 

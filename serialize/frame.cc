@@ -34,37 +34,6 @@ T Get(const std::byte* p) {
   return v;
 }
 
-// Blocks SIGPIPE in this thread for the duration of a write to a pipe, then discards a SIGPIPE
-// the write raised, so a vanished reader is an OUT_OF_RANGE status, not a dead process.
-class ScopedNoSigpipe {
- public:
-  ScopedNoSigpipe() {
-    sigset_t pipe_set;
-    sigemptyset(&pipe_set);
-    sigaddset(&pipe_set, SIGPIPE);
-    sigset_t pending;
-    sigpending(&pending);
-    was_pending_ = sigismember(&pending, SIGPIPE);
-    pthread_sigmask(SIG_BLOCK, &pipe_set, &old_);
-  }
-  void WroteToClosedPipe() { raised_ = true; }
-  ~ScopedNoSigpipe() {
-    if (raised_ && !was_pending_) {
-      sigset_t pipe_set;
-      sigemptyset(&pipe_set);
-      sigaddset(&pipe_set, SIGPIPE);
-      timespec zero = {0, 0};
-      sigtimedwait(&pipe_set, nullptr, &zero);
-    }
-    pthread_sigmask(SIG_SETMASK, &old_, nullptr);
-  }
-
- private:
-  sigset_t old_;
-  bool was_pending_ = false;
-  bool raised_ = false;
-};
-
 void CollectFds(msghdr* msg, std::vector<UniqueFd>* out) {
   for (cmsghdr* c = CMSG_FIRSTHDR(msg); c != nullptr; c = CMSG_NXTHDR(msg, c)) {
     if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
@@ -172,11 +141,10 @@ absl::Status WriteFrame(int fd, uint8_t kind, std::span<const std::byte> payload
   EncodeFrameHeader({kind, static_cast<uint16_t>(fds.size()), payload.size()}, header);
   const size_t total = kFrameHeaderSize + payload.size();
 
-  // Pipes: writev, with SIGPIPE held back; sockets: sendmsg with MSG_NOSIGNAL, the fds riding
-  // on the first byte.
+  // Pipes: writev (SIGPIPE ignored: base/syscall.h IgnoreSigpipe); sockets: sendmsg with
+  // MSG_NOSIGNAL, the fds riding on the first byte.
   const bool socket = fd_kind != FdKind::kPipe;
-  std::optional<ScopedNoSigpipe> no_sigpipe;
-  if (!socket) no_sigpipe.emplace();
+  if (!socket) IgnoreSigpipe();
   const iovec whole[2] = {{header, kFrameHeaderSize},
                           {const_cast<std::byte*>(payload.data()), payload.size()}};
   FdControl control;
@@ -221,7 +189,6 @@ absl::Status WriteFrame(int fd, uint8_t kind, std::span<const std::byte> payload
         continue;
       }
       if (errno == EPIPE || errno == ECONNRESET) {
-        if (no_sigpipe) no_sigpipe->WroteToClosedPipe();
         return absl::OutOfRangeError(absl::StrCat("frame write: the ", socket ? "peer" : "reader",
                                                   " is gone after ", done, " of ", total, " bytes"));
       }

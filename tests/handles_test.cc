@@ -8,6 +8,7 @@
 
 #include "base/status_matchers.h"
 #include "base/test_util.h"
+#include "ipc/connection.h"
 #include "gtest/gtest.h"
 #include "shm/segment.h"
 #include "shm/shared_memory.h"
@@ -92,6 +93,13 @@ int BarrierParty(Barrier barrier, Event action_ran) {
   absl::StatusOr<uint32_t> index = barrier.Wait(absl::Seconds(30));
   g_action_event = nullptr;
   return index.ok() ? 0 : 2;
+}
+
+// Replies on the Connection it was handed (CONN-11: connections are handles too).
+int EchoOverConnection(Connection conn) {
+  absl::StatusOr<std::string> m = conn.RecvBytes(std::nullopt, absl::Seconds(30));
+  if (!m.ok()) return 2;
+  return conn.SendBytes("child got: " + *m).ok() ? 0 : 3;
 }
 
 class HandlesTest : public ::testing::TestWithParam<StartMethod> {
@@ -194,6 +202,17 @@ TEST_P(HandlesTest, ArraysSegmentsAndSharedMemory) {
   ASSERT_OK_AND_ASSIGN(Mapping m, seg.Map());
   EXPECT_STREQ(static_cast<const char*>(m.data()), "segment text");
   EXPECT_STREQ(static_cast<const char*>(shm.data()), "shm text");
+}
+
+TEST_P(HandlesTest, ConnectionsWorkInTheChild) {
+  ASSERT_OK_AND_ASSIGN(auto pair, Pipe());
+  std::vector<Process> ps;
+  ps.emplace_back(EchoOverConnection, std::move(pair.second));
+  StartAll(ps);
+  MPROC_ASSERT_OK(pair.first.SendBytes("hi"));
+  ASSERT_OK_AND_ASSIGN(std::string reply, pair.first.RecvBytes(std::nullopt, absl::Seconds(30)));
+  EXPECT_EQ(reply, "child got: hi");
+  JoinAll(ps);
 }
 
 INSTANTIATE_TEST_SUITE_P(StartMethods, HandlesTest,

@@ -1,0 +1,244 @@
+#include "ipc/connection.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <map>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "base/status_matchers.h"
+#include "base/test_util.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "ipc/wait.h"
+
+namespace mproc {
+namespace {
+
+using ::testing::HasSubstr;
+
+struct Job {
+  int32_t id;
+  std::string name;
+  std::vector<double> weights;
+  bool operator==(const Job&) const = default;
+};
+MPROC_CODEC_FIELDS(Job, id, name, weights)
+
+TEST(ConnectionTest, SendRecvValuesAndBytes) {
+  ASSERT_OK_AND_ASSIGN(auto pair, Pipe());
+  auto& [a, b] = pair;
+  Job job{7, "render", {0.5, 1.5}};
+  MPROC_ASSERT_OK(a.Send(job));
+  ASSERT_OK_AND_ASSIGN(Job got, b.Recv<Job>());
+  EXPECT_EQ(got, job);
+  MPROC_ASSERT_OK(b.Send(std::map<std::string, int>{{"x", 1}}));  // duplex: both ways
+  ASSERT_OK_AND_ASSIGN(auto m, (a.Recv<std::map<std::string, int>>()));
+  EXPECT_EQ(m.at("x"), 1);
+  MPROC_ASSERT_OK(a.SendBytes("raw bytes"));
+  ASSERT_OK_AND_ASSIGN(std::string raw, b.RecvBytes());
+  EXPECT_EQ(raw, "raw bytes");
+  EXPECT_GE(a.fileno(), 0);
+  EXPECT_TRUE(a.readable() && a.writable());
+}
+
+TEST(ConnectionTest, BoundariesAreKeptAndEmptyMessagesCount) {
+  ASSERT_OK_AND_ASSIGN(auto pair, Pipe());
+  auto& [a, b] = pair;
+  ASSERT_OK_AND_ASSIGN(bool ready, b.Poll());
+  EXPECT_FALSE(ready);
+  MPROC_ASSERT_OK(a.SendBytes(""));
+  ASSERT_OK_AND_ASSIGN(ready, b.Poll());
+  EXPECT_TRUE(ready);
+  ASSERT_OK_AND_ASSIGN(ready, b.Poll());  // polling does not consume
+  EXPECT_TRUE(ready);
+  for (const char* s : {"a", "b", "cd"}) MPROC_ASSERT_OK(a.SendBytes(s));
+  ASSERT_OK_AND_ASSIGN(std::string e, b.RecvBytes());
+  EXPECT_EQ(e, "");
+  for (const char* s : {"a", "b", "cd"}) {
+    ASSERT_OK_AND_ASSIGN(std::string m, b.RecvBytes());
+    EXPECT_EQ(m, s);
+  }
+}
+
+TEST(ConnectionTest, PollWaitsAtLeastItsTimeout) {
+  ASSERT_OK_AND_ASSIGN(auto pair, Pipe());
+  double t0 = testing::NowSeconds();
+  ASSERT_OK_AND_ASSIGN(bool ready, pair.second.Poll(absl::Milliseconds(100)));
+  EXPECT_FALSE(ready);
+  EXPECT_GE(testing::NowSeconds() - t0, 0.099);
+  ASSERT_OK_AND_ASSIGN(ready, pair.second.Poll(absl::Seconds(-1)));  // negative: just look
+  EXPECT_FALSE(ready);
+}
+
+TEST(ConnectionTest, LargeMessagesArriveIntact) {
+  ASSERT_OK_AND_ASSIGN(auto pair, Pipe());
+  auto& [a, b] = pair;
+  std::string big(32 << 20, '\0');
+  for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>(i * 131 + (i >> 13));
+  std::thread writer([&] { EXPECT_TRUE(a.SendBytes(big).ok()); });
+  ASSERT_OK_AND_ASSIGN(std::string got, b.RecvBytes());
+  writer.join();
+  EXPECT_TRUE(got == big);
+}
+
+TEST(ConnectionTest, ClosedPeerIsOutOfRangeAfterEveryMessage) {
+  ASSERT_OK_AND_ASSIGN(auto pair, Pipe());
+  auto& [a, b] = pair;
+  MPROC_ASSERT_OK(a.SendBytes("last words"));
+  a.Close();
+  EXPECT_TRUE(a.closed());
+  ASSERT_OK_AND_ASSIGN(std::string m, b.RecvBytes());
+  EXPECT_EQ(m, "last words");
+  ASSERT_OK_AND_ASSIGN(bool ready, b.Poll());
+  EXPECT_TRUE(ready);  // end of file is "ready"
+  EXPECT_THAT(b.RecvBytes(), StatusIs(absl::StatusCode::kOutOfRange));
+  EXPECT_THAT(b.SendBytes("anyone?"), StatusIs(absl::StatusCode::kOutOfRange));
+  EXPECT_THAT(a.SendBytes("x"), StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("closed")));
+  EXPECT_THAT(a.RecvBytes(), StatusIs(absl::StatusCode::kFailedPrecondition));
+}
+
+TEST(ConnectionTest, SimplexPipeHasDirectionsAndNoSigpipe) {
+  ASSERT_OK_AND_ASSIGN(auto pair, Pipe(/*duplex=*/false));
+  auto& [reader, writer] = pair;
+  EXPECT_TRUE(reader.readable());
+  EXPECT_FALSE(reader.writable());
+  EXPECT_FALSE(writer.readable());
+  EXPECT_THAT(reader.SendBytes("x"), StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("read-only")));
+  EXPECT_THAT(writer.RecvBytes(), StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("write-only")));
+  EXPECT_THAT(writer.Poll(), StatusIs(absl::StatusCode::kFailedPrecondition));
+  MPROC_ASSERT_OK(writer.Send(int64_t{42}));
+  ASSERT_OK_AND_ASSIGN(int64_t v, reader.Recv<int64_t>());
+  EXPECT_EQ(v, 42);
+  reader.Close();
+  // The reader is gone: an error, not a SIGPIPE that kills the test.
+  EXPECT_THAT(writer.SendBytes("into the void"), StatusIs(absl::StatusCode::kOutOfRange));
+}
+
+TEST(ConnectionTest, SendBytesSlicesAndValidates) {
+  ASSERT_OK_AND_ASSIGN(auto pair, Pipe());
+  auto& [a, b] = pair;
+  std::string s = "0123456789";
+  auto bytes = std::as_bytes(std::span(s.data(), s.size()));
+  MPROC_ASSERT_OK(a.SendBytes(bytes, 2, 3));
+  MPROC_ASSERT_OK(a.SendBytes(bytes, 7));
+  MPROC_ASSERT_OK(a.SendBytes(bytes, 10));  // offset == len: an empty message
+  EXPECT_THAT(a.SendBytes(bytes, 11), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(a.SendBytes(bytes, 5, 6), StatusIs(absl::StatusCode::kInvalidArgument));
+  ASSERT_OK_AND_ASSIGN(std::string m1, b.RecvBytes());
+  ASSERT_OK_AND_ASSIGN(std::string m2, b.RecvBytes());
+  ASSERT_OK_AND_ASSIGN(std::string m3, b.RecvBytes());
+  EXPECT_EQ(m1, "234");
+  EXPECT_EQ(m2, "789");
+  EXPECT_EQ(m3, "");
+}
+
+TEST(ConnectionTest, RecvBytesIntoAndShortBuffers) {
+  ASSERT_OK_AND_ASSIGN(auto pair, Pipe());
+  auto& [a, b] = pair;
+  MPROC_ASSERT_OK(a.SendBytes("hello"));
+  std::vector<std::byte> buf(16, std::byte{'.'});
+  ASSERT_OK_AND_ASSIGN(size_t n, b.RecvBytesInto(buf, 3));
+  EXPECT_EQ(n, 5u);
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(buf.data()), 9), "...hello.");
+  MPROC_ASSERT_OK(a.SendBytes("a message longer than the buffer"));
+  absl::StatusOr<size_t> r = b.RecvBytesInto(std::span(buf).subspan(0, 8));
+  EXPECT_THAT(r, StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("too short")));
+  auto payload = r.status().GetPayload(kMessagePayloadUrl);
+  ASSERT_TRUE(payload.has_value());
+  EXPECT_EQ(std::string(*payload), "a message longer than the buffer");
+  MPROC_ASSERT_OK(a.SendBytes("next"));  // the long message was consumed; the stream is fine
+  ASSERT_OK_AND_ASSIGN(std::string next, b.RecvBytes());
+  EXPECT_EQ(next, "next");
+}
+
+TEST(ConnectionTest, OverlongMessageMarksTheConnectionUnreadable) {
+  ASSERT_OK_AND_ASSIGN(auto pair, Pipe());
+  auto& [a, b] = pair;
+  MPROC_ASSERT_OK(a.SendBytes(std::string(100, 'x')));
+  EXPECT_THAT(b.RecvBytes(10), StatusIs(absl::StatusCode::kResourceExhausted,
+                                        HasSubstr("bad message length")));
+  EXPECT_FALSE(b.readable());
+  EXPECT_THAT(b.RecvBytes(), StatusIs(absl::StatusCode::kFailedPrecondition));
+  MPROC_EXPECT_OK(b.SendBytes("still writable"));  // duplex: only reading is over
+}
+
+TEST(ConnectionTest, HandlesCrossDuplexConnections) {
+  ASSERT_OK_AND_ASSIGN(auto pair, Pipe());
+  auto& [a, b] = pair;
+  int p[2];
+  ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
+  UniqueFd r(p[0]);
+  UniqueFd w(p[1]);
+  // A high descriptor number, as CPython's large-fd test does.
+  UniqueFd high(::fcntl(w.get(), F_DUPFD_CLOEXEC, 300));
+  ASSERT_TRUE(high.ok());
+  MPROC_ASSERT_OK(a.SendHandle(high.get()));
+  ASSERT_OK_AND_ASSIGN(UniqueFd got, b.RecvHandle());
+  ASSERT_EQ(::write(got.get(), "z", 1), 1);
+  char c;
+  ASSERT_EQ(::read(r.get(), &c, 1), 1);
+  EXPECT_EQ(c, 'z');
+  EXPECT_TRUE(::fcntl(got.get(), F_GETFD) & FD_CLOEXEC);
+  // Data where a descriptor was expected.
+  MPROC_ASSERT_OK(a.SendBytes("no fd here"));
+  EXPECT_THAT(b.RecvHandle(), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("without a descriptor")));
+}
+
+TEST(ConnectionTest, ValuesThatCarryDescriptors) {
+  ASSERT_OK_AND_ASSIGN(auto pair, Pipe());
+  auto& [a, b] = pair;
+  ASSERT_OK_AND_ASSIGN(auto inner, Pipe());
+  // A Connection sent over a Connection, used on the other side (CONN-11).
+  MPROC_ASSERT_OK(a.Send(inner.first));
+  ASSERT_OK_AND_ASSIGN(Connection moved, b.Recv<Connection>());
+  inner.first.Close();
+  MPROC_ASSERT_OK(moved.SendBytes("via a passed connection"));
+  ASSERT_OK_AND_ASSIGN(std::string m, inner.second.RecvBytes());
+  EXPECT_EQ(m, "via a passed connection");
+  // Over a simplex pipe this is refused, not silently broken.
+  ASSERT_OK_AND_ASSIGN(auto simplex, Pipe(false));
+  EXPECT_THAT(simplex.second.Send(moved), StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("socket")));
+}
+
+TEST(ConnectionTest, FromFdRejectsBadDescriptors) {
+  EXPECT_THAT(Connection::FromFd(UniqueFd(-1)), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(Connection::FromFd(UniqueFd(987)), StatusIs(absl::StatusCode::kInvalidArgument));
+  Connection empty;
+  EXPECT_THAT(empty.Poll(), StatusIs(absl::StatusCode::kFailedPrecondition));
+}
+
+TEST(ConnectionTest, RecvTimesOut) {
+  ASSERT_OK_AND_ASSIGN(auto pair, Pipe());
+  EXPECT_THAT(pair.second.RecvBytes(std::nullopt, absl::Milliseconds(50)),
+              StatusIs(absl::StatusCode::kDeadlineExceeded));
+  MPROC_ASSERT_OK(pair.first.SendBytes("after the timeout"));
+  ASSERT_OK_AND_ASSIGN(std::string m, pair.second.RecvBytes());  // still in sync
+  EXPECT_EQ(m, "after the timeout");
+}
+
+TEST(WaitTest, ReturnsTheReadySubset) {
+  ASSERT_OK_AND_ASSIGN(auto p1, Pipe());
+  ASSERT_OK_AND_ASSIGN(auto p2, Pipe());
+  ASSERT_OK_AND_ASSIGN(auto p3, Pipe());
+  MPROC_ASSERT_OK(p1.first.SendBytes("x"));
+  p3.first.Close();  // end of file counts as ready
+  ASSERT_OK_AND_ASSIGN(std::vector<int> ready,
+                       Wait({p1.second.fileno(), p2.second.fileno(), p3.second.fileno()},
+                            absl::Seconds(5)));
+  EXPECT_THAT(ready, ::testing::ElementsAre(p1.second.fileno(), p3.second.fileno()));
+  double t0 = testing::NowSeconds();
+  ASSERT_OK_AND_ASSIGN(ready, Wait({p2.second.fileno()}, absl::Milliseconds(100)));
+  EXPECT_TRUE(ready.empty());
+  EXPECT_GE(testing::NowSeconds() - t0, 0.099);
+  ASSERT_OK_AND_ASSIGN(ready, Wait({p2.second.fileno()}, absl::Seconds(-1)));
+  EXPECT_TRUE(ready.empty());
+  EXPECT_THAT(Wait({-1}), StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
+}  // namespace
+}  // namespace mproc

@@ -1,0 +1,177 @@
+#include "ipc/listener.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "base/process_id.h"
+#include "base/status.h"
+#include "base/syscall.h"
+#include "serialize/auth.h"
+
+namespace mproc {
+namespace {
+
+struct SockAddr {
+  sockaddr_storage storage{};
+  socklen_t len = 0;
+  int family = AF_UNIX;
+};
+
+absl::StatusOr<SockAddr> ToSockAddr(const Address& a) {
+  SockAddr out;
+  if (a.family == Address::Family::kTcp) {
+    auto* in = reinterpret_cast<sockaddr_in*>(&out.storage);
+    in->sin_family = AF_INET;
+    in->sin_port = htons(a.port);
+    if (::inet_pton(AF_INET, a.host.c_str(), &in->sin_addr) != 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("not a numeric IPv4 address: \"", a.host, "\""));
+    }
+    out.len = sizeof(sockaddr_in);
+    out.family = AF_INET;
+    return out;
+  }
+  auto* un = reinterpret_cast<sockaddr_un*>(&out.storage);
+  un->sun_family = AF_UNIX;
+  const size_t max = sizeof(un->sun_path) - 1;
+  if (a.path.empty() || a.path.size() > max) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Unix socket address must be 1 to ", max, " bytes: \"", a.path, "\""));
+  }
+  if (a.path.find('\0') != std::string::npos) {
+    return absl::InvalidArgumentError("Unix socket address contains NUL (abstract names are "
+                                      "given without the leading NUL)");
+  }
+  if (a.family == Address::Family::kAbstract) {
+    un->sun_path[0] = '\0';
+    std::memcpy(un->sun_path + 1, a.path.data(), a.path.size());
+    out.len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + a.path.size());
+  } else {
+    std::memcpy(un->sun_path, a.path.data(), a.path.size());
+    out.len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + a.path.size() + 1);
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string Address::ToString() const {
+  switch (family) {
+    case Family::kUnix: return path;
+    case Family::kAbstract: return absl::StrCat("@", path);
+    case Family::kTcp: return absl::StrCat(host, ":", port);
+  }
+  return "?";
+}
+
+absl::StatusOr<Listener> Listener::Create(const Address& address,
+                                          std::optional<std::string> authkey, int backlog) {
+  MPROC_ASSIGN_OR_RETURN(SockAddr sa, ToSockAddr(address));
+  UniqueFd fd(::socket(sa.family, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd.ok()) return ErrnoToStatus(errno, "socket(Listener)");
+  if (sa.family == AF_INET) {
+    int one = 1;
+    ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  }
+  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&sa.storage), sa.len) != 0) {
+    int err = errno;
+    if (err == EADDRINUSE) {
+      return absl::AlreadyExistsError(
+          absl::StrCat("address already in use: ", address.ToString()));
+    }
+    return ErrnoToStatus(err, absl::StrCat("bind(", address.ToString(), ")"));
+  }
+  if (::listen(fd.get(), backlog) != 0) {
+    int err = errno;
+    if (address.family == Address::Family::kUnix) ::unlink(address.path.c_str());
+    return ErrnoToStatus(err, absl::StrCat("listen(", address.ToString(), ")"));
+  }
+  Listener l;
+  l.address_ = address;
+  if (sa.family == AF_INET) {
+    sockaddr_in bound{};
+    socklen_t len = sizeof(bound);
+    if (::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&bound), &len) == 0) {
+      l.address_.port = ntohs(bound.sin_port);
+    }
+  }
+  l.fd_ = std::move(fd);
+  l.authkey_ = std::move(authkey);
+  l.owner_pid_ = CurrentPid();
+  return l;
+}
+
+Listener::Listener(Listener&& o) noexcept
+    : fd_(std::move(o.fd_)),
+      address_(std::move(o.address_)),
+      authkey_(std::move(o.authkey_)),
+      owner_pid_(o.owner_pid_) {}
+
+Listener& Listener::operator=(Listener&& o) noexcept {
+  if (this != &o) {
+    Close();
+    fd_ = std::move(o.fd_);
+    address_ = std::move(o.address_);
+    authkey_ = std::move(o.authkey_);
+    owner_pid_ = o.owner_pid_;
+  }
+  return *this;
+}
+
+void Listener::Close() {
+  if (!fd_.ok()) return;
+  fd_.Reset();
+  // The socket file belongs to the process that bound it, not to a fork child's copy.
+  if (address_.family == Address::Family::kUnix && owner_pid_ == CurrentPid()) {
+    ::unlink(address_.path.c_str());
+  }
+}
+
+absl::StatusOr<Connection> Listener::Accept(absl::Duration timeout) {
+  if (!fd_.ok()) return absl::FailedPreconditionError("listener is closed");
+  Deadline deadline = Deadline::After(timeout);
+  UniqueFd conn;
+  for (;;) {
+    int ready = WaitReadable(fd_.get(), deadline);
+    if (ready < 0) return ErrnoToStatus(-ready, "poll(listener)");
+    if (ready == 0) {
+      return absl::DeadlineExceededError(
+          absl::StrCat("no client connected to ", address_.ToString(), " in time"));
+    }
+    conn.Reset(RetryEintr([&] { return ::accept4(fd_.get(), nullptr, nullptr, SOCK_CLOEXEC); }));
+    if (conn.ok()) break;
+    if (errno == EAGAIN || errno == ECONNABORTED) continue;
+    return ErrnoToStatus(errno, absl::StrCat("accept(", address_.ToString(), ")"));
+  }
+  if (authkey_.has_value()) {
+    MPROC_RETURN_IF_ERROR(ServerHandshake(conn.get(), *authkey_, deadline.infinite()
+                                                                     ? Deadline::After(absl::Seconds(60))
+                                                                     : deadline));
+  }
+  return Connection::FromFd(std::move(conn), true, true);
+}
+
+absl::StatusOr<Connection> Client(const Address& address, std::optional<std::string> authkey,
+                                  absl::Duration timeout) {
+  MPROC_ASSIGN_OR_RETURN(SockAddr sa, ToSockAddr(address));
+  Deadline deadline = Deadline::After(timeout);
+  UniqueFd fd(::socket(sa.family, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd.ok()) return ErrnoToStatus(errno, "socket(Client)");
+  if (RetryEintr([&] {
+        return ::connect(fd.get(), reinterpret_cast<sockaddr*>(&sa.storage), sa.len);
+      }) != 0) {
+    return ErrnoToStatus(errno, absl::StrCat("connect(", address.ToString(), ")"));
+  }
+  if (authkey.has_value()) MPROC_RETURN_IF_ERROR(ClientHandshake(fd.get(), *authkey, deadline));
+  return Connection::FromFd(std::move(fd), true, true);
+}
+
+}  // namespace mproc

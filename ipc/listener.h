@@ -1,0 +1,80 @@
+// ipc/listener.h — Listener and Client: CPython's multiprocessing.connection.Listener/Client
+// over Unix sockets (a filesystem path or Linux's abstract namespace) and TCP, with the
+// authkey handshake.
+//
+//   MPROC_ASSIGN_OR_RETURN(Listener l, Listener::Create(Address::Unix("/run/app.sock"), "key"));
+//   MPROC_ASSIGN_OR_RETURN(Connection c, l.Accept());            // in the server
+//   MPROC_ASSIGN_OR_RETURN(Connection c, Client(l.address(), "key"));   // in a client
+//
+// Authentication is serialize/auth.h's CPython handshake, byte for byte: Accept runs
+// deliver-then-answer, Client answer-then-deliver. A wrong key fails on both sides with
+// UNAUTHENTICATED ("digest received was wrong" / "digest sent was rejected") before any
+// application data moves; std::nullopt means no handshake; an empty key is still a key
+// (CONTRACT LIS-3). Python's Client/Listener interoperate (tests: ipc/python_interop_test).
+//
+// Errors: binding an address in use is ALREADY_EXISTS for a Unix path or abstract name and
+// the errno status otherwise; Accept on a closed Listener is FAILED_PRECONDITION ("listener
+// is closed"); connecting to nothing is the connect errno (NOT_FOUND / UNAVAILABLE).
+// A filesystem Listener removes its socket file on Close (as CPython's).
+//
+// Thread-safety: Accept may be called from one thread at a time; Close must not race it.
+#ifndef MPROC_IPC_LISTENER_H_
+#define MPROC_IPC_LISTENER_H_
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "base/unique_fd.h"
+#include "ipc/connection.h"
+
+namespace mproc {
+
+struct Address {
+  enum class Family { kUnix, kAbstract, kTcp };
+  Family family = Family::kUnix;
+  std::string path;  // kUnix: the socket file; kAbstract: the name (no leading NUL)
+  std::string host;  // kTcp: a numeric IPv4 address, e.g. "127.0.0.1"
+  uint16_t port = 0; // kTcp: 0 = any free port (the Listener's address() has the real one)
+
+  static Address Unix(std::string path) { return {Family::kUnix, std::move(path), "", 0}; }
+  static Address Abstract(std::string name) { return {Family::kAbstract, std::move(name), "", 0}; }
+  static Address Tcp(std::string host, uint16_t port) { return {Family::kTcp, "", std::move(host), port}; }
+  std::string ToString() const;
+};
+
+class Listener {
+ public:
+  static absl::StatusOr<Listener> Create(const Address& address,
+                                         std::optional<std::string> authkey = std::nullopt,
+                                         int backlog = 16);
+  Listener() = default;
+  Listener(Listener&& o) noexcept;
+  Listener& operator=(Listener&& o) noexcept;
+  ~Listener() { Close(); }
+
+  // Waits for a client (up to `timeout`) and authenticates it when the listener has a key.
+  absl::StatusOr<Connection> Accept(absl::Duration timeout = absl::InfiniteDuration());
+  const Address& address() const { return address_; }
+  void Close();
+  bool closed() const { return !fd_.ok(); }
+  int fileno() const { return fd_.get(); }
+
+ private:
+  UniqueFd fd_;
+  Address address_;
+  std::optional<std::string> authkey_;
+  pid_t owner_pid_ = 0;
+};
+
+absl::StatusOr<Connection> Client(const Address& address,
+                                  std::optional<std::string> authkey = std::nullopt,
+                                  absl::Duration timeout = absl::Seconds(30));
+
+}  // namespace mproc
+
+#endif  // MPROC_IPC_LISTENER_H_
