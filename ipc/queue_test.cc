@@ -1,0 +1,163 @@
+#include "ipc/queue.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "base/status_matchers.h"
+#include "base/test_util.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace mproc {
+namespace {
+
+using ::testing::HasSubstr;
+
+TEST(QueueTest, FifoAndSizes) {
+  ASSERT_OK_AND_ASSIGN(Queue<int> q, Queue<int>::Create(6));
+  EXPECT_TRUE(q.Empty());
+  EXPECT_FALSE(q.Full());
+  EXPECT_EQ(q.maxsize(), 6u);
+  for (int i = 0; i < 6; ++i) MPROC_ASSERT_OK(q.Put(i));
+  EXPECT_TRUE(q.Full());
+  EXPECT_FALSE(q.Empty());
+  EXPECT_EQ(q.Qsize(), 6u);
+  EXPECT_THAT(q.PutNowait(6), StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("full")));
+  double t0 = testing::NowSeconds();
+  EXPECT_THAT(q.Put(6, absl::Milliseconds(100)), StatusIs(absl::StatusCode::kDeadlineExceeded));
+  EXPECT_GE(testing::NowSeconds() - t0, 0.099);
+  for (int i = 0; i < 6; ++i) {
+    ASSERT_OK_AND_ASSIGN(int v, q.Get());
+    EXPECT_EQ(v, i);
+  }
+  EXPECT_EQ(q.Qsize(), 0u);
+  EXPECT_TRUE(q.Empty());
+  EXPECT_THAT(q.GetNowait(), StatusIs(absl::StatusCode::kUnavailable, HasSubstr("empty")));
+  t0 = testing::NowSeconds();
+  EXPECT_THAT(q.Get(absl::Milliseconds(200)), StatusIs(absl::StatusCode::kDeadlineExceeded));
+  EXPECT_GE(testing::NowSeconds() - t0, 0.199);
+}
+
+TEST(QueueTest, PayloadsFromEmptyTo64MiB) {
+  ASSERT_OK_AND_ASSIGN(Queue<std::string> q, Queue<std::string>::Create());
+  for (size_t size : {size_t{0}, size_t{1}, size_t{(64 << 10) - 20}, size_t{64 << 10},
+                      size_t{(64 << 10) + 1}, size_t{1} << 20, size_t{64} << 20}) {
+    std::string item(size, '\0');
+    for (size_t i = 0; i < size; ++i) item[i] = static_cast<char>(i * 7 + size);
+    MPROC_ASSERT_OK(q.Put(item));
+    ASSERT_OK_AND_ASSIGN(std::string got, q.Get(absl::Seconds(30)));
+    EXPECT_EQ(got.size(), size);
+    EXPECT_TRUE(got == item) << size;
+  }
+}
+
+TEST(QueueTest, CloseFailsLaterCallsAndWakesABlockedGet) {
+  ASSERT_OK_AND_ASSIGN(Queue<int> q, Queue<int>::Create());
+  absl::Status blocked;
+  std::thread getter([&] { blocked = q.Get().status(); });
+  ::usleep(50'000);
+  q.Close();
+  getter.join();
+  EXPECT_THAT(blocked, StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("closed")));
+  EXPECT_THAT(q.Put(1), StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("closed")));
+  EXPECT_THAT(q.Get(), StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_TRUE(q.closed());
+  q.Close();  // idempotent
+}
+
+TEST(QueueTest, ItemsCarryingDescriptors) {
+  ASSERT_OK_AND_ASSIGN(Queue<UniqueFd> q, Queue<UniqueFd>::Create());
+  int p[2];
+  ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
+  UniqueFd r(p[0]);
+  {
+    UniqueFd w(p[1]);
+    MPROC_ASSERT_OK(q.Put(w));
+  }  // our copy is closed: the queued record holds the only reference
+  ASSERT_OK_AND_ASSIGN(UniqueFd w2, q.Get());
+  ASSERT_EQ(::write(w2.get(), "q", 1), 1);
+  char c;
+  ASSERT_EQ(::read(r.get(), &c, 1), 1);
+  EXPECT_EQ(c, 'q');
+}
+
+TEST(QueueTest, UnboundedQueueHasAByteBudget) {
+  ASSERT_OK_AND_ASSIGN(Queue<std::string> q, Queue<std::string>::Create());
+  std::string item(1000, 'x');
+  int put = 0;
+  absl::Status s;
+  while ((s = q.PutNowait(item)).ok()) ++put;
+  EXPECT_THAT(s, StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("budget")));
+  EXPECT_GT(put, 10);
+  EXPECT_EQ(q.Qsize(), static_cast<size_t>(put));  // the refused item left no trace
+  for (int i = 0; i < put; ++i) MPROC_ASSERT_OK(q.Get().status());
+  EXPECT_TRUE(q.Empty());
+}
+
+TEST(JoinableQueueTest, JoinWaitsForEveryTaskDone) {
+  ASSERT_OK_AND_ASSIGN(JoinableQueue<int> q, JoinableQueue<int>::Create());
+  MPROC_EXPECT_OK(q.Join(absl::ZeroDuration()));  // nothing put: done
+  for (int i = 0; i < 3; ++i) MPROC_ASSERT_OK(q.Put(i));
+  EXPECT_THAT(q.Join(absl::Milliseconds(50)), StatusIs(absl::StatusCode::kDeadlineExceeded));
+  std::thread worker([&] {
+    for (int i = 0; i < 3; ++i) {
+      ASSERT_TRUE(q.Get().ok());
+      ::usleep(10'000);
+      ASSERT_TRUE(q.TaskDone().ok());
+    }
+  });
+  MPROC_EXPECT_OK(q.Join(absl::Seconds(30)));
+  worker.join();
+  EXPECT_THAT(q.TaskDone(), StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("too many")));
+}
+
+TEST(SimpleQueueTest, PutGetEmpty) {
+  ASSERT_OK_AND_ASSIGN(SimpleQueue<std::vector<int>> q, SimpleQueue<std::vector<int>>::Create());
+  EXPECT_TRUE(q.Empty());
+  MPROC_ASSERT_OK(q.Put({1, 2, 3}));
+  EXPECT_FALSE(q.Empty());
+  ASSERT_OK_AND_ASSIGN(std::vector<int> v, q.Get());
+  EXPECT_EQ(v, (std::vector<int>{1, 2, 3}));
+}
+
+TEST(QueueTest, ManyThreadsNothingLostNothingDuplicatedFifoPerProducer) {
+  using Item = std::pair<int, int>;
+  ASSERT_OK_AND_ASSIGN(Queue<Item> q, Queue<Item>::Create(64));
+  constexpr int kProducers = 4, kConsumers = 3, kItems = 3000;
+  std::vector<std::thread> threads;
+  std::vector<std::vector<Item>> seen(kConsumers);
+  for (int p = 0; p < kProducers; ++p) {
+    threads.emplace_back([&, p] {
+      for (int i = 0; i < kItems; ++i) ASSERT_TRUE(q.Put({p, i}).ok());
+    });
+  }
+  std::atomic<int> remaining{kProducers * kItems};
+  for (int c = 0; c < kConsumers; ++c) {
+    threads.emplace_back([&, c] {
+      while (remaining.load() > 0) {
+        absl::StatusOr<Item> v = q.Get(absl::Milliseconds(20));
+        if (!v.ok()) continue;
+        remaining.fetch_sub(1);
+        seen[c].push_back(*v);
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  std::vector<int> count(kProducers * kItems, 0);
+  for (const auto& s : seen) {
+    std::vector<int> last(kProducers, -1);
+    for (auto [p, i] : s) {
+      ++count[p * kItems + i];
+      EXPECT_GT(i, last[p]);  // per-producer FIFO, as each consumer sees it
+      last[p] = i;
+    }
+  }
+  for (int n : count) ASSERT_EQ(n, 1);
+}
+
+}  // namespace
+}  // namespace mproc
