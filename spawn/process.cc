@@ -482,12 +482,17 @@ absl::Status Process::Start() {
   }
   if (name_.empty()) name_ = absl::StrCat("Process-", ++G().counter);
   StartMethod method = method_.value_or(GetStartMethod());
+  absl::Status s;
   switch (method) {
-    case StartMethod::kFork: return StartFork();
-    case StartMethod::kSpawn: return StartSpawn();
-    case StartMethod::kForkServer: return StartForkServer();
+    case StartMethod::kFork: s = StartFork(); break;
+    case StartMethod::kSpawn: s = StartSpawn(); break;
+    case StartMethod::kForkServer: s = StartForkServer(); break;
+    default: return absl::InvalidArgumentError("Start: unknown start method");
   }
-  return absl::InvalidArgumentError("Start: unknown start method");
+  // The child has its own copies now: drop ours (a descriptor passed to the child is closed
+  // here, as a parent should once the child holds it).
+  if (s.ok()) payload_ = spawn_internal::Payload();
+  return s;
 }
 
 absl::Status Process::StartFork() {

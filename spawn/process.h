@@ -38,6 +38,9 @@
 // stderr), the code given to exit()/_exit(), and -N when killed by signal N. A spawned child
 // whose bootstrap fails (unreadable socket, unknown target) exits with kBootstrapFailedExit.
 //
+// Arguments are released after a successful Start (the child has its own copies), so a
+// descriptor handed to the child is closed in the parent then.
+//
 // Lifecycle: Start once (again: FAILED_PRECONDITION); Join(timeout) returns OK when the child
 // has ended or the timeout passed (check IsAlive / exitcode); joining an unstarted process,
 // closing a running one, or using a closed one is FAILED_PRECONDITION. Terminate (SIGTERM) and

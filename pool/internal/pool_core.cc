@@ -1,0 +1,470 @@
+#include "pool/internal/pool_core.h"
+
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <deque>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "base/deadline.h"
+#include "base/status.h"
+#include "base/syscall.h"
+#include "serialize/frame.h"
+#include "serialize/remote_error.h"
+
+namespace mproc::pool_internal {
+namespace {
+
+constexpr uint8_t kTask = 1;
+constexpr uint8_t kStop = 2;
+constexpr uint8_t kResult = 3;
+constexpr uint8_t kInitFailed = 4;
+
+int UsableCpus() {
+  cpu_set_t set;
+  if (::sched_getaffinity(0, sizeof(set), &set) == 0) return CPU_COUNT(&set);
+  long n = ::sysconf(_SC_NPROCESSORS_ONLN);
+  return n > 0 ? static_cast<int>(n) : 1;
+}
+
+// The worker loop: tasks in, results out, until told to stop (or the parent is gone, or the
+// task budget is spent).
+int WorkerLoop(int sock, int32_t maxtasks) {
+  Frame f;
+  EncodeBuffer out;
+  int32_t done = 0;
+  for (;;) {
+    if (!ReadFrameInto(sock, f, Deadline::Infinite(), {}, FdKind::kStreamSocket).ok()) return 0;
+    if (f.kind == kStop) return 0;
+    if (f.kind != kTask) return 2;
+    DecodeReader r(f.payload(), std::move(f.fds));
+    uint64_t id = 0;
+    TaskEntry entry = nullptr;
+    out.Clear();
+    if (!Codec<uint64_t>::Decode(r, id) || !Codec<TaskEntry>::Decode(r, entry) ||
+        entry == nullptr) {
+      return 3;  // a parent that sends garbage: nothing sensible to answer
+    }
+    Encode(id, out);
+    entry(r, out);
+    if (!WriteFrame(sock, kResult, out, Deadline::Infinite(), {}, FdKind::kStreamSocket).ok()) {
+      return 0;
+    }
+    if (maxtasks > 0 && ++done >= maxtasks) return 0;  // retire; the pool starts a fresh one
+  }
+}
+
+bool ReportInitFailure(int sock) {
+  RemoteError e = CaptureCurrentException(CurrentProcessName());
+  EncodeBuffer b;
+  Encode(e, b);
+  return WriteFrame(sock, kInitFailed, b, Deadline::After(absl::Seconds(10)), {},
+                    FdKind::kStreamSocket)
+      .ok();
+}
+
+}  // namespace
+
+int WorkerMain(UniqueFd sock, InitEntry init_entry, std::string init_bytes, int32_t maxtasks) {
+  if (init_entry != nullptr) {
+    try {
+      DecodeReader r(init_bytes);
+      init_entry(r);
+    } catch (...) {
+      ReportInitFailure(sock.get());
+      return 1;
+    }
+  }
+  return WorkerLoop(sock.get(), maxtasks);
+}
+
+struct PoolCore::State {
+  CoreOptions opts;
+  std::mutex mu;
+  std::deque<std::pair<uint64_t, EncodeBuffer>> pending;
+  std::map<uint64_t, TaskDone> callbacks;  // every submitted, unfinished task
+  bool closed = false;
+  bool terminated = false;
+  std::optional<absl::Status> broken;  // the initializer failed: the pool serves no more
+  uint64_t next_id = 1;
+  UniqueFd wake;
+  std::thread thread;
+  bool joined = false;
+
+  struct Worker {
+    std::unique_ptr<Process> proc;
+    UniqueFd sock;
+    std::optional<uint64_t> task;  // the ledger: the task this worker holds
+    int done = 0;
+  };
+  std::vector<Worker> workers;  // owned by the pool thread (and Create before it starts)
+  std::vector<pid_t> pids;      // under mu, for WorkerPids
+
+  void Wake() {
+    uint64_t one = 1;
+    (void)!::write(wake.get(), &one, sizeof(one));
+  }
+};
+
+namespace {
+
+absl::StatusOr<PoolCore::State::Worker> StartWorker(const CoreOptions& o) {
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+    return ErrnoToStatus(errno, "socketpair(pool worker)");
+  }
+  UniqueFd mine(sv[0]);
+  UniqueFd theirs(sv[1]);
+  std::unique_ptr<Process> p;
+  StartMethod method = o.start_method.value_or(GetStartMethod());
+  if (method == StartMethod::kFork) {
+    // Any callable may initialise a fork worker.
+    int fd = theirs.get();
+    int parent_end = mine.get();
+    auto init = o.fork_initializer;
+    auto init_entry = o.init_entry;
+    std::string init_bytes = o.init_bytes;
+    int32_t maxtasks = o.maxtasksperchild;
+    p = std::make_unique<Process>([fd, parent_end, init, init_entry, init_bytes, maxtasks]() {
+      ::close(parent_end);
+      if (init) {
+        try {
+          init();
+        } catch (...) {
+          ReportInitFailure(fd);
+          return 1;
+        }
+      }
+      return WorkerMain(UniqueFd(fd), init_entry, init_bytes, maxtasks);
+    });
+  } else {
+    if (o.fork_initializer) {
+      return absl::FailedPreconditionError(
+          "a capturing initializer runs only under the fork start method; pass a function "
+          "pointer (and arguments) for spawn and forkserver");
+    }
+    p = std::make_unique<Process>(WorkerMain, std::move(theirs), o.init_entry, o.init_bytes,
+                                  static_cast<int32_t>(o.maxtasksperchild));
+  }
+  p->SetStartMethod(method).SetName("PoolWorker");
+  MPROC_RETURN_IF_ERROR(p->Start());
+  PoolCore::State::Worker w;
+  w.proc = std::move(p);
+  w.sock = std::move(mine);
+  return w;
+}
+
+void RefreshPids(PoolCore::State& st) {
+  std::lock_guard<std::mutex> lock(st.mu);
+  st.pids.clear();
+  for (auto& w : st.workers) st.pids.push_back(w.proc->pid());
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<PoolCore>> PoolCore::Create(CoreOptions options) {
+  if (options.processes < 0) return absl::InvalidArgumentError("processes must be >= 1");
+  if (options.maxtasksperchild < 0) {
+    return absl::InvalidArgumentError("maxtasksperchild must be a positive integer (or 0: none)");
+  }
+  std::unique_ptr<PoolCore> core(new PoolCore());
+  core->processes_ = options.processes == 0 ? UsableCpus() : options.processes;
+  core->st_ = std::make_unique<State>();
+  State& st = *core->st_;
+  st.opts = std::move(options);
+  st.wake = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!st.wake.ok()) return ErrnoToStatus(errno, "eventfd(pool)");
+  // Workers first, before the pool thread exists (so fork workers copy no extra thread).
+  for (int i = 0; i < core->processes_; ++i) {
+    absl::StatusOr<State::Worker> w = StartWorker(st.opts);
+    if (!w.ok()) {
+      for (auto& x : st.workers) {
+        (void)x.proc->Kill();
+        (void)x.proc->Join();
+      }
+      return w.status();
+    }
+    st.workers.push_back(*std::move(w));
+  }
+  RefreshPids(st);
+  PoolCore* raw = core.get();
+  st.thread = std::thread([raw] { raw->Run(); });
+  return core;
+}
+
+PoolCore::~PoolCore() {
+  if (st_ == nullptr) return;
+  (void)Terminate();
+  (void)Join();
+}
+
+absl::Status PoolCore::Submit(EncodeBuffer task, TaskDone done) {
+  State& st = *st_;
+  {
+    std::lock_guard<std::mutex> lock(st.mu);
+    if (st.terminated) return absl::FailedPreconditionError("Pool is terminated");
+    if (st.closed) return absl::FailedPreconditionError("Pool is closed (no new tasks)");
+    if (st.broken) return *st.broken;
+    uint64_t id = st.next_id++;
+    st.callbacks.emplace(id, std::move(done));
+    st.pending.emplace_back(id, std::move(task));
+  }
+  st.Wake();
+  return absl::OkStatus();
+}
+
+absl::Status PoolCore::Close() {
+  {
+    std::lock_guard<std::mutex> lock(st_->mu);
+    st_->closed = true;
+  }
+  st_->Wake();
+  return absl::OkStatus();
+}
+
+absl::Status PoolCore::Terminate() {
+  {
+    std::lock_guard<std::mutex> lock(st_->mu);
+    st_->closed = true;
+    st_->terminated = true;
+  }
+  st_->Wake();
+  return absl::OkStatus();
+}
+
+absl::Status PoolCore::Join() {
+  {
+    std::lock_guard<std::mutex> lock(st_->mu);
+    if (!st_->closed) {
+      return absl::FailedPreconditionError("Pool is still running: Close or Terminate it first");
+    }
+  }
+  if (st_->thread.joinable()) st_->thread.join();
+  return absl::OkStatus();
+}
+
+std::vector<pid_t> PoolCore::WorkerPids() {
+  std::lock_guard<std::mutex> lock(st_->mu);
+  return st_->pids;
+}
+
+void PoolCore::Run() {
+  State& st = *st_;
+  // Fails one task: removes its callback and calls it (outside the lock).
+  auto fail = [&](uint64_t id, const absl::Status& why) {
+    TaskDone cb;
+    {
+      std::lock_guard<std::mutex> lock(st.mu);
+      auto it = st.callbacks.find(id);
+      if (it == st.callbacks.end()) return;
+      cb = std::move(it->second);
+      st.callbacks.erase(it);
+    }
+    cb(why, std::string(), {});
+  };
+  auto finish = [&](uint64_t id, std::string out, std::vector<UniqueFd> fds) {
+    TaskDone cb;
+    {
+      std::lock_guard<std::mutex> lock(st.mu);
+      auto it = st.callbacks.find(id);
+      if (it == st.callbacks.end()) return;
+      cb = std::move(it->second);
+      st.callbacks.erase(it);
+    }
+    cb(absl::OkStatus(), std::move(out), std::move(fds));
+  };
+  // Reads every frame the worker has sent; false when its socket is finished.
+  auto drain = [&](State::Worker& w, bool block_first) -> bool {
+    bool first = true;
+    for (;;) {
+      Deadline d = (first && block_first) ? Deadline::After(absl::Seconds(10))
+                                          : Deadline::AtMonotonicNs(0);
+      first = false;
+      if (WaitReadable(w.sock.get(), d) <= 0) return true;
+      Frame f;
+      if (!ReadFrameInto(w.sock.get(), f, Deadline::After(absl::Seconds(30)), {},
+                         FdKind::kStreamSocket)
+               .ok()) {
+        return false;
+      }
+      if (f.kind == kResult) {
+        DecodeReader r(f.payload());
+        uint64_t id = 0;
+        if (!Codec<uint64_t>::Decode(r, id)) return false;
+        std::string out(reinterpret_cast<const char*>(f.payload().data()) + r.offset(),
+                        f.payload().size() - r.offset());
+        if (w.task == id) w.task.reset();
+        ++w.done;
+        finish(id, std::move(out), std::move(f.fds));
+      } else if (f.kind == kInitFailed) {
+        RemoteError e;
+        absl::Status s = DecodeInto(f.payload(), e);
+        absl::Status why = s.ok() ? RemoteErrorToStatus(e) : s;
+        why = absl::Status(why.code(), absl::StrCat("pool initializer failed: ", why.message()));
+        if (s.ok()) why.SetPayload(kRemoteErrorPayloadUrl, *RemoteErrorToStatus(e).GetPayload(kRemoteErrorPayloadUrl));
+        std::lock_guard<std::mutex> lock(st.mu);
+        if (!st.broken) st.broken = why;
+        return false;
+      } else {
+        return false;
+      }
+    }
+  };
+
+  std::vector<pollfd> pfds;
+  for (;;) {
+    // 1. Hand pending tasks to idle workers; decide whether we are done.
+    std::vector<std::pair<uint64_t, absl::Status>> to_fail;
+    bool stop = false;
+    bool terminate = false;
+    {
+      std::unique_lock<std::mutex> lock(st.mu);
+      if (st.broken) {
+        while (!st.pending.empty()) {
+          to_fail.emplace_back(st.pending.front().first, *st.broken);
+          st.pending.pop_front();
+        }
+      }
+      terminate = st.terminated;
+      if (!terminate) {
+        for (auto& w : st.workers) {
+          if (st.pending.empty()) break;
+          if (w.task.has_value()) continue;
+          if (st.opts.maxtasksperchild > 0 && w.done >= st.opts.maxtasksperchild) continue;
+          auto [id, task] = std::move(st.pending.front());
+          st.pending.pop_front();
+          EncodeBuffer msg;
+          Encode(id, msg);
+          std::byte* p = msg.Extend(task.size());
+          std::memcpy(p, task.bytes().data(), task.size());
+          for (int fd : task.fds()) msg.AttachFd(fd);
+          w.task = id;  // the ledger entry, before the worker can run it
+          lock.unlock();
+          absl::Status s = WriteFrame(w.sock.get(), kTask, msg, Deadline::After(absl::Seconds(60)),
+                                      {}, FdKind::kStreamSocket);
+          lock.lock();
+          if (!s.ok()) break;  // the worker is dying; its death handler fails the task
+        }
+      }
+      bool busy = false;
+      for (auto& w : st.workers) busy |= w.task.has_value();
+      stop = terminate || (st.closed && st.pending.empty() && !busy);
+    }
+    for (auto& [id, why] : to_fail) fail(id, why);
+    if (stop) break;
+
+    // 2. Wait for results, deaths or news.
+    pfds.clear();
+    pfds.push_back({st.wake.get(), POLLIN, 0});
+    for (auto& w : st.workers) {
+      pfds.push_back({w.sock.get(), POLLIN, 0});
+      pfds.push_back({w.proc->sentinel(), POLLIN, 0});
+    }
+    int n = ::poll(pfds.data(), pfds.size(), 1000);
+    if (n < 0 && errno != EINTR) break;
+    if (pfds[0].revents) {
+      uint64_t v;
+      (void)!::read(st.wake.get(), &v, sizeof(v));
+    }
+    // 3. Results first, then deaths (a retiring worker's last result precedes its exit).
+    std::vector<size_t> dead;
+    for (size_t i = 0; i < st.workers.size(); ++i) {
+      State::Worker& w = st.workers[i];
+      short sock_ev = pfds[1 + 2 * i].revents;
+      short pid_ev = pfds[2 + 2 * i].revents;
+      bool alive = true;
+      if (sock_ev) alive = drain(w, false);
+      if (pid_ev || !alive) {
+        drain(w, false);
+        dead.push_back(i);
+      }
+    }
+    for (size_t k = dead.size(); k-- > 0;) {
+      size_t i = dead[k];
+      State::Worker w = std::move(st.workers[i]);
+      st.workers.erase(st.workers.begin() + static_cast<ptrdiff_t>(i));
+      if (w.proc->IsAlive()) (void)w.proc->Kill();  // a broken channel: finish it
+      (void)w.proc->Join(absl::Seconds(30));
+      std::optional<int> code = w.proc->exitcode();
+      std::optional<absl::Status> broken;
+      {
+        std::lock_guard<std::mutex> lock(st.mu);
+        broken = st.broken;
+      }
+      if (w.task.has_value() && broken.has_value()) {
+        fail(*w.task, *broken);  // its initializer failed: that is the task's error
+      } else if (w.task.has_value()) {
+        std::string how = !code ? "an unknown way"
+                          : *code < 0 ? absl::StrCat("signal ", -*code, " (", strsignal(-*code), ")")
+                                      : absl::StrCat("exit code ", *code);
+        fail(*w.task, absl::AbortedError(absl::StrCat("pool worker pid ", w.proc->pid(),
+                                                      " died (", how, ") while running this task")));
+      }
+      bool replace;
+      {
+        std::lock_guard<std::mutex> lock(st.mu);
+        replace = !st.terminated && !st.broken && !(st.closed && st.pending.empty());
+      }
+      if (replace) {
+        absl::StatusOr<State::Worker> nw = StartWorker(st.opts);
+        if (nw.ok()) {
+          st.workers.push_back(*std::move(nw));
+        } else {
+          std::lock_guard<std::mutex> lock(st.mu);
+          if (!st.broken) {
+            st.broken = absl::UnavailableError(
+                absl::StrCat("pool could not replace a worker: ", nw.status().message()));
+          }
+        }
+      }
+    }
+    if (!dead.empty()) RefreshPids(st);
+    {
+      std::lock_guard<std::mutex> lock(st.mu);
+      if (st.workers.empty() && !st.broken && !st.terminated && !st.pending.empty()) {
+        st.broken = absl::UnavailableError("pool has no workers left");
+      }
+    }
+  }
+
+  // Shut down: stop (or kill) every worker, fail what is left.
+  bool terminated;
+  {
+    std::lock_guard<std::mutex> lock(st.mu);
+    terminated = st.terminated;
+  }
+  for (auto& w : st.workers) {
+    if (terminated) {
+      (void)w.proc->Terminate();
+    } else {
+      (void)WriteFrame(w.sock.get(), kStop, {}, {}, Deadline::After(absl::Seconds(5)), {},
+                       FdKind::kStreamSocket);
+    }
+  }
+  for (auto& w : st.workers) {
+    (void)w.proc->Join(absl::Seconds(terminated ? 2 : 60));
+    if (w.proc->IsAlive()) {
+      (void)w.proc->Kill();
+      (void)w.proc->Join();
+    }
+  }
+  st.workers.clear();
+  RefreshPids(st);
+  std::vector<uint64_t> left;
+  {
+    std::lock_guard<std::mutex> lock(st.mu);
+    for (auto& [id, cb] : st.callbacks) left.push_back(id);
+    st.pending.clear();
+  }
+  for (uint64_t id : left) fail(id, absl::AbortedError("pool terminated before the task finished"));
+}
+
+}  // namespace mproc::pool_internal

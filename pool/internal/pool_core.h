@@ -1,0 +1,89 @@
+// pool/internal/pool_core.h — the type-independent Pool: workers, per-worker channels, the
+// ledger of which worker holds which task, and the pool thread.
+//
+// Each worker is a Process (any start method) running WorkerMain with its own stream
+// socketpair to the parent. The pool thread assigns a task to exactly one idle worker by
+// writing it on that worker's socket and recording (worker -> task) before the worker can
+// run it; when a worker's pidfd says it died, exactly the task it held fails with ABORTED
+// naming its pid and signal, and a new worker takes its place. Results and failures are
+// delivered by calling the task's callback on the pool thread.
+//
+// Wire (mproc frames over the socket): parent -> worker kTask: u64 id, then the task bytes
+// (an entry function, the user function, its arguments); worker -> parent kResult: u64 id,
+// then the entry's output; kInitFailed: a RemoteError (the initializer threw).
+#ifndef MPROC_POOL_INTERNAL_POOL_CORE_H_
+#define MPROC_POOL_INTERNAL_POOL_CORE_H_
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "base/unique_fd.h"
+#include "serialize/buffer.h"
+#include "serialize/codec.h"
+#include "spawn/process.h"
+
+namespace mproc::pool_internal {
+
+// Runs a task in a worker: reads the user function and its arguments from `in`, writes the
+// results to `out`. Instantiated per signature in the parent; found in the worker through its
+// code reference.
+using TaskEntry = void (*)(DecodeReader& in, EncodeBuffer& out);
+// Runs the initializer in a worker (reads the function and its arguments from `in`).
+using InitEntry = void (*)(DecodeReader& in);
+
+// Called on the pool thread: OK with the entry's output (bytes and descriptors), or the
+// failure of the whole task (its worker died, the pool was terminated, ...).
+using TaskDone =
+    std::function<void(absl::Status status, std::string output, std::vector<UniqueFd> fds)>;
+
+struct CoreOptions {
+  int processes = 0;
+  std::optional<StartMethod> start_method;
+  int maxtasksperchild = 0;
+  InitEntry init_entry = nullptr;
+  std::string init_bytes;                       // the initializer and its arguments
+  std::function<void()> fork_initializer;       // fork only: any callable
+};
+
+class PoolCore {
+ public:
+  static absl::StatusOr<std::unique_ptr<PoolCore>> Create(CoreOptions options);
+  ~PoolCore();
+
+  // Queues a task (bytes: TaskEntry, then what it reads). FAILED_PRECONDITION after Close or
+  // Terminate; the callback is not called then.
+  absl::Status Submit(EncodeBuffer task, TaskDone done);
+  absl::Status Close();
+  absl::Status Terminate();
+  absl::Status Join();
+  int processes() const { return processes_; }
+  // Pids of the live workers (tests).
+  std::vector<pid_t> WorkerPids();
+
+  struct State;  // pool_core.cc
+
+ private:
+  PoolCore() = default;
+  void Run();
+  int processes_ = 0;
+  std::unique_ptr<State> st_;
+};
+
+// The worker process's target.
+int WorkerMain(UniqueFd sock, InitEntry init_entry, std::string init_bytes, int32_t maxtasks);
+
+// Item-result tags inside a task's output.
+inline constexpr uint8_t kItemOk = 0;
+inline constexpr uint8_t kItemError = 1;
+
+}  // namespace mproc::pool_internal
+
+#endif  // MPROC_POOL_INTERNAL_POOL_CORE_H_

@@ -1,0 +1,591 @@
+// pool/pool.h — Pool: CPython's multiprocessing.Pool, where a dead worker never hangs anything.
+//
+//   int Square(int x) { return x * x; }
+//   MPROC_ASSIGN_OR_RETURN(std::unique_ptr<Pool> pool, Pool::Create({.processes = 4}));
+//   MPROC_ASSIGN_OR_RETURN(std::vector<int> squares, pool->Map(Square, inputs));
+//   AsyncResult<int> r = pool->ApplyAsync(Square, 7);
+//   MPROC_ASSIGN_OR_RETURN(int v, r.Get(absl::Seconds(5)));
+//
+// Tasks are transferable functions under every start method: a function pointer or
+// captureless lambda, sent as a code reference (base/code_ref.h) with its arguments encoded by
+// their codecs; workers exist before the tasks, as in CPython. The initializer is a function
+// pointer with arguments (any start method), or — under fork only — any callable.
+//
+// Semantics (CPython's, CONTRACT §1.9): Map/StarMap keep input order and report the first
+// error (in input order) after the whole job completed; MapAsync/ApplyAsync return an
+// AsyncResult; IMap yields results in order and IMapUnordered in completion order, each item
+// a StatusOr (an error at one item does not stop later ones). The automatic chunksize is
+// CPython's (len / (4 * processes), rounded up). An exception thrown by a task reaches the
+// caller as ABORTED carrying a RemoteError (type, message, throw-site trace, worker pid).
+//
+// Worker death: the pool thread assigns each task to exactly one worker and records it before
+// the worker can run it; when a worker dies (SIGKILL, segfault, OOM), exactly the task it held
+// fails with ABORTED naming its pid and signal, a new worker replaces it, and the pool goes on.
+// A failing initializer is reported once: every task (pending and later) fails with ABORTED
+// "pool initializer failed: ..." and no worker is respawned in a loop. maxtasksperchild
+// retires a worker after that many tasks.
+//
+// Lifecycle: Close() (no new tasks; queued ones finish), Terminate() (workers get SIGTERM,
+// unfinished tasks fail with ABORTED), Join() (after Close or Terminate, else
+// FAILED_PRECONDITION). The destructor terminates and joins, as leaving CPython's `with Pool()`.
+//
+// Callbacks (ApplyAsync/MapAsync with Callbacks) run on the pool thread, one at a time: keep
+// them short and never block on the pool from inside one.
+//
+// Thread-safety: every method may be called from any thread. Not yet: IMap's buffersize
+// window (inputs are taken as a vector), progress callbacks, ProcessPoolExecutor, and the
+// no-orphans guarantee when the parent is SIGKILLed.
+
+#ifndef MPROC_POOL_POOL_H_
+#define MPROC_POOL_POOL_H_
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <variant>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "base/deadline.h"
+#include "pool/internal/pool_core.h"
+#include "serialize/codec.h"
+#include "serialize/remote_error.h"
+#include "spawn/process.h"
+
+namespace mproc {
+
+namespace pool_internal {
+
+template <typename R>
+using Stored = std::conditional_t<std::is_void_v<R>, std::monostate, R>;
+
+// Worker side: runs fn over `n` encoded argument tuples, writing per item a tag and the
+// result or the RemoteError.
+template <typename R, typename... P>
+void RunChunk(DecodeReader& in, EncodeBuffer& out) {
+  R (*fn)(P...) = nullptr;
+  uint64_t n = 0;
+  if (!Codec<R (*)(P...)>::Decode(in, fn) || !in.ReadVarint(&n) || fn == nullptr) {
+    out.PutVarint(0);
+    return;
+  }
+  out.PutVarint(n);
+  for (uint64_t i = 0; i < n; ++i) {
+    std::tuple<std::decay_t<P>...> params;
+    if (!Codec<std::tuple<std::decay_t<P>...>>::Decode(in, params)) {
+      RemoteError e;
+      e.type_name = "mproc::DecodeError";
+      e.what = std::string(in.status().message());
+      e.pid = ::getpid();
+      e.process_name = CurrentProcessName();
+      for (; i < n; ++i) {
+        out.Append(&kItemError, 1);
+        Encode(e, out);
+      }
+      return;
+    }
+    try {
+      if constexpr (std::is_void_v<R>) {
+        std::apply([&](auto&... a) { fn(std::move(a)...); }, params);
+        out.Append(&kItemOk, 1);
+        Encode(std::monostate{}, out);
+      } else {
+        R r = std::apply([&](auto&... a) { return fn(std::move(a)...); }, params);
+        out.Append(&kItemOk, 1);
+        Encode(r, out);
+      }
+    } catch (...) {
+      out.Append(&kItemError, 1);
+      Encode(CaptureCurrentException(CurrentProcessName()), out);
+    }
+  }
+}
+
+// Worker side: the initializer.
+template <typename... P>
+void RunInit(DecodeReader& in) {
+  void (*fn)(P...) = nullptr;
+  std::tuple<std::decay_t<P>...> params;
+  if (!Codec<void (*)(P...)>::Decode(in, fn) ||
+      !Codec<std::tuple<std::decay_t<P>...>>::Decode(in, params) || fn == nullptr) {
+    throw std::runtime_error("pool initializer could not be decoded: " +
+                             std::string(in.status().message()));
+  }
+  std::apply([&](auto&... a) { fn(std::move(a)...); }, params);
+}
+
+// Parent side: the per-item results of one task's output.
+template <typename R>
+std::vector<absl::StatusOr<Stored<R>>> DecodeChunk(const absl::Status& status,
+                                                   const std::string& out,
+                                                   std::vector<UniqueFd> fds, size_t expected) {
+  std::vector<absl::StatusOr<Stored<R>>> items;
+  if (!status.ok()) {
+    items.assign(expected, status);
+    return items;
+  }
+  DecodeReader r(std::as_bytes(std::span(out.data(), out.size())), std::move(fds));
+  uint64_t n = 0;
+  if (!r.ReadVarint(&n) || n != expected) {
+    items.assign(expected, absl::InternalError("pool: malformed task output"));
+    return items;
+  }
+  for (uint64_t i = 0; i < n; ++i) {
+    uint8_t tag = 0;
+    if (!r.Read(&tag, 1)) {
+      items.resize(expected, r.status());
+      return items;
+    }
+    if (tag == kItemOk) {
+      Stored<R> v{};
+      if (!Codec<Stored<R>>::Decode(r, v)) {
+        items.push_back(absl::InvalidArgumentError(absl::StrCat(
+            "pool: could not decode a task result: ", r.status().message())));
+        items.resize(expected, absl::InternalError("pool: task output truncated"));
+        return items;
+      }
+      items.push_back(std::move(v));
+    } else {
+      RemoteError e;
+      if (!Codec<RemoteError>::Decode(r, e)) {
+        items.resize(expected, absl::InternalError("pool: malformed task error"));
+        return items;
+      }
+      items.push_back(RemoteErrorToStatus(e));
+    }
+  }
+  return items;
+}
+
+template <typename F>
+auto AsFunctionPointer(F fn) {
+  static_assert(spawn_internal::FunctionPointerLike<F>,
+                "pool tasks must be function pointers or captureless lambdas (they run in "
+                "another process, found by code reference)");
+  return +fn;
+}
+
+template <typename Fn>
+struct FnTraits;
+template <typename R, typename... P>
+struct FnTraits<R (*)(P...)> {
+  using Result = R;
+  using Params = std::tuple<std::decay_t<P>...>;
+  static constexpr TaskEntry kEntry = &RunChunk<R, P...>;
+};
+
+}  // namespace pool_internal
+
+// The result of an asynchronous call (CPython's AsyncResult).
+template <typename T>
+class AsyncResult {
+ public:
+  AsyncResult() : s_(std::make_shared<Shared>()) {}
+
+  // The value, or the task's error; DEADLINE_EXCEEDED when not ready by the timeout.
+  absl::StatusOr<T> Get(absl::Duration timeout = absl::InfiniteDuration()) const {
+    if (!Wait(timeout)) return absl::DeadlineExceededError("AsyncResult not ready in time");
+    std::lock_guard<std::mutex> lock(s_->mu);
+    return *s_->value;
+  }
+  // True once ready (waits up to `timeout`).
+  bool Wait(absl::Duration timeout = absl::InfiniteDuration()) const {
+    std::unique_lock<std::mutex> lock(s_->mu);
+    if (timeout == absl::InfiniteDuration()) {
+      s_->cv.wait(lock, [&] { return s_->ready; });
+      return true;
+    }
+    return s_->cv.wait_for(lock, absl::ToChronoNanoseconds(std::max(timeout, absl::ZeroDuration())),
+                           [&] { return s_->ready; });
+  }
+  bool Ready() const {
+    std::lock_guard<std::mutex> lock(s_->mu);
+    return s_->ready;
+  }
+  // FAILED_PRECONDITION before Ready.
+  absl::StatusOr<bool> Successful() const {
+    std::lock_guard<std::mutex> lock(s_->mu);
+    if (!s_->ready) return absl::FailedPreconditionError("AsyncResult is not ready");
+    return s_->value->ok();
+  }
+
+  // For the pool: sets the result once, runs the callback (on the calling thread), then
+  // wakes waiters — so a callback's effects are visible once Get returns, as in CPython.
+  void Set(absl::StatusOr<T> v) const {
+    std::function<void(const absl::StatusOr<T>&)> cb;
+    {
+      std::lock_guard<std::mutex> lock(s_->mu);
+      if (s_->value) return;
+      s_->value = std::move(v);
+      cb = s_->callback;
+    }
+    if (cb) cb(*s_->value);
+    {
+      std::lock_guard<std::mutex> lock(s_->mu);
+      s_->ready = true;
+    }
+    s_->cv.notify_all();
+  }
+  // Runs `cb` once the result is set (at once, here, if it already is).
+  void OnReady(std::function<void(const absl::StatusOr<T>&)> cb) const {
+    {
+      std::lock_guard<std::mutex> lock(s_->mu);
+      if (!s_->value) {
+        s_->callback = std::move(cb);
+        return;
+      }
+    }
+    cb(*s_->value);
+  }
+
+ private:
+  struct Shared {
+    std::mutex mu;
+    std::condition_variable cv;
+    std::optional<absl::StatusOr<T>> value;
+    bool ready = false;  // value set and callback run
+    std::function<void(const absl::StatusOr<T>&)> callback;
+  };
+  std::shared_ptr<Shared> s_;
+};
+
+// Success and error callbacks (CPython's callback / error_callback), run on the pool thread.
+template <typename T>
+struct Callbacks {
+  std::function<void(const T&)> on_success;
+  std::function<void(const absl::Status&)> on_error;
+};
+
+// Results of IMap / IMapUnordered, taken one at a time.
+template <typename T>
+class ResultIterator {
+ public:
+  // The next result; std::nullopt once every result was taken; DEADLINE_EXCEEDED inside the
+  // StatusOr when none arrived by the timeout (call again).
+  std::optional<absl::StatusOr<T>> Next(absl::Duration timeout = absl::InfiniteDuration()) {
+    std::unique_lock<std::mutex> lock(s_->mu);
+    auto ready = [&] {
+      if (s_->taken == s_->total) return true;
+      return s_->ordered ? s_->slots[s_->taken].has_value() : !s_->arrived.empty();
+    };
+    if (timeout == absl::InfiniteDuration()) {
+      s_->cv.wait(lock, ready);
+    } else if (!s_->cv.wait_for(lock, absl::ToChronoNanoseconds(timeout), ready)) {
+      return absl::StatusOr<T>(absl::DeadlineExceededError("no result yet"));
+    }
+    if (s_->taken == s_->total) return std::nullopt;
+    ++s_->taken;
+    if (s_->ordered) return std::move(*s_->slots[s_->taken - 1]);
+    absl::StatusOr<T> v = std::move(s_->arrived.front());
+    s_->arrived.pop_front();
+    return v;
+  }
+  size_t size() const { return s_->total; }
+
+ private:
+  friend class Pool;
+  struct Shared {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool ordered = true;
+    size_t total = 0;
+    size_t taken = 0;
+    std::vector<std::optional<absl::StatusOr<T>>> slots;  // ordered
+    std::deque<absl::StatusOr<T>> arrived;                // unordered
+  };
+  std::shared_ptr<Shared> s_ = std::make_shared<Shared>();
+};
+
+struct PoolOptions {
+  int processes = 0;  // 0: the CPUs this process may run on
+  std::optional<StartMethod> start_method;
+  int maxtasksperchild = 0;  // 0: workers live as long as the pool
+};
+
+class Pool {
+ public:
+  using Options = PoolOptions;
+
+  static absl::StatusOr<std::unique_ptr<Pool>> Create(Options options = {}) {
+    return CreateWith(options, pool_internal::CoreOptions());
+  }
+  // With an initializer: a function pointer (or captureless lambda) and its arguments, run in
+  // each worker before its first task; under the fork start method, any callable.
+  template <typename F, typename... A>
+  static absl::StatusOr<std::unique_ptr<Pool>> Create(Options options, F initializer,
+                                                      A&&... args) {
+    pool_internal::CoreOptions core;
+    if constexpr (spawn_internal::FunctionPointerLike<F>) {
+      auto fn = +initializer;
+      using Traits = InitTraits<decltype(fn)>;
+      typename Traits::Params params(std::forward<A>(args)...);
+      EncodeBuffer b;
+      Encode(fn, b);
+      Encode(params, b);
+      core.init_entry = Traits::kEntry;
+      core.init_bytes.assign(b.view());
+    } else {
+      core.fork_initializer = [f = std::move(initializer),
+                               t = std::make_tuple(std::decay_t<A>(std::forward<A>(args))...)]() mutable {
+        std::apply(f, t);
+      };
+    }
+    return CreateWith(options, std::move(core));
+  }
+
+  ~Pool() = default;  // the core terminates and joins
+
+  int processes() const { return core_->processes(); }
+
+  template <typename F, typename... A>
+  auto ApplyAsync(F fn, A&&... args) {
+    auto f = pool_internal::AsFunctionPointer(fn);
+    using Traits = pool_internal::FnTraits<decltype(f)>;
+    using R = pool_internal::Stored<typename Traits::Result>;
+    AsyncResult<R> result;
+    EncodeBuffer task;
+    Encode(Traits::kEntry, task);
+    Encode(f, task);
+    task.PutVarint(1);
+    Encode(typename Traits::Params(std::forward<A>(args)...), task);
+    absl::Status s = core_->Submit(
+        std::move(task),
+        [result](absl::Status st, std::string out, std::vector<UniqueFd> fds) {
+          auto items = pool_internal::DecodeChunk<typename Traits::Result>(st, out, std::move(fds), 1);
+          result.Set(std::move(items[0]));
+        });
+    if (!s.ok()) result.Set(s);
+    return result;
+  }
+  // ApplyAsync with CPython's callback / error_callback (run on the pool thread).
+  template <typename R, typename F, typename... A>
+  AsyncResult<R> ApplyAsyncWithCallbacks(Callbacks<R> cbs, F fn, A&&... args) {
+    AsyncResult<R> result = ApplyAsync(fn, std::forward<A>(args)...);
+    InstallCallbacks<R>(result, cbs);
+    return result;
+  }
+  template <typename R, typename F, typename T>
+  AsyncResult<std::vector<R>> MapAsyncWithCallbacks(Callbacks<std::vector<R>> cbs, F fn,
+                                                    const std::vector<T>& items,
+                                                    size_t chunksize = 0) {
+    AsyncResult<std::vector<R>> result = MapAsync(fn, items, chunksize);
+    InstallCallbacks<std::vector<R>>(result, cbs);
+    return result;
+  }
+  template <typename F, typename... A>
+  auto Apply(F fn, A&&... args) {
+    return ApplyAsync(fn, std::forward<A>(args)...).Get();
+  }
+
+  template <typename F, typename T>
+  auto MapAsync(F fn, const std::vector<T>& items, size_t chunksize = 0) {
+    return StarMapAsyncImpl<false>(fn, items, chunksize);
+  }
+  template <typename F, typename T>
+  auto Map(F fn, const std::vector<T>& items, size_t chunksize = 0) {
+    return MapAsync(fn, items, chunksize).Get();
+  }
+  template <typename F, typename Tuple>
+  auto StarMapAsync(F fn, const std::vector<Tuple>& items, size_t chunksize = 0) {
+    return StarMapAsyncImpl<true>(fn, items, chunksize);
+  }
+  template <typename F, typename Tuple>
+  auto StarMap(F fn, const std::vector<Tuple>& items, size_t chunksize = 0) {
+    return StarMapAsync(fn, items, chunksize).Get();
+  }
+
+  template <typename F, typename T>
+  auto IMap(F fn, const std::vector<T>& items, size_t chunksize = 1) {
+    return IMapImpl(fn, items, chunksize, /*ordered=*/true);
+  }
+  template <typename F, typename T>
+  auto IMapUnordered(F fn, const std::vector<T>& items, size_t chunksize = 1) {
+    return IMapImpl(fn, items, chunksize, /*ordered=*/false);
+  }
+
+  absl::Status Close() { return core_->Close(); }
+  absl::Status Terminate() { return core_->Terminate(); }
+  absl::Status Join() { return core_->Join(); }
+  std::vector<pid_t> WorkerPids() { return core_->WorkerPids(); }
+
+  // CPython's automatic chunksize for `n` items.
+  size_t AutoChunksize(size_t n) const {
+    size_t div = static_cast<size_t>(processes()) * 4;
+    size_t c = n / div;
+    if (n % div) ++c;
+    return c == 0 ? 1 : c;
+  }
+
+ private:
+  template <typename Fn>
+  struct InitTraits;
+  template <typename... P>
+  struct InitTraits<void (*)(P...)> {
+    using Params = std::tuple<std::decay_t<P>...>;
+    static constexpr pool_internal::InitEntry kEntry = &pool_internal::RunInit<P...>;
+  };
+
+  static absl::StatusOr<std::unique_ptr<Pool>> CreateWith(const Options& options,
+                                                          pool_internal::CoreOptions core) {
+    core.processes = options.processes;
+    core.start_method = options.start_method;
+    core.maxtasksperchild = options.maxtasksperchild;
+    absl::StatusOr<std::unique_ptr<pool_internal::PoolCore>> c =
+        pool_internal::PoolCore::Create(std::move(core));
+    if (!c.ok()) return c.status();
+    return std::unique_ptr<Pool>(new Pool(*std::move(c)));
+  }
+  explicit Pool(std::unique_ptr<pool_internal::PoolCore> core) : core_(std::move(core)) {}
+
+  template <typename T>
+  static void InstallCallbacks(const AsyncResult<T>& r, const Callbacks<T>& cbs) {
+    r.OnReady([cbs](const absl::StatusOr<T>& v) {
+      if (v.ok()) {
+        if (cbs.on_success) cbs.on_success(*v);
+      } else if (cbs.on_error) {
+        cbs.on_error(v.status());
+      }
+    });
+  }
+
+  // Encodes items [begin, end) as one task.
+  template <typename Traits, bool kStar, typename Fn, typename T>
+  static EncodeBuffer EncodeChunk(Fn f, const std::vector<T>& items, size_t begin, size_t end) {
+    using Params = typename Traits::Params;
+    EncodeBuffer task;
+    Encode(Traits::kEntry, task);
+    Encode(f, task);
+    task.PutVarint(end - begin);
+    for (size_t i = begin; i < end; ++i) {
+      if constexpr (kStar) {
+        Encode(std::apply([](const auto&... a) { return Params(a...); }, items[i]), task);
+      } else {
+        static_assert(std::tuple_size_v<Params> == 1,
+                      "Map/IMap take a function of one argument (StarMap for several)");
+        Encode(Params(items[i]), task);
+      }
+    }
+    return task;
+  }
+
+  template <bool kStar, typename F, typename T>
+  auto StarMapAsyncImpl(F fn, const std::vector<T>& items, size_t chunksize) {
+    auto f = pool_internal::AsFunctionPointer(fn);
+    using Traits = pool_internal::FnTraits<decltype(f)>;
+    using R = pool_internal::Stored<typename Traits::Result>;
+    AsyncResult<std::vector<R>> result;
+    if (chunksize == 0) chunksize = AutoChunksize(items.size());
+    struct Job {
+      std::mutex mu;
+      std::vector<std::optional<absl::StatusOr<R>>> slots;
+      size_t remaining_chunks = 0;
+    };
+    auto job = std::make_shared<Job>();
+    job->slots.resize(items.size());
+    size_t chunks = (items.size() + chunksize - 1) / chunksize;
+    job->remaining_chunks = chunks;
+    if (chunks == 0) {
+      result.Set(std::vector<R>());
+      return result;
+    }
+    for (size_t c = 0; c < chunks; ++c) {
+      size_t begin = c * chunksize;
+      size_t end = std::min(items.size(), begin + chunksize);
+      absl::Status s = core_->Submit(
+          EncodeChunk<Traits, kStar>(f, items, begin, end),
+          [job, result, begin, end](absl::Status st, std::string out, std::vector<UniqueFd> fds) {
+            auto got = pool_internal::DecodeChunk<typename Traits::Result>(st, out, std::move(fds),
+                                                                          end - begin);
+            bool last;
+            {
+              std::lock_guard<std::mutex> lock(job->mu);
+              for (size_t i = begin; i < end; ++i) job->slots[i] = std::move(got[i - begin]);
+              last = --job->remaining_chunks == 0;
+            }
+            if (!last) return;
+            // Whole job done: the first error in input order, else every value.
+            std::vector<R> values;
+            values.reserve(job->slots.size());
+            for (auto& slot : job->slots) {
+              if (!slot->ok()) {
+                result.Set(slot->status());
+                return;
+              }
+              values.push_back(std::move(**slot));
+            }
+            result.Set(std::move(values));
+          });
+      if (!s.ok()) {
+        result.Set(s);  // tasks already queued still run; their results are dropped
+        return result;
+      }
+    }
+    return result;
+  }
+
+  template <typename F, typename T>
+  auto IMapImpl(F fn, const std::vector<T>& items, size_t chunksize, bool ordered) {
+    auto f = pool_internal::AsFunctionPointer(fn);
+    using Traits = pool_internal::FnTraits<decltype(f)>;
+    using R = pool_internal::Stored<typename Traits::Result>;
+    ResultIterator<R> it;
+    auto sh = it.s_;
+    sh->ordered = ordered;
+    sh->total = items.size();
+    if (ordered) sh->slots.resize(items.size());
+    if (chunksize == 0) chunksize = 1;
+    size_t chunks = (items.size() + chunksize - 1) / chunksize;
+    for (size_t c = 0; c < chunks; ++c) {
+      size_t begin = c * chunksize;
+      size_t end = std::min(items.size(), begin + chunksize);
+      absl::Status s = core_->Submit(
+          EncodeChunk<Traits, false>(f, items, begin, end),
+          [sh, begin, end](absl::Status st, std::string out, std::vector<UniqueFd> fds) {
+            auto got = pool_internal::DecodeChunk<typename Traits::Result>(st, out, std::move(fds),
+                                                                          end - begin);
+            {
+              std::lock_guard<std::mutex> lock(sh->mu);
+              for (size_t i = begin; i < end; ++i) {
+                if (sh->ordered) {
+                  sh->slots[i] = std::move(got[i - begin]);
+                } else {
+                  sh->arrived.push_back(std::move(got[i - begin]));
+                }
+              }
+            }
+            sh->cv.notify_all();
+          });
+      if (!s.ok()) {
+        std::lock_guard<std::mutex> lock(sh->mu);
+        for (size_t i = begin; i < items.size(); ++i) {
+          if (ordered) {
+            sh->slots[i] = s;
+          } else {
+            sh->arrived.push_back(s);
+          }
+        }
+        break;
+      }
+    }
+    return it;
+  }
+
+  std::unique_ptr<pool_internal::PoolCore> core_;
+};
+
+}  // namespace mproc
+
+#endif  // MPROC_POOL_POOL_H_

@@ -1,0 +1,261 @@
+#include "pool/pool.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <random>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "base/status_matchers.h"
+#include "base/test_util.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace mproc {
+namespace {
+
+using ::testing::HasSubstr;
+
+int Square(int x) { return x * x; }
+int Add(int a, int b) { return a + b; }
+std::string Greet(std::string name) { return "hello " + name; }
+int FailOnSeven(int x) {
+  if (x == 7) throw std::invalid_argument("seven is not allowed");
+  return x;
+}
+int32_t MyPid(int) { return static_cast<int32_t>(::getpid()); }
+int SleepMs(int ms) {
+  ::usleep(static_cast<useconds_t>(ms) * 1000);
+  return ms;
+}
+int KillSelfOn(int x, int victim) {
+  if (x == victim) ::raise(SIGKILL);
+  return x;
+}
+void Nothing() {}
+
+int g_init_value = 0;
+void SetInit(int v) { g_init_value = v; }
+int ReadInit(int) { return g_init_value; }
+void ThrowingInit() { throw std::runtime_error("initializer exploded"); }
+
+class PoolTest : public ::testing::TestWithParam<StartMethod> {
+ protected:
+  void TearDown() override { ShutdownForkServer(); }
+  Pool::Options Opts(int n = 2) {
+    Pool::Options o;
+    o.processes = n;
+    o.start_method = GetParam();
+    return o;
+  }
+};
+
+TEST_P(PoolTest, MapApplyStarMapKeepOrder) {
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Pool> pool, Pool::Create(Opts()));
+  EXPECT_EQ(pool->processes(), 2);
+  std::vector<int> in(100);
+  for (int i = 0; i < 100; ++i) in[i] = i;
+  ASSERT_OK_AND_ASSIGN(std::vector<int> out, pool->Map(Square, in));
+  for (int i = 0; i < 100; ++i) EXPECT_EQ(out[i], i * i);
+  ASSERT_OK_AND_ASSIGN(std::vector<int> out1, pool->Map(Square, in, /*chunksize=*/1));
+  EXPECT_EQ(out1, out);
+  ASSERT_OK_AND_ASSIGN(int v, pool->Apply(Add, 2, 3));
+  EXPECT_EQ(v, 5);
+  ASSERT_OK_AND_ASSIGN(std::string g, pool->Apply(Greet, "pool"));
+  EXPECT_EQ(g, "hello pool");
+  std::vector<std::tuple<int, int>> pairs = {{1, 2}, {3, 4}, {5, 6}};
+  ASSERT_OK_AND_ASSIGN(std::vector<int> sums, pool->StarMap(Add, pairs));
+  EXPECT_EQ(sums, (std::vector<int>{3, 7, 11}));
+  ASSERT_OK_AND_ASSIGN(std::vector<int> none, pool->Map(Square, std::vector<int>{}));
+  EXPECT_TRUE(none.empty());
+  ASSERT_OK_AND_ASSIGN(auto lambda, pool->Map([](int x) { return x + 1; }, std::vector<int>{1, 2}));
+  EXPECT_EQ(lambda, (std::vector<int>{2, 3}));
+  MPROC_EXPECT_OK(pool->Apply(Nothing).status());
+  MPROC_ASSERT_OK(pool->Close());
+  MPROC_ASSERT_OK(pool->Join());
+}
+
+TEST_P(PoolTest, AsyncResultsAndCallbacks) {
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Pool> pool, Pool::Create(Opts()));
+  AsyncResult<int> slow = pool->ApplyAsync(SleepMs, 300);
+  EXPECT_FALSE(slow.Ready());
+  EXPECT_THAT(slow.Successful(), StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_THAT(slow.Get(absl::Milliseconds(10)), StatusIs(absl::StatusCode::kDeadlineExceeded));
+  EXPECT_TRUE(slow.Wait(absl::Seconds(30)));
+  ASSERT_OK_AND_ASSIGN(bool ok, slow.Successful());
+  EXPECT_TRUE(ok);
+  EXPECT_THAT(slow.Get(), IsOkAndHolds(300));
+
+  std::atomic<int> got{0};
+  std::atomic<bool> errored{false};
+  Callbacks<int> cbs;
+  cbs.on_success = [&](const int& v) { got = v; };
+  cbs.on_error = [&](const absl::Status&) { errored = true; };
+  AsyncResult<int> r = pool->ApplyAsyncWithCallbacks(cbs, Square, 9);
+  EXPECT_THAT(r.Get(), IsOkAndHolds(81));
+  EXPECT_EQ(got.load(), 81);  // set before the result was published
+  Callbacks<int> ecbs;
+  ecbs.on_error = [&](const absl::Status& s) { errored = absl::IsAborted(s); };
+  AsyncResult<int> e = pool->ApplyAsyncWithCallbacks(ecbs, FailOnSeven, 7);
+  EXPECT_THAT(e.Get(), StatusIs(absl::StatusCode::kAborted));
+  EXPECT_TRUE(errored.load());
+  ASSERT_OK_AND_ASSIGN(bool succeeded, e.Successful());
+  EXPECT_FALSE(succeeded);
+}
+
+TEST_P(PoolTest, ErrorsTravelAsRemoteErrors) {
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Pool> pool, Pool::Create(Opts()));
+  absl::StatusOr<int> r = pool->Apply(FailOnSeven, 7);
+  ASSERT_THAT(r, StatusIs(absl::StatusCode::kAborted, HasSubstr("seven is not allowed")));
+  std::optional<RemoteError> e = RemoteErrorFromStatus(r.status());
+  ASSERT_TRUE(e.has_value());
+  EXPECT_THAT(e->type_name, HasSubstr("invalid_argument"));
+  EXPECT_NE(e->pid, ::getpid());
+  // Map: the first error after the whole job; the pool keeps serving.
+  std::vector<int> in = {1, 2, 7, 4, 7};
+  EXPECT_THAT(pool->Map(FailOnSeven, in, 1), StatusIs(absl::StatusCode::kAborted));
+  // IMap: an error at one item does not stop the later ones.
+  ResultIterator<int> it = pool->IMap(FailOnSeven, in);
+  std::vector<std::string> seen;
+  while (auto v = it.Next(absl::Seconds(30))) {
+    seen.push_back(v->ok() ? std::to_string(**v) : "error");
+  }
+  EXPECT_EQ(seen, (std::vector<std::string>{"1", "2", "error", "4", "error"}));
+  ASSERT_OK_AND_ASSIGN(int fine, pool->Apply(Square, 4));
+  EXPECT_EQ(fine, 16);
+}
+
+TEST_P(PoolTest, IMapUnorderedYieldsEverythingOnce) {
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Pool> pool, Pool::Create(Opts()));
+  std::vector<int> in = {200, 10, 100, 1, 50};
+  ResultIterator<int> it = pool->IMapUnordered(SleepMs, in);
+  std::multiset<int> got;
+  while (auto v = it.Next(absl::Seconds(30))) {
+    ASSERT_TRUE(v->ok());
+    got.insert(**v);
+  }
+  EXPECT_EQ(got, std::multiset<int>(in.begin(), in.end()));
+}
+
+TEST_P(PoolTest, InitializerRunsInEveryWorker) {
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Pool> pool, Pool::Create(Opts(), SetInit, 42));
+  ASSERT_OK_AND_ASSIGN(std::vector<int> v, pool->Map(ReadInit, std::vector<int>(8, 0), 1));
+  for (int x : v) EXPECT_EQ(x, 42);
+}
+
+TEST_P(PoolTest, FailingInitializerIsReportedOnceNotRespawnedForever) {
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Pool> pool, Pool::Create(Opts(), ThrowingInit));
+  absl::StatusOr<int> r = pool->Apply(Square, 3);
+  EXPECT_THAT(r, StatusIs(absl::StatusCode::kAborted, HasSubstr("initializer failed")));
+  EXPECT_THAT(r, StatusIs(absl::StatusCode::kAborted, HasSubstr("initializer exploded")));
+  EXPECT_THAT(pool->Apply(Square, 3), StatusIs(absl::StatusCode::kAborted));
+  ::usleep(200'000);
+  EXPECT_TRUE(pool->WorkerPids().size() <= 2u);  // nothing respawning in a loop
+}
+
+TEST_P(PoolTest, MaxTasksPerChildRecyclesWorkers) {
+  Pool::Options o = Opts(1);
+  o.maxtasksperchild = 2;
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Pool> pool, Pool::Create(o));
+  ASSERT_OK_AND_ASSIGN(std::vector<int32_t> pids, pool->Map(MyPid, std::vector<int>(6, 0), 1));
+  std::set<int32_t> distinct(pids.begin(), pids.end());
+  EXPECT_EQ(distinct.size(), 3u);  // 6 tasks, 2 per worker
+}
+
+TEST_P(PoolTest, AKilledWorkerFailsExactlyItsTaskAndIsReplaced) {
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Pool> pool, Pool::Create(Opts()));
+  std::vector<std::tuple<int, int>> in;
+  for (int i = 0; i < 20; ++i) in.emplace_back(i, 13);
+  auto r = pool->StarMapAsync(KillSelfOn, in, 1);
+  EXPECT_THAT(r.Get(absl::Seconds(60)),
+              StatusIs(absl::StatusCode::kAborted, HasSubstr("signal 9")));
+  // The pool goes on with a replacement.
+  ASSERT_OK_AND_ASSIGN(std::vector<int> again, pool->Map(Square, std::vector<int>{1, 2, 3}));
+  EXPECT_EQ(again, (std::vector<int>{1, 4, 9}));
+  EXPECT_EQ(pool->WorkerPids().size(), 2u);
+}
+
+TEST_P(PoolTest, TerminateIsPromptAndFailsUnfinishedTasks) {
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Pool> pool, Pool::Create(Opts()));
+  auto r = pool->MapAsync(SleepMs, std::vector<int>(6, 2000), 1);
+  ::usleep(100'000);
+  double t0 = testing::NowSeconds();
+  MPROC_ASSERT_OK(pool->Terminate());
+  MPROC_ASSERT_OK(pool->Join());
+  EXPECT_LT(testing::NowSeconds() - t0, 10.0);  // generous bound: no hang
+  EXPECT_THAT(r.Get(absl::Seconds(10)), StatusIs(absl::StatusCode::kAborted));
+  EXPECT_TRUE(pool->WorkerPids().empty());
+  EXPECT_THAT(pool->Apply(Square, 1), StatusIs(absl::StatusCode::kFailedPrecondition));
+}
+
+TEST_P(PoolTest, JoinBeforeCloseIsAnError) {
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Pool> pool, Pool::Create(Opts(1)));
+  EXPECT_THAT(pool->Join(), StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("still running")));
+  MPROC_ASSERT_OK(pool->Close());
+  EXPECT_THAT(pool->Apply(Square, 1), StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("closed")));
+  MPROC_ASSERT_OK(pool->Join());
+}
+
+INSTANTIATE_TEST_SUITE_P(StartMethods, PoolTest,
+                         ::testing::Values(StartMethod::kFork, StartMethod::kSpawn,
+                                           StartMethod::kForkServer),
+                         [](const auto& info) { return std::string(StartMethodName(info.param)); });
+
+TEST(PoolForkTest, CapturingInitializerUnderFork) {
+  int captured = 7;
+  Pool::Options o;
+  o.processes = 1;
+  o.start_method = StartMethod::kFork;
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Pool> pool,
+                       Pool::Create(o, [captured] { g_init_value = captured; }));
+  EXPECT_THAT(pool->Apply(ReadInit, 0), IsOkAndHolds(7));
+  o.start_method = StartMethod::kSpawn;
+  EXPECT_THAT(Pool::Create(o, [captured] { g_init_value = captured; }),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("fork")));
+}
+
+// 200 random worker kills during maps: the failed set is exactly the killed workers' tasks
+// (each ABORTED naming a pid), nothing hangs, and the next map succeeds.
+TEST(PoolKillTest, TwoHundredRandomWorkerKillsNeverHang) {
+  Pool::Options o;
+  o.processes = 2;
+  o.start_method = StartMethod::kForkServer;
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Pool> pool, Pool::Create(o));
+  std::mt19937 rng(7);
+  int kills = 0;
+  int failed = 0;
+  int succeeded = 0;
+  while (kills < 200) {
+    ResultIterator<int> it = pool->IMapUnordered(SleepMs, std::vector<int>(8, 3), 1);
+    for (int k = 0; k < 2 && kills < 200; ++k) {
+      std::vector<pid_t> pids = pool->WorkerPids();
+      if (pids.empty()) continue;
+      ::usleep(std::uniform_int_distribution<int>(0, 4000)(rng));
+      ::kill(pids[std::uniform_int_distribution<size_t>(0, pids.size() - 1)(rng)], SIGKILL);
+      ++kills;
+    }
+    while (auto v = it.Next(absl::Seconds(60))) {
+      ASSERT_FALSE(absl::IsDeadlineExceeded(v->status())) << "a map hung";
+      if (v->ok()) {
+        ++succeeded;
+      } else {
+        ASSERT_THAT(v->status(), StatusIs(absl::StatusCode::kAborted, HasSubstr("pool worker pid")));
+        ++failed;
+      }
+    }
+  }
+  // A kill can land on an idle worker (no task lost) but never fails more than one task.
+  EXPECT_LE(failed, kills);
+  EXPECT_GT(succeeded, 0);
+  ASSERT_OK_AND_ASSIGN(std::vector<int> after, pool->Map(Square, std::vector<int>{5, 6}));
+  EXPECT_EQ(after, (std::vector<int>{25, 36}));
+  std::printf("%d kills, %d tasks failed, %d succeeded\n", kills, failed, succeeded);
+  ShutdownForkServer();
+}
+
+}  // namespace
+}  // namespace mproc
