@@ -19,8 +19,10 @@
 // caller as ABORTED carrying a RemoteError (type, message, throw-site trace, worker pid).
 //
 // Worker death: the pool thread assigns each task to exactly one worker and records it before
-// the worker can run it; when a worker dies (SIGKILL, segfault, OOM), exactly the task it held
-// fails with ABORTED naming its pid and signal, a new worker replaces it, and the pool goes on.
+// the worker can run it (up to 4 tasks queued per worker, run in order, so workers never idle
+// on a round trip); when a worker dies (SIGKILL, segfault, OOM), exactly the tasks it held —
+// the one running and those queued behind it — fail with ABORTED naming its pid and signal, a
+// new worker replaces it, and the pool goes on.
 // A failing initializer is reported once: every task (pending and later) fails with ABORTED
 // "pool initializer failed: ..." and no worker is respawned in a loop. maxtasksperchild
 // retires a worker after that many tasks.

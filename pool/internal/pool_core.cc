@@ -27,6 +27,9 @@ constexpr uint8_t kTask = 1;
 constexpr uint8_t kStop = 2;
 constexpr uint8_t kResult = 3;
 constexpr uint8_t kInitFailed = 4;
+// Tasks queued per worker: the worker runs them in order; the ledger holds all of them.
+constexpr size_t kWindow = 4;
+constexpr size_t kWindowBytes = 32 << 10;
 
 int UsableCpus() {
   cpu_set_t set;
@@ -102,8 +105,11 @@ struct PoolCore::State {
   struct Worker {
     std::unique_ptr<Process> proc;
     UniqueFd sock;
-    std::optional<uint64_t> task;  // the ledger: the task this worker holds
+    std::deque<uint64_t> tasks;  // the ledger: tasks sent to this worker, in order
+    std::deque<size_t> sizes;    // their sizes
+    size_t queued_bytes = 0;
     int done = 0;
+    int assigned = 0;
   };
   std::vector<Worker> workers;  // owned by the pool thread (and Create before it starts)
   std::vector<pid_t> pids;      // under mu, for WorkerPids
@@ -301,7 +307,11 @@ void PoolCore::Run() {
         if (!Codec<uint64_t>::Decode(r, id)) return false;
         std::string out(reinterpret_cast<const char*>(f.payload().data()) + r.offset(),
                         f.payload().size() - r.offset());
-        if (w.task == id) w.task.reset();
+        if (!w.tasks.empty() && w.tasks.front() == id) {
+          w.tasks.pop_front();
+          w.queued_bytes -= w.sizes.front();
+          w.sizes.pop_front();
+        }
         ++w.done;
         finish(id, std::move(out), std::move(f.fds));
       } else if (f.kind == kInitFailed) {
@@ -335,10 +345,20 @@ void PoolCore::Run() {
       }
       terminate = st.terminated;
       if (!terminate) {
+        // Round-robin, up to kWindow tasks queued per worker (so a worker never idles on a
+        // round trip), never past a worker's maxtasksperchild budget.
+        for (size_t round = 0; round < kWindow && !st.pending.empty(); ++round)
         for (auto& w : st.workers) {
           if (st.pending.empty()) break;
-          if (w.task.has_value()) continue;
-          if (st.opts.maxtasksperchild > 0 && w.done >= st.opts.maxtasksperchild) continue;
+          if (w.tasks.size() > round) continue;
+          if (st.opts.maxtasksperchild > 0 && w.assigned >= st.opts.maxtasksperchild) continue;
+          // An idle worker reads its task whole, so a task of any size may go to it. Behind
+          // others, only while the worker's queued bytes stay far below the socket buffer:
+          // this thread must never block writing to a worker that is blocked writing back.
+          if (!w.tasks.empty() &&
+              w.queued_bytes + st.pending.front().second.size() > kWindowBytes) {
+            continue;
+          }
           auto [id, task] = std::move(st.pending.front());
           st.pending.pop_front();
           EncodeBuffer msg;
@@ -346,7 +366,10 @@ void PoolCore::Run() {
           std::byte* p = msg.Extend(task.size());
           std::memcpy(p, task.bytes().data(), task.size());
           for (int fd : task.fds()) msg.AttachFd(fd);
-          w.task = id;  // the ledger entry, before the worker can run it
+          w.tasks.push_back(id);  // the ledger entry, before the worker can run it
+          w.sizes.push_back(task.size());
+          w.queued_bytes += task.size();
+          ++w.assigned;
           lock.unlock();
           absl::Status s = WriteFrame(w.sock.get(), kTask, msg, Deadline::After(absl::Seconds(60)),
                                       {}, FdKind::kStreamSocket);
@@ -355,7 +378,7 @@ void PoolCore::Run() {
         }
       }
       bool busy = false;
-      for (auto& w : st.workers) busy |= w.task.has_value();
+      for (auto& w : st.workers) busy |= !w.tasks.empty();
       stop = terminate || (st.closed && st.pending.empty() && !busy);
     }
     for (auto& [id, why] : to_fail) fail(id, why);
@@ -399,14 +422,15 @@ void PoolCore::Run() {
         std::lock_guard<std::mutex> lock(st.mu);
         broken = st.broken;
       }
-      if (w.task.has_value() && broken.has_value()) {
-        fail(*w.task, *broken);  // its initializer failed: that is the task's error
-      } else if (w.task.has_value()) {
+      if (!w.tasks.empty() && broken.has_value()) {
+        for (uint64_t id : w.tasks) fail(id, *broken);  // its initializer failed
+      } else if (!w.tasks.empty()) {
         std::string how = !code ? "an unknown way"
                           : *code < 0 ? absl::StrCat("signal ", -*code, " (", strsignal(-*code), ")")
                                       : absl::StrCat("exit code ", *code);
-        fail(*w.task, absl::AbortedError(absl::StrCat("pool worker pid ", w.proc->pid(),
-                                                      " died (", how, ") while running this task")));
+        absl::Status why = absl::AbortedError(absl::StrCat(
+            "pool worker pid ", w.proc->pid(), " died (", how, ") holding this task"));
+        for (uint64_t id : w.tasks) fail(id, why);
       }
       bool replace;
       {

@@ -2,9 +2,9 @@
 // ledger of which worker holds which task, and the pool thread.
 //
 // Each worker is a Process (any start method) running WorkerMain with its own stream
-// socketpair to the parent. The pool thread assigns a task to exactly one idle worker by
-// writing it on that worker's socket and recording (worker -> task) before the worker can
-// run it; when a worker's pidfd says it died, exactly the task it held fails with ABORTED
+// socketpair to the parent. The pool thread assigns a task to exactly one worker (at most 4
+// queued per worker) by recording (worker -> task) and then writing it on that worker's
+// socket; when a worker's pidfd says it died, exactly the tasks it held fail with ABORTED
 // naming its pid and signal, and a new worker takes its place. Results and failures are
 // delivered by calling the task's callback on the pool thread.
 //

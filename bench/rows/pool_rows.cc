@@ -1,0 +1,103 @@
+// pool/: the same jobs as CPython's Pool rows (square over ints), per item or per call, with
+// Pool(2) under the default start method (forkserver), created before timing.
+
+#include <memory>
+#include <vector>
+
+#include "bench/report/report.h"
+#include "pool/pool.h"
+
+namespace mproc::bench {
+namespace {
+
+int64_t Square(int64_t x) { return x * x; }
+
+std::unique_ptr<Pool> WarmPool(benchmark::State& state) {
+  Pool::Options o;
+  o.processes = 2;
+  absl::StatusOr<std::unique_ptr<Pool>> pool = Pool::Create(o);
+  if (!pool.ok()) {
+    state.SkipWithError("Pool::Create failed");
+    return nullptr;
+  }
+  std::vector<int64_t> warm(1000);
+  if (!(*pool)->Map(Square, warm).ok()) {
+    state.SkipWithError("warm-up map failed");
+    return nullptr;
+  }
+  return *std::move(pool);
+}
+
+void PoolCreate(benchmark::State& state) {
+  for (auto _ : state) {
+    Pool::Options o;
+    o.processes = 2;
+    absl::StatusOr<std::unique_ptr<Pool>> pool = Pool::Create(o);
+    if (!pool.ok() || !(*pool)->Close().ok() || !(*pool)->Join().ok()) {
+      return state.SkipWithError("Pool create/close/join failed");
+    }
+  }
+}
+
+void PoolMap(benchmark::State& state, size_t n, size_t chunksize) {
+  std::unique_ptr<Pool> pool = WarmPool(state);
+  if (!pool) return;
+  std::vector<int64_t> in(n);
+  for (size_t i = 0; i < n; ++i) in[i] = static_cast<int64_t>(i);
+  for (auto _ : state) {
+    absl::StatusOr<std::vector<int64_t>> out = pool->Map(Square, in, chunksize);
+    if (!out.ok() || out->size() != n) return state.SkipWithError("map failed");
+  }
+  SetOpsPerIteration(state, static_cast<double>(n));
+}
+
+void PoolApply(benchmark::State& state) {
+  std::unique_ptr<Pool> pool = WarmPool(state);
+  if (!pool) return;
+  for (auto _ : state) {
+    absl::StatusOr<int64_t> v = pool->Apply(Square, int64_t{3});
+    if (!v.ok()) return state.SkipWithError("apply failed");
+  }
+}
+
+void PoolApplyAsync(benchmark::State& state) {
+  std::unique_ptr<Pool> pool = WarmPool(state);
+  if (!pool) return;
+  const int n = QuickMode() ? 500 : 2000;
+  std::vector<AsyncResult<int64_t>> results;
+  for (auto _ : state) {
+    results.clear();
+    for (int i = 0; i < n; ++i) results.push_back(pool->ApplyAsync(Square, int64_t{i}));
+    for (auto& r : results) {
+      if (!r.Get().ok()) return state.SkipWithError("apply_async failed");
+    }
+  }
+  SetOpsPerIteration(state, n);
+}
+
+}  // namespace
+
+MPROC_REPORT_ROWS(PoolRows) {
+  AddRow("mproc.pool.create", Section::kMproc, PoolCreate)
+      .Title("Pool(2) create + close + join (forkserver)")
+      .Baselines({"cpython.pool.create"});
+  AddRow("mproc.pool.map_default", Section::kMproc,
+         [](benchmark::State& s) { PoolMap(s, QuickMode() ? 100'000 : 1'000'000, 0); })
+      .Title("Pool(2).Map square over 10^6 ints, automatic chunksize, per item")
+      .PerItem()
+      .Baselines({"cpython.pool.map_default"});
+  AddRow("mproc.pool.map_chunk1", Section::kMproc,
+         [](benchmark::State& s) { PoolMap(s, QuickMode() ? 2'000 : 20'000, 1); })
+      .Title("Pool(2).Map square over 2*10^4 ints, chunksize 1, per item")
+      .PerItem()
+      .Baselines({"cpython.pool.map_chunk1"});
+  AddRow("mproc.pool.apply", Section::kMproc, PoolApply)
+      .Title("Pool.Apply, one synchronous round trip")
+      .Baselines({"cpython.pool.apply"});
+  AddRow("mproc.pool.apply_async", Section::kMproc, PoolApplyAsync)
+      .Title("Pool.ApplyAsync, 2000 submitted then collected, per call")
+      .PerItem()
+      .Baselines({"cpython.pool.apply_async"});
+}
+
+}  // namespace mproc::bench
