@@ -3,7 +3,10 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <fcntl.h>
+
 #include <atomic>
+#include <fstream>
 #include <random>
 #include <map>
 #include <set>
@@ -218,6 +221,57 @@ TEST_P(PoolTest, JoinBeforeCloseIsAnError) {
   MPROC_ASSERT_OK(pool->Close());
   EXPECT_THAT(pool->Apply(Square, 1), StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("closed")));
   MPROC_ASSERT_OK(pool->Join());
+}
+
+bool Gone(pid_t pid) {
+  if (::kill(pid, 0) != 0) return true;
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string all((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+  size_t paren = all.rfind(')');
+  return paren == std::string::npos || all.size() < paren + 3 || all[paren + 2] == 'Z';
+}
+
+// The owner of a pool is SIGKILLed while its workers run long tasks: no worker outlives it.
+TEST_P(PoolTest, WorkersDoNotOutliveAKilledOwner) {
+  int p[2];
+  ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
+  StartMethod method = GetParam();
+  pid_t owner = testing::Child([&] {
+    ::close(p[0]);
+    Pool::Options o;
+    o.processes = 2;
+    o.start_method = method;
+    auto pool = Pool::Create(o);
+    if (!pool.ok()) return 2;
+    auto r = (*pool)->MapAsync(SleepMs, std::vector<int>(4, 60'000), 1);
+    ::usleep(200'000);  // the tasks are running
+    std::vector<pid_t> pids = (*pool)->WorkerPids();
+    for (pid_t pid : pids) (void)!::write(p[1], &pid, sizeof(pid));
+    ::close(p[1]);
+    ::pause();
+    return 3;
+  });
+  ::close(p[1]);
+  // Exactly two pids (fork workers inherit the pipe's write end, so no EOF comes).
+  std::vector<pid_t> workers;
+  pid_t pid;
+  while (workers.size() < 2 &&
+         ::read(p[0], &pid, sizeof(pid)) == static_cast<ssize_t>(sizeof(pid))) {
+    workers.push_back(pid);
+  }
+  ::close(p[0]);
+  ASSERT_EQ(workers.size(), 2u);
+  ::kill(owner, SIGKILL);
+  EXPECT_EQ(testing::Join(owner, 30), 128 + SIGKILL);
+  for (pid_t w : workers) {
+    bool gone = false;
+    for (int i = 0; i < 1000 && !gone; ++i) {  // a generous 10 s bound
+      gone = Gone(w);
+      if (!gone) ::usleep(10'000);
+    }
+    EXPECT_TRUE(gone) << "worker " << w << " outlived its pool's owner";
+    if (!gone) ::kill(w, SIGKILL);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(StartMethods, PoolTest,

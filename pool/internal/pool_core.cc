@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <deque>
@@ -74,9 +75,26 @@ bool ReportInitFailure(int sock) {
       .ok();
 }
 
+// No orphans: a worker ends when the process that owns its pool dies, even in the middle of a
+// long task. (An idle worker would also see its socket close.) The watch is a pidfd on the
+// owner — the requester, not the fork server — polled by a small thread.
+void ExitWhenOwnerDies() {
+  pid_t owner = ParentPid();
+  if (owner <= 0) return;
+  int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, owner, 0));
+  if (pidfd < 0) return;  // already gone (the socket read will say so) or no pidfd here
+  std::thread([pidfd] {
+    pollfd p = {pidfd, POLLIN, 0};
+    while (::poll(&p, 1, -1) < 0 && errno == EINTR) {
+    }
+    ::_exit(1);
+  }).detach();
+}
+
 }  // namespace
 
 int WorkerMain(UniqueFd sock, InitEntry init_entry, std::string init_bytes, int32_t maxtasks) {
+  ExitWhenOwnerDies();
   if (init_entry != nullptr) {
     try {
       DecodeReader r(init_bytes);
