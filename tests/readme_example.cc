@@ -1,4 +1,6 @@
-// The Process example of README.md, verbatim in substance: a test that it builds and works.
+// README.md's Process, Pool and Queue examples, in substance: a test that they build and work.
+#include "ipc/queue.h"
+#include "pool/pool.h"
 #include "spawn/process.h"
 #include "sync/lock.h"
 #include "sync/value.h"
@@ -10,6 +12,14 @@ int Work(mproc::Lock lock, mproc::Value<int64_t> total, int n) {  // a free func
   }
   return 0;  // the exit code
 }
+
+int Square(int x) { return x * x; }
+
+struct Job {
+  int32_t id;
+  std::string name;
+};
+MPROC_CODEC_FIELDS(Job, id, name)
 
 int main(int argc, char** argv) {
   mproc::Init(argc, argv);  // first line: spawned / fork-server children run their target here
@@ -23,5 +33,15 @@ int main(int argc, char** argv) {
     if (!p.Start().ok() || !p.Join().ok()) return 1;
     if (p.exitcode() != 0 || total.Get() != 1000) return 2;
   }
-  return 0;
+
+  auto pool = mproc::Pool::Create({.processes = 4}).value();
+  std::vector<int> inputs = {1, 2, 3};
+  std::vector<int> squares = pool->Map(Square, inputs).value();
+  mproc::AsyncResult<int> r = pool->ApplyAsync(Square, 7);
+  if (squares != std::vector<int>{1, 4, 9} || r.Get(absl::Seconds(30)).value() != 49) return 3;
+
+  auto q = mproc::Queue<Job>::Create(/*maxsize=*/100).value();
+  if (!q.Put(Job{1, "x"}).ok()) return 4;
+  Job j = q.Get(absl::Seconds(1)).value();
+  return j.id == 1 && j.name == "x" ? 0 : 5;
 }
