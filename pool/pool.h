@@ -363,7 +363,7 @@ class Pool {
     Encode(f, task);
     task.PutVarint(1);
     Encode(typename Traits::Params(std::forward<A>(args)...), task);
-    absl::Status s = core_->Submit(
+    absl::Status s = core_->SubmitTask(
         std::move(task),
         [result](absl::Status st, std::string out, std::vector<UniqueFd> fds) {
           auto items = pool_internal::DecodeChunk<typename Traits::Result>(st, out, std::move(fds), 1);
@@ -506,7 +506,7 @@ class Pool {
     for (size_t c = 0; c < chunks; ++c) {
       size_t begin = c * chunksize;
       size_t end = std::min(items.size(), begin + chunksize);
-      absl::Status s = core_->Submit(
+      absl::Status s = core_->SubmitTask(
           EncodeChunk<Traits, kStar>(f, items, begin, end),
           [job, result, begin, end](absl::Status st, std::string out, std::vector<UniqueFd> fds) {
             auto got = pool_internal::DecodeChunk<typename Traits::Result>(st, out, std::move(fds),
@@ -553,7 +553,7 @@ class Pool {
     for (size_t c = 0; c < chunks; ++c) {
       size_t begin = c * chunksize;
       size_t end = std::min(items.size(), begin + chunksize);
-      absl::Status s = core_->Submit(
+      absl::Status s = core_->SubmitTask(
           EncodeChunk<Traits, false>(f, items, begin, end),
           [sh, begin, end](absl::Status st, std::string out, std::vector<UniqueFd> fds) {
             auto got = pool_internal::DecodeChunk<typename Traits::Result>(st, out, std::move(fds),

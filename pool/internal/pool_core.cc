@@ -230,19 +230,54 @@ PoolCore::~PoolCore() {
   (void)Join();
 }
 
-absl::Status PoolCore::Submit(EncodeBuffer task, TaskDone done) {
+absl::StatusOr<uint64_t> PoolCore::Submit(EncodeBuffer task, TaskDone done) {
   State& st = *st_;
+  uint64_t id;
   {
     std::lock_guard<std::mutex> lock(st.mu);
+    if (st.broken) return *st.broken;
     if (st.terminated) return absl::FailedPreconditionError("Pool is terminated");
     if (st.closed) return absl::FailedPreconditionError("Pool is closed (no new tasks)");
-    if (st.broken) return *st.broken;
-    uint64_t id = st.next_id++;
+    id = st.next_id++;
     st.callbacks.emplace(id, std::move(done));
     st.pending.emplace_back(id, std::move(task));
   }
   st.Wake();
-  return absl::OkStatus();
+  return id;
+}
+
+bool PoolCore::Cancel(uint64_t id) {
+  State& st = *st_;
+  std::lock_guard<std::mutex> lock(st.mu);
+  for (auto it = st.pending.begin(); it != st.pending.end(); ++it) {
+    if (it->first == id) {
+      st.pending.erase(it);
+      st.callbacks.erase(id);
+      return true;
+    }
+  }
+  return false;
+}
+
+std::vector<uint64_t> PoolCore::CancelPending() {
+  State& st = *st_;
+  std::vector<uint64_t> ids;
+  std::vector<TaskDone> cbs;
+  {
+    std::lock_guard<std::mutex> lock(st.mu);
+    for (auto& [id, task] : st.pending) {
+      ids.push_back(id);
+      auto it = st.callbacks.find(id);
+      if (it != st.callbacks.end()) {
+        cbs.push_back(std::move(it->second));
+        st.callbacks.erase(it);
+      }
+    }
+    st.pending.clear();
+  }
+  for (TaskDone& cb : cbs) cb(absl::CancelledError("cancelled before it started"), "", {});
+  st.Wake();
+  return ids;
 }
 
 absl::Status PoolCore::Close() {
@@ -440,6 +475,23 @@ void PoolCore::Run() {
         std::lock_guard<std::mutex> lock(st.mu);
         broken = st.broken;
       }
+      const bool abrupt = !code.has_value() || *code != 0;
+      if (st.opts.break_on_worker_death && abrupt && !broken.has_value()) {
+        std::string how = !code ? "an unknown way"
+                          : *code < 0 ? absl::StrCat("signal ", -*code, " (", strsignal(-*code), ")")
+                                      : absl::StrCat("exit code ", *code);
+        std::lock_guard<std::mutex> lock(st.mu);
+        if (!st.terminated) {
+          st.broken = absl::AbortedError(absl::StrCat(
+              "BrokenProcessPool: a process in the pool (pid ", w.proc->pid(), ") was terminated "
+              "abruptly (", how, ") while the future was running or pending"));
+          broken = st.broken;
+          // CPython's executor: the other workers are stopped and every unfinished future
+          // fails with the same error (below, at shutdown).
+          st.closed = true;
+          st.terminated = true;
+        }
+      }
       if (!w.tasks.empty() && broken.has_value()) {
         for (uint64_t id : w.tasks) fail(id, *broken);  // its initializer failed
       } else if (!w.tasks.empty()) {
@@ -501,12 +553,14 @@ void PoolCore::Run() {
   st.workers.clear();
   RefreshPids(st);
   std::vector<uint64_t> left;
+  absl::Status why = absl::AbortedError("pool terminated before the task finished");
   {
     std::lock_guard<std::mutex> lock(st.mu);
     for (auto& [id, cb] : st.callbacks) left.push_back(id);
     st.pending.clear();
+    if (st.broken) why = *st.broken;
   }
-  for (uint64_t id : left) fail(id, absl::AbortedError("pool terminated before the task finished"));
+  for (uint64_t id : left) fail(id, why);
 }
 
 }  // namespace mproc::pool_internal

@@ -48,6 +48,9 @@ struct CoreOptions {
   int processes = 0;
   std::optional<StartMethod> start_method;
   int maxtasksperchild = 0;
+  // ProcessPoolExecutor's rule: a worker that dies abruptly breaks the pool (every unfinished
+  // task fails, no replacement) instead of being replaced.
+  bool break_on_worker_death = false;
   InitEntry init_entry = nullptr;
   std::string init_bytes;                       // the initializer and its arguments
   std::function<void()> fork_initializer;       // fork only: any callable
@@ -58,9 +61,19 @@ class PoolCore {
   static absl::StatusOr<std::unique_ptr<PoolCore>> Create(CoreOptions options);
   ~PoolCore();
 
-  // Queues a task (bytes: TaskEntry, then what it reads). FAILED_PRECONDITION after Close or
-  // Terminate; the callback is not called then.
-  absl::Status Submit(EncodeBuffer task, TaskDone done);
+  // Queues a task (bytes: TaskEntry, then what it reads); returns its id. FAILED_PRECONDITION
+  // after Close or Terminate (the callback is not called then); the broken status once the
+  // pool is broken.
+  absl::StatusOr<uint64_t> Submit(EncodeBuffer task, TaskDone done);
+  absl::Status SubmitTask(EncodeBuffer task, TaskDone done) {
+    return Submit(std::move(task), std::move(done)).status();
+  }
+  // Removes a task that no worker has received yet; true when it did (its callback is dropped
+  // uncalled).
+  bool Cancel(uint64_t id);
+  // Cancels every task no worker has received yet (their callbacks get CANCELLED); returns
+  // their ids.
+  std::vector<uint64_t> CancelPending();
   absl::Status Close();
   absl::Status Terminate();
   absl::Status Join();

@@ -1,0 +1,212 @@
+// pool/executor.h — ProcessPoolExecutor and Future: CPython's concurrent.futures, on the same
+// workers and channels as Pool (pool/internal/pool_core.h).
+//
+//   MPROC_ASSIGN_OR_RETURN(auto ex, ProcessPoolExecutor::Create({.max_workers = 4}));
+//   Future<int> f = ex->Submit(Square, 7);
+//   MPROC_ASSIGN_OR_RETURN(int v, f.Result(absl::Seconds(5)));
+//   for (auto& r : ex->Map(Square, inputs)) ...                   // StatusOr per item, in order
+//   MPROC_RETURN_IF_ERROR(ex->Shutdown(/*wait=*/true, /*cancel_futures=*/false));
+//
+// Semantics (CPython's, C++ casing): Submit returns a Future; Result(timeout) is the value or
+// the task's error (ABORTED with a RemoteError for an exception), DEADLINE_EXCEEDED when not
+// done in time, CANCELLED for a cancelled future; Exception(timeout) is that error (OK when
+// the task succeeded); Cancel succeeds only while no worker has received the task;
+// AddDoneCallback runs at once when already done, else on the pool thread.
+// Worker death follows CPython's BrokenProcessPool rule, unlike Pool's replace-and-continue:
+// the executor breaks, every unfinished future fails with ABORTED "BrokenProcessPool: ..."
+// naming the dead worker's pid and signal, and later Submits fail with the same status.
+// Shutdown(wait, cancel_futures) stops accepting work (FAILED_PRECONDITION afterwards);
+// cancel_futures cancels what no worker has received. TerminateWorkers/KillWorkers (3.14)
+// end the workers at once; unfinished futures fail. The destructor is Shutdown(wait=true).
+//
+// Thread-safety: every method may be called from any thread.
+
+#ifndef MPROC_POOL_EXECUTOR_H_
+#define MPROC_POOL_EXECUTOR_H_
+
+#include <signal.h>
+
+#include <memory>
+#include <set>
+#include <utility>
+#include <vector>
+
+#include "pool/pool.h"
+
+namespace mproc {
+
+template <typename T>
+class Future {
+ public:
+  Future() = default;
+
+  absl::StatusOr<T> Result(absl::Duration timeout = absl::InfiniteDuration()) const {
+    return s_->result.Get(timeout);
+  }
+  // The task's error, OK when it succeeded; DEADLINE_EXCEEDED when not done in time.
+  absl::Status Exception(absl::Duration timeout = absl::InfiniteDuration()) const {
+    if (!s_->result.Wait(timeout)) return absl::DeadlineExceededError("future not done in time");
+    return s_->result.Get().status();
+  }
+  bool Done() const { return s_->result.Ready(); }
+  bool Cancelled() const {
+    absl::StatusOr<T> r = Done() ? s_->result.Get() : absl::StatusOr<T>(absl::UnknownError(""));
+    return Done() && absl::IsCancelled(r.status());
+  }
+  // True when the task was cancelled before any worker received it.
+  bool Cancel() {
+    if (Done()) return Cancelled();
+    if (s_->core == nullptr || !s_->core->Cancel(s_->id)) return false;
+    s_->result.Set(absl::CancelledError("future cancelled"));
+    return true;
+  }
+  void AddDoneCallback(std::function<void(const Future<T>&)> cb) const {
+    Future<T> self = *this;
+    s_->result.OnReady([self, cb](const absl::StatusOr<T>&) { cb(self); });
+  }
+
+ private:
+  friend class ProcessPoolExecutor;
+  struct Shared {
+    AsyncResult<T> result;
+    pool_internal::PoolCore* core = nullptr;
+    uint64_t id = 0;
+  };
+  std::shared_ptr<Shared> s_ = std::make_shared<Shared>();
+};
+
+enum class ReturnWhen { kAllCompleted, kFirstCompleted, kFirstException };
+
+// concurrent.futures.wait: the indices of done and not-done futures when `when` is met or the
+// timeout passes.
+template <typename T>
+std::pair<std::vector<size_t>, std::vector<size_t>> WaitFutures(
+    const std::vector<Future<T>>& fs, absl::Duration timeout = absl::InfiniteDuration(),
+    ReturnWhen when = ReturnWhen::kAllCompleted) {
+  Deadline deadline = Deadline::After(timeout);
+  for (;;) {
+    std::vector<size_t> done, not_done;
+    bool exception = false;
+    for (size_t i = 0; i < fs.size(); ++i) {
+      if (fs[i].Done()) {
+        done.push_back(i);
+        exception |= !fs[i].Exception(absl::ZeroDuration()).ok() && !fs[i].Cancelled();
+      } else {
+        not_done.push_back(i);
+      }
+    }
+    bool met = not_done.empty() || (when == ReturnWhen::kFirstCompleted && !done.empty()) ||
+               (when == ReturnWhen::kFirstException && exception);
+    if (met || deadline.Expired()) return {done, not_done};
+    ::usleep(200);  // short polls: futures complete on the pool thread
+  }
+}
+
+// concurrent.futures.as_completed: the indices of `fs` in the order they complete (those not
+// done by the timeout are left out).
+template <typename T>
+std::vector<size_t> AsCompleted(const std::vector<Future<T>>& fs,
+                                absl::Duration timeout = absl::InfiniteDuration()) {
+  Deadline deadline = Deadline::After(timeout);
+  std::vector<size_t> order;
+  std::set<size_t> seen;
+  while (order.size() < fs.size() && !deadline.Expired()) {
+    for (size_t i = 0; i < fs.size(); ++i) {
+      if (!seen.count(i) && fs[i].Done()) {
+        seen.insert(i);
+        order.push_back(i);
+      }
+    }
+    if (order.size() < fs.size()) ::usleep(200);
+  }
+  return order;
+}
+
+struct ExecutorOptions {
+  int max_workers = 0;  // 0: the CPUs this process may run on
+  std::optional<StartMethod> start_method;
+  int max_tasks_per_child = 0;
+};
+
+class ProcessPoolExecutor {
+ public:
+  using Options = ExecutorOptions;
+
+  static absl::StatusOr<std::unique_ptr<ProcessPoolExecutor>> Create(Options options = {}) {
+    pool_internal::CoreOptions core;
+    core.processes = options.max_workers;
+    core.start_method = options.start_method;
+    core.maxtasksperchild = options.max_tasks_per_child;
+    core.break_on_worker_death = true;
+    absl::StatusOr<std::unique_ptr<pool_internal::PoolCore>> c =
+        pool_internal::PoolCore::Create(std::move(core));
+    if (!c.ok()) return c.status();
+    return std::unique_ptr<ProcessPoolExecutor>(new ProcessPoolExecutor(*std::move(c)));
+  }
+  ~ProcessPoolExecutor() { (void)Shutdown(true); }
+
+  template <typename F, typename... A>
+  auto Submit(F fn, A&&... args) {
+    auto f = pool_internal::AsFunctionPointer(fn);
+    using Traits = pool_internal::FnTraits<decltype(f)>;
+    using R = pool_internal::Stored<typename Traits::Result>;
+    Future<R> fut;
+    fut.s_->core = core_.get();
+    EncodeBuffer task;
+    Encode(Traits::kEntry, task);
+    Encode(f, task);
+    task.PutVarint(1);
+    Encode(typename Traits::Params(std::forward<A>(args)...), task);
+    AsyncResult<R> result = fut.s_->result;
+    absl::StatusOr<uint64_t> id = core_->Submit(
+        std::move(task),
+        [result](absl::Status st, std::string out, std::vector<UniqueFd> fds) {
+          auto items = pool_internal::DecodeChunk<typename Traits::Result>(st, out, std::move(fds), 1);
+          result.Set(std::move(items[0]));
+        });
+    if (!id.ok()) {
+      result.Set(id.status());
+    } else {
+      fut.s_->id = *id;
+    }
+    return fut;
+  }
+
+  // Results in input order, one StatusOr per item (an error does not stop the others).
+  template <typename F, typename T>
+  auto Map(F fn, const std::vector<T>& items, size_t chunksize = 1) {
+    using R = pool_internal::Stored<
+        typename pool_internal::FnTraits<decltype(pool_internal::AsFunctionPointer(fn))>::Result>;
+    std::vector<Future<R>> fs;
+    fs.reserve(items.size());
+    (void)chunksize;  // each item is its own future here; chunking is Pool::Map's
+    for (const T& item : items) fs.push_back(Submit(fn, item));
+    std::vector<absl::StatusOr<R>> out;
+    out.reserve(fs.size());
+    for (auto& f : fs) out.push_back(f.Result());
+    return out;
+  }
+
+  absl::Status Shutdown(bool wait = true, bool cancel_futures = false) {
+    if (cancel_futures) core_->CancelPending();  // their futures complete as CANCELLED
+    MPROC_RETURN_IF_ERROR(core_->Close());
+    if (wait) return core_->Join();
+    return absl::OkStatus();
+  }
+  absl::Status TerminateWorkers() {
+    MPROC_RETURN_IF_ERROR(core_->Terminate());
+    return core_->Join();
+  }
+  absl::Status KillWorkers() { return TerminateWorkers(); }
+  int max_workers() const { return core_->processes(); }
+  std::vector<pid_t> WorkerPids() { return core_->WorkerPids(); }
+
+ private:
+  explicit ProcessPoolExecutor(std::unique_ptr<pool_internal::PoolCore> core)
+      : core_(std::move(core)) {}
+  std::unique_ptr<pool_internal::PoolCore> core_;
+};
+
+}  // namespace mproc
+
+#endif  // MPROC_POOL_EXECUTOR_H_
