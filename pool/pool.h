@@ -34,9 +34,11 @@
 // Callbacks (ApplyAsync/MapAsync with Callbacks) run on the pool thread, one at a time: keep
 // them short and never block on the pool from inside one.
 //
-// Thread-safety: every method may be called from any thread. Not yet: IMap's buffersize
-// window (inputs are taken as a vector), progress callbacks, ProcessPoolExecutor, and the
-// no-orphans guarantee when the parent is SIGKILLed.
+// IMap/IMapUnordered also take a generator (std::function<std::optional<T>()>) with a
+// buffersize: input is pulled only as results are taken, so memory stays bounded.
+//
+// Thread-safety: every method may be called from any thread; a ResultIterator is for one
+// consumer thread. Not yet: progress callbacks.
 
 #ifndef MPROC_POOL_POOL_H_
 #define MPROC_POOL_POOL_H_
@@ -271,31 +273,40 @@ struct Callbacks {
   std::function<void(const absl::Status&)> on_error;
 };
 
-// Results of IMap / IMapUnordered, taken one at a time.
+// Results of IMap / IMapUnordered, taken one at a time. With a buffersize, input is pulled
+// lazily: at most buffersize * chunksize items are submitted and not yet taken, so memory stays
+// bounded however long the input is.
 template <typename T>
 class ResultIterator {
  public:
   // The next result; std::nullopt once every result was taken; DEADLINE_EXCEEDED inside the
   // StatusOr when none arrived by the timeout (call again).
   std::optional<absl::StatusOr<T>> Next(absl::Duration timeout = absl::InfiniteDuration()) {
+    Feed();
     std::unique_lock<std::mutex> lock(s_->mu);
     auto ready = [&] {
-      if (s_->taken == s_->total) return true;
-      return s_->ordered ? s_->slots[s_->taken].has_value() : !s_->arrived.empty();
+      if (s_->exhausted && s_->taken == s_->issued) return true;
+      return s_->ordered ? (!s_->window.empty() && s_->window.front().has_value())
+                         : !s_->arrived.empty();
     };
     if (timeout == absl::InfiniteDuration()) {
       s_->cv.wait(lock, ready);
     } else if (!s_->cv.wait_for(lock, absl::ToChronoNanoseconds(timeout), ready)) {
       return absl::StatusOr<T>(absl::DeadlineExceededError("no result yet"));
     }
-    if (s_->taken == s_->total) return std::nullopt;
+    if (s_->exhausted && s_->taken == s_->issued) return std::nullopt;
     ++s_->taken;
-    if (s_->ordered) return std::move(*s_->slots[s_->taken - 1]);
-    absl::StatusOr<T> v = std::move(s_->arrived.front());
-    s_->arrived.pop_front();
+    absl::StatusOr<T> v(absl::UnknownError(""));
+    if (s_->ordered) {
+      v = std::move(*s_->window.front());
+      s_->window.pop_front();
+      ++s_->base;
+    } else {
+      v = std::move(s_->arrived.front());
+      s_->arrived.pop_front();
+    }
     return v;
   }
-  size_t size() const { return s_->total; }
 
  private:
   friend class Pool;
@@ -303,11 +314,27 @@ class ResultIterator {
     std::mutex mu;
     std::condition_variable cv;
     bool ordered = true;
-    size_t total = 0;
+    bool exhausted = false;  // the input has no more items (or submitting failed)
+    size_t issued = 0;       // items submitted (or failed at submission)
     size_t taken = 0;
-    std::vector<std::optional<absl::StatusOr<T>>> slots;  // ordered
-    std::deque<absl::StatusOr<T>> arrived;                // unordered
+    size_t base = 0;                                       // ordered: index of window[0]
+    std::deque<std::optional<absl::StatusOr<T>>> window;   // ordered: results from `base` on
+    std::deque<absl::StatusOr<T>> arrived;                 // unordered
+    size_t limit = SIZE_MAX;  // most items submitted and not taken
+    std::function<bool()> submit_chunk;  // submits the next chunk; false when none is left
+    std::mutex feed_mu;                  // one feeder at a time
   };
+  // Submits chunks while under the limit (never holding `mu`: submitting may call back).
+  void Feed() {
+    std::lock_guard<std::mutex> feed(s_->feed_mu);
+    for (;;) {
+      {
+        std::lock_guard<std::mutex> lock(s_->mu);
+        if (s_->exhausted || s_->issued - s_->taken >= s_->limit) return;
+      }
+      if (!s_->submit_chunk()) return;
+    }
+  }
   std::shared_ptr<Shared> s_ = std::make_shared<Shared>();
 };
 
@@ -416,6 +443,17 @@ class Pool {
   template <typename F, typename T>
   auto IMapUnordered(F fn, const std::vector<T>& items, size_t chunksize = 1) {
     return IMapImpl(fn, items, chunksize, /*ordered=*/false);
+  }
+  // Lazy input: `next` yields items until std::nullopt. At most buffersize chunks are submitted
+  // and not yet taken (CPython 3.14's Executor.map buffersize), so memory is bounded.
+  template <typename F, typename T>
+  auto IMap(F fn, std::function<std::optional<T>()> next, size_t chunksize, size_t buffersize) {
+    return IMapLazy(fn, std::move(next), chunksize, buffersize, /*ordered=*/true);
+  }
+  template <typename F, typename T>
+  auto IMapUnordered(F fn, std::function<std::optional<T>()> next, size_t chunksize,
+                     size_t buffersize) {
+    return IMapLazy(fn, std::move(next), chunksize, buffersize, /*ordered=*/false);
   }
 
   absl::Status Close() { return core_->Close(); }
@@ -540,48 +578,79 @@ class Pool {
 
   template <typename F, typename T>
   auto IMapImpl(F fn, const std::vector<T>& items, size_t chunksize, bool ordered) {
+    auto next = [&items, i = size_t{0}]() mutable -> std::optional<T> {
+      if (i == items.size()) return std::nullopt;
+      return items[i++];
+    };
+    // The whole vector is submitted at once (it is in memory already); `items` is only read
+    // during this call.
+    return IMapLazy(fn, std::function<std::optional<T>()>(next), chunksize, SIZE_MAX, ordered);
+  }
+
+  template <typename F, typename T>
+  auto IMapLazy(F fn, std::function<std::optional<T>()> next, size_t chunksize,
+                size_t buffersize, bool ordered) {
     auto f = pool_internal::AsFunctionPointer(fn);
     using Traits = pool_internal::FnTraits<decltype(f)>;
     using R = pool_internal::Stored<typename Traits::Result>;
     ResultIterator<R> it;
     auto sh = it.s_;
     sh->ordered = ordered;
-    sh->total = items.size();
-    if (ordered) sh->slots.resize(items.size());
     if (chunksize == 0) chunksize = 1;
-    size_t chunks = (items.size() + chunksize - 1) / chunksize;
-    for (size_t c = 0; c < chunks; ++c) {
-      size_t begin = c * chunksize;
-      size_t end = std::min(items.size(), begin + chunksize);
-      absl::Status s = core_->SubmitTask(
-          EncodeChunk<Traits, false>(f, items, begin, end),
-          [sh, begin, end](absl::Status st, std::string out, std::vector<UniqueFd> fds) {
-            auto got = pool_internal::DecodeChunk<typename Traits::Result>(st, out, std::move(fds),
-                                                                          end - begin);
-            {
-              std::lock_guard<std::mutex> lock(sh->mu);
-              for (size_t i = begin; i < end; ++i) {
-                if (sh->ordered) {
-                  sh->slots[i] = std::move(got[i - begin]);
-                } else {
-                  sh->arrived.push_back(std::move(got[i - begin]));
-                }
-              }
-            }
-            sh->cv.notify_all();
-          });
-      if (!s.ok()) {
+    sh->limit = buffersize == SIZE_MAX ? SIZE_MAX : std::max<size_t>(1, buffersize) * chunksize;
+    pool_internal::PoolCore* core = core_.get();
+    std::weak_ptr<typename ResultIterator<R>::Shared> weak = sh;
+    sh->submit_chunk = [core, f, next, chunksize, weak]() mutable -> bool {
+      auto sh = weak.lock();
+      if (!sh) return false;
+      std::vector<T> chunk;
+      while (chunk.size() < chunksize) {
+        std::optional<T> item = next();
+        if (!item) break;
+        chunk.push_back(std::move(*item));
+      }
+      size_t begin;
+      {
         std::lock_guard<std::mutex> lock(sh->mu);
-        for (size_t i = begin; i < items.size(); ++i) {
-          if (ordered) {
-            sh->slots[i] = s;
-          } else {
-            sh->arrived.push_back(s);
+        begin = sh->issued;
+        sh->issued += chunk.size();
+        if (chunk.size() < chunksize) sh->exhausted = true;
+        if (sh->ordered) sh->window.resize(sh->issued - sh->base);
+      }
+      if (chunk.empty()) {
+        sh->cv.notify_all();
+        return false;
+      }
+      const size_t n = chunk.size();
+      auto deliver = [weak, begin, n](std::vector<absl::StatusOr<R>> got) {
+        auto sh = weak.lock();
+        if (!sh) return;
+        {
+          std::lock_guard<std::mutex> lock(sh->mu);
+          for (size_t i = 0; i < n; ++i) {
+            if (sh->ordered) {
+              sh->window[begin + i - sh->base] = std::move(got[i]);
+            } else {
+              sh->arrived.push_back(std::move(got[i]));
+            }
           }
         }
-        break;
+        sh->cv.notify_all();
+      };
+      absl::Status s = core->SubmitTask(
+          EncodeChunk<Traits, false>(f, chunk, 0, n),
+          [deliver, n](absl::Status st, std::string out, std::vector<UniqueFd> fds) {
+            deliver(pool_internal::DecodeChunk<typename Traits::Result>(st, out, std::move(fds), n));
+          });
+      if (!s.ok()) {
+        deliver(std::vector<absl::StatusOr<R>>(n, s));
+        std::lock_guard<std::mutex> lock(sh->mu);
+        sh->exhausted = true;  // no more submissions
+        return false;
       }
-    }
+      return !sh->exhausted;
+    };
+    it.Feed();
     return it;
   }
 

@@ -274,6 +274,76 @@ TEST_P(PoolTest, WorkersDoNotOutliveAKilledOwner) {
   }
 }
 
+int64_t Twice(int64_t x) { return 2 * x; }
+
+long VmHwmKiB() {
+  std::ifstream status("/proc/self/status");
+  for (std::string line; std::getline(status, line);) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::atol(line.c_str() + 6);
+  }
+  return -1;
+}
+
+// 10^7 items through IMap with chunksize 1000 and a bounded window: the input is generated
+// lazily and results are consumed as they come, so the peak RSS grows by less than 64 MiB.
+TEST(PoolMemoryTest, LazyIMapOfTenMillionItemsStaysBounded) {
+  Pool::Options o;
+  o.processes = 2;
+  o.start_method = StartMethod::kForkServer;
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Pool> pool, Pool::Create(o));
+  {  // warm up, then reset the peak ("5" resets VmHWM, Linux 4.0+)
+    ASSERT_OK_AND_ASSIGN(auto warm, pool->Map(Twice, std::vector<int64_t>(10000, 1)));
+    std::ofstream("/proc/self/clear_refs") << "5";
+  }
+  long before = VmHwmKiB();
+  constexpr int64_t kItems = 10'000'000;
+  int64_t produced = 0;
+  std::function<std::optional<int64_t>()> gen = [&]() -> std::optional<int64_t> {
+    if (produced == kItems) return std::nullopt;
+    return produced++;
+  };
+  ResultIterator<int64_t> it = pool->IMap(Twice, gen, /*chunksize=*/1000, /*buffersize=*/8);
+  int64_t expect = 0;
+  bool in_order = true;
+  while (auto v = it.Next(absl::Seconds(60))) {
+    ASSERT_TRUE(v->ok()) << v->status();
+    in_order &= (**v == 2 * expect);
+    ++expect;
+  }
+  EXPECT_TRUE(in_order);
+  EXPECT_EQ(expect, kItems);
+  long growth_kib = VmHwmKiB() - before;
+  std::printf("peak RSS growth over 10^7 lazy IMap items: %ld KiB\n", growth_kib);
+#if defined(__SANITIZE_ADDRESS__)
+  // ASan keeps freed memory in its quarantine (256 MiB by default): RSS says nothing here.
+#else
+  EXPECT_LT(growth_kib, 64 * 1024);
+#endif
+  ShutdownForkServer();
+}
+
+TEST(PoolMemoryTest, LazyIMapUnorderedYieldsEachItemOnce) {
+  Pool::Options o;
+  o.processes = 2;
+  o.start_method = StartMethod::kFork;
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Pool> pool, Pool::Create(o));
+  int64_t produced = 0;
+  std::function<std::optional<int64_t>()> gen = [&]() -> std::optional<int64_t> {
+    if (produced == 1000) return std::nullopt;
+    return produced++;
+  };
+  ResultIterator<int64_t> it = pool->IMapUnordered(Twice, gen, 7, 3);
+  std::vector<int> seen(2000, 0);
+  int n = 0;
+  while (auto v = it.Next(absl::Seconds(60))) {
+    ASSERT_TRUE(v->ok());
+    ++seen[static_cast<size_t>(**v)];
+    ++n;
+  }
+  EXPECT_EQ(n, 1000);
+  for (int i = 0; i < 1000; ++i) EXPECT_EQ(seen[static_cast<size_t>(2 * i)], 1);
+}
+
 INSTANTIATE_TEST_SUITE_P(StartMethods, PoolTest,
                          ::testing::Values(StartMethod::kFork, StartMethod::kSpawn,
                                            StartMethod::kForkServer),
