@@ -240,18 +240,23 @@ TEST_P(ProcessTest, DaemonsMayNotHaveChildren) {
   EXPECT_EQ(RunToEnd(p), 0);
 }
 
-TEST_P(ProcessTest, SpawnChildGetsExactlyTheDescriptorsItWasGiven) {
-  if (GetParam() == StartMethod::kFork) GTEST_SKIP() << "fork inherits what fork inherits";
-  // (Under forkserver the stray descriptor is never even seen by the server.)
-  // An inheritable descriptor in the parent must not leak into the child.
-  int stray = ::fcntl(1, F_DUPFD, 10);
-  ASSERT_GE(stray, 0);
-  int fds[2];
-  ASSERT_EQ(::pipe2(fds, O_CLOEXEC), 0);
-  ::close(fds[0]);
-  Process p(CountExtraFds, UniqueFd(fds[1]));
-  EXPECT_EQ(RunToEnd(p), 0);
-  ::close(stray);
+// Fork children inherit what fork inherits; spawn and fork-server children get exactly what
+// they were given (under forkserver the stray descriptor never even reaches the server).
+TEST(SpawnTest, ChildrenGetExactlyTheDescriptorsTheyWereGiven) {
+  for (StartMethod method : {StartMethod::kSpawn, StartMethod::kForkServer}) {
+    int stray = ::fcntl(1, F_DUPFD, 10);  // inheritable: must not leak into the child
+    ASSERT_GE(stray, 0);
+    int fds[2];
+    ASSERT_EQ(::pipe2(fds, O_CLOEXEC), 0);
+    ::close(fds[0]);
+    Process p(CountExtraFds, UniqueFd(fds[1]));
+    p.SetStartMethod(method);
+    MPROC_ASSERT_OK(p.Start());
+    MPROC_ASSERT_OK(p.Join(absl::Seconds(60)));
+    EXPECT_EQ(p.exitcode(), 0) << StartMethodName(method);
+    ::close(stray);
+  }
+  ShutdownForkServer();
 }
 
 TEST_P(ProcessTest, DaemonChildrenAreTerminatedAndOthersJoinedAtExit) {
