@@ -389,13 +389,16 @@ class Pool {
     Encode(Traits::kEntry, task);
     Encode(f, task);
     task.PutVarint(1);
-    Encode(typename Traits::Params(std::forward<A>(args)...), task);
+    // The arguments stay alive until the task is sent: the buffer borrows their descriptors.
+    auto params = std::make_shared<typename Traits::Params>(std::forward<A>(args)...);
+    Encode(*params, task);
     absl::Status s = core_->SubmitTask(
         std::move(task),
         [result](absl::Status st, std::string out, std::vector<UniqueFd> fds) {
           auto items = pool_internal::DecodeChunk<typename Traits::Result>(st, out, std::move(fds), 1);
           result.Set(std::move(items[0]));
-        });
+        },
+        params);
     if (!s.ok()) result.Set(s);
     return result;
   }
@@ -501,24 +504,29 @@ class Pool {
     });
   }
 
-  // Encodes items [begin, end) as one task.
+  // Encodes items [begin, end) as one task, with the converted arguments that own any
+  // descriptors the bytes borrow (to be kept alive until the task is sent).
   template <typename Traits, bool kStar, typename Fn, typename T>
-  static EncodeBuffer EncodeChunk(Fn f, const std::vector<T>& items, size_t begin, size_t end) {
+  static std::pair<EncodeBuffer, std::shared_ptr<void>> EncodeChunk(
+      Fn f, const std::vector<T>& items, size_t begin, size_t end) {
     using Params = typename Traits::Params;
+    auto owned = std::make_shared<std::vector<Params>>();
+    owned->reserve(end - begin);
+    for (size_t i = begin; i < end; ++i) {
+      if constexpr (kStar) {
+        owned->push_back(std::apply([](const auto&... a) { return Params(a...); }, items[i]));
+      } else {
+        static_assert(std::tuple_size_v<Params> == 1,
+                      "Map/IMap take a function of one argument (StarMap for several)");
+        owned->push_back(Params(items[i]));
+      }
+    }
     EncodeBuffer task;
     Encode(Traits::kEntry, task);
     Encode(f, task);
     task.PutVarint(end - begin);
-    for (size_t i = begin; i < end; ++i) {
-      if constexpr (kStar) {
-        Encode(std::apply([](const auto&... a) { return Params(a...); }, items[i]), task);
-      } else {
-        static_assert(std::tuple_size_v<Params> == 1,
-                      "Map/IMap take a function of one argument (StarMap for several)");
-        Encode(Params(items[i]), task);
-      }
-    }
-    return task;
+    for (const Params& p : *owned) Encode(p, task);
+    return {std::move(task), std::move(owned)};
   }
 
   template <bool kStar, typename F, typename T>
@@ -544,8 +552,9 @@ class Pool {
     for (size_t c = 0; c < chunks; ++c) {
       size_t begin = c * chunksize;
       size_t end = std::min(items.size(), begin + chunksize);
+      auto [chunk_task, keep] = EncodeChunk<Traits, kStar>(f, items, begin, end);
       absl::Status s = core_->SubmitTask(
-          EncodeChunk<Traits, kStar>(f, items, begin, end),
+          std::move(chunk_task),
           [job, result, begin, end](absl::Status st, std::string out, std::vector<UniqueFd> fds) {
             auto got = pool_internal::DecodeChunk<typename Traits::Result>(st, out, std::move(fds),
                                                                           end - begin);
@@ -567,7 +576,8 @@ class Pool {
               values.push_back(std::move(**slot));
             }
             result.Set(std::move(values));
-          });
+          },
+          keep);
       if (!s.ok()) {
         result.Set(s);  // tasks already queued still run; their results are dropped
         return result;
@@ -637,11 +647,13 @@ class Pool {
         }
         sh->cv.notify_all();
       };
+      auto [chunk_task, keep] = EncodeChunk<Traits, false>(f, chunk, 0, n);
       absl::Status s = core->SubmitTask(
-          EncodeChunk<Traits, false>(f, chunk, 0, n),
+          std::move(chunk_task),
           [deliver, n](absl::Status st, std::string out, std::vector<UniqueFd> fds) {
             deliver(pool_internal::DecodeChunk<typename Traits::Result>(st, out, std::move(fds), n));
-          });
+          },
+          keep);
       if (!s.ok()) {
         deliver(std::vector<absl::StatusOr<R>>(n, s));
         std::lock_guard<std::mutex> lock(sh->mu);

@@ -110,7 +110,12 @@ int WorkerMain(UniqueFd sock, InitEntry init_entry, std::string init_bytes, int3
 struct PoolCore::State {
   CoreOptions opts;
   std::mutex mu;
-  std::deque<std::pair<uint64_t, EncodeBuffer>> pending;
+  struct PendingTask {
+    uint64_t id;
+    EncodeBuffer task;
+    std::shared_ptr<void> keepalive;  // owns the descriptors the task's bytes borrow
+  };
+  std::deque<PendingTask> pending;
   std::map<uint64_t, TaskDone> callbacks;  // every submitted, unfinished task
   bool closed = false;
   bool terminated = false;
@@ -230,7 +235,8 @@ PoolCore::~PoolCore() {
   (void)Join();
 }
 
-absl::StatusOr<uint64_t> PoolCore::Submit(EncodeBuffer task, TaskDone done) {
+absl::StatusOr<uint64_t> PoolCore::Submit(EncodeBuffer task, TaskDone done,
+                                          std::shared_ptr<void> keepalive) {
   State& st = *st_;
   uint64_t id;
   {
@@ -240,7 +246,7 @@ absl::StatusOr<uint64_t> PoolCore::Submit(EncodeBuffer task, TaskDone done) {
     if (st.closed) return absl::FailedPreconditionError("Pool is closed (no new tasks)");
     id = st.next_id++;
     st.callbacks.emplace(id, std::move(done));
-    st.pending.emplace_back(id, std::move(task));
+    st.pending.push_back({id, std::move(task), std::move(keepalive)});
   }
   st.Wake();
   return id;
@@ -250,7 +256,7 @@ bool PoolCore::Cancel(uint64_t id) {
   State& st = *st_;
   std::lock_guard<std::mutex> lock(st.mu);
   for (auto it = st.pending.begin(); it != st.pending.end(); ++it) {
-    if (it->first == id) {
+    if (it->id == id) {
       st.pending.erase(it);
       st.callbacks.erase(id);
       return true;
@@ -265,7 +271,8 @@ std::vector<uint64_t> PoolCore::CancelPending() {
   std::vector<TaskDone> cbs;
   {
     std::lock_guard<std::mutex> lock(st.mu);
-    for (auto& [id, task] : st.pending) {
+    for (auto& pt : st.pending) {
+      uint64_t id = pt.id;
       ids.push_back(id);
       auto it = st.callbacks.find(id);
       if (it != st.callbacks.end()) {
@@ -392,7 +399,7 @@ void PoolCore::Run() {
       std::unique_lock<std::mutex> lock(st.mu);
       if (st.broken) {
         while (!st.pending.empty()) {
-          to_fail.emplace_back(st.pending.front().first, *st.broken);
+          to_fail.emplace_back(st.pending.front().id, *st.broken);
           st.pending.pop_front();
         }
       }
@@ -409,11 +416,13 @@ void PoolCore::Run() {
           // others, only while the worker's queued bytes stay far below the socket buffer:
           // this thread must never block writing to a worker that is blocked writing back.
           if (!w.tasks.empty() &&
-              w.queued_bytes + st.pending.front().second.size() > kWindowBytes) {
+              w.queued_bytes + st.pending.front().task.size() > kWindowBytes) {
             continue;
           }
-          auto [id, task] = std::move(st.pending.front());
+          State::PendingTask pt = std::move(st.pending.front());
           st.pending.pop_front();
+          const uint64_t id = pt.id;
+          const EncodeBuffer& task = pt.task;
           EncodeBuffer msg;
           Encode(id, msg);
           std::byte* p = msg.Extend(task.size());
@@ -427,7 +436,18 @@ void PoolCore::Run() {
           absl::Status s = WriteFrame(w.sock.get(), kTask, msg, Deadline::After(absl::Seconds(60)),
                                       {}, FdKind::kStreamSocket);
           lock.lock();
-          if (!s.ok()) break;  // the worker is dying; its death handler fails the task
+          if (!s.ok()) {
+            if (absl::IsOutOfRange(s)) break;  // the worker is dying: its death fails the task
+            // Anything else (say, a descriptor the task names is gone): this task fails, the
+            // worker never saw it.
+            w.tasks.pop_back();
+            w.sizes.pop_back();
+            w.queued_bytes -= task.size();
+            --w.assigned;
+            to_fail.emplace_back(id, absl::Status(s.code(), absl::StrCat(
+                                         "pool could not send the task: ", s.message())));
+            break;
+          }
         }
       }
       bool busy = false;

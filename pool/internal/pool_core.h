@@ -64,9 +64,13 @@ class PoolCore {
   // Queues a task (bytes: TaskEntry, then what it reads); returns its id. FAILED_PRECONDITION
   // after Close or Terminate (the callback is not called then); the broken status once the
   // pool is broken.
-  absl::StatusOr<uint64_t> Submit(EncodeBuffer task, TaskDone done);
-  absl::Status SubmitTask(EncodeBuffer task, TaskDone done) {
-    return Submit(std::move(task), std::move(done)).status();
+  // `keepalive` owns whatever the task's descriptors belong to (the encoded arguments): the
+  // buffer only borrows descriptor numbers, which must stay open until the task is sent.
+  absl::StatusOr<uint64_t> Submit(EncodeBuffer task, TaskDone done,
+                                  std::shared_ptr<void> keepalive = nullptr);
+  absl::Status SubmitTask(EncodeBuffer task, TaskDone done,
+                          std::shared_ptr<void> keepalive = nullptr) {
+    return Submit(std::move(task), std::move(done), std::move(keepalive)).status();
   }
   // Removes a task that no worker has received yet; true when it did (its callback is dropped
   // uncalled).
