@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "base/status.h"
@@ -128,6 +129,30 @@ absl::Status WriteAll(int fd, const void* buf, size_t len, const Deadline& deadl
     done += static_cast<size_t>(n);
   }
   return absl::OkStatus();
+}
+
+void AttachScmRights(msghdr* msg, std::span<const int> fds, void* control) {
+  if (fds.empty()) return;
+  msg->msg_control = control;
+  msg->msg_controllen = ScmRightsSpace(fds.size());
+  std::memset(control, 0, msg->msg_controllen);
+  cmsghdr* c = CMSG_FIRSTHDR(msg);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+  std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
+}
+
+void CollectScmRights(msghdr* msg, std::vector<UniqueFd>* out) {
+  for (cmsghdr* c = CMSG_FIRSTHDR(msg); c != nullptr; c = CMSG_NXTHDR(msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < n; ++i) {
+      int fd;
+      std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+      out->emplace_back(fd);
+    }
+  }
 }
 
 void IgnoreSigpipe() {

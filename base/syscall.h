@@ -14,11 +14,14 @@
 #ifndef MPROC_BASE_SYSCALL_H_
 #define MPROC_BASE_SYSCALL_H_
 
+#include <sys/socket.h>
 #include <sys/types.h>
 
 #include <cerrno>
 #include <cstddef>
+#include <span>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "base/deadline.h"
@@ -73,6 +76,14 @@ absl::Status WriteAll(int fd, const void* buf, size_t len, const Deadline& deadl
 
 // Sets or clears O_NONBLOCK. Returns 0 or -errno.
 int SetNonBlocking(int fd, bool on);
+
+// SCM_RIGHTS, for every channel that passes descriptors (frames, Connection, Queue).
+// Fills `control` (ScmRightsSpace(fds.size()) bytes, aligned for cmsghdr, alive until the
+// sendmsg) with one SCM_RIGHTS message carrying `fds` and points `msg` at it; nothing for none.
+inline constexpr size_t ScmRightsSpace(size_t n_fds) { return CMSG_SPACE(sizeof(int) * n_fds); }
+void AttachScmRights(msghdr* msg, std::span<const int> fds, void* control);
+// Takes ownership of every descriptor the kernel installed for a received `msg`.
+void CollectScmRights(msghdr* msg, std::vector<UniqueFd>* out);
 
 // mproc's one SIGPIPE policy: a write to a pipe or socket whose reader is gone is an
 // OUT_OF_RANGE status, never a dead process. Sockets use MSG_NOSIGNAL; for pipes, the first

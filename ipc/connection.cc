@@ -122,17 +122,11 @@ absl::Status Connection::SendFds(std::span<const int> fds, const Deadline& deadl
   // CPython's reduction.sendfds: one byte (the count mod 256) carrying SCM_RIGHTS.
   unsigned char count = static_cast<unsigned char>(fds.size() % 256);
   iovec iov = {&count, 1};
-  std::vector<char> control(CMSG_SPACE(sizeof(int) * fds.size()), 0);
+  std::vector<char> control(ScmRightsSpace(fds.size()));
   msghdr msg = {};
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
-  msg.msg_control = control.data();
-  msg.msg_controllen = control.size();
-  cmsghdr* c = CMSG_FIRSTHDR(&msg);
-  c->cmsg_level = SOL_SOCKET;
-  c->cmsg_type = SCM_RIGHTS;
-  c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
-  std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
+  AttachScmRights(&msg, fds, control.data());
   for (;;) {
     ssize_t n = RetryEintr([&] { return ::sendmsg(fd_.get(), &msg, MSG_NOSIGNAL); });
     if (n == 1) return absl::OkStatus();
@@ -156,7 +150,7 @@ absl::Status Connection::RecvFds(const Deadline& deadline, std::vector<UniqueFd>
   MPROC_RETURN_IF_ERROR(CheckOpen(true));
   unsigned char count = 0;
   iovec iov = {&count, 1};
-  std::vector<char> control(CMSG_SPACE(sizeof(int) * kMaxFds), 0);
+  std::vector<char> control(ScmRightsSpace(kMaxFds), 0);
   msghdr msg = {};
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
@@ -180,16 +174,7 @@ absl::Status Connection::RecvFds(const Deadline& deadline, std::vector<UniqueFd>
     }
     return ErrnoToStatus(errno, "recvmsg(handle)");
   }
-  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
-    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-      size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-      for (size_t i = 0; i < k; ++i) {
-        int fd;
-        std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-        out->emplace_back(fd);
-      }
-    }
-  }
+  CollectScmRights(&msg, out);
   if (n == 0) return absl::OutOfRangeError("peer closed the connection");
   if (msg.msg_flags & MSG_CTRUNC) {
     out->clear();

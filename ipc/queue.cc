@@ -164,20 +164,11 @@ absl::Status QueueCore::Put(const EncodeBuffer& item, const Deadline& deadline, 
 
   iovec iov[2] = {{header, kFrameHeaderSize},
                   {const_cast<std::byte*>(payload.data()), payload.size()}};
-  std::vector<char> control;
+  std::vector<char> control(ScmRightsSpace(fds.size()));
   msghdr msg = {};
   msg.msg_iov = iov;
   msg.msg_iovlen = 2;
-  if (!fds.empty()) {
-    control.assign(CMSG_SPACE(sizeof(int) * fds.size()), 0);
-    msg.msg_control = control.data();
-    msg.msg_controllen = control.size();
-    cmsghdr* c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
-    std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
-  }
+  AttachScmRights(&msg, fds, control.data());
   // Counted before the send, so a Get that races ahead never drives the counters negative.
   if (st->joinable) st->unfinished.fetch_add(1, std::memory_order_acq_rel);
   st->count.fetch_add(1, std::memory_order_relaxed);
@@ -218,7 +209,7 @@ absl::Status QueueCore::Get(const Deadline& deadline, bool block, std::string* b
   QueueState* st = s.state;
   thread_local std::vector<std::byte> buf;
   if (buf.size() < kMaxRecord) buf.resize(kMaxRecord);
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFds)];
+  alignas(cmsghdr) char control[ScmRightsSpace(kMaxFds)];
   for (;;) {
     if (s.closed.load(std::memory_order_relaxed)) return ClosedError();
     iovec iov = {buf.data(), buf.size()};
@@ -242,16 +233,7 @@ absl::Status QueueCore::Get(const Deadline& deadline, bool block, std::string* b
     if (n < 0) return ErrnoToStatus(errno, "recvmsg(queue)");
     // A whole record is ours now.
     fds->clear();
-    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
-      if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-        size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-        for (size_t i = 0; i < k; ++i) {
-          int fd;
-          std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-          fds->emplace_back(fd);
-        }
-      }
-    }
+    CollectScmRights(&msg, fds);
     st->count.fetch_sub(1, std::memory_order_relaxed);
     ReleaseSlot(st);
     if (n == 0 && !(msg.msg_flags & MSG_TRUNC)) {

@@ -34,20 +34,6 @@ T Get(const std::byte* p) {
   return v;
 }
 
-void CollectFds(msghdr* msg, std::vector<UniqueFd>* out) {
-  for (cmsghdr* c = CMSG_FIRSTHDR(msg); c != nullptr; c = CMSG_NXTHDR(msg, c)) {
-    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-      size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-      const unsigned char* data = CMSG_DATA(c);
-      for (size_t i = 0; i < n; ++i) {
-        int fd;
-        std::memcpy(&fd, data + i * sizeof(int), sizeof(int));
-        out->emplace_back(fd);
-      }
-    }
-  }
-}
-
 union FdControl {
   char buf[CMSG_SPACE(sizeof(int) * kMaxFdsPerFrame)];
   cmsghdr align;
@@ -169,15 +155,7 @@ absl::Status WriteFrame(int fd, uint8_t kind, std::span<const std::byte> payload
       msghdr msg = {};
       msg.msg_iov = iov;
       msg.msg_iovlen = n_iov;
-      if (done == 0 && !fds.empty()) {
-        msg.msg_control = control.buf;
-        msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
-        cmsghdr* c = CMSG_FIRSTHDR(&msg);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
-        std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
-      }
+      if (done == 0) AttachScmRights(&msg, fds, control.buf);
       n = ::sendmsg(fd, &msg, MSG_NOSIGNAL);
     } else {
       n = ::writev(fd, iov, static_cast<int>(n_iov));
@@ -224,7 +202,7 @@ absl::Status ReadStream(int fd, bool socket, std::byte* buf, size_t want, const 
       msg.msg_controllen = sizeof(control.buf);
       n = ::recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
       if (n > 0 || (n == 0 && msg.msg_controllen > 0)) {
-        CollectFds(&msg, fds);
+        CollectScmRights(&msg, fds);
         flags = msg.msg_flags;
       }
     } else {
@@ -295,7 +273,7 @@ absl::Status ReadSeqpacket(int fd, Frame& frame, const Deadline& d, const FrameL
     msg.msg_controllen = sizeof(control.buf);
     ssize_t got = RetryEintr([&] { return ::recvmsg(fd, &msg, MSG_CMSG_CLOEXEC); });
     if (got < 0) return ErrnoToStatus(errno, "recvmsg(frame)");
-    CollectFds(&msg, &frame.fds);
+    CollectScmRights(&msg, &frame.fds);
     if (msg.msg_flags & MSG_CTRUNC) {
       frame.fds.clear();
       return absl::InvalidArgumentError("frame: file descriptors were truncated (MSG_CTRUNC)");

@@ -66,6 +66,13 @@ int WorkerLoop(int sock, int32_t maxtasks) {
   }
 }
 
+// "signal 9 (Killed)", "exit code 3", or "an unknown way" for a Process exit code.
+std::string DescribeExit(std::optional<int> code) {
+  if (!code) return "an unknown way";
+  if (*code < 0) return absl::StrCat("signal ", -*code, " (", strsignal(-*code), ")");
+  return absl::StrCat("exit code ", *code);
+}
+
 bool ReportInitFailure(int sock) {
   RemoteError e = CaptureCurrentException(CurrentProcessName());
   EncodeBuffer b;
@@ -497,9 +504,7 @@ void PoolCore::Run() {
       }
       const bool abrupt = !code.has_value() || *code != 0;
       if (st.opts.break_on_worker_death && abrupt && !broken.has_value()) {
-        std::string how = !code ? "an unknown way"
-                          : *code < 0 ? absl::StrCat("signal ", -*code, " (", strsignal(-*code), ")")
-                                      : absl::StrCat("exit code ", *code);
+        std::string how = DescribeExit(code);
         std::lock_guard<std::mutex> lock(st.mu);
         if (!st.terminated) {
           st.broken = absl::AbortedError(absl::StrCat(
@@ -515,9 +520,7 @@ void PoolCore::Run() {
       if (!w.tasks.empty() && broken.has_value()) {
         for (uint64_t id : w.tasks) fail(id, *broken);  // its initializer failed
       } else if (!w.tasks.empty()) {
-        std::string how = !code ? "an unknown way"
-                          : *code < 0 ? absl::StrCat("signal ", -*code, " (", strsignal(-*code), ")")
-                                      : absl::StrCat("exit code ", *code);
+        std::string how = DescribeExit(code);
         absl::Status why = absl::AbortedError(absl::StrCat(
             "pool worker pid ", w.proc->pid(), " died (", how, ") holding this task"));
         for (uint64_t id : w.tasks) fail(id, why);
