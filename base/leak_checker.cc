@@ -86,6 +86,8 @@ std::vector<std::string> LeakChecker::CheckAndCleanUp() {
     // A symbolizer (absl::Symbolize, used for remote-error traces) keeps the executable open
     // as a cache, once per process: not a leak.
     if (!self.empty() && target == self) continue;
+    // A thread's io_uring (base/io_ring.h) lives as long as the thread, like its stack.
+    if (target == "anon_inode:[io_uring]") continue;
     auto it = fds_.find(fd);
     if (it == fds_.end()) {
       problems.push_back(absl::StrCat("leaked fd ", fd, " -> ", target));

@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "base/io_ring.h"
 #include "base/status.h"
 
 namespace mproc {
@@ -39,22 +40,12 @@ ssize_t WriteFull(int fd, const void* buf, size_t len) {
 
 namespace {
 
+// Through the active I/O mode (base/io_ring.h): poll(2) or an io_uring poll.
 int WaitFor(int fd, short events, const Deadline& deadline) {
-  for (;;) {
-    pollfd p{fd, events, 0};
-    int r = ::poll(&p, 1, deadline.PollTimeoutMs());
-    if (r > 0) {
-      if (p.revents & POLLNVAL) return -EBADF;
-      return 1;
-    }
-    if (r == 0) {
-      // poll's millisecond rounding can wake us a hair early; only report a timeout once
-      // the deadline really passed.
-      if (deadline.Expired()) return 0;
-      continue;
-    }
-    if (errno != EINTR) return -errno;
-  }
+  pollfd p{fd, events, 0};
+  int r = WaitEvents(std::span<pollfd>(&p, 1), deadline);
+  if (r > 0 && (p.revents & POLLNVAL)) return -EBADF;
+  return r > 0 ? 1 : r;
 }
 
 }  // namespace

@@ -8,10 +8,12 @@
 
 #include <atomic>
 #include <cerrno>
+#include <algorithm>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "base/futex.h"
+#include "base/io_ring.h"
 #include "base/status.h"
 #include "base/syscall.h"
 #include "serialize/frame.h"
@@ -92,6 +94,14 @@ absl::Status AcquireSlot(QueueShared& s, const Deadline& deadline, bool block) {
     if (!block) return absl::ResourceExhaustedError("queue is full");
     if (deadline.Expired()) return absl::DeadlineExceededError("queue is full: Put timed out");
     if (s.closed.load(std::memory_order_relaxed)) return ClosedError();
+    if (CanWaitFutexWithFds()) {
+      // io_uring with futex opcodes: the slot word and the Close doorbell in one wait.
+      pollfd p = {s.closed_efd.get(), POLLIN, 0};
+      bool woken;
+      int r = WaitEventsOrFutex(std::span<pollfd>(&p, 1), &st->slots_seq, seq, deadline, &woken);
+      if (r >= 0) continue;
+      if (r != -EOPNOTSUPP) return ErrnoToStatus(-r, "wait(queue slot)");
+    }
     // Bounded slices so a Close in another thread is noticed.
     Deadline slice = Deadline::After(absl::Milliseconds(50));
     FutexWait(&st->slots_seq, seq,
@@ -128,78 +138,121 @@ absl::StatusOr<QueueCore> QueueCore::Create(size_t maxsize, bool joinable) {
   return q;
 }
 
-absl::Status QueueCore::Put(const EncodeBuffer& item, const Deadline& deadline, bool block) {
-  if (s_ == nullptr) return absl::FailedPreconditionError("queue handle is empty");
-  QueueShared& s = *s_;
-  if (s.closed.load(std::memory_order_relaxed)) return ClosedError();
-  QueueState* st = s.state;
+namespace {
+
+// One item as a record ready for sendmsg: header + payload inline, or header + length with the
+// bytes in a sealed memfd whose descriptor rides first. Points into itself and into the item:
+// built in place, never moved.
+struct Record {
+  std::byte header[kFrameHeaderSize];
+  uint64_t len = 0;
+  Segment big;
+  std::vector<int> fds;
+  std::vector<char> control;
+  iovec iov[2];
+  msghdr msg = {};
+};
+
+absl::Status BuildRecord(const EncodeBuffer& item, Record* r) {
   if (item.fds().size() + 1 > kMaxFds) {
     return absl::InvalidArgumentError(absl::StrCat("an item may carry at most ", kMaxFds - 1,
                                                    " descriptors"));
   }
-  if (st->maxsize > 0) MPROC_RETURN_IF_ERROR(AcquireSlot(s, deadline, block));
-
-  // The record: header + payload inline, or header + length with the bytes in a memfd.
-  std::byte header[kFrameHeaderSize];
-  std::vector<int> fds;
-  Segment big;
-  uint64_t len = item.size();
   std::span<const std::byte> payload = item.bytes();
   uint8_t kind = kInline;
   if (item.size() > kInlineMax) {
-    absl::StatusOr<Segment> seg = Segment::Create(item.size(), "mproc-queue-item");
-    absl::StatusOr<Mapping> m = seg.ok() ? seg->Map() : absl::StatusOr<Mapping>(seg.status());
-    if (!m.ok()) {
-      if (st->maxsize > 0) ReleaseSlot(st);
-      return m.status();
-    }
-    std::memcpy(m->data(), item.bytes().data(), item.size());
-    big = *std::move(seg);
-    fds.push_back(big.fd());
-    payload = std::as_bytes(std::span<const uint64_t>(&len, 1));
+    MPROC_ASSIGN_OR_RETURN(Segment seg, Segment::Create(item.size(), "mproc-queue-item"));
+    MPROC_ASSIGN_OR_RETURN(Mapping m, seg.Map());
+    std::memcpy(m.data(), item.bytes().data(), item.size());
+    r->big = std::move(seg);
+    r->fds.push_back(r->big.fd());
+    r->len = item.size();
+    payload = std::as_bytes(std::span<const uint64_t>(&r->len, 1));
     kind = kInMemfd;
   }
-  fds.insert(fds.end(), item.fds().begin(), item.fds().end());
-  EncodeFrameHeader({kind, static_cast<uint16_t>(fds.size()), payload.size()}, header);
+  r->fds.insert(r->fds.end(), item.fds().begin(), item.fds().end());
+  EncodeFrameHeader({kind, static_cast<uint16_t>(r->fds.size()), payload.size()}, r->header);
+  r->iov[0] = {r->header, kFrameHeaderSize};
+  r->iov[1] = {const_cast<std::byte*>(payload.data()), payload.size()};
+  r->control.resize(ScmRightsSpace(r->fds.size()));
+  r->msg.msg_iov = r->iov;
+  r->msg.msg_iovlen = 2;
+  AttachScmRights(&r->msg, r->fds, r->control.data());
+  return absl::OkStatus();
+}
 
-  iovec iov[2] = {{header, kFrameHeaderSize},
-                  {const_cast<std::byte*>(payload.data()), payload.size()}};
-  std::vector<char> control(ScmRightsSpace(fds.size()));
-  msghdr msg = {};
-  msg.msg_iov = iov;
-  msg.msg_iovlen = 2;
-  AttachScmRights(&msg, fds, control.data());
-  // Counted before the send, so a Get that races ahead never drives the counters negative.
-  if (st->joinable) st->unfinished.fetch_add(1, std::memory_order_acq_rel);
-  st->count.fetch_add(1, std::memory_order_relaxed);
-  auto undo = [&] {
-    st->count.fetch_sub(1, std::memory_order_relaxed);
-    if (st->joinable) st->unfinished.fetch_sub(1, std::memory_order_acq_rel);
-    if (st->maxsize > 0) ReleaseSlot(st);
-  };
-  for (;;) {
-    ssize_t n = RetryEintr([&] { return ::sendmsg(s.tx.get(), &msg, MSG_NOSIGNAL); });
-    if (n >= 0) return absl::OkStatus();  // a record is sent whole or not at all
-    int err = errno;
-    if (err == EAGAIN) {
-      if (!block) {
-        undo();
-        return absl::ResourceExhaustedError("queue's byte budget is full (socket buffer)");
-      }
-      absl::Status w = AwaitFd(s.tx.get(), POLLOUT, deadline, "Queue::Put", 0, 1);
-      if (!w.ok()) {
-        undo();
-        return w;
-      }
-      if (s.closed.load(std::memory_order_relaxed)) {
-        undo();
-        return ClosedError();
-      }
+// Counted before the send, so a Get that races ahead never drives the counters negative.
+void CountPut(QueueState* st, int64_t k) {
+  if (st->joinable) st->unfinished.fetch_add(k, std::memory_order_acq_rel);
+  st->count.fetch_add(k, std::memory_order_relaxed);
+}
+
+// Undoes CountPut and the slots of `k` items that were not sent.
+void UndoPut(QueueState* st, int64_t k) {
+  if (k == 0) return;
+  st->count.fetch_sub(k, std::memory_order_relaxed);
+  if (st->joinable) st->unfinished.fetch_sub(k, std::memory_order_acq_rel);
+  for (int64_t i = 0; st->maxsize > 0 && i < k; ++i) ReleaseSlot(st);
+}
+
+}  // namespace
+
+absl::Status QueueCore::Put(const EncodeBuffer& item, const Deadline& deadline, bool block) {
+  size_t put = 0;
+  return PutMany(std::span<const EncodeBuffer>(&item, 1), deadline, block, &put);
+}
+
+absl::Status QueueCore::PutMany(std::span<const EncodeBuffer> items, const Deadline& deadline,
+                                bool block, size_t* put) {
+  *put = 0;
+  if (s_ == nullptr) return absl::FailedPreconditionError("queue handle is empty");
+  QueueShared& s = *s_;
+  if (s.closed.load(std::memory_order_relaxed)) return ClosedError();
+  QueueState* st = s.state;
+  const size_t n = items.size();
+  if (n == 0) return absl::OkStatus();
+
+  // Every record is built (and every large item copied out) before the first one is sent.
+  std::unique_ptr<Record[]> records(new Record[n]);
+  std::vector<msghdr> msgs(n);
+  for (size_t i = 0; i < n; ++i) {
+    MPROC_RETURN_IF_ERROR(BuildRecord(items[i], &records[i]));
+    msgs[i] = records[i].msg;
+  }
+
+  constexpr size_t kChunk = 32;  // what one io_uring submission or sendmmsg call carries
+  size_t sent = 0;
+  while (sent < n) {
+    if (s.closed.load(std::memory_order_relaxed)) return ClosedError();
+    size_t k = std::min(kChunk, n - sent);
+    if (st->maxsize > 0) {
+      // One slot per item: the first may block, the rest of the chunk takes only free ones.
+      MPROC_RETURN_IF_ERROR(AcquireSlot(s, deadline, block));
+      size_t got = 1;
+      while (got < k && AcquireSlot(s, deadline, /*block=*/false).ok()) ++got;
+      k = got;
+    }
+    CountPut(st, static_cast<int64_t>(k));
+    int r;  // records sent, or -errno
+    if (k == 1) {
+      ssize_t w = RetryEintr(
+          [&] { return ::sendmsg(s.tx.get(), &msgs[sent], MSG_NOSIGNAL | MSG_DONTWAIT); });
+      r = w >= 0 ? 1 : -errno;
+    } else {
+      r = SendMessages(s.tx.get(), std::span<msghdr>(&msgs[sent], k));
+    }
+    if (r > 0) {  // a record is sent whole or not at all
+      UndoPut(st, static_cast<int64_t>(k) - r);
+      sent += static_cast<size_t>(r);
+      *put = sent;
       continue;
     }
-    undo();
-    return ErrnoToStatus(err, "sendmsg(queue)");
+    UndoPut(st, static_cast<int64_t>(k));
+    if (r != -EAGAIN) return ErrnoToStatus(-r, "sendmsg(queue)");
+    if (!block) return absl::ResourceExhaustedError("queue's byte budget is full (socket buffer)");
+    MPROC_RETURN_IF_ERROR(AwaitFd(s.tx.get(), POLLOUT, deadline, "Queue::Put", sent, n));
   }
+  return absl::OkStatus();
 }
 
 absl::Status QueueCore::Get(const Deadline& deadline, bool block, std::string* bytes,
@@ -222,8 +275,8 @@ absl::Status QueueCore::Get(const Deadline& deadline, bool block, std::string* b
     if (n < 0 && errno == EAGAIN) {
       if (!block) return absl::UnavailableError("queue is empty");
       pollfd p[2] = {{s.rx.get(), POLLIN, 0}, {s.closed_efd.get(), POLLIN, 0}};
-      int r = RetryEintr([&] { return ::poll(p, 2, deadline.PollTimeoutMs()); });
-      if (r < 0) return ErrnoToStatus(errno, "poll(queue)");
+      int r = WaitEvents(std::span<pollfd>(p, 2), deadline);  // poll(2) or io_uring
+      if (r < 0) return ErrnoToStatus(-r, "poll(queue)");
       if (p[1].revents) return ClosedError();
       if (r == 0 && deadline.Expired()) {
         return absl::DeadlineExceededError("queue is empty: Get timed out");

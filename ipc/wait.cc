@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/deadline.h"
+#include "base/io_ring.h"
 #include "base/status.h"
 
 namespace mproc {
@@ -20,11 +21,8 @@ absl::StatusOr<std::vector<int>> Wait(std::span<const int> fds, absl::Duration t
   Deadline deadline = Deadline::After(timeout < absl::ZeroDuration() ? absl::ZeroDuration()
                                                                       : timeout);
   for (;;) {
-    int n = ::poll(pfds.data(), pfds.size(), deadline.PollTimeoutMs());
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return ErrnoToStatus(errno, "poll(Wait)");
-    }
+    int n = WaitEvents(std::span<pollfd>(pfds), deadline);  // poll(2) or io_uring
+    if (n < 0) return ErrnoToStatus(-n, "poll(Wait)");
     std::vector<int> ready;
     for (const pollfd& p : pfds) {
       if (p.revents & POLLNVAL) {

@@ -16,6 +16,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/deadline.h"
+#include "base/io_ring.h"
 #include "base/status.h"
 #include "base/syscall.h"
 #include "serialize/frame.h"
@@ -471,8 +472,9 @@ void PoolCore::Run() {
       pfds.push_back({w.sock.get(), POLLIN, 0});
       pfds.push_back({w.proc->sentinel(), POLLIN, 0});
     }
-    int n = ::poll(pfds.data(), pfds.size(), 1000);
-    if (n < 0 && errno != EINTR) break;
+    // One wait over the result sockets, the pidfds and the wake eventfd (poll(2) or io_uring).
+    int n = WaitEvents(std::span<pollfd>(pfds), Deadline::After(absl::Seconds(1)));
+    if (n < 0) break;
     if (pfds[0].revents) {
       uint64_t v;
       (void)!::read(st.wake.get(), &v, sizeof(v));
