@@ -2,11 +2,13 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -49,6 +51,35 @@ int WaitFor(int fd, short events, const Deadline& deadline) {
 }
 
 }  // namespace
+
+int64_t SpinBudgetNs() {
+  static const int64_t budget = [] {
+    if (const char* env = ::getenv("MPROC_SPIN_US"); env != nullptr && *env != '\0') {
+      char* end = nullptr;
+      long long us = ::strtoll(env, &end, 10);
+      if (end != env && us >= 0) return static_cast<int64_t>(us) * 1000;
+    }
+    // The peer may run on another CPU even when this process is pinned to one: count the
+    // machine's CPUs, not this process's affinity.
+    return ::sysconf(_SC_NPROCESSORS_ONLN) >= 2 ? int64_t{50'000} : int64_t{0};
+  }();
+  return budget;
+}
+
+bool SpinUntilReady(int fd, short events, const Deadline& deadline) {
+  const int64_t budget = SpinBudgetNs();
+  if (budget <= 0) return false;
+  const int64_t start = MonotonicNowNs();
+  for (;;) {
+    pollfd p{fd, events, 0};
+    if (::poll(&p, 1, 0) > 0) return true;
+    const int64_t now = MonotonicNowNs();
+    if (now - start >= budget || (!deadline.infinite() && now >= deadline.monotonic_ns())) {
+      return false;
+    }
+    ::sched_yield();
+  }
+}
 
 int WaitReadable(int fd, const Deadline& deadline) { return WaitFor(fd, POLLIN, deadline); }
 int WaitWritable(int fd, const Deadline& deadline) { return WaitFor(fd, POLLOUT, deadline); }

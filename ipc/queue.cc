@@ -263,6 +263,7 @@ absl::Status QueueCore::Get(const Deadline& deadline, bool block, std::string* b
   thread_local std::vector<std::byte> buf;
   if (buf.size() < kMaxRecord) buf.resize(kMaxRecord);
   alignas(cmsghdr) char control[ScmRightsSpace(kMaxFds)];
+  bool spun = false;
   for (;;) {
     if (s.closed.load(std::memory_order_relaxed)) return ClosedError();
     iovec iov = {buf.data(), buf.size()};
@@ -274,6 +275,11 @@ absl::Status QueueCore::Get(const Deadline& deadline, bool block, std::string* b
     ssize_t n = RetryEintr([&] { return ::recvmsg(s.rx.get(), &msg, MSG_CMSG_CLOEXEC); });
     if (n < 0 && errno == EAGAIN) {
       if (!block) return absl::UnavailableError("queue is empty");
+      // An item usually follows within microseconds: spin briefly before blocking.
+      if (!spun) {
+        spun = true;
+        if (SpinUntilReady(s.rx.get(), POLLIN, deadline)) continue;
+      }
       pollfd p[2] = {{s.rx.get(), POLLIN, 0}, {s.closed_efd.get(), POLLIN, 0}};
       int r = WaitEvents(std::span<pollfd>(p, 2), deadline);  // poll(2) or io_uring
       if (r < 0) return ErrnoToStatus(-r, "poll(queue)");

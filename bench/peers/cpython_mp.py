@@ -85,6 +85,19 @@ def _pipe_echo(conn, cpu):
     conn.close()
 
 
+def _listener_serve(address, authkey, count, ready):
+    """Accept (and authenticate) `count` clients, closing each at once."""
+    from multiprocessing.connection import Listener
+    with Listener(address, family="AF_UNIX", authkey=authkey) as listener:
+        ready.send("ready")
+        ready.close()
+        for _ in range(count):
+            try:
+                listener.accept().close()
+            except Exception:  # a client that went away mid-handshake
+                pass
+
+
 def _manager_dict_worker(d, n, reps, conn):
     """Time n `d[i % 16] = i` per repetition; send back ns per op."""
     d[0] = 0  # untimed: opens this process's connection to the manager
@@ -273,6 +286,36 @@ def _pipe_row(cross):
         return samples, (f"{n} round trips of 16-byte bytes per repetition, "
                          f"parent cpu {parent_cpu}, child cpu {child_cpu}")
     return row
+
+
+def row_listener_connect(cfg):
+    import shutil
+    import tempfile
+    from multiprocessing.connection import Client
+    n = cfg.n(1000, 200)
+    warm = 50
+    tmp = tempfile.mkdtemp(prefix="mproc-bench-")
+    address = os.path.join(tmp, "listener.sock")
+    authkey = b"k" * 32
+    r, w = cfg.ctx.Pipe(duplex=False)
+    p = cfg.ctx.Process(target=_listener_serve, args=(address, authkey, warm + n * cfg.reps, w))
+    samples = []
+    try:
+        p.start()
+        w.close()
+        if r.recv() != "ready":
+            raise RuntimeError("listener child did not report ready")
+
+        def once():
+            Client(address, family="AF_UNIX", authkey=authkey).close()
+
+        for _ in range(warm):
+            once()
+        samples = [_timed_loop(once, n) for _ in range(cfg.reps)]
+    finally:
+        _reap(p)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return samples, f"{n} Client() connects with a 32-byte authkey per repetition, Unix socket"
 
 
 def _close_pool(pool, ok):
@@ -466,6 +509,7 @@ ROWS = [
     ("cpython.simplequeue.1p1c", _queue_row("SimpleQueue")),
     ("cpython.pipe.roundtrip.same_cpu", _pipe_row(cross=False)),
     ("cpython.pipe.roundtrip.cross_cpu", _pipe_row(cross=True)),
+    ("cpython.listener.connect_auth", row_listener_connect),
     ("cpython.pool.create", row_pool_create),
     ("cpython.pool.map_default", _pool_row(_body_map_default)),
     ("cpython.pool.map_chunk1", _pool_row(_body_map_chunk1)),

@@ -20,6 +20,8 @@ MPROC_REPORT_ROWS(CPythonRows) {
       .per_item = true;
   AddExternalRow("cpython.pipe.roundtrip.same_cpu", s, "mp.Pipe round trip (same CPU)");
   AddExternalRow("cpython.pipe.roundtrip.cross_cpu", s, "mp.Pipe round trip (cross CPU)");
+  AddExternalRow("cpython.listener.connect_auth", s,
+                 "Client() connect + mutual authkey handshake, Unix socket");
   AddExternalRow("cpython.pool.create", s, "Pool(2) create + close + join");
   AddExternalRow("cpython.pool.map_default", s, "Pool(2).map x*x over 10^6 ints, default chunksize")
       .per_item = true;

@@ -6,11 +6,15 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <string>
+#include <vector>
 
 #include "bench/report/report.h"
 #include "bench/rows/two_process.h"
+#include "base/io_ring.h"
 #include "ipc/connection.h"
+#include "ipc/listener.h"
 #include "ipc/queue.h"
 
 namespace mproc::bench {
@@ -67,6 +71,170 @@ void QueueOneToOne(benchmark::State& state) {
   }
 }
 
+// Runs a row body in I/O mode `mode` (base/io_ring.h), inherited by the forked children; a mode
+// this kernel cannot give skips the row with the reason. The mode in force before is restored.
+template <typename F>
+void InIoMode(benchmark::State& state, IoMode mode, F body) {
+  const IoMode before = ActiveIoMode();
+  if (SetIoMode(mode) != mode) {
+    SetIoMode(before);
+    return SkipRow(state, std::string(IoModeName(mode)) + " is not available on this kernel");
+  }
+  body();
+  SetIoMode(before);
+}
+
+// As PipeRoundTrip, but every Recv has a deadline, so it waits through the I/O mode.
+void PipeRoundTripDeadline(benchmark::State& state, PinCpus cpus) {
+  absl::StatusOr<std::pair<Connection, Connection>> pair = Pipe();
+  if (!pair.ok()) return state.SkipWithError("Pipe failed");
+  ScopedPin pin(cpus.parent);
+  pid_t pid = ForkPinnedChild(cpus.child, [&] {
+    pair->first.Close();
+    for (;;) {
+      absl::StatusOr<std::string> m = pair->second.Recv<std::string>(absl::Seconds(30));
+      if (!m.ok()) return 0;
+      if (!pair->second.Send(*m).ok()) return 1;
+    }
+  });
+  pair->second.Close();
+  const std::string payload(16, 'x');
+  for (auto _ : state) {
+    if (!pair->first.Send(payload).ok()) return state.SkipWithError("Send failed");
+    absl::StatusOr<std::string> back = pair->first.Recv<std::string>(absl::Seconds(30));
+    if (!back.ok()) return state.SkipWithError("Recv failed");
+    benchmark::DoNotOptimize(back);
+  }
+  pair->first.Close();
+  ReapChild(pid);
+}
+
+// One producer process, PutMany in batches of 32 (one sendmmsg or io_uring submission each);
+// this process gets item by item.
+void QueueBatchedOneToOne(benchmark::State& state) {
+  absl::StatusOr<Queue<int64_t>> q = Queue<int64_t>::Create();
+  if (!q.ok()) return state.SkipWithError("Queue::Create failed");
+  SharedObject<std::atomic<int>> stop;
+  pid_t pid = ForkPinnedChild(-1, [&] {
+    std::vector<int64_t> batch(32);
+    for (int64_t i = 0; stop->load(std::memory_order_relaxed) == 0; i += 32) {
+      for (int64_t j = 0; j < 32; ++j) batch[j] = i + j;
+      absl::Status s = q->PutMany(batch, absl::Milliseconds(100));
+      if (!s.ok() && !absl::IsDeadlineExceeded(s)) return 1;
+    }
+    return 0;
+  });
+  for (auto _ : state) {
+    absl::StatusOr<int64_t> v = q->Get(absl::Seconds(10));
+    if (!v.ok()) return state.SkipWithError("Get failed");
+    benchmark::DoNotOptimize(v);
+  }
+  stop->store(1);
+  for (;;) {
+    int status;
+    if (::waitpid(pid, &status, WNOHANG) == pid) break;
+    (void)q->Get(absl::Milliseconds(10));
+  }
+}
+
+// Two producer processes and two consumers (a child and this process): items per second over
+// both consumers. Each iteration ends when the two together took 1024 more items.
+void QueueTwoToTwo(benchmark::State& state) {
+  constexpr int kPerIteration = 1024;
+  absl::StatusOr<Queue<int64_t>> q = Queue<int64_t>::Create();
+  if (!q.ok()) return state.SkipWithError("Queue::Create failed");
+  SharedObject<std::atomic<int>> stop;
+  SharedObject<std::atomic<int64_t>> taken;
+  std::vector<pid_t> pids;
+  for (int p = 0; p < 2; ++p) {
+    pids.push_back(ForkPinnedChild(-1, [&] {
+      for (int64_t i = 0; stop->load(std::memory_order_relaxed) == 0; ++i) {
+        absl::Status s = q->Put(i, absl::Milliseconds(100));
+        if (!s.ok() && !absl::IsDeadlineExceeded(s)) return 1;
+      }
+      return 0;
+    }));
+  }
+  pids.push_back(ForkPinnedChild(-1, [&] {
+    while (stop->load(std::memory_order_relaxed) == 0) {
+      if (q->Get(absl::Milliseconds(10)).ok()) taken->fetch_add(1, std::memory_order_relaxed);
+    }
+    return 0;
+  }));
+  int64_t target = taken->load();
+  for (auto _ : state) {
+    target += kPerIteration;
+    while (taken->load(std::memory_order_relaxed) < target) {
+      if (q->Get(absl::Milliseconds(10)).ok()) taken->fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+  stop->store(1);
+  for (pid_t pid : pids) {
+    for (;;) {
+      int status;
+      if (::waitpid(pid, &status, WNOHANG) == pid) break;
+      (void)q->Get(absl::Milliseconds(10));
+    }
+  }
+  SetOpsPerIteration(state, kPerIteration);
+}
+
+// 1 MiB items: a producer process puts the same 1 MiB string; this process gets each into the
+// same std::string (copying Get, buffer reused through DecodeInto-free assignment).
+void QueueOneMiB(benchmark::State& state) {
+  absl::StatusOr<Queue<std::string>> q = Queue<std::string>::Create(4);
+  if (!q.ok()) return state.SkipWithError("Queue::Create failed");
+  SharedObject<std::atomic<int>> stop;
+  pid_t pid = ForkPinnedChild(-1, [&] {
+    const std::string item(1 << 20, 'q');
+    while (stop->load(std::memory_order_relaxed) == 0) {
+      absl::Status s = q->Put(item, absl::Milliseconds(100));
+      if (!s.ok() && !absl::IsDeadlineExceeded(s)) return 1;
+    }
+    return 0;
+  });
+  std::string got;
+  for (auto _ : state) {
+    absl::StatusOr<std::string> v = q->Get(absl::Seconds(10));
+    if (!v.ok() || v->size() != (1u << 20)) return state.SkipWithError("Get failed");
+    got = *std::move(v);
+    benchmark::DoNotOptimize(got);
+  }
+  stop->store(1);
+  for (;;) {
+    int status;
+    if (::waitpid(pid, &status, WNOHANG) == pid) break;
+    (void)q->Get(absl::Milliseconds(10));
+  }
+}
+
+// Client() connect + mutual authentication against a Listener in a child (Unix socket, 32-byte
+// key), then close: CPython's Listener/Client row.
+void ListenerConnectAuth(benchmark::State& state) {
+  char dir_template[] = "/tmp/mproc-bench-XXXXXX";
+  if (::mkdtemp(dir_template) == nullptr) return state.SkipWithError("mkdtemp failed");
+  const std::string dir = dir_template;
+  const std::string key(32, 'k');
+  absl::StatusOr<Listener> l = Listener::Create(Address::Unix(dir + "/listener.sock"), key);
+  if (!l.ok()) return state.SkipWithError("Listener::Create failed");
+  pid_t pid = ForkPinnedChild(-1, [&] {
+    for (;;) {
+      absl::StatusOr<Connection> c = l->Accept(absl::Seconds(30));
+      if (!c.ok() && !absl::IsUnauthenticated(c.status()) && !absl::IsOutOfRange(c.status())) {
+        return 0;
+      }
+    }
+  });
+  const Address address = l->address();
+  for (auto _ : state) {
+    absl::StatusOr<Connection> c = Client(address, key);
+    if (!c.ok()) return state.SkipWithError("Client failed");
+  }
+  ReapChild(pid, /*kill=*/true);
+  l->Close();
+  ::rmdir(dir.c_str());
+}
+
 }  // namespace
 
 MPROC_REPORT_ROWS(IpcRows) {
@@ -75,7 +243,43 @@ MPROC_REPORT_ROWS(IpcRows) {
       .PairBaselines({"kernel.socketpair_pingpong", "cpython.pipe.roundtrip"});
   AddRow("mproc.queue.1p1c", Section::kMproc, QueueOneToOne)
       .Title("Queue<int64_t>, 1 producer process -> 1 consumer, per item")
-      .Baselines({"kernel.pipe_64B_per_write", "cpython.queue.1p1c", "cpython.simplequeue.1p1c"});
+      .Baselines({"kernel.pipe_64B_per_write", "cpython.queue.1p1c", "cpython.simplequeue.1p1c",
+                  "boost.message_queue_64B"});
+  AddRow("mproc.queue.2p2c", Section::kMproc, QueueTwoToTwo)
+      .Title("Queue<int64_t>, 2 producer processes -> 2 consumers, per item")
+      .PerItem()
+      .Baselines({"mproc.queue.1p1c", "cpython.queue.1p1c"});
+  AddRow("mproc.queue.1MiB", Section::kMproc, QueueOneMiB)
+      .Title("Queue<std::string> of 1 MiB items, 1 producer process -> 1 consumer, per item")
+      .Baselines({"kernel.memcpy_1MiB"});
+  AddRow("mproc.listener.connect_auth", Section::kMproc, ListenerConnectAuth)
+      .Title("Client() connect + mutual authkey handshake, Unix socket")
+      .Baselines({"cpython.listener.connect_auth"});
+
+  // Each workload in each I/O mode (base/io_ring.h). Plain is the default; the uring rows are
+  // compared with it.
+  for (IoMode mode : {IoMode::kPlain, IoMode::kUringBasic, IoMode::kUring}) {
+    const std::string m = IoModeName(mode);
+    const bool plain = mode == IoMode::kPlain;
+    auto pipe = AddPairRows("mproc.pipe.roundtrip_deadline." + m, Section::kMproc,
+                            [mode](benchmark::State& st, PinCpus cpus) {
+                              InIoMode(st, mode, [&] { PipeRoundTripDeadline(st, cpus); });
+                            });
+    pipe.Title("Pipe round trip, 16 B, Recv with a deadline, I/O mode " + m);
+    pipe.PairBaselines(plain ? std::vector<std::string>{"kernel.socketpair_pingpong"}
+                             : std::vector<std::string>{"mproc.pipe.roundtrip_deadline.plain"});
+    AddRow("mproc.queue.1p1c." + m, Section::kMproc,
+           [mode](benchmark::State& st) { InIoMode(st, mode, [&] { QueueOneToOne(st); }); })
+        .Title("Queue<int64_t> 1 -> 1, per item, I/O mode " + m)
+        .PerItem()
+        .Baselines({plain ? "cpython.queue.1p1c" : "mproc.queue.1p1c.plain"});
+    AddRow("mproc.queue.putmany32." + m, Section::kMproc,
+           [mode](benchmark::State& st) { InIoMode(st, mode, [&] { QueueBatchedOneToOne(st); }); })
+        .Title("Queue<int64_t> 1 -> 1, PutMany batches of 32, per item, I/O mode " + m)
+        .PerItem()
+        .Baselines({plain ? "mproc.queue.1p1c.plain" : "mproc.queue.putmany32.plain",
+                    "cpython.queue.1p1c", "boost.message_queue_64B"});
+  }
 }
 
 }  // namespace mproc::bench
