@@ -2,18 +2,21 @@
 
 #include <fcntl.h>
 #include <poll.h>
-#include <sys/eventfd.h>
+#include <sched.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
-#include <algorithm>
 #include <cstring>
+#include <mutex>
 
 #include "absl/strings/str_cat.h"
 #include "base/futex.h"
 #include "base/io_ring.h"
+#include "base/process_id.h"
 #include "base/status.h"
 #include "base/syscall.h"
 #include "serialize/frame.h"
@@ -23,37 +26,94 @@ namespace mproc {
 namespace ipc_internal {
 namespace {
 
+// ---- The shared-memory rings (the path of ordinary items) ------------------------------------
+//
+// Each producer process owns one ring: a byte ring in the queue's segment that only it writes
+// (under a process-local mutex), so publishing is one release store of `tail` and a producer
+// killed while writing has published nothing. Consumers in any process claim the record at
+// `head` by copying it out first and then moving `head` past it with a CAS: a consumer killed
+// before the CAS took nothing, one killed after it held exactly that item. A losing CAS
+// discards the copy (the producer only reuses bytes behind `head`, so a copy that loses the CAS
+// may be torn but is never used). Records are a 8-byte header (length, tag) and the bytes,
+// padded to 8.
+constexpr int kRings = 16;
+constexpr uint64_t kRingBytes = 8 << 20;
+// A producer may fill its ring up to this many bytes, except that an empty ring always takes
+// one record: the byte budget of an unbounded queue.
+constexpr uint64_t kRingBudget = 4 << 20;
+constexpr uint64_t kRecordHeader = 8;
+constexpr uint32_t kRecordTag = 0x4d505251;  // "QRPM"
+// Items bigger than this, and items carrying descriptors, travel on the socket.
+constexpr uint64_t kRingMaxItem = kRingBytes - 2 * kRecordHeader;
+
+// ---- The socket path (items with descriptors, and items bigger than a ring) ------------------
+//
+// One SOCK_SEQPACKET pair shared by every handle: each item is one record (the kernel hands a
+// whole record to exactly one receiver). The payload starts with the sending producer's ring
+// index (or -1), so the receiver can tell that producer its socket item is gone.
 constexpr uint8_t kInline = 1;
 constexpr uint8_t kInMemfd = 2;
-// Items up to this size travel inside the record; bigger ones in a sealed memfd.
-constexpr size_t kInlineMax = 64 << 10;
-constexpr size_t kMaxRecord = kFrameHeaderSize + kInlineMax;
+constexpr size_t kSocketInlineMax = 64 << 10;
+constexpr size_t kRingTag = sizeof(int32_t);
+constexpr size_t kMaxRecord = kFrameHeaderSize + kRingTag + kSocketInlineMax;
 constexpr size_t kMaxFds = 253;
 
-// In the queue's shared segment.
+struct alignas(64) RingHeader {
+  std::atomic<int32_t> owner{0};           // the producer's pid, 0 when free
+  std::atomic<uint32_t> space_seq{0};      // futex: bumped when head moves and the owner waits
+  std::atomic<uint32_t> owner_waiting{0};  // the owner waits for space (or for socket_pending)
+  std::atomic<int32_t> socket_pending{0};  // the owner's socket items not yet received
+  alignas(64) std::atomic<uint64_t> head{0};  // consumers' claim position (bytes, monotonic)
+  std::atomic<uint64_t> taken{0};             // records claimed (for Qsize)
+  alignas(64) std::atomic<uint64_t> tail{0};  // the owner's publish position
+  std::atomic<uint64_t> published{0};         // records published (for Qsize)
+};
+
+// In the queue's shared segment, followed by kRings rings of kRingBytes.
+// Item counts live beside each ring's head and tail (and socket_items), not in one shared
+// counter that producer and consumer would bounce between their CPUs on every item.
 struct alignas(64) QueueState {
-  std::atomic<int64_t> count{0};       // items in the channel (approximate)
   std::atomic<int64_t> unfinished{0};  // JoinableQueue: put but not TaskDone'd
   std::atomic<uint32_t> join_seq{0};   // futex: bumped when unfinished reaches 0
   std::atomic<uint32_t> slots_seq{0};  // futex: bumped when a slot frees
   std::atomic<int64_t> used{0};        // maxsize slots taken
   uint64_t maxsize = 0;
   uint32_t joinable = 0;
+  alignas(64) std::atomic<uint32_t> items_seq{0};  // futex: bumped on publish when sleepers
+  std::atomic<uint32_t> sleepers{0};               // consumers about to wait on items_seq
+  std::atomic<uint32_t> active{0};                 // bit r: ring r was ever owned
+  std::atomic<int64_t> socket_items{0};            // records on the socket (approximate)
+  RingHeader rings[kRings];
 };
+
+constexpr uint64_t kStateBytes = (sizeof(QueueState) + 4095) / 4096 * 4096;
+constexpr uint64_t kSegmentBytes = kStateBytes + kRings * kRingBytes;
+
+uint64_t RecordBytes(uint64_t len) { return kRecordHeader + (len + 7) / 8 * 8; }
 
 }  // namespace
 
-// One per process per queue: the shared channel and state, and this process's Close doorbell.
+// One per process per queue: the shared channel and state, and this process's producer ring.
 struct QueueShared {
   UniqueFd rx;
   UniqueFd tx;
   Segment segment;
   Mapping mapping;
   QueueState* state = nullptr;
-  UniqueFd closed_efd;  // readable once Close() ran in this process
+  std::byte* ring_data = nullptr;  // kRings * kRingBytes
   std::atomic<bool> closed{false};
 
-  ~QueueShared() = default;
+  std::mutex put_mu;      // this process's producers, one at a time
+  int ring = -1;          // the ring this process owns (guarded by put_mu)
+  pid_t ring_pid = 0;     // ...when owned by this pid (a fork child claims its own)
+  bool socket_only = false;  // no ring was free: every item goes on the socket, keeping order
+
+  ~QueueShared() {
+    if (ring >= 0 && ring_pid == CurrentPid()) {
+      int32_t me = ring_pid;
+      state->rings[ring].owner.compare_exchange_strong(me, 0);
+    }
+  }
 };
 
 namespace {
@@ -63,20 +123,25 @@ absl::Status ClosedError() { return absl::FailedPreconditionError("queue is clos
 absl::StatusOr<std::shared_ptr<QueueShared>> Attach(UniqueFd rx, UniqueFd tx, Segment seg) {
   auto s = std::make_shared<QueueShared>();
   MPROC_ASSIGN_OR_RETURN(Mapping m, seg.Map());
-  if (m.size() < sizeof(QueueState)) return absl::InvalidArgumentError("queue state too small");
+  if (m.size() < kSegmentBytes) return absl::InvalidArgumentError("queue segment too small");
   s->rx = std::move(rx);
   s->tx = std::move(tx);
   s->segment = std::move(seg);
   s->mapping = std::move(m);
   s->state = static_cast<QueueState*>(s->mapping.data());
-  s->closed_efd = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-  if (!s->closed_efd.ok()) return ErrnoToStatus(errno, "eventfd(queue)");
-  // Non-blocking channel ends: several processes wait on them, and a receive that loses the
-  // race for a record must not block.
+  s->ring_data = static_cast<std::byte*>(s->mapping.data()) + kStateBytes;
+  // Non-blocking channel ends: several processes receive from them, and a receive that loses
+  // the race for a record must not block.
   if (SetNonBlocking(s->rx.get(), true) < 0 || SetNonBlocking(s->tx.get(), true) < 0) {
     return ErrnoToStatus(errno, "fcntl(O_NONBLOCK, queue)");
   }
   return s;
+}
+
+// Bounded wait slices, so a Close in another thread of this process is noticed.
+Deadline Slice(const Deadline& deadline) {
+  Deadline slice = Deadline::After(absl::Milliseconds(50));
+  return deadline.infinite() || slice.monotonic_ns() < deadline.monotonic_ns() ? slice : deadline;
 }
 
 // Takes a maxsize slot. OK, RESOURCE_EXHAUSTED (non-blocking, full), DEADLINE_EXCEEDED, or
@@ -95,18 +160,14 @@ absl::Status AcquireSlot(QueueShared& s, const Deadline& deadline, bool block) {
     if (deadline.Expired()) return absl::DeadlineExceededError("queue is full: Put timed out");
     if (s.closed.load(std::memory_order_relaxed)) return ClosedError();
     if (CanWaitFutexWithFds()) {
-      // io_uring with futex opcodes: the slot word and the Close doorbell in one wait.
-      pollfd p = {s.closed_efd.get(), POLLIN, 0};
+      // io_uring with futex opcodes: the slot word in one completion wait, no slices (Close
+      // bumps the word).
       bool woken;
-      int r = WaitEventsOrFutex(std::span<pollfd>(&p, 1), &st->slots_seq, seq, deadline, &woken);
+      int r = WaitEventsOrFutex({}, &st->slots_seq, seq, deadline, &woken);
       if (r >= 0) continue;
       if (r != -EOPNOTSUPP) return ErrnoToStatus(-r, "wait(queue slot)");
     }
-    // Bounded slices so a Close in another thread is noticed.
-    Deadline slice = Deadline::After(absl::Milliseconds(50));
-    FutexWait(&st->slots_seq, seq,
-              deadline.infinite() || slice.monotonic_ns() < deadline.monotonic_ns() ? slice
-                                                                                   : deadline);
+    FutexWait(&st->slots_seq, seq, Slice(deadline));
   }
 }
 
@@ -115,6 +176,345 @@ void ReleaseSlot(QueueState* st) {
   st->used.fetch_sub(1, std::memory_order_acq_rel);
   st->slots_seq.fetch_add(1, std::memory_order_release);
   FutexWake(&st->slots_seq, 1);
+}
+
+// Wakes a consumer waiting for items (after a publish).
+void WakeConsumer(QueueState* st) {
+  if (st->sleepers.load(std::memory_order_seq_cst) == 0) return;
+  st->items_seq.fetch_add(1, std::memory_order_seq_cst);
+  FutexWake(&st->items_seq, 1);
+}
+
+// Wakes the owner of ring `r` if it waits for space or for its socket items.
+void WakeOwner(RingHeader& r) {
+  if (r.owner_waiting.load(std::memory_order_seq_cst) == 0) return;
+  r.space_seq.fetch_add(1, std::memory_order_seq_cst);
+  FutexWake(&r.space_seq, INT32_MAX);
+}
+
+bool PidDead(int32_t pid) { return pid > 0 && ::kill(pid, 0) != 0 && errno == ESRCH; }
+
+// The ring this process produces into, claimed on first use (requires put_mu). -1: none free.
+int MyRing(QueueShared& s) {
+  const pid_t me = CurrentPid();
+  if (s.ring_pid == me) return s.ring;
+  s.ring = -1;  // a fork child: the parent's ring is the parent's
+  s.ring_pid = me;
+  s.socket_only = false;
+  QueueState* st = s.state;
+  for (int pass = 0; pass < 2 && s.ring < 0; ++pass) {
+    for (int i = 0; i < kRings; ++i) {
+      int32_t owner = st->rings[i].owner.load(std::memory_order_acquire);
+      // First pass: free rings; second: rings whose owner died (their items stay queued ahead
+      // of ours, which keeps each producer's order).
+      if (pass == 0 ? owner != 0 : !PidDead(owner)) continue;
+      if (st->rings[i].owner.compare_exchange_strong(owner, me, std::memory_order_acq_rel)) {
+        s.ring = i;
+        st->active.fetch_or(1u << i, std::memory_order_acq_rel);
+        break;
+      }
+    }
+  }
+  if (s.ring < 0) s.socket_only = true;
+  return s.ring;
+}
+
+void CopyIn(std::byte* ring, uint64_t pos, const void* src, uint64_t n) {
+  uint64_t off = pos % kRingBytes;
+  uint64_t first = std::min(n, kRingBytes - off);
+  std::memcpy(ring + off, src, first);
+  if (n > first) std::memcpy(ring, static_cast<const std::byte*>(src) + first, n - first);
+}
+
+void CopyOut(const std::byte* ring, uint64_t pos, void* dst, uint64_t n) {
+  uint64_t off = pos % kRingBytes;
+  uint64_t first = std::min(n, kRingBytes - off);
+  std::memcpy(dst, ring + off, first);
+  if (n > first) std::memcpy(static_cast<std::byte*>(dst) + first, ring, n - first);
+}
+
+// Waits on the owner's space_seq (in slices, minding Close) until `ready()`; OK, or
+// RESOURCE_EXHAUSTED (non-blocking), DEADLINE_EXCEEDED, FAILED_PRECONDITION (closed).
+template <typename Ready>
+absl::Status WaitAsOwner(QueueShared& s, RingHeader& r, const Deadline& deadline, bool block,
+                         Ready ready) {
+  for (;;) {
+    if (ready()) return absl::OkStatus();
+    if (!block) return absl::ResourceExhaustedError("queue's byte budget is full");
+    if (deadline.Expired()) {
+      return absl::DeadlineExceededError("queue's byte budget is full: Put timed out");
+    }
+    if (s.closed.load(std::memory_order_relaxed)) return ClosedError();
+    // Consumers asleep on items this batch published but has not announced yet would never
+    // make the space we wait for.
+    WakeConsumer(s.state);
+    uint32_t seq = r.space_seq.load(std::memory_order_seq_cst);
+    r.owner_waiting.store(1, std::memory_order_seq_cst);
+    std::atomic_thread_fence(std::memory_order_seq_cst);  // pairs with the consumer's CAS
+    if (!ready()) FutexWait(&r.space_seq, seq, Slice(deadline));
+    r.owner_waiting.store(0, std::memory_order_relaxed);
+  }
+}
+
+// Publishes one ordinary item into ring `ri` (requires put_mu). Waits while the owner's
+// socket items are unreceived (so they stay ahead of this one) and for space.
+absl::Status RingPut(QueueShared& s, int ri, std::span<const std::byte> bytes,
+                     const Deadline& deadline, bool block) {
+  RingHeader& r = s.state->rings[ri];
+  std::byte* data = s.ring_data + static_cast<uint64_t>(ri) * kRingBytes;
+  const uint64_t need = RecordBytes(bytes.size());
+  const uint64_t t = r.tail.load(std::memory_order_relaxed);
+  MPROC_RETURN_IF_ERROR(WaitAsOwner(s, r, deadline, block, [&] {
+    if (r.socket_pending.load(std::memory_order_acquire) > 0) {
+      // A consumer killed between receiving our socket item and saying so leaves the count
+      // high: an empty socket means nothing of ours is pending.
+      pollfd p = {s.rx.get(), POLLIN, 0};
+      if (::poll(&p, 1, 0) != 0) return false;
+      r.socket_pending.store(0, std::memory_order_release);
+    }
+    const uint64_t used = t - r.head.load(std::memory_order_acquire);
+    return used == 0 ? need <= kRingBytes : used + need <= kRingBudget;
+  }));
+  const uint32_t header[2] = {static_cast<uint32_t>(bytes.size()), kRecordTag};
+  CopyIn(data, t, header, sizeof(header));
+  CopyIn(data, t + kRecordHeader, bytes.data(), bytes.size());
+  r.published.store(r.published.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  r.tail.store(t + need, std::memory_order_seq_cst);
+  return absl::OkStatus();
+}
+
+// Claims one record from ring `ri` into `out`. True when one was taken.
+bool RingTake(QueueShared& s, int ri, std::string* out) {
+  RingHeader& r = s.state->rings[ri];
+  const std::byte* data = s.ring_data + static_cast<uint64_t>(ri) * kRingBytes;
+  for (;;) {
+    uint64_t h = r.head.load(std::memory_order_acquire);
+    const uint64_t t = r.tail.load(std::memory_order_acquire);
+    if (h >= t) return false;
+    if (t - h > kRingBytes) continue;  // head moved on since we read it
+    uint32_t header[2];
+    CopyOut(data, h, header, sizeof(header));
+    const uint64_t need = RecordBytes(header[0]);
+    if (header[1] != kRecordTag || need > t - h) continue;  // torn: head moved meanwhile
+    // (A torn copy below is harmless too: the CAS fails and it is dropped.)
+    out->resize(header[0]);
+    CopyOut(data, h + kRecordHeader, out->data(), header[0]);
+    if (r.head.compare_exchange_strong(h, h + need, std::memory_order_seq_cst)) {
+      r.taken.fetch_add(1, std::memory_order_relaxed);
+      WakeOwner(r);
+      return true;
+    }
+  }
+}
+
+// Claims one item from any ring, starting at a rotating ring for fairness.
+bool TakeFromRings(QueueShared& s, std::string* out) {
+  thread_local uint32_t next = 0;
+  const uint32_t active = s.state->active.load(std::memory_order_acquire);
+  if (active == 0) return false;
+  for (int k = 0; k < kRings; ++k) {
+    const int i = static_cast<int>((next + k) % kRings);
+    if ((active & (1u << i)) == 0) continue;
+    if (RingTake(s, i, out)) {
+      next = static_cast<uint32_t>(i + 1);
+      return true;
+    }
+  }
+  return false;
+}
+
+bool RingsEmpty(const QueueState* st) {
+  for (int i = 0; i < kRings; ++i) {
+    if (st->rings[i].head.load(std::memory_order_acquire) <
+        st->rings[i].tail.load(std::memory_order_acquire)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// One item as a socket record ready for sendmsg: header + ring tag + payload inline, or with
+// the bytes in a sealed memfd whose descriptor rides first. Points into itself and into the
+// item: built in place, never moved.
+struct Record {
+  std::byte header[kFrameHeaderSize];
+  int32_t ring = -1;
+  uint64_t len = 0;
+  Segment big;
+  std::vector<int> fds;
+  std::vector<char> control;
+  iovec iov[3];
+  msghdr msg = {};
+};
+
+absl::Status BuildRecord(const EncodeBuffer& item, int ring, Record* r) {
+  if (item.fds().size() + 1 > kMaxFds) {
+    return absl::InvalidArgumentError(absl::StrCat("an item may carry at most ", kMaxFds - 1,
+                                                   " descriptors"));
+  }
+  std::span<const std::byte> payload = item.bytes();
+  uint8_t kind = kInline;
+  if (item.size() > kSocketInlineMax) {
+    MPROC_ASSIGN_OR_RETURN(Segment seg, Segment::Create(item.size(), "mproc-queue-item"));
+    MPROC_ASSIGN_OR_RETURN(Mapping m, seg.Map());
+    std::memcpy(m.data(), item.bytes().data(), item.size());
+    r->big = std::move(seg);
+    r->fds.push_back(r->big.fd());
+    r->len = item.size();
+    payload = std::as_bytes(std::span<const uint64_t>(&r->len, 1));
+    kind = kInMemfd;
+  }
+  r->ring = ring;
+  r->fds.insert(r->fds.end(), item.fds().begin(), item.fds().end());
+  EncodeFrameHeader({kind, static_cast<uint16_t>(r->fds.size()), kRingTag + payload.size()},
+                    r->header);
+  r->iov[0] = {r->header, kFrameHeaderSize};
+  r->iov[1] = {&r->ring, kRingTag};
+  r->iov[2] = {const_cast<std::byte*>(payload.data()), payload.size()};
+  r->control.resize(ScmRightsSpace(r->fds.size()));
+  r->msg.msg_iov = r->iov;
+  r->msg.msg_iovlen = 3;
+  AttachScmRights(&r->msg, r->fds, r->control.data());
+  return absl::OkStatus();
+}
+
+// Counted before the item becomes visible, so a TaskDone that races ahead never drives the
+// count negative.
+void CountPut(QueueState* st, int64_t k) {
+  if (st->joinable) st->unfinished.fetch_add(k, std::memory_order_acq_rel);
+}
+
+// Undoes CountPut and the slots of `k` items that were not put.
+void UndoPut(QueueState* st, int64_t k) {
+  if (k == 0) return;
+  if (st->joinable) st->unfinished.fetch_sub(k, std::memory_order_acq_rel);
+  for (int64_t i = 0; st->maxsize > 0 && i < k; ++i) ReleaseSlot(st);
+}
+
+bool UsesSocket(const EncodeBuffer& item, const QueueShared& s) {
+  return s.socket_only || !item.fds().empty() || item.size() > kRingMaxItem;
+}
+
+// Sends items[first, first+k) — all socket items — on the socket (requires put_mu, slots
+// taken). Returns how many were sent, or an error when none was.
+absl::StatusOr<size_t> SocketPut(QueueShared& s, int ri, std::span<const EncodeBuffer> items,
+                                 const Deadline& deadline, bool block) {
+  QueueState* st = s.state;
+  const size_t k = items.size();
+  if (ri >= 0) {
+    // Everything this producer put in its ring goes first.
+    RingHeader& r = st->rings[ri];
+    MPROC_RETURN_IF_ERROR(WaitAsOwner(s, r, deadline, block, [&] {
+      return r.head.load(std::memory_order_acquire) >= r.tail.load(std::memory_order_relaxed);
+    }));
+  }
+  std::unique_ptr<Record[]> records(new Record[k]);
+  std::vector<msghdr> msgs(k);
+  for (size_t i = 0; i < k; ++i) {
+    MPROC_RETURN_IF_ERROR(BuildRecord(items[i], ri, &records[i]));
+    msgs[i] = records[i].msg;
+  }
+  size_t sent = 0;
+  while (sent < k) {
+    if (s.closed.load(std::memory_order_relaxed)) break;
+    const size_t chunk = std::min<size_t>(32, k - sent);
+    st->socket_items.fetch_add(static_cast<int64_t>(chunk), std::memory_order_seq_cst);
+    if (ri >= 0) st->rings[ri].socket_pending.fetch_add(static_cast<int32_t>(chunk));
+    int r;  // records sent, or -errno
+    if (chunk == 1) {
+      ssize_t w = RetryEintr(
+          [&] { return ::sendmsg(s.tx.get(), &msgs[sent], MSG_NOSIGNAL | MSG_DONTWAIT); });
+      r = w >= 0 ? 1 : -errno;
+    } else {
+      r = SendMessages(s.tx.get(), std::span<msghdr>(&msgs[sent], chunk));  // one syscall
+    }
+    const int unsent = static_cast<int>(chunk) - std::max(r, 0);
+    st->socket_items.fetch_sub(unsent, std::memory_order_seq_cst);
+    if (ri >= 0) st->rings[ri].socket_pending.fetch_sub(unsent);
+    if (r > 0) {  // a record is sent whole or not at all
+      sent += static_cast<size_t>(r);
+      WakeConsumer(st);
+      continue;
+    }
+    if (r != -EAGAIN) {
+      if (sent > 0) break;
+      return ErrnoToStatus(-r, "sendmsg(queue)");
+    }
+    if (!block) {
+      if (sent > 0) break;
+      return absl::ResourceExhaustedError("queue's byte budget is full (socket buffer)");
+    }
+    absl::Status w = AwaitFd(s.tx.get(), POLLOUT, deadline, "Queue::Put", sent, k);
+    if (!w.ok()) {
+      if (sent > 0) break;
+      return w;
+    }
+  }
+  if (sent == 0 && s.closed.load(std::memory_order_relaxed)) return ClosedError();
+  return sent;
+}
+
+// Receives one socket record (non-blocking). OK with the item; UNAVAILABLE when there is none.
+absl::Status TakeFromSocket(QueueShared& s, std::string* bytes, std::vector<UniqueFd>* fds) {
+  QueueState* st = s.state;
+  if (st->socket_items.load(std::memory_order_seq_cst) <= 0) {
+    return absl::UnavailableError("queue is empty");
+  }
+  thread_local std::vector<std::byte> buf;
+  if (buf.size() < kMaxRecord) buf.resize(kMaxRecord);
+  alignas(cmsghdr) char control[ScmRightsSpace(kMaxFds)];
+  iovec iov = {buf.data(), buf.size()};
+  msghdr msg = {};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof(control);
+  ssize_t n = RetryEintr([&] { return ::recvmsg(s.rx.get(), &msg, MSG_CMSG_CLOEXEC); });
+  if (n < 0 && errno == EAGAIN) return absl::UnavailableError("queue is empty");
+  if (n < 0) return ErrnoToStatus(errno, "recvmsg(queue)");
+  // A whole record is ours now.
+  st->socket_items.fetch_sub(1, std::memory_order_seq_cst);
+  fds->clear();
+  CollectScmRights(&msg, fds);
+  if ((msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) != 0) {
+    fds->clear();
+    return absl::InvalidArgumentError("queue: oversized record or descriptors dropped");
+  }
+  absl::StatusOr<FrameHeader> h = ParseFrameHeader(std::span(buf.data(), static_cast<size_t>(n)));
+  if (!h.ok()) return h.status();
+  if (h->payload_len != static_cast<size_t>(n) - kFrameHeaderSize ||
+      h->payload_len < kRingTag || h->fd_count != fds->size()) {
+    fds->clear();
+    return absl::InvalidArgumentError("queue: record does not match its header");
+  }
+  int32_t ring;
+  std::memcpy(&ring, buf.data() + kFrameHeaderSize, kRingTag);
+  if (ring >= 0 && ring < kRings) {
+    RingHeader& r = st->rings[ring];
+    int32_t p = r.socket_pending.load(std::memory_order_acquire);
+    while (p > 0 && !r.socket_pending.compare_exchange_weak(p, p - 1)) {
+    }
+    WakeOwner(r);
+  }
+  const std::byte* payload = buf.data() + kFrameHeaderSize + kRingTag;
+  const size_t payload_len = h->payload_len - kRingTag;
+  if (h->kind == kInline) {
+    bytes->assign(reinterpret_cast<const char*>(payload), payload_len);
+    return absl::OkStatus();
+  }
+  if (h->kind != kInMemfd || payload_len != sizeof(uint64_t) || fds->empty()) {
+    fds->clear();
+    return absl::InvalidArgumentError("queue: unknown record kind");
+  }
+  uint64_t len;
+  std::memcpy(&len, payload, sizeof(len));
+  absl::StatusOr<Segment> seg = Segment::FromFd(std::move(fds->front()));
+  fds->erase(fds->begin());
+  if (!seg.ok()) return seg.status();
+  MPROC_ASSIGN_OR_RETURN(Mapping m, seg->Map());
+  if (len > m.size()) return absl::InvalidArgumentError("queue: item longer than its memfd");
+  bytes->assign(static_cast<const char*>(m.data()), len);
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -126,7 +526,9 @@ absl::StatusOr<QueueCore> QueueCore::Create(size_t maxsize, bool joinable) {
   }
   UniqueFd rx(sv[0]);
   UniqueFd tx(sv[1]);
-  MPROC_ASSIGN_OR_RETURN(Segment seg, Segment::Create(4096, "mproc-queue"));
+  // The rings' pages are allocated as they are first written (a lazy memfd): an idle queue
+  // costs one page of state.
+  MPROC_ASSIGN_OR_RETURN(Segment seg, Segment::Create(kSegmentBytes, "mproc-queue"));
   {
     MPROC_ASSIGN_OR_RETURN(Mapping m, seg.Map());
     auto* st = new (m.data()) QueueState();
@@ -138,65 +540,6 @@ absl::StatusOr<QueueCore> QueueCore::Create(size_t maxsize, bool joinable) {
   return q;
 }
 
-namespace {
-
-// One item as a record ready for sendmsg: header + payload inline, or header + length with the
-// bytes in a sealed memfd whose descriptor rides first. Points into itself and into the item:
-// built in place, never moved.
-struct Record {
-  std::byte header[kFrameHeaderSize];
-  uint64_t len = 0;
-  Segment big;
-  std::vector<int> fds;
-  std::vector<char> control;
-  iovec iov[2];
-  msghdr msg = {};
-};
-
-absl::Status BuildRecord(const EncodeBuffer& item, Record* r) {
-  if (item.fds().size() + 1 > kMaxFds) {
-    return absl::InvalidArgumentError(absl::StrCat("an item may carry at most ", kMaxFds - 1,
-                                                   " descriptors"));
-  }
-  std::span<const std::byte> payload = item.bytes();
-  uint8_t kind = kInline;
-  if (item.size() > kInlineMax) {
-    MPROC_ASSIGN_OR_RETURN(Segment seg, Segment::Create(item.size(), "mproc-queue-item"));
-    MPROC_ASSIGN_OR_RETURN(Mapping m, seg.Map());
-    std::memcpy(m.data(), item.bytes().data(), item.size());
-    r->big = std::move(seg);
-    r->fds.push_back(r->big.fd());
-    r->len = item.size();
-    payload = std::as_bytes(std::span<const uint64_t>(&r->len, 1));
-    kind = kInMemfd;
-  }
-  r->fds.insert(r->fds.end(), item.fds().begin(), item.fds().end());
-  EncodeFrameHeader({kind, static_cast<uint16_t>(r->fds.size()), payload.size()}, r->header);
-  r->iov[0] = {r->header, kFrameHeaderSize};
-  r->iov[1] = {const_cast<std::byte*>(payload.data()), payload.size()};
-  r->control.resize(ScmRightsSpace(r->fds.size()));
-  r->msg.msg_iov = r->iov;
-  r->msg.msg_iovlen = 2;
-  AttachScmRights(&r->msg, r->fds, r->control.data());
-  return absl::OkStatus();
-}
-
-// Counted before the send, so a Get that races ahead never drives the counters negative.
-void CountPut(QueueState* st, int64_t k) {
-  if (st->joinable) st->unfinished.fetch_add(k, std::memory_order_acq_rel);
-  st->count.fetch_add(k, std::memory_order_relaxed);
-}
-
-// Undoes CountPut and the slots of `k` items that were not sent.
-void UndoPut(QueueState* st, int64_t k) {
-  if (k == 0) return;
-  st->count.fetch_sub(k, std::memory_order_relaxed);
-  if (st->joinable) st->unfinished.fetch_sub(k, std::memory_order_acq_rel);
-  for (int64_t i = 0; st->maxsize > 0 && i < k; ++i) ReleaseSlot(st);
-}
-
-}  // namespace
-
 absl::Status QueueCore::Put(const EncodeBuffer& item, const Deadline& deadline, bool block) {
   size_t put = 0;
   return PutMany(std::span<const EncodeBuffer>(&item, 1), deadline, block, &put);
@@ -207,52 +550,68 @@ absl::Status QueueCore::PutMany(std::span<const EncodeBuffer> items, const Deadl
   *put = 0;
   if (s_ == nullptr) return absl::FailedPreconditionError("queue handle is empty");
   QueueShared& s = *s_;
-  if (s.closed.load(std::memory_order_relaxed)) return ClosedError();
   QueueState* st = s.state;
-  const size_t n = items.size();
-  if (n == 0) return absl::OkStatus();
-
-  // Every record is built (and every large item copied out) before the first one is sent.
-  std::unique_ptr<Record[]> records(new Record[n]);
-  std::vector<msghdr> msgs(n);
-  for (size_t i = 0; i < n; ++i) {
-    MPROC_RETURN_IF_ERROR(BuildRecord(items[i], &records[i]));
-    msgs[i] = records[i].msg;
+  for (const EncodeBuffer& item : items) {
+    if (item.fds().size() + 1 > kMaxFds) {
+      return absl::InvalidArgumentError(absl::StrCat("an item may carry at most ", kMaxFds - 1,
+                                                     " descriptors"));
+    }
   }
-
-  constexpr size_t kChunk = 32;  // what one io_uring submission or sendmmsg call carries
-  size_t sent = 0;
-  while (sent < n) {
-    if (s.closed.load(std::memory_order_relaxed)) return ClosedError();
-    size_t k = std::min(kChunk, n - sent);
+  size_t done = 0;
+  absl::Status status;
+  bool published = false;
+  while (done < items.size()) {
+    if (s.closed.load(std::memory_order_relaxed)) {
+      status = ClosedError();
+      break;
+    }
+    // A maxsize slot per item, taken outside the producer lock (it may block: announce what
+    // this batch published first, or the consumers who would free slots may sleep on).
     if (st->maxsize > 0) {
-      // One slot per item: the first may block, the rest of the chunk takes only free ones.
-      MPROC_RETURN_IF_ERROR(AcquireSlot(s, deadline, block));
-      size_t got = 1;
-      while (got < k && AcquireSlot(s, deadline, /*block=*/false).ok()) ++got;
-      k = got;
+      if (published) {
+        WakeConsumer(st);
+        published = false;
+      }
+      status = AcquireSlot(s, deadline, block);
+      if (!status.ok()) break;
     }
-    CountPut(st, static_cast<int64_t>(k));
-    int r;  // records sent, or -errno
-    if (k == 1) {
-      ssize_t w = RetryEintr(
-          [&] { return ::sendmsg(s.tx.get(), &msgs[sent], MSG_NOSIGNAL | MSG_DONTWAIT); });
-      r = w >= 0 ? 1 : -errno;
-    } else {
-      r = SendMessages(s.tx.get(), std::span<msghdr>(&msgs[sent], k));
-    }
-    if (r > 0) {  // a record is sent whole or not at all
-      UndoPut(st, static_cast<int64_t>(k) - r);
-      sent += static_cast<size_t>(r);
-      *put = sent;
+    std::unique_lock<std::mutex> lock(s.put_mu);
+    const int ri = MyRing(s);
+    if (UsesSocket(items[done], s)) {
+      // A run of socket items goes out in one system call where it can.
+      size_t k = 1;
+      while (done + k < items.size() && k < 32 && UsesSocket(items[done + k], s) &&
+             (st->maxsize == 0 || AcquireSlot(s, deadline, false).ok())) {
+        ++k;
+      }
+      CountPut(st, static_cast<int64_t>(k));
+      absl::StatusOr<size_t> sent = SocketPut(s, ri, items.subspan(done, k), deadline, block);
+      const size_t n = sent.ok() ? *sent : 0;
+      UndoPut(st, static_cast<int64_t>(k - n));
+      done += n;
+      if (!sent.ok()) {
+        status = sent.status();
+        break;
+      }
       continue;
     }
-    UndoPut(st, static_cast<int64_t>(k));
-    if (r != -EAGAIN) return ErrnoToStatus(-r, "sendmsg(queue)");
-    if (!block) return absl::ResourceExhaustedError("queue's byte budget is full (socket buffer)");
-    MPROC_RETURN_IF_ERROR(AwaitFd(s.tx.get(), POLLOUT, deadline, "Queue::Put", sent, n));
+    CountPut(st, 1);
+    status = RingPut(s, ri, items[done].bytes(), deadline, block);
+    if (!status.ok()) {
+      UndoPut(st, 1);
+      break;
+    }
+    ++done;
+    published = true;
+    // Batches wake consumers once per 32 items and at the end, not per item.
+    if (done % 32 == 0) {
+      WakeConsumer(st);
+      published = false;
+    }
   }
-  return absl::OkStatus();
+  if (published) WakeConsumer(st);
+  *put = done;
+  return status;
 }
 
 absl::Status QueueCore::Get(const Deadline& deadline, bool block, std::string* bytes,
@@ -260,85 +619,71 @@ absl::Status QueueCore::Get(const Deadline& deadline, bool block, std::string* b
   if (s_ == nullptr) return absl::FailedPreconditionError("queue handle is empty");
   QueueShared& s = *s_;
   QueueState* st = s.state;
-  thread_local std::vector<std::byte> buf;
-  if (buf.size() < kMaxRecord) buf.resize(kMaxRecord);
-  alignas(cmsghdr) char control[ScmRightsSpace(kMaxFds)];
+  auto take = [&]() -> absl::Status {
+    if (TakeFromRings(s, bytes)) {
+      fds->clear();
+      return absl::OkStatus();
+    }
+    return TakeFromSocket(s, bytes, fds);
+  };
+  auto taken = [&](const absl::Status& t) {
+    if (!absl::IsUnavailable(t)) {
+      ReleaseSlot(st);
+      return true;
+    }
+    return false;
+  };
   bool spun = false;
   for (;;) {
     if (s.closed.load(std::memory_order_relaxed)) return ClosedError();
-    iovec iov = {buf.data(), buf.size()};
-    msghdr msg = {};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof(control);
-    ssize_t n = RetryEintr([&] { return ::recvmsg(s.rx.get(), &msg, MSG_CMSG_CLOEXEC); });
-    if (n < 0 && errno == EAGAIN) {
-      if (!block) return absl::UnavailableError("queue is empty");
-      // An item usually follows within microseconds: spin briefly before blocking.
-      if (!spun) {
-        spun = true;
-        if (SpinUntilReady(s.rx.get(), POLLIN, deadline)) continue;
+    absl::Status t = take();
+    if (taken(t)) return t;
+    if (!block) return t;
+    if (!spun) {
+      // An item usually follows within microseconds: poll the rings briefly before sleeping.
+      spun = true;
+      const int64_t budget = SpinBudgetNs();
+      const int64_t start = MonotonicNowNs();
+      bool got = false;
+      while (MonotonicNowNs() - start < budget && !deadline.Expired()) {
+        if (!RingsEmpty(st) || st->socket_items.load(std::memory_order_relaxed) > 0) {
+          got = true;
+          break;
+        }
+        ::sched_yield();
       }
-      pollfd p[2] = {{s.rx.get(), POLLIN, 0}, {s.closed_efd.get(), POLLIN, 0}};
-      int r = WaitEvents(std::span<pollfd>(p, 2), deadline);  // poll(2) or io_uring
-      if (r < 0) return ErrnoToStatus(-r, "poll(queue)");
-      if (p[1].revents) return ClosedError();
-      if (r == 0 && deadline.Expired()) {
-        return absl::DeadlineExceededError("queue is empty: Get timed out");
-      }
-      continue;  // readable (another consumer may still win the record: then wait again)
+      if (got) continue;
     }
-    if (n < 0) return ErrnoToStatus(errno, "recvmsg(queue)");
-    // A whole record is ours now.
-    fds->clear();
-    CollectScmRights(&msg, fds);
-    st->count.fetch_sub(1, std::memory_order_relaxed);
-    ReleaseSlot(st);
-    if (n == 0 && !(msg.msg_flags & MSG_TRUNC)) {
-      // Zero-length record: only from a foreign writer.
-      return absl::InvalidArgumentError("queue: empty record");
+    if (deadline.Expired()) return absl::DeadlineExceededError("queue is empty: Get timed out");
+    const uint32_t seq = st->items_seq.load(std::memory_order_seq_cst);
+    st->sleepers.fetch_add(1, std::memory_order_seq_cst);
+    std::atomic_thread_fence(std::memory_order_seq_cst);  // pairs with the publish's tail store
+    t = take();
+    if (taken(t)) {
+      st->sleepers.fetch_sub(1, std::memory_order_seq_cst);
+      return t;
     }
-    if ((msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) != 0) {
-      fds->clear();
-      return absl::InvalidArgumentError("queue: oversized record or descriptors dropped");
-    }
-    absl::StatusOr<FrameHeader> h = ParseFrameHeader(std::span(buf.data(), static_cast<size_t>(n)));
-    if (!h.ok()) return h.status();
-    if (h->payload_len != static_cast<size_t>(n) - kFrameHeaderSize ||
-        h->fd_count != fds->size()) {
-      fds->clear();
-      return absl::InvalidArgumentError("queue: record does not match its header");
-    }
-    const std::byte* payload = buf.data() + kFrameHeaderSize;
-    if (h->kind == kInline) {
-      bytes->assign(reinterpret_cast<const char*>(payload), h->payload_len);
-      return absl::OkStatus();
-    }
-    if (h->kind != kInMemfd || h->payload_len != sizeof(uint64_t) || fds->empty()) {
-      fds->clear();
-      return absl::InvalidArgumentError("queue: unknown record kind");
-    }
-    uint64_t len;
-    std::memcpy(&len, payload, sizeof(len));
-    absl::StatusOr<Segment> seg = Segment::FromFd(std::move(fds->front()));
-    fds->erase(fds->begin());
-    if (!seg.ok()) return seg.status();
-    MPROC_ASSIGN_OR_RETURN(Mapping m, seg->Map());
-    if (len > m.size()) return absl::InvalidArgumentError("queue: item longer than its memfd");
-    bytes->assign(static_cast<const char*>(m.data()), len);
-    return absl::OkStatus();
+    FutexWait(&st->items_seq, seq, deadline);
+    st->sleepers.fetch_sub(1, std::memory_order_seq_cst);
   }
 }
 
 size_t QueueCore::Qsize() const {
   if (s_ == nullptr) return 0;
-  int64_t c = s_->state->count.load(std::memory_order_relaxed);
-  return c < 0 ? 0 : static_cast<size_t>(c);
+  const QueueState* st = s_->state;
+  int64_t c = st->socket_items.load(std::memory_order_relaxed);
+  if (c < 0) c = 0;
+  for (const RingHeader& r : st->rings) {
+    const uint64_t taken = r.taken.load(std::memory_order_relaxed);
+    const uint64_t published = r.published.load(std::memory_order_relaxed);
+    if (published > taken) c += static_cast<int64_t>(published - taken);
+  }
+  return static_cast<size_t>(c);
 }
 
 bool QueueCore::Empty() const {
   if (s_ == nullptr) return true;
+  if (!RingsEmpty(s_->state)) return false;
   pollfd p = {s_->rx.get(), POLLIN, 0};
   return RetryEintr([&] { return ::poll(&p, 1, 0); }) == 0;
 }
@@ -353,11 +698,16 @@ size_t QueueCore::maxsize() const { return s_ ? static_cast<size_t>(s_->state->m
 
 void QueueCore::Close() {
   if (s_ == nullptr || s_->closed.exchange(true)) return;
-  uint64_t one = 1;
-  (void)!::write(s_->closed_efd.get(), &one, sizeof(one));
-  // Wake slot waiters so they notice.
-  s_->state->slots_seq.fetch_add(1, std::memory_order_release);
-  FutexWake(&s_->state->slots_seq, INT32_MAX);
+  QueueState* st = s_->state;
+  // Wake this process's waiters (and, harmlessly, other processes'; they wait again).
+  st->items_seq.fetch_add(1, std::memory_order_seq_cst);
+  FutexWake(&st->items_seq, INT32_MAX);
+  st->slots_seq.fetch_add(1, std::memory_order_release);
+  FutexWake(&st->slots_seq, INT32_MAX);
+  for (RingHeader& r : st->rings) {
+    r.space_seq.fetch_add(1, std::memory_order_seq_cst);
+    FutexWake(&r.space_seq, INT32_MAX);
+  }
 }
 
 bool QueueCore::closed() const { return s_ == nullptr || s_->closed.load(); }

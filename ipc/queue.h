@@ -5,34 +5,51 @@
 //   MPROC_RETURN_IF_ERROR(q.Put(job));                        // in any process holding q
 //   MPROC_ASSIGN_OR_RETURN(Job j, q.Get(absl::Seconds(1)));   // in any other
 //
-// The channel is one SOCK_SEQPACKET socket pair shared by every handle in every process
-// (passed to children as a handle: Codec<Queue<T>>). Each item is one record, so:
-//   * Dequeue is atomic per item: the kernel hands a whole record to exactly one receiver, and
-//     a consumer SIGKILLed in the middle of Get loses at most the item it had received — the
-//     channel never desynchronises for the others (a byte-stream pipe cannot promise this).
-//   * Put is durable: it returns once the record sits in the socket's receive queue, which
-//     outlives the producer. Encoding happens in the caller, so an unencodable item fails at
-//     Put, and there is no feeder thread: a producer exits at once even if nobody reads.
-//   * FIFO per producer; nothing lost, nothing duplicated. Items larger than 64 KiB travel
-//     out of line in a sealed memfd whose descriptor rides in the record (0 B to 64 MiB and
-//     beyond, limited by memory). Items whose T carries descriptors work (it is a socket).
-//   * The byte budget of an unbounded queue is the socket's send buffer (net.core.wmem_default,
-//     about 200 KiB of records here, a few hundred small items): past it Put blocks (or times
-//     out), as a full pipe would. maxsize > 0 bounds the item count exactly.
+// Two paths, one queue (shared by every handle in every process; passed to children as a
+// handle: Codec<Queue<T>>):
+//   * Ordinary items go through shared memory: each producer process owns a byte ring in the
+//     queue's memfd segment (16 rings of 8 MiB, pages allocated as first written). Put copies
+//     the encoded item in and publishes it with one release store; Get copies the record at a
+//     ring's head out and claims it with a CAS. No system call per item: a futex wake only when
+//     a consumer sleeps, once per Put (or per 32 items of a PutMany).
+//   * Items carrying descriptors, items over 8 MiB (they travel in a sealed memfd), and the
+//     items of producers beyond the 16th (no ring free) go on one SOCK_SEQPACKET socket pair,
+//     one record per item; a run of them in PutMany is one sendmmsg or io_uring submission
+//     (base/io_ring.h).
+// What holds on both paths:
+//   * Dequeue is atomic per item: a consumer copies first and claims after (ring), or the kernel
+//     hands a whole record to one receiver (socket). A consumer SIGKILLed in Get loses at most
+//     the item it had claimed; the queue never desynchronises for the others.
+//   * Put is durable: it returns once the item sits in the shared segment or the socket, both
+//     of which outlive the producer. A producer SIGKILLed mid-Put has published nothing or the
+//     whole item. Encoding happens in the caller, so an unencodable item fails at Put, and there
+//     is no feeder thread: a producer exits at once even if nobody reads.
+//   * FIFO per producer across both paths (a socket item waits for the producer's ring to
+//     drain, and a ring item for the producer's socket items to be received); nothing lost,
+//     nothing duplicated.
+//   * The byte budget of an unbounded queue is 4 MiB per producer ring (an empty ring always
+//     takes one item up to 8 MiB) and the socket's buffer for socket items: past it Put blocks
+//     (or times out, or PutNowait says RESOURCE_EXHAUSTED "byte budget"). maxsize > 0 bounds
+//     the item count exactly.
+// A ring belongs to its producer's pid; a producer that exits releases it, and a dead one's ring
+// (its items still queued) is taken over by the next producer that finds no free ring.
 //
 // Errors (DESIGN.md table): PutNowait on a full queue RESOURCE_EXHAUSTED, GetNowait on an
 // empty one UNAVAILABLE; a blocking Put/Get whose timeout passes DEADLINE_EXCEEDED; after
 // Close() (this process's handles), Put/Get are FAILED_PRECONDITION — and Close from another
-// thread wakes a blocked Get with FAILED_PRECONDITION. TaskDone more often than items were put
-// is FAILED_PRECONDITION.
+// thread wakes a blocked Get or Put with FAILED_PRECONDITION. TaskDone more often than items
+// were put is FAILED_PRECONDITION.
 //
-// Qsize() is approximate (a shared counter updated around each send/receive; a consumer killed
-// between receiving and counting leaves it one too high), as CPython documents its own. Empty()
-// asks the socket. A consumer killed between receiving an item and releasing its maxsize slot
-// leaks that slot (capacity drops by one); unbounded queues have no slots.
+// Qsize() is approximate (counters beside each ring and the socket; a consumer killed between
+// claiming and counting leaves it one too high), as CPython documents its own. A consumer
+// killed between taking an item and releasing its maxsize slot leaks that slot (capacity drops
+// by one); unbounded queues have no slots. A consumer killed while asleep leaves the sleeper
+// count high, which only costs producers a futex wake per Put.
 //
 // Thread-safety: all calls are thread-safe; handles are cheap to copy and share the queue.
-// Fork children: a copied handle keeps working in the child (the sockets are inherited).
+// Producer threads of one process take turns on its ring (a mutex). Fork children: a copied
+// handle keeps working in the child, which claims a ring of its own (fork while another thread
+// is inside Put, and the child's first Put may block on that mutex, as with any lock).
 
 #ifndef MPROC_IPC_QUEUE_H_
 #define MPROC_IPC_QUEUE_H_
@@ -66,8 +83,7 @@ class QueueCore {
   QueueCore() = default;
 
   absl::Status Put(const EncodeBuffer& item, const Deadline& deadline, bool block);
-  // Puts items in order, up to 32 per system call (sendmmsg or one io_uring submission);
-  // `*put` counts those put, also on error.
+  // Puts items in order (see Queue::PutMany); `*put` counts those put, also on error.
   absl::Status PutMany(std::span<const EncodeBuffer> items, const Deadline& deadline, bool block,
                        size_t* put);
   // Receives one item: its bytes (in `bytes`) and descriptors.
@@ -108,9 +124,10 @@ class Queue {
     return PutImpl(item, Deadline::After(timeout), true);
   }
   absl::Status PutNowait(const T& item) { return PutImpl(item, Deadline::After(absl::ZeroDuration()), false); }
-  // Puts every item, in order, as separate items (each Get takes one), up to 32 per system call
-  // (base/io_ring.h: sendmmsg, or one io_uring submission). Each item is durable as Put's; on
-  // an error or timeout the first `*put` items were put and the rest were not.
+  // Puts every item, in order, as separate items (each Get takes one): one lock and one
+  // consumer wake per 32 ring items, one system call per 32 socket items (sendmmsg, or one
+  // io_uring submission). Each item is durable as Put's; on an error or timeout the first
+  // `*put` items were put and the rest were not.
   absl::Status PutMany(std::span<const T> items, absl::Duration timeout = absl::InfiniteDuration(),
                        size_t* put = nullptr) {
     std::vector<EncodeBuffer> bufs(items.size());
@@ -135,9 +152,13 @@ class Queue {
  protected:
   explicit Queue(ipc_internal::QueueCore core) : core_(std::move(core)) {}
   absl::Status PutImpl(const T& item, const Deadline& d, bool block) {
-    EncodeBuffer buf;
+    // One encode buffer per thread, reused (a big item's buffer is not kept).
+    thread_local EncodeBuffer buf;
+    buf.Clear();
     Encode(item, buf);
-    return core_.Put(buf, d, block);
+    absl::Status s = core_.Put(buf, d, block);
+    if (buf.capacity() > (64 << 10)) buf = EncodeBuffer();
+    return s;
   }
   absl::StatusOr<T> GetImpl(const Deadline& d, bool block) {
     std::string bytes;

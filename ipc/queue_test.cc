@@ -160,15 +160,17 @@ TEST(QueueTest, ManyThreadsNothingLostNothingDuplicatedFifoPerProducer) {
   for (int n : count) ASSERT_EQ(n, 1);
 }
 
-TEST(QueueTest, PutManyKeepsOrderAcrossBatchesAndBigItems) {
+TEST(QueueTest, PutManyKeepsOrderAcrossRingAndSocketItems) {
+  // Small and 1 MiB items go through the producer's shared-memory ring; items over the ring's
+  // 8 MiB limit go on the socket in a memfd. One producer's order holds across both paths.
   ASSERT_OK_AND_ASSIGN(Queue<std::string> q, Queue<std::string>::Create());
   std::vector<std::string> items;
   for (int i = 0; i < 100; ++i) {
-    // Every 17th item is over the inline limit, so it travels in a memfd inside the batch.
-    items.push_back(i % 17 == 5 ? std::string((64 << 10) + i, static_cast<char>('a' + i % 26))
-                                : std::to_string(i));
+    const char c = static_cast<char>('a' + i % 26);
+    items.push_back(i % 37 == 5 ? std::string((9 << 20) + i, c)
+                    : i % 10 == 3 ? std::string((1 << 20) + i, c)
+                                  : std::to_string(i));
   }
-  const IoRingCounters before = GetIoRingCounters();
   std::thread consumer([&] {
     for (int i = 0; i < 100; ++i) {
       absl::StatusOr<std::string> v = q.Get(absl::Seconds(30));
@@ -182,13 +184,35 @@ TEST(QueueTest, PutManyKeepsOrderAcrossBatchesAndBigItems) {
   consumer.join();
   EXPECT_TRUE(q.Empty());
   EXPECT_EQ(q.Qsize(), 0u);
+}
+
+TEST(QueueTest, PutManyOfDescriptorItemsSendsUpTo32PerSystemCall) {
+  ASSERT_OK_AND_ASSIGN(Queue<UniqueFd> q, Queue<UniqueFd>::Create());
+  int p[2];
+  ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
+  UniqueFd r(p[0]), w(p[1]);
+  std::vector<UniqueFd> items;
+  for (int i = 0; i < 40; ++i) items.push_back(UniqueFd(::dup(w.get())));
+  const IoRingCounters before = GetIoRingCounters();
+  size_t put = 0;
+  MPROC_ASSERT_OK(q.PutMany(items, absl::Seconds(10), &put));
+  EXPECT_EQ(put, 40u);
   const IoRingCounters after = GetIoRingCounters();
-  EXPECT_GT(after.batches, before.batches);  // sendmmsg or one io_uring submission per batch
+  EXPECT_GE(after.batches, before.batches + 1);  // sendmmsg, or one io_uring submission
   if (ActiveIoMode() == IoMode::kPlain) {
     EXPECT_EQ(after.submissions, before.submissions);
   } else {
     EXPECT_GE(after.submissions, before.submissions + 32);
   }
+  items.clear();
+  w.Reset();
+  for (int i = 0; i < 40; ++i) {
+    ASSERT_OK_AND_ASSIGN(UniqueFd got, q.Get(absl::Seconds(5)));
+    ASSERT_EQ(::write(got.get(), "k", 1), 1);
+  }
+  char buf[64];
+  EXPECT_EQ(::read(r.get(), buf, sizeof(buf)), 40);
+  EXPECT_TRUE(q.Empty());
 }
 
 TEST(QueueTest, PutManyOnABoundedQueueTakesOneSlotPerItemAndTimesOutPartway) {
