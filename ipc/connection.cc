@@ -70,8 +70,6 @@ absl::Status Connection::SendBytes(std::span<const std::byte> data, size_t offse
 absl::Status Connection::RecvMessage(std::optional<uint64_t> max_length, const Deadline& deadline,
                                      std::string* out) {
   MPROC_RETURN_IF_ERROR(CheckOpen(true));
-  // A reply usually comes within microseconds: spin briefly before blocking (base/syscall.h).
-  SpinUntilReady(fd_.get(), POLLIN, deadline);
   absl::Status s = ReadCPythonMessage(fd_.get(), max_length.value_or(UINT64_MAX), deadline, out);
   if (!s.ok() && !absl::IsOutOfRange(s) && !absl::IsDeadlineExceeded(s)) {
     // The stream is desynchronised (bad length, or an error mid-message): no more reading,

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -14,6 +15,7 @@
 #include "base/test_util.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "ipc/queue.h"
 #include "ipc/wait.h"
 
 namespace mproc {
@@ -238,6 +240,32 @@ TEST(WaitTest, ReturnsTheReadySubset) {
   ASSERT_OK_AND_ASSIGN(ready, Wait({p2.second.fileno()}, absl::Seconds(-1)));
   EXPECT_TRUE(ready.empty());
   EXPECT_THAT(Wait({-1}), StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
+// CPU seconds this thread has used (user + system).
+double ThreadCpuSeconds() {
+  rusage u;
+  ::getrusage(RUSAGE_THREAD, &u);
+  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+         static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+}
+
+// A wait that times out sleeps in the kernel: under 10 ms of CPU for a 1 s timeout (the brief
+// spin before blocking is 50 us), for Wait(), Connection::Recv and Queue::Get, in every I/O mode.
+TEST(WaitTest, TimingOutUsesNoCpuWhileWaiting) {
+  ASSERT_OK_AND_ASSIGN(auto pipe, Pipe());
+  ASSERT_OK_AND_ASSIGN(Queue<int> q, Queue<int>::Create());
+  double cpu = ThreadCpuSeconds();
+  ASSERT_OK_AND_ASSIGN(std::vector<int> ready, Wait({pipe.first.fileno()}, absl::Seconds(1)));
+  EXPECT_TRUE(ready.empty());
+  EXPECT_LT(ThreadCpuSeconds() - cpu, 0.010) << "Wait";
+  cpu = ThreadCpuSeconds();
+  EXPECT_THAT(pipe.first.RecvBytes(std::nullopt, absl::Seconds(1)),
+              StatusIs(absl::StatusCode::kDeadlineExceeded));
+  EXPECT_LT(ThreadCpuSeconds() - cpu, 0.010) << "Connection::RecvBytes";
+  cpu = ThreadCpuSeconds();
+  EXPECT_THAT(q.Get(absl::Seconds(1)), StatusIs(absl::StatusCode::kDeadlineExceeded));
+  EXPECT_LT(ThreadCpuSeconds() - cpu, 0.010) << "Queue::Get";
 }
 
 }  // namespace

@@ -139,6 +139,8 @@ absl::StatusOr<Connection> Listener::Accept(absl::Duration timeout) {
   if (!fd_.ok()) return absl::FailedPreconditionError("listener is closed");
   Deadline deadline = Deadline::After(timeout);
   UniqueFd conn;
+  // Clients often come in bursts: spin briefly before blocking (base/syscall.h).
+  SpinUntilReady(fd_.get(), POLLIN, deadline);
   for (;;) {
     int ready = WaitReadable(fd_.get(), deadline);
     if (ready < 0) return ErrnoToStatus(-ready, "poll(listener)");

@@ -454,10 +454,16 @@ absl::StatusOr<size_t> SocketPut(QueueShared& s, int ri, std::span<const EncodeB
   return sent;
 }
 
-// Receives one socket record (non-blocking). OK with the item; UNAVAILABLE when there is none.
-absl::Status TakeFromSocket(QueueShared& s, std::string* bytes, std::vector<UniqueFd>* fds) {
+// Receives one socket record (non-blocking). OK with the item; UNAVAILABLE when there is none;
+// INVALID_ARGUMENT for a record that is not a queue item (*counted false: it was never put,
+// so it takes no count or slot). socket_items is a hint that spares the system call when the
+// socket is empty; `force` receives anyway (before sleeping), so a record the hint missed (a
+// foreign writer's) is still read and cannot hide a real item behind it.
+absl::Status TakeFromSocket(QueueShared& s, bool force, std::string* bytes,
+                            std::vector<UniqueFd>* fds, bool* counted) {
   QueueState* st = s.state;
-  if (st->socket_items.load(std::memory_order_seq_cst) <= 0) {
+  *counted = false;
+  if (!force && st->socket_items.load(std::memory_order_seq_cst) <= 0) {
     return absl::UnavailableError("queue is empty");
   }
   thread_local std::vector<std::byte> buf;
@@ -473,7 +479,6 @@ absl::Status TakeFromSocket(QueueShared& s, std::string* bytes, std::vector<Uniq
   if (n < 0 && errno == EAGAIN) return absl::UnavailableError("queue is empty");
   if (n < 0) return ErrnoToStatus(errno, "recvmsg(queue)");
   // A whole record is ours now.
-  st->socket_items.fetch_sub(1, std::memory_order_seq_cst);
   fds->clear();
   CollectScmRights(&msg, fds);
   if ((msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) != 0) {
@@ -481,12 +486,18 @@ absl::Status TakeFromSocket(QueueShared& s, std::string* bytes, std::vector<Uniq
     return absl::InvalidArgumentError("queue: oversized record or descriptors dropped");
   }
   absl::StatusOr<FrameHeader> h = ParseFrameHeader(std::span(buf.data(), static_cast<size_t>(n)));
-  if (!h.ok()) return h.status();
+  if (!h.ok()) {
+    fds->clear();
+    return absl::InvalidArgumentError(absl::StrCat("queue: not a queue record: ", h.status().message()));
+  }
   if (h->payload_len != static_cast<size_t>(n) - kFrameHeaderSize ||
       h->payload_len < kRingTag || h->fd_count != fds->size()) {
     fds->clear();
     return absl::InvalidArgumentError("queue: record does not match its header");
   }
+  // A well-formed record: a put item.
+  *counted = true;
+  st->socket_items.fetch_sub(1, std::memory_order_seq_cst);
   int32_t ring;
   std::memcpy(&ring, buf.data() + kFrameHeaderSize, kRingTag);
   if (ring >= 0 && ring < kRings) {
@@ -619,24 +630,24 @@ absl::Status QueueCore::Get(const Deadline& deadline, bool block, std::string* b
   if (s_ == nullptr) return absl::FailedPreconditionError("queue handle is empty");
   QueueShared& s = *s_;
   QueueState* st = s.state;
-  auto take = [&]() -> absl::Status {
+  bool counted = false;
+  auto take = [&](bool force) -> absl::Status {
     if (TakeFromRings(s, bytes)) {
+      counted = true;
       fds->clear();
       return absl::OkStatus();
     }
-    return TakeFromSocket(s, bytes, fds);
+    return TakeFromSocket(s, force, bytes, fds, &counted);
   };
   auto taken = [&](const absl::Status& t) {
-    if (!absl::IsUnavailable(t)) {
-      ReleaseSlot(st);
-      return true;
-    }
-    return false;
+    if (absl::IsUnavailable(t)) return false;
+    if (counted) ReleaseSlot(st);
+    return true;
   };
   bool spun = false;
   for (;;) {
     if (s.closed.load(std::memory_order_relaxed)) return ClosedError();
-    absl::Status t = take();
+    absl::Status t = take(/*force=*/false);
     if (taken(t)) return t;
     if (!block) return t;
     if (!spun) {
@@ -658,7 +669,7 @@ absl::Status QueueCore::Get(const Deadline& deadline, bool block, std::string* b
     const uint32_t seq = st->items_seq.load(std::memory_order_seq_cst);
     st->sleepers.fetch_add(1, std::memory_order_seq_cst);
     std::atomic_thread_fence(std::memory_order_seq_cst);  // pairs with the publish's tail store
-    t = take();
+    t = take(/*force=*/true);
     if (taken(t)) {
       st->sleepers.fetch_sub(1, std::memory_order_seq_cst);
       return t;
