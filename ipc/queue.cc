@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -83,6 +84,7 @@ struct alignas(64) QueueState {
   std::atomic<uint32_t> sleepers{0};               // consumers about to wait on items_seq
   std::atomic<uint32_t> active{0};                 // bit r: ring r was ever owned
   std::atomic<int64_t> socket_items{0};            // records on the socket (approximate)
+  std::atomic<uint32_t> doorbell_armed{0};         // someone asked for fileno(): ring it
   RingHeader rings[kRings];
 };
 
@@ -97,6 +99,7 @@ uint64_t RecordBytes(uint64_t len) { return kRecordHeader + (len + 7) / 8 * 8; }
 struct QueueShared {
   UniqueFd rx;
   UniqueFd tx;
+  UniqueFd doorbell;  // eventfd shared by every handle: readable while items (may) wait
   Segment segment;
   Mapping mapping;
   QueueState* state = nullptr;
@@ -107,6 +110,10 @@ struct QueueShared {
   int ring = -1;          // the ring this process owns (guarded by put_mu)
   pid_t ring_pid = 0;     // ...when owned by this pid (a fork child claims its own)
   bool socket_only = false;  // no ring was free: every item goes on the socket, keeping order
+  uint64_t head_cache = 0;   // our ring's head as last read (guarded by put_mu): a lower bound
+  // Each ring's tail as last read by a consumer here: a lower bound, so a consumer reads the
+  // producer's cache line only when it has caught up.
+  std::atomic<uint64_t> tail_cache[kRings] = {};
 
   ~QueueShared() {
     if (ring >= 0 && ring_pid == CurrentPid()) {
@@ -120,8 +127,10 @@ namespace {
 
 absl::Status ClosedError() { return absl::FailedPreconditionError("queue is closed"); }
 
-absl::StatusOr<std::shared_ptr<QueueShared>> Attach(UniqueFd rx, UniqueFd tx, Segment seg) {
+absl::StatusOr<std::shared_ptr<QueueShared>> Attach(UniqueFd rx, UniqueFd tx, UniqueFd doorbell,
+                                                    Segment seg) {
   auto s = std::make_shared<QueueShared>();
+  s->doorbell = std::move(doorbell);
   MPROC_ASSIGN_OR_RETURN(Mapping m, seg.Map());
   if (m.size() < kSegmentBytes) return absl::InvalidArgumentError("queue segment too small");
   s->rx = std::move(rx);
@@ -132,7 +141,8 @@ absl::StatusOr<std::shared_ptr<QueueShared>> Attach(UniqueFd rx, UniqueFd tx, Se
   s->ring_data = static_cast<std::byte*>(s->mapping.data()) + kStateBytes;
   // Non-blocking channel ends: several processes receive from them, and a receive that loses
   // the race for a record must not block.
-  if (SetNonBlocking(s->rx.get(), true) < 0 || SetNonBlocking(s->tx.get(), true) < 0) {
+  if (SetNonBlocking(s->rx.get(), true) < 0 || SetNonBlocking(s->tx.get(), true) < 0 ||
+      SetNonBlocking(s->doorbell.get(), true) < 0) {
     return ErrnoToStatus(errno, "fcntl(O_NONBLOCK, queue)");
   }
   return s;
@@ -178,6 +188,35 @@ void ReleaseSlot(QueueState* st) {
   FutexWake(&st->slots_seq, 1);
 }
 
+bool RingsEmpty(const QueueState* st) {
+  for (int i = 0; i < kRings; ++i) {
+    if (st->rings[i].head.load(std::memory_order_acquire) <
+        st->rings[i].tail.load(std::memory_order_acquire)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// The doorbell (for Wait() over fileno()): readable while the queue may have items. Rung by a
+// producer whose publish made its ring (or the socket) non-empty; drained by a consumer that
+// found the queue empty, which then looks again and re-rings if an item slipped in between.
+void RingDoorbell(QueueShared& s) {
+  if (s.state->doorbell_armed.load(std::memory_order_relaxed) == 0) return;
+  uint64_t one = 1;
+  (void)!::write(s.doorbell.get(), &one, sizeof(one));
+}
+
+// A consumer found the queue empty: the doorbell goes quiet, unless an item slipped in.
+void DrainDoorbell(QueueShared& s) {
+  if (s.state->doorbell_armed.load(std::memory_order_relaxed) == 0) return;
+  uint64_t v;
+  (void)!::read(s.doorbell.get(), &v, sizeof(v));
+  if (!RingsEmpty(s.state) || s.state->socket_items.load(std::memory_order_seq_cst) > 0) {
+    RingDoorbell(s);
+  }
+}
+
 // Wakes a consumer waiting for items (after a publish).
 void WakeConsumer(QueueState* st) {
   if (st->sleepers.load(std::memory_order_seq_cst) == 0) return;
@@ -210,6 +249,7 @@ int MyRing(QueueShared& s) {
       if (pass == 0 ? owner != 0 : !PidDead(owner)) continue;
       if (st->rings[i].owner.compare_exchange_strong(owner, me, std::memory_order_acq_rel)) {
         s.ring = i;
+        s.head_cache = st->rings[i].head.load(std::memory_order_acquire);
         st->active.fetch_or(1u << i, std::memory_order_acq_rel);
         break;
       }
@@ -272,14 +312,24 @@ absl::Status RingPut(QueueShared& s, int ri, std::span<const std::byte> bytes,
       if (::poll(&p, 1, 0) != 0) return false;
       r.socket_pending.store(0, std::memory_order_release);
     }
-    const uint64_t used = t - r.head.load(std::memory_order_acquire);
-    return used == 0 ? need <= kRingBytes : used + need <= kRingBudget;
+    auto fits = [&](uint64_t used) {
+      return used == 0 ? need <= kRingBytes : used + need <= kRingBudget;
+    };
+    // The cached head over-estimates what is used: if the item fits by it, it fits. Only
+    // otherwise read the consumers' cache line.
+    if (fits(t - s.head_cache)) return true;
+    s.head_cache = r.head.load(std::memory_order_acquire);
+    return fits(t - s.head_cache);
   }));
   const uint32_t header[2] = {static_cast<uint32_t>(bytes.size()), kRecordTag};
   CopyIn(data, t, header, sizeof(header));
   CopyIn(data, t + kRecordHeader, bytes.data(), bytes.size());
   r.published.store(r.published.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   r.tail.store(t + need, std::memory_order_seq_cst);
+  if (s.state->doorbell_armed.load(std::memory_order_relaxed) != 0 &&
+      r.head.load(std::memory_order_seq_cst) == t) {
+    RingDoorbell(s);  // the ring was empty
+  }
   return absl::OkStatus();
 }
 
@@ -289,8 +339,12 @@ bool RingTake(QueueShared& s, int ri, std::string* out) {
   const std::byte* data = s.ring_data + static_cast<uint64_t>(ri) * kRingBytes;
   for (;;) {
     uint64_t h = r.head.load(std::memory_order_acquire);
-    const uint64_t t = r.tail.load(std::memory_order_acquire);
-    if (h >= t) return false;
+    uint64_t t = s.tail_cache[ri].load(std::memory_order_acquire);
+    if (h >= t) {
+      t = r.tail.load(std::memory_order_acquire);
+      s.tail_cache[ri].store(t, std::memory_order_release);
+      if (h >= t) return false;
+    }
     if (t - h > kRingBytes) continue;  // head moved on since we read it
     uint32_t header[2];
     CopyOut(data, h, header, sizeof(header));
@@ -323,15 +377,6 @@ bool TakeFromRings(QueueShared& s, std::string* out) {
   return false;
 }
 
-bool RingsEmpty(const QueueState* st) {
-  for (int i = 0; i < kRings; ++i) {
-    if (st->rings[i].head.load(std::memory_order_acquire) <
-        st->rings[i].tail.load(std::memory_order_acquire)) {
-      return false;
-    }
-  }
-  return true;
-}
 
 // One item as a socket record ready for sendmsg: header + ring tag + payload inline, or with
 // the bytes in a sealed memfd whose descriptor rides first. Points into itself and into the
@@ -433,6 +478,7 @@ absl::StatusOr<size_t> SocketPut(QueueShared& s, int ri, std::span<const EncodeB
     if (ri >= 0) st->rings[ri].socket_pending.fetch_sub(unsent);
     if (r > 0) {  // a record is sent whole or not at all
       sent += static_cast<size_t>(r);
+      RingDoorbell(s);
       WakeConsumer(st);
       continue;
     }
@@ -537,6 +583,8 @@ absl::StatusOr<QueueCore> QueueCore::Create(size_t maxsize, bool joinable) {
   }
   UniqueFd rx(sv[0]);
   UniqueFd tx(sv[1]);
+  UniqueFd doorbell(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!doorbell.ok()) return ErrnoToStatus(errno, "eventfd(queue doorbell)");
   // The rings' pages are allocated as they are first written (a lazy memfd): an idle queue
   // costs one page of state.
   MPROC_ASSIGN_OR_RETURN(Segment seg, Segment::Create(kSegmentBytes, "mproc-queue"));
@@ -547,7 +595,8 @@ absl::StatusOr<QueueCore> QueueCore::Create(size_t maxsize, bool joinable) {
     st->joinable = joinable ? 1 : 0;
   }
   QueueCore q;
-  MPROC_ASSIGN_OR_RETURN(q.s_, Attach(std::move(rx), std::move(tx), std::move(seg)));
+  MPROC_ASSIGN_OR_RETURN(q.s_, Attach(std::move(rx), std::move(tx), std::move(doorbell),
+                                      std::move(seg)));
   return q;
 }
 
@@ -649,7 +698,10 @@ absl::Status QueueCore::Get(const Deadline& deadline, bool block, std::string* b
     if (s.closed.load(std::memory_order_relaxed)) return ClosedError();
     absl::Status t = take(/*force=*/false);
     if (taken(t)) return t;
-    if (!block) return t;
+    if (!block) {
+      DrainDoorbell(s);
+      return t;
+    }
     if (!spun) {
       // An item usually follows within microseconds: poll the rings briefly before sleeping.
       spun = true;
@@ -674,6 +726,7 @@ absl::Status QueueCore::Get(const Deadline& deadline, bool block, std::string* b
       st->sleepers.fetch_sub(1, std::memory_order_seq_cst);
       return t;
     }
+    DrainDoorbell(s);
     FutexWait(&st->items_seq, seq, deadline);
     st->sleepers.fetch_sub(1, std::memory_order_seq_cst);
   }
@@ -697,6 +750,17 @@ bool QueueCore::Empty() const {
   if (!RingsEmpty(s_->state)) return false;
   pollfd p = {s_->rx.get(), POLLIN, 0};
   return RetryEintr([&] { return ::poll(&p, 1, 0); }) == 0;
+}
+
+int QueueCore::fileno() const {
+  if (s_ == nullptr) return -1;
+  QueueShared& s = *s_;
+  if (s.state->doorbell_armed.exchange(1, std::memory_order_seq_cst) == 0 &&
+      (!RingsEmpty(s.state) || s.state->socket_items.load(std::memory_order_seq_cst) > 0)) {
+    uint64_t one = 1;  // items queued before anyone asked: ring for them
+    (void)!::write(s.doorbell.get(), &one, sizeof(one));
+  }
+  return s.doorbell.get();
 }
 
 bool QueueCore::Full() const {
@@ -758,6 +822,7 @@ void QueueCore::EncodeHandle(EncodeBuffer& b) const {
   b.PutVarint(b.AttachFd(s_->rx.get()));
   b.PutVarint(b.AttachFd(s_->tx.get()));
   b.PutVarint(b.AttachFd(s_->segment.fd()));
+  b.PutVarint(b.AttachFd(s_->doorbell.get()));
 }
 
 bool QueueCore::DecodeHandle(DecodeReader& r) {
@@ -768,15 +833,16 @@ bool QueueCore::DecodeHandle(DecodeReader& r) {
     return true;
   }
   if (present != 1) return r.Fail("bad Queue handle tag");
-  uint64_t i_rx, i_tx, i_seg;
-  UniqueFd rx, tx, segfd;
+  uint64_t i_rx, i_tx, i_seg, i_bell;
+  UniqueFd rx, tx, segfd, bell;
   if (!r.ReadVarint(&i_rx) || !r.TakeFd(i_rx, &rx) || !r.ReadVarint(&i_tx) ||
-      !r.TakeFd(i_tx, &tx) || !r.ReadVarint(&i_seg) || !r.TakeFd(i_seg, &segfd)) {
+      !r.TakeFd(i_tx, &tx) || !r.ReadVarint(&i_seg) || !r.TakeFd(i_seg, &segfd) ||
+      !r.ReadVarint(&i_bell) || !r.TakeFd(i_bell, &bell)) {
     return false;
   }
   absl::StatusOr<Segment> seg = Segment::FromFd(std::move(segfd));
   if (!seg.ok()) return r.Fail(std::string(seg.status().message()));
-  absl::StatusOr<std::shared_ptr<QueueShared>> s = Attach(std::move(rx), std::move(tx), *std::move(seg));
+  absl::StatusOr<std::shared_ptr<QueueShared>> s = Attach(std::move(rx), std::move(tx), std::move(bell), *std::move(seg));
   if (!s.ok()) return r.Fail(std::string(s.status().message()));
   s_ = *std::move(s);
   return true;

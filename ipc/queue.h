@@ -92,6 +92,7 @@ class QueueCore {
 
   size_t Qsize() const;
   bool Empty() const;
+  int fileno() const;
   bool Full() const;
   size_t maxsize() const;
   void Close();
@@ -141,6 +142,12 @@ class Queue {
   }
   absl::StatusOr<T> GetNowait() { return GetImpl(Deadline::After(absl::ZeroDuration()), false); }
 
+  // A descriptor for Wait() (ipc/wait.h) and poll: readable while the queue has items (an
+  // eventfd doorbell shared by every handle; rung by producers once anyone asked for it). As
+  // with CPython's Queue._reader, another consumer may take the item first: readable means
+  // "try GetNowait", which may still say UNAVAILABLE. Owned by the queue; -1 for an empty
+  // handle.
+  int fileno() const { return core_.fileno(); }
   size_t Qsize() const { return core_.Qsize(); }
   bool Empty() const { return core_.Empty(); }
   bool Full() const { return core_.Full(); }

@@ -12,6 +12,7 @@
 #include "base/test_util.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "ipc/wait.h"
 
 namespace mproc {
 namespace {
@@ -274,6 +275,43 @@ TEST(QueueTest, AFullBoundedPutWaitsInTheActiveMode) {
   putter.join();
   EXPECT_LT(testing::NowSeconds() - t0, 5.0);
   EXPECT_THAT(blocked, StatusIs(absl::StatusCode::kFailedPrecondition));
+}
+
+TEST(QueueTest, FilenoIsReadableWhileItemsWaitForWait) {
+  ASSERT_OK_AND_ASSIGN(Queue<int> q, Queue<int>::Create());
+  MPROC_ASSERT_OK(q.Put(1));  // queued before anyone asked for the descriptor
+  const int fd = q.fileno();
+  ASSERT_GE(fd, 0);
+  int other[2];
+  ASSERT_EQ(::pipe2(other, O_CLOEXEC), 0);
+  UniqueFd other_r(other[0]), other_w(other[1]);
+  ASSERT_OK_AND_ASSIGN(std::vector<int> ready, Wait({other_r.get(), fd}, absl::Seconds(5)));
+  EXPECT_EQ(ready, std::vector<int>{fd});
+  ASSERT_OK_AND_ASSIGN(int v, q.GetNowait());
+  EXPECT_EQ(v, 1);
+  // Empty again: once a consumer saw it empty, the doorbell is quiet.
+  EXPECT_THAT(q.GetNowait(), StatusIs(absl::StatusCode::kUnavailable));
+  ASSERT_OK_AND_ASSIGN(ready, Wait({other_r.get(), fd}, absl::Milliseconds(50)));
+  EXPECT_TRUE(ready.empty());
+  // A producer in another process rings it.
+  pid_t pid = testing::Child([&] {
+    ::usleep(20'000);
+    return q.Put(42).ok() ? 0 : 1;
+  });
+  ASSERT_OK_AND_ASSIGN(ready, Wait({other_r.get(), fd}, absl::Seconds(10)));
+  EXPECT_EQ(ready, std::vector<int>{fd});
+  EXPECT_EQ(testing::Join(pid), 0);
+  ASSERT_OK_AND_ASSIGN(v, q.GetNowait());
+  EXPECT_EQ(v, 42);
+  // Socket items (here: carrying descriptors) ring it too.
+  ASSERT_OK_AND_ASSIGN(Queue<UniqueFd> fq, Queue<UniqueFd>::Create());
+  const int ffd = fq.fileno();
+  ASSERT_OK_AND_ASSIGN(ready, Wait({ffd}, absl::Milliseconds(20)));
+  EXPECT_TRUE(ready.empty());
+  MPROC_ASSERT_OK(fq.Put(other_w));
+  ASSERT_OK_AND_ASSIGN(ready, Wait({ffd}, absl::Seconds(5)));
+  EXPECT_EQ(ready, std::vector<int>{ffd});
+  MPROC_EXPECT_OK(fq.GetNowait().status());
 }
 
 }  // namespace

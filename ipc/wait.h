@@ -3,7 +3,8 @@
 //   std::vector<int> ready = Wait({conn.fileno(), process.sentinel()}, absl::Seconds(1)).value();
 //
 // Any Waitable exposes a pollable descriptor: a Connection's fileno(), a Listener's fileno()
-// (readable when a client waits), a Process's sentinel() (its pidfd: readable once it exited)
+// (readable when a client waits), a Queue's fileno() (its doorbell: readable while items wait),
+// a Process's sentinel() (its pidfd: readable once it exited)
 // — spawn/ and ipc/ never include each other, the descriptor is the contract. Returns the
 // ready subset in the order given; end of file and hang-up count as ready; nothing ready by
 // the timeout returns an empty list (a negative timeout is zero). INVALID_ARGUMENT for a

@@ -18,10 +18,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size > 70000) return 0;
   absl::StatusOr<mproc::Queue<mproc::UniqueFd>> q = mproc::Queue<mproc::UniqueFd>::Create();
   if (!q.ok()) std::abort();
-  // The queue's handle encodes its descriptors as (rx, tx, segment): write into tx.
+  // The queue's handle encodes its descriptors as (rx, tx, segment, doorbell): write into tx.
   mproc::EncodeBuffer handle;
   mproc::Encode(*q, handle);
-  if (handle.fds().size() != 3) std::abort();
+  if (handle.fds().size() != 4) std::abort();
   const int tx = handle.fds()[1];
   if (::send(tx, data, size, MSG_DONTWAIT | MSG_NOSIGNAL) != static_cast<ssize_t>(size)) return 0;
   mproc::UniqueFd devnull(::open("/dev/null", O_WRONLY | O_CLOEXEC));
