@@ -118,13 +118,21 @@ int PlainPoll(std::span<pollfd> fds, const Deadline& deadline) {
 
 // The io_uring wait: one POLL_ADD per descriptor (and a FUTEX_WAIT), submitted and waited in
 // one io_uring_enter; the operations still pending afterwards are cancelled and reaped before
-// returning, so nothing outlives the call. Returns -ENOSPC when there are too many operations.
+// returning, so nothing outlives the call. Returns -ENOSPC when there are too many operations
+// (or none: every descriptor negative), for poll(2) to do instead.
 int UringWait(io_uring* ring, std::span<pollfd> fds, const std::atomic<uint32_t>* word,
               uint32_t expected, const Deadline& deadline, bool* futex_woken) {
   const size_t n = fds.size() + (word != nullptr ? 1 : 0);
   if (n > kMaxWaitOps) return -ENOSPC;
+  uint64_t done = 0;  // bit i: operation i completed (or, for a negative fd, never started)
+  size_t pending = n;
   for (size_t i = 0; i < fds.size(); ++i) {
     fds[i].revents = 0;
+    if (fds[i].fd < 0) {  // poll(2) ignores negative descriptors; so do we
+      done |= uint64_t{1} << i;
+      --pending;
+      continue;
+    }
     io_uring_sqe* sqe = GetSqe(ring);
     io_uring_prep_poll_add(sqe, fds[i].fd, static_cast<unsigned>(fds[i].events));
     sqe->user_data = i + 1;
@@ -141,10 +149,8 @@ int UringWait(io_uring* ring, std::span<pollfd> fds, const std::atomic<uint32_t>
     sqe->user_data = n;
     g_futex_waits.fetch_add(1, std::memory_order_relaxed);
   }
-  g_submissions.fetch_add(n, std::memory_order_relaxed);
-
-  uint64_t done = 0;  // bit i: operation i completed
-  size_t pending = n;
+  g_submissions.fetch_add(pending, std::memory_order_relaxed);
+  if (pending == 0) return -ENOSPC;  // nothing to submit: poll(2) sleeps out the timeout
   int ready = 0;
   bool cancelling = false;
   for (;;) {

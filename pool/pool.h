@@ -37,8 +37,13 @@
 // IMap/IMapUnordered also take a generator (std::function<std::optional<T>()>) with a
 // buffersize: input is pulled only as results are taken, so memory stays bounded.
 //
+// Progress: Map/StarMap/IMap/IMapUnordered take an optional Progress callback (done, total),
+// called after each chunk; pool/progress.h has a one-line terminal progress bar.
+//
+// SIGINT: see PoolOptions::cancel_on_sigint.
+//
 // Thread-safety: every method may be called from any thread; a ResultIterator is for one
-// consumer thread. Not yet: progress callbacks.
+// consumer thread.
 
 #ifndef MPROC_POOL_POOL_H_
 #define MPROC_POOL_POOL_H_
@@ -317,6 +322,7 @@ class ResultIterator {
     bool exhausted = false;  // the input has no more items (or submitting failed)
     size_t issued = 0;       // items submitted (or failed at submission)
     size_t taken = 0;
+    size_t done = 0;  // items whose results arrived (for progress)
     size_t base = 0;                                       // ordered: index of window[0]
     std::deque<std::optional<absl::StatusOr<T>>> window;   // ordered: results from `base` on
     std::deque<absl::StatusOr<T>> arrived;                 // unordered
@@ -338,10 +344,23 @@ class ResultIterator {
   std::shared_ptr<Shared> s_ = std::make_shared<Shared>();
 };
 
+// Progress of a Map/StarMap/IMap/IMapUnordered: called after each chunk with the items done so
+// far and the total (0 when it is not known: IMap over a generator), on the pool thread (where
+// a chunk could not be submitted at all, on the submitting thread), one call at a time, with
+// `done` increasing. ProgressBar (pool/progress.h) draws one on a terminal.
+using Progress = std::function<void(size_t done, size_t total)>;
+
 struct PoolOptions {
   int processes = 0;  // 0: the CPUs this process may run on
   std::optional<StartMethod> start_method;
   int maxtasksperchild = 0;  // 0: workers live as long as the pool
+  // SIGINT. By default (false) mproc leaves SIGINT alone: Ctrl-C kills the program, and its
+  // workers die with it (each watches its owner's pidfd), leaving no orphans. With true (the
+  // opt-in interrupt mode) the pool installs a SIGINT handler while it exists (restoring the
+  // previous one after the last such pool): a SIGINT fails every unfinished task with
+  // CANCELLED, so a blocked Map returns CANCELLED, and the pool stays usable (tasks already
+  // running finish, their results dropped). Workers then ignore SIGINT.
+  bool cancel_on_sigint = false;
 };
 
 class Pool {
@@ -423,40 +442,48 @@ class Pool {
   }
 
   template <typename F, typename T>
-  auto MapAsync(F fn, const std::vector<T>& items, size_t chunksize = 0) {
-    return StarMapAsyncImpl<false>(fn, items, chunksize);
+  auto MapAsync(F fn, const std::vector<T>& items, size_t chunksize = 0,
+                Progress progress = nullptr) {
+    return StarMapAsyncImpl<false>(fn, items, chunksize, std::move(progress));
   }
   template <typename F, typename T>
-  auto Map(F fn, const std::vector<T>& items, size_t chunksize = 0) {
-    return MapAsync(fn, items, chunksize).Get();
+  auto Map(F fn, const std::vector<T>& items, size_t chunksize = 0, Progress progress = nullptr) {
+    return MapAsync(fn, items, chunksize, std::move(progress)).Get();
   }
   template <typename F, typename Tuple>
-  auto StarMapAsync(F fn, const std::vector<Tuple>& items, size_t chunksize = 0) {
-    return StarMapAsyncImpl<true>(fn, items, chunksize);
+  auto StarMapAsync(F fn, const std::vector<Tuple>& items, size_t chunksize = 0,
+                    Progress progress = nullptr) {
+    return StarMapAsyncImpl<true>(fn, items, chunksize, std::move(progress));
   }
   template <typename F, typename Tuple>
-  auto StarMap(F fn, const std::vector<Tuple>& items, size_t chunksize = 0) {
-    return StarMapAsync(fn, items, chunksize).Get();
+  auto StarMap(F fn, const std::vector<Tuple>& items, size_t chunksize = 0,
+               Progress progress = nullptr) {
+    return StarMapAsync(fn, items, chunksize, std::move(progress)).Get();
   }
 
   template <typename F, typename T>
-  auto IMap(F fn, const std::vector<T>& items, size_t chunksize = 1) {
-    return IMapImpl(fn, items, chunksize, /*ordered=*/true);
+  auto IMap(F fn, const std::vector<T>& items, size_t chunksize = 1, Progress progress = nullptr) {
+    return IMapImpl(fn, items, chunksize, /*ordered=*/true, std::move(progress));
   }
   template <typename F, typename T>
-  auto IMapUnordered(F fn, const std::vector<T>& items, size_t chunksize = 1) {
-    return IMapImpl(fn, items, chunksize, /*ordered=*/false);
+  auto IMapUnordered(F fn, const std::vector<T>& items, size_t chunksize = 1,
+                     Progress progress = nullptr) {
+    return IMapImpl(fn, items, chunksize, /*ordered=*/false, std::move(progress));
   }
   // Lazy input: `next` yields items until std::nullopt. At most buffersize chunks are submitted
-  // and not yet taken (CPython 3.14's Executor.map buffersize), so memory is bounded.
+  // and not yet taken (CPython 3.14's Executor.map buffersize), so memory is bounded. Progress
+  // reports a total of 0 (unknown).
   template <typename F, typename T>
-  auto IMap(F fn, std::function<std::optional<T>()> next, size_t chunksize, size_t buffersize) {
-    return IMapLazy(fn, std::move(next), chunksize, buffersize, /*ordered=*/true);
+  auto IMap(F fn, std::function<std::optional<T>()> next, size_t chunksize, size_t buffersize,
+            Progress progress = nullptr) {
+    return IMapLazy(fn, std::move(next), chunksize, buffersize, /*ordered=*/true,
+                    std::move(progress), 0);
   }
   template <typename F, typename T>
   auto IMapUnordered(F fn, std::function<std::optional<T>()> next, size_t chunksize,
-                     size_t buffersize) {
-    return IMapLazy(fn, std::move(next), chunksize, buffersize, /*ordered=*/false);
+                     size_t buffersize, Progress progress = nullptr) {
+    return IMapLazy(fn, std::move(next), chunksize, buffersize, /*ordered=*/false,
+                    std::move(progress), 0);
   }
 
   absl::Status Close() { return core_->Close(); }
@@ -486,6 +513,7 @@ class Pool {
     core.processes = options.processes;
     core.start_method = options.start_method;
     core.maxtasksperchild = options.maxtasksperchild;
+    core.cancel_on_sigint = options.cancel_on_sigint;
     absl::StatusOr<std::unique_ptr<pool_internal::PoolCore>> c =
         pool_internal::PoolCore::Create(std::move(core));
     if (!c.ok()) return c.status();
@@ -530,7 +558,7 @@ class Pool {
   }
 
   template <bool kStar, typename F, typename T>
-  auto StarMapAsyncImpl(F fn, const std::vector<T>& items, size_t chunksize) {
+  auto StarMapAsyncImpl(F fn, const std::vector<T>& items, size_t chunksize, Progress progress) {
     auto f = pool_internal::AsFunctionPointer(fn);
     using Traits = pool_internal::FnTraits<decltype(f)>;
     using R = pool_internal::Stored<typename Traits::Result>;
@@ -540,8 +568,11 @@ class Pool {
       std::mutex mu;
       std::vector<std::optional<absl::StatusOr<R>>> slots;
       size_t remaining_chunks = 0;
+      size_t done = 0;
+      Progress progress;
     };
     auto job = std::make_shared<Job>();
+    job->progress = std::move(progress);
     job->slots.resize(items.size());
     size_t chunks = (items.size() + chunksize - 1) / chunksize;
     job->remaining_chunks = chunks;
@@ -559,11 +590,14 @@ class Pool {
             auto got = pool_internal::DecodeChunk<typename Traits::Result>(st, out, std::move(fds),
                                                                           end - begin);
             bool last;
+            size_t done;
             {
               std::lock_guard<std::mutex> lock(job->mu);
               for (size_t i = begin; i < end; ++i) job->slots[i] = std::move(got[i - begin]);
               last = --job->remaining_chunks == 0;
+              done = job->done += end - begin;
             }
+            if (job->progress) job->progress(done, job->slots.size());
             if (!last) return;
             // Whole job done: the first error in input order, else every value.
             std::vector<R> values;
@@ -587,19 +621,21 @@ class Pool {
   }
 
   template <typename F, typename T>
-  auto IMapImpl(F fn, const std::vector<T>& items, size_t chunksize, bool ordered) {
+  auto IMapImpl(F fn, const std::vector<T>& items, size_t chunksize, bool ordered,
+                Progress progress) {
     auto next = [&items, i = size_t{0}]() mutable -> std::optional<T> {
       if (i == items.size()) return std::nullopt;
       return items[i++];
     };
     // The whole vector is submitted at once (it is in memory already); `items` is only read
     // during this call.
-    return IMapLazy(fn, std::function<std::optional<T>()>(next), chunksize, SIZE_MAX, ordered);
+    return IMapLazy(fn, std::function<std::optional<T>()>(next), chunksize, SIZE_MAX, ordered,
+                    std::move(progress), items.size());
   }
 
   template <typename F, typename T>
   auto IMapLazy(F fn, std::function<std::optional<T>()> next, size_t chunksize,
-                size_t buffersize, bool ordered) {
+                size_t buffersize, bool ordered, Progress progress, size_t total) {
     auto f = pool_internal::AsFunctionPointer(fn);
     using Traits = pool_internal::FnTraits<decltype(f)>;
     using R = pool_internal::Stored<typename Traits::Result>;
@@ -610,7 +646,7 @@ class Pool {
     sh->limit = buffersize == SIZE_MAX ? SIZE_MAX : std::max<size_t>(1, buffersize) * chunksize;
     pool_internal::PoolCore* core = core_.get();
     std::weak_ptr<typename ResultIterator<R>::Shared> weak = sh;
-    sh->submit_chunk = [core, f, next, chunksize, weak]() mutable -> bool {
+    sh->submit_chunk = [core, f, next, chunksize, weak, progress, total]() mutable -> bool {
       auto sh = weak.lock();
       if (!sh) return false;
       std::vector<T> chunk;
@@ -632,11 +668,13 @@ class Pool {
         return false;
       }
       const size_t n = chunk.size();
-      auto deliver = [weak, begin, n](std::vector<absl::StatusOr<R>> got) {
+      auto deliver = [weak, begin, n, progress, total](std::vector<absl::StatusOr<R>> got) {
         auto sh = weak.lock();
         if (!sh) return;
+        size_t done;
         {
           std::lock_guard<std::mutex> lock(sh->mu);
+          done = sh->done += n;
           for (size_t i = 0; i < n; ++i) {
             if (sh->ordered) {
               sh->window[begin + i - sh->base] = std::move(got[i]);
@@ -645,6 +683,7 @@ class Pool {
             }
           }
         }
+        if (progress) progress(done, total);
         sh->cv.notify_all();
       };
       auto [chunk_task, keep] = EncodeChunk<Traits, false>(f, chunk, 0, n);

@@ -4,20 +4,25 @@
 #include <unistd.h>
 
 #include <fcntl.h>
+#include <stdlib.h>
 
 #include <atomic>
 #include <fstream>
 #include <random>
+#include <functional>
 #include <map>
+#include <mutex>
 #include <set>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "base/status_matchers.h"
 #include "base/test_util.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "pool/progress.h"
 
 namespace mproc {
 namespace {
@@ -246,13 +251,14 @@ bool Gone(pid_t pid) {
   return paren == std::string::npos || all.size() < paren + 3 || all[paren + 2] == 'Z';
 }
 
-// The owner of a pool is SIGKILLed while its workers run long tasks: no worker outlives it.
-TEST_P(PoolTest, WorkersDoNotOutliveAKilledOwner) {
+// The owner of a pool gets `sig` (its default action kills it) while its workers run long
+// tasks: no worker outlives it.
+void ExpectWorkersDieWithTheirOwner(StartMethod method, int sig) {
   int p[2];
   ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
-  StartMethod method = GetParam();
   pid_t owner = testing::Child([&] {
     ::close(p[0]);
+    ::signal(SIGINT, SIG_DFL);
     Pool::Options o;
     o.processes = 2;
     o.start_method = method;
@@ -276,17 +282,70 @@ TEST_P(PoolTest, WorkersDoNotOutliveAKilledOwner) {
   }
   ::close(p[0]);
   ASSERT_EQ(workers.size(), 2u);
-  ::kill(owner, SIGKILL);
-  EXPECT_EQ(testing::Join(owner, 30), 128 + SIGKILL);
+  ::kill(owner, sig);
+  EXPECT_EQ(testing::Join(owner, 30), 128 + sig);
   for (pid_t w : workers) {
     bool gone = false;
     for (int i = 0; i < 1000 && !gone; ++i) {  // a generous 10 s bound
       gone = Gone(w);
       if (!gone) ::usleep(10'000);
     }
-    EXPECT_TRUE(gone) << "worker " << w << " outlived its pool's owner";
+    EXPECT_TRUE(gone) << "worker " << w << " outlived its pool's owner (signal " << sig << ")";
     if (!gone) ::kill(w, SIGKILL);
   }
+}
+
+TEST_P(PoolTest, WorkersDoNotOutliveAKilledOwner) {
+  ExpectWorkersDieWithTheirOwner(GetParam(), SIGKILL);
+}
+
+// The default SIGINT rule: mproc installs nothing, Ctrl-C kills the program, and its workers
+// die with it.
+TEST_P(PoolTest, ByDefaultSigintKillsTheOwnerAndItsWorkersWithIt) {
+  ExpectWorkersDieWithTheirOwner(GetParam(), SIGINT);
+}
+
+// The opt-in interrupt mode: SIGINT makes a blocked Map return CANCELLED, workers ignore
+// SIGINT, the pool goes on serving, and the previous SIGINT disposition comes back after.
+TEST_P(PoolTest, InInterruptModeSigintCancelsABlockedMap) {
+  StartMethod method = GetParam();
+  pid_t child = testing::Child([method]() -> int {
+    ::signal(SIGINT, SIG_DFL);
+    {
+      Pool::Options o;
+      o.processes = 2;
+      o.start_method = method;
+      o.cancel_on_sigint = true;
+      auto pool = Pool::Create(o);
+      if (!pool.ok()) return 2;
+      struct sigaction now;
+      ::sigaction(SIGINT, nullptr, &now);
+      if (now.sa_handler == SIG_DFL) return 3;  // the pool's handler is installed
+      std::thread interrupter([] {
+        ::usleep(300'000);
+        ::kill(::getpid(), SIGINT);
+      });
+      const double t0 = testing::NowSeconds();
+      absl::StatusOr<std::vector<int>> r = (*pool)->Map(SleepMs, std::vector<int>(4, 1500), 1);
+      const double took = testing::NowSeconds() - t0;
+      interrupter.join();
+      if (r.ok() || !absl::IsCancelled(r.status())) return 4;
+      if (took > 1.2) return 5;  // returned at the signal, not after the tasks
+      // A worker ignores SIGINT (a terminal's Ctrl-C reaches the whole process group).
+      std::vector<pid_t> before = (*pool)->WorkerPids();
+      if (before.size() != 2) return 6;
+      ::kill(before[0], SIGINT);
+      ::usleep(200'000);
+      if ((*pool)->WorkerPids() != before) return 7;
+      // The pool goes on.
+      absl::StatusOr<std::vector<int>> after = (*pool)->Map(Square, std::vector<int>{2, 3});
+      if (!after.ok() || *after != std::vector<int>{4, 9}) return 8;
+    }
+    struct sigaction restored;
+    ::sigaction(SIGINT, nullptr, &restored);
+    return restored.sa_handler == SIG_DFL ? 0 : 9;
+  });
+  EXPECT_EQ(testing::Join(child, 60), 0);
 }
 
 int64_t Twice(int64_t x) { return 2 * x; }
@@ -422,6 +481,98 @@ TEST(PoolKillTest, TwoHundredRandomWorkerKillsNeverHang) {
   EXPECT_EQ(after, (std::vector<int>{25, 36}));
   std::printf("%d kills, %d tasks failed, %d succeeded\n", kills, failed, succeeded);
   ShutdownForkServer();
+}
+
+// Progress callbacks: after each chunk, on the pool thread, done increasing to the total.
+TEST(PoolProgressTest, MapAndIMapReportProgressPerChunk) {
+  Pool::Options o;
+  o.processes = 2;
+  o.start_method = StartMethod::kForkServer;
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Pool> pool, Pool::Create(o));
+  std::vector<int> inputs(100);
+  for (int i = 0; i < 100; ++i) inputs[i] = i;
+  std::mutex mu;
+  std::vector<std::pair<size_t, size_t>> calls;
+  std::set<std::thread::id> threads;
+  auto record = [&](size_t done, size_t total) {
+    std::lock_guard<std::mutex> lock(mu);
+    calls.emplace_back(done, total);
+    threads.insert(std::this_thread::get_id());
+  };
+  ASSERT_OK_AND_ASSIGN(std::vector<int> squares, pool->Map(Square, inputs, 10, record));
+  EXPECT_EQ(squares[99], 99 * 99);
+  ASSERT_EQ(calls.size(), 10u);
+  for (size_t k = 0; k < calls.size(); ++k) {
+    EXPECT_EQ(calls[k], std::make_pair((k + 1) * 10, size_t{100}));
+  }
+  EXPECT_EQ(threads.size(), 1u);
+  EXPECT_EQ(threads.count(std::this_thread::get_id()), 0u);  // the pool thread, not ours
+
+  calls.clear();
+  ResultIterator<int> it = pool->IMapUnordered(Square, inputs, 7, record);
+  size_t n = 0;
+  while (auto v = it.Next(absl::Seconds(30))) {
+    ASSERT_TRUE(v->ok());
+    ++n;
+  }
+  EXPECT_EQ(n, 100u);
+  ASSERT_EQ(calls.size(), 15u);  // 14 chunks of 7 and one of 2
+  EXPECT_EQ(calls.back(), std::make_pair(size_t{100}, size_t{100}));
+  for (size_t k = 1; k < calls.size(); ++k) EXPECT_GT(calls[k].first, calls[k - 1].first);
+
+  // A generator: the total is unknown (0).
+  calls.clear();
+  int next = 0;
+  ResultIterator<int> lazy = pool->IMap(
+      Square, std::function<std::optional<int>()>([&]() -> std::optional<int> {
+        if (next == 30) return std::nullopt;
+        return next++;
+      }),
+      10, 2, record);
+  while (auto v = lazy.Next(absl::Seconds(30))) ASSERT_TRUE(v->ok());
+  ASSERT_FALSE(calls.empty());
+  EXPECT_EQ(calls.back(), std::make_pair(size_t{30}, size_t{0}));
+  pool.reset();
+  ShutdownForkServer();
+}
+
+TEST(PoolProgressTest, ProgressBarDrawsOnlyOnATerminal) {
+  EXPECT_EQ(ProgressLine("sq", 47, 100, 10), "sq [####------]   47/100   47%");
+  EXPECT_EQ(ProgressLine("", 5, 0), "5 done");
+  // Not a terminal: nothing is written.
+  int p[2];
+  ASSERT_EQ(::pipe2(p, O_CLOEXEC | O_NONBLOCK), 0);
+  UniqueFd r(p[0]), w(p[1]);
+  Progress quiet = ProgressBar("squares", w.get());
+  quiet(1, 2);
+  quiet(2, 2);
+  char buf[256];
+  EXPECT_EQ(::read(r.get(), buf, sizeof(buf)), -1);
+  // A terminal (a pseudo-terminal here): redrawn in place, a newline at the end.
+  UniqueFd master(::posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC));
+  ASSERT_TRUE(master.ok());
+  ASSERT_EQ(::grantpt(master.get()), 0);
+  ASSERT_EQ(::unlockpt(master.get()), 0);
+  UniqueFd slave(::open(::ptsname(master.get()), O_RDWR | O_NOCTTY | O_CLOEXEC));
+  ASSERT_TRUE(slave.ok());
+  Progress bar = ProgressBar("squares", slave.get());
+  bar(0, 10);
+  bar(3, 10);   // within 100 ms of the last draw: skipped
+  bar(10, 10);  // the end is always drawn
+  bar(10, 10);  // and only once
+  std::string out;
+  for (int i = 0; i < 50; ++i) {
+    ssize_t n = ::read(master.get(), buf, sizeof(buf));
+    if (n > 0) out.append(buf, static_cast<size_t>(n));
+    if (out.find('\n') != std::string::npos) break;
+    ::usleep(10'000);
+  }
+  EXPECT_NE(out.find("\rsquares [------------------------------]   0/10    0%"), std::string::npos)
+      << out;
+  EXPECT_EQ(out.find("3/10"), std::string::npos) << out;
+  EXPECT_NE(out.find("\rsquares [##############################]  10/10  100%"), std::string::npos)
+      << out;
+  EXPECT_EQ(out.find("10/10"), out.rfind("10/10")) << out;
 }
 
 }  // namespace

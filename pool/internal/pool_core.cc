@@ -8,6 +8,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <deque>
 #include <map>
 #include <mutex>
@@ -74,6 +75,60 @@ std::string DescribeExit(std::optional<int> code) {
   return absl::StrCat("exit code ", *code);
 }
 
+// The SIGINT handler of pools in interrupt mode: it writes to each registered pool's eventfd
+// (write is async-signal-safe), and the pool threads do the rest. Installed when the first
+// such pool starts; the handler that was there before comes back when the last one ends.
+constexpr int kMaxSigintPools = 64;
+std::atomic<int> g_sigint_fds[kMaxSigintPools];
+std::mutex g_sigint_mu;
+int g_sigint_users = 0;
+struct sigaction g_sigint_previous;
+
+void OnSigint(int) {
+  const int saved = errno;
+  uint64_t one = 1;
+  for (auto& slot : g_sigint_fds) {
+    int fd = slot.load(std::memory_order_acquire);
+    if (fd >= 0) (void)!::write(fd, &one, sizeof(one));
+  }
+  errno = saved;
+}
+
+absl::Status RegisterSigint(int fd) {
+  std::lock_guard<std::mutex> lock(g_sigint_mu);
+  if (g_sigint_users == 0) {
+    for (auto& slot : g_sigint_fds) slot.store(-1);
+  }
+  int free_slot = -1;
+  for (int i = 0; i < kMaxSigintPools && free_slot < 0; ++i) {
+    if (g_sigint_fds[i].load() < 0) free_slot = i;
+  }
+  if (free_slot < 0) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("at most ", kMaxSigintPools, " pools may be in interrupt mode at once"));
+  }
+  g_sigint_fds[free_slot].store(fd, std::memory_order_release);
+  if (g_sigint_users++ == 0) {
+    struct sigaction sa = {};
+    sa.sa_handler = OnSigint;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    ::sigaction(SIGINT, &sa, &g_sigint_previous);
+  }
+  return absl::OkStatus();
+}
+
+void UnregisterSigint(int fd) {
+  std::lock_guard<std::mutex> lock(g_sigint_mu);
+  for (auto& slot : g_sigint_fds) {
+    int expected = fd;
+    if (slot.compare_exchange_strong(expected, -1)) {
+      if (--g_sigint_users == 0) ::sigaction(SIGINT, &g_sigint_previous, nullptr);
+      return;
+    }
+  }
+}
+
 bool ReportInitFailure(int sock) {
   RemoteError e = CaptureCurrentException(CurrentProcessName());
   EncodeBuffer b;
@@ -101,7 +156,10 @@ void ExitWhenOwnerDies() {
 
 }  // namespace
 
-int WorkerMain(UniqueFd sock, InitEntry init_entry, std::string init_bytes, int32_t maxtasks) {
+int WorkerMain(UniqueFd sock, InitEntry init_entry, std::string init_bytes, int32_t maxtasks,
+               bool ignore_sigint) {
+  // Interrupt mode: a terminal's Ctrl-C reaches the whole process group; the owner decides.
+  if (ignore_sigint) ::signal(SIGINT, SIG_IGN);
   ExitWhenOwnerDies();
   if (init_entry != nullptr) {
     try {
@@ -130,6 +188,7 @@ struct PoolCore::State {
   std::optional<absl::Status> broken;  // the initializer failed: the pool serves no more
   uint64_t next_id = 1;
   UniqueFd wake;
+  UniqueFd sigint;  // interrupt mode: readable after a SIGINT (see SigintRegistry)
   std::thread thread;
   bool joined = false;
 
@@ -170,8 +229,11 @@ absl::StatusOr<PoolCore::State::Worker> StartWorker(const CoreOptions& o) {
     auto init_entry = o.init_entry;
     std::string init_bytes = o.init_bytes;
     int32_t maxtasks = o.maxtasksperchild;
-    p = std::make_unique<Process>([fd, parent_end, init, init_entry, init_bytes, maxtasks]() {
+    bool ignore_sigint = o.cancel_on_sigint;
+    p = std::make_unique<Process>([fd, parent_end, init, init_entry, init_bytes, maxtasks,
+                                   ignore_sigint]() {
       ::close(parent_end);
+      if (ignore_sigint) ::signal(SIGINT, SIG_IGN);  // before the initializer runs
       if (init) {
         try {
           init();
@@ -180,7 +242,7 @@ absl::StatusOr<PoolCore::State::Worker> StartWorker(const CoreOptions& o) {
           return 1;
         }
       }
-      return WorkerMain(UniqueFd(fd), init_entry, init_bytes, maxtasks);
+      return WorkerMain(UniqueFd(fd), init_entry, init_bytes, maxtasks, ignore_sigint);
     });
   } else {
     if (o.fork_initializer) {
@@ -189,7 +251,7 @@ absl::StatusOr<PoolCore::State::Worker> StartWorker(const CoreOptions& o) {
           "pointer (and arguments) for spawn and forkserver");
     }
     p = std::make_unique<Process>(WorkerMain, std::move(theirs), o.init_entry, o.init_bytes,
-                                  static_cast<int32_t>(o.maxtasksperchild));
+                                  static_cast<int32_t>(o.maxtasksperchild), o.cancel_on_sigint);
   }
   p->SetStartMethod(method).SetName("PoolWorker");
   MPROC_RETURN_IF_ERROR(p->Start());
@@ -219,6 +281,10 @@ absl::StatusOr<std::unique_ptr<PoolCore>> PoolCore::Create(CoreOptions options) 
   st.opts = std::move(options);
   st.wake = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!st.wake.ok()) return ErrnoToStatus(errno, "eventfd(pool)");
+  if (st.opts.cancel_on_sigint) {
+    st.sigint = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    if (!st.sigint.ok()) return ErrnoToStatus(errno, "eventfd(pool sigint)");
+  }
   // Workers first, before the pool thread exists (so fork workers copy no extra thread).
   for (int i = 0; i < core->processes_; ++i) {
     absl::StatusOr<State::Worker> w = StartWorker(st.opts);
@@ -232,6 +298,16 @@ absl::StatusOr<std::unique_ptr<PoolCore>> PoolCore::Create(CoreOptions options) 
     st.workers.push_back(*std::move(w));
   }
   RefreshPids(st);
+  if (st.sigint.ok()) {
+    absl::Status r = RegisterSigint(st.sigint.get());
+    if (!r.ok()) {
+      for (auto& x : st.workers) {
+        (void)x.proc->Kill();
+        (void)x.proc->Join();
+      }
+      return r;
+    }
+  }
   PoolCore* raw = core.get();
   st.thread = std::thread([raw] { raw->Run(); });
   return core;
@@ -241,6 +317,7 @@ PoolCore::~PoolCore() {
   if (st_ == nullptr) return;
   (void)Terminate();
   (void)Join();
+  if (st_->sigint.ok()) UnregisterSigint(st_->sigint.get());
 }
 
 absl::StatusOr<uint64_t> PoolCore::Submit(EncodeBuffer task, TaskDone done,
@@ -468,6 +545,7 @@ void PoolCore::Run() {
     // 2. Wait for results, deaths or news.
     pfds.clear();
     pfds.push_back({st.wake.get(), POLLIN, 0});
+    pfds.push_back({st.sigint.ok() ? st.sigint.get() : -1, POLLIN, 0});  // -1: ignored by poll
     for (auto& w : st.workers) {
       pfds.push_back({w.sock.get(), POLLIN, 0});
       pfds.push_back({w.proc->sentinel(), POLLIN, 0});
@@ -479,12 +557,26 @@ void PoolCore::Run() {
       uint64_t v;
       (void)!::read(st.wake.get(), &v, sizeof(v));
     }
+    if (pfds[1].revents & POLLIN) {
+      // Interrupt mode, SIGINT: every unfinished task fails with CANCELLED, so whatever waits
+      // on them returns. Tasks already with a worker run on; their results are dropped. The
+      // pool stays usable.
+      uint64_t v;
+      (void)!::read(st.sigint.get(), &v, sizeof(v));
+      std::vector<uint64_t> ids;
+      {
+        std::lock_guard<std::mutex> lock(st.mu);
+        for (auto& [id, cb] : st.callbacks) ids.push_back(id);
+        st.pending.clear();
+      }
+      for (uint64_t id : ids) fail(id, absl::CancelledError("interrupted by SIGINT"));
+    }
     // 3. Results first, then deaths (a retiring worker's last result precedes its exit).
     std::vector<size_t> dead;
     for (size_t i = 0; i < st.workers.size(); ++i) {
       State::Worker& w = st.workers[i];
-      short sock_ev = pfds[1 + 2 * i].revents;
-      short pid_ev = pfds[2 + 2 * i].revents;
+      short sock_ev = pfds[2 + 2 * i].revents;
+      short pid_ev = pfds[3 + 2 * i].revents;
       bool alive = true;
       if (sock_ev) alive = drain(w, false);
       if (pid_ev || !alive) {

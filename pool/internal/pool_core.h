@@ -51,6 +51,9 @@ struct CoreOptions {
   // ProcessPoolExecutor's rule: a worker that dies abruptly breaks the pool (every unfinished
   // task fails, no replacement) instead of being replaced.
   bool break_on_worker_death = false;
+  // The opt-in interrupt mode: a SIGINT to this process fails every unfinished task with
+  // CANCELLED (so a blocked Map returns) instead of killing the process; workers ignore SIGINT.
+  bool cancel_on_sigint = false;
   InitEntry init_entry = nullptr;
   std::string init_bytes;                       // the initializer and its arguments
   std::function<void()> fork_initializer;       // fork only: any callable
@@ -95,7 +98,8 @@ class PoolCore {
 };
 
 // The worker process's target.
-int WorkerMain(UniqueFd sock, InitEntry init_entry, std::string init_bytes, int32_t maxtasks);
+int WorkerMain(UniqueFd sock, InitEntry init_entry, std::string init_bytes, int32_t maxtasks,
+               bool ignore_sigint);
 
 // Item-result tags inside a task's output.
 inline constexpr uint8_t kItemOk = 0;
