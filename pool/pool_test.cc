@@ -7,6 +7,8 @@
 #include <stdlib.h>
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <fstream>
 #include <random>
 #include <functional>
@@ -54,17 +56,6 @@ void ThrowingInit() { throw std::runtime_error("initializer exploded"); }
 
 class PoolTest : public ::testing::TestWithParam<StartMethod> {
  protected:
-  // Under fork, a replacement worker is forked from the pool thread of a threaded parent.
-  // glibc's malloc is fork-safe there; GCC 12's ASan allocator is not, and its child can
-  // deadlock, so the replacement tests do not run for fork under ASan.
-  void SkipForkReplacementUnderAsan() {
-#if defined(__SANITIZE_ADDRESS__)
-    if (GetParam() == StartMethod::kFork) {
-      GTEST_SKIP() << "ASan's allocator is not fork-safe in a threaded parent (replacement "
-                      "workers under fork fork the pool thread)";
-    }
-#endif
-  }
   void TearDown() override { ShutdownForkServer(); }
   Pool::Options Opts(int n = 2) {
     Pool::Options o;
@@ -197,7 +188,6 @@ TEST_P(PoolTest, FailingInitializerIsReportedOnceNotRespawnedForever) {
 }
 
 TEST_P(PoolTest, MaxTasksPerChildRecyclesWorkers) {
-  SkipForkReplacementUnderAsan();
   Pool::Options o = Opts(1);
   o.maxtasksperchild = 2;
   ASSERT_OK_AND_ASSIGN(std::unique_ptr<Pool> pool, Pool::Create(o));
@@ -208,7 +198,6 @@ TEST_P(PoolTest, MaxTasksPerChildRecyclesWorkers) {
 }
 
 TEST_P(PoolTest, AKilledWorkerFailsExactlyItsTaskAndIsReplaced) {
-  SkipForkReplacementUnderAsan();
   ASSERT_OK_AND_ASSIGN(std::unique_ptr<Pool> pool, Pool::Create(Opts()));
   std::vector<std::tuple<int, int>> in;
   for (int i = 0; i < 20; ++i) in.emplace_back(i, 13);
@@ -573,6 +562,53 @@ TEST(PoolProgressTest, ProgressBarDrawsOnlyOnATerminal) {
   EXPECT_NE(out.find("\rsquares [##############################]  10/10  100%"), std::string::npos)
       << out;
   EXPECT_EQ(out.find("10/10"), out.rfind("10/10")) << out;
+}
+
+std::timed_mutex g_user_lock;  // a lock of the user's, held by one of its threads
+int TakeUserLock(int x) {
+  if (!g_user_lock.try_lock_for(std::chrono::seconds(5))) return -1;
+  g_user_lock.unlock();
+  return x;
+}
+int g_fork_global = 0;
+int ReadInit2(int) { return g_fork_global; }
+
+// Under fork, a replacement worker is a copy of the zygote (made with the pool, before its
+// thread), not of the threaded owner now: a user lock another thread holds at replacement time
+// is free in the replacement, and the capturing initializer ran in it.
+TEST(PoolForkTest, ReplacementWorkersComeFromTheZygote) {
+  Pool::Options o;
+  o.processes = 1;
+  o.start_method = StartMethod::kFork;
+  o.maxtasksperchild = 1;  // every task retires its worker: each later task needs a replacement
+  const int value = 41;
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Pool> pool,
+                       Pool::Create(o, [value] { g_fork_global = value + 1; }));
+  std::mutex mu;
+  std::condition_variable cv;
+  bool held = false, release = false;
+  std::thread holder([&] {
+    std::unique_lock<std::timed_mutex> hold(g_user_lock);
+    std::unique_lock<std::mutex> l(mu);
+    held = true;
+    cv.notify_all();
+    cv.wait(l, [&] { return release; });
+  });
+  {
+    std::unique_lock<std::mutex> l(mu);
+    cv.wait(l, [&] { return held; });
+  }
+  ASSERT_OK_AND_ASSIGN(std::vector<int> got,
+                       pool->Map(TakeUserLock, std::vector<int>{1, 2, 3}, 1));
+  EXPECT_EQ(got, (std::vector<int>{1, 2, 3}));  // not -1: no replacement inherited the lock
+  ASSERT_OK_AND_ASSIGN(std::vector<int> inits, pool->Map(ReadInit2, std::vector<int>{0, 0}, 1));
+  EXPECT_EQ(inits, (std::vector<int>{42, 42}));
+  {
+    std::lock_guard<std::mutex> l(mu);
+    release = true;
+  }
+  cv.notify_all();
+  holder.join();
 }
 
 }  // namespace

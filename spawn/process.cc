@@ -551,6 +551,16 @@ absl::Status Process::StartSpawn() {
   return absl::OkStatus();
 }
 
+namespace spawn_internal {
+void AdoptChild(Process& p, std::shared_ptr<ChildRecord> rec) {
+  rec->daemon = p.daemon_;
+  p.child_ = rec;
+  p.owner_pid_ = CurrentPid();
+  p.payload_ = Payload();
+  RegisterChild(rec);
+}
+}  // namespace spawn_internal
+
 absl::Status Process::StartForkServer() {
   MPROC_ASSIGN_OR_RETURN(EncodeBuffer buf, EncodeBootstrap("forkserver"));
   MPROC_ASSIGN_OR_RETURN(spawn_internal::ForkServerChild fc, spawn_internal::ForkServerStart(buf));

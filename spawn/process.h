@@ -115,9 +115,12 @@ inline constexpr int kBootstrapFailedExit = 70;
 const std::string& CurrentProcessName();
 pid_t ParentPid();
 
+class Process;
+
 namespace spawn_internal {
 
 struct ChildRecord;
+void AdoptChild(Process& p, std::shared_ptr<ChildRecord> rec);
 
 // How a spawned child runs its target: decodes a function pointer and its arguments from `r`
 // and calls it. Instantiated per target signature in the parent, found again in the child
@@ -284,6 +287,9 @@ class Process {
   std::shared_ptr<spawn_internal::ChildRecord> child_;
   bool closed_ = false;
   pid_t owner_pid_ = 0;
+
+  friend void spawn_internal::AdoptChild(Process& p,
+                                         std::shared_ptr<spawn_internal::ChildRecord> rec);
 };
 
 }  // namespace mproc

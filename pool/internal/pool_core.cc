@@ -22,6 +22,7 @@
 #include "base/syscall.h"
 #include "serialize/frame.h"
 #include "serialize/remote_error.h"
+#include "spawn/zygote.h"
 
 namespace mproc::pool_internal {
 namespace {
@@ -188,7 +189,10 @@ struct PoolCore::State {
   std::optional<absl::Status> broken;  // the initializer failed: the pool serves no more
   uint64_t next_id = 1;
   UniqueFd wake;
-  UniqueFd sigint;  // interrupt mode: readable after a SIGINT (see SigintRegistry)
+  UniqueFd sigint;  // interrupt mode: readable after a SIGINT (see RegisterSigint)
+  // Fork start method: replacement workers come from this single-threaded copy of the owner,
+  // made before the pool thread existed (never from fork() of the threaded owner).
+  std::unique_ptr<Zygote> zygote;
   std::thread thread;
   bool joined = false;
 
@@ -212,7 +216,27 @@ struct PoolCore::State {
 
 namespace {
 
-absl::StatusOr<PoolCore::State::Worker> StartWorker(const CoreOptions& o) {
+// The body of a fork-method worker: the initializer (any callable), then the task loop.
+std::function<int(UniqueFd)> ForkWorkerBody(const CoreOptions& o) {
+  return [init = o.fork_initializer, init_entry = o.init_entry, init_bytes = o.init_bytes,
+          maxtasks = static_cast<int32_t>(o.maxtasksperchild),
+          ignore_sigint = o.cancel_on_sigint](UniqueFd fd) -> int {
+    if (ignore_sigint) ::signal(SIGINT, SIG_IGN);  // before the initializer runs
+    if (init) {
+      try {
+        init();
+      } catch (...) {
+        ReportInitFailure(fd.get());
+        return 1;
+      }
+    }
+    return WorkerMain(std::move(fd), init_entry, init_bytes, maxtasks, ignore_sigint);
+  };
+}
+
+// Starts a worker: under fork, directly (from the owner, before the pool thread exists) or
+// through the zygote (replacements); otherwise with the pool's start method.
+absl::StatusOr<PoolCore::State::Worker> StartWorker(const CoreOptions& o, Zygote* zygote) {
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
     return ErrnoToStatus(errno, "socketpair(pool worker)");
@@ -221,28 +245,20 @@ absl::StatusOr<PoolCore::State::Worker> StartWorker(const CoreOptions& o) {
   UniqueFd theirs(sv[1]);
   std::unique_ptr<Process> p;
   StartMethod method = o.start_method.value_or(GetStartMethod());
+  if (method == StartMethod::kFork && zygote != nullptr) {
+    MPROC_ASSIGN_OR_RETURN(p, zygote->Fork(std::move(theirs), "PoolWorker"));
+    PoolCore::State::Worker w;
+    w.proc = std::move(p);
+    w.sock = std::move(mine);
+    return w;
+  }
   if (method == StartMethod::kFork) {
     // Any callable may initialise a fork worker.
     int fd = theirs.get();
     int parent_end = mine.get();
-    auto init = o.fork_initializer;
-    auto init_entry = o.init_entry;
-    std::string init_bytes = o.init_bytes;
-    int32_t maxtasks = o.maxtasksperchild;
-    bool ignore_sigint = o.cancel_on_sigint;
-    p = std::make_unique<Process>([fd, parent_end, init, init_entry, init_bytes, maxtasks,
-                                   ignore_sigint]() {
+    p = std::make_unique<Process>([fd, parent_end, body = ForkWorkerBody(o)]() {
       ::close(parent_end);
-      if (ignore_sigint) ::signal(SIGINT, SIG_IGN);  // before the initializer runs
-      if (init) {
-        try {
-          init();
-        } catch (...) {
-          ReportInitFailure(fd);
-          return 1;
-        }
-      }
-      return WorkerMain(UniqueFd(fd), init_entry, init_bytes, maxtasks, ignore_sigint);
+      return body(UniqueFd(fd));
     });
   } else {
     if (o.fork_initializer) {
@@ -285,9 +301,13 @@ absl::StatusOr<std::unique_ptr<PoolCore>> PoolCore::Create(CoreOptions options) 
     st.sigint = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (!st.sigint.ok()) return ErrnoToStatus(errno, "eventfd(pool sigint)");
   }
-  // Workers first, before the pool thread exists (so fork workers copy no extra thread).
+  // The zygote and the first workers before the pool thread exists (so fork workers copy no
+  // extra thread), and the zygote before any worker socket (it holds none of them).
+  if (st.opts.start_method.value_or(GetStartMethod()) == StartMethod::kFork) {
+    MPROC_ASSIGN_OR_RETURN(st.zygote, Zygote::Start(ForkWorkerBody(st.opts)));
+  }
   for (int i = 0; i < core->processes_; ++i) {
-    absl::StatusOr<State::Worker> w = StartWorker(st.opts);
+    absl::StatusOr<State::Worker> w = StartWorker(st.opts, nullptr);
     if (!w.ok()) {
       for (auto& x : st.workers) {
         (void)x.proc->Kill();
@@ -625,7 +645,7 @@ void PoolCore::Run() {
         replace = !st.terminated && !st.broken && !(st.closed && st.pending.empty());
       }
       if (replace) {
-        absl::StatusOr<State::Worker> nw = StartWorker(st.opts);
+        absl::StatusOr<State::Worker> nw = StartWorker(st.opts, st.zygote.get());
         if (nw.ok()) {
           st.workers.push_back(*std::move(nw));
         } else {
@@ -668,6 +688,7 @@ void PoolCore::Run() {
     }
   }
   st.workers.clear();
+  st.zygote.reset();  // its children are all joined: it may go
   RefreshPids(st);
   std::vector<uint64_t> left;
   absl::Status why = absl::AbortedError("pool terminated before the task finished");

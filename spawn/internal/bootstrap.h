@@ -65,6 +65,13 @@ absl::Status SendBootstrap(int fd, const EncodeBuffer& buf, FdKind fd_kind,
 // Starts this executable (or SetExecutable's) with `child_fd` as its bootstrap socket.
 absl::StatusOr<Launched> LaunchSelf(int child_fd);
 
+// Replies of the fork server and of a Zygote (spawn/zygote.h), and the exit code of a child
+// whose server is gone (CPython's forkserver convention).
+inline constexpr uint8_t kReplyStarted = 10;
+inline constexpr uint8_t kReplyExited = 11;
+inline constexpr uint8_t kReplyError = 12;
+inline constexpr int kServerGoneExit = 255;
+
 // forkserver.cc
 struct ForkServerChild {
   pid_t pid = 0;
@@ -79,6 +86,9 @@ absl::StatusOr<ForkServerChild> ForkServerStart(EncodeBuffer& buf);
 absl::StatusOr<int> ReadExitStatus(int status_conn, const Deadline& deadline);
 // The fork server's main loop (in the server process, from Init). Never returns.
 [[noreturn]] void RunForkServer(Frame bootstrap, UniqueFd owner);
+
+// process.cc: makes `p` the handle of an already running child (a Zygote's), as Start would.
+void AdoptChild(Process& p, std::shared_ptr<ChildRecord> rec);
 
 }  // namespace mproc::spawn_internal
 

@@ -44,11 +44,6 @@ namespace mproc {
 namespace spawn_internal {
 namespace {
 
-constexpr uint8_t kReplyStarted = 10;
-constexpr uint8_t kReplyExited = 11;
-constexpr uint8_t kReplyError = 12;
-constexpr int kServerGoneExit = 255;
-
 struct ForkServerConfig {
   int32_t owner_pid = 0;
   std::string authkey;

@@ -1,0 +1,59 @@
+// spawn/zygote.h — fork-method children made from a quiet, single-threaded copy of this process.
+//
+// fork() of a multi-threaded process copies only the calling thread: whatever lock another
+// thread held at that instant (a malloc arena, a user mutex, a sanitizer's allocator) stays
+// locked forever in the child. A Zygote is forked once, at a quiet moment — a Pool makes its
+// own before its pool thread exists — and from then on forks children on request, each a copy
+// of that quiet moment, never of the threaded present. A Pool under the fork start method gets
+// its replacement workers (after a death, or maxtasksperchild) this way.
+//
+//   auto z = Zygote::Start([](UniqueFd fd) { return ServeOn(std::move(fd)); }).value();
+//   std::unique_ptr<Process> child = z->Fork(std::move(channel_end), "Worker").value();
+//   child->Join();  // pid, sentinel (pidfd), Kill, Terminate, exitcode: as any started Process
+//
+// The zygote forks the child and reports its exit status on a per-child channel (as the fork
+// server does); ParentPid() in the child is this process (the zygote's owner). The zygote ends
+// when its Zygote object is destroyed or its owner dies. `body` and everything it captures is
+// the zygote's copy, taken at Start.
+//
+// Thread-safety: Fork may be called from any thread (requests are serialised).
+#ifndef MPROC_SPAWN_ZYGOTE_H_
+#define MPROC_SPAWN_ZYGOTE_H_
+
+#include <sys/types.h>
+
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "base/unique_fd.h"
+#include "spawn/process.h"
+
+namespace mproc {
+
+class Zygote {
+ public:
+  // Forks the zygote now (with glibc's fork, from the calling thread). Each child runs
+  // body(fd) with the descriptor its Fork passed; the return value is its exit code.
+  static absl::StatusOr<std::unique_ptr<Zygote>> Start(std::function<int(UniqueFd)> body);
+  ~Zygote();  // closes the request channel (the zygote exits) and reaps the zygote
+
+  // A new child of the zygote running body(fd) (fd may be empty), named `name`, as a started
+  // Process. UNAVAILABLE when the zygote is gone.
+  absl::StatusOr<std::unique_ptr<Process>> Fork(UniqueFd fd, std::string name);
+
+  pid_t pid() const { return pid_; }
+
+ private:
+  Zygote() = default;
+  pid_t pid_ = 0;
+  pid_t owner_pid_ = 0;
+  UniqueFd ctl_;
+  std::mutex mu_;
+};
+
+}  // namespace mproc
+
+#endif  // MPROC_SPAWN_ZYGOTE_H_
