@@ -48,6 +48,7 @@
 #ifndef MPROC_POOL_POOL_H_
 #define MPROC_POOL_POOL_H_
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -385,6 +386,10 @@ class Pool {
       Encode(params, b);
       core.init_entry = Traits::kEntry;
       core.init_bytes.assign(b.view());
+      // Handles among the arguments (a Queue, a Lock, an Array...): owned copies of their
+      // descriptors travel to each worker with the bytes.
+      core.init_fds = std::make_shared<std::vector<UniqueFd>>();
+      for (int fd : b.fds()) core.init_fds->push_back(UniqueFd(::fcntl(fd, F_DUPFD_CLOEXEC, 0)));
     } else {
       core.fork_initializer = [f = std::move(initializer),
                                t = std::make_tuple(std::decay_t<A>(std::forward<A>(args))...)]() mutable {

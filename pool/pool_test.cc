@@ -25,6 +25,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "pool/progress.h"
+#include "sync/value.h"
 
 namespace mproc {
 namespace {
@@ -427,19 +428,44 @@ TEST(PoolForkTest, CapturingInitializerUnderFork) {
 
 // 200 random worker kills during maps: every failure is ABORTED naming a killed worker, no
 // worker fails more tasks than it can hold (4), nothing hangs, and the next map succeeds.
-TEST(PoolKillTest, TwoHundredRandomWorkerKillsNeverHang) {
+// Worker-side records of the kill test: which worker started each task, and whether it got to
+// the end of it (handles passed through the initializer).
+Array<int32_t> g_started_by;
+Array<int32_t> g_finished;
+void KeepRecords(Array<int32_t> started_by, Array<int32_t> finished) {
+  g_started_by = std::move(started_by);
+  g_finished = std::move(finished);
+}
+int RecordedSleep(int idx) {
+  std::atomic_ref<int32_t>(g_started_by[static_cast<size_t>(idx)]).store(::getpid());
+  ::usleep(3000);
+  std::atomic_ref<int32_t>(g_finished[static_cast<size_t>(idx)]).store(1);
+  return idx;
+}
+
+// 200 random worker kills while maps run: nothing hangs, the next map succeeds, and the tasks
+// that fail are exactly the ones the killed workers held: every failure names a killed worker
+// that either had started that task or had it queued (it never ran anywhere else), every task
+// a killed worker had started and not finished failed naming it, no worker held more than 4,
+// and every success ran to its end.
+TEST(PoolKillTest, TwoHundredRandomWorkerKillsFailExactlyTheTasksTheyHeld) {
+  constexpr int kMaxTasks = 4000;
+  ASSERT_OK_AND_ASSIGN(Array<int32_t> started_by, Array<int32_t>::Create(kMaxTasks, LockMode::kNone));
+  ASSERT_OK_AND_ASSIGN(Array<int32_t> finished, Array<int32_t>::Create(kMaxTasks, LockMode::kNone));
   Pool::Options o;
   o.processes = 2;
   o.start_method = StartMethod::kForkServer;
-  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Pool> pool, Pool::Create(o));
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Pool> pool,
+                       Pool::Create(o, KeepRecords, started_by, finished));
   std::mt19937 rng(7);
   int kills = 0;
-  int failed = 0;
-  int succeeded = 0;
+  int next = 0;
   std::set<pid_t> killed;
-  std::map<pid_t, int> failures_per_pid;
-  while (kills < 200) {
-    ResultIterator<int> it = pool->IMapUnordered(SleepMs, std::vector<int>(8, 3), 1);
+  std::map<int, absl::Status> outcome;  // task index -> its result
+  while (kills < 200 && next + 8 <= kMaxTasks) {
+    std::vector<int> batch;
+    for (int i = 0; i < 8; ++i) batch.push_back(next++);
+    ResultIterator<int> it = pool->IMapUnordered(RecordedSleep, batch, 1);
     for (int k = 0; k < 2 && kills < 200; ++k) {
       std::vector<pid_t> pids = pool->WorkerPids();
       if (pids.empty()) continue;
@@ -449,26 +475,56 @@ TEST(PoolKillTest, TwoHundredRandomWorkerKillsNeverHang) {
       killed.insert(victim);
       ++kills;
     }
+    // IMapUnordered gives no index with a failure, so match failures to the batch's tasks
+    // that did not succeed.
+    std::set<int> pending(batch.begin(), batch.end());
+    std::vector<absl::Status> failures;
     while (auto v = it.Next(absl::Seconds(60))) {
       ASSERT_FALSE(absl::IsDeadlineExceeded(v->status())) << "a map hung";
       if (v->ok()) {
-        ++succeeded;
+        outcome[**v] = absl::OkStatus();
+        pending.erase(**v);
       } else {
-        ASSERT_THAT(v->status(), StatusIs(absl::StatusCode::kAborted, HasSubstr("pool worker pid")));
-        std::string msg(v->status().message());
-        pid_t pid = std::atoi(msg.c_str() + msg.find("pid ") + 4);
-        EXPECT_TRUE(killed.count(pid)) << msg;
-        ++failures_per_pid[pid];
-        ++failed;
+        failures.push_back(v->status());
       }
     }
+    ASSERT_EQ(failures.size(), pending.size());
+    // Each failure names one worker; pair them with the unfinished tasks that worker held.
+    std::map<pid_t, int> failures_of;
+    for (const absl::Status& f : failures) {
+      ASSERT_THAT(f, StatusIs(absl::StatusCode::kAborted, HasSubstr("pool worker pid")));
+      std::string msg(f.message());
+      pid_t pid = std::atoi(msg.c_str() + msg.find("pid ") + 4);
+      ASSERT_TRUE(killed.count(pid)) << msg;
+      ++failures_of[pid];
+    }
+    for (auto [pid, n] : failures_of) EXPECT_LE(n, 4) << "worker " << pid << " held at most 4";
+    for (int idx : pending) {
+      const int32_t by = started_by[static_cast<size_t>(idx)];
+      // A failed task ran nowhere but on a killed worker (or not at all: it was queued).
+      EXPECT_TRUE(by == 0 || killed.count(by)) << "task " << idx << " failed but ran on " << by;
+      outcome[idx] = absl::AbortedError("failed");
+    }
+    for (int idx : batch) {
+      const int32_t by = started_by[static_cast<size_t>(idx)];
+      const bool done = finished[static_cast<size_t>(idx)] != 0;
+      if (outcome[idx].ok()) {
+        EXPECT_TRUE(done) << "task " << idx << " succeeded without finishing";
+      } else if (by != 0 && !done) {
+        // Started and cut short: its worker was killed, and the task failed.
+        EXPECT_TRUE(killed.count(by)) << "task " << idx << " stopped on a live worker " << by;
+      }
+      if (by != 0 && !done) EXPECT_FALSE(outcome[idx].ok()) << "task " << idx;
+    }
   }
-  // A kill can land on an idle worker (no task lost) but fails at most the tasks it held.
-  for (auto [pid, n] : failures_per_pid) EXPECT_LE(n, 4) << pid;
-  EXPECT_GT(succeeded, 0);
+  int failed = 0;
+  for (const auto& [idx, st] : outcome) failed += st.ok() ? 0 : 1;
+  EXPECT_GT(static_cast<int>(outcome.size()) - failed, 0);
   ASSERT_OK_AND_ASSIGN(std::vector<int> after, pool->Map(Square, std::vector<int>{5, 6}));
   EXPECT_EQ(after, (std::vector<int>{25, 36}));
-  std::printf("%d kills, %d tasks failed, %d succeeded\n", kills, failed, succeeded);
+  std::printf("%d kills, %d tasks failed, %d succeeded\n", kills, failed,
+              static_cast<int>(outcome.size()) - failed);
+  pool.reset();
   ShutdownForkServer();
 }
 

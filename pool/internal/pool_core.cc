@@ -1,5 +1,6 @@
 #include "pool/internal/pool_core.h"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -157,14 +158,15 @@ void ExitWhenOwnerDies() {
 
 }  // namespace
 
-int WorkerMain(UniqueFd sock, InitEntry init_entry, std::string init_bytes, int32_t maxtasks,
-               bool ignore_sigint) {
+int WorkerMain(UniqueFd sock, InitEntry init_entry, std::string init_bytes,
+               std::vector<UniqueFd> init_fds, int32_t maxtasks, bool ignore_sigint) {
   // Interrupt mode: a terminal's Ctrl-C reaches the whole process group; the owner decides.
   if (ignore_sigint) ::signal(SIGINT, SIG_IGN);
   ExitWhenOwnerDies();
   if (init_entry != nullptr) {
     try {
-      DecodeReader r(init_bytes);
+      DecodeReader r(std::as_bytes(std::span(init_bytes.data(), init_bytes.size())),
+                     std::move(init_fds));
       init_entry(r);
     } catch (...) {
       ReportInitFailure(sock.get());
@@ -216,9 +218,18 @@ struct PoolCore::State {
 
 namespace {
 
+// Copies of the initializer's descriptors, for one worker (each worker's decoder takes its own).
+std::vector<UniqueFd> DupAll(const std::shared_ptr<std::vector<UniqueFd>>& fds) {
+  std::vector<UniqueFd> out;
+  if (fds == nullptr) return out;
+  for (const UniqueFd& f : *fds) out.push_back(UniqueFd(::fcntl(f.get(), F_DUPFD_CLOEXEC, 0)));
+  return out;
+}
+
 // The body of a fork-method worker: the initializer (any callable), then the task loop.
 std::function<int(UniqueFd)> ForkWorkerBody(const CoreOptions& o) {
   return [init = o.fork_initializer, init_entry = o.init_entry, init_bytes = o.init_bytes,
+          init_fds = o.init_fds,
           maxtasks = static_cast<int32_t>(o.maxtasksperchild),
           ignore_sigint = o.cancel_on_sigint](UniqueFd fd) -> int {
     if (ignore_sigint) ::signal(SIGINT, SIG_IGN);  // before the initializer runs
@@ -230,7 +241,8 @@ std::function<int(UniqueFd)> ForkWorkerBody(const CoreOptions& o) {
         return 1;
       }
     }
-    return WorkerMain(std::move(fd), init_entry, init_bytes, maxtasks, ignore_sigint);
+    return WorkerMain(std::move(fd), init_entry, init_bytes, DupAll(init_fds), maxtasks,
+                      ignore_sigint);
   };
 }
 
@@ -267,6 +279,7 @@ absl::StatusOr<PoolCore::State::Worker> StartWorker(const CoreOptions& o, Zygote
           "pointer (and arguments) for spawn and forkserver");
     }
     p = std::make_unique<Process>(WorkerMain, std::move(theirs), o.init_entry, o.init_bytes,
+                                  DupAll(o.init_fds),
                                   static_cast<int32_t>(o.maxtasksperchild), o.cancel_on_sigint);
   }
   p->SetStartMethod(method).SetName("PoolWorker");

@@ -56,6 +56,7 @@ struct CoreOptions {
   bool cancel_on_sigint = false;
   InitEntry init_entry = nullptr;
   std::string init_bytes;                       // the initializer and its arguments
+  std::shared_ptr<std::vector<UniqueFd>> init_fds;  // descriptors its arguments carry (owned)
   std::function<void()> fork_initializer;       // fork only: any callable
 };
 
@@ -98,8 +99,8 @@ class PoolCore {
 };
 
 // The worker process's target.
-int WorkerMain(UniqueFd sock, InitEntry init_entry, std::string init_bytes, int32_t maxtasks,
-               bool ignore_sigint);
+int WorkerMain(UniqueFd sock, InitEntry init_entry, std::string init_bytes,
+               std::vector<UniqueFd> init_fds, int32_t maxtasks, bool ignore_sigint);
 
 // Item-result tags inside a task's output.
 inline constexpr uint8_t kItemOk = 0;
