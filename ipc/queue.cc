@@ -333,8 +333,23 @@ absl::Status RingPut(QueueShared& s, int ri, std::span<const std::byte> bytes,
   return absl::OkStatus();
 }
 
+// Where a Get copies an item: grows without initialising, keeps its capacity.
+struct TakeBuffer {
+  std::unique_ptr<std::byte[]> data;
+  size_t cap = 0;
+  size_t size = 0;
+  std::byte* Resize(size_t n) {
+    if (n > cap) {
+      data.reset(new std::byte[n]);
+      cap = n;
+    }
+    size = n;
+    return data.get();
+  }
+};
+
 // Claims one record from ring `ri` into `out`. True when one was taken.
-bool RingTake(QueueShared& s, int ri, std::string* out) {
+bool RingTake(QueueShared& s, int ri, TakeBuffer* out) {
   RingHeader& r = s.state->rings[ri];
   const std::byte* data = s.ring_data + static_cast<uint64_t>(ri) * kRingBytes;
   for (;;) {
@@ -351,8 +366,7 @@ bool RingTake(QueueShared& s, int ri, std::string* out) {
     const uint64_t need = RecordBytes(header[0]);
     if (header[1] != kRecordTag || need > t - h) continue;  // torn: head moved meanwhile
     // (A torn copy below is harmless too: the CAS fails and it is dropped.)
-    out->resize(header[0]);
-    CopyOut(data, h + kRecordHeader, out->data(), header[0]);
+    CopyOut(data, h + kRecordHeader, out->Resize(header[0]), header[0]);
     if (r.head.compare_exchange_strong(h, h + need, std::memory_order_seq_cst)) {
       r.taken.fetch_add(1, std::memory_order_relaxed);
       WakeOwner(r);
@@ -362,7 +376,7 @@ bool RingTake(QueueShared& s, int ri, std::string* out) {
 }
 
 // Claims one item from any ring, starting at a rotating ring for fairness.
-bool TakeFromRings(QueueShared& s, std::string* out) {
+bool TakeFromRings(QueueShared& s, TakeBuffer* out) {
   thread_local uint32_t next = 0;
   const uint32_t active = s.state->active.load(std::memory_order_acquire);
   if (active == 0) return false;
@@ -505,7 +519,7 @@ absl::StatusOr<size_t> SocketPut(QueueShared& s, int ri, std::span<const EncodeB
 // so it takes no count or slot). socket_items is a hint that spares the system call when the
 // socket is empty; `force` receives anyway (before sleeping), so a record the hint missed (a
 // foreign writer's) is still read and cannot hide a real item behind it.
-absl::Status TakeFromSocket(QueueShared& s, bool force, std::string* bytes,
+absl::Status TakeFromSocket(QueueShared& s, bool force, TakeBuffer* bytes,
                             std::vector<UniqueFd>* fds, bool* counted) {
   QueueState* st = s.state;
   *counted = false;
@@ -556,7 +570,7 @@ absl::Status TakeFromSocket(QueueShared& s, bool force, std::string* bytes,
   const std::byte* payload = buf.data() + kFrameHeaderSize + kRingTag;
   const size_t payload_len = h->payload_len - kRingTag;
   if (h->kind == kInline) {
-    bytes->assign(reinterpret_cast<const char*>(payload), payload_len);
+    std::memcpy(bytes->Resize(payload_len), payload, payload_len);
     return absl::OkStatus();
   }
   if (h->kind != kInMemfd || payload_len != sizeof(uint64_t) || fds->empty()) {
@@ -570,7 +584,7 @@ absl::Status TakeFromSocket(QueueShared& s, bool force, std::string* bytes,
   if (!seg.ok()) return seg.status();
   MPROC_ASSIGN_OR_RETURN(Mapping m, seg->Map());
   if (len > m.size()) return absl::InvalidArgumentError("queue: item longer than its memfd");
-  bytes->assign(static_cast<const char*>(m.data()), len);
+  std::memcpy(bytes->Resize(len), m.data(), len);
   return absl::OkStatus();
 }
 
@@ -674,8 +688,14 @@ absl::Status QueueCore::PutMany(std::span<const EncodeBuffer> items, const Deadl
   return status;
 }
 
-absl::Status QueueCore::Get(const Deadline& deadline, bool block, std::string* bytes,
-                            std::vector<UniqueFd>* fds) {
+absl::Status QueueCore::Get(const Deadline& deadline, bool block,
+                            std::span<const std::byte>* item, std::vector<UniqueFd>* fds) {
+  // Items are copied out into this thread's buffer, which keeps its capacity from one Get to
+  // the next (up to 8 MiB: a bigger item's buffer is not kept).
+  thread_local TakeBuffer buffer;
+  if (buffer.cap > (8u << 20)) buffer = TakeBuffer();
+  TakeBuffer* bytes = &buffer;
+  *item = {};
   if (s_ == nullptr) return absl::FailedPreconditionError("queue handle is empty");
   QueueShared& s = *s_;
   QueueState* st = s.state;
@@ -691,6 +711,7 @@ absl::Status QueueCore::Get(const Deadline& deadline, bool block, std::string* b
   auto taken = [&](const absl::Status& t) {
     if (absl::IsUnavailable(t)) return false;
     if (counted) ReleaseSlot(st);
+    if (t.ok()) *item = std::span<const std::byte>(bytes->data.get(), bytes->size);
     return true;
   };
   bool spun = false;

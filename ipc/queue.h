@@ -86,8 +86,9 @@ class QueueCore {
   // Puts items in order (see Queue::PutMany); `*put` counts those put, also on error.
   absl::Status PutMany(std::span<const EncodeBuffer> items, const Deadline& deadline, bool block,
                        size_t* put);
-  // Receives one item: its bytes (in `bytes`) and descriptors.
-  absl::Status Get(const Deadline& deadline, bool block, std::string* bytes,
+  // Receives one item: its bytes (`*item`, in this thread's buffer, valid until this thread's
+  // next Get) and descriptors.
+  absl::Status Get(const Deadline& deadline, bool block, std::span<const std::byte>* item,
                    std::vector<UniqueFd>* fds);
 
   size_t Qsize() const;
@@ -141,6 +142,15 @@ class Queue {
     return GetImpl(Deadline::After(timeout), true);
   }
   absl::StatusOr<T> GetNowait() { return GetImpl(Deadline::After(absl::ZeroDuration()), false); }
+  // Get into `out`, reusing its storage (a string or vector keeps its capacity): for large
+  // items, no allocation per Get. On an error `out` is unspecified.
+  absl::Status GetInto(T& out, absl::Duration timeout = absl::InfiniteDuration()) {
+    std::span<const std::byte> bytes;
+    std::vector<UniqueFd> fds;
+    absl::Status s = core_.Get(Deadline::After(timeout), true, &bytes, &fds);
+    if (!s.ok()) return s;
+    return DecodeInto(bytes, out, std::move(fds));
+  }
 
   // A descriptor for Wait() (ipc/wait.h) and poll: readable while the queue has items (an
   // eventfd doorbell shared by every handle; rung by producers once anyone asked for it). As
@@ -168,11 +178,11 @@ class Queue {
     return s;
   }
   absl::StatusOr<T> GetImpl(const Deadline& d, bool block) {
-    std::string bytes;
+    std::span<const std::byte> bytes;
     std::vector<UniqueFd> fds;
     absl::Status s = core_.Get(d, block, &bytes, &fds);
     if (!s.ok()) return s;
-    return Decode<T>(std::as_bytes(std::span(bytes.data(), bytes.size())), std::move(fds));
+    return Decode<T>(bytes, std::move(fds));
   }
 
   template <typename Q>

@@ -314,5 +314,21 @@ TEST(QueueTest, FilenoIsReadableWhileItemsWaitForWait) {
   MPROC_EXPECT_OK(fq.GetNowait().status());
 }
 
+TEST(QueueTest, GetIntoReusesTheDestination) {
+  ASSERT_OK_AND_ASSIGN(Queue<std::string> q, Queue<std::string>::Create());
+  std::string out;
+  out.reserve(2 << 20);
+  const char* before = out.data();
+  for (char c : {'a', 'b', 'c'}) {
+    MPROC_ASSERT_OK(q.Put(std::string(1 << 20, c)));
+    MPROC_ASSERT_OK(q.GetInto(out, absl::Seconds(5)));
+    EXPECT_EQ(out.size(), 1u << 20);
+    EXPECT_EQ(out.find_first_not_of(c), std::string::npos);
+    EXPECT_EQ(out.data(), before);  // no reallocation
+  }
+  EXPECT_THAT(q.GetInto(out, absl::Milliseconds(10)),
+              StatusIs(absl::StatusCode::kDeadlineExceeded));
+}
+
 }  // namespace
 }  // namespace mproc

@@ -1,6 +1,7 @@
 // README.md's Process, Pool and Queue examples, in substance: a test that they build and work.
 #include "ipc/queue.h"
 #include "pool/pool.h"
+#include "pool/progress.h"
 #include "spawn/process.h"
 #include "sync/lock.h"
 #include "sync/value.h"
@@ -37,6 +38,7 @@ int main(int argc, char** argv) {
   auto pool = mproc::Pool::Create({.processes = 4}).value();
   std::vector<int> inputs = {1, 2, 3};
   std::vector<int> squares = pool->Map(Square, inputs).value();
+  if (!pool->Map(Square, inputs, /*chunksize=*/0, mproc::ProgressBar("squares")).ok()) return 6;
   mproc::AsyncResult<int> r = pool->ApplyAsync(Square, 7);
   if (squares != std::vector<int>{1, 4, 9} || r.Get(absl::Seconds(30)).value() != 49) return 3;
 

@@ -20,6 +20,17 @@
 namespace mproc::bench {
 namespace {
 
+// Gets (and drops) items until the producer `pid` has exited: a producer blocked on a full
+// queue must be able to finish.
+template <typename Q>
+void DrainUntilExited(Q& q, pid_t pid) {
+  for (;;) {
+    int status;
+    if (::waitpid(pid, &status, WNOHANG) == pid) return;
+    (void)q.Get(absl::Milliseconds(10));
+  }
+}
+
 // 16-byte message there and back, as CPython's row sends b"x" * 16.
 void PipeRoundTrip(benchmark::State& state, PinCpus cpus) {
   absl::StatusOr<std::pair<Connection, Connection>> pair = Pipe();
@@ -63,12 +74,7 @@ void QueueOneToOne(benchmark::State& state) {
     benchmark::DoNotOptimize(v);
   }
   stop->store(1);
-  // Drain until the producer (maybe blocked on a full queue) has exited.
-  for (;;) {
-    int status;
-    if (::waitpid(pid, &status, WNOHANG) == pid) break;
-    (void)q->Get(absl::Milliseconds(10));
-  }
+  DrainUntilExited(*q, pid);
 }
 
 // Runs a row body in I/O mode `mode` (base/io_ring.h), inherited by the forked children; a mode
@@ -130,11 +136,7 @@ void QueueBatchedOneToOne(benchmark::State& state) {
     benchmark::DoNotOptimize(v);
   }
   stop->store(1);
-  for (;;) {
-    int status;
-    if (::waitpid(pid, &status, WNOHANG) == pid) break;
-    (void)q->Get(absl::Milliseconds(10));
-  }
+  DrainUntilExited(*q, pid);
 }
 
 // Two producer processes and two consumers (a child and this process): items per second over
@@ -178,18 +180,12 @@ void QueueTwoToTwo(benchmark::State& state) {
     }
   }
   c->stop.store(1);
-  for (pid_t pid : pids) {
-    for (;;) {
-      int status;
-      if (::waitpid(pid, &status, WNOHANG) == pid) break;
-      (void)q->Get(absl::Milliseconds(10));
-    }
-  }
+  for (pid_t pid : pids) DrainUntilExited(*q, pid);
   SetOpsPerIteration(state, kPerIteration);
 }
 
 // 1 MiB items: a producer process puts the same 1 MiB string; this process gets each into the
-// same std::string (copying Get, buffer reused through DecodeInto-free assignment).
+// same std::string (GetInto: a copying Get with the buffer reused, as memcpy's row).
 void QueueOneMiB(benchmark::State& state) {
   absl::StatusOr<Queue<std::string>> q = Queue<std::string>::Create(4);
   if (!q.ok()) return state.SkipWithError("Queue::Create failed");
@@ -204,17 +200,12 @@ void QueueOneMiB(benchmark::State& state) {
   });
   std::string got;
   for (auto _ : state) {
-    absl::StatusOr<std::string> v = q->Get(absl::Seconds(10));
-    if (!v.ok() || v->size() != (1u << 20)) return state.SkipWithError("Get failed");
-    got = *std::move(v);
+    absl::Status s = q->GetInto(got, absl::Seconds(10));
+    if (!s.ok() || got.size() != (1u << 20)) return state.SkipWithError("Get failed");
     benchmark::DoNotOptimize(got);
   }
   stop->store(1);
-  for (;;) {
-    int status;
-    if (::waitpid(pid, &status, WNOHANG) == pid) break;
-    (void)q->Get(absl::Milliseconds(10));
-  }
+  DrainUntilExited(*q, pid);
 }
 
 // Client() connect + mutual authentication against a Listener in a child (Unix socket, 32-byte

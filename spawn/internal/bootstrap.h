@@ -81,6 +81,9 @@ struct ForkServerChild {
 // Asks this process's fork server (starting it, or restarting a dead one) to fork a child
 // running the bootstrap in `buf` (to which it attaches the child's status channel).
 absl::StatusOr<ForkServerChild> ForkServerStart(EncodeBuffer& buf);
+// Server side (fork server, Zygote): reaps child `pid` and writes its exit status on its
+// status channel.
+void ReportChildExit(pid_t pid, int status_conn);
 // Reads the exit status the server sends once it reaps the child; 255 when the server is
 // gone (CPython's forkserver convention), DEADLINE_EXCEEDED when it has not arrived yet.
 absl::StatusOr<int> ReadExitStatus(int status_conn, const Deadline& deadline);

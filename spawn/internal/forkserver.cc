@@ -283,16 +283,6 @@ bool Serve(int control, const ServerFds& fds, std::vector<ServedChild>& children
   return sent.ok();
 }
 
-void ReportExit(ServedChild& c) {
-  int status = 0;
-  pid_t r = RetryEintr([&] { return ::waitpid(c.pid, &status, 0); });
-  int32_t code = r == c.pid ? (WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status))
-                            : kServerGoneExit;
-  EncodeBuffer b;
-  Encode(code, b);
-  (void)WriteFrame(c.status.get(), kReplyExited, b, Deadline::After(absl::Seconds(5)), {},
-                   FdKind::kSeqpacketSocket);
-}
 
 }  // namespace
 
@@ -364,6 +354,17 @@ absl::StatusOr<ForkServerChild> ForkServerStart(EncodeBuffer& buf) {
   }
 }
 
+void ReportChildExit(pid_t pid, int status_conn) {
+  int status = 0;
+  pid_t r = RetryEintr([&] { return ::waitpid(pid, &status, 0); });
+  int32_t code = r == pid ? (WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status))
+                          : kServerGoneExit;
+  EncodeBuffer b;
+  Encode(code, b);
+  (void)WriteFrame(status_conn, kReplyExited, b, Deadline::After(absl::Seconds(5)), {},
+                   FdKind::kSeqpacketSocket);
+}
+
 absl::StatusOr<int> ReadExitStatus(int status_conn, const Deadline& deadline) {
   int ready = WaitReadable(status_conn, deadline);
   if (ready < 0) return ErrnoToStatus(-ready, "poll(fork server connection)");
@@ -413,7 +414,7 @@ absl::StatusOr<int> ReadExitStatus(int status_conn, const Deadline& deadline) {
     // Exits first (children are only appended below, so indices hold).
     for (size_t i = children.size(); i-- > 0;) {
       if (pfds[child_base + i].revents == 0) continue;
-      ReportExit(children[i]);
+      ReportChildExit(children[i].pid, children[i].status.get());
       children.erase(children.begin() + static_cast<ptrdiff_t>(i));
     }
     ServerFds fds{owner.get(), listener.get(), &controls, &children};

@@ -25,9 +25,7 @@ namespace {
 
 using spawn_internal::ChildRecord;
 using spawn_internal::kReplyError;
-using spawn_internal::kReplyExited;
 using spawn_internal::kReplyStarted;
-using spawn_internal::kServerGoneExit;
 
 constexpr uint8_t kZygoteFork = 20;
 
@@ -40,17 +38,6 @@ struct ZygoteChild {
 void ReplyError(int ctl, const std::string& msg) {
   (void)WriteFrame(ctl, kReplyError, std::as_bytes(std::span(msg.data(), msg.size())), {},
                    Deadline::After(absl::Seconds(5)), {}, FdKind::kSeqpacketSocket);
-}
-
-void ReportExit(ZygoteChild& c) {
-  int status = 0;
-  pid_t r = RetryEintr([&] { return ::waitpid(c.pid, &status, 0); });
-  int32_t code = r == c.pid ? (WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status))
-                            : kServerGoneExit;
-  EncodeBuffer b;
-  Encode(code, b);
-  (void)WriteFrame(c.status.get(), kReplyExited, b, Deadline::After(absl::Seconds(5)), {},
-                   FdKind::kSeqpacketSocket);
 }
 
 // The zygote: fork a child per request, report each exit; end when the owner closes the
@@ -70,7 +57,7 @@ void ReportExit(ZygoteChild& c) {
     }
     for (size_t i = children.size(); i-- > 0;) {
       if (pfds[1 + i].revents == 0) continue;
-      ReportExit(children[i]);
+      spawn_internal::ReportChildExit(children[i].pid, children[i].status.get());
       children.erase(children.begin() + static_cast<ptrdiff_t>(i));
     }
     if (pfds[0].revents == 0) continue;
