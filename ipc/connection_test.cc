@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <fstream>
 #include <map>
 #include <string>
 #include <thread>
@@ -242,8 +243,13 @@ TEST(WaitTest, ReturnsTheReadySubset) {
   EXPECT_THAT(Wait({-1}), StatusIs(absl::StatusCode::kInvalidArgument));
 }
 
-// CPU seconds this thread has used (user + system).
+// CPU seconds this thread has used: the scheduler's own count (/proc/thread-self/schedstat,
+// nanoseconds on the CPU), not getrusage's tick samples, which can charge a whole tick to a
+// thread that ran for microseconds on a loaded machine.
 double ThreadCpuSeconds() {
+  std::ifstream in("/proc/thread-self/schedstat");
+  unsigned long long ns = 0;
+  if (in >> ns) return static_cast<double>(ns) / 1e9;
   rusage u;
   ::getrusage(RUSAGE_THREAD, &u);
   return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +

@@ -514,7 +514,9 @@ TEST(PoolKillTest, TwoHundredRandomWorkerKillsFailExactlyTheTasksTheyHeld) {
         // Started and cut short: its worker was killed, and the task failed.
         EXPECT_TRUE(killed.count(by)) << "task " << idx << " stopped on a live worker " << by;
       }
-      if (by != 0 && !done) EXPECT_FALSE(outcome[idx].ok()) << "task " << idx;
+      if (by != 0 && !done) {
+        EXPECT_FALSE(outcome[idx].ok()) << "task " << idx;
+      }
     }
   }
   int failed = 0;
