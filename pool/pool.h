@@ -157,6 +157,7 @@ std::vector<absl::StatusOr<Stored<R>>> DecodeChunk(const absl::Status& status,
     items.assign(expected, absl::InternalError("pool: malformed task output"));
     return items;
   }
+  items.reserve(expected);
   for (uint64_t i = 0; i < n; ++i) {
     uint8_t tag = 0;
     if (!r.Read(&tag, 1)) {
@@ -182,6 +183,42 @@ std::vector<absl::StatusOr<Stored<R>>> DecodeChunk(const absl::Status& status,
     }
   }
   return items;
+}
+
+// Parent side, for Map: decodes one task's per-item results straight into dest[0, expected),
+// recording the first failed item (its index within the chunk, and why) in *first_bad/*bad.
+template <typename R>
+void DecodeChunkInto(const absl::Status& status, const std::string& out, std::vector<UniqueFd> fds,
+                     size_t expected, Stored<R>* dest, size_t* first_bad, absl::Status* bad) {
+  *first_bad = SIZE_MAX;
+  auto fail = [&](size_t i, absl::Status why) {
+    if (*first_bad == SIZE_MAX) {
+      *first_bad = i;
+      *bad = std::move(why);
+    }
+  };
+  if (!status.ok()) return fail(0, status);
+  DecodeReader r(std::as_bytes(std::span(out.data(), out.size())), std::move(fds));
+  uint64_t n = 0;
+  if (!r.ReadVarint(&n) || n != expected) {
+    return fail(0, absl::InternalError("pool: malformed task output"));
+  }
+  for (uint64_t i = 0; i < n; ++i) {
+    uint8_t tag = 0;
+    if (!r.Read(&tag, 1)) return fail(i, r.status());
+    if (tag == kItemOk) {
+      if (!Codec<Stored<R>>::Decode(r, dest[i])) {
+        return fail(i, absl::InvalidArgumentError(absl::StrCat(
+                           "pool: could not decode a task result: ", r.status().message())));
+      }
+    } else {
+      RemoteError e;
+      if (!Codec<RemoteError>::Decode(r, e)) {
+        return fail(i, absl::InternalError("pool: malformed task error"));
+      }
+      fail(i, RemoteErrorToStatus(e));
+    }
+  }
 }
 
 // Polls `done` (yielding the CPU between looks) for at most the adaptive spin budget
@@ -568,6 +605,23 @@ class Pool {
   static std::pair<EncodeBuffer, std::shared_ptr<void>> EncodeChunk(
       Fn f, const std::vector<T>& items, size_t begin, size_t end) {
     using Params = typename Traits::Params;
+    if constexpr (!kTypeCarriesFds<Params>) {
+      // No descriptors to keep alive: encode straight from the items.
+      EncodeBuffer task;
+      Encode(Traits::kEntry, task);
+      Encode(f, task);
+      task.PutVarint(end - begin);
+      for (size_t i = begin; i < end; ++i) {
+        if constexpr (kStar) {
+          Encode(std::apply([](const auto&... a) { return Params(a...); }, items[i]), task);
+        } else {
+          static_assert(std::tuple_size_v<Params> == 1,
+                        "Map/IMap take a function of one argument (StarMap for several)");
+          Encode(Params(items[i]), task);
+        }
+      }
+      return {std::move(task), nullptr};
+    }
     auto owned = std::make_shared<std::vector<Params>>();
     owned->reserve(end - begin);
     for (size_t i = begin; i < end; ++i) {
@@ -594,16 +648,20 @@ class Pool {
     using R = pool_internal::Stored<typename Traits::Result>;
     AsyncResult<std::vector<R>> result;
     if (chunksize == 0) chunksize = AutoChunksize(items.size());
+    // Results land in place, chunk by chunk (disjoint ranges of a pre-sized vector); the
+    // first failure in input order is kept.
     struct Job {
       std::mutex mu;
-      std::vector<std::optional<absl::StatusOr<R>>> slots;
+      std::vector<R> values;
+      size_t first_error = SIZE_MAX;
+      absl::Status error;
       size_t remaining_chunks = 0;
       size_t done = 0;
       Progress progress;
     };
     auto job = std::make_shared<Job>();
     job->progress = std::move(progress);
-    job->slots.resize(items.size());
+    job->values.resize(items.size());
     size_t chunks = (items.size() + chunksize - 1) / chunksize;
     job->remaining_chunks = chunks;
     if (chunks == 0) {
@@ -617,29 +675,30 @@ class Pool {
       absl::Status s = core_->SubmitTask(
           std::move(chunk_task),
           [job, result, begin, end](absl::Status st, std::string out, std::vector<UniqueFd> fds) {
-            auto got = pool_internal::DecodeChunk<typename Traits::Result>(st, out, std::move(fds),
-                                                                          end - begin);
+            size_t first_bad;
+            absl::Status bad;
+            pool_internal::DecodeChunkInto<typename Traits::Result>(
+                st, out, std::move(fds), end - begin, job->values.data() + begin, &first_bad,
+                &bad);
             bool last;
             size_t done;
             {
               std::lock_guard<std::mutex> lock(job->mu);
-              for (size_t i = begin; i < end; ++i) job->slots[i] = std::move(got[i - begin]);
+              if (first_bad != SIZE_MAX && begin + first_bad < job->first_error) {
+                job->first_error = begin + first_bad;
+                job->error = std::move(bad);
+              }
               last = --job->remaining_chunks == 0;
               done = job->done += end - begin;
             }
-            if (job->progress) job->progress(done, job->slots.size());
+            if (job->progress) job->progress(done, job->values.size());
             if (!last) return;
             // Whole job done: the first error in input order, else every value.
-            std::vector<R> values;
-            values.reserve(job->slots.size());
-            for (auto& slot : job->slots) {
-              if (!slot->ok()) {
-                result.Set(slot->status());
-                return;
-              }
-              values.push_back(std::move(**slot));
+            if (job->first_error != SIZE_MAX) {
+              result.Set(job->error);
+            } else {
+              result.Set(std::move(job->values));
             }
-            result.Set(std::move(values));
           },
           keep);
       if (!s.ok()) {
