@@ -9,7 +9,9 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cstring>
 #include <deque>
 #include <map>
 #include <mutex>
@@ -208,6 +210,10 @@ struct PoolCore::State {
     size_t queued_bytes = 0;
     int done = 0;
     int assigned = 0;
+    // Result bytes (and descriptors) received but not yet handled.
+    std::vector<std::byte> rbuf;
+    size_t rlen = 0;
+    std::deque<UniqueFd> rfds;
   };
   std::vector<Worker> workers;  // owned by the pool thread (and Create before it starts)
   std::vector<pid_t> pids;      // under mu, for WorkerPids
@@ -468,44 +474,87 @@ void PoolCore::Run() {
     cb(absl::OkStatus(), std::move(out), std::move(fds));
   };
   // Reads every frame the worker has sent; false when its socket is finished.
-  auto drain = [&](State::Worker& w, bool block_first) -> bool {
-    bool first = true;
+  // Handles one frame from worker `w`; false when the worker's channel is finished.
+  auto handle = [&](State::Worker& w, uint8_t kind, std::span<const std::byte> payload,
+                    std::vector<UniqueFd> fds) -> bool {
+    if (kind == kResult) {
+      DecodeReader r(payload);
+      uint64_t id = 0;
+      if (!Codec<uint64_t>::Decode(r, id)) return false;
+      std::string out(reinterpret_cast<const char*>(payload.data()) + r.offset(),
+                      payload.size() - r.offset());
+      if (!w.tasks.empty() && w.tasks.front() == id) {
+        w.tasks.pop_front();
+        w.queued_bytes -= w.sizes.front();
+        w.sizes.pop_front();
+      }
+      ++w.done;
+      finish(id, std::move(out), std::move(fds));
+      return true;
+    }
+    if (kind == kInitFailed) {
+      RemoteError e;
+      absl::Status s = DecodeInto(payload, e);
+      absl::Status why = s.ok() ? RemoteErrorToStatus(e) : s;
+      why = absl::Status(why.code(), absl::StrCat("pool initializer failed: ", why.message()));
+      if (s.ok()) why.SetPayload(kRemoteErrorPayloadUrl, *RemoteErrorToStatus(e).GetPayload(kRemoteErrorPayloadUrl));
+      std::lock_guard<std::mutex> lock(st.mu);
+      if (!st.broken) st.broken = why;
+    }
+    return false;
+  };
+  // Reads every frame the worker has sent, without blocking: one recvmsg brings as many frames
+  // as have arrived (a worker answers up to 4 queued tasks in a burst), and each complete one
+  // is handled. Descriptors ride with the first byte of their frame, so a complete frame's are
+  // always in. False when the worker's channel is finished (end of file, error, bad frame).
+  auto drain = [&](State::Worker& w) -> bool {
+    alignas(cmsghdr) char control[ScmRightsSpace(253)];
     for (;;) {
-      Deadline d = (first && block_first) ? Deadline::After(absl::Seconds(10))
-                                          : Deadline::AtMonotonicNs(0);
-      first = false;
-      if (WaitReadable(w.sock.get(), d) <= 0) return true;
-      Frame f;
-      if (!ReadFrameInto(w.sock.get(), f, Deadline::After(absl::Seconds(30)), {},
-                         FdKind::kStreamSocket)
-               .ok()) {
-        return false;
-      }
-      if (f.kind == kResult) {
-        DecodeReader r(f.payload());
-        uint64_t id = 0;
-        if (!Codec<uint64_t>::Decode(r, id)) return false;
-        std::string out(reinterpret_cast<const char*>(f.payload().data()) + r.offset(),
-                        f.payload().size() - r.offset());
-        if (!w.tasks.empty() && w.tasks.front() == id) {
-          w.tasks.pop_front();
-          w.queued_bytes -= w.sizes.front();
-          w.sizes.pop_front();
+      size_t off = 0;
+      size_t need = 64 << 10;  // what the buffer must hold for the next read
+      while (w.rlen - off >= kFrameHeaderSize) {
+        absl::StatusOr<FrameHeader> h =
+            ParseFrameHeader(std::span<const std::byte>(w.rbuf.data() + off, w.rlen - off));
+        if (!h.ok()) return false;
+        const size_t total = kFrameHeaderSize + h->payload_len;
+        if (w.rlen - off < total) {
+          need = std::max(need, total);
+          break;
         }
-        ++w.done;
-        finish(id, std::move(out), std::move(f.fds));
-      } else if (f.kind == kInitFailed) {
-        RemoteError e;
-        absl::Status s = DecodeInto(f.payload(), e);
-        absl::Status why = s.ok() ? RemoteErrorToStatus(e) : s;
-        why = absl::Status(why.code(), absl::StrCat("pool initializer failed: ", why.message()));
-        if (s.ok()) why.SetPayload(kRemoteErrorPayloadUrl, *RemoteErrorToStatus(e).GetPayload(kRemoteErrorPayloadUrl));
-        std::lock_guard<std::mutex> lock(st.mu);
-        if (!st.broken) st.broken = why;
-        return false;
-      } else {
-        return false;
+        if (w.rfds.size() < h->fd_count) return false;
+        std::vector<UniqueFd> fds;
+        for (uint16_t k = 0; k < h->fd_count; ++k) {
+          fds.push_back(std::move(w.rfds.front()));
+          w.rfds.pop_front();
+        }
+        if (!handle(w, h->kind,
+                    std::span<const std::byte>(w.rbuf.data() + off + kFrameHeaderSize,
+                                               h->payload_len),
+                    std::move(fds))) {
+          return false;
+        }
+        off += total;
       }
+      if (off > 0) {
+        std::memmove(w.rbuf.data(), w.rbuf.data() + off, w.rlen - off);
+        w.rlen -= off;
+      }
+      if (w.rbuf.size() < need) w.rbuf.resize(need);
+      iovec iov = {w.rbuf.data() + w.rlen, w.rbuf.size() - w.rlen};
+      msghdr msg = {};
+      msg.msg_iov = &iov;
+      msg.msg_iovlen = 1;
+      msg.msg_control = control;
+      msg.msg_controllen = sizeof(control);
+      ssize_t n = ::recvmsg(w.sock.get(), &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return errno == EAGAIN;
+      if (n == 0) return false;  // end of file: the worker is gone
+      std::vector<UniqueFd> got;
+      CollectScmRights(&msg, &got);
+      if (msg.msg_flags & MSG_CTRUNC) return false;
+      for (UniqueFd& fd : got) w.rfds.push_back(std::move(fd));
+      w.rlen += static_cast<size_t>(n);
     }
   };
 
@@ -623,9 +672,9 @@ void PoolCore::Run() {
       short sock_ev = pfds[2 + 2 * i].revents;
       short pid_ev = pfds[3 + 2 * i].revents;
       bool alive = true;
-      if (sock_ev) alive = drain(w, false);
+      if (sock_ev) alive = drain(w);
       if (pid_ev || !alive) {
-        drain(w, false);
+        drain(w);
         dead.push_back(i);
       }
     }
