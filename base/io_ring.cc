@@ -205,18 +205,14 @@ int UringWait(io_uring* ring, std::span<pollfd> fds, const std::atomic<uint32_t>
   return ready;
 }
 
-int Wait(std::span<pollfd> fds, const std::atomic<uint32_t>* word, uint32_t expected,
-         const Deadline& deadline, bool* futex_woken) {
-  if (ActiveIoMode() != IoMode::kPlain) {
-    if (io_uring* ring = RingForThisThread()) {
-      for (;;) {
-        int r = UringWait(ring, fds, word, expected, deadline, futex_woken);
-        if (r == -ENOSPC) break;  // too many descriptors for one ring wait: poll(2)
-        if (r != 0 || deadline.Expired()) return r;
-      }
-    }
+// UringWait until something is ready or the deadline passed (a ring wait may end early, as
+// poll(2) may); -ENOSPC as UringWait.
+int UringWaitUntil(io_uring* ring, std::span<pollfd> fds, const std::atomic<uint32_t>* word,
+                   uint32_t expected, const Deadline& deadline, bool* futex_woken) {
+  for (;;) {
+    int r = UringWait(ring, fds, word, expected, deadline, futex_woken);
+    if (r != 0 || deadline.Expired()) return r;
   }
-  return PlainPoll(fds, deadline);
 }
 
 }  // namespace
@@ -271,7 +267,13 @@ IoRingCounters GetIoRingCounters() {
 }
 
 int WaitEvents(std::span<pollfd> fds, const Deadline& deadline) {
-  return Wait(fds, nullptr, 0, deadline, nullptr);
+  if (ActiveIoMode() != IoMode::kPlain) {
+    if (io_uring* ring = RingForThisThread()) {
+      int r = UringWaitUntil(ring, fds, nullptr, 0, deadline, nullptr);
+      if (r != -ENOSPC) return r;  // else: too many descriptors for one ring wait
+    }
+  }
+  return PlainPoll(fds, deadline);
 }
 
 bool CanWaitFutexWithFds() { return ActiveIoMode() == IoMode::kUring; }
@@ -282,11 +284,8 @@ int WaitEventsOrFutex(std::span<pollfd> fds, const std::atomic<uint32_t>* word, 
   if (ActiveIoMode() != IoMode::kUring) return -EOPNOTSUPP;
   io_uring* ring = RingForThisThread();
   if (ring == nullptr) return -EOPNOTSUPP;
-  for (;;) {
-    int r = UringWait(ring, fds, word, expected, deadline, futex_woken);
-    if (r == -ENOSPC) return -EOPNOTSUPP;
-    if (r != 0 || deadline.Expired()) return r;
-  }
+  int r = UringWaitUntil(ring, fds, word, expected, deadline, futex_woken);
+  return r == -ENOSPC ? -EOPNOTSUPP : r;
 }
 
 int SendMessages(int fd, std::span<msghdr> msgs) {

@@ -66,19 +66,15 @@ int64_t SpinBudgetNs() {
   return budget;
 }
 
+void YieldCpu() { ::sched_yield(); }
+
 bool SpinUntilReady(int fd, short events, const Deadline& deadline) {
-  const int64_t budget = SpinBudgetNs();
-  if (budget <= 0) return false;
-  const int64_t start = MonotonicNowNs();
-  for (;;) {
-    pollfd p{fd, events, 0};
-    if (::poll(&p, 1, 0) > 0) return true;
-    const int64_t now = MonotonicNowNs();
-    if (now - start >= budget || (!deadline.infinite() && now >= deadline.monotonic_ns())) {
-      return false;
-    }
-    ::sched_yield();
-  }
+  return SpinUntil(
+      [&] {
+        pollfd p{fd, events, 0};
+        return ::poll(&p, 1, 0) > 0;
+      },
+      deadline);
 }
 
 int WaitReadable(int fd, const Deadline& deadline) { return WaitFor(fd, POLLIN, deadline); }

@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <poll.h>
-#include <sched.h>
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -198,6 +197,11 @@ bool RingsEmpty(const QueueState* st) {
   return true;
 }
 
+// Whether an item is (probably) waiting in a ring or on the socket.
+bool MayHaveItems(const QueueState* st) {
+  return !RingsEmpty(st) || st->socket_items.load(std::memory_order_seq_cst) > 0;
+}
+
 // The doorbell (for Wait() over fileno()): readable while the queue may have items. Rung by a
 // producer whose publish made its ring (or the socket) non-empty; drained by a consumer that
 // found the queue empty, which then looks again and re-rings if an item slipped in between.
@@ -212,9 +216,7 @@ void DrainDoorbell(QueueShared& s) {
   if (s.state->doorbell_armed.load(std::memory_order_relaxed) == 0) return;
   uint64_t v;
   (void)!::read(s.doorbell.get(), &v, sizeof(v));
-  if (!RingsEmpty(s.state) || s.state->socket_items.load(std::memory_order_seq_cst) > 0) {
-    RingDoorbell(s);
-  }
+  if (MayHaveItems(s.state)) RingDoorbell(s);
 }
 
 // Wakes a consumer waiting for items (after a publish).
@@ -406,11 +408,8 @@ struct Record {
   msghdr msg = {};
 };
 
+// (PutMany has checked the item's descriptor count.)
 absl::Status BuildRecord(const EncodeBuffer& item, int ring, Record* r) {
-  if (item.fds().size() + 1 > kMaxFds) {
-    return absl::InvalidArgumentError(absl::StrCat("an item may carry at most ", kMaxFds - 1,
-                                                   " descriptors"));
-  }
   std::span<const std::byte> payload = item.bytes();
   uint8_t kind = kInline;
   if (item.size() > kSocketInlineMax) {
@@ -724,19 +723,9 @@ absl::Status QueueCore::Get(const Deadline& deadline, bool block,
       return t;
     }
     if (!spun) {
-      // An item usually follows within microseconds: poll the rings briefly before sleeping.
+      // An item usually follows within microseconds: look briefly before sleeping.
       spun = true;
-      const int64_t budget = SpinBudgetNs();
-      const int64_t start = MonotonicNowNs();
-      bool got = false;
-      while (MonotonicNowNs() - start < budget && !deadline.Expired()) {
-        if (!RingsEmpty(st) || st->socket_items.load(std::memory_order_relaxed) > 0) {
-          got = true;
-          break;
-        }
-        ::sched_yield();
-      }
-      if (got) continue;
+      if (SpinUntil([&] { return MayHaveItems(st); }, deadline)) continue;
     }
     if (deadline.Expired()) return absl::DeadlineExceededError("queue is empty: Get timed out");
     const uint32_t seq = st->items_seq.load(std::memory_order_seq_cst);
@@ -777,9 +766,8 @@ int QueueCore::fileno() const {
   if (s_ == nullptr) return -1;
   QueueShared& s = *s_;
   if (s.state->doorbell_armed.exchange(1, std::memory_order_seq_cst) == 0 &&
-      (!RingsEmpty(s.state) || s.state->socket_items.load(std::memory_order_seq_cst) > 0)) {
-    uint64_t one = 1;  // items queued before anyone asked: ring for them
-    (void)!::write(s.doorbell.get(), &one, sizeof(one));
+      MayHaveItems(s.state)) {
+    RingDoorbell(s);  // items queued before anyone asked
   }
   return s.doorbell.get();
 }

@@ -152,20 +152,9 @@ class ProcessPoolExecutor {
     using R = pool_internal::Stored<typename Traits::Result>;
     Future<R> fut;
     fut.s_->core = core_.get();
-    EncodeBuffer task;
-    Encode(Traits::kEntry, task);
-    Encode(f, task);
-    task.PutVarint(1);
-    auto params = std::make_shared<typename Traits::Params>(std::forward<A>(args)...);
-    Encode(*params, task);  // borrows descriptors `params` owns until the task is sent
     AsyncResult<R> result = fut.s_->result;
-    absl::StatusOr<uint64_t> id = core_->Submit(
-        std::move(task),
-        [result](absl::Status st, std::string out, std::vector<UniqueFd> fds) {
-          auto items = pool_internal::DecodeChunk<typename Traits::Result>(st, out, std::move(fds), 1);
-          result.Set(std::move(items[0]));
-        },
-        params);
+    absl::StatusOr<uint64_t> id =
+        pool_internal::SubmitCall<Traits>(*core_, f, result, std::forward<A>(args)...);
     if (!id.ok()) {
       result.Set(id.status());
     } else {

@@ -51,8 +51,6 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-#include <sched.h>
-
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
@@ -221,20 +219,6 @@ void DecodeChunkInto(const absl::Status& status, const std::string& out, std::ve
   }
 }
 
-// Polls `done` (yielding the CPU between looks) for at most the adaptive spin budget
-// (base/syscall.h: SpinBudgetNs). True once done() held.
-template <typename Done>
-bool SpinUntil(Done done) {
-  const int64_t budget = SpinBudgetNs();
-  if (budget <= 0) return done();
-  const int64_t start = MonotonicNowNs();
-  while (!done()) {
-    if (MonotonicNowNs() - start >= budget) return false;
-    ::sched_yield();
-  }
-  return true;
-}
-
 template <typename F>
 auto AsFunctionPointer(F fn) {
   static_assert(spawn_internal::FunctionPointerLike<F>,
@@ -271,7 +255,7 @@ class AsyncResult {
     // A result usually comes within microseconds of being asked for: look briefly (yielding)
     // before sleeping on the condition variable — a cross-CPU wake-up costs 45-150 us here.
     if (!s_->ready_hint.load(std::memory_order_acquire) && timeout > absl::ZeroDuration()) {
-      pool_internal::SpinUntil([&] { return s_->ready_hint.load(std::memory_order_acquire); });
+      SpinUntil([&] { return s_->ready_hint.load(std::memory_order_acquire); });
     }
     std::unique_lock<std::mutex> lock(s_->mu);
     if (timeout == absl::InfiniteDuration()) {
@@ -333,6 +317,29 @@ class AsyncResult {
   };
   std::shared_ptr<Shared> s_;
 };
+
+namespace pool_internal {
+// Submits one call f(args...) (Traits: FnTraits of f) to `core`; its result, or its failure,
+// is set on `result`. The converted arguments stay alive until the task is sent: the task's
+// bytes borrow their descriptors.
+template <typename Traits, typename Fn, typename R, typename... A>
+absl::StatusOr<uint64_t> SubmitCall(PoolCore& core, Fn f, const AsyncResult<R>& result,
+                                    A&&... args) {
+  EncodeBuffer task;
+  Encode(Traits::kEntry, task);
+  Encode(f, task);
+  task.PutVarint(1);
+  auto params = std::make_shared<typename Traits::Params>(std::forward<A>(args)...);
+  Encode(*params, task);
+  return core.Submit(
+      std::move(task),
+      [result](absl::Status st, std::string out, std::vector<UniqueFd> fds) {
+        auto items = DecodeChunk<typename Traits::Result>(st, out, std::move(fds), 1);
+        result.Set(std::move(items[0]));
+      },
+      params);
+}
+}  // namespace pool_internal
 
 // Success and error callbacks (CPython's callback / error_callback), run on the pool thread.
 template <typename T>
@@ -471,21 +478,9 @@ class Pool {
     using Traits = pool_internal::FnTraits<decltype(f)>;
     using R = pool_internal::Stored<typename Traits::Result>;
     AsyncResult<R> result;
-    EncodeBuffer task;
-    Encode(Traits::kEntry, task);
-    Encode(f, task);
-    task.PutVarint(1);
-    // The arguments stay alive until the task is sent: the buffer borrows their descriptors.
-    auto params = std::make_shared<typename Traits::Params>(std::forward<A>(args)...);
-    Encode(*params, task);
-    absl::Status s = core_->SubmitTask(
-        std::move(task),
-        [result](absl::Status st, std::string out, std::vector<UniqueFd> fds) {
-          auto items = pool_internal::DecodeChunk<typename Traits::Result>(st, out, std::move(fds), 1);
-          result.Set(std::move(items[0]));
-        },
-        params);
-    if (!s.ok()) result.Set(s);
+    absl::StatusOr<uint64_t> id =
+        pool_internal::SubmitCall<Traits>(*core_, f, result, std::forward<A>(args)...);
+    if (!id.ok()) result.Set(id.status());
     return result;
   }
   // ApplyAsync with CPython's callback / error_callback (run on the pool thread).

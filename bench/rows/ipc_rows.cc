@@ -31,15 +31,18 @@ void DrainUntilExited(Q& q, pid_t pid) {
   }
 }
 
-// 16-byte message there and back, as CPython's row sends b"x" * 16.
-void PipeRoundTrip(benchmark::State& state, PinCpus cpus) {
+// 16-byte message there and back, as CPython's row sends b"x" * 16. With a finite `timeout`
+// every Recv has a deadline, so it waits through the I/O mode (base/io_ring.h); without one
+// it is a plain blocking read.
+void PipeRoundTrip(benchmark::State& state, PinCpus cpus,
+                   absl::Duration timeout = absl::InfiniteDuration()) {
   absl::StatusOr<std::pair<Connection, Connection>> pair = Pipe();
   if (!pair.ok()) return state.SkipWithError("Pipe failed");
   ScopedPin pin(cpus.parent);
   pid_t pid = ForkPinnedChild(cpus.child, [&] {
     pair->first.Close();
     for (;;) {
-      absl::StatusOr<std::string> m = pair->second.Recv<std::string>();
+      absl::StatusOr<std::string> m = pair->second.Recv<std::string>(timeout);
       if (!m.ok()) return 0;  // the parent closed its end
       if (!pair->second.Send(*m).ok()) return 1;
     }
@@ -48,7 +51,7 @@ void PipeRoundTrip(benchmark::State& state, PinCpus cpus) {
   const std::string payload(16, 'x');
   for (auto _ : state) {
     if (!pair->first.Send(payload).ok()) return state.SkipWithError("Send failed");
-    absl::StatusOr<std::string> back = pair->first.Recv<std::string>();
+    absl::StatusOr<std::string> back = pair->first.Recv<std::string>(timeout);
     if (!back.ok()) return state.SkipWithError("Recv failed");
     benchmark::DoNotOptimize(back);
   }
@@ -88,31 +91,6 @@ void InIoMode(benchmark::State& state, IoMode mode, F body) {
   }
   body();
   SetIoMode(before);
-}
-
-// As PipeRoundTrip, but every Recv has a deadline, so it waits through the I/O mode.
-void PipeRoundTripDeadline(benchmark::State& state, PinCpus cpus) {
-  absl::StatusOr<std::pair<Connection, Connection>> pair = Pipe();
-  if (!pair.ok()) return state.SkipWithError("Pipe failed");
-  ScopedPin pin(cpus.parent);
-  pid_t pid = ForkPinnedChild(cpus.child, [&] {
-    pair->first.Close();
-    for (;;) {
-      absl::StatusOr<std::string> m = pair->second.Recv<std::string>(absl::Seconds(30));
-      if (!m.ok()) return 0;
-      if (!pair->second.Send(*m).ok()) return 1;
-    }
-  });
-  pair->second.Close();
-  const std::string payload(16, 'x');
-  for (auto _ : state) {
-    if (!pair->first.Send(payload).ok()) return state.SkipWithError("Send failed");
-    absl::StatusOr<std::string> back = pair->first.Recv<std::string>(absl::Seconds(30));
-    if (!back.ok()) return state.SkipWithError("Recv failed");
-    benchmark::DoNotOptimize(back);
-  }
-  pair->first.Close();
-  ReapChild(pid);
 }
 
 // One producer process, PutMany in batches of 32 (one sendmmsg or io_uring submission each);
@@ -238,7 +216,8 @@ void ListenerConnectAuth(benchmark::State& state) {
 }  // namespace
 
 MPROC_REPORT_ROWS(IpcRows) {
-  AddPairRows("mproc.pipe.roundtrip", Section::kMproc, PipeRoundTrip)
+  AddPairRows("mproc.pipe.roundtrip", Section::kMproc,
+              [](benchmark::State& st, PinCpus cpus) { PipeRoundTrip(st, cpus); })
       .Title("Pipe Send+Recv round trip, 16 B string, two processes")
       .PairBaselines({"kernel.socketpair_pingpong", "cpython.pipe.roundtrip"});
   AddRow("mproc.queue.1p1c", Section::kMproc, QueueOneToOne)
@@ -263,7 +242,7 @@ MPROC_REPORT_ROWS(IpcRows) {
     const bool plain = mode == IoMode::kPlain;
     auto pipe = AddPairRows("mproc.pipe.roundtrip_deadline." + m, Section::kMproc,
                             [mode](benchmark::State& st, PinCpus cpus) {
-                              InIoMode(st, mode, [&] { PipeRoundTripDeadline(st, cpus); });
+                              InIoMode(st, mode, [&] { PipeRoundTrip(st, cpus, absl::Seconds(30)); });
                             });
     pipe.Title("Pipe round trip, 16 B, Recv with a deadline, I/O mode " + m);
     pipe.PairBaselines(plain ? std::vector<std::string>{"kernel.socketpair_pingpong"}

@@ -450,28 +450,21 @@ std::vector<pid_t> PoolCore::WorkerPids() {
 
 void PoolCore::Run() {
   State& st = *st_;
-  // Fails one task: removes its callback and calls it (outside the lock).
+  // Removes a task's callback (empty when the task already ended, e.g. cancelled), to be called
+  // outside the lock.
+  auto take_callback = [&](uint64_t id) -> TaskDone {
+    std::lock_guard<std::mutex> lock(st.mu);
+    auto it = st.callbacks.find(id);
+    if (it == st.callbacks.end()) return nullptr;
+    TaskDone cb = std::move(it->second);
+    st.callbacks.erase(it);
+    return cb;
+  };
   auto fail = [&](uint64_t id, const absl::Status& why) {
-    TaskDone cb;
-    {
-      std::lock_guard<std::mutex> lock(st.mu);
-      auto it = st.callbacks.find(id);
-      if (it == st.callbacks.end()) return;
-      cb = std::move(it->second);
-      st.callbacks.erase(it);
-    }
-    cb(why, std::string(), {});
+    if (TaskDone cb = take_callback(id)) cb(why, std::string(), {});
   };
   auto finish = [&](uint64_t id, std::string out, std::vector<UniqueFd> fds) {
-    TaskDone cb;
-    {
-      std::lock_guard<std::mutex> lock(st.mu);
-      auto it = st.callbacks.find(id);
-      if (it == st.callbacks.end()) return;
-      cb = std::move(it->second);
-      st.callbacks.erase(it);
-    }
-    cb(absl::OkStatus(), std::move(out), std::move(fds));
+    if (TaskDone cb = take_callback(id)) cb(absl::OkStatus(), std::move(out), std::move(fds));
   };
   // Reads every frame the worker has sent; false when its socket is finished.
   // Handles one frame from worker `w`; false when the worker's channel is finished.
@@ -637,14 +630,7 @@ void PoolCore::Run() {
     // One wait over the result sockets, the pidfds and the wake eventfd (poll(2) or io_uring),
     // after a brief spin: a result or a new task usually comes within microseconds, and a
     // blocking wake-up on another CPU costs 45-150 us here.
-    {
-      const int64_t budget = SpinBudgetNs();
-      const int64_t start = MonotonicNowNs();
-      while (budget > 0 && ::poll(pfds.data(), pfds.size(), 0) == 0 &&
-             MonotonicNowNs() - start < budget) {
-        ::sched_yield();
-      }
-    }
+    SpinUntil([&] { return ::poll(pfds.data(), pfds.size(), 0) != 0; });
     int n = WaitEvents(std::span<pollfd>(pfds), Deadline::After(absl::Seconds(1)));
     if (n < 0) break;
     if (pfds[0].revents) {
