@@ -2,6 +2,8 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -13,12 +15,43 @@
 #include "absl/strings/str_cat.h"
 #include "base/status.h"
 #include "base/syscall.h"
+#include "ipc/ring_link.h"
 #include "serialize/cpython_framing.h"
 
 namespace mproc {
 namespace {
 
 constexpr size_t kMaxFds = 253;  // SCM_MAX_FD
+
+using ipc_internal::LinkRecord;
+using ipc_internal::RingLink;
+
+// Holds a direction's writer or reader turn for one call.
+class Turn {
+ public:
+  Turn(RingLink* link, int end, bool reader) : link_(link), end_(end), reader_(reader) {}
+  absl::Status Take(const Deadline& deadline) {
+    absl::Status s = reader_ ? link_->LockReader(end_, deadline) : link_->LockWriter(end_, deadline);
+    held_ = s.ok();
+    return s;
+  }
+  ~Turn() {
+    if (!held_) return;
+    if (reader_) {
+      link_->UnlockReader(end_);
+    } else {
+      link_->UnlockWriter(end_);
+    }
+  }
+  Turn(const Turn&) = delete;
+  Turn& operator=(const Turn&) = delete;
+
+ private:
+  RingLink* link_;
+  int end_;
+  bool reader_;
+  bool held_ = false;
+};
 
 }  // namespace
 
@@ -40,15 +73,47 @@ absl::Status Connection::CheckOpen(bool for_read) const {
   return absl::OkStatus();
 }
 
+void Connection::Close() {
+  fd_.Reset();
+  link_.reset();
+  poll_fd_.Reset();
+  local_ready_.Reset();
+}
+
+absl::Status Connection::SendParts(std::span<const int> fds,
+                                   const std::span<const std::byte>* bytes,
+                                   const Deadline& deadline) {
+  if (link_ == nullptr) {
+    if (!fds.empty()) MPROC_RETURN_IF_ERROR(SendFds(fds, deadline));
+    if (bytes == nullptr) return absl::OkStatus();
+    return WriteCPythonMessage(fd_.get(), *bytes, deadline);
+  }
+  if (fds.size() > kMaxFds) return SendFds(fds, deadline);  // its error, before any record
+  Turn turn(link_.get(), end_, /*reader=*/false);
+  MPROC_RETURN_IF_ERROR(turn.Take(deadline));
+  MPROC_RETURN_IF_ERROR(link_->CheckPeer(end_, fd_.get()));
+  if (!fds.empty()) {
+    MPROC_RETURN_IF_ERROR(link_->Append(end_, fd_.get(), LinkRecord::kHandle, {}, deadline));
+    MPROC_RETURN_IF_ERROR(SendFds(fds, deadline));
+  }
+  if (bytes == nullptr) return absl::OkStatus();
+  if (bytes->size() <= ipc_internal::kLinkInlineMax) {
+    return link_->Append(end_, fd_.get(), LinkRecord::kData, *bytes, deadline);
+  }
+  MPROC_RETURN_IF_ERROR(link_->Append(end_, fd_.get(), LinkRecord::kSocketMessage, {}, deadline));
+  return WriteCPythonMessage(fd_.get(), *bytes, deadline);
+}
+
 absl::Status Connection::SendEncoded(const EncodeBuffer& buf, const Deadline& deadline) {
   MPROC_RETURN_IF_ERROR(CheckOpen(false));
-  if (!buf.fds().empty()) MPROC_RETURN_IF_ERROR(SendFds(buf.fds(), deadline));
-  return WriteCPythonMessage(fd_.get(), buf.bytes(), deadline);
+  const std::span<const std::byte> bytes = buf.bytes();
+  return SendParts(buf.fds(), &bytes, deadline);
 }
 
 absl::Status Connection::SendBytes(std::string_view data, absl::Duration timeout) {
   MPROC_RETURN_IF_ERROR(CheckOpen(false));
-  return WriteCPythonMessage(fd_.get(), data, Deadline::After(timeout));
+  const std::span<const std::byte> bytes = std::as_bytes(std::span(data.data(), data.size()));
+  return SendParts({}, &bytes, Deadline::After(timeout));
 }
 
 absl::Status Connection::SendBytes(std::span<const std::byte> data, size_t offset,
@@ -64,13 +129,17 @@ absl::Status Connection::SendBytes(std::span<const std::byte> data, size_t offse
                                                    " is beyond the buffer of ", data.size(),
                                                    " bytes"));
   }
-  return WriteCPythonMessage(fd_.get(), data.subspan(offset, n), Deadline::After(timeout));
+  const std::span<const std::byte> bytes = data.subspan(offset, n);
+  return SendParts({}, &bytes, Deadline::After(timeout));
 }
 
 absl::Status Connection::RecvMessage(std::optional<uint64_t> max_length, const Deadline& deadline,
                                      std::string* out) {
   MPROC_RETURN_IF_ERROR(CheckOpen(true));
-  absl::Status s = ReadCPythonMessage(fd_.get(), max_length.value_or(UINT64_MAX), deadline, out);
+  absl::Status s = link_ != nullptr
+                       ? RingRecv(max_length.value_or(UINT64_MAX), deadline, out)
+                       : ReadCPythonMessage(fd_.get(), max_length.value_or(UINT64_MAX), deadline,
+                                            out);
   if (!s.ok() && !absl::IsOutOfRange(s) && !absl::IsDeadlineExceeded(s)) {
     // The stream is desynchronised (bad length, or an error mid-message): no more reading,
     // as CPython marks the connection unreadable.
@@ -78,6 +147,65 @@ absl::Status Connection::RecvMessage(std::optional<uint64_t> max_length, const D
     if (!writable_) fd_.Reset();
   }
   return s;
+}
+
+absl::Status Connection::RecvVisit(const Deadline& deadline, void* ctx, Visitor visit) {
+  MPROC_RETURN_IF_ERROR(CheckOpen(true));
+  if (link_ == nullptr) {
+    MPROC_RETURN_IF_ERROR(RecvMessage(std::nullopt, deadline, &scratch_));
+    visit(ctx, std::as_bytes(std::span(scratch_.data(), scratch_.size())));
+    return absl::OkStatus();
+  }
+  absl::Status s = RingRecv(UINT64_MAX, deadline, &scratch_, ctx, visit);
+  if (!s.ok() && !absl::IsOutOfRange(s) && !absl::IsDeadlineExceeded(s)) {
+    readable_ = false;
+    if (!writable_) fd_.Reset();
+  }
+  return s;
+}
+
+absl::Status Connection::RingRecv(uint64_t max_length, const Deadline& deadline,
+                                  std::string* out, void* ctx, Visitor visit) {
+  Turn turn(link_.get(), end_, /*reader=*/true);
+  MPROC_RETURN_IF_ERROR(turn.Take(deadline));
+  MPROC_ASSIGN_OR_RETURN(RingLink::Next next, link_->Peek(end_, fd_.get(), deadline));
+  switch (next.kind) {
+    case LinkRecord::kData:
+      if (next.len > max_length) {
+        link_->Consume(end_, next, nullptr);
+        return absl::ResourceExhaustedError(
+            absl::StrCat("bad message length: ", next.len, " exceeds the limit of ", max_length));
+      }
+      if (visit != nullptr) {
+        if (std::span<const std::byte> view = link_->View(end_, next); !view.empty() || next.len == 0) {
+          visit(ctx, view);
+          link_->Consume(end_, next, nullptr);
+          break;
+        }
+      }
+      link_->Consume(end_, next, out);
+      if (visit != nullptr) visit(ctx, std::as_bytes(std::span(out->data(), out->size())));
+      break;
+    case LinkRecord::kSocketMessage:
+      link_->Consume(end_, next, nullptr);
+      MPROC_RETURN_IF_ERROR(ReadCPythonMessage(fd_.get(), max_length, deadline, out));
+      if (visit != nullptr) visit(ctx, std::as_bytes(std::span(out->data(), out->size())));
+      break;
+    default:
+      return absl::InvalidArgumentError(
+          "a descriptor arrived where a message was expected (RecvHandle takes it)");
+  }
+  AfterRingTake();
+  return absl::OkStatus();
+}
+
+void Connection::AfterRingTake() {
+  if (!local_ready_.ok()) return;
+  link_->ConsumeBells(end_, fd_.get());
+  if (link_->Empty(end_)) {
+    uint64_t v;
+    (void)!::read(local_ready_.get(), &v, sizeof(v));
+  }
 }
 
 absl::StatusOr<std::string> Connection::RecvBytes(std::optional<uint64_t> max_length,
@@ -109,6 +237,15 @@ absl::StatusOr<bool> Connection::Poll(absl::Duration timeout) {
   MPROC_RETURN_IF_ERROR(CheckOpen(true));
   Deadline deadline = timeout < absl::ZeroDuration() ? Deadline::After(absl::ZeroDuration())
                                                      : Deadline::After(timeout);
+  if (link_ != nullptr) {
+    Turn turn(link_.get(), end_, /*reader=*/true);
+    absl::Status s = turn.Take(deadline);
+    if (absl::IsDeadlineExceeded(s)) return false;
+    MPROC_RETURN_IF_ERROR(s);
+    absl::StatusOr<RingLink::Next> next = link_->Peek(end_, fd_.get(), deadline);
+    if (absl::IsDeadlineExceeded(next.status())) return false;
+    return true;  // a message, end of file, or an error the next Recv reports
+  }
   int r = WaitReadable(fd_.get(), deadline);
   if (r < 0) return ErrnoToStatus(-r, "poll(connection)");
   return r > 0;
@@ -148,6 +285,21 @@ absl::Status Connection::SendFds(std::span<const int> fds, const Deadline& deadl
 
 absl::Status Connection::RecvFds(const Deadline& deadline, std::vector<UniqueFd>* out) {
   MPROC_RETURN_IF_ERROR(CheckOpen(true));
+  if (link_ == nullptr) return RecvFdsOnSocket(deadline, out);
+  Turn turn(link_.get(), end_, /*reader=*/true);
+  MPROC_RETURN_IF_ERROR(turn.Take(deadline));
+  MPROC_ASSIGN_OR_RETURN(RingLink::Next next, link_->Peek(end_, fd_.get(), deadline));
+  if (next.kind != LinkRecord::kHandle) {
+    readable_ = false;
+    return absl::InvalidArgumentError("received data without a descriptor");
+  }
+  link_->Consume(end_, next, nullptr);
+  MPROC_RETURN_IF_ERROR(RecvFdsOnSocket(deadline, out));
+  AfterRingTake();
+  return absl::OkStatus();
+}
+
+absl::Status Connection::RecvFdsOnSocket(const Deadline& deadline, std::vector<UniqueFd>* out) {
   unsigned char count = 0;
   iovec iov = {&count, 1};
   std::vector<char> control(ScmRightsSpace(kMaxFds), 0);
@@ -195,7 +347,7 @@ absl::Status Connection::RecvFds(const Deadline& deadline, std::vector<UniqueFd>
 absl::Status Connection::SendHandle(int fd, absl::Duration timeout) {
   MPROC_RETURN_IF_ERROR(CheckOpen(false));
   const int fds[1] = {fd};
-  return SendFds(fds, Deadline::After(timeout));
+  return SendParts(fds, nullptr, Deadline::After(timeout));
 }
 
 absl::StatusOr<UniqueFd> Connection::RecvHandle(absl::Duration timeout) {
@@ -213,13 +365,84 @@ absl::StatusOr<std::pair<Connection, Connection>> Pipe(bool duplex) {
     if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
       return ErrnoToStatus(errno, "socketpair(Pipe)");
     }
-    return std::make_pair(*Connection::FromFd(UniqueFd(fds[0]), true, true),
-                          *Connection::FromFd(UniqueFd(fds[1]), true, true));
+    UniqueFd a(fds[0]);
+    UniqueFd b(fds[1]);
+    MPROC_ASSIGN_OR_RETURN(std::shared_ptr<RingLink> link, RingLink::Create());
+    auto pair = std::make_pair(*Connection::FromFd(std::move(a), true, true),
+                               *Connection::FromFd(std::move(b), true, true));
+    pair.first.link_ = link;
+    pair.first.end_ = 0;
+    pair.second.link_ = std::move(link);
+    pair.second.end_ = 1;
+    return pair;
   }
   if (::pipe2(fds, O_CLOEXEC) != 0) return ErrnoToStatus(errno, "pipe2(Pipe)");
   IgnoreSigpipe();
   return std::make_pair(*Connection::FromFd(UniqueFd(fds[0]), true, false),
                         *Connection::FromFd(UniqueFd(fds[1]), false, true));
+}
+
+int Connection::fileno() const {
+  if (!fd_.ok()) return -1;
+  if (link_ == nullptr || !readable_) return fd_.get();
+  if (poll_fd_.ok()) return poll_fd_.get();
+  UniqueFd ep(::epoll_create1(EPOLL_CLOEXEC));
+  UniqueFd ready(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  epoll_event ev = {};
+  ev.events = EPOLLIN;
+  if (!ep.ok() || !ready.ok() || ::epoll_ctl(ep.get(), EPOLL_CTL_ADD, fd_.get(), &ev) != 0 ||
+      ::epoll_ctl(ep.get(), EPOLL_CTL_ADD, ready.get(), &ev) != 0) {
+    // Out of descriptors: the socket, which shows end of file and descriptors but not
+    // messages already in the ring. Wait() and Poll() are exact either way.
+    return fd_.get();
+  }
+  if (link_->ArmBells(end_)) {
+    const uint64_t one = 1;
+    (void)!::write(ready.get(), &one, sizeof(one));
+  }
+  poll_fd_ = std::move(ep);
+  local_ready_ = std::move(ready);
+  return poll_fd_.get();
+}
+
+void Connection::EncodeTo(EncodeBuffer& b) const {
+  const bool ring = fd_.ok() && link_ != nullptr;
+  uint8_t flags = (readable_ ? 1 : 0) | (writable_ ? 2 : 0) | (fd_.ok() ? 4 : 0) | (ring ? 8 : 0);
+  b.Append(&flags, 1);
+  if (!fd_.ok()) return;
+  b.PutVarint(b.AttachFd(fd_.get()));
+  if (!ring) return;
+  b.PutVarint(b.AttachFd(link_->segment().fd()));
+  const uint8_t end = static_cast<uint8_t>(end_);
+  b.Append(&end, 1);
+}
+
+bool Connection::DecodeFrom(DecodeReader& r) {
+  uint8_t flags;
+  if (!r.Read(&flags, 1)) return false;
+  if (flags > 15 || ((flags & 8) && !(flags & 4))) return r.Fail("bad Connection flags");
+  UniqueFd fd;
+  std::shared_ptr<RingLink> link;
+  uint8_t end = 0;
+  if (flags & 4) {
+    uint64_t index;
+    if (!r.ReadVarint(&index) || !r.TakeFd(index, &fd)) return false;
+  }
+  if (flags & 8) {
+    uint64_t index;
+    UniqueFd seg_fd;
+    if (!r.ReadVarint(&index) || !r.TakeFd(index, &seg_fd) || !r.Read(&end, 1)) return false;
+    if (end > 1) return r.Fail("bad Connection end");
+    absl::StatusOr<Segment> seg = Segment::FromFd(std::move(seg_fd));
+    if (!seg.ok()) return r.Fail(std::string(seg.status().message()));
+    absl::StatusOr<std::shared_ptr<RingLink>> l = RingLink::FromSegment(*std::move(seg));
+    if (!l.ok()) return r.Fail(std::string(l.status().message()));
+    link = *std::move(l);
+  }
+  *this = Connection(std::move(fd), (flags & 1) != 0, (flags & 2) != 0);
+  link_ = std::move(link);
+  end_ = end;
+  return true;
 }
 
 }  // namespace mproc

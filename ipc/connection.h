@@ -33,8 +33,17 @@
 //   * A Connection is a handle: Codec<Connection> sends its descriptor, so a Connection passed
 //     to a child Process works there.
 //
+// Duplex Pipes carry messages in shared memory (ipc/ring_link.h): a message of up to 32 KiB is
+// copied into a ring the peer polls, with no system call, and a receiver that finds nothing
+// yields for the spin budget (MPROC_SPIN_US) before sleeping in poll(); longer messages and
+// descriptors go over the socketpair, in order. fileno() of such a Connection is an epoll
+// descriptor that is readable while a message (or end of file) waits — taking it makes every
+// later message also ring a byte on the socket, which costs a send per message. Connections
+// from FromFd, Listener and Client, and simplex Pipes, are plain sockets and pipes.
+//
 // Thread-safety: one sender and one receiver at a time (as CPython); Close must not race
-// other calls. Fork children: a Connection copied by fork is a second reference to the same
+// other calls. On a duplex Pipe, senders (threads or processes sharing an end) take turns,
+// and so do receivers: a message is never interleaved with another. Fork children: a Connection copied by fork is a second reference to the same
 // socket or pipe (closing it in the child does not close the parent's).
 
 #ifndef MPROC_IPC_CONNECTION_H_
@@ -42,11 +51,13 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -57,6 +68,9 @@
 #include "serialize/codec.h"
 
 namespace mproc {
+namespace ipc_internal {
+class RingLink;
+}  // namespace ipc_internal
 
 // The status payload that carries the complete message when RecvBytesInto's buffer is short.
 inline constexpr char kMessagePayloadUrl[] = "mproc.ipc/complete_message";
@@ -88,9 +102,17 @@ class Connection {
       absl::Status s = RecvFds(deadline, &fds);
       if (!s.ok()) return s;
     }
-    absl::Status s = RecvMessage(std::nullopt, deadline, &scratch_);
+    // Decoded where the message lies (in the ring, on a duplex Pipe): no copy before decoding.
+    struct Ctx {
+      std::vector<UniqueFd>* fds;
+      std::optional<absl::StatusOr<T>> out;
+    } ctx{&fds, std::nullopt};
+    absl::Status s = RecvVisit(deadline, &ctx, [](void* c, std::span<const std::byte> bytes) {
+      auto* x = static_cast<Ctx*>(c);
+      x->out.emplace(Decode<T>(bytes, std::move(*x->fds)));
+    });
     if (!s.ok()) return s;
-    return Decode<T>(std::as_bytes(std::span(scratch_.data(), scratch_.size())), std::move(fds));
+    return *std::move(ctx.out);
   }
 
   absl::Status SendBytes(std::string_view data, absl::Duration timeout = absl::InfiniteDuration());
@@ -111,55 +133,65 @@ class Connection {
   absl::StatusOr<UniqueFd> RecvHandle(absl::Duration timeout = absl::InfiniteDuration());
 
   // Idempotent.
-  void Close() { fd_.Reset(); }
+  void Close();
   bool closed() const { return !fd_.ok(); }
   bool readable() const { return readable_; }
   bool writable() const { return writable_; }
-  // The descriptor (a Waitable for Wait()), -1 when closed.
-  int fileno() const { return fd_.get(); }
+  // A descriptor for Wait() or a poller of your own, readable while a message or end of file
+  // waits; -1 when closed. The socket or pipe itself, except on a duplex Pipe (see above).
+  int fileno() const;
 
  private:
   friend struct Codec<Connection>;
+  friend absl::StatusOr<std::pair<Connection, Connection>> Pipe(bool duplex);
   Connection(UniqueFd fd, bool r, bool w) : fd_(std::move(fd)), readable_(r), writable_(w) {}
   absl::Status CheckOpen(bool for_read) const;
   absl::Status SendEncoded(const EncodeBuffer& buf, const Deadline& deadline);
+  // Sends `fds` (if any) and then `bytes` (if given), over the ring or the socket.
+  absl::Status SendParts(std::span<const int> fds, const std::span<const std::byte>* bytes,
+                         const Deadline& deadline);
   absl::Status RecvMessage(std::optional<uint64_t> max_length, const Deadline& deadline,
                            std::string* out);
+  // Receives one message and calls visit(ctx, its bytes) once, before the next receive can
+  // overwrite them.
+  using Visitor = void (*)(void* ctx, std::span<const std::byte> bytes);
+  absl::Status RecvVisit(const Deadline& deadline, void* ctx, Visitor visit);
+  absl::Status RingRecv(uint64_t max_length, const Deadline& deadline, std::string* out,
+                        void* ctx = nullptr, Visitor visit = nullptr);
   absl::Status RecvFds(const Deadline& deadline, std::vector<UniqueFd>* out);
+  absl::Status RecvFdsOnSocket(const Deadline& deadline, std::vector<UniqueFd>* out);
   absl::Status SendFds(std::span<const int> fds, const Deadline& deadline);
+  // After a message was taken from the ring: bells behind it are taken too, and the local
+  // readiness of fileno() is cleared once the ring is empty.
+  void AfterRingTake();
+  void EncodeTo(EncodeBuffer& b) const;
+  bool DecodeFrom(DecodeReader& r);
 
   UniqueFd fd_;
   bool readable_ = false;
   bool writable_ = false;
   std::string scratch_;
+  // Duplex Pipes: the shared rings, and which end this is.
+  std::shared_ptr<ipc_internal::RingLink> link_;
+  int end_ = 0;
+  // fileno() of a ring connection: an epoll set over the socket and local_ready_, an eventfd
+  // raised when fileno() was first taken while messages already sat in the ring.
+  mutable UniqueFd poll_fd_;
+  mutable UniqueFd local_ready_;
 };
 
 // A connected pair. Duplex (default): a socketpair, both ends read and write. Simplex: a pipe,
 // first = the reading end, second = the writing end.
 absl::StatusOr<std::pair<Connection, Connection>> Pipe(bool duplex = true);
 
-// A Connection travels as its descriptor (kCarriesFds) plus its direction flags.
+// A Connection travels as its descriptor (kCarriesFds) plus its direction flags; a duplex
+// Pipe's end also carries its ring segment's descriptor and which end it is.
 template <>
 struct Codec<Connection> {
   static constexpr bool kCarriesFds = true;
   static constexpr size_t kMinSize = 2;
-  static void Encode(EncodeBuffer& b, const Connection& c) {
-    uint8_t flags = (c.readable_ ? 1 : 0) | (c.writable_ ? 2 : 0) | (c.fd_.ok() ? 4 : 0);
-    b.Append(&flags, 1);
-    if (c.fd_.ok()) b.PutVarint(b.AttachFd(c.fd_.get()));
-  }
-  static bool Decode(DecodeReader& r, Connection& out) {
-    uint8_t flags;
-    if (!r.Read(&flags, 1)) return false;
-    if (flags > 7) return r.Fail("bad Connection flags");
-    UniqueFd fd;
-    if (flags & 4) {
-      uint64_t index;
-      if (!r.ReadVarint(&index) || !r.TakeFd(index, &fd)) return false;
-    }
-    out = Connection(std::move(fd), (flags & 1) != 0, (flags & 2) != 0);
-    return true;
-  }
+  static void Encode(EncodeBuffer& b, const Connection& c) { c.EncodeTo(b); }
+  static bool Decode(DecodeReader& r, Connection& out) { return out.DecodeFrom(r); }
 };
 
 }  // namespace mproc

@@ -240,7 +240,7 @@ def _queue_row(kind):
     return row
 
 
-def _pipe_row(cross):
+def _pipe_row(cross, size=16):
     def row(cfg):
         if not hasattr(os, "sched_setaffinity") or not hasattr(os, "sched_getaffinity"):
             raise Skip("os.sched_setaffinity not available on this platform")
@@ -254,7 +254,7 @@ def _pipe_row(cross):
             parent_cpu = child_cpu = allowed[0]
         ctx = cfg.ctx
         n = cfg.n(10_000, 2_000)
-        payload = b"x" * 16
+        payload = b"x" * size
         parent_conn, child_conn = ctx.Pipe()
         p = None
         samples = []
@@ -283,7 +283,7 @@ def _pipe_row(cross):
                 pass
             _reap(p)
             os.sched_setaffinity(0, original)
-        return samples, (f"{n} round trips of 16-byte bytes per repetition, "
+        return samples, (f"{n} round trips of {size}-byte bytes per repetition, "
                          f"parent cpu {parent_cpu}, child cpu {child_cpu}")
     return row
 
@@ -509,6 +509,8 @@ ROWS = [
     ("cpython.simplequeue.1p1c", _queue_row("SimpleQueue")),
     ("cpython.pipe.roundtrip.same_cpu", _pipe_row(cross=False)),
     ("cpython.pipe.roundtrip.cross_cpu", _pipe_row(cross=True)),
+    ("cpython.pipe.roundtrip_4KiB.same_cpu", _pipe_row(cross=False, size=4096)),
+    ("cpython.pipe.roundtrip_4KiB.cross_cpu", _pipe_row(cross=True, size=4096)),
     ("cpython.listener.connect_auth", row_listener_connect),
     ("cpython.pool.create", row_pool_create),
     ("cpython.pool.map_default", _pool_row(_body_map_default)),

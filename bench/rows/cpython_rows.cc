@@ -20,6 +20,9 @@ MPROC_REPORT_ROWS(CPythonRows) {
       .per_item = true;
   AddExternalRow("cpython.pipe.roundtrip.same_cpu", s, "mp.Pipe round trip (same CPU)");
   AddExternalRow("cpython.pipe.roundtrip.cross_cpu", s, "mp.Pipe round trip (cross CPU)");
+  AddExternalRow("cpython.pipe.roundtrip_4KiB.same_cpu", s, "mp.Pipe round trip, 4 KiB (same CPU)");
+  AddExternalRow("cpython.pipe.roundtrip_4KiB.cross_cpu", s,
+                 "mp.Pipe round trip, 4 KiB (cross CPU)");
   AddExternalRow("cpython.listener.connect_auth", s,
                  "Client() connect + mutual authkey handshake, Unix socket");
   AddExternalRow("cpython.pool.create", s, "Pool(2) create + close + join");

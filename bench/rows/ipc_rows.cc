@@ -31,11 +31,11 @@ void DrainUntilExited(Q& q, pid_t pid) {
   }
 }
 
-// 16-byte message there and back, as CPython's row sends b"x" * 16. With a finite `timeout`
+// A `size`-byte message (16 by default, as CPython's row sends b"x" * 16) there and back. With a finite `timeout`
 // every Recv has a deadline, so it waits through the I/O mode (base/io_ring.h); without one
 // it is a plain blocking read.
 void PipeRoundTrip(benchmark::State& state, PinCpus cpus,
-                   absl::Duration timeout = absl::InfiniteDuration()) {
+                   absl::Duration timeout = absl::InfiniteDuration(), size_t size = 16) {
   absl::StatusOr<std::pair<Connection, Connection>> pair = Pipe();
   if (!pair.ok()) return state.SkipWithError("Pipe failed");
   ScopedPin pin(cpus.parent);
@@ -48,7 +48,7 @@ void PipeRoundTrip(benchmark::State& state, PinCpus cpus,
     }
   });
   pair->second.Close();
-  const std::string payload(16, 'x');
+  const std::string payload(size, 'x');
   for (auto _ : state) {
     if (!pair->first.Send(payload).ok()) return state.SkipWithError("Send failed");
     absl::StatusOr<std::string> back = pair->first.Recv<std::string>(timeout);
@@ -220,6 +220,12 @@ MPROC_REPORT_ROWS(IpcRows) {
               [](benchmark::State& st, PinCpus cpus) { PipeRoundTrip(st, cpus); })
       .Title("Pipe Send+Recv round trip, 16 B string, two processes")
       .PairBaselines({"kernel.socketpair_pingpong", "cpython.pipe.roundtrip"});
+  AddPairRows("mproc.pipe.roundtrip_4KiB", Section::kMproc,
+              [](benchmark::State& st, PinCpus cpus) {
+                PipeRoundTrip(st, cpus, absl::InfiniteDuration(), 4096);
+              })
+      .Title("Pipe Send+Recv round trip, 4 KiB string, two processes")
+      .PairBaselines({"kernel.socketpair_pingpong", "cpython.pipe.roundtrip_4KiB"});
   AddRow("mproc.queue.1p1c", Section::kMproc, QueueOneToOne)
       .Title("Queue<int64_t>, 1 producer process -> 1 consumer, per item")
       .Baselines({"kernel.pipe_64B_per_write", "cpython.queue.1p1c", "cpython.simplequeue.1p1c",

@@ -1,0 +1,291 @@
+// The duplex Pipe's shared-memory rings (ipc/ring_link.h), between real processes: order and
+// integrity across the ring and socket paths, a full ring, a foreign poller on fileno(),
+// killed peers and killed senders, senders sharing an end, and a corrupted ring.
+
+#include <poll.h>
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <map>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "base/status_matchers.h"
+#include "base/test_util.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "ipc/connection.h"
+#include "ipc/ring_link.h"
+#include "shm/segment.h"
+
+namespace mproc {
+namespace {
+
+using ::mproc::testing::Child;
+using ::mproc::testing::Join;
+using ::testing::HasSubstr;
+
+// Message `seq` of sender `sender`: its size cycles through both sides of the ring/socket
+// boundary, and every byte depends on both numbers.
+std::string Message(int sender, int seq) {
+  static constexpr size_t kSizes[] = {0,     1,      7,     100,       4096,
+                                      32768, 32769,  1000,  200 << 10, 16};
+  std::string m(kSizes[(seq + sender) % std::size(kSizes)] + 8, '\0');
+  std::memcpy(m.data(), &sender, 4);
+  std::memcpy(m.data() + 4, &seq, 4);
+  for (size_t i = 8; i < m.size(); ++i) m[i] = static_cast<char>(i * 31 + seq * 7 + sender);
+  return m;
+}
+
+bool Readable(int fd) {
+  pollfd p = {fd, POLLIN, 0};
+  return ::poll(&p, 1, 0) == 1;
+}
+
+TEST(PipeRingTest, OrderAndBytesHoldAcrossRingSocketAndHandles) {
+  ASSERT_OK_AND_ASSIGN(auto pair, Pipe());
+  auto& [a, b] = pair;
+  constexpr int kCount = 3000;
+  pid_t pid = Child([&] {
+    b.Close();
+    for (int i = 0; i < kCount; ++i) {
+      if (!a.SendBytes(Message(0, i)).ok()) return 1;
+      if (i % 100 == 0) {
+        UniqueFd ev(::eventfd(static_cast<unsigned>(i + 1), EFD_CLOEXEC));
+        if (!a.SendHandle(ev.get()).ok()) return 2;
+      }
+    }
+    return 0;
+  });
+  a.Close();
+  ::usleep(200'000);  // the ring fills and the sender waits for room
+  for (int i = 0; i < kCount; ++i) {
+    ASSERT_OK_AND_ASSIGN(std::string m, b.RecvBytes(std::nullopt, absl::Seconds(30)));
+    ASSERT_EQ(m, Message(0, i)) << "message " << i;
+    if (i % 100 == 0) {
+      ASSERT_OK_AND_ASSIGN(UniqueFd ev, b.RecvHandle(absl::Seconds(30)));
+      uint64_t v = 0;
+      ASSERT_EQ(::read(ev.get(), &v, sizeof(v)), 8);
+      EXPECT_EQ(v, static_cast<uint64_t>(i + 1));
+    }
+  }
+  EXPECT_EQ(Join(pid), 0);
+  EXPECT_THAT(b.RecvBytes(std::nullopt, absl::Seconds(10)), StatusIs(absl::StatusCode::kOutOfRange));
+}
+
+// A poll() of your own on fileno() is readable exactly while something waits: messages sent
+// before fileno() was taken, each later one, long ones, descriptors and end of file.
+TEST(PipeRingTest, ForeignPollerSeesEveryMessageAndNoStaleReadiness) {
+  ASSERT_OK_AND_ASSIGN(auto pair, Pipe());
+  auto& [a, b] = pair;
+  MPROC_ASSERT_OK(a.SendBytes("before 1"));
+  MPROC_ASSERT_OK(a.SendBytes("before 2"));
+  const int fd = b.fileno();
+  ASSERT_GE(fd, 0);
+  EXPECT_EQ(b.fileno(), fd);
+  EXPECT_TRUE(Readable(fd));
+  ASSERT_OK_AND_ASSIGN(std::string m, b.RecvBytes());
+  EXPECT_EQ(m, "before 1");
+  EXPECT_TRUE(Readable(fd));
+  ASSERT_OK_AND_ASSIGN(m, b.RecvBytes());
+  EXPECT_EQ(m, "before 2");
+  EXPECT_FALSE(Readable(fd));
+  for (int i = 0; i < 50; ++i) {
+    MPROC_ASSERT_OK(a.SendBytes(Message(1, i)));
+    MPROC_ASSERT_OK(a.SendBytes(Message(2, i)));
+    EXPECT_TRUE(Readable(fd)) << i;
+    ASSERT_OK_AND_ASSIGN(m, b.RecvBytes());
+    EXPECT_EQ(m, Message(1, i));
+    EXPECT_TRUE(Readable(fd)) << i;
+    ASSERT_OK_AND_ASSIGN(m, b.RecvBytes());
+    EXPECT_EQ(m, Message(2, i));
+    EXPECT_FALSE(Readable(fd)) << i;
+  }
+  UniqueFd ev(::eventfd(0, EFD_CLOEXEC));
+  MPROC_ASSERT_OK(a.SendHandle(ev.get()));
+  EXPECT_TRUE(Readable(fd));
+  ASSERT_OK_AND_ASSIGN(UniqueFd got, b.RecvHandle());
+  EXPECT_FALSE(Readable(fd));
+  a.Close();
+  EXPECT_TRUE(Readable(fd));  // end of file
+  EXPECT_THAT(b.RecvBytes(), StatusIs(absl::StatusCode::kOutOfRange));
+}
+
+TEST(PipeRingTest, KilledReceiverFailsABlockedSender) {
+  ASSERT_OK_AND_ASSIGN(auto pair, Pipe());
+  auto& [a, b] = pair;
+  pid_t pid = Child([&] {
+    a.Close();
+    ::pause();
+    return 0;
+  });
+  b.Close();
+  const std::string chunk(1000, 'c');
+  int sent = 0;
+  for (;;) {
+    absl::Status s = a.SendBytes(chunk, absl::Milliseconds(100));
+    if (absl::IsDeadlineExceeded(s)) break;
+    MPROC_ASSERT_OK(s);
+    ASSERT_LT(++sent, 10000) << "the ring never filled";
+  }
+  EXPECT_GT(sent, 50);
+  absl::Status blocked;
+  std::thread sender([&] { blocked = a.SendBytes(chunk); });
+  ::usleep(100'000);
+  ::kill(pid, SIGKILL);
+  EXPECT_EQ(Join(pid), 128 + SIGKILL);
+  sender.join();
+  EXPECT_THAT(blocked, StatusIs(absl::StatusCode::kOutOfRange));
+  EXPECT_THAT(a.SendBytes("x"), StatusIs(absl::StatusCode::kOutOfRange));
+}
+
+TEST(PipeRingTest, KilledSenderEndsAWaitingReceiver) {
+  ASSERT_OK_AND_ASSIGN(auto pair, Pipe());
+  auto& [a, b] = pair;
+  pid_t pid = Child([&] {
+    b.Close();
+    if (!a.SendBytes("one").ok()) return 1;
+    ::pause();
+    return 0;
+  });
+  a.Close();
+  ASSERT_OK_AND_ASSIGN(std::string m, b.RecvBytes(std::nullopt, absl::Seconds(30)));
+  EXPECT_EQ(m, "one");
+  std::thread killer([&] {
+    ::usleep(100'000);
+    ::kill(pid, SIGKILL);
+  });
+  EXPECT_THAT(b.RecvBytes(std::nullopt, absl::Seconds(30)),
+              StatusIs(absl::StatusCode::kOutOfRange));
+  killer.join();
+  EXPECT_EQ(Join(pid), 128 + SIGKILL);
+}
+
+// Two child processes and a thread of this one send on the same end at once: every message
+// arrives whole, each sender's in its order.
+TEST(PipeRingTest, SendersSharingAnEndTakeTurns) {
+  ASSERT_OK_AND_ASSIGN(auto pair, Pipe());
+  auto& [a, b] = pair;
+  constexpr int kPerSender = 1500;
+  std::vector<pid_t> pids;
+  for (int sender = 1; sender <= 2; ++sender) {
+    pids.push_back(Child([&, sender] {
+      b.Close();
+      for (int i = 0; i < kPerSender; ++i) {
+        if (!a.SendBytes(Message(sender, i)).ok()) return 1;
+      }
+      return 0;
+    }));
+  }
+  std::thread local([&] {
+    for (int i = 0; i < kPerSender; ++i) ASSERT_TRUE(a.SendBytes(Message(3, i)).ok());
+  });
+  std::map<int, int> next;
+  for (int n = 0; n < 3 * kPerSender; ++n) {
+    ASSERT_OK_AND_ASSIGN(std::string m, b.RecvBytes(std::nullopt, absl::Seconds(30)));
+    ASSERT_GE(m.size(), 8u);
+    int sender, seq;
+    std::memcpy(&sender, m.data(), 4);
+    std::memcpy(&seq, m.data() + 4, 4);
+    ASSERT_TRUE(sender >= 1 && sender <= 3) << sender;
+    ASSERT_EQ(seq, next[sender]) << "sender " << sender;
+    ASSERT_EQ(m, Message(sender, seq));
+    ++next[sender];
+  }
+  local.join();
+  for (pid_t pid : pids) EXPECT_EQ(Join(pid), 0);
+  EXPECT_THAT(b.Poll(), IsOkAndHolds(false));
+}
+
+// A sender killed while it waits for room holds the end's turn; the next sender takes it over
+// and nothing the dead one published is lost or torn. (Messages that fit the ring: one killed
+// halfway through writing a long message to the socket leaves that message torn, as a plain
+// socket would.)
+TEST(PipeRingTest, SenderKilledHoldingTheTurnIsTakenOver) {
+  ASSERT_OK_AND_ASSIGN(auto pair, Pipe());
+  auto& [a, b] = pair;
+  auto message = [](int i) { return std::string(1000, static_cast<char>('a' + i % 26)); };
+  pid_t pid = Child([&] {
+    b.Close();
+    for (int i = 0;; ++i) {
+      if (!a.SendBytes(message(i)).ok()) return 1;
+    }
+  });
+  ::usleep(300'000);  // the ring is full and the child waits inside Send
+  ::kill(pid, SIGKILL);
+  EXPECT_EQ(Join(pid), 128 + SIGKILL);
+  std::thread reader([&] {
+    for (int i = 0;; ++i) {
+      absl::StatusOr<std::string> m = b.RecvBytes(std::nullopt, absl::Seconds(30));
+      ASSERT_TRUE(m.ok()) << m.status();
+      if (*m == "after the takeover") {
+        EXPECT_GT(i, 10);
+        return;
+      }
+      ASSERT_EQ(*m, message(i));
+    }
+  });
+  MPROC_EXPECT_OK(a.SendBytes("after the takeover", absl::Seconds(30)));
+  reader.join();
+}
+
+TEST(PipeRingTest, ConnectionsPassedOverAConnectionKeepTheirRing) {
+  ASSERT_OK_AND_ASSIGN(auto outer, Pipe());
+  ASSERT_OK_AND_ASSIGN(auto inner, Pipe());
+  pid_t pid = Child([&] {
+    outer.first.Close();
+    inner.first.Close();
+    inner.second.Close();
+    absl::StatusOr<Connection> c = outer.second.Recv<Connection>(absl::Seconds(30));
+    if (!c.ok()) return 1;
+    for (int i = 0; i < 500; ++i) {
+      absl::StatusOr<std::string> m = c->RecvBytes(std::nullopt, absl::Seconds(30));
+      if (!m.ok() || *m != Message(5, i)) return 2;
+      if (!c->SendBytes(*m + "!").ok()) return 3;
+    }
+    return 0;
+  });
+  outer.second.Close();
+  MPROC_ASSERT_OK(outer.first.Send(inner.second));
+  inner.second.Close();
+  for (int i = 0; i < 500; ++i) {
+    MPROC_ASSERT_OK(inner.first.SendBytes(Message(5, i)));
+    ASSERT_OK_AND_ASSIGN(std::string back, inner.first.RecvBytes(std::nullopt, absl::Seconds(30)));
+    ASSERT_EQ(back, Message(5, i) + "!");
+  }
+  EXPECT_EQ(Join(pid), 0);
+}
+
+// The ring is shared with the peer, trusted no more than a socket peer: records that overrun
+// what was published, or of unknown kinds, are errors that leave the reader intact.
+TEST(PipeRingTest, CorruptRecordsAreErrorsNotCrashes) {
+  struct Case {
+    uint32_t len, kind;
+    uint64_t published;
+  };
+  for (const Case& c : {Case{1u << 30, 1, 8}, Case{0, 99, 8}, Case{5, 3, 16}, Case{0, 1, 1u << 30}}) {
+    ASSERT_OK_AND_ASSIGN(auto pair, Pipe());
+    auto& [a, b] = pair;
+    EncodeBuffer buf;
+    Encode(a, buf);
+    ASSERT_EQ(buf.fds().size(), 2u);
+    ASSERT_OK_AND_ASSIGN(Segment seg, Segment::FromFd(UniqueFd(::dup(buf.fds()[1]))));
+    ASSERT_OK_AND_ASSIGN(Mapping m, seg.Map());
+    auto* dir0 = reinterpret_cast<ipc_internal::LinkDirection*>(
+        static_cast<std::byte*>(m.data()) + 64);
+    const uint32_t header[2] = {c.len, c.kind};
+    std::memcpy(static_cast<std::byte*>(m.data()) + 4096, header, sizeof(header));
+    dir0->tail.store(c.published);
+    EXPECT_THAT(b.RecvBytes(std::nullopt, absl::Seconds(1)),
+                StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("corrupt")))
+        << c.len << " " << c.kind << " " << c.published;
+    EXPECT_FALSE(b.readable());
+  }
+}
+
+}  // namespace
+}  // namespace mproc

@@ -1,0 +1,352 @@
+#include "ipc/ring_link.h"
+
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <new>
+
+#include "absl/strings/str_cat.h"
+#include "base/futex.h"
+#include "base/io_ring.h"
+#include "base/process_id.h"
+#include "base/status.h"
+#include "base/syscall.h"
+
+namespace mproc::ipc_internal {
+namespace {
+
+constexpr uint64_t kMagic = 0x6d70726f632d6c6bULL;  // "mproc-lk"
+constexpr uint64_t kHeaderBytes = 4096;
+constexpr uint64_t kSegmentBytes = kHeaderBytes + 2 * kLinkRingBytes;
+constexpr uint64_t kRecordHeader = 8;
+constexpr uint32_t kWaiters = 1u << 31;
+
+struct LinkHeader {
+  uint64_t magic;
+  uint64_t ring_bytes;
+  LinkDirection dir[2];
+};
+static_assert(sizeof(LinkHeader) <= kHeaderBytes);
+
+struct RecordHeader {
+  uint32_t len;
+  uint32_t kind;
+};
+
+uint64_t RecordBytes(uint64_t len) { return kRecordHeader + (len + 7) / 8 * 8; }
+
+uint32_t ThreadId() {
+  thread_local uint32_t tid = 0;
+  thread_local pid_t for_pid = 0;
+  pid_t pid = CurrentPid();
+  if (tid == 0 || for_pid != pid) {
+    tid = static_cast<uint32_t>(::syscall(SYS_gettid));
+    for_pid = pid;
+  }
+  return tid;
+}
+
+bool ThreadGone(uint32_t tid) { return ::kill(static_cast<pid_t>(tid), 0) != 0 && errno == ESRCH; }
+
+// Short slices, so a holder or peer that died is noticed.
+Deadline Slice(const Deadline& deadline, absl::Duration d) {
+  Deadline slice = Deadline::After(d);
+  return deadline.infinite() || slice.monotonic_ns() < deadline.monotonic_ns() ? slice : deadline;
+}
+
+// The lock word holds the holder's tid; a waiter sets kWaiters and sleeps on the word. A
+// holder that is gone is replaced by CAS, so exactly one waiter takes it over.
+absl::Status Lock(std::atomic<uint32_t>& word, const Deadline& deadline, const char* what) {
+  const uint32_t me = ThreadId();
+  uint32_t cur = 0;
+  if (word.compare_exchange_strong(cur, me, std::memory_order_acquire)) return absl::OkStatus();
+  if (SpinUntil([&] {
+        cur = 0;
+        return word.compare_exchange_strong(cur, me, std::memory_order_acquire);
+      }, deadline)) {
+    return absl::OkStatus();
+  }
+  for (;;) {
+    if (cur == 0) {
+      if (word.compare_exchange_strong(cur, me, std::memory_order_acquire)) return absl::OkStatus();
+      continue;
+    }
+    if ((cur & ~kWaiters) == me) {
+      // Our own tid: a fork child inherited a lock its parent's thread held, or a thread
+      // re-entered. Taking it is the only way on.
+      word.store(me, std::memory_order_relaxed);
+      return absl::OkStatus();
+    }
+    if (ThreadGone(cur & ~kWaiters)) {
+      if (word.compare_exchange_strong(cur, me, std::memory_order_acquire)) return absl::OkStatus();
+      continue;
+    }
+    if (deadline.Expired()) {
+      return absl::DeadlineExceededError(absl::StrCat(what, ": another thread or process holds ",
+                                                      "this end of the connection"));
+    }
+    if (!(cur & kWaiters) &&
+        !word.compare_exchange_strong(cur, cur | kWaiters, std::memory_order_relaxed)) {
+      continue;
+    }
+    FutexWait(&word, cur | kWaiters, Slice(deadline, absl::Milliseconds(20)));
+    cur = word.load(std::memory_order_relaxed);
+  }
+}
+
+void Unlock(std::atomic<uint32_t>& word) {
+  if (word.exchange(0, std::memory_order_release) & kWaiters) FutexWake(&word, INT32_MAX);
+}
+
+bool HungUp(int sock) {
+  pollfd p = {sock, POLLIN, 0};
+  return RetryEintr([&] { return ::poll(&p, 1, 0); }) > 0 && (p.revents & (POLLHUP | POLLERR));
+}
+
+absl::Status PeerGone() { return absl::OutOfRangeError("peer closed the connection"); }
+
+}  // namespace
+
+RingLink::RingLink(Segment seg, Mapping map) : seg_(std::move(seg)), map_(std::move(map)) {}
+
+absl::StatusOr<std::shared_ptr<RingLink>> RingLink::Create() {
+  MPROC_ASSIGN_OR_RETURN(Segment seg, Segment::Create(kSegmentBytes, "mproc-pipe"));
+  MPROC_ASSIGN_OR_RETURN(Mapping map, seg.Map());
+  auto* h = new (map.data()) LinkHeader();
+  h->magic = kMagic;
+  h->ring_bytes = kLinkRingBytes;
+  return std::shared_ptr<RingLink>(new RingLink(std::move(seg), std::move(map)));
+}
+
+absl::StatusOr<std::shared_ptr<RingLink>> RingLink::FromSegment(Segment seg) {
+  if (seg.size() != kSegmentBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("not a Pipe's ring segment: ", seg.size(),
+                                                   " bytes"));
+  }
+  MPROC_ASSIGN_OR_RETURN(Mapping map, seg.Map());
+  const auto* h = static_cast<const LinkHeader*>(map.data());
+  if (h->magic != kMagic || h->ring_bytes != kLinkRingBytes) {
+    return absl::InvalidArgumentError("not a Pipe's ring segment: bad header");
+  }
+  return std::shared_ptr<RingLink>(new RingLink(std::move(seg), std::move(map)));
+}
+
+LinkDirection& RingLink::dir(int d) const {
+  return static_cast<LinkHeader*>(map_.data())->dir[d];
+}
+
+std::byte* RingLink::ring(int d) const {
+  return static_cast<std::byte*>(map_.data()) + kHeaderBytes + d * kLinkRingBytes;
+}
+
+absl::Status RingLink::LockWriter(int end, const Deadline& deadline) {
+  return Lock(dir(end).wlock, deadline, "Send");
+}
+void RingLink::UnlockWriter(int end) { Unlock(dir(end).wlock); }
+
+absl::Status RingLink::LockReader(int end, const Deadline& deadline) {
+  LinkDirection& d = dir(1 - end);
+  MPROC_RETURN_IF_ERROR(Lock(d.rlock, deadline, "Recv"));
+  d.r_active.store(1, std::memory_order_relaxed);
+  return absl::OkStatus();
+}
+void RingLink::UnlockReader(int end) {
+  LinkDirection& d = dir(1 - end);
+  d.r_active.store(0, std::memory_order_relaxed);
+  Unlock(d.rlock);
+}
+
+absl::Status RingLink::CheckPeer(int end, int sock) {
+  LinkDirection& d = dir(end);
+  if (d.r_active.load(std::memory_order_relaxed) != 0) return absl::OkStatus();
+  return HungUp(sock) ? PeerGone() : absl::OkStatus();
+}
+
+void RingLink::Publish(int end, uint64_t tail) {
+  dir(end).tail.store(tail, std::memory_order_release);
+}
+
+absl::Status RingLink::Bell(int sock, const Deadline& deadline) {
+  const char b = 0;
+  return WriteAll(sock, &b, 1, deadline, "send(connection bell)");
+}
+
+absl::Status RingLink::Append(int end, int sock, LinkRecord kind,
+                              std::span<const std::byte> payload, const Deadline& deadline) {
+  LinkDirection& d = dir(end);
+  std::byte* r = ring(end);
+  const uint64_t tail = d.tail.load(std::memory_order_relaxed);
+  // A record announcing socket bytes needs no bell: those bytes wake the receiver (and a bell
+  // sent now would reach the socket ahead of them).
+  const bool data = kind == LinkRecord::kData;
+  const bool bell_first = data && d.bell_all.load(std::memory_order_relaxed) != 0;
+  const uint64_t rec = RecordBytes(payload.size());
+  // Room for the record and a bell after it.
+  const uint64_t need = rec + kRecordHeader;
+  auto room = [&] {
+    if (kLinkRingBytes - (tail - head_cache_[end]) >= need) return true;
+    head_cache_[end] = d.head.load(std::memory_order_acquire);
+    return kLinkRingBytes - (tail - head_cache_[end]) >= need;
+  };
+  if (!room() && !SpinUntil(room, deadline)) {
+    for (;;) {
+      const uint32_t seq = d.space_seq.load(std::memory_order_seq_cst);
+      d.w_sleeping.store(1, std::memory_order_seq_cst);
+      std::atomic_thread_fence(std::memory_order_seq_cst);
+      if (room()) break;
+      FutexWait(&d.space_seq, seq, Slice(deadline, absl::Milliseconds(10)));
+      if (room()) break;
+      if (HungUp(sock)) return PeerGone();
+      if (deadline.Expired()) {
+        return absl::DeadlineExceededError("Send timed out: the receiver is not reading");
+      }
+    }
+    d.w_sleeping.store(0, std::memory_order_relaxed);
+  }
+  auto write = [&](uint64_t pos, LinkRecord k, std::span<const std::byte> p) {
+    RecordHeader h = {static_cast<uint32_t>(p.size()), static_cast<uint32_t>(k)};
+    std::memcpy(r + pos % kLinkRingBytes, &h, sizeof(h));
+    const uint64_t off = (pos + kRecordHeader) % kLinkRingBytes;
+    const uint64_t first = std::min<uint64_t>(p.size(), kLinkRingBytes - off);
+    if (first > 0) std::memcpy(r + off, p.data(), first);
+    if (p.size() > first) std::memcpy(r, p.data() + first, p.size() - first);
+    return pos + RecordBytes(p.size());
+  };
+  uint64_t end_pos = write(tail, kind, payload);
+  if (bell_first) end_pos = write(end_pos, LinkRecord::kBell, {});
+  Publish(end, end_pos);
+  if (bell_first) return Bell(sock, deadline);
+  if (!data) return absl::OkStatus();
+  // Dekker with the receiver's Peek: it stores r_sleeping and then rereads the tail.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  bool ring_bell = d.bell_all.load(std::memory_order_relaxed) != 0;
+  if (!ring_bell && d.r_sleeping.load(std::memory_order_relaxed) != 0) {
+    ring_bell = d.r_sleeping.exchange(0, std::memory_order_relaxed) != 0;
+  }
+  if (!ring_bell) return absl::OkStatus();
+  Publish(end, write(end_pos, LinkRecord::kBell, {}));
+  return Bell(sock, deadline);
+}
+
+bool RingLink::Empty(int end) const {
+  const LinkDirection& d = dir(1 - end);
+  return d.tail.load(std::memory_order_acquire) == d.head.load(std::memory_order_relaxed);
+}
+
+bool RingLink::ArmBells(int end) {
+  LinkDirection& d = dir(1 - end);
+  d.bell_all.store(1, std::memory_order_seq_cst);
+  return !Empty(end);
+}
+
+absl::StatusOr<RingLink::Next> RingLink::Peek(int end, int sock, const Deadline& deadline) {
+  LinkDirection& d = dir(1 - end);
+  const std::byte* r = ring(1 - end);
+  bool spun = false;
+  int strays = 0;
+  for (;;) {
+    const uint64_t head = d.head.load(std::memory_order_relaxed);
+    const uint64_t tail = d.tail.load(std::memory_order_acquire);
+    if (tail != head) {
+      RecordHeader h;
+      std::memcpy(&h, r + head % kLinkRingBytes, sizeof(h));
+      const bool known = h.kind >= 1 && h.kind <= 4;
+      const bool empty_kind = h.kind != static_cast<uint32_t>(LinkRecord::kData);
+      if (tail - head > kLinkRingBytes || !known || (empty_kind && h.len != 0) ||
+          RecordBytes(h.len) > tail - head) {
+        return absl::InvalidArgumentError("corrupt record in the connection's ring");
+      }
+      Next next = {static_cast<LinkRecord>(h.kind), h.len};
+      if (next.kind != LinkRecord::kBell) return next;
+      char b;
+      absl::Status s = ReadExact(sock, &b, 1, deadline, "read(connection bell)");
+      if (!s.ok() && !absl::IsOutOfRange(s)) return s;  // a sender killed before its bell: go on
+      Consume(end, next, nullptr);
+      continue;
+    }
+    if (!spun) {
+      spun = true;
+      if (SpinUntil([&] { return d.tail.load(std::memory_order_relaxed) != head; }, deadline)) {
+        continue;
+      }
+    }
+    // Dekker with Append: publish that we sleep, then look once more.
+    d.r_sleeping.store(1, std::memory_order_seq_cst);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (d.tail.load(std::memory_order_relaxed) != head) {
+      d.r_sleeping.store(0, std::memory_order_relaxed);
+      continue;
+    }
+    pollfd p = {sock, POLLIN, 0};
+    const int n = WaitEvents(std::span<pollfd>(&p, 1), deadline);
+    d.r_sleeping.store(0, std::memory_order_relaxed);
+    if (d.tail.load(std::memory_order_acquire) != head) continue;
+    if (n < 0) return ErrnoToStatus(-n, "poll(connection)");
+    if (n == 0) return absl::DeadlineExceededError("Recv timed out");
+    // Readable with nothing published: end of file, or a byte whose record is on its way.
+    char b;
+    const ssize_t got = RetryEintr([&] { return ::recv(sock, &b, 1, MSG_PEEK | MSG_DONTWAIT); });
+    if (got == 0 || (got < 0 && errno == ECONNRESET)) {
+      if (d.tail.load(std::memory_order_acquire) != head) continue;
+      return PeerGone();
+    }
+    if (got < 0 && errno != EAGAIN) return ErrnoToStatus(errno, "recv(connection)");
+    if (got == 1 && ++strays > 10000) {
+      return absl::InvalidArgumentError("bytes on the connection's socket that no record announced");
+    }
+    YieldCpu();
+  }
+}
+
+std::span<const std::byte> RingLink::View(int end, const Next& next) const {
+  const uint64_t off =
+      (dir(1 - end).head.load(std::memory_order_relaxed) + kRecordHeader) % kLinkRingBytes;
+  if (next.len == 0 || off + next.len > kLinkRingBytes) return {};
+  return {ring(1 - end) + off, next.len};
+}
+
+void RingLink::Consume(int end, const Next& next, std::string* out) {
+  LinkDirection& d = dir(1 - end);
+  const std::byte* r = ring(1 - end);
+  const uint64_t head = d.head.load(std::memory_order_relaxed);
+  if (out != nullptr) {
+    out->resize(next.len);
+    const uint64_t off = (head + kRecordHeader) % kLinkRingBytes;
+    const uint64_t first = std::min<uint64_t>(next.len, kLinkRingBytes - off);
+    if (first > 0) std::memcpy(out->data(), r + off, first);
+    if (next.len > first) std::memcpy(out->data() + first, r, next.len - first);
+  }
+  d.head.store(head + RecordBytes(next.len), std::memory_order_release);
+  // Dekker with Append's wait for room.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (d.w_sleeping.load(std::memory_order_relaxed) != 0 &&
+      d.w_sleeping.exchange(0, std::memory_order_relaxed) != 0) {
+    d.space_seq.fetch_add(1, std::memory_order_release);
+    FutexWake(&d.space_seq, INT32_MAX);
+  }
+}
+
+void RingLink::ConsumeBells(int end, int sock) {
+  LinkDirection& d = dir(1 - end);
+  const std::byte* r = ring(1 - end);
+  for (;;) {
+    const uint64_t head = d.head.load(std::memory_order_relaxed);
+    if (d.tail.load(std::memory_order_acquire) == head) return;
+    RecordHeader h;
+    std::memcpy(&h, r + head % kLinkRingBytes, sizeof(h));
+    if (h.kind != static_cast<uint32_t>(LinkRecord::kBell) || h.len != 0) return;
+    char b;
+    if (!ReadExact(sock, &b, 1, Deadline::After(absl::Seconds(1)), "read(connection bell)").ok()) {
+      return;
+    }
+    Consume(end, {LinkRecord::kBell, 0}, nullptr);
+  }
+}
+
+}  // namespace mproc::ipc_internal

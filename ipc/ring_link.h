@@ -1,0 +1,124 @@
+// ipc/ring_link.h — the shared-memory path of a duplex Pipe (internal to ipc/connection).
+//
+// A duplex Pipe is a socketpair plus a RingLink: one memfd holding two byte rings, one per
+// direction. A message of up to kLinkInlineMax bytes is a record copied into the sender's ring
+// and published with one release store, with no system call; the receiver polls the ring,
+// yielding, for the spin budget (base/syscall.h) and then sleeps in poll() on its socket.
+// The socket stays the channel for everything the ring cannot carry, and every use of it is
+// announced by a record, so the receiver always knows what the next socket bytes are:
+//   kSocketMessage  the next CPython-framed message is on the socket (a long message);
+//   kHandle         the next socket byte carries SCM_RIGHTS descriptors (SendHandle);
+//   kBell           the next socket byte is a wake-up after a kData record: the receiver was
+//                   asleep in poll(), or a foreign poller watches fileno() (bell_all), so
+//                   readiness shows on the fd. The other records need none: their own socket
+//                   bytes wake the receiver.
+// End of file is the socket's: a peer that exited or closed every reference makes the socket
+// hang up. The receiver reads every record published before that first.
+//
+// Writers of one direction (threads, or processes sharing an end) take turns under wlock,
+// readers under rlock: a word holding the holder's thread id, taken over when that thread is
+// gone (kill(tid, 0) is ESRCH), so a process killed inside Send or Recv does not wedge the
+// others. The layout is shared with the peer, which is trusted no more than a socket peer: a
+// record that does not fit the published bytes is a desynchronised stream, never an overread.
+
+#ifndef MPROC_IPC_RING_LINK_H_
+#define MPROC_IPC_RING_LINK_H_
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "base/deadline.h"
+#include "shm/segment.h"
+
+namespace mproc::ipc_internal {
+
+// Each direction's ring. A message longer than kLinkInlineMax goes over the socket.
+inline constexpr uint64_t kLinkRingBytes = 128 << 10;
+inline constexpr uint64_t kLinkInlineMax = 32 << 10;
+
+enum class LinkRecord : uint32_t { kData = 1, kSocketMessage = 2, kHandle = 3, kBell = 4 };
+
+// One direction's control words. The sender's line and the receiver's line are apart, so
+// neither writes a line the other polls except to publish.
+struct alignas(64) LinkDirection {
+  // Written by the sending end.
+  std::atomic<uint64_t> tail{0};          // bytes published
+  std::atomic<uint32_t> wlock{0};         // tid of the sending thread (bit 31: waiters)
+  std::atomic<uint32_t> w_sleeping{0};    // a sender waits for room
+  std::atomic<uint32_t> space_seq{0};     // futex: bumped when room is made for a sleeper
+  // Written by the receiving end.
+  alignas(64) std::atomic<uint64_t> head{0};  // bytes consumed
+  std::atomic<uint32_t> rlock{0};         // tid of the receiving thread (bit 31: waiters)
+  std::atomic<uint32_t> r_active{0};      // a receiver is inside Recv/Poll
+  std::atomic<uint32_t> r_sleeping{0};    // a receiver sleeps in poll(): ring the bell
+  std::atomic<uint32_t> bell_all{0};      // fileno() was taken: ring the bell for every record
+};
+
+class RingLink {
+ public:
+  // A new link: a sealed lazy memfd (pages are allocated as the rings are first written).
+  static absl::StatusOr<std::shared_ptr<RingLink>> Create();
+  // Maps a link received from another process; INVALID_ARGUMENT when it is not one.
+  static absl::StatusOr<std::shared_ptr<RingLink>> FromSegment(Segment seg);
+
+  const Segment& segment() const { return seg_; }
+
+  // ---- The sending side of end `end` (its records go to direction `end`). ----
+
+  // Takes the direction's writer lock before `deadline`.
+  absl::Status LockWriter(int end, const Deadline& deadline);
+  void UnlockWriter(int end);
+  // OUT_OF_RANGE when the peer end has hung up. Costs a poll() only when no receiver is
+  // inside Recv or Poll (one that is holds the peer end open).
+  absl::Status CheckPeer(int end, int sock);
+  // Appends one record, waiting for room before `deadline` (a hung-up peer while waiting is
+  // OUT_OF_RANGE), publishes it and rings the bell when one is due. Under the writer lock.
+  absl::Status Append(int end, int sock, LinkRecord kind, std::span<const std::byte> payload,
+                      const Deadline& deadline);
+
+  // ---- The receiving side of end `end` (it reads direction 1 - end). ----
+
+  absl::Status LockReader(int end, const Deadline& deadline);
+  void UnlockReader(int end);
+  struct Next {
+    LinkRecord kind;
+    uint32_t len;
+  };
+  // Waits before `deadline` (zero or past: just look) for the next record that is not a bell,
+  // consuming bells on the way. OUT_OF_RANGE at end of file with nothing left;
+  // DEADLINE_EXCEEDED; INVALID_ARGUMENT for a corrupt record or stray socket bytes.
+  absl::StatusOr<Next> Peek(int end, int sock, const Deadline& deadline);
+  // The payload of the record Peek returned, in place, when it does not wrap around the
+  // ring's end (else empty). Valid until Consume; the sender may not touch it before.
+  std::span<const std::byte> View(int end, const Next& next) const;
+  // Consumes the record Peek returned, copying its payload to `out` (nullptr: drop it).
+  void Consume(int end, const Next& next, std::string* out);
+  // Consumes bell records at the head, reading their bytes (a foreign poller must not see a
+  // readable fd for a message already taken).
+  void ConsumeBells(int end, int sock);
+  // Makes every later record ring the bell; true when records are already waiting.
+  bool ArmBells(int end);
+  bool Empty(int end) const;
+
+ private:
+  RingLink(Segment seg, Mapping map);
+  LinkDirection& dir(int d) const;
+  std::byte* ring(int d) const;
+  static absl::Status Bell(int sock, const Deadline& deadline);
+  void Publish(int end, uint64_t tail);
+
+  Segment seg_;
+  Mapping map_;
+  // This process's caches of the other side's position, per direction.
+  uint64_t head_cache_[2] = {0, 0};
+};
+
+}  // namespace mproc::ipc_internal
+
+#endif  // MPROC_IPC_RING_LINK_H_
