@@ -177,8 +177,8 @@ absl::Status RingLink::Bell(int sock, const Deadline& deadline) {
   return WriteAll(sock, &b, 1, deadline, "send(connection bell)");
 }
 
-absl::Status RingLink::Append(int end, int sock, LinkRecord kind,
-                              std::span<const std::byte> payload, const Deadline& deadline) {
+absl::Status RingLink::Append(int end, int sock, LinkRecord kind, std::span<const std::byte> head,
+                              std::span<const std::byte> body, const Deadline& deadline) {
   LinkDirection& d = dir(end);
   std::byte* r = ring(end);
   const uint64_t tail = d.tail.load(std::memory_order_relaxed);
@@ -186,7 +186,7 @@ absl::Status RingLink::Append(int end, int sock, LinkRecord kind,
   // sent now would reach the socket ahead of them).
   const bool data = kind == LinkRecord::kData;
   const bool bell_first = data && d.bell_all.load(std::memory_order_relaxed) != 0;
-  const uint64_t rec = RecordBytes(payload.size());
+  const uint64_t rec = RecordBytes(head.size() + body.size());
   // Room for the record and a bell after it.
   const uint64_t need = rec + kRecordHeader;
   auto room = [&] {
@@ -209,17 +209,22 @@ absl::Status RingLink::Append(int end, int sock, LinkRecord kind,
     }
     d.w_sleeping.store(0, std::memory_order_relaxed);
   }
-  auto write = [&](uint64_t pos, LinkRecord k, std::span<const std::byte> p) {
-    RecordHeader h = {static_cast<uint32_t>(p.size()), static_cast<uint32_t>(k)};
-    std::memcpy(r + pos % kLinkRingBytes, &h, sizeof(h));
-    const uint64_t off = (pos + kRecordHeader) % kLinkRingBytes;
+  auto copy_in = [&](uint64_t pos, std::span<const std::byte> p) {
+    const uint64_t off = pos % kLinkRingBytes;
     const uint64_t first = std::min<uint64_t>(p.size(), kLinkRingBytes - off);
     if (first > 0) std::memcpy(r + off, p.data(), first);
     if (p.size() > first) std::memcpy(r, p.data() + first, p.size() - first);
-    return pos + RecordBytes(p.size());
   };
-  uint64_t end_pos = write(tail, kind, payload);
-  if (bell_first) end_pos = write(end_pos, LinkRecord::kBell, {});
+  auto write = [&](uint64_t pos, LinkRecord k, std::span<const std::byte> a,
+                   std::span<const std::byte> b) {
+    RecordHeader h = {static_cast<uint32_t>(a.size() + b.size()), static_cast<uint32_t>(k)};
+    std::memcpy(r + pos % kLinkRingBytes, &h, sizeof(h));
+    copy_in(pos + kRecordHeader, a);
+    copy_in(pos + kRecordHeader + a.size(), b);
+    return pos + RecordBytes(a.size() + b.size());
+  };
+  uint64_t end_pos = write(tail, kind, head, body);
+  if (bell_first) end_pos = write(end_pos, LinkRecord::kBell, {}, {});
   Publish(end, end_pos);
   if (bell_first) return Bell(sock, deadline);
   if (!data) return absl::OkStatus();
@@ -230,7 +235,7 @@ absl::Status RingLink::Append(int end, int sock, LinkRecord kind,
     ring_bell = d.r_sleeping.exchange(0, std::memory_order_relaxed) != 0;
   }
   if (!ring_bell) return absl::OkStatus();
-  Publish(end, write(end_pos, LinkRecord::kBell, {}));
+  Publish(end, write(end_pos, LinkRecord::kBell, {}, {}));
   return Bell(sock, deadline);
 }
 
@@ -245,24 +250,52 @@ bool RingLink::ArmBells(int end) {
   return !Empty(end);
 }
 
+absl::StatusOr<RingLink::Next> RingLink::RecordAt(int end, uint64_t head, uint64_t tail) const {
+  RecordHeader h;
+  std::memcpy(&h, ring(1 - end) + head % kLinkRingBytes, sizeof(h));
+  const bool known = h.kind >= 1 && h.kind <= 4;
+  const bool empty_kind = h.kind != static_cast<uint32_t>(LinkRecord::kData);
+  if (tail - head > kLinkRingBytes || !known || (empty_kind && h.len != 0) ||
+      RecordBytes(h.len) > tail - head) {
+    return absl::InvalidArgumentError("corrupt record in the connection's ring");
+  }
+  return Next{static_cast<LinkRecord>(h.kind), h.len};
+}
+
+absl::StatusOr<std::optional<RingLink::Next>> RingLink::TryPeek(int end, int sock) {
+  LinkDirection& d = dir(1 - end);
+  for (;;) {
+    const uint64_t head = d.head.load(std::memory_order_relaxed);
+    const uint64_t tail = d.tail.load(std::memory_order_acquire);
+    if (tail == head) return std::nullopt;
+    MPROC_ASSIGN_OR_RETURN(Next next, RecordAt(end, head, tail));
+    if (next.kind != LinkRecord::kBell) return next;
+    char b;
+    absl::Status s = ReadExact(sock, &b, 1, Deadline::After(absl::Seconds(10)),
+                               "read(connection bell)");
+    if (!s.ok() && !absl::IsOutOfRange(s)) return s;
+    Consume(end, next, nullptr);
+  }
+}
+
+bool RingLink::PrepareSleep(int end) {
+  LinkDirection& d = dir(1 - end);
+  d.r_sleeping.store(1, std::memory_order_seq_cst);
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  return Empty(end);
+}
+
+void RingLink::EndSleep(int end) { dir(1 - end).r_sleeping.store(0, std::memory_order_relaxed); }
+
 absl::StatusOr<RingLink::Next> RingLink::Peek(int end, int sock, const Deadline& deadline) {
   LinkDirection& d = dir(1 - end);
-  const std::byte* r = ring(1 - end);
   bool spun = false;
   int strays = 0;
   for (;;) {
     const uint64_t head = d.head.load(std::memory_order_relaxed);
     const uint64_t tail = d.tail.load(std::memory_order_acquire);
     if (tail != head) {
-      RecordHeader h;
-      std::memcpy(&h, r + head % kLinkRingBytes, sizeof(h));
-      const bool known = h.kind >= 1 && h.kind <= 4;
-      const bool empty_kind = h.kind != static_cast<uint32_t>(LinkRecord::kData);
-      if (tail - head > kLinkRingBytes || !known || (empty_kind && h.len != 0) ||
-          RecordBytes(h.len) > tail - head) {
-        return absl::InvalidArgumentError("corrupt record in the connection's ring");
-      }
-      Next next = {static_cast<LinkRecord>(h.kind), h.len};
+      MPROC_ASSIGN_OR_RETURN(Next next, RecordAt(end, head, tail));
       if (next.kind != LinkRecord::kBell) return next;
       char b;
       absl::Status s = ReadExact(sock, &b, 1, deadline, "read(connection bell)");

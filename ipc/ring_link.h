@@ -28,6 +28,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 
@@ -80,7 +81,12 @@ class RingLink {
   // Appends one record, waiting for room before `deadline` (a hung-up peer while waiting is
   // OUT_OF_RANGE), publishes it and rings the bell when one is due. Under the writer lock.
   absl::Status Append(int end, int sock, LinkRecord kind, std::span<const std::byte> payload,
-                      const Deadline& deadline);
+                      const Deadline& deadline) {
+    return Append(end, sock, kind, {}, payload, deadline);
+  }
+  // The same, with the payload in two pieces (`head` then `body`), copied once.
+  absl::Status Append(int end, int sock, LinkRecord kind, std::span<const std::byte> head,
+                      std::span<const std::byte> body, const Deadline& deadline);
 
   // ---- The receiving side of end `end` (it reads direction 1 - end). ----
 
@@ -97,6 +103,14 @@ class RingLink {
   // The payload of the record Peek returned, in place, when it does not wrap around the
   // ring's end (else empty). Valid until Consume; the sender may not touch it before.
   std::span<const std::byte> View(int end, const Next& next) const;
+  // Peek without waiting: the next record that is not a bell, or nullopt when there is none
+  // yet (no system call then). End of file is the caller's to see, on the socket.
+  absl::StatusOr<std::optional<Next>> TryPeek(int end, int sock);
+  // A receiver about to sleep in its own poll() over the socket (and other descriptors): after
+  // PrepareSleep, a sender rings the bell for its next record. False when records already wait
+  // (then do not sleep). EndSleep after the poll.
+  bool PrepareSleep(int end);
+  void EndSleep(int end);
   // Consumes the record Peek returned, copying its payload to `out` (nullptr: drop it).
   void Consume(int end, const Next& next, std::string* out);
   // Consumes bell records at the head, reading their bytes (a foreign poller must not see a
@@ -111,6 +125,8 @@ class RingLink {
   LinkDirection& dir(int d) const;
   std::byte* ring(int d) const;
   static absl::Status Bell(int sock, const Deadline& deadline);
+  // The record at `head` (tail: the published end), checked against what was published.
+  absl::StatusOr<Next> RecordAt(int end, uint64_t head, uint64_t tail) const;
   void Publish(int end, uint64_t tail);
 
   Segment seg_;

@@ -23,8 +23,10 @@
 #include "base/io_ring.h"
 #include "base/status.h"
 #include "base/syscall.h"
+#include "ipc/ring_link.h"
 #include "serialize/frame.h"
 #include "serialize/remote_error.h"
+#include "shm/segment.h"
 #include "spawn/zygote.h"
 
 namespace mproc::pool_internal {
@@ -34,6 +36,7 @@ constexpr uint8_t kTask = 1;
 constexpr uint8_t kStop = 2;
 constexpr uint8_t kResult = 3;
 constexpr uint8_t kInitFailed = 4;
+constexpr uint8_t kLink = 5;  // parent -> worker, first, on the socket: the rings' segment
 // Tasks queued per worker: the worker runs them in order; the ledger holds all of them.
 constexpr size_t kWindow = 4;
 constexpr size_t kWindowBytes = 32 << 10;
@@ -45,19 +48,129 @@ int UsableCpus() {
   return n > 0 ? static_cast<int>(n) : 1;
 }
 
+using ipc_internal::LinkRecord;
+using ipc_internal::RingLink;
+
+// A worker's channel: its stream socket and the rings of a RingLink (ipc/ring_link.h); the
+// parent is end 0, the worker end 1. A message (a kind byte, then its bytes) that fits a ring
+// record and carries no descriptors is one record, with no system call; any other is announced
+// by a record and written to the socket as a frame. A side that finds nothing to read spins
+// briefly, then sleeps in poll() on the socket, where the sender's bell wakes it.
+struct Channel {
+  int sock = -1;
+  RingLink* link = nullptr;
+  int end = 0;
+};
+
+absl::Status ChannelSend(const Channel& c, uint8_t kind, std::span<const std::byte> head,
+                         std::span<const std::byte> body, std::span<const int> fds,
+                         const Deadline& deadline) {
+  std::byte prefix[32];
+  if (fds.empty() && 1 + head.size() + body.size() <= ipc_internal::kLinkInlineMax &&
+      1 + head.size() <= sizeof(prefix)) {
+    prefix[0] = std::byte{kind};
+    if (!head.empty()) std::memcpy(prefix + 1, head.data(), head.size());
+    return c.link->Append(c.end, c.sock, LinkRecord::kData,
+                          std::span<const std::byte>(prefix, 1 + head.size()), body, deadline);
+  }
+  MPROC_RETURN_IF_ERROR(c.link->Append(c.end, c.sock, LinkRecord::kSocketMessage, {}, deadline));
+  if (head.empty()) {
+    return WriteFrame(c.sock, kind, body, fds, deadline, {}, FdKind::kStreamSocket);
+  }
+  std::vector<std::byte> joined(head.size() + body.size());
+  std::memcpy(joined.data(), head.data(), head.size());
+  if (!body.empty()) std::memcpy(joined.data() + head.size(), body.data(), body.size());
+  return WriteFrame(c.sock, kind, joined, fds, deadline, {}, FdKind::kStreamSocket);
+}
+
+// One received message. `payload` points into the ring (until ChannelRelease), into `scratch`
+// (a record that wraps around the ring's end) or into `frame` (a socket message).
+struct Incoming {
+  uint8_t kind = 0;
+  std::span<const std::byte> payload;
+  std::vector<UniqueFd> fds;
+  RingLink::Next record = {};
+  bool held = false;  // the record is still in the ring
+};
+
+absl::Status ChannelTake(const Channel& c, const RingLink::Next& next, Frame& frame,
+                         std::string& scratch, Incoming* in) {
+  in->held = false;
+  in->fds.clear();
+  if (next.kind == LinkRecord::kData) {
+    if (next.len < 1) return absl::InvalidArgumentError("pool channel: empty record");
+    std::span<const std::byte> view = c.link->View(c.end, next);
+    if (view.empty()) {
+      c.link->Consume(c.end, next, &scratch);
+      view = std::as_bytes(std::span(scratch.data(), scratch.size()));
+    } else {
+      in->record = next;
+      in->held = true;
+    }
+    in->kind = static_cast<uint8_t>(view[0]);
+    in->payload = view.subspan(1);
+    return absl::OkStatus();
+  }
+  if (next.kind != LinkRecord::kSocketMessage) {
+    return absl::InvalidArgumentError("pool channel: unexpected record");
+  }
+  c.link->Consume(c.end, next, nullptr);
+  MPROC_RETURN_IF_ERROR(ReadFrameInto(c.sock, frame, Deadline::After(absl::Seconds(60)), {},
+                                      FdKind::kStreamSocket));
+  in->kind = frame.kind;
+  in->payload = frame.payload();
+  in->fds = std::move(frame.fds);
+  return absl::OkStatus();
+}
+
+void ChannelRelease(const Channel& c, Incoming& in) {
+  if (in.held) c.link->Consume(c.end, in.record, nullptr);
+  in.held = false;
+}
+
+// True when the socket is at end of file (the peer process is gone).
+bool SocketAtEof(int sock) {
+  char b;
+  const ssize_t n = RetryEintr([&] { return ::recv(sock, &b, 1, MSG_PEEK | MSG_DONTWAIT); });
+  return n == 0 || (n < 0 && errno != EAGAIN);
+}
+
+// The worker's side of its channel: the parent sends the rings' segment first, on the socket.
+struct WorkerChannel {
+  Channel c;
+  std::shared_ptr<RingLink> link;
+};
+
+absl::StatusOr<WorkerChannel> OpenChannel(int sock) {
+  Frame f;
+  MPROC_RETURN_IF_ERROR(ReadFrameInto(sock, f, Deadline::After(absl::Seconds(60)), {},
+                                      FdKind::kStreamSocket));
+  if (f.kind != kLink || f.fds.size() != 1) {
+    return absl::InvalidArgumentError("pool worker: its channel's rings did not come first");
+  }
+  MPROC_ASSIGN_OR_RETURN(Segment seg, Segment::FromFd(std::move(f.fds[0])));
+  MPROC_ASSIGN_OR_RETURN(std::shared_ptr<RingLink> link, RingLink::FromSegment(std::move(seg)));
+  WorkerChannel w;
+  w.c = Channel{sock, link.get(), 1};
+  w.link = std::move(link);
+  return w;
+}
+
 // The worker loop: tasks in, results out, until told to stop (or the parent is gone, or the
 // task budget is spent).
-int WorkerLoop(int sock, int32_t maxtasks) {
+int WorkerLoop(const Channel& c, int32_t maxtasks) {
   Frame f;
+  std::string scratch;
   EncodeBuffer out;
+  Incoming in;
   int32_t done = 0;
   for (;;) {
-    // The next task usually follows within microseconds: spin briefly before blocking.
-    SpinUntilReady(sock, POLLIN, Deadline::Infinite());
-    if (!ReadFrameInto(sock, f, Deadline::Infinite(), {}, FdKind::kStreamSocket).ok()) return 0;
-    if (f.kind == kStop) return 0;
-    if (f.kind != kTask) return 2;
-    DecodeReader r(f.payload(), std::move(f.fds));
+    // The next task usually follows within microseconds: Peek spins briefly before it sleeps.
+    absl::StatusOr<RingLink::Next> next = c.link->Peek(c.end, c.sock, Deadline::Infinite());
+    if (!next.ok() || !ChannelTake(c, *next, f, scratch, &in).ok()) return 0;
+    if (in.kind == kStop) return 0;
+    if (in.kind != kTask) return 2;
+    DecodeReader r(in.payload, std::move(in.fds));
     uint64_t id = 0;
     TaskEntry entry = nullptr;
     out.Clear();
@@ -67,7 +180,8 @@ int WorkerLoop(int sock, int32_t maxtasks) {
     }
     Encode(id, out);
     entry(r, out);
-    if (!WriteFrame(sock, kResult, out, Deadline::Infinite(), {}, FdKind::kStreamSocket).ok()) {
+    ChannelRelease(c, in);
+    if (!ChannelSend(c, kResult, {}, out.bytes(), out.fds(), Deadline::Infinite()).ok()) {
       return 0;
     }
     if (maxtasks > 0 && ++done >= maxtasks) return 0;  // retire; the pool starts a fresh one
@@ -135,13 +249,11 @@ void UnregisterSigint(int fd) {
   }
 }
 
-bool ReportInitFailure(int sock) {
+bool ReportInitFailure(const Channel& c) {
   RemoteError e = CaptureCurrentException(CurrentProcessName());
   EncodeBuffer b;
   Encode(e, b);
-  return WriteFrame(sock, kInitFailed, b, Deadline::After(absl::Seconds(10)), {},
-                    FdKind::kStreamSocket)
-      .ok();
+  return ChannelSend(c, kInitFailed, {}, b.bytes(), {}, Deadline::After(absl::Seconds(10))).ok();
 }
 
 // No orphans: a worker ends when the process that owns its pool dies, even in the middle of a
@@ -160,12 +272,10 @@ void ExitWhenOwnerDies() {
   }).detach();
 }
 
-}  // namespace
-
-int WorkerMain(UniqueFd sock, InitEntry init_entry, std::string init_bytes,
-               std::vector<UniqueFd> init_fds, int32_t maxtasks, bool ignore_sigint) {
-  // Interrupt mode: a terminal's Ctrl-C reaches the whole process group; the owner decides.
-  if (ignore_sigint) ::signal(SIGINT, SIG_IGN);
+// A worker after its channel is open: the initializer (a function pointer and its
+// arguments), then the task loop.
+int WorkerRun(const Channel& c, InitEntry init_entry, const std::string& init_bytes,
+              std::vector<UniqueFd> init_fds, int32_t maxtasks) {
   ExitWhenOwnerDies();
   if (init_entry != nullptr) {
     try {
@@ -173,11 +283,22 @@ int WorkerMain(UniqueFd sock, InitEntry init_entry, std::string init_bytes,
                      std::move(init_fds));
       init_entry(r);
     } catch (...) {
-      ReportInitFailure(sock.get());
+      ReportInitFailure(c);
       return 1;
     }
   }
-  return WorkerLoop(sock.get(), maxtasks);
+  return WorkerLoop(c, maxtasks);
+}
+
+}  // namespace
+
+int WorkerMain(UniqueFd sock, InitEntry init_entry, std::string init_bytes,
+               std::vector<UniqueFd> init_fds, int32_t maxtasks, bool ignore_sigint) {
+  // Interrupt mode: a terminal's Ctrl-C reaches the whole process group; the owner decides.
+  if (ignore_sigint) ::signal(SIGINT, SIG_IGN);
+  absl::StatusOr<WorkerChannel> ch = OpenChannel(sock.get());
+  if (!ch.ok()) return 1;  // the parent is gone, or is not a pool
+  return WorkerRun(ch->c, init_entry, init_bytes, std::move(init_fds), maxtasks);
 }
 
 struct PoolCore::State {
@@ -205,20 +326,24 @@ struct PoolCore::State {
   struct Worker {
     std::unique_ptr<Process> proc;
     UniqueFd sock;
+    std::shared_ptr<RingLink> link;  // the channel's rings (this side is end 0)
     std::deque<uint64_t> tasks;  // the ledger: tasks sent to this worker, in order
     std::deque<size_t> sizes;    // their sizes
     size_t queued_bytes = 0;
     int done = 0;
     int assigned = 0;
-    // Result bytes (and descriptors) received but not yet handled.
-    std::vector<std::byte> rbuf;
-    size_t rlen = 0;
-    std::deque<UniqueFd> rfds;
+    Channel channel() const { return Channel{sock.get(), link.get(), 0}; }
   };
   std::vector<Worker> workers;  // owned by the pool thread (and Create before it starts)
   std::vector<pid_t> pids;      // under mu, for WorkerPids
 
+  // Something for the pool thread (a task, a close, ...): it spins on `news`, and only a
+  // sleeping pool thread needs the eventfd (a Dekker pair with its sleep in Run).
+  std::atomic<uint64_t> news{0};
+  std::atomic<uint32_t> sleeping{0};
   void Wake() {
+    news.fetch_add(1, std::memory_order_seq_cst);
+    if (sleeping.load(std::memory_order_seq_cst) == 0) return;
     uint64_t one = 1;
     (void)!::write(wake.get(), &one, sizeof(one));
   }
@@ -241,22 +366,37 @@ std::function<int(UniqueFd)> ForkWorkerBody(const CoreOptions& o) {
           maxtasks = static_cast<int32_t>(o.maxtasksperchild),
           ignore_sigint = o.cancel_on_sigint](UniqueFd fd) -> int {
     if (ignore_sigint) ::signal(SIGINT, SIG_IGN);  // before the initializer runs
+    absl::StatusOr<WorkerChannel> ch = OpenChannel(fd.get());
+    if (!ch.ok()) return 1;
     if (init) {
       try {
         init();
       } catch (...) {
-        ReportInitFailure(fd.get());
+        ReportInitFailure(ch->c);
         return 1;
       }
     }
-    return WorkerMain(std::move(fd), init_entry, init_bytes, DupAll(init_fds), maxtasks,
-                      ignore_sigint);
+    return WorkerRun(ch->c, init_entry, init_bytes, DupAll(init_fds), maxtasks);
   };
 }
 
 // Starts a worker: under fork, directly (from the owner, before the pool thread exists) or
 // through the zygote (replacements); otherwise with the pool's start method.
 absl::StatusOr<PoolCore::State::Worker> StartWorker(const CoreOptions& o, Zygote* zygote) {
+  MPROC_ASSIGN_OR_RETURN(std::shared_ptr<RingLink> link, RingLink::Create());
+  // The worker's first message: the rings' segment.
+  auto send_link = [&](PoolCore::State::Worker& w) -> absl::Status {
+    const int seg = link->segment().fd();
+    absl::Status s = WriteFrame(w.sock.get(), kLink, {}, std::span<const int>(&seg, 1),
+                                Deadline::After(absl::Seconds(30)), {}, FdKind::kStreamSocket);
+    if (!s.ok()) {
+      (void)w.proc->Kill();
+      (void)w.proc->Join();
+      return s;
+    }
+    w.link = std::move(link);
+    return absl::OkStatus();
+  };
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
     return ErrnoToStatus(errno, "socketpair(pool worker)");
@@ -270,6 +410,7 @@ absl::StatusOr<PoolCore::State::Worker> StartWorker(const CoreOptions& o, Zygote
     PoolCore::State::Worker w;
     w.proc = std::move(p);
     w.sock = std::move(mine);
+    MPROC_RETURN_IF_ERROR(send_link(w));
     return w;
   }
   if (method == StartMethod::kFork) {
@@ -295,6 +436,7 @@ absl::StatusOr<PoolCore::State::Worker> StartWorker(const CoreOptions& o, Zygote
   PoolCore::State::Worker w;
   w.proc = std::move(p);
   w.sock = std::move(mine);
+  MPROC_RETURN_IF_ERROR(send_link(w));
   return w;
 }
 
@@ -496,67 +638,32 @@ void PoolCore::Run() {
     }
     return false;
   };
-  // Reads every frame the worker has sent, without blocking: one recvmsg brings as many frames
-  // as have arrived (a worker answers up to 4 queued tasks in a burst), and each complete one
-  // is handled. Descriptors ride with the first byte of their frame, so a complete frame's are
-  // always in. False when the worker's channel is finished (end of file, error, bad frame).
+  // Handles every message the worker has published, without waiting (a socket message
+  // announced in the ring is read whole). False when the worker's channel is broken.
+  Frame frame;
+  std::string scratch;
+  Incoming in;
   auto drain = [&](State::Worker& w) -> bool {
-    alignas(cmsghdr) char control[ScmRightsSpace(253)];
+    const Channel c = w.channel();
     for (;;) {
-      size_t off = 0;
-      size_t need = 64 << 10;  // what the buffer must hold for the next read
-      while (w.rlen - off >= kFrameHeaderSize) {
-        absl::StatusOr<FrameHeader> h =
-            ParseFrameHeader(std::span<const std::byte>(w.rbuf.data() + off, w.rlen - off));
-        if (!h.ok()) return false;
-        const size_t total = kFrameHeaderSize + h->payload_len;
-        if (w.rlen - off < total) {
-          need = std::max(need, total);
-          break;
-        }
-        if (w.rfds.size() < h->fd_count) return false;
-        std::vector<UniqueFd> fds;
-        for (uint16_t k = 0; k < h->fd_count; ++k) {
-          fds.push_back(std::move(w.rfds.front()));
-          w.rfds.pop_front();
-        }
-        if (!handle(w, h->kind,
-                    std::span<const std::byte>(w.rbuf.data() + off + kFrameHeaderSize,
-                                               h->payload_len),
-                    std::move(fds))) {
-          return false;
-        }
-        off += total;
-      }
-      if (off > 0) {
-        std::memmove(w.rbuf.data(), w.rbuf.data() + off, w.rlen - off);
-        w.rlen -= off;
-      }
-      if (w.rbuf.size() < need) w.rbuf.resize(need);
-      iovec iov = {w.rbuf.data() + w.rlen, w.rbuf.size() - w.rlen};
-      msghdr msg = {};
-      msg.msg_iov = &iov;
-      msg.msg_iovlen = 1;
-      msg.msg_control = control;
-      msg.msg_controllen = sizeof(control);
-      ssize_t n = ::recvmsg(w.sock.get(), &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) return errno == EAGAIN;
-      if (n == 0) return false;  // end of file: the worker is gone
-      std::vector<UniqueFd> got;
-      CollectScmRights(&msg, &got);
-      if (msg.msg_flags & MSG_CTRUNC) return false;
-      for (UniqueFd& fd : got) w.rfds.push_back(std::move(fd));
-      w.rlen += static_cast<size_t>(n);
+      absl::StatusOr<std::optional<RingLink::Next>> next = c.link->TryPeek(c.end, c.sock);
+      if (!next.ok()) return false;
+      if (!next->has_value()) return true;
+      if (!ChannelTake(c, **next, frame, scratch, &in).ok()) return false;
+      const bool ok = handle(w, in.kind, in.payload, std::move(in.fds));
+      ChannelRelease(c, in);
+      if (!ok) return false;
     }
   };
 
   std::vector<pollfd> pfds;
+  int64_t last_look = 0;
   for (;;) {
     // 1. Hand pending tasks to idle workers; decide whether we are done.
     std::vector<std::pair<uint64_t, absl::Status>> to_fail;
     bool stop = false;
     bool terminate = false;
+    const uint64_t seen_news = st.news.load(std::memory_order_seq_cst);
     {
       std::unique_lock<std::mutex> lock(st.mu);
       if (st.broken) {
@@ -585,18 +692,15 @@ void PoolCore::Run() {
           st.pending.pop_front();
           const uint64_t id = pt.id;
           const EncodeBuffer& task = pt.task;
-          EncodeBuffer msg;
-          Encode(id, msg);
-          std::byte* p = msg.Extend(task.size());
-          std::memcpy(p, task.bytes().data(), task.size());
-          for (int fd : task.fds()) msg.AttachFd(fd);
+          EncodeBuffer idbuf;
+          Encode(id, idbuf);
           w.tasks.push_back(id);  // the ledger entry, before the worker can run it
           w.sizes.push_back(task.size());
           w.queued_bytes += task.size();
           ++w.assigned;
           lock.unlock();
-          absl::Status s = WriteFrame(w.sock.get(), kTask, msg, Deadline::After(absl::Seconds(60)),
-                                      {}, FdKind::kStreamSocket);
+          absl::Status s = ChannelSend(w.channel(), kTask, idbuf.bytes(), task.bytes(), task.fds(),
+                                       Deadline::After(absl::Seconds(60)));
           lock.lock();
           if (!s.ok()) {
             if (absl::IsOutOfRange(s)) break;  // the worker is dying: its death fails the task
@@ -627,11 +731,37 @@ void PoolCore::Run() {
       pfds.push_back({w.sock.get(), POLLIN, 0});
       pfds.push_back({w.proc->sentinel(), POLLIN, 0});
     }
-    // One wait over the result sockets, the pidfds and the wake eventfd (poll(2) or io_uring),
-    // after a brief spin: a result or a new task usually comes within microseconds, and a
-    // blocking wake-up on another CPU costs 45-150 us here.
-    SpinUntil([&] { return ::poll(pfds.data(), pfds.size(), 0) != 0; });
-    int n = WaitEvents(std::span<pollfd>(pfds), Deadline::After(absl::Seconds(1)));
+    // Results arrive in the rings and tasks through `news`: spin on memory first (a result or a
+    // new task usually comes within microseconds, and a blocking wake-up on another CPU costs
+    // 45-150 us here). Then one wait over the sockets (bells, socket messages, end of file),
+    // the pidfds and the wake eventfd (poll(2) or io_uring), with every ring asking for a bell
+    // and Wake() for the eventfd. A pool thread kept busy looks at the descriptors (deaths,
+    // SIGINT) at least every millisecond without sleeping.
+    auto work_waits = [&] {
+      if (st.news.load(std::memory_order_acquire) != seen_news) return true;
+      for (auto& w : st.workers) {
+        if (!w.link->Empty(0)) return true;
+      }
+      return false;
+    };
+    int n = 0;
+    if (!SpinUntil(work_waits)) {
+      st.sleeping.store(1, std::memory_order_seq_cst);
+      bool ready = false;
+      for (auto& w : st.workers) ready |= !w.link->PrepareSleep(0);
+      std::atomic_thread_fence(std::memory_order_seq_cst);
+      ready |= st.news.load(std::memory_order_seq_cst) != seen_news;
+      n = ready ? RetryEintr([&] { return ::poll(pfds.data(), pfds.size(), 0); })
+                : WaitEvents(std::span<pollfd>(pfds), Deadline::After(absl::Seconds(1)));
+      st.sleeping.store(0, std::memory_order_relaxed);
+      for (auto& w : st.workers) w.link->EndSleep(0);
+      last_look = MonotonicNowNs();
+    } else if (MonotonicNowNs() - last_look > 1'000'000) {
+      n = RetryEintr([&] { return ::poll(pfds.data(), pfds.size(), 0); });
+      last_look = MonotonicNowNs();
+    } else {
+      for (pollfd& p : pfds) p.revents = 0;
+    }
     if (n < 0) break;
     if (pfds[0].revents) {
       uint64_t v;
@@ -657,8 +787,9 @@ void PoolCore::Run() {
       State::Worker& w = st.workers[i];
       short sock_ev = pfds[2 + 2 * i].revents;
       short pid_ev = pfds[3 + 2 * i].revents;
-      bool alive = true;
-      if (sock_ev) alive = drain(w);
+      bool alive = drain(w);
+      // A readable socket with nothing announced in the ring: the worker's end is closed.
+      if (alive && sock_ev != 0 && w.link->Empty(0) && SocketAtEof(w.sock.get())) alive = false;
       if (pid_ev || !alive) {
         drain(w);
         dead.push_back(i);
@@ -736,8 +867,7 @@ void PoolCore::Run() {
     if (terminated) {
       (void)w.proc->Terminate();
     } else {
-      (void)WriteFrame(w.sock.get(), kStop, {}, {}, Deadline::After(absl::Seconds(5)), {},
-                       FdKind::kStreamSocket);
+      (void)ChannelSend(w.channel(), kStop, {}, {}, {}, Deadline::After(absl::Seconds(5)));
     }
   }
   for (auto& w : st.workers) {
