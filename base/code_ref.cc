@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <climits>
+#include <cstddef>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -36,9 +37,13 @@ std::string ObjectId(const dl_phdr_info* info) {
       const char* next = desc + ((nh->n_descsz + 3) & ~3u);
       if (next > end) break;
       if (nh->n_type == NT_GNU_BUILD_ID && nh->n_namesz == 4 && std::memcmp(name, "GNU", 4) == 0) {
+        static constexpr char kHex[] = "0123456789abcdef";
         std::string id = "build-id:";
+        id.reserve(id.size() + 2 * nh->n_descsz);
         for (uint32_t k = 0; k < nh->n_descsz; ++k) {
-          absl::StrAppendFormat(&id, "%02x", static_cast<unsigned char>(desc[k]));
+          const auto c = static_cast<unsigned char>(desc[k]);
+          id.push_back(kHex[c >> 4]);
+          id.push_back(kHex[c & 15]);
         }
         return id;
       }
@@ -71,9 +76,57 @@ struct FindRef {
   const void* addr = nullptr;
 };
 
+// The loader's count of objects loaded and unloaded so far: a cached answer is good while it
+// is unchanged (one dl_iterate_phdr step, no object ids computed).
+struct Generation {
+  unsigned long long adds = 0;
+  unsigned long long subs = 0;
+  bool operator==(const Generation&) const = default;
+};
+
+Generation CurrentGeneration() {
+  Generation g;
+  dl_iterate_phdr(
+      [](dl_phdr_info* info, size_t size, void* data) {
+        if (size >= offsetof(dl_phdr_info, dlpi_subs) + sizeof(info->dlpi_subs)) {
+          auto* g = static_cast<Generation*>(data);
+          g->adds = info->dlpi_adds;
+          g->subs = info->dlpi_subs;
+        }
+        return 1;
+      },
+      &g);
+  return g;
+}
+
+// Per-thread caches of recent answers both ways: a pool sends the same few functions with
+// every task, and computing an object's id means formatting its build id.
+constexpr int kCacheSize = 8;
+struct CacheEntry {
+  Generation gen;
+  bool used = false;
+  const void* addr = nullptr;
+  CodeRef ref;
+};
+struct Cache {
+  CacheEntry entries[kCacheSize];
+  int next = 0;
+  CacheEntry& Slot() {
+    CacheEntry& e = entries[next];
+    next = (next + 1) % kCacheSize;
+    return e;
+  }
+};
+thread_local Cache t_by_addr;
+thread_local Cache t_by_ref;
+
 }  // namespace
 
 absl::StatusOr<CodeRef> CodeRefFor(const void* addr) {
+  const Generation gen = CurrentGeneration();
+  for (const CacheEntry& e : t_by_addr.entries) {
+    if (e.used && e.addr == addr && e.gen == gen) return e.ref;
+  }
   FindAddr f{reinterpret_cast<uintptr_t>(addr)};
   dl_iterate_phdr(
       [](dl_phdr_info* info, size_t, void* data) {
@@ -90,10 +143,18 @@ absl::StatusOr<CodeRef> CodeRefFor(const void* addr) {
         "code address %p is not inside any loaded object's executable segment (a JIT or a "
         "trampoline cannot be sent to another process)", addr));
   }
+  CacheEntry& e = t_by_addr.Slot();
+  e = CacheEntry{gen, true, addr, f.ref};
   return f.ref;
 }
 
 absl::StatusOr<const void*> ResolveCodeRef(const CodeRef& ref) {
+  const Generation gen = CurrentGeneration();
+  for (const CacheEntry& e : t_by_ref.entries) {
+    if (e.used && e.gen == gen && e.ref.offset == ref.offset && e.ref.object == ref.object) {
+      return e.addr;
+    }
+  }
   FindRef f{&ref};
   dl_iterate_phdr(
       [](dl_phdr_info* info, size_t, void* data) {
@@ -117,6 +178,8 @@ absl::StatusOr<const void*> ResolveCodeRef(const CodeRef& ref) {
     return absl::NotFoundError(absl::StrCat("offset ", ref.offset, " is outside the executable "
                                             "segments of ", ref.object));
   }
+  CacheEntry& e = t_by_ref.Slot();
+  e = CacheEntry{gen, true, f.addr, ref};
   return f.addr;
 }
 

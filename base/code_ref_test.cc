@@ -41,5 +41,31 @@ TEST(CodeRefTest, DataAndStrangersAreRejected) {
   EXPECT_THAT(ResolveCodeRef(ref), StatusIs(absl::StatusCode::kNotFound));
 }
 
+// Answers are cached per thread, but never past a change in the loaded objects: a library that
+// is unloaded stops resolving, both ways, right after.
+TEST(CodeRefTest, CachedAnswersEndWhenALibraryIsUnloaded) {
+  if (::dlopen("libz.so.1", RTLD_NOW | RTLD_NOLOAD) != nullptr) {
+    GTEST_SKIP() << "libz is already loaded here: it cannot be unloaded";
+  }
+  void* lib = ::dlopen("libz.so.1", RTLD_NOW | RTLD_LOCAL);
+  if (lib == nullptr) GTEST_SKIP() << "libz.so.1 is not installed";
+  const void* addr = ::dlsym(lib, "zlibVersion");
+  ASSERT_NE(addr, nullptr);
+  ASSERT_OK_AND_ASSIGN(CodeRef ref, CodeRefFor(addr));
+  ASSERT_OK_AND_ASSIGN(CodeRef again, CodeRefFor(addr));  // from the cache
+  EXPECT_EQ(again.object, ref.object);
+  EXPECT_EQ(again.offset, ref.offset);
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_OK_AND_ASSIGN(const void* back, ResolveCodeRef(ref));
+    EXPECT_EQ(back, addr);
+  }
+  ASSERT_EQ(::dlclose(lib), 0);
+  if (::dlopen("libz.so.1", RTLD_NOW | RTLD_NOLOAD) != nullptr) {
+    GTEST_SKIP() << "libz stayed loaded after dlclose";
+  }
+  EXPECT_THAT(ResolveCodeRef(ref), StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_THAT(CodeRefFor(addr), StatusIs(absl::StatusCode::kNotFound));
+}
+
 }  // namespace
 }  // namespace mproc
