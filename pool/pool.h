@@ -142,14 +142,14 @@ void RunInit(DecodeReader& in) {
 // Parent side: the per-item results of one task's output.
 template <typename R>
 std::vector<absl::StatusOr<Stored<R>>> DecodeChunk(const absl::Status& status,
-                                                   const std::string& out,
+                                                   std::span<const std::byte> out,
                                                    std::vector<UniqueFd> fds, size_t expected) {
   std::vector<absl::StatusOr<Stored<R>>> items;
   if (!status.ok()) {
     items.assign(expected, status);
     return items;
   }
-  DecodeReader r(std::as_bytes(std::span(out.data(), out.size())), std::move(fds));
+  DecodeReader r(out, std::move(fds));
   uint64_t n = 0;
   if (!r.ReadVarint(&n) || n != expected) {
     items.assign(expected, absl::InternalError("pool: malformed task output"));
@@ -186,7 +186,8 @@ std::vector<absl::StatusOr<Stored<R>>> DecodeChunk(const absl::Status& status,
 // Parent side, for Map: decodes one task's per-item results straight into dest[0, expected),
 // recording the first failed item (its index within the chunk, and why) in *first_bad/*bad.
 template <typename R>
-void DecodeChunkInto(const absl::Status& status, const std::string& out, std::vector<UniqueFd> fds,
+void DecodeChunkInto(const absl::Status& status, std::span<const std::byte> out,
+                     std::vector<UniqueFd> fds,
                      size_t expected, Stored<R>* dest, size_t* first_bad, absl::Status* bad) {
   *first_bad = SIZE_MAX;
   auto fail = [&](size_t i, absl::Status why) {
@@ -196,7 +197,7 @@ void DecodeChunkInto(const absl::Status& status, const std::string& out, std::ve
     }
   };
   if (!status.ok()) return fail(0, status);
-  DecodeReader r(std::as_bytes(std::span(out.data(), out.size())), std::move(fds));
+  DecodeReader r(out, std::move(fds));
   uint64_t n = 0;
   if (!r.ReadVarint(&n) || n != expected) {
     return fail(0, absl::InternalError("pool: malformed task output"));
@@ -333,7 +334,7 @@ absl::StatusOr<uint64_t> SubmitCall(PoolCore& core, Fn f, const AsyncResult<R>& 
   Encode(*params, task);
   return core.Submit(
       std::move(task),
-      [result](absl::Status st, std::string out, std::vector<UniqueFd> fds) {
+      [result](absl::Status st, std::span<const std::byte> out, std::vector<UniqueFd> fds) {
         auto items = DecodeChunk<typename Traits::Result>(st, out, std::move(fds), 1);
         result.Set(std::move(items[0]));
       },
@@ -669,7 +670,7 @@ class Pool {
       auto [chunk_task, keep] = EncodeChunk<Traits, kStar>(f, items, begin, end);
       absl::Status s = core_->SubmitTask(
           std::move(chunk_task),
-          [job, result, begin, end](absl::Status st, std::string out, std::vector<UniqueFd> fds) {
+          [job, result, begin, end](absl::Status st, std::span<const std::byte> out, std::vector<UniqueFd> fds) {
             size_t first_bad;
             absl::Status bad;
             pool_internal::DecodeChunkInto<typename Traits::Result>(
@@ -773,7 +774,7 @@ class Pool {
       auto [chunk_task, keep] = EncodeChunk<Traits, false>(f, chunk, 0, n);
       absl::Status s = core->SubmitTask(
           std::move(chunk_task),
-          [deliver, n](absl::Status st, std::string out, std::vector<UniqueFd> fds) {
+          [deliver, n](absl::Status st, std::span<const std::byte> out, std::vector<UniqueFd> fds) {
             deliver(pool_internal::DecodeChunk<typename Traits::Result>(st, out, std::move(fds), n));
           },
           keep);

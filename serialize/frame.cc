@@ -107,12 +107,27 @@ absl::StatusOr<FrameHeader> ParseFrameHeader(std::span<const std::byte> b,
 absl::Status WriteFrame(int fd, uint8_t kind, std::span<const std::byte> payload,
                         std::span<const int> fds, const Deadline& deadline,
                         const FrameLimits& limits, FdKind fd_kind) {
+  const std::span<const std::byte> parts[1] = {payload};
+  return WriteFrameParts(fd, kind, parts, fds, deadline, limits, fd_kind);
+}
+
+absl::Status WriteFrameParts(int fd, uint8_t kind,
+                             std::span<const std::span<const std::byte>> parts,
+                             std::span<const int> fds, const Deadline& deadline,
+                             const FrameLimits& limits, FdKind fd_kind) {
+  constexpr size_t kMaxParts = 4;
+  if (parts.size() > kMaxParts) {
+    return absl::InvalidArgumentError(absl::StrCat("a frame is written from at most ", kMaxParts,
+                                                   " parts, not ", parts.size()));
+  }
+  size_t payload_size = 0;
+  for (const auto& part : parts) payload_size += part.size();
   if (fds.size() > kMaxFdsPerFrame) {
     return absl::InvalidArgumentError(absl::StrCat("frame carries ", fds.size(),
                                                    " fds; at most ", kMaxFdsPerFrame, " fit"));
   }
-  if (payload.size() > limits.max_payload) {
-    return absl::InvalidArgumentError(absl::StrCat("frame payload of ", payload.size(),
+  if (payload_size > limits.max_payload) {
+    return absl::InvalidArgumentError(absl::StrCat("frame payload of ", payload_size,
                                                    " bytes exceeds the limit of ",
                                                    limits.max_payload));
   }
@@ -124,15 +139,20 @@ absl::Status WriteFrame(int fd, uint8_t kind, std::span<const std::byte> payload
         "frame carries file descriptors, which travel only over AF_UNIX sockets, not a pipe");
   }
   std::byte header[kFrameHeaderSize];
-  EncodeFrameHeader({kind, static_cast<uint16_t>(fds.size()), payload.size()}, header);
-  const size_t total = kFrameHeaderSize + payload.size();
+  EncodeFrameHeader({kind, static_cast<uint16_t>(fds.size()), payload_size}, header);
+  const size_t total = kFrameHeaderSize + payload_size;
 
   // Pipes: writev (SIGPIPE ignored: base/syscall.h IgnoreSigpipe); sockets: sendmsg with
   // MSG_NOSIGNAL, the fds riding on the first byte.
   const bool socket = fd_kind != FdKind::kPipe;
   if (!socket) IgnoreSigpipe();
-  const iovec whole[2] = {{header, kFrameHeaderSize},
-                          {const_cast<std::byte*>(payload.data()), payload.size()}};
+  iovec whole_buf[1 + kMaxParts];
+  size_t n_whole = 0;
+  whole_buf[n_whole++] = {header, kFrameHeaderSize};
+  for (const auto& part : parts) {
+    if (!part.empty()) whole_buf[n_whole++] = {const_cast<std::byte*>(part.data()), part.size()};
+  }
+  const std::span<const iovec> whole(whole_buf, n_whole);
   FdControl control;
   size_t done = 0;
   while (done < total) {
@@ -140,7 +160,7 @@ absl::Status WriteFrame(int fd, uint8_t kind, std::span<const std::byte> payload
       MPROC_RETURN_IF_ERROR(AwaitFd(fd, POLLOUT, deadline, "frame write", done, total));
     }
     // What remains of header + payload after `done` bytes.
-    iovec iov[2];
+    iovec iov[1 + kMaxParts];
     size_t n_iov = 0, skip = done;
     for (const iovec& v : whole) {
       if (skip >= v.iov_len) {

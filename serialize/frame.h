@@ -95,6 +95,11 @@ absl::StatusOr<FrameHeader> ParseFrameHeader(std::span<const std::byte> bytes,
 absl::Status WriteFrame(int fd, uint8_t kind, std::span<const std::byte> payload,
                         std::span<const int> fds, const Deadline& deadline,
                         const FrameLimits& limits = {}, FdKind fd_kind = FdKind::kDetect);
+// As WriteFrame, with the payload given in up to 4 parts sent back to back (no joining copy).
+absl::Status WriteFrameParts(int fd, uint8_t kind,
+                             std::span<const std::span<const std::byte>> parts,
+                             std::span<const int> fds, const Deadline& deadline,
+                             const FrameLimits& limits = {}, FdKind fd_kind = FdKind::kDetect);
 inline absl::Status WriteFrame(int fd, uint8_t kind, const EncodeBuffer& buf,
                                const Deadline& deadline, const FrameLimits& limits = {},
                                FdKind fd_kind = FdKind::kDetect) {

@@ -79,6 +79,29 @@ TEST_P(FrameTest, EmptyAndLargePayloads) {
   writer.join();
 }
 
+// A payload written in parts arrives as one frame, the parts back to back; a big part is
+// written across several partial writes (with a deadline, as the pool writes).
+TEST_P(FrameTest, PartsArriveAsOnePayload) {
+  Channel c = Make(GetParam());
+  const size_t big = GetParam() == Transport::kSeqpacket ? (16 << 10) : (3 << 20);
+  std::string a = "head:", b(big, '\0'), d = ":tail";
+  for (size_t i = 0; i < b.size(); ++i) b[i] = static_cast<char>(i * 7 + 1);
+  auto bytes = [](const std::string& x) { return std::as_bytes(std::span(x.data(), x.size())); };
+  std::thread writer([&] {
+    const std::span<const std::byte> parts[4] = {bytes(a), {}, bytes(b), bytes(d)};
+    ASSERT_THAT(WriteFrameParts(c.w.get(), 9, parts, {}, Deadline::After(absl::Seconds(30))),
+                IsOk());
+  });
+  ASSERT_OK_AND_ASSIGN(Frame f, ReadFrame(c.r.get(), Deadline::After(absl::Seconds(30))));
+  writer.join();
+  EXPECT_EQ(f.kind, 9);
+  const std::string got(reinterpret_cast<const char*>(f.payload().data()), f.payload().size());
+  EXPECT_TRUE(got == a + b + d);
+  const std::span<const std::byte> five[5] = {};
+  EXPECT_THAT(WriteFrameParts(c.w.get(), 1, five, {}, Deadline::Infinite()),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
 TEST_P(FrameTest, PeerClosedIsOutOfRange) {
   Channel c = Make(GetParam());
   c.w.Reset();

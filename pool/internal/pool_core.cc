@@ -74,13 +74,8 @@ absl::Status ChannelSend(const Channel& c, uint8_t kind, std::span<const std::by
                           std::span<const std::byte>(prefix, 1 + head.size()), body, deadline);
   }
   MPROC_RETURN_IF_ERROR(c.link->Append(c.end, c.sock, LinkRecord::kSocketMessage, {}, deadline));
-  if (head.empty()) {
-    return WriteFrame(c.sock, kind, body, fds, deadline, {}, FdKind::kStreamSocket);
-  }
-  std::vector<std::byte> joined(head.size() + body.size());
-  std::memcpy(joined.data(), head.data(), head.size());
-  if (!body.empty()) std::memcpy(joined.data() + head.size(), body.data(), body.size());
-  return WriteFrame(c.sock, kind, joined, fds, deadline, {}, FdKind::kStreamSocket);
+  const std::span<const std::byte> parts[2] = {head, body};
+  return WriteFrameParts(c.sock, kind, parts, fds, deadline, {}, FdKind::kStreamSocket);
 }
 
 // One received message. `payload` points into the ring (until ChannelRelease), into `scratch`
@@ -550,7 +545,7 @@ std::vector<uint64_t> PoolCore::CancelPending() {
     }
     st.pending.clear();
   }
-  for (TaskDone& cb : cbs) cb(absl::CancelledError("cancelled before it started"), "", {});
+  for (TaskDone& cb : cbs) cb(absl::CancelledError("cancelled before it started"), {}, {});
   st.Wake();
   return ids;
 }
@@ -603,10 +598,10 @@ void PoolCore::Run() {
     return cb;
   };
   auto fail = [&](uint64_t id, const absl::Status& why) {
-    if (TaskDone cb = take_callback(id)) cb(why, std::string(), {});
+    if (TaskDone cb = take_callback(id)) cb(why, {}, {});
   };
-  auto finish = [&](uint64_t id, std::string out, std::vector<UniqueFd> fds) {
-    if (TaskDone cb = take_callback(id)) cb(absl::OkStatus(), std::move(out), std::move(fds));
+  auto finish = [&](uint64_t id, std::span<const std::byte> out, std::vector<UniqueFd> fds) {
+    if (TaskDone cb = take_callback(id)) cb(absl::OkStatus(), out, std::move(fds));
   };
   // Reads every frame the worker has sent; false when its socket is finished.
   // Handles one frame from worker `w`; false when the worker's channel is finished.
@@ -616,15 +611,14 @@ void PoolCore::Run() {
       DecodeReader r(payload);
       uint64_t id = 0;
       if (!Codec<uint64_t>::Decode(r, id)) return false;
-      std::string out(reinterpret_cast<const char*>(payload.data()) + r.offset(),
-                      payload.size() - r.offset());
+      const std::span<const std::byte> out = payload.subspan(r.offset());
       if (!w.tasks.empty() && w.tasks.front() == id) {
         w.tasks.pop_front();
         w.queued_bytes -= w.sizes.front();
         w.sizes.pop_front();
       }
       ++w.done;
-      finish(id, std::move(out), std::move(fds));
+      finish(id, out, std::move(fds));
       return true;
     }
     if (kind == kInitFailed) {

@@ -20,6 +20,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -40,9 +41,10 @@ using TaskEntry = void (*)(DecodeReader& in, EncodeBuffer& out);
 using InitEntry = void (*)(DecodeReader& in);
 
 // Called on the pool thread: OK with the entry's output (bytes and descriptors), or the
-// failure of the whole task (its worker died, the pool was terminated, ...).
-using TaskDone =
-    std::function<void(absl::Status status, std::string output, std::vector<UniqueFd> fds)>;
+// failure of the whole task (its worker died, the pool was terminated, ...). The output bytes
+// are borrowed (often straight from the worker's ring): valid only during the call.
+using TaskDone = std::function<void(absl::Status status, std::span<const std::byte> output,
+                                    std::vector<UniqueFd> fds)>;
 
 struct CoreOptions {
   int processes = 0;
