@@ -602,8 +602,9 @@ class Pool {
       Fn f, const std::vector<T>& items, size_t begin, size_t end) {
     using Params = typename Traits::Params;
     if constexpr (!kTypeCarriesFds<Params>) {
-      // No descriptors to keep alive: encode straight from the items.
-      EncodeBuffer task;
+      // No descriptors to keep alive: encode straight from the items (into a buffer sized for
+      // small encodings up front: growing a large chunk's buffer copies it several times).
+      EncodeBuffer task(64 + (end - begin) * std::max<size_t>(sizeof(Params) / 2, 1));
       Encode(Traits::kEntry, task);
       Encode(f, task);
       task.PutVarint(end - begin);
