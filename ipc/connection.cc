@@ -100,6 +100,8 @@ absl::Status Connection::SendParts(std::span<const int> fds,
   if (bytes->size() <= ipc_internal::kLinkInlineMax) {
     return link_->Append(end_, fd_.get(), LinkRecord::kData, *bytes, deadline);
   }
+  // A long message keeps the socket's buffering: a Send of it may complete before the peer
+  // reads, as on a plain socket, which pieces streamed through the ring could not promise.
   MPROC_RETURN_IF_ERROR(link_->Append(end_, fd_.get(), LinkRecord::kSocketMessage, {}, deadline));
   return WriteCPythonMessage(fd_.get(), *bytes, deadline);
 }
@@ -191,9 +193,11 @@ absl::Status Connection::RingRecv(uint64_t max_length, const Deadline& deadline,
       MPROC_RETURN_IF_ERROR(ReadCPythonMessage(fd_.get(), max_length, deadline, out));
       if (visit != nullptr) visit(ctx, std::as_bytes(std::span(out->data(), out->size())));
       break;
-    default:
+    case LinkRecord::kHandle:
       return absl::InvalidArgumentError(
           "a descriptor arrived where a message was expected (RecvHandle takes it)");
+    default:
+      return absl::InvalidArgumentError("a record a Pipe does not send, in its ring");
   }
   AfterRingTake();
   return absl::OkStatus();

@@ -233,6 +233,20 @@ TEST(PipeRingTest, SenderKilledHoldingTheTurnIsTakenOver) {
   reader.join();
 }
 
+// A long message goes over the socket; a max_length it exceeds is an error there too.
+TEST(PipeRingTest, LongMessagesAreBoundedByMaxLength) {
+  ASSERT_OK_AND_ASSIGN(auto pair, Pipe());
+  auto& [a, b] = pair;
+  std::thread writer([&] { EXPECT_TRUE(a.SendBytes(std::string(1 << 20, 'L')).ok()); });
+  ASSERT_OK_AND_ASSIGN(std::string m, b.RecvBytes(std::nullopt, absl::Seconds(30)));
+  EXPECT_EQ(m, std::string(1 << 20, 'L'));
+  writer.join();
+  MPROC_ASSERT_OK(a.SendBytes(std::string(100'000, 'x')));
+  EXPECT_THAT(b.RecvBytes(50'000, absl::Seconds(30)),
+              StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("bad message length")));
+  EXPECT_FALSE(b.readable());
+}
+
 TEST(PipeRingTest, ConnectionsPassedOverAConnectionKeepTheirRing) {
   ASSERT_OK_AND_ASSIGN(auto outer, Pipe());
   ASSERT_OK_AND_ASSIGN(auto inner, Pipe());

@@ -184,7 +184,7 @@ absl::Status RingLink::Append(int end, int sock, LinkRecord kind, std::span<cons
   const uint64_t tail = d.tail.load(std::memory_order_relaxed);
   // A record announcing socket bytes needs no bell: those bytes wake the receiver (and a bell
   // sent now would reach the socket ahead of them).
-  const bool data = kind == LinkRecord::kData;
+  const bool data = kind == LinkRecord::kData || kind == LinkRecord::kPart;
   const bool bell_first = data && d.bell_all.load(std::memory_order_relaxed) != 0;
   const uint64_t rec = RecordBytes(head.size() + body.size());
   // Room for the record and a bell after it.
@@ -253,8 +253,9 @@ bool RingLink::ArmBells(int end) {
 absl::StatusOr<RingLink::Next> RingLink::RecordAt(int end, uint64_t head, uint64_t tail) const {
   RecordHeader h;
   std::memcpy(&h, ring(1 - end) + head % kLinkRingBytes, sizeof(h));
-  const bool known = h.kind >= 1 && h.kind <= 4;
-  const bool empty_kind = h.kind != static_cast<uint32_t>(LinkRecord::kData);
+  const bool known = h.kind >= 1 && h.kind <= 5;
+  const bool empty_kind = h.kind != static_cast<uint32_t>(LinkRecord::kData) &&
+                          h.kind != static_cast<uint32_t>(LinkRecord::kPart);
   if (tail - head > kLinkRingBytes || !known || (empty_kind && h.len != 0) ||
       RecordBytes(h.len) > tail - head) {
     return absl::InvalidArgumentError("corrupt record in the connection's ring");
@@ -275,6 +276,51 @@ absl::StatusOr<std::optional<RingLink::Next>> RingLink::TryPeek(int end, int soc
                                "read(connection bell)");
     if (!s.ok() && !absl::IsOutOfRange(s)) return s;
     Consume(end, next, nullptr);
+  }
+}
+
+absl::Status RingLink::AppendMessage(int end, int sock, std::span<const std::byte> head,
+                                     std::span<const std::byte> body, const Deadline& deadline,
+                                     bool* torn) {
+  const uint64_t total = head.size() + body.size();
+  uint64_t done = 0;
+  if (torn != nullptr) *torn = false;
+  do {
+    const uint64_t n = std::min<uint64_t>(total - done, kLinkInlineMax);
+    // The piece [done, done + n) of head then body.
+    const uint64_t h0 = std::min<uint64_t>(done, head.size());
+    const uint64_t h1 = std::min<uint64_t>(done + n, head.size());
+    const uint64_t b0 = std::max<uint64_t>(done, head.size()) - head.size();
+    const uint64_t b1 = std::max<uint64_t>(done + n, head.size()) - head.size();
+    const std::span<const std::byte> hp = head.subspan(h0, h1 - h0);
+    const std::span<const std::byte> bp = body.subspan(b0, b1 - b0);
+    const bool last = done + n == total;
+    absl::Status s =
+        Append(end, sock, last ? LinkRecord::kData : LinkRecord::kPart, hp, bp, deadline);
+    if (!s.ok()) {
+      if (torn != nullptr) *torn = done > 0;
+      return s;
+    }
+    done += n;
+  } while (done < total);
+  return absl::OkStatus();
+}
+
+absl::Status RingLink::TakeMessage(int end, int sock, Next next, const Deadline& deadline,
+                                   uint64_t max_length, std::string* out) {
+  out->clear();
+  for (;;) {
+    if (next.kind != LinkRecord::kData && next.kind != LinkRecord::kPart) {
+      return absl::InvalidArgumentError("a long message in the connection's ring was cut short");
+    }
+    if (out->size() + next.len > max_length) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "bad message length: more than ", out->size() + next.len, " bytes exceeds the limit of ",
+          max_length));
+    }
+    Consume(end, next, out, /*append=*/true);
+    if (next.kind == LinkRecord::kData) return absl::OkStatus();
+    MPROC_ASSIGN_OR_RETURN(next, Peek(end, sock, deadline));
   }
 }
 
@@ -344,16 +390,16 @@ std::span<const std::byte> RingLink::View(int end, const Next& next) const {
   return {ring(1 - end) + off, next.len};
 }
 
-void RingLink::Consume(int end, const Next& next, std::string* out) {
+void RingLink::Consume(int end, const Next& next, std::string* out, bool append) {
   LinkDirection& d = dir(1 - end);
-  const std::byte* r = ring(1 - end);
+  const char* r = reinterpret_cast<const char*>(ring(1 - end));
   const uint64_t head = d.head.load(std::memory_order_relaxed);
   if (out != nullptr) {
-    out->resize(next.len);
+    if (!append) out->clear();
     const uint64_t off = (head + kRecordHeader) % kLinkRingBytes;
     const uint64_t first = std::min<uint64_t>(next.len, kLinkRingBytes - off);
-    if (first > 0) std::memcpy(out->data(), r + off, first);
-    if (next.len > first) std::memcpy(out->data() + first, r, next.len - first);
+    out->append(r + off, first);
+    if (next.len > first) out->append(r, next.len - first);
   }
   d.head.store(head + RecordBytes(next.len), std::memory_order_release);
   // Dekker with Append's wait for room.

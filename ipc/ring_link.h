@@ -2,11 +2,13 @@
 //
 // A duplex Pipe is a socketpair plus a RingLink: one memfd holding two byte rings, one per
 // direction. A message of up to kLinkInlineMax bytes is a record copied into the sender's ring
-// and published with one release store, with no system call; the receiver polls the ring,
+// and published with one release store, with no system call (for the pool's worker channels,
+// a longer one streams through as pieces while the receiver copies them out); the receiver polls the ring,
 // yielding, for the spin budget (base/syscall.h) and then sleeps in poll() on its socket.
 // The socket stays the channel for everything the ring cannot carry, and every use of it is
 // announced by a record, so the receiver always knows what the next socket bytes are:
-//   kSocketMessage  the next CPython-framed message is on the socket (a long message);
+//   kSocketMessage  the next CPython-framed message (a Pipe's long one) or frame (a pool
+//                   message with descriptors) is on the socket;
 //   kHandle         the next socket byte carries SCM_RIGHTS descriptors (SendHandle);
 //   kBell           the next socket byte is a wake-up after a kData record: the receiver was
 //                   asleep in poll(), or a foreign poller watches fileno() (bell_all), so
@@ -43,7 +45,13 @@ namespace mproc::ipc_internal {
 inline constexpr uint64_t kLinkRingBytes = 128 << 10;
 inline constexpr uint64_t kLinkInlineMax = 32 << 10;
 
-enum class LinkRecord : uint32_t { kData = 1, kSocketMessage = 2, kHandle = 3, kBell = 4 };
+enum class LinkRecord : uint32_t {
+  kData = 1,           // a message, or the last piece of a long one
+  kSocketMessage = 2,  // the next CPython-framed message is on the socket
+  kHandle = 3,         // the next socket byte carries SCM_RIGHTS descriptors
+  kBell = 4,           // the next socket byte is a wake-up
+  kPart = 5,           // a piece of a long message; the pieces end with a kData record
+};
 
 // One direction's control words. The sender's line and the receiver's line are apart, so
 // neither writes a line the other polls except to publish.
@@ -84,6 +92,15 @@ class RingLink {
                       const Deadline& deadline) {
     return Append(end, sock, kind, {}, payload, deadline);
   }
+  // A message of any length (`head` then `body`): one kData record, or kPart pieces of at most
+  // kLinkInlineMax bytes ending with a kData one, each waiting for room as the receiver reads
+  // (so a message longer than the ring needs a receiver reading: the pool's channels, not a
+  // Pipe, whose long messages keep the socket's buffering). A failure after the first piece
+  // leaves the message torn (*torn): the direction must not be written again, or the receiver
+  // would join the next message to it.
+  absl::Status AppendMessage(int end, int sock, std::span<const std::byte> head,
+                             std::span<const std::byte> body, const Deadline& deadline,
+                             bool* torn = nullptr);
   // The same, with the payload in two pieces (`head` then `body`), copied once.
   absl::Status Append(int end, int sock, LinkRecord kind, std::span<const std::byte> head,
                       std::span<const std::byte> body, const Deadline& deadline);
@@ -111,8 +128,13 @@ class RingLink {
   // (then do not sleep). EndSleep after the poll.
   bool PrepareSleep(int end);
   void EndSleep(int end);
-  // Consumes the record Peek returned, copying its payload to `out` (nullptr: drop it).
-  void Consume(int end, const Next& next, std::string* out);
+  // Consumes the record Peek returned, copying its payload to `out` (nullptr: drop it), or
+  // appending it.
+  void Consume(int end, const Next& next, std::string* out, bool append = false);
+  // Takes a whole message whose first record is `next` (kData, or kPart: then every piece, as
+  // it arrives, before `deadline`) into `out`. RESOURCE_EXHAUSTED past `max_length` bytes.
+  absl::Status TakeMessage(int end, int sock, Next next, const Deadline& deadline,
+                           uint64_t max_length, std::string* out);
   // Consumes bell records at the head, reading their bytes (a foreign poller must not see a
   // readable fd for a message already taken).
   void ConsumeBells(int end, int sock);

@@ -158,6 +158,20 @@ TEST_P(PoolTest, LargeTasksAndResultsDoNotDeadlock) {
   ASSERT_OK_AND_ASSIGN(std::vector<int64_t> sq, m.Get(absl::Seconds(60)));
   EXPECT_EQ(sq.size(), many.size());
   EXPECT_EQ(sq.back(), 9);
+  // Messages around a ring record's limit (32 KiB) and far past the ring (streamed in pieces),
+  // one task each, both ways.
+  std::vector<std::string> sized;
+  for (size_t n : {size_t{0}, size_t{1}, size_t{32740}, size_t{32750}, size_t{32760},
+                   size_t{32770}, size_t{128 << 10}, size_t{3 << 20}}) {
+    std::string x(n, '\0');
+    for (size_t k = 0; k < n; ++k) x[k] = static_cast<char>(k * 7 + n);
+    sized.push_back(std::move(x));
+  }
+  ASSERT_OK_AND_ASSIGN(std::vector<std::string> back, pool->Map(Reverse, sized, 1));
+  ASSERT_EQ(back.size(), sized.size());
+  for (size_t i = 0; i < sized.size(); ++i) EXPECT_TRUE(back[i] == Reverse(sized[i])) << i;
+  ASSERT_OK_AND_ASSIGN(std::string one, pool->Apply(Reverse, sized.back()));
+  EXPECT_TRUE(one == Reverse(sized.back()));
 }
 
 TEST_P(PoolTest, IMapUnorderedYieldsEverythingOnce) {

@@ -52,9 +52,10 @@ using ipc_internal::LinkRecord;
 using ipc_internal::RingLink;
 
 // A worker's channel: its stream socket and the rings of a RingLink (ipc/ring_link.h); the
-// parent is end 0, the worker end 1. A message (a kind byte, then its bytes) that fits a ring
-// record and carries no descriptors is one record, with no system call; any other is announced
-// by a record and written to the socket as a frame. A side that finds nothing to read spins
+// parent is end 0, the worker end 1. A message (a kind byte, then its bytes) without
+// descriptors goes through the ring, with no system call (one record, or pieces streamed while
+// the other side copies them out); one with descriptors is announced by a record and written
+// to the socket as a frame. A side that finds nothing to read spins
 // briefly, then sleeps in poll() on the socket, where the sender's bell wakes it.
 struct Channel {
   int sock = -1;
@@ -66,12 +67,12 @@ absl::Status ChannelSend(const Channel& c, uint8_t kind, std::span<const std::by
                          std::span<const std::byte> body, std::span<const int> fds,
                          const Deadline& deadline) {
   std::byte prefix[32];
-  if (fds.empty() && 1 + head.size() + body.size() <= ipc_internal::kLinkInlineMax &&
-      1 + head.size() <= sizeof(prefix)) {
+  if (fds.empty() && 1 + head.size() <= sizeof(prefix)) {
     prefix[0] = std::byte{kind};
     if (!head.empty()) std::memcpy(prefix + 1, head.data(), head.size());
-    return c.link->Append(c.end, c.sock, LinkRecord::kData,
-                          std::span<const std::byte>(prefix, 1 + head.size()), body, deadline);
+    return c.link->AppendMessage(c.end, c.sock,
+                                 std::span<const std::byte>(prefix, 1 + head.size()), body,
+                                 deadline);
   }
   MPROC_RETURN_IF_ERROR(c.link->Append(c.end, c.sock, LinkRecord::kSocketMessage, {}, deadline));
   const std::span<const std::byte> parts[2] = {head, body};
@@ -92,6 +93,16 @@ absl::Status ChannelTake(const Channel& c, const RingLink::Next& next, Frame& fr
                          std::string& scratch, Incoming* in) {
   in->held = false;
   in->fds.clear();
+  if (next.kind == LinkRecord::kPart) {
+    // A long message, streamed through the ring in pieces.
+    MPROC_RETURN_IF_ERROR(c.link->TakeMessage(c.end, c.sock, next,
+                                              Deadline::After(absl::Seconds(60)), UINT64_MAX,
+                                              &scratch));
+    if (scratch.empty()) return absl::InvalidArgumentError("pool channel: empty message");
+    in->kind = static_cast<uint8_t>(scratch[0]);
+    in->payload = std::as_bytes(std::span(scratch.data(), scratch.size())).subspan(1);
+    return absl::OkStatus();
+  }
   if (next.kind == LinkRecord::kData) {
     if (next.len < 1) return absl::InvalidArgumentError("pool channel: empty record");
     std::span<const std::byte> view = c.link->View(c.end, next);
