@@ -1,16 +1,25 @@
 // pool/internal/pool_core.h — the type-independent Pool: workers, per-worker channels, the
 // ledger of which worker holds which task, and the pool thread.
 //
-// Each worker is a Process (any start method) running WorkerMain with its own stream
-// socketpair to the parent. The pool thread assigns a task to exactly one worker (at most 4
-// queued per worker) by recording (worker -> task) and then writing it on that worker's
-// socket; when a worker's pidfd says it died, exactly the tasks it held fail with ABORTED
-// naming its pid and signal, and a new worker takes its place. Results and failures are
-// delivered by calling the task's callback on the pool thread.
+// Each worker is a Process (any start method) running WorkerMain with its own channel to the
+// parent: a stream socketpair plus a RingLink (ipc/ring_link.h), two shared-memory rings whose
+// segment the parent sends as the socket's first frame. The pool thread assigns a task to
+// exactly one worker (at most 4 queued per worker) by recording (worker -> task) and then
+// writing it into that worker's ring; when a worker's pidfd says it died, exactly the tasks it
+// held fail with ABORTED naming its pid and signal, and a new worker takes its place. Results
+// and failures are delivered by calling the task's callback on the pool thread.
 //
-// Wire (mproc frames over the socket): parent -> worker kTask: u64 id, then the task bytes
-// (an entry function, the user function, its arguments); worker -> parent kResult: u64 id,
-// then the entry's output; kInitFailed: a RemoteError (the initializer threw).
+// Waiting: a worker with no task spins on its ring for the spin budget, then sleeps in poll()
+// on its socket; the pool thread spins on the result rings and an atomic news counter (Submit,
+// Close, ...), then sleeps in one wait over the sockets, the pidfds and its eventfd. A sender
+// rings a bell byte on the socket only for a side that sleeps, and Wake() writes the eventfd
+// only for a sleeping pool thread: a busy pool makes no system call per task.
+//
+// Wire: each message is a kind byte and its bytes. kTask: u64 id, then the task bytes (an entry
+// function, the user function, its arguments); kResult: u64 id, then the entry's output;
+// kInitFailed: a RemoteError (the initializer threw); kStop. A message without descriptors
+// goes through the ring (pieces for a long one); one with descriptors is an mproc frame on
+// the socket, announced in the ring.
 #ifndef MPROC_POOL_INTERNAL_POOL_CORE_H_
 #define MPROC_POOL_INTERNAL_POOL_CORE_H_
 
