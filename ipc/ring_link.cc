@@ -379,6 +379,7 @@ absl::StatusOr<RingLink::Next> RingLink::Peek(int end, int sock, const Deadline&
     if (got == 1 && ++strays > 10000) {
       return absl::InvalidArgumentError("bytes on the connection's socket that no record announced");
     }
+    if (deadline.Expired()) return absl::DeadlineExceededError("Recv timed out");
     YieldCpu();
   }
 }

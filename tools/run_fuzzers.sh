@@ -13,7 +13,7 @@ TOTALS=${2:-}
 MIN_RUNS=100000
 OB="$HOME/.cache/mproc-clang-output-base"
 FUZZERS=(//serialize:frame_fuzzer //serialize:codec_fuzzer //serialize:handshake_fuzzer
-         //ipc:connection_fuzzer //ipc:queue_record_fuzzer)
+         //ipc:connection_fuzzer //ipc:queue_record_fuzzer //ipc:pipe_ring_fuzzer)
 
 bazel --output_base="$OB" build --config=fuzz "${FUZZERS[@]}" || { echo "fuzz build failed"; exit 1; }
 BIN=$(bazel --output_base="$OB" info --config=fuzz bazel-bin 2>/dev/null)
