@@ -88,9 +88,13 @@ class Connection {
 
   template <typename T>
   absl::Status Send(const T& value, absl::Duration timeout = absl::InfiniteDuration()) {
-    EncodeBuffer buf;
+    // One encode buffer per thread, reused (a long message's buffer is not kept).
+    thread_local EncodeBuffer buf;
+    buf.Clear();
     Encode(value, buf);
-    return SendEncoded(buf, Deadline::After(timeout));
+    absl::Status s = SendEncoded(buf, Deadline::After(timeout));
+    if (buf.capacity() > (64 << 10)) buf = EncodeBuffer();
+    return s;
   }
 
   template <typename T>
