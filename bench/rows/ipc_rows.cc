@@ -219,7 +219,8 @@ MPROC_REPORT_ROWS(IpcRows) {
   AddPairRows("mproc.pipe.roundtrip", Section::kMproc,
               [](benchmark::State& st, PinCpus cpus) { PipeRoundTrip(st, cpus); })
       .Title("Pipe Send+Recv round trip, 16 B string, two processes")
-      .PairBaselines({"kernel.socketpair_pingpong", "cpython.pipe.roundtrip"});
+      .PairBaselines({"kernel.socketpair_pingpong", "kernel.yield_pingpong",
+                      "cpython.pipe.roundtrip"});
   AddPairRows("mproc.pipe.roundtrip_4KiB", Section::kMproc,
               [](benchmark::State& st, PinCpus cpus) {
                 PipeRoundTrip(st, cpus, absl::InfiniteDuration(), 4096);

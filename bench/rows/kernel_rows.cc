@@ -125,6 +125,35 @@ void FutexPingPong(benchmark::State& state, PinCpus cpus) {
   ReapChild(pid);
 }
 
+// One shared word, each side spinning on it with sched_yield between looks and never
+// blocking: on one CPU the cheapest round trip two processes can make (two context switches,
+// no wake-up), the floor of any shared-memory channel such as a duplex Pipe's rings.
+void YieldPingPong(benchmark::State& state, PinCpus cpus) {
+  SharedObject<FutexPair> sh;
+  ScopedPin pin(cpus.parent);
+  pid_t pid = ForkPinnedChild(cpus.child, [&] {
+    uint32_t expect = 1;
+    for (;;) {
+      uint32_t v = sh->seq.load(std::memory_order_acquire);
+      if (v == kStop) return 0;
+      if (v != expect) {
+        ::sched_yield();
+        continue;
+      }
+      sh->seq.store(expect + 1, std::memory_order_release);
+      expect += 2;
+    }
+  });
+  uint32_t next = 1;
+  for (auto _ : state) {
+    sh->seq.store(next, std::memory_order_release);
+    while (sh->seq.load(std::memory_order_acquire) == next) ::sched_yield();
+    next += 2;
+  }
+  sh->seq.store(kStop, std::memory_order_release);
+  ReapChild(pid);
+}
+
 // ---------------------------------------------------------------- locks
 
 struct alignas(64) CasLock {
@@ -431,6 +460,8 @@ MPROC_REPORT_ROWS(KernelRows) {
       .Title("AF_UNIX socketpair ping-pong, 1 B round trip");
   AddPairRows("kernel.futex_pingpong", Section::kKernel, FutexPingPong)
       .Title("shared futex ping-pong across processes (blocking)");
+  AddPairRows("kernel.yield_pingpong", Section::kKernel, YieldPingPong)
+      .Title("shared-word ping-pong across processes, sched_yield while waiting (never blocks)");
   AddRow("kernel.futex_cas_lock", Section::kKernel, FutexCasLock)
       .Title("futex-word CAS lock+unlock, uncontended");
   AddRow("kernel.futex_cas_lock_incr", Section::kKernel, FutexCasLockIncrement)
