@@ -136,30 +136,18 @@ absl::Status Connection::SendBytes(std::span<const std::byte> data, size_t offse
 }
 
 absl::Status Connection::RecvMessage(std::optional<uint64_t> max_length, const Deadline& deadline,
-                                     std::string* out) {
+                                     std::string* out, void* ctx, Visitor visit) {
   MPROC_RETURN_IF_ERROR(CheckOpen(true));
-  absl::Status s = link_ != nullptr
-                       ? RingRecv(max_length.value_or(UINT64_MAX), deadline, out)
-                       : ReadCPythonMessage(fd_.get(), max_length.value_or(UINT64_MAX), deadline,
-                                            out);
+  absl::Status s;
+  if (link_ != nullptr) {
+    s = RingRecv(max_length.value_or(UINT64_MAX), deadline, out, ctx, visit);
+  } else {
+    s = ReadCPythonMessage(fd_.get(), max_length.value_or(UINT64_MAX), deadline, out);
+    if (s.ok() && visit != nullptr) visit(ctx, std::as_bytes(std::span(out->data(), out->size())));
+  }
   if (!s.ok() && !absl::IsOutOfRange(s) && !absl::IsDeadlineExceeded(s)) {
     // The stream is desynchronised (bad length, or an error mid-message): no more reading,
     // as CPython marks the connection unreadable.
-    readable_ = false;
-    if (!writable_) fd_.Reset();
-  }
-  return s;
-}
-
-absl::Status Connection::RecvVisit(const Deadline& deadline, void* ctx, Visitor visit) {
-  MPROC_RETURN_IF_ERROR(CheckOpen(true));
-  if (link_ == nullptr) {
-    MPROC_RETURN_IF_ERROR(RecvMessage(std::nullopt, deadline, &scratch_));
-    visit(ctx, std::as_bytes(std::span(scratch_.data(), scratch_.size())));
-    return absl::OkStatus();
-  }
-  absl::Status s = RingRecv(UINT64_MAX, deadline, &scratch_, ctx, visit);
-  if (!s.ok() && !absl::IsOutOfRange(s) && !absl::IsDeadlineExceeded(s)) {
     readable_ = false;
     if (!writable_) fd_.Reset();
   }

@@ -111,10 +111,11 @@ class Connection {
       std::vector<UniqueFd>* fds;
       std::optional<absl::StatusOr<T>> out;
     } ctx{&fds, std::nullopt};
-    absl::Status s = RecvVisit(deadline, &ctx, [](void* c, std::span<const std::byte> bytes) {
-      auto* x = static_cast<Ctx*>(c);
-      x->out.emplace(Decode<T>(bytes, std::move(*x->fds)));
-    });
+    absl::Status s = RecvMessage(std::nullopt, deadline, &scratch_, &ctx,
+                                 [](void* c, std::span<const std::byte> bytes) {
+                                   auto* x = static_cast<Ctx*>(c);
+                                   x->out.emplace(Decode<T>(bytes, std::move(*x->fds)));
+                                 });
     if (!s.ok()) return s;
     return *std::move(ctx.out);
   }
@@ -154,14 +155,14 @@ class Connection {
   // Sends `fds` (if any) and then `bytes` (if given), over the ring or the socket.
   absl::Status SendParts(std::span<const int> fds, const std::span<const std::byte>* bytes,
                          const Deadline& deadline);
-  absl::Status RecvMessage(std::optional<uint64_t> max_length, const Deadline& deadline,
-                           std::string* out);
-  // Receives one message and calls visit(ctx, its bytes) once, before the next receive can
-  // overwrite them.
+  // Receives one message into `out`; with a visitor, calls visit(ctx, its bytes) once instead,
+  // before the next receive can overwrite them (on a duplex Pipe they may lie in the ring, and
+  // `out` is then untouched).
   using Visitor = void (*)(void* ctx, std::span<const std::byte> bytes);
-  absl::Status RecvVisit(const Deadline& deadline, void* ctx, Visitor visit);
+  absl::Status RecvMessage(std::optional<uint64_t> max_length, const Deadline& deadline,
+                           std::string* out, void* ctx = nullptr, Visitor visit = nullptr);
   absl::Status RingRecv(uint64_t max_length, const Deadline& deadline, std::string* out,
-                        void* ctx = nullptr, Visitor visit = nullptr);
+                        void* ctx, Visitor visit);
   absl::Status RecvFds(const Deadline& deadline, std::vector<UniqueFd>* out);
   absl::Status RecvFdsOnSocket(const Deadline& deadline, std::vector<UniqueFd>* out);
   absl::Status SendFds(std::span<const int> fds, const Deadline& deadline);

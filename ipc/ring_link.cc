@@ -263,7 +263,8 @@ absl::StatusOr<RingLink::Next> RingLink::RecordAt(int end, uint64_t head, uint64
   return Next{static_cast<LinkRecord>(h.kind), h.len};
 }
 
-absl::StatusOr<std::optional<RingLink::Next>> RingLink::TryPeek(int end, int sock) {
+absl::StatusOr<std::optional<RingLink::Next>> RingLink::TryPeek(int end, int sock,
+                                                                const Deadline& bell_deadline) {
   LinkDirection& d = dir(1 - end);
   for (;;) {
     const uint64_t head = d.head.load(std::memory_order_relaxed);
@@ -272,19 +273,16 @@ absl::StatusOr<std::optional<RingLink::Next>> RingLink::TryPeek(int end, int soc
     MPROC_ASSIGN_OR_RETURN(Next next, RecordAt(end, head, tail));
     if (next.kind != LinkRecord::kBell) return next;
     char b;
-    absl::Status s = ReadExact(sock, &b, 1, Deadline::After(absl::Seconds(10)),
-                               "read(connection bell)");
-    if (!s.ok() && !absl::IsOutOfRange(s)) return s;
+    absl::Status s = ReadExact(sock, &b, 1, bell_deadline, "read(connection bell)");
+    if (!s.ok() && !absl::IsOutOfRange(s)) return s;  // a sender killed before its bell: go on
     Consume(end, next, nullptr);
   }
 }
 
 absl::Status RingLink::AppendMessage(int end, int sock, std::span<const std::byte> head,
-                                     std::span<const std::byte> body, const Deadline& deadline,
-                                     bool* torn) {
+                                     std::span<const std::byte> body, const Deadline& deadline) {
   const uint64_t total = head.size() + body.size();
   uint64_t done = 0;
-  if (torn != nullptr) *torn = false;
   do {
     const uint64_t n = std::min<uint64_t>(total - done, kLinkInlineMax);
     // The piece [done, done + n) of head then body.
@@ -295,28 +293,19 @@ absl::Status RingLink::AppendMessage(int end, int sock, std::span<const std::byt
     const std::span<const std::byte> hp = head.subspan(h0, h1 - h0);
     const std::span<const std::byte> bp = body.subspan(b0, b1 - b0);
     const bool last = done + n == total;
-    absl::Status s =
-        Append(end, sock, last ? LinkRecord::kData : LinkRecord::kPart, hp, bp, deadline);
-    if (!s.ok()) {
-      if (torn != nullptr) *torn = done > 0;
-      return s;
-    }
+    MPROC_RETURN_IF_ERROR(
+        Append(end, sock, last ? LinkRecord::kData : LinkRecord::kPart, hp, bp, deadline));
     done += n;
   } while (done < total);
   return absl::OkStatus();
 }
 
 absl::Status RingLink::TakeMessage(int end, int sock, Next next, const Deadline& deadline,
-                                   uint64_t max_length, std::string* out) {
+                                   std::string* out) {
   out->clear();
   for (;;) {
     if (next.kind != LinkRecord::kData && next.kind != LinkRecord::kPart) {
       return absl::InvalidArgumentError("a long message in the connection's ring was cut short");
-    }
-    if (out->size() + next.len > max_length) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "bad message length: more than ", out->size() + next.len, " bytes exceeds the limit of ",
-          max_length));
     }
     Consume(end, next, out, /*append=*/true);
     if (next.kind == LinkRecord::kData) return absl::OkStatus();
@@ -338,17 +327,9 @@ absl::StatusOr<RingLink::Next> RingLink::Peek(int end, int sock, const Deadline&
   bool spun = false;
   int strays = 0;
   for (;;) {
+    MPROC_ASSIGN_OR_RETURN(std::optional<Next> ready, TryPeek(end, sock, deadline));
+    if (ready.has_value()) return *ready;
     const uint64_t head = d.head.load(std::memory_order_relaxed);
-    const uint64_t tail = d.tail.load(std::memory_order_acquire);
-    if (tail != head) {
-      MPROC_ASSIGN_OR_RETURN(Next next, RecordAt(end, head, tail));
-      if (next.kind != LinkRecord::kBell) return next;
-      char b;
-      absl::Status s = ReadExact(sock, &b, 1, deadline, "read(connection bell)");
-      if (!s.ok() && !absl::IsOutOfRange(s)) return s;  // a sender killed before its bell: go on
-      Consume(end, next, nullptr);
-      continue;
-    }
     if (!spun) {
       spun = true;
       if (SpinUntil([&] { return d.tail.load(std::memory_order_relaxed) != head; }, deadline)) {
@@ -413,20 +394,7 @@ void RingLink::Consume(int end, const Next& next, std::string* out, bool append)
 }
 
 void RingLink::ConsumeBells(int end, int sock) {
-  LinkDirection& d = dir(1 - end);
-  const std::byte* r = ring(1 - end);
-  for (;;) {
-    const uint64_t head = d.head.load(std::memory_order_relaxed);
-    if (d.tail.load(std::memory_order_acquire) == head) return;
-    RecordHeader h;
-    std::memcpy(&h, r + head % kLinkRingBytes, sizeof(h));
-    if (h.kind != static_cast<uint32_t>(LinkRecord::kBell) || h.len != 0) return;
-    char b;
-    if (!ReadExact(sock, &b, 1, Deadline::After(absl::Seconds(1)), "read(connection bell)").ok()) {
-      return;
-    }
-    Consume(end, {LinkRecord::kBell, 0}, nullptr);
-  }
+  (void)TryPeek(end, sock, Deadline::After(absl::Seconds(1)));
 }
 
 }  // namespace mproc::ipc_internal

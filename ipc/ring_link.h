@@ -96,11 +96,10 @@ class RingLink {
   // kLinkInlineMax bytes ending with a kData one, each waiting for room as the receiver reads
   // (so a message longer than the ring needs a receiver reading: the pool's channels, not a
   // Pipe, whose long messages keep the socket's buffering). A failure after the first piece
-  // leaves the message torn (*torn): the direction must not be written again, or the receiver
-  // would join the next message to it.
+  // leaves the message torn: the direction must not be written again, or the receiver would
+  // join the next message to it.
   absl::Status AppendMessage(int end, int sock, std::span<const std::byte> head,
-                             std::span<const std::byte> body, const Deadline& deadline,
-                             bool* torn = nullptr);
+                             std::span<const std::byte> body, const Deadline& deadline);
   // The same, with the payload in two pieces (`head` then `body`), copied once.
   absl::Status Append(int end, int sock, LinkRecord kind, std::span<const std::byte> head,
                       std::span<const std::byte> body, const Deadline& deadline);
@@ -120,9 +119,10 @@ class RingLink {
   // The payload of the record Peek returned, in place, when it does not wrap around the
   // ring's end (else empty). Valid until Consume; the sender may not touch it before.
   std::span<const std::byte> View(int end, const Next& next) const;
-  // Peek without waiting: the next record that is not a bell, or nullopt when there is none
-  // yet (no system call then). End of file is the caller's to see, on the socket.
-  absl::StatusOr<std::optional<Next>> TryPeek(int end, int sock);
+  // Peek without waiting for records: the next record that is not a bell, or nullopt when
+  // there is none yet (no system call then). A bell's byte, which follows its record at once,
+  // is awaited until `bell_deadline`. End of file is the caller's to see, on the socket.
+  absl::StatusOr<std::optional<Next>> TryPeek(int end, int sock, const Deadline& bell_deadline);
   // A receiver about to sleep in its own poll() over the socket (and other descriptors): after
   // PrepareSleep, a sender rings the bell for its next record. False when records already wait
   // (then do not sleep). EndSleep after the poll.
@@ -132,9 +132,9 @@ class RingLink {
   // appending it.
   void Consume(int end, const Next& next, std::string* out, bool append = false);
   // Takes a whole message whose first record is `next` (kData, or kPart: then every piece, as
-  // it arrives, before `deadline`) into `out`. RESOURCE_EXHAUSTED past `max_length` bytes.
+  // it arrives, before `deadline`) into `out`.
   absl::Status TakeMessage(int end, int sock, Next next, const Deadline& deadline,
-                           uint64_t max_length, std::string* out);
+                           std::string* out);
   // Consumes bell records at the head, reading their bytes (a foreign poller must not see a
   // readable fd for a message already taken).
   void ConsumeBells(int end, int sock);

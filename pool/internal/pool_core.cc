@@ -96,8 +96,7 @@ absl::Status ChannelTake(const Channel& c, const RingLink::Next& next, Frame& fr
   if (next.kind == LinkRecord::kPart) {
     // A long message, streamed through the ring in pieces.
     MPROC_RETURN_IF_ERROR(c.link->TakeMessage(c.end, c.sock, next,
-                                              Deadline::After(absl::Seconds(60)), UINT64_MAX,
-                                              &scratch));
+                                              Deadline::After(absl::Seconds(60)), &scratch));
     if (scratch.empty()) return absl::InvalidArgumentError("pool channel: empty message");
     in->kind = static_cast<uint8_t>(scratch[0]);
     in->payload = std::as_bytes(std::span(scratch.data(), scratch.size())).subspan(1);
@@ -651,7 +650,8 @@ void PoolCore::Run() {
   auto drain = [&](State::Worker& w) -> bool {
     const Channel c = w.channel();
     for (;;) {
-      absl::StatusOr<std::optional<RingLink::Next>> next = c.link->TryPeek(c.end, c.sock);
+      absl::StatusOr<std::optional<RingLink::Next>> next =
+          c.link->TryPeek(c.end, c.sock, Deadline::After(absl::Seconds(10)));
       if (!next.ok()) return false;
       if (!next->has_value()) return true;
       if (!ChannelTake(c, **next, frame, scratch, &in).ok()) return false;
