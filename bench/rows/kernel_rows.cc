@@ -94,9 +94,23 @@ struct FutexPair {
 };
 constexpr uint32_t kStop = 0xFFFFFFFFu;
 
-// Blocking FUTEX_WAIT/FUTEX_WAKE on one shared word, no spinning: the raw wake-up cost.
-void FutexPingPong(benchmark::State& state, PinCpus cpus) {
+// Two processes hand one shared word back and forth. kBlock: FUTEX_WAIT/FUTEX_WAKE, no
+// spinning, the raw wake-up cost. Otherwise each side yields (sched_yield) between looks and
+// never blocks: on one CPU the cheapest round trip two processes can make (two context
+// switches, no wake-up), the floor of any shared-memory channel such as a duplex Pipe's rings.
+template <bool kBlock>
+void WordPingPong(benchmark::State& state, PinCpus cpus) {
   SharedObject<FutexPair> sh;
+  auto wait = [&](uint32_t seen) {
+    if constexpr (kBlock) {
+      FutexWait(&sh->seq, seen);
+    } else {
+      ::sched_yield();
+    }
+  };
+  auto wake = [&] {
+    if constexpr (kBlock) FutexWake(&sh->seq, 1);
+  };
   ScopedPin pin(cpus.parent);
   pid_t pid = ForkPinnedChild(cpus.child, [&] {
     uint32_t expect = 1;
@@ -104,53 +118,24 @@ void FutexPingPong(benchmark::State& state, PinCpus cpus) {
       uint32_t v = sh->seq.load(std::memory_order_acquire);
       if (v == kStop) return 0;
       if (v != expect) {
-        FutexWait(&sh->seq, v);
+        wait(v);
         continue;
       }
       sh->seq.store(expect + 1, std::memory_order_release);
-      FutexWake(&sh->seq, 1);
+      wake();
       expect += 2;
     }
   });
   uint32_t next = 1;
   for (auto _ : state) {
     sh->seq.store(next, std::memory_order_release);
-    FutexWake(&sh->seq, 1);
+    wake();
     uint32_t v;
-    while ((v = sh->seq.load(std::memory_order_acquire)) == next) FutexWait(&sh->seq, v);
+    while ((v = sh->seq.load(std::memory_order_acquire)) == next) wait(v);
     next += 2;
   }
   sh->seq.store(kStop, std::memory_order_release);
-  FutexWake(&sh->seq, 1);
-  ReapChild(pid);
-}
-
-// One shared word, each side spinning on it with sched_yield between looks and never
-// blocking: on one CPU the cheapest round trip two processes can make (two context switches,
-// no wake-up), the floor of any shared-memory channel such as a duplex Pipe's rings.
-void YieldPingPong(benchmark::State& state, PinCpus cpus) {
-  SharedObject<FutexPair> sh;
-  ScopedPin pin(cpus.parent);
-  pid_t pid = ForkPinnedChild(cpus.child, [&] {
-    uint32_t expect = 1;
-    for (;;) {
-      uint32_t v = sh->seq.load(std::memory_order_acquire);
-      if (v == kStop) return 0;
-      if (v != expect) {
-        ::sched_yield();
-        continue;
-      }
-      sh->seq.store(expect + 1, std::memory_order_release);
-      expect += 2;
-    }
-  });
-  uint32_t next = 1;
-  for (auto _ : state) {
-    sh->seq.store(next, std::memory_order_release);
-    while (sh->seq.load(std::memory_order_acquire) == next) ::sched_yield();
-    next += 2;
-  }
-  sh->seq.store(kStop, std::memory_order_release);
+  wake();
   ReapChild(pid);
 }
 
@@ -458,9 +443,9 @@ MPROC_REPORT_ROWS(KernelRows) {
   AddPairRows("kernel.socketpair_pingpong", Section::kKernel,
               [](benchmark::State& s, PinCpus c) { PingPongFds(s, c, true); })
       .Title("AF_UNIX socketpair ping-pong, 1 B round trip");
-  AddPairRows("kernel.futex_pingpong", Section::kKernel, FutexPingPong)
+  AddPairRows("kernel.futex_pingpong", Section::kKernel, WordPingPong<true>)
       .Title("shared futex ping-pong across processes (blocking)");
-  AddPairRows("kernel.yield_pingpong", Section::kKernel, YieldPingPong)
+  AddPairRows("kernel.yield_pingpong", Section::kKernel, WordPingPong<false>)
       .Title("shared-word ping-pong across processes, sched_yield while waiting (never blocks)");
   AddRow("kernel.futex_cas_lock", Section::kKernel, FutexCasLock)
       .Title("futex-word CAS lock+unlock, uncontended");
