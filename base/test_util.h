@@ -7,8 +7,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <condition_variable>
 #include <cstdio>
 #include <functional>
+#include <mutex>
+#include <thread>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -37,6 +40,41 @@ inline int Join(pid_t pid, int seconds = 60) {
   ADD_FAILURE() << "child " << pid << " did not finish in " << seconds << " s";
   return -1;
 }
+
+// Holds `mu` locked on another thread from construction until destruction: the lock some
+// other thread holds at the moment of a fork, which fork-safety tests need.
+template <typename Mutex>
+class HeldOnAnotherThread {
+ public:
+  explicit HeldOnAnotherThread(Mutex& mu)
+      : thread_([this, &mu] {
+          std::unique_lock<Mutex> hold(mu);
+          std::unique_lock<std::mutex> l(m_);
+          held_ = true;
+          cv_.notify_all();
+          cv_.wait(l, [this] { return release_; });
+        }) {
+    std::unique_lock<std::mutex> l(m_);
+    cv_.wait(l, [this] { return held_; });
+  }
+  ~HeldOnAnotherThread() {
+    {
+      std::lock_guard<std::mutex> l(m_);
+      release_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  HeldOnAnotherThread(const HeldOnAnotherThread&) = delete;
+  HeldOnAnotherThread& operator=(const HeldOnAnotherThread&) = delete;
+
+ private:
+  std::mutex m_;
+  std::condition_variable cv_;
+  bool held_ = false;
+  bool release_ = false;
+  std::thread thread_;  // last: starts once the members above exist
+};
 
 inline double NowSeconds() {
   timespec ts;

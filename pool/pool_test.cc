@@ -8,7 +8,6 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <fstream>
 #include <random>
 #include <functional>
@@ -656,31 +655,12 @@ TEST(PoolForkTest, ReplacementWorkersComeFromTheZygote) {
   const int value = 41;
   ASSERT_OK_AND_ASSIGN(std::unique_ptr<Pool> pool,
                        Pool::Create(o, [value] { g_fork_global = value + 1; }));
-  std::mutex mu;
-  std::condition_variable cv;
-  bool held = false, release = false;
-  std::thread holder([&] {
-    std::unique_lock<std::timed_mutex> hold(g_user_lock);
-    std::unique_lock<std::mutex> l(mu);
-    held = true;
-    cv.notify_all();
-    cv.wait(l, [&] { return release; });
-  });
-  {
-    std::unique_lock<std::mutex> l(mu);
-    cv.wait(l, [&] { return held; });
-  }
+  mproc::testing::HeldOnAnotherThread held(g_user_lock);
   ASSERT_OK_AND_ASSIGN(std::vector<int> got,
                        pool->Map(TakeUserLock, std::vector<int>{1, 2, 3}, 1));
   EXPECT_EQ(got, (std::vector<int>{1, 2, 3}));  // not -1: no replacement inherited the lock
   ASSERT_OK_AND_ASSIGN(std::vector<int> inits, pool->Map(ReadInit2, std::vector<int>{0, 0}, 1));
   EXPECT_EQ(inits, (std::vector<int>{42, 42}));
-  {
-    std::lock_guard<std::mutex> l(mu);
-    release = true;
-  }
-  cv.notify_all();
-  holder.join();
 }
 
 }  // namespace

@@ -5,11 +5,9 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <condition_variable>
 #include <cstdio>
 #include <mutex>
 #include <string>
-#include <thread>
 
 #include "base/status_matchers.h"
 #include "base/test_util.h"
@@ -79,29 +77,10 @@ int TakeTheLock(UniqueFd) {
 
 TEST(ZygoteTest, ChildrenDoNotInheritLocksHeldByOtherThreadsNow) {
   ASSERT_OK_AND_ASSIGN(std::unique_ptr<Zygote> z, Zygote::Start(TakeTheLock));
-  std::mutex ready_mu;
-  std::condition_variable ready_cv;
-  bool locked = false, done = false;
-  std::thread holder([&] {
-    std::unique_lock<std::timed_mutex> hold(g_mu);
-    std::unique_lock<std::mutex> l(ready_mu);
-    locked = true;
-    ready_cv.notify_all();
-    ready_cv.wait(l, [&] { return done; });
-  });
-  {
-    std::unique_lock<std::mutex> l(ready_mu);
-    ready_cv.wait(l, [&] { return locked; });
-  }
+  mproc::testing::HeldOnAnotherThread held(g_mu);
   ASSERT_OK_AND_ASSIGN(std::unique_ptr<Process> child, z->Fork(UniqueFd(), "Locker"));
   MPROC_EXPECT_OK(child->Join(absl::Seconds(20)));
   EXPECT_EQ(child->exitcode(), 0);
-  {
-    std::lock_guard<std::mutex> l(ready_mu);
-    done = true;
-  }
-  ready_cv.notify_all();
-  holder.join();
 }
 
 TEST(ZygoteTest, ADeadZygoteIsUnavailable) {
