@@ -77,6 +77,7 @@ struct alignas(64) QueueState {
   std::atomic<uint32_t> join_seq{0};   // futex: bumped when unfinished reaches 0
   std::atomic<uint32_t> slots_seq{0};  // futex: bumped when a slot frees
   std::atomic<int64_t> used{0};        // maxsize slots taken
+  std::atomic<uint32_t> slot_waiters{0};  // producers about to wait on slots_seq
   uint64_t maxsize = 0;
   uint32_t joinable = 0;
   alignas(64) std::atomic<uint32_t> items_seq{0};  // futex: bumped on publish when sleepers
@@ -168,27 +169,38 @@ absl::Status AcquireSlot(QueueShared& s, const Deadline& deadline, bool block) {
     if (!block) return absl::ResourceExhaustedError("queue is full");
     if (deadline.Expired()) return absl::DeadlineExceededError("queue is full: Put timed out");
     if (s.closed.load(std::memory_order_relaxed)) return ClosedError();
+    // Dekker with ReleaseSlot: announce the wait, then look at the count once more.
+    st->slot_waiters.fetch_add(1, std::memory_order_seq_cst);
+    if (st->used.load(std::memory_order_seq_cst) < static_cast<int64_t>(st->maxsize)) {
+      st->slot_waiters.fetch_sub(1, std::memory_order_relaxed);
+      continue;
+    }
+    int r = -EOPNOTSUPP;
     if (CanWaitFutexWithFds()) {
       // io_uring with futex opcodes: the slot word in one completion wait, no slices (Close
       // bumps the word).
       bool woken;
-      int r = WaitEventsOrFutex({}, &st->slots_seq, seq, deadline, &woken);
-      if (r >= 0) continue;
-      if (r != -EOPNOTSUPP) return ErrnoToStatus(-r, "wait(queue slot)");
+      r = WaitEventsOrFutex({}, &st->slots_seq, seq, deadline, &woken);
     }
-    FutexWait(&st->slots_seq, seq, Slice(deadline));
+    if (r == -EOPNOTSUPP) FutexWait(&st->slots_seq, seq, Slice(deadline));
+    st->slot_waiters.fetch_sub(1, std::memory_order_relaxed);
+    if (r < 0 && r != -EOPNOTSUPP) return ErrnoToStatus(-r, "wait(queue slot)");
   }
 }
 
+// Frees a maxsize slot; a system call only when a producer waits for one.
 void ReleaseSlot(QueueState* st) {
   if (st->maxsize == 0) return;
-  st->used.fetch_sub(1, std::memory_order_acq_rel);
+  st->used.fetch_sub(1, std::memory_order_seq_cst);
+  if (st->slot_waiters.load(std::memory_order_seq_cst) == 0) return;
   st->slots_seq.fetch_add(1, std::memory_order_release);
   FutexWake(&st->slots_seq, 1);
 }
 
 bool RingsEmpty(const QueueState* st) {
+  const uint32_t active = st->active.load(std::memory_order_acquire);
   for (int i = 0; i < kRings; ++i) {
+    if ((active & (1u << i)) == 0) continue;  // never owned: never written
     if (st->rings[i].head.load(std::memory_order_acquire) <
         st->rings[i].tail.load(std::memory_order_acquire)) {
       return false;
@@ -219,16 +231,24 @@ void DrainDoorbell(QueueShared& s) {
   if (MayHaveItems(s.state)) RingDoorbell(s);
 }
 
-// Wakes a consumer waiting for items (after a publish).
+// Wakes a consumer waiting for items. A consumer sleeps only after seeing every ring empty
+// (with `sleepers` raised first), so a producer calls this only for a publish that found its
+// ring empty (RingPut's `was_empty`), for socket items, and before it waits itself; a woken
+// consumer that leaves items behind passes the wake on (Get). So a sleeping consumer costs
+// one wake, not one per Put until it runs again.
 void WakeConsumer(QueueState* st) {
   if (st->sleepers.load(std::memory_order_seq_cst) == 0) return;
   st->items_seq.fetch_add(1, std::memory_order_seq_cst);
   FutexWake(&st->items_seq, 1);
 }
 
-// Wakes the owner of ring `r` if it waits for space or for its socket items.
+// Wakes the owner of ring `r` if it waits for space or for its socket items: once per wait
+// (the owner raises owner_waiting again before each sleep).
 void WakeOwner(RingHeader& r) {
-  if (r.owner_waiting.load(std::memory_order_seq_cst) == 0) return;
+  if (r.owner_waiting.load(std::memory_order_seq_cst) == 0 ||
+      r.owner_waiting.exchange(0, std::memory_order_seq_cst) == 0) {
+    return;
+  }
   r.space_seq.fetch_add(1, std::memory_order_seq_cst);
   FutexWake(&r.space_seq, INT32_MAX);
 }
@@ -300,8 +320,10 @@ absl::Status WaitAsOwner(QueueShared& s, RingHeader& r, const Deadline& deadline
 
 // Publishes one ordinary item into ring `ri` (requires put_mu). Waits while the owner's
 // socket items are unreceived (so they stay ahead of this one) and for space.
+// `*was_empty`: the ring held nothing else once the item was published (a consumer may be
+// asleep on it; see WakeConsumer).
 absl::Status RingPut(QueueShared& s, int ri, std::span<const std::byte> bytes,
-                     const Deadline& deadline, bool block) {
+                     const Deadline& deadline, bool block, bool* was_empty) {
   RingHeader& r = s.state->rings[ri];
   std::byte* data = s.ring_data + static_cast<uint64_t>(ri) * kRingBytes;
   const uint64_t need = RecordBytes(bytes.size());
@@ -328,10 +350,13 @@ absl::Status RingPut(QueueShared& s, int ri, std::span<const std::byte> bytes,
   CopyIn(data, t + kRecordHeader, bytes.data(), bytes.size());
   r.published.store(r.published.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   r.tail.store(t + need, std::memory_order_seq_cst);
-  if (s.state->doorbell_armed.load(std::memory_order_relaxed) != 0 &&
-      r.head.load(std::memory_order_seq_cst) == t) {
-    RingDoorbell(s);  // the ring was empty
-  }
+  // Dekker with a consumer going to sleep: it raises `sleepers`, then finds every ring empty.
+  // The consumers' head is read only when someone sleeps or watches fileno(): it is their
+  // line, and reading it on every Put would pull it across CPUs.
+  const bool watched = s.state->sleepers.load(std::memory_order_seq_cst) != 0 ||
+                       s.state->doorbell_armed.load(std::memory_order_relaxed) != 0;
+  *was_empty = watched && r.head.load(std::memory_order_seq_cst) == t;
+  if (*was_empty) RingDoorbell(s);
   return absl::OkStatus();
 }
 
@@ -632,7 +657,7 @@ absl::Status QueueCore::PutMany(std::span<const EncodeBuffer> items, const Deadl
   }
   size_t done = 0;
   absl::Status status;
-  bool published = false;
+  bool wake_due = false;  // an item of this call went into an empty ring, not yet announced
   while (done < items.size()) {
     if (s.closed.load(std::memory_order_relaxed)) {
       status = ClosedError();
@@ -641,9 +666,9 @@ absl::Status QueueCore::PutMany(std::span<const EncodeBuffer> items, const Deadl
     // A maxsize slot per item, taken outside the producer lock (it may block: announce what
     // this batch published first, or the consumers who would free slots may sleep on).
     if (st->maxsize > 0) {
-      if (published) {
+      if (wake_due) {
         WakeConsumer(st);
-        published = false;
+        wake_due = false;
       }
       status = AcquireSlot(s, deadline, block);
       if (!status.ok()) break;
@@ -669,20 +694,21 @@ absl::Status QueueCore::PutMany(std::span<const EncodeBuffer> items, const Deadl
       continue;
     }
     CountPut(st, 1);
-    status = RingPut(s, ri, items[done].bytes(), deadline, block);
+    bool was_empty = false;
+    status = RingPut(s, ri, items[done].bytes(), deadline, block, &was_empty);
     if (!status.ok()) {
       UndoPut(st, 1);
       break;
     }
     ++done;
-    published = true;
-    // Batches wake consumers once per 32 items and at the end, not per item.
-    if (done % 32 == 0) {
+    wake_due |= was_empty;
+    // Batches wake consumers at most once per 32 items and at the end, not per item.
+    if (wake_due && done % 32 == 0) {
       WakeConsumer(st);
-      published = false;
+      wake_due = false;
     }
   }
-  if (published) WakeConsumer(st);
+  if (wake_due) WakeConsumer(st);
   *put = done;
   return status;
 }
@@ -713,11 +739,19 @@ absl::Status QueueCore::Get(const Deadline& deadline, bool block,
     if (t.ok()) *item = std::span<const std::byte>(bytes->data.get(), bytes->size);
     return true;
   };
+  // A consumer that took an item while others sleep wakes one of them if items remain: a
+  // publish wakes a sleeper only when it found its ring empty (WakeConsumer).
+  auto pass_on = [&] {
+    if (st->sleepers.load(std::memory_order_seq_cst) > 0 && MayHaveItems(st)) WakeConsumer(st);
+  };
   bool spun = false;
   for (;;) {
     if (s.closed.load(std::memory_order_relaxed)) return ClosedError();
     absl::Status t = take(/*force=*/false);
-    if (taken(t)) return t;
+    if (taken(t)) {
+      if (t.ok()) pass_on();
+      return t;
+    }
     if (!block) {
       DrainDoorbell(s);
       return t;
@@ -734,6 +768,7 @@ absl::Status QueueCore::Get(const Deadline& deadline, bool block,
     t = take(/*force=*/true);
     if (taken(t)) {
       st->sleepers.fetch_sub(1, std::memory_order_seq_cst);
+      if (t.ok()) pass_on();
       return t;
     }
     DrainDoorbell(s);

@@ -3,6 +3,8 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -275,6 +277,68 @@ TEST(QueueTest, AFullBoundedPutWaitsInTheActiveMode) {
   putter.join();
   EXPECT_LT(testing::NowSeconds() - t0, 5.0);
   EXPECT_THAT(blocked, StatusIs(absl::StatusCode::kFailedPrecondition));
+}
+
+// A publish wakes a sleeping consumer only when it finds its ring empty, and a woken consumer
+// that leaves items behind wakes the next: every consumer asleep in Get gets an item, whether
+// the items come one Put at a time or in one PutMany (which wakes once, at its end). A lost
+// wake-up would leave a consumer asleep until its 10 s timeout (after which it finds the item):
+// the check below is that every Get returned long before that, not a speed measurement.
+TEST(QueueTest, EverySleepingConsumerWakesForItsItem) {
+  for (bool batch : {false, true}) {
+    SCOPED_TRACE(batch ? "PutMany" : "one Put at a time");
+    ASSERT_OK_AND_ASSIGN(Queue<int> q, Queue<int>::Create());
+    constexpr int kConsumers = 4;
+    std::vector<absl::StatusOr<int>> got(kConsumers, absl::UnknownError("not run"));
+    std::vector<std::thread> consumers;
+    for (int c = 0; c < kConsumers; ++c) {
+      consumers.emplace_back([&, c] { got[c] = q.Get(absl::Seconds(10)); });
+    }
+    ::usleep(100'000);  // past the spin: every consumer sleeps in FutexWait
+    const std::vector<int> items = {10, 11, 12, 13};
+    if (batch) {
+      MPROC_ASSERT_OK(q.PutMany(std::span<const int>(items)));
+    } else {
+      for (int v : items) MPROC_ASSERT_OK(q.Put(v));
+    }
+    const double t0 = testing::NowSeconds();
+    for (std::thread& t : consumers) t.join();
+    EXPECT_LT(testing::NowSeconds() - t0, 5.0) << "a sleeping consumer was not woken";
+    std::vector<int> values;
+    for (const absl::StatusOr<int>& v : got) {
+      MPROC_ASSERT_OK(v.status());
+      values.push_back(*v);
+    }
+    std::sort(values.begin(), values.end());
+    EXPECT_EQ(values, items);
+  }
+}
+
+// Producers asleep on a full bounded queue are woken one per freed slot, and none is left
+// asleep: each Put below would time out if its wake-up were lost.
+TEST(QueueTest, EveryProducerWaitingForASlotGetsOne) {
+  ASSERT_OK_AND_ASSIGN(Queue<int> q, Queue<int>::Create(1));
+  MPROC_ASSERT_OK(q.Put(0));
+  constexpr int kProducers = 3;
+  std::vector<absl::Status> put(kProducers, absl::UnknownError("not run"));
+  std::vector<std::thread> producers;
+  for (int p = 0; p < kProducers; ++p) {
+    producers.emplace_back([&, p] { put[p] = q.Put(p + 1, absl::Seconds(10)); });
+  }
+  ::usleep(100'000);  // every producer waits for the one slot
+  const double t0 = testing::NowSeconds();
+  std::vector<int> values;
+  for (int i = 0; i <= kProducers; ++i) {
+    ASSERT_OK_AND_ASSIGN(int v, q.Get(absl::Seconds(10)));
+    values.push_back(v);
+  }
+  for (std::thread& t : producers) t.join();
+  // A lost wake-up leaves a producer asleep until its 10 s timeout.
+  EXPECT_LT(testing::NowSeconds() - t0, 5.0) << "a producer waiting for a slot was not woken";
+  for (const absl::Status& s : put) MPROC_EXPECT_OK(s);
+  std::sort(values.begin(), values.end());
+  EXPECT_EQ(values, (std::vector<int>{0, 1, 2, 3}));
+  EXPECT_TRUE(q.Empty());
 }
 
 TEST(QueueTest, FilenoIsReadableWhileItemsWaitForWait) {
