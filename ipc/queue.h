@@ -54,6 +54,7 @@
 #ifndef MPROC_IPC_QUEUE_H_
 #define MPROC_IPC_QUEUE_H_
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -132,10 +133,21 @@ class Queue {
   // `*put` items were put and the rest were not.
   absl::Status PutMany(std::span<const T> items, absl::Duration timeout = absl::InfiniteDuration(),
                        size_t* put = nullptr) {
-    std::vector<EncodeBuffer> bufs(items.size());
-    for (size_t i = 0; i < items.size(); ++i) Encode(items[i], bufs[i]);
+    // This thread's encode buffers, reused from one call to the next (as Put's one buffer).
+    thread_local std::vector<EncodeBuffer> bufs;
+    if (bufs.size() < items.size()) bufs.resize(items.size());
+    for (size_t i = 0; i < items.size(); ++i) {
+      bufs[i].Clear();
+      Encode(items[i], bufs[i]);
+    }
     size_t n = 0;
-    absl::Status st = core_.PutMany(bufs, Deadline::After(timeout), true, put ? put : &n);
+    absl::Status st = core_.PutMany(std::span<const EncodeBuffer>(bufs.data(), items.size()),
+                                    Deadline::After(timeout), true, put ? put : &n);
+    // Keep no big buffer, and no more than a few thousand small ones.
+    if (bufs.size() > 4096) bufs = std::vector<EncodeBuffer>();
+    for (size_t i = 0; i < std::min(bufs.size(), items.size()); ++i) {
+      if (bufs[i].capacity() > (64 << 10)) bufs[i] = EncodeBuffer();
+    }
     return st;
   }
   absl::StatusOr<T> Get(absl::Duration timeout = absl::InfiniteDuration()) {

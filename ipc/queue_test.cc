@@ -102,6 +102,32 @@ TEST(QueueTest, UnboundedQueueHasAByteBudget) {
   EXPECT_TRUE(q.Empty());
 }
 
+// A producer blocked on a full byte budget sleeps until half the budget is free, but one that
+// fits sooner is not left asleep when consumers stop short of that: here one Get frees room
+// for exactly the waiting item, and nothing else is taken. Order and count still hold.
+TEST(QueueTest, APutWaitingForRoomGoesThroughWhenConsumersStopShortOfHalf) {
+  ASSERT_OK_AND_ASSIGN(Queue<std::string> q, Queue<std::string>::Create());
+  const std::string item(1000, 'x');
+  int put = 0;
+  while (q.PutNowait(item).ok()) ++put;
+  absl::Status blocked = absl::UnknownError("not run");
+  std::thread producer([&] { blocked = q.Put(std::string(1000, 'y'), absl::Seconds(10)); });
+  ::usleep(50'000);  // the producer sleeps for room
+  ASSERT_OK_AND_ASSIGN(std::string first, q.Get(absl::Seconds(1)));
+  EXPECT_EQ(first, item);
+  const double t0 = testing::NowSeconds();
+  producer.join();
+  MPROC_EXPECT_OK(blocked);
+  EXPECT_LT(testing::NowSeconds() - t0, 5.0) << "the producer slept on although its item fit";
+  for (int i = 1; i < put; ++i) {
+    ASSERT_OK_AND_ASSIGN(std::string v, q.Get(absl::Seconds(1)));
+    ASSERT_EQ(v, item);
+  }
+  ASSERT_OK_AND_ASSIGN(std::string last, q.Get(absl::Seconds(1)));
+  EXPECT_EQ(last, std::string(1000, 'y'));
+  EXPECT_TRUE(q.Empty());
+}
+
 TEST(JoinableQueueTest, JoinWaitsForEveryTaskDone) {
   ASSERT_OK_AND_ASSIGN(JoinableQueue<int> q, JoinableQueue<int>::Create());
   MPROC_EXPECT_OK(q.Join(absl::ZeroDuration()));  // nothing put: done
