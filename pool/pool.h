@@ -665,12 +665,19 @@ class Pool {
       result.Set(std::vector<R>());
       return result;
     }
+    // Small chunks go to the pool in batches: one lock and one wake-up per batch, not per
+    // chunk (the pool thread takes the same lock to hand tasks out). A batch leaves once it
+    // holds 64 chunks or 16 KiB, so big chunks leave one by one and workers start at once.
+    constexpr size_t kBatch = 64;
+    constexpr size_t kBatchBytes = 16 << 10;
+    size_t batch_bytes = 0;
+    std::vector<pool_internal::PoolCore::Submission> batch;
+    batch.reserve(std::min(chunks, kBatch));
     for (size_t c = 0; c < chunks; ++c) {
       size_t begin = c * chunksize;
       size_t end = std::min(items.size(), begin + chunksize);
       auto [chunk_task, keep] = EncodeChunk<Traits, kStar>(f, items, begin, end);
-      absl::Status s = core_->SubmitTask(
-          std::move(chunk_task),
+      batch.push_back({std::move(chunk_task),
           [job, result, begin, end](absl::Status st, std::span<const std::byte> out, std::vector<UniqueFd> fds) {
             size_t first_bad;
             absl::Status bad;
@@ -697,7 +704,12 @@ class Pool {
               result.Set(std::move(job->values));
             }
           },
-          keep);
+          keep});
+      batch_bytes += batch.back().task.size();
+      if (batch.size() < kBatch && batch_bytes < kBatchBytes && c + 1 < chunks) continue;
+      absl::Status s = core_->SubmitMany(batch);
+      batch.clear();
+      batch_bytes = 0;
       if (!s.ok()) {
         result.Set(s);  // tasks already queued still run; their results are dropped
         return result;

@@ -38,6 +38,10 @@ int FailOnSeven(int x) {
   if (x == 7) throw std::invalid_argument("seven is not allowed");
   return x;
 }
+int FailOnNegative(int x) {
+  if (x < 0) throw std::invalid_argument("negative: " + std::to_string(x));
+  return x;
+}
 int32_t MyPid(int) { return static_cast<int32_t>(::getpid()); }
 int SleepMs(int ms) {
   ::usleep(static_cast<useconds_t>(ms) * 1000);
@@ -138,6 +142,27 @@ TEST_P(PoolTest, ErrorsTravelAsRemoteErrors) {
   EXPECT_EQ(seen, (std::vector<std::string>{"1", "2", "error", "4", "error"}));
   ASSERT_OK_AND_ASSIGN(int fine, pool->Apply(Square, 4));
   EXPECT_EQ(fine, 16);
+}
+
+// Map hands small chunks to the pool in batches (64 chunks or 16 KiB): a map of many more
+// chunks than a batch keeps input order, and its error is the first in input order even when
+// later batches fail too.
+TEST_P(PoolTest, MapOfManySmallChunksKeepsOrderAcrossBatches) {
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Pool> pool, Pool::Create(Opts()));
+  std::vector<int> in(1000);
+  for (int i = 0; i < 1000; ++i) in[i] = i % 7 == 0 ? i + 1 : i;  // no sevens
+  ASSERT_OK_AND_ASSIGN(std::vector<int> out, pool->Map(Square, in, /*chunksize=*/1));
+  ASSERT_EQ(out.size(), in.size());
+  for (size_t i = 0; i < in.size(); ++i) ASSERT_EQ(out[i], in[i] * in[i]) << i;
+  ASSERT_OK_AND_ASSIGN(std::vector<int> out3, pool->Map(Square, in, /*chunksize=*/3));
+  EXPECT_EQ(out3, out);
+  // Failures at 300 (the fifth batch) and 900: the error reported is the one at 300.
+  in[900] = -900;
+  in[300] = -300;
+  absl::StatusOr<std::vector<int>> bad = pool->Map(FailOnNegative, in, /*chunksize=*/1);
+  ASSERT_THAT(bad, StatusIs(absl::StatusCode::kAborted, HasSubstr("negative: -300")));
+  ASSERT_OK_AND_ASSIGN(int fine, pool->Apply(Square, 5));
+  EXPECT_EQ(fine, 25);
 }
 
 std::string Reverse(std::string s) { return std::string(s.rbegin(), s.rend()); }

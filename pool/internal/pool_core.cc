@@ -525,6 +525,23 @@ absl::StatusOr<uint64_t> PoolCore::Submit(EncodeBuffer task, TaskDone done,
   return id;
 }
 
+absl::Status PoolCore::SubmitMany(std::vector<Submission>& batch) {
+  State& st = *st_;
+  {
+    std::lock_guard<std::mutex> lock(st.mu);
+    if (st.broken) return *st.broken;
+    if (st.terminated) return absl::FailedPreconditionError("Pool is terminated");
+    if (st.closed) return absl::FailedPreconditionError("Pool is closed (no new tasks)");
+    for (Submission& sub : batch) {
+      const uint64_t id = st.next_id++;
+      st.callbacks.emplace(id, std::move(sub.done));
+      st.pending.push_back({id, std::move(sub.task), std::move(sub.keepalive)});
+    }
+  }
+  st.Wake();
+  return absl::OkStatus();
+}
+
 bool PoolCore::Cancel(uint64_t id) {
   State& st = *st_;
   std::lock_guard<std::mutex> lock(st.mu);

@@ -87,6 +87,14 @@ class PoolCore {
                           std::shared_ptr<void> keepalive = nullptr) {
     return Submit(std::move(task), std::move(done), std::move(keepalive)).status();
   }
+  // Queues several tasks at once (one lock, one wake-up for the pool thread): all of them, or
+  // none with Submit's error. The submissions are moved from.
+  struct Submission {
+    EncodeBuffer task;
+    TaskDone done;
+    std::shared_ptr<void> keepalive;
+  };
+  absl::Status SubmitMany(std::vector<Submission>& batch);
   // Removes a task that no worker has received yet; true when it did (its callback is dropped
   // uncalled).
   bool Cancel(uint64_t id);
