@@ -43,6 +43,7 @@ int FailOnNegative(int x) {
   return x;
 }
 int32_t MyPid(int) { return static_cast<int32_t>(::getpid()); }
+int IsOpen(UniqueFd fd) { return ::fcntl(fd.get(), F_GETFD) >= 0 ? 1 : 0; }
 int SleepMs(int ms) {
   ::usleep(static_cast<useconds_t>(ms) * 1000);
   return ms;
@@ -163,6 +164,23 @@ TEST_P(PoolTest, MapOfManySmallChunksKeepsOrderAcrossBatches) {
   ASSERT_THAT(bad, StatusIs(absl::StatusCode::kAborted, HasSubstr("negative: -300")));
   ASSERT_OK_AND_ASSIGN(int fine, pool->Apply(Square, 5));
   EXPECT_EQ(fine, 25);
+}
+
+// A task the pool cannot send (its descriptor is not open) fails alone, with a clear status;
+// the worker never saw it, and the pool goes on serving, descriptors included.
+TEST_P(PoolTest, ATaskThatCannotBeSentFailsAloneAndThePoolServesOn) {
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Pool> pool, Pool::Create(Opts()));
+  absl::StatusOr<int> bad = pool->ApplyAsync(IsOpen, UniqueFd(-1)).Get(absl::Seconds(30));
+  EXPECT_THAT(bad, StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("is not open")))
+      << bad.status();
+  int fds[2];
+  ASSERT_EQ(::pipe2(fds, O_CLOEXEC), 0);
+  ::close(fds[1]);
+  EXPECT_THAT(pool->ApplyAsync(IsOpen, UniqueFd(fds[0])).Get(absl::Seconds(30)), IsOkAndHolds(1));
+  std::vector<int> in(50);
+  for (int i = 0; i < 50; ++i) in[i] = i;
+  ASSERT_OK_AND_ASSIGN(std::vector<int> out, pool->Map(Square, in, 1));
+  for (int i = 0; i < 50; ++i) EXPECT_EQ(out[i], i * i);
 }
 
 std::string Reverse(std::string s) { return std::string(s.rbegin(), s.rend()); }

@@ -63,9 +63,20 @@ struct Channel {
   int end = 0;
 };
 
+// A failure after the message was announced in the ring leaves the channel unusable (the
+// receiver waits for socket bytes that will not come): `*intact` says whether it still is.
+// Descriptors are checked before anything is announced, so a task naming a closed one fails
+// alone (INVALID_ARGUMENT) and the channel goes on.
 absl::Status ChannelSend(const Channel& c, uint8_t kind, std::span<const std::byte> head,
                          std::span<const std::byte> body, std::span<const int> fds,
-                         const Deadline& deadline) {
+                         const Deadline& deadline, bool* intact = nullptr) {
+  if (intact != nullptr) *intact = true;
+  for (int fd : fds) {
+    if (::fcntl(fd, F_GETFD) < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("descriptor ", fd, " in the message is not open"));
+    }
+  }
   std::byte prefix[32];
   if (fds.empty() && 1 + head.size() <= sizeof(prefix)) {
     prefix[0] = std::byte{kind};
@@ -76,7 +87,9 @@ absl::Status ChannelSend(const Channel& c, uint8_t kind, std::span<const std::by
   }
   MPROC_RETURN_IF_ERROR(c.link->Append(c.end, c.sock, LinkRecord::kSocketMessage, {}, deadline));
   const std::span<const std::byte> parts[2] = {head, body};
-  return WriteFrameParts(c.sock, kind, parts, fds, deadline, {}, FdKind::kStreamSocket);
+  absl::Status s = WriteFrameParts(c.sock, kind, parts, fds, deadline, {}, FdKind::kStreamSocket);
+  if (!s.ok() && intact != nullptr) *intact = false;
+  return s;
 }
 
 // One received message. `payload` points into the ring (until ChannelRelease), into `scratch`
@@ -679,6 +692,7 @@ void PoolCore::Run() {
   };
 
   std::vector<pollfd> pfds;
+  std::vector<std::pair<size_t, State::PendingTask>> sends;  // assigned, to send
   int64_t last_look = 0;
   for (;;) {
     // 1. Hand pending tasks to idle workers; decide whether we are done.
@@ -697,9 +711,12 @@ void PoolCore::Run() {
       terminate = st.terminated;
       if (!terminate) {
         // Round-robin, up to kWindow tasks queued per worker (so a worker never idles on a
-        // round trip), never past a worker's maxtasksperchild budget.
+        // round trip), never past a worker's maxtasksperchild budget. The assignments are
+        // made under the lock and sent after it, all at once: a thread submitting tasks
+        // meanwhile waits for one short section, not one per task.
         for (size_t round = 0; round < kWindow && !st.pending.empty(); ++round)
-        for (auto& w : st.workers) {
+        for (size_t wi = 0; wi < st.workers.size(); ++wi) {
+          State::Worker& w = st.workers[wi];
           if (st.pending.empty()) break;
           if (w.tasks.size() > round) continue;
           if (st.opts.maxtasksperchild > 0 && w.assigned >= st.opts.maxtasksperchild) continue;
@@ -712,36 +729,42 @@ void PoolCore::Run() {
           }
           State::PendingTask pt = std::move(st.pending.front());
           st.pending.pop_front();
-          const uint64_t id = pt.id;
-          const EncodeBuffer& task = pt.task;
-          EncodeBuffer idbuf;
-          Encode(id, idbuf);
-          w.tasks.push_back(id);  // the ledger entry, before the worker can run it
-          w.sizes.push_back(task.size());
-          w.queued_bytes += task.size();
+          w.tasks.push_back(pt.id);  // the ledger entry, before the worker can run it
+          w.sizes.push_back(pt.task.size());
+          w.queued_bytes += pt.task.size();
           ++w.assigned;
-          lock.unlock();
-          absl::Status s = ChannelSend(w.channel(), kTask, idbuf.bytes(), task.bytes(), task.fds(),
-                                       Deadline::After(absl::Seconds(60)));
-          lock.lock();
-          if (!s.ok()) {
-            if (absl::IsOutOfRange(s)) break;  // the worker is dying: its death fails the task
-            // Anything else (say, a descriptor the task names is gone): this task fails, the
-            // worker never saw it.
-            w.tasks.pop_back();
-            w.sizes.pop_back();
-            w.queued_bytes -= task.size();
-            --w.assigned;
-            to_fail.emplace_back(id, absl::Status(s.code(), absl::StrCat(
-                                         "pool could not send the task: ", s.message())));
-            break;
-          }
+          sends.emplace_back(wi, std::move(pt));
         }
       }
       bool busy = false;
       for (auto& w : st.workers) busy |= !w.tasks.empty();
       stop = terminate || (st.closed && st.pending.empty() && !busy);
     }
+    for (auto& [wi, pt] : sends) {
+      State::Worker& w = st.workers[wi];
+      EncodeBuffer idbuf;
+      Encode(pt.id, idbuf);
+      bool intact = true;
+      absl::Status s = ChannelSend(w.channel(), kTask, idbuf.bytes(), pt.task.bytes(),
+                                   pt.task.fds(), Deadline::After(absl::Seconds(60)), &intact);
+      // A worker that is dying (OUT_OF_RANGE) keeps the task in its ledger: its death fails it.
+      if (s.ok() || absl::IsOutOfRange(s)) continue;
+      // Anything else (a descriptor the task names is not open, say): this task fails, the
+      // worker never saw it. If the message was announced but not sent, the worker's channel
+      // is broken: the worker is killed, and its death fails what it held and replaces it.
+      if (!intact) (void)w.proc->Kill();
+      for (size_t k = w.tasks.size(); k-- > 0;) {
+        if (w.tasks[k] != pt.id) continue;
+        w.queued_bytes -= w.sizes[k];
+        w.tasks.erase(w.tasks.begin() + static_cast<ptrdiff_t>(k));
+        w.sizes.erase(w.sizes.begin() + static_cast<ptrdiff_t>(k));
+        --w.assigned;
+        break;
+      }
+      to_fail.emplace_back(pt.id, absl::Status(s.code(), absl::StrCat(
+                                      "pool could not send the task: ", s.message())));
+    }
+    sends.clear();
     for (auto& [id, why] : to_fail) fail(id, why);
     if (stop) break;
 
