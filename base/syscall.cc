@@ -194,4 +194,14 @@ int SetNonBlocking(int fd, bool on) {
   return 0;
 }
 
+absl::Status CheckDescriptorsOpen(std::span<const int> fds) {
+  for (int fd : fds) {
+    if (::fcntl(fd, F_GETFD) < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("descriptor ", fd, " in the message is not open"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace mproc

@@ -130,6 +130,11 @@ void CollectScmRights(msghdr* msg, std::vector<UniqueFd>* out);
 // the first call; async-signal-safe.
 void IgnoreSigpipe();
 
+// OK when every descriptor in `fds` is open; else INVALID_ARGUMENT naming the first that is
+// not. For senders that announce a message before its descriptors go out (SCM_RIGHTS fails
+// the whole sendmsg with EBADF): checked first, a bad descriptor fails that send alone.
+absl::Status CheckDescriptorsOpen(std::span<const int> fds);
+
 }  // namespace mproc
 
 #endif  // MPROC_BASE_SYSCALL_H_

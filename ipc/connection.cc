@@ -89,6 +89,9 @@ absl::Status Connection::SendParts(std::span<const int> fds,
     return WriteCPythonMessage(fd_.get(), *bytes, deadline);
   }
   if (fds.size() > kMaxFds) return SendFds(fds, deadline);  // its error, before any record
+  // A descriptor that is not open would fail the sendmsg after its record was announced, and
+  // the receiver would wait for it: refuse it first.
+  MPROC_RETURN_IF_ERROR(CheckDescriptorsOpen(fds));
   Turn turn(link_.get(), end_, /*reader=*/false);
   MPROC_RETURN_IF_ERROR(turn.Take(deadline));
   MPROC_RETURN_IF_ERROR(link_->CheckPeer(end_, fd_.get()));

@@ -192,6 +192,26 @@ TEST(ConnectionTest, HandlesCrossDuplexConnections) {
   EXPECT_THAT(b.RecvHandle(), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("without a descriptor")));
 }
 
+// A descriptor that is not open is refused before anything is announced to the peer: the
+// send fails alone and the connection goes on carrying messages and descriptors (it used to
+// leave the receiver waiting for a descriptor that never came).
+TEST(ConnectionTest, ADescriptorThatIsNotOpenFailsItsSendAlone) {
+  ASSERT_OK_AND_ASSIGN(auto pair, Pipe());
+  auto& [a, b] = pair;
+  int p[2];
+  ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
+  const int closed = p[1];
+  ::close(closed);
+  UniqueFd r(p[0]);
+  EXPECT_THAT(a.SendHandle(closed), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not open")));
+  MPROC_ASSERT_OK(a.SendBytes("after"));
+  ASSERT_OK_AND_ASSIGN(std::string m, b.RecvBytes(std::nullopt, absl::Seconds(5)));
+  EXPECT_EQ(m, "after");
+  MPROC_ASSERT_OK(a.SendHandle(r.get()));
+  ASSERT_OK_AND_ASSIGN(UniqueFd got, b.RecvHandle(absl::Seconds(5)));
+  EXPECT_TRUE(got.ok());
+}
+
 TEST(ConnectionTest, ValuesThatCarryDescriptors) {
   ASSERT_OK_AND_ASSIGN(auto pair, Pipe());
   auto& [a, b] = pair;

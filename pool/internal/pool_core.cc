@@ -71,12 +71,7 @@ absl::Status ChannelSend(const Channel& c, uint8_t kind, std::span<const std::by
                          std::span<const std::byte> body, std::span<const int> fds,
                          const Deadline& deadline, bool* intact = nullptr) {
   if (intact != nullptr) *intact = true;
-  for (int fd : fds) {
-    if (::fcntl(fd, F_GETFD) < 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("descriptor ", fd, " in the message is not open"));
-    }
-  }
+  MPROC_RETURN_IF_ERROR(CheckDescriptorsOpen(fds));
   std::byte prefix[32];
   if (fds.empty() && 1 + head.size() <= sizeof(prefix)) {
     prefix[0] = std::byte{kind};
