@@ -7,7 +7,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <climits>
 #include <cstdlib>
 #include <cstring>
 
@@ -123,10 +125,17 @@ absl::Status WriteAll(int fd, const void* buf, size_t len, const Deadline& deadl
   const char* p = static_cast<const char*>(buf);
   size_t done = 0;
   bool sock = true;  // until send() says ENOTSOCK
+  // With a deadline no call may block past it: a blocking send() of more than the socket takes
+  // waits until it all went, whatever poll() said. Sockets are sent to with MSG_DONTWAIT;
+  // pipes, which have no per-call flag, get at most PIPE_BUF bytes per write after poll() said
+  // writable (a pipe is writable while a PIPE_BUF write fits).
+  const bool bounded = !deadline.infinite();
+  const int send_flags = MSG_NOSIGNAL | (bounded ? MSG_DONTWAIT : 0);
   while (done < len) {
-    if (!deadline.infinite()) MPROC_RETURN_IF_ERROR(AwaitFd(fd, POLLOUT, deadline, what, done, len));
+    if (bounded) MPROC_RETURN_IF_ERROR(AwaitFd(fd, POLLOUT, deadline, what, done, len));
     ssize_t n = RetryEintr([&] {
-      return sock ? ::send(fd, p + done, len - done, MSG_NOSIGNAL) : ::write(fd, p + done, len - done);
+      if (sock) return ::send(fd, p + done, len - done, send_flags);
+      return ::write(fd, p + done, bounded ? std::min<size_t>(len - done, PIPE_BUF) : len - done);
     });
     if (n < 0) {
       if (sock && errno == ENOTSOCK) {

@@ -57,6 +57,25 @@ TEST(SyscallTest, ReadFullReportsErrno) {
   EXPECT_EQ(WriteFull(-1, &c, 1), -EBADF);
 }
 
+// A write bigger than the socket or pipe buffer, to a blocking descriptor nobody reads, ends
+// at its deadline with what went through: it must never block in one send() or write() past
+// it (a blocking send of 8 MiB used to wait for a reader forever).
+TEST(SyscallTest, WriteAllHonoursItsDeadlineOnBlockingDescriptors) {
+  const std::string big(8 << 20, 'w');
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  UniqueFd a(sv[0]);
+  UniqueFd b(sv[1]);
+  PipePair p = MakePipe();
+  for (int fd : {a.get(), p.w.get()}) {
+    const int64_t t0 = MonotonicNowNs();
+    absl::Status s = WriteAll(fd, big.data(), big.size(), Deadline::After(absl::Milliseconds(50)),
+                              "write(x)");
+    EXPECT_THAT(s, StatusIs(absl::StatusCode::kDeadlineExceeded, HasSubstr("of 8388608")));
+    EXPECT_LT(MonotonicNowNs() - t0, 5'000'000'000) << "blocked past its deadline";
+  }
+}
+
 TEST(SyscallTest, ReadExactTimesOutAsDeadlineExceeded) {
   PipePair p = MakePipe();
   ASSERT_EQ(::write(p.w.get(), "ab", 2), 2);

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <climits>
 #include <cstring>
 #include <optional>
 
@@ -170,14 +171,26 @@ absl::Status WriteFrameParts(int fd, uint8_t kind,
       iov[n_iov++] = {static_cast<char*>(v.iov_base) + skip, v.iov_len - skip};
       skip = 0;
     }
+    // With a deadline no call may block past it (base/syscall.h WriteAll): sockets are sent
+    // to with MSG_DONTWAIT, and a pipe gets at most PIPE_BUF bytes per writev.
+    const bool bounded = !deadline.infinite();
     ssize_t n;
     if (socket) {
       msghdr msg = {};
       msg.msg_iov = iov;
       msg.msg_iovlen = n_iov;
       if (done == 0) AttachScmRights(&msg, fds, control.buf);
-      n = ::sendmsg(fd, &msg, MSG_NOSIGNAL);
+      n = ::sendmsg(fd, &msg, MSG_NOSIGNAL | (bounded ? MSG_DONTWAIT : 0));
     } else {
+      if (bounded) {
+        size_t room = PIPE_BUF, k = 0;
+        while (k < n_iov && room > 0) {
+          if (iov[k].iov_len > room) iov[k].iov_len = room;
+          room -= iov[k].iov_len;
+          ++k;
+        }
+        n_iov = k;
+      }
       n = ::writev(fd, iov, static_cast<int>(n_iov));
     }
     if (n < 0) {

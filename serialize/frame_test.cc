@@ -116,6 +116,18 @@ TEST_P(FrameTest, WriteToGoneReaderIsOutOfRange) {
               StatusIs(absl::StatusCode::kOutOfRange));
 }
 
+// A frame bigger than the pipe or socket buffer, to a reader that never reads, ends at the
+// write's deadline: no send or writev may block past it.
+TEST_P(FrameTest, WriteHonoursItsDeadline) {
+  if (GetParam() == Transport::kSeqpacket) GTEST_SKIP() << "one record: EMSGSIZE, not a wait";
+  Channel c = Make(GetParam());
+  const std::string big(8 << 20, 'f');
+  const int64_t t0 = MonotonicNowNs();
+  EXPECT_THAT(WriteFrame(c.w.get(), 1, AsBytes(big), {}, Deadline::After(absl::Milliseconds(50))),
+              StatusIs(absl::StatusCode::kDeadlineExceeded));
+  EXPECT_LT(MonotonicNowNs() - t0, 5'000'000'000) << "blocked past its deadline";
+}
+
 TEST_P(FrameTest, ReadTimesOut) {
   Channel c = Make(GetParam());
   int64_t t0 = MonotonicNowNs();
