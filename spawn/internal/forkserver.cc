@@ -180,11 +180,21 @@ absl::Status StartServerLocked(ServerState& s) {
   absl::Status sent = WriteFrame(owner_end.get(), kBootstrapForkServer, buf,
                                  Deadline::After(absl::Seconds(30)), {}, FdKind::kSeqpacketSocket);
   if (!sent.ok()) {
-    ::kill(launched->pid, SIGKILL);
-    int status;
+    // A server gone before its bootstrap arrived (OUT_OF_RANGE) has exited on its own: most
+    // likely main() ran without mproc::Init and refused. Its status says; a live one is killed.
+    const bool gone = absl::IsOutOfRange(sent);
+    if (!gone) ::kill(launched->pid, SIGKILL);
+    int status = 0;
     while (::waitpid(launched->pid, &status, 0) < 0 && errno == EINTR) {
     }
     RemoveSocketDir(dir, path);
+    if (gone) {
+      const int code = WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+      return absl::UnavailableError(absl::StrCat(
+          "starting the fork server: ", sent.message(), "; the server (just started) exited with "
+          "status ", code, " before serving. Does main() call mproc::Init(argc, argv) first? "
+          "(gtest binaries: link //spawn:test_main)"));
+    }
     return absl::UnavailableError(absl::StrCat("starting the fork server: ", sent.message()));
   }
   s.owner_pid = CurrentPid();
