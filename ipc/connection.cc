@@ -69,6 +69,10 @@ absl::StatusOr<Connection> Connection::FromFd(UniqueFd fd, bool readable, bool w
 absl::Status Connection::CheckOpen(bool for_read) const {
   if (!fd_.ok()) return absl::FailedPreconditionError("connection is closed");
   if (for_read && !readable_) return absl::FailedPreconditionError("connection is write-only");
+  if (!for_read && write_torn_) {
+    return absl::FailedPreconditionError(
+        "an earlier Send failed partway through its message: this end can no longer be written");
+  }
   if (!for_read && !writable_) return absl::FailedPreconditionError("connection is read-only");
   return absl::OkStatus();
 }
@@ -95,9 +99,19 @@ absl::Status Connection::SendParts(std::span<const int> fds,
   Turn turn(link_.get(), end_, /*reader=*/false);
   MPROC_RETURN_IF_ERROR(turn.Take(deadline));
   MPROC_RETURN_IF_ERROR(link_->CheckPeer(end_, fd_.get()));
+  // Socket bytes that an announced record promised and that did not all go out (a timeout, an
+  // error) leave the peer waiting mid-message: this handle is done writing.
+  auto after_announce = [&](absl::Status s) {
+    if (!s.ok() && !absl::IsOutOfRange(s)) {
+      write_torn_ = true;
+      return absl::Status(s.code(), absl::StrCat(s.message(), " (partway through a message: "
+                                                 "this end can no longer be written)"));
+    }
+    return s;
+  };
   if (!fds.empty()) {
     MPROC_RETURN_IF_ERROR(link_->Append(end_, fd_.get(), LinkRecord::kHandle, {}, deadline));
-    MPROC_RETURN_IF_ERROR(SendFds(fds, deadline));
+    MPROC_RETURN_IF_ERROR(after_announce(SendFds(fds, deadline)));
   }
   if (bytes == nullptr) return absl::OkStatus();
   if (bytes->size() <= ipc_internal::kLinkInlineMax) {
@@ -106,7 +120,7 @@ absl::Status Connection::SendParts(std::span<const int> fds,
   // A long message keeps the socket's buffering: a Send of it may complete before the peer
   // reads, as on a plain socket, which pieces streamed through the ring could not promise.
   MPROC_RETURN_IF_ERROR(link_->Append(end_, fd_.get(), LinkRecord::kSocketMessage, {}, deadline));
-  return WriteCPythonMessage(fd_.get(), *bytes, deadline);
+  return after_announce(WriteCPythonMessage(fd_.get(), *bytes, deadline));
 }
 
 absl::Status Connection::SendEncoded(const EncodeBuffer& buf, const Deadline& deadline) {
@@ -142,23 +156,29 @@ absl::Status Connection::RecvMessage(std::optional<uint64_t> max_length, const D
                                      std::string* out, void* ctx, Visitor visit) {
   MPROC_RETURN_IF_ERROR(CheckOpen(true));
   absl::Status s;
+  bool started = false;  // a byte of a socket message was consumed
   if (link_ != nullptr) {
-    s = RingRecv(max_length.value_or(UINT64_MAX), deadline, out, ctx, visit);
+    s = RingRecv(max_length.value_or(UINT64_MAX), deadline, out, ctx, visit, &started);
   } else {
-    s = ReadCPythonMessage(fd_.get(), max_length.value_or(UINT64_MAX), deadline, out);
+    s = ReadCPythonMessage(fd_.get(), max_length.value_or(UINT64_MAX), deadline, out, &started);
     if (s.ok() && visit != nullptr) visit(ctx, std::as_bytes(std::span(out->data(), out->size())));
   }
-  if (!s.ok() && !absl::IsOutOfRange(s) && !absl::IsDeadlineExceeded(s)) {
-    // The stream is desynchronised (bad length, or an error mid-message): no more reading,
-    // as CPython marks the connection unreadable.
-    readable_ = false;
-    if (!writable_) fd_.Reset();
+  if (absl::IsDeadlineExceeded(s) && started) {
+    // Timed out partway through a message: the rest would be read as the next message.
+    s = absl::DeadlineExceededError(absl::StrCat(
+        s.message(), " (partway through a message: the connection can no longer be read)"));
+  } else if (s.ok() || absl::IsOutOfRange(s) || absl::IsDeadlineExceeded(s)) {
+    return s;
   }
+  // The stream is desynchronised (bad length, or an error or timeout mid-message): no more
+  // reading, as CPython marks the connection unreadable.
+  readable_ = false;
+  if (!writable_) fd_.Reset();
   return s;
 }
 
 absl::Status Connection::RingRecv(uint64_t max_length, const Deadline& deadline,
-                                  std::string* out, void* ctx, Visitor visit) {
+                                  std::string* out, void* ctx, Visitor visit, bool* started) {
   Turn turn(link_.get(), end_, /*reader=*/true);
   MPROC_RETURN_IF_ERROR(turn.Take(deadline));
   MPROC_ASSIGN_OR_RETURN(RingLink::Next next, link_->Peek(end_, fd_.get(), deadline));
@@ -179,11 +199,16 @@ absl::Status Connection::RingRecv(uint64_t max_length, const Deadline& deadline,
       link_->Consume(end_, next, out);
       if (visit != nullptr) visit(ctx, std::as_bytes(std::span(out->data(), out->size())));
       break;
-    case LinkRecord::kSocketMessage:
+    case LinkRecord::kSocketMessage: {
+      // The record stays until the message is read: a timeout before its first byte leaves
+      // everything where it was, for the next Recv.
+      absl::Status s = ReadCPythonMessage(fd_.get(), max_length, deadline, out, started);
+      if (!s.ok() && !*started) return s;
       link_->Consume(end_, next, nullptr);
-      MPROC_RETURN_IF_ERROR(ReadCPythonMessage(fd_.get(), max_length, deadline, out));
+      MPROC_RETURN_IF_ERROR(s);
       if (visit != nullptr) visit(ctx, std::as_bytes(std::span(out->data(), out->size())));
       break;
+    }
     case LinkRecord::kHandle:
       return absl::InvalidArgumentError(
           "a descriptor arrived where a message was expected (RecvHandle takes it)");

@@ -162,7 +162,7 @@ class Connection {
   absl::Status RecvMessage(std::optional<uint64_t> max_length, const Deadline& deadline,
                            std::string* out, void* ctx = nullptr, Visitor visit = nullptr);
   absl::Status RingRecv(uint64_t max_length, const Deadline& deadline, std::string* out,
-                        void* ctx, Visitor visit);
+                        void* ctx, Visitor visit, bool* started);
   absl::Status RecvFds(const Deadline& deadline, std::vector<UniqueFd>* out);
   absl::Status RecvFdsOnSocket(const Deadline& deadline, std::vector<UniqueFd>* out);
   absl::Status SendFds(std::span<const int> fds, const Deadline& deadline);
@@ -175,6 +175,9 @@ class Connection {
   UniqueFd fd_;
   bool readable_ = false;
   bool writable_ = false;
+  // A Send failed after its message was announced in the ring (the peer waits for bytes that
+  // will not come): this handle writes no more, so it cannot splice a later message in.
+  bool write_torn_ = false;
   std::string scratch_;
   // Duplex Pipes: the shared rings, and which end this is.
   std::shared_ptr<ipc_internal::RingLink> link_;

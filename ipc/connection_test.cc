@@ -212,6 +212,59 @@ TEST(ConnectionTest, ADescriptorThatIsNotOpenFailsItsSendAlone) {
   EXPECT_TRUE(got.ok());
 }
 
+// A long Send that times out partway (nobody reads) leaves the peer mid-message: that handle
+// refuses further writes, so no later message is spliced into the torn one.
+TEST(ConnectionTest, ASendThatTimesOutPartwayEndsWritingOnThatHandle) {
+  ASSERT_OK_AND_ASSIGN(auto pair, Pipe());
+  auto& [a, b] = pair;
+  const std::string big(8 << 20, 'x');  // far more than the socket buffers
+  EXPECT_THAT(a.SendBytes(big, absl::Milliseconds(50)),
+              StatusIs(absl::StatusCode::kDeadlineExceeded, HasSubstr("no longer be written")));
+  EXPECT_THAT(a.SendBytes("small"),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("partway")));
+  // The reader sees the torn message as incomplete, never as another message, and stops.
+  EXPECT_THAT(b.RecvBytes(std::nullopt, absl::Milliseconds(100)).status(),
+              StatusIs(absl::StatusCode::kDeadlineExceeded, HasSubstr("can no longer be read")));
+  EXPECT_THAT(b.RecvBytes(std::nullopt, absl::Seconds(5)).status(),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
+}
+
+// A Recv that times out before a message begins consumes nothing, on a duplex Pipe (long
+// messages travel on its socket) and on a plain socket connection; one that times out partway
+// through a message ends reading, since the rest would pass for the next message.
+TEST(ConnectionTest, RecvTimeoutsBeforeAMessageLoseNothingAndPartwayOnesEndReading) {
+  ASSERT_OK_AND_ASSIGN(auto pair, Pipe());
+  auto& [a, b] = pair;
+  EXPECT_THAT(b.RecvBytes(std::nullopt, absl::Milliseconds(20)).status(),
+              StatusIs(absl::StatusCode::kDeadlineExceeded));
+  const std::string long_message(100 << 10, 'L');
+  std::thread sender([&] {
+    ::usleep(30'000);
+    EXPECT_TRUE(a.SendBytes(long_message).ok());
+  });
+  absl::Status first = b.RecvBytes(std::nullopt, absl::Milliseconds(5)).status();
+  EXPECT_TRUE(first.ok() || absl::IsDeadlineExceeded(first)) << first;
+  ASSERT_OK_AND_ASSIGN(std::string got, b.RecvBytes(std::nullopt, absl::Seconds(10)));
+  sender.join();
+  EXPECT_TRUE(got == long_message);
+
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  UniqueFd raw(sv[0]);
+  ASSERT_OK_AND_ASSIGN(Connection c, Connection::FromFd(UniqueFd(sv[1]), true, true));
+  EXPECT_THAT(c.RecvBytes(std::nullopt, absl::Milliseconds(20)).status(),
+              StatusIs(absl::StatusCode::kDeadlineExceeded));
+  const unsigned char whole[] = {0, 0, 0, 2, 'o', 'k'};
+  ASSERT_EQ(::write(raw.get(), whole, sizeof(whole)), 6);
+  EXPECT_THAT(c.RecvBytes(std::nullopt, absl::Seconds(5)), IsOkAndHolds(std::string("ok")));
+  const unsigned char torn[] = {0, 0, 0, 100, 'p', 'a', 'r', 't'};  // 4 of 100 bytes
+  ASSERT_EQ(::write(raw.get(), torn, sizeof(torn)), 8);
+  EXPECT_THAT(c.RecvBytes(std::nullopt, absl::Milliseconds(50)).status(),
+              StatusIs(absl::StatusCode::kDeadlineExceeded, HasSubstr("can no longer be read")));
+  EXPECT_THAT(c.RecvBytes(std::nullopt, absl::Seconds(5)).status(),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
+}
+
 TEST(ConnectionTest, ValuesThatCarryDescriptors) {
   ASSERT_OK_AND_ASSIGN(auto pair, Pipe());
   auto& [a, b] = pair;

@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "base/status.h"
 #include "base/syscall.h"
 
 namespace mproc {
@@ -41,16 +42,25 @@ absl::Status WriteCPythonMessage(int fd, std::span<const std::byte> payload,
 }
 
 absl::Status ReadCPythonMessage(int fd, uint64_t max_len, const Deadline& deadline,
-                                std::string* out) {
+                                std::string* out, bool* started) {
   out->clear();
+  if (started != nullptr) *started = false;
   // A message (a reply, a handshake step) usually comes within microseconds: spin briefly
   // before blocking, which saves a cross-CPU wake-up (base/syscall.h).
-  SpinUntilReady(fd, POLLIN, deadline);
+  if (!SpinUntilReady(fd, POLLIN, deadline) && !deadline.infinite()) {
+    // Wait for the first byte here, so that a timeout before the message consumed nothing.
+    const int r = WaitReadable(fd, deadline);
+    if (r < 0) return ErrnoToStatus(-r, "poll(connection)");
+    if (r == 0) return absl::DeadlineExceededError("read(connection header): timed out");
+  }
+  // From here on a failure other than a clean end of file leaves the stream mid-message.
+  if (started != nullptr) *started = true;
   uint32_t be;
   // A clean EOF before the first byte is "peer closed"; ReadExact says how many bytes came.
   absl::Status s = ReadExact(fd, &be, 4, deadline, "read(connection header)");
   if (!s.ok()) {
     if (absl::IsOutOfRange(s) && s.message().find("after 0 of") != absl::string_view::npos) {
+      if (started != nullptr) *started = false;
       return absl::OutOfRangeError("peer closed the connection");
     }
     return s;

@@ -37,8 +37,11 @@ inline absl::Status WriteCPythonMessage(int fd, std::string_view payload,
 
 // Reads one message of at most `max_len` bytes into `out` (its capacity is reused).
 // OUT_OF_RANGE when the peer closed before a message began or in its middle.
+// `*started` (optional) says whether any byte of the message was consumed: a failure with
+// *started false (a timeout before the message began) leaves the stream where it was, one
+// with *started true leaves it mid-message.
 absl::Status ReadCPythonMessage(int fd, uint64_t max_len, const Deadline& deadline,
-                                std::string* out);
+                                std::string* out, bool* started = nullptr);
 absl::StatusOr<std::string> ReadCPythonMessage(int fd, uint64_t max_len, const Deadline& deadline);
 
 // The header bytes for a payload of `len` bytes (4 or 12 bytes).
