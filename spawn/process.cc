@@ -466,7 +466,7 @@ absl::Status Process::CheckUsable(std::string_view what) const {
   return absl::OkStatus();
 }
 
-absl::Status Process::Start() {
+absl::Status Process::CheckStartable() {
   if (closed_) return absl::FailedPreconditionError("Start: the process object is closed");
   if (child_ != nullptr) {
     return absl::FailedPreconditionError("Start: a process can only be started once");
@@ -481,6 +481,11 @@ absl::Status Process::Start() {
         "Start: a daemon process is not allowed to have children (CPython's rule)");
   }
   if (name_.empty()) name_ = absl::StrCat("Process-", ++G().counter);
+  return absl::OkStatus();
+}
+
+absl::Status Process::Start() {
+  MPROC_RETURN_IF_ERROR(CheckStartable());
   StartMethod method = method_.value_or(GetStartMethod());
   absl::Status s;
   switch (method) {
@@ -493,6 +498,44 @@ absl::Status Process::Start() {
   // here, as a parent should once the child holds it).
   if (s.ok()) payload_ = spawn_internal::Payload();
   return s;
+}
+
+std::vector<absl::Status> Process::StartAll(std::span<Process* const> procs) {
+  std::vector<absl::Status> out(procs.size());
+  std::vector<size_t> batched;
+  std::vector<EncodeBuffer> bufs;
+  bufs.reserve(procs.size());
+  for (size_t i = 0; i < procs.size(); ++i) {
+    Process& p = *procs[i];
+    if (p.method_.value_or(GetStartMethod()) != StartMethod::kForkServer) {
+      out[i] = p.Start();
+      continue;
+    }
+    out[i] = p.CheckStartable();
+    if (!out[i].ok()) continue;
+    absl::StatusOr<EncodeBuffer> buf = p.EncodeBootstrap("forkserver");
+    if (!buf.ok()) {
+      out[i] = buf.status();
+      continue;
+    }
+    batched.push_back(i);
+    bufs.push_back(*std::move(buf));
+  }
+  if (batched.empty()) return out;
+  std::vector<EncodeBuffer*> ptrs;
+  for (EncodeBuffer& b : bufs) ptrs.push_back(&b);
+  std::vector<absl::StatusOr<spawn_internal::ForkServerChild>> children =
+      spawn_internal::ForkServerStartMany(ptrs);
+  for (size_t k = 0; k < batched.size(); ++k) {
+    Process& p = *procs[batched[k]];
+    if (!children[k].ok()) {
+      out[batched[k]] = children[k].status();
+      continue;
+    }
+    p.AdoptForkServerChild(*std::move(children[k]));
+    p.payload_ = spawn_internal::Payload();
+  }
+  return out;
 }
 
 absl::Status Process::StartFork() {
@@ -564,6 +607,11 @@ void AdoptChild(Process& p, std::shared_ptr<ChildRecord> rec) {
 absl::Status Process::StartForkServer() {
   MPROC_ASSIGN_OR_RETURN(EncodeBuffer buf, EncodeBootstrap("forkserver"));
   MPROC_ASSIGN_OR_RETURN(spawn_internal::ForkServerChild fc, spawn_internal::ForkServerStart(buf));
+  AdoptForkServerChild(std::move(fc));
+  return absl::OkStatus();
+}
+
+void Process::AdoptForkServerChild(spawn_internal::ForkServerChild fc) {
   auto rec = std::make_shared<ChildRecord>();
   rec->daemon = daemon_;
   rec->pid = fc.pid;
@@ -572,7 +620,6 @@ absl::Status Process::StartForkServer() {
   child_ = rec;
   owner_pid_ = CurrentPid();
   spawn_internal::RegisterChild(rec);
-  return absl::OkStatus();
 }
 
 absl::StatusOr<EncodeBuffer> Process::EncodeBootstrap(std::string_view method) const {

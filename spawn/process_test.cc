@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <stdexcept>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -406,6 +407,40 @@ class ForkServerTest : public ::testing::Test {
     return p.exitcode();
   }
 };
+
+int ExitWith(int code) { return code; }
+
+// StartAll starts each process as its own Start would, forkserver ones in one batch of
+// requests: every child runs its own target with its own arguments, in whatever start method
+// it has, and a process that cannot start (started already) fails alone.
+TEST_F(ForkServerTest, StartAllStartsEachProcessAndBatchesTheForkServerOnes) {
+  std::vector<std::unique_ptr<Process>> procs;
+  for (int i = 0; i < 4; ++i) {
+    procs.push_back(std::make_unique<Process>(ExitWith, 10 + i));
+    procs.back()->SetStartMethod(StartMethod::kForkServer);
+  }
+  procs.push_back(std::make_unique<Process>(ExitWith, 20));
+  procs.back()->SetStartMethod(StartMethod::kSpawn);
+  auto again = std::make_unique<Process>(ExitWith, 30);
+  again->SetStartMethod(StartMethod::kForkServer);
+  MPROC_ASSERT_OK(again->Start());
+  std::vector<Process*> batch;
+  for (auto& p : procs) batch.push_back(p.get());
+  batch.push_back(again.get());
+  std::vector<absl::Status> started = Process::StartAll(batch);
+  ASSERT_EQ(started.size(), batch.size());
+  for (size_t i = 0; i + 1 < started.size(); ++i) MPROC_EXPECT_OK(started[i]) << i;
+  EXPECT_THAT(started.back(), StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("once")));
+  std::set<pid_t> pids;
+  for (size_t i = 0; i < procs.size(); ++i) {
+    MPROC_ASSERT_OK(procs[i]->Join(absl::Seconds(30)));
+    EXPECT_EQ(procs[i]->exitcode(), i < 4 ? 10 + static_cast<int>(i) : 20);
+    pids.insert(procs[i]->pid());
+  }
+  EXPECT_EQ(pids.size(), procs.size());
+  MPROC_ASSERT_OK(again->Join(absl::Seconds(30)));
+  EXPECT_EQ(again->exitcode(), 30);
+}
 
 TEST_F(ForkServerTest, ChildsParentIsTheServerWhichHasOneThread) {
   Process warm(Noop);

@@ -14,7 +14,9 @@
 #include <functional>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -81,6 +83,10 @@ struct ForkServerChild {
 // Asks this process's fork server (starting it, or restarting a dead one) to fork a child
 // running the bootstrap in `buf` (to which it attaches the child's status channel).
 absl::StatusOr<ForkServerChild> ForkServerStart(EncodeBuffer& buf);
+// The same for several children: every request is sent before the first reply is read, so
+// the round trips overlap. One result per request, in order.
+std::vector<absl::StatusOr<ForkServerChild>> ForkServerStartMany(
+    std::span<EncodeBuffer* const> bufs);
 // Server side (fork server, Zygote): reaps child `pid` and writes its exit status on its
 // status channel.
 void ReportChildExit(pid_t pid, int status_conn);

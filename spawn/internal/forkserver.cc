@@ -297,22 +297,39 @@ bool Serve(int control, const ServerFds& fds, std::vector<ServedChild>& children
 }  // namespace
 
 absl::StatusOr<ForkServerChild> ForkServerStart(EncodeBuffer& buf) {
+  EncodeBuffer* one[1] = {&buf};
+  return std::move(ForkServerStartMany(one).front());
+}
+
+std::vector<absl::StatusOr<ForkServerChild>> ForkServerStartMany(
+    std::span<EncodeBuffer* const> bufs) {
   ServerState& s = State();
-  std::lock_guard<std::mutex> lock(s.mu);  // one request at a time on the control connection
-  int sv[2];
-  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
-    return ErrnoToStatus(errno, "socketpair(fork server status channel)");
+  std::lock_guard<std::mutex> lock(s.mu);  // one batch at a time on the control connection
+  const size_t n = bufs.size();
+  std::vector<absl::StatusOr<ForkServerChild>> out;
+  std::vector<UniqueFd> status_mine(n);
+  std::vector<UniqueFd> status_theirs(n);  // open until their requests are sent
+  for (size_t i = 0; i < n; ++i) {
+    int sv[2];
+    if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
+      absl::Status e = ErrnoToStatus(errno, "socketpair(fork server status channel)");
+      for (size_t k = 0; k < n; ++k) out.push_back(e);
+      return out;
+    }
+    status_mine[i] = UniqueFd(sv[0]);
+    status_theirs[i] = UniqueFd(sv[1]);
+    bufs[i]->AttachFd(status_theirs[i].get());  // the last descriptor of the request
   }
-  UniqueFd status_mine(sv[0]);
-  UniqueFd status_theirs(sv[1]);
-  buf.AttachFd(status_theirs.get());  // the last descriptor of the request
+  // Every request goes out before the first reply is read: the server forks the children one
+  // after the other, and the round trips overlap.
+  absl::Status st;
   for (int attempt = 0;; ++attempt) {
-    absl::Status st;
+    st = absl::OkStatus();
     bool fresh = false;
     if (!ServerAliveLocked(s)) {
       StopServerLocked(s);  // reap a dead one, if any
       st = StartServerLocked(s);
-      if (!st.ok()) return st;
+      if (!st.ok()) break;
       fresh = true;
     }
     if (!s.control.ok()) {
@@ -321,47 +338,60 @@ absl::StatusOr<ForkServerChild> ForkServerStart(EncodeBuffer& buf) {
       if (conn.ok()) st = ClientHandshake(conn->get(), s.key, Deadline::After(absl::Seconds(10)));
       if (st.ok()) s.control = *std::move(conn);
     }
-    if (st.ok()) {
-      st = SendBootstrap(s.control.get(), buf, FdKind::kStreamSocket,
+    size_t sent = 0;
+    while (st.ok() && sent < n) {
+      st = SendBootstrap(s.control.get(), *bufs[sent], FdKind::kStreamSocket,
                          Deadline::After(absl::Seconds(60)));
+      if (st.ok()) ++sent;
     }
-    Frame reply;
-    if (st.ok()) {
-      st = ReadFrameInto(s.control.get(), reply, Deadline::After(absl::Seconds(60)), {},
-                         FdKind::kStreamSocket);
-    }
-    if (!st.ok()) {
-      if (fresh) {
-        // A server that dies before serving its first request will do so again: say why.
-        int code = StopServerLocked(s);
-        return absl::UnavailableError(absl::StrCat(
-            "fork server: ", st.message(), "; the server (just started) exited with status ", code,
-            " before serving. Does main() call mproc::Init(argc, argv) first? (gtest binaries: "
-            "link //spawn:test_main)"));
+    out.clear();
+    for (size_t i = 0; i < sent; ++i) {
+      Frame reply;
+      absl::Status r = ReadFrameInto(s.control.get(), reply, Deadline::After(absl::Seconds(60)),
+                                     {}, FdKind::kStreamSocket);
+      if (!r.ok()) {
+        st = r;
+        break;
       }
-      // The server may have died under us since it last served: restart it once.
-      StopServerLocked(s);
-      if (attempt == 0) continue;
-      return absl::UnavailableError(absl::StrCat("fork server: ", st.message()));
+      if (reply.kind == kReplyError) {
+        out.push_back(absl::UnavailableError(absl::StrCat(
+            "fork server could not start the child: ",
+            absl::string_view(reinterpret_cast<const char*>(reply.payload().data()),
+                              reply.payload().size()))));
+        continue;
+      }
+      DecodeReader rd(reply.payload(), std::move(reply.fds));
+      int32_t pid = 0;
+      if (reply.kind != kReplyStarted || !Codec<int32_t>::Decode(rd, pid) || pid <= 0) {
+        st = absl::InternalError("fork server: malformed reply");
+        break;
+      }
+      ForkServerChild child;
+      child.pid = pid;
+      (void)rd.TakeFd(0, &child.pidfd);
+      child.status_conn = std::move(status_mine[i]);
+      out.push_back(std::move(child));
     }
-    if (reply.kind == kReplyError) {
-      return absl::UnavailableError(absl::StrCat(
-          "fork server could not start the child: ",
-          absl::string_view(reinterpret_cast<const char*>(reply.payload().data()),
-                            reply.payload().size())));
+    if (st.ok()) break;
+    if (out.empty() && fresh) {
+      // A server that dies before serving its first request will do so again: say why.
+      int code = StopServerLocked(s);
+      st = absl::UnavailableError(absl::StrCat(
+          "fork server: ", st.message(), "; the server (just started) exited with status ", code,
+          " before serving. Does main() call mproc::Init(argc, argv) first? (gtest binaries: "
+          "link //spawn:test_main)"));
+      break;
     }
-    if (reply.kind != kReplyStarted) return absl::InternalError("fork server: unexpected reply");
-    DecodeReader r(reply.payload(), std::move(reply.fds));
-    int32_t pid = 0;
-    if (!Codec<int32_t>::Decode(r, pid) || pid <= 0) {
-      return absl::InternalError("fork server: malformed reply");
-    }
-    ForkServerChild child;
-    child.pid = pid;
-    (void)r.TakeFd(0, &child.pidfd);
-    child.status_conn = std::move(status_mine);
-    return child;
+    // The server may have died under us since it last served: restart it once, unless some
+    // child of this batch already started (its request cannot be sent twice).
+    StopServerLocked(s);
+    if (attempt == 0 && out.empty()) continue;
+    st = absl::UnavailableError(absl::StrCat("fork server: ", st.message()));
+    break;
   }
+  // Requests that got no reply fail with the batch's error.
+  while (out.size() < n) out.push_back(st.ok() ? absl::InternalError("fork server: no reply") : st);
+  return out;
 }
 
 void ReportChildExit(pid_t pid, int status_conn) {
