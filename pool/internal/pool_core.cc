@@ -393,64 +393,112 @@ std::function<int(UniqueFd)> ForkWorkerBody(const CoreOptions& o) {
   };
 }
 
-// Starts a worker: under fork, directly (from the owner, before the pool thread exists) or
-// through the zygote (replacements); otherwise with the pool's start method.
-absl::StatusOr<PoolCore::State::Worker> StartWorker(const CoreOptions& o, Zygote* zygote) {
+// The worker's first message: its rings' segment.
+absl::Status SendLink(PoolCore::State::Worker& w, std::shared_ptr<RingLink> link) {
+  const int seg = link->segment().fd();
+  MPROC_RETURN_IF_ERROR(WriteFrame(w.sock.get(), kLink, {}, std::span<const int>(&seg, 1),
+                                   Deadline::After(absl::Seconds(30)), {},
+                                   FdKind::kStreamSocket));
+  w.link = std::move(link);
+  return absl::OkStatus();
+}
+
+// Starts a fork worker: directly (from the owner, before the pool thread exists) or through
+// the zygote (replacements). Its socket pair is made just before the fork, so it inherits no
+// other worker's.
+absl::StatusOr<PoolCore::State::Worker> StartForkWorker(const CoreOptions& o, Zygote* zygote) {
   MPROC_ASSIGN_OR_RETURN(std::shared_ptr<RingLink> link, RingLink::Create());
-  // The worker's first message: the rings' segment.
-  auto send_link = [&](PoolCore::State::Worker& w) -> absl::Status {
-    const int seg = link->segment().fd();
-    absl::Status s = WriteFrame(w.sock.get(), kLink, {}, std::span<const int>(&seg, 1),
-                                Deadline::After(absl::Seconds(30)), {}, FdKind::kStreamSocket);
-    if (!s.ok()) {
-      (void)w.proc->Kill();
-      (void)w.proc->Join();
-      return s;
-    }
-    w.link = std::move(link);
-    return absl::OkStatus();
-  };
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
     return ErrnoToStatus(errno, "socketpair(pool worker)");
   }
-  UniqueFd mine(sv[0]);
+  PoolCore::State::Worker w;
+  w.sock = UniqueFd(sv[0]);
   UniqueFd theirs(sv[1]);
-  std::unique_ptr<Process> p;
-  StartMethod method = o.start_method.value_or(GetStartMethod());
-  if (method == StartMethod::kFork && zygote != nullptr) {
-    MPROC_ASSIGN_OR_RETURN(p, zygote->Fork(std::move(theirs), "PoolWorker"));
-    PoolCore::State::Worker w;
-    w.proc = std::move(p);
-    w.sock = std::move(mine);
-    MPROC_RETURN_IF_ERROR(send_link(w));
-    return w;
-  }
-  if (method == StartMethod::kFork) {
+  if (zygote != nullptr) {
+    MPROC_ASSIGN_OR_RETURN(w.proc, zygote->Fork(std::move(theirs), "PoolWorker"));
+  } else {
     // Any callable may initialise a fork worker.
     int fd = theirs.get();
-    int parent_end = mine.get();
-    p = std::make_unique<Process>([fd, parent_end, body = ForkWorkerBody(o)]() {
+    int parent_end = w.sock.get();
+    w.proc = std::make_unique<Process>([fd, parent_end, body = ForkWorkerBody(o)]() {
       ::close(parent_end);
       return body(UniqueFd(fd));
     });
-  } else {
-    if (o.fork_initializer) {
-      return absl::FailedPreconditionError(
-          "a capturing initializer runs only under the fork start method; pass a function "
-          "pointer (and arguments) for spawn and forkserver");
-    }
-    p = std::make_unique<Process>(WorkerMain, std::move(theirs), o.init_entry, o.init_bytes,
-                                  DupAll(o.init_fds),
-                                  static_cast<int32_t>(o.maxtasksperchild), o.cancel_on_sigint);
+    w.proc->SetStartMethod(StartMethod::kFork).SetName("PoolWorker");
+    MPROC_RETURN_IF_ERROR(w.proc->Start());
   }
-  p->SetStartMethod(method).SetName("PoolWorker");
-  MPROC_RETURN_IF_ERROR(p->Start());
-  PoolCore::State::Worker w;
-  w.proc = std::move(p);
-  w.sock = std::move(mine);
-  MPROC_RETURN_IF_ERROR(send_link(w));
+  absl::Status s = SendLink(w, std::move(link));
+  if (!s.ok()) {
+    (void)w.proc->Kill();
+    (void)w.proc->Join();
+    return s;
+  }
   return w;
+}
+
+// Starts `count` workers with the pool's start method; under spawn and forkserver in one
+// batch (Process::StartAll: the fork server gets every request before it answers the first,
+// and those children inherit only what they are sent). All or nothing: on an error the
+// workers already started are killed and joined.
+absl::StatusOr<std::vector<PoolCore::State::Worker>> StartWorkers(const CoreOptions& o,
+                                                                  Zygote* zygote, int count) {
+  std::vector<PoolCore::State::Worker> ws;
+  auto undo = [&](absl::Status why) {
+    for (auto& w : ws) {
+      if (w.proc == nullptr || w.proc->pid() <= 0) continue;
+      (void)w.proc->Kill();
+      (void)w.proc->Join();
+    }
+    return why;
+  };
+  const StartMethod method = o.start_method.value_or(GetStartMethod());
+  if (method == StartMethod::kFork) {
+    for (int i = 0; i < count; ++i) {
+      absl::StatusOr<PoolCore::State::Worker> w = StartForkWorker(o, zygote);
+      if (!w.ok()) return undo(w.status());
+      ws.push_back(*std::move(w));
+    }
+    return ws;
+  }
+  if (o.fork_initializer) {
+    return absl::FailedPreconditionError(
+        "a capturing initializer runs only under the fork start method; pass a function "
+        "pointer (and arguments) for spawn and forkserver");
+  }
+  std::vector<std::shared_ptr<RingLink>> links;
+  std::vector<Process*> batch;
+  for (int i = 0; i < count; ++i) {
+    absl::StatusOr<std::shared_ptr<RingLink>> link = RingLink::Create();
+    if (!link.ok()) return undo(link.status());
+    int sv[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+      return undo(ErrnoToStatus(errno, "socketpair(pool worker)"));
+    }
+    PoolCore::State::Worker w;
+    w.sock = UniqueFd(sv[0]);
+    w.proc = std::make_unique<Process>(WorkerMain, UniqueFd(sv[1]), o.init_entry, o.init_bytes,
+                                       DupAll(o.init_fds),
+                                       static_cast<int32_t>(o.maxtasksperchild),
+                                       o.cancel_on_sigint);
+    w.proc->SetStartMethod(method).SetName("PoolWorker");
+    links.push_back(*std::move(link));
+    ws.push_back(std::move(w));
+    batch.push_back(ws.back().proc.get());
+  }
+  for (const absl::Status& st : Process::StartAll(batch)) {
+    if (!st.ok()) return undo(st);
+  }
+  for (int i = 0; i < count; ++i) {
+    absl::Status s = SendLink(ws[i], std::move(links[i]));
+    if (!s.ok()) return undo(s);
+  }
+  return ws;
+}
+
+absl::StatusOr<PoolCore::State::Worker> StartWorker(const CoreOptions& o, Zygote* zygote) {
+  MPROC_ASSIGN_OR_RETURN(std::vector<PoolCore::State::Worker> ws, StartWorkers(o, zygote, 1));
+  return std::move(ws.front());
 }
 
 void RefreshPids(PoolCore::State& st) {
@@ -482,17 +530,7 @@ absl::StatusOr<std::unique_ptr<PoolCore>> PoolCore::Create(CoreOptions options) 
   if (st.opts.start_method.value_or(GetStartMethod()) == StartMethod::kFork) {
     MPROC_ASSIGN_OR_RETURN(st.zygote, Zygote::Start(ForkWorkerBody(st.opts)));
   }
-  for (int i = 0; i < core->processes_; ++i) {
-    absl::StatusOr<State::Worker> w = StartWorker(st.opts, nullptr);
-    if (!w.ok()) {
-      for (auto& x : st.workers) {
-        (void)x.proc->Kill();
-        (void)x.proc->Join();
-      }
-      return w.status();
-    }
-    st.workers.push_back(*std::move(w));
-  }
+  MPROC_ASSIGN_OR_RETURN(st.workers, StartWorkers(st.opts, nullptr, core->processes_));
   RefreshPids(st);
   if (st.sigint.ok()) {
     absl::Status r = RegisterSigint(st.sigint.get());
