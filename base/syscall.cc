@@ -121,9 +121,12 @@ absl::Status ReadExact(int fd, void* buf, size_t len, const Deadline& deadline,
 }
 
 absl::Status WriteAll(int fd, const void* buf, size_t len, const Deadline& deadline,
-                      std::string_view what) {
+                      std::string_view what, size_t* written) {
   const char* p = static_cast<const char*>(buf);
   size_t done = 0;
+  size_t unused;
+  if (written == nullptr) written = &unused;
+  *written = 0;
   bool sock = true;  // until send() says ENOTSOCK
   // With a deadline no call may block past it: a blocking send() of more than the socket takes
   // waits until it all went, whatever poll() said. Sockets are sent to with MSG_DONTWAIT;
@@ -154,6 +157,7 @@ absl::Status WriteAll(int fd, const void* buf, size_t len, const Deadline& deadl
       return ErrnoToStatus(errno, what);
     }
     done += static_cast<size_t>(n);
+    *written = done;
   }
   return absl::OkStatus();
 }

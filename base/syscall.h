@@ -109,8 +109,9 @@ absl::Status ReadExact(int fd, void* buf, size_t len, const Deadline& deadline,
 // IgnoreSigpipe(), which the first pipe write calls); DEADLINE_EXCEEDED; otherwise the errno
 // status. Sockets are found
 // by trying send() first (ENOTSOCK: write() from then on), not by an fstat per call.
+// `*written` (optional): how many bytes went out, also on an error.
 absl::Status WriteAll(int fd, const void* buf, size_t len, const Deadline& deadline,
-                      std::string_view what);
+                      std::string_view what, size_t* written = nullptr);
 
 // Sets or clears O_NONBLOCK. Returns 0 or -errno.
 int SetNonBlocking(int fd, bool on);

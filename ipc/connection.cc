@@ -29,9 +29,11 @@ using ipc_internal::RingLink;
 // Holds a direction's writer or reader turn for one call.
 class Turn {
  public:
-  Turn(RingLink* link, int end, bool reader) : link_(link), end_(end), reader_(reader) {}
+  Turn(RingLink* link, int end, int sock, bool reader)
+      : link_(link), end_(end), sock_(sock), reader_(reader) {}
   absl::Status Take(const Deadline& deadline) {
-    absl::Status s = reader_ ? link_->LockReader(end_, deadline) : link_->LockWriter(end_, deadline);
+    absl::Status s = reader_ ? link_->LockReader(end_, sock_, deadline)
+                             : link_->LockWriter(end_, sock_, deadline);
     held_ = s.ok();
     return s;
   }
@@ -49,6 +51,7 @@ class Turn {
  private:
   RingLink* link_;
   int end_;
+  int sock_;
   bool reader_;
   bool held_ = false;
 };
@@ -90,28 +93,50 @@ absl::Status Connection::SendParts(std::span<const int> fds,
   if (link_ == nullptr) {
     if (!fds.empty()) MPROC_RETURN_IF_ERROR(SendFds(fds, deadline));
     if (bytes == nullptr) return absl::OkStatus();
-    return WriteCPythonMessage(fd_.get(), *bytes, deadline);
+    bool started = false;
+    absl::Status s = WriteCPythonMessage(fd_.get(), *bytes, deadline, &started);
+    if (s.ok() || absl::IsOutOfRange(s) || !started) return s;  // sent, peer gone, or nothing sent
+    // Cut off partway: the peer would read our next message as the rest of this one. Our
+    // side stops writing, and the peer sees end of file where the message breaks off.
+    write_torn_ = true;
+    ::shutdown(fd_.get(), SHUT_WR);
+    return absl::Status(s.code(), absl::StrCat(s.message(), " (partway through a message: this "
+                                               "direction of the connection is closed)"));
   }
   if (fds.size() > kMaxFds) return SendFds(fds, deadline);  // its error, before any record
   // A descriptor that is not open would fail the sendmsg after its record was announced, and
   // the receiver would wait for it: refuse it first.
   MPROC_RETURN_IF_ERROR(CheckDescriptorsOpen(fds));
-  Turn turn(link_.get(), end_, /*reader=*/false);
+  Turn turn(link_.get(), end_, fd_.get(), /*reader=*/false);
   MPROC_RETURN_IF_ERROR(turn.Take(deadline));
   MPROC_RETURN_IF_ERROR(link_->CheckPeer(end_, fd_.get()));
-  // Socket bytes that an announced record promised and that did not all go out (a timeout, an
-  // error) leave the peer waiting mid-message: this handle is done writing.
-  auto after_announce = [&](absl::Status s) {
-    if (!s.ok() && !absl::IsOutOfRange(s)) {
-      write_torn_ = true;
-      return absl::Status(s.code(), absl::StrCat(s.message(), " (partway through a message: "
-                                                 "this end can no longer be written)"));
+  // Socket bytes that an announced record promises are written with the direction marked
+  // busy: a sender killed inside leaves the mark, and the next sender tears the direction
+  // (RingLink::TearDirection) instead of splicing its message into the cut-off one. A sender
+  // that fails inside (a timeout, an error) tears it itself.
+  auto socket_part = [&](LinkRecord kind, auto write) -> absl::Status {
+    link_->BeginSocketWrite(end_);
+    absl::Status s = link_->Append(end_, fd_.get(), kind, {}, deadline);
+    if (!s.ok()) {  // nothing announced: nothing cut off
+      link_->EndSocketWrite(end_);
+      return s;
     }
-    return s;
+    s = write();
+    if (s.ok()) {
+      link_->EndSocketWrite(end_);
+      return s;
+    }
+    if (absl::IsOutOfRange(s)) {
+      link_->EndSocketWrite(end_);  // the peer is gone: nothing to tear
+      return s;
+    }
+    link_->TearDirection(end_, fd_.get(), /*writer=*/true);
+    link_->EndSocketWrite(end_);
+    return absl::Status(s.code(), absl::StrCat(s.message(), " (partway through a message: this "
+                                               "direction of the connection is closed)"));
   };
   if (!fds.empty()) {
-    MPROC_RETURN_IF_ERROR(link_->Append(end_, fd_.get(), LinkRecord::kHandle, {}, deadline));
-    MPROC_RETURN_IF_ERROR(after_announce(SendFds(fds, deadline)));
+    MPROC_RETURN_IF_ERROR(socket_part(LinkRecord::kHandle, [&] { return SendFds(fds, deadline); }));
   }
   if (bytes == nullptr) return absl::OkStatus();
   if (bytes->size() <= ipc_internal::kLinkInlineMax) {
@@ -119,8 +144,8 @@ absl::Status Connection::SendParts(std::span<const int> fds,
   }
   // A long message keeps the socket's buffering: a Send of it may complete before the peer
   // reads, as on a plain socket, which pieces streamed through the ring could not promise.
-  MPROC_RETURN_IF_ERROR(link_->Append(end_, fd_.get(), LinkRecord::kSocketMessage, {}, deadline));
-  return after_announce(WriteCPythonMessage(fd_.get(), *bytes, deadline));
+  return socket_part(LinkRecord::kSocketMessage,
+                     [&] { return WriteCPythonMessage(fd_.get(), *bytes, deadline); });
 }
 
 absl::Status Connection::SendEncoded(const EncodeBuffer& buf, const Deadline& deadline) {
@@ -179,7 +204,7 @@ absl::Status Connection::RecvMessage(std::optional<uint64_t> max_length, const D
 
 absl::Status Connection::RingRecv(uint64_t max_length, const Deadline& deadline,
                                   std::string* out, void* ctx, Visitor visit, bool* started) {
-  Turn turn(link_.get(), end_, /*reader=*/true);
+  Turn turn(link_.get(), end_, fd_.get(), /*reader=*/true);
   MPROC_RETURN_IF_ERROR(turn.Take(deadline));
   MPROC_ASSIGN_OR_RETURN(RingLink::Next next, link_->Peek(end_, fd_.get(), deadline));
   switch (next.kind) {
@@ -201,10 +226,19 @@ absl::Status Connection::RingRecv(uint64_t max_length, const Deadline& deadline,
       break;
     case LinkRecord::kSocketMessage: {
       // The record stays until the message is read: a timeout before its first byte leaves
-      // everything where it was, for the next Recv.
+      // everything where it was, for the next Recv. Reading is marked busy, so a receiver
+      // killed inside leaves the mark and the next one tears the direction.
+      link_->BeginSocketRead(end_);
       absl::Status s = ReadCPythonMessage(fd_.get(), max_length, deadline, out, started);
-      if (!s.ok() && !*started) return s;
+      if (!s.ok() && !*started) {
+        link_->EndSocketRead(end_);
+        return s;
+      }
       link_->Consume(end_, next, nullptr);
+      // Cut off by end of file (the sender's side tore it), or left partway here (a timeout,
+      // a bad length): in the second case no later byte of the socket lines up.
+      if (!s.ok() && !absl::IsOutOfRange(s)) link_->TearDirection(1 - end_, fd_.get(), false);
+      link_->EndSocketRead(end_);
       MPROC_RETURN_IF_ERROR(s);
       if (visit != nullptr) visit(ctx, std::as_bytes(std::span(out->data(), out->size())));
       break;
@@ -258,7 +292,7 @@ absl::StatusOr<bool> Connection::Poll(absl::Duration timeout) {
   Deadline deadline = timeout < absl::ZeroDuration() ? Deadline::After(absl::ZeroDuration())
                                                      : Deadline::After(timeout);
   if (link_ != nullptr) {
-    Turn turn(link_.get(), end_, /*reader=*/true);
+    Turn turn(link_.get(), end_, fd_.get(), /*reader=*/true);
     absl::Status s = turn.Take(deadline);
     if (absl::IsDeadlineExceeded(s)) return false;
     MPROC_RETURN_IF_ERROR(s);
@@ -306,15 +340,19 @@ absl::Status Connection::SendFds(std::span<const int> fds, const Deadline& deadl
 absl::Status Connection::RecvFds(const Deadline& deadline, std::vector<UniqueFd>* out) {
   MPROC_RETURN_IF_ERROR(CheckOpen(true));
   if (link_ == nullptr) return RecvFdsOnSocket(deadline, out);
-  Turn turn(link_.get(), end_, /*reader=*/true);
+  Turn turn(link_.get(), end_, fd_.get(), /*reader=*/true);
   MPROC_RETURN_IF_ERROR(turn.Take(deadline));
   MPROC_ASSIGN_OR_RETURN(RingLink::Next next, link_->Peek(end_, fd_.get(), deadline));
   if (next.kind != LinkRecord::kHandle) {
     readable_ = false;
     return absl::InvalidArgumentError("received data without a descriptor");
   }
+  link_->BeginSocketRead(end_);
   link_->Consume(end_, next, nullptr);
-  MPROC_RETURN_IF_ERROR(RecvFdsOnSocket(deadline, out));
+  absl::Status s = RecvFdsOnSocket(deadline, out);
+  if (!s.ok() && !absl::IsOutOfRange(s)) link_->TearDirection(1 - end_, fd_.get(), false);
+  link_->EndSocketRead(end_);
+  MPROC_RETURN_IF_ERROR(s);
   AfterRingTake();
   return absl::OkStatus();
 }

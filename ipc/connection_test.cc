@@ -212,21 +212,33 @@ TEST(ConnectionTest, ADescriptorThatIsNotOpenFailsItsSendAlone) {
   EXPECT_TRUE(got.ok());
 }
 
-// A long Send that times out partway (nobody reads) leaves the peer mid-message: that handle
-// refuses further writes, so no later message is spliced into the torn one.
-TEST(ConnectionTest, ASendThatTimesOutPartwayEndsWritingOnThatHandle) {
+// A long Send that times out partway (nobody reads) leaves the peer mid-message: that
+// direction closes, so no later message is spliced into the cut-off one, and the reader sees
+// end of file where the message breaks off instead of waiting for the rest. A plain socket
+// connection does the same.
+TEST(ConnectionTest, ASendThatTimesOutPartwayClosesThatDirection) {
   ASSERT_OK_AND_ASSIGN(auto pair, Pipe());
-  auto& [a, b] = pair;
-  const std::string big(8 << 20, 'x');  // far more than the socket buffers
-  EXPECT_THAT(a.SendBytes(big, absl::Milliseconds(50)),
-              StatusIs(absl::StatusCode::kDeadlineExceeded, HasSubstr("no longer be written")));
-  EXPECT_THAT(a.SendBytes("small"),
-              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("partway")));
-  // The reader sees the torn message as incomplete, never as another message, and stops.
-  EXPECT_THAT(b.RecvBytes(std::nullopt, absl::Milliseconds(100)).status(),
-              StatusIs(absl::StatusCode::kDeadlineExceeded, HasSubstr("can no longer be read")));
-  EXPECT_THAT(b.RecvBytes(std::nullopt, absl::Seconds(5)).status(),
-              StatusIs(absl::StatusCode::kFailedPrecondition));
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  ASSERT_OK_AND_ASSIGN(Connection plain_a, Connection::FromFd(UniqueFd(sv[0]), true, true));
+  ASSERT_OK_AND_ASSIGN(Connection plain_b, Connection::FromFd(UniqueFd(sv[1]), true, true));
+  struct Case {
+    Connection* a;
+    Connection* b;
+  };
+  for (Case c : {Case{&pair.first, &pair.second}, Case{&plain_a, &plain_b}}) {
+    const std::string big(8 << 20, 'x');  // far more than the socket buffers
+    EXPECT_THAT(c.a->SendBytes(big, absl::Milliseconds(50)),
+                StatusIs(absl::StatusCode::kDeadlineExceeded, HasSubstr("direction")));
+    EXPECT_THAT(c.a->SendBytes("small"), StatusIs(absl::StatusCode::kFailedPrecondition));
+    EXPECT_THAT(c.b->RecvBytes(std::nullopt, absl::Seconds(5)).status(),
+                StatusIs(absl::StatusCode::kOutOfRange, HasSubstr("end of file after")));
+    EXPECT_THAT(c.b->RecvBytes(std::nullopt, absl::Seconds(5)).status(),
+                StatusIs(absl::StatusCode::kOutOfRange));
+    // The other direction still works.
+    MPROC_EXPECT_OK(c.b->SendBytes("back"));
+    EXPECT_THAT(c.a->RecvBytes(std::nullopt, absl::Seconds(5)), IsOkAndHolds(std::string("back")));
+  }
 }
 
 // A Recv that times out before a message begins consumes nothing, on a duplex Pipe (long

@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <cstring>
+#include <fstream>
 #include <map>
 #include <string>
 #include <thread>
@@ -202,9 +203,8 @@ TEST(PipeRingTest, SendersSharingAnEndTakeTurns) {
 }
 
 // A sender killed while it waits for room holds the end's turn; the next sender takes it over
-// and nothing the dead one published is lost or torn. (Messages that fit the ring: one killed
-// halfway through writing a long message to the socket leaves that message torn, as a plain
-// socket would.)
+// and nothing the dead one published is lost or torn. (Messages that fit the ring; for one
+// killed halfway through a long message on the socket, see the next test.)
 TEST(PipeRingTest, SenderKilledHoldingTheTurnIsTakenOver) {
   ASSERT_OK_AND_ASSIGN(auto pair, Pipe());
   auto& [a, b] = pair;
@@ -231,6 +231,72 @@ TEST(PipeRingTest, SenderKilledHoldingTheTurnIsTakenOver) {
   });
   MPROC_EXPECT_OK(a.SendBytes("after the takeover", absl::Seconds(30)));
   reader.join();
+}
+
+// A sender killed halfway through a long message on the socket leaves the mark of its socket
+// write; the next sender to take the turn tears the direction instead of splicing its own
+// message into the cut-off one. The receiver sees end of file where the message breaks off,
+// never the next sender's bytes as the rest of it.
+TEST(PipeRingTest, SenderKilledPartwayThroughALongMessageTearsTheDirection) {
+  ASSERT_OK_AND_ASSIGN(auto pair, Pipe());
+  auto& [a, b] = pair;
+  MPROC_ASSERT_OK(a.SendBytes("before"));
+  pid_t pid = Child([&] {
+    b.Close();
+    (void)a.SendBytes(std::string(64 << 20, 'k'));  // blocks: nobody reads
+    return 0;
+  });
+  ::usleep(200'000);  // the child sits inside the long message
+  ::kill(pid, SIGKILL);
+  EXPECT_EQ(Join(pid), 128 + SIGKILL);
+  EXPECT_THAT(a.SendBytes("after", absl::Seconds(10)),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("cut off partway")));
+  EXPECT_THAT(b.RecvBytes(std::nullopt, absl::Seconds(10)), IsOkAndHolds(std::string("before")));
+  EXPECT_THAT(b.RecvBytes(std::nullopt, absl::Seconds(10)).status(),
+              StatusIs(absl::StatusCode::kOutOfRange, HasSubstr("end of file after")));
+  EXPECT_THAT(b.RecvBytes(std::nullopt, absl::Seconds(10)).status(),
+              StatusIs(absl::StatusCode::kOutOfRange));
+  // The other direction is untouched.
+  MPROC_EXPECT_OK(b.SendBytes("reverse"));
+  EXPECT_THAT(a.RecvBytes(std::nullopt, absl::Seconds(10)), IsOkAndHolds(std::string("reverse")));
+}
+
+// A receiver killed halfway through reading a long message leaves the stream mid-message; the
+// next receiver to take the turn tears the direction: it and every later Send or Recv that
+// way fail with FAILED_PRECONDITION, and a sender blocked writing sees the receiver gone.
+TEST(PipeRingTest, ReceiverKilledPartwayThroughALongMessageTearsTheDirection) {
+  ASSERT_OK_AND_ASSIGN(auto pair, Pipe());
+  auto& [a, b] = pair;
+  pid_t pid = Child([&] {
+    a.Close();
+    (void)b.RecvBytes();
+    return 0;
+  });
+  absl::Status sent = absl::UnknownError("not run");
+  std::thread sender([&] { sent = a.SendBytes(std::string(256 << 20, 'r')); });
+  // Stop the child once it has read a few MiB of the message (its read count in /proc).
+  auto bytes_read = [&] {
+    std::ifstream io("/proc/" + std::to_string(pid) + "/io");
+    std::string key;
+    uint64_t value = 0;
+    while (io >> key >> value) {
+      if (key == "rchar:") return value;
+    }
+    return uint64_t{0};
+  };
+  for (int i = 0; i < 10000 && bytes_read() < (4u << 20); ++i) ::usleep(100);
+  ::kill(pid, SIGSTOP);  // the child sits inside the message
+  ASSERT_GE(bytes_read(), 4u << 20);
+  ASSERT_LT(bytes_read(), 256u << 20);
+  ::kill(pid, SIGKILL);
+  EXPECT_EQ(Join(pid), 128 + SIGKILL);
+  EXPECT_THAT(b.RecvBytes(std::nullopt, absl::Seconds(10)).status(),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("cut off partway")));
+  sender.join();
+  EXPECT_THAT(sent, StatusIs(absl::StatusCode::kOutOfRange));
+  EXPECT_THAT(a.SendBytes("after"), StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_THAT(b.RecvBytes(std::nullopt, absl::Seconds(1)).status(),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
 }
 
 // A long message goes over the socket; a max_length it exceeds is an error there too.

@@ -145,14 +145,45 @@ std::byte* RingLink::ring(int d) const {
   return static_cast<std::byte*>(map_.data()) + kHeaderBytes + d * kLinkRingBytes;
 }
 
-absl::Status RingLink::LockWriter(int end, const Deadline& deadline) {
-  return Lock(dir(end).wlock, deadline, "Send");
+absl::Status TornError() {
+  return absl::FailedPreconditionError(
+      "a message on this connection was cut off partway (its sender or receiver died or failed "
+      "inside it): this direction carries no more messages");
+}
+
+void RingLink::TearDirection(int d, int sock, bool writer) {
+  // 1: cut off on the sending side (what was published before it can still be read);
+  // 2: on the receiving side (the stream position itself is lost).
+  uint32_t none = 0;
+  dir(d).torn.compare_exchange_strong(none, writer ? 1 : 2, std::memory_order_acq_rel);
+  ::shutdown(sock, writer ? SHUT_WR : SHUT_RD);
+}
+
+absl::Status RingLink::LockWriter(int end, int sock, const Deadline& deadline) {
+  LinkDirection& d = dir(end);
+  MPROC_RETURN_IF_ERROR(Lock(d.wlock, deadline, "Send"));
+  // Up while the lock was free: the holder before us died inside a socket message.
+  if (d.w_socket_busy.load(std::memory_order_acquire) != 0) TearDirection(end, sock, true);
+  if (d.torn.load(std::memory_order_acquire) != 0) {
+    Unlock(d.wlock);
+    return TornError();
+  }
+  return absl::OkStatus();
 }
 void RingLink::UnlockWriter(int end) { Unlock(dir(end).wlock); }
 
-absl::Status RingLink::LockReader(int end, const Deadline& deadline) {
+absl::Status RingLink::LockReader(int end, int sock, const Deadline& deadline) {
   LinkDirection& d = dir(1 - end);
   MPROC_RETURN_IF_ERROR(Lock(d.rlock, deadline, "Recv"));
+  if (d.r_socket_busy.load(std::memory_order_acquire) != 0) {
+    // The receiver before us died inside a socket message.
+    TearDirection(1 - end, sock, false);
+    d.r_socket_busy.store(0, std::memory_order_relaxed);
+  }
+  if (d.torn.load(std::memory_order_acquire) == 2) {
+    Unlock(d.rlock);
+    return TornError();
+  }
   d.r_active.store(1, std::memory_order_relaxed);
   return absl::OkStatus();
 }

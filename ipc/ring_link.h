@@ -20,7 +20,10 @@
 // Writers of one direction (threads, or processes sharing an end) take turns under wlock,
 // readers under rlock: a word holding the holder's thread id, taken over when that thread is
 // gone (kill(tid, 0) is ESRCH), so a process killed inside Send or Recv does not wedge the
-// others. The layout is shared with the peer, which is trusted no more than a socket peer: a
+// others. Ring records are published whole, so a holder killed while writing one leaves
+// nothing torn; one killed inside a socket message (or handle) leaves a busy mark, and the
+// next holder tears the direction (TearDirection): it is shut down that way, so the other
+// side sees end of file or a gone peer instead of a message spliced into the cut-off one. The layout is shared with the peer, which is trusted no more than a socket peer: a
 // record that does not fit the published bytes is a desynchronised stream, never an overread.
 
 #ifndef MPROC_IPC_RING_LINK_H_
@@ -61,12 +64,16 @@ struct alignas(64) LinkDirection {
   std::atomic<uint32_t> wlock{0};         // tid of the sending thread (bit 31: waiters)
   std::atomic<uint32_t> w_sleeping{0};    // a sender waits for room
   std::atomic<uint32_t> space_seq{0};     // futex: bumped when room is made for a sleeper
+  std::atomic<uint32_t> w_socket_busy{0}; // the sender is inside a socket message or handle
+  std::atomic<uint32_t> torn{0};          // a socket message was cut off (1: sending side, 2:
+                                          // receiving side): the direction is dead
   // Written by the receiving end.
   alignas(64) std::atomic<uint64_t> head{0};  // bytes consumed
   std::atomic<uint32_t> rlock{0};         // tid of the receiving thread (bit 31: waiters)
   std::atomic<uint32_t> r_active{0};      // a receiver is inside Recv/Poll
   std::atomic<uint32_t> r_sleeping{0};    // a receiver sleeps in poll(): ring the bell
   std::atomic<uint32_t> bell_all{0};      // fileno() was taken: ring the bell for every record
+  std::atomic<uint32_t> r_socket_busy{0}; // the receiver is inside a socket message or handle
 };
 
 class RingLink {
@@ -80,8 +87,9 @@ class RingLink {
 
   // ---- The sending side of end `end` (its records go to direction `end`). ----
 
-  // Takes the direction's writer lock before `deadline`.
-  absl::Status LockWriter(int end, const Deadline& deadline);
+  // Takes the direction's writer lock before `deadline`. FAILED_PRECONDITION (the lock not
+  // held) once the direction is torn: see TearDirection.
+  absl::Status LockWriter(int end, int sock, const Deadline& deadline);
   void UnlockWriter(int end);
   // OUT_OF_RANGE when the peer end has hung up. Costs a poll() only when no receiver is
   // inside Recv or Poll (one that is holds the peer end open).
@@ -106,7 +114,20 @@ class RingLink {
 
   // ---- The receiving side of end `end` (it reads direction 1 - end). ----
 
-  absl::Status LockReader(int end, const Deadline& deadline);
+  // Takes the direction's reader lock; FAILED_PRECONDITION (not held) once it is torn.
+  absl::Status LockReader(int end, int sock, const Deadline& deadline);
+  // A socket message or handle is being written (or read) under the lock: a holder that dies
+  // meanwhile leaves the flag up, and whoever takes the lock next tears the direction.
+  void BeginSocketWrite(int end) { dir(end).w_socket_busy.store(1, std::memory_order_relaxed); }
+  void EndSocketWrite(int end) { dir(end).w_socket_busy.store(0, std::memory_order_release); }
+  void BeginSocketRead(int end) { dir(1 - end).r_socket_busy.store(1, std::memory_order_relaxed); }
+  void EndSocketRead(int end) { dir(1 - end).r_socket_busy.store(0, std::memory_order_release); }
+  // The socket stream of direction `d` (= end for a sender, 1 - end for a receiver) was cut
+  // off partway through a message (its sender or receiver died, or failed, inside it): no
+  // byte of it can be trusted to line up with the ring again. Marks the direction dead and
+  // shuts the socket down that way (`writer`: SHUT_WR, so a waiting receiver sees end of
+  // file; else SHUT_RD, so senders see the receiver gone). Later Sends and Recvs on it fail.
+  void TearDirection(int d, int sock, bool writer);
   void UnlockReader(int end);
   struct Next {
     LinkRecord kind;

@@ -28,15 +28,23 @@ std::string CPythonLengthHeader(uint64_t len) {
 }
 
 absl::Status WriteCPythonMessage(int fd, std::span<const std::byte> payload,
-                                 const Deadline& deadline) {
+                                 const Deadline& deadline, bool* started) {
+  bool unused;
+  if (started == nullptr) started = &unused;
   std::string header = CPythonLengthHeader(payload.size());
+  size_t written = 0;
   if (payload.size() <= 64 << 10) {
     // Small messages: one buffer, one write, as CPython does below 16 KiB.
     std::string all = header;
     all.append(reinterpret_cast<const char*>(payload.data()), payload.size());
-    return WriteAll(fd, all.data(), all.size(), deadline, "write(connection message)");
+    absl::Status s = WriteAll(fd, all.data(), all.size(), deadline, "write(connection message)",
+                              &written);
+    *started = written > 0;
+    return s;
   }
-  absl::Status s = WriteAll(fd, header.data(), header.size(), deadline, "write(connection header)");
+  absl::Status s = WriteAll(fd, header.data(), header.size(), deadline,
+                            "write(connection header)", &written);
+  *started = written > 0;
   if (!s.ok()) return s;
   return WriteAll(fd, payload.data(), payload.size(), deadline, "write(connection message)");
 }

@@ -26,9 +26,11 @@
 
 namespace mproc {
 
-// Writes one message (header and payload, one writev/sendmsg where they fit).
+// Writes one message (header and payload, one writev/sendmsg where they fit). `*started`
+// (optional) says whether any byte of it went out: a failure with *started false left the
+// stream as it was, one with *started true left it mid-message.
 absl::Status WriteCPythonMessage(int fd, std::span<const std::byte> payload,
-                                 const Deadline& deadline);
+                                 const Deadline& deadline, bool* started = nullptr);
 inline absl::Status WriteCPythonMessage(int fd, std::string_view payload,
                                         const Deadline& deadline) {
   return WriteCPythonMessage(
