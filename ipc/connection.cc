@@ -56,6 +56,13 @@ class Turn {
   bool held_ = false;
 };
 
+// A send or receive cut off partway through a message: the same error, saying that this
+// direction is closed now.
+absl::Status Partway(const absl::Status& s) {
+  return absl::Status(s.code(), absl::StrCat(s.message(), " (partway through a message: this "
+                                             "direction of the connection is closed)"));
+}
+
 }  // namespace
 
 absl::StatusOr<Connection> Connection::FromFd(UniqueFd fd, bool readable, bool writable) {
@@ -100,8 +107,7 @@ absl::Status Connection::SendParts(std::span<const int> fds,
     // side stops writing, and the peer sees end of file where the message breaks off.
     write_torn_ = true;
     ::shutdown(fd_.get(), SHUT_WR);
-    return absl::Status(s.code(), absl::StrCat(s.message(), " (partway through a message: this "
-                                               "direction of the connection is closed)"));
+    return Partway(s);
   }
   if (fds.size() > kMaxFds) return SendFds(fds, deadline);  // its error, before any record
   // A descriptor that is not open would fail the sendmsg after its record was announced, and
@@ -118,22 +124,12 @@ absl::Status Connection::SendParts(std::span<const int> fds,
     link_->BeginSocketWrite(end_);
     absl::Status s = link_->Append(end_, fd_.get(), kind, {}, deadline);
     if (!s.ok()) {  // nothing announced: nothing cut off
-      link_->EndSocketWrite(end_);
+      link_->EndSocketWrite(end_, fd_.get(), absl::OkStatus());
       return s;
     }
     s = write();
-    if (s.ok()) {
-      link_->EndSocketWrite(end_);
-      return s;
-    }
-    if (absl::IsOutOfRange(s)) {
-      link_->EndSocketWrite(end_);  // the peer is gone: nothing to tear
-      return s;
-    }
-    link_->TearDirection(end_, fd_.get(), /*writer=*/true);
-    link_->EndSocketWrite(end_);
-    return absl::Status(s.code(), absl::StrCat(s.message(), " (partway through a message: this "
-                                               "direction of the connection is closed)"));
+    link_->EndSocketWrite(end_, fd_.get(), s);
+    return s.ok() || absl::IsOutOfRange(s) ? s : Partway(s);
   };
   if (!fds.empty()) {
     MPROC_RETURN_IF_ERROR(socket_part(LinkRecord::kHandle, [&] { return SendFds(fds, deadline); }));
@@ -231,14 +227,13 @@ absl::Status Connection::RingRecv(uint64_t max_length, const Deadline& deadline,
       link_->BeginSocketRead(end_);
       absl::Status s = ReadCPythonMessage(fd_.get(), max_length, deadline, out, started);
       if (!s.ok() && !*started) {
-        link_->EndSocketRead(end_);
+        link_->EndSocketRead(end_, fd_.get(), absl::OkStatus());
         return s;
       }
       link_->Consume(end_, next, nullptr);
       // Cut off by end of file (the sender's side tore it), or left partway here (a timeout,
-      // a bad length): in the second case no later byte of the socket lines up.
-      if (!s.ok() && !absl::IsOutOfRange(s)) link_->TearDirection(1 - end_, fd_.get(), false);
-      link_->EndSocketRead(end_);
+      // a bad length, which tears the direction): no later byte of the socket lines up.
+      link_->EndSocketRead(end_, fd_.get(), s);
       MPROC_RETURN_IF_ERROR(s);
       if (visit != nullptr) visit(ctx, std::as_bytes(std::span(out->data(), out->size())));
       break;
@@ -350,8 +345,7 @@ absl::Status Connection::RecvFds(const Deadline& deadline, std::vector<UniqueFd>
   link_->BeginSocketRead(end_);
   link_->Consume(end_, next, nullptr);
   absl::Status s = RecvFdsOnSocket(deadline, out);
-  if (!s.ok() && !absl::IsOutOfRange(s)) link_->TearDirection(1 - end_, fd_.get(), false);
-  link_->EndSocketRead(end_);
+  link_->EndSocketRead(end_, fd_.get(), s);
   MPROC_RETURN_IF_ERROR(s);
   AfterRingTake();
   return absl::OkStatus();

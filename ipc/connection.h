@@ -175,8 +175,8 @@ class Connection {
   UniqueFd fd_;
   bool readable_ = false;
   bool writable_ = false;
-  // A Send failed after its message was announced in the ring (the peer waits for bytes that
-  // will not come): this handle writes no more, so it cannot splice a later message in.
+  // A plain socket connection's Send was cut off partway through a message (its sending side
+  // is shut down): this handle writes no more. A duplex Pipe marks its ring instead.
   bool write_torn_ = false;
   std::string scratch_;
   // Duplex Pipes: the shared rings, and which end this is.

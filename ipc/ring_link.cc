@@ -159,6 +159,16 @@ void RingLink::TearDirection(int d, int sock, bool writer) {
   ::shutdown(sock, writer ? SHUT_WR : SHUT_RD);
 }
 
+void RingLink::EndSocketWrite(int end, int sock, const absl::Status& outcome) {
+  if (!outcome.ok() && !absl::IsOutOfRange(outcome)) TearDirection(end, sock, /*writer=*/true);
+  dir(end).w_socket_busy.store(0, std::memory_order_release);
+}
+
+void RingLink::EndSocketRead(int end, int sock, const absl::Status& outcome) {
+  if (!outcome.ok() && !absl::IsOutOfRange(outcome)) TearDirection(1 - end, sock, false);
+  dir(1 - end).r_socket_busy.store(0, std::memory_order_release);
+}
+
 absl::Status RingLink::LockWriter(int end, int sock, const Deadline& deadline) {
   LinkDirection& d = dir(end);
   MPROC_RETURN_IF_ERROR(Lock(d.wlock, deadline, "Send"));

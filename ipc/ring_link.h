@@ -23,8 +23,9 @@
 // others. Ring records are published whole, so a holder killed while writing one leaves
 // nothing torn; one killed inside a socket message (or handle) leaves a busy mark, and the
 // next holder tears the direction (TearDirection): it is shut down that way, so the other
-// side sees end of file or a gone peer instead of a message spliced into the cut-off one. The layout is shared with the peer, which is trusted no more than a socket peer: a
-// record that does not fit the published bytes is a desynchronised stream, never an overread.
+// side sees end of file or a gone peer instead of a message spliced into the cut-off one.
+// The layout is shared with the peer, which is trusted no more than a socket peer: a record
+// that does not fit the published bytes is a desynchronised stream, never an overread.
 
 #ifndef MPROC_IPC_RING_LINK_H_
 #define MPROC_IPC_RING_LINK_H_
@@ -118,10 +119,12 @@ class RingLink {
   absl::Status LockReader(int end, int sock, const Deadline& deadline);
   // A socket message or handle is being written (or read) under the lock: a holder that dies
   // meanwhile leaves the flag up, and whoever takes the lock next tears the direction.
+  // End* take how the socket part went: a failure other than OUT_OF_RANGE (the peer gone)
+  // left the stream partway through a message, and tears the direction first.
   void BeginSocketWrite(int end) { dir(end).w_socket_busy.store(1, std::memory_order_relaxed); }
-  void EndSocketWrite(int end) { dir(end).w_socket_busy.store(0, std::memory_order_release); }
+  void EndSocketWrite(int end, int sock, const absl::Status& outcome);
   void BeginSocketRead(int end) { dir(1 - end).r_socket_busy.store(1, std::memory_order_relaxed); }
-  void EndSocketRead(int end) { dir(1 - end).r_socket_busy.store(0, std::memory_order_release); }
+  void EndSocketRead(int end, int sock, const absl::Status& outcome);
   // The socket stream of direction `d` (= end for a sender, 1 - end for a receiver) was cut
   // off partway through a message (its sender or receiver died, or failed, inside it): no
   // byte of it can be trusted to line up with the ring again. Marks the direction dead and
