@@ -304,7 +304,7 @@ void CopyOut(const std::byte* ring, uint64_t pos, void* dst, uint64_t n) {
 // RESOURCE_EXHAUSTED (non-blocking), DEADLINE_EXCEEDED, FAILED_PRECONDITION (closed).
 // `wake_head`: consumers wake the owner only once the ring's head reaches it (0: at any
 // take). ready() may hold before that; slices of 2 ms bound how long the owner then sleeps
-// on (consumers that stopped taking short of wake_head).
+// on (consumers that stopped taking short of wake_head), and let it notice a Close.
 template <typename Ready>
 absl::Status WaitAsOwner(QueueShared& s, RingHeader& r, const Deadline& deadline, bool block,
                          uint64_t wake_head, Ready ready) {
@@ -322,10 +322,7 @@ absl::Status WaitAsOwner(QueueShared& s, RingHeader& r, const Deadline& deadline
     r.wake_head.store(wake_head, std::memory_order_relaxed);
     r.owner_waiting.store(1, std::memory_order_seq_cst);
     std::atomic_thread_fence(std::memory_order_seq_cst);  // pairs with the consumer's CAS
-    if (!ready()) {
-      FutexWait(&r.space_seq, seq,
-                wake_head == 0 ? Slice(deadline) : Slice(deadline, absl::Milliseconds(2)));
-    }
+    if (!ready()) FutexWait(&r.space_seq, seq, Slice(deadline, absl::Milliseconds(2)));
     r.owner_waiting.store(0, std::memory_order_relaxed);
   }
 }
@@ -348,7 +345,6 @@ absl::Status RingPut(QueueShared& s, int ri, std::span<const std::byte> bytes,
   } else if (need <= kRingBudget) {
     wake_head = t + need > kRingBudget ? t + need - kRingBudget : 0;
   }
-  wake_head = std::max<uint64_t>(wake_head, 1);  // 0 means "any take"
   MPROC_RETURN_IF_ERROR(WaitAsOwner(s, r, deadline, block, wake_head, [&] {
     if (r.socket_pending.load(std::memory_order_acquire) > 0) {
       // A consumer killed between receiving our socket item and saying so leaves the count
@@ -521,7 +517,7 @@ absl::StatusOr<size_t> SocketPut(QueueShared& s, int ri, std::span<const EncodeB
   if (ri >= 0) {
     // Everything this producer put in its ring goes first.
     RingHeader& r = st->rings[ri];
-    const uint64_t drained = std::max<uint64_t>(r.tail.load(std::memory_order_relaxed), 1);
+    const uint64_t drained = r.tail.load(std::memory_order_relaxed);
     MPROC_RETURN_IF_ERROR(WaitAsOwner(s, r, deadline, block, drained, [&] {
       return r.head.load(std::memory_order_acquire) >= r.tail.load(std::memory_order_relaxed);
     }));
