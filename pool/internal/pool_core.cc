@@ -354,6 +354,20 @@ struct PoolCore::State {
   // sleeping pool thread needs the eventfd (a Dekker pair with its sleep in Run).
   std::atomic<uint64_t> news{0};
   std::atomic<uint32_t> sleeping{0};
+  // Why no task may be submitted now (under mu); OK when one may.
+  absl::Status RefusalLocked() const {
+    if (broken) return *broken;
+    if (terminated) return absl::FailedPreconditionError("Pool is terminated");
+    if (closed) return absl::FailedPreconditionError("Pool is closed (no new tasks)");
+    return absl::OkStatus();
+  }
+  // Queues a task (under mu); returns its id.
+  uint64_t QueueLocked(EncodeBuffer task, TaskDone done, std::shared_ptr<void> keepalive) {
+    const uint64_t id = next_id++;
+    callbacks.emplace(id, std::move(done));
+    pending.push_back({id, std::move(task), std::move(keepalive)});
+    return id;
+  }
   void Wake() {
     news.fetch_add(1, std::memory_order_seq_cst);
     if (sleeping.load(std::memory_order_seq_cst) == 0) return;
@@ -403,18 +417,26 @@ absl::Status SendLink(PoolCore::State::Worker& w, std::shared_ptr<RingLink> link
   return absl::OkStatus();
 }
 
-// Starts a fork worker: directly (from the owner, before the pool thread exists) or through
-// the zygote (replacements). Its socket pair is made just before the fork, so it inherits no
-// other worker's.
-absl::StatusOr<PoolCore::State::Worker> StartForkWorker(const CoreOptions& o, Zygote* zygote) {
-  MPROC_ASSIGN_OR_RETURN(std::shared_ptr<RingLink> link, RingLink::Create());
+// A new worker's channel: its rings, the pool's end of its socket pair (in `w.sock`) and the
+// worker's end (returned).
+absl::StatusOr<UniqueFd> NewChannel(PoolCore::State::Worker& w,
+                                    std::shared_ptr<RingLink>* link) {
+  MPROC_ASSIGN_OR_RETURN(*link, RingLink::Create());
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
     return ErrnoToStatus(errno, "socketpair(pool worker)");
   }
-  PoolCore::State::Worker w;
   w.sock = UniqueFd(sv[0]);
-  UniqueFd theirs(sv[1]);
+  return UniqueFd(sv[1]);
+}
+
+// Starts a fork worker: directly (from the owner, before the pool thread exists) or through
+// the zygote (replacements). Its socket pair is made just before the fork, so it inherits no
+// other worker's.
+absl::StatusOr<PoolCore::State::Worker> StartForkWorker(const CoreOptions& o, Zygote* zygote) {
+  PoolCore::State::Worker w;
+  std::shared_ptr<RingLink> link;
+  MPROC_ASSIGN_OR_RETURN(UniqueFd theirs, NewChannel(w, &link));
   if (zygote != nullptr) {
     MPROC_ASSIGN_OR_RETURN(w.proc, zygote->Fork(std::move(theirs), "PoolWorker"));
   } else {
@@ -469,20 +491,16 @@ absl::StatusOr<std::vector<PoolCore::State::Worker>> StartWorkers(const CoreOpti
   std::vector<std::shared_ptr<RingLink>> links;
   std::vector<Process*> batch;
   for (int i = 0; i < count; ++i) {
-    absl::StatusOr<std::shared_ptr<RingLink>> link = RingLink::Create();
-    if (!link.ok()) return undo(link.status());
-    int sv[2];
-    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
-      return undo(ErrnoToStatus(errno, "socketpair(pool worker)"));
-    }
     PoolCore::State::Worker w;
-    w.sock = UniqueFd(sv[0]);
-    w.proc = std::make_unique<Process>(WorkerMain, UniqueFd(sv[1]), o.init_entry, o.init_bytes,
-                                       DupAll(o.init_fds),
+    std::shared_ptr<RingLink> link;
+    absl::StatusOr<UniqueFd> theirs = NewChannel(w, &link);
+    if (!theirs.ok()) return undo(theirs.status());
+    w.proc = std::make_unique<Process>(WorkerMain, *std::move(theirs), o.init_entry,
+                                       o.init_bytes, DupAll(o.init_fds),
                                        static_cast<int32_t>(o.maxtasksperchild),
                                        o.cancel_on_sigint);
     w.proc->SetStartMethod(method).SetName("PoolWorker");
-    links.push_back(*std::move(link));
+    links.push_back(std::move(link));
     ws.push_back(std::move(w));
     batch.push_back(ws.back().proc.get());
   }
@@ -560,12 +578,8 @@ absl::StatusOr<uint64_t> PoolCore::Submit(EncodeBuffer task, TaskDone done,
   uint64_t id;
   {
     std::lock_guard<std::mutex> lock(st.mu);
-    if (st.broken) return *st.broken;
-    if (st.terminated) return absl::FailedPreconditionError("Pool is terminated");
-    if (st.closed) return absl::FailedPreconditionError("Pool is closed (no new tasks)");
-    id = st.next_id++;
-    st.callbacks.emplace(id, std::move(done));
-    st.pending.push_back({id, std::move(task), std::move(keepalive)});
+    MPROC_RETURN_IF_ERROR(st.RefusalLocked());
+    id = st.QueueLocked(std::move(task), std::move(done), std::move(keepalive));
   }
   st.Wake();
   return id;
@@ -575,13 +589,9 @@ absl::Status PoolCore::SubmitMany(std::vector<Submission>& batch) {
   State& st = *st_;
   {
     std::lock_guard<std::mutex> lock(st.mu);
-    if (st.broken) return *st.broken;
-    if (st.terminated) return absl::FailedPreconditionError("Pool is terminated");
-    if (st.closed) return absl::FailedPreconditionError("Pool is closed (no new tasks)");
+    MPROC_RETURN_IF_ERROR(st.RefusalLocked());
     for (Submission& sub : batch) {
-      const uint64_t id = st.next_id++;
-      st.callbacks.emplace(id, std::move(sub.done));
-      st.pending.push_back({id, std::move(sub.task), std::move(sub.keepalive)});
+      st.QueueLocked(std::move(sub.task), std::move(sub.done), std::move(sub.keepalive));
     }
   }
   st.Wake();
