@@ -97,6 +97,17 @@ void RemoveSocketDir(const std::string& dir, const std::string& path) {
   if (!dir.empty()) ::rmdir(dir.c_str());
 }
 
+// A wait status as an exit code: the code, or -signal.
+int ExitCodeOf(int status) { return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status); }
+
+// A server that exited (with `code`) before serving its first request: why it most likely
+// did, after `what` went wrong.
+absl::Status ServerDiedUnserved(const std::string& what, int code) {
+  return absl::UnavailableError(absl::StrCat(
+      what, "; the server (just started) exited with status ", code, " before serving. Does "
+      "main() call mproc::Init(argc, argv) first? (gtest binaries: link //spawn:test_main)"));
+}
+
 // Ends this process's server: closing the owner socket makes it exit; reap it (bounded).
 // Returns its exit status (-signal when killed; 0 when there was none).
 int StopServerLocked(ServerState& s) {
@@ -114,7 +125,7 @@ int StopServerLocked(ServerState& s) {
   s.dir.clear();
   s.path.clear();
   s.key.clear();
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+  return ExitCodeOf(status);
 }
 
 bool ServerAliveLocked(const ServerState& s) {
@@ -189,11 +200,8 @@ absl::Status StartServerLocked(ServerState& s) {
     }
     RemoveSocketDir(dir, path);
     if (gone) {
-      const int code = WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
-      return absl::UnavailableError(absl::StrCat(
-          "starting the fork server: ", sent.message(), "; the server (just started) exited with "
-          "status ", code, " before serving. Does main() call mproc::Init(argc, argv) first? "
-          "(gtest binaries: link //spawn:test_main)"));
+      return ServerDiedUnserved(absl::StrCat("starting the fork server: ", sent.message()),
+                                ExitCodeOf(status));
     }
     return absl::UnavailableError(absl::StrCat("starting the fork server: ", sent.message()));
   }
@@ -375,11 +383,8 @@ std::vector<absl::StatusOr<ForkServerChild>> ForkServerStartMany(
     if (st.ok()) break;
     if (out.empty() && fresh) {
       // A server that dies before serving its first request will do so again: say why.
-      int code = StopServerLocked(s);
-      st = absl::UnavailableError(absl::StrCat(
-          "fork server: ", st.message(), "; the server (just started) exited with status ", code,
-          " before serving. Does main() call mproc::Init(argc, argv) first? (gtest binaries: "
-          "link //spawn:test_main)"));
+      const int code = StopServerLocked(s);
+      st = ServerDiedUnserved(absl::StrCat("fork server: ", st.message()), code);
       break;
     }
     // The server may have died under us since it last served: restart it once, unless some
@@ -397,7 +402,7 @@ std::vector<absl::StatusOr<ForkServerChild>> ForkServerStartMany(
 void ReportChildExit(pid_t pid, int status_conn) {
   int status = 0;
   pid_t r = RetryEintr([&] { return ::waitpid(pid, &status, 0); });
-  int32_t code = r == pid ? (WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status))
+  int32_t code = r == pid ? ExitCodeOf(status)
                           : kServerGoneExit;
   EncodeBuffer b;
   Encode(code, b);
