@@ -459,10 +459,11 @@ absl::StatusOr<PoolCore::State::Worker> StartForkWorker(const CoreOptions& o, Zy
   return w;
 }
 
-// Starts `count` workers with the pool's start method; under spawn and forkserver in one
-// batch (Process::StartAll: the fork server gets every request before it answers the first,
-// and those children inherit only what they are sent). All or nothing: on an error the
-// workers already started are killed and joined.
+// Starts `count` workers with the pool's start method. Spawn and forkserver workers go
+// through Process::StartAll, which batches the forkserver ones (the server gets every request
+// before it answers the first) and starts spawn ones one by one; either way the children get
+// only what they are sent. All or nothing: on an error the workers already started are
+// killed and joined.
 absl::StatusOr<std::vector<PoolCore::State::Worker>> StartWorkers(const CoreOptions& o,
                                                                   Zygote* zygote, int count) {
   std::vector<PoolCore::State::Worker> ws;
