@@ -155,6 +155,11 @@ int State(Feature f) {
   ReadEnvOnce();
   int i = static_cast<int>(f);
   if (g_forced[i].load(std::memory_order_relaxed)) return ENOSYS;
+  // The io_uring opcodes need io_uring itself: forcing it off forces them off too.
+  if ((f == Feature::kIoUringFutex || f == Feature::kIoUringWaitid) &&
+      g_forced[static_cast<int>(Feature::kIoUring)].load(std::memory_order_relaxed)) {
+    return ENOSYS;
+  }
   int s = g_state[i].load(std::memory_order_acquire);
   if (s == kUnknown) {
     s = Probe(f);

@@ -11,7 +11,8 @@
 //     names (see FeatureName(); e.g. "io_uring", "io_uring_futex,io_uring_waitid", "clone3"),
 //     read once at the first query and inherited by children;
 //   * SetFeatureForcedOff(feature, true) at run time (tests).
-// A feature forced off reports unavailable with errno ENOSYS.
+// A feature forced off reports unavailable with errno ENOSYS; forcing io_uring off also
+// forces off io_uring_futex and io_uring_waitid, which need it.
 //
 // Thread-safety: all functions are thread-safe. Fork children inherit the cached answers
 // (the kernel did not change), which is right.

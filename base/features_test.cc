@@ -50,6 +50,24 @@ TEST(FeaturesTest, ForcingOffAndBack) {
   EXPECT_EQ(HasFeature(Feature::kClone3), had);
 }
 
+// The io_uring opcodes ride on io_uring: forcing it off forces them off with it, and forcing
+// it back on lets them be probed again.
+TEST(FeaturesTest, ForcingIoUringOffForcesItsOpcodesOff) {
+  const bool futex = HasFeature(Feature::kIoUringFutex);
+  const bool waitid = HasFeature(Feature::kIoUringWaitid);
+  SetFeatureForcedOff(Feature::kIoUring, true);
+  EXPECT_FALSE(HasFeature(Feature::kIoUring));
+  EXPECT_FALSE(HasFeature(Feature::kIoUringFutex));
+  EXPECT_EQ(FeatureErrno(Feature::kIoUringFutex), ENOSYS);
+  EXPECT_FALSE(HasFeature(Feature::kIoUringWaitid));
+  EXPECT_EQ(FeatureErrno(Feature::kIoUringWaitid), ENOSYS);
+  EXPECT_TRUE(IoUringOpcodes().none());
+  EXPECT_THAT(DescribeFeatures(), HasSubstr("io_uring_futex: no (ENOSYS)"));
+  SetFeatureForcedOff(Feature::kIoUring, false);
+  EXPECT_EQ(HasFeature(Feature::kIoUringFutex), futex);
+  EXPECT_EQ(HasFeature(Feature::kIoUringWaitid), waitid);
+}
+
 // Runs `body` in a forked child with `nr` failing as `err`; returns the child's exit code.
 template <typename F>
 int InChildWithSeccomp(long nr, int err, F body) {
