@@ -78,7 +78,14 @@ absl::StatusOr<Connection> Connection::FromFd(UniqueFd fd, bool readable, bool w
 
 absl::Status Connection::CheckOpen(bool for_read) const {
   if (!fd_.ok()) return absl::FailedPreconditionError("connection is closed");
-  if (for_read && !readable_) return absl::FailedPreconditionError("connection is write-only");
+  if (for_read && !readable_) {
+    if (!read_lost_.empty()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "the read direction of this connection was closed because the stream lost its "
+          "framing (", read_lost_, "); no more messages can be read from it"));
+    }
+    return absl::FailedPreconditionError("connection is write-only");
+  }
   if (!for_read && write_torn_) {
     return absl::FailedPreconditionError(
         "an earlier Send failed partway through its message: this end can no longer be written");
@@ -193,9 +200,14 @@ absl::Status Connection::RecvMessage(std::optional<uint64_t> max_length, const D
   }
   // The stream is desynchronised (bad length, or an error or timeout mid-message): no more
   // reading, as CPython marks the connection unreadable.
-  readable_ = false;
+  LoseReadFraming(std::string(s.message()));
   if (!writable_) fd_.Reset();
   return s;
+}
+
+void Connection::LoseReadFraming(std::string_view why) {
+  readable_ = false;
+  read_lost_ = std::string(why);
 }
 
 absl::Status Connection::RingRecv(uint64_t max_length, const Deadline& deadline,
@@ -339,7 +351,7 @@ absl::Status Connection::RecvFds(const Deadline& deadline, std::vector<UniqueFd>
   MPROC_RETURN_IF_ERROR(turn.Take(deadline));
   MPROC_ASSIGN_OR_RETURN(RingLink::Next next, link_->Peek(end_, fd_.get(), deadline));
   if (next.kind != LinkRecord::kHandle) {
-    readable_ = false;
+    LoseReadFraming("received data where a descriptor was due");
     return absl::InvalidArgumentError("received data without a descriptor");
   }
   link_->BeginSocketRead(end_);
@@ -386,7 +398,7 @@ absl::Status Connection::RecvFdsOnSocket(const Deadline& deadline, std::vector<U
   }
   if (out->empty()) {
     // The stream now holds data that was not a descriptor message: unusable for reading.
-    readable_ = false;
+    LoseReadFraming("received data where a descriptor was due");
     return absl::InvalidArgumentError("received data without a descriptor");
   }
   if (out->size() % 256 != count) {

@@ -151,6 +151,9 @@ class Connection {
   friend absl::StatusOr<std::pair<Connection, Connection>> Pipe(bool duplex);
   Connection(UniqueFd fd, bool r, bool w) : fd_(std::move(fd)), readable_(r), writable_(w) {}
   absl::Status CheckOpen(bool for_read) const;
+  // The stream lost its framing: this end reads no more (CPython marks it unreadable) and
+  // later Recvs say why.
+  void LoseReadFraming(std::string_view why);
   absl::Status SendEncoded(const EncodeBuffer& buf, const Deadline& deadline);
   // Sends `fds` (if any) and then `bytes` (if given), over the ring or the socket.
   absl::Status SendParts(std::span<const int> fds, const std::span<const std::byte>* bytes,
@@ -178,6 +181,9 @@ class Connection {
   // A plain socket connection's Send was cut off partway through a message (its sending side
   // is shut down): this handle writes no more. A duplex Pipe marks its ring instead.
   bool write_torn_ = false;
+  // Why reading stopped when the stream lost its framing (a bad length, a Recv cut off partway
+  // through a message, data where a descriptor was due); empty for a write-only end.
+  std::string read_lost_;
   std::string scratch_;
   // Duplex Pipes: the shared rings, and which end this is.
   std::shared_ptr<ipc_internal::RingLink> link_;

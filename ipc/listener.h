@@ -10,7 +10,8 @@
 // deliver-then-answer, Client answer-then-deliver. A wrong key fails on both sides with
 // UNAUTHENTICATED ("digest received was wrong" / "digest sent was rejected") before any
 // application data moves; std::nullopt means no handshake; an empty key is still a key
-// (CONTRACT LIS-3). Python's Client/Listener interoperate (tests: ipc/python_interop_test).
+// (CONTRACT LIS-3). Python's Client/Listener interoperate (tests: PythonInteropTest in
+// ipc/listener_test.cc).
 //
 // Errors: binding an address in use is ALREADY_EXISTS for a Unix path or abstract name and
 // the errno status otherwise; Accept on a closed Listener is FAILED_PRECONDITION ("listener
