@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "base/cpu_relax.h"
 #include "base/deadline.h"
 #include "base/unique_fd.h"
 
@@ -56,14 +57,6 @@ int WaitWritable(int fd, const Deadline& deadline);
 // sched_yield(): lets another runnable thread (a peer on this CPU) run.
 void YieldCpu();
 
-// One spin-wait hint to the CPU (x86 pause, about 10 ns here): for short busy waits.
-inline void CpuRelax() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  __asm__ __volatile__("yield");
-#endif
-}
 
 // Adaptive spinning before a blocking wait. A blocking wake-up on another CPU costs 45-150 us
 // on these machines, while a peer answering a message takes a few: a reader about to block

@@ -9,6 +9,7 @@
 
 #include <condition_variable>
 #include <cstdio>
+#include <cstring>
 #include <functional>
 #include <mutex>
 #include <thread>
@@ -75,6 +76,35 @@ class HeldOnAnotherThread {
   bool release_ = false;
   std::thread thread_;  // last: starts once the members above exist
 };
+
+// The scheduler state of task `pid` (R, S, D, Z, T, ...) from /proc/<pid>/stat; '?' when it
+// is gone.
+inline char TaskState(pid_t pid) {
+  char path[48];
+  std::snprintf(path, sizeof(path), "/proc/%d/stat", static_cast<int>(pid));
+  std::FILE* f = std::fopen(path, "re");
+  if (f == nullptr) return '?';
+  char buf[1024];
+  size_t n = std::fread(buf, 1, sizeof(buf) - 1, f);
+  std::fclose(f);
+  buf[n] = '\0';
+  const char* p = std::strrchr(buf, ')');
+  return p != nullptr && p[1] == ' ' ? p[2] : '?';
+}
+
+// Waits (up to `seconds`) until task `pid` sleeps in the kernel (state S): the signal that a
+// child reached the blocking call under test, in place of a sleep that guesses how long it
+// takes to get there. Callers first make sure that call is the only place the child can
+// sleep. Returns false when it did not happen in time (or the task is gone).
+inline bool WaitUntilAsleep(pid_t pid, int seconds = 30) {
+  for (int i = 0; i < seconds * 2000; ++i) {
+    char s = TaskState(pid);
+    if (s == 'S') return true;
+    if (s == '?' || s == 'Z') return false;
+    ::usleep(500);
+  }
+  return false;
+}
 
 inline double NowSeconds() {
   timespec ts;

@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/futex.h"
 #include "base/io_ring.h"
+#include "base/owner.h"
 #include "base/process_id.h"
 #include "base/status.h"
 #include "base/syscall.h"
@@ -59,7 +60,7 @@ constexpr size_t kMaxRecord = kFrameHeaderSize + kRingTag + kSocketInlineMax;
 constexpr size_t kMaxFds = 253;
 
 struct alignas(64) RingHeader {
-  std::atomic<int32_t> owner{0};           // the producer's pid, 0 when free
+  std::atomic<uint64_t> owner{0};          // the producer (base/owner.h: pid + start time), 0: free
   std::atomic<uint32_t> space_seq{0};      // futex: bumped when head moves and the owner waits
   std::atomic<uint32_t> owner_waiting{0};  // the owner waits for space (or for socket_pending)
   std::atomic<int32_t> socket_pending{0};  // the owner's socket items not yet received
@@ -118,7 +119,7 @@ struct QueueShared {
 
   ~QueueShared() {
     if (ring >= 0 && ring_pid == CurrentPid()) {
-      int32_t me = ring_pid;
+      uint64_t me = CurrentProcessOwner();
       state->rings[ring].owner.compare_exchange_strong(me, 0);
     }
   }
@@ -258,22 +259,21 @@ void WakeOwner(RingHeader& r, uint64_t head) {
   FutexWake(&r.space_seq, INT32_MAX);
 }
 
-bool PidDead(int32_t pid) { return pid > 0 && ::kill(pid, 0) != 0 && errno == ESRCH; }
-
 // The ring this process produces into, claimed on first use (requires put_mu). -1: none free.
 int MyRing(QueueShared& s) {
-  const pid_t me = CurrentPid();
-  if (s.ring_pid == me) return s.ring;
+  const pid_t pid = CurrentPid();
+  if (s.ring_pid == pid) return s.ring;
   s.ring = -1;  // a fork child: the parent's ring is the parent's
-  s.ring_pid = me;
+  s.ring_pid = pid;
   s.socket_only = false;
+  const uint64_t me = CurrentProcessOwner();
   QueueState* st = s.state;
   for (int pass = 0; pass < 2 && s.ring < 0; ++pass) {
     for (int i = 0; i < kRings; ++i) {
-      int32_t owner = st->rings[i].owner.load(std::memory_order_acquire);
-      // First pass: free rings; second: rings whose owner died (their items stay queued ahead
-      // of ours, which keeps each producer's order).
-      if (pass == 0 ? owner != 0 : !PidDead(owner)) continue;
+      uint64_t owner = st->rings[i].owner.load(std::memory_order_acquire);
+      // First pass: free rings; second: rings whose owner died, zombies included (their items
+      // stay queued ahead of ours, which keeps each producer's order).
+      if (pass == 0 ? owner != 0 : ProcessOwnerAlive(owner)) continue;
       if (st->rings[i].owner.compare_exchange_strong(owner, me, std::memory_order_acq_rel)) {
         s.ring = i;
         s.head_cache = st->rings[i].head.load(std::memory_order_acquire);

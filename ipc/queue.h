@@ -31,8 +31,9 @@
 //     takes one item up to 8 MiB) and the socket's buffer for socket items: past it Put blocks
 //     (or times out, or PutNowait says RESOURCE_EXHAUSTED "byte budget"). maxsize > 0 bounds
 //     the item count exactly.
-// A ring belongs to its producer's pid; a producer that exits releases it, and a dead one's ring
-// (its items still queued) is taken over by the next producer that finds no free ring.
+// A ring belongs to its producer process (pid and start time, base/owner.h); a producer that
+// exits releases it, and a dead one's ring (its items still queued) is taken over by the next
+// producer that finds no free ring. A producer killed and not yet reaped (a zombie) is dead.
 //
 // Errors (DESIGN.md table): PutNowait on a full queue RESOURCE_EXHAUSTED, GetNowait on an
 // empty one UNAVAILABLE; a blocking Put/Get whose timeout passes DEADLINE_EXCEEDED; after

@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/futex.h"
 #include "base/io_ring.h"
+#include "base/owner.h"
 #include "base/process_id.h"
 #include "base/status.h"
 #include "base/syscall.h"
@@ -25,7 +26,6 @@ constexpr uint64_t kMagic = 0x6d70726f632d6c6bULL;  // "mproc-lk"
 constexpr uint64_t kHeaderBytes = 4096;
 constexpr uint64_t kSegmentBytes = kHeaderBytes + 2 * kLinkRingBytes;
 constexpr uint64_t kRecordHeader = 8;
-constexpr uint32_t kWaiters = 1u << 31;
 
 struct LinkHeader {
   uint64_t magic;
@@ -41,29 +41,17 @@ struct RecordHeader {
 
 uint64_t RecordBytes(uint64_t len) { return kRecordHeader + (len + 7) / 8 * 8; }
 
-uint32_t ThreadId() {
-  thread_local uint32_t tid = 0;
-  thread_local pid_t for_pid = 0;
-  pid_t pid = CurrentPid();
-  if (tid == 0 || for_pid != pid) {
-    tid = static_cast<uint32_t>(::syscall(SYS_gettid));
-    for_pid = pid;
-  }
-  return tid;
-}
-
-bool ThreadGone(uint32_t tid) { return ::kill(static_cast<pid_t>(tid), 0) != 0 && errno == ESRCH; }
-
 // Short slices, so a holder or peer that died is noticed.
 Deadline Slice(const Deadline& deadline, absl::Duration d) {
   Deadline slice = Deadline::After(d);
   return deadline.infinite() || slice.monotonic_ns() < deadline.monotonic_ns() ? slice : deadline;
 }
 
-// The lock word holds the holder's tid; a waiter sets kWaiters and sleeps on the word. A
-// holder that is gone is replaced by CAS, so exactly one waiter takes it over.
+// A turn lock is an owner word (base/owner.h): the holder's tid, taken over by CAS when that
+// thread is gone — exited, or a zombie nobody has reaped yet — so exactly one waiter takes
+// it over, and a process killed inside Send or Recv does not wedge the others.
 absl::Status Lock(std::atomic<uint32_t>& word, const Deadline& deadline, const char* what) {
-  const uint32_t me = ThreadId();
+  const uint32_t me = CurrentTid();
   uint32_t cur = 0;
   if (word.compare_exchange_strong(cur, me, std::memory_order_acquire)) return absl::OkStatus();
   if (SpinUntil([&] {
@@ -72,37 +60,20 @@ absl::Status Lock(std::atomic<uint32_t>& word, const Deadline& deadline, const c
       }, deadline)) {
     return absl::OkStatus();
   }
-  for (;;) {
-    if (cur == 0) {
-      if (word.compare_exchange_strong(cur, me, std::memory_order_acquire)) return absl::OkStatus();
-      continue;
-    }
-    if ((cur & ~kWaiters) == me) {
-      // Our own tid: a fork child inherited a lock its parent's thread held, or a thread
-      // re-entered. Taking it is the only way on.
-      word.store(me, std::memory_order_relaxed);
+  if ((cur & kOwnerTidMask) == me) {
+    // Our own tid: a dead thread whose tid this thread now has (a fork child's main thread
+    // can reuse it). Taking it is the only way on.
+    if (word.compare_exchange_strong(cur, me | (cur & kOwnerWaitersBit),
+                                     std::memory_order_acquire)) {
       return absl::OkStatus();
     }
-    if (ThreadGone(cur & ~kWaiters)) {
-      if (word.compare_exchange_strong(cur, me, std::memory_order_acquire)) return absl::OkStatus();
-      continue;
-    }
-    if (deadline.Expired()) {
-      return absl::DeadlineExceededError(absl::StrCat(what, ": another thread or process holds ",
-                                                      "this end of the connection"));
-    }
-    if (!(cur & kWaiters) &&
-        !word.compare_exchange_strong(cur, cur | kWaiters, std::memory_order_relaxed)) {
-      continue;
-    }
-    FutexWait(&word, cur | kWaiters, Slice(deadline, absl::Milliseconds(20)));
-    cur = word.load(std::memory_order_relaxed);
   }
+  if (AcquireOwnerWord(&word, me, deadline) != OwnerAcquire::kTimedOut) return absl::OkStatus();
+  return absl::DeadlineExceededError(
+      absl::StrCat(what, ": another thread or process holds this end of the connection"));
 }
 
-void Unlock(std::atomic<uint32_t>& word) {
-  if (word.exchange(0, std::memory_order_release) & kWaiters) FutexWake(&word, INT32_MAX);
-}
+void Unlock(std::atomic<uint32_t>& word) { ReleaseOwnerWord(&word, /*wake_all=*/true); }
 
 bool HungUp(int sock) {
   pollfd p = {sock, POLLIN, 0};

@@ -18,9 +18,9 @@
 // hang up. The receiver reads every record published before that first.
 //
 // Writers of one direction (threads, or processes sharing an end) take turns under wlock,
-// readers under rlock: a word holding the holder's thread id, taken over when that thread is
-// gone (kill(tid, 0) is ESRCH), so a process killed inside Send or Recv does not wedge the
-// others. Ring records are published whole, so a holder killed while writing one leaves
+// readers under rlock: owner words (base/owner.h) holding the holder's thread id, taken over
+// when that thread is gone (exited, or a zombie not yet reaped), so a process killed inside
+// Send or Recv does not wedge the others, even the parent that has not reaped it yet. Ring records are published whole, so a holder killed while writing one leaves
 // nothing torn; one killed inside a socket message (or handle) leaves a busy mark, and the
 // next holder tears the direction (TearDirection): it is shut down that way, so the other
 // side sees end of file or a gone peer instead of a message spliced into the cut-off one.

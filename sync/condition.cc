@@ -35,7 +35,7 @@ absl::StatusOr<Condition> Condition::Create(RLock lock) {
 bool Condition::HeldByCaller() const {
   if (rlock_) return rlock_->HeldByMe();
   // A Lock has no thread owner in CPython; mproc's word records the acquirer.
-  return lock_->HolderTid() == sync_internal::CurrentTid();
+  return lock_->HolderTid() == CurrentTid();
 }
 
 absl::StatusOr<bool> Condition::Wait(absl::Duration timeout) {

@@ -1,28 +1,27 @@
 #include "sync/lock.h"
 
 #include "base/futex.h"
+#include "base/owner.h"
+#include "base/cpu_relax.h"
 
 namespace mproc {
 namespace sync_internal {
 
 void WakeOne(LockState* s) { FutexWake(&s->word, 1); }
 
-AcquireResult TryAcquireSlow(LockState* s, uint32_t tid) {
-  uint32_t v = s->word.load(std::memory_order_relaxed);
-  if (v == 0) {
-    if (s->word.compare_exchange_strong(v, tid, std::memory_order_acquire)) {
-      return AcquireResult::Acquired();
-    }
-    return AcquireResult::NotAcquired();
-  }
-  uint32_t holder = v & kTidMask;
-  if (holder != 0 && holder != tid && !TidAlive(holder)) {
-    // Keep the waiters bit: others may be sleeping.
-    if (s->word.compare_exchange_strong(v, tid | (v & kWaitersBit), std::memory_order_acquire)) {
-      return AcquireResult::OwnerDied();
-    }
+namespace {
+AcquireResult FromOwner(OwnerAcquire r) {
+  switch (r) {
+    case OwnerAcquire::kAcquired: return AcquireResult::Acquired();
+    case OwnerAcquire::kOwnerDied: return AcquireResult::OwnerDied();
+    case OwnerAcquire::kTimedOut: break;
   }
   return AcquireResult::NotAcquired();
+}
+}  // namespace
+
+AcquireResult TryAcquireSlow(LockState* s, uint32_t tid) {
+  return FromOwner(TryAcquireOwnerWord(&s->word, tid));
 }
 
 AcquireResult AcquireSlow(LockState* s, uint32_t tid, const Deadline& deadline) {
@@ -32,52 +31,14 @@ AcquireResult AcquireSlow(LockState* s, uint32_t tid, const Deadline& deadline) 
     if (v == 0 && s->word.compare_exchange_weak(v, tid, std::memory_order_acquire)) {
       return AcquireResult::Acquired();
     }
-    __builtin_ia32_pause();
+    CpuRelax();
   }
-  for (;;) {
-    uint32_t v = s->word.load(std::memory_order_relaxed);
-    if (v == 0) {
-      // Others may still sleep: take it with the waiters bit so Release wakes one.
-      if (s->word.compare_exchange_strong(v, tid | kWaitersBit, std::memory_order_acquire)) {
-        return AcquireResult::Acquired();
-      }
-      continue;
-    }
-    if (!(v & kWaitersBit)) {
-      if (!s->word.compare_exchange_strong(v, v | kWaitersBit, std::memory_order_relaxed)) continue;
-      v |= kWaitersBit;
-    }
-    if (deadline.Expired()) return AcquireResult::NotAcquired();
-    const int64_t slice_end = MonotonicNowNs() + kOwnerCheckNs;
-    Deadline slice = deadline.infinite() || deadline.monotonic_ns() > slice_end
-                         ? Deadline::AtMonotonicNs(slice_end)
-                         : deadline;
-    FutexResult r = FutexWait(&s->word, v, slice);
-    if (r == FutexResult::kTimedOut) {
-      if (deadline.Expired()) {
-        // One last attempt: the lock may have been released at the deadline.
-        uint32_t z = 0;
-        if (s->word.compare_exchange_strong(z, tid | kWaitersBit, std::memory_order_acquire)) {
-          return AcquireResult::Acquired();
-        }
-        return AcquireResult::NotAcquired();
-      }
-      uint32_t now = s->word.load(std::memory_order_relaxed);
-      uint32_t holder = now & kTidMask;
-      if (holder != 0 && holder != tid && !TidAlive(holder)) {
-        if (s->word.compare_exchange_strong(now, tid | kWaitersBit, std::memory_order_acquire)) {
-          return AcquireResult::OwnerDied();
-        }
-      }
-    }
-  }
+  return FromOwner(AcquireOwnerWord(&s->word, tid, deadline));
 }
 
 }  // namespace sync_internal
 
 using sync_internal::CreateShared;
-using sync_internal::CurrentTid;
-using sync_internal::kTidMask;
 using sync_internal::LockState;
 
 absl::StatusOr<Lock> Lock::Create() {
@@ -101,7 +62,7 @@ AcquireResult RLock::Acquire(absl::Duration timeout) {
     s_->count.store(1, std::memory_order_relaxed);
     return AcquireResult::Acquired();
   }
-  if ((expected & kTidMask) == tid) {
+  if ((expected & kOwnerTidMask) == tid) {
     s_->count.store(s_->count.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
     return AcquireResult::Acquired();
   }
@@ -112,7 +73,7 @@ AcquireResult RLock::Acquire(absl::Duration timeout) {
 
 AcquireResult RLock::TryAcquire() {
   uint32_t tid = CurrentTid();
-  if ((s_->word.load(std::memory_order_relaxed) & kTidMask) == tid) {
+  if ((s_->word.load(std::memory_order_relaxed) & kOwnerTidMask) == tid) {
     s_->count.store(s_->count.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
     return AcquireResult::Acquired();
   }
@@ -124,7 +85,7 @@ AcquireResult RLock::TryAcquire() {
 absl::Status RLock::Release() {
   uint32_t tid = CurrentTid();
   uint32_t v = s_->word.load(std::memory_order_relaxed);
-  if ((v & kTidMask) != tid) [[unlikely]] {
+  if ((v & kOwnerTidMask) != tid) [[unlikely]] {
     return absl::FailedPreconditionError("cannot release an RLock this thread does not hold");
   }
   uint32_t depth = s_->count.load(std::memory_order_relaxed);
@@ -134,7 +95,7 @@ absl::Status RLock::Release() {
   }
   s_->count.store(0, std::memory_order_relaxed);
   uint32_t old = s_->word.exchange(0, std::memory_order_release);
-  if (old & sync_internal::kWaitersBit) sync_internal::WakeOne(s_);
+  if (old & kOwnerWaitersBit) sync_internal::WakeOne(s_);
   return absl::OkStatus();
 }
 
@@ -145,7 +106,7 @@ uint32_t RLock::Depth() const {
 uint32_t RLock::ReleaseAll() {
   uint32_t depth = s_->count.exchange(0, std::memory_order_relaxed);
   uint32_t old = s_->word.exchange(0, std::memory_order_release);
-  if (old & sync_internal::kWaitersBit) sync_internal::WakeOne(s_);
+  if (old & kOwnerWaitersBit) sync_internal::WakeOne(s_);
   return depth;
 }
 

@@ -16,7 +16,7 @@
 //   * Acquire blocks (optionally until a timeout) and returns an AcquireResult that converts to
 //     true when acquired; TryAcquire never blocks. Locked() reports whether anyone holds it.
 //
-// Dead owners: the futex word holds the holder's thread id (sync/internal/owner.h). A waiter
+// Dead owners: the futex word holds the holder's thread id (base/owner.h, the owner word shared with ipc). A waiter
 // that has slept for 20 ms checks that the holder still exists; if the holder thread or
 // process died while holding the lock, the waiter takes the lock over and its AcquireResult
 // says previous_owner_died() — the EOWNERDEAD analogue — so it can repair the state the lock
@@ -43,7 +43,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "base/deadline.h"
-#include "sync/internal/owner.h"
+#include "base/owner.h"
 #include "sync/internal/shared_state.h"
 
 namespace mproc {
@@ -68,7 +68,7 @@ class AcquireResult {
 namespace sync_internal {
 
 struct alignas(64) LockState {
-  std::atomic<uint32_t> word{0};   // tid of the holder | kWaitersBit, 0 when free
+  std::atomic<uint32_t> word{0};   // the owner word (base/owner.h): holder tid | waiters bit
   std::atomic<uint32_t> count{0};  // RLock recursion depth (touched by the holder only)
 };
 static_assert(sizeof(LockState) == 64);
@@ -91,7 +91,7 @@ class Lock {
 
   // Blocks until acquired, or until `timeout` passes (a zero timeout is one attempt).
   AcquireResult Acquire(absl::Duration timeout = absl::InfiniteDuration()) {
-    uint32_t tid = sync_internal::CurrentTid();
+    uint32_t tid = CurrentTid();
     uint32_t expected = 0;
     if (s_->word.compare_exchange_strong(expected, tid, std::memory_order_acquire,
                                          std::memory_order_relaxed)) [[likely]] {
@@ -102,7 +102,7 @@ class Lock {
 
   // Never blocks. Returns true when acquired (including a takeover from a dead holder).
   AcquireResult TryAcquire() {
-    uint32_t tid = sync_internal::CurrentTid();
+    uint32_t tid = CurrentTid();
     uint32_t expected = 0;
     if (s_->word.compare_exchange_strong(expected, tid, std::memory_order_acquire,
                                          std::memory_order_relaxed)) {
@@ -114,7 +114,7 @@ class Lock {
   // Releases the lock (any thread, any process). FAILED_PRECONDITION when it is not locked.
   absl::Status Release() {
     uint32_t old = s_->word.exchange(0, std::memory_order_release);
-    if (old & sync_internal::kWaitersBit) sync_internal::WakeOne(s_);
+    if (old & kOwnerWaitersBit) sync_internal::WakeOne(s_);
     if (old == 0) [[unlikely]] {
       return absl::FailedPreconditionError("Lock released too many times (it is not locked)");
     }
@@ -123,7 +123,7 @@ class Lock {
 
   bool Locked() const { return s_->word.load(std::memory_order_relaxed) != 0; }
   // The holder's thread id, or 0.
-  uint32_t HolderTid() const { return s_->word.load(std::memory_order_relaxed) & sync_internal::kTidMask; }
+  uint32_t HolderTid() const { return s_->word.load(std::memory_order_relaxed) & kOwnerTidMask; }
 
  private:
   template <typename H, typename S>
@@ -150,8 +150,8 @@ class RLock {
   // Recursion depth when the calling thread holds it, else 0.
   uint32_t Depth() const;
   bool HeldByMe() const {
-    return (s_->word.load(std::memory_order_relaxed) & sync_internal::kTidMask) ==
-           sync_internal::CurrentTid();
+    return (s_->word.load(std::memory_order_relaxed) & kOwnerTidMask) ==
+           CurrentTid();
   }
 
  private:

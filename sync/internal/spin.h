@@ -13,6 +13,7 @@
 #include <atomic>
 #include <cstdint>
 
+#include "base/cpu_relax.h"
 #include "base/deadline.h"
 #include "base/futex.h"
 
@@ -29,7 +30,7 @@ bool SpinUntil(int peer_cpu, Ready&& ready) {
   if (peer_cpu < 0 || peer_cpu == CurrentCpu()) return false;
   for (int i = 0; i < 20000; ++i) {
     if (ready()) return true;
-    __builtin_ia32_pause();
+    CpuRelax();
   }
   return ready();
 }

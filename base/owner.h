@@ -1,0 +1,90 @@
+// base/owner.h — who holds a shared-memory object, and whether they are still alive.
+//
+// One mechanism for every object in shared memory that a thread or process holds: sync's Lock
+// and RLock, a duplex Pipe's turn locks (ipc/ring_link.h), a Queue's producer rings
+// (ipc/queue.h). Dead-owner policy (DESIGN.md, Robust locks): mproc never calls
+// set_robust_list (glibc owns it); owners are recorded beside (or in) the futex word and a
+// waiter checks their liveness while it waits.
+//
+// Two kinds of owner:
+//   * A thread, for a lock held across a short critical section: its tid in the low 30 bits
+//     of a 32-bit futex word (the "owner word"), bit 30 meaning "waiters may be sleeping", 0
+//     when free. The CAS that takes the lock records the holder, so there is no window where a
+//     lock is held by nobody known. A waiter that has slept a slice (kOwnerCheckNs) checks the
+//     holder and takes the lock over by CAS when it is dead.
+//   * A process, for ownership that lasts (a Queue's producer ring): its pid and its start
+//     time (clock ticks after boot, /proc/<pid>/stat field 22) in one 64-bit word, so a pid
+//     reused by an unrelated process never passes for the owner.
+//
+// Dead means: no /proc entry, or a zombie (state Z or X). A zombie is dead even though
+// kill(pid, 0) still succeeds on it: a child SIGKILLed while holding a lock stays a zombie
+// until its parent reaps it, and the parent may be the very process waiting for the lock.
+//
+// Limits: thread ids are per PID namespace (every process sharing an object must be in one);
+// a thread owner is a bare tid, so a tid reused by an unrelated thread while the dead holder's
+// lock is contended would hide the death (Linux allocates pids cyclically up to pid_max: reuse
+// needs a full wrap during one critical section).
+//
+// Thread-safety: every function is thread-safe. CurrentTid is cached per thread and correct in
+// fork children.
+#ifndef MPROC_BASE_OWNER_H_
+#define MPROC_BASE_OWNER_H_
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstdint>
+
+#include "base/deadline.h"
+
+namespace mproc {
+
+// This thread's kernel thread id (cached; correct after fork).
+uint32_t CurrentTid();
+
+// False when the task (thread or process) `tid` is known to be gone: no /proc entry, or a
+// zombie. True when it lives, and when liveness cannot be told (no /proc: assume alive).
+bool TaskAlive(uint32_t tid);
+
+// ---- Thread owners: the owner word --------------------------------------------------------
+
+inline constexpr uint32_t kOwnerWaitersBit = 1u << 30;
+inline constexpr uint32_t kOwnerTidMask = kOwnerWaitersBit - 1;
+
+// How long a waiter sleeps before it checks that the holder is alive.
+inline constexpr int64_t kOwnerCheckNs = 20'000'000;  // 20 ms
+
+enum class OwnerAcquire {
+  kAcquired,   // the word now holds `tid`
+  kOwnerDied,  // ... taken over from a holder that died holding it
+  kTimedOut,   // `deadline` passed first
+};
+
+// One attempt that also takes the word over from a dead holder. Never blocks (it may read
+// /proc once). kTimedOut means "not acquired".
+OwnerAcquire TryAcquireOwnerWord(std::atomic<uint32_t>* word, uint32_t tid);
+
+// The contended path: sleeps on `word` (setting the waiters bit) in slices of kOwnerCheckNs,
+// checking the holder after each, until it takes the word or `deadline` passes. A holder equal
+// to `tid` is waited for like any other (a non-recursive lock taken twice by one thread blocks,
+// as CPython's does). Callers try their fast path, and spin if they want to, before this.
+OwnerAcquire AcquireOwnerWord(std::atomic<uint32_t>* word, uint32_t tid, const Deadline& deadline);
+
+// Frees the word; wakes one waiter (or all, for callers whose waiters wait for different
+// things) when the waiters bit was set. Returns the word's previous value.
+uint32_t ReleaseOwnerWord(std::atomic<uint32_t>* word, bool wake_all = false);
+
+// ---- Process owners -------------------------------------------------------------------------
+
+// This process: pid in the low 32 bits, its start time's low 32 bits above (cached; correct
+// after fork). Never 0.
+uint64_t CurrentProcessOwner();
+inline pid_t OwnerPid(uint64_t owner) { return static_cast<pid_t>(owner & 0xffffffffu); }
+
+// False when the process `owner` names is gone: no such pid, a zombie, or a pid that now
+// belongs to a process started at another time. 0 (no owner) is not alive.
+bool ProcessOwnerAlive(uint64_t owner);
+
+}  // namespace mproc
+
+#endif  // MPROC_BASE_OWNER_H_
