@@ -57,6 +57,20 @@ bool ReadStat(pid_t pid, ProcStat* st) {
   return static_cast<bool>(rest);
 }
 
+// The process a pidfd refers to ("Pid:" in its fdinfo), -1 when unknown.
+pid_t PidfdTarget(int fd) {
+  std::ifstream f(absl::StrCat("/proc/self/fdinfo/", fd));
+  std::string key;
+  while (f >> key) {
+    if (key == "Pid:") {
+      pid_t pid = -1;
+      f >> pid;
+      return pid;
+    }
+  }
+  return -1;
+}
+
 }  // namespace
 
 std::vector<pid_t> ListChildProcesses() {
@@ -88,6 +102,9 @@ std::vector<std::string> LeakChecker::CheckAndCleanUp() {
     if (!self.empty() && target == self) continue;
     // A thread's io_uring (base/io_ring.h) lives as long as the thread, like its stack.
     if (target == "anon_inode:[io_uring]") continue;
+    // A pidfd on this process itself: spawn/ keeps one per process, for its children to watch
+    // their parent by (ExitWhenParentExits).
+    if (target == "anon_inode:[pidfd]" && PidfdTarget(fd) == ::getpid()) continue;
     auto it = fds_.find(fd);
     if (it == fds_.end()) {
       problems.push_back(absl::StrCat("leaked fd ", fd, " -> ", target));

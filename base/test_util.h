@@ -2,6 +2,7 @@
 #ifndef MPROC_BASE_TEST_UTIL_H_
 #define MPROC_BASE_TEST_UTIL_H_
 
+#include <poll.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -104,6 +105,12 @@ inline bool WaitUntilAsleep(pid_t pid, int seconds = 30) {
     ::usleep(500);
   }
   return false;
+}
+
+// Waits up to `seconds` for `fd` to be readable.
+inline bool WaitReadable(int fd, int seconds) {
+  pollfd p = {fd, POLLIN, 0};
+  return ::poll(&p, 1, seconds * 1000) == 1;
 }
 
 inline double NowSeconds() {

@@ -14,11 +14,13 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "base/deadline.h"
 #include "base/features.h"
+#include "base/owner.h"
 #include "base/process_id.h"
 #include "base/status.h"
 #include "base/syscall.h"
@@ -42,11 +44,16 @@ struct Globals {
   std::optional<StartMethod> method;
   std::string executable;
   std::vector<std::string> argv;  // this process's argv, for spawned children
-  bool argv_loaded = false;
+  std::once_flag argv_once;
   std::vector<std::shared_ptr<ChildRecord>> children;
   bool atexit_registered = false;
   std::string name = "MainProcess";
+  // CPython's _identity: "" in the main process, "2" in its second child, "2:1" below that.
+  std::string identity;
   pid_t parent_pid = 0;
+  // A pidfd on the parent (the process that asked for this one), -1 when none: watched by
+  // daemon children, which end with their parent.
+  int parent_pidfd = -1;
   bool daemon = false;
   std::atomic<int> counter{0};
   std::vector<std::function<void()>> after_fork;
@@ -68,10 +75,25 @@ bool g_bootstrap_pending = false;
 }();
 
 void ForgetChildrenAfterFork() {
-  // A fork child's children are its own: the parent's records stay with the parent.
+  // A fork child's children are its own: the parent's records stay with the parent, and so
+  // does the count that names them.
   Globals& g = G();
   new (&g.mu) std::mutex;  // the parent may have held it during fork
   g.children.clear();
+  g.counter.store(0, std::memory_order_relaxed);
+}
+
+// How a child ends (FinishChild). CPython 3.12+ runs the exit handlers a child registered
+// (gh-83856); a fork child must not run the ones it inherited, which belong to the parent (a
+// handler that removes the parent's files would run twice). So a forked child registers this
+// barrier first thing: handlers run last-registered first, so the child's own run, then the
+// barrier ends the process before any inherited one. A spawned child is a fresh image: every
+// handler is its own.
+std::atomic<bool> g_exit_handlers_safe{false};  // a fresh image, or the barrier is in place
+
+void ChildExitBarrier(int status, void*) {
+  std::fflush(nullptr);
+  ::_exit(status);
 }
 
 [[maybe_unused]] const int kAtfork = [] {
@@ -85,10 +107,8 @@ void ReapLocked(ChildRecord& c, bool block) {
   if (c.status_conn.ok()) {  // a fork-server child: the server reaps it and reports
     absl::StatusOr<int> code = ReadExitStatus(
         c.status_conn.get(), block ? Deadline::Infinite() : Deadline::AtMonotonicNs(0));
-    if (code.ok()) {
-      c.exitcode = *code;
-      c.status_conn.Reset();
-    }
+    // The connection stays open until Close: Join may be polling it without the lock.
+    if (code.ok()) c.exitcode = *code;
     return;
   }
   int status = 0;
@@ -96,7 +116,7 @@ void ReapLocked(ChildRecord& c, bool block) {
   if (r == c.pid) {
     c.exitcode = WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
   } else if (r < 0 && errno == ECHILD) {
-    c.exitcode = -1;  // reaped behind our back (a SIGCHLD handler or SIG_IGN): unknown
+    c.exitcode = kExitCodeUnknown;  // reaped behind our back (a SIGCHLD handler or SIG_IGN)
   }
 }
 
@@ -151,10 +171,10 @@ void UnregisterChild(const std::shared_ptr<ChildRecord>& c) {
   std::erase(g.children, c);
 }
 
+// Read once, by whichever thread starts the first spawn child.
 const std::vector<std::string>& ThisArgv() {
   Globals& g = G();
-  if (!g.argv_loaded) {
-    g.argv_loaded = true;
+  std::call_once(g.argv_once, [&g] {
     UniqueFd fd(::open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC));
     std::string all;
     char buf[4096];
@@ -170,7 +190,7 @@ const std::vector<std::string>& ThisArgv() {
       }
     }
     if (g.argv.empty()) g.argv.push_back("mproc-child");
-  }
+  });
   return g.argv;
 }
 
@@ -178,7 +198,44 @@ const std::vector<std::string>& ThisArgv() {
 
 [[noreturn]] void FinishChild(int code) {
   std::fflush(nullptr);
+  // Without the barrier a forked process would run its parent's handlers: never.
+  if (g_exit_handlers_safe.load(std::memory_order_relaxed)) std::exit(code);
   ::_exit(code);
+}
+
+void BeginChild(bool fresh_image) {
+  // on_exit, not atexit: the barrier needs the status given to exit() (the target's own
+  // exit(3) as much as FinishChild's). glibc keeps both kinds in one list.
+  if (!fresh_image) ::on_exit(ChildExitBarrier, nullptr);
+  g_exit_handlers_safe.store(true, std::memory_order_relaxed);
+  if (G().daemon) ExitWhenParentExits();
+}
+
+int SelfPidfd() {
+  static std::atomic<int64_t> cached{-1};  // pid << 32 | fd
+  const pid_t pid = CurrentPid();
+  int64_t v = cached.load(std::memory_order_acquire);
+  if (v >= 0 && static_cast<pid_t>(v >> 32) == pid) return static_cast<int>(v & 0xffffffff);
+  static std::mutex mu;
+  std::lock_guard<std::mutex> lock(mu);
+  v = cached.load(std::memory_order_acquire);
+  if (v >= 0 && static_cast<pid_t>(v >> 32) == pid) return static_cast<int>(v & 0xffffffff);
+  // Opened once per process and kept (CLOEXEC: children get it only through fork, or
+  // explicitly in their bootstrap).
+  int fd = HasFeature(Feature::kPidfdOpen) ? static_cast<int>(::syscall(SYS_pidfd_open, pid, 0))
+                                           : -1;
+  if (fd < 0) return -1;
+  cached.store((static_cast<int64_t>(pid) << 32) | fd, std::memory_order_release);
+  return fd;
+}
+
+void SetParentPidfd(int fd) { G().parent_pidfd = fd; }
+void SetProcessIdentity(std::string identity) { G().identity = std::move(identity); }
+
+std::string NextIdentity() {
+  Globals& g = G();
+  const int n = g.counter.fetch_add(1, std::memory_order_relaxed) + 1;
+  return g.identity.empty() ? absl::StrCat(n) : absl::StrCat(g.identity, ":", n);
 }
 
 void RunAfterForkHooks() {
@@ -239,7 +296,7 @@ void SetIdentity(std::string name, pid_t parent_pid, bool daemon) {
   g.daemon = daemon;
 }
 
-int RunBootstrapFrame(Frame frame) {
+int RunBootstrapFrame(Frame frame, bool fresh_image) {
   std::vector<UniqueFd> fds = std::move(frame.fds);
   std::span<const std::byte> bytes = frame.payload();
   Mapping big;
@@ -278,6 +335,9 @@ int RunBootstrapFrame(Frame frame) {
     return kBootstrapFailedExit;
   }
   SetIdentity(b.name, b.parent_pid, b.daemon);
+  SetProcessIdentity(b.identity);
+  if (b.parent_pidfd.has_value()) SetParentPidfd(b.parent_pidfd->Release());
+  BeginChild(fresh_image);
   return RunGuarded([&] { return b.entry(r); });
 }
 
@@ -377,6 +437,32 @@ void SetExecutable(std::string path) {
 const std::string& CurrentProcessName() { return G().name; }
 pid_t ParentPid() { return G().parent_pid; }
 
+void ExitWhenParentExits() {
+  auto& g = G();
+  const pid_t parent = g.parent_pid;
+  if (parent <= 0) return;  // the main process has no mproc parent
+  int fd = g.parent_pidfd;
+  if (fd < 0 && HasFeature(Feature::kPidfdOpen)) {
+    // No pidfd came with this process (a Zygote child whose pidfd could not be opened): open
+    // one now. Only here could a parent that died already, its pid reused, be mistaken for
+    // alive.
+    fd = static_cast<int>(::syscall(SYS_pidfd_open, parent, 0));
+    if (fd < 0 && errno == ESRCH) ::kill(::getpid(), SIGKILL);  // the parent is gone already
+    g.parent_pidfd = fd;
+  }
+  std::thread([fd, parent] {
+    if (fd >= 0) {
+      pollfd p = {fd, POLLIN, 0};  // a pidfd turns readable when its process exits
+      while (::poll(&p, 1, -1) < 0 && errno == EINTR) {
+      }
+    } else {
+      // No pidfds on this kernel: look every 100 ms (a zombie parent is dead).
+      while (TaskAlive(static_cast<uint32_t>(parent))) ::usleep(100'000);
+    }
+    ::kill(::getpid(), SIGKILL);
+  }).detach();
+}
+
 void Init(int argc, char** argv) {
   (void)argc;
   (void)argv;
@@ -398,11 +484,12 @@ void Init(int argc, char** argv) {
     spawn_internal::RunForkServer(*std::move(frame), UniqueFd(fd));  // never returns
   }
   ::close(fd);
-  FinishChild(spawn_internal::RunBootstrapFrame(*std::move(frame)));
+  FinishChild(spawn_internal::RunBootstrapFrame(*std::move(frame), /*fresh_image=*/true));
 }
 
 Process::Process(Process&& o) noexcept
-    : name_(std::move(o.name_)),
+    : identity_(std::move(o.identity_)),
+      name_(std::move(o.name_)),
       daemon_(o.daemon_),
       method_(o.method_),
       payload_(std::move(o.payload_)),
@@ -413,6 +500,7 @@ Process::Process(Process&& o) noexcept
 Process& Process::operator=(Process&& o) noexcept {
   if (this != &o) {
     DropRecordIfDone();
+    identity_ = std::move(o.identity_);
     name_ = std::move(o.name_);
     daemon_ = o.daemon_;
     method_ = o.method_;
@@ -480,7 +568,6 @@ absl::Status Process::CheckStartable() {
     return absl::FailedPreconditionError(
         "Start: a daemon process is not allowed to have children (CPython's rule)");
   }
-  if (name_.empty()) name_ = absl::StrCat("Process-", ++G().counter);
   return absl::OkStatus();
 }
 
@@ -542,14 +629,15 @@ absl::Status Process::StartFork() {
   auto rec = std::make_shared<ChildRecord>();
   rec->daemon = daemon_;
   const pid_t parent = CurrentPid();
+  const int parent_pidfd = spawn_internal::SelfPidfd();  // the child inherits it
   std::fflush(nullptr);
   pid_t pid = ::fork();
   if (pid < 0) return ErrnoToStatus(errno, "fork");
   if (pid == 0) {
-    auto& g = G();
-    g.parent_pid = parent;
-    g.name = name_;
-    g.daemon = daemon_;
+    spawn_internal::SetIdentity(name_, parent, daemon_);
+    spawn_internal::SetProcessIdentity(identity_);
+    spawn_internal::SetParentPidfd(parent_pidfd);
+    spawn_internal::BeginChild(/*fresh_image=*/false);
     spawn_internal::FinishChild(spawn_internal::RunGuarded(payload_.fork_runner));
   }
   rec->pid = pid;
@@ -631,14 +719,19 @@ absl::StatusOr<EncodeBuffer> Process::EncodeBootstrap(std::string_view method) c
   EncodeBuffer buf;
   spawn_internal::Bootstrap b;
   b.name = name_;
+  b.identity = identity_;
   b.parent_pid = CurrentPid();
   b.daemon = daemon_;
   b.entry = payload_.entry;
+  // This process's pidfd rides along, so the child watches exactly its parent (no pid that
+  // could be reused in between). The buffer borrows it: it stays open for this process's life.
+  if (int self = spawn_internal::SelfPidfd(); self >= 0) b.parent_pidfd.emplace(self);
   if (absl::StatusOr<CodeRef> ref = CodeRefFor(reinterpret_cast<const void*>(b.entry)); !ref.ok()) {
     return absl::FailedPreconditionError(
         absl::StrCat("Start (", AbslView(method), "): ", ref.status().message()));
   }
   Encode(b, buf);
+  if (b.parent_pidfd.has_value()) (void)b.parent_pidfd->Release();  // borrowed, not ours to close
   MPROC_RETURN_IF_ERROR(payload_.encode(buf));
   return buf;
 }
@@ -724,6 +817,7 @@ absl::Status Process::Close() {
           "Close: cannot close a process while it is still running; Join or Terminate it first");
     }
     child_->pidfd.Reset();
+    child_->status_conn.Reset();
   }
   closed_ = true;
   return absl::OkStatus();

@@ -48,6 +48,19 @@
 // At exit (atexit), daemon children still running are terminated and every child is joined,
 // as CPython's; a daemon process may not start children.
 //
+// When the parent dies instead (SIGKILL, a crash): a daemon child ends too, within
+// milliseconds, whichever thread started it (ExitWhenParentExits: it watches the parent's
+// pidfd; PR_SET_PDEATHSIG would fire when the starting *thread* exits). A non-daemon child
+// outlives a killed parent and runs to its end, as in CPython (it is reparented to init or a
+// subreaper, which reaps it).
+//
+// Exit handlers: a child runs the std::atexit handlers (and static destructors) registered in
+// it when its target returns or it calls exit(), as CPython 3.12+ does (gh-83856). A spawned
+// child is a fresh image: all of its handlers are its own. A child forked from its parent, a
+// fork server or a Zygote never runs the handlers it inherited (they belong to the parent: a
+// handler removing the parent's files must not run twice); those registered after the fork
+// run. A child killed by a signal, or calling _exit, runs none.
+//
 // Thread-safety: a Process may be used from several threads (Join/IsAlive/exitcode/Terminate
 // are serialised internally); Start and Close must not race other calls.
 // Fork children: Process objects copied into a fork child are inert there.
@@ -112,10 +125,22 @@ void RegisterAfterFork(std::function<void()> hook);
 // The exit code of a spawned child whose bootstrap failed.
 inline constexpr int kBootstrapFailedExit = 70;
 
+// The exit code of a child that something else reaped before mproc could (a SIGCHLD handler
+// of the program's, or SIGCHLD set to SIG_IGN): its status is lost. Neither an exit status
+// (0..255) nor a signal (-1..-64).
+inline constexpr int kExitCodeUnknown = 256;
+
 // This process's name ("MainProcess", or the Process name in a child) and its parent's pid
 // (0 in the main process).
 const std::string& CurrentProcessName();
 pid_t ParentPid();
+
+// Ends this process with SIGKILL as soon as its parent (the process whose Start created it)
+// ends, however it ends, SIGKILL included: a thread waits on the parent's pidfd, which the
+// child received when it started (so a reused pid is never mistaken for the parent). Daemon
+// children call it before their target runs; pool workers too. Does nothing in the main
+// process.
+void ExitWhenParentExits();
 
 class Process;
 
@@ -129,6 +154,10 @@ void AdoptChild(Process& p, std::shared_ptr<ChildRecord> rec);
 // and calls it. Instantiated per target signature in the parent, found again in the child
 // through its code reference.
 using Entry = int (*)(DecodeReader& r);
+
+// The identity of the next Process this process creates ("3", or "2:1" in a child): counts
+// Processes from construction, as CPython's _counter does.
+std::string NextIdentity();
 
 // Turns a target's result into an exit code.
 int ExitCodeOfStatus(const absl::Status& s);
@@ -255,7 +284,8 @@ class Process {
   Process& SetName(std::string name);
   Process& SetDaemon(bool daemon);
   Process& SetStartMethod(StartMethod method);
-  // The name (default "Process-N", N counting Processes created in this process).
+  // The name, from construction: "Process-N", N counting the Processes created in this
+  // process ("Process-2:1" for the first one created in the child Process-2), as CPython's.
   const std::string& name() const { return name_; }
   bool daemon() const { return daemon_; }
 
@@ -290,7 +320,8 @@ class Process {
   absl::StatusOr<EncodeBuffer> EncodeBootstrap(std::string_view method) const;
   absl::Status CheckUsable(std::string_view what) const;
 
-  std::string name_;
+  std::string identity_ = spawn_internal::NextIdentity();
+  std::string name_ = "Process-" + identity_;
   bool daemon_ = false;
   std::optional<StartMethod> method_;
   spawn_internal::Payload payload_;

@@ -3,15 +3,18 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/eventfd.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <fstream>
 #include <stdexcept>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "base/features.h"
@@ -51,14 +54,23 @@ int WriteTo(UniqueFd fd, std::string text) {
 int g_global = 1;
 int ReturnGlobal() { return g_global; }
 
-// The number of open descriptors other than stdio and `allowed`.
+// The number of open descriptors other than stdio, `allowed` and the parent's pidfd (which
+// every child gets, to watch its parent).
 int CountExtraFds(UniqueFd allowed) {
   DIR* d = ::opendir("/proc/self/fd");
   int extra = 0;
+  int pidfds = 0;
   while (dirent* e = ::readdir(d)) {
     if (e->d_name[0] == '.') continue;
     int fd = std::atoi(e->d_name);
-    if (fd > 2 && fd != ::dirfd(d) && fd != allowed.get()) ++extra;
+    if (fd <= 2 || fd == ::dirfd(d) || fd == allowed.get()) continue;
+    char link[64] = {};
+    std::string path = std::string("/proc/self/fd/") + e->d_name;
+    if (::readlink(path.c_str(), link, sizeof(link) - 1) > 0 &&
+        std::string(link) == "anon_inode:[pidfd]" && pidfds++ == 0) {
+      continue;
+    }
+    ++extra;
   }
   ::closedir(d);
   return extra;
@@ -84,6 +96,53 @@ int g_after_fork_runs = 0;
   return 0;
 }();
 int ReturnAfterForkRuns() { return g_after_fork_runs; }
+
+// Names, as CPython's: the next Process's name in a child, from construction.
+int CheckNestedName() {
+  Process p(Noop);
+  // In "Process-2", the first Process made is "Process-2:1".
+  return p.name() == CurrentProcessName() + ":1" ? 0 : 1;
+}
+
+// Exit handlers: the parent registers one (inherited by fork children, where it must not run);
+// a child registers its own (which must run), each writing a word to the child's descriptor.
+int g_marker_fd = -1;
+void InheritedHandler() {
+  if (g_marker_fd >= 0) (void)!::write(g_marker_fd, "inherited;", 10);
+}
+void ChildHandler() {
+  if (g_marker_fd >= 0) (void)!::write(g_marker_fd, "child;", 6);
+}
+int RegisterAndReturn(UniqueFd marker, int code) {
+  g_marker_fd = marker.Release();
+  std::atexit(ChildHandler);
+  return code;
+}
+void RegisterAndExit(UniqueFd marker, int code) {
+  g_marker_fd = marker.Release();
+  std::atexit(ChildHandler);
+  std::exit(code);
+}
+
+// Starts four daemon children and one ordinary child, from a thread that then ends, reports
+// their pids (daemons first) and waits to be killed.
+int StartChildrenFromAThreadThenWait(UniqueFd report, StartMethod method) {
+  std::vector<Process> ps;
+  for (int i = 0; i < 5; ++i) {
+    ps.emplace_back(SleepForever);
+    ps.back().SetDaemon(i < 4).SetStartMethod(method);
+  }
+  bool ok = true;
+  std::thread([&] {
+    for (Process& p : ps) ok = ok && p.Start().ok();
+  }).join();
+  if (!ok) return 2;
+  std::vector<int32_t> pids;
+  for (Process& p : ps) pids.push_back(p.pid());
+  const size_t bytes = pids.size() * sizeof(int32_t);
+  if (::write(report.get(), pids.data(), bytes) != static_cast<ssize_t>(bytes)) return 3;
+  for (;;) ::pause();
+}
 
 class ProcessTest : public ::testing::TestWithParam<StartMethod> {
  protected:
@@ -227,6 +286,113 @@ TEST_P(ProcessTest, NamesAndParent) {
   EXPECT_EQ(RunToEnd(unnamed), 0);
   EXPECT_THAT(unnamed.name(), ::testing::StartsWith("Process-"));
   EXPECT_EQ(CurrentProcessName(), "MainProcess");
+}
+
+// CPython names a Process when it is made, not when it starts ("Process-N", N counting the
+// Processes made in this process), and a child's own Processes below its identity.
+TEST_P(ProcessTest, NamesComeFromConstruction) {
+  Process a(Noop);
+  Process b(Noop);
+  ASSERT_THAT(a.name(), ::testing::StartsWith("Process-"));
+  const int n = std::atoi(a.name().c_str() + 8);
+  EXPECT_GT(n, 0);
+  EXPECT_EQ(b.name(), "Process-" + std::to_string(n + 1));
+  EXPECT_EQ(RunToEnd(a), 0);
+  EXPECT_EQ(a.name(), "Process-" + std::to_string(n));  // Start keeps it
+  Process nested(CheckNestedName);
+  EXPECT_EQ(RunToEnd(nested), 0);
+}
+
+// A child runs the exit handlers it registered (when its target returns, or when it calls
+// exit), keeping its exit code; a fork child never runs the ones it inherited.
+TEST_P(ProcessTest, AChildRunsItsOwnExitHandlersNotInheritedOnes) {
+  static bool registered = [] { return std::atexit(InheritedHandler) == 0; }();
+  ASSERT_TRUE(registered);
+  for (bool calls_exit : {false, true}) {
+    int fds[2];
+    ASSERT_EQ(::pipe2(fds, O_CLOEXEC), 0);
+    UniqueFd rd(fds[0]);
+    Process p = calls_exit ? Process(RegisterAndExit, UniqueFd(fds[1]), 7)
+                           : Process(RegisterAndReturn, UniqueFd(fds[1]), 7);
+    EXPECT_EQ(RunToEnd(p), 7);
+    char buf[64] = {};
+    ssize_t n = ::read(rd.get(), buf, sizeof(buf) - 1);
+    EXPECT_EQ(std::string(buf, n > 0 ? static_cast<size_t>(n) : 0), "child;")
+        << (calls_exit ? "exit()" : "return");
+  }
+}
+
+// A SIGKILLed parent takes its daemon children with it, within a second, whichever thread
+// started them; an ordinary child outlives it (as in CPython).
+TEST_P(ProcessTest, DaemonChildrenEndWithAKilledParentOthersOutliveIt) {
+  int fds[2];
+  ASSERT_EQ(::pipe2(fds, O_CLOEXEC), 0);
+  UniqueFd rd(fds[0]);
+  Process parent(StartChildrenFromAThreadThenWait, UniqueFd(fds[1]), GetParam());
+  parent.SetStartMethod(GetParam());
+  MPROC_ASSERT_OK(parent.Start());
+  int32_t pids[5] = {};
+  ASSERT_TRUE(testing::WaitReadable(rd.get(), 60));
+  ASSERT_EQ(::read(rd.get(), pids, sizeof(pids)), static_cast<ssize_t>(sizeof(pids)));
+  MPROC_ASSERT_OK(parent.Kill());
+  MPROC_ASSERT_OK(parent.Join(absl::Seconds(30)));
+  ASSERT_EQ(parent.exitcode(), -SIGKILL);
+  const double t0 = testing::NowSeconds();
+  auto dead = [](pid_t pid) {
+    char s = testing::TaskState(pid);
+    return s == '?' || s == 'Z';
+  };
+  for (int i = 0; i < 4; ++i) {
+    while (!dead(pids[i]) && testing::NowSeconds() - t0 < 10) ::usleep(1000);
+    EXPECT_TRUE(dead(pids[i])) << "daemon child " << i << " outlived its killed parent";
+  }
+  const double took = testing::NowSeconds() - t0;
+  EXPECT_LT(took, 3.0);  // the promise is 1 s; this bounds it under a loaded CI machine
+  std::printf("daemon children ended %.1f ms after their parent\n", took * 1000);
+  EXPECT_FALSE(dead(pids[4])) << "the ordinary child should outlive its parent";
+  ::kill(pids[4], SIGKILL);  // ours to end: it is no longer anyone's child we can join
+}
+
+// Join in one thread while others ask exitcode and open descriptors: Join never waits on a
+// descriptor that another call closed (and the kernel handed to someone else).
+TEST_P(ProcessTest, JoinRacingOtherCallsNeverWaitsOnAClosedDescriptor) {
+  std::atomic<bool> stop{false};
+  std::thread churn([&] {  // reuses any descriptor number as soon as it is free
+    while (!stop.load()) {
+      int fd = ::eventfd(0, EFD_CLOEXEC);
+      if (fd >= 0) ::close(fd);
+    }
+  });
+  for (int round = 0; round < 20; ++round) {
+    Process p(Noop);
+    p.SetStartMethod(GetParam());
+    MPROC_ASSERT_OK(p.Start());
+    std::thread poller([&] {
+      while (!p.exitcode().has_value()) std::this_thread::yield();
+    });
+    const double t0 = testing::NowSeconds();
+    MPROC_EXPECT_OK(p.Join(absl::Seconds(20)));
+    EXPECT_LT(testing::NowSeconds() - t0, 10.0) << "round " << round;
+    poller.join();
+    EXPECT_EQ(p.exitcode(), 0);
+  }
+  stop = true;
+  churn.join();
+}
+
+// A child reaped behind mproc's back (SIGCHLD ignored: the kernel reaps it) has an exit code
+// that says so, not -1 (which reads as "killed by SIGHUP").
+TEST_P(ProcessTest, AChildReapedElsewhereHasTheUnknownExitCode) {
+  if (GetParam() == StartMethod::kForkServer) GTEST_SKIP() << "the fork server reaps and reports";
+  StartMethod method = GetParam();
+  pid_t helper = testing::Child([method] {
+    ::signal(SIGCHLD, SIG_IGN);
+    Process p(Noop);
+    p.SetStartMethod(method);
+    if (!p.Start().ok() || !p.Join(absl::Seconds(30)).ok()) return 2;
+    return p.exitcode() == kExitCodeUnknown ? 0 : 3;
+  });
+  EXPECT_EQ(testing::Join(helper, 60), 0);
 }
 
 TEST_P(ProcessTest, AfterForkHooksRunOnceInEveryChild) {

@@ -269,27 +269,14 @@ bool ReportInitFailure(const Channel& c) {
   return ChannelSend(c, kInitFailed, {}, b.bytes(), {}, Deadline::After(absl::Seconds(10))).ok();
 }
 
-// No orphans: a worker ends when the process that owns its pool dies, even in the middle of a
-// long task. (An idle worker would also see its socket close.) The watch is a pidfd on the
-// owner — the requester, not the fork server — polled by a small thread.
-void ExitWhenOwnerDies() {
-  pid_t owner = ParentPid();
-  if (owner <= 0) return;
-  int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, owner, 0));
-  if (pidfd < 0) return;  // already gone (the socket read will say so) or no pidfd here
-  std::thread([pidfd] {
-    pollfd p = {pidfd, POLLIN, 0};
-    while (::poll(&p, 1, -1) < 0 && errno == EINTR) {
-    }
-    ::_exit(1);
-  }).detach();
-}
-
 // A worker after its channel is open: the initializer (a function pointer and its
 // arguments), then the task loop.
 int WorkerRun(const Channel& c, InitEntry init_entry, const std::string& init_bytes,
               std::vector<UniqueFd> init_fds, int32_t maxtasks) {
-  ExitWhenOwnerDies();
+  // No orphans: a worker ends when the process that owns its pool dies, even in the middle
+  // of a long task (an idle worker would also see its socket close). Its parent, for this
+  // purpose, is the owner (the requester, not the fork server or the zygote).
+  ExitWhenParentExits();
   if (init_entry != nullptr) {
     try {
       DecodeReader r(std::as_bytes(std::span(init_bytes.data(), init_bytes.size())),

@@ -37,11 +37,13 @@ inline constexpr size_t kInlineLimit = 32 << 10;
 
 struct Bootstrap {
   std::string name;
+  std::string identity;  // CPython's _identity, "2:1" (names the child's own children)
   int32_t parent_pid = 0;
   bool daemon = false;
   Entry entry = nullptr;
+  std::optional<UniqueFd> parent_pidfd;  // the parent's pidfd (absent without pidfd support)
 };
-MPROC_CODEC_FIELDS(Bootstrap, name, parent_pid, daemon, entry)
+MPROC_CODEC_FIELDS(Bootstrap, name, identity, parent_pid, daemon, entry, parent_pidfd)
 
 // The state of one started child, shared by its Process and the at-exit registry.
 struct ChildRecord {
@@ -55,13 +57,25 @@ struct ChildRecord {
 };
 
 // process.cc
+// Ends a child with `code`: its exit handlers run (CPython 3.12+) once BeginChild ran, never
+// the ones a forked child inherited; before that (or in any other forked process) _exit.
 [[noreturn]] void FinishChild(int code);
+// Called in every child before its target (after SetIdentity): `fresh_image` for a spawned
+// child, false for one forked from its parent, a fork server or a Zygote. Installs the exit
+// handler barrier (forked children) and makes a daemon child end with its parent.
+void BeginChild(bool fresh_image);
+// This process's own pidfd, opened once and kept (-1 without pidfd support). Sent to children
+// as their parent's.
+int SelfPidfd();
+void SetParentPidfd(int fd);
+void SetProcessIdentity(std::string identity);
 // Terminates daemon children and joins every child (the at-exit rule).
 void JoinChildrenForExit();
 int RunGuarded(const std::function<int()>& body);
 void SetIdentity(std::string name, pid_t parent_pid, bool daemon);
-// Decodes a child bootstrap frame and runs its target; returns the exit code.
-int RunBootstrapFrame(Frame frame);
+// Decodes a child bootstrap frame and runs its target; returns the exit code. `fresh_image`:
+// the child was spawned (not forked from a fork server).
+int RunBootstrapFrame(Frame frame, bool fresh_image);
 absl::Status SendBootstrap(int fd, const EncodeBuffer& buf, FdKind fd_kind,
                            const Deadline& deadline);
 // Starts this executable (or SetExecutable's) with `child_fd` as its bootstrap socket.

@@ -289,7 +289,7 @@ bool Serve(int control, const ServerFds& fds, std::vector<ServedChild>& children
       ::close(c.status.get());
     }
     ::close(status.Release());
-    FinishChild(RunBootstrapFrame(std::move(frame)));
+    FinishChild(RunBootstrapFrame(std::move(frame), /*fresh_image=*/false));
   }
   UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
   EncodeBuffer reply;

@@ -42,8 +42,10 @@ void ReplyError(int ctl, const std::string& msg) {
 
 // The zygote: fork a child per request, report each exit; end when the owner closes the
 // channel (or dies, which closes it).
-[[noreturn]] void RunZygote(int ctl, pid_t owner, const std::function<int(UniqueFd)>& body) {
+[[noreturn]] void RunZygote(int ctl, pid_t owner, int owner_pidfd,
+                            const std::function<int(UniqueFd)>& body) {
   spawn_internal::SetIdentity("Zygote", owner, false);
+  spawn_internal::SetParentPidfd(owner_pidfd);
   ::signal(SIGINT, SIG_IGN);  // a terminal ^C goes to the owner, which decides
   std::vector<ZygoteChild> children;
   std::vector<pollfd> pfds;
@@ -90,7 +92,10 @@ void ReplyError(int ctl, const std::string& msg) {
         ::close(c.status.get());
       }
       ::close(status.Release());
+      // The child's parent, for ParentPid and ExitWhenParentExits, is the owner.
       spawn_internal::SetIdentity(std::move(name), owner, false);
+      spawn_internal::SetParentPidfd(owner_pidfd);
+      spawn_internal::BeginChild(/*fresh_image=*/false);
       ::signal(SIGINT, SIG_DFL);
       spawn_internal::FinishChild(
           spawn_internal::RunGuarded([&] { return body(std::move(child_fd)); }));
@@ -116,12 +121,13 @@ absl::StatusOr<std::unique_ptr<Zygote>> Zygote::Start(std::function<int(UniqueFd
   UniqueFd mine(sv[0]);
   UniqueFd theirs(sv[1]);
   const pid_t owner = CurrentPid();
+  const int owner_pidfd = spawn_internal::SelfPidfd();  // inherited by the zygote
   std::fflush(nullptr);
   pid_t pid = ::fork();
   if (pid < 0) return ErrnoToStatus(errno, "fork(zygote)");
   if (pid == 0) {
     mine.Reset();
-    RunZygote(theirs.Release(), owner, body);
+    RunZygote(theirs.Release(), owner, owner_pidfd, body);
   }
   std::unique_ptr<Zygote> z(new Zygote());
   z->pid_ = pid;
