@@ -217,4 +217,10 @@ absl::Status CheckDescriptorsOpen(std::span<const int> fds) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<UniqueFd> DupCloexec(int fd, std::string_view what) {
+  UniqueFd dup(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
+  if (!dup.ok()) return ErrnoToStatus(errno, absl::StrCat("fcntl(F_DUPFD_CLOEXEC, ", AbslView(what), ")"));
+  return dup;
+}
+
 }  // namespace mproc

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "base/cpu_relax.h"
 #include "base/deadline.h"
 #include "base/unique_fd.h"
@@ -128,6 +129,10 @@ void IgnoreSigpipe();
 // not. For senders that announce a message before its descriptors go out (SCM_RIGHTS fails
 // the whole sendmsg with EBADF): checked first, a bad descriptor fails that send alone.
 absl::Status CheckDescriptorsOpen(std::span<const int> fds);
+
+// A new close-on-exec descriptor for what `fd` refers to (F_DUPFD_CLOEXEC); the errno status
+// naming `what` when the process is out of descriptors (EMFILE) or `fd` is not open (EBADF).
+absl::StatusOr<UniqueFd> DupCloexec(int fd, std::string_view what);
 
 }  // namespace mproc
 

@@ -11,6 +11,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <deque>
 #include <mutex>
 
 #include "absl/strings/str_cat.h"
@@ -116,6 +117,19 @@ struct QueueShared {
   // Each ring's tail as last read by a consumer here: a lower bound, so a consumer reads the
   // producer's cache line only when it has caught up.
   std::atomic<uint64_t> tail_cache[kRings] = {};
+
+  // Socket items this process received (claimed: no other consumer can have them) but could
+  // not map: out of address space or of mappings. Kept, and returned first by the next Get in
+  // this process, so a transient failure loses nothing. A fork child's copy is not its own.
+  struct Stashed {
+    Segment segment;
+    uint64_t len = 0;
+    std::vector<UniqueFd> fds;
+  };
+  std::mutex stash_mu;
+  std::deque<Stashed> stash;
+  pid_t stash_pid = 0;
+  std::atomic<bool> has_stash{false};
 
   ~QueueShared() {
     if (ring >= 0 && ring_pid == CurrentPid()) {
@@ -636,10 +650,45 @@ absl::Status TakeFromSocket(QueueShared& s, bool force, TakeBuffer* bytes,
   std::memcpy(&len, payload, sizeof(len));
   absl::StatusOr<Segment> seg = Segment::FromFd(std::move(fds->front()));
   fds->erase(fds->begin());
-  if (!seg.ok()) return seg.status();
-  MPROC_ASSIGN_OR_RETURN(Mapping m, seg->Map());
-  if (len > m.size()) return absl::InvalidArgumentError("queue: item longer than its memfd");
-  std::memcpy(bytes->Resize(len), m.data(), len);
+  if (!seg.ok()) return seg.status();  // not a sealed memfd: a malformed record, not an item
+  if (len > seg->size()) return absl::InvalidArgumentError("queue: item longer than its memfd");
+  absl::StatusOr<Mapping> m = seg->Map();
+  if (!m.ok()) {
+    // The item is ours alone now: keep it for the next Get rather than drop it.
+    std::lock_guard<std::mutex> lock(s.stash_mu);
+    if (s.stash_pid != CurrentPid()) s.stash.clear();
+    s.stash_pid = CurrentPid();
+    s.stash.push_back({*std::move(seg), len, std::move(*fds)});
+    fds->clear();
+    s.has_stash.store(true, std::memory_order_release);
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "queue: could not map a received item of ", len, " bytes (", m.status().message(),
+        "); it is kept, and the next Get in this process returns it"));
+  }
+  std::memcpy(bytes->Resize(len), m->data(), len);
+  return absl::OkStatus();
+}
+
+// The oldest item a Get here received but could not map (see QueueShared::stash): OK with it,
+// UNAVAILABLE when there is none, or the mapping error again (the item stays first).
+absl::Status TakeStashed(QueueShared& s, TakeBuffer* bytes, std::vector<UniqueFd>* fds) {
+  std::lock_guard<std::mutex> lock(s.stash_mu);
+  if (s.stash_pid != CurrentPid()) s.stash.clear();  // a fork child: the parent's, not ours
+  if (s.stash.empty()) {
+    s.has_stash.store(false, std::memory_order_relaxed);
+    return absl::UnavailableError("no stashed item");
+  }
+  QueueShared::Stashed& front = s.stash.front();
+  absl::StatusOr<Mapping> m = front.segment.Map();
+  if (!m.ok()) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "queue: could not map a received item of ", front.len, " bytes (", m.status().message(),
+        "); it is kept, and the next Get in this process returns it"));
+  }
+  std::memcpy(bytes->Resize(front.len), m->data(), front.len);
+  *fds = std::move(front.fds);
+  s.stash.pop_front();
+  s.has_stash.store(!s.stash.empty(), std::memory_order_relaxed);
   return absl::OkStatus();
 }
 
@@ -789,6 +838,12 @@ absl::Status QueueCore::Get(const Deadline& deadline, bool block,
   bool spun = false;
   for (;;) {
     if (s.closed.load(std::memory_order_relaxed)) return ClosedError();
+    if (s.has_stash.load(std::memory_order_acquire)) [[unlikely]] {
+      // An item this process already received comes before anything still queued.
+      absl::Status t = TakeStashed(s, bytes, fds);
+      if (t.ok()) *item = std::span<const std::byte>(bytes->data.get(), bytes->size);
+      if (!absl::IsUnavailable(t)) return t;
+    }
     absl::Status t = take(/*force=*/false);
     bool got = taken(t);  // (taken() frees the item's slot: once per item)
     if (!got && first && streaming && block) {

@@ -19,7 +19,9 @@
 // What holds on both paths:
 //   * Dequeue is atomic per item: a consumer copies first and claims after (ring), or the kernel
 //     hands a whole record to one receiver (socket). A consumer SIGKILLed in Get loses at most
-//     the item it had claimed; the queue never desynchronises for the others.
+//     the item it had claimed; the queue never desynchronises for the others. A big item this
+//     process received but could not map (out of address space) fails that Get with
+//     RESOURCE_EXHAUSTED and is kept: the next Get in this process returns it first.
 //   * Put is durable: it returns once the item sits in the shared segment or the socket, both
 //     of which outlive the producer. A producer SIGKILLed mid-Put has published nothing or the
 //     whole item. Encoding happens in the caller, so an unencodable item fails at Put, and there

@@ -1,9 +1,11 @@
 #include "ipc/queue.h"
 
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <span>
 #include <string>
 #include <thread>
@@ -57,6 +59,48 @@ TEST(QueueTest, PayloadsFromEmptyTo64MiB) {
     EXPECT_EQ(got.size(), size);
     EXPECT_TRUE(got == item) << size;
   }
+}
+
+// A big item (it travels in a memfd) that the consumer receives but cannot map, out of
+// address space: that Get fails saying so, and the item is not lost: the next Get, once the
+// space is back, returns it, before anything put after it.
+TEST(QueueTest, AnItemThatCannotBeMappedIsKeptForTheNextGet) {
+  ASSERT_OK_AND_ASSIGN(Queue<std::string> q, Queue<std::string>::Create());
+  std::string big(32 << 20, '\0');
+  for (size_t i = 0; i < big.size(); i += 4096) big[i] = static_cast<char>(i / 4096);
+  MPROC_ASSERT_OK(q.Put(big));
+  pid_t pid = testing::Child([&] {
+    // A Get on another queue lets go of the big buffer an earlier test may have left this
+    // thread; then the address space the process has, plus 8 MiB: too little to map 32 MiB.
+    absl::StatusOr<Queue<std::string>> other = Queue<std::string>::Create();
+    if (!other.ok() || !absl::IsUnavailable(other->GetNowait().status())) return 8;
+    std::FILE* f = std::fopen("/proc/self/status", "re");
+    char line[256];
+    long vm_kb = 0;
+    while (f != nullptr && std::fgets(line, sizeof(line), f)) {
+      if (std::sscanf(line, "VmSize: %ld kB", &vm_kb) == 1) break;
+    }
+    if (f != nullptr) std::fclose(f);
+    rlimit old;
+    ::getrlimit(RLIMIT_AS, &old);
+    rlimit tight = {static_cast<rlim_t>(vm_kb + (8 << 10)) * 1024, old.rlim_max};
+    if (vm_kb == 0 || ::setrlimit(RLIMIT_AS, &tight) != 0) return 2;
+    absl::StatusOr<std::string> first = q.Get(absl::Seconds(10));
+    if (!absl::IsResourceExhausted(first.status()) ||
+        std::string(first.status().message()).find("it is kept") == std::string::npos) {
+      return 3;
+    }
+    if (!absl::IsResourceExhausted(q.GetNowait().status())) return 4;  // still kept, still first
+    if (!q.Put("small, after it").ok()) return 7;
+    ::setrlimit(RLIMIT_AS, &old);
+    absl::StatusOr<std::string> again = q.Get(absl::Seconds(10));
+    if (!again.ok() || *again != big) return 5;
+    absl::StatusOr<std::string> next = q.Get(absl::Seconds(10));
+    return next.ok() && *next == "small, after it" ? 0 : 6;
+  });
+  EXPECT_EQ(testing::Join(pid), 0);
+  // The parent never had it: nothing is delivered twice.
+  EXPECT_THAT(q.GetNowait().status(), StatusIs(absl::StatusCode::kUnavailable));
 }
 
 TEST(QueueTest, CloseFailsLaterCallsAndWakesABlockedGet) {

@@ -459,7 +459,11 @@ class Pool {
       // Handles among the arguments (a Queue, a Lock, an Array...): owned copies of their
       // descriptors travel to each worker with the bytes.
       core.init_fds = std::make_shared<std::vector<UniqueFd>>();
-      for (int fd : b.fds()) core.init_fds->push_back(UniqueFd(::fcntl(fd, F_DUPFD_CLOEXEC, 0)));
+      for (int fd : b.fds()) {
+        absl::StatusOr<UniqueFd> dup = DupCloexec(fd, "a Pool initializer argument");
+        if (!dup.ok()) return dup.status();
+        core.init_fds->push_back(*std::move(dup));
+      }
     } else {
       core.fork_initializer = [f = std::move(initializer),
                                t = std::make_tuple(std::decay_t<A>(std::forward<A>(args))...)]() mutable {

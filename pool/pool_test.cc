@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <stdlib.h>
 
 #include <atomic>
@@ -58,6 +59,7 @@ int g_init_value = 0;
 void SetInit(int v) { g_init_value = v; }
 int ReadInit(int) { return g_init_value; }
 void ThrowingInit() { throw std::runtime_error("initializer exploded"); }
+void KeepArray(Array<int32_t>) {}
 
 class PoolTest : public ::testing::TestWithParam<StartMethod> {
  protected:
@@ -232,6 +234,33 @@ TEST_P(PoolTest, InitializerRunsInEveryWorker) {
   ASSERT_OK_AND_ASSIGN(std::unique_ptr<Pool> pool, Pool::Create(Opts(), SetInit, 42));
   ASSERT_OK_AND_ASSIGN(std::vector<int> v, pool->Map(ReadInit, std::vector<int>(8, 0), 1));
   for (int x : v) EXPECT_EQ(x, 42);
+}
+
+// Out of descriptors while copying the initializer's handles: Create says so, naming them,
+// instead of handing workers descriptor -1.
+TEST_P(PoolTest, RunningOutOfDescriptorsForTheInitializerIsAClearError) {
+  StartMethod method = GetParam();
+  pid_t pid = testing::Child([method] {
+    absl::StatusOr<Array<int32_t>> a = Array<int32_t>::Create(4, LockMode::kNone);
+    if (!a.ok()) return 2;
+    // Every descriptor number below the lowest free one is taken: with that as the limit, the
+    // next descriptor the process asks for fails with EMFILE.
+    const int lowest_free = ::fcntl(0, F_DUPFD, 0);
+    ::close(lowest_free);
+    rlimit lim = {static_cast<rlim_t>(lowest_free), static_cast<rlim_t>(lowest_free)};
+    if (::setrlimit(RLIMIT_NOFILE, &lim) != 0) return 3;
+    Pool::Options o;
+    o.processes = 1;
+    o.start_method = method;
+    absl::StatusOr<std::unique_ptr<Pool>> pool = Pool::Create(o, KeepArray, *a);
+    if (pool.ok()) return 4;
+    std::fprintf(stderr, "%s\n", pool.status().ToString().c_str());
+    return std::string(pool.status().message()).find("Pool initializer argument") !=
+                   std::string::npos
+               ? 0
+               : 5;
+  });
+  EXPECT_EQ(testing::Join(pid), 0);
 }
 
 TEST_P(PoolTest, FailingInitializerIsReportedOnceNotRespawnedForever) {

@@ -365,11 +365,15 @@ struct PoolCore::State {
 
 namespace {
 
-// Copies of the initializer's descriptors, for one worker (each worker's decoder takes its own).
-std::vector<UniqueFd> DupAll(const std::shared_ptr<std::vector<UniqueFd>>& fds) {
+// Copies of the initializer's descriptors, for one spawn or forkserver worker (each worker's
+// decoder takes its own, and Start sends and then closes them).
+absl::StatusOr<std::vector<UniqueFd>> DupAll(const std::shared_ptr<std::vector<UniqueFd>>& fds) {
   std::vector<UniqueFd> out;
   if (fds == nullptr) return out;
-  for (const UniqueFd& f : *fds) out.push_back(UniqueFd(::fcntl(f.get(), F_DUPFD_CLOEXEC, 0)));
+  for (const UniqueFd& f : *fds) {
+    MPROC_ASSIGN_OR_RETURN(UniqueFd dup, DupCloexec(f.get(), "a Pool initializer argument"));
+    out.push_back(std::move(dup));
+  }
   return out;
 }
 
@@ -390,7 +394,11 @@ std::function<int(UniqueFd)> ForkWorkerBody(const CoreOptions& o) {
         return 1;
       }
     }
-    return WorkerRun(ch->c, init_entry, init_bytes, DupAll(init_fds), maxtasks);
+    // A fork worker's copy of the descriptors is its own (fork duplicated them): its decoder
+    // takes them as they are, nothing to duplicate.
+    std::vector<UniqueFd> fds;
+    if (init_fds != nullptr) fds = std::move(*init_fds);
+    return WorkerRun(ch->c, init_entry, init_bytes, std::move(fds), maxtasks);
   };
 }
 
@@ -483,8 +491,10 @@ absl::StatusOr<std::vector<PoolCore::State::Worker>> StartWorkers(const CoreOpti
     std::shared_ptr<RingLink> link;
     absl::StatusOr<UniqueFd> theirs = NewChannel(w, &link);
     if (!theirs.ok()) return undo(theirs.status());
+    absl::StatusOr<std::vector<UniqueFd>> init_fds = DupAll(o.init_fds);
+    if (!init_fds.ok()) return undo(init_fds.status());
     w.proc = std::make_unique<Process>(WorkerMain, *std::move(theirs), o.init_entry,
-                                       o.init_bytes, DupAll(o.init_fds),
+                                       o.init_bytes, *std::move(init_fds),
                                        static_cast<int32_t>(o.maxtasksperchild),
                                        o.cancel_on_sigint);
     w.proc->SetStartMethod(method).SetName("PoolWorker");
