@@ -9,7 +9,7 @@
 //       Decode<std::map<std::string, std::vector<int>>>(buf.bytes());
 //   MPROC_RETURN_IF_ERROR(DecodeInto(buf.bytes(), existing));   // reuses existing's storage
 //
-// Supported out of the box: arithmetic types and enums; std::string (std::string_view encodes,
+// Supported out of the box: arithmetic types; std::string (std::string_view encodes,
 // and decodes as a zero-copy view); std::vector, std::array, std::deque, std::map, std::set,
 // std::unordered_map/set (encoded in key order, so encoding is deterministic); std::pair,
 // std::tuple, std::optional, std::variant, std::monostate; absl::Status, absl::Duration,
@@ -21,7 +21,11 @@
 //   MPROC_CODEC_FIELDS(Point, x, y, label)          // field by field
 //
 //   struct Pixel { uint8_t r, g, b, a; };
-//   MPROC_CODEC_TRIVIAL(Pixel)                       // one memcpy; refused if Pixel has padding
+//   MPROC_CODEC_TRIVIAL(Pixel)                       // one memcpy; refused if Pixel has padding,
+//                                                    // or a bool, enum or pointer member
+//
+//   enum class Color : uint16_t { kRed = 1, kBlue = 700 };
+//   MPROC_CODEC_ENUM(Color, kRed, kBlue)             // decoding refuses any other value
 //
 // (inside a class, for private members: MPROC_CODEC_FRIEND_FIELDS(Type, fields...)).
 //
@@ -31,7 +35,8 @@
 // place (std::span<const T>, zero-copy) or copy them (std::vector<T>).
 //
 // Hostile input: decoding any byte string returns a value or INVALID_ARGUMENT naming the
-// offset; counts are checked against the bytes that remain before anything is reserved, so
+// offset (a bool is 0 or 1, an enum one of its declared enumerators, and TRIVIAL types hold
+// nothing else with invalid byte patterns, so no decoded value is ever an invalid one); counts are checked against the bytes that remain before anything is reserved, so
 // no input makes the decoder allocate more than the input's own size (times the element's
 // in-memory/encoded size ratio).
 //
@@ -113,11 +118,102 @@ template <typename T>
 concept HasFieldList = requires(const T* p) { MprocCodecFields(p); };
 template <typename T>
 concept HasTrivialOptIn = requires(const T* p) { MprocCodecTrivial(p); };
-
-// Element types whose arrays encode as one memcpy.
 template <typename T>
-inline constexpr bool kBulk = (std::is_arithmetic_v<T> && !std::is_same_v<T, bool>) ||
-                              std::is_enum_v<T> || HasTrivialOptIn<T>;
+concept HasEnumValues = std::is_enum_v<T> && requires(const T* p) { MprocCodecEnumValues(p); };
+
+// Element types whose arrays encode as one memcpy: every byte pattern of them is a valid value
+// (never bool or an enum, whose other bytes would decode into invalid values).
+template <typename T>
+inline constexpr bool kBulk =
+    (std::is_arithmetic_v<T> && !std::is_same_v<T, bool>) || HasTrivialOptIn<T>;
+
+// ---- MPROC_CODEC_TRIVIAL's check: no member may have invalid byte patterns -----------------
+//
+// The members of an aggregate, found without reflection: the number of initializers it takes
+// (each member takes one AnyField, which converts to anything), then a structured binding of
+// that many names. Limits: up to 16 members, no base classes, no C arrays (std::array is fine).
+
+struct AnyField {
+  template <typename U>
+  constexpr operator U() const noexcept;  // unevaluated contexts only
+};
+
+template <typename T, size_t... I>
+constexpr bool BraceInitializable(std::index_sequence<I...>) {
+  return requires { T{(static_cast<void>(I), AnyField{})...}; };
+}
+
+template <typename T, size_t N = 0>
+constexpr size_t AggregateFieldCount() {
+  if constexpr (N < 17 && BraceInitializable<T>(std::make_index_sequence<N + 1>())) {
+    return AggregateFieldCount<T, N + 1>();
+  } else {
+    return N;
+  }
+}
+
+// The members' types, as a tuple of references.
+template <typename T>
+constexpr auto TieFields(T& t) {
+  constexpr size_t n = AggregateFieldCount<T>();
+  // clang-format off
+  if constexpr (n == 1) { auto& [a] = t; return std::tie(a); }
+  else if constexpr (n == 2) { auto& [a, b] = t; return std::tie(a, b); }
+  else if constexpr (n == 3) { auto& [a, b, c] = t; return std::tie(a, b, c); }
+  else if constexpr (n == 4) { auto& [a, b, c, d] = t; return std::tie(a, b, c, d); }
+  else if constexpr (n == 5) { auto& [a, b, c, d, e] = t; return std::tie(a, b, c, d, e); }
+  else if constexpr (n == 6) { auto& [a, b, c, d, e, f] = t; return std::tie(a, b, c, d, e, f); }
+  else if constexpr (n == 7) { auto& [a, b, c, d, e, f, g] = t; return std::tie(a, b, c, d, e, f, g); }
+  else if constexpr (n == 8) { auto& [a, b, c, d, e, f, g, h] = t; return std::tie(a, b, c, d, e, f, g, h); }
+  else if constexpr (n == 9) { auto& [a, b, c, d, e, f, g, h, i] = t; return std::tie(a, b, c, d, e, f, g, h, i); }
+  else if constexpr (n == 10) { auto& [a, b, c, d, e, f, g, h, i, j] = t; return std::tie(a, b, c, d, e, f, g, h, i, j); }
+  else if constexpr (n == 11) { auto& [a, b, c, d, e, f, g, h, i, j, k] = t; return std::tie(a, b, c, d, e, f, g, h, i, j, k); }
+  else if constexpr (n == 12) { auto& [a, b, c, d, e, f, g, h, i, j, k, l] = t; return std::tie(a, b, c, d, e, f, g, h, i, j, k, l); }
+  else if constexpr (n == 13) { auto& [a, b, c, d, e, f, g, h, i, j, k, l, m] = t; return std::tie(a, b, c, d, e, f, g, h, i, j, k, l, m); }
+  else if constexpr (n == 14) { auto& [a, b, c, d, e, f, g, h, i, j, k, l, m, o] = t; return std::tie(a, b, c, d, e, f, g, h, i, j, k, l, m, o); }
+  else if constexpr (n == 15) { auto& [a, b, c, d, e, f, g, h, i, j, k, l, m, o, p] = t; return std::tie(a, b, c, d, e, f, g, h, i, j, k, l, m, o, p); }
+  else if constexpr (n == 16) { auto& [a, b, c, d, e, f, g, h, i, j, k, l, m, o, p, q] = t; return std::tie(a, b, c, d, e, f, g, h, i, j, k, l, m, o, p, q); }
+  else { return std::tuple<>(); }
+  // clang-format on
+}
+
+template <typename T>
+struct IsStdArray : std::false_type {};
+template <typename E, size_t N>
+struct IsStdArray<std::array<E, N>> : std::true_type {
+  using Element = E;
+};
+
+template <typename T>
+constexpr bool EveryBytePatternValid();
+
+template <typename Tuple, size_t... I>
+constexpr bool MembersValid(std::index_sequence<I...>) {
+  return (EveryBytePatternValid<std::remove_cvref_t<std::tuple_element_t<I, Tuple>>>() && ...);
+}
+
+// Whether every byte pattern of T is a value of T: arithmetic types but bool, std::arrays and
+// aggregates of such (checked member by member), and types already opted in with
+// MPROC_CODEC_TRIVIAL.
+template <typename T>
+constexpr bool EveryBytePatternValid() {
+  if constexpr (std::is_same_v<T, bool> || std::is_enum_v<T> || std::is_pointer_v<T> ||
+                std::is_member_pointer_v<T>) {
+    return false;
+  } else if constexpr (std::is_arithmetic_v<T>) {
+    return true;
+  } else if constexpr (std::is_array_v<T>) {
+    return false;  // a C array member: use std::array (the member walk cannot see it)
+  } else if constexpr (IsStdArray<T>::value) {
+    return EveryBytePatternValid<typename IsStdArray<T>::Element>();
+  } else if constexpr (std::is_aggregate_v<T>) {
+    using Tuple = decltype(TieFields(std::declval<T&>()));
+    return std::tuple_size_v<Tuple> > 0 &&
+           MembersValid<Tuple>(std::make_index_sequence<std::tuple_size_v<Tuple>>());
+  } else {
+    return false;
+  }
+}
 
 template <typename T>
 void EncodeBulk(EncodeBuffer& b, const T* p, size_t n) {
@@ -170,14 +266,30 @@ struct Codec<bool> {
   }
 };
 
+// Enums declared with MPROC_CODEC_ENUM(Type, enumerators...): a decoded value must be one of
+// them (INVALID_ARGUMENT otherwise), so hostile bytes never make an enumerator no switch
+// expects, nor (for an enum without a fixed underlying type) undefined behaviour.
 template <typename T>
-  requires std::is_enum_v<T>
+  requires serialize_internal::HasEnumValues<T>
 struct Codec<T> {
   using U = std::underlying_type_t<T>;
   static constexpr bool kCarriesFds = false;
   static constexpr size_t kMinSize = sizeof(U);
-  static void Encode(EncodeBuffer& b, const T& v) { b.Append(&v, sizeof(T)); }
-  static bool Decode(DecodeReader& r, T& out) { return r.Read(&out, sizeof(T)); }
+  static void Encode(EncodeBuffer& b, const T& v) {
+    const U u = static_cast<U>(v);
+    b.Append(&u, sizeof(U));
+  }
+  static bool Decode(DecodeReader& r, T& out) {
+    U u;
+    if (!r.Read(&u, sizeof(U))) return false;
+    for (T v : MprocCodecEnumValues(static_cast<const T*>(nullptr))) {
+      if (static_cast<U>(v) == u) {
+        out = v;
+        return true;
+      }
+    }
+    return r.Fail("enum value is not one of its enumerators");
+  }
 };
 
 template <>
@@ -648,6 +760,11 @@ struct Codec<T> {
 template <typename T>
   requires(serialize_internal::HasTrivialOptIn<T> && !serialize_internal::HasFieldList<T>)
 struct Codec<T> {
+  static_assert(serialize_internal::EveryBytePatternValid<T>(),
+                "MPROC_CODEC_TRIVIAL copies bytes as they come, so every byte pattern must be a "
+                "value: it refuses bool, enum and pointer members (hostile bytes would make "
+                "invalid values), C arrays (use std::array) and non-aggregates; use "
+                "MPROC_CODEC_FIELDS, which checks each member");
   static constexpr bool kCarriesFds = false;
   static constexpr size_t kMinSize = sizeof(T);
   static void Encode(EncodeBuffer& b, const T& v) { b.Append(&v, sizeof(T)); }
@@ -722,6 +839,7 @@ inline std::span<const std::byte> AsBytes(std::string_view s) {
 
 #define MPROC_CODEC_EXPAND_(x) x
 #define MPROC_CODEC_MEMBER_(T, f) &T::f
+#define MPROC_CODEC_ENUMERATOR_(T, v) T::v
 #define MPROC_CODEC_M1_(T, a) MPROC_CODEC_MEMBER_(T, a)
 #define MPROC_CODEC_M2_(T, a, ...) MPROC_CODEC_MEMBER_(T, a), MPROC_CODEC_EXPAND_(MPROC_CODEC_M1_(T, __VA_ARGS__))
 #define MPROC_CODEC_M3_(T, a, ...) MPROC_CODEC_MEMBER_(T, a), MPROC_CODEC_EXPAND_(MPROC_CODEC_M2_(T, __VA_ARGS__))
@@ -746,6 +864,43 @@ inline std::span<const std::byte> AsBytes(std::string_view s) {
                                         MPROC_CODEC_M8_, MPROC_CODEC_M7_, MPROC_CODEC_M6_,    \
                                         MPROC_CODEC_M5_, MPROC_CODEC_M4_, MPROC_CODEC_M3_,    \
                                         MPROC_CODEC_M2_, MPROC_CODEC_M1_)(T, __VA_ARGS__))
+
+// The enumerators of an enum, for MPROC_CODEC_ENUM (up to 16): MEMBER_ applied, then
+// re-spelled. Each MPROC_CODEC_Mn_ names MPROC_CODEC_MEMBER_; the enum form substitutes it.
+#define MPROC_CODEC_E1_(T, a) MPROC_CODEC_ENUMERATOR_(T, a)
+#define MPROC_CODEC_E2_(T, a, ...) MPROC_CODEC_ENUMERATOR_(T, a), MPROC_CODEC_EXPAND_(MPROC_CODEC_E1_(T, __VA_ARGS__))
+#define MPROC_CODEC_E3_(T, a, ...) MPROC_CODEC_ENUMERATOR_(T, a), MPROC_CODEC_EXPAND_(MPROC_CODEC_E2_(T, __VA_ARGS__))
+#define MPROC_CODEC_E4_(T, a, ...) MPROC_CODEC_ENUMERATOR_(T, a), MPROC_CODEC_EXPAND_(MPROC_CODEC_E3_(T, __VA_ARGS__))
+#define MPROC_CODEC_E5_(T, a, ...) MPROC_CODEC_ENUMERATOR_(T, a), MPROC_CODEC_EXPAND_(MPROC_CODEC_E4_(T, __VA_ARGS__))
+#define MPROC_CODEC_E6_(T, a, ...) MPROC_CODEC_ENUMERATOR_(T, a), MPROC_CODEC_EXPAND_(MPROC_CODEC_E5_(T, __VA_ARGS__))
+#define MPROC_CODEC_E7_(T, a, ...) MPROC_CODEC_ENUMERATOR_(T, a), MPROC_CODEC_EXPAND_(MPROC_CODEC_E6_(T, __VA_ARGS__))
+#define MPROC_CODEC_E8_(T, a, ...) MPROC_CODEC_ENUMERATOR_(T, a), MPROC_CODEC_EXPAND_(MPROC_CODEC_E7_(T, __VA_ARGS__))
+#define MPROC_CODEC_E9_(T, a, ...) MPROC_CODEC_ENUMERATOR_(T, a), MPROC_CODEC_EXPAND_(MPROC_CODEC_E8_(T, __VA_ARGS__))
+#define MPROC_CODEC_E10_(T, a, ...) MPROC_CODEC_ENUMERATOR_(T, a), MPROC_CODEC_EXPAND_(MPROC_CODEC_E9_(T, __VA_ARGS__))
+#define MPROC_CODEC_E11_(T, a, ...) MPROC_CODEC_ENUMERATOR_(T, a), MPROC_CODEC_EXPAND_(MPROC_CODEC_E10_(T, __VA_ARGS__))
+#define MPROC_CODEC_E12_(T, a, ...) MPROC_CODEC_ENUMERATOR_(T, a), MPROC_CODEC_EXPAND_(MPROC_CODEC_E11_(T, __VA_ARGS__))
+#define MPROC_CODEC_E13_(T, a, ...) MPROC_CODEC_ENUMERATOR_(T, a), MPROC_CODEC_EXPAND_(MPROC_CODEC_E12_(T, __VA_ARGS__))
+#define MPROC_CODEC_E14_(T, a, ...) MPROC_CODEC_ENUMERATOR_(T, a), MPROC_CODEC_EXPAND_(MPROC_CODEC_E13_(T, __VA_ARGS__))
+#define MPROC_CODEC_E15_(T, a, ...) MPROC_CODEC_ENUMERATOR_(T, a), MPROC_CODEC_EXPAND_(MPROC_CODEC_E14_(T, __VA_ARGS__))
+#define MPROC_CODEC_E16_(T, a, ...) MPROC_CODEC_ENUMERATOR_(T, a), MPROC_CODEC_EXPAND_(MPROC_CODEC_E15_(T, __VA_ARGS__))
+#define MPROC_CODEC_ENUMERATORS_(T, ...)                                                       \
+  MPROC_CODEC_EXPAND_(MPROC_CODEC_PICK_(__VA_ARGS__, MPROC_CODEC_E16_, MPROC_CODEC_E15_,      \
+                                        MPROC_CODEC_E14_, MPROC_CODEC_E13_, MPROC_CODEC_E12_, \
+                                        MPROC_CODEC_E11_, MPROC_CODEC_E10_, MPROC_CODEC_E9_,  \
+                                        MPROC_CODEC_E8_, MPROC_CODEC_E7_, MPROC_CODEC_E6_,    \
+                                        MPROC_CODEC_E5_, MPROC_CODEC_E4_, MPROC_CODEC_E3_,    \
+                                        MPROC_CODEC_E2_, MPROC_CODEC_E1_)(T, __VA_ARGS__))
+
+// The codec of an enum: every enumerator it may take (up to 16), at namespace scope in the
+// enum's namespace. Decoding refuses any other value.
+//   enum class Color : uint16_t { kRed = 1, kBlue = 700 };
+//   MPROC_CODEC_ENUM(Color, kRed, kBlue)
+#define MPROC_CODEC_ENUM(Type, ...)                                                      \
+  [[maybe_unused]] inline constexpr auto MprocCodecEnumValues(const Type*) {             \
+    return ::std::array<Type, ::std::tuple_size_v<decltype(::std::make_tuple(            \
+                                  MPROC_CODEC_ENUMERATORS_(Type, __VA_ARGS__)))>>{       \
+        MPROC_CODEC_ENUMERATORS_(Type, __VA_ARGS__)};                                    \
+  }
 
 // Field-by-field codec for Type (up to 16 fields), at namespace scope in Type's namespace.
 #define MPROC_CODEC_FIELDS(Type, ...)                                   \

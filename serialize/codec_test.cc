@@ -44,6 +44,38 @@ class Secret {
 };
 
 enum class Color : uint16_t { kRed = 1, kBlue = 700 };
+MPROC_CODEC_ENUM(Color, kRed, kBlue)
+
+// An unscoped enum without a fixed underlying type: values outside its enumerators' bits are
+// undefined behaviour, so decoding must refuse them before they exist.
+enum Shade { kLight, kDark };
+MPROC_CODEC_ENUM(Shade, kLight, kDark)
+
+// What MPROC_CODEC_TRIVIAL accepts and refuses (checked at compile time, member by member).
+struct Flagged {
+  uint8_t level;
+  bool on;
+};
+struct Tinted {
+  uint8_t level;
+  Color color;
+};
+struct Nested {
+  Pixel p;
+  std::array<uint16_t, 2> xs;
+};
+struct NestedFlag {
+  std::array<bool, 2> flags;
+};
+struct WithPointer {
+  const char* p;
+};
+static_assert(serialize_internal::EveryBytePatternValid<Pixel>());
+static_assert(serialize_internal::EveryBytePatternValid<Nested>());
+static_assert(!serialize_internal::EveryBytePatternValid<Flagged>());
+static_assert(!serialize_internal::EveryBytePatternValid<Tinted>());
+static_assert(!serialize_internal::EveryBytePatternValid<NestedFlag>());
+static_assert(!serialize_internal::EveryBytePatternValid<WithPointer>());
 
 struct WithFd {
   std::string name;
@@ -320,6 +352,26 @@ TEST(CodecTest, HugeCountsAreRejectedBeforeAllocating) {
   // Zero-size elements are capped too.
   EXPECT_THAT(Decode<std::vector<std::tuple<>>>(b.bytes()),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("limit")));
+}
+
+// Hostile bytes never become an enum value that is not one of its enumerators: alone, in a
+// vector (no longer one memcpy), or inside a struct.
+TEST(CodecTest, EnumsDecodeOnlyToTheirEnumerators) {
+  EXPECT_EQ(RoundTrip(Color::kRed), Color::kRed);
+  EXPECT_EQ(RoundTrip(test_types::kDark), test_types::kDark);
+  const uint16_t bad = 2;
+  EXPECT_THAT(Decode<Color>(AsBytes(std::string(reinterpret_cast<const char*>(&bad), 2))),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("enumerators")));
+  const int shade = 1 << 20;
+  EXPECT_THAT(Decode<test_types::Shade>(
+                  AsBytes(std::string(reinterpret_cast<const char*>(&shade), sizeof(shade)))),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("enumerators")));
+  std::vector<Color> colors = {Color::kBlue, Color::kRed, Color::kBlue};
+  EXPECT_EQ(RoundTrip(colors), colors);
+  std::string bytes = Bytes(colors);
+  bytes[bytes.size() - 2] = 3;  // the last color's low byte: 700 becomes another value
+  EXPECT_THAT(Decode<std::vector<Color>>(AsBytes(bytes)),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("enumerators")));
 }
 
 TEST(CodecTest, MalformedScalarsAndTags) {

@@ -92,6 +92,7 @@
 namespace mproc {
 
 enum class StartMethod { kFork, kSpawn, kForkServer };
+MPROC_CODEC_ENUM(StartMethod, kFork, kSpawn, kForkServer)
 std::string_view StartMethodName(StartMethod method);
 
 // Sets the process-wide default start method. Once: a second call is FAILED_PRECONDITION
