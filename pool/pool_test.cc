@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <fcntl.h>
+#include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <stdlib.h>
 
@@ -261,6 +262,40 @@ TEST_P(PoolTest, RunningOutOfDescriptorsForTheInitializerIsAClearError) {
                : 5;
   });
   EXPECT_EQ(testing::Join(pid), 0);
+}
+
+// The interrupt-mode SIGINT handler against pools that end while SIGINTs arrive: a handler
+// must never write into a descriptor its pool closed and the kernel gave to someone else.
+// Pools come and go 3000 times, each time another eventfd takes the freed number at once,
+// while another thread fires SIGINTs; that eventfd must never receive the handler's write.
+// (The race is a few instructions wide: this rarely caught it before the fix, which closes it
+// by construction, a Dekker pair between the handler and UnregisterSigintFd.)
+TEST(PoolSigintTest, TheHandlerNeverWritesIntoADescriptorAfterItsPoolClosedIt) {
+  UniqueFd keeper(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));  // keeps the handler installed
+  MPROC_ASSERT_OK(pool_internal::RegisterSigintFd(keeper.get()));
+  std::atomic<bool> stop{false};
+  std::thread firing([&] {
+    while (!stop.load()) ::kill(::getpid(), SIGINT);
+  });
+  int stray = 0;
+  for (int i = 0; i < 3000 && stray == 0; ++i) {
+    int efd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    ASSERT_GE(efd, 0);
+    MPROC_ASSERT_OK(pool_internal::RegisterSigintFd(efd));
+    pool_internal::UnregisterSigintFd(efd);
+    ::close(efd);
+    // Someone else's eventfd takes the freed number at once; it is never registered.
+    int other = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    ASSERT_GE(other, 0);
+    for (int k = 0; k < 200; ++k) CpuRelax();  // time for a stale handler to write
+    uint64_t v = 0;
+    if (::read(other, &v, sizeof(v)) == sizeof(v)) ++stray;
+    ::close(other);
+  }
+  stop = true;
+  firing.join();
+  pool_internal::UnregisterSigintFd(keeper.get());
+  EXPECT_EQ(stray, 0);
 }
 
 TEST_P(PoolTest, FailingInitializerIsReportedOnceNotRespawnedForever) {

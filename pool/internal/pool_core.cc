@@ -217,13 +217,20 @@ std::mutex g_sigint_mu;
 int g_sigint_users = 0;
 struct sigaction g_sigint_previous;
 
+// Handlers running now (on any thread): UnregisterSigint waits for them, so a handler that
+// read a slot before it was cleared is done writing before its descriptor can be closed and
+// its number given to something else.
+std::atomic<int> g_sigint_running{0};
+
 void OnSigint(int) {
   const int saved = errno;
+  g_sigint_running.fetch_add(1, std::memory_order_seq_cst);
   uint64_t one = 1;
   for (auto& slot : g_sigint_fds) {
-    int fd = slot.load(std::memory_order_acquire);
+    int fd = slot.load(std::memory_order_seq_cst);
     if (fd >= 0) (void)!::write(fd, &one, sizeof(one));
   }
+  g_sigint_running.fetch_sub(1, std::memory_order_seq_cst);
   errno = saved;
 }
 
@@ -255,11 +262,16 @@ void UnregisterSigint(int fd) {
   std::lock_guard<std::mutex> lock(g_sigint_mu);
   for (auto& slot : g_sigint_fds) {
     int expected = fd;
-    if (slot.compare_exchange_strong(expected, -1)) {
+    if (slot.compare_exchange_strong(expected, -1, std::memory_order_seq_cst)) {
       if (--g_sigint_users == 0) ::sigaction(SIGINT, &g_sigint_previous, nullptr);
-      return;
+      break;
     }
   }
+  // A handler that loaded the slot before the exchange may still be about to write to `fd`:
+  // the caller closes it next. (Dekker with OnSigint: slot cleared, then count read; count
+  // raised, then slot read.) A handler is a few writes long; one interrupting this thread
+  // has finished before this loop runs.
+  while (g_sigint_running.load(std::memory_order_seq_cst) != 0) CpuRelax();
 }
 
 bool ReportInitFailure(const Channel& c) {
@@ -976,5 +988,8 @@ void PoolCore::Run() {
   }
   for (uint64_t id : left) fail(id, why);
 }
+
+absl::Status RegisterSigintFd(int fd) { return RegisterSigint(fd); }
+void UnregisterSigintFd(int fd) { UnregisterSigint(fd); }
 
 }  // namespace mproc::pool_internal

@@ -55,6 +55,12 @@ using InitEntry = void (*)(DecodeReader& in);
 using TaskDone = std::function<void(absl::Status status, std::span<const std::byte> output,
                                     std::vector<UniqueFd> fds)>;
 
+// The SIGINT handler of pools in interrupt mode writes to each registered eventfd. Unregister
+// returns once no handler can still write to `fd`, so the caller may close it. Exposed for
+// tests; PoolCore registers its own.
+absl::Status RegisterSigintFd(int fd);
+void UnregisterSigintFd(int fd);
+
 struct CoreOptions {
   int processes = 0;
   std::optional<StartMethod> start_method;
