@@ -10,9 +10,11 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cstddef>
 #include <cstring>
 #include <deque>
 #include <mutex>
+#include <type_traits>
 
 #include "absl/strings/str_cat.h"
 #include "base/futex.h"
@@ -75,7 +77,14 @@ struct alignas(64) RingHeader {
 // In the queue's shared segment, followed by kRings rings of kRingBytes.
 // Item counts live beside each ring's head and tail (and socket_items), not in one shared
 // counter that producer and consumer would bounce between their CPUs on every item.
+constexpr uint64_t kQueueMagic = 0x6d70726f632d7175ULL;  // "mproc-qu"
+// Bumped whenever the layout below changes: a segment from another build is refused.
+constexpr uint32_t kQueueVersion = 2;
+
 struct alignas(64) QueueState {
+  uint64_t magic = kQueueMagic;
+  uint32_t version = kQueueVersion;
+  uint32_t state_bytes = sizeof(QueueState);  // another build's layout shows here too
   std::atomic<int64_t> unfinished{0};  // JoinableQueue: put but not TaskDone'd
   std::atomic<uint32_t> join_seq{0};   // futex: bumped when unfinished reaches 0
   std::atomic<uint32_t> slots_seq{0};  // futex: bumped when a slot frees
@@ -90,6 +99,17 @@ struct alignas(64) QueueState {
   std::atomic<uint32_t> doorbell_armed{0};         // someone asked for fileno(): ring it
   RingHeader rings[kRings];
 };
+
+// The layout is shared between processes, so it must not depend on anything but this file:
+// lock-free atomics only (a lock inside a std::atomic would be process-private), standard
+// layout, nothing to destroy, and the indices producers and consumers write apart.
+static_assert(std::atomic<uint64_t>::is_always_lock_free && std::atomic<uint32_t>::is_always_lock_free &&
+              std::atomic<int64_t>::is_always_lock_free && std::atomic<int32_t>::is_always_lock_free);
+static_assert(std::is_standard_layout_v<QueueState> && std::is_standard_layout_v<RingHeader>);
+static_assert(std::is_trivially_destructible_v<QueueState>);
+static_assert(sizeof(RingHeader) == 3 * 64 && alignof(RingHeader) == 64);
+static_assert(offsetof(RingHeader, head) == 64 && offsetof(RingHeader, tail) == 128);
+static_assert(offsetof(QueueState, items_seq) % 64 == 0 && offsetof(QueueState, rings) % 64 == 0);
 
 constexpr uint64_t kStateBytes = (sizeof(QueueState) + 4095) / 4096 * 4096;
 constexpr uint64_t kSegmentBytes = kStateBytes + kRings * kRingBytes;
@@ -149,6 +169,12 @@ absl::StatusOr<std::shared_ptr<QueueShared>> Attach(UniqueFd rx, UniqueFd tx, Un
   s->doorbell = std::move(doorbell);
   MPROC_ASSIGN_OR_RETURN(Mapping m, seg.Map());
   if (m.size() < kSegmentBytes) return absl::InvalidArgumentError("queue segment too small");
+  const auto* st = static_cast<const QueueState*>(m.data());
+  if (st->magic != kQueueMagic || st->version != kQueueVersion ||
+      st->state_bytes != sizeof(QueueState)) {
+    return absl::InvalidArgumentError(
+        "not an mproc queue segment (or one of another mproc version): bad magic or layout");
+  }
   s->rx = std::move(rx);
   s->tx = std::move(tx);
   s->segment = std::move(seg);
@@ -406,8 +432,13 @@ struct TakeBuffer {
   }
 };
 
-// Claims one record from ring `ri` into `out`. True when one was taken.
-bool RingTake(QueueShared& s, int ri, TakeBuffer* out) {
+enum class Take { kNone, kTaken, kCorrupt };
+
+// Claims one record from ring `ri` into `out`. kCorrupt: the ring's bytes are not records
+// (shared memory scribbled on by someone): a copy that fails its checks while the head stays
+// where it was cannot be a race with another consumer, since the producer never rewrites bytes
+// between head and tail.
+Take RingTake(QueueShared& s, int ri, TakeBuffer* out) {
   RingHeader& r = s.state->rings[ri];
   const std::byte* data = s.ring_data + static_cast<uint64_t>(ri) * kRingBytes;
   for (;;) {
@@ -416,21 +447,33 @@ bool RingTake(QueueShared& s, int ri, TakeBuffer* out) {
     if (h >= t) {
       t = r.tail.load(std::memory_order_acquire);
       s.tail_cache[ri].store(t, std::memory_order_release);
-      if (h >= t) return false;
+      if (h >= t) return Take::kNone;
     }
-    if (t - h > kRingBytes) continue;  // head moved on since we read it
+    if (t - h > kRingBytes) {  // head moved on since we read it, or the indices are garbage
+      if (r.head.load(std::memory_order_acquire) == h) return Take::kCorrupt;
+      continue;
+    }
     uint32_t header[2];
     CopyOut(data, h, header, sizeof(header));
     const uint64_t need = RecordBytes(header[0]);
-    if (header[1] != kRecordTag || need > t - h) continue;  // torn: head moved meanwhile
+    if (header[1] != kRecordTag || need > t - h) {  // torn: head moved meanwhile, or corrupt
+      if (r.head.load(std::memory_order_acquire) == h) return Take::kCorrupt;
+      continue;
+    }
     // (A torn copy below is harmless too: the CAS fails and it is dropped.)
     CopyOut(data, h + kRecordHeader, out->Resize(header[0]), header[0]);
     if (r.head.compare_exchange_strong(h, h + need, std::memory_order_seq_cst)) {
       r.taken.fetch_add(1, std::memory_order_relaxed);
       WakeOwner(r, h + need);
-      return true;
+      return Take::kTaken;
     }
   }
+}
+
+absl::Status CorruptRing(int ri) {
+  return absl::InvalidArgumentError(absl::StrCat(
+      "queue: producer ring ", ri, " holds bytes that are not records (its shared memory was "
+      "overwritten); its items cannot be read"));
 }
 
 // Claims one item from any ring. A consumer stays on the ring it last took from for up to
@@ -438,11 +481,12 @@ bool RingTake(QueueShared& s, int ri, TakeBuffer* out) {
 // kStreak items of each other): consumers that each stay on a ring do not take turns pulling
 // every ring's head line across CPUs.
 constexpr uint32_t kStreak = 64;
-bool TakeFromRings(QueueShared& s, TakeBuffer* out) {
+// kCorrupt names the ring in `*bad`.
+Take TakeFromRings(QueueShared& s, TakeBuffer* out, int* bad) {
   thread_local uint32_t next = 0;
   thread_local uint32_t streak = 0;
   const uint32_t active = s.state->active.load(std::memory_order_acquire);
-  if (active == 0) return false;
+  if (active == 0) return Take::kNone;
   if (streak >= kStreak) {
     next = (next + 1) % kRings;
     streak = 0;
@@ -450,16 +494,21 @@ bool TakeFromRings(QueueShared& s, TakeBuffer* out) {
   for (int k = 0; k < kRings; ++k) {
     const int i = static_cast<int>((next + k) % kRings);
     if ((active & (1u << i)) == 0) continue;
-    if (RingTake(s, i, out)) {
+    const Take t = RingTake(s, i, out);
+    if (t == Take::kCorrupt) {
+      *bad = i;
+      return t;
+    }
+    if (t == Take::kTaken) {
       if (static_cast<uint32_t>(i) != next) {
         next = static_cast<uint32_t>(i);
         streak = 0;
       }
       ++streak;
-      return true;
+      return t;
     }
   }
-  return false;
+  return Take::kNone;
 }
 
 
@@ -810,10 +859,17 @@ absl::Status QueueCore::Get(const Deadline& deadline, bool block,
   QueueState* st = s.state;
   bool counted = false;
   auto take = [&](bool force) -> absl::Status {
-    if (TakeFromRings(s, bytes)) {
-      counted = true;
-      fds->clear();
-      return absl::OkStatus();
+    int bad = -1;
+    switch (TakeFromRings(s, bytes, &bad)) {
+      case Take::kTaken:
+        counted = true;
+        fds->clear();
+        return absl::OkStatus();
+      case Take::kCorrupt:
+        counted = false;
+        return CorruptRing(bad);
+      case Take::kNone:
+        break;
     }
     return TakeFromSocket(s, force, bytes, fds, &counted);
   };

@@ -1,11 +1,14 @@
 #include "ipc/queue.h"
 
 #include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <span>
 #include <string>
 #include <thread>
@@ -17,6 +20,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "ipc/wait.h"
+#include "shm/segment.h"
 
 namespace mproc {
 namespace {
@@ -101,6 +105,64 @@ TEST(QueueTest, AnItemThatCannotBeMappedIsKeptForTheNextGet) {
   EXPECT_EQ(testing::Join(pid), 0);
   // The parent never had it: nothing is delivered twice.
   EXPECT_THAT(q.GetNowait().status(), StatusIs(absl::StatusCode::kUnavailable));
+}
+
+// The descriptors of a queue handle: rx, tx, segment, doorbell (QueueCore::EncodeHandle).
+std::vector<int> HandleFds(const Queue<std::string>& q, EncodeBuffer& b) {
+  Encode(q, b);
+  return std::vector<int>(b.fds().begin(), b.fds().end());
+}
+
+// Someone scribbles over a ring's records in the shared segment: a Get says so at once
+// (INVALID_ARGUMENT), where it used to retry forever at 100% CPU, deaf to its deadline.
+TEST(QueueTest, CorruptRingMemoryIsInvalidArgumentNotAHang) {
+  ASSERT_OK_AND_ASSIGN(Queue<std::string> q, Queue<std::string>::Create());
+  MPROC_ASSERT_OK(q.Put("an item"));
+  EncodeBuffer b;
+  const int seg_fd = HandleFds(q, b)[2];
+  struct stat st;
+  ASSERT_EQ(::fstat(seg_fd, &st), 0);
+  void* p = ::mmap(nullptr, st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, seg_fd, 0);
+  ASSERT_NE(p, MAP_FAILED);
+  // The record's tag ("QRPM") marks its header; overwrite it.
+  auto* bytes = static_cast<unsigned char*>(p);
+  const uint32_t tag = 0x4d505251;
+  bool found = false;
+  for (off_t i = 0; i + 4 <= st.st_size && !found; i += 4) {
+    if (std::memcmp(bytes + i, &tag, 4) == 0) {
+      std::memset(bytes + i - 4, 0xee, 8);
+      found = true;
+    }
+  }
+  ::munmap(p, st.st_size);
+  ASSERT_TRUE(found);
+  const double t0 = testing::NowSeconds();
+  pid_t pid = testing::Child([&] {
+    absl::StatusOr<std::string> got = q.Get(absl::Seconds(30));
+    return absl::IsInvalidArgument(got.status()) &&
+                   std::string(got.status().message()).find("not records") != std::string::npos
+               ? 0
+               : 1;
+  });
+  EXPECT_EQ(testing::Join(pid, 20), 0);
+  EXPECT_LT(testing::NowSeconds() - t0, 10.0);
+}
+
+// A handle whose segment is not a queue's (another memfd of the same size, all zeros) is
+// refused when it is decoded, before anything reads it as rings.
+TEST(QueueTest, AHandleToSomethingElseIsRefused) {
+  ASSERT_OK_AND_ASSIGN(Queue<std::string> q, Queue<std::string>::Create());
+  EncodeBuffer b;
+  std::vector<int> fds = HandleFds(q, b);
+  struct stat st;
+  ASSERT_EQ(::fstat(fds[2], &st), 0);
+  ASSERT_OK_AND_ASSIGN(Segment other, Segment::Create(static_cast<size_t>(st.st_size), "not-a-queue"));
+  std::vector<UniqueFd> owned;
+  for (size_t i = 0; i < fds.size(); ++i) {
+    owned.emplace_back(::fcntl(i == 2 ? other.fd() : fds[i], F_DUPFD_CLOEXEC, 0));
+  }
+  EXPECT_THAT(Decode<Queue<std::string>>(b.bytes(), std::move(owned)).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not an mproc queue")));
 }
 
 TEST(QueueTest, CloseFailsLaterCallsAndWakesABlockedGet) {
