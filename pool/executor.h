@@ -4,7 +4,8 @@
 //   MPROC_ASSIGN_OR_RETURN(auto ex, ProcessPoolExecutor::Create({.max_workers = 4}));
 //   Future<int> f = ex->Submit(Square, 7);
 //   MPROC_ASSIGN_OR_RETURN(int v, f.Result(absl::Seconds(5)));
-//   for (auto& r : ex->Map(Square, inputs)) ...                   // StatusOr per item, in order
+//   MPROC_ASSIGN_OR_RETURN(auto rs, ex->Map(Square, inputs, {.chunksize = 64}));
+//   for (auto& r : rs) ...                                          // StatusOr per item, in order
 //   MPROC_RETURN_IF_ERROR(ex->Shutdown(/*wait=*/true, /*cancel_futures=*/false));
 //
 // Semantics (CPython's, C++ casing): Submit returns a Future; Result(timeout) is the value or
@@ -16,8 +17,10 @@
 // the executor breaks, every unfinished future fails with ABORTED "BrokenProcessPool: ..."
 // naming the dead worker's pid and signal, and later Submits fail with the same status.
 // Shutdown(wait, cancel_futures) stops accepting work (FAILED_PRECONDITION afterwards);
-// cancel_futures cancels what no worker has received. TerminateWorkers/KillWorkers (3.14)
-// end the workers at once; unfinished futures fail. The destructor is Shutdown(wait=true).
+// cancel_futures cancels what no worker has received. TerminateWorkers (SIGTERM) and
+// KillWorkers (SIGKILL) (3.14) end the workers at once; unfinished futures fail. The
+// destructor is Shutdown(wait=true). Map takes CPython's chunksize, timeout and buffersize
+// (ExecutorMapOptions); an initializer (with its arguments) is Create's.
 //
 // Thread-safety: every method may be called from any thread.
 
@@ -128,20 +131,36 @@ struct ExecutorOptions {
   int max_tasks_per_child = 0;
 };
 
+// ProcessPoolExecutor::Map's options (CPython's map keywords).
+struct ExecutorMapOptions {
+  // Items per task (CPython's chunksize): at least 1.
+  size_t chunksize = 1;
+  // From the call: results not ready by then are DEADLINE_EXCEEDED, and the tasks that no
+  // worker has received yet are cancelled (CPython raises TimeoutError while iterating).
+  absl::Duration timeout = absl::InfiniteDuration();
+  // At most this many chunks submitted and not yet collected (CPython 3.14's buffersize):
+  // memory stays bounded however many items there are. Unset: every chunk at once. 0 is an
+  // error, as in CPython.
+  std::optional<size_t> buffersize;
+};
+
 class ProcessPoolExecutor {
  public:
   using Options = ExecutorOptions;
 
   static absl::StatusOr<std::unique_ptr<ProcessPoolExecutor>> Create(Options options = {}) {
+    return CreateWith(options, pool_internal::CoreOptions());
+  }
+  // With an initializer (CPython's initializer and initargs): a function pointer (or
+  // captureless lambda) and its arguments, run in each worker before its first task; under
+  // the fork start method, any callable. An initializer that fails breaks the executor.
+  template <typename F, typename... A>
+  static absl::StatusOr<std::unique_ptr<ProcessPoolExecutor>> Create(Options options,
+                                                                     F initializer, A&&... args) {
     pool_internal::CoreOptions core;
-    core.processes = options.max_workers;
-    core.start_method = options.start_method;
-    core.maxtasksperchild = options.max_tasks_per_child;
-    core.break_on_worker_death = true;
-    absl::StatusOr<std::unique_ptr<pool_internal::PoolCore>> c =
-        pool_internal::PoolCore::Create(std::move(core));
-    if (!c.ok()) return c.status();
-    return std::unique_ptr<ProcessPoolExecutor>(new ProcessPoolExecutor(*std::move(c)));
+    MPROC_RETURN_IF_ERROR(
+        pool_internal::SetInitializer(core, std::move(initializer), std::forward<A>(args)...));
+    return CreateWith(options, std::move(core));
   }
   ~ProcessPoolExecutor() { (void)Shutdown(true); }
 
@@ -163,18 +182,77 @@ class ProcessPoolExecutor {
     return fut;
   }
 
-  // Results in input order, one StatusOr per item (an error does not stop the others).
+  // Results in input order, one StatusOr per item (an error does not stop the others: a
+  // chunk's items are run and reported one by one). The outer status is the call's own:
+  // INVALID_ARGUMENT for a chunksize of 0 or a buffersize of 0 (CPython's ValueError),
+  // before anything is submitted.
   template <typename F, typename T>
   auto Map(F fn, const std::vector<T>& items, size_t chunksize = 1) {
-    using R = pool_internal::Stored<
-        typename pool_internal::FnTraits<decltype(pool_internal::AsFunctionPointer(fn))>::Result>;
-    std::vector<Future<R>> fs;
-    fs.reserve(items.size());
-    (void)chunksize;  // each item is its own future here; chunking is Pool::Map's
-    for (const T& item : items) fs.push_back(Submit(fn, item));
-    std::vector<absl::StatusOr<R>> out;
-    out.reserve(fs.size());
-    for (auto& f : fs) out.push_back(f.Result());
+    ExecutorMapOptions o;
+    o.chunksize = chunksize;
+    return Map(fn, items, o);
+  }
+  template <typename F, typename T>
+  auto Map(F fn, const std::vector<T>& items, const ExecutorMapOptions& o)
+      -> absl::StatusOr<std::vector<absl::StatusOr<pool_internal::Stored<typename pool_internal::FnTraits<
+          decltype(pool_internal::AsFunctionPointer(fn))>::Result>>>> {
+    auto f = pool_internal::AsFunctionPointer(fn);
+    using Traits = pool_internal::FnTraits<decltype(f)>;
+    using R = pool_internal::Stored<typename Traits::Result>;
+    using Items = std::vector<absl::StatusOr<R>>;
+    if (o.chunksize < 1) return absl::InvalidArgumentError("Map: chunksize must be >= 1");
+    if (o.buffersize.has_value() && *o.buffersize < 1) {
+      return absl::InvalidArgumentError("Map: buffersize must be unset or >= 1");
+    }
+    Deadline deadline = Deadline::After(o.timeout);
+    const size_t chunks = (items.size() + o.chunksize - 1) / o.chunksize;
+    std::vector<AsyncResult<Items>> results(chunks);
+    std::vector<uint64_t> ids(chunks, 0);
+    auto bounds = [&](size_t c) {
+      return std::pair<size_t, size_t>(c * o.chunksize,
+                                       std::min(items.size(), (c + 1) * o.chunksize));
+    };
+    auto submit = [&](size_t c) {
+      auto [begin, end] = bounds(c);
+      auto [task, keep] = pool_internal::EncodeChunk<Traits, false>(f, items, begin, end);
+      AsyncResult<Items> r = results[c];
+      const size_t n = end - begin;
+      absl::StatusOr<uint64_t> id = core_->Submit(
+          std::move(task),
+          [r, n](absl::Status st, std::span<const std::byte> out, std::vector<UniqueFd> fds) {
+            r.Set(pool_internal::DecodeChunk<typename Traits::Result>(st, out, std::move(fds), n));
+          },
+          std::move(keep));
+      if (id.ok()) {
+        ids[c] = *id;
+      } else {
+        r.Set(Items(n, id.status()));
+      }
+    };
+    const size_t window = o.buffersize.value_or(chunks);
+    size_t submitted = 0;
+    while (submitted < chunks && submitted < window) submit(submitted++);
+    Items out;
+    out.reserve(items.size());
+    for (size_t c = 0; c < chunks; ++c) {
+      const absl::Duration left =
+          deadline.infinite() ? absl::InfiniteDuration()
+                              : absl::Nanoseconds(std::max<int64_t>(
+                                    0, deadline.monotonic_ns() - MonotonicNowNs()));
+      absl::StatusOr<Items> got = results[c].Get(left);
+      if (!got.ok()) {
+        // Out of time: what no worker has received yet is cancelled; the rest runs on, its
+        // results unread (as CPython's).
+        for (size_t k = c; k < submitted; ++k) {
+          if (ids[k] != 0) (void)core_->Cancel(ids[k]);
+        }
+        out.resize(items.size(), absl::DeadlineExceededError(
+                                     "Map: the result was not ready within the timeout"));
+        return out;
+      }
+      for (auto& item : *got) out.push_back(std::move(item));
+      if (submitted < chunks) submit(submitted++);
+    }
     return out;
   }
 
@@ -188,11 +266,26 @@ class ProcessPoolExecutor {
     MPROC_RETURN_IF_ERROR(core_->Terminate());
     return core_->Join();
   }
-  absl::Status KillWorkers() { return TerminateWorkers(); }
+  // SIGKILL, at once (TerminateWorkers sends SIGTERM).
+  absl::Status KillWorkers() {
+    MPROC_RETURN_IF_ERROR(core_->Kill());
+    return core_->Join();
+  }
   int max_workers() const { return core_->processes(); }
   std::vector<pid_t> WorkerPids() { return core_->WorkerPids(); }
 
  private:
+  static absl::StatusOr<std::unique_ptr<ProcessPoolExecutor>> CreateWith(
+      const Options& options, pool_internal::CoreOptions core) {
+    core.processes = options.max_workers;
+    core.start_method = options.start_method;
+    core.maxtasksperchild = options.max_tasks_per_child;
+    core.break_on_worker_death = true;
+    absl::StatusOr<std::unique_ptr<pool_internal::PoolCore>> c =
+        pool_internal::PoolCore::Create(std::move(core));
+    if (!c.ok()) return c.status();
+    return std::unique_ptr<ProcessPoolExecutor>(new ProcessPoolExecutor(*std::move(c)));
+  }
   explicit ProcessPoolExecutor(std::unique_ptr<pool_internal::PoolCore> core)
       : core_(std::move(core)) {}
   std::unique_ptr<pool_internal::PoolCore> core_;

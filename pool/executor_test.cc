@@ -1,5 +1,6 @@
 #include "pool/executor.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -12,6 +13,7 @@
 #include "base/test_util.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "sync/value.h"
 
 namespace mproc {
 namespace {
@@ -27,6 +29,46 @@ int Throws(int) { throw std::runtime_error("executor task failed"); }
 int KillSelf(int) {
   ::raise(SIGKILL);
   return 0;
+}
+int Pid(int) { return ::getpid(); }
+int ThrowsOnOdd(int x) {
+  if (x % 2) throw std::runtime_error("odd item");
+  return x;
+}
+
+// Worker globals, set by an initializer: a shared record of the tasks running at once, and a
+// descriptor to report signals on.
+Array<int32_t> g_shared;  // [0] running now, [1] most at once, [2] tasks started
+int g_report_fd = -1;
+int32_t g_init_value = 0;
+void InitWorker(Array<int32_t> shared, int32_t value) {
+  g_shared = std::move(shared);
+  g_init_value = value;
+}
+int ReadInitValue(int) { return g_init_value; }
+// Counts itself running (and the most ever running at once), sleeps, then leaves.
+int Counted(int ms) {
+  std::atomic_ref<int32_t> running(g_shared[0]);
+  std::atomic_ref<int32_t> most(g_shared[1]);
+  std::atomic_ref<int32_t>(g_shared[2]).fetch_add(1);
+  int32_t now = running.fetch_add(1) + 1;
+  int32_t seen = most.load();
+  while (now > seen && !most.compare_exchange_weak(seen, now)) {
+  }
+  ::usleep(static_cast<useconds_t>(ms) * 1000);
+  running.fetch_sub(1);
+  return ms;
+}
+void OnSigterm(int) { (void)!::write(g_report_fd, "T", 1); }
+void InitSignalReport(UniqueFd report, Array<int32_t> shared) {
+  g_report_fd = report.Release();
+  g_shared = std::move(shared);
+}
+// Catches SIGTERM (reporting it), says it started, then sleeps until killed.
+int CatchTermAndWait(int) {
+  ::signal(SIGTERM, OnSigterm);
+  std::atomic_ref<int32_t>(g_shared[2]).fetch_add(1);
+  for (;;) ::pause();
 }
 
 class ExecutorTest : public ::testing::Test {
@@ -61,7 +103,7 @@ TEST_F(ExecutorTest, SubmitResultExceptionDone) {
 TEST_F(ExecutorTest, MapWaitAsCompletedAndCallbacks) {
   auto ex = Make();
   ASSERT_NE(ex, nullptr);
-  auto results = ex->Map(Square, std::vector<int>{1, 2, 3, 4});
+  ASSERT_OK_AND_ASSIGN(auto results, ex->Map(Square, std::vector<int>{1, 2, 3, 4}));
   ASSERT_EQ(results.size(), 4u);
   for (int i = 0; i < 4; ++i) EXPECT_THAT(results[i], IsOkAndHolds((i + 1) * (i + 1)));
   std::vector<Future<int>> fs = {ex->Submit(SleepMs, 400), ex->Submit(SleepMs, 10)};
@@ -75,12 +117,15 @@ TEST_F(ExecutorTest, MapWaitAsCompletedAndCallbacks) {
 }
 
 TEST_F(ExecutorTest, CancelAndShutdownWithCancelFutures) {
-  auto ex = Make(1);
-  ASSERT_NE(ex, nullptr);
+  ASSERT_OK_AND_ASSIGN(Array<int32_t> shared, Array<int32_t>::Create(3, LockMode::kNone));
+  ExecutorOptions o;
+  o.max_workers = 1;
+  ASSERT_OK_AND_ASSIGN(auto ex, ProcessPoolExecutor::Create(o, InitWorker, shared, 0));
   // One worker, which holds a window of tasks: queue enough that some are still pending.
   std::vector<Future<int>> fs;
-  for (int i = 0; i < 12; ++i) fs.push_back(ex->Submit(SleepMs, 100));
-  ::usleep(50'000);  // the pool thread has handed the first tasks to the worker by now
+  for (int i = 0; i < 12; ++i) fs.push_back(ex->Submit(Counted, 100));
+  // The first task has started: the worker holds its window, the last task is still pending.
+  while (std::atomic_ref<int32_t>(shared[2]).load() == 0) ::usleep(200);
   EXPECT_TRUE(fs.back().Cancel());
   EXPECT_TRUE(fs.back().Cancelled());
   EXPECT_THAT(fs.back().Result(), StatusIs(absl::StatusCode::kCancelled));
@@ -110,6 +155,122 @@ TEST_F(ExecutorTest, AWorkerDeathBreaksThePoolLikeCPython) {
   EXPECT_THAT(ex->Submit(Square, 2).Result(),
               StatusIs(absl::StatusCode::kAborted, HasSubstr("BrokenProcessPool")));
 }
+
+// CPython's map keywords: chunksize batches items into one task (the ValueError for 0 is an
+// INVALID_ARGUMENT before anything runs), an item's exception fails that item alone, and a
+// buffersize of 0 is refused as CPython's.
+TEST_F(ExecutorTest, MapHonoursChunksizeAndReportsEachItem) {
+  auto ex = Make();
+  ASSERT_NE(ex, nullptr);
+  std::vector<int> in(10);
+  for (int i = 0; i < 10; ++i) in[i] = i;
+  ASSERT_OK_AND_ASSIGN(auto pids, ex->Map(Pid, in, /*chunksize=*/10));
+  for (auto& p : pids) EXPECT_THAT(p, IsOkAndHolds(*pids[0]));  // one task: one worker
+  ASSERT_OK_AND_ASSIGN(auto mixed, ex->Map(ThrowsOnOdd, in, /*chunksize=*/3));
+  ASSERT_EQ(mixed.size(), 10u);
+  for (int i = 0; i < 10; ++i) {
+    if (i % 2) {
+      EXPECT_THAT(mixed[i], StatusIs(absl::StatusCode::kAborted, HasSubstr("odd item")));
+    } else {
+      EXPECT_THAT(mixed[i], IsOkAndHolds(i));
+    }
+  }
+  EXPECT_THAT(ex->Map(Square, in, /*chunksize=*/0).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("chunksize")));
+  ExecutorMapOptions zero;
+  zero.buffersize = 0;
+  EXPECT_THAT(ex->Map(Square, in, zero).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("buffersize")));
+  ASSERT_OK_AND_ASSIGN(auto none, ex->Map(Square, std::vector<int>{}, /*chunksize=*/4));
+  EXPECT_TRUE(none.empty());
+}
+
+// Map's timeout runs from the call: what is not ready by then is DEADLINE_EXCEEDED, and the
+// call returns then, not when the slow items end.
+TEST_F(ExecutorTest, MapTimeoutEndsTheCall) {
+  auto ex = Make();
+  ASSERT_NE(ex, nullptr);
+  ExecutorMapOptions o;
+  o.timeout = absl::Milliseconds(500);
+  const double t0 = testing::NowSeconds();
+  ASSERT_OK_AND_ASSIGN(auto r, ex->Map(SleepMs, std::vector<int>{1, 20'000, 20'000, 1, 1}, o));
+  EXPECT_LT(testing::NowSeconds() - t0, 10.0);
+  ASSERT_EQ(r.size(), 5u);
+  EXPECT_THAT(r[0], IsOkAndHolds(1));
+  for (int i = 1; i < 5; ++i) EXPECT_THAT(r[i], StatusIs(absl::StatusCode::kDeadlineExceeded));
+  MPROC_EXPECT_OK(ex->KillWorkers());
+}
+
+// buffersize bounds the chunks in flight: with 1, two workers never run two tasks at once;
+// without it, they do. The initializer hands each worker the shared record.
+TEST_F(ExecutorTest, MapBuffersizeBoundsTheTasksInFlight) {
+  ASSERT_OK_AND_ASSIGN(Array<int32_t> shared, Array<int32_t>::Create(3, LockMode::kNone));
+  ExecutorOptions eo;
+  eo.max_workers = 2;
+  ASSERT_OK_AND_ASSIGN(auto ex, ProcessPoolExecutor::Create(eo, InitWorker, shared, 7));
+  ASSERT_OK_AND_ASSIGN(auto init, ex->Map(ReadInitValue, std::vector<int>(4, 0)));
+  for (auto& v : init) EXPECT_THAT(v, IsOkAndHolds(7));  // the initializer ran in each worker
+  ExecutorMapOptions one;
+  one.buffersize = 1;
+  ASSERT_OK_AND_ASSIGN(auto r, ex->Map(Counted, std::vector<int>(8, 20), one));
+  for (auto& v : r) EXPECT_THAT(v, IsOkAndHolds(20));
+  EXPECT_EQ(std::atomic_ref<int32_t>(shared[1]).load(), 1);
+  ASSERT_OK_AND_ASSIGN(auto all, ex->Map(Counted, std::vector<int>(8, 50)));
+  for (auto& v : all) EXPECT_THAT(v, IsOkAndHolds(50));
+  EXPECT_EQ(std::atomic_ref<int32_t>(shared[1]).load(), 2);
+}
+
+// KillWorkers is SIGKILL (a worker catching SIGTERM never sees it); TerminateWorkers is
+// SIGTERM.
+TEST_F(ExecutorTest, KillWorkersSendsSigkillTerminateWorkersSigterm) {
+  for (bool kill : {true, false}) {
+    int fds[2];
+    ASSERT_EQ(::pipe2(fds, O_CLOEXEC | O_NONBLOCK), 0);
+    UniqueFd rd(fds[0]);
+    ASSERT_OK_AND_ASSIGN(Array<int32_t> shared, Array<int32_t>::Create(3, LockMode::kNone));
+    ExecutorOptions o;
+    o.max_workers = 1;
+    ASSERT_OK_AND_ASSIGN(auto ex, ProcessPoolExecutor::Create(o, InitSignalReport,
+                                                              UniqueFd(fds[1]), shared));
+    Future<int> f = ex->Submit(CatchTermAndWait, 0);
+    while (std::atomic_ref<int32_t>(shared[2]).load() == 0) ::usleep(200);
+    MPROC_ASSERT_OK(kill ? ex->KillWorkers() : ex->TerminateWorkers());
+    EXPECT_THAT(f.Result(absl::Seconds(10)), StatusIs(absl::StatusCode::kAborted));
+    char c = 0;
+    const bool got_sigterm = ::read(rd.get(), &c, 1) == 1 && c == 'T';
+    EXPECT_EQ(got_sigterm, !kill) << (kill ? "KillWorkers" : "TerminateWorkers");
+  }
+}
+
+// A worker that did its max_tasks_per_child tasks retires: it closes its channel and exits,
+// and the executor must not take that for an abrupt death (it used to SIGKILL a worker still
+// exiting and call the executor broken, mostly under spawn).
+class ExecutorRetirementTest : public ::testing::TestWithParam<StartMethod> {
+ protected:
+  void TearDown() override { ShutdownForkServer(); }
+};
+
+TEST_P(ExecutorRetirementTest, RetiringWorkersNeverBreakTheExecutor) {
+  for (int round = 0; round < 6; ++round) {
+    ExecutorOptions o;
+    o.max_workers = 2;
+    o.max_tasks_per_child = 2;
+    o.start_method = GetParam();
+    ASSERT_OK_AND_ASSIGN(auto ex, ProcessPoolExecutor::Create(o));
+    std::vector<Future<int>> fs;
+    for (int i = 0; i < 30; ++i) fs.push_back(ex->Submit(Square, i));
+    for (int i = 0; i < 30; ++i) {
+      ASSERT_THAT(fs[i].Result(absl::Seconds(60)), IsOkAndHolds(i * i))
+          << "round " << round << ", task " << i;
+    }
+    MPROC_ASSERT_OK(ex->Shutdown());
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(StartMethods, ExecutorRetirementTest,
+                         ::testing::Values(StartMethod::kFork, StartMethod::kSpawn,
+                                           StartMethod::kForkServer),
+                         [](const auto& info) { return std::string(StartMethodName(info.param)); });
 
 TEST_F(ExecutorTest, TerminateWorkersEndsRunningTasks) {
   auto ex = Make();

@@ -342,6 +342,91 @@ absl::StatusOr<uint64_t> SubmitCall(PoolCore& core, Fn f, const AsyncResult<R>& 
 }
 }  // namespace pool_internal
 
+namespace pool_internal {
+
+// Encodes items [begin, end) as one task, with the converted arguments that own any
+// descriptors the bytes borrow (to be kept alive until the task is sent).
+template <typename Traits, bool kStar, typename Fn, typename T>
+std::pair<EncodeBuffer, std::shared_ptr<void>> EncodeChunk(
+    Fn f, const std::vector<T>& items, size_t begin, size_t end) {
+  using Params = typename Traits::Params;
+  if constexpr (!kTypeCarriesFds<Params>) {
+    // No descriptors to keep alive: encode straight from the items (into a buffer sized for
+    // small encodings up front: growing a large chunk's buffer copies it several times).
+    EncodeBuffer task(64 + (end - begin) * std::max<size_t>(sizeof(Params) / 2, 1));
+    Encode(Traits::kEntry, task);
+    Encode(f, task);
+    task.PutVarint(end - begin);
+    for (size_t i = begin; i < end; ++i) {
+      if constexpr (kStar) {
+        Encode(std::apply([](const auto&... a) { return Params(a...); }, items[i]), task);
+      } else {
+        static_assert(std::tuple_size_v<Params> == 1,
+                      "Map/IMap take a function of one argument (StarMap for several)");
+        Encode(Params(items[i]), task);
+      }
+    }
+    return {std::move(task), nullptr};
+  }
+  auto owned = std::make_shared<std::vector<Params>>();
+  owned->reserve(end - begin);
+  for (size_t i = begin; i < end; ++i) {
+    if constexpr (kStar) {
+      owned->push_back(std::apply([](const auto&... a) { return Params(a...); }, items[i]));
+    } else {
+      static_assert(std::tuple_size_v<Params> == 1,
+                    "Map/IMap take a function of one argument (StarMap for several)");
+      owned->push_back(Params(items[i]));
+    }
+  }
+  EncodeBuffer task;
+  Encode(Traits::kEntry, task);
+  Encode(f, task);
+  task.PutVarint(end - begin);
+  for (const Params& p : *owned) Encode(p, task);
+  return {std::move(task), std::move(owned)};
+}
+
+template <typename Fn>
+struct InitTraits;
+template <typename... P>
+struct InitTraits<void (*)(P...)> {
+  using Params = std::tuple<std::decay_t<P>...>;
+  static constexpr InitEntry kEntry = &RunInit<P...>;
+};
+
+// Sets the workers' initializer: a function pointer (or captureless lambda) and its arguments,
+// run in each worker before its first task; under the fork start method, any callable.
+// Handles among the arguments (a Queue, a Lock, an Array...) travel with owned copies of their
+// descriptors.
+template <typename F, typename... A>
+absl::Status SetInitializer(CoreOptions& core, F initializer, A&&... args) {
+  if constexpr (spawn_internal::FunctionPointerLike<F>) {
+    auto fn = +initializer;
+    using Traits = InitTraits<decltype(fn)>;
+    typename Traits::Params params(std::forward<A>(args)...);
+    EncodeBuffer b;
+    Encode(fn, b);
+    Encode(params, b);
+    core.init_entry = Traits::kEntry;
+    core.init_bytes.assign(b.view());
+    core.init_fds = std::make_shared<std::vector<UniqueFd>>();
+    for (int fd : b.fds()) {
+      absl::StatusOr<UniqueFd> dup = DupCloexec(fd, "a Pool initializer argument");
+      if (!dup.ok()) return dup.status();
+      core.init_fds->push_back(*std::move(dup));
+    }
+  } else {
+    core.fork_initializer = [f = std::move(initializer),
+                             t = std::make_tuple(std::decay_t<A>(std::forward<A>(args))...)]() mutable {
+      std::apply(f, t);
+    };
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace pool_internal
+
 // Success and error callbacks (CPython's callback / error_callback), run on the pool thread.
 template <typename T>
 struct Callbacks {
@@ -447,29 +532,8 @@ class Pool {
   static absl::StatusOr<std::unique_ptr<Pool>> Create(Options options, F initializer,
                                                       A&&... args) {
     pool_internal::CoreOptions core;
-    if constexpr (spawn_internal::FunctionPointerLike<F>) {
-      auto fn = +initializer;
-      using Traits = InitTraits<decltype(fn)>;
-      typename Traits::Params params(std::forward<A>(args)...);
-      EncodeBuffer b;
-      Encode(fn, b);
-      Encode(params, b);
-      core.init_entry = Traits::kEntry;
-      core.init_bytes.assign(b.view());
-      // Handles among the arguments (a Queue, a Lock, an Array...): owned copies of their
-      // descriptors travel to each worker with the bytes.
-      core.init_fds = std::make_shared<std::vector<UniqueFd>>();
-      for (int fd : b.fds()) {
-        absl::StatusOr<UniqueFd> dup = DupCloexec(fd, "a Pool initializer argument");
-        if (!dup.ok()) return dup.status();
-        core.init_fds->push_back(*std::move(dup));
-      }
-    } else {
-      core.fork_initializer = [f = std::move(initializer),
-                               t = std::make_tuple(std::decay_t<A>(std::forward<A>(args))...)]() mutable {
-        std::apply(f, t);
-      };
-    }
+    MPROC_RETURN_IF_ERROR(
+        pool_internal::SetInitializer(core, std::move(initializer), std::forward<A>(args)...));
     return CreateWith(options, std::move(core));
   }
 
@@ -567,14 +631,6 @@ class Pool {
   }
 
  private:
-  template <typename Fn>
-  struct InitTraits;
-  template <typename... P>
-  struct InitTraits<void (*)(P...)> {
-    using Params = std::tuple<std::decay_t<P>...>;
-    static constexpr pool_internal::InitEntry kEntry = &pool_internal::RunInit<P...>;
-  };
-
   static absl::StatusOr<std::unique_ptr<Pool>> CreateWith(const Options& options,
                                                           pool_internal::CoreOptions core) {
     core.processes = options.processes;
@@ -597,49 +653,6 @@ class Pool {
         cbs.on_error(v.status());
       }
     });
-  }
-
-  // Encodes items [begin, end) as one task, with the converted arguments that own any
-  // descriptors the bytes borrow (to be kept alive until the task is sent).
-  template <typename Traits, bool kStar, typename Fn, typename T>
-  static std::pair<EncodeBuffer, std::shared_ptr<void>> EncodeChunk(
-      Fn f, const std::vector<T>& items, size_t begin, size_t end) {
-    using Params = typename Traits::Params;
-    if constexpr (!kTypeCarriesFds<Params>) {
-      // No descriptors to keep alive: encode straight from the items (into a buffer sized for
-      // small encodings up front: growing a large chunk's buffer copies it several times).
-      EncodeBuffer task(64 + (end - begin) * std::max<size_t>(sizeof(Params) / 2, 1));
-      Encode(Traits::kEntry, task);
-      Encode(f, task);
-      task.PutVarint(end - begin);
-      for (size_t i = begin; i < end; ++i) {
-        if constexpr (kStar) {
-          Encode(std::apply([](const auto&... a) { return Params(a...); }, items[i]), task);
-        } else {
-          static_assert(std::tuple_size_v<Params> == 1,
-                        "Map/IMap take a function of one argument (StarMap for several)");
-          Encode(Params(items[i]), task);
-        }
-      }
-      return {std::move(task), nullptr};
-    }
-    auto owned = std::make_shared<std::vector<Params>>();
-    owned->reserve(end - begin);
-    for (size_t i = begin; i < end; ++i) {
-      if constexpr (kStar) {
-        owned->push_back(std::apply([](const auto&... a) { return Params(a...); }, items[i]));
-      } else {
-        static_assert(std::tuple_size_v<Params> == 1,
-                      "Map/IMap take a function of one argument (StarMap for several)");
-        owned->push_back(Params(items[i]));
-      }
-    }
-    EncodeBuffer task;
-    Encode(Traits::kEntry, task);
-    Encode(f, task);
-    task.PutVarint(end - begin);
-    for (const Params& p : *owned) Encode(p, task);
-    return {std::move(task), std::move(owned)};
   }
 
   template <bool kStar, typename F, typename T>
@@ -680,7 +693,7 @@ class Pool {
     for (size_t c = 0; c < chunks; ++c) {
       size_t begin = c * chunksize;
       size_t end = std::min(items.size(), begin + chunksize);
-      auto [chunk_task, keep] = EncodeChunk<Traits, kStar>(f, items, begin, end);
+      auto [chunk_task, keep] = pool_internal::EncodeChunk<Traits, kStar>(f, items, begin, end);
       batch.push_back({std::move(chunk_task),
           [job, result, begin, end](absl::Status st, std::span<const std::byte> out, std::vector<UniqueFd> fds) {
             size_t first_bad;
@@ -788,7 +801,7 @@ class Pool {
         if (progress) progress(done, total);
         sh->cv.notify_all();
       };
-      auto [chunk_task, keep] = EncodeChunk<Traits, false>(f, chunk, 0, n);
+      auto [chunk_task, keep] = pool_internal::EncodeChunk<Traits, false>(f, chunk, 0, n);
       absl::Status s = core->SubmitTask(
           std::move(chunk_task),
           [deliver, n](absl::Status st, std::span<const std::byte> out, std::vector<UniqueFd> fds) {

@@ -325,6 +325,7 @@ struct PoolCore::State {
   std::map<uint64_t, TaskDone> callbacks;  // every submitted, unfinished task
   bool closed = false;
   bool terminated = false;
+  bool kill_workers = false;  // terminated by Kill: SIGKILL, not SIGTERM
   std::optional<absl::Status> broken;  // the initializer failed: the pool serves no more
   uint64_t next_id = 1;
   UniqueFd wake;
@@ -347,6 +348,9 @@ struct PoolCore::State {
     Channel channel() const { return Channel{sock.get(), link.get(), 0}; }
   };
   std::vector<Worker> workers;  // owned by the pool thread (and Create before it starts)
+  // Workers that retired (maxtasksperchild) and closed their channel, not yet reaped: their
+  // exit is awaited apart and never counted as a death.
+  std::vector<std::unique_ptr<Process>> retiring;
   std::vector<pid_t> pids;      // under mu, for WorkerPids
 
   // Something for the pool thread (a task, a close, ...): it spins on `news`, and only a
@@ -662,6 +666,17 @@ absl::Status PoolCore::Terminate() {
   return absl::OkStatus();
 }
 
+absl::Status PoolCore::Kill() {
+  {
+    std::lock_guard<std::mutex> lock(st_->mu);
+    st_->closed = true;
+    st_->terminated = true;
+    st_->kill_workers = true;
+  }
+  st_->Wake();
+  return absl::OkStatus();
+}
+
 absl::Status PoolCore::Join() {
   {
     std::lock_guard<std::mutex> lock(st_->mu);
@@ -897,9 +912,20 @@ void PoolCore::Run() {
       size_t i = dead[k];
       State::Worker w = std::move(st.workers[i]);
       st.workers.erase(st.workers.begin() + static_cast<ptrdiff_t>(i));
-      if (w.proc->IsAlive()) (void)w.proc->Kill();  // a broken channel: finish it
-      (void)w.proc->Join(absl::Seconds(30));
-      std::optional<int> code = w.proc->exitcode();
+      // A worker that did its maxtasksperchild tasks closes its channel and exits; it may
+      // still be running (its exit handlers, say) when the channel reads end of file. That is
+      // a retirement, never a death: it is replaced at once and its exit awaited apart.
+      const bool retired = st.opts.maxtasksperchild > 0 && w.tasks.empty() &&
+                           w.done >= st.opts.maxtasksperchild;
+      std::optional<int> code;
+      if (retired) {
+        code = 0;
+        if (w.proc->IsAlive()) st.retiring.push_back(std::move(w.proc));
+      } else {
+        if (w.proc->IsAlive()) (void)w.proc->Kill();  // a broken channel: finish it
+        (void)w.proc->Join(absl::Seconds(30));
+        code = w.proc->exitcode();
+      }
       std::optional<absl::Status> broken;
       {
         std::lock_guard<std::mutex> lock(st.mu);
@@ -947,6 +973,8 @@ void PoolCore::Run() {
       }
     }
     if (!dead.empty()) RefreshPids(st);
+    // Retired workers that have exited by now are reaped (IsAlive reaps).
+    std::erase_if(st.retiring, [](const std::unique_ptr<Process>& p) { return !p->IsAlive(); });
     {
       std::lock_guard<std::mutex> lock(st.mu);
       if (st.workers.empty() && !st.broken && !st.terminated && !st.pending.empty()) {
@@ -957,12 +985,16 @@ void PoolCore::Run() {
 
   // Shut down: stop (or kill) every worker, fail what is left.
   bool terminated;
+  bool kill;
   {
     std::lock_guard<std::mutex> lock(st.mu);
     terminated = st.terminated;
+    kill = st.kill_workers;
   }
   for (auto& w : st.workers) {
-    if (terminated) {
+    if (kill) {
+      (void)w.proc->Kill();
+    } else if (terminated) {
       (void)w.proc->Terminate();
     } else {
       (void)ChannelSend(w.channel(), kStop, {}, {}, {}, Deadline::After(absl::Seconds(5)));
@@ -976,6 +1008,14 @@ void PoolCore::Run() {
     }
   }
   st.workers.clear();
+  for (auto& p : st.retiring) {
+    (void)p->Join(absl::Seconds(terminated ? 2 : 60));
+    if (p->IsAlive()) {
+      (void)p->Kill();
+      (void)p->Join();
+    }
+  }
+  st.retiring.clear();
   st.zygote.reset();  // its children are all joined: it may go
   RefreshPids(st);
   std::vector<uint64_t> left;

@@ -108,7 +108,10 @@ class PoolCore {
   // their ids.
   std::vector<uint64_t> CancelPending();
   absl::Status Close();
+  // Ends the workers at once: SIGTERM (Terminate; one that ignores it is killed 2 s later) or
+  // SIGKILL (Kill). Unfinished tasks fail.
   absl::Status Terminate();
+  absl::Status Kill();
   absl::Status Join();
   int processes() const { return processes_; }
   // Pids of the live workers (tests).
