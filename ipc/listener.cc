@@ -8,11 +8,13 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "base/process_id.h"
 #include "base/status.h"
+#include "base/io_ring.h"
 #include "base/syscall.h"
 #include "serialize/auth.h"
 
@@ -103,6 +105,9 @@ absl::StatusOr<Listener> Listener::Create(const Address& address,
       l.address_.port = ntohs(bound.sin_port);
     }
   }
+  // Non-blocking: Accept takes every waiting client in one go and must not block when none
+  // is left (or another process sharing the socket took it).
+  if (SetNonBlocking(fd.get(), true) < 0) return ErrnoToStatus(errno, "fcntl(O_NONBLOCK, Listener)");
   l.fd_ = std::move(fd);
   l.authkey_ = std::move(authkey);
   l.owner_pid_ = CurrentPid();
@@ -113,7 +118,9 @@ Listener::Listener(Listener&& o) noexcept
     : fd_(std::move(o.fd_)),
       address_(std::move(o.address_)),
       authkey_(std::move(o.authkey_)),
-      owner_pid_(o.owner_pid_) {}
+      owner_pid_(o.owner_pid_),
+      handshake_timeout_(o.handshake_timeout_),
+      pending_(std::move(o.pending_)) {}
 
 Listener& Listener::operator=(Listener&& o) noexcept {
   if (this != &o) {
@@ -122,11 +129,14 @@ Listener& Listener::operator=(Listener&& o) noexcept {
     address_ = std::move(o.address_);
     authkey_ = std::move(o.authkey_);
     owner_pid_ = o.owner_pid_;
+    handshake_timeout_ = o.handshake_timeout_;
+    pending_ = std::move(o.pending_);
   }
   return *this;
 }
 
 void Listener::Close() {
+  pending_.clear();
   if (!fd_.ok()) return;
   fd_.Reset();
   // The socket file belongs to the process that bound it, not to a fork child's copy.
@@ -138,27 +148,79 @@ void Listener::Close() {
 absl::StatusOr<Connection> Listener::Accept(absl::Duration timeout) {
   if (!fd_.ok()) return absl::FailedPreconditionError("listener is closed");
   Deadline deadline = Deadline::After(timeout);
-  UniqueFd conn;
+  if (authkey_.has_value()) return AcceptAuthenticated(deadline);
   // Clients often come in bursts: spin briefly before blocking (base/syscall.h).
   SpinUntilReady(fd_.get(), POLLIN, deadline);
   for (;;) {
+    UniqueFd conn(RetryEintr([&] { return ::accept4(fd_.get(), nullptr, nullptr, SOCK_CLOEXEC); }));
+    if (conn.ok()) return Connection::FromFd(std::move(conn), true, true);
+    if (errno != EAGAIN && errno != EWOULDBLOCK && errno != ECONNABORTED) {
+      return ErrnoToStatus(errno, absl::StrCat("accept(", address_.ToString(), ")"));
+    }
     int ready = WaitReadable(fd_.get(), deadline);
     if (ready < 0) return ErrnoToStatus(-ready, "poll(listener)");
     if (ready == 0) {
       return absl::DeadlineExceededError(
           absl::StrCat("no client connected to ", address_.ToString(), " in time"));
     }
-    conn.Reset(RetryEintr([&] { return ::accept4(fd_.get(), nullptr, nullptr, SOCK_CLOEXEC); }));
-    if (conn.ok()) break;
-    if (errno == EAGAIN || errno == ECONNABORTED) continue;
-    return ErrnoToStatus(errno, absl::StrCat("accept(", address_.ToString(), ")"));
   }
-  if (authkey_.has_value()) {
-    MPROC_RETURN_IF_ERROR(ServerHandshake(conn.get(), *authkey_, deadline.infinite()
-                                                                     ? Deadline::After(absl::Seconds(60))
-                                                                     : deadline));
+}
+
+absl::StatusOr<Connection> Listener::AcceptAuthenticated(const Deadline& deadline) {
+  std::vector<pollfd> pfds;
+  for (;;) {
+    // Clients whose handshake ran out of time are dropped: they never became connections.
+    const int64_t now = MonotonicNowNs();
+    std::erase_if(pending_, [now](const PendingClient& c) { return c.deadline_ns <= now; });
+    // Wait for a new client or a handshake's next bytes, until the caller's deadline or the
+    // first handshake deadline, whichever comes first.
+    pfds.clear();
+    pfds.push_back({fd_.get(), POLLIN, 0});
+    int64_t wake_ns = deadline.infinite() ? INT64_MAX : deadline.monotonic_ns();
+    for (const PendingClient& c : pending_) {
+      pfds.push_back({c.fd.get(), POLLIN, 0});
+      wake_ns = std::min(wake_ns, c.deadline_ns);
+    }
+    int n = WaitEvents(std::span<pollfd>(pfds), wake_ns == INT64_MAX
+                                                    ? Deadline::Infinite()
+                                                    : Deadline::AtMonotonicNs(wake_ns));
+    if (n < 0) return ErrnoToStatus(-n, "poll(listener)");
+    // Handshakes first, in the order the clients came: the earliest finished one wins.
+    for (size_t i = 0; i < pending_.size(); ++i) {
+      if (pfds[1 + i].revents == 0) continue;
+      absl::StatusOr<bool> done = pending_[i].handshake->OnReadable();
+      if (done.ok() && !*done) continue;
+      UniqueFd conn = std::move(pending_[i].fd);
+      pending_.erase(pending_.begin() + static_cast<ptrdiff_t>(i));
+      if (!done.ok()) return done.status();  // this client failed (wrong key, ...)
+      if (SetNonBlocking(conn.get(), false) < 0) {
+        return ErrnoToStatus(errno, "fcntl(~O_NONBLOCK, accepted connection)");
+      }
+      return Connection::FromFd(std::move(conn), true, true);
+    }
+    if (pfds[0].revents != 0) {
+      // Every client waiting to be accepted starts its handshake now.
+      for (;;) {
+        UniqueFd conn(RetryEintr([&] {
+          return ::accept4(fd_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        }));
+        if (!conn.ok()) {
+          if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ECONNABORTED) break;
+          return ErrnoToStatus(errno, absl::StrCat("accept(", address_.ToString(), ")"));
+        }
+        PendingClient c;
+        c.handshake = std::make_unique<ServerHandshaker>(conn.get(), *authkey_);
+        if (!c.handshake->Start().ok()) continue;  // gone already
+        c.deadline_ns = Deadline::After(handshake_timeout_).monotonic_ns();
+        c.fd = std::move(conn);
+        pending_.push_back(std::move(c));
+      }
+    }
+    if (deadline.Expired()) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          "no client connected to ", address_.ToString(), " and authenticated in time"));
+    }
   }
-  return Connection::FromFd(std::move(conn), true, true);
 }
 
 absl::StatusOr<Connection> Client(const Address& address, std::optional<std::string> authkey,

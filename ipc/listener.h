@@ -7,7 +7,12 @@
 //   MPROC_ASSIGN_OR_RETURN(Connection c, Client(l.address(), "key"));   // in a client
 //
 // Authentication is serialize/auth.h's CPython handshake, byte for byte: Accept runs
-// deliver-then-answer, Client answer-then-deliver. A wrong key fails on both sides with
+// deliver-then-answer, Client answer-then-deliver. A listener with a key never waits on one
+// client: Accept takes every client that connects, runs all their handshakes at once from
+// one thread (ServerHandshaker), and returns the first to finish; a client that connects and
+// never speaks is dropped (closed) once its handshake timeout passes (10 s by default,
+// SetHandshakeTimeout), without failing any Accept or delaying other clients. Handshakes
+// still running carry over to the next Accept. A wrong key fails on both sides with
 // UNAUTHENTICATED ("digest received was wrong" / "digest sent was rejected") before any
 // application data moves; std::nullopt means no handshake; an empty key is still a key
 // (CONTRACT LIS-3). Python's Client/Listener interoperate (tests: PythonInteropTest in
@@ -25,13 +30,16 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "base/unique_fd.h"
 #include "ipc/connection.h"
+#include "serialize/auth.h"
 
 namespace mproc {
 
@@ -58,18 +66,32 @@ class Listener {
   Listener& operator=(Listener&& o) noexcept;
   ~Listener() { Close(); }
 
-  // Waits for a client (up to `timeout`) and authenticates it when the listener has a key.
+  // Waits for a client (up to `timeout`) and authenticates it when the listener has a key:
+  // the first client whose handshake completes. UNAUTHENTICATED when a client failed its
+  // handshake (one call per such client, as CPython's AuthenticationError).
   absl::StatusOr<Connection> Accept(absl::Duration timeout = absl::InfiniteDuration());
+  // How long one client may take over its handshake before it is dropped.
+  void SetHandshakeTimeout(absl::Duration timeout) { handshake_timeout_ = timeout; }
   const Address& address() const { return address_; }
   void Close();
   bool closed() const { return !fd_.ok(); }
   int fileno() const { return fd_.get(); }
 
  private:
+  // A client accepted, its handshake running.
+  struct PendingClient {
+    UniqueFd fd;
+    std::unique_ptr<ServerHandshaker> handshake;
+    int64_t deadline_ns = 0;
+  };
+  absl::StatusOr<Connection> AcceptAuthenticated(const Deadline& deadline);
+
   UniqueFd fd_;
   Address address_;
   std::optional<std::string> authkey_;
   pid_t owner_pid_ = 0;
+  absl::Duration handshake_timeout_ = absl::Seconds(10);
+  std::vector<PendingClient> pending_;
 };
 
 absl::StatusOr<Connection> Client(const Address& address,

@@ -2,14 +2,19 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstddef>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "base/status_matchers.h"
 #include "base/test_util.h"
@@ -118,6 +123,74 @@ TEST(ListenerTest, AcceptTimesOutAndLateAcceptStillGetsTheData) {
   ASSERT_OK_AND_ASSIGN(Connection s, l.Accept(absl::Seconds(5)));
   ASSERT_OK_AND_ASSIGN(std::string m, s.RecvBytes());
   EXPECT_EQ(m, "sent before accept, then closed");
+}
+
+// A raw client that connects and never speaks.
+UniqueFd SilentClient(const Address& a) {
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_un un{};
+  un.sun_family = AF_UNIX;
+  un.sun_path[0] = '\0';
+  std::memcpy(un.sun_path + 1, a.path.data(), a.path.size());
+  socklen_t len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + a.path.size());
+  EXPECT_EQ(::connect(fd.get(), reinterpret_cast<sockaddr*>(&un), len), 0);
+  return fd;
+}
+
+// Twenty clients connect and never speak; then a real one connects. Accept returns the real
+// one at once: handshakes run side by side, so no silent client delays another (before, each
+// held Accept for the whole timeout, 90 s behind 20 of them, or forever without one).
+TEST(ListenerTest, SilentClientsDoNotHoldUpOthers) {
+  ASSERT_OK_AND_ASSIGN(Listener l,
+                       Listener::Create(Address::Abstract(RandomName("silent")), "key", 64));
+  std::vector<UniqueFd> silent;
+  for (int i = 0; i < 20; ++i) silent.push_back(SilentClient(l.address()));
+  absl::Status client_status = absl::UnknownError("not run");
+  std::thread client([&] {
+    absl::StatusOr<Connection> c = Client(l.address(), "key", absl::Seconds(30));
+    client_status = c.status();
+    if (c.ok()) (void)c->SendBytes("the real client");
+  });
+  const double t0 = testing::NowSeconds();
+  ASSERT_OK_AND_ASSIGN(Connection s, l.Accept(absl::Seconds(30)));
+  EXPECT_LT(testing::NowSeconds() - t0, 5.0);  // not the silent clients' handshake timeout
+  EXPECT_THAT(s.RecvBytes(std::nullopt, absl::Seconds(10)), IsOkAndHolds("the real client"));
+  client.join();
+  MPROC_EXPECT_OK(client_status);
+}
+
+// A silent client is dropped once its handshake timeout passes: it sees end of file, and no
+// Accept fails because of it.
+TEST(ListenerTest, ASilentClientIsDroppedAfterItsHandshakeTimeout) {
+  ASSERT_OK_AND_ASSIGN(Listener l, Listener::Create(Address::Abstract(RandomName("drop")), "key"));
+  l.SetHandshakeTimeout(absl::Milliseconds(100));
+  UniqueFd silent = SilentClient(l.address());
+  EXPECT_THAT(l.Accept(absl::Milliseconds(400)), StatusIs(absl::StatusCode::kDeadlineExceeded));
+  // It got our challenge, then end of file: drain both.
+  char buf[256];
+  ssize_t n;
+  size_t total = 0;
+  while ((n = ::read(silent.get(), buf, sizeof(buf))) > 0) total += static_cast<size_t>(n);
+  EXPECT_EQ(n, 0);  // end of file, not a read that blocks
+  EXPECT_GT(total, 0u);
+}
+
+// A client with the wrong key fails its own Accept (UNAUTHENTICATED, as CPython's
+// AuthenticationError) while a good client that came later is served by the next.
+TEST(ListenerTest, AWrongKeyFailsOneAcceptAndTheNextServesTheGoodClient) {
+  ASSERT_OK_AND_ASSIGN(Listener l, Listener::Create(Address::Abstract(RandomName("mixed")), "key"));
+  std::thread bad([&] { EXPECT_FALSE(Client(l.address(), "wrong", absl::Seconds(30)).ok()); });
+  absl::StatusOr<Connection> first = l.Accept(absl::Seconds(30));
+  EXPECT_THAT(first.status(), StatusIs(absl::StatusCode::kUnauthenticated, HasSubstr("wrong")));
+  bad.join();
+  std::thread good([&] {
+    absl::StatusOr<Connection> c = Client(l.address(), "key", absl::Seconds(30));
+    EXPECT_TRUE(c.ok()) << c.status();
+    if (c.ok()) (void)c->SendBytes("good");
+  });
+  ASSERT_OK_AND_ASSIGN(Connection s, l.Accept(absl::Seconds(30)));
+  EXPECT_THAT(s.RecvBytes(std::nullopt, absl::Seconds(10)), IsOkAndHolds("good"));
+  good.join();
 }
 
 TEST(ListenerTest, BadAddressesAreInvalidArgument) {

@@ -4,6 +4,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 
 #include <cerrno>
 
@@ -168,6 +169,108 @@ absl::Status ServerHandshake(int fd, std::string_view authkey, const Deadline& d
 absl::Status ClientHandshake(int fd, std::string_view authkey, const Deadline& deadline) {
   MPROC_RETURN_IF_ERROR(AnswerChallenge(fd, authkey, deadline));
   return DeliverChallenge(fd, authkey, deadline);
+}
+
+ServerHandshaker::ServerHandshaker(int fd, std::string authkey)
+    : fd_(fd), authkey_(std::move(authkey)) {}
+
+absl::Status ServerHandshaker::Start() {
+  challenge_ = absl::StrCat("{sha256}", RandomBytes(kChallengeNonceLength));
+  absl::Status s = WriteCPythonMessage(
+      fd_, absl::StrCat(AbslView(kChallengePrefix), challenge_), Deadline::After(absl::Seconds(1)));
+  if (!s.ok()) state_ = State::kFailed;
+  return AsUnauth(s, "sending challenge");
+}
+
+absl::StatusOr<bool> ServerHandshaker::ReadMessage() {
+  while (header_have_ < sizeof(header_)) {
+    ssize_t n = ::recv(fd_, header_ + header_have_, sizeof(header_) - header_have_, MSG_DONTWAIT);
+    if (n == 0) return Unauth("the client closed the connection during the handshake");
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return false;
+      if (errno == ECONNRESET) return Unauth("the client closed the connection during the handshake");
+      return Unauth(absl::StrCat("reading the handshake: ", ErrnoName(errno)));
+    }
+    header_have_ += static_cast<size_t>(n);
+    if (header_have_ == sizeof(header_)) {
+      // CPython's framing: a 4-byte big-endian signed length (the 8-byte form is for > 2 GiB,
+      // never a handshake message).
+      const uint32_t len = (uint32_t{header_[0]} << 24) | (uint32_t{header_[1]} << 16) |
+                           (uint32_t{header_[2]} << 8) | uint32_t{header_[3]};
+      if (len > kHandshakeMaxMessage) {
+        return Unauth(absl::StrCat("handshake message of ", static_cast<int32_t>(len),
+                                   " bytes (at most ", kHandshakeMaxMessage, ")"));
+      }
+      message_.assign(len, '\0');
+      message_have_ = 0;
+    }
+  }
+  while (message_have_ < message_.size()) {
+    ssize_t n = ::recv(fd_, message_.data() + message_have_, message_.size() - message_have_,
+                       MSG_DONTWAIT);
+    if (n == 0) return Unauth("the client closed the connection during the handshake");
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return false;
+      if (errno == ECONNRESET) return Unauth("the client closed the connection during the handshake");
+      return Unauth(absl::StrCat("reading the handshake: ", ErrnoName(errno)));
+    }
+    message_have_ += static_cast<size_t>(n);
+  }
+  header_have_ = 0;  // the next read starts a new message
+  return true;
+}
+
+absl::Status ServerHandshaker::Step() {
+  const Deadline write_deadline = Deadline::After(absl::Seconds(1));
+  switch (state_) {
+    case State::kResponse: {  // the client's answer to our challenge
+      absl::Status verdict = VerifyResponse(authkey_, challenge_, message_);
+      absl::Status sent =
+          WriteCPythonMessage(fd_, verdict.ok() ? kWelcome : kFailure, write_deadline);
+      MPROC_RETURN_IF_ERROR(verdict);
+      MPROC_RETURN_IF_ERROR(AsUnauth(sent, "sending welcome"));
+      state_ = State::kChallenge;
+      return absl::OkStatus();
+    }
+    case State::kChallenge: {  // the client's challenge to us
+      std::string_view msg = message_;
+      if (msg.substr(0, kChallengePrefix.size()) != kChallengePrefix) {
+        return Unauth("protocol error, expected a challenge");
+      }
+      msg.remove_prefix(kChallengePrefix.size());
+      if (msg.size() < kLegacyChallengeLen) return Unauth("challenge too short");
+      MPROC_ASSIGN_OR_RETURN(std::string response, CreateResponse(authkey_, msg));
+      MPROC_RETURN_IF_ERROR(
+          AsUnauth(WriteCPythonMessage(fd_, response, write_deadline), "sending response"));
+      state_ = State::kVerdict;
+      return absl::OkStatus();
+    }
+    case State::kVerdict:
+      if (message_ != kWelcome) return Unauth("digest sent was rejected");
+      state_ = State::kDone;
+      return absl::OkStatus();
+    case State::kDone:
+    case State::kFailed:
+      break;
+  }
+  return absl::FailedPreconditionError("handshake already finished");
+}
+
+absl::StatusOr<bool> ServerHandshaker::OnReadable() {
+  while (state_ != State::kDone) {
+    if (state_ == State::kFailed) return Unauth("the handshake already failed");
+    absl::StatusOr<bool> got = ReadMessage();
+    absl::Status s = got.ok() ? absl::OkStatus() : got.status();
+    if (s.ok() && !*got) return false;  // more bytes to come
+    if (s.ok()) s = Step();
+    if (!s.ok()) {
+      state_ = State::kFailed;
+      return s;
+    }
+  }
+  return true;
 }
 
 }  // namespace mproc

@@ -61,6 +61,44 @@ absl::StatusOr<std::string> CreateResponse(std::string_view authkey, std::string
 absl::Status VerifyResponse(std::string_view authkey, std::string_view message,
                             std::string_view response);
 
+// The server's side of the handshake (ServerHandshake's bytes) as a state machine, for a
+// server that serves many clients from one thread (Listener, an event loop): no call blocks,
+// so a client that connects and never speaks holds up nobody.
+//
+//   ServerHandshaker hs(conn_fd, key);            // conn_fd: a non-blocking socket
+//   MPROC_RETURN_IF_ERROR(hs.Start());            // sends the challenge
+//   ... when conn_fd is readable:
+//   MPROC_ASSIGN_OR_RETURN(bool done, hs.OnReadable());   // true: authenticated
+//
+// OnReadable reads only what the handshake's messages hold (never a byte of what the client
+// sends after it), so the connection is ready for application data once it returns true.
+// Every failure is UNAUTHENTICATED, as ServerHandshake's. Writes are a few dozen bytes into
+// a fresh socket's buffer; one that would block is a failure. Not thread-safe.
+class ServerHandshaker {
+ public:
+  ServerHandshaker(int fd, std::string authkey);
+  absl::Status Start();
+  // OK(true): authenticated; OK(false): more bytes needed; an error: the handshake failed.
+  absl::StatusOr<bool> OnReadable();
+  bool done() const { return state_ == State::kDone; }
+
+ private:
+  enum class State { kResponse, kChallenge, kVerdict, kDone, kFailed };
+  // One whole handshake message from what is buffered (reading more as it comes): OK(true)
+  // with it in `message_`, OK(false) when incomplete.
+  absl::StatusOr<bool> ReadMessage();
+  absl::Status Step();
+
+  int fd_;
+  std::string authkey_;
+  State state_ = State::kResponse;
+  std::string challenge_;  // the message our challenge carried, to check the response by
+  unsigned char header_[4] = {};
+  size_t header_have_ = 0;
+  std::string message_;
+  size_t message_have_ = 0;
+};
+
 // HMAC(key, data) with a digest named as CPython names it; INVALID_ARGUMENT for an unknown name.
 absl::StatusOr<std::string> Hmac(std::string_view digest, std::string_view key,
                                  std::string_view data);

@@ -1,6 +1,7 @@
 #include "serialize/auth.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <spawn.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -110,6 +111,59 @@ TEST(AuthHandshakeTest, WrongKeyFailsOnBothSidesWithNoApplicationData) {
   t.join();
   EXPECT_THAT(server, StatusIs(absl::StatusCode::kUnauthenticated, HasSubstr("digest received was wrong")));
   EXPECT_THAT(client, StatusIs(absl::StatusCode::kUnauthenticated, HasSubstr("digest sent was rejected")));
+}
+
+// Drives a ServerHandshaker on `fd` (made non-blocking) until it finishes; its result.
+absl::Status RunHandshaker(int fd, std::string key) {
+  ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+  ServerHandshaker hs(fd, std::move(key));
+  MPROC_RETURN_IF_ERROR(hs.Start());
+  for (;;) {
+    pollfd p = {fd, POLLIN, 0};
+    if (::poll(&p, 1, 10'000) != 1) return absl::DeadlineExceededError("no bytes");
+    absl::StatusOr<bool> done = hs.OnReadable();
+    if (!done.ok()) return done.status();
+    if (*done) return absl::OkStatus();
+  }
+}
+
+// The non-blocking server speaks the same bytes as ServerHandshake: a blocking client passes
+// or fails exactly as against it, and what the client sends right after the handshake is
+// left on the socket for the application.
+TEST(AuthHandshakeTest, TheNonBlockingServerSpeaksTheSameHandshake) {
+  for (std::string key : {std::string("secret"), std::string()}) {
+    SocketPair p = MakeSocketPair();
+    absl::Status client;
+    std::thread t([&] {
+      client = ClientHandshake(p.b.get(), key, kLong);
+      if (client.ok()) client = WriteCPythonMessage(p.b.get(), "application data", kLong);
+    });
+    MPROC_EXPECT_OK(RunHandshaker(p.a.get(), key));
+    t.join();
+    MPROC_EXPECT_OK(client);
+    ::fcntl(p.a.get(), F_SETFL, ::fcntl(p.a.get(), F_GETFL) & ~O_NONBLOCK);
+    EXPECT_THAT(ReadCPythonMessage(p.a.get(), 1024, kLong), IsOkAndHolds("application data"));
+  }
+  SocketPair p = MakeSocketPair();
+  absl::Status client;
+  std::thread t([&] { client = ClientHandshake(p.b.get(), "client-key", kLong); });
+  EXPECT_THAT(RunHandshaker(p.a.get(), "server-key"),
+              StatusIs(absl::StatusCode::kUnauthenticated, HasSubstr("digest received was wrong")));
+  t.join();
+  EXPECT_THAT(client, StatusIs(absl::StatusCode::kUnauthenticated, HasSubstr("digest sent was rejected")));
+  // Oversized and truncated messages fail it; a silent peer just leaves it waiting.
+  SocketPair q = MakeSocketPair();
+  const unsigned char huge[] = {0, 0, 0x10, 0};  // a 4096-byte "response"
+  ASSERT_EQ(::write(q.b.get(), huge, 4), 4);
+  EXPECT_THAT(RunHandshaker(q.a.get(), "k"),
+              StatusIs(absl::StatusCode::kUnauthenticated, HasSubstr("at most 256")));
+  SocketPair r = MakeSocketPair();
+  ::fcntl(r.a.get(), F_SETFL, ::fcntl(r.a.get(), F_GETFL) | O_NONBLOCK);
+  ServerHandshaker silent(r.a.get(), "k");
+  MPROC_ASSERT_OK(silent.Start());
+  EXPECT_THAT(silent.OnReadable(), IsOkAndHolds(false));
+  r.b.Reset();
+  EXPECT_THAT(silent.OnReadable(), StatusIs(absl::StatusCode::kUnauthenticated, HasSubstr("closed")));
 }
 
 TEST(AuthHandshakeTest, Python311ClientAnswerIsAccepted) {

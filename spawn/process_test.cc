@@ -4,13 +4,17 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
+#include <sstream>
 #include <stdexcept>
 #include <set>
 #include <string>
@@ -652,6 +656,62 @@ TEST_F(ForkServerTest, PreloadRunsInTheServerBeforeForking) {
   EXPECT_EQ(Run(p), 42);
   SetForkServerPreload(nullptr);
   EXPECT_EQ(g_preloaded, 0);  // it ran in the server, not here
+}
+
+// The fork server's listening socket path: the one in /proc/net/unix whose inode is among the
+// server's descriptors.
+std::string ForkServerSocketPath() {
+  std::set<std::string> inodes;
+  const std::string fd_dir = "/proc/" + std::to_string(ForkServerPid()) + "/fd";
+  if (DIR* d = ::opendir(fd_dir.c_str())) {
+    while (dirent* e = ::readdir(d)) {
+      char link[128] = {};
+      if (::readlink((fd_dir + "/" + e->d_name).c_str(), link, sizeof(link) - 1) > 0 &&
+          std::string(link).rfind("socket:[", 0) == 0) {
+        std::string l(link);
+        inodes.insert(l.substr(8, l.size() - 9));
+      }
+    }
+    ::closedir(d);
+  }
+  std::ifstream unix_table("/proc/net/unix");
+  std::string line;
+  while (std::getline(unix_table, line)) {
+    std::istringstream f(line);
+    std::string num, ref, proto, flags, type, st, inode, path;
+    if (f >> num >> ref >> proto >> flags >> type >> st >> inode >> path &&
+        inodes.count(inode) && path.find("mproc-forkserver-") != std::string::npos) {
+      return path;
+    }
+  }
+  return "";
+}
+
+// Clients that connect to the fork server and never speak hold up no Start: the server runs
+// their handshakes beside its work instead of waiting 10 s on each in turn.
+TEST_F(ForkServerTest, SilentClientsDoNotHoldUpTheServer) {
+  Process first(Noop);
+  first.SetStartMethod(StartMethod::kForkServer);
+  MPROC_ASSERT_OK(first.Start());
+  MPROC_ASSERT_OK(first.Join(absl::Seconds(60)));
+  const std::string path = ForkServerSocketPath();
+  ASSERT_FALSE(path.empty());
+  std::vector<UniqueFd> silent;
+  for (int i = 0; i < 3; ++i) {
+    UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+    ASSERT_EQ(::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    silent.push_back(std::move(fd));
+  }
+  const double t0 = testing::NowSeconds();
+  Process p(ReturnSeven);
+  p.SetStartMethod(StartMethod::kForkServer);
+  MPROC_ASSERT_OK(p.Start());
+  MPROC_ASSERT_OK(p.Join(absl::Seconds(60)));
+  EXPECT_EQ(p.exitcode(), 7);
+  EXPECT_LT(testing::NowSeconds() - t0, 5.0);  // not 3 x the 10 s handshake timeout
 }
 
 TEST_F(ForkServerTest, DefaultStartMethodIsForkServer) {

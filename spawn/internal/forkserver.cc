@@ -25,9 +25,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <mutex>
 #include <new>
 #include <string>
@@ -241,11 +243,20 @@ struct ServedChild {
   UniqueFd status;  // the requester's status channel
 };
 
+// A client connected, its handshake running (ServerHandshaker: never blocks the server, so a
+// process that connects and never speaks delays no Start).
+struct PendingControl {
+  UniqueFd fd;
+  std::unique_ptr<ServerHandshaker> handshake;
+  int64_t deadline_ns = 0;
+};
+
 struct ServerFds {
   int owner;
   int listener;
   const std::vector<UniqueFd>* controls;
   const std::vector<ServedChild>* children;
+  const std::vector<PendingControl>* pending;
 };
 
 [[noreturn]] void ServerExit(const ForkServerConfig& config, int code) {
@@ -284,6 +295,7 @@ bool Serve(int control, const ServerFds& fds, std::vector<ServedChild>& children
     ::close(fds.listener);
     ::close(fds.owner);
     for (const UniqueFd& c : *fds.controls) ::close(c.get());
+    for (const PendingControl& c : *fds.pending) ::close(c.fd.get());
     for (const ServedChild& c : *fds.children) {
       ::close(c.pidfd.get());
       ::close(c.status.get());
@@ -439,14 +451,23 @@ absl::StatusOr<int> ReadExitStatus(int status_conn, const Deadline& deadline) {
 
   std::vector<ServedChild> children;
   std::vector<UniqueFd> controls;
+  std::vector<PendingControl> pending;
   std::vector<pollfd> pfds;
   for (;;) {
+    const int64_t now = MonotonicNowNs();
+    std::erase_if(pending, [now](const PendingControl& c) { return c.deadline_ns <= now; });
+    int64_t wake_ns = INT64_MAX;
+    for (const PendingControl& c : pending) wake_ns = std::min(wake_ns, c.deadline_ns);
     pfds.clear();
     pfds.push_back({owner.get(), POLLIN, 0});
     pfds.push_back({listener.get(), POLLIN, 0});
     for (const UniqueFd& c : controls) pfds.push_back({c.get(), POLLIN, 0});
     for (const ServedChild& c : children) pfds.push_back({c.pidfd.get(), POLLIN, 0});
-    int n = ::poll(pfds.data(), pfds.size(), -1);
+    const size_t pending_base = pfds.size();
+    for (const PendingControl& c : pending) pfds.push_back({c.fd.get(), POLLIN, 0});
+    const int timeout_ms =
+        wake_ns == INT64_MAX ? -1 : static_cast<int>(std::max<int64_t>(0, wake_ns - now) / 1'000'000 + 1);
+    int n = ::poll(pfds.data(), pfds.size(), timeout_ms);
     if (n < 0) {
       if (errno == EINTR) continue;
       ServerExit(config, 1);
@@ -462,7 +483,17 @@ absl::StatusOr<int> ReadExitStatus(int status_conn, const Deadline& deadline) {
       ReportChildExit(children[i].pid, children[i].status.get());
       children.erase(children.begin() + static_cast<ptrdiff_t>(i));
     }
-    ServerFds fds{owner.get(), listener.get(), &controls, &children};
+    // Handshakes that moved on: a finished one becomes a control connection.
+    for (size_t i = pending.size(); i-- > 0;) {
+      if (pfds[pending_base + i].revents == 0) continue;
+      absl::StatusOr<bool> done = pending[i].handshake->OnReadable();
+      if (done.ok() && !*done) continue;
+      if (done.ok() && SetNonBlocking(pending[i].fd.get(), false) == 0) {
+        controls.push_back(std::move(pending[i].fd));
+      }
+      pending.erase(pending.begin() + static_cast<ptrdiff_t>(i));
+    }
+    ServerFds fds{owner.get(), listener.get(), &controls, &children, &pending};
     for (size_t i = controls.size(); i-- > 0;) {
       if (pfds[2 + i].revents == 0) continue;
       if (!Serve(controls[i].get(), fds, children)) {
@@ -470,10 +501,13 @@ absl::StatusOr<int> ReadExitStatus(int status_conn, const Deadline& deadline) {
       }
     }
     if (pfds[1].revents & POLLIN) {
-      UniqueFd conn(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
-      if (conn.ok() &&
-          ServerHandshake(conn.get(), config.authkey, Deadline::After(absl::Seconds(10))).ok()) {
-        controls.push_back(std::move(conn));
+      UniqueFd conn(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+      if (conn.ok()) {
+        PendingControl c;
+        c.handshake = std::make_unique<ServerHandshaker>(conn.get(), config.authkey);
+        c.deadline_ns = Deadline::After(absl::Seconds(10)).monotonic_ns();
+        c.fd = std::move(conn);
+        if (c.handshake->Start().ok()) pending.push_back(std::move(c));
       }
     }
   }
