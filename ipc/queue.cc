@@ -38,17 +38,30 @@ namespace {
 // `head` by copying it out first and then moving `head` past it with a CAS: a consumer killed
 // before the CAS took nothing, one killed after it held exactly that item. A losing CAS
 // discards the copy (the producer only reuses bytes behind `head`, so a copy that loses the CAS
-// may be torn but is never used). Records are a 8-byte header (length, tag) and the bytes,
-// padded to 8.
+// may be torn but is never used). Records are a header and the bytes, padded to 8: 8 bytes
+// (length, tag) for an unstamped record, 16 (length, stamped tag, order stamp) for a stamped one.
+//
+// Order across producers (DESIGN.md: Puts ordered by happens-before come out in that order).
+// Once a second ring has ever been owned, every record carries an order stamp: a fetch_add on
+// one shared counter, taken before the record is published. If Put A happens before Put B,
+// A's fetch_add precedes B's in the counter's modification order, so stamp(A) < stamp(B). A
+// consumer takes the record with the smallest stamp among the rings' heads, and confirms it:
+// it looks again at every ring it found empty, after it saw the candidate published. Any A
+// that happens before candidate B was published before B was stamped, so that second look
+// finds it (a ring's later records only carry larger stamps, so rings seen non-empty need no
+// second look). While one ring is all there has ever been, records carry stamp 0 and no
+// counter is touched: a lone producer pays nothing.
 constexpr int kRings = 16;
 constexpr uint64_t kRingBytes = 8 << 20;
 // A producer may fill its ring up to this many bytes, except that an empty ring always takes
 // one record: the byte budget of an unbounded queue.
 constexpr uint64_t kRingBudget = 4 << 20;
-constexpr uint64_t kRecordHeader = 8;
+constexpr uint64_t kRecordHeader = 8;          // length, tag
+constexpr uint64_t kStampedHeader = 16;         // length, stamped tag, order stamp
+constexpr uint32_t kStampedTag = 0x4d505253;    // "SRPM"
 constexpr uint32_t kRecordTag = 0x4d505251;  // "QRPM"
 // Items bigger than this, and items carrying descriptors, travel on the socket.
-constexpr uint64_t kRingMaxItem = kRingBytes - 2 * kRecordHeader;
+constexpr uint64_t kRingMaxItem = kRingBytes - 2 * kStampedHeader;
 
 // ---- The socket path (items with descriptors, and items bigger than a ring) ------------------
 //
@@ -79,7 +92,7 @@ struct alignas(64) RingHeader {
 // counter that producer and consumer would bounce between their CPUs on every item.
 constexpr uint64_t kQueueMagic = 0x6d70726f632d7175ULL;  // "mproc-qu"
 // Bumped whenever the layout below changes: a segment from another build is refused.
-constexpr uint32_t kQueueVersion = 2;
+constexpr uint32_t kQueueVersion = 3;
 
 struct alignas(64) QueueState {
   uint64_t magic = kQueueMagic;
@@ -94,9 +107,12 @@ struct alignas(64) QueueState {
   uint32_t joinable = 0;
   alignas(64) std::atomic<uint32_t> items_seq{0};  // futex: bumped on publish when sleepers
   std::atomic<uint32_t> sleepers{0};               // consumers about to wait on items_seq
-  std::atomic<uint32_t> active{0};                 // bit r: ring r was ever owned
   std::atomic<int64_t> socket_items{0};            // records on the socket (approximate)
   std::atomic<uint32_t> doorbell_armed{0};         // someone asked for fileno(): ring it
+  // Read by every Put and Get, written when a ring is first owned: a line of its own.
+  alignas(64) std::atomic<uint32_t> active{0};     // bit r: ring r was ever owned
+  // The order stamps' counter (see above); starts at 1, so every stamp beats stamp 0.
+  alignas(64) std::atomic<uint64_t> order{1};
   RingHeader rings[kRings];
 };
 
@@ -109,12 +125,13 @@ static_assert(std::is_standard_layout_v<QueueState> && std::is_standard_layout_v
 static_assert(std::is_trivially_destructible_v<QueueState>);
 static_assert(sizeof(RingHeader) == 3 * 64 && alignof(RingHeader) == 64);
 static_assert(offsetof(RingHeader, head) == 64 && offsetof(RingHeader, tail) == 128);
-static_assert(offsetof(QueueState, items_seq) % 64 == 0 && offsetof(QueueState, rings) % 64 == 0);
+static_assert(offsetof(QueueState, items_seq) % 64 == 0 && offsetof(QueueState, rings) % 64 == 0 &&
+              offsetof(QueueState, active) % 64 == 0 && offsetof(QueueState, order) % 64 == 0);
 
 constexpr uint64_t kStateBytes = (sizeof(QueueState) + 4095) / 4096 * 4096;
 constexpr uint64_t kSegmentBytes = kStateBytes + kRings * kRingBytes;
 
-uint64_t RecordBytes(uint64_t len) { return kRecordHeader + (len + 7) / 8 * 8; }
+uint64_t RecordBytes(uint64_t len, uint64_t header) { return header + (len + 7) / 8 * 8; }
 
 }  // namespace
 
@@ -137,6 +154,9 @@ struct QueueShared {
   // Each ring's tail as last read by a consumer here: a lower bound, so a consumer reads the
   // producer's cache line only when it has caught up.
   std::atomic<uint64_t> tail_cache[kRings] = {};
+  // The largest order stamp a consumer here saw at each ring's head: every record the ring
+  // holds or will hold has a larger one (TakeFromRings).
+  std::atomic<uint64_t> head_floor[kRings] = {};
 
   // Socket items this process received (claimed: no other consumer can have them) but could
   // not map: out of address space or of mappings. Kept, and returned first by the next Get in
@@ -375,7 +395,12 @@ absl::Status RingPut(QueueShared& s, int ri, std::span<const std::byte> bytes,
                      const Deadline& deadline, bool block, bool* was_empty) {
   RingHeader& r = s.state->rings[ri];
   std::byte* data = s.ring_data + static_cast<uint64_t>(ri) * kRingBytes;
-  const uint64_t need = RecordBytes(bytes.size());
+  // Stamped once another ring has ever been owned (see the top of this file). Decided when the
+  // Put starts: a Put that happens before this one and used another ring shows its bit by now.
+  const bool stamped =
+      (s.state->active.load(std::memory_order_seq_cst) & ~(1u << ri)) != 0;
+  const uint64_t header_bytes = stamped ? kStampedHeader : kRecordHeader;
+  const uint64_t need = RecordBytes(bytes.size(), header_bytes);
   const uint64_t t = r.tail.load(std::memory_order_relaxed);
   // If it must wait for room: until half the budget is free (or, for a big item, until it
   // fits; for one bigger than the budget, until the ring is empty).
@@ -402,9 +427,18 @@ absl::Status RingPut(QueueShared& s, int ri, std::span<const std::byte> bytes,
     s.head_cache = r.head.load(std::memory_order_acquire);
     return fits(t - s.head_cache);
   }));
-  const uint32_t header[2] = {static_cast<uint32_t>(bytes.size()), kRecordTag};
-  CopyIn(data, t, header, sizeof(header));
-  CopyIn(data, t + kRecordHeader, bytes.data(), bytes.size());
+  // The order stamp, taken after any wait (a Put that happens before this one has published
+  // by now) and before publishing.
+  if (stamped) {
+    const uint32_t h[2] = {static_cast<uint32_t>(bytes.size()), kStampedTag};
+    const uint64_t stamp = s.state->order.fetch_add(1, std::memory_order_seq_cst);
+    CopyIn(data, t, h, sizeof(h));
+    CopyIn(data, t + sizeof(h), &stamp, sizeof(stamp));
+  } else {
+    const uint32_t h[2] = {static_cast<uint32_t>(bytes.size()), kRecordTag};
+    CopyIn(data, t, h, sizeof(h));
+  }
+  CopyIn(data, t + header_bytes, bytes.data(), bytes.size());
   r.published.store(r.published.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   r.tail.store(t + need, std::memory_order_seq_cst);
   // Dekker with a consumer going to sleep: it raises `sleepers`, then finds every ring empty.
@@ -434,11 +468,22 @@ struct TakeBuffer {
 
 enum class Take { kNone, kTaken, kCorrupt };
 
-// Claims one record from ring `ri` into `out`. kCorrupt: the ring's bytes are not records
-// (shared memory scribbled on by someone): a copy that fails its checks while the head stays
-// where it was cannot be a race with another consumer, since the producer never rewrites bytes
-// between head and tail.
-Take RingTake(QueueShared& s, int ri, TakeBuffer* out) {
+// The record at a ring's head, as a consumer saw it.
+struct Head {
+  uint64_t pos = 0;     // the head position it was read at
+  uint64_t stamp = 0;   // 0 for an unstamped record
+  uint32_t len = 0;
+  uint32_t header = 0;  // its header's size
+};
+
+// Looks at ring `ri`'s head record without taking it: kTaken (meaning "found") with `*head`,
+// kNone when the ring is empty, kCorrupt when its bytes are not records (shared memory
+// scribbled on by someone: a header that fails its checks while the head stays where it was
+// cannot be a race with another consumer, since the producer never rewrites bytes between
+// head and tail).
+// `want_stamp`: the caller compares stamps (several rings), so a stamp read while the head
+// moved on (possibly torn) must not be used.
+Take PeekRing(QueueShared& s, int ri, Head* head, bool want_stamp) {
   RingHeader& r = s.state->rings[ri];
   const std::byte* data = s.ring_data + static_cast<uint64_t>(ri) * kRingBytes;
   for (;;) {
@@ -455,18 +500,44 @@ Take RingTake(QueueShared& s, int ri, TakeBuffer* out) {
     }
     uint32_t header[2];
     CopyOut(data, h, header, sizeof(header));
-    const uint64_t need = RecordBytes(header[0]);
-    if (header[1] != kRecordTag || need > t - h) {  // torn: head moved meanwhile, or corrupt
+    const uint64_t header_bytes = header[1] == kStampedTag ? kStampedHeader : kRecordHeader;
+    if ((header[1] != kRecordTag && header[1] != kStampedTag) ||
+        RecordBytes(header[0], header_bytes) > t - h) {
       if (r.head.load(std::memory_order_acquire) == h) return Take::kCorrupt;
-      continue;
+      continue;  // torn: head moved meanwhile
     }
-    // (A torn copy below is harmless too: the CAS fails and it is dropped.)
-    CopyOut(data, h + kRecordHeader, out->Resize(header[0]), header[0]);
-    if (r.head.compare_exchange_strong(h, h + need, std::memory_order_seq_cst)) {
-      r.taken.fetch_add(1, std::memory_order_relaxed);
-      WakeOwner(r, h + need);
-      return Take::kTaken;
+    uint64_t stamp = 0;
+    if (header_bytes == kStampedHeader) {
+      CopyOut(data, h + sizeof(header), &stamp, sizeof(stamp));
+      // A stamp read while the head moved on may be torn: use it only if the head stayed.
+      if (want_stamp && r.head.load(std::memory_order_acquire) != h) continue;
     }
+    *head = {h, stamp, header[0], static_cast<uint32_t>(header_bytes)};
+    return Take::kTaken;
+  }
+}
+
+// Claims the record `head` saw, copying it into `out` first. False when another consumer
+// took it meanwhile (the copy, possibly torn, is dropped).
+bool ClaimRing(QueueShared& s, int ri, const Head& head, TakeBuffer* out) {
+  RingHeader& r = s.state->rings[ri];
+  const std::byte* data = s.ring_data + static_cast<uint64_t>(ri) * kRingBytes;
+  CopyOut(data, head.pos + head.header, out->Resize(head.len), head.len);
+  uint64_t h = head.pos;
+  const uint64_t next = h + RecordBytes(head.len, head.header);
+  if (!r.head.compare_exchange_strong(h, next, std::memory_order_seq_cst)) return false;
+  r.taken.fetch_add(1, std::memory_order_relaxed);
+  WakeOwner(r, next);
+  return true;
+}
+
+// Claims one record from ring `ri` into `out`.
+Take RingTake(QueueShared& s, int ri, TakeBuffer* out) {
+  for (;;) {
+    Head head;
+    const Take t = PeekRing(s, ri, &head, /*want_stamp=*/false);
+    if (t != Take::kTaken) return t;
+    if (ClaimRing(s, ri, head, out)) return Take::kTaken;
   }
 }
 
@@ -476,39 +547,78 @@ absl::Status CorruptRing(int ri) {
       "overwritten); its items cannot be read"));
 }
 
-// Claims one item from any ring. A consumer stays on the ring it last took from for up to
-// kStreak items, then moves on to the next (fairness: every non-empty ring is served within
-// kStreak items of each other): consumers that each stay on a ring do not take turns pulling
-// every ring's head line across CPUs.
-constexpr uint32_t kStreak = 64;
-// kCorrupt names the ring in `*bad`.
+// Claims one item from any ring.
+//
+// One ring ever owned: its head, in FIFO order. A consumer never looks further.
+//
+// More: the head with the smallest order stamp (see the top of this file). A ring's stamps
+// only grow, so the stamp once seen at a ring's head bounds every record that ring will ever
+// hold from below (QueueShared::head_floor): a ring whose floor is above the candidate's stamp
+// cannot hold an older record and is not looked at. So a consumer streams from one ring while
+// its records are older than what the others showed last, reading the others' lines only
+// when they may hold something older. Rings found empty are looked at once more after the
+// candidate was seen (the confirmation that makes happens-before hold), unless their floor
+// rules them out. kCorrupt names the ring in `*bad`.
 Take TakeFromRings(QueueShared& s, TakeBuffer* out, int* bad) {
-  thread_local uint32_t next = 0;
-  thread_local uint32_t streak = 0;
   const uint32_t active = s.state->active.load(std::memory_order_acquire);
   if (active == 0) return Take::kNone;
-  if (streak >= kStreak) {
-    next = (next + 1) % kRings;
-    streak = 0;
-  }
-  for (int k = 0; k < kRings; ++k) {
-    const int i = static_cast<int>((next + k) % kRings);
-    if ((active & (1u << i)) == 0) continue;
+  if ((active & (active - 1)) == 0) {  // one ring
+    const int i = __builtin_ctz(active);
     const Take t = RingTake(s, i, out);
-    if (t == Take::kCorrupt) {
-      *bad = i;
-      return t;
-    }
-    if (t == Take::kTaken) {
-      if (static_cast<uint32_t>(i) != next) {
-        next = static_cast<uint32_t>(i);
-        streak = 0;
-      }
-      ++streak;
-      return t;
-    }
+    if (t == Take::kCorrupt) *bad = i;
+    return t;
   }
-  return Take::kNone;
+  thread_local int preferred = 0;  // the ring this thread took from last
+  auto floor_above = [&](int i, uint64_t stamp) {
+    return s.head_floor[i].load(std::memory_order_relaxed) > stamp;
+  };
+  auto raise_floor = [&](int i, uint64_t stamp) {
+    uint64_t f = s.head_floor[i].load(std::memory_order_relaxed);
+    while (f < stamp && !s.head_floor[i].compare_exchange_weak(f, stamp, std::memory_order_relaxed)) {
+    }
+  };
+  for (;;) {
+    int best = -1;
+    Head best_head;
+    uint32_t empty = 0;
+    auto consider = [&](int i) -> bool {
+      if (best >= 0 && floor_above(i, best_head.stamp)) return true;  // nothing older there
+      Head h;
+      const Take t = PeekRing(s, i, &h, /*want_stamp=*/true);
+      if (t == Take::kCorrupt) {
+        *bad = i;
+        return false;
+      }
+      if (t == Take::kNone) {
+        empty |= 1u << i;
+        return true;
+      }
+      raise_floor(i, h.stamp);
+      if (best < 0 || h.stamp < best_head.stamp) {
+        best = i;
+        best_head = h;
+      }
+      return true;
+    };
+    // The preferred ring first: its head usually wins, and its lines are in this cache.
+    const int start = (active >> preferred) & 1 ? preferred : __builtin_ctz(active);
+    if (!consider(start)) return Take::kCorrupt;
+    for (uint32_t rest = active & ~(1u << start); rest != 0; rest &= rest - 1) {
+      if (!consider(__builtin_ctz(rest))) return Take::kCorrupt;
+    }
+    if (best < 0) return Take::kNone;
+    // The second look: an item that happens before the candidate, in a ring that was empty
+    // when we passed it, is visible now.
+    const uint32_t again = empty;
+    for (uint32_t rest = again; rest != 0; rest &= rest - 1) {
+      if (!consider(__builtin_ctz(rest))) return Take::kCorrupt;
+    }
+    if (ClaimRing(s, best, best_head, out)) {
+      preferred = best;
+      return Take::kTaken;
+    }
+    // Another consumer took it first: look again.
+  }
 }
 
 

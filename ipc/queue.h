@@ -29,6 +29,15 @@
 //   * FIFO per producer across both paths (a socket item waits for the producer's ring to
 //     drain, and a ring item for the producer's socket items to be received); nothing lost,
 //     nothing duplicated.
+//   * Order across producers, as CPython's single pipe gives: Puts ordered by happens-before
+//     come out in that order (the parent puts, then starts a child that puts: the parent's
+//     items first). Ring items carry an order stamp from one shared counter once a second
+//     producer has ever used the queue, and a Get takes the oldest ring head, confirmed after
+//     it saw it (queue.cc). A lone producer pays nothing; with several, each Put pays one
+//     shared fetch_add and each Get looks at the other rings' heads when they may hold
+//     something older. Limit: socket items (with descriptors, over 8 MiB, or from producers
+//     beyond the 16th) keep FIFO per producer, but across producers come in the order the
+//     socket received them, not by happens-before against ring items.
 //   * The byte budget of an unbounded queue is 4 MiB per producer ring (an empty ring always
 //     takes one item up to 8 MiB) and the socket's buffer for socket items: past it Put blocks
 //     (or times out, or PutNowait says RESOURCE_EXHAUSTED "byte budget"). maxsize > 0 bounds
