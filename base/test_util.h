@@ -4,6 +4,7 @@
 
 #include <poll.h>
 #include <signal.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -112,6 +113,42 @@ inline bool WaitReadable(int fd, int seconds) {
   pollfd p = {fd, POLLIN, 0};
   return ::poll(&p, 1, seconds * 1000) == 1;
 }
+
+// This thread's kernel id, for WaitUntilAsleep on a thread of this process.
+inline pid_t ThisThreadId() { return static_cast<pid_t>(::syscall(SYS_gettid)); }
+
+// Collects the ids of threads as they start, for a test to wait until every one is asleep.
+class ThreadIds {
+ public:
+  void Add() {
+    std::lock_guard<std::mutex> l(mu_);
+    ids_.push_back(ThisThreadId());
+  }
+  // Waits until `n` threads registered and each sleeps in the kernel (up to `seconds`).
+  bool WaitAllAsleep(size_t n, int seconds = 30) {
+    for (int i = 0; i < seconds * 2000; ++i) {
+      {
+        std::lock_guard<std::mutex> l(mu_);
+        if (ids_.size() >= n) break;
+      }
+      ::usleep(500);
+    }
+    std::vector<pid_t> ids;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      ids = ids_;
+    }
+    if (ids.size() < n) return false;
+    for (pid_t id : ids) {
+      if (!WaitUntilAsleep(id, seconds)) return false;
+    }
+    return true;
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<pid_t> ids_;
+};
 
 inline double NowSeconds() {
   timespec ts;

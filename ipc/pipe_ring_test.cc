@@ -215,7 +215,8 @@ TEST(PipeRingTest, SenderKilledHoldingTheTurnIsTakenOver) {
       if (!a.SendBytes(message(i)).ok()) return 1;
     }
   });
-  ::usleep(300'000);  // the ring is full and the child waits inside Send
+  // The ring is full and the child waits inside Send (the only place it can sleep).
+  ASSERT_TRUE(testing::WaitUntilAsleep(pid));
   ::kill(pid, SIGKILL);
   EXPECT_EQ(Join(pid), 128 + SIGKILL);
   std::thread reader([&] {
@@ -246,7 +247,9 @@ TEST(PipeRingTest, SenderKilledPartwayThroughALongMessageTearsTheDirection) {
     (void)a.SendBytes(std::string(64 << 20, 'k'));  // blocks: nobody reads
     return 0;
   });
-  ::usleep(200'000);  // the child sits inside the long message
+  // The child sits inside the long message: its only sleep is the socket write that nobody
+  // reads.
+  ASSERT_TRUE(testing::WaitUntilAsleep(pid));
   ::kill(pid, SIGKILL);
   EXPECT_EQ(Join(pid), 128 + SIGKILL);
   EXPECT_THAT(a.SendBytes("after", absl::Seconds(10)),

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <cstring>
 #include <span>
@@ -217,8 +218,15 @@ TEST(QueueTest, APutWaitingForRoomGoesThroughWhenConsumersStopShortOfHalf) {
   int put = 0;
   while (q.PutNowait(item).ok()) ++put;
   absl::Status blocked = absl::UnknownError("not run");
-  std::thread producer([&] { blocked = q.Put(std::string(1000, 'y'), absl::Seconds(10)); });
-  ::usleep(50'000);  // the producer sleeps for room
+  pid_t producer_tid = 0;
+  std::atomic<bool> started{false};
+  std::thread producer([&] {
+    producer_tid = testing::ThisThreadId();
+    started = true;
+    blocked = q.Put(std::string(1000, 'y'), absl::Seconds(10));
+  });
+  while (!started) std::this_thread::yield();
+  ASSERT_TRUE(testing::WaitUntilAsleep(producer_tid));  // the producer sleeps for room
   ASSERT_OK_AND_ASSIGN(std::string first, q.Get(absl::Seconds(1)));
   EXPECT_EQ(first, item);
   const double t0 = testing::NowSeconds();
@@ -389,8 +397,9 @@ TEST(QueueTest, AFullBoundedPutWaitsInTheActiveMode) {
   ASSERT_OK_AND_ASSIGN(Queue<int> q, Queue<int>::Create(1));
   MPROC_ASSERT_OK(q.Put(1));
   const uint64_t futex_before = GetIoRingCounters().futex_waits;
+  const pid_t main_tid = testing::ThisThreadId();
   std::thread getter([&] {
-    ::usleep(30'000);
+    ASSERT_TRUE(testing::WaitUntilAsleep(main_tid));  // the Put below waits for the slot
     absl::StatusOr<int> v = q.Get(absl::Seconds(5));
     EXPECT_TRUE(v.ok() && *v == 1);
   });
@@ -423,10 +432,15 @@ TEST(QueueTest, EverySleepingConsumerWakesForItsItem) {
     constexpr int kConsumers = 4;
     std::vector<absl::StatusOr<int>> got(kConsumers, absl::UnknownError("not run"));
     std::vector<std::thread> consumers;
+    testing::ThreadIds ids;
     for (int c = 0; c < kConsumers; ++c) {
-      consumers.emplace_back([&, c] { got[c] = q.Get(absl::Seconds(10)); });
+      consumers.emplace_back([&, c] {
+        ids.Add();
+        got[c] = q.Get(absl::Seconds(10));
+      });
     }
-    ::usleep(100'000);  // past the spin: every consumer sleeps in FutexWait
+    // Past the spin: every consumer sleeps in FutexWait.
+    ASSERT_TRUE(ids.WaitAllAsleep(kConsumers));
     const std::vector<int> items = {10, 11, 12, 13};
     if (batch) {
       MPROC_ASSERT_OK(q.PutMany(std::span<const int>(items)));
@@ -454,10 +468,14 @@ TEST(QueueTest, EveryProducerWaitingForASlotGetsOne) {
   constexpr int kProducers = 3;
   std::vector<absl::Status> put(kProducers, absl::UnknownError("not run"));
   std::vector<std::thread> producers;
+  testing::ThreadIds ids;
   for (int p = 0; p < kProducers; ++p) {
-    producers.emplace_back([&, p] { put[p] = q.Put(p + 1, absl::Seconds(10)); });
+    producers.emplace_back([&, p] {
+      ids.Add();
+      put[p] = q.Put(p + 1, absl::Seconds(10));
+    });
   }
-  ::usleep(100'000);  // every producer waits for the one slot
+  ASSERT_TRUE(ids.WaitAllAsleep(kProducers));  // every producer waits for the one slot
   const double t0 = testing::NowSeconds();
   std::vector<int> values;
   for (int i = 0; i <= kProducers; ++i) {

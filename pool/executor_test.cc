@@ -273,10 +273,12 @@ INSTANTIATE_TEST_SUITE_P(StartMethods, ExecutorRetirementTest,
                          [](const auto& info) { return std::string(StartMethodName(info.param)); });
 
 TEST_F(ExecutorTest, TerminateWorkersEndsRunningTasks) {
-  auto ex = Make();
-  ASSERT_NE(ex, nullptr);
-  Future<int> f = ex->Submit(SleepMs, 60'000);
-  ::usleep(100'000);
+  ASSERT_OK_AND_ASSIGN(Array<int32_t> shared, Array<int32_t>::Create(3, LockMode::kNone));
+  ExecutorOptions o;
+  o.max_workers = 2;
+  ASSERT_OK_AND_ASSIGN(auto ex, ProcessPoolExecutor::Create(o, InitWorker, shared, 0));
+  Future<int> f = ex->Submit(Counted, 60'000);
+  while (std::atomic_ref<int32_t>(shared[2]).load() == 0) ::usleep(200);  // it runs
   double t0 = testing::NowSeconds();
   MPROC_ASSERT_OK(ex->TerminateWorkers());
   EXPECT_LT(testing::NowSeconds() - t0, 10.0);
