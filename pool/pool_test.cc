@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/eventfd.h>
 #include <sys/resource.h>
@@ -32,6 +33,7 @@ namespace mproc {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 int Square(int x) { return x * x; }
 int Add(int a, int b) { return a + b; }
@@ -532,6 +534,89 @@ INSTANTIATE_TEST_SUITE_P(StartMethods, PoolTest,
                          ::testing::Values(StartMethod::kFork, StartMethod::kSpawn,
                                            StartMethod::kForkServer),
                          [](const auto& info) { return std::string(StartMethodName(info.param)); });
+
+// Captures what `body` writes to stderr (fd 2), in a forked helper; returns it.
+std::string StderrOf(const std::function<int()>& body, int* code) {
+  int fds[2];
+  EXPECT_EQ(::pipe2(fds, O_CLOEXEC), 0);
+  pid_t pid = testing::Child([&] {
+    ::dup2(fds[1], 2);
+    return body();
+  });
+  ::close(fds[1]);
+  std::string out;
+  char buf[512];
+  ssize_t n;
+  while ((n = ::read(fds[0], buf, sizeof(buf))) > 0) out.append(buf, static_cast<size_t>(n));
+  ::close(fds[0]);
+  *code = testing::Join(pid);
+  return out;
+}
+
+int ForkPoolSquares() {
+  Pool::Options o;
+  o.processes = 2;
+  o.start_method = StartMethod::kFork;
+  absl::StatusOr<std::unique_ptr<Pool>> pool = Pool::Create(o);
+  if (!pool.ok()) return 2;
+  absl::StatusOr<std::vector<int>> v = (*pool)->Map(Square, std::vector<int>{1, 2, 3});
+  return v.ok() && *v == std::vector<int>{1, 4, 9} ? 0 : 3;
+}
+
+// A fork Pool forks its caller (the zygote and the first workers). A caller that runs other
+// threads is warned, as CPython 3.12 warns at fork(); a single-threaded one is not. Either
+// way the pool works.
+TEST(PoolForkTest, CreateWarnsWhenTheCallerRunsOtherThreads) {
+  int code = -1;
+  std::string quiet = StderrOf(ForkPoolSquares, &code);
+  EXPECT_EQ(code, 0);
+  EXPECT_THAT(quiet, Not(HasSubstr("warning")));
+  std::string threaded = StderrOf([] {
+    std::atomic<bool> stop{false};
+    std::thread busy([&] {
+      while (!stop) ::usleep(1000);
+    });
+    int r = ForkPoolSquares();
+    stop = true;
+    busy.join();
+    return r;
+  }, &code);
+  EXPECT_EQ(code, 0);
+  EXPECT_THAT(threaded, HasSubstr("runs 2 threads"));
+  EXPECT_THAT(threaded, HasSubstr("CPython 3.12"));
+}
+
+// The sockets a process holds (its /proc fd links that name a socket).
+int SocketsOf(pid_t pid) {
+  int n = 0;
+  const std::string dir = "/proc/" + std::to_string(pid) + "/fd";
+  if (DIR* d = ::opendir(dir.c_str())) {
+    while (dirent* e = ::readdir(d)) {
+      char link[64] = {};
+      if (::readlink((dir + "/" + e->d_name).c_str(), link, sizeof(link) - 1) > 0 &&
+          std::string(link).rfind("socket:", 0) == 0) {
+        ++n;
+      }
+    }
+    ::closedir(d);
+  }
+  return n;
+}
+
+// Fork workers are forked one after another from the caller; each used to inherit the pool's
+// ends of its earlier siblings' channels. Each now holds the same descriptors as the first.
+TEST(PoolForkTest, ForkWorkersHoldNoSiblingsChannels) {
+  Pool::Options o;
+  o.processes = 3;
+  o.start_method = StartMethod::kFork;
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Pool> pool, Pool::Create(o));
+  ASSERT_OK_AND_ASSIGN(std::vector<int> v, pool->Map(Square, std::vector<int>{1, 2, 3}));
+  std::vector<pid_t> pids = pool->WorkerPids();
+  ASSERT_EQ(pids.size(), 3u);
+  const int first = SocketsOf(pids[0]);
+  EXPECT_GE(first, 1);
+  for (pid_t pid : pids) EXPECT_EQ(SocketsOf(pid), first) << "worker " << pid;
+}
 
 TEST(PoolForkTest, CapturingInitializerUnderFork) {
   int captured = 7;

@@ -1,5 +1,6 @@
 #include "spawn/process.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -230,6 +231,29 @@ int SelfPidfd() {
 }
 
 void SetParentPidfd(int fd) { G().parent_pidfd = fd; }
+
+int CountThreads() {
+  int n = 0;
+  if (DIR* d = ::opendir("/proc/self/task")) {
+    while (dirent* e = ::readdir(d)) n += e->d_name[0] != '.';
+    ::closedir(d);
+  }
+  return n;
+}
+
+bool WarnIfForkingThreads(const char* what) {
+  static std::atomic<pid_t> warned_in{0};
+  const int threads = CountThreads();
+  if (threads <= 1 || warned_in.exchange(CurrentPid()) == CurrentPid()) return false;
+  std::fprintf(stderr,
+               "mproc: warning: %s forks this process (pid %d), which runs %d threads. Only the "
+               "calling thread exists in the child: a lock another thread held at that moment "
+               "stays held there forever (CPython 3.12 warns about the same). Start fork "
+               "Processes and fork Pools before other threads, or use the forkserver or spawn "
+               "start method.\n",
+               what, static_cast<int>(::getpid()), threads);
+  return true;
+}
 void SetProcessIdentity(std::string identity) { G().identity = std::move(identity); }
 
 std::string NextIdentity() {
@@ -630,6 +654,7 @@ absl::Status Process::StartFork() {
   rec->daemon = daemon_;
   const pid_t parent = CurrentPid();
   const int parent_pidfd = spawn_internal::SelfPidfd();  // the child inherits it
+  spawn_internal::WarnIfForkingThreads("Process::Start (fork start method)");
   std::fflush(nullptr);
   pid_t pid = ::fork();
   if (pid < 0) return ErrnoToStatus(errno, "fork");

@@ -5,7 +5,9 @@
 // locked forever in the child. A Zygote is forked once, at a quiet moment — a Pool makes its
 // own before its pool thread exists — and from then on forks children on request, each a copy
 // of that quiet moment, never of the threaded present. A Pool under the fork start method gets
-// its replacement workers (after a death, or maxtasksperchild) this way.
+// its replacement workers (after a death, or maxtasksperchild) this way. The moment is only as
+// quiet as the caller's: Start forks the calling process, so it warns (once, on stderr, as
+// CPython 3.12 does at fork) when that process already runs other threads.
 //
 //   auto z = Zygote::Start([](UniqueFd fd) { return ServeOn(std::move(fd)); }).value();
 //   std::unique_ptr<Process> child = z->Fork(std::move(channel_end), "Worker").value();

@@ -441,10 +441,12 @@ absl::StatusOr<UniqueFd> NewChannel(PoolCore::State::Worker& w,
   return UniqueFd(sv[1]);
 }
 
-// Starts a fork worker: directly (from the owner, before the pool thread exists) or through
-// the zygote (replacements). Its socket pair is made just before the fork, so it inherits no
-// other worker's.
-absl::StatusOr<PoolCore::State::Worker> StartForkWorker(const CoreOptions& o, Zygote* zygote) {
+// Starts a fork worker: directly (the first ones, from the owner before the pool thread
+// exists) or through the zygote (replacements). A direct one closes, first thing, the pool's
+// ends of its earlier siblings' channels (`siblings`: their sockets and ring segments), which
+// fork copied into it; a zygote's child never had them (the zygote was made before any).
+absl::StatusOr<PoolCore::State::Worker> StartForkWorker(const CoreOptions& o, Zygote* zygote,
+                                                        std::vector<int> siblings = {}) {
   PoolCore::State::Worker w;
   std::shared_ptr<RingLink> link;
   MPROC_ASSIGN_OR_RETURN(UniqueFd theirs, NewChannel(w, &link));
@@ -453,9 +455,9 @@ absl::StatusOr<PoolCore::State::Worker> StartForkWorker(const CoreOptions& o, Zy
   } else {
     // Any callable may initialise a fork worker.
     int fd = theirs.get();
-    int parent_end = w.sock.get();
-    w.proc = std::make_unique<Process>([fd, parent_end, body = ForkWorkerBody(o)]() {
-      ::close(parent_end);
+    siblings.push_back(w.sock.get());  // and its own channel's pool end
+    w.proc = std::make_unique<Process>([fd, siblings, body = ForkWorkerBody(o)]() {
+      for (int s : siblings) ::close(s);
       return body(UniqueFd(fd));
     });
     w.proc->SetStartMethod(StartMethod::kFork).SetName("PoolWorker");
@@ -488,9 +490,12 @@ absl::StatusOr<std::vector<PoolCore::State::Worker>> StartWorkers(const CoreOpti
   };
   const StartMethod method = o.start_method.value_or(GetStartMethod());
   if (method == StartMethod::kFork) {
+    std::vector<int> siblings;
     for (int i = 0; i < count; ++i) {
-      absl::StatusOr<PoolCore::State::Worker> w = StartForkWorker(o, zygote);
+      absl::StatusOr<PoolCore::State::Worker> w = StartForkWorker(o, zygote, siblings);
       if (!w.ok()) return undo(w.status());
+      siblings.push_back(w->sock.get());
+      siblings.push_back(w->link->segment().fd());
       ws.push_back(*std::move(w));
     }
     return ws;
@@ -558,7 +563,9 @@ absl::StatusOr<std::unique_ptr<PoolCore>> PoolCore::Create(CoreOptions options) 
     if (!st.sigint.ok()) return ErrnoToStatus(errno, "eventfd(pool sigint)");
   }
   // The zygote and the first workers before the pool thread exists (so fork workers copy no
-  // extra thread), and the zygote before any worker socket (it holds none of them).
+  // thread of the pool's), and the zygote before any worker socket (it holds none of them).
+  // They are forked from the caller: a caller that already runs other threads is warned
+  // (Process::Start and Zygote::Start do), as CPython 3.12 warns at fork().
   if (st.opts.start_method.value_or(GetStartMethod()) == StartMethod::kFork) {
     MPROC_ASSIGN_OR_RETURN(st.zygote, Zygote::Start(ForkWorkerBody(st.opts)));
   }

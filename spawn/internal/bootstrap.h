@@ -68,6 +68,10 @@ void BeginChild(bool fresh_image);
 // as their parent's.
 int SelfPidfd();
 void SetParentPidfd(int fd);
+// Prints CPython 3.12's warning once per process when `what` is about to fork a process that
+// runs more than one thread; true when it printed it.
+bool WarnIfForkingThreads(const char* what);
+int CountThreads();
 void SetProcessIdentity(std::string identity);
 // Terminates daemon children and joins every child (the at-exit rule).
 void JoinChildrenForExit();

@@ -122,6 +122,7 @@ absl::StatusOr<std::unique_ptr<Zygote>> Zygote::Start(std::function<int(UniqueFd
   UniqueFd theirs(sv[1]);
   const pid_t owner = CurrentPid();
   const int owner_pidfd = spawn_internal::SelfPidfd();  // inherited by the zygote
+  spawn_internal::WarnIfForkingThreads("Zygote::Start (a fork Pool's Create)");
   std::fflush(nullptr);
   pid_t pid = ::fork();
   if (pid < 0) return ErrnoToStatus(errno, "fork(zygote)");
