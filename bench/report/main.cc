@@ -164,6 +164,10 @@ class CollectingReporter : public benchmark::BenchmarkReporter {
       if (it != run.counters.end() && it->second.value > 0) ops = it->second.value;
       double ns = run.real_accumulated_time * 1e9 / static_cast<double>(run.iterations) / ops;
       r.samples.push_back(ns);
+      auto cpu = run.counters.find("cpu_ns");
+      if (cpu != run.counters.end()) {
+        r.cpu_samples.push_back(cpu->second.value / static_cast<double>(run.iterations) / ops);
+      }
       if (run.repetition_index == 0 || r.samples.size() == 1) {
         std::fprintf(stderr, "  %-48s %s\n", id.c_str(), FormatNs(ns).c_str());
       }

@@ -15,6 +15,11 @@ namespace mproc::bench {
 using report_internal::SectionName;
 
 void ComputeStats(RowResult* r) {
+  if (!r->cpu_samples.empty()) {
+    std::vector<double> c = r->cpu_samples;
+    std::sort(c.begin(), c.end());
+    r->cpu_median = c.size() % 2 ? c[c.size() / 2] : (c[c.size() / 2 - 1] + c[c.size() / 2]) / 2;
+  }
   if (r->samples.empty()) return;
   std::vector<double> s = r->samples;
   std::sort(s.begin(), s.end());
@@ -123,15 +128,18 @@ std::string FormatTable(const std::vector<const RowSpec*>& specs,
   if (!m.python.empty()) absl::StrAppend(&out, "CPython peer: ", m.python, "\n");
   absl::StrAppend(&out,
                   "figures: time per operation, median of repetitions [min - max]; ratios are "
-                  "against baselines measured in this run\n");
+                  "against baselines measured in this run\n"
+                  "cpu/op: CPU time every process of the row spent per operation (rows that run "
+                  "a second process); above the time, the sides spin\n");
   for (int sec = 0; sec < 4; ++sec) {
     bool any = false;
     for (const RowSpec* s : specs) {
       if (static_cast<int>(s->section) != sec) continue;
       if (!any) {
         absl::StrAppend(&out, "\n== ", kSectionTitles[sec], " ==\n");
-        absl::StrAppend(&out, absl::StrFormat("%-44s %10s  %-21s %11s  %s\n", "row", "median",
-                                              "[min - max]", "rate", "vs baselines"));
+        absl::StrAppend(&out, absl::StrFormat("%-44s %10s  %-21s %11s %10s  %s\n", "row",
+                                              "median", "[min - max]", "rate", "cpu/op",
+                                              "vs baselines"));
         any = true;
       }
       const RowResult& r = results.at(s->id);
@@ -152,8 +160,10 @@ std::string FormatTable(const std::vector<const RowSpec*>& specs,
         }
         vs = absl::StrJoin(parts, "; ");
       }
-      absl::StrAppend(&out, absl::StrFormat("%-44s %10s  %-21s %11s  %s\n", s->id, median, range,
-                                            rate, vs));
+      const std::string cpu = r.cpu_samples.empty() || r.samples.empty() ? ""
+                                                                          : FormatNs(r.cpu_median);
+      absl::StrAppend(&out, absl::StrFormat("%-44s %10s  %-21s %11s %10s  %s\n", s->id, median,
+                                            range, rate, cpu, vs));
     }
   }
   return out;
@@ -188,6 +198,12 @@ std::string FormatJson(const std::vector<const RowSpec*>& specs,
       absl::StrAppend(&out, ", \"median\": ", Num(r.median), ", \"min\": ", Num(r.min),
                       ", \"max\": ", Num(r.max));
     }
+    if (!r.cpu_samples.empty()) {
+      std::vector<std::string> cpu;
+      for (double v : r.cpu_samples) cpu.push_back(Num(v));
+      absl::StrAppend(&out, ", \"cpu_ns_per_op\": ", Num(r.cpu_median), ", \"cpu_samples\": [",
+                      absl::StrJoin(cpu, ", "), "]");
+    }
     if (!r.skipped.empty() && r.samples.empty()) {
       absl::StrAppend(&out, ", \"skipped\": \"", JsonEscape(r.skipped), "\"");
     }
@@ -220,13 +236,19 @@ std::string FormatSvgChart(const std::vector<const RowSpec*>& specs,
   struct Group {
     std::string id;
     std::vector<Bar> bars;
+    std::string cpu;  // "time 70 ns, cpu 140 ns per op" for rows that measure CPU
   };
   std::map<std::string, Section> section_of;
   for (const RowSpec* s : specs) section_of[s->id] = s->section;
   std::vector<Group> groups;
   for (const RowSpec* s : specs) {
     if (s->section != Section::kMproc) continue;
-    Group g{s->id, {}};
+    Group g{s->id, {}, ""};
+    const RowResult& own = results.at(s->id);
+    if (!own.cpu_samples.empty() && !own.samples.empty()) {
+      g.cpu = absl::StrCat("  time ", FormatNs(own.median), ", cpu ", FormatNs(own.cpu_median),
+                           " per op", own.cpu_median > 1.5 * own.median ? " (spins)" : "");
+    }
     for (const std::string& b : s->baselines) {
       std::optional<double> ratio = TimeRatio(results, s->id, b);
       if (!ratio || *ratio <= 0) continue;
@@ -300,8 +322,9 @@ std::string FormatSvgChart(const std::vector<const RowSpec*>& specs,
   }
   int y = top;
   for (const Group& g : groups) {
-    absl::StrAppend(&svg, absl::StrFormat("<text x=\"10\" y=\"%d\" font-weight=\"bold\">%s</text>\n",
-                                          y + bar_h - 3, XmlEscape(g.id)));
+    absl::StrAppend(&svg, absl::StrFormat("<text x=\"10\" y=\"%d\"><tspan font-weight=\"bold\">%s"
+                                          "</tspan><tspan fill=\"#a33\">%s</tspan></text>\n",
+                                          y + bar_h - 3, XmlEscape(g.id), XmlEscape(g.cpu)));
     y += bar_h + 2;
     for (const Bar& b : g.bars) {
       double x0 = x_of(1), x1 = x_of(b.speedup);

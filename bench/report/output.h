@@ -18,6 +18,10 @@ struct RowResult {
   std::string error;            // non-empty: the row failed
   std::string note;             // from the peer (e.g. its iteration counts)
   double median = 0, min = 0, max = 0;
+  // CPU time per operation of every process the row ran (CpuMeter), one per repetition; empty
+  // for rows that do not measure it.
+  std::vector<double> cpu_samples;
+  double cpu_median = 0;
 };
 
 struct Machine {

@@ -84,6 +84,17 @@ RowBuilder& RowBuilder::PairBaselines(const std::vector<std::string>& ids) {
   return *this;
 }
 
+RowBuilder& RowBuilder::CrossCpuBaselines(const std::vector<std::string>& ids) {
+  for (RowSpec* s : specs_) {
+    const std::string suffix = ".cross_cpu";
+    if (s->id.size() >= suffix.size() &&
+        s->id.compare(s->id.size() - suffix.size(), suffix.size(), suffix) == 0) {
+      s->baselines.insert(s->baselines.end(), ids.begin(), ids.end());
+    }
+  }
+  return *this;
+}
+
 RowBuilder& RowBuilder::BytesPerOp(double bytes) {
   for (RowSpec* s : specs_) s->bytes_per_op = bytes;
   return *this;
@@ -126,6 +137,18 @@ RowBuilder AddPairRows(const std::string& id, Section section,
   });
   RowSpec* cross_spec = &Rows().back()->spec;
   return RowBuilder({same_spec, cross_spec});
+}
+
+RowBuilder AddCrossCpuRow(const std::string& id, Section section,
+                          std::function<void(benchmark::State&, PinCpus)> fn) {
+  const int a = Config().cpu_a, b = Config().cpu_b;
+  return AddRow(id + ".cross_cpu", section, [fn, a, b](benchmark::State& st) {
+    if (b < 0) {
+      SkipRow(st, "only one CPU is allowed (sched_getaffinity)");
+      return;
+    }
+    fn(st, PinCpus{a, b});
+  });
 }
 
 void SetOpsPerIteration(benchmark::State& state, double n) {

@@ -63,6 +63,8 @@ class RowBuilder {
   RowBuilder& Baselines(const std::vector<std::string>& ids);
   // For pair rows: each id gets the variant's suffix (.same_cpu / .cross_cpu) appended.
   RowBuilder& PairBaselines(const std::vector<std::string>& ids);
+  // For pair rows: baselines for the .cross_cpu variant only (e.g. a spinning peer).
+  RowBuilder& CrossCpuBaselines(const std::vector<std::string>& ids);
   RowBuilder& BytesPerOp(double bytes);
   RowBuilder& PerItem();
   RowBuilder& Note(const std::string& n);
@@ -78,6 +80,11 @@ RowBuilder AddRow(const std::string& id, Section section,
 // Registers `id`.same_cpu and `id`.cross_cpu, measured by fn(state, cpus).
 RowBuilder AddPairRows(const std::string& id, Section section,
                        std::function<void(benchmark::State&, PinCpus)> fn);
+
+// Registers only `id`.cross_cpu (skipped when one CPU is allowed): for exchanges that make no
+// sense on one CPU, such as two sides that both busy-poll.
+RowBuilder AddCrossCpuRow(const std::string& id, Section section,
+                          std::function<void(benchmark::State&, PinCpus)> fn);
 
 // Marks that each benchmark iteration performs `n` operations.
 void SetOpsPerIteration(benchmark::State& state, double n);

@@ -31,6 +31,7 @@ void BasePingPong(benchmark::State& state, PinCpus cpus, bool finite_deadline) {
   ::close(to_child[0]);
   ::close(to_parent[1]);
   char buf[8] = "mproc";
+  CpuMeter cpu({pid});
   for (auto _ : state) {
     Deadline d = finite_deadline ? Deadline::After(absl::Seconds(10)) : Deadline::Infinite();
     if (!WriteAll(to_child[1], buf, 8, d, "write").ok() ||
@@ -39,6 +40,7 @@ void BasePingPong(benchmark::State& state, PinCpus cpus, bool finite_deadline) {
       break;
     }
   }
+  cpu.Stop(state);
   ::close(to_child[1]);
   ::close(to_parent[0]);
   ReapChild(pid);

@@ -57,11 +57,13 @@ void BoostMessageQueue(benchmark::State& state) {
     char buf[64];
     bip::message_queue::size_type got;
     unsigned prio;
+    CpuMeter cpu({pid});
     for (auto _ : state) {
       char go = 1;
       ::write(ctl[1], &go, 1);
       for (int i = 0; i < kMsgs; ++i) mq.receive(buf, sizeof(buf), got, prio);
     }
+    cpu.Stop(state);
     ::close(ctl[1]);
     ReapChild(pid);
   } catch (const std::exception& e) {

@@ -49,12 +49,14 @@ void PipeRoundTrip(benchmark::State& state, PinCpus cpus,
   });
   pair->second.Close();
   const std::string payload(size, 'x');
+  CpuMeter cpu({pid});
   for (auto _ : state) {
     if (!pair->first.Send(payload).ok()) return state.SkipWithError("Send failed");
     absl::StatusOr<std::string> back = pair->first.Recv<std::string>(timeout);
     if (!back.ok()) return state.SkipWithError("Recv failed");
     benchmark::DoNotOptimize(back);
   }
+  cpu.Stop(state);
   pair->first.Close();
   ReapChild(pid);
 }
@@ -71,11 +73,13 @@ void QueueOneToOne(benchmark::State& state) {
     }
     return 0;
   });
+  CpuMeter cpu({pid});
   for (auto _ : state) {
     absl::StatusOr<int64_t> v = q->Get(absl::Seconds(10));
     if (!v.ok()) return state.SkipWithError("Get failed");
     benchmark::DoNotOptimize(v);
   }
+  cpu.Stop(state);
   stop->store(1);
   DrainUntilExited(*q, pid);
 }
@@ -108,11 +112,13 @@ void QueueBatchedOneToOne(benchmark::State& state) {
     }
     return 0;
   });
+  CpuMeter cpu({pid});
   for (auto _ : state) {
     absl::StatusOr<int64_t> v = q->Get(absl::Seconds(10));
     if (!v.ok()) return state.SkipWithError("Get failed");
     benchmark::DoNotOptimize(v);
   }
+  cpu.Stop(state);
   stop->store(1);
   DrainUntilExited(*q, pid);
 }
@@ -151,12 +157,14 @@ void QueueTwoToTwo(benchmark::State& state) {
   }));
   int64_t mine = 0;
   int64_t target = 0;
+  CpuMeter cpu(pids);
   for (auto _ : state) {
     target += kPerIteration;
     while (mine + c->child_taken.load(std::memory_order_relaxed) < target) {
       if (q->Get(absl::Milliseconds(10)).ok()) ++mine;
     }
   }
+  cpu.Stop(state);
   c->stop.store(1);
   for (pid_t pid : pids) DrainUntilExited(*q, pid);
   SetOpsPerIteration(state, kPerIteration);
@@ -182,11 +190,13 @@ void QueueOneMiB(benchmark::State& state) {
   for (int i = 0; i < 16; ++i) {
     if (!q->GetInto(got, absl::Seconds(10)).ok()) return state.SkipWithError("warm-up Get failed");
   }
+  CpuMeter cpu({pid});
   for (auto _ : state) {
     absl::Status s = q->GetInto(got, absl::Seconds(10));
     if (!s.ok() || got.size() != (1u << 20)) return state.SkipWithError("Get failed");
     benchmark::DoNotOptimize(got);
   }
+  cpu.Stop(state);
   stop->store(1);
   DrainUntilExited(*q, pid);
 }
@@ -209,10 +219,12 @@ void ListenerConnectAuth(benchmark::State& state) {
     }
   });
   const Address address = l->address();
+  CpuMeter cpu({pid});
   for (auto _ : state) {
     absl::StatusOr<Connection> c = Client(address, key);
     if (!c.ok()) return state.SkipWithError("Client failed");
   }
+  cpu.Stop(state);
   ReapChild(pid, /*kill=*/true);
   l->Close();
   ::rmdir(dir.c_str());
@@ -225,7 +237,8 @@ MPROC_REPORT_ROWS(IpcRows) {
               [](benchmark::State& st, PinCpus cpus) { PipeRoundTrip(st, cpus); })
       .Title("Pipe Send+Recv round trip, 16 B string, two processes")
       .PairBaselines({"kernel.socketpair_pingpong", "kernel.yield_pingpong",
-                      "cpython.pipe.roundtrip"});
+                      "cpython.pipe.roundtrip"})
+      .CrossCpuBaselines({"kernel.spin_pingpong.cross_cpu"});
   AddPairRows("mproc.pipe.roundtrip_4KiB", Section::kMproc,
               [](benchmark::State& st, PinCpus cpus) {
                 PipeRoundTrip(st, cpus, absl::InfiniteDuration(), 4096);

@@ -72,12 +72,14 @@ void PingPongFds(benchmark::State& state, PinCpus cpus, bool socketpair) {
     ::close(to_parent[1]);
   }
   char c = 'x';
+  CpuMeter cpu({pid});
   for (auto _ : state) {
     if (::write(parent_write, &c, 1) != 1 || ::read(parent_read, &c, 1) != 1) {
       state.SkipWithError("ping-pong broke");
       break;
     }
   }
+  cpu.Stop(state);
   if (socketpair) {
     ::shutdown(parent_write, SHUT_RDWR);
     ::close(to_child[0]);
@@ -95,17 +97,25 @@ struct FutexPair {
 constexpr uint32_t kStop = 0xFFFFFFFFu;
 
 // Two processes hand one shared word back and forth. kBlock: FUTEX_WAIT/FUTEX_WAKE, no
-// spinning, the raw wake-up cost. Otherwise each side yields (sched_yield) between looks and
+// spinning, the raw wake-up cost. kYield: each side yields (sched_yield) between looks and
 // never blocks: on one CPU the cheapest round trip two processes can make (two context
 // switches, no wake-up), the floor of any shared-memory channel such as a duplex Pipe's rings.
-template <bool kBlock>
+// kSpin: each side busy-polls with the CPU's pause hint, never yielding: across two CPUs the
+// fastest hand-off there is, at the price of both CPUs (the like-for-like baseline of mproc's
+// spinning hand-offs; on one CPU it would wait out whole time slices, so it runs cross-CPU
+// only).
+enum class WordWait { kBlock, kYield, kSpin };
+template <WordWait kMode>
 void WordPingPong(benchmark::State& state, PinCpus cpus) {
+  constexpr bool kBlock = kMode == WordWait::kBlock;
   SharedObject<FutexPair> sh;
   auto wait = [&](uint32_t seen) {
-    if constexpr (kBlock) {
+    if constexpr (kMode == WordWait::kBlock) {
       FutexWait(&sh->seq, seen);
-    } else {
+    } else if constexpr (kMode == WordWait::kYield) {
       ::sched_yield();
+    } else {
+      CpuRelax();
     }
   };
   auto wake = [&] {
@@ -127,6 +137,7 @@ void WordPingPong(benchmark::State& state, PinCpus cpus) {
     }
   });
   uint32_t next = 1;
+  CpuMeter cpu({pid});
   for (auto _ : state) {
     sh->seq.store(next, std::memory_order_release);
     wake();
@@ -134,6 +145,7 @@ void WordPingPong(benchmark::State& state, PinCpus cpus) {
     while ((v = sh->seq.load(std::memory_order_acquire)) == next) wait(v);
     next += 2;
   }
+  cpu.Stop(state);
   sh->seq.store(kStop, std::memory_order_release);
   wake();
   ReapChild(pid);
@@ -205,10 +217,12 @@ void ContendedLock(benchmark::State& state, LockFn lock, UnlockFn unlock, std::a
     }
     return 0;
   });
+  CpuMeter cpu({pid});
   for (auto _ : state) {
     lock();
     unlock();
   }
+  cpu.Stop(state);
   stop->store(1);
   ReapChild(pid);
 }
@@ -350,6 +364,7 @@ void PipeThroughput(benchmark::State& state, bool batched) {
   ::close(data[1]);
   ::close(ctl[0]);
   std::vector<char> buf(64 << 10);
+  CpuMeter cpu({pid});
   for (auto _ : state) {
     char go = 1;
     ::write(ctl[1], &go, 1);
@@ -364,6 +379,7 @@ void PipeThroughput(benchmark::State& state, bool batched) {
       want -= static_cast<size_t>(n);
     }
   }
+  cpu.Stop(state);
   ::close(ctl[1]);
   ::close(data[0]);
   ReapChild(pid);
@@ -407,6 +423,7 @@ void SpscRingThroughput(benchmark::State& state, PinCpus cpus) {
   });
   uint64_t consumed = 0, requested = 0;
   char out[kMsg];
+  CpuMeter cpu({pid});
   for (auto _ : state) {
     r->request.store(++requested, std::memory_order_release);
     for (int i = 0; i < kBatchMsgs; ++i) {
@@ -417,6 +434,7 @@ void SpscRingThroughput(benchmark::State& state, PinCpus cpus) {
     }
     benchmark::DoNotOptimize(out);
   }
+  cpu.Stop(state);
   r->stop.store(1);
   ReapChild(pid);
   SetOpsPerIteration(state, kBatchMsgs);
@@ -437,15 +455,17 @@ void Memcpy(benchmark::State& state, size_t bytes) {
 }  // namespace
 
 MPROC_REPORT_ROWS(KernelRows) {
+  AddCrossCpuRow("kernel.spin_pingpong", Section::kKernel, WordPingPong<WordWait::kSpin>)
+      .Title("shared word ping-pong, both sides busy-polling (pause), round trip");
   AddPairRows("kernel.pipe_pingpong", Section::kKernel,
               [](benchmark::State& s, PinCpus c) { PingPongFds(s, c, false); })
       .Title("pipe ping-pong, 1 B round trip");
   AddPairRows("kernel.socketpair_pingpong", Section::kKernel,
               [](benchmark::State& s, PinCpus c) { PingPongFds(s, c, true); })
       .Title("AF_UNIX socketpair ping-pong, 1 B round trip");
-  AddPairRows("kernel.futex_pingpong", Section::kKernel, WordPingPong<true>)
+  AddPairRows("kernel.futex_pingpong", Section::kKernel, WordPingPong<WordWait::kBlock>)
       .Title("shared futex ping-pong across processes (blocking)");
-  AddPairRows("kernel.yield_pingpong", Section::kKernel, WordPingPong<false>)
+  AddPairRows("kernel.yield_pingpong", Section::kKernel, WordPingPong<WordWait::kYield>)
       .Title("shared-word ping-pong across processes, sched_yield while waiting (never blocks)");
   AddRow("kernel.futex_cas_lock", Section::kKernel, FutexCasLock)
       .Title("futex-word CAS lock+unlock, uncontended");

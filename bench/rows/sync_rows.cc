@@ -40,10 +40,12 @@ void LockContended(benchmark::State& state) {
     }
     return 0;
   });
+  CpuMeter cpu({pid});
   for (auto _ : state) {
     lock->Acquire();
     lock->Release().IgnoreError();
   }
+  cpu.Stop(state);
   stop->Store(1);
   ReapChild(pid);
 }
@@ -72,11 +74,13 @@ void EventPingPong(benchmark::State& state, PinCpus cpus) {
       pong->Set();
     }
   });
+  CpuMeter cpu({pid});
   for (auto _ : state) {
     ping->Set();
     pong->Wait();
     pong->Clear();
   }
+  cpu.Stop(state);
   stop->Store(1);
   ping->Set();
   ReapChild(pid);
@@ -94,10 +98,12 @@ void SemaphorePingPong(benchmark::State& state, PinCpus cpus) {
       b->Release().IgnoreError();
     }
   });
+  CpuMeter cpu({pid});
   for (auto _ : state) {
     a->Release().IgnoreError();
     b->Acquire();
   }
+  cpu.Stop(state);
   stop->Store(1);
   a->Release().IgnoreError();
   ReapChild(pid);
@@ -160,12 +166,16 @@ MPROC_REPORT_ROWS(SyncRows) {
   AddRow("mproc.sync.value_incr", Section::kMproc, ValueIncrement)
       .Title("Value<int> += 1 under its RLock")
       .Baselines({"kernel.futex_cas_lock_incr", "cpython.value.incr"});
+  // Across CPUs these hand-offs spin: against the raw spin ping-pong (like with like), with
+  // the CPU both sides burn in the cpu/op column, as well as against a blocking futex.
   AddPairRows("mproc.sync.event_pingpong", Section::kMproc, EventPingPong)
       .Title("Event hand-off round trip between two processes")
-      .PairBaselines({"kernel.futex_pingpong"});
+      .PairBaselines({"kernel.futex_pingpong"})
+      .CrossCpuBaselines({"kernel.spin_pingpong.cross_cpu"});
   AddPairRows("mproc.sync.semaphore_pingpong", Section::kMproc, SemaphorePingPong)
       .Title("Semaphore hand-off round trip between two processes")
-      .PairBaselines({"kernel.futex_pingpong"});
+      .PairBaselines({"kernel.futex_pingpong"})
+      .CrossCpuBaselines({"kernel.spin_pingpong.cross_cpu"});
   AddRow("mproc.sync.lock_recovery", Section::kMproc, LockRecovery)
       .Title("dead-owner recovery: SIGKILL the holder, until a waiter holds the lock");
   AddRow("mproc.shm.segment_1mib_reserved", Section::kMproc,

@@ -4,10 +4,14 @@
 
 #include <sys/mman.h>
 #include <sys/types.h>
+#include <time.h>
 
 #include <cstddef>
 #include <functional>
 #include <new>
+#include <vector>
+
+#include "benchmark/benchmark.h"
 
 namespace mproc::bench {
 
@@ -17,6 +21,23 @@ pid_t ForkPinnedChild(int cpu, const std::function<int()>& body);
 
 // Waits for `pid`; returns its exit code, or 128 + signal. Kills it first when `kill` is set.
 int ReapChild(pid_t pid, bool kill = false);
+
+// The CPU time this process (every thread) and its `children` spend while a row's loop runs,
+// so that a row whose sides spin shows what it burns (a spin is not free):
+//   CpuMeter cpu({pid});         // right before `for (auto _ : state)`
+//   for (auto _ : state) { ... }
+//   cpu.Stop(state);             // right after it, while the children still run
+// The report prints it per operation beside the row's time ("cpu/op"), in the table, the JSON
+// and the chart. Children are read through their CPU-time clocks (clock_getcpuclockid).
+class CpuMeter {
+ public:
+  explicit CpuMeter(std::vector<pid_t> children);
+  void Stop(benchmark::State& state);
+
+ private:
+  std::vector<clockid_t> clocks_;
+  std::vector<int64_t> start_ns_;
+};
 
 // An object of type T in anonymous MAP_SHARED memory, visible to forked children.
 template <typename T>
