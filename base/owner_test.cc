@@ -37,6 +37,17 @@ struct SharedWords {
   std::atomic<uint32_t>* words;
 };
 
+// A child's CurrentProcessOwner(), published in two shared words (owner_lo last).
+void PublishOwner(SharedWords& shared) {
+  const uint64_t o = CurrentProcessOwner();
+  shared.words[1].store(static_cast<uint32_t>(o >> 32));
+  shared.words[0].store(static_cast<uint32_t>(o));
+}
+uint64_t AwaitOwner(SharedWords& shared) {
+  while (shared.words[0].load() == 0) ::usleep(100);
+  return shared.words[0].load() | (uint64_t{shared.words[1].load()} << 32);
+}
+
 // Waits until `pid` is a zombie (killed, not reaped).
 bool WaitZombie(pid_t pid) {
   for (int i = 0; i < 20000; ++i) {
@@ -86,17 +97,12 @@ TEST(OwnerTest, ProcessOwnersCarryTheirStartTime) {
   EXPECT_FALSE(ProcessOwnerAlive(me ^ (uint64_t{1} << 40)));
   EXPECT_FALSE(ProcessOwnerAlive(0));
   SharedWords shared;
-  auto* owner_lo = &shared.words[0];
-  auto* owner_hi = &shared.words[1];
   pid_t pid = Child([&] {
-    const uint64_t o = CurrentProcessOwner();
-    owner_hi->store(static_cast<uint32_t>(o >> 32));
-    owner_lo->store(static_cast<uint32_t>(o));
+    PublishOwner(shared);
     ::pause();
     return 0;
   });
-  while (owner_lo->load() == 0) ::usleep(100);
-  const uint64_t child = owner_lo->load() | (uint64_t{owner_hi->load()} << 32);
+  const uint64_t child = AwaitOwner(shared);
   EXPECT_EQ(OwnerPid(child), pid);
   EXPECT_NE(child, me);
   EXPECT_TRUE(ProcessOwnerAlive(child));
@@ -111,12 +117,8 @@ TEST(OwnerTest, ProcessOwnersCarryTheirStartTime) {
 // the process still owns what it owns; the exited thread holds no lock any more.
 TEST(OwnerTest, AProcessWhoseMainThreadExitedIsStillAlive) {
   SharedWords shared;
-  auto* owner_lo = &shared.words[0];
-  auto* owner_hi = &shared.words[1];
   pid_t pid = Child([&] {
-    const uint64_t o = CurrentProcessOwner();
-    owner_hi->store(static_cast<uint32_t>(o >> 32));
-    owner_lo->store(static_cast<uint32_t>(o));
+    PublishOwner(shared);
     pthread_t t;
     pthread_create(&t, nullptr, [](void*) -> void* {
       ::pause();
@@ -125,8 +127,7 @@ TEST(OwnerTest, AProcessWhoseMainThreadExitedIsStillAlive) {
     ::syscall(SYS_exit, 0);  // this thread only, without unwinding the test's frames
     return 0;
   });
-  while (owner_lo->load() == 0) ::usleep(100);
-  const uint64_t child = owner_lo->load() | (uint64_t{owner_hi->load()} << 32);
+  const uint64_t child = AwaitOwner(shared);
   ASSERT_TRUE(WaitZombie(pid));  // the leader
   EXPECT_TRUE(ProcessOwnerAlive(child));
   EXPECT_FALSE(TaskAlive(static_cast<uint32_t>(pid)));

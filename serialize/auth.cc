@@ -182,42 +182,47 @@ absl::Status ServerHandshaker::Start() {
   return AsUnauth(s, "sending challenge");
 }
 
+namespace {
+
+// Reads into dst[*have, want) what the socket holds, never blocking: OK(true) once it is full,
+// OK(false) when the socket ran dry first, UNAUTHENTICATED when the client is gone.
+absl::StatusOr<bool> RecvSome(int fd, char* dst, size_t want, size_t* have) {
+  while (*have < want) {
+    ssize_t n = ::recv(fd, dst + *have, want - *have, MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno == ECONNRESET)) {
+      return Unauth("the client closed the connection during the handshake");
+    }
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return false;
+      return Unauth(absl::StrCat("reading the handshake: ", ErrnoName(errno)));
+    }
+    *have += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+}  // namespace
+
 absl::StatusOr<bool> ServerHandshaker::ReadMessage() {
-  while (header_have_ < sizeof(header_)) {
-    ssize_t n = ::recv(fd_, header_ + header_have_, sizeof(header_) - header_have_, MSG_DONTWAIT);
-    if (n == 0) return Unauth("the client closed the connection during the handshake");
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) return false;
-      if (errno == ECONNRESET) return Unauth("the client closed the connection during the handshake");
-      return Unauth(absl::StrCat("reading the handshake: ", ErrnoName(errno)));
+  if (header_have_ < sizeof(header_)) {
+    MPROC_ASSIGN_OR_RETURN(bool full, RecvSome(fd_, reinterpret_cast<char*>(header_),
+                                               sizeof(header_), &header_have_));
+    if (!full) return false;
+    // CPython's framing: a 4-byte big-endian signed length (the 8-byte form is for > 2 GiB,
+    // never a handshake message).
+    const uint32_t len = (uint32_t{header_[0]} << 24) | (uint32_t{header_[1]} << 16) |
+                         (uint32_t{header_[2]} << 8) | uint32_t{header_[3]};
+    if (len > kHandshakeMaxMessage) {
+      return Unauth(absl::StrCat("handshake message of ", static_cast<int32_t>(len),
+                                 " bytes (at most ", kHandshakeMaxMessage, ")"));
     }
-    header_have_ += static_cast<size_t>(n);
-    if (header_have_ == sizeof(header_)) {
-      // CPython's framing: a 4-byte big-endian signed length (the 8-byte form is for > 2 GiB,
-      // never a handshake message).
-      const uint32_t len = (uint32_t{header_[0]} << 24) | (uint32_t{header_[1]} << 16) |
-                           (uint32_t{header_[2]} << 8) | uint32_t{header_[3]};
-      if (len > kHandshakeMaxMessage) {
-        return Unauth(absl::StrCat("handshake message of ", static_cast<int32_t>(len),
-                                   " bytes (at most ", kHandshakeMaxMessage, ")"));
-      }
-      message_.assign(len, '\0');
-      message_have_ = 0;
-    }
+    message_.assign(len, '\0');
+    message_have_ = 0;
   }
-  while (message_have_ < message_.size()) {
-    ssize_t n = ::recv(fd_, message_.data() + message_have_, message_.size() - message_have_,
-                       MSG_DONTWAIT);
-    if (n == 0) return Unauth("the client closed the connection during the handshake");
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) return false;
-      if (errno == ECONNRESET) return Unauth("the client closed the connection during the handshake");
-      return Unauth(absl::StrCat("reading the handshake: ", ErrnoName(errno)));
-    }
-    message_have_ += static_cast<size_t>(n);
-  }
+  MPROC_ASSIGN_OR_RETURN(bool full,
+                         RecvSome(fd_, message_.data(), message_.size(), &message_have_));
+  if (!full) return false;
   header_have_ = 0;  // the next read starts a new message
   return true;
 }
