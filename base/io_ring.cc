@@ -53,7 +53,8 @@ struct ThreadRing {
   bool failed = false;  // setup failed in this process: plain syscalls for this thread
 
   ~ThreadRing() {
-    if (ok) io_uring_queue_exit(&ring);
+    // At a fork child's exit the copy is its parent's ring (see RingForThisThread): not ours.
+    if (ok && pid == CurrentPid()) io_uring_queue_exit(&ring);
   }
 };
 

@@ -71,7 +71,11 @@ TaskStat ReadStat(uint32_t id) {
 
 bool Zombie(char state) { return state == 'Z' || state == 'X' || state == 'x'; }
 
-uint64_t StartTimeOf(uint32_t pid) { return ReadStat(pid).start_time; }
+// 0 when it cannot be read (no /proc, out of descriptors).
+uint64_t StartTimeOf(uint32_t pid) {
+  TaskStat s = ReadStat(pid);
+  return s.found == TaskStat::kFound ? s.start_time : 0;
+}
 
 }  // namespace
 
@@ -153,8 +157,11 @@ uint64_t CurrentProcessOwner() {
   const pid_t pid = CurrentPid();
   uint64_t v = cached.load(std::memory_order_relaxed);
   if (v != 0 && OwnerPid(v) == pid) return v;
-  v = static_cast<uint32_t>(pid) | (StartTimeOf(static_cast<uint32_t>(pid)) << 32);
-  cached.store(v, std::memory_order_relaxed);
+  const uint64_t start = StartTimeOf(static_cast<uint32_t>(pid)) & 0xffffffffu;
+  v = static_cast<uint32_t>(pid) | (start << 32);
+  // Cached only when the start time was read: a failed read (start 0, which ProcessOwnerAlive
+  // treats as "unknown") is tried again next time.
+  if (start != 0) cached.store(v, std::memory_order_relaxed);
   return v;
 }
 
@@ -166,6 +173,9 @@ bool ProcessOwnerAlive(uint64_t owner) {
   if (s.found == TaskStat::kUnknown) return true;
   // A process whose main thread exited shows its leader as a zombie while other threads run.
   if (Zombie(s.state) && s.threads <= 1) return false;
+  // An owner word written without a start time (it could not be read then) is taken as this
+  // pid's: alive, the safe answer, since a wrong "dead" lets a second writer into a live ring.
+  if ((owner >> 32) == 0) return true;
   return (s.start_time & 0xffffffffu) == (owner >> 32);
 }
 

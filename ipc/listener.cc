@@ -120,7 +120,8 @@ Listener::Listener(Listener&& o) noexcept
       authkey_(std::move(o.authkey_)),
       owner_pid_(o.owner_pid_),
       handshake_timeout_(o.handshake_timeout_),
-      pending_(std::move(o.pending_)) {}
+      pending_(std::move(o.pending_)),
+      pending_pid_(o.pending_pid_) {}
 
 Listener& Listener::operator=(Listener&& o) noexcept {
   if (this != &o) {
@@ -131,8 +132,14 @@ Listener& Listener::operator=(Listener&& o) noexcept {
     owner_pid_ = o.owner_pid_;
     handshake_timeout_ = o.handshake_timeout_;
     pending_ = std::move(o.pending_);
+    pending_pid_ = o.pending_pid_;
   }
   return *this;
+}
+
+UniqueFd Listener::Release() {
+  pending_.clear();
+  return std::move(fd_);
 }
 
 void Listener::Close() {
@@ -167,6 +174,12 @@ absl::StatusOr<Connection> Listener::Accept(absl::Duration timeout) {
 }
 
 absl::StatusOr<Connection> Listener::AcceptAuthenticated(const Deadline& deadline) {
+  // A fork child's copy of its parent's handshakes: the parent runs them; reading the same
+  // sockets here would corrupt both. The child's copies of those sockets just close.
+  if (pending_pid_ != CurrentPid()) {
+    pending_.clear();
+    pending_pid_ = CurrentPid();
+  }
   std::vector<pollfd> pfds;
   for (;;) {
     // Clients whose handshake ran out of time are dropped: they never became connections.

@@ -55,6 +55,9 @@ struct Address {
   static Address Tcp(std::string host, uint16_t port) { return {Family::kTcp, "", std::move(host), port}; }
   std::string ToString() const;
 };
+// Addresses travel to other processes (a Manager's proxies carry theirs).
+MPROC_CODEC_ENUM(Address::Family, kUnix, kAbstract, kTcp)
+MPROC_CODEC_FIELDS(Address, family, path, host, port)
 
 class Listener {
  public:
@@ -74,6 +77,9 @@ class Listener {
   void SetHandshakeTimeout(absl::Duration timeout) { handshake_timeout_ = timeout; }
   const Address& address() const { return address_; }
   void Close();
+  // Gives the listening socket away (to a server process): this Listener is closed, and a
+  // filesystem socket file stays, for the caller to remove.
+  UniqueFd Release();
   bool closed() const { return !fd_.ok(); }
   int fileno() const { return fd_.get(); }
 
@@ -92,6 +98,7 @@ class Listener {
   pid_t owner_pid_ = 0;
   absl::Duration handshake_timeout_ = absl::Seconds(10);
   std::vector<PendingClient> pending_;
+  pid_t pending_pid_ = 0;  // the process whose handshakes pending_ holds
 };
 
 absl::StatusOr<Connection> Client(const Address& address,

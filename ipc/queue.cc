@@ -500,6 +500,8 @@ Take PeekRing(QueueShared& s, int ri, Head* head, bool want_stamp) {
     }
     uint32_t header[2];
     CopyOut(data, h, header, sizeof(header));
+    // The copies above happen before the head is read again (weakly ordered CPUs included).
+    std::atomic_thread_fence(std::memory_order_acquire);
     const uint64_t header_bytes = header[1] == kStampedTag ? kStampedHeader : kRecordHeader;
     if ((header[1] != kRecordTag && header[1] != kStampedTag) ||
         RecordBytes(header[0], header_bytes) > t - h) {
@@ -509,6 +511,7 @@ Take PeekRing(QueueShared& s, int ri, Head* head, bool want_stamp) {
     uint64_t stamp = 0;
     if (header_bytes == kStampedHeader) {
       CopyOut(data, h + sizeof(header), &stamp, sizeof(stamp));
+      std::atomic_thread_fence(std::memory_order_acquire);
       // A stamp read while the head moved on may be torn: use it only if the head stayed.
       if (want_stamp && r.head.load(std::memory_order_acquire) != h) continue;
     }
@@ -531,16 +534,6 @@ bool ClaimRing(QueueShared& s, int ri, const Head& head, TakeBuffer* out) {
   return true;
 }
 
-// Claims one record from ring `ri` into `out`.
-Take RingTake(QueueShared& s, int ri, TakeBuffer* out) {
-  for (;;) {
-    Head head;
-    const Take t = PeekRing(s, ri, &head, /*want_stamp=*/false);
-    if (t != Take::kTaken) return t;
-    if (ClaimRing(s, ri, head, out)) return Take::kTaken;
-  }
-}
-
 absl::Status CorruptRing(int ri) {
   return absl::InvalidArgumentError(absl::StrCat(
       "queue: producer ring ", ri, " holds bytes that are not records (its shared memory was "
@@ -560,13 +553,20 @@ absl::Status CorruptRing(int ri) {
 // candidate was seen (the confirmation that makes happens-before hold), unless their floor
 // rules them out. kCorrupt names the ring in `*bad`.
 Take TakeFromRings(QueueShared& s, TakeBuffer* out, int* bad) {
-  const uint32_t active = s.state->active.load(std::memory_order_acquire);
-  if (active == 0) return Take::kNone;
-  if ((active & (active - 1)) == 0) {  // one ring
-    const int i = __builtin_ctz(active);
-    const Take t = RingTake(s, i, out);
-    if (t == Take::kCorrupt) *bad = i;
-    return t;
+  const uint32_t first_active = s.state->active.load(std::memory_order_acquire);
+  if (first_active == 0) return Take::kNone;
+  if ((first_active & (first_active - 1)) == 0) {  // one ring, as far as we saw
+    const int i = __builtin_ctz(first_active);
+    for (;;) {
+      Head h;
+      const Take t = PeekRing(s, i, &h, /*want_stamp=*/false);
+      if (t == Take::kCorrupt) *bad = i;
+      if (t != Take::kTaken) return t;
+      // A stamped record: its producer saw another ring, which may hold something older that
+      // appeared after we read `active`. Take the way that looks at every ring.
+      if (h.header == kStampedHeader) break;
+      if (ClaimRing(s, i, h, out)) return Take::kTaken;
+    }
   }
   thread_local int preferred = 0;  // the ring this thread took from last
   auto floor_above = [&](int i, uint64_t stamp) {
@@ -578,6 +578,7 @@ Take TakeFromRings(QueueShared& s, TakeBuffer* out, int* bad) {
     }
   };
   for (;;) {
+    const uint32_t active = s.state->active.load(std::memory_order_acquire);
     int best = -1;
     Head best_head;
     uint32_t empty = 0;
@@ -608,8 +609,9 @@ Take TakeFromRings(QueueShared& s, TakeBuffer* out, int* bad) {
     }
     if (best < 0) return Take::kNone;
     // The second look: an item that happens before the candidate, in a ring that was empty
-    // when we passed it, is visible now.
-    const uint32_t again = empty;
+    // when we passed it, or in a ring first owned after we read `active`, is visible now.
+    const uint32_t again =
+        empty | (s.state->active.load(std::memory_order_acquire) & ~active);
     for (uint32_t rest = again; rest != 0; rest &= rest - 1) {
       if (!consider(__builtin_ctz(rest))) return Take::kCorrupt;
     }

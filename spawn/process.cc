@@ -82,6 +82,9 @@ void ForgetChildrenAfterFork() {
   new (&g.mu) std::mutex;  // the parent may have held it during fork
   g.children.clear();
   g.counter.store(0, std::memory_order_relaxed);
+  // The parent's at-exit join sits below the child's exit barrier and never runs here: the
+  // child registers its own when it starts children.
+  g.atexit_registered = false;
 }
 
 // How a child ends (FinishChild). CPython 3.12+ runs the exit handlers a child registered
@@ -230,7 +233,13 @@ int SelfPidfd() {
   return fd;
 }
 
-void SetParentPidfd(int fd) { G().parent_pidfd = fd; }
+void SetParentPidfd(int fd) {
+  // A fork child inherited its parent's own parent pidfd: not its business (and a descriptor
+  // it would hold for nothing).
+  Globals& g = G();
+  if (g.parent_pidfd >= 0 && g.parent_pidfd != fd) ::close(g.parent_pidfd);
+  g.parent_pidfd = fd;
+}
 
 int CountThreads() {
   int n = 0;
@@ -474,10 +483,19 @@ void ExitWhenParentExits() {
     if (fd < 0 && errno == ESRCH) ::kill(::getpid(), SIGKILL);  // the parent is gone already
     g.parent_pidfd = fd;
   }
-  std::thread([fd, parent] {
-    if (fd >= 0) {
-      pollfd p = {fd, POLLIN, 0};  // a pidfd turns readable when its process exits
-      while (::poll(&p, 1, -1) < 0 && errno == EINTR) {
+  // The watcher polls a copy of its own: the target may close descriptors it inherited (a
+  // daemon's habit), and the number may then name another file.
+  const int watched = fd >= 0 ? ::fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
+  std::thread([watched, parent] {
+    if (watched >= 0) {
+      pollfd p = {watched, POLLIN, 0};  // a pidfd turns readable when its process exits
+      for (;;) {
+        int r = ::poll(&p, 1, -1);
+        if (r < 0 && errno == EINTR) continue;
+        if (r > 0 && (p.revents & POLLIN)) break;
+        // Anything else (an error the kernel should never give here): watch by polling.
+        while (TaskAlive(static_cast<uint32_t>(parent))) ::usleep(100'000);
+        break;
       }
     } else {
       // No pidfds on this kernel: look every 100 ms (a zombie parent is dead).
@@ -748,15 +766,16 @@ absl::StatusOr<EncodeBuffer> Process::EncodeBootstrap(std::string_view method) c
   b.parent_pid = CurrentPid();
   b.daemon = daemon_;
   b.entry = payload_.entry;
-  // This process's pidfd rides along, so the child watches exactly its parent (no pid that
-  // could be reused in between). The buffer borrows it: it stays open for this process's life.
-  if (int self = spawn_internal::SelfPidfd(); self >= 0) b.parent_pidfd.emplace(self);
   if (absl::StatusOr<CodeRef> ref = CodeRefFor(reinterpret_cast<const void*>(b.entry)); !ref.ok()) {
     return absl::FailedPreconditionError(
         absl::StrCat("Start (", AbslView(method), "): ", ref.status().message()));
   }
+  // This process's pidfd rides along, so the child watches exactly its parent (no pid that
+  // could be reused in between). The buffer borrows it, and so does `b` for the moment of the
+  // Encode (which cannot fail): it stays open for this process's life.
+  if (int self = spawn_internal::SelfPidfd(); self >= 0) b.parent_pidfd.emplace(self);
   Encode(b, buf);
-  if (b.parent_pidfd.has_value()) (void)b.parent_pidfd->Release();  // borrowed, not ours to close
+  if (b.parent_pidfd.has_value()) (void)b.parent_pidfd->Release();
   MPROC_RETURN_IF_ERROR(payload_.encode(buf));
   return buf;
 }

@@ -59,7 +59,10 @@
 // child is a fresh image: all of its handlers are its own. A child forked from its parent, a
 // fork server or a Zygote never runs the handlers it inherited (they belong to the parent: a
 // handler removing the parent's files must not run twice); those registered after the fork
-// run. A child killed by a signal, or calling _exit, runs none.
+// run. A child killed by a signal, or calling _exit, runs none. One thing the barrier cannot
+// hold back: exit() first destroys the calling thread's thread_local objects, which in a
+// forked child are copies of the forking thread's; a thread_local that owns a resource should
+// check the pid it was made in, as mproc's own do.
 //
 // Thread-safety: a Process may be used from several threads (Join/IsAlive/exitcode/Terminate
 // are serialised internally); Start and Close must not race other calls.
@@ -288,6 +291,8 @@ class Process {
   // The name, from construction: "Process-N", N counting the Processes created in this
   // process ("Process-2:1" for the first one created in the child Process-2), as CPython's.
   const std::string& name() const { return name_; }
+  // CPython's _identity: "3" for the third Process made here, "2:1" in child Process-2.
+  const std::string& identity() const { return identity_; }
   bool daemon() const { return daemon_; }
 
   absl::Status Start();

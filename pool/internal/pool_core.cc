@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/eventfd.h>
@@ -221,6 +222,13 @@ struct sigaction g_sigint_previous;
 // read a slot before it was cleared is done writing before its descriptor can be closed and
 // its number given to something else.
 std::atomic<int> g_sigint_running{0};
+
+// A fork child copies the count as it was: a handler that ran on another thread at the fork
+// runs nowhere in the child.
+[[maybe_unused]] const int kSigintAtfork = [] {
+  pthread_atfork(nullptr, nullptr, [] { g_sigint_running.store(0, std::memory_order_relaxed); });
+  return 0;
+}();
 
 void OnSigint(int) {
   const int saved = errno;
@@ -455,7 +463,8 @@ absl::StatusOr<PoolCore::State::Worker> StartForkWorker(const CoreOptions& o, Zy
   } else {
     // Any callable may initialise a fork worker.
     int fd = theirs.get();
-    siblings.push_back(w.sock.get());  // and its own channel's pool end
+    siblings.push_back(w.sock.get());  // and its own channel's pool end, and its ring
+    siblings.push_back(link->segment().fd());  // segment (it gets one by SendLink)
     w.proc = std::make_unique<Process>([fd, siblings, body = ForkWorkerBody(o)]() {
       for (int s : siblings) ::close(s);
       return body(UniqueFd(fd));

@@ -87,6 +87,7 @@ void ForgetServerAfterFork() {
   s.dir.clear();
   s.path.clear();
   s.key.clear();
+  s.atexit_registered = false;  // the parent's sits below the child's exit barrier
 }
 
 [[maybe_unused]] const int kAtfork = [] {
@@ -483,6 +484,13 @@ absl::StatusOr<int> ReadExitStatus(int status_conn, const Deadline& deadline) {
       ReportChildExit(children[i].pid, children[i].status.get());
       children.erase(children.begin() + static_cast<ptrdiff_t>(i));
     }
+    ServerFds fds{owner.get(), listener.get(), &controls, &children, &pending};
+    for (size_t i = controls.size(); i-- > 0;) {
+      if (pfds[2 + i].revents == 0) continue;
+      if (!Serve(controls[i].get(), fds, children)) {
+        controls.erase(controls.begin() + static_cast<ptrdiff_t>(i));
+      }
+    }
     // Handshakes that moved on: a finished one becomes a control connection.
     for (size_t i = pending.size(); i-- > 0;) {
       if (pfds[pending_base + i].revents == 0) continue;
@@ -493,13 +501,7 @@ absl::StatusOr<int> ReadExitStatus(int status_conn, const Deadline& deadline) {
       }
       pending.erase(pending.begin() + static_cast<ptrdiff_t>(i));
     }
-    ServerFds fds{owner.get(), listener.get(), &controls, &children, &pending};
-    for (size_t i = controls.size(); i-- > 0;) {
-      if (pfds[2 + i].revents == 0) continue;
-      if (!Serve(controls[i].get(), fds, children)) {
-        controls.erase(controls.begin() + static_cast<ptrdiff_t>(i));
-      }
-    }
+
     if (pfds[1].revents & POLLIN) {
       UniqueFd conn(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
       if (conn.ok()) {

@@ -73,9 +73,11 @@ void ReplyError(int ctl, const std::string& msg) {
       ReplyError(ctl, "malformed zygote request");
       continue;
     }
-    std::string name;
+    std::string name, identity;
     DecodeReader r(frame.payload());
-    if (!Codec<std::string>::Decode(r, name)) name = "ZygoteChild";
+    if (!Codec<std::string>::Decode(r, name) || !Codec<std::string>::Decode(r, identity)) {
+      name = "ZygoteChild";
+    }
     UniqueFd status = std::move(frame.fds[0]);
     UniqueFd child_fd = frame.fds.size() == 2 ? std::move(frame.fds[1]) : UniqueFd();
     std::fflush(nullptr);
@@ -94,6 +96,7 @@ void ReplyError(int ctl, const std::string& msg) {
       ::close(status.Release());
       // The child's parent, for ParentPid and ExitWhenParentExits, is the owner.
       spawn_internal::SetIdentity(std::move(name), owner, false);
+      spawn_internal::SetProcessIdentity(std::move(identity));  // names its own children
       spawn_internal::SetParentPidfd(owner_pidfd);
       spawn_internal::BeginChild(/*fresh_image=*/false);
       ::signal(SIGINT, SIG_DFL);
@@ -159,8 +162,11 @@ absl::StatusOr<std::unique_ptr<Process>> Zygote::Fork(UniqueFd fd, std::string n
   }
   UniqueFd status_mine(sv[0]);
   UniqueFd status_theirs(sv[1]);
+  // The child's Process handle here, made first so its identity ("3", "2:1") can travel.
+  auto p = std::make_unique<Process>([] { return 0; });
   EncodeBuffer req;
   Encode(name, req);
+  Encode(p->identity(), req);
   req.AttachFd(status_theirs.get());
   if (fd.ok()) req.AttachFd(fd.get());  // none: the child's body gets an empty UniqueFd
   absl::Status s = WriteFrame(ctl_.get(), kZygoteFork, req, Deadline::After(absl::Seconds(10)),
@@ -184,7 +190,6 @@ absl::StatusOr<std::unique_ptr<Process>> Zygote::Fork(UniqueFd fd, std::string n
   rec->pid = pid;
   if (!reply.fds.empty()) rec->pidfd = std::move(reply.fds[0]);
   rec->status_conn = std::move(status_mine);
-  auto p = std::make_unique<Process>([] { return 0; });
   p->SetName(std::move(name));
   spawn_internal::AdoptChild(*p, std::move(rec));
   return p;
