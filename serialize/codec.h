@@ -311,7 +311,7 @@ struct Codec<std::string> {
     b.Append(s.data(), s.size());
   }
   static bool Decode(DecodeReader& r, std::string& out) {
-    uint64_t n;
+    uint64_t n = 0;
     if (!r.ReadVarint(&n)) return false;
     if (n > r.remaining()) return r.Fail("string length exceeds the remaining input");
     const std::byte* p = r.Take(n);

@@ -1,5 +1,7 @@
-// README.md's Process, Pool and Queue examples, in substance: a test that they build and work.
+// README.md's Process, Pool, Queue and Manager examples, in substance: a test that they build
+// and work.
 #include "ipc/queue.h"
+#include "manager/manager.h"
 #include "pool/pool.h"
 #include "pool/progress.h"
 #include "spawn/process.h"
@@ -15,6 +17,11 @@ int Work(mproc::Lock lock, mproc::Value<int64_t> total, int n) {  // a free func
 }
 
 int Square(int x) { return x * x; }
+
+int Visit(mproc::DictProxy<std::string, int> visits, mproc::ListProxy<int> log, int id) {
+  (void)visits.Set("child-" + std::to_string(id), id);
+  return log.Append(id).ok() ? 0 : 1;
+}
 
 struct Job {
   int32_t id;
@@ -45,5 +52,13 @@ int main(int argc, char** argv) {
   auto q = mproc::Queue<Job>::Create(/*maxsize=*/100).value();
   if (!q.Put(Job{1, "x"}).ok()) return 4;
   Job j = q.Get(absl::Seconds(1)).value();
-  return j.id == 1 && j.name == "x" ? 0 : 5;
+  if (j.id != 1 || j.name != "x") return 5;
+
+  auto m = mproc::Manager::Start().value();
+  auto visits = m->Dict<std::string, int>().value();
+  auto log = m->List<int>().value();
+  mproc::Process v(Visit, visits, log, 7);
+  if (!v.Start().ok() || !v.Join().ok() || v.exitcode() != 0) return 7;
+  if (visits.Get("child-7").value() != 7 || log.ToVector().value() != std::vector<int>{7}) return 8;
+  return m->Shutdown().ok() ? 0 : 9;
 }

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "base/clone3.h"
+#include "base/deadline.h"
 #include "base/features.h"
 #include "base/futex.h"
 #include "base/syscall.h"
@@ -88,6 +89,37 @@ void PingPongFds(benchmark::State& state, PinCpus cpus, bool socketpair) {
     ::close(parent_write);
     ::close(parent_read);
   }
+  ReapChild(pid);
+}
+
+// A request of `req` bytes and a reply of `reply` bytes over an AF_UNIX stream socketpair
+// between two processes, one blocking write and read each way: the floor of any
+// request/reply server over the same sockets (the Manager's calls are such requests).
+void UnixRequestReply(benchmark::State& state, PinCpus cpus, size_t req, size_t reply) {
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+    return state.SkipWithError("socketpair failed");
+  }
+  ScopedPin pin(cpus.parent);
+  pid_t pid = ForkPinnedChild(cpus.child, [&] {
+    ::close(sv[0]);
+    std::vector<char> in(req), out(reply, 'r');
+    for (;;) {
+      if (ReadExact(sv[1], in.data(), in.size(), Deadline::Infinite(), "req").ok() == false) return 0;
+      if (!WriteAll(sv[1], out.data(), out.size(), Deadline::Infinite(), "reply").ok()) return 1;
+    }
+  });
+  ::close(sv[1]);
+  std::vector<char> out(req, 'q'), in(reply);
+  CpuMeter cpu({pid});
+  for (auto _ : state) {
+    if (!WriteAll(sv[0], out.data(), out.size(), Deadline::Infinite(), "req").ok() ||
+        !ReadExact(sv[0], in.data(), in.size(), Deadline::Infinite(), "reply").ok()) {
+      return state.SkipWithError("request/reply failed");
+    }
+  }
+  cpu.Stop(state);
+  ::close(sv[0]);
   ReapChild(pid);
 }
 
@@ -463,6 +495,9 @@ MPROC_REPORT_ROWS(KernelRows) {
   AddPairRows("kernel.socketpair_pingpong", Section::kKernel,
               [](benchmark::State& s, PinCpus c) { PingPongFds(s, c, true); })
       .Title("AF_UNIX socketpair ping-pong, 1 B round trip");
+  AddPairRows("kernel.unix_reqrep_48B", Section::kKernel,
+              [](benchmark::State& s, PinCpus c) { UnixRequestReply(s, c, 48, 16); })
+      .Title("AF_UNIX stream request (48 B) and reply (16 B) between two processes");
   AddPairRows("kernel.futex_pingpong", Section::kKernel, WordPingPong<WordWait::kBlock>)
       .Title("shared futex ping-pong across processes (blocking)");
   AddPairRows("kernel.yield_pingpong", Section::kKernel, WordPingPong<WordWait::kYield>)

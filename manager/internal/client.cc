@@ -1,0 +1,379 @@
+#include "manager/internal/client.h"
+
+#include <pthread.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <map>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "base/process_id.h"
+#include "base/status.h"
+#include "serialize/auth.h"
+
+namespace mproc::manager_internal {
+namespace {
+
+// What a fork child inherited from its parent, per manager: the lease the parent announced,
+// and the child's own references made from inherited proxies so far.
+struct Inherited {
+  uint64_t token = 0;
+  bool claimed = false;
+  std::map<uint64_t, int64_t> leased;  // object -> references the claimed lease gave us
+  std::map<uint64_t, std::weak_ptr<ProxyRef>> refs;
+};
+
+struct Registry {
+  std::mutex mu;
+  pid_t pid = 0;
+  std::map<std::string, std::shared_ptr<ManagerClient>> clients;  // by address and instance nonce
+  std::map<std::string, Inherited> inherited;  // a fork child's, by the same key
+};
+
+Registry& Clients() {
+  static auto* r = new Registry;  // never destroyed: proxies may outlive static destruction
+  return *r;
+}
+
+std::string KeyOf(const ManagerRef& ref) {
+  return absl::StrCat(ref.address.ToString(), "#", ref.nonce);
+}
+
+absl::StatusOr<std::vector<uint64_t>> FromBytesVector(const std::string& bytes) {
+  return Decode<std::vector<uint64_t>>(AsBytes(bytes));
+}
+
+uint64_t RandomId() {
+  std::string r = RandomBytes(8);
+  uint64_t v;
+  std::memcpy(&v, r.data(), 8);
+  return v | 1;
+}
+
+}  // namespace
+
+// A fork child inherits its parent's connections: they are the parent's, and a child writing
+// on one would interleave with the parent's calls. The child closes them and starts afresh.
+void ForgetClientsAfterFork() {
+  Registry& r = Clients();
+  new (&r.mu) std::mutex;  // the parent may have held it at the fork
+  r.inherited.clear();
+  for (auto& [key, client] : r.clients) {
+    // The lease the parent announced for this fork is ours to claim on first use.
+    r.inherited[key].token = client->fork_token_;
+    new (&client->mu_) std::mutex;
+    if (client->conn_.has_value()) {
+      const int fd = client->conn_->fileno();
+      if (fd >= 0) ::close(fd);
+      // The Connection object keeps a stale number; never touched again (leaked on purpose).
+      (void)new std::optional<Connection>(std::move(client->conn_));
+    }
+  }
+  // The clients themselves stay alive as long as proxies copied into the child hold them;
+  // their next use finds them unconnected and not this process's.
+  r.clients.clear();
+  r.pid = CurrentPid();
+}
+
+void LeaseBeforeFork() {
+  Registry& r = Clients();
+  std::lock_guard<std::mutex> lock(r.mu);
+  if (r.pid != CurrentPid()) return;
+  for (auto& [key, client] : r.clients) client->LeaseForFork();
+}
+
+namespace {
+[[maybe_unused]] const int kAtfork = [] {
+  pthread_atfork(LeaseBeforeFork, nullptr, ForgetClientsAfterFork);
+  return 0;
+}();
+}  // namespace
+
+void ManagerClient::LeaseForFork() {
+  fork_token_ = 0;
+  // A call in progress on another thread (a long one) must not hold the fork up: that
+  // connection gets no lease, and the child's proxies fall back to an incref.
+  std::unique_lock<std::mutex> lock(mu_, std::try_to_lock);
+  if (!lock.owns_lock() || broken_ || !conn_.has_value() || conn_->closed()) return;
+  const uint64_t token = RandomId();
+  EncodeBuffer msg;
+  Encode(uint64_t{0}, msg);
+  Encode(static_cast<uint8_t>(Op::kForkLease), msg);
+  Encode(uint64_t{0}, msg);
+  Encode(token, msg);
+  if (conn_->SendBytes(std::string_view(reinterpret_cast<const char*>(msg.bytes().data()),
+                                        msg.size()),
+                       absl::Seconds(5))
+          .ok()) {
+    fork_token_ = token;
+  }
+}
+
+absl::StatusOr<std::shared_ptr<ManagerClient>> ManagerClient::For(const ManagerRef& ref) {
+  Registry& r = Clients();
+  std::lock_guard<std::mutex> lock(r.mu);
+  if (r.pid != CurrentPid()) {
+    r.clients.clear();
+    r.pid = CurrentPid();
+  }
+  std::shared_ptr<ManagerClient>& c = r.clients[KeyOf(ref)];
+  if (c == nullptr) c.reset(new ManagerClient(ref));
+  return c;
+}
+
+absl::Status ManagerClient::GoneLocked(const absl::Status& cause) {
+  std::string note = death_note_ ? death_note_() : std::string();
+  broken_ = absl::AbortedError(absl::StrCat(
+      "the manager (pid ", ref_.server_pid, ") is gone",
+      note.empty() ? std::string() : absl::StrCat(": ", note), "; the call failed with ",
+      cause.ToString()));
+  if (conn_.has_value()) conn_->Close();
+  return *broken_;
+}
+
+absl::Status ManagerClient::ConnectLocked(const Deadline& deadline) {
+  if (conn_.has_value() && !conn_->closed()) return absl::OkStatus();
+  absl::Duration left = absl::Seconds(30);
+  if (!deadline.infinite()) {
+    left = absl::Nanoseconds(std::max<int64_t>(0, deadline.monotonic_ns() - MonotonicNowNs()));
+  }
+  absl::StatusOr<Connection> c = ::mproc::Client(ref_.address, ref_.authkey, left);
+  if (!c.ok()) {
+    if (absl::IsUnauthenticated(c.status())) return c.status();
+    // Nothing listening (or it closed on us): the manager is not there.
+    return absl::UnavailableError(absl::StrCat("cannot reach the manager at ",
+                                               ref_.address.ToString(), ": ",
+                                               c.status().message()));
+  }
+  conn_ = *std::move(c);
+  // Which instance answered: a manager restarted on the same address is another one, and the
+  // objects this proxy names are not there.
+  EncodeBuffer hello;
+  const uint64_t id = next_call_++;
+  Encode(id, hello);
+  Encode(static_cast<uint8_t>(Op::kHello), hello);
+  Encode(uint64_t{0}, hello);
+  MPROC_RETURN_IF_ERROR(conn_->SendBytes(
+      std::string_view(reinterpret_cast<const char*>(hello.bytes().data()), hello.size()), left));
+  absl::StatusOr<std::string> reply = conn_->RecvBytes(kMaxMessage, left);
+  if (!reply.ok()) return GoneLocked(reply.status());
+  DecodeReader r(AsBytes(*reply));
+  uint64_t got_id = 0, nonce = 0;
+  uint8_t code = 0;
+  int32_t pid = 0;
+  if (!Codec<uint64_t>::Decode(r, got_id) || got_id != id || !Codec<uint8_t>::Decode(r, code) ||
+      code != 0 || !Codec<uint64_t>::Decode(r, nonce) || !Codec<int32_t>::Decode(r, pid)) {
+    conn_->Close();
+    return absl::InvalidArgumentError("the manager's hello is malformed");
+  }
+  if (ref_.nonce != 0 && nonce != ref_.nonce) {
+    conn_->Close();
+    broken_ = absl::FailedPreconditionError(absl::StrCat(
+        "the manager at ", ref_.address.ToString(), " is another instance (pid ", pid,
+        ") than the one this proxy belongs to (pid ", ref_.server_pid,
+        "): it was restarted, and the proxy's object is gone"));
+    return *broken_;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> ManagerClient::Call(Op op, uint64_t object, const EncodeBuffer& args,
+                                         const Deadline& deadline) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (broken_) return *broken_;
+  MPROC_RETURN_IF_ERROR(ConnectLocked(deadline));
+  const uint64_t id = next_call_++;
+  EncodeBuffer msg;
+  Encode(id, msg);
+  Encode(static_cast<uint8_t>(op), msg);
+  Encode(object, msg);
+  msg.Append(args.bytes().data(), args.size());
+  absl::Duration left = absl::InfiniteDuration();
+  auto remaining = [&] {
+    return deadline.infinite()
+               ? absl::InfiniteDuration()
+               : absl::Nanoseconds(std::max<int64_t>(0, deadline.monotonic_ns() - MonotonicNowNs()));
+  };
+  left = remaining();
+  absl::Status sent = conn_->SendBytes(
+      std::string_view(reinterpret_cast<const char*>(msg.bytes().data()), msg.size()), left);
+  if (absl::IsDeadlineExceeded(sent)) return sent;
+  if (!sent.ok()) return GoneLocked(sent);
+  for (;;) {
+    absl::StatusOr<std::string> reply = conn_->RecvBytes(kMaxMessage, remaining());
+    if (absl::IsDeadlineExceeded(reply.status())) {
+      // Its reply, when it comes, is skipped by the next call (by its id).
+      if (conn_->readable()) return reply.status();
+      return GoneLocked(reply.status());  // cut off inside a reply: the stream is lost
+    }
+    if (!reply.ok()) return GoneLocked(reply.status());
+    DecodeReader r(AsBytes(*reply));
+    uint64_t got = 0;
+    uint8_t code = 0;
+    if (!Codec<uint64_t>::Decode(r, got) || !Codec<uint8_t>::Decode(r, code)) {
+      return GoneLocked(absl::InvalidArgumentError("a malformed reply"));
+    }
+    if (got != id) continue;  // a late reply to a call that timed out
+    if (code != 0) {
+      std::string message;
+      (void)Codec<std::string>::Decode(r, message);
+      return absl::Status(static_cast<absl::StatusCode>(code), message);
+    }
+    return reply->substr(reply->size() - r.remaining());
+  }
+}
+
+void ManagerClient::OneWay(Op op, uint64_t object, const EncodeBuffer& args) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (broken_ || !conn_.has_value() || conn_->closed()) return;
+  EncodeBuffer msg;
+  Encode(uint64_t{0}, msg);
+  Encode(static_cast<uint8_t>(op), msg);
+  Encode(object, msg);
+  msg.Append(args.bytes().data(), args.size());
+  absl::Status s = conn_->SendBytes(
+      std::string_view(reinterpret_cast<const char*>(msg.bytes().data()), msg.size()),
+      absl::Seconds(5));
+  if (!s.ok()) (void)GoneLocked(s);
+}
+
+void ManagerClient::MarkShutDown() {
+  std::lock_guard<std::mutex> lock(mu_);
+  broken_ = absl::FailedPreconditionError("the manager was shut down");
+  if (conn_.has_value()) conn_->Close();
+}
+
+void ManagerClient::SetDeathNote(std::function<std::string()> note) {
+  std::lock_guard<std::mutex> lock(mu_);
+  death_note_ = std::move(note);
+}
+
+ProxyRef::~ProxyRef() {
+  // Only the process that holds the lease gives it back; a fork child's copy is not its own.
+  if (client != nullptr && pid == CurrentPid()) client->OneWay(Op::kDecref, object, EncodeBuffer());
+}
+
+absl::StatusOr<std::shared_ptr<ProxyRef>> CreateObject(const ManagerRef& mgr, Kind kind,
+                                                       uint64_t fingerprint,
+                                                       const std::string& initial) {
+  MPROC_ASSIGN_OR_RETURN(std::shared_ptr<ManagerClient> client, ManagerClient::For(mgr));
+  EncodeBuffer args;
+  Encode(static_cast<uint8_t>(kind), args);
+  Encode(fingerprint, args);
+  Encode(initial, args);
+  MPROC_ASSIGN_OR_RETURN(std::string reply,
+                         client->Call(Op::kCreate, 0, args, Deadline::Infinite()));
+  uint64_t id = 0;
+  DecodeReader r(AsBytes(reply));
+  if (!Codec<uint64_t>::Decode(r, id)) return absl::InternalError("malformed create reply");
+  auto ref = std::make_shared<ProxyRef>(mgr, id, fingerprint, kind);
+  ref->pid = CurrentPid();
+  ref->client = std::move(client);
+  return ref;
+}
+
+absl::StatusOr<std::shared_ptr<ProxyRef>> OwnRef(const std::shared_ptr<ProxyRef>& ref) {
+  if (ref == nullptr) return absl::FailedPreconditionError("an empty proxy");
+  if (ref->pid == CurrentPid()) return ref;
+  // A copy a fork child inherited: the reference is the parent's. Every inherited copy of it
+  // becomes one reference of this process's own.
+  MPROC_ASSIGN_OR_RETURN(std::shared_ptr<ManagerClient> client, ManagerClient::For(ref->mgr));
+  Registry& r = Clients();
+  std::lock_guard<std::mutex> lock(r.mu);
+  Inherited& inh = r.inherited[KeyOf(ref->mgr)];
+  if (std::shared_ptr<ProxyRef> mine = inh.refs[ref->object].lock()) return mine;
+  if (inh.token != 0 && !inh.claimed) {
+    // The parent's fork lease: a reference to everything it held when it forked.
+    inh.claimed = true;
+    EncodeBuffer args;
+    Encode(inh.token, args);
+    absl::StatusOr<std::string> got = client->Call(Op::kClaimFork, 0, args, Deadline::Infinite());
+    if (got.ok()) {
+      absl::StatusOr<std::vector<uint64_t>> ids = FromBytesVector(*got);
+      if (ids.ok()) {
+        for (uint64_t id : *ids) inh.leased[id] += 1;
+      }
+    }
+  }
+  auto leased = inh.leased.find(ref->object);
+  if (leased != inh.leased.end() && leased->second > 0) {
+    --leased->second;
+  } else {
+    // No lease covers it: an incref, which finds the object only if another holder kept it.
+    EncodeBuffer args;
+    Encode(ref->fingerprint, args);
+    MPROC_RETURN_IF_ERROR(
+        client->Call(Op::kIncref, ref->object, args, Deadline::Infinite()).status());
+  }
+  auto own = std::make_shared<ProxyRef>(ref->mgr, ref->object, ref->fingerprint, ref->kind);
+  own->pid = CurrentPid();
+  own->client = std::move(client);
+  inh.refs[ref->object] = own;
+  return own;
+}
+
+absl::StatusOr<std::string> CallMethod(const std::shared_ptr<ProxyRef>& ref, Method m,
+                                       const EncodeBuffer& args, absl::Duration timeout) {
+  EncodeBuffer msg;
+  Encode(static_cast<uint16_t>(m), msg);
+  msg.Append(args.bytes().data(), args.size());
+  return ref->client->Call(Op::kCall, ref->object, msg, Deadline::After(timeout));
+}
+
+void EncodeProxy(EncodeBuffer& b, const std::shared_ptr<ProxyRef>& ref) {
+  uint64_t ticket = 0;
+  if (ref != nullptr) {
+    // The ticket holds a reference while the proxy travels, so the sender may drop its own
+    // at once (gh-75275). Sent one-way; the receiver's claim waits for it if it came first.
+    absl::StatusOr<std::shared_ptr<ProxyRef>> own = OwnRef(ref);
+    if (own.ok()) {
+      ticket = RandomId();
+      EncodeBuffer args;
+      Encode(ticket, args);
+      (*own)->client->OneWay(Op::kTicket, (*own)->object, args);
+    }
+  }
+  const uint8_t present = ref != nullptr ? 1 : 0;
+  Encode(present, b);
+  if (!present) return;
+  Encode(ref->mgr, b);
+  Encode(ref->object, b);
+  Encode(ticket, b);
+}
+
+bool DecodeProxy(DecodeReader& r, Kind kind, uint64_t fingerprint,
+                 std::shared_ptr<ProxyRef>* out) {
+  uint8_t present = 0;
+  if (!Codec<uint8_t>::Decode(r, present)) return false;
+  if (present == 0) {
+    out->reset();
+    return true;
+  }
+  if (present != 1) return r.Fail("bad proxy tag");
+  ManagerRef mgr;
+  uint64_t object = 0, ticket = 0;
+  if (!Codec<ManagerRef>::Decode(r, mgr) || !Codec<uint64_t>::Decode(r, object) ||
+      !Codec<uint64_t>::Decode(r, ticket)) {
+    return false;
+  }
+  if (ticket == 0) return r.Fail("the proxy was sent without a reference (its sender had none)");
+  absl::StatusOr<std::shared_ptr<ManagerClient>> client = ManagerClient::For(mgr);
+  if (!client.ok()) return r.Fail(std::string(client.status().message()));
+  EncodeBuffer args;
+  Encode(ticket, args);
+  Encode(fingerprint, args);
+  absl::StatusOr<std::string> claimed =
+      (*client)->Call(Op::kClaim, object, args, Deadline::After(absl::Seconds(30)));
+  if (!claimed.ok()) {
+    return r.Fail(absl::StrCat("claiming a manager proxy: ", claimed.status().ToString()));
+  }
+  auto ref = std::make_shared<ProxyRef>(std::move(mgr), object, fingerprint, kind);
+  ref->pid = CurrentPid();
+  ref->client = *std::move(client);
+  *out = std::move(ref);
+  return true;
+}
+
+}  // namespace mproc::manager_internal

@@ -1,0 +1,129 @@
+// manager/internal/client.h — a process's connection to a manager, and the reference a proxy
+// holds.
+//
+// One authenticated connection per (process, manager instance), made on first use and kept
+// (CPython opens one per call for incref/decref and one per thread for calls). A fork child
+// never uses its parent's: the connections a child inherits are closed in it at fork, and it
+// makes its own. Calls from several threads take turns on the connection.
+//
+// A ProxyRef is one reference (lease) a process holds on one object: made by create, by
+// claiming a ticket (a proxy decoded from another process) or by an incref (a proxy a fork
+// child inherited), and dropped with a one-way decref when the last proxy copy holding it goes
+// away in the process that owns it. The server drops it too when the connection closes: a
+// killed client leaks nothing.
+#ifndef MPROC_MANAGER_INTERNAL_CLIENT_H_
+#define MPROC_MANAGER_INTERNAL_CLIENT_H_
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "base/deadline.h"
+#include "ipc/connection.h"
+#include "ipc/listener.h"
+#include "manager/internal/protocol.h"
+#include "serialize/buffer.h"
+#include "serialize/codec.h"
+
+namespace mproc::manager_internal {
+
+// How to reach one manager instance: what a proxy carries to another process. The authkey
+// travels with it (only over mproc's own channels to processes of the same user), so a child
+// can connect as its parent does.
+struct ManagerRef {
+  Address address;
+  std::string authkey;
+  uint64_t nonce = 0;      // the server instance: a restarted manager has another
+  int32_t server_pid = 0;  // for error messages
+};
+MPROC_CODEC_FIELDS(ManagerRef, address, authkey, nonce, server_pid)
+
+class ManagerClient {
+ public:
+  // This process's client of the manager `ref` names (made and connected on first use).
+  static absl::StatusOr<std::shared_ptr<ManagerClient>> For(const ManagerRef& ref);
+
+  // One request and its reply: OK with the result bytes, or the server's error, or
+  // DEADLINE_EXCEEDED, or ABORTED when the manager is gone (naming its pid), or
+  // FAILED_PRECONDITION after this process shut the manager down.
+  absl::StatusOr<std::string> Call(Op op, uint64_t object, const EncodeBuffer& args,
+                                   const Deadline& deadline);
+  // A request without a reply (decref, ticket). Best effort: a gone manager drops nothing.
+  void OneWay(Op op, uint64_t object, const EncodeBuffer& args);
+
+  // Called by the owning Manager: calls from now on are FAILED_PRECONDITION, and `why` (the
+  // server's exit, when known) names the manager's end in ABORTED errors.
+  void MarkShutDown();
+  void SetDeathNote(std::function<std::string()> note);
+
+  const ManagerRef& ref() const { return ref_; }
+
+ private:
+  explicit ManagerClient(ManagerRef ref) : ref_(std::move(ref)) {}
+  absl::Status ConnectLocked(const Deadline& deadline);
+  absl::Status GoneLocked(const absl::Status& cause);
+
+  // Before this process forks (pthread_atfork prepare): a one-way fork lease, so the child can
+  // take over every reference this process holds on this manager (its inherited proxies).
+  void LeaseForFork();
+
+  const ManagerRef ref_;
+  std::mutex mu_;
+  uint64_t fork_token_ = 0;  // the lease announced before the last fork (read in the child)
+  std::optional<Connection> conn_;
+  uint64_t next_call_ = 1;
+  std::optional<absl::Status> broken_;  // the manager is gone (or shut down): every call fails
+  std::function<std::string()> death_note_;
+  friend void ForgetClientsAfterFork();
+  friend void LeaseBeforeFork();
+};
+
+// A reference to one object, held by one process. In a fork child every inherited copy of the
+// parent's references to one object becomes the same child reference (OwnRef).
+struct ProxyRef {
+  ProxyRef(ManagerRef m, uint64_t object, uint64_t fingerprint, Kind kind)
+      : mgr(std::move(m)), object(object), fingerprint(fingerprint), kind(kind) {}
+  ~ProxyRef();
+  ProxyRef(const ProxyRef&) = delete;
+  ProxyRef& operator=(const ProxyRef&) = delete;
+
+  const ManagerRef mgr;
+  const uint64_t object;
+  const uint64_t fingerprint;
+  const Kind kind;
+  pid_t pid = 0;  // the process whose lease this is (0: none yet)
+  std::shared_ptr<ManagerClient> client;
+};
+
+// Makes an object on the server; a reference owned by this process.
+absl::StatusOr<std::shared_ptr<ProxyRef>> CreateObject(const ManagerRef& mgr, Kind kind,
+                                                       uint64_t fingerprint,
+                                                       const std::string& initial);
+
+// The reference this process uses for `ref`: `ref` itself when it is this process's, else
+// (a fork child's inherited copy) one of its own: taken over from the fork lease the parent
+// announced just before the fork (so the parent dropping its proxies meanwhile frees nothing
+// the child inherited), or by an incref when there was none.
+absl::StatusOr<std::shared_ptr<ProxyRef>> OwnRef(const std::shared_ptr<ProxyRef>& ref);
+
+// A method call on the object, failing with DEADLINE_EXCEEDED after `timeout`.
+absl::StatusOr<std::string> CallMethod(const std::shared_ptr<ProxyRef>& ref, Method m,
+                                       const EncodeBuffer& args, absl::Duration timeout);
+
+// Codec support for proxies: Encode hands a ticket for `ref`'s object to the server (one-way)
+// and writes what a receiver needs to claim it; Decode claims it (a round trip) and returns
+// the receiver's own reference.
+void EncodeProxy(EncodeBuffer& b, const std::shared_ptr<ProxyRef>& ref);
+bool DecodeProxy(DecodeReader& r, Kind kind, uint64_t fingerprint, std::shared_ptr<ProxyRef>* out);
+
+}  // namespace mproc::manager_internal
+
+#endif  // MPROC_MANAGER_INTERNAL_CLIENT_H_

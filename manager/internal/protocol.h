@@ -1,0 +1,116 @@
+// manager/internal/protocol.h — the messages between a Manager's clients and its server.
+//
+// A connection is a stream socket (Unix or TCP) that starts with CPython's authkey handshake
+// (serialize/auth.h) and then carries messages in CPython's length framing: a 4-byte
+// big-endian length and the payload (serialize/cpython_framing.h). Every payload is mproc
+// codec bytes:
+//
+//   request:  u64 call_id, u8 op, u64 object, then the op's arguments
+//   reply:    u64 call_id, u8 status code (absl::StatusCode), then the result bytes, or the
+//             error message when the code is not OK
+//
+// call_id 0 marks a one-way request (decref, ticket): the server sends no reply. Replies come
+// in the order of their requests on a connection; the call id lets a client drop a late reply
+// (a call that timed out) instead of taking it for the next one.
+//
+// Values are codec bytes the server never decodes: it needs none of the user's types, so a
+// client built from another binary can use it. Keys compare by their encoded bytes (codecs are
+// canonical). Every object records a fingerprint of its element types, which a proxy decoded
+// in another process checks when it claims the object.
+#ifndef MPROC_MANAGER_INTERNAL_PROTOCOL_H_
+#define MPROC_MANAGER_INTERNAL_PROTOCOL_H_
+
+#include <cstdint>
+#include <initializer_list>
+#include <string>
+#include <typeinfo>
+
+namespace mproc::manager_internal {
+
+enum class Op : uint8_t {
+  kCreate = 1,    // args: u8 kind, u64 fingerprint, bytes initial → u64 object (one reference)
+  kCall = 2,      // object, args: u16 method, the method's arguments → its result
+  kDecref = 3,    // one-way: the connection drops one reference to `object`
+  kTicket = 4,    // one-way: args u64 ticket: a reference held for a proxy in flight
+  kClaim = 5,     // args: u64 ticket, u64 fingerprint → the ticket's reference becomes ours
+  kCount = 6,     // → u64 live objects (tests: the count returns to zero)
+  kShutdown = 7,  // → OK, then the server exits
+  kHello = 8,     // → the server's instance nonce (u64) and pid (i32)
+  kIncref = 9,    // object, args: u64 fingerprint → a reference for this connection (a fork
+                  // child's first use of a proxy it inherited); NOT_FOUND when it is gone
+  kForkLease = 10,  // one-way, args: u64 token: sent just before this process forks; one more
+                    // reference to every object the connection holds, for the child to claim
+  kClaimFork = 11,  // args: u64 token → vector<u64> objects now referenced by this connection
+};
+
+enum class Kind : uint8_t {
+  kDict = 1,
+  kList = 2,
+  kNamespace = 3,
+  kValue = 4,
+};
+
+// Methods of kCall, per kind. Arguments and results are codec bytes of the listed types,
+// with `bytes` a std::string holding one encoded key or value.
+enum class Method : uint16_t {
+  // Dict
+  kDictSet = 1,         // (bytes key, bytes value)
+  kDictGet = 2,         // (bytes key) → bytes value; NOT_FOUND (KeyError)
+  kDictContains = 3,    // (bytes key) → bool
+  kDictDel = 4,         // (bytes key); NOT_FOUND
+  kDictLen = 5,         // → u64
+  kDictKeys = 6,        // → vector<bytes>, in insertion order
+  kDictValues = 7,      // → vector<bytes>
+  kDictItems = 8,       // → vector<pair<bytes, bytes>>
+  kDictClear = 9,       //
+  kDictPop = 10,        // (bytes key) → bytes value; NOT_FOUND
+  kDictSetDefault = 11, // (bytes key, bytes value) → bytes value now stored
+  kDictUpdate = 12,     // (vector<pair<bytes, bytes>>)
+  // List
+  kListAppend = 20,   // (bytes)
+  kListExtend = 21,   // (vector<bytes>)
+  kListGet = 22,      // (i64 index, negative from the end) → bytes; OUT_OF_RANGE (IndexError)
+  kListSet = 23,      // (i64 index, bytes)
+  kListLen = 24,      // → u64
+  kListPop = 25,      // (i64 index) → bytes
+  kListInsert = 26,   // (i64 index, bytes), index clamped as Python's insert
+  kListRemove = 27,   // (bytes) first equal; NOT_FOUND (ValueError)
+  kListIndex = 28,    // (bytes) → u64; NOT_FOUND
+  kListCount = 29,    // (bytes) → u64
+  kListReverse = 30,  //
+  kListClear = 31,    //
+  kListSlice = 32,    // (i64 start, i64 stop) Python's clamping, step 1 → vector<bytes>
+  kListAll = 33,      // → vector<bytes>
+  // Value
+  kValueGet = 40,  // → bytes
+  kValueSet = 41,  // (bytes)
+  // Namespace
+  kNsGet = 50,    // (string name) → bytes; NOT_FOUND (AttributeError)
+  kNsSet = 51,    // (string name, bytes)
+  kNsDel = 52,    // (string name); NOT_FOUND
+  kNsNames = 53,  // → vector<string>, sorted
+};
+
+// The fingerprint of a list of element types (FNV-1a of their type names): a proxy to a
+// Dict<std::string, int> decoded as a Dict<int, int> is refused when claimed.
+template <typename... T>
+uint64_t Fingerprint() {
+  uint64_t h = 0xcbf29ce484222325ULL;
+  for (const char* name : std::initializer_list<const char*>{typeid(T).name()...}) {
+    for (const char* p = name; *p != '\0'; ++p) {
+      h ^= static_cast<unsigned char>(*p);
+      h *= 0x100000001b3ULL;
+    }
+    h ^= 0xff;
+    h *= 0x100000001b3ULL;
+  }
+  return h;
+}
+
+// Largest message either side accepts; a longer claim closes the connection (the server) or
+// fails the call (a client), before anything that size is allocated.
+inline constexpr uint64_t kMaxMessage = 256ull << 20;
+
+}  // namespace mproc::manager_internal
+
+#endif  // MPROC_MANAGER_INTERNAL_PROTOCOL_H_

@@ -1,0 +1,41 @@
+// manager/internal/server.h — the Manager's server: one event loop, no thread per client.
+//
+// One thread serves every connection through epoll: the listening socket, each client's
+// socket (its handshake first, run by ServerHandshaker so a silent client holds up nobody,
+// then its requests), and the owner's pidfd. Objects belong to that thread, so every call on
+// one is atomic without a lock. Requests are answered in order per connection; a connection
+// whose replies pile up unread (past kMaxMessage) or that sends garbage, a length over
+// kMaxMessage or a malformed request is closed, and the others are served on.
+//
+// References are leases: each connection holds counted references to the objects it made or
+// claimed, and they are dropped when it says so (decref) or when it closes, whatever closed
+// it (the client exited, was killed, or shut the socket). An object with no reference and no
+// ticket is freed. A ticket (a proxy on its way to another process) holds a reference until
+// it is claimed, or for 60 s.
+//
+// The server exits on Shutdown, and when its owner's process ends unless it serves standalone
+// (Manager::Serve). It ignores SIGINT, as CPython's, so a terminal's Ctrl-C is the owner's to
+// handle.
+#ifndef MPROC_MANAGER_INTERNAL_SERVER_H_
+#define MPROC_MANAGER_INTERNAL_SERVER_H_
+
+#include <string>
+
+#include "base/unique_fd.h"
+#include "serialize/codec.h"
+
+namespace mproc::manager_internal {
+
+struct ServerConfig {
+  std::string authkey;
+  uint64_t nonce = 0;       // this instance's, chosen by the owner (Hello answers it)
+  bool standalone = false;  // true: serve on after the owner ends (Serve)
+};
+MPROC_CODEC_FIELDS(ServerConfig, authkey, nonce, standalone)
+
+// Serves on `listener` (a listening socket) until Shutdown or the owner's end; the exit code.
+int ServeManager(UniqueFd listener, ServerConfig config);
+
+}  // namespace mproc::manager_internal
+
+#endif  // MPROC_MANAGER_INTERNAL_SERVER_H_

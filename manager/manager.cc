@@ -1,0 +1,142 @@
+#include "manager/manager.h"
+
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "base/process_id.h"
+#include "base/status.h"
+#include "manager/internal/server.h"
+#include "serialize/auth.h"
+
+namespace mproc {
+
+using manager_internal::ManagerClient;
+using manager_internal::Op;
+
+namespace {
+
+// "signal 9 (Killed)", "exit code 3": how the server ended, for the errors of calls after.
+std::string DescribeEnd(Process& p) {
+  // Its socket closes a moment before it can be reaped: wait for that moment, briefly.
+  (void)p.Join(absl::Milliseconds(500));
+  std::optional<int> code = p.exitcode();
+  if (!code) return "";
+  if (*code < 0) return absl::StrCat("killed by signal ", -*code, " (", strsignal(-*code), ")");
+  return absl::StrCat("exited with code ", *code);
+}
+
+std::string TempDirBase() {
+  const char* t = std::getenv("TMPDIR");
+  std::string base = t != nullptr && t[0] != '\0' ? t : "/tmp";
+  // A Unix socket path holds 107 bytes: long TMPDIRs (test sandboxes) fall back to /tmp.
+  if (base.size() > 60) base = "/tmp";
+  return base;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Manager>> Manager::Start(ManagerOptions options) {
+  std::unique_ptr<Manager> m(new Manager());
+  m->owner_pid_ = CurrentPid();
+  m->ref_.authkey = options.authkey.value_or(RandomBytes(32));
+  {
+    std::string r = RandomBytes(8);
+    std::memcpy(&m->ref_.nonce, r.data(), 8);
+    m->ref_.nonce |= 1;
+  }
+  Address address;
+  if (options.address.has_value()) {
+    address = *options.address;
+  } else {
+    std::string tmpl = TempDirBase() + "/mproc-manager-XXXXXX";
+    if (::mkdtemp(tmpl.data()) == nullptr) {
+      return ErrnoToStatus(errno, absl::StrCat("mkdtemp(", tmpl, ")"));
+    }
+    m->socket_dir_ = tmpl;
+    address = Address::Unix(tmpl + "/socket");
+  }
+  // Bound here, so the address is served from the moment Start returns; the server process
+  // gets the listening socket.
+  absl::StatusOr<Listener> listener = Listener::Create(address, m->ref_.authkey, 128);
+  if (!listener.ok()) {
+    if (!m->socket_dir_.empty()) ::rmdir(m->socket_dir_.c_str());
+    return listener.status();
+  }
+  m->ref_.address = listener->address();  // a TCP port 0 becomes the real one
+  manager_internal::ServerConfig config;
+  config.authkey = m->ref_.authkey;
+  config.nonce = m->ref_.nonce;
+  m->server_ = std::make_shared<Process>(manager_internal::ServeManager, listener->Release(),
+                                         config);
+  m->server_->SetName("Manager");
+  if (options.start_method.has_value()) m->server_->SetStartMethod(*options.start_method);
+  absl::Status started = m->server_->Start();
+  if (!started.ok()) {
+    if (m->ref_.address.family == Address::Family::kUnix) ::unlink(m->ref_.address.path.c_str());
+    if (!m->socket_dir_.empty()) ::rmdir(m->socket_dir_.c_str());
+    return started;
+  }
+  m->ref_.server_pid = m->server_->pid();
+  MPROC_ASSIGN_OR_RETURN(std::shared_ptr<ManagerClient> client, ManagerClient::For(m->ref_));
+  std::weak_ptr<Process> server = m->server_;
+  client->SetDeathNote([server] {
+    std::shared_ptr<Process> p = server.lock();
+    return p ? DescribeEnd(*p) : std::string();
+  });
+  return m;
+}
+
+Manager::~Manager() {
+  if (owner_pid_ == CurrentPid()) (void)Shutdown();  // a fork child's copy is not the owner
+}
+
+absl::Status Manager::CheckRunning() const {
+  if (shut_down_) return absl::FailedPreconditionError("the manager was shut down");
+  if (owner_pid_ != CurrentPid()) {
+    return absl::FailedPreconditionError(
+        "this Manager belongs to another process: use proxies in children, not the Manager");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Manager::Shutdown(absl::Duration timeout) {
+  if (shut_down_ || owner_pid_ != CurrentPid()) return absl::OkStatus();
+  shut_down_ = true;
+  absl::StatusOr<std::shared_ptr<ManagerClient>> client = ManagerClient::For(ref_);
+  if (client.ok() && server_->IsAlive()) {
+    (void)(*client)->Call(Op::kShutdown, 0, EncodeBuffer(), Deadline::After(timeout));
+  }
+  if (client.ok()) (*client)->MarkShutDown();
+  // It ends by itself after the shutdown message; if not, SIGTERM, then SIGKILL.
+  absl::Status s = server_->Join(timeout);
+  if (server_->IsAlive()) {
+    (void)server_->Terminate();
+    (void)server_->Join(absl::Seconds(1));
+  }
+  if (server_->IsAlive()) {
+    (void)server_->Kill();
+    s = server_->Join();
+  }
+  if (ref_.address.family == Address::Family::kUnix) ::unlink(ref_.address.path.c_str());
+  if (!socket_dir_.empty()) ::rmdir(socket_dir_.c_str());
+  return s;
+}
+
+absl::StatusOr<std::shared_ptr<manager_internal::ProxyRef>> Manager::Create(
+    manager_internal::Kind kind, uint64_t fingerprint, const std::string& initial) {
+  MPROC_RETURN_IF_ERROR(CheckRunning());
+  return manager_internal::CreateObject(ref_, kind, fingerprint, initial);
+}
+
+absl::StatusOr<uint64_t> Manager::ObjectCount() {
+  MPROC_RETURN_IF_ERROR(CheckRunning());
+  MPROC_ASSIGN_OR_RETURN(std::shared_ptr<ManagerClient> client, ManagerClient::For(ref_));
+  MPROC_ASSIGN_OR_RETURN(std::string reply,
+                         client->Call(Op::kCount, 0, EncodeBuffer(), Deadline::Infinite()));
+  return manager_internal::FromBytes<uint64_t>(reply);
+}
+
+}  // namespace mproc

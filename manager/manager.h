@@ -1,0 +1,410 @@
+// manager/manager.h — Manager: objects that live in a server process, used from any process
+// through proxies (CPython's multiprocessing.Manager / SyncManager).
+//
+//   MPROC_ASSIGN_OR_RETURN(std::unique_ptr<Manager> m, Manager::Start());
+//   MPROC_ASSIGN_OR_RETURN(auto d, m->Dict<std::string, int>());
+//   MPROC_ASSIGN_OR_RETURN(auto l, m->List<int>());
+//   Process p(Work, d, l);                 // proxies are handles: pass them to children
+//   ... in Work:  d.Set("visits", 1); l.Append(42);
+//   MPROC_ASSIGN_OR_RETURN(int v, d.Get("visits"));   // NOT_FOUND for a missing key (KeyError)
+//   MPROC_RETURN_IF_ERROR(m->Shutdown());
+//
+// The server is a Process (forkserver by default, fork or spawn as chosen) started by Start;
+// its address is known when Start returns (the parent binds the socket and hands it over). It
+// serves every client from one event-loop thread (manager/internal/server.h), so each call on
+// an object is atomic. Values travel as codec bytes and are kept as bytes: the server runs none
+// of the user's code and knows none of their types.
+//
+// Proxies (DictProxy, ListProxy, NamespaceProxy, ValueProxy) are cheap copyable handles, as
+// every mproc handle: pass one to a child under any start method, put one in a Queue or send
+// it over a Pipe. Each process holds its own reference (a lease) per object; the server drops
+// it when the last copy in that process goes away (no round trip: a one-way message) or when
+// the process's connection closes, however the process ended. A proxy in flight holds a
+// reference until the receiver claims it. A proxy a fork child inherited takes its own
+// reference on first use; if every other holder dropped the object in between, that use is
+// NOT_FOUND.
+//
+// Errors: a missing key NOT_FOUND ("KeyError"), an index outside the list OUT_OF_RANGE
+// ("IndexError"), a value not in the list NOT_FOUND ("ValueError"); the manager gone (killed,
+// crashed) ABORTED naming its pid, on the call in flight and every later one, at once (its
+// socket closes), never a silent reconnect; after Shutdown (in the process that started it)
+// FAILED_PRECONDITION; a manager restarted on the same address is another instance, and a
+// proxy of the old one says so (FAILED_PRECONDITION) instead of reaching another object;
+// nothing listening UNAVAILABLE; a call whose timeout passes DEADLINE_EXCEEDED (WithTimeout).
+//
+// The server exits when the process that started it ends (SIGKILL included), ignores SIGINT
+// (the owner decides), and is shut down by Shutdown or the Manager's destructor.
+//
+// Not yet: Queue/Lock/Event/Condition/Barrier/Pool proxies, Register for user types, Connect
+// to a remote manager, nested proxies stored inside containers, SharedMemoryManager.
+//
+// Thread-safety: Manager and proxies may be used from any thread. Calls from the threads of
+// one process share its connection and take turns on it.
+#ifndef MPROC_MANAGER_MANAGER_H_
+#define MPROC_MANAGER_MANAGER_H_
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "ipc/listener.h"
+#include "manager/internal/client.h"
+#include "manager/internal/protocol.h"
+#include "serialize/codec.h"
+#include "spawn/process.h"
+
+namespace mproc {
+
+namespace manager_internal {
+
+template <typename T>
+std::string ToBytes(const T& v) {
+  EncodeBuffer b;
+  Encode(v, b);
+  return std::string(reinterpret_cast<const char*>(b.bytes().data()), b.size());
+}
+
+template <typename T>
+absl::StatusOr<T> FromBytes(const std::string& bytes) {
+  return Decode<T>(AsBytes(bytes));
+}
+
+// The part every proxy shares: its reference, swapped for this process's own on first use in
+// a fork child.
+class ProxyBase {
+ public:
+  ProxyBase() = default;
+  explicit ProxyBase(std::shared_ptr<ProxyRef> ref) : ref_(std::move(ref)) {}
+  ProxyBase(const ProxyBase& o) : ref_(o.ref_.load()), timeout_(o.timeout_) {}
+  ProxyBase& operator=(const ProxyBase& o) {
+    ref_.store(o.ref_.load());
+    timeout_ = o.timeout_;
+    return *this;
+  }
+  bool valid() const { return ref_.load() != nullptr; }
+
+ protected:
+  // Calls `m` with `args` (each encoded as the server expects) and decodes a result of R.
+  template <typename R, typename... A>
+  absl::StatusOr<R> Call(Method m, const A&... args) const {
+    MPROC_ASSIGN_OR_RETURN(std::string out, Raw(m, args...));
+    return FromBytes<R>(out);
+  }
+  template <typename... A>
+  absl::Status CallVoid(Method m, const A&... args) const {
+    return Raw(m, args...).status();
+  }
+  template <typename... A>
+  absl::StatusOr<std::string> Raw(Method m, const A&... args) const {
+    EncodeBuffer b;
+    (Encode(args, b), ...);
+    std::shared_ptr<ProxyRef> cur = ref_.load();
+    MPROC_ASSIGN_OR_RETURN(std::shared_ptr<ProxyRef> own, OwnRef(cur));
+    if (own != cur) ref_.store(own);
+    return CallMethod(own, m, b, timeout_);
+  }
+  void SetTimeout(absl::Duration t) { timeout_ = t; }
+  std::shared_ptr<ProxyRef> ref() const { return ref_.load(); }
+
+  mutable std::atomic<std::shared_ptr<ProxyRef>> ref_;
+  absl::Duration timeout_ = absl::InfiniteDuration();  // per call
+
+  template <typename P, Kind K, typename... E>
+  friend struct ProxyCodec;
+};
+
+template <typename P, Kind K, typename... E>
+struct ProxyCodec {
+  static constexpr bool kCarriesFds = false;
+  static constexpr size_t kMinSize = 1;
+  static void Encode(EncodeBuffer& b, const P& p) { EncodeProxy(b, p.ref_.load()); }
+  static bool Decode(DecodeReader& r, P& out) {
+    std::shared_ptr<ProxyRef> ref;
+    if (!DecodeProxy(r, K, Fingerprint<E...>(), &ref)) return false;
+    out.ref_.store(std::move(ref));
+    return true;
+  }
+};
+
+}  // namespace manager_internal
+
+// A dict in the manager: keys and values by their codecs (keys compare by encoded bytes),
+// iteration in insertion order, as Python's. Keys(), Values() and Items() are snapshots.
+template <typename K, typename V>
+class DictProxy : public manager_internal::ProxyBase {
+  using M = manager_internal::Method;
+  using Bytes = std::string;
+
+ public:
+  DictProxy() = default;
+  explicit DictProxy(std::shared_ptr<manager_internal::ProxyRef> r) : ProxyBase(std::move(r)) {}
+
+  absl::Status Set(const K& k, const V& v) const {
+    return CallVoid(M::kDictSet, Key(k), manager_internal::ToBytes(v));
+  }
+  absl::StatusOr<V> Get(const K& k) const { return Value(Call<Bytes>(M::kDictGet, Key(k))); }
+  // Python's get(k, default).
+  absl::StatusOr<V> Get(const K& k, const V& otherwise) const {
+    absl::StatusOr<V> v = Get(k);
+    if (absl::IsNotFound(v.status())) return otherwise;
+    return v;
+  }
+  absl::StatusOr<bool> Contains(const K& k) const { return Call<bool>(M::kDictContains, Key(k)); }
+  absl::Status Delete(const K& k) const { return CallVoid(M::kDictDel, Key(k)); }
+  absl::StatusOr<size_t> Len() const {
+    MPROC_ASSIGN_OR_RETURN(uint64_t n, Call<uint64_t>(M::kDictLen));
+    return static_cast<size_t>(n);
+  }
+  absl::StatusOr<std::vector<K>> Keys() const { return Each<K>(M::kDictKeys); }
+  absl::StatusOr<std::vector<V>> Values() const { return Each<V>(M::kDictValues); }
+  absl::StatusOr<std::vector<std::pair<K, V>>> Items() const {
+    MPROC_ASSIGN_OR_RETURN(auto raw, (Call<std::vector<std::pair<Bytes, Bytes>>>(M::kDictItems)));
+    std::vector<std::pair<K, V>> out;
+    out.reserve(raw.size());
+    for (auto& [k, v] : raw) {
+      MPROC_ASSIGN_OR_RETURN(K key, manager_internal::FromBytes<K>(k));
+      MPROC_ASSIGN_OR_RETURN(V value, manager_internal::FromBytes<V>(v));
+      out.emplace_back(std::move(key), std::move(value));
+    }
+    return out;
+  }
+  absl::Status Clear() const { return CallVoid(M::kDictClear); }
+  absl::StatusOr<V> Pop(const K& k) const { return Value(Call<Bytes>(M::kDictPop, Key(k))); }
+  // Python's setdefault: the value now stored under `k`.
+  absl::StatusOr<V> SetDefault(const K& k, const V& v) const {
+    return Value(Call<Bytes>(M::kDictSetDefault, Key(k), manager_internal::ToBytes(v)));
+  }
+  absl::Status Update(const std::vector<std::pair<K, V>>& items) const {
+    std::vector<std::pair<Bytes, Bytes>> raw;
+    raw.reserve(items.size());
+    for (const auto& [k, v] : items) raw.emplace_back(Key(k), manager_internal::ToBytes(v));
+    return CallVoid(M::kDictUpdate, raw);
+  }
+  // A copy whose calls time out after `t` (DEADLINE_EXCEEDED), sharing this one's reference.
+  DictProxy WithTimeout(absl::Duration t) const {
+    DictProxy copy(*this);
+    copy.SetTimeout(t);
+    return copy;
+  }
+
+ private:
+  static Bytes Key(const K& k) { return manager_internal::ToBytes(k); }
+  static absl::StatusOr<V> Value(absl::StatusOr<Bytes> raw) {
+    if (!raw.ok()) return raw.status();
+    return manager_internal::FromBytes<V>(*raw);
+  }
+  template <typename T>
+  absl::StatusOr<std::vector<T>> Each(M m) const {
+    MPROC_ASSIGN_OR_RETURN(std::vector<Bytes> raw, Call<std::vector<Bytes>>(m));
+    std::vector<T> out;
+    out.reserve(raw.size());
+    for (const Bytes& b : raw) {
+      MPROC_ASSIGN_OR_RETURN(T v, manager_internal::FromBytes<T>(b));
+      out.push_back(std::move(v));
+    }
+    return out;
+  }
+};
+
+// A list in the manager. Indexes are Python's: negative ones count from the end.
+template <typename T>
+class ListProxy : public manager_internal::ProxyBase {
+  using M = manager_internal::Method;
+  using Bytes = std::string;
+
+ public:
+  ListProxy() = default;
+  explicit ListProxy(std::shared_ptr<manager_internal::ProxyRef> r) : ProxyBase(std::move(r)) {}
+
+  absl::Status Append(const T& v) const { return CallVoid(M::kListAppend, manager_internal::ToBytes(v)); }
+  absl::Status Extend(const std::vector<T>& vs) const { return CallVoid(M::kListExtend, Many(vs)); }
+  absl::StatusOr<T> Get(int64_t i) const { return One(Call<Bytes>(M::kListGet, i)); }
+  absl::Status Set(int64_t i, const T& v) const {
+    return CallVoid(M::kListSet, i, manager_internal::ToBytes(v));
+  }
+  absl::StatusOr<size_t> Len() const {
+    MPROC_ASSIGN_OR_RETURN(uint64_t n, Call<uint64_t>(M::kListLen));
+    return static_cast<size_t>(n);
+  }
+  absl::StatusOr<T> Pop(int64_t i = -1) const { return One(Call<Bytes>(M::kListPop, i)); }
+  absl::Status Insert(int64_t i, const T& v) const {
+    return CallVoid(M::kListInsert, i, manager_internal::ToBytes(v));
+  }
+  absl::Status Remove(const T& v) const { return CallVoid(M::kListRemove, manager_internal::ToBytes(v)); }
+  absl::StatusOr<size_t> Index(const T& v) const {
+    MPROC_ASSIGN_OR_RETURN(uint64_t i, Call<uint64_t>(M::kListIndex, manager_internal::ToBytes(v)));
+    return static_cast<size_t>(i);
+  }
+  absl::StatusOr<size_t> Count(const T& v) const {
+    MPROC_ASSIGN_OR_RETURN(uint64_t n, Call<uint64_t>(M::kListCount, manager_internal::ToBytes(v)));
+    return static_cast<size_t>(n);
+  }
+  absl::Status Reverse() const { return CallVoid(M::kListReverse); }
+  absl::Status Clear() const { return CallVoid(M::kListClear); }
+  // Python's l[start:stop] (a copy).
+  absl::StatusOr<std::vector<T>> Slice(int64_t start, int64_t stop) const {
+    return All(Call<std::vector<Bytes>>(M::kListSlice, start, stop));
+  }
+  // The whole list (a copy, as Python's list(proxy)).
+  absl::StatusOr<std::vector<T>> ToVector() const { return All(Call<std::vector<Bytes>>(M::kListAll)); }
+  ListProxy WithTimeout(absl::Duration t) const {
+    ListProxy copy(*this);
+    copy.SetTimeout(t);
+    return copy;
+  }
+
+ private:
+  static std::vector<Bytes> Many(const std::vector<T>& vs) {
+    std::vector<Bytes> raw;
+    raw.reserve(vs.size());
+    for (const T& v : vs) raw.push_back(manager_internal::ToBytes(v));
+    return raw;
+  }
+  static absl::StatusOr<T> One(absl::StatusOr<Bytes> raw) {
+    if (!raw.ok()) return raw.status();
+    return manager_internal::FromBytes<T>(*raw);
+  }
+  static absl::StatusOr<std::vector<T>> All(absl::StatusOr<std::vector<Bytes>> raw) {
+    if (!raw.ok()) return raw.status();
+    std::vector<T> out;
+    out.reserve(raw->size());
+    for (const Bytes& b : *raw) {
+      MPROC_ASSIGN_OR_RETURN(T v, manager_internal::FromBytes<T>(b));
+      out.push_back(std::move(v));
+    }
+    return out;
+  }
+};
+
+// CPython's Namespace: named attributes of any encodable type.
+class NamespaceProxy : public manager_internal::ProxyBase {
+  using M = manager_internal::Method;
+
+ public:
+  NamespaceProxy() = default;
+  explicit NamespaceProxy(std::shared_ptr<manager_internal::ProxyRef> r) : ProxyBase(std::move(r)) {}
+
+  template <typename T>
+  absl::Status Set(const std::string& name, const T& v) const {
+    return CallVoid(M::kNsSet, name, manager_internal::ToBytes(v));
+  }
+  // NOT_FOUND ("AttributeError") when the namespace has no `name`.
+  template <typename T>
+  absl::StatusOr<T> Get(const std::string& name) const {
+    MPROC_ASSIGN_OR_RETURN(std::string raw, Call<std::string>(M::kNsGet, name));
+    return manager_internal::FromBytes<T>(raw);
+  }
+  absl::Status Delete(const std::string& name) const { return CallVoid(M::kNsDel, name); }
+  absl::StatusOr<std::vector<std::string>> Names() const {
+    return Call<std::vector<std::string>>(M::kNsNames);
+  }
+};
+
+// A single value in the manager (CPython's Manager().Value).
+template <typename T>
+class ValueProxy : public manager_internal::ProxyBase {
+  using M = manager_internal::Method;
+
+ public:
+  ValueProxy() = default;
+  explicit ValueProxy(std::shared_ptr<manager_internal::ProxyRef> r) : ProxyBase(std::move(r)) {}
+
+  absl::StatusOr<T> Get() const {
+    MPROC_ASSIGN_OR_RETURN(std::string raw, Call<std::string>(M::kValueGet));
+    return manager_internal::FromBytes<T>(raw);
+  }
+  absl::Status Set(const T& v) const { return CallVoid(M::kValueSet, manager_internal::ToBytes(v)); }
+};
+
+template <typename K, typename V>
+struct Codec<DictProxy<K, V>>
+    : manager_internal::ProxyCodec<DictProxy<K, V>, manager_internal::Kind::kDict, K, V> {};
+template <typename T>
+struct Codec<ListProxy<T>>
+    : manager_internal::ProxyCodec<ListProxy<T>, manager_internal::Kind::kList, T> {};
+template <>
+struct Codec<NamespaceProxy>
+    : manager_internal::ProxyCodec<NamespaceProxy, manager_internal::Kind::kNamespace> {};
+template <typename T>
+struct Codec<ValueProxy<T>>
+    : manager_internal::ProxyCodec<ValueProxy<T>, manager_internal::Kind::kValue, T> {};
+
+struct ManagerOptions {
+  // How the server process starts (default: the process-wide start method).
+  std::optional<StartMethod> start_method;
+  // Where it listens (default: a Unix socket in a fresh private directory).
+  std::optional<Address> address;
+  // The key clients authenticate with (default: 32 random bytes).
+  std::optional<std::string> authkey;
+};
+
+class Manager {
+ public:
+  // Starts the server; its address is known (and served) when this returns.
+  static absl::StatusOr<std::unique_ptr<Manager>> Start(ManagerOptions options = {});
+  // Shuts the server down (in the process that started it).
+  ~Manager();
+  Manager(const Manager&) = delete;
+  Manager& operator=(const Manager&) = delete;
+
+  // Asks the server to end, waits up to `timeout`, then SIGTERM, then SIGKILL. Idempotent.
+  // Calls from this process afterwards are FAILED_PRECONDITION.
+  absl::Status Shutdown(absl::Duration timeout = absl::Seconds(5));
+
+  template <typename K, typename V>
+  absl::StatusOr<DictProxy<K, V>> Dict() {
+    MPROC_ASSIGN_OR_RETURN(auto ref, Create(manager_internal::Kind::kDict,
+                                            manager_internal::Fingerprint<K, V>(), ""));
+    return DictProxy<K, V>(std::move(ref));
+  }
+  template <typename T>
+  absl::StatusOr<ListProxy<T>> List() {
+    MPROC_ASSIGN_OR_RETURN(auto ref, Create(manager_internal::Kind::kList,
+                                            manager_internal::Fingerprint<T>(), ""));
+    return ListProxy<T>(std::move(ref));
+  }
+  absl::StatusOr<NamespaceProxy> Namespace() {
+    MPROC_ASSIGN_OR_RETURN(auto ref, Create(manager_internal::Kind::kNamespace,
+                                            manager_internal::Fingerprint<>(), ""));
+    return NamespaceProxy(std::move(ref));
+  }
+  template <typename T>
+  absl::StatusOr<ValueProxy<T>> Value(const T& initial = T()) {
+    MPROC_ASSIGN_OR_RETURN(auto ref, Create(manager_internal::Kind::kValue,
+                                            manager_internal::Fingerprint<T>(),
+                                            manager_internal::ToBytes(initial)));
+    return ValueProxy<T>(std::move(ref));
+  }
+
+  // Objects alive in the server (every client's): 0 once every proxy is gone.
+  absl::StatusOr<uint64_t> ObjectCount();
+  const Address& address() const { return ref_.address; }
+  const std::string& authkey() const { return ref_.authkey; }
+  pid_t pid() const { return server_->pid(); }
+
+ private:
+  Manager() = default;
+  absl::StatusOr<std::shared_ptr<manager_internal::ProxyRef>> Create(manager_internal::Kind kind,
+                                                                     uint64_t fingerprint,
+                                                                     const std::string& initial);
+  absl::Status CheckRunning() const;
+
+  manager_internal::ManagerRef ref_;
+  std::shared_ptr<Process> server_;
+  std::string socket_dir_;  // ours to remove (the default address)
+  pid_t owner_pid_ = 0;
+  bool shut_down_ = false;
+};
+
+}  // namespace mproc
+
+#endif  // MPROC_MANAGER_MANAGER_H_

@@ -1,0 +1,342 @@
+// Manager and its proxies against real server processes, under every start method: the
+// containers' semantics, proxies passed to children and through a Queue, leases that return the
+// object count to zero whoever dies, a killed or shut-down manager, a restarted one, and
+// hostile clients.
+#include "manager/manager.h"
+
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <map>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "base/status_matchers.h"
+#include "base/test_util.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "ipc/queue.h"
+
+namespace mproc {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::Pair;
+
+class ManagerTest : public ::testing::TestWithParam<StartMethod> {
+ protected:
+  void TearDown() override { ShutdownForkServer(); }
+  std::unique_ptr<Manager> Start() {
+    ManagerOptions o;
+    o.start_method = GetParam();
+    absl::StatusOr<std::unique_ptr<Manager>> m = Manager::Start(o);
+    EXPECT_TRUE(m.ok()) << m.status();
+    return m.ok() ? *std::move(m) : nullptr;
+  }
+  // Waits (bounded) for the server's object count to reach `n`: references held by processes
+  // that ended are dropped when the server sees their connections close.
+  static void ExpectCountReaches(Manager& m, uint64_t n) {
+    absl::StatusOr<uint64_t> c = m.ObjectCount();
+    for (int i = 0; i < 2000 && c.ok() && *c != n; ++i) {
+      ::usleep(5000);
+      c = m.ObjectCount();
+    }
+    EXPECT_THAT(c, IsOkAndHolds(n));
+  }
+};
+
+// ---- targets run in children
+
+int FillFromChild(DictProxy<std::string, int> d, ListProxy<int> l, NamespaceProxy ns,
+                  int32_t base) {
+  for (int i = 0; i < 5; ++i) {
+    if (!d.Set("k" + std::to_string(i), base + i).ok()) return 2;
+    if (!l.Append(base + i).ok()) return 3;
+  }
+  if (!ns.Set("who", std::string("child")).ok()) return 4;
+  return 0;
+}
+
+int ClaimAndWait(DictProxy<std::string, int> d, Connection ready) {
+  if (!d.Set("claimed", 1).ok()) return 2;
+  (void)ready.SendBytes("ok");
+  for (;;) ::pause();
+}
+
+int UseFromQueue(Queue<DictProxy<std::string, int>> q) {
+  absl::StatusOr<DictProxy<std::string, int>> d = q.Get(absl::Seconds(30));
+  if (!d.ok()) return 2;
+  return d->Set("via-queue", 7).ok() ? 0 : 3;
+}
+
+int StartManagerAndWait(Connection report, StartMethod method) {
+  ManagerOptions o;
+  o.start_method = method;
+  absl::StatusOr<std::unique_ptr<Manager>> m = Manager::Start(o);
+  if (!m.ok()) return 2;
+  const int32_t pid = (*m)->pid();
+  (void)report.SendBytes(std::string(reinterpret_cast<const char*>(&pid), sizeof(pid)));
+  for (;;) ::pause();
+}
+
+// ---- tests
+
+TEST_P(ManagerTest, DictKeepsInsertionOrderAndPythonsErrors) {
+  auto m = Start();
+  ASSERT_NE(m, nullptr);
+  ASSERT_OK_AND_ASSIGN(auto d, (m->Dict<std::string, int>()));
+  MPROC_ASSERT_OK(d.Set("b", 2));
+  MPROC_ASSERT_OK(d.Set("a", 1));
+  MPROC_ASSERT_OK(d.Set("c", 3));
+  MPROC_ASSERT_OK(d.Set("b", 20));  // an update keeps its place
+  EXPECT_THAT(d.Get("b"), IsOkAndHolds(20));
+  EXPECT_THAT(d.Get("zz"), StatusIs(absl::StatusCode::kNotFound, HasSubstr("KeyError")));
+  EXPECT_THAT(d.Get("zz", 5), IsOkAndHolds(5));
+  EXPECT_THAT(d.Keys(), IsOkAndHolds(ElementsAre("b", "a", "c")));
+  EXPECT_THAT(d.Items(), IsOkAndHolds(ElementsAre(Pair("b", 20), Pair("a", 1), Pair("c", 3))));
+  EXPECT_THAT(d.Contains("a"), IsOkAndHolds(true));
+  MPROC_ASSERT_OK(d.Delete("a"));
+  EXPECT_THAT(d.Delete("a"), StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_THAT(d.Contains("a"), IsOkAndHolds(false));
+  EXPECT_THAT(d.Pop("c"), IsOkAndHolds(3));
+  EXPECT_THAT(d.SetDefault("n", 9), IsOkAndHolds(9));
+  EXPECT_THAT(d.SetDefault("n", 10), IsOkAndHolds(9));
+  MPROC_ASSERT_OK(d.Update({{"x", 1}, {"b", 2}}));
+  EXPECT_THAT(d.Items(), IsOkAndHolds(ElementsAre(Pair("b", 2), Pair("n", 9), Pair("x", 1))));
+  EXPECT_THAT(d.Len(), IsOkAndHolds(3u));
+  EXPECT_THAT(d.Values(), IsOkAndHolds(ElementsAre(2, 9, 1)));
+  MPROC_ASSERT_OK(d.Clear());
+  EXPECT_THAT(d.Len(), IsOkAndHolds(0u));
+}
+
+TEST_P(ManagerTest, ListFollowsPythonsIndexingAndSlicing) {
+  auto m = Start();
+  ASSERT_NE(m, nullptr);
+  ASSERT_OK_AND_ASSIGN(auto l, m->List<int>());
+  MPROC_ASSERT_OK(l.Extend({1, 2, 3, 4, 5}));
+  MPROC_ASSERT_OK(l.Append(6));
+  EXPECT_THAT(l.Get(0), IsOkAndHolds(1));
+  EXPECT_THAT(l.Get(-1), IsOkAndHolds(6));
+  EXPECT_THAT(l.Get(6), StatusIs(absl::StatusCode::kOutOfRange, HasSubstr("IndexError")));
+  EXPECT_THAT(l.Get(-7), StatusIs(absl::StatusCode::kOutOfRange));
+  EXPECT_THAT(l.Slice(1, 3), IsOkAndHolds(ElementsAre(2, 3)));
+  EXPECT_THAT(l.Slice(-2, 100), IsOkAndHolds(ElementsAre(5, 6)));
+  EXPECT_THAT(l.Slice(4, 2), IsOkAndHolds(ElementsAre()));
+  MPROC_ASSERT_OK(l.Set(-1, 60));
+  MPROC_ASSERT_OK(l.Insert(0, 0));
+  MPROC_ASSERT_OK(l.Insert(100, 70));  // clamped to the end, as Python's insert
+  EXPECT_THAT(l.ToVector(), IsOkAndHolds(ElementsAre(0, 1, 2, 3, 4, 5, 60, 70)));
+  EXPECT_THAT(l.Pop(), IsOkAndHolds(70));
+  EXPECT_THAT(l.Pop(0), IsOkAndHolds(0));
+  MPROC_ASSERT_OK(l.Append(2));
+  EXPECT_THAT(l.Count(2), IsOkAndHolds(2u));
+  EXPECT_THAT(l.Index(2), IsOkAndHolds(1u));
+  MPROC_ASSERT_OK(l.Remove(2));
+  EXPECT_THAT(l.Remove(42), StatusIs(absl::StatusCode::kNotFound, HasSubstr("ValueError")));
+  MPROC_ASSERT_OK(l.Reverse());
+  EXPECT_THAT(l.ToVector(), IsOkAndHolds(ElementsAre(2, 60, 5, 4, 3, 1)));
+  EXPECT_THAT(l.Len(), IsOkAndHolds(6u));
+  MPROC_ASSERT_OK(l.Clear());
+  EXPECT_THAT(l.Pop(), StatusIs(absl::StatusCode::kOutOfRange));
+}
+
+TEST_P(ManagerTest, NamespaceAndValue) {
+  auto m = Start();
+  ASSERT_NE(m, nullptr);
+  ASSERT_OK_AND_ASSIGN(NamespaceProxy ns, m->Namespace());
+  MPROC_ASSERT_OK(ns.Set("x", 10));
+  MPROC_ASSERT_OK(ns.Set("name", std::string("mproc")));
+  EXPECT_THAT(ns.Get<int>("x"), IsOkAndHolds(10));
+  EXPECT_THAT(ns.Get<std::string>("name"), IsOkAndHolds("mproc"));
+  EXPECT_THAT(ns.Get<int>("y"), StatusIs(absl::StatusCode::kNotFound, HasSubstr("AttributeError")));
+  EXPECT_THAT(ns.Names(), IsOkAndHolds(ElementsAre("name", "x")));
+  MPROC_ASSERT_OK(ns.Delete("x"));
+  EXPECT_THAT(ns.Names(), IsOkAndHolds(ElementsAre("name")));
+  ASSERT_OK_AND_ASSIGN(auto v, m->Value<double>(2.5));
+  EXPECT_THAT(v.Get(), IsOkAndHolds(2.5));
+  MPROC_ASSERT_OK(v.Set(-1));
+  EXPECT_THAT(v.Get(), IsOkAndHolds(-1.0));
+}
+
+// Proxies passed to a child as arguments (seed 000 and 004's pattern): its writes are seen
+// here; once every proxy is gone the server holds nothing.
+TEST_P(ManagerTest, ChildrenWriteThroughProxiesAndNothingIsLeft) {
+  auto m = Start();
+  ASSERT_NE(m, nullptr);
+  {
+    ASSERT_OK_AND_ASSIGN(auto d, (m->Dict<std::string, int>()));
+    ASSERT_OK_AND_ASSIGN(auto l, m->List<int>());
+    ASSERT_OK_AND_ASSIGN(NamespaceProxy ns, m->Namespace());
+    std::vector<Process> ps;
+    for (int32_t c = 0; c < 3; ++c) ps.emplace_back(FillFromChild, d, l, ns, c * 100);
+    for (Process& p : ps) {
+      p.SetStartMethod(GetParam());
+      MPROC_ASSERT_OK(p.Start());
+    }
+    for (Process& p : ps) {
+      MPROC_ASSERT_OK(p.Join(absl::Seconds(60)));
+      EXPECT_EQ(p.exitcode(), 0);
+    }
+    EXPECT_THAT(d.Len(), IsOkAndHolds(5u));
+    ASSERT_OK_AND_ASSIGN(std::vector<int> all, l.ToVector());
+    EXPECT_EQ(all.size(), 15u);
+    std::sort(all.begin(), all.end());
+    EXPECT_EQ(all.front(), 0);
+    EXPECT_EQ(all.back(), 204);
+    EXPECT_THAT(ns.Get<std::string>("who"), IsOkAndHolds("child"));
+    EXPECT_THAT(m->ObjectCount(), IsOkAndHolds(3u));
+  }
+  ExpectCountReaches(*m, 0);
+}
+
+// A child SIGKILLed while it holds a reference: its connection closes, and its reference goes
+// with it.
+TEST_P(ManagerTest, AKilledClientsReferencesAreDropped) {
+  auto m = Start();
+  ASSERT_NE(m, nullptr);
+  ASSERT_OK_AND_ASSIGN(auto pipe, Pipe());
+  Process p = [&] {
+    absl::StatusOr<DictProxy<std::string, int>> d = m->Dict<std::string, int>();
+    EXPECT_TRUE(d.ok());
+    return Process(ClaimAndWait, *d, std::move(pipe.second));
+  }();
+  p.SetStartMethod(GetParam());
+  MPROC_ASSERT_OK(p.Start());  // the parent's own copy went with the Process's arguments
+  ASSERT_THAT(pipe.first.RecvBytes(std::nullopt, absl::Seconds(60)), IsOkAndHolds("ok"));
+  EXPECT_THAT(m->ObjectCount(), IsOkAndHolds(1u));  // held by the child alone
+  MPROC_ASSERT_OK(p.Kill());
+  MPROC_ASSERT_OK(p.Join(absl::Seconds(30)));
+  ExpectCountReaches(*m, 0);
+}
+
+// A proxy put in a Queue by one process and taken by another: it holds a reference while in
+// flight, so the sender may drop its own at once.
+TEST_P(ManagerTest, AProxyTravelsThroughAQueue) {
+  auto m = Start();
+  ASSERT_NE(m, nullptr);
+  ASSERT_OK_AND_ASSIGN(auto q, (Queue<DictProxy<std::string, int>>::Create()));
+  ASSERT_OK_AND_ASSIGN(auto d, (m->Dict<std::string, int>()));
+  MPROC_ASSERT_OK(q.Put(d));
+  Process p(UseFromQueue, q);
+  p.SetStartMethod(GetParam());
+  MPROC_ASSERT_OK(p.Start());
+  MPROC_ASSERT_OK(p.Join(absl::Seconds(60)));
+  EXPECT_EQ(p.exitcode(), 0);
+  EXPECT_THAT(d.Get("via-queue"), IsOkAndHolds(7));
+}
+
+// The manager SIGKILLed: the call in flight and every later one fail at once with ABORTED
+// naming its pid and how it ended; never a hang, never a silent reconnect.
+TEST_P(ManagerTest, AKilledManagerFailsEveryCallAtOnce) {
+  auto m = Start();
+  ASSERT_NE(m, nullptr);
+  ASSERT_OK_AND_ASSIGN(auto d, (m->Dict<std::string, int>()));
+  MPROC_ASSERT_OK(d.Set("a", 1));
+  const pid_t server = m->pid();
+  ASSERT_EQ(::kill(server, SIGKILL), 0);
+  const double t0 = testing::NowSeconds();
+  absl::Status s = d.Set("b", 2);
+  EXPECT_THAT(s, StatusIs(absl::StatusCode::kAborted, HasSubstr(std::to_string(server))));
+  EXPECT_THAT(s, StatusIs(absl::StatusCode::kAborted, HasSubstr("signal 9")));
+  EXPECT_THAT(d.Get("a"), StatusIs(absl::StatusCode::kAborted));
+  EXPECT_LT(testing::NowSeconds() - t0, 1.0);
+}
+
+TEST_P(ManagerTest, ShutdownIsIdempotentAndLaterCallsAreFailedPrecondition) {
+  auto m = Start();
+  ASSERT_NE(m, nullptr);
+  ASSERT_OK_AND_ASSIGN(auto d, (m->Dict<std::string, int>()));
+  const std::string path = m->address().path;
+  MPROC_ASSERT_OK(m->Shutdown());
+  MPROC_ASSERT_OK(m->Shutdown());
+  EXPECT_THAT(d.Set("a", 1), StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("shut down")));
+  EXPECT_THAT(m->List<int>(), StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_NE(::access(path.c_str(), F_OK), 0);  // the socket file is gone
+}
+
+// The process that started the manager is SIGKILLed: the server does not outlive it.
+TEST_P(ManagerTest, TheServerEndsWithItsOwner) {
+  ASSERT_OK_AND_ASSIGN(auto pipe, Pipe());
+  pid_t owner = testing::Child([&] {
+    return StartManagerAndWait(std::move(pipe.second), GetParam());
+  });
+  ASSERT_OK_AND_ASSIGN(std::string raw, pipe.first.RecvBytes(std::nullopt, absl::Seconds(60)));
+  int32_t server = 0;
+  ASSERT_EQ(raw.size(), sizeof(server));
+  std::memcpy(&server, raw.data(), sizeof(server));
+  ::kill(owner, SIGKILL);
+  EXPECT_EQ(testing::Join(owner), 128 + SIGKILL);
+  const double t0 = testing::NowSeconds();
+  char state = testing::TaskState(server);
+  while (state != '?' && state != 'Z' && testing::NowSeconds() - t0 < 10) {
+    ::usleep(2000);
+    state = testing::TaskState(server);
+  }
+  EXPECT_TRUE(state == '?' || state == 'Z') << "the manager outlived its owner";
+  if (state != '?' && state != 'Z') ::kill(server, SIGKILL);
+}
+
+// A manager restarted on the same address is another instance: a proxy of the first says so
+// instead of reaching an object of the second.
+TEST_P(ManagerTest, AProxyOfARestartedManagerSaysSo) {
+  std::string dir = "/tmp/mproc-mtest-XXXXXX";
+  ASSERT_NE(::mkdtemp(dir.data()), nullptr);
+  ManagerOptions o;
+  o.start_method = GetParam();
+  o.address = Address::Unix(dir + "/m.sock");
+  o.authkey = "restart-key";
+  ASSERT_OK_AND_ASSIGN(auto first, Manager::Start(o));
+  ASSERT_OK_AND_ASSIGN(auto d, (first->Dict<std::string, int>()));
+  MPROC_ASSERT_OK(d.Set("a", 1));
+  MPROC_ASSERT_OK(first->Shutdown());
+  ASSERT_OK_AND_ASSIGN(auto second, Manager::Start(o));
+  ASSERT_OK_AND_ASSIGN(auto d2, (second->Dict<std::string, int>()));
+  MPROC_ASSERT_OK(d2.Set("a", 2));
+  // The old proxy's process shut the first down: FAILED_PRECONDITION either way, and never
+  // the second's object.
+  EXPECT_THAT(d.Get("a"), StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_THAT(d2.Get("a"), IsOkAndHolds(2));
+  MPROC_ASSERT_OK(second->Shutdown());
+  ::rmdir(dir.c_str());
+}
+
+// Hostile clients: one that never speaks, one with the wrong key, one that claims a 4 GiB
+// message after authenticating: each is refused or dropped, and everyone else is served.
+TEST_P(ManagerTest, HostileClientsDoNotStopTheServer) {
+  auto m = Start();
+  ASSERT_NE(m, nullptr);
+  ASSERT_OK_AND_ASSIGN(auto d, (m->Dict<std::string, int>()));
+  auto raw_connect = [&] {
+    UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::memcpy(addr.sun_path, m->address().path.c_str(), m->address().path.size() + 1);
+    EXPECT_EQ(::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    return fd;
+  };
+  UniqueFd silent = raw_connect();
+  EXPECT_THAT(Client(m->address(), "wrong key", absl::Seconds(10)).status(),
+              StatusIs(absl::StatusCode::kUnauthenticated));
+  {
+    ASSERT_OK_AND_ASSIGN(Connection c, Client(m->address(), m->authkey(), absl::Seconds(10)));
+    const unsigned char huge[] = {0x7f, 0xff, 0xff, 0xff};  // 2 GiB - 1 of request to come
+    ASSERT_EQ(::write(c.fileno(), huge, 4), 4);
+    EXPECT_THAT(c.RecvBytes(std::nullopt, absl::Seconds(10)).status(),
+                StatusIs(absl::StatusCode::kOutOfRange));  // the server closed it
+  }
+  MPROC_EXPECT_OK(d.Set("still", 1));
+  EXPECT_THAT(d.Get("still"), IsOkAndHolds(1));
+}
+
+INSTANTIATE_TEST_SUITE_P(StartMethods, ManagerTest,
+                         ::testing::Values(StartMethod::kFork, StartMethod::kSpawn,
+                                           StartMethod::kForkServer),
+                         [](const auto& info) { return std::string(StartMethodName(info.param)); });
+
+}  // namespace
+}  // namespace mproc
