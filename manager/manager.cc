@@ -110,6 +110,7 @@ absl::Status Manager::Shutdown(absl::Duration timeout) {
     (void)(*client)->Call(Op::kShutdown, 0, EncodeBuffer(), Deadline::After(timeout));
   }
   if (client.ok()) (*client)->MarkShutDown();
+  ManagerClient::Forget(ref_);
   // It ends by itself after the shutdown message; if not, SIGTERM, then SIGKILL.
   absl::Status s = server_->Join(timeout);
   if (server_->IsAlive()) {

@@ -1,8 +1,10 @@
 #include "manager/internal/client.h"
 
 #include <pthread.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstring>
 #include <map>
 #include <utility>
@@ -64,6 +66,8 @@ void ForgetClientsAfterFork() {
     // The lease the parent announced for this fork is ours to claim on first use.
     r.inherited[key].token = client->fork_token_;
     new (&client->mu_) std::mutex;
+    new (&client->send_mu_) std::mutex;
+    new (&client->cv_) std::condition_variable;
     if (client->conn_.has_value()) {
       const int fd = client->conn_->fileno();
       if (fd >= 0) ::close(fd);
@@ -97,6 +101,8 @@ void ManagerClient::LeaseForFork() {
   // connection gets no lease, and the child's proxies fall back to an incref.
   std::unique_lock<std::mutex> lock(mu_, std::try_to_lock);
   if (!lock.owns_lock() || broken_ || !conn_.has_value() || conn_->closed()) return;
+  std::unique_lock<std::mutex> send(send_mu_, std::try_to_lock);
+  if (!send.owns_lock()) return;
   const uint64_t token = RandomId();
   EncodeBuffer msg;
   Encode(uint64_t{0}, msg);
@@ -124,13 +130,29 @@ absl::StatusOr<std::shared_ptr<ManagerClient>> ManagerClient::For(const ManagerR
 }
 
 absl::Status ManagerClient::GoneLocked(const absl::Status& cause) {
+  if (broken_) return *broken_;
   std::string note = death_note_ ? death_note_() : std::string();
   broken_ = absl::AbortedError(absl::StrCat(
       "the manager (pid ", ref_.server_pid, ") is gone",
       note.empty() ? std::string() : absl::StrCat(": ", note), "; the call failed with ",
       cause.ToString()));
-  if (conn_.has_value()) conn_->Close();
+  // Shut, not closed: another thread may be reading it; shutting it wakes that reader.
+  if (conn_.has_value() && conn_->fileno() >= 0) ::shutdown(conn_->fileno(), SHUT_RDWR);
+  cv_.notify_all();
+  MaybeCloseLocked();
   return *broken_;
+}
+
+void ManagerClient::MaybeCloseLocked() {
+  if (!broken_ || reading_ || !waiting_.empty() || !conn_.has_value() || conn_->closed()) return;
+  std::lock_guard<std::mutex> send(send_mu_);
+  conn_->Close();
+}
+
+void ManagerClient::Forget(const ManagerRef& ref) {
+  Registry& r = Clients();
+  std::lock_guard<std::mutex> lock(r.mu);
+  r.clients.erase(KeyOf(ref));
 }
 
 absl::Status ManagerClient::ConnectLocked(const Deadline& deadline) {
@@ -179,70 +201,123 @@ absl::Status ManagerClient::ConnectLocked(const Deadline& deadline) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::string> ManagerClient::Call(Op op, uint64_t object, const EncodeBuffer& args,
-                                         const Deadline& deadline) {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (broken_) return *broken_;
-  MPROC_RETURN_IF_ERROR(ConnectLocked(deadline));
-  const uint64_t id = next_call_++;
+absl::Status ManagerClient::Send(uint64_t id, Op op, uint64_t object, const EncodeBuffer& args,
+                                 absl::Duration timeout) {
   EncodeBuffer msg;
   Encode(id, msg);
   Encode(static_cast<uint8_t>(op), msg);
   Encode(object, msg);
   msg.Append(args.bytes().data(), args.size());
-  absl::Duration left = absl::InfiniteDuration();
-  auto remaining = [&] {
-    return deadline.infinite()
-               ? absl::InfiniteDuration()
-               : absl::Nanoseconds(std::max<int64_t>(0, deadline.monotonic_ns() - MonotonicNowNs()));
+  std::lock_guard<std::mutex> send(send_mu_);
+  return conn_->SendBytes(
+      std::string_view(reinterpret_cast<const char*>(msg.bytes().data()), msg.size()), timeout);
+}
+
+absl::StatusOr<std::string> ManagerClient::Call(Op op, uint64_t object, const EncodeBuffer& args,
+                                                const Deadline& deadline) {
+  uint64_t id;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (broken_) return *broken_;
+    MPROC_RETURN_IF_ERROR(ConnectLocked(deadline));
+    id = next_call_++;
+    waiting_.insert(id);
+  }
+  const absl::Duration left =
+      deadline.infinite()
+          ? absl::InfiniteDuration()
+          : absl::Nanoseconds(std::max<int64_t>(0, deadline.monotonic_ns() - MonotonicNowNs()));
+  absl::Status sent = Send(id, op, object, args, left);
+  if (!sent.ok()) {
+    std::lock_guard<std::mutex> lock(mu_);
+    waiting_.erase(id);
+    if (absl::IsDeadlineExceeded(sent)) return sent;
+    return GoneLocked(sent);
+  }
+  return AwaitReply(id, deadline);
+}
+
+absl::StatusOr<std::string> ManagerClient::AwaitReply(uint64_t id, const Deadline& deadline) {
+  std::unique_lock<std::mutex> lock(mu_);
+  auto done = [&](absl::StatusOr<std::string> r) {
+    waiting_.erase(id);
+    cv_.notify_all();  // the reader's role may be free for another waiter
+    MaybeCloseLocked();
+    return r;
   };
-  left = remaining();
-  absl::Status sent = conn_->SendBytes(
-      std::string_view(reinterpret_cast<const char*>(msg.bytes().data()), msg.size()), left);
-  if (absl::IsDeadlineExceeded(sent)) return sent;
-  if (!sent.ok()) return GoneLocked(sent);
   for (;;) {
-    absl::StatusOr<std::string> reply = conn_->RecvBytes(kMaxMessage, remaining());
-    if (absl::IsDeadlineExceeded(reply.status())) {
-      // Its reply, when it comes, is skipped by the next call (by its id).
-      if (conn_->readable()) return reply.status();
-      return GoneLocked(reply.status());  // cut off inside a reply: the stream is lost
+    if (auto it = replies_.find(id); it != replies_.end()) {
+      absl::StatusOr<std::string> r = std::move(it->second);
+      replies_.erase(it);
+      return done(std::move(r));
     }
-    if (!reply.ok()) return GoneLocked(reply.status());
-    DecodeReader r(AsBytes(*reply));
+    if (broken_) return done(*broken_);
+    if (deadline.Expired()) {
+      // Its reply, when it comes, is dropped by id.
+      return done(absl::DeadlineExceededError("the manager did not answer in time"));
+    }
+    if (reading_) {
+      if (deadline.infinite()) {
+        cv_.wait(lock);
+      } else {
+        cv_.wait_until(lock, std::chrono::steady_clock::time_point(
+                                 std::chrono::nanoseconds(deadline.monotonic_ns())));
+      }
+      continue;
+    }
+    // This thread reads for everyone until its own reply or deadline comes.
+    reading_ = true;
+    lock.unlock();
+    const absl::Duration left =
+        deadline.infinite()
+            ? absl::InfiniteDuration()
+            : absl::Nanoseconds(std::max<int64_t>(0, deadline.monotonic_ns() - MonotonicNowNs()));
+    absl::StatusOr<std::string> msg = conn_->RecvBytes(kMaxMessage, left);
+    lock.lock();
+    reading_ = false;
+    cv_.notify_all();
+    if (!msg.ok()) {
+      // Nothing before the deadline (the stream intact): the loop sees the deadline.
+      if (absl::IsDeadlineExceeded(msg.status()) && conn_->readable()) continue;
+      (void)GoneLocked(msg.status());
+      continue;
+    }
+    DecodeReader r(AsBytes(*msg));
     uint64_t got = 0;
     uint8_t code = 0;
     if (!Codec<uint64_t>::Decode(r, got) || !Codec<uint8_t>::Decode(r, code)) {
-      return GoneLocked(absl::InvalidArgumentError("a malformed reply"));
+      (void)GoneLocked(absl::InvalidArgumentError("a malformed reply"));
+      continue;
     }
-    if (got != id) continue;  // a late reply to a call that timed out
+    if (waiting_.count(got) == 0) continue;  // a late reply to a call that timed out
     if (code != 0) {
       std::string message;
       (void)Codec<std::string>::Decode(r, message);
-      return absl::Status(static_cast<absl::StatusCode>(code), message);
+      replies_.emplace(got, absl::Status(static_cast<absl::StatusCode>(code), message));
+    } else {
+      replies_.emplace(got, msg->substr(msg->size() - r.remaining()));
     }
-    return reply->substr(reply->size() - r.remaining());
   }
 }
 
 void ManagerClient::OneWay(Op op, uint64_t object, const EncodeBuffer& args) {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (broken_ || !conn_.has_value() || conn_->closed()) return;
-  EncodeBuffer msg;
-  Encode(uint64_t{0}, msg);
-  Encode(static_cast<uint8_t>(op), msg);
-  Encode(object, msg);
-  msg.Append(args.bytes().data(), args.size());
-  absl::Status s = conn_->SendBytes(
-      std::string_view(reinterpret_cast<const char*>(msg.bytes().data()), msg.size()),
-      absl::Seconds(5));
-  if (!s.ok()) (void)GoneLocked(s);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (broken_ || !conn_.has_value() || conn_->closed()) return;
+  }
+  absl::Status s = Send(0, op, object, args, absl::Seconds(5));
+  if (!s.ok()) {
+    std::lock_guard<std::mutex> lock(mu_);
+    (void)GoneLocked(s);
+  }
 }
 
 void ManagerClient::MarkShutDown() {
   std::lock_guard<std::mutex> lock(mu_);
   broken_ = absl::FailedPreconditionError("the manager was shut down");
-  if (conn_.has_value()) conn_->Close();
+  if (conn_.has_value() && conn_->fileno() >= 0) ::shutdown(conn_->fileno(), SHUT_RDWR);
+  cv_.notify_all();
+  MaybeCloseLocked();
 }
 
 void ManagerClient::SetDeathNote(std::function<std::string()> note) {

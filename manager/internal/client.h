@@ -4,7 +4,9 @@
 // One authenticated connection per (process, manager instance), made on first use and kept
 // (CPython opens one per call for incref/decref and one per thread for calls). A fork child
 // never uses its parent's: the connections a child inherits are closed in it at fork, and it
-// makes its own. Calls from several threads take turns on the connection.
+// makes its own. Threads share the connection with calls in flight at once: each sends its
+// request, and one waiting thread at a time reads replies and hands each to its caller (by
+// call id), so a thread blocked in a Queue Get holds up no other thread's calls.
 //
 // A ProxyRef is one reference (lease) a process holds on one object: made by create, by
 // claiming a ticket (a proxy decoded from another process) or by an incref (a proxy a fork
@@ -17,7 +19,10 @@
 #include <sys/types.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
+#include <map>
+#include <set>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -62,6 +67,9 @@ class ManagerClient {
   // Called by the owning Manager: calls from now on are FAILED_PRECONDITION, and `why` (the
   // server's exit, when known) names the manager's end in ABORTED errors.
   void MarkShutDown();
+  // Removes this process's client of `ref` from the registry (after Shutdown): proxies that
+  // still hold it keep failing with FAILED_PRECONDITION; nothing else finds it.
+  static void Forget(const ManagerRef& ref);
   void SetDeathNote(std::function<std::string()> note);
 
   const ManagerRef& ref() const { return ref_; }
@@ -70,16 +78,27 @@ class ManagerClient {
   explicit ManagerClient(ManagerRef ref) : ref_(std::move(ref)) {}
   absl::Status ConnectLocked(const Deadline& deadline);
   absl::Status GoneLocked(const absl::Status& cause);
+  // Closes the connection once it is broken and no thread reads or waits on it.
+  void MaybeCloseLocked();
+  absl::StatusOr<std::string> AwaitReply(uint64_t id, const Deadline& deadline);
+  // Sends one request (under send_mu_).
+  absl::Status Send(uint64_t id, Op op, uint64_t object, const EncodeBuffer& args,
+                    absl::Duration timeout);
 
   // Before this process forks (pthread_atfork prepare): a one-way fork lease, so the child can
   // take over every reference this process holds on this manager (its inherited proxies).
   void LeaseForFork();
 
   const ManagerRef ref_;
-  std::mutex mu_;
+  std::mutex mu_;        // the state below; the connection is made under it
+  std::mutex send_mu_;   // one writer at a time
+  std::condition_variable cv_;  // a reply arrived, the reader left, or the connection broke
   uint64_t fork_token_ = 0;  // the lease announced before the last fork (read in the child)
   std::optional<Connection> conn_;
   uint64_t next_call_ = 1;
+  bool reading_ = false;                                    // a thread reads replies
+  std::set<uint64_t> waiting_;                              // calls awaiting replies
+  std::map<uint64_t, absl::StatusOr<std::string>> replies_;  // ...and those that came
   std::optional<absl::Status> broken_;  // the manager is gone (or shut down): every call fails
   std::function<std::string()> death_note_;
   friend void ForgetClientsAfterFork();
