@@ -132,6 +132,21 @@ absl::StatusOr<std::shared_ptr<manager_internal::ProxyRef>> Manager::Create(
   return manager_internal::CreateObject(ref_, kind, fingerprint, initial);
 }
 
+absl::StatusOr<ConditionProxy> Manager::Condition(std::optional<LockProxy> lock) {
+  if (!lock.has_value()) {
+    MPROC_ASSIGN_OR_RETURN(LockProxy made, RLock());
+    lock = std::move(made);
+  }
+  // The server checks this client holds a reference to the lock: make sure it does (a lock
+  // decoded or inherited here becomes this process's own).
+  MPROC_ASSIGN_OR_RETURN(std::shared_ptr<manager_internal::ProxyRef> own,
+                         manager_internal::OwnRef(lock->ref()));
+  MPROC_ASSIGN_OR_RETURN(auto ref, Create(manager_internal::Kind::kCondition,
+                                          manager_internal::Fingerprint<>(),
+                                          manager_internal::ToBytes(own->object)));
+  return ConditionProxy(std::move(ref), *std::move(lock));
+}
+
 absl::StatusOr<uint64_t> Manager::ObjectCount() {
   MPROC_RETURN_IF_ERROR(CheckRunning());
   MPROC_ASSIGN_OR_RETURN(std::shared_ptr<ManagerClient> client, ManagerClient::For(ref_));

@@ -35,8 +35,12 @@
 // The server exits when the process that started it ends (SIGKILL included), ignores SIGINT
 // (the owner decides), and is shut down by Shutdown or the Manager's destructor.
 //
-// Not yet: Queue/Lock/Event/Condition/Barrier/Pool proxies, Register for user types, Connect
-// to a remote manager, nested proxies stored inside containers, SharedMemoryManager.
+// The synchronisation types (QueueProxy, JoinableQueueProxy, LockProxy for Lock and RLock,
+// SemaphoreProxy, EventProxy, ConditionProxy, BarrierProxy) block in the server, never in a
+// server thread: a blocking call is parked with its timeout and answered when it can go on.
+//
+// Not yet: a Pool in the manager, Register for user types, Connect to a remote manager, nested
+// proxies stored inside containers, SharedMemoryManager.
 //
 // Thread-safety: Manager and proxies may be used from any thread. Calls from the threads of
 // one process share its connection and take turns on it.
@@ -60,7 +64,9 @@
 #include "manager/internal/client.h"
 #include "manager/internal/protocol.h"
 #include "serialize/codec.h"
+#include "base/owner.h"
 #include "spawn/process.h"
+#include "sync/lock.h"
 
 namespace mproc {
 
@@ -91,6 +97,8 @@ class ProxyBase {
     return *this;
   }
   bool valid() const { return ref_.load() != nullptr; }
+  // This handle's reference (for the manager's own use: a Condition over a lock).
+  std::shared_ptr<ProxyRef> ref() const { return ref_.load(); }
 
  protected:
   // Calls `m` with `args` (each encoded as the server expects) and decodes a result of R.
@@ -105,15 +113,33 @@ class ProxyBase {
   }
   template <typename... A>
   absl::StatusOr<std::string> Raw(Method m, const A&... args) const {
+    return RawWithin(timeout_, m, args...);
+  }
+  // With the client's own deadline `within` (blocking calls: the server answers at their
+  // timeout; the client waits a little longer).
+  template <typename... A>
+  absl::StatusOr<std::string> RawWithin(absl::Duration within, Method m, const A&... args) const {
     EncodeBuffer b;
     (Encode(args, b), ...);
     std::shared_ptr<ProxyRef> cur = ref_.load();
     MPROC_ASSIGN_OR_RETURN(std::shared_ptr<ProxyRef> own, OwnRef(cur));
     if (own != cur) ref_.store(own);
-    return CallMethod(own, m, b, timeout_);
+    return CallMethod(own, m, b, within);
+  }
+  // A blocking call's server timeout (-1: none) and the client's deadline for it.
+  static int64_t TimeoutNs(absl::Duration t) {
+    if (t == absl::InfiniteDuration()) return -1;
+    return std::max<int64_t>(0, absl::ToInt64Nanoseconds(t));
+  }
+  static absl::Duration ClientWait(absl::Duration t) {
+    return t == absl::InfiniteDuration() ? t : t + absl::Seconds(10);
+  }
+  template <typename R, typename... A>
+  absl::StatusOr<R> Blocking(absl::Duration t, Method m, const A&... args) const {
+    MPROC_ASSIGN_OR_RETURN(std::string out, RawWithin(ClientWait(t), m, args...));
+    return FromBytes<R>(out);
   }
   void SetTimeout(absl::Duration t) { timeout_ = t; }
-  std::shared_ptr<ProxyRef> ref() const { return ref_.load(); }
 
   mutable std::atomic<std::shared_ptr<ProxyRef>> ref_;
   absl::Duration timeout_ = absl::InfiniteDuration();  // per call
@@ -325,6 +351,189 @@ class ValueProxy : public manager_internal::ProxyBase {
   absl::Status Set(const T& v) const { return CallVoid(M::kValueSet, manager_internal::ToBytes(v)); }
 };
 
+// A queue in the manager (CPython's Manager().Queue()): FIFO, maxsize 0 for unbounded.
+// Put blocks while it is full and Get while it is empty, up to their timeouts, parked in the
+// server (no thread of the server blocks); DEADLINE_EXCEEDED when the timeout passes,
+// RESOURCE_EXHAUSTED / UNAVAILABLE for PutNowait on a full one / GetNowait on an empty one.
+template <typename T>
+class QueueProxy : public manager_internal::ProxyBase {
+ protected:
+  using M = manager_internal::Method;
+
+ public:
+  QueueProxy() = default;
+  explicit QueueProxy(std::shared_ptr<manager_internal::ProxyRef> r) : ProxyBase(std::move(r)) {}
+
+  absl::Status Put(const T& v, absl::Duration timeout = absl::InfiniteDuration()) const {
+    return RawWithin(ClientWait(timeout), M::kQueuePut, manager_internal::ToBytes(v),
+                     TimeoutNs(timeout))
+        .status();
+  }
+  absl::Status PutNowait(const T& v) const { return Put(v, absl::ZeroDuration()); }
+  absl::StatusOr<T> Get(absl::Duration timeout = absl::InfiniteDuration()) const {
+    MPROC_ASSIGN_OR_RETURN(std::string raw,
+                           (Blocking<std::string>(timeout, M::kQueueGet, TimeoutNs(timeout))));
+    return manager_internal::FromBytes<T>(raw);
+  }
+  absl::StatusOr<T> GetNowait() const { return Get(absl::ZeroDuration()); }
+  absl::StatusOr<size_t> Qsize() const {
+    MPROC_ASSIGN_OR_RETURN(uint64_t n, Call<uint64_t>(M::kQueueSize));
+    return static_cast<size_t>(n);
+  }
+  absl::StatusOr<bool> Empty() const { return Call<bool>(M::kQueueEmpty); }
+  absl::StatusOr<bool> Full() const { return Call<bool>(M::kQueueFull); }
+};
+
+// A JoinableQueue: Join returns once TaskDone was called for every item put.
+template <typename T>
+class JoinableQueueProxy : public QueueProxy<T> {
+  using M = manager_internal::Method;
+
+ public:
+  JoinableQueueProxy() = default;
+  explicit JoinableQueueProxy(std::shared_ptr<manager_internal::ProxyRef> r)
+      : QueueProxy<T>(std::move(r)) {}
+  // FAILED_PRECONDITION ("ValueError") when called more often than items were put.
+  absl::Status TaskDone() const { return this->CallVoid(M::kQueueTaskDone); }
+  absl::Status Join(absl::Duration timeout = absl::InfiniteDuration()) const {
+    return this->RawWithin(this->ClientWait(timeout), M::kQueueJoin, this->TimeoutNs(timeout))
+        .status();
+  }
+};
+
+// A Lock or an RLock in the manager, owned by (process, thread) as CPython's manager locks
+// are. A Lock may be released by any thread; an RLock only by the thread holding it, as often
+// as it was acquired. A client that dies holding one frees it, and the next acquirer is told
+// (previous_owner_died), where CPython's would stay locked forever.
+class LockProxy : public manager_internal::ProxyBase {
+  using M = manager_internal::Method;
+
+ public:
+  LockProxy() = default;
+  explicit LockProxy(std::shared_ptr<manager_internal::ProxyRef> r) : ProxyBase(std::move(r)) {}
+
+  // Acquired, or not when the timeout passed (a zero timeout is one attempt).
+  absl::StatusOr<AcquireResult> Acquire(absl::Duration timeout = absl::InfiniteDuration()) const {
+    using Pair = std::tuple<bool, bool>;
+    MPROC_ASSIGN_OR_RETURN(Pair r, (Blocking<Pair>(timeout, M::kLockAcquire,
+                                                   static_cast<uint64_t>(CurrentTid()),
+                                                   TimeoutNs(timeout))));
+    if (!std::get<0>(r)) return AcquireResult::NotAcquired();
+    return std::get<1>(r) ? AcquireResult::OwnerDied() : AcquireResult::Acquired();
+  }
+  // FAILED_PRECONDITION ("RuntimeError") for an unlocked lock, or an RLock this thread does not
+  // hold.
+  absl::Status Release() const {
+    return CallVoid(M::kLockRelease, static_cast<uint64_t>(CurrentTid()));
+  }
+  absl::StatusOr<bool> Locked() const { return Call<bool>(M::kLockLocked); }
+
+ private:
+  friend class ConditionProxy;
+};
+using RLockProxy = LockProxy;
+
+// A Semaphore or BoundedSemaphore in the manager.
+class SemaphoreProxy : public manager_internal::ProxyBase {
+  using M = manager_internal::Method;
+
+ public:
+  SemaphoreProxy() = default;
+  explicit SemaphoreProxy(std::shared_ptr<manager_internal::ProxyRef> r) : ProxyBase(std::move(r)) {}
+  absl::StatusOr<bool> Acquire(absl::Duration timeout = absl::InfiniteDuration()) const {
+    return Blocking<bool>(timeout, M::kSemAcquire, TimeoutNs(timeout));
+  }
+  // FAILED_PRECONDITION ("ValueError") past a bounded semaphore's initial value.
+  absl::Status Release(int64_t n = 1) const { return CallVoid(M::kSemRelease, n); }
+  absl::StatusOr<int64_t> GetValue() const { return Call<int64_t>(M::kSemValue); }
+};
+using BoundedSemaphoreProxy = SemaphoreProxy;
+
+class EventProxy : public manager_internal::ProxyBase {
+  using M = manager_internal::Method;
+
+ public:
+  EventProxy() = default;
+  explicit EventProxy(std::shared_ptr<manager_internal::ProxyRef> r) : ProxyBase(std::move(r)) {}
+  absl::Status Set() const { return CallVoid(M::kEventSet); }
+  absl::Status Clear() const { return CallVoid(M::kEventClear); }
+  absl::StatusOr<bool> IsSet() const { return Call<bool>(M::kEventIsSet); }
+  // True once set; false when the timeout passed first.
+  absl::StatusOr<bool> Wait(absl::Duration timeout = absl::InfiniteDuration()) const {
+    return Blocking<bool>(timeout, M::kEventWait, TimeoutNs(timeout));
+  }
+};
+
+// A Condition over a manager Lock or RLock (Manager::Condition makes an RLock when given
+// none). Wait releases the lock entirely, waits for a Notify, and takes it back at the same
+// depth before returning (true: notified; false: the timeout passed).
+class ConditionProxy : public manager_internal::ProxyBase {
+  using M = manager_internal::Method;
+
+ public:
+  ConditionProxy() = default;
+  ConditionProxy(std::shared_ptr<manager_internal::ProxyRef> r, LockProxy lock)
+      : ProxyBase(std::move(r)), lock_(std::move(lock)) {}
+  absl::StatusOr<AcquireResult> Acquire(absl::Duration timeout = absl::InfiniteDuration()) const {
+    return lock_.Acquire(timeout);
+  }
+  absl::Status Release() const { return lock_.Release(); }
+  absl::StatusOr<bool> Wait(absl::Duration timeout = absl::InfiniteDuration()) const {
+    return Blocking<bool>(timeout, M::kCondWait, static_cast<uint64_t>(CurrentTid()),
+                          TimeoutNs(timeout));
+  }
+  // Python's wait_for: waits until pred() holds (checked with the lock held), or the timeout.
+  template <typename Pred>
+  absl::StatusOr<bool> WaitFor(Pred pred, absl::Duration timeout = absl::InfiniteDuration()) const {
+    const absl::Time end = timeout == absl::InfiniteDuration() ? absl::InfiniteFuture()
+                                                                : absl::Now() + timeout;
+    bool result = pred();
+    while (!result) {
+      const absl::Duration left = end - absl::Now();
+      if (left <= absl::ZeroDuration()) break;
+      MPROC_RETURN_IF_ERROR(Wait(left).status());
+      result = pred();
+    }
+    return result;
+  }
+  absl::Status Notify(int64_t n = 1) const {
+    return CallVoid(M::kCondNotify, static_cast<uint64_t>(CurrentTid()), n);
+  }
+  absl::Status NotifyAll() const { return Notify(-1); }
+  const LockProxy& lock() const { return lock_; }
+
+ private:
+  friend struct Codec<ConditionProxy>;
+  LockProxy lock_;
+};
+
+// A Barrier for `parties` parties in the manager. Wait returns this party's arrival index
+// (exactly one gets 0); a broken barrier (Abort, a timeout, a party's client dying while it
+// waits) fails every waiter with FAILED_PRECONDITION ("BrokenBarrierError") until Reset.
+class BarrierProxy : public manager_internal::ProxyBase {
+  using M = manager_internal::Method;
+
+ public:
+  BarrierProxy() = default;
+  explicit BarrierProxy(std::shared_ptr<manager_internal::ProxyRef> r) : ProxyBase(std::move(r)) {}
+  absl::StatusOr<int64_t> Wait(absl::Duration timeout = absl::InfiniteDuration()) const {
+    return Blocking<int64_t>(timeout, M::kBarrierWait, TimeoutNs(timeout));
+  }
+  absl::Status Abort() const { return CallVoid(M::kBarrierAbort); }
+  absl::Status Reset() const { return CallVoid(M::kBarrierReset); }
+  absl::StatusOr<int64_t> Parties() const { return Field<0, int64_t>(); }
+  absl::StatusOr<int64_t> NWaiting() const { return Field<1, int64_t>(); }
+  absl::StatusOr<bool> Broken() const { return Field<2, bool>(); }
+
+ private:
+  template <size_t I, typename R>
+  absl::StatusOr<R> Field() const {
+    using State = std::tuple<int64_t, int64_t, bool>;
+    MPROC_ASSIGN_OR_RETURN(State s, Call<State>(M::kBarrierState));
+    return static_cast<R>(std::get<I>(s));
+  }
+};
+
 template <typename K, typename V>
 struct Codec<DictProxy<K, V>>
     : manager_internal::ProxyCodec<DictProxy<K, V>, manager_internal::Kind::kDict, K, V> {};
@@ -337,6 +546,37 @@ struct Codec<NamespaceProxy>
 template <typename T>
 struct Codec<ValueProxy<T>>
     : manager_internal::ProxyCodec<ValueProxy<T>, manager_internal::Kind::kValue, T> {};
+template <typename T>
+struct Codec<QueueProxy<T>>
+    : manager_internal::ProxyCodec<QueueProxy<T>, manager_internal::Kind::kQueue, T> {};
+template <typename T>
+struct Codec<JoinableQueueProxy<T>>
+    : manager_internal::ProxyCodec<JoinableQueueProxy<T>, manager_internal::Kind::kQueue, T> {};
+template <>
+struct Codec<LockProxy> : manager_internal::ProxyCodec<LockProxy, manager_internal::Kind::kLock> {};
+template <>
+struct Codec<SemaphoreProxy>
+    : manager_internal::ProxyCodec<SemaphoreProxy, manager_internal::Kind::kSemaphore> {};
+template <>
+struct Codec<EventProxy> : manager_internal::ProxyCodec<EventProxy, manager_internal::Kind::kEvent> {};
+template <>
+struct Codec<BarrierProxy>
+    : manager_internal::ProxyCodec<BarrierProxy, manager_internal::Kind::kBarrier> {};
+// A Condition travels with its lock.
+template <>
+struct Codec<ConditionProxy> {
+  static constexpr bool kCarriesFds = false;
+  static constexpr size_t kMinSize = 2;
+  static void Encode(EncodeBuffer& b, const ConditionProxy& c) {
+    manager_internal::ProxyCodec<ConditionProxy, manager_internal::Kind::kCondition>::Encode(b, c);
+    ::mproc::Encode(c.lock_, b);
+  }
+  static bool Decode(DecodeReader& r, ConditionProxy& out) {
+    return manager_internal::ProxyCodec<ConditionProxy,
+                                        manager_internal::Kind::kCondition>::Decode(r, out) &&
+           Codec<LockProxy>::Decode(r, out.lock_);
+  }
+};
 
 struct ManagerOptions {
   // How the server process starts (default: the process-wide start method).
@@ -385,6 +625,40 @@ class Manager {
     return ValueProxy<T>(std::move(ref));
   }
 
+  template <typename T>
+  absl::StatusOr<QueueProxy<T>> Queue(uint64_t maxsize = 0) {
+    MPROC_ASSIGN_OR_RETURN(auto ref, Create(manager_internal::Kind::kQueue,
+                                            manager_internal::Fingerprint<T>(),
+                                            manager_internal::ToBytes(std::make_tuple(maxsize, false))));
+    return QueueProxy<T>(std::move(ref));
+  }
+  template <typename T>
+  absl::StatusOr<JoinableQueueProxy<T>> JoinableQueue(uint64_t maxsize = 0) {
+    MPROC_ASSIGN_OR_RETURN(auto ref, Create(manager_internal::Kind::kQueue,
+                                            manager_internal::Fingerprint<T>(),
+                                            manager_internal::ToBytes(std::make_tuple(maxsize, true))));
+    return JoinableQueueProxy<T>(std::move(ref));
+  }
+  absl::StatusOr<LockProxy> Lock() { return MakeLock(false); }
+  absl::StatusOr<LockProxy> RLock() { return MakeLock(true); }
+  absl::StatusOr<SemaphoreProxy> Semaphore(int64_t value = 1) { return MakeSemaphore(value, false); }
+  absl::StatusOr<SemaphoreProxy> BoundedSemaphore(int64_t value = 1) {
+    return MakeSemaphore(value, true);
+  }
+  absl::StatusOr<EventProxy> Event() {
+    MPROC_ASSIGN_OR_RETURN(auto ref, Create(manager_internal::Kind::kEvent,
+                                            manager_internal::Fingerprint<>(), ""));
+    return EventProxy(std::move(ref));
+  }
+  // Over `lock` (this manager's); a new RLock when none is given.
+  absl::StatusOr<ConditionProxy> Condition(std::optional<LockProxy> lock = std::nullopt);
+  absl::StatusOr<BarrierProxy> Barrier(int64_t parties) {
+    MPROC_ASSIGN_OR_RETURN(auto ref, Create(manager_internal::Kind::kBarrier,
+                                            manager_internal::Fingerprint<>(),
+                                            manager_internal::ToBytes(parties)));
+    return BarrierProxy(std::move(ref));
+  }
+
   // Objects alive in the server (every client's): 0 once every proxy is gone.
   absl::StatusOr<uint64_t> ObjectCount();
   const Address& address() const { return ref_.address; }
@@ -397,6 +671,18 @@ class Manager {
                                                                      uint64_t fingerprint,
                                                                      const std::string& initial);
   absl::Status CheckRunning() const;
+  absl::StatusOr<LockProxy> MakeLock(bool recursive) {
+    MPROC_ASSIGN_OR_RETURN(auto ref, Create(manager_internal::Kind::kLock,
+                                            manager_internal::Fingerprint<>(),
+                                            manager_internal::ToBytes(recursive)));
+    return LockProxy(std::move(ref));
+  }
+  absl::StatusOr<SemaphoreProxy> MakeSemaphore(int64_t value, bool bounded) {
+    MPROC_ASSIGN_OR_RETURN(auto ref, Create(manager_internal::Kind::kSemaphore,
+                                            manager_internal::Fingerprint<>(),
+                                            manager_internal::ToBytes(std::make_tuple(value, bounded))));
+    return SemaphoreProxy(std::move(ref));
+  }
 
   manager_internal::ManagerRef ref_;
   std::shared_ptr<Process> server_;

@@ -9,6 +9,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <map>
 #include <string>
@@ -82,6 +83,51 @@ int StartManagerAndWait(Connection report, StartMethod method) {
   const int32_t pid = (*m)->pid();
   (void)report.SendBytes(std::string(reinterpret_cast<const char*>(&pid), sizeof(pid)));
   for (;;) ::pause();
+}
+
+int PutLater(QueueProxy<int> q, int32_t v) {
+  ::usleep(50'000);  // the test's Get is parked by then (its claim holds either way)
+  return q.Put(v).ok() ? 0 : 2;
+}
+
+int HoldLockAndDie(LockProxy lock, Connection ready) {
+  absl::StatusOr<AcquireResult> r = lock.Acquire();
+  if (!r.ok() || !*r) return 2;
+  (void)ready.SendBytes("held");
+  for (;;) ::pause();
+}
+
+int TryLock(LockProxy lock) {
+  absl::StatusOr<AcquireResult> r = lock.Acquire(absl::ZeroDuration());
+  if (!r.ok()) return 2;
+  return *r ? 1 : 0;  // 0: not acquired, as the parent holds it
+}
+
+int WaitForEvent(EventProxy e) {
+  absl::StatusOr<bool> r = e.Wait(absl::Seconds(30));
+  return r.ok() && *r ? 0 : 2;
+}
+
+// Waits on the condition until the namespace's "go" is set; returns 0 when notified in time.
+int WaitOnCondition(ConditionProxy c, NamespaceProxy ns) {
+  if (!c.Acquire().ok()) return 2;
+  absl::StatusOr<bool> r = c.WaitFor([&] { return ns.Get<int>("go").value_or(0) == 1; },
+                                     absl::Seconds(30));
+  if (!c.Release().ok()) return 3;
+  return r.ok() && *r ? 0 : 4;
+}
+
+int PassBarrier(BarrierProxy b, ListProxy<int64_t> indices) {
+  absl::StatusOr<int64_t> i = b.Wait(absl::Seconds(30));
+  if (!i.ok()) return 2;
+  return indices.Append(*i).ok() ? 0 : 3;
+}
+
+int TaskDoneEach(JoinableQueueProxy<int> q, int32_t n) {
+  for (int i = 0; i < n; ++i) {
+    if (!q.Get(absl::Seconds(30)).ok() || !q.TaskDone().ok()) return 2;
+  }
+  return 0;
 }
 
 // ---- tests
@@ -331,6 +377,193 @@ TEST_P(ManagerTest, HostileClientsDoNotStopTheServer) {
   }
   MPROC_EXPECT_OK(d.Set("still", 1));
   EXPECT_THAT(d.Get("still"), IsOkAndHolds(1));
+}
+
+
+// ---- the synchronisation types (CPython's WithManagerTest* classes)
+
+TEST_P(ManagerTest, QueueBlocksInTheServerNotInAThread) {
+  auto m = Start();
+  ASSERT_NE(m, nullptr);
+  ASSERT_OK_AND_ASSIGN(auto q, m->Queue<int>(2));
+  MPROC_ASSERT_OK(q.Put(1));
+  MPROC_ASSERT_OK(q.PutNowait(2));
+  EXPECT_THAT(q.Full(), IsOkAndHolds(true));
+  EXPECT_THAT(q.PutNowait(3), StatusIs(absl::StatusCode::kResourceExhausted));
+  const double t0 = testing::NowSeconds();
+  EXPECT_THAT(q.Put(3, absl::Milliseconds(200)), StatusIs(absl::StatusCode::kDeadlineExceeded));
+  EXPECT_GE(testing::NowSeconds() - t0, 0.19);
+  EXPECT_THAT(q.Qsize(), IsOkAndHolds(2u));
+  EXPECT_THAT(q.Get(), IsOkAndHolds(1));
+  EXPECT_THAT(q.GetNowait(), IsOkAndHolds(2));
+  EXPECT_THAT(q.GetNowait(), StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_THAT(q.Get(absl::Milliseconds(100)), StatusIs(absl::StatusCode::kDeadlineExceeded));
+  EXPECT_THAT(q.Empty(), IsOkAndHolds(true));
+  // A Get parked in the server while this process's other threads go on calling, and an item
+  // put by a child wakes it.
+  absl::StatusOr<int> got = absl::UnknownError("not run");
+  std::thread getter([&] { got = q.Get(absl::Seconds(30)); });
+  ASSERT_OK_AND_ASSIGN(auto d, (m->Dict<int, int>()));
+  for (int i = 0; i < 50; ++i) MPROC_ASSERT_OK(d.Set(i, i));  // not held up by the Get
+  Process p(PutLater, q, 42);
+  p.SetStartMethod(GetParam());
+  MPROC_ASSERT_OK(p.Start());
+  getter.join();
+  EXPECT_THAT(got, IsOkAndHolds(42));
+  MPROC_ASSERT_OK(p.Join(absl::Seconds(30)));
+  EXPECT_EQ(p.exitcode(), 0);
+}
+
+TEST_P(ManagerTest, JoinableQueueJoinWaitsForEveryTaskDone) {
+  auto m = Start();
+  ASSERT_NE(m, nullptr);
+  ASSERT_OK_AND_ASSIGN(auto q, m->JoinableQueue<int>());
+  MPROC_ASSERT_OK(q.Join(absl::ZeroDuration()));  // nothing put
+  for (int i = 0; i < 5; ++i) MPROC_ASSERT_OK(q.Put(i));
+  EXPECT_THAT(q.Join(absl::Milliseconds(50)), StatusIs(absl::StatusCode::kDeadlineExceeded));
+  Process p(TaskDoneEach, q, 5);
+  p.SetStartMethod(GetParam());
+  MPROC_ASSERT_OK(p.Start());
+  MPROC_EXPECT_OK(q.Join(absl::Seconds(30)));
+  MPROC_ASSERT_OK(p.Join(absl::Seconds(30)));
+  EXPECT_EQ(p.exitcode(), 0);
+  EXPECT_THAT(q.TaskDone(), StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("too many")));
+}
+
+TEST_P(ManagerTest, LocksAndAHolderThatDies) {
+  auto m = Start();
+  ASSERT_NE(m, nullptr);
+  ASSERT_OK_AND_ASSIGN(LockProxy lock, m->Lock());
+  ASSERT_OK_AND_ASSIGN(AcquireResult r, lock.Acquire());
+  EXPECT_TRUE(r);
+  EXPECT_THAT(lock.Locked(), IsOkAndHolds(true));
+  Process other(TryLock, lock);
+  other.SetStartMethod(GetParam());
+  MPROC_ASSERT_OK(other.Start());
+  MPROC_ASSERT_OK(other.Join(absl::Seconds(30)));
+  EXPECT_EQ(other.exitcode(), 0);  // it could not take the held lock
+  MPROC_ASSERT_OK(lock.Release());
+  EXPECT_THAT(lock.Release(), StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("unlocked")));
+  // RLock: recursive for its thread, not releasable by another.
+  ASSERT_OK_AND_ASSIGN(LockProxy rlock, m->RLock());
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(*rlock.Acquire());
+  absl::Status foreign;
+  std::thread([&] { foreign = rlock.Release(); }).join();
+  EXPECT_THAT(foreign, StatusIs(absl::StatusCode::kFailedPrecondition));
+  for (int i = 0; i < 3; ++i) MPROC_ASSERT_OK(rlock.Release());
+  EXPECT_THAT(rlock.Locked(), IsOkAndHolds(false));
+  // A child dies holding the lock: it is freed, and the next acquirer is told.
+  ASSERT_OK_AND_ASSIGN(auto pipe, Pipe());
+  Process holder(HoldLockAndDie, lock, std::move(pipe.second));
+  holder.SetStartMethod(GetParam());
+  MPROC_ASSERT_OK(holder.Start());
+  ASSERT_THAT(pipe.first.RecvBytes(std::nullopt, absl::Seconds(60)), IsOkAndHolds("held"));
+  MPROC_ASSERT_OK(holder.Kill());
+  MPROC_ASSERT_OK(holder.Join(absl::Seconds(30)));
+  ASSERT_OK_AND_ASSIGN(AcquireResult after, lock.Acquire(absl::Seconds(30)));
+  EXPECT_TRUE(after);
+  EXPECT_TRUE(after.previous_owner_died());
+  MPROC_ASSERT_OK(lock.Release());
+}
+
+TEST_P(ManagerTest, SemaphoresCountAndBoundedOnesRefuseOverRelease) {
+  auto m = Start();
+  ASSERT_NE(m, nullptr);
+  ASSERT_OK_AND_ASSIGN(SemaphoreProxy s, m->Semaphore(2));
+  EXPECT_THAT(s.Acquire(), IsOkAndHolds(true));
+  EXPECT_THAT(s.Acquire(), IsOkAndHolds(true));
+  EXPECT_THAT(s.Acquire(absl::ZeroDuration()), IsOkAndHolds(false));
+  EXPECT_THAT(s.Acquire(absl::Milliseconds(100)), IsOkAndHolds(false));
+  MPROC_ASSERT_OK(s.Release(3));  // beyond the initial value: fine for a Semaphore
+  EXPECT_THAT(s.GetValue(), IsOkAndHolds(3));
+  ASSERT_OK_AND_ASSIGN(SemaphoreProxy b, m->BoundedSemaphore(1));
+  EXPECT_THAT(b.Release(), StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("too many")));
+  EXPECT_THAT(b.Acquire(), IsOkAndHolds(true));
+  MPROC_EXPECT_OK(b.Release());
+}
+
+TEST_P(ManagerTest, EventsWakeWaitersInOtherProcesses) {
+  auto m = Start();
+  ASSERT_NE(m, nullptr);
+  ASSERT_OK_AND_ASSIGN(EventProxy e, m->Event());
+  EXPECT_THAT(e.IsSet(), IsOkAndHolds(false));
+  EXPECT_THAT(e.Wait(absl::ZeroDuration()), IsOkAndHolds(false));
+  EXPECT_THAT(e.Wait(absl::Milliseconds(100)), IsOkAndHolds(false));
+  std::vector<Process> ps;
+  for (int i = 0; i < 3; ++i) ps.emplace_back(WaitForEvent, e);
+  for (Process& p : ps) {
+    p.SetStartMethod(GetParam());
+    MPROC_ASSERT_OK(p.Start());
+  }
+  MPROC_ASSERT_OK(e.Set());
+  for (Process& p : ps) {
+    MPROC_ASSERT_OK(p.Join(absl::Seconds(30)));
+    EXPECT_EQ(p.exitcode(), 0);
+  }
+  EXPECT_THAT(e.Wait(), IsOkAndHolds(true));
+  MPROC_ASSERT_OK(e.Clear());
+  EXPECT_THAT(e.IsSet(), IsOkAndHolds(false));
+}
+
+TEST_P(ManagerTest, ConditionNotifiesWaitersInOtherProcesses) {
+  auto m = Start();
+  ASSERT_NE(m, nullptr);
+  ASSERT_OK_AND_ASSIGN(ConditionProxy c, m->Condition());
+  ASSERT_OK_AND_ASSIGN(NamespaceProxy ns, m->Namespace());
+  MPROC_ASSERT_OK(ns.Set("go", 0));
+  // wait(timeout) without a notify: false, with the lock held again after.
+  ASSERT_TRUE(*c.Acquire());
+  EXPECT_THAT(c.Wait(absl::Milliseconds(100)), IsOkAndHolds(false));
+  EXPECT_THAT(c.lock().Locked(), IsOkAndHolds(true));
+  MPROC_ASSERT_OK(c.Release());
+  EXPECT_THAT(c.Wait(absl::ZeroDuration()), StatusIs(absl::StatusCode::kFailedPrecondition));
+  std::vector<Process> ps;
+  for (int i = 0; i < 2; ++i) ps.emplace_back(WaitOnCondition, c, ns);
+  for (Process& p : ps) {
+    p.SetStartMethod(GetParam());
+    MPROC_ASSERT_OK(p.Start());
+  }
+  ASSERT_TRUE(*c.Acquire());
+  MPROC_ASSERT_OK(ns.Set("go", 1));
+  MPROC_ASSERT_OK(c.NotifyAll());
+  MPROC_ASSERT_OK(c.Release());
+  for (Process& p : ps) {
+    MPROC_ASSERT_OK(p.Join(absl::Seconds(30)));
+    EXPECT_EQ(p.exitcode(), 0);
+  }
+}
+
+TEST_P(ManagerTest, BarrierPassesEveryPartyAndBreaks) {
+  auto m = Start();
+  ASSERT_NE(m, nullptr);
+  ASSERT_OK_AND_ASSIGN(BarrierProxy b, m->Barrier(3));
+  ASSERT_OK_AND_ASSIGN(auto indices, m->List<int64_t>());
+  std::vector<Process> ps;
+  for (int i = 0; i < 2; ++i) ps.emplace_back(PassBarrier, b, indices);
+  for (Process& p : ps) {
+    p.SetStartMethod(GetParam());
+    MPROC_ASSERT_OK(p.Start());
+  }
+  ASSERT_OK_AND_ASSIGN(int64_t mine, b.Wait(absl::Seconds(30)));
+  MPROC_ASSERT_OK(indices.Append(mine));
+  for (Process& p : ps) {
+    MPROC_ASSERT_OK(p.Join(absl::Seconds(30)));
+    EXPECT_EQ(p.exitcode(), 0);
+  }
+  ASSERT_OK_AND_ASSIGN(std::vector<int64_t> all, indices.ToVector());
+  std::sort(all.begin(), all.end());
+  EXPECT_EQ(all, (std::vector<int64_t>{0, 1, 2}));  // exactly one party gets 0
+  EXPECT_THAT(b.Parties(), IsOkAndHolds(3));
+  EXPECT_THAT(b.NWaiting(), IsOkAndHolds(0));
+  // A timeout breaks it for everyone until Reset.
+  EXPECT_THAT(b.Wait(absl::Milliseconds(100)),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("BrokenBarrier")));
+  EXPECT_THAT(b.Broken(), IsOkAndHolds(true));
+  EXPECT_THAT(b.Wait(), StatusIs(absl::StatusCode::kFailedPrecondition));
+  MPROC_ASSERT_OK(b.Reset());
+  EXPECT_THAT(b.Broken(), IsOkAndHolds(false));
+  MPROC_ASSERT_OK(b.Abort());
+  EXPECT_THAT(b.Wait(), StatusIs(absl::StatusCode::kFailedPrecondition));
 }
 
 INSTANTIATE_TEST_SUITE_P(StartMethods, ManagerTest,

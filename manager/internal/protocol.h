@@ -48,7 +48,14 @@ enum class Kind : uint8_t {
   kList = 2,
   kNamespace = 3,
   kValue = 4,
+  kQueue = 5,      // initial: (u64 maxsize, bool joinable)
+  kLock = 6,       // initial: (bool recursive)
+  kSemaphore = 7,  // initial: (i64 value, bool bounded)
+  kEvent = 8,      // initial: nothing
+  kCondition = 9,  // initial: (u64 lock object, which the creating client holds)
+  kBarrier = 10,   // initial: (i64 parties)
 };
+inline constexpr uint8_t kLastKind = 10;
 
 // Methods of kCall, per kind. Arguments and results are codec bytes of the listed types,
 // with `bytes` a std::string holding one encoded key or value.
@@ -89,6 +96,38 @@ enum class Method : uint16_t {
   kNsSet = 51,    // (string name, bytes)
   kNsDel = 52,    // (string name); NOT_FOUND
   kNsNames = 53,  // → vector<string>, sorted
+  // Blocking calls take an i64 timeout in ns: -1 waits as long as it takes, 0 never waits. The
+  // server parks them (its loop never blocks) and answers when they can go on or the timeout
+  // passes; a parked call of a client that dies goes with it.
+  // Queue
+  kQueuePut = 60,       // (bytes, i64 timeout) ; RESOURCE_EXHAUSTED full (0), DEADLINE_EXCEEDED
+  kQueueGet = 61,       // (i64 timeout) → bytes ; UNAVAILABLE empty (0), DEADLINE_EXCEEDED
+  kQueueSize = 62,      // → u64
+  kQueueEmpty = 63,     // → bool
+  kQueueFull = 64,      // → bool
+  kQueueTaskDone = 65,  // ; FAILED_PRECONDITION called too many times
+  kQueueJoin = 66,      // (i64 timeout) ; DEADLINE_EXCEEDED
+  // Lock / RLock: the owner is (connection, u64 thread id)
+  kLockAcquire = 70,  // (u64 tid, i64 timeout) → (bool acquired, bool previous owner died)
+  kLockRelease = 71,  // (u64 tid) ; FAILED_PRECONDITION unlocked, or an RLock not ours
+  kLockLocked = 72,   // → bool
+  // Semaphore / BoundedSemaphore
+  kSemAcquire = 80,  // (i64 timeout) → bool
+  kSemRelease = 81,  // (i64 n) ; FAILED_PRECONDITION past a bounded one's initial value
+  kSemValue = 82,    // → i64
+  // Event
+  kEventSet = 90,
+  kEventClear = 91,
+  kEventIsSet = 92,  // → bool
+  kEventWait = 93,   // (i64 timeout) → bool
+  // Condition (its lock's methods are called on the lock object)
+  kCondWait = 100,    // (u64 tid, i64 timeout) → bool notified ; FAILED_PRECONDITION not held
+  kCondNotify = 101,  // (u64 tid, i64 n) ; FAILED_PRECONDITION not held
+  // Barrier
+  kBarrierWait = 110,     // (i64 timeout) → i64 index ; FAILED_PRECONDITION "BrokenBarrierError"
+  kBarrierAbort = 111,
+  kBarrierReset = 112,
+  kBarrierState = 113,    // → (i64 parties, i64 waiting, bool broken)
 };
 
 // The fingerprint of a list of element types (FNV-1a of their type names): a proxy to a

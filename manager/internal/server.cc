@@ -6,10 +6,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <functional>
 #include <cerrno>
 #include <cstring>
+#include <deque>
 #include <list>
 #include <map>
+#include <set>
 #include <memory>
 #include <tuple>
 #include <unordered_map>
@@ -71,6 +74,21 @@ class OrderedDict {
   std::unordered_map<Bytes, std::list<std::pair<Bytes, Bytes>>::iterator> index_;
 };
 
+// A call the server could not answer yet (a blocking method), kept until it can or its
+// timeout passes. Its connection is named by fd and serial (an fd number is reused).
+struct Parked {
+  int fd = -1;
+  uint64_t serial = 0;
+  uint64_t call_id = 0;
+  int64_t deadline_ns = INT64_MAX;
+  Bytes item;             // a Queue Put's item
+  uint64_t tid = 0;       // a Lock or Condition caller's thread
+  int64_t depth = 0;      // a Condition waiter's saved RLock depth
+  bool reacquire = false; // a Condition waiter taking its lock back (answer: `notified`)
+  bool notified = false;
+  uint64_t generation = 0;  // a Barrier waiter's round
+};
+
 struct Object {
   Kind kind;
   uint64_t fingerprint = 0;
@@ -79,6 +97,40 @@ struct Object {
   std::vector<Bytes> list;
   Bytes value;
   std::map<std::string, Bytes> ns;
+  // Queue
+  std::deque<Bytes> items;
+  uint64_t maxsize = 0;
+  bool joinable = false;
+  int64_t unfinished = 0;
+  std::deque<Parked> getters, putters, joiners;
+  // Lock and RLock: the owner is (connection serial, thread id)
+  bool recursive = false;
+  uint64_t owner_serial = 0;  // 0: free
+  uint64_t owner_tid = 0;
+  int64_t depth = 0;
+  bool owner_died = false;    // the holder's client died holding it: the next acquirer is told
+  std::deque<Parked> lock_waiters;
+  // Semaphore
+  int64_t sem_value = 0, sem_initial = 0;
+  bool bounded = false;
+  std::deque<Parked> sem_waiters;
+  // Event
+  bool flag = false;
+  std::deque<Parked> event_waiters;
+  // Condition
+  uint64_t cond_lock = 0;
+  std::deque<Parked> cond_waiters;
+  // Barrier
+  int64_t parties = 0, arrived = 0;
+  uint64_t generation = 0;
+  bool broken = false;
+  std::deque<Parked> barrier_waiters;
+
+  bool HasWaiters() const {
+    return !getters.empty() || !putters.empty() || !joiners.empty() || !lock_waiters.empty() ||
+           !sem_waiters.empty() || !event_waiters.empty() || !cond_waiters.empty() ||
+           !barrier_waiters.empty();
+  }
 };
 
 // What a method returns: OK with result bytes, or an error status.
@@ -312,6 +364,7 @@ class Server {
  private:
   struct Conn {
     UniqueFd fd;
+    uint64_t serial = 0;  // unique for the server's life (fd numbers are reused)
     std::unique_ptr<ServerHandshaker> handshake;  // until authenticated
     int64_t handshake_deadline_ns = 0;
     std::string in;       // bytes received, not yet a whole message
@@ -338,6 +391,17 @@ class Server {
 
   void Accept();
   void Close(int fd);
+  // Blocking objects (Queue, Lock, Semaphore, Event, Condition, Barrier).
+  Result CallBlocking(Conn& c, uint64_t id, Object& o, Method m, DecodeReader& r,
+                      uint64_t call_id, bool* parked);
+  void Answer(const Parked& p, const absl::Status& status, const EncodeBuffer* body);
+  void PumpQueue(Object& o);
+  void GrantLock(Object& lock);
+  void PumpSemaphore(Object& o);
+  void BreakBarrier(Object& o);
+  void DropConnection(uint64_t serial);
+  void ExpireParked(int64_t now);
+  Parked ParkFor(Conn& c, uint64_t call_id, int64_t timeout_ns) const;
   void OnReadable(int fd);
   void Flush(Conn& c);
   // Handles every whole message in c.in; false when the connection must close.
@@ -360,6 +424,8 @@ class Server {
   uint64_t next_object_ = 1;
   std::unordered_map<uint64_t, Ticket> tickets_;
   std::unordered_map<uint64_t, ForkLease> fork_leases_;
+  uint64_t next_serial_ = 1;
+  std::set<uint64_t> waiting_objects_;  // objects with parked calls
   std::vector<ParkedClaim> parked_;
   bool stop_ = false;
 };
@@ -378,6 +444,7 @@ void Server::Accept() {
     if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd.get(), &ev) != 0) continue;
     const int key = fd.get();
     c.fd = std::move(fd);
+    c.serial = next_serial_++;
     conns_[key] = std::move(c);
   }
 }
@@ -387,9 +454,12 @@ void Server::Close(int fd) {
   if (it == conns_.end()) return;
   // The lease ends with the connection: every reference it held is dropped.
   std::unordered_map<uint64_t, int64_t> refs = std::move(it->second.refs);
+  const uint64_t serial = it->second.serial;
   ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr);
   conns_.erase(it);
   std::erase_if(parked_, [fd](const ParkedClaim& p) { return p.conn == fd; });
+  // Its parked calls go, and the locks it held are freed, the next taker told their owner died.
+  DropConnection(serial);
   for (const auto& [id, n] : refs) Unref(id, n);
 }
 
@@ -402,7 +472,11 @@ void Server::Unref(uint64_t id, int64_t n) {
   auto it = objects_.find(id);
   if (it == objects_.end()) return;
   it->second.refs -= n;
-  if (it->second.refs <= 0) objects_.erase(it);
+  if (it->second.refs > 0) return;
+  const uint64_t held_lock = it->second.kind == Kind::kCondition ? it->second.cond_lock : 0;
+  objects_.erase(it);
+  waiting_objects_.erase(id);
+  if (held_lock != 0) Unref(held_lock, 1);  // a Condition holds its lock
 }
 
 void Server::Reply(Conn& c, uint64_t call_id, const absl::Status& status,
@@ -478,6 +552,425 @@ absl::Status Server::Claim(Conn& c, uint64_t ticket, uint64_t fingerprint, bool*
   return absl::OkStatus();
 }
 
+Parked Server::ParkFor(Conn& c, uint64_t call_id, int64_t timeout_ns) const {
+  Parked p;
+  p.fd = c.fd.get();
+  p.serial = c.serial;
+  p.call_id = call_id;
+  p.deadline_ns = timeout_ns < 0 ? INT64_MAX : MonotonicNowNs() + timeout_ns;
+  return p;
+}
+
+void Server::Answer(const Parked& p, const absl::Status& status, const EncodeBuffer* body) {
+  auto it = conns_.find(p.fd);
+  if (it == conns_.end() || it->second.serial != p.serial) return;  // its client is gone
+  Reply(it->second, p.call_id, status, body);
+  Flush(it->second);
+}
+
+void Server::PumpQueue(Object& o) {
+  for (bool moved = true; moved;) {
+    moved = false;
+    while (!o.getters.empty() && !o.items.empty()) {
+      EncodeBuffer b = Out(o.items.front());
+      o.items.pop_front();
+      Answer(o.getters.front(), absl::OkStatus(), &b);
+      o.getters.pop_front();
+      moved = true;
+    }
+    while (!o.putters.empty() && (o.maxsize == 0 || o.items.size() < o.maxsize)) {
+      o.items.push_back(std::move(o.putters.front().item));
+      if (o.joinable) ++o.unfinished;
+      Answer(o.putters.front(), absl::OkStatus(), nullptr);
+      o.putters.pop_front();
+      moved = true;
+    }
+  }
+}
+
+void Server::GrantLock(Object& lock) {
+  while (lock.owner_serial == 0 && !lock.lock_waiters.empty()) {
+    Parked p = std::move(lock.lock_waiters.front());
+    lock.lock_waiters.pop_front();
+    if (conns_.count(p.fd) == 0 || conns_.at(p.fd).serial != p.serial) continue;
+    lock.owner_serial = p.serial;
+    lock.owner_tid = p.tid;
+    if (p.reacquire) {  // a Condition waiter: its lock back, at its depth
+      lock.depth = p.depth;
+      EncodeBuffer b = Out(p.notified);
+      Answer(p, absl::OkStatus(), &b);
+    } else {
+      lock.depth = 1;
+      EncodeBuffer b = Out(std::make_tuple(true, lock.owner_died));
+      lock.owner_died = false;
+      Answer(p, absl::OkStatus(), &b);
+    }
+  }
+}
+
+void Server::PumpSemaphore(Object& o) {
+  while (o.sem_value > 0 && !o.sem_waiters.empty()) {
+    --o.sem_value;
+    EncodeBuffer b = Out(true);
+    Answer(o.sem_waiters.front(), absl::OkStatus(), &b);
+    o.sem_waiters.pop_front();
+  }
+}
+
+void Server::BreakBarrier(Object& o) {
+  o.broken = true;
+  o.arrived = 0;
+  for (const Parked& p : o.barrier_waiters) {
+    Answer(p, absl::FailedPreconditionError("BrokenBarrierError: the barrier is broken"), nullptr);
+  }
+  o.barrier_waiters.clear();
+}
+
+Result Server::CallBlocking(Conn& c, uint64_t id, Object& o, Method m, DecodeReader& r,
+                            uint64_t call_id, bool* parked) {
+  *parked = false;
+  auto park = [&](std::deque<Parked>& q, Parked p) -> Result {
+    q.push_back(std::move(p));
+    waiting_objects_.insert(id);
+    *parked = true;
+    return EncodeBuffer();
+  };
+  switch (o.kind) {
+    case Kind::kQueue:
+      switch (m) {
+        case Method::kQueuePut: {
+          MPROC_ASSIGN_OR_RETURN(auto a, (Args<Bytes, int64_t>(r)));
+          if (o.maxsize == 0 || o.items.size() < o.maxsize) {
+            o.items.push_back(std::move(std::get<0>(a)));
+            if (o.joinable) ++o.unfinished;
+            PumpQueue(o);
+            return EncodeBuffer();
+          }
+          if (std::get<1>(a) == 0) return absl::ResourceExhaustedError("queue is full");
+          Parked p = ParkFor(c, call_id, std::get<1>(a));
+          p.item = std::move(std::get<0>(a));
+          return park(o.putters, std::move(p));
+        }
+        case Method::kQueueGet: {
+          MPROC_ASSIGN_OR_RETURN(auto a, Args<int64_t>(r));
+          if (!o.items.empty()) {
+            EncodeBuffer b = Out(o.items.front());
+            o.items.pop_front();
+            PumpQueue(o);
+            return b;
+          }
+          if (std::get<0>(a) == 0) return absl::UnavailableError("queue is empty");
+          return park(o.getters, ParkFor(c, call_id, std::get<0>(a)));
+        }
+        case Method::kQueueSize:
+          return Out(static_cast<uint64_t>(o.items.size()));
+        case Method::kQueueEmpty:
+          return Out(o.items.empty());
+        case Method::kQueueFull:
+          return Out(o.maxsize > 0 && o.items.size() >= o.maxsize);
+        case Method::kQueueTaskDone:
+          if (!o.joinable) return absl::InvalidArgumentError("not a JoinableQueue");
+          if (o.unfinished <= 0) {
+            return absl::FailedPreconditionError("ValueError: task_done() called too many times");
+          }
+          if (--o.unfinished == 0) {
+            for (const Parked& p : o.joiners) Answer(p, absl::OkStatus(), nullptr);
+            o.joiners.clear();
+          }
+          return EncodeBuffer();
+        case Method::kQueueJoin: {
+          MPROC_ASSIGN_OR_RETURN(auto a, Args<int64_t>(r));
+          if (o.unfinished == 0) return EncodeBuffer();
+          if (std::get<0>(a) == 0) return absl::DeadlineExceededError("Join timed out");
+          return park(o.joiners, ParkFor(c, call_id, std::get<0>(a)));
+        }
+        default:
+          break;
+      }
+      break;
+    case Kind::kLock:
+      switch (m) {
+        case Method::kLockAcquire: {
+          MPROC_ASSIGN_OR_RETURN(auto a, (Args<uint64_t, int64_t>(r)));
+          const uint64_t tid = std::get<0>(a);
+          if (o.owner_serial == 0) {
+            o.owner_serial = c.serial;
+            o.owner_tid = tid;
+            o.depth = 1;
+            const bool died = o.owner_died;
+            o.owner_died = false;
+            return Out(std::make_tuple(true, died));
+          }
+          if (o.recursive && o.owner_serial == c.serial && o.owner_tid == tid) {
+            ++o.depth;
+            return Out(std::make_tuple(true, false));
+          }
+          if (std::get<1>(a) == 0) return Out(std::make_tuple(false, false));
+          Parked p = ParkFor(c, call_id, std::get<1>(a));
+          p.tid = tid;
+          return park(o.lock_waiters, std::move(p));
+        }
+        case Method::kLockRelease: {
+          MPROC_ASSIGN_OR_RETURN(auto a, Args<uint64_t>(r));
+          if (o.owner_serial == 0) {
+            return absl::FailedPreconditionError("RuntimeError: release unlocked lock");
+          }
+          if (o.recursive) {
+            if (o.owner_serial != c.serial || o.owner_tid != std::get<0>(a)) {
+              return absl::FailedPreconditionError(
+                  "RuntimeError: cannot release un-acquired lock (another thread holds it)");
+            }
+            if (--o.depth > 0) return EncodeBuffer();
+          }
+          o.owner_serial = 0;
+          o.depth = 0;
+          GrantLock(o);
+          return EncodeBuffer();
+        }
+        case Method::kLockLocked:
+          return Out(o.owner_serial != 0);
+        default:
+          break;
+      }
+      break;
+    case Kind::kSemaphore:
+      switch (m) {
+        case Method::kSemAcquire: {
+          MPROC_ASSIGN_OR_RETURN(auto a, Args<int64_t>(r));
+          if (o.sem_value > 0) {
+            --o.sem_value;
+            return Out(true);
+          }
+          if (std::get<0>(a) == 0) return Out(false);
+          return park(o.sem_waiters, ParkFor(c, call_id, std::get<0>(a)));
+        }
+        case Method::kSemRelease: {
+          MPROC_ASSIGN_OR_RETURN(auto a, Args<int64_t>(r));
+          const int64_t n = std::get<0>(a);
+          if (n < 1) return absl::InvalidArgumentError("ValueError: n must be one or more");
+          if (o.bounded && o.sem_value + n > o.sem_initial) {
+            return absl::FailedPreconditionError("ValueError: Semaphore released too many times");
+          }
+          o.sem_value += n;
+          PumpSemaphore(o);
+          return EncodeBuffer();
+        }
+        case Method::kSemValue:
+          return Out(o.sem_value);
+        default:
+          break;
+      }
+      break;
+    case Kind::kEvent:
+      switch (m) {
+        case Method::kEventSet: {
+          o.flag = true;
+          EncodeBuffer yes = Out(true);
+          for (const Parked& p : o.event_waiters) Answer(p, absl::OkStatus(), &yes);
+          o.event_waiters.clear();
+          return EncodeBuffer();
+        }
+        case Method::kEventClear:
+          o.flag = false;
+          return EncodeBuffer();
+        case Method::kEventIsSet:
+          return Out(o.flag);
+        case Method::kEventWait: {
+          MPROC_ASSIGN_OR_RETURN(auto a, Args<int64_t>(r));
+          if (o.flag) return Out(true);
+          if (std::get<0>(a) == 0) return Out(false);
+          return park(o.event_waiters, ParkFor(c, call_id, std::get<0>(a)));
+        }
+        default:
+          break;
+      }
+      break;
+    case Kind::kCondition: {
+      auto lock_it = objects_.find(o.cond_lock);
+      if (lock_it == objects_.end()) return absl::InternalError("the condition's lock is gone");
+      Object& lock = lock_it->second;
+      switch (m) {
+        case Method::kCondWait: {
+          MPROC_ASSIGN_OR_RETURN(auto a, (Args<uint64_t, int64_t>(r)));
+          if (lock.owner_serial != c.serial || lock.owner_tid != std::get<0>(a)) {
+            return absl::FailedPreconditionError(
+                "RuntimeError: cannot wait on un-acquired lock");
+          }
+          // Releases the lock entirely (an RLock at any depth), waits for a notify, then takes
+          // it back at the same depth before answering.
+          Parked p = ParkFor(c, call_id, std::get<1>(a));
+          p.tid = std::get<0>(a);
+          p.depth = lock.depth;
+          lock.owner_serial = 0;
+          lock.depth = 0;
+          o.cond_waiters.push_back(std::move(p));
+          waiting_objects_.insert(id);
+          waiting_objects_.insert(o.cond_lock);
+          GrantLock(lock);
+          *parked = true;
+          return EncodeBuffer();
+        }
+        case Method::kCondNotify: {
+          MPROC_ASSIGN_OR_RETURN(auto a, (Args<uint64_t, int64_t>(r)));
+          if (lock.owner_serial != c.serial || lock.owner_tid != std::get<0>(a)) {
+            return absl::FailedPreconditionError(
+                "RuntimeError: cannot notify on un-acquired lock");
+          }
+          int64_t n = std::get<1>(a) < 0 ? INT64_MAX : std::get<1>(a);
+          while (n-- > 0 && !o.cond_waiters.empty()) {
+            Parked p = std::move(o.cond_waiters.front());
+            o.cond_waiters.pop_front();
+            p.reacquire = true;
+            p.notified = true;
+            p.deadline_ns = INT64_MAX;  // taking the lock back has no timeout (Python's)
+            lock.lock_waiters.push_back(std::move(p));
+          }
+          if (!lock.lock_waiters.empty()) waiting_objects_.insert(o.cond_lock);
+          return EncodeBuffer();  // the notifier still holds the lock: they run after its release
+        }
+        default:
+          break;
+      }
+      break;
+    }
+    case Kind::kBarrier:
+      switch (m) {
+        case Method::kBarrierWait: {
+          MPROC_ASSIGN_OR_RETURN(auto a, Args<int64_t>(r));
+          if (o.broken) {
+            return absl::FailedPreconditionError("BrokenBarrierError: the barrier is broken");
+          }
+          const int64_t index = o.arrived++;
+          if (o.arrived == o.parties) {
+            for (const Parked& p : o.barrier_waiters) {
+              EncodeBuffer b = Out(p.depth);
+              Answer(p, absl::OkStatus(), &b);
+            }
+            o.barrier_waiters.clear();
+            o.arrived = 0;
+            ++o.generation;
+            return Out(index);
+          }
+          Parked p = ParkFor(c, call_id, std::get<0>(a));
+          p.depth = index;
+          p.generation = o.generation;
+          return park(o.barrier_waiters, std::move(p));
+        }
+        case Method::kBarrierAbort:
+          BreakBarrier(o);
+          return EncodeBuffer();
+        case Method::kBarrierReset:
+          if (!o.barrier_waiters.empty()) BreakBarrier(o);
+          o.broken = false;
+          o.arrived = 0;
+          ++o.generation;
+          return EncodeBuffer();
+        case Method::kBarrierState:
+          return Out(std::make_tuple(o.parties, o.arrived, o.broken));
+        default:
+          break;
+      }
+      break;
+    default:
+      break;
+  }
+  return absl::InvalidArgumentError("not a method of this object");
+}
+
+void Server::DropConnection(uint64_t serial) {
+  for (auto& [id, o] : objects_) {
+    if (o.kind == Kind::kLock && o.owner_serial == serial) {
+      // Died holding it: free it, and tell the next acquirer (beyond CPython, whose server
+      // would keep it locked forever).
+      o.owner_serial = 0;
+      o.depth = 0;
+      o.owner_died = true;
+    }
+  }
+  std::vector<uint64_t> ids(waiting_objects_.begin(), waiting_objects_.end());
+  for (uint64_t id : ids) {
+    auto it = objects_.find(id);
+    if (it == objects_.end()) continue;
+    Object& o = it->second;
+    auto gone = [serial](const Parked& p) { return p.serial == serial; };
+    const size_t barrier_before = o.barrier_waiters.size();
+    for (std::deque<Parked>* q : {&o.getters, &o.putters, &o.joiners, &o.lock_waiters,
+                                  &o.sem_waiters, &o.event_waiters, &o.cond_waiters,
+                                  &o.barrier_waiters}) {
+      std::erase_if(*q, gone);
+    }
+    // A party gone from a barrier it waited at: the others would wait for it forever.
+    if (o.barrier_waiters.size() != barrier_before) BreakBarrier(o);
+  }
+  for (auto& [id, o] : objects_) {
+    if (o.kind == Kind::kLock && o.owner_serial == 0) GrantLock(o);
+  }
+}
+
+void Server::ExpireParked(int64_t now) {
+  std::vector<uint64_t> ids(waiting_objects_.begin(), waiting_objects_.end());
+  for (uint64_t id : ids) {
+    auto it = objects_.find(id);
+    if (it == objects_.end()) {
+      waiting_objects_.erase(id);
+      continue;
+    }
+    Object& o = it->second;
+    auto expire = [&](std::deque<Parked>& q, const std::function<void(const Parked&)>& on) {
+      for (size_t i = 0; i < q.size();) {
+        if (q[i].deadline_ns > now) {
+          ++i;
+          continue;
+        }
+        Parked p = std::move(q[i]);
+        q.erase(q.begin() + static_cast<ptrdiff_t>(i));
+        on(p);
+      }
+    };
+    expire(o.getters, [&](const Parked& p) {
+      Answer(p, absl::DeadlineExceededError("queue is empty: Get timed out"), nullptr);
+    });
+    expire(o.putters, [&](const Parked& p) {
+      Answer(p, absl::DeadlineExceededError("queue is full: Put timed out"), nullptr);
+    });
+    expire(o.joiners, [&](const Parked& p) {
+      Answer(p, absl::DeadlineExceededError("Join timed out"), nullptr);
+    });
+    expire(o.lock_waiters, [&](const Parked& p) {
+      EncodeBuffer b = Out(std::make_tuple(false, false));
+      Answer(p, absl::OkStatus(), &b);
+    });
+    expire(o.sem_waiters, [&](const Parked& p) {
+      EncodeBuffer b = Out(false);
+      Answer(p, absl::OkStatus(), &b);
+    });
+    expire(o.event_waiters, [&](const Parked& p) {
+      EncodeBuffer b = Out(false);
+      Answer(p, absl::OkStatus(), &b);
+    });
+    if (o.kind == Kind::kCondition) {
+      // Timed out: it takes its lock back all the same, then answers false.
+      auto lock_it = objects_.find(o.cond_lock);
+      std::vector<Parked> late;
+      expire(o.cond_waiters, [&](const Parked& p) { late.push_back(p); });
+      if (lock_it != objects_.end()) {
+        for (Parked& p : late) {
+          p.reacquire = true;
+          p.notified = false;
+          p.deadline_ns = INT64_MAX;
+          lock_it->second.lock_waiters.push_back(std::move(p));
+        }
+        waiting_objects_.insert(o.cond_lock);
+        GrantLock(lock_it->second);
+      }
+    }
+    bool barrier_timeout = false;
+    for (const Parked& p : o.barrier_waiters) barrier_timeout |= p.deadline_ns <= now;
+    if (barrier_timeout) BreakBarrier(o);  // one party's timeout breaks it for all (Python's)
+    if (!o.HasWaiters()) waiting_objects_.erase(id);
+  }
+}
+
 bool Server::Handle(Conn& c, std::span<const std::byte> msg) {
   DecodeReader r(msg);
   uint64_t call_id = 0, object = 0;
@@ -500,15 +993,69 @@ bool Server::Handle(Conn& c, std::span<const std::byte> msg) {
       uint64_t fingerprint = 0;
       std::string initial;
       if (!Codec<uint8_t>::Decode(r, kind) || !Codec<uint64_t>::Decode(r, fingerprint) ||
-          !Codec<std::string>::Decode(r, initial) || kind < 1 || kind > 4) {
+          !Codec<std::string>::Decode(r, initial) || kind < 1 || kind > kLastKind) {
         Reply(c, call_id, absl::InvalidArgumentError("malformed create"), nullptr);
         return true;
       }
-      const uint64_t id = next_object_++;
-      Object& o = objects_[id];
+      Object o;
       o.kind = static_cast<Kind>(kind);
       o.fingerprint = fingerprint;
-      if (o.kind == Kind::kValue) o.value = std::move(initial);
+      absl::Status made = absl::OkStatus();
+      switch (o.kind) {
+        case Kind::kValue:
+          o.value = std::move(initial);
+          break;
+        case Kind::kQueue: {
+          absl::StatusOr<std::tuple<uint64_t, bool>> a =
+              Decode<std::tuple<uint64_t, bool>>(AsBytes(initial));
+          if (!a.ok()) { made = a.status(); break; }
+          std::tie(o.maxsize, o.joinable) = *a;
+          break;
+        }
+        case Kind::kLock: {
+          absl::StatusOr<bool> a = Decode<bool>(AsBytes(initial));
+          if (!a.ok()) { made = a.status(); break; }
+          o.recursive = *a;
+          break;
+        }
+        case Kind::kSemaphore: {
+          absl::StatusOr<std::tuple<int64_t, bool>> a =
+              Decode<std::tuple<int64_t, bool>>(AsBytes(initial));
+          if (!a.ok()) { made = a.status(); break; }
+          std::tie(o.sem_value, o.bounded) = *a;
+          o.sem_initial = o.sem_value;
+          if (o.sem_value < 0) made = absl::InvalidArgumentError("semaphore initial value < 0");
+          break;
+        }
+        case Kind::kCondition: {
+          absl::StatusOr<uint64_t> a = Decode<uint64_t>(AsBytes(initial));
+          if (!a.ok()) { made = a.status(); break; }
+          auto lock = objects_.find(*a);
+          if (lock == objects_.end() || lock->second.kind != Kind::kLock || c.refs.count(*a) == 0) {
+            made = absl::InvalidArgumentError("a Condition needs a Lock or RLock of this client's");
+            break;
+          }
+          o.cond_lock = *a;
+          lock->second.refs += 1;  // the Condition's own hold on its lock
+          break;
+        }
+        case Kind::kBarrier: {
+          absl::StatusOr<int64_t> a = Decode<int64_t>(AsBytes(initial));
+          if (!a.ok()) { made = a.status(); break; }
+          o.parties = *a;
+          if (o.parties < 1) made = absl::InvalidArgumentError("a Barrier needs at least 1 party");
+          break;
+        }
+        default:
+          break;
+      }
+      if (!made.ok()) {
+        Reply(c, call_id, absl::InvalidArgumentError(absl::StrCat("create: ", made.message())),
+              nullptr);
+        return true;
+      }
+      const uint64_t id = next_object_++;
+      objects_[id] = std::move(o);
       Ref(c, id, 1);
       EncodeBuffer b;
       Encode(id, b);
@@ -528,12 +1075,15 @@ bool Server::Handle(Conn& c, std::span<const std::byte> msg) {
       Object& o = it->second;
       Result res = absl::InvalidArgumentError("unknown object kind");
       const Method m = static_cast<Method>(method);
+      bool parked = false;
       switch (o.kind) {
         case Kind::kDict: res = CallDict(o.dict, m, r); break;
         case Kind::kList: res = CallList(o.list, m, r); break;
         case Kind::kValue: res = CallValue(o.value, m, r); break;
         case Kind::kNamespace: res = CallNamespace(o.ns, m, r); break;
+        default: res = CallBlocking(c, object, o, m, r, call_id, &parked); break;
       }
+      if (parked) return true;  // answered later
       if (res.ok()) {
         Reply(c, call_id, absl::OkStatus(), &*res);
       } else {
@@ -702,6 +1252,7 @@ void Server::OnReadable(int fd) {
 }
 
 void Server::Expire(int64_t now) {
+  ExpireParked(now);
   for (auto it = tickets_.begin(); it != tickets_.end();) {
     if (it->second.expires_ns > now) {
       ++it;
@@ -743,6 +1294,16 @@ int64_t Server::NextWakeNs() const {
   int64_t wake = INT64_MAX;
   for (const auto& [t, ticket] : tickets_) wake = std::min(wake, ticket.expires_ns);
   for (const auto& [t, lease] : fork_leases_) wake = std::min(wake, lease.expires_ns);
+  for (uint64_t id : waiting_objects_) {
+    auto it = objects_.find(id);
+    if (it == objects_.end()) continue;
+    const Object& o = it->second;
+    for (const std::deque<Parked>* q : {&o.getters, &o.putters, &o.joiners, &o.lock_waiters,
+                                        &o.sem_waiters, &o.event_waiters, &o.cond_waiters,
+                                        &o.barrier_waiters}) {
+      for (const Parked& p : *q) wake = std::min(wake, p.deadline_ns);
+    }
+  }
   for (const ParkedClaim& p : parked_) wake = std::min(wake, p.deadline_ns);
   for (const auto& [fd, c] : conns_) {
     if (c.handshake != nullptr) wake = std::min(wake, c.handshake_deadline_ns);
