@@ -89,6 +89,61 @@ absl::StatusOr<std::unique_ptr<Manager>> Manager::Start(ManagerOptions options) 
   return m;
 }
 
+absl::StatusOr<std::unique_ptr<Manager>> Manager::Connect(const Address& address,
+                                                         std::string authkey,
+                                                         absl::Duration timeout) {
+  // One hello on a connection of its own: which instance serves there (its nonce and pid),
+  // so proxies name it and a restart there is told apart.
+  absl::StatusOr<Connection> c = Client(address, authkey, timeout);
+  if (!c.ok()) {
+    if (absl::IsUnauthenticated(c.status())) return c.status();
+    return absl::UnavailableError(absl::StrCat("no manager at ", address.ToString(), ": ",
+                                               c.status().message()));
+  }
+  EncodeBuffer hello;
+  Encode(uint64_t{1}, hello);
+  Encode(static_cast<uint8_t>(Op::kHello), hello);
+  Encode(uint64_t{0}, hello);
+  MPROC_RETURN_IF_ERROR(c->SendBytes(
+      std::string_view(reinterpret_cast<const char*>(hello.bytes().data()), hello.size()),
+      timeout));
+  MPROC_ASSIGN_OR_RETURN(std::string reply, c->RecvBytes(manager_internal::kMaxMessage, timeout));
+  DecodeReader r(AsBytes(reply));
+  uint64_t id = 0, nonce = 0;
+  uint8_t code = 0;
+  int32_t pid = 0;
+  if (!Codec<uint64_t>::Decode(r, id) || !Codec<uint8_t>::Decode(r, code) || code != 0 ||
+      !Codec<uint64_t>::Decode(r, nonce) || !Codec<int32_t>::Decode(r, pid)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the server at ", address.ToString(), " is not an mproc manager"));
+  }
+  std::unique_ptr<Manager> m(new Manager());
+  m->owner_pid_ = CurrentPid();
+  m->connected_ = true;
+  m->ref_.address = address;
+  m->ref_.authkey = std::move(authkey);
+  m->ref_.nonce = nonce;
+  m->ref_.server_pid = pid;
+  return m;
+}
+
+absl::Status Manager::Serve(const Address& address, std::string authkey,
+                            std::function<void(const Address&)> on_listening) {
+  MPROC_ASSIGN_OR_RETURN(Listener listener, Listener::Create(address, authkey, 128));
+  const Address bound = listener.address();
+  manager_internal::ServerConfig config;
+  config.authkey = std::move(authkey);
+  std::string r = RandomBytes(8);
+  std::memcpy(&config.nonce, r.data(), 8);
+  config.nonce |= 1;
+  config.standalone = true;
+  if (on_listening) on_listening(bound);
+  const int code = manager_internal::ServeManager(listener.Release(), std::move(config));
+  if (bound.family == Address::Family::kUnix) ::unlink(bound.path.c_str());
+  if (code != 0) return absl::InternalError(absl::StrCat("the manager server failed (", code, ")"));
+  return absl::OkStatus();
+}
+
 Manager::~Manager() {
   if (owner_pid_ == CurrentPid()) (void)Shutdown();  // a fork child's copy is not the owner
 }
@@ -105,6 +160,7 @@ absl::Status Manager::CheckRunning() const {
 absl::Status Manager::Shutdown(absl::Duration timeout) {
   if (shut_down_ || owner_pid_ != CurrentPid()) return absl::OkStatus();
   shut_down_ = true;
+  if (connected_) return absl::OkStatus();  // a server of someone else's: it serves on
   absl::StatusOr<std::shared_ptr<ManagerClient>> client = ManagerClient::For(ref_);
   if (client.ok() && server_->IsAlive()) {
     (void)(*client)->Call(Op::kShutdown, 0, EncodeBuffer(), Deadline::After(timeout));

@@ -39,8 +39,8 @@
 // SemaphoreProxy, EventProxy, ConditionProxy, BarrierProxy) block in the server, never in a
 // server thread: a blocking call is parked with its timeout and answered when it can go on.
 //
-// Not yet: a Pool in the manager, Register for user types, Connect to a remote manager, nested
-// proxies stored inside containers, SharedMemoryManager.
+// Not yet: a Pool in the manager, Register for user types, nested proxies stored inside
+// containers, SharedMemoryManager.
 //
 // Thread-safety: Manager and proxies may be used from any thread. Calls from the threads of
 // one process share its connection and take turns on it.
@@ -51,6 +51,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -591,6 +592,22 @@ class Manager {
  public:
   // Starts the server; its address is known (and served) when this returns.
   static absl::StatusOr<std::unique_ptr<Manager>> Start(ManagerOptions options = {});
+
+  // A manager served elsewhere (Serve, or another program's Start), reached at `address` with
+  // `authkey`: proxies made through it live there. Its Shutdown and destructor leave the
+  // server running (CPython's connect). UNAVAILABLE when nothing listens there,
+  // UNAUTHENTICATED for a wrong key.
+  static absl::StatusOr<std::unique_ptr<Manager>> Connect(
+      const Address& address, std::string authkey, absl::Duration timeout = absl::Seconds(30));
+
+  // Serves a manager in this process until a client shuts it down (CPython's
+  // get_server().serve_forever()): standalone, it does not end with any other process.
+  // `on_listening` (optional) is called with the bound address (a TCP port 0 becomes the real
+  // one) once clients can connect. Over TCP, bind to 127.0.0.1 unless the network is meant to
+  // reach it; connections get keepalive probes and a user timeout, so a peer that vanished
+  // with the network is dropped.
+  static absl::Status Serve(const Address& address, std::string authkey,
+                           std::function<void(const Address&)> on_listening = nullptr);
   // Shuts the server down (in the process that started it).
   ~Manager();
   Manager(const Manager&) = delete;
@@ -663,7 +680,7 @@ class Manager {
   absl::StatusOr<uint64_t> ObjectCount();
   const Address& address() const { return ref_.address; }
   const std::string& authkey() const { return ref_.authkey; }
-  pid_t pid() const { return server_->pid(); }
+  pid_t pid() const { return ref_.server_pid; }
 
  private:
   Manager() = default;
@@ -689,6 +706,7 @@ class Manager {
   std::string socket_dir_;  // ours to remove (the default address)
   pid_t owner_pid_ = 0;
   bool shut_down_ = false;
+  bool connected_ = false;  // Connect: the server is someone else's
 };
 
 }  // namespace mproc

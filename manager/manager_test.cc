@@ -566,6 +566,55 @@ TEST_P(ManagerTest, BarrierPassesEveryPartyAndBreaks) {
   EXPECT_THAT(b.Wait(), StatusIs(absl::StatusCode::kFailedPrecondition));
 }
 
+// A manager served by another program (here: a child running Serve on TCP at 127.0.0.1),
+// reached with Connect and the key (CPython's _TestRemoteManager): proxies work there and in a
+// child of ours; a wrong key is refused; the connected Manager's end leaves the server serving;
+// the server's death fails calls at once.
+int ServeOnTcp(Connection report) {
+  absl::Status s = Manager::Serve(Address::Tcp("127.0.0.1", 0), "remote key",
+                                  [&](const Address& bound) {
+                                    const uint16_t port = bound.port;
+                                    (void)report.SendBytes(std::string(
+                                        reinterpret_cast<const char*>(&port), sizeof(port)));
+                                  });
+  return s.ok() ? 0 : 2;
+}
+
+int AppendRemote(ListProxy<std::string> l) { return l.Append("from a child").ok() ? 0 : 2; }
+
+TEST_P(ManagerTest, RemoteManagerOverTcp) {
+  ASSERT_OK_AND_ASSIGN(auto pipe, Pipe());
+  pid_t server = testing::Child([&] { return ServeOnTcp(std::move(pipe.second)); });
+  ASSERT_OK_AND_ASSIGN(std::string raw, pipe.first.RecvBytes(std::nullopt, absl::Seconds(60)));
+  uint16_t port = 0;
+  ASSERT_EQ(raw.size(), sizeof(port));
+  std::memcpy(&port, raw.data(), sizeof(port));
+  const Address address = Address::Tcp("127.0.0.1", port);
+  EXPECT_THAT(Manager::Connect(address, "wrong key").status(),
+              StatusIs(absl::StatusCode::kUnauthenticated));
+  {
+    ASSERT_OK_AND_ASSIGN(auto m, Manager::Connect(address, "remote key"));
+    EXPECT_EQ(m->pid(), server);
+    ASSERT_OK_AND_ASSIGN(auto l, m->List<std::string>());
+    MPROC_ASSERT_OK(l.Append("from the parent"));
+    Process p(AppendRemote, l);
+    p.SetStartMethod(GetParam());
+    MPROC_ASSERT_OK(p.Start());
+    MPROC_ASSERT_OK(p.Join(absl::Seconds(60)));
+    EXPECT_EQ(p.exitcode(), 0);
+    EXPECT_THAT(l.ToVector(), IsOkAndHolds(ElementsAre("from the parent", "from a child")));
+    MPROC_ASSERT_OK(m->Shutdown());  // ours ends; the server serves on
+  }
+  ASSERT_OK_AND_ASSIGN(auto again, Manager::Connect(address, "remote key"));
+  ASSERT_OK_AND_ASSIGN(auto d, (again->Dict<int, int>()));
+  MPROC_ASSERT_OK(d.Set(1, 1));
+  ::kill(server, SIGKILL);
+  EXPECT_EQ(testing::Join(server), 128 + SIGKILL);
+  EXPECT_THAT(d.Get(1), StatusIs(absl::StatusCode::kAborted, HasSubstr(std::to_string(server))));
+  EXPECT_THAT(Manager::Connect(address, "remote key").status(),
+              StatusIs(absl::StatusCode::kUnavailable));
+}
+
 INSTANTIATE_TEST_SUITE_P(StartMethods, ManagerTest,
                          ::testing::Values(StartMethod::kFork, StartMethod::kSpawn,
                                            StartMethod::kForkServer),

@@ -1,6 +1,8 @@
 #include "manager/internal/client.h"
 
 #include <pthread.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -16,6 +18,22 @@
 #include "serialize/auth.h"
 
 namespace mproc::manager_internal {
+
+void TuneTcp(int fd) {
+  sockaddr_storage addr{};
+  socklen_t len = sizeof(addr);
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) return;
+  if (addr.ss_family != AF_INET && addr.ss_family != AF_INET6) return;
+  const int on = 1, idle = 30, interval = 10, count = 3;
+  const unsigned user_timeout_ms = 60'000;
+  ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof(interval));
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof(count));
+  ::setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof(user_timeout_ms));
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));  // requests are small
+}
+
 namespace {
 
 // What a fork child inherited from its parent, per manager: the lease the parent announced,
@@ -170,6 +188,7 @@ absl::Status ManagerClient::ConnectLocked(const Deadline& deadline) {
                                                c.status().message()));
   }
   conn_ = *std::move(c);
+  TuneTcp(conn_->fileno());
   // Which instance answered: a manager restarted on the same address is another one, and the
   // objects this proxy names are not there.
   EncodeBuffer hello;

@@ -146,6 +146,10 @@ uint64_t Fingerprint() {
   return h;
 }
 
+// On a TCP connection (nothing on a Unix one): keepalive probes after 30 s idle and a user
+// timeout of 60 s, so a peer that vanished with its network is noticed and dropped.
+void TuneTcp(int fd);
+
 // Largest message either side accepts; a longer claim closes the connection (the server) or
 // fails the call (a client), before anything that size is allocated.
 inline constexpr uint64_t kMaxMessage = 256ull << 20;

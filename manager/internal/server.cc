@@ -434,6 +434,7 @@ void Server::Accept() {
   for (;;) {
     UniqueFd fd(::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
     if (!fd.ok()) return;  // EAGAIN, or a client gone before we took it
+    TuneTcp(fd.get());
     Conn c;
     c.handshake = std::make_unique<ServerHandshaker>(fd.get(), config_.authkey);
     if (!c.handshake->Start().ok()) continue;
@@ -1354,9 +1355,11 @@ int Server::Run() {
 }  // namespace
 
 int ServeManager(UniqueFd listener, ServerConfig config) {
-  ::signal(SIGINT, SIG_IGN);  // a terminal's Ctrl-C is the owner's to handle (CPython's rule)
   ::signal(SIGPIPE, SIG_IGN);
-  if (!config.standalone) ExitWhenParentExits();
+  if (!config.standalone) {
+    ::signal(SIGINT, SIG_IGN);  // a terminal's Ctrl-C is the owner's to handle (CPython's rule)
+    ExitWhenParentExits();
+  }
   Server server(std::move(listener), std::move(config));
   return server.Run();
 }
