@@ -39,8 +39,11 @@
 // SemaphoreProxy, EventProxy, ConditionProxy, BarrierProxy) block in the server, never in a
 // server thread: a blocking call is parked with its timeout and answered when it can go on.
 //
-// Not yet: a Pool in the manager, Register for user types, nested proxies stored inside
-// containers, SharedMemoryManager.
+// Objects of your own types live there too (Make, ObjectProxy), with methods that run in the
+// server.
+//
+// Not yet: a Pool in the manager, nested proxies stored inside containers,
+// SharedMemoryManager.
 //
 // Thread-safety: Manager and proxies may be used from any thread. Calls from the threads of
 // one process share its connection and take turns on it.
@@ -63,9 +66,11 @@
 #include "absl/time/time.h"
 #include "ipc/listener.h"
 #include "manager/internal/client.h"
+#include "manager/internal/objects.h"
 #include "manager/internal/protocol.h"
 #include "serialize/codec.h"
 #include "base/owner.h"
+#include "base/process_id.h"
 #include "spawn/process.h"
 #include "sync/lock.h"
 
@@ -134,6 +139,13 @@ class ProxyBase {
   }
   static absl::Duration ClientWait(absl::Duration t) {
     return t == absl::InfiniteDuration() ? t : t + absl::Seconds(10);
+  }
+  // A call whose arguments are already encoded.
+  absl::StatusOr<std::string> RawBytes(Method m, const EncodeBuffer& args) const {
+    std::shared_ptr<ProxyRef> cur = ref_.load();
+    MPROC_ASSIGN_OR_RETURN(std::shared_ptr<ProxyRef> own, OwnRef(cur));
+    if (own != cur) ref_.store(own);
+    return CallMethod(own, m, args, timeout_);
   }
   template <typename R, typename... A>
   absl::StatusOr<R> Blocking(absl::Duration t, Method m, const A&... args) const {
@@ -535,6 +547,81 @@ class BarrierProxy : public manager_internal::ProxyBase {
   }
 };
 
+// An object of your own type T kept in the manager's server (CPython's BaseManager.register):
+// made by Manager::Make<T>(constructor arguments...), used through methods that are free
+// functions (or captureless lambdas) taking T& first, run in the server one call at a time:
+//
+//   struct Counter { int64_t n = 0; };
+//   int64_t Add(Counter& c, int64_t by) { return c.n += by; }
+//   auto counter = m->Make<Counter>().value();
+//   int64_t now = counter.Call(Add, 5).value();
+//
+// A method returning Managed<U>{...} keeps the U in the server and returns an
+// ObjectProxy<U> to it (CPython's method_to_typeid). An exception thrown by a method comes
+// back as ABORTED with its RemoteError. The server runs your code, so it must be the same
+// executable (Start, under any start method); another binary's server refuses the method.
+template <typename T>
+class ObjectProxy : public manager_internal::ProxyBase {
+  using M = manager_internal::Method;
+
+ public:
+  ObjectProxy() = default;
+  explicit ObjectProxy(std::shared_ptr<manager_internal::ProxyRef> r) : ProxyBase(std::move(r)) {}
+
+  template <typename F, typename... A>
+  auto Call(F fn, A&&... args) const {
+    auto f = +fn;
+    using Traits = manager_internal::MethodTraits<decltype(f)>;
+    using R = typename Traits::Result;
+    static_assert(std::is_same_v<typename Traits::Object, T>,
+                  "the method's first parameter must be T& for this ObjectProxy<T>");
+    EncodeBuffer b;
+    Encode(Traits::kEntry, b);
+    Encode(f, b);
+    Encode(typename Traits::Args(std::forward<A>(args)...), b);
+    absl::StatusOr<std::string> raw = RawBytes(M::kObjectCall, b);
+    return Result<R>(raw);
+  }
+
+ private:
+  template <typename R>
+  auto Result(const absl::StatusOr<std::string>& raw) const {
+    using Out = std::conditional_t<
+        manager_internal::IsManaged<R>::value,
+        ObjectProxy<typename manager_internal::IsManaged<
+            std::conditional_t<manager_internal::IsManaged<R>::value, R, Managed<int>>>::Inner>,
+        std::conditional_t<std::is_void_v<R>, std::monostate, R>>;
+    if (!raw.ok()) return absl::StatusOr<Out>(raw.status());
+    DecodeReader r(AsBytes(*raw));
+    uint8_t tag = 0;
+    if (!Codec<uint8_t>::Decode(r, tag)) return absl::StatusOr<Out>(r.status());
+    if (tag == manager_internal::kObjectError) {
+      RemoteError e;
+      if (!Codec<RemoteError>::Decode(r, e)) return absl::StatusOr<Out>(r.status());
+      return absl::StatusOr<Out>(RemoteErrorToStatus(e));
+    }
+    if constexpr (manager_internal::IsManaged<R>::value) {
+      uint64_t id = 0, fingerprint = 0;
+      if (tag != manager_internal::kObjectNew || !Codec<uint64_t>::Decode(r, id) ||
+          !Codec<uint64_t>::Decode(r, fingerprint)) {
+        return absl::StatusOr<Out>(absl::InternalError("a malformed object reply"));
+      }
+      // The server already counts the new object as this process's reference.
+      auto ref = std::make_shared<manager_internal::ProxyRef>(ref_.load()->mgr, id, fingerprint,
+                                                              manager_internal::Kind::kObject);
+      ref->pid = CurrentPid();
+      ref->client = ref_.load()->client;
+      return absl::StatusOr<Out>(Out(std::move(ref)));
+    } else {
+      Out v{};
+      if (tag != manager_internal::kObjectValue || !Codec<Out>::Decode(r, v)) {
+        return absl::StatusOr<Out>(absl::InternalError("a malformed object reply"));
+      }
+      return absl::StatusOr<Out>(std::move(v));
+    }
+  }
+};
+
 template <typename K, typename V>
 struct Codec<DictProxy<K, V>>
     : manager_internal::ProxyCodec<DictProxy<K, V>, manager_internal::Kind::kDict, K, V> {};
@@ -547,6 +634,9 @@ struct Codec<NamespaceProxy>
 template <typename T>
 struct Codec<ValueProxy<T>>
     : manager_internal::ProxyCodec<ValueProxy<T>, manager_internal::Kind::kValue, T> {};
+template <typename T>
+struct Codec<ObjectProxy<T>>
+    : manager_internal::ProxyCodec<ObjectProxy<T>, manager_internal::Kind::kObject, T> {};
 template <typename T>
 struct Codec<QueueProxy<T>>
     : manager_internal::ProxyCodec<QueueProxy<T>, manager_internal::Kind::kQueue, T> {};
@@ -674,6 +764,20 @@ class Manager {
                                             manager_internal::Fingerprint<>(),
                                             manager_internal::ToBytes(parties)));
     return BarrierProxy(std::move(ref));
+  }
+
+  // An object of your own type in the server, built there from `args` (its constructor's
+  // arguments, each with a Codec). See ObjectProxy.
+  template <typename T, typename... A>
+  absl::StatusOr<ObjectProxy<T>> Make(A&&... args) {
+    EncodeBuffer init;
+    Encode(&manager_internal::MakeObject<T, std::decay_t<A>...>, init);
+    Encode(std::tuple<std::decay_t<A>...>(std::forward<A>(args)...), init);
+    MPROC_ASSIGN_OR_RETURN(
+        auto ref, Create(manager_internal::Kind::kObject, manager_internal::Fingerprint<T>(),
+                         std::string(reinterpret_cast<const char*>(init.bytes().data()),
+                                     init.size())));
+    return ObjectProxy<T>(std::move(ref));
   }
 
   // Objects alive in the server (every client's): 0 once every proxy is gone.

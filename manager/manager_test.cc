@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cstring>
 #include <map>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -613,6 +614,59 @@ TEST_P(ManagerTest, RemoteManagerOverTcp) {
   EXPECT_THAT(d.Get(1), StatusIs(absl::StatusCode::kAborted, HasSubstr(std::to_string(server))));
   EXPECT_THAT(Manager::Connect(address, "remote key").status(),
               StatusIs(absl::StatusCode::kUnavailable));
+}
+
+// Objects of the user's own types (CPython's _TestMyManager: register, exposed methods,
+// method_to_typeid): made in the server from constructor arguments, methods run there one at a
+// time, a method that returns Managed<U> hands back a proxy to a new server object, an
+// exception comes back as ABORTED, and children use the same object.
+struct Tally {
+  Tally(std::string n, int64_t start) : name(std::move(n)), total(start) {}
+  std::string name;
+  int64_t total;
+  std::vector<int64_t> seen;
+};
+int64_t AddTo(Tally& t, int64_t by) {
+  t.seen.push_back(by);
+  return t.total += by;
+}
+std::string NameOf(Tally& t) { return t.name; }
+int64_t Explode(Tally&) { throw std::runtime_error("tally exploded"); }
+struct Page {
+  std::vector<int64_t> items;
+};
+Managed<Page> Snapshot(Tally& t) { return Managed<Page>{Page{t.seen}}; }
+size_t PageSize(Page& p) { return p.items.size(); }
+
+int AddFromChild(ObjectProxy<Tally> t, int32_t times) {
+  for (int i = 0; i < times; ++i) {
+    if (!t.Call(AddTo, int64_t{1}).ok()) return 2;
+  }
+  return 0;
+}
+
+TEST_P(ManagerTest, ObjectsOfYourOwnTypesRunTheirMethodsInTheServer) {
+  auto m = Start();
+  ASSERT_NE(m, nullptr);
+  ASSERT_OK_AND_ASSIGN(ObjectProxy<Tally> t, m->Make<Tally>(std::string("visits"), int64_t{100}));
+  EXPECT_THAT(t.Call(NameOf), IsOkAndHolds("visits"));
+  EXPECT_THAT(t.Call(AddTo, int64_t{5}), IsOkAndHolds(105));
+  std::vector<Process> ps;
+  for (int i = 0; i < 3; ++i) ps.emplace_back(AddFromChild, t, 10);
+  for (Process& p : ps) {
+    p.SetStartMethod(GetParam());
+    MPROC_ASSERT_OK(p.Start());
+  }
+  for (Process& p : ps) {
+    MPROC_ASSERT_OK(p.Join(absl::Seconds(60)));
+    EXPECT_EQ(p.exitcode(), 0);
+  }
+  EXPECT_THAT(t.Call(AddTo, int64_t{0}), IsOkAndHolds(135));  // every call atomic
+  EXPECT_THAT(t.Call(Explode),
+              StatusIs(absl::StatusCode::kAborted, HasSubstr("tally exploded")));
+  ASSERT_OK_AND_ASSIGN(ObjectProxy<Page> page, t.Call(Snapshot));
+  EXPECT_THAT(page.Call(PageSize), IsOkAndHolds(32u));
+  EXPECT_THAT(m->ObjectCount(), IsOkAndHolds(2u));
 }
 
 INSTANTIATE_TEST_SUITE_P(StartMethods, ManagerTest,

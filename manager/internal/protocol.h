@@ -54,8 +54,9 @@ enum class Kind : uint8_t {
   kEvent = 8,      // initial: nothing
   kCondition = 9,  // initial: (u64 lock object, which the creating client holds)
   kBarrier = 10,   // initial: (i64 parties)
+  kObject = 11,    // initial: (ObjectFactory code reference, its arguments): a user type
 };
-inline constexpr uint8_t kLastKind = 10;
+inline constexpr uint8_t kLastKind = 11;
 
 // Methods of kCall, per kind. Arguments and results are codec bytes of the listed types,
 // with `bytes` a std::string holding one encoded key or value.
@@ -128,6 +129,9 @@ enum class Method : uint16_t {
   kBarrierAbort = 111,
   kBarrierReset = 112,
   kBarrierState = 113,    // → (i64 parties, i64 waiting, bool broken)
+  // A user-type object: (ObjectEntry code reference, the method's code reference, arguments)
+  // → the entry's tagged output (manager/internal/objects.h)
+  kObjectCall = 120,
 };
 
 // The fingerprint of a list of element types (FNV-1a of their type names): a proxy to a

@@ -23,6 +23,7 @@
 #include "base/deadline.h"
 #include "base/status.h"
 #include "base/syscall.h"
+#include "manager/internal/objects.h"
 #include "manager/internal/protocol.h"
 #include "serialize/auth.h"
 #include "serialize/cpython_framing.h"
@@ -120,6 +121,8 @@ struct Object {
   // Condition
   uint64_t cond_lock = 0;
   std::deque<Parked> cond_waiters;
+  // A user-type object (objects.h)
+  std::shared_ptr<void> user;
   // Barrier
   int64_t parties = 0, arrived = 0;
   uint64_t generation = 0;
@@ -402,6 +405,7 @@ class Server {
   void DropConnection(uint64_t serial);
   void ExpireParked(int64_t now);
   Parked ParkFor(Conn& c, uint64_t call_id, int64_t timeout_ns) const;
+  Result CallObject(Conn& c, Object& o, Method m, DecodeReader& r);
   void OnReadable(int fd);
   void Flush(Conn& c);
   // Handles every whole message in c.in; false when the connection must close.
@@ -551,6 +555,36 @@ absl::Status Server::Claim(Conn& c, uint64_t ticket, uint64_t fingerprint, bool*
   tickets_.erase(it);
   c.refs[id] += 1;
   return absl::OkStatus();
+}
+
+Result Server::CallObject(Conn& c, Object& o, Method m, DecodeReader& r) {
+  if (m != Method::kObjectCall) return absl::InvalidArgumentError("not a method of an object");
+  ObjectEntry entry = nullptr;
+  if (!Codec<ObjectEntry>::Decode(r, entry) || entry == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the method cannot run in this server (", r.status().message(),
+        "): an object of your own type needs a server of the same executable"));
+  }
+  struct Ctx {
+    Server* server;
+    Conn* conn;
+  } ctx{this, &c};
+  NewObject make;
+  make.ctx = &ctx;
+  make.make = [](void* p, std::shared_ptr<void> object, uint64_t fingerprint) -> uint64_t {
+    auto* x = static_cast<Ctx*>(p);
+    const uint64_t id = x->server->next_object_++;
+    Object& n = x->server->objects_[id];
+    n.kind = Kind::kObject;
+    n.fingerprint = fingerprint;
+    n.user = std::move(object);
+    x->server->Ref(*x->conn, id, 1);  // the caller's, as a new object it made
+    return id;
+  };
+  EncodeBuffer out;
+  std::shared_ptr<void> keep = o.user;  // the method may make objects (objects_ may rehash)
+  entry(keep.get(), r, out, make);
+  return out;
 }
 
 Parked Server::ParkFor(Conn& c, uint64_t call_id, int64_t timeout_ns) const {
@@ -1040,6 +1074,18 @@ bool Server::Handle(Conn& c, std::span<const std::byte> msg) {
           lock->second.refs += 1;  // the Condition's own hold on its lock
           break;
         }
+        case Kind::kObject: {
+          DecodeReader init(AsBytes(initial));
+          ObjectFactory factory = nullptr;
+          if (!Codec<ObjectFactory>::Decode(init, factory) || factory == nullptr) {
+            made = init.ok() ? absl::InvalidArgumentError("no factory") : init.status();
+            break;
+          }
+          std::string error;
+          o.user = factory(init, &error);
+          if (o.user == nullptr) made = absl::InvalidArgumentError(error);
+          break;
+        }
         case Kind::kBarrier: {
           absl::StatusOr<int64_t> a = Decode<int64_t>(AsBytes(initial));
           if (!a.ok()) { made = a.status(); break; }
@@ -1082,6 +1128,7 @@ bool Server::Handle(Conn& c, std::span<const std::byte> msg) {
         case Kind::kList: res = CallList(o.list, m, r); break;
         case Kind::kValue: res = CallValue(o.value, m, r); break;
         case Kind::kNamespace: res = CallNamespace(o.ns, m, r); break;
+        case Kind::kObject: res = CallObject(c, o, m, r); break;
         default: res = CallBlocking(c, object, o, m, r, call_id, &parked); break;
       }
       if (parked) return true;  // answered later
