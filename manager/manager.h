@@ -40,7 +40,8 @@
 // server thread: a blocking call is parked with its timeout and answered when it can go on.
 //
 // Objects of your own types live there too (Make, ObjectProxy), with methods that run in the
-// server.
+// server. DictProxy::Update / ValueProxy::Update run a function of yours on a stored value in
+// the server (the race-free `d[k] += 1`), and DictProxy::CompareAndSet does it without code.
 //
 // Not yet: a Pool in the manager, nested proxies stored inside containers,
 // SharedMemoryManager.
@@ -88,6 +89,26 @@ std::string ToBytes(const T& v) {
 template <typename T>
 absl::StatusOr<T> FromBytes(const std::string& bytes) {
   return Decode<T>(AsBytes(bytes));
+}
+
+// The result of a user method run in the server (objects.h): its value, or its exception as
+// ABORTED with the RemoteError.
+template <typename Out>
+absl::StatusOr<Out> TaggedValue(const absl::StatusOr<std::string>& raw) {
+  if (!raw.ok()) return raw.status();
+  DecodeReader r(AsBytes(*raw));
+  uint8_t tag = 0;
+  if (!Codec<uint8_t>::Decode(r, tag)) return r.status();
+  if (tag == kObjectError) {
+    RemoteError e;
+    if (!Codec<RemoteError>::Decode(r, e)) return r.status();
+    return RemoteErrorToStatus(e);
+  }
+  Out v{};
+  if (tag != kObjectValue || !Codec<Out>::Decode(r, v)) {
+    return absl::InternalError("a malformed object reply");
+  }
+  return v;
 }
 
 // The part every proxy shares: its reference, swapped for this process's own on first use in
@@ -153,6 +174,24 @@ class ProxyBase {
     return FromBytes<R>(out);
   }
   void SetTimeout(absl::Duration t) { timeout_ = t; }
+
+  // Runs fn(value&, args...) in the server on the stored value of type V (after `key`, for a
+  // dict), atomically; returns fn's result (std::monostate for void).
+  template <typename V, typename F, typename... A>
+  auto Apply(Method m, const std::string* key, F fn, A&&... args) const {
+    auto f = +fn;
+    using Traits = MethodTraits<decltype(f)>;
+    using R = typename Traits::Result;
+    static_assert(std::is_same_v<typename Traits::Object, V>,
+                  "the update's first parameter must be V& for the stored value's type V");
+    using Out = std::conditional_t<std::is_void_v<R>, std::monostate, R>;
+    EncodeBuffer b;
+    if (key != nullptr) Encode(*key, b);
+    Encode(Traits::kBytesEntry, b);
+    Encode(f, b);
+    Encode(typename Traits::Args(std::forward<A>(args)...), b);
+    return TaggedValue<Out>(RawBytes(m, b));
+  }
 
   mutable std::atomic<std::shared_ptr<ProxyRef>> ref_;
   absl::Duration timeout_ = absl::InfiniteDuration();  // per call
@@ -227,6 +266,28 @@ class DictProxy : public manager_internal::ProxyBase {
     raw.reserve(items.size());
     for (const auto& [k, v] : items) raw.emplace_back(Key(k), manager_internal::ToBytes(v));
     return CallVoid(M::kDictUpdate, raw);
+  }
+  // The race-free spelling of `d[k] += 1`: runs fn(value&, args...) in the server on the value
+  // under `k`, with no other call on this dict in between, stores the changed value and
+  // returns fn's result (std::monostate when it returns void). fn is a free function or a
+  // captureless lambda whose first parameter is V&; the server must be the same executable
+  // (Start, any start method). NOT_FOUND when `k` is absent; an exception fn throws comes back
+  // as ABORTED with its RemoteError and leaves the value as it was.
+  //
+  //   int visits = d.Update("visits", [](int& v) { return ++v; }).value();
+  template <typename F, typename... A>
+  auto Update(const K& k, F fn, A&&... args) const {
+    const Bytes key = Key(k);
+    return Apply<V>(M::kDictApply, &key, fn, std::forward<A>(args)...);
+  }
+  // Stores `desired` under `k` only if the value there now equals `expected` (by encoded
+  // bytes), or, for a nullopt `expected`, only if `k` is absent: true when it stored. Needs no
+  // code in the server (works with a manager of another executable).
+  absl::StatusOr<bool> CompareAndSet(const K& k, const std::optional<V>& expected,
+                                     const V& desired) const {
+    std::optional<Bytes> want;
+    if (expected.has_value()) want = manager_internal::ToBytes(*expected);
+    return Call<bool>(M::kDictCompareSet, Key(k), want, manager_internal::ToBytes(desired));
   }
   // A copy whose calls time out after `t` (DEADLINE_EXCEEDED), sharing this one's reference.
   DictProxy WithTimeout(absl::Duration t) const {
@@ -362,6 +423,12 @@ class ValueProxy : public manager_internal::ProxyBase {
     return manager_internal::FromBytes<T>(raw);
   }
   absl::Status Set(const T& v) const { return CallVoid(M::kValueSet, manager_internal::ToBytes(v)); }
+  // Runs fn(value&, args...) in the server, atomically (the race-free `v.value += 1`); as
+  // DictProxy::Update.
+  template <typename F, typename... A>
+  auto Update(F fn, A&&... args) const {
+    return Apply<T>(M::kValueApply, nullptr, fn, std::forward<A>(args)...);
+  }
 };
 
 // A queue in the manager (CPython's Manager().Queue()): FIFO, maxsize 0 for unbounded.
@@ -591,16 +658,18 @@ class ObjectProxy : public manager_internal::ProxyBase {
         ObjectProxy<typename manager_internal::IsManaged<
             std::conditional_t<manager_internal::IsManaged<R>::value, R, Managed<int>>>::Inner>,
         std::conditional_t<std::is_void_v<R>, std::monostate, R>>;
-    if (!raw.ok()) return absl::StatusOr<Out>(raw.status());
-    DecodeReader r(AsBytes(*raw));
-    uint8_t tag = 0;
-    if (!Codec<uint8_t>::Decode(r, tag)) return absl::StatusOr<Out>(r.status());
-    if (tag == manager_internal::kObjectError) {
-      RemoteError e;
-      if (!Codec<RemoteError>::Decode(r, e)) return absl::StatusOr<Out>(r.status());
-      return absl::StatusOr<Out>(RemoteErrorToStatus(e));
-    }
-    if constexpr (manager_internal::IsManaged<R>::value) {
+    if constexpr (!manager_internal::IsManaged<R>::value) {
+      return manager_internal::TaggedValue<Out>(raw);
+    } else {
+      if (!raw.ok()) return absl::StatusOr<Out>(raw.status());
+      DecodeReader r(AsBytes(*raw));
+      uint8_t tag = 0;
+      if (!Codec<uint8_t>::Decode(r, tag)) return absl::StatusOr<Out>(r.status());
+      if (tag == manager_internal::kObjectError) {
+        RemoteError e;
+        if (!Codec<RemoteError>::Decode(r, e)) return absl::StatusOr<Out>(r.status());
+        return absl::StatusOr<Out>(RemoteErrorToStatus(e));
+      }
       uint64_t id = 0, fingerprint = 0;
       if (tag != manager_internal::kObjectNew || !Codec<uint64_t>::Decode(r, id) ||
           !Codec<uint64_t>::Decode(r, fingerprint)) {
@@ -612,12 +681,6 @@ class ObjectProxy : public manager_internal::ProxyBase {
       ref->pid = CurrentPid();
       ref->client = ref_.load()->client;
       return absl::StatusOr<Out>(Out(std::move(ref)));
-    } else {
-      Out v{};
-      if (tag != manager_internal::kObjectValue || !Codec<Out>::Decode(r, v)) {
-        return absl::StatusOr<Out>(absl::InternalError("a malformed object reply"));
-      }
-      return absl::StatusOr<Out>(std::move(v));
     }
   }
 };

@@ -669,6 +669,82 @@ TEST_P(ManagerTest, ObjectsOfYourOwnTypesRunTheirMethodsInTheServer) {
   EXPECT_THAT(m->ObjectCount(), IsOkAndHolds(2u));
 }
 
+// Seed 004's "Shared State with Manager" (`shared_data['visits'] += 1` from 10 processes),
+// which loses increments in CPython, written race-free: Update runs the increment in the
+// server; CompareAndSet loops do the same without code in the server.
+int Visit(DictProxy<std::string, int64_t> d, ValueProxy<int64_t> v, int32_t times) {
+  for (int i = 0; i < times; ++i) {
+    if (!d.Update("visits", [](int64_t& n) { return ++n; }).ok()) return 2;
+    if (!v.Update([](int64_t& n, int64_t by) { n += by; }, int64_t{2}).ok()) return 3;
+    // A compare-and-set loop: re-read on a lost race.
+    for (;;) {
+      absl::StatusOr<int64_t> now = d.Get("cas");
+      if (!now.ok()) return 4;
+      absl::StatusOr<bool> stored = d.CompareAndSet("cas", *now, *now + 1);
+      if (!stored.ok()) return 5;
+      if (*stored) break;
+    }
+  }
+  return 0;
+}
+
+TEST_P(ManagerTest, UpdateAndCompareAndSetLoseNoIncrement) {
+  auto m = Start();
+  ASSERT_NE(m, nullptr);
+  ASSERT_OK_AND_ASSIGN(auto d, (m->Dict<std::string, int64_t>()));
+  ASSERT_OK_AND_ASSIGN(auto v, m->Value<int64_t>(0));
+  MPROC_ASSERT_OK(d.Set("visits", 0));
+  EXPECT_THAT(d.CompareAndSet("cas", std::nullopt, 0), IsOkAndHolds(true));  // absent: stored
+  EXPECT_THAT(d.CompareAndSet("cas", std::nullopt, 5), IsOkAndHolds(false));  // present now
+  EXPECT_THAT(d.CompareAndSet("cas", 3, 5), IsOkAndHolds(false));
+  std::vector<Process> ps;
+  for (int i = 0; i < 10; ++i) ps.emplace_back(Visit, d, v, 50);
+  for (Process& p : ps) {
+    p.SetStartMethod(GetParam());
+    MPROC_ASSERT_OK(p.Start());
+  }
+  for (Process& p : ps) {
+    MPROC_ASSERT_OK(p.Join(absl::Seconds(60)));
+    EXPECT_EQ(p.exitcode(), 0);
+  }
+  EXPECT_THAT(d.Get("visits"), IsOkAndHolds(500));
+  EXPECT_THAT(d.Get("cas"), IsOkAndHolds(500));
+  EXPECT_THAT(v.Get(), IsOkAndHolds(1000));
+
+  // The update's result, extra arguments, a missing key, and a throw that changes nothing.
+  EXPECT_THAT(d.Update("visits", [](int64_t& n, int64_t by) { return n *= by; }, int64_t{3}),
+              IsOkAndHolds(1500));
+  EXPECT_THAT(d.Update("nobody", [](int64_t& n) { return ++n; }),
+              StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_THAT(d.Update("visits",
+                       [](int64_t& n) -> int64_t {
+                         n = -1;
+                         throw std::runtime_error("no more visits");
+                       }),
+              StatusIs(absl::StatusCode::kAborted, HasSubstr("no more visits")));
+  EXPECT_THAT(d.Get("visits"), IsOkAndHolds(1500));
+  EXPECT_THAT(d.Keys(), IsOkAndHolds(ElementsAre("visits", "cas")));
+  ExpectCountReaches(*m, 2);
+}
+
+// A Dict of strings: Update changes the stored value in place, its encoding and length too.
+TEST_P(ManagerTest, UpdateRewritesValuesOfAnySize) {
+  auto m = Start();
+  ASSERT_NE(m, nullptr);
+  ASSERT_OK_AND_ASSIGN(auto d, (m->Dict<int, std::vector<std::string>>()));
+  MPROC_ASSERT_OK(d.Set(1, {}));
+  for (int i = 0; i < 3; ++i) {
+    MPROC_ASSERT_OK(d.Update(1, [](std::vector<std::string>& v, std::string s) { v.push_back(s); },
+                       std::string(1000 * (i + 1), 'a' + i))
+                  .status());
+  }
+  ASSERT_OK_AND_ASSIGN(std::vector<std::string> got, d.Get(1));
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_EQ(got[2], std::string(3000, 'c'));
+  EXPECT_THAT(d.CompareAndSet(1, got, {"replaced"}), IsOkAndHolds(true));
+  EXPECT_THAT(d.Get(1), IsOkAndHolds(ElementsAre("replaced")));
+}
+
 INSTANTIATE_TEST_SUITE_P(StartMethods, ManagerTest,
                          ::testing::Values(StartMethod::kFork, StartMethod::kSpawn,
                                            StartMethod::kForkServer),

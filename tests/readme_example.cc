@@ -20,6 +20,7 @@ int Square(int x) { return x * x; }
 
 int Visit(mproc::DictProxy<std::string, int> visits, mproc::ListProxy<int> log, int id) {
   (void)visits.Set("child-" + std::to_string(id), id);
+  if (!visits.Update("total", [](int& n) { return ++n; }).ok()) return 1;
   return log.Append(id).ok() ? 0 : 1;
 }
 
@@ -57,8 +58,10 @@ int main(int argc, char** argv) {
   auto m = mproc::Manager::Start().value();
   auto visits = m->Dict<std::string, int>().value();
   auto log = m->List<int>().value();
+  if (!visits.Set("total", 0).ok()) return 7;
   mproc::Process v(Visit, visits, log, 7);
   if (!v.Start().ok() || !v.Join().ok() || v.exitcode() != 0) return 7;
   if (visits.Get("child-7").value() != 7 || log.ToVector().value() != std::vector<int>{7}) return 8;
+  if (visits.Get("total").value() != 1) return 8;
   return m->Shutdown().ok() ? 0 : 9;
 }

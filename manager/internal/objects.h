@@ -118,6 +118,34 @@ void RunMethod(void* self, DecodeReader& in, EncodeBuffer& out, const NewObject&
   }
 }
 
+// A method run on a value the server keeps as bytes (a Dict's entry, a Value): decodes it as
+// T, runs the method as RunMethod does, and stores the changed value only if the method
+// returned (a throw leaves the stored bytes as they were).
+using BytesEntry = void (*)(std::string* stored, DecodeReader& in, EncodeBuffer& out);
+
+template <typename T, typename R, typename... P>
+void RunOnBytes(std::string* stored, DecodeReader& in, EncodeBuffer& out) {
+  static_assert(!IsManaged<R>::value, "an update cannot return Managed<T>");
+  absl::StatusOr<T> value = Decode<T>(AsBytes(*stored));
+  if (!value.ok()) {
+    RemoteError e;
+    e.type_name = "mproc::DecodeError";
+    e.what = "the stored value does not decode as the method's type: " +
+             std::string(value.status().message());
+    e.pid = ::getpid();
+    e.process_name = CurrentProcessName();
+    Encode(kObjectError, out);
+    Encode(e, out);
+    return;
+  }
+  RunMethod<T, R, P...>(&*value, in, out, NewObject{});
+  if (out.size() > 0 && out.bytes()[0] == std::byte{kObjectValue}) {
+    EncodeBuffer b;
+    Encode(*value, b);
+    stored->assign(reinterpret_cast<const char*>(b.bytes().data()), b.size());
+  }
+}
+
 template <typename Fn>
 struct MethodTraits;
 template <typename R, typename T, typename... P>
@@ -125,6 +153,7 @@ struct MethodTraits<R (*)(T&, P...)> {
   using Result = R;
   using Object = T;
   static constexpr ObjectEntry kEntry = &RunMethod<T, R, P...>;
+  static constexpr BytesEntry kBytesEntry = &RunOnBytes<T, R, P...>;
   using Args = std::tuple<std::decay_t<P>...>;
 };
 

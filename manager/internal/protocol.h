@@ -74,6 +74,12 @@ enum class Method : uint16_t {
   kDictPop = 10,        // (bytes key) → bytes value; NOT_FOUND
   kDictSetDefault = 11, // (bytes key, bytes value) → bytes value now stored
   kDictUpdate = 12,     // (vector<pair<bytes, bytes>>)
+  // (bytes key, optional<bytes> expected, bytes desired) → bool stored: the value under key is
+  // replaced only if its bytes equal `expected` (nullopt: only if the key is absent)
+  kDictCompareSet = 13,
+  // (bytes key, BytesEntry code reference, the method's code reference, arguments) → the
+  // method's tagged result (objects.h); NOT_FOUND when the key is absent
+  kDictApply = 14,
   // List
   kListAppend = 20,   // (bytes)
   kListExtend = 21,   // (vector<bytes>)
@@ -92,6 +98,7 @@ enum class Method : uint16_t {
   // Value
   kValueGet = 40,  // → bytes
   kValueSet = 41,  // (bytes)
+  kValueApply = 42,  // (BytesEntry, method, arguments) → the method's tagged result
   // Namespace
   kNsGet = 50,    // (string name) → bytes; NOT_FOUND (AttributeError)
   kNsSet = 51,    // (string name, bytes)

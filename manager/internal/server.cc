@@ -14,6 +14,7 @@
 #include <map>
 #include <set>
 #include <memory>
+#include <optional>
 #include <tuple>
 #include <unordered_map>
 #include <utility>
@@ -43,6 +44,10 @@ class OrderedDict {
  public:
   bool Contains(const Bytes& k) const { return index_.count(k) != 0; }
   const Bytes* Find(const Bytes& k) const {
+    auto it = index_.find(k);
+    return it == index_.end() ? nullptr : &it->second->second;
+  }
+  Bytes* Find(const Bytes& k) {
     auto it = index_.find(k);
     return it == index_.end() ? nullptr : &it->second->second;
   }
@@ -169,6 +174,19 @@ size_t Clamp(int64_t i, size_t size) {
   return static_cast<size_t>(std::min(i, n));
 }
 
+// Runs the user's method named in the request on a value kept as bytes (objects.h).
+Result ApplyOnBytes(Bytes* stored, DecodeReader& r) {
+  BytesEntry entry = nullptr;
+  if (!Codec<BytesEntry>::Decode(r, entry) || entry == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the update cannot run in this server (", r.status().message(),
+        "): an update with your own code needs a server of the same executable"));
+  }
+  EncodeBuffer out;
+  entry(stored, r, out);
+  return out;
+}
+
 Result CallDict(OrderedDict& d, Method m, DecodeReader& r) {
   switch (m) {
     case Method::kDictSet: {
@@ -226,6 +244,21 @@ Result CallDict(OrderedDict& d, Method m, DecodeReader& r) {
       MPROC_ASSIGN_OR_RETURN(auto a, (Args<std::vector<std::pair<Bytes, Bytes>>>(r)));
       for (auto& [k, v] : std::get<0>(a)) d.Set(k, std::move(v));
       return EncodeBuffer();
+    }
+    case Method::kDictCompareSet: {
+      MPROC_ASSIGN_OR_RETURN(auto a, (Args<Bytes, std::optional<Bytes>, Bytes>(r)));
+      auto& [key, expected, desired] = a;
+      const Bytes* now = d.Find(key);
+      const bool match = expected.has_value() ? (now != nullptr && *now == *expected) : now == nullptr;
+      if (match) d.Set(key, std::move(desired));
+      return Out(match);
+    }
+    case Method::kDictApply: {
+      Bytes key;
+      if (!Codec<Bytes>::Decode(r, key)) return r.status();
+      Bytes* v = d.Find(key);
+      if (v == nullptr) return absl::NotFoundError("KeyError: the key is not in the dict");
+      return ApplyOnBytes(v, r);
     }
     default:
       break;
@@ -309,6 +342,8 @@ Result CallList(std::vector<Bytes>& l, Method m, DecodeReader& r) {
 
 Result CallValue(Bytes& v, Method m, DecodeReader& r) {
   switch (m) {
+    case Method::kValueApply:
+      return ApplyOnBytes(&v, r);
     case Method::kValueGet:
       return Out(v);
     case Method::kValueSet: {
