@@ -15,8 +15,8 @@
 // an object is atomic. Values travel as codec bytes and are kept as bytes: the server runs none
 // of the user's code and knows none of their types.
 //
-// Proxies (DictProxy, ListProxy, NamespaceProxy, ValueProxy) are cheap copyable handles, as
-// every mproc handle: pass one to a child under any start method, put one in a Queue or send
+// Proxies (DictProxy, ListProxy, ArrayProxy, SetProxy, NamespaceProxy, ValueProxy, ...) are
+// cheap copyable handles, as every mproc handle: pass one to a child under any start method, put one in a Queue or send
 // it over a Pipe. Each process holds its own reference (a lease) per object; the server drops
 // it when the last copy in that process goes away (no round trip: a one-way message) or when
 // the process's connection closes, however the process ended. A proxy in flight holds a
@@ -89,6 +89,26 @@ std::string ToBytes(const T& v) {
 template <typename T>
 absl::StatusOr<T> FromBytes(const std::string& bytes) {
   return Decode<T>(AsBytes(bytes));
+}
+
+template <typename T>
+std::vector<std::string> ToEach(const std::vector<T>& vs) {
+  std::vector<std::string> raw;
+  raw.reserve(vs.size());
+  for (const T& v : vs) raw.push_back(ToBytes(v));
+  return raw;
+}
+
+template <typename T>
+absl::StatusOr<std::vector<T>> FromEach(absl::StatusOr<std::vector<std::string>> raw) {
+  if (!raw.ok()) return raw.status();
+  std::vector<T> out;
+  out.reserve(raw->size());
+  for (const std::string& b : *raw) {
+    MPROC_ASSIGN_OR_RETURN(T v, FromBytes<T>(b));
+    out.push_back(std::move(v));
+  }
+  return out;
 }
 
 // The result of a user method run in the server (objects.h): its value, or its exception as
@@ -356,6 +376,12 @@ class ListProxy : public manager_internal::ProxyBase {
   }
   // The whole list (a copy, as Python's list(proxy)).
   absl::StatusOr<std::vector<T>> ToVector() const { return All(Call<std::vector<Bytes>>(M::kListAll)); }
+  // Python's l[start:stop] = values (any number of values: the list grows or shrinks).
+  absl::Status SetSlice(int64_t start, int64_t stop, const std::vector<T>& values) const {
+    return CallVoid(M::kListSetSlice, start, stop, Many(values));
+  }
+  // Python's l *= n (n <= 0 empties it).
+  absl::Status Repeat(int64_t n) const { return CallVoid(M::kListRepeat, n); }
   ListProxy WithTimeout(absl::Duration t) const {
     ListProxy copy(*this);
     copy.SetTimeout(t);
@@ -382,6 +408,80 @@ class ListProxy : public manager_internal::ProxyBase {
       out.push_back(std::move(v));
     }
     return out;
+  }
+};
+
+// A fixed-size array in the manager (CPython's Manager().Array): a list that keeps its length,
+// indexes as Python's; SetSlice must assign as many values as the slice holds.
+template <typename T>
+class ArrayProxy : public manager_internal::ProxyBase {
+  using M = manager_internal::Method;
+  using Bytes = std::string;
+
+ public:
+  ArrayProxy() = default;
+  explicit ArrayProxy(std::shared_ptr<manager_internal::ProxyRef> r) : ProxyBase(std::move(r)) {}
+
+  absl::StatusOr<T> Get(int64_t i) const {
+    MPROC_ASSIGN_OR_RETURN(Bytes raw, Call<Bytes>(M::kListGet, i));
+    return manager_internal::FromBytes<T>(raw);
+  }
+  absl::Status Set(int64_t i, const T& v) const {
+    return CallVoid(M::kListSet, i, manager_internal::ToBytes(v));
+  }
+  absl::StatusOr<size_t> Len() const {
+    MPROC_ASSIGN_OR_RETURN(uint64_t n, Call<uint64_t>(M::kListLen));
+    return static_cast<size_t>(n);
+  }
+  absl::StatusOr<std::vector<T>> Slice(int64_t start, int64_t stop) const {
+    return manager_internal::FromEach<T>(Call<std::vector<Bytes>>(M::kListSlice, start, stop));
+  }
+  absl::StatusOr<std::vector<T>> ToVector() const {
+    return manager_internal::FromEach<T>(Call<std::vector<Bytes>>(M::kListAll));
+  }
+  // Python's a[start:stop] = values; INVALID_ARGUMENT unless values fill the slice exactly.
+  absl::Status SetSlice(int64_t start, int64_t stop, const std::vector<T>& values) const {
+    return CallVoid(M::kListSetSlice, start, stop, manager_internal::ToEach(values));
+  }
+};
+
+// A set in the manager (CPython 3.14's Manager().set()): elements compare by their encoded
+// bytes; ToVector lists them in the order of those bytes (not by value).
+template <typename T>
+class SetProxy : public manager_internal::ProxyBase {
+  using M = manager_internal::Method;
+  using Bytes = std::string;
+
+ public:
+  SetProxy() = default;
+  explicit SetProxy(std::shared_ptr<manager_internal::ProxyRef> r) : ProxyBase(std::move(r)) {}
+
+  // True when `v` was not there before.
+  absl::StatusOr<bool> Add(const T& v) const { return Call<bool>(M::kSetAdd, manager_internal::ToBytes(v)); }
+  // True when `v` was there.
+  absl::StatusOr<bool> Discard(const T& v) const {
+    return Call<bool>(M::kSetDiscard, manager_internal::ToBytes(v));
+  }
+  // NOT_FOUND ("KeyError") when `v` is not there.
+  absl::Status Remove(const T& v) const { return CallVoid(M::kSetRemove, manager_internal::ToBytes(v)); }
+  // Some element, removed; NOT_FOUND ("KeyError") when the set is empty.
+  absl::StatusOr<T> Pop() const {
+    MPROC_ASSIGN_OR_RETURN(Bytes raw, Call<Bytes>(M::kSetPop));
+    return manager_internal::FromBytes<T>(raw);
+  }
+  absl::StatusOr<bool> Contains(const T& v) const {
+    return Call<bool>(M::kSetContains, manager_internal::ToBytes(v));
+  }
+  absl::StatusOr<size_t> Len() const {
+    MPROC_ASSIGN_OR_RETURN(uint64_t n, Call<uint64_t>(M::kSetLen));
+    return static_cast<size_t>(n);
+  }
+  absl::StatusOr<std::vector<T>> ToVector() const {
+    return manager_internal::FromEach<T>(Call<std::vector<Bytes>>(M::kSetAll));
+  }
+  absl::Status Clear() const { return CallVoid(M::kSetClear); }
+  absl::Status Update(const std::vector<T>& vs) const {
+    return CallVoid(M::kSetUpdate, manager_internal::ToEach(vs));
   }
 };
 
@@ -691,6 +791,12 @@ struct Codec<DictProxy<K, V>>
 template <typename T>
 struct Codec<ListProxy<T>>
     : manager_internal::ProxyCodec<ListProxy<T>, manager_internal::Kind::kList, T> {};
+template <typename T>
+struct Codec<ArrayProxy<T>>
+    : manager_internal::ProxyCodec<ArrayProxy<T>, manager_internal::Kind::kArray, T> {};
+template <typename T>
+struct Codec<SetProxy<T>>
+    : manager_internal::ProxyCodec<SetProxy<T>, manager_internal::Kind::kSet, T> {};
 template <>
 struct Codec<NamespaceProxy>
     : manager_internal::ProxyCodec<NamespaceProxy, manager_internal::Kind::kNamespace> {};
@@ -770,17 +876,45 @@ class Manager {
   // Calls from this process afterwards are FAILED_PRECONDITION.
   absl::Status Shutdown(absl::Duration timeout = absl::Seconds(5));
 
+  // A dict, holding `initial`'s items (in order; a later duplicate key wins, as Python's).
   template <typename K, typename V>
-  absl::StatusOr<DictProxy<K, V>> Dict() {
+  absl::StatusOr<DictProxy<K, V>> Dict(const std::vector<std::pair<K, V>>& initial = {}) {
+    std::string init;
+    if (!initial.empty()) {
+      std::vector<std::pair<std::string, std::string>> raw;
+      raw.reserve(initial.size());
+      for (const auto& [k, v] : initial) {
+        raw.emplace_back(manager_internal::ToBytes(k), manager_internal::ToBytes(v));
+      }
+      init = manager_internal::ToBytes(raw);
+    }
     MPROC_ASSIGN_OR_RETURN(auto ref, Create(manager_internal::Kind::kDict,
-                                            manager_internal::Fingerprint<K, V>(), ""));
+                                            manager_internal::Fingerprint<K, V>(), init));
     return DictProxy<K, V>(std::move(ref));
   }
   template <typename T>
-  absl::StatusOr<ListProxy<T>> List() {
+  absl::StatusOr<ListProxy<T>> List(const std::vector<T>& initial = {}) {
     MPROC_ASSIGN_OR_RETURN(auto ref, Create(manager_internal::Kind::kList,
-                                            manager_internal::Fingerprint<T>(), ""));
+                                            manager_internal::Fingerprint<T>(), Many(initial)));
     return ListProxy<T>(std::move(ref));
+  }
+  // A fixed-size array of `values` (CPython's Array(typecode, sequence)); Array<T>(n) is n
+  // value-initialised elements.
+  template <typename T>
+  absl::StatusOr<ArrayProxy<T>> Array(const std::vector<T>& values) {
+    MPROC_ASSIGN_OR_RETURN(auto ref, Create(manager_internal::Kind::kArray,
+                                            manager_internal::Fingerprint<T>(), Many(values)));
+    return ArrayProxy<T>(std::move(ref));
+  }
+  template <typename T>
+  absl::StatusOr<ArrayProxy<T>> Array(size_t n) {
+    return Array<T>(std::vector<T>(n));
+  }
+  template <typename T>
+  absl::StatusOr<SetProxy<T>> Set(const std::vector<T>& initial = {}) {
+    MPROC_ASSIGN_OR_RETURN(auto ref, Create(manager_internal::Kind::kSet,
+                                            manager_internal::Fingerprint<T>(), Many(initial)));
+    return SetProxy<T>(std::move(ref));
   }
   absl::StatusOr<NamespaceProxy> Namespace() {
     MPROC_ASSIGN_OR_RETURN(auto ref, Create(manager_internal::Kind::kNamespace,
@@ -855,6 +989,11 @@ class Manager {
                                                                      uint64_t fingerprint,
                                                                      const std::string& initial);
   absl::Status CheckRunning() const;
+  // A container's initial elements ("" for none).
+  template <typename T>
+  static std::string Many(const std::vector<T>& values) {
+    return values.empty() ? std::string() : manager_internal::ToBytes(manager_internal::ToEach(values));
+  }
   absl::StatusOr<LockProxy> MakeLock(bool recursive) {
     MPROC_ASSIGN_OR_RETURN(auto ref, Create(manager_internal::Kind::kLock,
                                             manager_internal::Fingerprint<>(),

@@ -192,6 +192,103 @@ TEST_P(ManagerTest, ListFollowsPythonsIndexingAndSlicing) {
   EXPECT_THAT(l.Pop(), StatusIs(absl::StatusCode::kOutOfRange));
 }
 
+// Python's slice assignment and l *= n, and containers made with initial contents (seed
+// 004's manager.dict({'processed': False, 'count': 0})).
+TEST_P(ManagerTest, ListSliceAssignmentRepeatAndInitialContents) {
+  auto m = Start();
+  ASSERT_NE(m, nullptr);
+  ASSERT_OK_AND_ASSIGN(auto l, m->List<int>({1, 2, 3, 4}));
+  MPROC_ASSERT_OK(l.SetSlice(1, 3, {20, 21, 22}));  // grows
+  EXPECT_THAT(l.ToVector(), IsOkAndHolds(ElementsAre(1, 20, 21, 22, 4)));
+  MPROC_ASSERT_OK(l.SetSlice(-2, 100, {}));  // deletes the tail
+  EXPECT_THAT(l.ToVector(), IsOkAndHolds(ElementsAre(1, 20, 21)));
+  MPROC_ASSERT_OK(l.SetSlice(3, 1, {9}));  // an empty slice: inserts at its start
+  EXPECT_THAT(l.ToVector(), IsOkAndHolds(ElementsAre(1, 20, 21, 9)));
+  MPROC_ASSERT_OK(l.Repeat(2));
+  EXPECT_THAT(l.ToVector(), IsOkAndHolds(ElementsAre(1, 20, 21, 9, 1, 20, 21, 9)));
+  EXPECT_THAT(l.Repeat(int64_t{1} << 40),
+              StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("MemoryError")));
+  EXPECT_THAT(l.Len(), IsOkAndHolds(8u));  // the refused repeat changed nothing
+  MPROC_ASSERT_OK(l.Repeat(0));
+  EXPECT_THAT(l.Len(), IsOkAndHolds(0u));
+
+  ASSERT_OK_AND_ASSIGN(auto d, (m->Dict<std::string, int>({{"processed", 0}, {"count", 0},
+                                                           {"processed", 1}})));
+  EXPECT_THAT(d.Items(), IsOkAndHolds(ElementsAre(Pair("processed", 1), Pair("count", 0))));
+}
+
+// CPython's Manager().Array: fixed size; and 3.14's Manager().set().
+TEST_P(ManagerTest, ArrayKeepsItsSizeAndSetKeepsOneOfEach) {
+  auto m = Start();
+  ASSERT_NE(m, nullptr);
+  ASSERT_OK_AND_ASSIGN(auto a, m->Array<double>(size_t{4}));
+  EXPECT_THAT(a.ToVector(), IsOkAndHolds(ElementsAre(0.0, 0.0, 0.0, 0.0)));
+  MPROC_ASSERT_OK(a.Set(-1, 2.5));
+  MPROC_ASSERT_OK(a.SetSlice(0, 2, {1.0, 1.5}));
+  EXPECT_THAT(a.ToVector(), IsOkAndHolds(ElementsAre(1.0, 1.5, 0.0, 2.5)));
+  EXPECT_THAT(a.SetSlice(0, 2, {7.0}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("keeps its size")));
+  EXPECT_THAT(a.Get(4), StatusIs(absl::StatusCode::kOutOfRange, HasSubstr("IndexError")));
+  EXPECT_THAT(a.Slice(1, 3), IsOkAndHolds(ElementsAre(1.5, 0.0)));
+  EXPECT_THAT(a.Len(), IsOkAndHolds(4u));
+
+  ASSERT_OK_AND_ASSIGN(auto s, m->Set<std::string>({"a", "b", "a"}));
+  EXPECT_THAT(s.Len(), IsOkAndHolds(2u));
+  EXPECT_THAT(s.Add("c"), IsOkAndHolds(true));
+  EXPECT_THAT(s.Add("a"), IsOkAndHolds(false));
+  EXPECT_THAT(s.Contains("b"), IsOkAndHolds(true));
+  EXPECT_THAT(s.Discard("b"), IsOkAndHolds(true));
+  EXPECT_THAT(s.Discard("b"), IsOkAndHolds(false));
+  EXPECT_THAT(s.Remove("b"), StatusIs(absl::StatusCode::kNotFound, HasSubstr("KeyError")));
+  MPROC_ASSERT_OK(s.Update({"d", "a"}));
+  EXPECT_THAT(s.ToVector(), IsOkAndHolds(ElementsAre("a", "c", "d")));
+  std::vector<std::string> popped;
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_OK_AND_ASSIGN(std::string v, s.Pop());
+    popped.push_back(v);
+  }
+  std::sort(popped.begin(), popped.end());
+  EXPECT_THAT(popped, ElementsAre("a", "c", "d"));
+  EXPECT_THAT(s.Pop(), StatusIs(absl::StatusCode::kNotFound, HasSubstr("empty set")));
+}
+
+// CPython's TestSyncManagerTypes: every type used from a child process.
+int UseEveryType(ArrayProxy<int64_t> a, SetProxy<int> s, ListProxy<std::string> l,
+                 DictProxy<int, std::string> d, ValueProxy<int64_t> v, NamespaceProxy ns) {
+  if (!a.Set(0, 42).ok() || !s.Add(7).ok() || !l.Append("child").ok() ||
+      !d.Set(1, "one").ok() || !v.Set(9).ok() || !ns.Set("seen", true).ok()) {
+    return 2;
+  }
+  // An Array refuses the methods that would change its size.
+  return a.Len().value_or(0) == 3 ? 0 : 3;
+}
+
+TEST_P(ManagerTest, EveryContainerTypeWorksFromAChild) {
+  auto m = Start();
+  ASSERT_NE(m, nullptr);
+  {
+    ASSERT_OK_AND_ASSIGN(auto a, m->Array<int64_t>({1, 2, 3}));
+    ASSERT_OK_AND_ASSIGN(auto s, m->Set<int>());
+    ASSERT_OK_AND_ASSIGN(auto l, m->List<std::string>());
+    ASSERT_OK_AND_ASSIGN(auto d, (m->Dict<int, std::string>()));
+    ASSERT_OK_AND_ASSIGN(auto v, m->Value<int64_t>(0));
+    ASSERT_OK_AND_ASSIGN(NamespaceProxy ns, m->Namespace());
+    Process p(UseEveryType, a, s, l, d, v, ns);
+    p.SetStartMethod(GetParam());
+    MPROC_ASSERT_OK(p.Start());
+    MPROC_ASSERT_OK(p.Join(absl::Seconds(60)));
+    EXPECT_EQ(p.exitcode(), 0);
+    EXPECT_THAT(a.ToVector(), IsOkAndHolds(ElementsAre(42, 2, 3)));
+    EXPECT_THAT(s.ToVector(), IsOkAndHolds(ElementsAre(7)));
+    EXPECT_THAT(l.ToVector(), IsOkAndHolds(ElementsAre("child")));
+    EXPECT_THAT(d.Get(1), IsOkAndHolds("one"));
+    EXPECT_THAT(v.Get(), IsOkAndHolds(9));
+    EXPECT_THAT(ns.Get<bool>("seen"), IsOkAndHolds(true));
+    EXPECT_THAT(m->ObjectCount(), IsOkAndHolds(6u));
+  }
+  ExpectCountReaches(*m, 0);
+}
+
 TEST_P(ManagerTest, NamespaceAndValue) {
   auto m = Start();
   ASSERT_NE(m, nullptr);

@@ -55,8 +55,11 @@ enum class Kind : uint8_t {
   kCondition = 9,  // initial: (u64 lock object, which the creating client holds)
   kBarrier = 10,   // initial: (i64 parties)
   kObject = 11,    // initial: (ObjectFactory code reference, its arguments): a user type
+  kArray = 12,     // initial: vector<bytes>; a fixed-size list (the kList methods that keep size)
+  kSet = 13,       // initial: vector<bytes>
 };
-inline constexpr uint8_t kLastKind = 11;
+inline constexpr uint8_t kLastKind = 13;
+// A Dict's initial: vector<pair<bytes, bytes>>; a List's: vector<bytes>; empty: none.
 
 // Methods of kCall, per kind. Arguments and results are codec bytes of the listed types,
 // with `bytes` a std::string holding one encoded key or value.
@@ -95,6 +98,10 @@ enum class Method : uint16_t {
   kListClear = 31,    //
   kListSlice = 32,    // (i64 start, i64 stop) Python's clamping, step 1 → vector<bytes>
   kListAll = 33,      // → vector<bytes>
+  // (i64 start, i64 stop, vector<bytes>) Python's l[start:stop] = values (an Array: the same
+  // number of values as the slice holds, or INVALID_ARGUMENT)
+  kListSetSlice = 34,
+  kListRepeat = 35,   // (i64 n) Python's l *= n; RESOURCE_EXHAUSTED past 1 GiB (MemoryError)
   // Value
   kValueGet = 40,  // → bytes
   kValueSet = 41,  // (bytes)
@@ -136,6 +143,16 @@ enum class Method : uint16_t {
   kBarrierAbort = 111,
   kBarrierReset = 112,
   kBarrierState = 113,    // → (i64 parties, i64 waiting, bool broken)
+  // Set (CPython 3.14's SetProxy), elements by encoded bytes
+  kSetAdd = 140,       // (bytes) → bool added
+  kSetDiscard = 141,   // (bytes) → bool removed
+  kSetRemove = 142,    // (bytes) ; NOT_FOUND (KeyError)
+  kSetPop = 143,       // → bytes ; NOT_FOUND (KeyError) when empty
+  kSetContains = 144,  // (bytes) → bool
+  kSetLen = 145,       // → u64
+  kSetAll = 146,       // → vector<bytes>, ordered by encoded bytes
+  kSetClear = 147,
+  kSetUpdate = 148,    // (vector<bytes>)
   // A user-type object: (ObjectEntry code reference, the method's code reference, arguments)
   // → the entry's tagged output (manager/internal/objects.h)
   kObjectCall = 120,

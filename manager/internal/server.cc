@@ -103,6 +103,7 @@ struct Object {
   std::vector<Bytes> list;
   Bytes value;
   std::map<std::string, Bytes> ns;
+  std::set<Bytes> set;
   // Queue
   std::deque<Bytes> items;
   uint64_t maxsize = 0;
@@ -266,7 +267,19 @@ Result CallDict(OrderedDict& d, Method m, DecodeReader& r) {
   return absl::InvalidArgumentError("not a method of a dict");
 }
 
-Result CallList(std::vector<Bytes>& l, Method m, DecodeReader& r) {
+constexpr uint64_t kMaxContainerBytes = 1ull << 30;  // what one l *= n may grow a list to
+
+Result CallList(std::vector<Bytes>& l, Method m, DecodeReader& r, bool fixed_size = false) {
+  if (fixed_size) {
+    switch (m) {
+      case Method::kListGet: case Method::kListSet: case Method::kListLen:
+      case Method::kListIndex: case Method::kListCount: case Method::kListSlice:
+      case Method::kListAll: case Method::kListSetSlice:
+        break;
+      default:
+        return absl::InvalidArgumentError("not a method of an array");
+    }
+  }
   switch (m) {
     case Method::kListAppend: {
       MPROC_ASSIGN_OR_RETURN(auto a, Args<Bytes>(r));
@@ -334,10 +347,88 @@ Result CallList(std::vector<Bytes>& l, Method m, DecodeReader& r) {
     }
     case Method::kListAll:
       return Out(l);
+    case Method::kListSetSlice: {
+      MPROC_ASSIGN_OR_RETURN(auto a, (Args<int64_t, int64_t, std::vector<Bytes>>(r)));
+      auto& [start, stop, values] = a;
+      const size_t b = Clamp(start, l.size());
+      const size_t e = std::max(b, Clamp(stop, l.size()));
+      if (fixed_size && values.size() != e - b) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "ValueError: an array's slice of ", e - b, " elements cannot be assigned ",
+            values.size(), " (an array keeps its size)"));
+      }
+      l.erase(l.begin() + static_cast<ptrdiff_t>(b), l.begin() + static_cast<ptrdiff_t>(e));
+      l.insert(l.begin() + static_cast<ptrdiff_t>(b), std::make_move_iterator(values.begin()),
+               std::make_move_iterator(values.end()));
+      return EncodeBuffer();
+    }
+    case Method::kListRepeat: {
+      MPROC_ASSIGN_OR_RETURN(auto a, Args<int64_t>(r));
+      const int64_t n = std::get<0>(a);
+      if (n <= 0 || l.empty()) {
+        l.clear();
+        return EncodeBuffer();
+      }
+      uint64_t bytes = 0;
+      for (const Bytes& v : l) bytes += v.size() + sizeof(Bytes);
+      if (static_cast<uint64_t>(n) > kMaxContainerBytes / bytes) {
+        return absl::ResourceExhaustedError(absl::StrCat(
+            "MemoryError: repeating a list of ", bytes, " bytes ", n, " times passes the ",
+            kMaxContainerBytes, "-byte limit"));
+      }
+      const size_t size = l.size();
+      l.reserve(size * static_cast<size_t>(n));
+      for (int64_t i = 1; i < n; ++i) {
+        for (size_t j = 0; j < size; ++j) l.push_back(l[j]);
+      }
+      return EncodeBuffer();
+    }
     default:
       break;
   }
   return absl::InvalidArgumentError("not a method of a list");
+}
+
+Result CallSet(std::set<Bytes>& s, Method m, DecodeReader& r) {
+  switch (m) {
+    case Method::kSetAdd: {
+      MPROC_ASSIGN_OR_RETURN(auto a, Args<Bytes>(r));
+      return Out(s.insert(std::move(std::get<0>(a))).second);
+    }
+    case Method::kSetDiscard: {
+      MPROC_ASSIGN_OR_RETURN(auto a, Args<Bytes>(r));
+      return Out(s.erase(std::get<0>(a)) != 0);
+    }
+    case Method::kSetRemove: {
+      MPROC_ASSIGN_OR_RETURN(auto a, Args<Bytes>(r));
+      if (s.erase(std::get<0>(a)) == 0) return absl::NotFoundError("KeyError: not in the set");
+      return EncodeBuffer();
+    }
+    case Method::kSetPop: {
+      if (s.empty()) return absl::NotFoundError("KeyError: pop from an empty set");
+      Bytes v = std::move(s.extract(s.begin()).value());
+      return Out(v);
+    }
+    case Method::kSetContains: {
+      MPROC_ASSIGN_OR_RETURN(auto a, Args<Bytes>(r));
+      return Out(s.count(std::get<0>(a)) != 0);
+    }
+    case Method::kSetLen:
+      return Out(static_cast<uint64_t>(s.size()));
+    case Method::kSetAll:
+      return Out(std::vector<Bytes>(s.begin(), s.end()));
+    case Method::kSetClear:
+      s.clear();
+      return EncodeBuffer();
+    case Method::kSetUpdate: {
+      MPROC_ASSIGN_OR_RETURN(auto a, Args<std::vector<Bytes>>(r));
+      for (Bytes& v : std::get<0>(a)) s.insert(std::move(v));
+      return EncodeBuffer();
+    }
+    default:
+      break;
+  }
+  return absl::InvalidArgumentError("not a method of a set");
 }
 
 Result CallValue(Bytes& v, Method m, DecodeReader& r) {
@@ -1075,6 +1166,27 @@ bool Server::Handle(Conn& c, std::span<const std::byte> msg) {
         case Kind::kValue:
           o.value = std::move(initial);
           break;
+        case Kind::kDict: {
+          if (initial.empty()) break;
+          absl::StatusOr<std::vector<std::pair<Bytes, Bytes>>> a =
+              Decode<std::vector<std::pair<Bytes, Bytes>>>(AsBytes(initial));
+          if (!a.ok()) { made = a.status(); break; }
+          for (auto& [k, v] : *a) o.dict.Set(k, std::move(v));
+          break;
+        }
+        case Kind::kList:
+        case Kind::kArray:
+        case Kind::kSet: {
+          if (initial.empty()) break;
+          absl::StatusOr<std::vector<Bytes>> a = Decode<std::vector<Bytes>>(AsBytes(initial));
+          if (!a.ok()) { made = a.status(); break; }
+          if (o.kind == Kind::kSet) {
+            o.set.insert(std::make_move_iterator(a->begin()), std::make_move_iterator(a->end()));
+          } else {
+            o.list = *std::move(a);
+          }
+          break;
+        }
         case Kind::kQueue: {
           absl::StatusOr<std::tuple<uint64_t, bool>> a =
               Decode<std::tuple<uint64_t, bool>>(AsBytes(initial));
@@ -1161,6 +1273,8 @@ bool Server::Handle(Conn& c, std::span<const std::byte> msg) {
       switch (o.kind) {
         case Kind::kDict: res = CallDict(o.dict, m, r); break;
         case Kind::kList: res = CallList(o.list, m, r); break;
+        case Kind::kArray: res = CallList(o.list, m, r, /*fixed_size=*/true); break;
+        case Kind::kSet: res = CallSet(o.set, m, r); break;
         case Kind::kValue: res = CallValue(o.value, m, r); break;
         case Kind::kNamespace: res = CallNamespace(o.ns, m, r); break;
         case Kind::kObject: res = CallObject(c, o, m, r); break;
