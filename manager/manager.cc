@@ -39,6 +39,14 @@ std::string TempDirBase() {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Manager>> Manager::Start(ManagerOptions options) {
+  return StartWith(std::move(options), [](UniqueFd listener, manager_internal::ServerConfig config) {
+    return std::make_shared<Process>(manager_internal::ServeManager, std::move(listener),
+                                     std::move(config));
+  });
+}
+
+absl::StatusOr<std::unique_ptr<Manager>> Manager::StartWith(ManagerOptions options,
+                                                            const ServerFactory& make_server) {
   std::unique_ptr<Manager> m(new Manager());
   m->owner_pid_ = CurrentPid();
   m->ref_.authkey = options.authkey.value_or(RandomBytes(32));
@@ -69,8 +77,7 @@ absl::StatusOr<std::unique_ptr<Manager>> Manager::Start(ManagerOptions options) 
   manager_internal::ServerConfig config;
   config.authkey = m->ref_.authkey;
   config.nonce = m->ref_.nonce;
-  m->server_ = std::make_shared<Process>(manager_internal::ServeManager, listener->Release(),
-                                         config);
+  m->server_ = make_server(listener->Release(), config);
   m->server_->SetName("Manager");
   if (options.start_method.has_value()) m->server_->SetStartMethod(*options.start_method);
   absl::Status started = m->server_->Start();
@@ -80,7 +87,27 @@ absl::StatusOr<std::unique_ptr<Manager>> Manager::Start(ManagerOptions options) 
     return started;
   }
   m->ref_.server_pid = m->server_->pid();
-  MPROC_ASSIGN_OR_RETURN(std::shared_ptr<ManagerClient> client, ManagerClient::For(m->ref_));
+  // One hello: the server serves (an initializer finished), on the connection this process
+  // uses from now on.
+  absl::StatusOr<std::shared_ptr<ManagerClient>> connected = ManagerClient::For(m->ref_);
+  if (connected.ok()) {
+    absl::StatusOr<std::string> hello =
+        (*connected)->Call(Op::kHello, 0, EncodeBuffer(), Deadline::Infinite());
+    if (!hello.ok()) connected = hello.status();
+  }
+  if (!connected.ok()) {
+    // Most likely it ended before serving (an initializer that threw): say how.
+    std::string end = DescribeEnd(*m->server_);
+    absl::Status why = connected.status();
+    (void)m->Shutdown(absl::Seconds(1));
+    if (!end.empty()) {
+      return absl::AbortedError(absl::StrCat(
+          "the manager's server (pid ", m->ref_.server_pid, ") ended before serving: ", end,
+          " (an initializer that threw prints its exception on the server's stderr)"));
+    }
+    return why;
+  }
+  std::shared_ptr<ManagerClient> client = *std::move(connected);
   std::weak_ptr<Process> server = m->server_;
   client->SetDeathNote([server] {
     std::shared_ptr<Process> p = server.lock();

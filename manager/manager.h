@@ -69,6 +69,7 @@
 #include "manager/internal/client.h"
 #include "manager/internal/objects.h"
 #include "manager/internal/protocol.h"
+#include "manager/internal/server.h"
 #include "serialize/codec.h"
 #include "base/owner.h"
 #include "base/process_id.h"
@@ -851,6 +852,20 @@ class Manager {
  public:
   // Starts the server; its address is known (and served) when this returns.
   static absl::StatusOr<std::unique_ptr<Manager>> Start(ManagerOptions options = {});
+  // As Start, running initializer(args...) in the server process before it serves (CPython's
+  // Manager(initializer=..., initargs=...)): a free function or captureless lambda, its
+  // arguments by their codecs. An initializer that throws ends the server, and Start fails
+  // saying so (the exception is printed on the server's stderr); Start returns once the
+  // initializer has returned and the server answers.
+  template <typename F, typename... A>
+  static absl::StatusOr<std::unique_ptr<Manager>> Start(ManagerOptions options, F initializer,
+                                                        A&&... args) {
+    auto init = +initializer;
+    return StartWith(std::move(options), [&](UniqueFd listener,
+                                             manager_internal::ServerConfig config) {
+      return MakeServer(init, std::move(listener), std::move(config), std::forward<A>(args)...);
+    });
+  }
 
   // A manager served elsewhere (Serve, or another program's Start), reached at `address` with
   // `authkey`: proxies made through it live there. Its Shutdown and destructor leave the
@@ -985,6 +1000,17 @@ class Manager {
 
  private:
   Manager() = default;
+  using ServerFactory =
+      std::function<std::shared_ptr<Process>(UniqueFd, manager_internal::ServerConfig)>;
+  static absl::StatusOr<std::unique_ptr<Manager>> StartWith(ManagerOptions options,
+                                                            const ServerFactory& make_server);
+  template <typename... P, typename... A>
+  static std::shared_ptr<Process> MakeServer(void (*init)(P...), UniqueFd listener,
+                                             manager_internal::ServerConfig config, A&&... args) {
+    return std::make_shared<Process>(&manager_internal::ServeManagerAfter<P...>,
+                                     std::move(listener), std::move(config), init,
+                                     std::tuple<std::decay_t<P>...>(std::forward<A>(args)...));
+  }
   absl::StatusOr<std::shared_ptr<manager_internal::ProxyRef>> Create(manager_internal::Kind kind,
                                                                      uint64_t fingerprint,
                                                                      const std::string& initial);

@@ -842,6 +842,31 @@ TEST_P(ManagerTest, UpdateRewritesValuesOfAnySize) {
   EXPECT_THAT(d.Get(1), IsOkAndHolds(ElementsAre("replaced")));
 }
 
+// CPython's TestInitializers: the initializer runs in the server before it serves (here it
+// sets what a method run in the server then reads), and one that throws fails Start clearly.
+std::string g_server_greeting = "unset";
+void Greet(std::string greeting, int32_t times) {
+  g_server_greeting.clear();
+  for (int i = 0; i < times; ++i) g_server_greeting += greeting;
+}
+void InitThrows() { throw std::runtime_error("initializer refused"); }
+struct Probe {};
+std::string ReadGreeting(Probe&) { return g_server_greeting; }
+
+TEST_P(ManagerTest, AnInitializerRunsInTheServerFirst) {
+  ManagerOptions o;
+  o.start_method = GetParam();
+  ASSERT_OK_AND_ASSIGN(auto m, Manager::Start(o, Greet, std::string("hi"), 2));
+  ASSERT_OK_AND_ASSIGN(ObjectProxy<Probe> probe, m->Make<Probe>());
+  EXPECT_THAT(probe.Call(ReadGreeting), IsOkAndHolds("hihi"));
+  EXPECT_EQ(g_server_greeting, "unset");  // it ran there, not here
+  MPROC_ASSERT_OK(m->Shutdown());
+
+  absl::StatusOr<std::unique_ptr<Manager>> failed = Manager::Start(o, InitThrows);
+  EXPECT_THAT(failed.status(),
+              StatusIs(absl::StatusCode::kAborted, HasSubstr("ended before serving")));
+}
+
 INSTANTIATE_TEST_SUITE_P(StartMethods, ManagerTest,
                          ::testing::Values(StartMethod::kFork, StartMethod::kSpawn,
                                            StartMethod::kForkServer),

@@ -20,6 +20,9 @@
 #define MPROC_MANAGER_INTERNAL_SERVER_H_
 
 #include <string>
+#include <tuple>
+#include <type_traits>
+#include <utility>
 
 #include "base/unique_fd.h"
 #include "serialize/codec.h"
@@ -35,6 +38,16 @@ MPROC_CODEC_FIELDS(ServerConfig, authkey, nonce, standalone)
 
 // Serves on `listener` (a listening socket) until Shutdown or the owner's end; the exit code.
 int ServeManager(UniqueFd listener, ServerConfig config);
+
+// The server process's target with an initializer (CPython's Manager(initializer, initargs)):
+// runs init(args...) first, then serves. An exception it throws ends the process (exit code
+// 1, reported on stderr) before it serves, and Manager::Start says so.
+template <typename... P>
+int ServeManagerAfter(UniqueFd listener, ServerConfig config, void (*init)(P...),
+                      std::tuple<std::decay_t<P>...> args) {
+  std::apply([&](auto&... a) { init(a...); }, args);
+  return ServeManager(std::move(listener), std::move(config));
+}
 
 }  // namespace mproc::manager_internal
 
