@@ -230,6 +230,18 @@ absl::StatusOr<ConditionProxy> Manager::Condition(std::optional<LockProxy> lock)
   return ConditionProxy(std::move(ref), *std::move(lock));
 }
 
+absl::StatusOr<SharedMemory> Manager::CreateSharedMemory(size_t size, bool eager) {
+  MPROC_RETURN_IF_ERROR(CheckRunning());
+  MPROC_ASSIGN_OR_RETURN(std::shared_ptr<ManagerClient> client, ManagerClient::For(ref_));
+  EncodeBuffer args;
+  Encode(static_cast<uint64_t>(size), args);
+  Encode(eager, args);
+  MPROC_ASSIGN_OR_RETURN(std::string reply,
+                         client->Call(Op::kShmCreate, 0, args, Deadline::Infinite()));
+  MPROC_ASSIGN_OR_RETURN(std::string name, manager_internal::FromBytes<std::string>(reply));
+  return SharedMemory::Attach(name);
+}
+
 absl::StatusOr<uint64_t> Manager::ObjectCount() {
   MPROC_RETURN_IF_ERROR(CheckRunning());
   MPROC_ASSIGN_OR_RETURN(std::shared_ptr<ManagerClient> client, ManagerClient::For(ref_));

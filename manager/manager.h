@@ -43,8 +43,13 @@
 // server. DictProxy::Update / ValueProxy::Update run a function of yours on a stored value in
 // the server (the race-free `d[k] += 1`), and DictProxy::CompareAndSet does it without code.
 //
-// Not yet: a Pool in the manager, nested proxies stored inside containers,
-// SharedMemoryManager.
+// CreateSharedMemory makes segments the server unlinks when it shuts down (CPython's
+// SharedMemoryManager). An initializer can run in the server before it serves (Start's
+// overload).
+//
+// Not yet: a Pool in the manager, live proxies stored inside containers (a proxy stored in a
+// Dict or List is held as a proxy in flight is: the first process to read and use it claims
+// it, within 60 s; other readers get NOT_FOUND).
 //
 // Thread-safety: Manager and proxies may be used from any thread. Calls from the threads of
 // one process share its connection and take turns on it.
@@ -71,6 +76,7 @@
 #include "manager/internal/protocol.h"
 #include "manager/internal/server.h"
 #include "serialize/codec.h"
+#include "shm/shared_memory.h"
 #include "base/owner.h"
 #include "base/process_id.h"
 #include "spawn/process.h"
@@ -992,6 +998,13 @@ class Manager {
     return ObjectProxy<T>(std::move(ref));
   }
 
+  // CPython's SharedMemoryManager.SharedMemory(size): a named segment (shm/shared_memory.h)
+  // created by the server, attached here; pass it, or its name, to other processes. The server
+  // unlinks every segment it made when it shuts down (views stay valid; the memory goes with
+  // the last one). If the server dies instead, a segment is reclaimed once no process has it
+  // attached. `eager` reserves the pages now (RESOURCE_EXHAUSTED when the tmpfs is full).
+  absl::StatusOr<mproc::SharedMemory> CreateSharedMemory(size_t size, bool eager = false);
+
   // Objects alive in the server (every client's): 0 once every proxy is gone.
   absl::StatusOr<uint64_t> ObjectCount();
   const Address& address() const { return ref_.address; }
@@ -1040,6 +1053,9 @@ class Manager {
   bool shut_down_ = false;
   bool connected_ = false;  // Connect: the server is someone else's
 };
+
+// CPython's SharedMemoryManager: every Manager makes shared memory (CreateSharedMemory).
+using SharedMemoryManager = Manager;
 
 }  // namespace mproc
 

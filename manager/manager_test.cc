@@ -867,6 +867,56 @@ TEST_P(ManagerTest, AnInitializerRunsInTheServerFirst) {
               StatusIs(absl::StatusCode::kAborted, HasSubstr("ended before serving")));
 }
 
+// CPython's SharedMemoryManager: segments the server made lose their names when it shuts
+// down, while views stay valid; a server killed instead leaves them to the orphan reclaim.
+int WriteSegment(SharedMemory shm) {
+  std::memcpy(shm.data(), "child", 6);
+  return 0;
+}
+
+TEST_P(ManagerTest, SharedMemoryManagerUnlinksItsSegmentsAtShutdown) {
+  auto m = Start();
+  ASSERT_NE(m, nullptr);
+  ASSERT_OK_AND_ASSIGN(SharedMemory a, m->CreateSharedMemory(4096));
+  ASSERT_OK_AND_ASSIGN(SharedMemory b, m->CreateSharedMemory(1 << 20, /*eager=*/true));
+  EXPECT_NE(a.name(), b.name());
+  EXPECT_EQ(a.size(), 4096u);
+  EXPECT_EQ(b.size(), 1u << 20);
+  ASSERT_OK_AND_ASSIGN(SharedMemory for_child, SharedMemory::Attach(a.name()));
+  Process p(WriteSegment, std::move(for_child));
+  p.SetStartMethod(GetParam());
+  MPROC_ASSERT_OK(p.Start());
+  MPROC_ASSERT_OK(p.Join(absl::Seconds(60)));
+  EXPECT_EQ(p.exitcode(), 0);
+  ASSERT_OK_AND_ASSIGN(SharedMemory again, SharedMemory::Attach(a.name()));
+  EXPECT_EQ(std::memcmp(again.data(), "child", 6), 0);
+  EXPECT_THAT(m->CreateSharedMemory(0).status(), StatusIs(absl::StatusCode::kInvalidArgument));
+  MPROC_ASSERT_OK(m->Shutdown());
+  EXPECT_THAT(SharedMemory::Attach(a.name()).status(), StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_THAT(SharedMemory::Attach(b.name()).status(), StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_EQ(std::memcmp(a.data(), "child", 6), 0);  // the views stay valid
+  EXPECT_THAT(m->CreateSharedMemory(16).status(),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
+}
+
+TEST_P(ManagerTest, AKilledSharedMemoryManagersSegmentsAreReclaimedOnceUnused) {
+  auto m = Start();
+  ASSERT_NE(m, nullptr);
+  ASSERT_OK_AND_ASSIGN(SharedMemory kept, m->CreateSharedMemory(4096));
+  ASSERT_OK_AND_ASSIGN(SharedMemory dropped, m->CreateSharedMemory(4096));
+  const std::string dropped_name = dropped.name();
+  dropped.Close();
+  ASSERT_EQ(::kill(m->pid(), SIGKILL), 0);
+  (void)m->Shutdown();  // reaps it
+  MPROC_ASSERT_OK(SharedMemory::ReclaimOrphans().status());
+  EXPECT_THAT(SharedMemory::Attach(dropped_name).status(),
+              StatusIs(absl::StatusCode::kNotFound));
+  // Still attached here: never pulled out from under its user.
+  ASSERT_OK_AND_ASSIGN(SharedMemory again, SharedMemory::Attach(kept.name()));
+  again.Close();
+  MPROC_ASSERT_OK(kept.Unlink());
+}
+
 INSTANTIATE_TEST_SUITE_P(StartMethods, ManagerTest,
                          ::testing::Values(StartMethod::kFork, StartMethod::kSpawn,
                                            StartMethod::kForkServer),

@@ -41,6 +41,8 @@ enum class Op : uint8_t {
   kForkLease = 10,  // one-way, args: u64 token: sent just before this process forks; one more
                     // reference to every object the connection holds, for the child to claim
   kClaimFork = 11,  // args: u64 token → vector<u64> objects now referenced by this connection
+  kShmCreate = 12,  // args: u64 size, bool eager → string name of a SharedMemory segment the
+                    // server created and unlinks when it shuts down (SharedMemoryManager)
 };
 
 enum class Kind : uint8_t {

@@ -28,6 +28,7 @@
 #include "manager/internal/protocol.h"
 #include "serialize/auth.h"
 #include "serialize/cpython_framing.h"
+#include "shm/shared_memory.h"
 #include "spawn/process.h"
 
 namespace mproc::manager_internal {
@@ -558,6 +559,7 @@ class Server {
   std::set<uint64_t> waiting_objects_;  // objects with parked calls
   std::vector<ParkedClaim> parked_;
   bool stop_ = false;
+  std::vector<SharedMemory> segments_;  // made for clients (kShmCreate), unlinked at the end
 };
 
 void Server::Accept() {
@@ -1391,6 +1393,31 @@ bool Server::Handle(Conn& c, std::span<const std::byte> msg) {
       Reply(c, call_id, absl::OkStatus(), nullptr);
       stop_ = true;
       return true;
+    case Op::kShmCreate: {
+      uint64_t size = 0;
+      bool eager = false;
+      if (!Codec<uint64_t>::Decode(r, size) || !Codec<bool>::Decode(r, eager)) {
+        Reply(c, call_id, absl::InvalidArgumentError("malformed shared memory request"), nullptr);
+        return true;
+      }
+      SharedMemoryOptions options;
+      options.reserve = eager ? Segment::Reserve::kEager : Segment::Reserve::kLazy;
+      absl::StatusOr<SharedMemory> made = SharedMemory::Create(size, "", options);
+      if (!made.ok()) {
+        Reply(c, call_id, made.status(), nullptr);
+        return true;
+      }
+      // The server keeps no mapping, only its creator's hold (Close keeps that): the name
+      // stays until Shutdown unlinks it, and if the server dies instead, the segment is
+      // reclaimed once nobody has it attached (shm/shared_memory.h).
+      const std::string name = made->name();
+      made->Close();
+      segments_.push_back(*std::move(made));
+      EncodeBuffer b;
+      Encode(name, b);
+      Reply(c, call_id, absl::OkStatus(), &b);
+      return true;
+    }
   }
   Reply(c, call_id, absl::InvalidArgumentError("unknown request"), nullptr);
   return true;
@@ -1536,7 +1563,10 @@ int Server::Run() {
     }
     Expire(MonotonicNowNs());
   }
-  // Shutdown: the replies written so far go out (best effort, briefly), then the server ends.
+  // Shutdown: the shared memory segments made here lose their names (views stay valid), the
+  // replies written so far go out (best effort, briefly), then the server ends.
+  for (SharedMemory& m : segments_) (void)m.Unlink();
+  segments_.clear();
   for (auto& [fd, c] : conns_) {
     if (!c.out.empty()) {
       (void)SetNonBlocking(fd, false);
