@@ -47,9 +47,14 @@
 // SharedMemoryManager). An initializer can run in the server before it serves (Start's
 // overload).
 //
-// Not yet: a Pool in the manager, live proxies stored inside containers (a proxy stored in a
-// Dict or List is held as a proxy in flight is: the first process to read and use it claims
-// it, within 60 s; other readers get NOT_FOUND).
+// Proxies kept inside containers are live (a Dict of Lists, a List of Queue proxies): the
+// container holds one reference per proxy it keeps, any number of readers in any process
+// reach the same object, and overwriting, deleting or dropping the container lets go of it.
+// References are counted: a container that holds itself (a cycle) stays until the cycle is
+// broken or the manager ends. A value holding proxies cannot be changed by Update (the
+// server would have to call itself).
+//
+// Not yet: a Pool in the manager.
 //
 // Thread-safety: Manager and proxies may be used from any thread. Calls from the threads of
 // one process share its connection and take turns on it.
@@ -201,6 +206,20 @@ class ProxyBase {
     return FromBytes<R>(out);
   }
   void SetTimeout(absl::Duration t) { timeout_ = t; }
+  // A value encoded to be kept in this proxy's manager: proxies of that manager inside it are
+  // embedded (held by the value itself, read by any number of readers), not tickets.
+  template <typename T>
+  std::string Enc(const T& v) const {
+    std::shared_ptr<ProxyRef> r = ref_.load();
+    EmbedScope scope(r != nullptr ? r->mgr.nonce : 0);
+    return ToBytes(v);
+  }
+  template <typename T>
+  std::vector<std::string> EncEach(const std::vector<T>& vs) const {
+    std::shared_ptr<ProxyRef> r = ref_.load();
+    EmbedScope scope(r != nullptr ? r->mgr.nonce : 0);
+    return ToEach(vs);
+  }
 
   // Runs fn(value&, args...) in the server on the stored value of type V (after `key`, for a
   // dict), atomically; returns fn's result (std::monostate for void).
@@ -254,7 +273,7 @@ class DictProxy : public manager_internal::ProxyBase {
   explicit DictProxy(std::shared_ptr<manager_internal::ProxyRef> r) : ProxyBase(std::move(r)) {}
 
   absl::Status Set(const K& k, const V& v) const {
-    return CallVoid(M::kDictSet, Key(k), manager_internal::ToBytes(v));
+    return CallVoid(M::kDictSet, Key(k), Enc(v));
   }
   absl::StatusOr<V> Get(const K& k) const { return Value(Call<Bytes>(M::kDictGet, Key(k))); }
   // Python's get(k, default).
@@ -286,12 +305,12 @@ class DictProxy : public manager_internal::ProxyBase {
   absl::StatusOr<V> Pop(const K& k) const { return Value(Call<Bytes>(M::kDictPop, Key(k))); }
   // Python's setdefault: the value now stored under `k`.
   absl::StatusOr<V> SetDefault(const K& k, const V& v) const {
-    return Value(Call<Bytes>(M::kDictSetDefault, Key(k), manager_internal::ToBytes(v)));
+    return Value(Call<Bytes>(M::kDictSetDefault, Key(k), Enc(v)));
   }
   absl::Status Update(const std::vector<std::pair<K, V>>& items) const {
     std::vector<std::pair<Bytes, Bytes>> raw;
     raw.reserve(items.size());
-    for (const auto& [k, v] : items) raw.emplace_back(Key(k), manager_internal::ToBytes(v));
+    for (const auto& [k, v] : items) raw.emplace_back(Key(k), Enc(v));
     return CallVoid(M::kDictUpdate, raw);
   }
   // The race-free spelling of `d[k] += 1`: runs fn(value&, args...) in the server on the value
@@ -313,8 +332,8 @@ class DictProxy : public manager_internal::ProxyBase {
   absl::StatusOr<bool> CompareAndSet(const K& k, const std::optional<V>& expected,
                                      const V& desired) const {
     std::optional<Bytes> want;
-    if (expected.has_value()) want = manager_internal::ToBytes(*expected);
-    return Call<bool>(M::kDictCompareSet, Key(k), want, manager_internal::ToBytes(desired));
+    if (expected.has_value()) want = Enc(*expected);
+    return Call<bool>(M::kDictCompareSet, Key(k), want, Enc(desired));
   }
   // A copy whose calls time out after `t` (DEADLINE_EXCEEDED), sharing this one's reference.
   DictProxy WithTimeout(absl::Duration t) const {
@@ -324,7 +343,7 @@ class DictProxy : public manager_internal::ProxyBase {
   }
 
  private:
-  static Bytes Key(const K& k) { return manager_internal::ToBytes(k); }
+  Bytes Key(const K& k) const { return Enc(k); }
   static absl::StatusOr<V> Value(absl::StatusOr<Bytes> raw) {
     if (!raw.ok()) return raw.status();
     return manager_internal::FromBytes<V>(*raw);
@@ -352,11 +371,11 @@ class ListProxy : public manager_internal::ProxyBase {
   ListProxy() = default;
   explicit ListProxy(std::shared_ptr<manager_internal::ProxyRef> r) : ProxyBase(std::move(r)) {}
 
-  absl::Status Append(const T& v) const { return CallVoid(M::kListAppend, manager_internal::ToBytes(v)); }
+  absl::Status Append(const T& v) const { return CallVoid(M::kListAppend, Enc(v)); }
   absl::Status Extend(const std::vector<T>& vs) const { return CallVoid(M::kListExtend, Many(vs)); }
   absl::StatusOr<T> Get(int64_t i) const { return One(Call<Bytes>(M::kListGet, i)); }
   absl::Status Set(int64_t i, const T& v) const {
-    return CallVoid(M::kListSet, i, manager_internal::ToBytes(v));
+    return CallVoid(M::kListSet, i, Enc(v));
   }
   absl::StatusOr<size_t> Len() const {
     MPROC_ASSIGN_OR_RETURN(uint64_t n, Call<uint64_t>(M::kListLen));
@@ -364,15 +383,15 @@ class ListProxy : public manager_internal::ProxyBase {
   }
   absl::StatusOr<T> Pop(int64_t i = -1) const { return One(Call<Bytes>(M::kListPop, i)); }
   absl::Status Insert(int64_t i, const T& v) const {
-    return CallVoid(M::kListInsert, i, manager_internal::ToBytes(v));
+    return CallVoid(M::kListInsert, i, Enc(v));
   }
-  absl::Status Remove(const T& v) const { return CallVoid(M::kListRemove, manager_internal::ToBytes(v)); }
+  absl::Status Remove(const T& v) const { return CallVoid(M::kListRemove, Enc(v)); }
   absl::StatusOr<size_t> Index(const T& v) const {
-    MPROC_ASSIGN_OR_RETURN(uint64_t i, Call<uint64_t>(M::kListIndex, manager_internal::ToBytes(v)));
+    MPROC_ASSIGN_OR_RETURN(uint64_t i, Call<uint64_t>(M::kListIndex, Enc(v)));
     return static_cast<size_t>(i);
   }
   absl::StatusOr<size_t> Count(const T& v) const {
-    MPROC_ASSIGN_OR_RETURN(uint64_t n, Call<uint64_t>(M::kListCount, manager_internal::ToBytes(v)));
+    MPROC_ASSIGN_OR_RETURN(uint64_t n, Call<uint64_t>(M::kListCount, Enc(v)));
     return static_cast<size_t>(n);
   }
   absl::Status Reverse() const { return CallVoid(M::kListReverse); }
@@ -396,10 +415,10 @@ class ListProxy : public manager_internal::ProxyBase {
   }
 
  private:
-  static std::vector<Bytes> Many(const std::vector<T>& vs) {
+  std::vector<Bytes> Many(const std::vector<T>& vs) const {
     std::vector<Bytes> raw;
     raw.reserve(vs.size());
-    for (const T& v : vs) raw.push_back(manager_internal::ToBytes(v));
+    for (const T& v : vs) raw.push_back(Enc(v));
     return raw;
   }
   static absl::StatusOr<T> One(absl::StatusOr<Bytes> raw) {
@@ -434,7 +453,7 @@ class ArrayProxy : public manager_internal::ProxyBase {
     return manager_internal::FromBytes<T>(raw);
   }
   absl::Status Set(int64_t i, const T& v) const {
-    return CallVoid(M::kListSet, i, manager_internal::ToBytes(v));
+    return CallVoid(M::kListSet, i, Enc(v));
   }
   absl::StatusOr<size_t> Len() const {
     MPROC_ASSIGN_OR_RETURN(uint64_t n, Call<uint64_t>(M::kListLen));
@@ -448,7 +467,7 @@ class ArrayProxy : public manager_internal::ProxyBase {
   }
   // Python's a[start:stop] = values; INVALID_ARGUMENT unless values fill the slice exactly.
   absl::Status SetSlice(int64_t start, int64_t stop, const std::vector<T>& values) const {
-    return CallVoid(M::kListSetSlice, start, stop, manager_internal::ToEach(values));
+    return CallVoid(M::kListSetSlice, start, stop, EncEach(values));
   }
 };
 
@@ -464,20 +483,20 @@ class SetProxy : public manager_internal::ProxyBase {
   explicit SetProxy(std::shared_ptr<manager_internal::ProxyRef> r) : ProxyBase(std::move(r)) {}
 
   // True when `v` was not there before.
-  absl::StatusOr<bool> Add(const T& v) const { return Call<bool>(M::kSetAdd, manager_internal::ToBytes(v)); }
+  absl::StatusOr<bool> Add(const T& v) const { return Call<bool>(M::kSetAdd, Enc(v)); }
   // True when `v` was there.
   absl::StatusOr<bool> Discard(const T& v) const {
-    return Call<bool>(M::kSetDiscard, manager_internal::ToBytes(v));
+    return Call<bool>(M::kSetDiscard, Enc(v));
   }
   // NOT_FOUND ("KeyError") when `v` is not there.
-  absl::Status Remove(const T& v) const { return CallVoid(M::kSetRemove, manager_internal::ToBytes(v)); }
+  absl::Status Remove(const T& v) const { return CallVoid(M::kSetRemove, Enc(v)); }
   // Some element, removed; NOT_FOUND ("KeyError") when the set is empty.
   absl::StatusOr<T> Pop() const {
     MPROC_ASSIGN_OR_RETURN(Bytes raw, Call<Bytes>(M::kSetPop));
     return manager_internal::FromBytes<T>(raw);
   }
   absl::StatusOr<bool> Contains(const T& v) const {
-    return Call<bool>(M::kSetContains, manager_internal::ToBytes(v));
+    return Call<bool>(M::kSetContains, Enc(v));
   }
   absl::StatusOr<size_t> Len() const {
     MPROC_ASSIGN_OR_RETURN(uint64_t n, Call<uint64_t>(M::kSetLen));
@@ -488,7 +507,7 @@ class SetProxy : public manager_internal::ProxyBase {
   }
   absl::Status Clear() const { return CallVoid(M::kSetClear); }
   absl::Status Update(const std::vector<T>& vs) const {
-    return CallVoid(M::kSetUpdate, manager_internal::ToEach(vs));
+    return CallVoid(M::kSetUpdate, EncEach(vs));
   }
 };
 
@@ -502,7 +521,7 @@ class NamespaceProxy : public manager_internal::ProxyBase {
 
   template <typename T>
   absl::Status Set(const std::string& name, const T& v) const {
-    return CallVoid(M::kNsSet, name, manager_internal::ToBytes(v));
+    return CallVoid(M::kNsSet, name, Enc(v));
   }
   // NOT_FOUND ("AttributeError") when the namespace has no `name`.
   template <typename T>
@@ -529,7 +548,7 @@ class ValueProxy : public manager_internal::ProxyBase {
     MPROC_ASSIGN_OR_RETURN(std::string raw, Call<std::string>(M::kValueGet));
     return manager_internal::FromBytes<T>(raw);
   }
-  absl::Status Set(const T& v) const { return CallVoid(M::kValueSet, manager_internal::ToBytes(v)); }
+  absl::Status Set(const T& v) const { return CallVoid(M::kValueSet, Enc(v)); }
   // Runs fn(value&, args...) in the server, atomically (the race-free `v.value += 1`); as
   // DictProxy::Update.
   template <typename F, typename... A>
@@ -552,7 +571,7 @@ class QueueProxy : public manager_internal::ProxyBase {
   explicit QueueProxy(std::shared_ptr<manager_internal::ProxyRef> r) : ProxyBase(std::move(r)) {}
 
   absl::Status Put(const T& v, absl::Duration timeout = absl::InfiniteDuration()) const {
-    return RawWithin(ClientWait(timeout), M::kQueuePut, manager_internal::ToBytes(v),
+    return RawWithin(ClientWait(timeout), M::kQueuePut, Enc(v),
                      TimeoutNs(timeout))
         .status();
   }
@@ -905,7 +924,7 @@ class Manager {
       std::vector<std::pair<std::string, std::string>> raw;
       raw.reserve(initial.size());
       for (const auto& [k, v] : initial) {
-        raw.emplace_back(manager_internal::ToBytes(k), manager_internal::ToBytes(v));
+        raw.emplace_back(Enc(k), Enc(v));
       }
       init = manager_internal::ToBytes(raw);
     }
@@ -946,7 +965,7 @@ class Manager {
   absl::StatusOr<ValueProxy<T>> Value(const T& initial = T()) {
     MPROC_ASSIGN_OR_RETURN(auto ref, Create(manager_internal::Kind::kValue,
                                             manager_internal::Fingerprint<T>(),
-                                            manager_internal::ToBytes(initial)));
+                                            Enc(initial)));
     return ValueProxy<T>(std::move(ref));
   }
 
@@ -1028,10 +1047,21 @@ class Manager {
                                                                      uint64_t fingerprint,
                                                                      const std::string& initial);
   absl::Status CheckRunning() const;
+  // Values kept in this manager (see ProxyBase::Enc).
+  template <typename T>
+  std::string Enc(const T& v) const {
+    manager_internal::EmbedScope scope(ref_.nonce);
+    return manager_internal::ToBytes(v);
+  }
+  template <typename T>
+  std::vector<std::string> EncEach(const std::vector<T>& vs) const {
+    manager_internal::EmbedScope scope(ref_.nonce);
+    return manager_internal::ToEach(vs);
+  }
   // A container's initial elements ("" for none).
   template <typename T>
-  static std::string Many(const std::vector<T>& values) {
-    return values.empty() ? std::string() : manager_internal::ToBytes(manager_internal::ToEach(values));
+  std::string Many(const std::vector<T>& values) const {
+    return values.empty() ? std::string() : Enc(EncEach(values));
   }
   absl::StatusOr<LockProxy> MakeLock(bool recursive) {
     MPROC_ASSIGN_OR_RETURN(auto ref, Create(manager_internal::Kind::kLock,

@@ -917,6 +917,128 @@ TEST_P(ManagerTest, AKilledSharedMemoryManagersSegmentsAreReclaimedOnceUnused) {
   MPROC_ASSERT_OK(kept.Unlink());
 }
 
+// Nested proxies are live (CPython's test_list_proxy_in_list, test_dict_proxy_nested,
+// test_nested_queue): a proxy kept in a container is one reference held by the container, any
+// number of readers in any process reach the same object, and dropping the outer container
+// frees the inner ones.
+TEST_P(ManagerTest, ProxiesInsideContainersAreLive) {
+  auto m = Start();
+  ASSERT_NE(m, nullptr);
+  {
+    std::vector<ListProxy<int>> inner;
+    for (int i = 0; i < 3; ++i) {
+      ASSERT_OK_AND_ASSIGN(auto l, m->List<int>({0, 1, 2}));
+      inner.push_back(l);
+    }
+    ASSERT_OK_AND_ASSIGN(auto a, m->List<ListProxy<int>>(inner));
+    inner.clear();  // the outer list's references keep them
+    ASSERT_OK_AND_ASSIGN(ListProxy<int> first, a.Get(0));
+    MPROC_ASSERT_OK(first.Set(-1, 55));
+    ASSERT_OK_AND_ASSIGN(ListProxy<int> again, a.Get(0));  // a second reader of the same one
+    EXPECT_THAT(again.ToVector(), IsOkAndHolds(ElementsAre(0, 1, 55)));
+    ASSERT_OK_AND_ASSIGN(ListProxy<int> second, a.Get(1));
+    EXPECT_THAT(second.Pop(), IsOkAndHolds(2));
+    EXPECT_THAT(a.Get(1).value().Len(), IsOkAndHolds(2u));
+    EXPECT_THAT(a.Get(2).value().Len(), IsOkAndHolds(3u));
+    EXPECT_THAT(m->ObjectCount(), IsOkAndHolds(4u));
+  }
+  ExpectCountReaches(*m, 0);
+
+  {
+    ASSERT_OK_AND_ASSIGN(auto pets, (m->Dict<std::string, int>({{"ferrets", 2}, {"hamsters", 4}})));
+    ASSERT_OK_AND_ASSIGN(auto supplies, (m->Dict<std::string, int>({{"water", 10}, {"feed", 3}})));
+    ASSERT_OK_AND_ASSIGN(auto d, (m->Dict<std::string, DictProxy<std::string, int>>(
+                                     {{"pets", pets}, {"supplies", supplies}})));
+    EXPECT_THAT(d.Get("supplies").value().Get("water"), IsOkAndHolds(10));
+    MPROC_ASSERT_OK(d.Get("supplies").value().Set("blankets", 5));
+    EXPECT_THAT(supplies.Get("blankets"), IsOkAndHolds(5));
+    pets = {};
+    supplies = {};
+    EXPECT_THAT(d.Get("pets").value().Get("ferrets"), IsOkAndHolds(2));
+    ASSERT_OK_AND_ASSIGN(pets, d.Get("pets"));
+    ASSERT_OK_AND_ASSIGN(supplies, d.Get("supplies"));
+    MPROC_ASSERT_OK(d.Clear());  // the dict lets go; our proxies still hold them
+    EXPECT_THAT(supplies.Get("water"), IsOkAndHolds(10));
+    EXPECT_THAT(pets.Get("hamsters"), IsOkAndHolds(4));
+    ASSERT_OK_AND_ASSIGN(auto l, (m->List<DictProxy<std::string, int>>({pets, supplies})));
+    MPROC_ASSERT_OK(l.Get(0).value().Set("marmots", 1));
+    EXPECT_THAT(pets.Get("marmots"), IsOkAndHolds(1));
+    EXPECT_THAT(m->ObjectCount(), IsOkAndHolds(4u));
+
+    // A queue inside a list, and inside a dict.
+    ASSERT_OK_AND_ASSIGN(auto ql, m->List<QueueProxy<int>>());
+    MPROC_ASSERT_OK(ql.Append(m->Queue<int>().value()));
+    MPROC_ASSERT_OK(ql.Get(0).value().Put(123));
+    EXPECT_THAT(ql.Get(0).value().Get(), IsOkAndHolds(123));
+    ASSERT_OK_AND_ASSIGN(auto qd, (m->Dict<int, QueueProxy<int>>()));
+    MPROC_ASSERT_OK(qd.Set(0, m->Queue<int>().value()));
+    MPROC_ASSERT_OK(qd.Get(0).value().Put(456));
+    EXPECT_THAT(qd.Get(0).value().Get(), IsOkAndHolds(456));
+    // Overwriting and deleting entries frees what they held.
+    EXPECT_THAT(m->ObjectCount(), IsOkAndHolds(8u));
+    MPROC_ASSERT_OK(qd.Delete(0));
+    MPROC_ASSERT_OK(ql.Set(0, m->Queue<int>().value()));
+    EXPECT_THAT(m->ObjectCount(), IsOkAndHolds(7u));
+  }
+  ExpectCountReaches(*m, 0);
+}
+
+// Children under every start method read the same nested proxies and write through them;
+// the value they read from a Pop is theirs to keep using.
+int UseNested(DictProxy<std::string, ListProxy<int>> d, int32_t id) {
+  absl::StatusOr<ListProxy<int>> shared = d.Get("shared");
+  if (!shared.ok()) return 2;
+  if (!shared->Append(id).ok()) return 3;
+  return 0;
+}
+
+TEST_P(ManagerTest, ChildrenShareNestedProxies) {
+  auto m = Start();
+  ASSERT_NE(m, nullptr);
+  {
+    ASSERT_OK_AND_ASSIGN(auto d, (m->Dict<std::string, ListProxy<int>>()));
+    MPROC_ASSERT_OK(d.Set("shared", m->List<int>().value()));
+    std::vector<Process> ps;
+    for (int32_t i = 0; i < 3; ++i) ps.emplace_back(UseNested, d, i);
+    for (Process& p : ps) {
+      p.SetStartMethod(GetParam());
+      MPROC_ASSERT_OK(p.Start());
+    }
+    for (Process& p : ps) {
+      MPROC_ASSERT_OK(p.Join(absl::Seconds(60)));
+      EXPECT_EQ(p.exitcode(), 0);
+    }
+    ASSERT_OK_AND_ASSIGN(ListProxy<int> popped, d.Pop("shared"));
+    ASSERT_OK_AND_ASSIGN(std::vector<int> seen, popped.ToVector());
+    std::sort(seen.begin(), seen.end());
+    EXPECT_THAT(seen, ElementsAre(0, 1, 2));
+    EXPECT_THAT(d.Len(), IsOkAndHolds(0u));
+    EXPECT_THAT(m->ObjectCount(), IsOkAndHolds(2u));
+    // A value holding proxies cannot be updated in the server (it would call itself).
+    MPROC_ASSERT_OK(d.Set("again", popped));
+    EXPECT_THAT(d.Update("again", [](ListProxy<int>&) { return 0; }),
+                StatusIs(absl::StatusCode::kAborted, HasSubstr("inside the manager's server")));
+  }
+  ExpectCountReaches(*m, 0);
+}
+
+// A container holding itself (CPython's b.append(b)): reachable through itself; references are
+// counted, so the cycle is freed once it is broken (a cycle left alone stays until the
+// manager ends).
+TEST_P(ManagerTest, AContainerHoldingItself) {
+  auto m = Start();
+  ASSERT_NE(m, nullptr);
+  {
+    ASSERT_OK_AND_ASSIGN(NamespaceProxy ns, m->Namespace());
+    MPROC_ASSERT_OK(ns.Set("me", ns));
+    ASSERT_OK_AND_ASSIGN(NamespaceProxy me, ns.Get<NamespaceProxy>("me"));
+    MPROC_ASSERT_OK(me.Set("x", 1));
+    EXPECT_THAT(ns.Get<int>("x"), IsOkAndHolds(1));
+    MPROC_ASSERT_OK(me.Delete("me"));  // breaks the cycle
+  }
+  ExpectCountReaches(*m, 0);
+}
+
 INSTANTIATE_TEST_SUITE_P(StartMethods, ManagerTest,
                          ::testing::Values(StartMethod::kFork, StartMethod::kSpawn,
                                            StartMethod::kForkServer),

@@ -416,7 +416,29 @@ absl::StatusOr<std::string> CallMethod(const std::shared_ptr<ProxyRef>& ref, Met
   return ref->client->Call(Op::kCall, ref->object, msg, Deadline::After(timeout));
 }
 
+namespace {
+thread_local uint64_t t_embed_nonce = 0;
+thread_local bool t_server_thread = false;
+}  // namespace
+
+EmbedScope::EmbedScope(uint64_t nonce) : prev_(t_embed_nonce) { t_embed_nonce = nonce; }
+EmbedScope::~EmbedScope() { t_embed_nonce = prev_; }
+
+void MarkManagerServerThread() { t_server_thread = true; }
+
 void EncodeProxy(EncodeBuffer& b, const std::shared_ptr<ProxyRef>& ref) {
+  if (ref != nullptr && t_embed_nonce != 0 && ref->mgr.nonce == t_embed_nonce) {
+    // Kept in its own manager: the stamp is the reference (the server counts it while the
+    // value is kept). This process's own reference keeps the object alive until the server
+    // has the value.
+    (void)OwnRef(ref);
+    Encode(uint8_t{2}, b);
+    Encode(ref->mgr, b);
+    Encode(ref->object, b);
+    const uint64_t stamp[4] = {kEmbedMagic, ref->mgr.nonce, ref->object, 0};
+    b.Append(stamp, sizeof(stamp));
+    return;
+  }
   uint64_t ticket = 0;
   if (ref != nullptr) {
     // The ticket holds a reference while the proxy travels, so the sender may drop its own
@@ -445,14 +467,29 @@ bool DecodeProxy(DecodeReader& r, Kind kind, uint64_t fingerprint,
     out->reset();
     return true;
   }
-  if (present != 1) return r.Fail("bad proxy tag");
+  if (present != 1 && present != 2) return r.Fail("bad proxy tag");
+  if (t_server_thread) {
+    return r.Fail("a proxy cannot be decoded inside the manager's server (an Update of a value "
+                  "that holds proxies)");
+  }
   ManagerRef mgr;
   uint64_t object = 0, ticket = 0;
-  if (!Codec<ManagerRef>::Decode(r, mgr) || !Codec<uint64_t>::Decode(r, object) ||
-      !Codec<uint64_t>::Decode(r, ticket)) {
-    return false;
+  if (!Codec<ManagerRef>::Decode(r, mgr) || !Codec<uint64_t>::Decode(r, object)) return false;
+  if (present == 1) {
+    if (!Codec<uint64_t>::Decode(r, ticket)) return false;
+    if (ticket == 0) return r.Fail("the proxy was sent without a reference (its sender had none)");
+  } else {
+    uint64_t stamp[4];
+    if (!r.Read(stamp, sizeof(stamp))) return false;
+    if (stamp[0] != kEmbedMagic || stamp[1] != mgr.nonce || stamp[2] != object) {
+      return r.Fail("a malformed embedded proxy");
+    }
+    ticket = stamp[3];
+    if (ticket == 0) {
+      return r.Fail("a proxy kept in a manager must be read through that manager (these bytes "
+                    "came another way, or its object no longer exists)");
+    }
   }
-  if (ticket == 0) return r.Fail("the proxy was sent without a reference (its sender had none)");
   absl::StatusOr<std::shared_ptr<ManagerClient>> client = ManagerClient::For(mgr);
   if (!client.ok()) return r.Fail(std::string(client.status().message()));
   EncodeBuffer args;

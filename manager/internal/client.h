@@ -137,6 +137,24 @@ absl::StatusOr<std::shared_ptr<ProxyRef>> OwnRef(const std::shared_ptr<ProxyRef>
 absl::StatusOr<std::string> CallMethod(const std::shared_ptr<ProxyRef>& ref, Method m,
                                        const EncodeBuffer& args, absl::Duration timeout);
 
+// While one lives on this thread, proxies to the manager instance `nonce` encode as embedded
+// (a stamp: protocol.h) instead of with a ticket: the values a proxy sends to be kept in that
+// manager. Nests; 0 means none.
+class EmbedScope {
+ public:
+  explicit EmbedScope(uint64_t nonce);
+  ~EmbedScope();
+  EmbedScope(const EmbedScope&) = delete;
+  EmbedScope& operator=(const EmbedScope&) = delete;
+
+ private:
+  uint64_t prev_;
+};
+
+// Set on the manager server's own thread: a proxy cannot be decoded there (its decode would
+// call the server that is running it).
+void MarkManagerServerThread();
+
 // Codec support for proxies: Encode hands a ticket for `ref`'s object to the server (one-way)
 // and writes what a receiver needs to claim it; Decode claims it (a round trip) and returns
 // the receiver's own reference.

@@ -160,6 +160,16 @@ enum class Method : uint16_t {
   kObjectCall = 120,
 };
 
+// A proxy kept inside a managed value (a Dict of Lists, a List holding a Queue proxy) is encoded
+// with a stamp the server finds in the bytes it keeps: four little-endian u64s, kEmbedMagic,
+// the server's nonce, the object id and a ticket slot. Each stamp in a kept value is one
+// reference to its object, held for as long as the value is kept (the server recounts a
+// container's stamps after every call that may change them). The slot is 0 as stored; in a
+// reply, the server fills it with a fresh ticket (a reference for 60 s) that the reader's
+// decode claims, so any number of processes can read the same nested proxy.
+inline constexpr uint64_t kEmbedMagic = 0x9e3779b97f4a7c15ull ^ 0x6d70726f63707879ull;
+inline constexpr size_t kStampSize = 32;
+
 // The fingerprint of a list of element types (FNV-1a of their type names): a proxy to a
 // Dict<std::string, int> decoded as a Dict<int, int> is refused when claimed.
 template <typename... T>

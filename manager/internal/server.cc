@@ -13,6 +13,7 @@
 #include <list>
 #include <map>
 #include <set>
+#include <string_view>
 #include <memory>
 #include <optional>
 #include <tuple>
@@ -24,6 +25,7 @@
 #include "base/deadline.h"
 #include "base/status.h"
 #include "base/syscall.h"
+#include "manager/internal/client.h"
 #include "manager/internal/objects.h"
 #include "manager/internal/protocol.h"
 #include "serialize/auth.h"
@@ -105,6 +107,8 @@ struct Object {
   Bytes value;
   std::map<std::string, Bytes> ns;
   std::set<Bytes> set;
+  // References this object's kept values hold through embedded proxies (stamps): object -> n.
+  std::map<uint64_t, int64_t> embedded;
   // Queue
   std::deque<Bytes> items;
   uint64_t maxsize = 0;
@@ -484,6 +488,29 @@ Result CallNamespace(std::map<std::string, Bytes>& ns, Method m, DecodeReader& r
   return absl::InvalidArgumentError("not a method of a namespace");
 }
 
+// Calls fn(offset) for each stamp of the server `nonce` in `bytes` (protocol.h).
+template <typename F>
+void ForEachStamp(std::string_view bytes, uint64_t nonce, F fn) {
+  char needle[16];
+  std::memcpy(needle, &kEmbedMagic, 8);
+  std::memcpy(needle + 8, &nonce, 8);
+  size_t pos = 0;
+  while (pos + kStampSize <= bytes.size()) {
+    const void* hit = ::memmem(bytes.data() + pos, bytes.size() - pos, needle, sizeof(needle));
+    if (hit == nullptr) return;
+    const size_t at = static_cast<size_t>(static_cast<const char*>(hit) - bytes.data());
+    if (at + kStampSize > bytes.size()) return;
+    fn(at);
+    pos = at + kStampSize;
+  }
+}
+
+uint64_t StampObject(std::string_view bytes, size_t at) {
+  uint64_t id = 0;
+  std::memcpy(&id, bytes.data() + at + 16, 8);
+  return id;
+}
+
 class Server {
  public:
   Server(UniqueFd listener, ServerConfig config)
@@ -545,6 +572,16 @@ class Server {
                      uint64_t call_id);
   void Expire(int64_t now);
   int64_t NextWakeNs() const;
+  // Nested proxies: recounts the stamps in object `id`'s kept values and moves its references
+  // to match (after any call that may have changed them).
+  void Rescan(uint64_t id);
+  bool HasStamp(std::string_view bytes) const {
+    bool found = false;
+    ForEachStamp(bytes, nonce_, [&](size_t) { found = true; });
+    return found;
+  }
+  // Fills the ticket slot of each stamp in an outgoing reply with a fresh ticket.
+  void IssueTickets(std::string& out, size_t from);
 
   UniqueFd listener_;
   ServerConfig config_;
@@ -560,6 +597,7 @@ class Server {
   std::vector<ParkedClaim> parked_;
   bool stop_ = false;
   std::vector<SharedMemory> segments_;  // made for clients (kShmCreate), unlinked at the end
+  uint64_t ticket_state_ = nonce_ * 0x9e3779b97f4a7c15ull + 1;  // the server's own ticket ids
 };
 
 void Server::Accept() {
@@ -607,9 +645,67 @@ void Server::Unref(uint64_t id, int64_t n) {
   it->second.refs -= n;
   if (it->second.refs > 0) return;
   const uint64_t held_lock = it->second.kind == Kind::kCondition ? it->second.cond_lock : 0;
+  std::map<uint64_t, int64_t> embedded = std::move(it->second.embedded);
   objects_.erase(it);
   waiting_objects_.erase(id);
   if (held_lock != 0) Unref(held_lock, 1);  // a Condition holds its lock
+  for (const auto& [e, n] : embedded) Unref(e, n);  // what its kept values referenced
+}
+
+void Server::Rescan(uint64_t id) {
+  auto it = objects_.find(id);
+  if (it == objects_.end()) return;
+  const Object& o = it->second;
+  std::map<uint64_t, int64_t> now;
+  auto count = [&](std::string_view bytes) {
+    ForEachStamp(bytes, nonce_, [&](size_t at) {
+      const uint64_t e = StampObject(bytes, at);
+      if (objects_.count(e) != 0) now[e] += 1;  // a stamp of a dead object holds nothing
+    });
+  };
+  for (const auto& [k, v] : o.dict.entries()) {
+    count(k);
+    count(v);
+  }
+  for (const Bytes& v : o.list) count(v);
+  count(o.value);
+  for (const auto& [k, v] : o.ns) count(v);
+  for (const Bytes& v : o.set) count(v);
+  for (const Bytes& v : o.items) count(v);
+  for (const Parked& p : o.putters) count(p.item);
+  std::map<uint64_t, int64_t> before = std::move(it->second.embedded);
+  it->second.embedded = now;
+  // Take the new references first, so nothing still kept is freed on the way.
+  for (const auto& [e, n] : now) {
+    auto b = before.find(e);
+    const int64_t more = n - (b == before.end() ? 0 : b->second);
+    if (more > 0) objects_.find(e)->second.refs += more;
+  }
+  for (const auto& [e, n] : before) {
+    auto a = now.find(e);
+    const int64_t fewer = n - (a == now.end() ? 0 : a->second);
+    if (fewer > 0) Unref(e, fewer);
+  }
+}
+
+void Server::IssueTickets(std::string& out, size_t from) {
+  const std::string_view view(out.data() + from, out.size() - from);
+  ForEachStamp(view, nonce_, [&](size_t at) {
+    const uint64_t e = StampObject(view, at);
+    auto obj = objects_.find(e);
+    uint64_t ticket = 0;
+    if (obj != objects_.end()) {
+      do {  // splitmix64: ticket ids of the server's own, never 0
+        uint64_t z = (ticket_state_ += 0x9e3779b97f4a7c15ull);
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+        ticket = z ^ (z >> 31);
+      } while (ticket == 0 || tickets_.count(ticket) != 0);
+      tickets_[ticket] = Ticket{e, MonotonicNowNs() + kTicketNs};
+      obj->second.refs += 1;
+    }
+    std::memcpy(out.data() + from + at + 24, &ticket, 8);
+  });
 }
 
 void Server::Reply(Conn& c, uint64_t call_id, const absl::Status& status,
@@ -624,7 +720,9 @@ void Server::Reply(Conn& c, uint64_t call_id, const absl::Status& status,
     msg.Append(body->bytes().data(), body->size());
   }
   c.out += CPythonLengthHeader(msg.size());
+  const size_t from = c.out.size();
   c.out.append(reinterpret_cast<const char*>(msg.bytes().data()), msg.size());
+  if (status.ok() && body != nullptr) IssueTickets(c.out, from);
 }
 
 void Server::Flush(Conn& c) {
@@ -1064,6 +1162,7 @@ void Server::DropConnection(uint64_t serial) {
     }
     // A party gone from a barrier it waited at: the others would wait for it forever.
     if (o.barrier_waiters.size() != barrier_before) BreakBarrier(o);
+    if (!o.embedded.empty()) Rescan(id);  // a parked Put's item may have held a proxy
   }
   for (auto& [id, o] : objects_) {
     if (o.kind == Kind::kLock && o.owner_serial == 0) GrantLock(o);
@@ -1131,6 +1230,7 @@ void Server::ExpireParked(int64_t now) {
     for (const Parked& p : o.barrier_waiters) barrier_timeout |= p.deadline_ns <= now;
     if (barrier_timeout) BreakBarrier(o);  // one party's timeout breaks it for all (Python's)
     if (!o.HasWaiters()) waiting_objects_.erase(id);
+    if (!o.embedded.empty()) Rescan(id);  // a timed-out Put's item may have held a proxy
   }
 }
 
@@ -1253,6 +1353,7 @@ bool Server::Handle(Conn& c, std::span<const std::byte> msg) {
       const uint64_t id = next_object_++;
       objects_[id] = std::move(o);
       Ref(c, id, 1);
+      if (HasStamp(initial)) Rescan(id);  // initial contents holding proxies
       EncodeBuffer b;
       Encode(id, b);
       Reply(c, call_id, absl::OkStatus(), &b);
@@ -1269,6 +1370,12 @@ bool Server::Handle(Conn& c, std::span<const std::byte> msg) {
         return true;
       }
       Object& o = it->second;
+      // A call that keeps a stamp, or on an object that keeps some, may change what the
+      // object's values reference: recount after it.
+      const bool rescan = !o.embedded.empty() ||
+                          HasStamp(std::string_view(reinterpret_cast<const char*>(msg.data()) +
+                                                        r.offset(),
+                                                    r.remaining()));
       Result res = absl::InvalidArgumentError("unknown object kind");
       const Method m = static_cast<Method>(method);
       bool parked = false;
@@ -1282,12 +1389,14 @@ bool Server::Handle(Conn& c, std::span<const std::byte> msg) {
         case Kind::kObject: res = CallObject(c, o, m, r); break;
         default: res = CallBlocking(c, object, o, m, r, call_id, &parked); break;
       }
-      if (parked) return true;  // answered later
-      if (res.ok()) {
-        Reply(c, call_id, absl::OkStatus(), &*res);
-      } else {
-        Reply(c, call_id, res.status(), nullptr);
+      if (!parked) {  // else answered later
+        if (res.ok()) {
+          Reply(c, call_id, absl::OkStatus(), &*res);  // tickets for the proxies it carries
+        } else {
+          Reply(c, call_id, res.status(), nullptr);
+        }
       }
+      if (rescan) Rescan(object);
       return true;
     }
     case Op::kDecref: {
@@ -1536,6 +1645,7 @@ int64_t Server::NextWakeNs() const {
 }
 
 int Server::Run() {
+  MarkManagerServerThread();
   epoll_ = UniqueFd(::epoll_create1(EPOLL_CLOEXEC));
   if (!epoll_.ok() || SetNonBlocking(listener_.get(), true) < 0) return 1;
   epoll_event ev = {};
