@@ -361,31 +361,29 @@ class DictProxy : public manager_internal::ProxyBase {
   }
 };
 
-// A list in the manager. Indexes are Python's: negative ones count from the end.
+namespace manager_internal {
+
+// What a List and an Array share: indexing as Python's (negative indexes count from the end),
+// slices, searches.
 template <typename T>
-class ListProxy : public manager_internal::ProxyBase {
-  using M = manager_internal::Method;
+class SequenceProxy : public ProxyBase {
+  using M = Method;
   using Bytes = std::string;
 
  public:
-  ListProxy() = default;
-  explicit ListProxy(std::shared_ptr<manager_internal::ProxyRef> r) : ProxyBase(std::move(r)) {}
+  SequenceProxy() = default;
+  explicit SequenceProxy(std::shared_ptr<ProxyRef> r) : ProxyBase(std::move(r)) {}
 
-  absl::Status Append(const T& v) const { return CallVoid(M::kListAppend, Enc(v)); }
-  absl::Status Extend(const std::vector<T>& vs) const { return CallVoid(M::kListExtend, Many(vs)); }
-  absl::StatusOr<T> Get(int64_t i) const { return One(Call<Bytes>(M::kListGet, i)); }
-  absl::Status Set(int64_t i, const T& v) const {
-    return CallVoid(M::kListSet, i, Enc(v));
+  absl::StatusOr<T> Get(int64_t i) const {
+    MPROC_ASSIGN_OR_RETURN(Bytes raw, Call<Bytes>(M::kListGet, i));
+    return FromBytes<T>(raw);
   }
+  absl::Status Set(int64_t i, const T& v) const { return CallVoid(M::kListSet, i, Enc(v)); }
   absl::StatusOr<size_t> Len() const {
     MPROC_ASSIGN_OR_RETURN(uint64_t n, Call<uint64_t>(M::kListLen));
     return static_cast<size_t>(n);
   }
-  absl::StatusOr<T> Pop(int64_t i = -1) const { return One(Call<Bytes>(M::kListPop, i)); }
-  absl::Status Insert(int64_t i, const T& v) const {
-    return CallVoid(M::kListInsert, i, Enc(v));
-  }
-  absl::Status Remove(const T& v) const { return CallVoid(M::kListRemove, Enc(v)); }
+  // The first index holding `v`; NOT_FOUND ("ValueError") when none does.
   absl::StatusOr<size_t> Index(const T& v) const {
     MPROC_ASSIGN_OR_RETURN(uint64_t i, Call<uint64_t>(M::kListIndex, Enc(v)));
     return static_cast<size_t>(i);
@@ -394,81 +392,67 @@ class ListProxy : public manager_internal::ProxyBase {
     MPROC_ASSIGN_OR_RETURN(uint64_t n, Call<uint64_t>(M::kListCount, Enc(v)));
     return static_cast<size_t>(n);
   }
-  absl::Status Reverse() const { return CallVoid(M::kListReverse); }
-  absl::Status Clear() const { return CallVoid(M::kListClear); }
-  // Python's l[start:stop] (a copy).
+  // Python's s[start:stop] (a copy).
   absl::StatusOr<std::vector<T>> Slice(int64_t start, int64_t stop) const {
-    return All(Call<std::vector<Bytes>>(M::kListSlice, start, stop));
+    return FromEach<T>(Call<std::vector<Bytes>>(M::kListSlice, start, stop));
   }
-  // The whole list (a copy, as Python's list(proxy)).
-  absl::StatusOr<std::vector<T>> ToVector() const { return All(Call<std::vector<Bytes>>(M::kListAll)); }
-  // Python's l[start:stop] = values (any number of values: the list grows or shrinks).
+  // The whole sequence (a copy, as Python's list(proxy)).
+  absl::StatusOr<std::vector<T>> ToVector() const {
+    return FromEach<T>(Call<std::vector<Bytes>>(M::kListAll));
+  }
+  // Python's s[start:stop] = values: a List grows or shrinks; an Array refuses
+  // (INVALID_ARGUMENT) unless the values fill the slice exactly.
   absl::Status SetSlice(int64_t start, int64_t stop, const std::vector<T>& values) const {
-    return CallVoid(M::kListSetSlice, start, stop, Many(values));
+    return CallVoid(M::kListSetSlice, start, stop, EncEach(values));
   }
+};
+
+}  // namespace manager_internal
+
+// A list in the manager. Indexes are Python's: negative ones count from the end.
+template <typename T>
+class ListProxy : public manager_internal::SequenceProxy<T> {
+  using M = manager_internal::Method;
+  using Bytes = std::string;
+  using Base = manager_internal::SequenceProxy<T>;
+
+ public:
+  ListProxy() = default;
+  explicit ListProxy(std::shared_ptr<manager_internal::ProxyRef> r) : Base(std::move(r)) {}
+
+  absl::Status Append(const T& v) const { return this->CallVoid(M::kListAppend, this->Enc(v)); }
+  absl::Status Extend(const std::vector<T>& vs) const {
+    return this->CallVoid(M::kListExtend, this->EncEach(vs));
+  }
+  absl::StatusOr<T> Pop(int64_t i = -1) const {
+    MPROC_ASSIGN_OR_RETURN(Bytes raw, this->template Call<Bytes>(M::kListPop, i));
+    return manager_internal::FromBytes<T>(raw);
+  }
+  // Python's insert: the index is clamped to the list.
+  absl::Status Insert(int64_t i, const T& v) const {
+    return this->CallVoid(M::kListInsert, i, this->Enc(v));
+  }
+  // Removes the first `v`; NOT_FOUND ("ValueError") when there is none.
+  absl::Status Remove(const T& v) const { return this->CallVoid(M::kListRemove, this->Enc(v)); }
+  absl::Status Reverse() const { return this->CallVoid(M::kListReverse); }
+  absl::Status Clear() const { return this->CallVoid(M::kListClear); }
   // Python's l *= n (n <= 0 empties it).
-  absl::Status Repeat(int64_t n) const { return CallVoid(M::kListRepeat, n); }
+  absl::Status Repeat(int64_t n) const { return this->CallVoid(M::kListRepeat, n); }
   ListProxy WithTimeout(absl::Duration t) const {
     ListProxy copy(*this);
     copy.SetTimeout(t);
     return copy;
   }
-
- private:
-  std::vector<Bytes> Many(const std::vector<T>& vs) const {
-    std::vector<Bytes> raw;
-    raw.reserve(vs.size());
-    for (const T& v : vs) raw.push_back(Enc(v));
-    return raw;
-  }
-  static absl::StatusOr<T> One(absl::StatusOr<Bytes> raw) {
-    if (!raw.ok()) return raw.status();
-    return manager_internal::FromBytes<T>(*raw);
-  }
-  static absl::StatusOr<std::vector<T>> All(absl::StatusOr<std::vector<Bytes>> raw) {
-    if (!raw.ok()) return raw.status();
-    std::vector<T> out;
-    out.reserve(raw->size());
-    for (const Bytes& b : *raw) {
-      MPROC_ASSIGN_OR_RETURN(T v, manager_internal::FromBytes<T>(b));
-      out.push_back(std::move(v));
-    }
-    return out;
-  }
 };
 
-// A fixed-size array in the manager (CPython's Manager().Array): a list that keeps its length,
-// indexes as Python's; SetSlice must assign as many values as the slice holds.
+// A fixed-size array in the manager (CPython's Manager().Array): a sequence that keeps its
+// length (no method changes it; SetSlice must fill the slice exactly).
 template <typename T>
-class ArrayProxy : public manager_internal::ProxyBase {
-  using M = manager_internal::Method;
-  using Bytes = std::string;
-
+class ArrayProxy : public manager_internal::SequenceProxy<T> {
  public:
   ArrayProxy() = default;
-  explicit ArrayProxy(std::shared_ptr<manager_internal::ProxyRef> r) : ProxyBase(std::move(r)) {}
-
-  absl::StatusOr<T> Get(int64_t i) const {
-    MPROC_ASSIGN_OR_RETURN(Bytes raw, Call<Bytes>(M::kListGet, i));
-    return manager_internal::FromBytes<T>(raw);
-  }
-  absl::Status Set(int64_t i, const T& v) const {
-    return CallVoid(M::kListSet, i, Enc(v));
-  }
-  absl::StatusOr<size_t> Len() const {
-    MPROC_ASSIGN_OR_RETURN(uint64_t n, Call<uint64_t>(M::kListLen));
-    return static_cast<size_t>(n);
-  }
-  absl::StatusOr<std::vector<T>> Slice(int64_t start, int64_t stop) const {
-    return manager_internal::FromEach<T>(Call<std::vector<Bytes>>(M::kListSlice, start, stop));
-  }
-  absl::StatusOr<std::vector<T>> ToVector() const {
-    return manager_internal::FromEach<T>(Call<std::vector<Bytes>>(M::kListAll));
-  }
-  // Python's a[start:stop] = values; INVALID_ARGUMENT unless values fill the slice exactly.
-  absl::Status SetSlice(int64_t start, int64_t stop, const std::vector<T>& values) const {
-    return CallVoid(M::kListSetSlice, start, stop, EncEach(values));
-  }
+  explicit ArrayProxy(std::shared_ptr<manager_internal::ProxyRef> r)
+      : manager_internal::SequenceProxy<T>(std::move(r)) {}
 };
 
 // A set in the manager (CPython 3.14's Manager().set()): elements compare by their encoded

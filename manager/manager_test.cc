@@ -40,6 +40,17 @@ class ManagerTest : public ::testing::TestWithParam<StartMethod> {
     EXPECT_TRUE(m.ok()) << m.status();
     return m.ok() ? *std::move(m) : nullptr;
   }
+  // Starts every process with this test's start method; each must exit 0.
+  void RunAll(std::vector<Process>& ps) {
+    for (Process& p : ps) {
+      p.SetStartMethod(GetParam());
+      MPROC_ASSERT_OK(p.Start());
+    }
+    for (Process& p : ps) {
+      MPROC_ASSERT_OK(p.Join(absl::Seconds(60)));
+      EXPECT_EQ(p.exitcode(), 0);
+    }
+  }
   // Waits (bounded) for the server's object count to reach `n`: references held by processes
   // that ended are dropped when the server sees their connections close.
   static void ExpectCountReaches(Manager& m, uint64_t n) {
@@ -318,14 +329,7 @@ TEST_P(ManagerTest, ChildrenWriteThroughProxiesAndNothingIsLeft) {
     ASSERT_OK_AND_ASSIGN(NamespaceProxy ns, m->Namespace());
     std::vector<Process> ps;
     for (int32_t c = 0; c < 3; ++c) ps.emplace_back(FillFromChild, d, l, ns, c * 100);
-    for (Process& p : ps) {
-      p.SetStartMethod(GetParam());
-      MPROC_ASSERT_OK(p.Start());
-    }
-    for (Process& p : ps) {
-      MPROC_ASSERT_OK(p.Join(absl::Seconds(60)));
-      EXPECT_EQ(p.exitcode(), 0);
-    }
+    RunAll(ps);
     EXPECT_THAT(d.Len(), IsOkAndHolds(5u));
     ASSERT_OK_AND_ASSIGN(std::vector<int> all, l.ToVector());
     EXPECT_EQ(all.size(), 15u);
@@ -750,14 +754,7 @@ TEST_P(ManagerTest, ObjectsOfYourOwnTypesRunTheirMethodsInTheServer) {
   EXPECT_THAT(t.Call(AddTo, int64_t{5}), IsOkAndHolds(105));
   std::vector<Process> ps;
   for (int i = 0; i < 3; ++i) ps.emplace_back(AddFromChild, t, 10);
-  for (Process& p : ps) {
-    p.SetStartMethod(GetParam());
-    MPROC_ASSERT_OK(p.Start());
-  }
-  for (Process& p : ps) {
-    MPROC_ASSERT_OK(p.Join(absl::Seconds(60)));
-    EXPECT_EQ(p.exitcode(), 0);
-  }
+  RunAll(ps);
   EXPECT_THAT(t.Call(AddTo, int64_t{0}), IsOkAndHolds(135));  // every call atomic
   EXPECT_THAT(t.Call(Explode),
               StatusIs(absl::StatusCode::kAborted, HasSubstr("tally exploded")));
@@ -796,14 +793,7 @@ TEST_P(ManagerTest, UpdateAndCompareAndSetLoseNoIncrement) {
   EXPECT_THAT(d.CompareAndSet("cas", 3, 5), IsOkAndHolds(false));
   std::vector<Process> ps;
   for (int i = 0; i < 10; ++i) ps.emplace_back(Visit, d, v, 50);
-  for (Process& p : ps) {
-    p.SetStartMethod(GetParam());
-    MPROC_ASSERT_OK(p.Start());
-  }
-  for (Process& p : ps) {
-    MPROC_ASSERT_OK(p.Join(absl::Seconds(60)));
-    EXPECT_EQ(p.exitcode(), 0);
-  }
+  RunAll(ps);
   EXPECT_THAT(d.Get("visits"), IsOkAndHolds(500));
   EXPECT_THAT(d.Get("cas"), IsOkAndHolds(500));
   EXPECT_THAT(v.Get(), IsOkAndHolds(1000));
@@ -1000,14 +990,7 @@ TEST_P(ManagerTest, ChildrenShareNestedProxies) {
     MPROC_ASSERT_OK(d.Set("shared", m->List<int>().value()));
     std::vector<Process> ps;
     for (int32_t i = 0; i < 3; ++i) ps.emplace_back(UseNested, d, i);
-    for (Process& p : ps) {
-      p.SetStartMethod(GetParam());
-      MPROC_ASSERT_OK(p.Start());
-    }
-    for (Process& p : ps) {
-      MPROC_ASSERT_OK(p.Join(absl::Seconds(60)));
-      EXPECT_EQ(p.exitcode(), 0);
-    }
+    RunAll(ps);
     ASSERT_OK_AND_ASSIGN(ListProxy<int> popped, d.Pop("shared"));
     ASSERT_OK_AND_ASSIGN(std::vector<int> seen, popped.ToVector());
     std::sort(seen.begin(), seen.end());
