@@ -109,6 +109,16 @@ def _manager_dict_worker(d, n, reps, conn):
     conn.close()
 
 
+def _manager_crowd_worker(d, n, reps, barrier):
+    """Per repetition: wait for all, do n `d[i % 16] = i`, wait for all."""
+    d[0] = 0  # untimed: opens this process's connection to the manager
+    for _ in range(reps):
+        barrier.wait()
+        for i in range(n):
+            d[i % 16] = i
+        barrier.wait()
+
+
 # --------------------------------------------------------------------------
 # Harness
 # --------------------------------------------------------------------------
@@ -449,6 +459,34 @@ def row_manager_dict(cfg):
                      f"per repetition, timed in the child")
 
 
+def row_manager_dict_crowd(cfg, clients=64):
+    ctx = cfg.ctx
+    n = cfg.n(100, 20)
+    samples = []
+    with ctx.Manager() as m:
+        d = m.dict()
+        d[0] = 0
+        barrier = ctx.Barrier(clients + 1)
+        ps = [ctx.Process(target=_manager_crowd_worker, args=(d, n, cfg.reps, barrier))
+              for _ in range(clients)]
+        try:
+            for p in ps:
+                p.start()
+            for _ in range(cfg.reps):
+                barrier.wait()
+                t0 = _now()
+                barrier.wait()
+                samples.append((_now() - t0) / (clients * n))
+        finally:
+            for p in ps:
+                _reap(p)
+        bad = [p.exitcode for p in ps if p.exitcode != 0]
+        if bad:
+            raise RuntimeError(f"manager crowd children exit codes {bad}")
+    return samples, (f"start method {cfg.default_method}; {clients} processes x {n} "
+                     f"d[i % 16] = i per repetition, wall time / all ops")
+
+
 def row_value_incr(cfg):
     v = cfg.ctx.Value("i", 0)
     n = cfg.n(200_000, 50_000)
@@ -519,6 +557,7 @@ ROWS = [
     ("cpython.pool.apply_async", _pool_row(_body_apply_async)),
     ("cpython.executor.submit", row_executor_submit),
     ("cpython.manager.dict", row_manager_dict),
+    ("cpython.manager.dict_64_clients", row_manager_dict_crowd),
     ("cpython.value.incr", row_value_incr),
     ("cpython.shm.create", row_shm_create),
     ("cpython.pickle.int", _pickle_row(lambda: 12345, 200_000, 50_000, "int 12345")),

@@ -35,6 +35,9 @@ MPROC_REPORT_ROWS(CPythonRows) {
       .per_item = true;
   AddExternalRow("cpython.executor.submit", s, "ProcessPoolExecutor(2).submit().result()");
   AddExternalRow("cpython.manager.dict", s, "Manager().dict() set from a child");
+  AddExternalRow("cpython.manager.dict_64_clients", s,
+                 "Manager().dict() set from 64 child processes at once; time per op, all together")
+      .per_item = true;
   AddExternalRow("cpython.value.incr", s, "Value('i') += 1 under get_lock()");
   AddExternalRow("cpython.shm.create", s, "SharedMemory 1 MiB create + close + unlink");
   AddExternalRow("cpython.pickle.int", s, "pickle dumps+loads, int");
