@@ -77,6 +77,8 @@ absl::StatusOr<std::unique_ptr<Manager>> Manager::StartWith(ManagerOptions optio
   manager_internal::ServerConfig config;
   config.authkey = m->ref_.authkey;
   config.nonce = m->ref_.nonce;
+  if (m->ref_.address.family == Address::Family::kUnix) config.socket_path = m->ref_.address.path;
+  config.socket_dir = m->socket_dir_;
   m->server_ = make_server(listener->Release(), config);
   m->server_->SetName("Manager");
   if (options.start_method.has_value()) m->server_->SetStartMethod(*options.start_method);

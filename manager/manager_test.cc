@@ -93,7 +93,8 @@ int StartManagerAndWait(Connection report, StartMethod method) {
   absl::StatusOr<std::unique_ptr<Manager>> m = Manager::Start(o);
   if (!m.ok()) return 2;
   const int32_t pid = (*m)->pid();
-  (void)report.SendBytes(std::string(reinterpret_cast<const char*>(&pid), sizeof(pid)));
+  (void)report.SendBytes(std::string(reinterpret_cast<const char*>(&pid), sizeof(pid)) +
+                         (*m)->address().path);
   for (;;) ::pause();
 }
 
@@ -415,8 +416,11 @@ TEST_P(ManagerTest, TheServerEndsWithItsOwner) {
   });
   ASSERT_OK_AND_ASSIGN(std::string raw, pipe.first.RecvBytes(std::nullopt, absl::Seconds(60)));
   int32_t server = 0;
-  ASSERT_EQ(raw.size(), sizeof(server));
+  ASSERT_GT(raw.size(), sizeof(server));
   std::memcpy(&server, raw.data(), sizeof(server));
+  const std::string socket = raw.substr(sizeof(server));
+  const std::string dir = socket.substr(0, socket.rfind('/'));
+  EXPECT_EQ(::access(dir.c_str(), F_OK), 0);
   ::kill(owner, SIGKILL);
   EXPECT_EQ(testing::Join(owner), 128 + SIGKILL);
   const double t0 = testing::NowSeconds();
@@ -427,6 +431,9 @@ TEST_P(ManagerTest, TheServerEndsWithItsOwner) {
   }
   EXPECT_TRUE(state == '?' || state == 'Z') << "the manager outlived its owner";
   if (state != '?' && state != 'Z') ::kill(server, SIGKILL);
+  // It removed its socket and the private directory holding it on the way out.
+  EXPECT_NE(::access(socket.c_str(), F_OK), 0);
+  EXPECT_NE(::access(dir.c_str(), F_OK), 0);
 }
 
 // A manager restarted on the same address is another instance: a proxy of the first says so

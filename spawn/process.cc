@@ -470,7 +470,7 @@ void SetExecutable(std::string path) {
 const std::string& CurrentProcessName() { return G().name; }
 pid_t ParentPid() { return G().parent_pid; }
 
-void ExitWhenParentExits() {
+void ExitWhenParentExits(std::function<void()> last_words) {
   auto& g = G();
   const pid_t parent = g.parent_pid;
   if (parent <= 0) return;  // the main process has no mproc parent
@@ -480,13 +480,16 @@ void ExitWhenParentExits() {
     // one now. Only here could a parent that died already, its pid reused, be mistaken for
     // alive.
     fd = static_cast<int>(::syscall(SYS_pidfd_open, parent, 0));
-    if (fd < 0 && errno == ESRCH) ::kill(::getpid(), SIGKILL);  // the parent is gone already
+    if (fd < 0 && errno == ESRCH) {  // the parent is gone already
+      if (last_words) last_words();
+      ::kill(::getpid(), SIGKILL);
+    }
     g.parent_pidfd = fd;
   }
   // The watcher polls a copy of its own: the target may close descriptors it inherited (a
   // daemon's habit), and the number may then name another file.
   const int watched = fd >= 0 ? ::fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
-  std::thread([watched, parent] {
+  std::thread([watched, parent, last_words = std::move(last_words)] {
     if (watched >= 0) {
       pollfd p = {watched, POLLIN, 0};  // a pidfd turns readable when its process exits
       for (;;) {
@@ -501,6 +504,7 @@ void ExitWhenParentExits() {
       // No pidfds on this kernel: look every 100 ms (a zombie parent is dead).
       while (TaskAlive(static_cast<uint32_t>(parent))) ::usleep(100'000);
     }
+    if (last_words) last_words();
     ::kill(::getpid(), SIGKILL);
   }).detach();
 }

@@ -143,8 +143,10 @@ pid_t ParentPid();
 // ends, however it ends, SIGKILL included: a thread waits on the parent's pidfd, which the
 // child received when it started (so a reused pid is never mistaken for the parent). Daemon
 // children call it before their target runs; pool workers too. Does nothing in the main
-// process.
-void ExitWhenParentExits();
+// process. `last_words`, when given, runs on the watching thread just before the SIGKILL
+// (the process's other threads still run: keep it to a few system calls, such as removing a
+// socket file only this process would remove).
+void ExitWhenParentExits(std::function<void()> last_words = nullptr);
 
 class Process;
 

@@ -1694,7 +1694,12 @@ int ServeManager(UniqueFd listener, ServerConfig config) {
   ::signal(SIGPIPE, SIG_IGN);
   if (!config.standalone) {
     ::signal(SIGINT, SIG_IGN);  // a terminal's Ctrl-C is the owner's to handle (CPython's rule)
-    ExitWhenParentExits();
+    // Its owner's Shutdown would remove the socket (and its directory); with the owner gone,
+    // the server does, so a killed owner leaves nothing behind.
+    ExitWhenParentExits([path = config.socket_path, dir = config.socket_dir] {
+      if (!path.empty()) ::unlink(path.c_str());
+      if (!dir.empty()) ::rmdir(dir.c_str());
+    });
   }
   Server server(std::move(listener), std::move(config));
   return server.Run();

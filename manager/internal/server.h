@@ -33,8 +33,13 @@ struct ServerConfig {
   std::string authkey;
   uint64_t nonce = 0;       // this instance's, chosen by the owner (Hello answers it)
   bool standalone = false;  // true: serve on after the owner ends (Serve)
+  // Removed when the owner ends before Shutdown (the owner removes them at Shutdown): the
+  // listening socket's file (a Unix address), and the private directory holding it (the
+  // default address).
+  std::string socket_path;
+  std::string socket_dir;
 };
-MPROC_CODEC_FIELDS(ServerConfig, authkey, nonce, standalone)
+MPROC_CODEC_FIELDS(ServerConfig, authkey, nonce, standalone, socket_path, socket_dir)
 
 // Serves on `listener` (a listening socket) until Shutdown or the owner's end; the exit code.
 int ServeManager(UniqueFd listener, ServerConfig config);
