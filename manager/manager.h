@@ -54,7 +54,8 @@
 // broken or the manager ends. A value holding proxies cannot be changed by Update (the
 // server would have to call itself).
 //
-// Not yet: a Pool in the manager.
+// A Pool can live in the manager too (Pool, PoolProxy): its workers are the server's
+// children, and Apply/Map park in the server while the tasks run.
 //
 // Thread-safety: Manager and proxies may be used from any thread. Calls from the threads of
 // one process share its connection and take turns on it.
@@ -80,6 +81,7 @@
 #include "manager/internal/objects.h"
 #include "manager/internal/protocol.h"
 #include "manager/internal/server.h"
+#include "pool/pool.h"
 #include "serialize/codec.h"
 #include "shm/shared_memory.h"
 #include "base/owner.h"
@@ -724,6 +726,98 @@ class BarrierProxy : public manager_internal::ProxyBase {
   }
 };
 
+// A Pool living in the manager (CPython's Manager().Pool()): its workers are the server's
+// children, so a pool is shared by every process holding the proxy and outlives the one that
+// made it. Apply and Map block the caller (not the server) until their tasks are done; tasks
+// are functions as for Pool (free functions or captureless lambdas, found by code reference:
+// the manager must be the same executable), their arguments and results by codec, and an
+// exception a task throws comes back as ABORTED with its RemoteError. Arguments may be
+// proxies (each task claims its own reference), not descriptors.
+class PoolProxy : public manager_internal::ProxyBase {
+  using M = manager_internal::Method;
+  using Outcome = std::tuple<uint8_t, std::string, std::string>;
+
+ public:
+  PoolProxy() = default;
+  explicit PoolProxy(std::shared_ptr<manager_internal::ProxyRef> r) : ProxyBase(std::move(r)) {}
+
+  // fn(args...) in a worker; its result.
+  template <typename F, typename... A>
+  auto Apply(F fn, A&&... args) const {
+    auto f = pool_internal::AsFunctionPointer(fn);
+    using Traits = pool_internal::FnTraits<decltype(f)>;
+    using R = pool_internal::Stored<typename Traits::Result>;
+    static_assert(!kTypeCarriesFds<typename Traits::Params>,
+                  "a managed Pool's task arguments travel through the manager's socket: no "
+                  "descriptors");
+    EncodeBuffer task;
+    Encode(Traits::kEntry, task);
+    Encode(f, task);
+    task.PutVarint(1);
+    Encode(typename Traits::Params(std::forward<A>(args)...), task);
+    std::vector<std::pair<uint64_t, std::string>> tasks;
+    tasks.emplace_back(1, std::string(task.view()));
+    absl::StatusOr<std::vector<Outcome>> out = Run(tasks);
+    if (!out.ok()) return absl::StatusOr<R>(out.status());
+    return absl::StatusOr<R>(Items<typename Traits::Result>((*out)[0], 1)[0]);
+  }
+
+  // fn over `items` in the workers, results in order: the first failed item's status
+  // otherwise. chunksize 0 picks CPython's default (items / (4 * processes), rounded up).
+  template <typename F, typename T>
+  auto Map(F fn, const std::vector<T>& items, size_t chunksize = 0) const {
+    auto f = pool_internal::AsFunctionPointer(fn);
+    using Traits = pool_internal::FnTraits<decltype(f)>;
+    using R = pool_internal::Stored<typename Traits::Result>;
+    static_assert(!kTypeCarriesFds<typename Traits::Params>,
+                  "a managed Pool's task arguments travel through the manager's socket: no "
+                  "descriptors");
+    using Out = absl::StatusOr<std::vector<R>>;
+    if (chunksize == 0) {
+      absl::StatusOr<int64_t> n = Processes();
+      if (!n.ok()) return Out(n.status());
+      const size_t div = static_cast<size_t>(std::max<int64_t>(*n, 1)) * 4;
+      chunksize = std::max<size_t>(1, (items.size() + div - 1) / div);
+    }
+    std::vector<std::pair<uint64_t, std::string>> tasks;
+    for (size_t begin = 0; begin < items.size(); begin += chunksize) {
+      const size_t end = std::min(items.size(), begin + chunksize);
+      auto chunk = pool_internal::EncodeChunk<Traits, false>(f, items, begin, end);
+      tasks.emplace_back(end - begin, std::string(chunk.first.view()));
+    }
+    absl::StatusOr<std::vector<Outcome>> out = Run(tasks);
+    if (!out.ok()) return Out(out.status());
+    std::vector<R> results;
+    results.reserve(items.size());
+    for (size_t t = 0; t < tasks.size(); ++t) {
+      for (auto& item : Items<typename Traits::Result>((*out)[t], tasks[t].first)) {
+        if (!item.ok()) return Out(item.status());
+        results.push_back(*std::move(item));
+      }
+    }
+    return Out(std::move(results));
+  }
+
+  // The pool's worker count.
+  absl::StatusOr<int64_t> Processes() const { return Call<int64_t>(M::kPoolProcesses); }
+
+ private:
+  absl::StatusOr<std::vector<Outcome>> Run(
+      const std::vector<std::pair<uint64_t, std::string>>& tasks) const {
+    MPROC_ASSIGN_OR_RETURN(std::string raw, Raw(M::kPoolRun, tasks));
+    MPROC_ASSIGN_OR_RETURN(std::vector<Outcome> out,
+                           manager_internal::FromBytes<std::vector<Outcome>>(raw));
+    if (out.size() != tasks.size()) return absl::InternalError("a malformed pool reply");
+    return out;
+  }
+  template <typename R>
+  static std::vector<absl::StatusOr<pool_internal::Stored<R>>> Items(const Outcome& o,
+                                                                     size_t n) {
+    const absl::Status st(static_cast<absl::StatusCode>(std::get<0>(o)), std::get<1>(o));
+    return pool_internal::DecodeChunk<R>(st, AsBytes(std::get<2>(o)), {}, n);
+  }
+};
+
 // An object of your own type T kept in the manager's server (CPython's BaseManager.register):
 // made by Manager::Make<T>(constructor arguments...), used through methods that are free
 // functions (or captureless lambdas) taking T& first, run in the server one call at a time:
@@ -801,6 +895,8 @@ struct Codec<DictProxy<K, V>>
 template <typename T>
 struct Codec<ListProxy<T>>
     : manager_internal::ProxyCodec<ListProxy<T>, manager_internal::Kind::kList, T> {};
+template <>
+struct Codec<PoolProxy> : manager_internal::ProxyCodec<PoolProxy, manager_internal::Kind::kPool> {};
 template <typename T>
 struct Codec<ArrayProxy<T>>
     : manager_internal::ProxyCodec<ArrayProxy<T>, manager_internal::Kind::kArray, T> {};
@@ -985,6 +1081,17 @@ class Manager {
                                             manager_internal::Fingerprint<>(),
                                             manager_internal::ToBytes(parties)));
     return BarrierProxy(std::move(ref));
+  }
+
+  // A Pool in the server with `processes` workers (0: the server's CPUs), started with
+  // `start_method` (default: the process-wide one). See PoolProxy.
+  absl::StatusOr<PoolProxy> Pool(int processes = 0,
+                                 std::optional<StartMethod> start_method = std::nullopt) {
+    MPROC_ASSIGN_OR_RETURN(
+        auto ref, Create(manager_internal::Kind::kPool, manager_internal::Fingerprint<>(),
+                         manager_internal::ToBytes(
+                             std::make_tuple(static_cast<int64_t>(processes), start_method))));
+    return PoolProxy(std::move(ref));
   }
 
   // An object of your own type in the server, built there from `args` (its constructor's

@@ -1029,6 +1029,86 @@ TEST_P(ManagerTest, AContainerHoldingItself) {
   ExpectCountReaches(*m, 0);
 }
 
+// CPython's WithManagerTestPool: a Pool living in the manager, used from here and from a
+// child; a task blocked in a worker holds up no other client of the server.
+int64_t Square(int64_t x) { return x * x; }
+int64_t Fails(int64_t) { throw std::runtime_error("task refused"); }
+int64_t WaitThenAnswer(EventProxy go) { return go.Wait(absl::Seconds(30)).value_or(false) ? 42 : -1; }
+
+int MapFromChild(PoolProxy pool, ListProxy<int64_t> out) {
+  absl::StatusOr<std::vector<int64_t>> r = pool.Map(Square, std::vector<int64_t>{4, 5, 6});
+  if (!r.ok()) return 2;
+  return out.Extend(*r).ok() ? 0 : 3;
+}
+
+TEST_P(ManagerTest, APoolLivesInTheManager) {
+  auto m = Start();
+  ASSERT_NE(m, nullptr);
+  {
+    ASSERT_OK_AND_ASSIGN(PoolProxy pool, m->Pool(2, GetParam()));
+    EXPECT_THAT(pool.Processes(), IsOkAndHolds(2));
+    EXPECT_THAT(pool.Apply(Square, int64_t{7}), IsOkAndHolds(49));
+    std::vector<int64_t> in(100);
+    for (int64_t i = 0; i < 100; ++i) in[static_cast<size_t>(i)] = i;
+    ASSERT_OK_AND_ASSIGN(std::vector<int64_t> sq, pool.Map(Square, in));
+    ASSERT_EQ(sq.size(), 100u);
+    for (int64_t i = 0; i < 100; ++i) EXPECT_EQ(sq[static_cast<size_t>(i)], i * i);
+    EXPECT_THAT(pool.Map(Square, in, /*chunksize=*/7), IsOkAndHolds(sq));
+    EXPECT_THAT(pool.Map(Square, std::vector<int64_t>{}), IsOkAndHolds(ElementsAre()));
+    EXPECT_THAT(pool.Apply(Fails, int64_t{1}),
+                StatusIs(absl::StatusCode::kAborted, HasSubstr("task refused")));
+
+    // A child uses the same pool.
+    ASSERT_OK_AND_ASSIGN(auto out, m->List<int64_t>());
+    std::vector<Process> ps;
+    ps.emplace_back(MapFromChild, pool, out);
+    RunAll(ps);
+    EXPECT_THAT(out.ToVector(), IsOkAndHolds(ElementsAre(16, 25, 36)));
+
+    // A task waiting in a worker (on a manager Event it got as an argument) while this thread
+    // keeps using the server; then it is released.
+    ASSERT_OK_AND_ASSIGN(EventProxy go, m->Event());
+    absl::StatusOr<int64_t> waited = absl::UnknownError("not run");
+    std::thread waiter([&] { waited = pool.Apply(WaitThenAnswer, go); });
+    ASSERT_OK_AND_ASSIGN(auto d, (m->Dict<int, int>()));
+    for (int i = 0; i < 50; ++i) MPROC_ASSERT_OK(d.Set(i, i));
+    EXPECT_THAT(d.Len(), IsOkAndHolds(50u));
+    MPROC_ASSERT_OK(go.Set());
+    waiter.join();
+    EXPECT_THAT(waited, IsOkAndHolds(42));
+  }
+  ExpectCountReaches(*m, 0);
+}
+
+// A client killed while its task runs in the manager's pool: the task's answer has nowhere to
+// go and is dropped; the pool serves on, and ends with its last proxy.
+int64_t StartThenWait(EventProxy started, EventProxy go) {
+  if (!started.Set().ok()) return -2;
+  return go.Wait(absl::Seconds(30)).value_or(false) ? 42 : -1;
+}
+int ApplyStartThenWait(PoolProxy pool, EventProxy started, EventProxy go) {
+  return pool.Apply(StartThenWait, started, go).ok() ? 0 : 2;
+}
+
+TEST_P(ManagerTest, AClientKilledDuringAPoolTask) {
+  auto m = Start();
+  ASSERT_NE(m, nullptr);
+  {
+    ASSERT_OK_AND_ASSIGN(PoolProxy pool, m->Pool(1, GetParam()));
+    ASSERT_OK_AND_ASSIGN(EventProxy started, m->Event());
+    ASSERT_OK_AND_ASSIGN(EventProxy go, m->Event());
+    Process p(ApplyStartThenWait, pool, started, go);
+    p.SetStartMethod(GetParam());
+    MPROC_ASSERT_OK(p.Start());
+    EXPECT_THAT(started.Wait(absl::Seconds(60)), IsOkAndHolds(true));  // the task runs
+    MPROC_ASSERT_OK(p.Kill());
+    MPROC_ASSERT_OK(p.Join(absl::Seconds(60)));
+    MPROC_ASSERT_OK(go.Set());  // the orphaned task ends
+    EXPECT_THAT(pool.Apply(Square, int64_t{9}), IsOkAndHolds(81));
+  }
+  ExpectCountReaches(*m, 0);
+}
+
 INSTANTIATE_TEST_SUITE_P(StartMethods, ManagerTest,
                          ::testing::Values(StartMethod::kFork, StartMethod::kSpawn,
                                            StartMethod::kForkServer),

@@ -418,13 +418,15 @@ absl::StatusOr<std::string> CallMethod(const std::shared_ptr<ProxyRef>& ref, Met
 
 namespace {
 thread_local uint64_t t_embed_nonce = 0;
-thread_local bool t_server_thread = false;
+// The server's loop thread, in the server's process only (a fork child of that thread, such
+// as a fork Pool worker of the server's, decodes proxies as any client).
+thread_local pid_t t_server_pid = 0;
 }  // namespace
 
 EmbedScope::EmbedScope(uint64_t nonce) : prev_(t_embed_nonce) { t_embed_nonce = nonce; }
 EmbedScope::~EmbedScope() { t_embed_nonce = prev_; }
 
-void MarkManagerServerThread() { t_server_thread = true; }
+void MarkManagerServerThread() { t_server_pid = CurrentPid(); }
 
 void EncodeProxy(EncodeBuffer& b, const std::shared_ptr<ProxyRef>& ref) {
   if (ref != nullptr && t_embed_nonce != 0 && ref->mgr.nonce == t_embed_nonce) {
@@ -468,7 +470,7 @@ bool DecodeProxy(DecodeReader& r, Kind kind, uint64_t fingerprint,
     return true;
   }
   if (present != 1 && present != 2) return r.Fail("bad proxy tag");
-  if (t_server_thread) {
+  if (t_server_pid != 0 && t_server_pid == CurrentPid()) {
     return r.Fail("a proxy cannot be decoded inside the manager's server (an Update of a value "
                   "that holds proxies)");
   }

@@ -59,8 +59,9 @@ enum class Kind : uint8_t {
   kObject = 11,    // initial: (ObjectFactory code reference, its arguments): a user type
   kArray = 12,     // initial: vector<bytes>; a fixed-size list (the kList methods that keep size)
   kSet = 13,       // initial: vector<bytes>
+  kPool = 14,      // initial: (i64 processes, optional<StartMethod>): a Pool in the server
 };
-inline constexpr uint8_t kLastKind = 13;
+inline constexpr uint8_t kLastKind = 14;
 // A Dict's initial: vector<pair<bytes, bytes>>; a List's: vector<bytes>; empty: none.
 
 // Methods of kCall, per kind. Arguments and results are codec bytes of the listed types,
@@ -155,6 +156,12 @@ enum class Method : uint16_t {
   kSetAll = 146,       // → vector<bytes>, ordered by encoded bytes
   kSetClear = 147,
   kSetUpdate = 148,    // (vector<bytes>)
+  // Pool: the server runs tasks it cannot read. (vector<pair<u64 items, bytes task>>) → once
+  // every task is done, vector<tuple<u8 status code, string message, bytes output>>: each
+  // task is a Pool task as pool/ encodes it (its entry, function and arguments, for the
+  // workers), and each output the worker's, decoded by the client.
+  kPoolRun = 150,
+  kPoolProcesses = 151,  // → i64
   // A user-type object: (ObjectEntry code reference, the method's code reference, arguments)
   // → the entry's tagged output (manager/internal/objects.h)
   kObjectCall = 120,

@@ -2,6 +2,7 @@
 
 #include <signal.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -15,6 +16,7 @@
 #include <set>
 #include <string_view>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <tuple>
 #include <unordered_map>
@@ -28,6 +30,7 @@
 #include "manager/internal/client.h"
 #include "manager/internal/objects.h"
 #include "manager/internal/protocol.h"
+#include "pool/internal/pool_core.h"
 #include "serialize/auth.h"
 #include "serialize/cpython_framing.h"
 #include "shm/shared_memory.h"
@@ -134,6 +137,8 @@ struct Object {
   std::deque<Parked> cond_waiters;
   // A user-type object (objects.h)
   std::shared_ptr<void> user;
+  // A Pool (its workers are this server's children)
+  std::shared_ptr<pool_internal::PoolCore> pool;
   // Barrier
   int64_t parties = 0, arrived = 0;
   uint64_t generation = 0;
@@ -598,6 +603,28 @@ class Server {
   bool stop_ = false;
   std::vector<SharedMemory> segments_;  // made for clients (kShmCreate), unlinked at the end
   uint64_t ticket_state_ = nonce_ * 0x9e3779b97f4a7c15ull + 1;  // the server's own ticket ids
+
+  // Pool runs: a kPoolRun call waits for all its tasks. Their completions arrive on pool
+  // threads, are queued under done_mu_ and handed to the loop through done_fd_ (an eventfd).
+  using TaskOutcome = std::tuple<uint8_t, std::string, std::string>;
+  struct PoolRun {
+    Parked caller;
+    size_t left = 0;
+    std::vector<TaskOutcome> outcomes;
+  };
+  struct TaskDoneNote {
+    uint64_t run;
+    size_t index;
+    TaskOutcome outcome;
+  };
+  Result CallPool(Conn& c, uint64_t id, Object& o, Method m, DecodeReader& r, uint64_t call_id,
+                  bool* parked);
+  void FinishTasks();
+  std::unordered_map<uint64_t, PoolRun> runs_;
+  uint64_t next_run_ = 1;
+  UniqueFd done_fd_;
+  std::mutex done_mu_;
+  std::vector<TaskDoneNote> done_;  // guarded by done_mu_
 };
 
 void Server::Accept() {
@@ -811,6 +838,70 @@ Result Server::CallObject(Conn& c, Object& o, Method m, DecodeReader& r) {
   std::shared_ptr<void> keep = o.user;  // the method may make objects (objects_ may rehash)
   entry(keep.get(), r, out, make);
   return out;
+}
+
+Result Server::CallPool(Conn& c, uint64_t id, Object& o, Method m, DecodeReader& r,
+                        uint64_t call_id, bool* parked) {
+  (void)id;
+  if (m == Method::kPoolProcesses) return Out(static_cast<int64_t>(o.pool->processes()));
+  if (m != Method::kPoolRun) return absl::InvalidArgumentError("not a method of a pool");
+  MPROC_ASSIGN_OR_RETURN(auto a, (Args<std::vector<std::pair<uint64_t, Bytes>>>(r)));
+  std::vector<std::pair<uint64_t, Bytes>>& tasks = std::get<0>(a);
+  const uint64_t run_id = next_run_++;
+  PoolRun& run = runs_[run_id];
+  run.caller = ParkFor(c, call_id, -1);
+  run.left = tasks.size();
+  run.outcomes.resize(tasks.size());
+  // Submitted as one batch: all of them or none.
+  std::vector<pool_internal::PoolCore::Submission> batch;
+  batch.reserve(tasks.size());
+  for (size_t i = 0; i < tasks.size(); ++i) {
+    pool_internal::PoolCore::Submission sub;
+    sub.task.Append(tasks[i].second.data(), tasks[i].second.size());
+    sub.done = [this, run_id, i](absl::Status st, std::span<const std::byte> out,
+                                 std::vector<UniqueFd>) {
+      TaskDoneNote note{run_id, i,
+                        TaskOutcome(static_cast<uint8_t>(st.code()), std::string(st.message()),
+                                    std::string(reinterpret_cast<const char*>(out.data()),
+                                                out.size()))};
+      std::lock_guard<std::mutex> lock(done_mu_);
+      done_.push_back(std::move(note));
+      const uint64_t one = 1;
+      (void)::write(done_fd_.get(), &one, sizeof(one));
+    };
+    batch.push_back(std::move(sub));
+  }
+  if (tasks.empty()) {
+    runs_.erase(run_id);
+    return Out(std::vector<TaskOutcome>());
+  }
+  absl::Status submitted = o.pool->SubmitMany(batch);
+  if (!submitted.ok()) {
+    runs_.erase(run_id);
+    return submitted;
+  }
+  *parked = true;
+  return EncodeBuffer();
+}
+
+void Server::FinishTasks() {
+  uint64_t count = 0;
+  (void)::read(done_fd_.get(), &count, sizeof(count));
+  std::vector<TaskDoneNote> notes;
+  {
+    std::lock_guard<std::mutex> lock(done_mu_);
+    notes.swap(done_);
+  }
+  for (TaskDoneNote& n : notes) {
+    auto it = runs_.find(n.run);
+    if (it == runs_.end()) continue;
+    PoolRun& run = it->second;
+    run.outcomes[n.index] = std::move(n.outcome);
+    if (--run.left > 0) continue;
+    EncodeBuffer b = Out(run.outcomes);
+    Answer(run.caller, absl::OkStatus(), &b);  // a caller gone meanwhile is skipped
+    runs_.erase(it);
+  }
 }
 
 Parked Server::ParkFor(Conn& c, uint64_t call_id, int64_t timeout_ns) const {
@@ -1335,6 +1426,19 @@ bool Server::Handle(Conn& c, std::span<const std::byte> msg) {
           if (o.user == nullptr) made = absl::InvalidArgumentError(error);
           break;
         }
+        case Kind::kPool: {
+          absl::StatusOr<std::tuple<int64_t, std::optional<StartMethod>>> a =
+              Decode<std::tuple<int64_t, std::optional<StartMethod>>>(AsBytes(initial));
+          if (!a.ok()) { made = a.status(); break; }
+          pool_internal::CoreOptions options;
+          options.processes = static_cast<int>(std::get<0>(*a));
+          options.start_method = std::get<1>(*a);
+          absl::StatusOr<std::unique_ptr<pool_internal::PoolCore>> pool =
+              pool_internal::PoolCore::Create(std::move(options));
+          if (!pool.ok()) { made = pool.status(); break; }
+          o.pool = *std::move(pool);
+          break;
+        }
         case Kind::kBarrier: {
           absl::StatusOr<int64_t> a = Decode<int64_t>(AsBytes(initial));
           if (!a.ok()) { made = a.status(); break; }
@@ -1387,6 +1491,7 @@ bool Server::Handle(Conn& c, std::span<const std::byte> msg) {
         case Kind::kValue: res = CallValue(o.value, m, r); break;
         case Kind::kNamespace: res = CallNamespace(o.ns, m, r); break;
         case Kind::kObject: res = CallObject(c, o, m, r); break;
+        case Kind::kPool: res = CallPool(c, object, o, m, r, call_id, &parked); break;
         default: res = CallBlocking(c, object, o, m, r, call_id, &parked); break;
       }
       if (!parked) {  // else answered later
@@ -1647,11 +1752,14 @@ int64_t Server::NextWakeNs() const {
 int Server::Run() {
   MarkManagerServerThread();
   epoll_ = UniqueFd(::epoll_create1(EPOLL_CLOEXEC));
-  if (!epoll_.ok() || SetNonBlocking(listener_.get(), true) < 0) return 1;
+  done_fd_ = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!epoll_.ok() || !done_fd_.ok() || SetNonBlocking(listener_.get(), true) < 0) return 1;
   epoll_event ev = {};
   ev.events = EPOLLIN;
   ev.data.fd = listener_.get();
   if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, listener_.get(), &ev) != 0) return 1;
+  ev.data.fd = done_fd_.get();
+  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, done_fd_.get(), &ev) != 0) return 1;
   epoll_event events[64];
   while (!stop_) {
     const int64_t wake = NextWakeNs();
@@ -1666,6 +1774,10 @@ int Server::Run() {
         Accept();
         continue;
       }
+      if (fd == done_fd_.get()) {
+        FinishTasks();
+        continue;
+      }
       auto it = conns_.find(fd);
       if (it == conns_.end()) continue;
       if (events[i].events & EPOLLOUT) Flush(it->second);
@@ -1677,6 +1789,7 @@ int Server::Run() {
   // replies written so far go out (best effort, briefly), then the server ends.
   for (SharedMemory& m : segments_) (void)m.Unlink();
   segments_.clear();
+  objects_.clear();  // pools end here, while what their callbacks use still exists
   for (auto& [fd, c] : conns_) {
     if (!c.out.empty()) {
       (void)SetNonBlocking(fd, false);
