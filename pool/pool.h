@@ -57,6 +57,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <initializer_list>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -183,12 +184,36 @@ std::vector<absl::StatusOr<Stored<R>>> DecodeChunk(const absl::Status& status,
   return items;
 }
 
+// Map's per-item result slots: R itself, except for bool, whose std::vector has no
+// addressable elements to decode into.
+struct BoolSlot {
+  bool value = false;
+};
+template <typename R>
+using Slot = std::conditional_t<std::is_same_v<R, bool>, BoolSlot, R>;
+inline bool& SlotValue(BoolSlot& s) { return s.value; }
+template <typename R>
+R& SlotValue(R& s) {
+  return s;
+}
+template <typename R>
+std::vector<R> FromSlots(std::vector<Slot<R>>&& slots) {
+  if constexpr (std::is_same_v<R, bool>) {
+    std::vector<bool> out(slots.size());
+    for (size_t i = 0; i < slots.size(); ++i) out[i] = slots[i].value;
+    return out;
+  } else {
+    return std::move(slots);
+  }
+}
+
 // Parent side, for Map: decodes one task's per-item results straight into dest[0, expected),
 // recording the first failed item (its index within the chunk, and why) in *first_bad/*bad.
 template <typename R>
 void DecodeChunkInto(const absl::Status& status, std::span<const std::byte> out,
                      std::vector<UniqueFd> fds,
-                     size_t expected, Stored<R>* dest, size_t* first_bad, absl::Status* bad) {
+                     size_t expected, Slot<Stored<R>>* dest, size_t* first_bad,
+                     absl::Status* bad) {
   *first_bad = SIZE_MAX;
   auto fail = [&](size_t i, absl::Status why) {
     if (*first_bad == SIZE_MAX) {
@@ -206,7 +231,7 @@ void DecodeChunkInto(const absl::Status& status, std::span<const std::byte> out,
     uint8_t tag = 0;
     if (!r.Read(&tag, 1)) return fail(i, r.status());
     if (tag == kItemOk) {
-      if (!Codec<Stored<R>>::Decode(r, dest[i])) {
+      if (!Codec<Stored<R>>::Decode(r, SlotValue(dest[i]))) {
         return fail(i, absl::InvalidArgumentError(absl::StrCat(
                            "pool: could not decode a task result: ", r.status().message())));
       }
@@ -581,6 +606,17 @@ class Pool {
   auto Map(F fn, const std::vector<T>& items, size_t chunksize = 0, Progress progress = nullptr) {
     return MapAsync(fn, items, chunksize, std::move(progress)).Get();
   }
+  // pool->Map(Square, {1, 2, 3}): a braced list of items.
+  template <typename F, typename T>
+  auto MapAsync(F fn, std::initializer_list<T> items, size_t chunksize = 0,
+                Progress progress = nullptr) {
+    return MapAsync(fn, std::vector<T>(items), chunksize, std::move(progress));
+  }
+  template <typename F, typename T>
+  auto Map(F fn, std::initializer_list<T> items, size_t chunksize = 0,
+           Progress progress = nullptr) {
+    return Map(fn, std::vector<T>(items), chunksize, std::move(progress));
+  }
   template <typename F, typename Tuple>
   auto StarMapAsync(F fn, const std::vector<Tuple>& items, size_t chunksize = 0,
                     Progress progress = nullptr) {
@@ -666,7 +702,7 @@ class Pool {
     // first failure in input order is kept.
     struct Job {
       std::mutex mu;
-      std::vector<R> values;
+      std::vector<pool_internal::Slot<R>> values;
       size_t first_error = SIZE_MAX;
       absl::Status error;
       size_t remaining_chunks = 0;
@@ -718,7 +754,7 @@ class Pool {
             if (job->first_error != SIZE_MAX) {
               result.Set(job->error);
             } else {
-              result.Set(std::move(job->values));
+              result.Set(pool_internal::FromSlots<R>(std::move(job->values)));
             }
           },
           keep});

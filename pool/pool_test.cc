@@ -36,6 +36,7 @@ using ::testing::HasSubstr;
 using ::testing::Not;
 
 int Square(int x) { return x * x; }
+bool IsEven(int x) { return x % 2 == 0; }
 int Add(int a, int b) { return a + b; }
 std::string Greet(std::string name) { return "hello " + name; }
 int FailOnSeven(int x) {
@@ -96,6 +97,12 @@ TEST_P(PoolTest, MapApplyStarMapKeepOrder) {
   ASSERT_OK_AND_ASSIGN(auto lambda, pool->Map([](int x) { return x + 1; }, std::vector<int>{1, 2}));
   EXPECT_EQ(lambda, (std::vector<int>{2, 3}));
   MPROC_EXPECT_OK(pool->Apply(Nothing).status());
+  // A braced list of items, and a function returning bool (std::vector<bool> has no slots
+  // to decode into: the pool decodes into its own).
+  EXPECT_THAT(pool->Map(Square, {1, 2, 3}), IsOkAndHolds(std::vector<int>{1, 4, 9}));
+  ASSERT_OK_AND_ASSIGN(std::vector<bool> even, pool->Map(IsEven, in, /*chunksize=*/7));
+  ASSERT_EQ(even.size(), in.size());
+  for (int i = 0; i < 100; ++i) EXPECT_EQ(even[i], i % 2 == 0) << i;
   MPROC_ASSERT_OK(pool->Close());
   MPROC_ASSERT_OK(pool->Join());
 }

@@ -119,9 +119,14 @@ class DecodeReader {
   bool ok() const { return status_.ok(); }
   const absl::Status& status() const { return status_; }
 
-  // Copies `n` bytes out; false (and a recorded error) when fewer remain.
+  // Copies `n` bytes out; false (and a recorded error) when fewer remain. The output is always
+  // written (zeros on failure), so a caller's variable is never left uninitialised (and
+  // optimising compilers do not warn that it might be, in users' -c opt builds).
   bool Read(void* out, size_t n) {
-    if (!ok() || remaining() < n) return Truncated(n);
+    if (!ok() || remaining() < n) {
+      if (n) std::memset(out, 0, n);
+      return Truncated(n);
+    }
     if (n) std::memcpy(out, pos_, n);
     pos_ += n;
     return true;
@@ -138,7 +143,9 @@ class DecodeReader {
     return p;
   }
 
+  // Reads a varint into *v (0 on failure, as Read).
   bool ReadVarint(uint64_t* v) {
+    *v = 0;
     uint64_t result = 0;
     for (int shift = 0; shift < 70; shift += 7) {
       if (!ok() || pos_ == end_) return Truncated(1);

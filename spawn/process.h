@@ -30,8 +30,10 @@
 // Targets under spawn and forkserver: a function pointer or captureless lambda, sent as a code reference
 // (base/code_ref.h), with arguments converted to the target's parameter types and encoded by
 // their Codecs (serialize/codec.h); handles (Segment, Lock, Value, ...) arrive working.
-// A capturing callable, or parameters without a Codec, can only run under fork: Start() under
-// spawn is FAILED_PRECONDITION naming the reason.
+// A capturing callable can only run under fork: Start() under spawn or forkserver is
+// FAILED_PRECONDITION naming the reason. A parameter type without a Codec is a compile error
+// under every start method (the same Process may be started under any of them), whose message
+// says how to give the type one.
 //
 // Exit codes (CPython's): 0 when the target returns (void, or an OK absl::Status), the value
 // when it returns an integer, 1 for an uncaught exception or a non-OK Status (printed to

@@ -175,22 +175,25 @@ class RLock {
 
 // RAII: acquires in the constructor (blocking), releases in the destructor.
 template <typename L>
-class BasicLockGuard {
+class LockGuard {
  public:
-  explicit BasicLockGuard(L& lock) : lock_(lock), result_(lock.Acquire()) {}
-  ~BasicLockGuard() {
+  explicit LockGuard(L& lock) : lock_(lock), result_(lock.Acquire()) {}
+  ~LockGuard() {
     if (result_) lock_.Release().IgnoreError();
   }
-  BasicLockGuard(const BasicLockGuard&) = delete;
-  BasicLockGuard& operator=(const BasicLockGuard&) = delete;
+  LockGuard(const LockGuard&) = delete;
+  LockGuard& operator=(const LockGuard&) = delete;
   bool previous_owner_died() const { return result_.previous_owner_died(); }
 
  private:
   L& lock_;
   AcquireResult result_;
 };
-using LockGuard = BasicLockGuard<Lock>;
-using RLockGuard = BasicLockGuard<RLock>;
+// One guard for every lock type: LockGuard g(lock) and LockGuard g(value.GetLock()) (an
+// RLock) both deduce theirs.
+template <typename L>
+LockGuard(L&) -> LockGuard<L>;
+using RLockGuard = LockGuard<RLock>;
 
 // Handles cross process boundaries as their segment's descriptor (DESIGN.md, Handles).
 template <>

@@ -174,5 +174,17 @@ TEST(LockGuardTest, ReleasesOnScopeExit) {
   EXPECT_FALSE(lock.Locked());
 }
 
+// One guard name for every lock type: an RLock (a Value's lock is one) deduces its own.
+TEST(LockGuardTest, GuardsAnRLockToo) {
+  ASSERT_OK_AND_ASSIGN(RLock lock, RLock::Create());
+  {
+    LockGuard g(lock);
+    static_assert(std::is_same_v<decltype(g), LockGuard<RLock>>);
+    EXPECT_TRUE(lock.Locked());
+    EXPECT_EQ(lock.Depth(), 1u);
+  }
+  EXPECT_FALSE(lock.Locked());
+}
+
 }  // namespace
 }  // namespace mproc

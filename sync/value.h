@@ -26,6 +26,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <initializer_list>
 #include <memory>
 #include <optional>
 #include <span>
@@ -139,7 +140,12 @@ class Array {
     if (!a.ok()) return a;
     std::memcpy(static_cast<void*>(a->data_), initial.data(), initial.size_bytes());
     return a;
+  }  // Array<int>::Create({1, 2, 3}).
+  static absl::StatusOr<Array> Create(std::initializer_list<T> initial,
+                                      LockMode mode = LockMode::kRLock) {
+    return Create(std::span<const T>(initial.begin(), initial.size()), mode);
   }
+
 
   size_t size() const { return size_; }
   T& operator[](size_t i) const { return data_[i]; }

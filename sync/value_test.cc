@@ -86,6 +86,20 @@ TEST(ValueTest, AtomicOperationsWithoutALock) {
   EXPECT_EQ(v.Load(), 5u);
 }
 
+TEST(ArrayTest, FromABracedListAndGuardedByItsLock) {
+  ASSERT_OK_AND_ASSIGN(Array<int> a, Array<int>::Create({1, 2, 3}));
+  ASSERT_EQ(a.size(), 3u);
+  EXPECT_EQ(a[2], 3);
+  ASSERT_OK_AND_ASSIGN(Array<int> one, Array<int>::Create({5}));  // the list {5}, not 5 zeros
+  ASSERT_EQ(one.size(), 1u);
+  EXPECT_EQ(one[0], 5);
+  {
+    LockGuard g(a.GetLock());
+    a[0] = 10;
+  }
+  EXPECT_EQ(a[0], 10);
+}
+
 TEST(ArrayTest, ZeroFilledIndexingSlicingAndChildUpdates) {
   ASSERT_OK_AND_ASSIGN(Array<int32_t> a, Array<int32_t>::Create(10));
   EXPECT_EQ(a.size(), 10u);
