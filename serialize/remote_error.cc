@@ -83,6 +83,16 @@ std::optional<RemoteError> RemoteErrorFromStatus(const absl::Status& s) {
   return *std::move(e);
 }
 
+std::string ExceptionMessage(const absl::Status& s) {
+  if (std::optional<RemoteError> e = RemoteErrorFromStatus(s)) return e->what;
+  return std::string(s.message());
+}
+
+std::string ExceptionType(const absl::Status& s) {
+  if (std::optional<RemoteError> e = RemoteErrorFromStatus(s)) return e->type_name;
+  return "";
+}
+
 RemoteException::RemoteException(RemoteError e)
     : std::runtime_error(e.Describe()), error_(std::move(e)) {}
 

@@ -49,6 +49,13 @@ absl::Status RemoteErrorToStatus(const RemoteError& e);
 // The RemoteError a status carries, if any.
 std::optional<RemoteError> RemoteErrorFromStatus(const absl::Status& s);
 
+// Python's str(exc) for a failed call: the remote exception's what(), or the status's own
+// message when it carries no RemoteError.
+std::string ExceptionMessage(const absl::Status& s);
+// Python's type(exc).__name__: the remote exception's type ("std::runtime_error"), or "" when
+// the status carries no RemoteError.
+std::string ExceptionType(const absl::Status& s);
+
 // Thrown by ThrowIfRemoteError.
 class RemoteException : public std::runtime_error {
  public:

@@ -64,6 +64,12 @@ TEST(RemoteErrorTest, TravelsAsAbortedStatusPayload) {
   EXPECT_EQ(back->trace, e.trace);
   EXPECT_EQ(back->pid, e.pid);
   EXPECT_FALSE(RemoteErrorFromStatus(absl::AbortedError("plain")).has_value());
+  // Python's str(exc) and type(exc), straight from the status.
+  EXPECT_EQ(ExceptionMessage(s), "bad x: 42");
+  EXPECT_EQ(ExceptionType(s), e.type_name);
+  EXPECT_FALSE(e.type_name.empty());
+  EXPECT_EQ(ExceptionMessage(absl::AbortedError("plain")), "plain");
+  EXPECT_EQ(ExceptionType(absl::AbortedError("plain")), "");
   try {
     ThrowIfRemoteError(s);
     ADD_FAILURE() << "did not throw";

@@ -10,12 +10,15 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cxxabi.h>
+
 #include <atomic>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <thread>
+#include <typeinfo>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -275,13 +278,25 @@ void RunAfterForkHooks() {
   for (const std::function<void()>& hook : G().after_fork) hook();
 }
 
+// The demangled type of the exception being handled ("std::runtime_error").
+std::string CurrentExceptionType() {
+  const std::type_info* t = abi::__cxa_current_exception_type();
+  if (t == nullptr) return "unknown";
+  int status = 0;
+  char* name = abi::__cxa_demangle(t->name(), nullptr, nullptr, &status);
+  std::string out = status == 0 && name != nullptr ? name : t->name();
+  std::free(name);
+  return out;
+}
+
 int RunGuarded(const std::function<int()>& body) {
   try {
     RunAfterForkHooks();
     return body();
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "Process %s (pid %d): uncaught exception: %s\n", G().name.c_str(),
-                 static_cast<int>(::getpid()), e.what());
+    // As Python's last traceback line: the type, then the message.
+    std::fprintf(stderr, "Process %s (pid %d): uncaught exception: %s: %s\n", G().name.c_str(),
+                 static_cast<int>(::getpid()), CurrentExceptionType().c_str(), e.what());
   } catch (...) {
     std::fprintf(stderr, "Process %s (pid %d): uncaught exception of unknown type\n",
                  G().name.c_str(), static_cast<int>(::getpid()));

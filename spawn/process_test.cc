@@ -183,6 +183,29 @@ TEST_P(ProcessTest, ExitCodesFollowCPython) {
   EXPECT_EQ(RunToEnd(status), 1);
 }
 
+// As Python's traceback ends with "RuntimeError: boom": the exception's type and message.
+TEST(ProcessStderrTest, AnUncaughtExceptionPrintsItsTypeAndMessage) {
+  int pipefd[2];
+  ASSERT_EQ(::pipe2(pipefd, O_CLOEXEC), 0);
+  const int saved = ::dup(2);
+  ASSERT_GE(saved, 0);
+  ASSERT_EQ(::dup2(pipefd[1], 2), 2);  // the fork child inherits this stderr
+  Process throws(Throws);
+  throws.SetStartMethod(StartMethod::kFork);
+  absl::Status started = throws.Start();
+  absl::Status joined = started.ok() ? throws.Join(absl::Seconds(60)) : started;
+  ::dup2(saved, 2);
+  ::close(saved);
+  ::close(pipefd[1]);
+  MPROC_ASSERT_OK(joined);
+  std::string err;
+  char buf[512];
+  for (ssize_t n; (n = ::read(pipefd[0], buf, sizeof(buf))) > 0;) err.append(buf, n);
+  ::close(pipefd[0]);
+  EXPECT_EQ(throws.exitcode(), 1);
+  EXPECT_THAT(err, HasSubstr("uncaught exception: std::runtime_error: boom from the child"));
+}
+
 TEST_P(ProcessTest, TerminateAndKillGiveMinusTheSignal) {
   Process t(SleepForever);
   t.SetStartMethod(GetParam());
