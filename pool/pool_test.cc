@@ -37,6 +37,11 @@ using ::testing::Not;
 
 int Square(int x) { return x * x; }
 bool IsEven(int x) { return x % 2 == 0; }
+std::string WorkerName(int) { return CurrentProcess().name; }
+int32_t WorkerParent(int) {
+  std::optional<ParentProcessInfo> p = ParentProcess();
+  return p && p->IsAlive() ? p->pid : -1;
+}
 int Add(int a, int b) { return a + b; }
 std::string Greet(std::string name) { return "hello " + name; }
 int FailOnSeven(int x) {
@@ -100,6 +105,10 @@ TEST_P(PoolTest, MapApplyStarMapKeepOrder) {
   // A braced list of items, and a function returning bool (std::vector<bool> has no slots
   // to decode into: the pool decodes into its own).
   EXPECT_THAT(pool->Map(Square, {1, 2, 3}), IsOkAndHolds(std::vector<int>{1, 4, 9}));
+  // Workers are named as CPython's ("PoolWorker-N"), and their parent is this process.
+  ASSERT_OK_AND_ASSIGN(std::string worker, pool->Apply(WorkerName, 0));
+  EXPECT_THAT(worker, ::testing::MatchesRegex("PoolWorker-[0-9:]+"));
+  EXPECT_THAT(pool->Apply(WorkerParent, 0), IsOkAndHolds(::getpid()));
   ASSERT_OK_AND_ASSIGN(std::vector<bool> even, pool->Map(IsEven, in, /*chunksize=*/7));
   ASSERT_EQ(even.size(), in.size());
   for (int i = 0; i < 100; ++i) EXPECT_EQ(even[i], i % 2 == 0) << i;

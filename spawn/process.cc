@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -12,6 +13,7 @@
 
 #include <cxxabi.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdlib>
@@ -55,6 +57,7 @@ struct Globals {
   // CPython's _identity: "" in the main process, "2" in its second child, "2:1" below that.
   std::string identity;
   pid_t parent_pid = 0;
+  std::string parent_name;
   // A pidfd on the parent (the process that asked for this one), -1 when none: watched by
   // daemon children, which end with their parent.
   int parent_pidfd = -1;
@@ -81,7 +84,7 @@ bool g_bootstrap_pending = false;
 void ForgetChildrenAfterFork() {
   // A fork child's children are its own: the parent's records stay with the parent, and so
   // does the count that names them.
-  Globals& g = G();
+  auto& g = G();
   new (&g.mu) std::mutex;  // the parent may have held it during fork
   g.children.clear();
   g.counter.store(0, std::memory_order_relaxed);
@@ -135,7 +138,7 @@ void JoinChildrenAtExit() {
 }  // namespace
 
 void JoinChildrenForExit() {
-  Globals& g = G();
+  auto& g = G();
   std::vector<std::shared_ptr<ChildRecord>> children;
   {
     std::lock_guard<std::mutex> lock(g.mu);
@@ -158,7 +161,7 @@ void JoinChildrenForExit() {
 namespace {
 
 void RegisterChild(const std::shared_ptr<ChildRecord>& c) {
-  Globals& g = G();
+  auto& g = G();
   std::lock_guard<std::mutex> lock(g.mu);
   // Drop records of reaped children so the registry stays small.
   std::erase_if(g.children, [](const std::shared_ptr<ChildRecord>& r) {
@@ -173,14 +176,14 @@ void RegisterChild(const std::shared_ptr<ChildRecord>& c) {
 }
 
 void UnregisterChild(const std::shared_ptr<ChildRecord>& c) {
-  Globals& g = G();
+  auto& g = G();
   std::lock_guard<std::mutex> lock(g.mu);
   std::erase(g.children, c);
 }
 
 // Read once, by whichever thread starts the first spawn child.
 const std::vector<std::string>& ThisArgv() {
-  Globals& g = G();
+  auto& g = G();
   std::call_once(g.argv_once, [&g] {
     UniqueFd fd(::open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC));
     std::string all;
@@ -239,7 +242,7 @@ int SelfPidfd() {
 void SetParentPidfd(int fd) {
   // A fork child inherited its parent's own parent pidfd: not its business (and a descriptor
   // it would hold for nothing).
-  Globals& g = G();
+  auto& g = G();
   if (g.parent_pidfd >= 0 && g.parent_pidfd != fd) ::close(g.parent_pidfd);
   g.parent_pidfd = fd;
 }
@@ -269,7 +272,7 @@ bool WarnIfForkingThreads(const char* what) {
 void SetProcessIdentity(std::string identity) { G().identity = std::move(identity); }
 
 std::string NextIdentity() {
-  Globals& g = G();
+  auto& g = G();
   const int n = g.counter.fetch_add(1, std::memory_order_relaxed) + 1;
   return g.identity.empty() ? absl::StrCat(n) : absl::StrCat(g.identity, ":", n);
 }
@@ -337,8 +340,9 @@ void ReportBootstrapError(std::string_view what) {
                static_cast<int>(::getpid()), static_cast<int>(what.size()), what.data());
 }
 
-void SetIdentity(std::string name, pid_t parent_pid, bool daemon) {
+void SetIdentity(std::string name, pid_t parent_pid, bool daemon, std::string parent_name) {
   auto& g = G();
+  g.parent_name = parent_name.empty() ? g.name : std::move(parent_name);
   g.name = std::move(name);
   g.parent_pid = parent_pid;
   g.daemon = daemon;
@@ -382,7 +386,7 @@ int RunBootstrapFrame(Frame frame, bool fresh_image) {
     ReportBootstrapError(r.ok() ? std::string("no entry point") : std::string(r.status().message()));
     return kBootstrapFailedExit;
   }
-  SetIdentity(b.name, b.parent_pid, b.daemon);
+  SetIdentity(b.name, b.parent_pid, b.daemon, b.parent_name);
   SetProcessIdentity(b.identity);
   if (b.parent_pidfd.has_value()) SetParentPidfd(b.parent_pidfd->Release());
   BeginChild(fresh_image);
@@ -484,6 +488,66 @@ void SetExecutable(std::string path) {
 
 const std::string& CurrentProcessName() { return G().name; }
 pid_t ParentPid() { return G().parent_pid; }
+
+int CpuCount() {
+  int n = 0;
+  cpu_set_t set;
+  if (::sched_getaffinity(0, sizeof(set), &set) == 0) n = CPU_COUNT(&set);
+  if (n <= 0) n = static_cast<int>(::sysconf(_SC_NPROCESSORS_ONLN));
+  // A cgroup v2 quota ("max" or "<quota> <period>") bounds it too, rounded up.
+  if (FILE* f = std::fopen("/sys/fs/cgroup/cpu.max", "re")) {
+    char quota[32] = {0};
+    long long period = 0;
+    if (std::fscanf(f, "%31s %lld", quota, &period) == 2 && std::strcmp(quota, "max") != 0 &&
+        period > 0) {
+      const long long q = std::atoll(quota);
+      if (q > 0) n = std::min<int>(n, static_cast<int>((q + period - 1) / period));
+    }
+    std::fclose(f);
+  }
+  return std::max(n, 1);
+}
+
+std::vector<StartMethod> GetAllStartMethods() {
+  std::vector<StartMethod> all = {StartMethod::kForkServer, StartMethod::kFork,
+                                  StartMethod::kSpawn};
+  const StartMethod def = GetStartMethod();
+  std::stable_partition(all.begin(), all.end(), [def](StartMethod m) { return m == def; });
+  return all;
+}
+
+ProcessInfo CurrentProcess() {
+  auto& g = G();
+  return ProcessInfo{g.name, CurrentPid(), g.daemon, g.identity};
+}
+
+bool ParentProcessInfo::IsAlive() const {
+  const int fd = G().parent_pidfd;
+  if (fd >= 0 && pid == G().parent_pid) {
+    pollfd p = {fd, POLLIN, 0};  // a pidfd turns readable when its process exits
+    int r = RetryEintr([&] { return ::poll(&p, 1, 0); });
+    if (r >= 0) return r == 0;
+  }
+  return TaskAlive(static_cast<uint32_t>(pid));
+}
+
+std::optional<ParentProcessInfo> ParentProcess() {
+  auto& g = G();
+  if (g.parent_pid <= 0) return std::nullopt;
+  return ParentProcessInfo{g.parent_name, g.parent_pid};
+}
+
+std::vector<ProcessInfo> ActiveChildren() {
+  auto& g = G();
+  std::vector<ProcessInfo> out;
+  std::lock_guard<std::mutex> lock(g.mu);
+  for (const std::shared_ptr<ChildRecord>& c : g.children) {
+    std::lock_guard<std::mutex> l(c->mu);
+    spawn_internal::ReapLocked(*c, /*block=*/false);  // finished ones are reaped on the way
+    if (!c->exitcode.has_value()) out.push_back(ProcessInfo{c->name, c->pid, c->daemon, ""});
+  }
+  return out;
+}
 
 void ExitWhenParentExits(std::function<void()> last_words) {
   auto& g = G();
@@ -689,6 +753,7 @@ std::vector<absl::Status> Process::StartAll(std::span<Process* const> procs) {
 absl::Status Process::StartFork() {
   auto rec = std::make_shared<ChildRecord>();
   rec->daemon = daemon_;
+  rec->name = name_;
   const pid_t parent = CurrentPid();
   const int parent_pidfd = spawn_internal::SelfPidfd();  // the child inherits it
   spawn_internal::WarnIfForkingThreads("Process::Start (fork start method)");
@@ -724,6 +789,7 @@ absl::Status Process::StartSpawn() {
 
   auto rec = std::make_shared<ChildRecord>();
   rec->daemon = daemon_;
+  rec->name = name_;
   rec->pid = launched.pid;
   rec->pidfd = std::move(launched.pidfd);
   child_ = rec;
@@ -747,6 +813,7 @@ absl::Status Process::StartSpawn() {
 namespace spawn_internal {
 void AdoptChild(Process& p, std::shared_ptr<ChildRecord> rec) {
   rec->daemon = p.daemon_;
+  rec->name = p.name_;
   p.child_ = rec;
   p.owner_pid_ = CurrentPid();
   p.payload_ = Payload();
@@ -764,6 +831,7 @@ absl::Status Process::StartForkServer() {
 void Process::AdoptForkServerChild(spawn_internal::ForkServerChild fc) {
   auto rec = std::make_shared<ChildRecord>();
   rec->daemon = daemon_;
+  rec->name = name_;
   rec->pid = fc.pid;
   rec->pidfd = std::move(fc.pidfd);
   rec->status_conn = std::move(fc.status_conn);
@@ -783,6 +851,7 @@ absl::StatusOr<EncodeBuffer> Process::EncodeBootstrap(std::string_view method) c
   b.name = name_;
   b.identity = identity_;
   b.parent_pid = CurrentPid();
+  b.parent_name = CurrentProcessName();
   b.daemon = daemon_;
   b.entry = payload_.entry;
   if (absl::StatusOr<CodeRef> ref = CodeRefFor(reinterpret_cast<const void*>(b.entry)); !ref.ok()) {

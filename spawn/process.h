@@ -141,6 +141,36 @@ inline constexpr int kExitCodeUnknown = 256;
 const std::string& CurrentProcessName();
 pid_t ParentPid();
 
+// CPython's module-level functions.
+//
+// The CPUs this process may use (os.process_cpu_count(): its affinity mask), bounded also by
+// its cgroup's CPU quota (cpu.max, rounded up) as a container's limit; at least 1. Pool's
+// default size.
+int CpuCount();
+// The start methods this platform supports, the default first (CPython 3.14's order).
+std::vector<StartMethod> GetAllStartMethods();
+
+struct ProcessInfo {
+  std::string name;
+  pid_t pid = 0;
+  bool daemon = false;
+  std::string identity;  // CPython's _identity: "" in the main process, "2:1" below Process-2
+};
+// current_process().
+ProcessInfo CurrentProcess();
+// parent_process(): the process that started this one (for a pool worker, the pool's
+// process), nullopt in the main process. IsAlive() asks the kernel (through the parent's
+// pidfd, so a reused pid is never mistaken for it).
+struct ParentProcessInfo {
+  std::string name;
+  pid_t pid = 0;
+  bool IsAlive() const;
+};
+std::optional<ParentProcessInfo> ParentProcess();
+// active_children(): the children this process started that are still running (finished
+// ones are reaped on the way, as CPython's). identity is not filled in.
+std::vector<ProcessInfo> ActiveChildren();
+
 // Ends this process with SIGKILL as soon as its parent (the process whose Start created it)
 // ends, however it ends, SIGKILL included: a thread waits on the parent's pidfd, which the
 // child received when it started (so a reused pid is never mistaken for the parent). Daemon

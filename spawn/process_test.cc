@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -10,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -181,6 +183,66 @@ TEST_P(ProcessTest, ExitCodesFollowCPython) {
   EXPECT_EQ(RunToEnd(throws), 1);
   Process status(ReturnsError);
   EXPECT_EQ(RunToEnd(status), 1);
+}
+
+// CPython's module-level functions: cpu_count, get_all_start_methods, current_process,
+// parent_process, active_children.
+TEST(ModuleFunctionsTest, InTheMainProcess) {
+  cpu_set_t set;
+  ASSERT_EQ(::sched_getaffinity(0, sizeof(set), &set), 0);
+  EXPECT_GE(CpuCount(), 1);
+  EXPECT_LE(CpuCount(), CPU_COUNT(&set));
+  std::vector<StartMethod> all = GetAllStartMethods();
+  ASSERT_EQ(all.size(), 3u);
+  EXPECT_EQ(all[0], GetStartMethod());
+  EXPECT_EQ(std::set<StartMethod>(all.begin(), all.end()).size(), 3u);
+  ProcessInfo me = CurrentProcess();
+  EXPECT_EQ(me.name, "MainProcess");
+  EXPECT_EQ(me.pid, ::getpid());
+  EXPECT_EQ(me.identity, "");
+  EXPECT_FALSE(ParentProcess().has_value());
+}
+
+// A child reports who it is and who its parent is, and waits until told to end.
+int ReportFamily(UniqueFd out, UniqueFd go) {
+  ProcessInfo me = CurrentProcess();
+  std::optional<ParentProcessInfo> parent = ParentProcess();
+  std::string line = me.name + "|" + std::to_string(me.pid) + "|" +
+                     (parent ? parent->name + "|" + std::to_string(parent->pid) + "|" +
+                                   (parent->IsAlive() ? "alive" : "dead")
+                             : std::string("none")) + "\n";
+  if (::write(out.get(), line.data(), line.size()) != static_cast<ssize_t>(line.size())) return 2;
+  out.Reset();
+  char b;
+  return ::read(go.get(), &b, 1) >= 0 ? 0 : 3;
+}
+
+TEST_P(ProcessTest, ChildrenKnowThemselvesAndTheirParent) {
+  int out[2], go[2];
+  ASSERT_EQ(::pipe2(out, O_CLOEXEC), 0);
+  ASSERT_EQ(::pipe2(go, O_CLOEXEC), 0);
+  UniqueFd out_r(out[0]), go_w(go[1]);
+  Process p(ReportFamily, UniqueFd(out[1]), UniqueFd(go[0]));
+  p.SetName("Reporter");
+  p.SetStartMethod(GetParam());
+  MPROC_ASSERT_OK(p.Start());
+  // One line (the write end stays open here too under fork: the Process keeps its arguments).
+  std::string got;
+  char c;
+  while (::read(out_r.get(), &c, 1) == 1 && c != '\n') got.push_back(c);
+  EXPECT_EQ(got, "Reporter|" + std::to_string(p.pid()) + "|MainProcess|" +
+                     std::to_string(::getpid()) + "|alive");
+  // Running: among the active children; finished: not.
+  std::vector<ProcessInfo> active = ActiveChildren();
+  EXPECT_TRUE(std::any_of(active.begin(), active.end(), [&](const ProcessInfo& c) {
+    return c.pid == p.pid() && c.name == "Reporter";
+  }));
+  ASSERT_EQ(::write(go_w.get(), "g", 1), 1);  // the child ends (a fork child holds go_w too)
+  MPROC_ASSERT_OK(p.Join(absl::Seconds(60)));
+  EXPECT_EQ(p.exitcode(), 0);
+  active = ActiveChildren();
+  EXPECT_TRUE(std::none_of(active.begin(), active.end(),
+                           [&](const ProcessInfo& c) { return c.pid == p.pid(); }));
 }
 
 // As Python's traceback ends with "RuntimeError: boom": the exception's type and message.

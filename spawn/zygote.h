@@ -42,9 +42,11 @@ class Zygote {
   static absl::StatusOr<std::unique_ptr<Zygote>> Start(std::function<int(UniqueFd)> body);
   ~Zygote();  // closes the request channel (the zygote exits) and reaps the zygote
 
-  // A new child of the zygote running body(fd) (fd may be empty), named `name`, as a started
+  // A new child of the zygote running body(fd) (fd may be empty), named `name` (with
+  // `numbered`, "<name>-N", N its Process identity, as CPython's "PoolWorker-3"), as a started
   // Process. UNAVAILABLE when the zygote is gone.
-  absl::StatusOr<std::unique_ptr<Process>> Fork(UniqueFd fd, std::string name);
+  absl::StatusOr<std::unique_ptr<Process>> Fork(UniqueFd fd, std::string name,
+                                                bool numbered = false);
 
   pid_t pid() const { return pid_; }
 

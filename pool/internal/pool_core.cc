@@ -459,7 +459,8 @@ absl::StatusOr<PoolCore::State::Worker> StartForkWorker(const CoreOptions& o, Zy
   std::shared_ptr<RingLink> link;
   MPROC_ASSIGN_OR_RETURN(UniqueFd theirs, NewChannel(w, &link));
   if (zygote != nullptr) {
-    MPROC_ASSIGN_OR_RETURN(w.proc, zygote->Fork(std::move(theirs), "PoolWorker"));
+    MPROC_ASSIGN_OR_RETURN(w.proc, zygote->Fork(std::move(theirs), "PoolWorker",
+                                                    /*numbered=*/true));
   } else {
     // Any callable may initialise a fork worker.
     int fd = theirs.get();
@@ -469,7 +470,7 @@ absl::StatusOr<PoolCore::State::Worker> StartForkWorker(const CoreOptions& o, Zy
       for (int s : siblings) ::close(s);
       return body(UniqueFd(fd));
     });
-    w.proc->SetStartMethod(StartMethod::kFork).SetName("PoolWorker");
+    w.proc->SetStartMethod(StartMethod::kFork).SetName("PoolWorker-" + w.proc->identity());
     MPROC_RETURN_IF_ERROR(w.proc->Start());
   }
   absl::Status s = SendLink(w, std::move(link));
@@ -527,7 +528,7 @@ absl::StatusOr<std::vector<PoolCore::State::Worker>> StartWorkers(const CoreOpti
                                        o.init_bytes, *std::move(init_fds),
                                        static_cast<int32_t>(o.maxtasksperchild),
                                        o.cancel_on_sigint);
-    w.proc->SetStartMethod(method).SetName("PoolWorker");
+    w.proc->SetStartMethod(method).SetName("PoolWorker-" + w.proc->identity());
     links.push_back(std::move(link));
     ws.push_back(std::move(w));
     batch.push_back(ws.back().proc.get());

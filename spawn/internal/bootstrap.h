@@ -42,8 +42,10 @@ struct Bootstrap {
   bool daemon = false;
   Entry entry = nullptr;
   std::optional<UniqueFd> parent_pidfd;  // the parent's pidfd (absent without pidfd support)
+  std::string parent_name;               // for ParentProcess()
 };
-MPROC_CODEC_FIELDS(Bootstrap, name, identity, parent_pid, daemon, entry, parent_pidfd)
+MPROC_CODEC_FIELDS(Bootstrap, name, identity, parent_pid, daemon, entry, parent_pidfd,
+                   parent_name)
 
 // The state of one started child, shared by its Process and the at-exit registry.
 struct ChildRecord {
@@ -52,6 +54,7 @@ struct ChildRecord {
   // Fork-server children only: the connection on which the server reports the exit status.
   UniqueFd status_conn;
   bool daemon = false;
+  std::string name;  // for ActiveChildren()
   std::mutex mu;
   std::optional<int> exitcode;  // set once reaped
 };
@@ -76,7 +79,8 @@ void SetProcessIdentity(std::string identity);
 // Terminates daemon children and joins every child (the at-exit rule).
 void JoinChildrenForExit();
 int RunGuarded(const std::function<int()>& body);
-void SetIdentity(std::string name, pid_t parent_pid, bool daemon);
+// `parent_name` empty: the name this process had until now (a forked child's parent's).
+void SetIdentity(std::string name, pid_t parent_pid, bool daemon, std::string parent_name = "");
 // Decodes a child bootstrap frame and runs its target; returns the exit code. `fresh_image`:
 // the child was spawned (not forked from a fork server).
 int RunBootstrapFrame(Frame frame, bool fresh_image);

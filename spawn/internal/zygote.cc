@@ -95,7 +95,9 @@ void ReplyError(int ctl, const std::string& msg) {
       }
       ::close(status.Release());
       // The child's parent, for ParentPid and ExitWhenParentExits, is the owner.
-      spawn_internal::SetIdentity(std::move(name), owner, false);
+      std::optional<ParentProcessInfo> zygote_parent = ParentProcess();  // the owner
+      spawn_internal::SetIdentity(std::move(name), owner, false,
+                                  zygote_parent ? zygote_parent->name : std::string());
       spawn_internal::SetProcessIdentity(std::move(identity));  // names its own children
       spawn_internal::SetParentPidfd(owner_pidfd);
       spawn_internal::BeginChild(/*fresh_image=*/false);
@@ -153,7 +155,8 @@ Zygote::~Zygote() {
   RetryEintr([&] { return ::waitpid(pid_, nullptr, 0); });
 }
 
-absl::StatusOr<std::unique_ptr<Process>> Zygote::Fork(UniqueFd fd, std::string name) {
+absl::StatusOr<std::unique_ptr<Process>> Zygote::Fork(UniqueFd fd, std::string name,
+                                                      bool numbered) {
   std::lock_guard<std::mutex> lock(mu_);
   if (!ctl_.ok()) return absl::UnavailableError("the zygote is gone");
   int sv[2];
@@ -164,6 +167,7 @@ absl::StatusOr<std::unique_ptr<Process>> Zygote::Fork(UniqueFd fd, std::string n
   UniqueFd status_theirs(sv[1]);
   // The child's Process handle here, made first so its identity ("3", "2:1") can travel.
   auto p = std::make_unique<Process>([] { return 0; });
+  if (numbered) name = absl::StrCat(name, "-", p->identity());
   EncodeBuffer req;
   Encode(name, req);
   Encode(p->identity(), req);
