@@ -532,7 +532,7 @@ class ResultIterator {
 using Progress = std::function<void(size_t done, size_t total)>;
 
 struct PoolOptions {
-  int processes = 0;  // 0: the CPUs this process may run on
+  int processes = 0;  // 0: CpuCount() (the CPUs this process may use, within its cgroup quota)
   std::optional<StartMethod> start_method;
   int maxtasksperchild = 0;  // 0: workers live as long as the pool
   // SIGINT. By default (false) mproc leaves SIGINT alone: Ctrl-C kills the program, and its

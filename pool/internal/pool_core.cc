@@ -42,13 +42,6 @@ constexpr uint8_t kLink = 5;  // parent -> worker, first, on the socket: the rin
 constexpr size_t kWindow = 4;
 constexpr size_t kWindowBytes = 32 << 10;
 
-int UsableCpus() {
-  cpu_set_t set;
-  if (::sched_getaffinity(0, sizeof(set), &set) == 0) return CPU_COUNT(&set);
-  long n = ::sysconf(_SC_NPROCESSORS_ONLN);
-  return n > 0 ? static_cast<int>(n) : 1;
-}
-
 using ipc_internal::LinkRecord;
 using ipc_internal::RingLink;
 
@@ -562,7 +555,7 @@ absl::StatusOr<std::unique_ptr<PoolCore>> PoolCore::Create(CoreOptions options) 
     return absl::InvalidArgumentError("maxtasksperchild must be a positive integer (or 0: none)");
   }
   std::unique_ptr<PoolCore> core(new PoolCore());
-  core->processes_ = options.processes == 0 ? UsableCpus() : options.processes;
+  core->processes_ = options.processes == 0 ? CpuCount() : options.processes;
   core->st_ = std::make_unique<State>();
   State& st = *core->st_;
   st.opts = std::move(options);
