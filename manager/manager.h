@@ -113,6 +113,19 @@ std::vector<std::string> ToEach(const std::vector<T>& vs) {
   return raw;
 }
 
+// Values to be kept in the manager instance `nonce`: its proxies inside them are embedded (held
+// by the value itself, read by any number of readers), not tickets (client.h, EmbedScope).
+template <typename T>
+std::string ToBytesIn(uint64_t nonce, const T& v) {
+  EmbedScope scope(nonce);
+  return ToBytes(v);
+}
+template <typename T>
+std::vector<std::string> ToEachIn(uint64_t nonce, const std::vector<T>& vs) {
+  EmbedScope scope(nonce);
+  return ToEach(vs);
+}
+
 template <typename T>
 absl::StatusOr<std::vector<T>> FromEach(absl::StatusOr<std::vector<std::string>> raw) {
   if (!raw.ok()) return raw.status();
@@ -208,19 +221,28 @@ class ProxyBase {
     return FromBytes<R>(out);
   }
   void SetTimeout(absl::Duration t) { timeout_ = t; }
-  // A value encoded to be kept in this proxy's manager: proxies of that manager inside it are
-  // embedded (held by the value itself, read by any number of readers), not tickets.
+  // Values encoded to be kept in this proxy's manager (ToBytesIn).
   template <typename T>
   std::string Enc(const T& v) const {
-    std::shared_ptr<ProxyRef> r = ref_.load();
-    EmbedScope scope(r != nullptr ? r->mgr.nonce : 0);
-    return ToBytes(v);
+    return ToBytesIn(Nonce(), v);
   }
   template <typename T>
   std::vector<std::string> EncEach(const std::vector<T>& vs) const {
+    return ToEachIn(Nonce(), vs);
+  }
+  uint64_t Nonce() const {
     std::shared_ptr<ProxyRef> r = ref_.load();
-    EmbedScope scope(r != nullptr ? r->mgr.nonce : 0);
-    return ToEach(vs);
+    return r != nullptr ? r->mgr.nonce : 0;
+  }
+  // A value the server keeps as bytes (an element), decoded as T here; and a list of them.
+  template <typename T, typename... A>
+  absl::StatusOr<T> CallKept(Method m, const A&... args) const {
+    MPROC_ASSIGN_OR_RETURN(std::string raw, Call<std::string>(m, args...));
+    return FromBytes<T>(raw);
+  }
+  template <typename T, typename... A>
+  absl::StatusOr<std::vector<T>> CallKeptEach(Method m, const A&... args) const {
+    return FromEach<T>(Call<std::vector<std::string>>(m, args...));
   }
 
   // Runs fn(value&, args...) in the server on the stored value of type V (after `key`, for a
@@ -277,7 +299,7 @@ class DictProxy : public manager_internal::ProxyBase {
   absl::Status Set(const K& k, const V& v) const {
     return CallVoid(M::kDictSet, Key(k), Enc(v));
   }
-  absl::StatusOr<V> Get(const K& k) const { return Value(Call<Bytes>(M::kDictGet, Key(k))); }
+  absl::StatusOr<V> Get(const K& k) const { return CallKept<V>(M::kDictGet, Key(k)); }
   // Python's get(k, default).
   absl::StatusOr<V> Get(const K& k, const V& otherwise) const {
     absl::StatusOr<V> v = Get(k);
@@ -290,8 +312,8 @@ class DictProxy : public manager_internal::ProxyBase {
     MPROC_ASSIGN_OR_RETURN(uint64_t n, Call<uint64_t>(M::kDictLen));
     return static_cast<size_t>(n);
   }
-  absl::StatusOr<std::vector<K>> Keys() const { return Each<K>(M::kDictKeys); }
-  absl::StatusOr<std::vector<V>> Values() const { return Each<V>(M::kDictValues); }
+  absl::StatusOr<std::vector<K>> Keys() const { return CallKeptEach<K>(M::kDictKeys); }
+  absl::StatusOr<std::vector<V>> Values() const { return CallKeptEach<V>(M::kDictValues); }
   absl::StatusOr<std::vector<std::pair<K, V>>> Items() const {
     MPROC_ASSIGN_OR_RETURN(auto raw, (Call<std::vector<std::pair<Bytes, Bytes>>>(M::kDictItems)));
     std::vector<std::pair<K, V>> out;
@@ -304,10 +326,10 @@ class DictProxy : public manager_internal::ProxyBase {
     return out;
   }
   absl::Status Clear() const { return CallVoid(M::kDictClear); }
-  absl::StatusOr<V> Pop(const K& k) const { return Value(Call<Bytes>(M::kDictPop, Key(k))); }
+  absl::StatusOr<V> Pop(const K& k) const { return CallKept<V>(M::kDictPop, Key(k)); }
   // Python's setdefault: the value now stored under `k`.
   absl::StatusOr<V> SetDefault(const K& k, const V& v) const {
-    return Value(Call<Bytes>(M::kDictSetDefault, Key(k), Enc(v)));
+    return CallKept<V>(M::kDictSetDefault, Key(k), Enc(v));
   }
   absl::Status Update(const std::vector<std::pair<K, V>>& items) const {
     std::vector<std::pair<Bytes, Bytes>> raw;
@@ -346,21 +368,6 @@ class DictProxy : public manager_internal::ProxyBase {
 
  private:
   Bytes Key(const K& k) const { return Enc(k); }
-  static absl::StatusOr<V> Value(absl::StatusOr<Bytes> raw) {
-    if (!raw.ok()) return raw.status();
-    return manager_internal::FromBytes<V>(*raw);
-  }
-  template <typename T>
-  absl::StatusOr<std::vector<T>> Each(M m) const {
-    MPROC_ASSIGN_OR_RETURN(std::vector<Bytes> raw, Call<std::vector<Bytes>>(m));
-    std::vector<T> out;
-    out.reserve(raw.size());
-    for (const Bytes& b : raw) {
-      MPROC_ASSIGN_OR_RETURN(T v, manager_internal::FromBytes<T>(b));
-      out.push_back(std::move(v));
-    }
-    return out;
-  }
 };
 
 namespace manager_internal {
@@ -370,15 +377,13 @@ namespace manager_internal {
 template <typename T>
 class SequenceProxy : public ProxyBase {
   using M = Method;
-  using Bytes = std::string;
 
  public:
   SequenceProxy() = default;
   explicit SequenceProxy(std::shared_ptr<ProxyRef> r) : ProxyBase(std::move(r)) {}
 
   absl::StatusOr<T> Get(int64_t i) const {
-    MPROC_ASSIGN_OR_RETURN(Bytes raw, Call<Bytes>(M::kListGet, i));
-    return FromBytes<T>(raw);
+    return CallKept<T>(M::kListGet, i);
   }
   absl::Status Set(int64_t i, const T& v) const { return CallVoid(M::kListSet, i, Enc(v)); }
   absl::StatusOr<size_t> Len() const {
@@ -396,11 +401,11 @@ class SequenceProxy : public ProxyBase {
   }
   // Python's s[start:stop] (a copy).
   absl::StatusOr<std::vector<T>> Slice(int64_t start, int64_t stop) const {
-    return FromEach<T>(Call<std::vector<Bytes>>(M::kListSlice, start, stop));
+    return CallKeptEach<T>(M::kListSlice, start, stop);
   }
   // The whole sequence (a copy, as Python's list(proxy)).
   absl::StatusOr<std::vector<T>> ToVector() const {
-    return FromEach<T>(Call<std::vector<Bytes>>(M::kListAll));
+    return CallKeptEach<T>(M::kListAll);
   }
   // Python's s[start:stop] = values: a List grows or shrinks; an Array refuses
   // (INVALID_ARGUMENT) unless the values fill the slice exactly.
@@ -415,7 +420,6 @@ class SequenceProxy : public ProxyBase {
 template <typename T>
 class ListProxy : public manager_internal::SequenceProxy<T> {
   using M = manager_internal::Method;
-  using Bytes = std::string;
   using Base = manager_internal::SequenceProxy<T>;
 
  public:
@@ -427,8 +431,7 @@ class ListProxy : public manager_internal::SequenceProxy<T> {
     return this->CallVoid(M::kListExtend, this->EncEach(vs));
   }
   absl::StatusOr<T> Pop(int64_t i = -1) const {
-    MPROC_ASSIGN_OR_RETURN(Bytes raw, this->template Call<Bytes>(M::kListPop, i));
-    return manager_internal::FromBytes<T>(raw);
+    return this->template CallKept<T>(M::kListPop, i);
   }
   // Python's insert: the index is clamped to the list.
   absl::Status Insert(int64_t i, const T& v) const {
@@ -462,7 +465,6 @@ class ArrayProxy : public manager_internal::SequenceProxy<T> {
 template <typename T>
 class SetProxy : public manager_internal::ProxyBase {
   using M = manager_internal::Method;
-  using Bytes = std::string;
 
  public:
   SetProxy() = default;
@@ -478,8 +480,7 @@ class SetProxy : public manager_internal::ProxyBase {
   absl::Status Remove(const T& v) const { return CallVoid(M::kSetRemove, Enc(v)); }
   // Some element, removed; NOT_FOUND ("KeyError") when the set is empty.
   absl::StatusOr<T> Pop() const {
-    MPROC_ASSIGN_OR_RETURN(Bytes raw, Call<Bytes>(M::kSetPop));
-    return manager_internal::FromBytes<T>(raw);
+    return CallKept<T>(M::kSetPop);
   }
   absl::StatusOr<bool> Contains(const T& v) const {
     return Call<bool>(M::kSetContains, Enc(v));
@@ -489,7 +490,7 @@ class SetProxy : public manager_internal::ProxyBase {
     return static_cast<size_t>(n);
   }
   absl::StatusOr<std::vector<T>> ToVector() const {
-    return manager_internal::FromEach<T>(Call<std::vector<Bytes>>(M::kSetAll));
+    return CallKeptEach<T>(M::kSetAll);
   }
   absl::Status Clear() const { return CallVoid(M::kSetClear); }
   absl::Status Update(const std::vector<T>& vs) const {
@@ -512,8 +513,7 @@ class NamespaceProxy : public manager_internal::ProxyBase {
   // NOT_FOUND ("AttributeError") when the namespace has no `name`.
   template <typename T>
   absl::StatusOr<T> Get(const std::string& name) const {
-    MPROC_ASSIGN_OR_RETURN(std::string raw, Call<std::string>(M::kNsGet, name));
-    return manager_internal::FromBytes<T>(raw);
+    return CallKept<T>(M::kNsGet, name);
   }
   absl::Status Delete(const std::string& name) const { return CallVoid(M::kNsDel, name); }
   absl::StatusOr<std::vector<std::string>> Names() const {
@@ -531,8 +531,7 @@ class ValueProxy : public manager_internal::ProxyBase {
   explicit ValueProxy(std::shared_ptr<manager_internal::ProxyRef> r) : ProxyBase(std::move(r)) {}
 
   absl::StatusOr<T> Get() const {
-    MPROC_ASSIGN_OR_RETURN(std::string raw, Call<std::string>(M::kValueGet));
-    return manager_internal::FromBytes<T>(raw);
+    return CallKept<T>(M::kValueGet);
   }
   absl::Status Set(const T& v) const { return CallVoid(M::kValueSet, Enc(v)); }
   // Runs fn(value&, args...) in the server, atomically (the race-free `v.value += 1`); as
@@ -750,13 +749,10 @@ class PoolProxy : public manager_internal::ProxyBase {
     static_assert(!kTypeCarriesFds<typename Traits::Params>,
                   "a managed Pool's task arguments travel through the manager's socket: no "
                   "descriptors");
-    EncodeBuffer task;
-    Encode(Traits::kEntry, task);
-    Encode(f, task);
-    task.PutVarint(1);
-    Encode(typename Traits::Params(std::forward<A>(args)...), task);
     std::vector<std::pair<uint64_t, std::string>> tasks;
-    tasks.emplace_back(1, std::string(task.view()));
+    tasks.emplace_back(1, std::string(pool_internal::EncodeCall<Traits>(
+                              f, typename Traits::Params(std::forward<A>(args)...))
+                                          .view()));
     absl::StatusOr<std::vector<Outcome>> out = Run(tasks);
     if (!out.ok()) return absl::StatusOr<R>(out.status());
     return absl::StatusOr<R>(Items<typename Traits::Result>((*out)[0], 1)[0]);
@@ -776,8 +772,7 @@ class PoolProxy : public manager_internal::ProxyBase {
     if (chunksize == 0) {
       absl::StatusOr<int64_t> n = Processes();
       if (!n.ok()) return Out(n.status());
-      const size_t div = static_cast<size_t>(std::max<int64_t>(*n, 1)) * 4;
-      chunksize = std::max<size_t>(1, (items.size() + div - 1) / div);
+      chunksize = pool_internal::AutoChunksize(items.size(), static_cast<int>(*n));
     }
     std::vector<std::pair<uint64_t, std::string>> tasks;
     for (size_t begin = 0; begin < items.size(); begin += chunksize) {
@@ -1138,16 +1133,14 @@ class Manager {
                                                                      uint64_t fingerprint,
                                                                      const std::string& initial);
   absl::Status CheckRunning() const;
-  // Values kept in this manager (see ProxyBase::Enc).
+  // Values kept in this manager (manager_internal::ToBytesIn).
   template <typename T>
   std::string Enc(const T& v) const {
-    manager_internal::EmbedScope scope(ref_.nonce);
-    return manager_internal::ToBytes(v);
+    return manager_internal::ToBytesIn(ref_.nonce, v);
   }
   template <typename T>
   std::vector<std::string> EncEach(const std::vector<T>& vs) const {
-    manager_internal::EmbedScope scope(ref_.nonce);
-    return manager_internal::ToEach(vs);
+    return manager_internal::ToEachIn(ref_.nonce, vs);
   }
   // A container's initial elements ("" for none).
   template <typename T>

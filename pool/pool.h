@@ -348,17 +348,29 @@ namespace pool_internal {
 // Submits one call f(args...) (Traits: FnTraits of f) to `core`; its result, or its failure,
 // is set on `result`. The converted arguments stay alive until the task is sent: the task's
 // bytes borrow their descriptors.
-template <typename Traits, typename Fn, typename R, typename... A>
-absl::StatusOr<uint64_t> SubmitCall(PoolCore& core, Fn f, const AsyncResult<R>& result,
-                                    A&&... args) {
+// One call f(params) as a task: its entry, the function, one argument tuple.
+template <typename Traits, typename Fn>
+EncodeBuffer EncodeCall(Fn f, const typename Traits::Params& params) {
   EncodeBuffer task;
   Encode(Traits::kEntry, task);
   Encode(f, task);
   task.PutVarint(1);
+  Encode(params, task);
+  return task;
+}
+
+// CPython's default Map chunksize: n / (4 * processes), rounded up, at least 1.
+inline size_t AutoChunksize(size_t n, int processes) {
+  const size_t div = static_cast<size_t>(std::max(processes, 1)) * 4;
+  return std::max<size_t>(1, (n + div - 1) / div);
+}
+
+template <typename Traits, typename Fn, typename R, typename... A>
+absl::StatusOr<uint64_t> SubmitCall(PoolCore& core, Fn f, const AsyncResult<R>& result,
+                                    A&&... args) {
   auto params = std::make_shared<typename Traits::Params>(std::forward<A>(args)...);
-  Encode(*params, task);
   return core.Submit(
-      std::move(task),
+      EncodeCall<Traits>(f, *params),
       [result](absl::Status st, std::span<const std::byte> out, std::vector<UniqueFd> fds) {
         auto items = DecodeChunk<typename Traits::Result>(st, out, std::move(fds), 1);
         result.Set(std::move(items[0]));
@@ -659,12 +671,7 @@ class Pool {
   std::vector<pid_t> WorkerPids() { return core_->WorkerPids(); }
 
   // CPython's automatic chunksize for `n` items.
-  size_t AutoChunksize(size_t n) const {
-    size_t div = static_cast<size_t>(processes()) * 4;
-    size_t c = n / div;
-    if (n % div) ++c;
-    return c == 0 ? 1 : c;
-  }
+  size_t AutoChunksize(size_t n) const { return pool_internal::AutoChunksize(n, processes()); }
 
  private:
   static absl::StatusOr<std::unique_ptr<Pool>> CreateWith(const Options& options,

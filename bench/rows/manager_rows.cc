@@ -134,6 +134,13 @@ void Crowd(benchmark::State& state, const std::function<bool()>& ready,
   SetOpsPerIteration(state, static_cast<double>(kCrowd) * ops);
 }
 
+sockaddr_un UnixAddr(const std::string& path) {
+  sockaddr_un a = {};
+  a.sun_family = AF_UNIX;
+  std::strncpy(a.sun_path, path.c_str(), sizeof(a.sun_path) - 1);
+  return a;
+}
+
 // A listening AF_UNIX socket in a fresh directory (removed by the destructor).
 struct UnixListening {
   std::string dir, path;
@@ -144,9 +151,7 @@ struct UnixListening {
     dir = tmpl;
     path = dir + "/echo";
     fd = UniqueFd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    sockaddr_un a = {};
-    a.sun_family = AF_UNIX;
-    std::strncpy(a.sun_path, path.c_str(), sizeof(a.sun_path) - 1);
+    sockaddr_un a = UnixAddr(path);
     if (!fd.ok() || ::bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 ||
         ::listen(fd.get(), 256) != 0) {
       fd.Reset();
@@ -163,9 +168,7 @@ struct EchoClient {
   UniqueFd fd;
   bool Connect(const std::string& path) {
     fd = UniqueFd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    sockaddr_un a = {};
-    a.sun_family = AF_UNIX;
-    std::strncpy(a.sun_path, path.c_str(), sizeof(a.sun_path) - 1);
+    sockaddr_un a = UnixAddr(path);
     return fd.ok() && ::connect(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0;
   }
   bool RoundTrip() {

@@ -617,7 +617,7 @@ class Server {
     size_t index;
     TaskOutcome outcome;
   };
-  Result CallPool(Conn& c, uint64_t id, Object& o, Method m, DecodeReader& r, uint64_t call_id,
+  Result CallPool(Conn& c, Object& o, Method m, DecodeReader& r, uint64_t call_id,
                   bool* parked);
   void FinishTasks();
   std::unordered_map<uint64_t, PoolRun> runs_;
@@ -840,13 +840,13 @@ Result Server::CallObject(Conn& c, Object& o, Method m, DecodeReader& r) {
   return out;
 }
 
-Result Server::CallPool(Conn& c, uint64_t id, Object& o, Method m, DecodeReader& r,
-                        uint64_t call_id, bool* parked) {
-  (void)id;
+Result Server::CallPool(Conn& c, Object& o, Method m, DecodeReader& r, uint64_t call_id,
+                        bool* parked) {
   if (m == Method::kPoolProcesses) return Out(static_cast<int64_t>(o.pool->processes()));
   if (m != Method::kPoolRun) return absl::InvalidArgumentError("not a method of a pool");
   MPROC_ASSIGN_OR_RETURN(auto a, (Args<std::vector<std::pair<uint64_t, Bytes>>>(r)));
   std::vector<std::pair<uint64_t, Bytes>>& tasks = std::get<0>(a);
+  if (tasks.empty()) return Out(std::vector<TaskOutcome>());
   const uint64_t run_id = next_run_++;
   PoolRun& run = runs_[run_id];
   run.caller = ParkFor(c, call_id, -1);
@@ -870,10 +870,6 @@ Result Server::CallPool(Conn& c, uint64_t id, Object& o, Method m, DecodeReader&
       (void)::write(done_fd_.get(), &one, sizeof(one));
     };
     batch.push_back(std::move(sub));
-  }
-  if (tasks.empty()) {
-    runs_.erase(run_id);
-    return Out(std::vector<TaskOutcome>());
   }
   absl::Status submitted = o.pool->SubmitMany(batch);
   if (!submitted.ok()) {
@@ -1491,7 +1487,7 @@ bool Server::Handle(Conn& c, std::span<const std::byte> msg) {
         case Kind::kValue: res = CallValue(o.value, m, r); break;
         case Kind::kNamespace: res = CallNamespace(o.ns, m, r); break;
         case Kind::kObject: res = CallObject(c, o, m, r); break;
-        case Kind::kPool: res = CallPool(c, object, o, m, r, call_id, &parked); break;
+        case Kind::kPool: res = CallPool(c, o, m, r, call_id, &parked); break;
         default: res = CallBlocking(c, object, o, m, r, call_id, &parked); break;
       }
       if (!parked) {  // else answered later
