@@ -30,6 +30,9 @@
 // Lifecycle: Close() (no new tasks; queued ones finish), Terminate() (workers get SIGTERM,
 // unfinished tasks fail with ABORTED), Join() (after Close or Terminate, else
 // FAILED_PRECONDITION). The destructor terminates and joins, as leaving CPython's `with Pool()`.
+// A worker flushes its stdout after each task, before sending the result: whatever a task
+// printed is written by the time its result arrives, so terminating the pool loses none of it
+// (CPython's terminated workers drop what their stdout buffers hold).
 //
 // Callbacks (ApplyAsync/MapAsync with Callbacks) run on the pool thread, one at a time: keep
 // them short and never block on the pool from inside one.

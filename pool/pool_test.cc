@@ -9,6 +9,7 @@
 #include <sys/resource.h>
 #include <stdlib.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <fstream>
@@ -32,6 +33,7 @@
 namespace mproc {
 namespace {
 
+using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
@@ -63,6 +65,10 @@ int KillSelfOn(int x, int victim) {
   return x;
 }
 void Nothing() {}
+int PrintAndReturn(int x) {
+  std::printf("task %d\n", x);  // stdout is a file in this test: fully buffered
+  return x;
+}
 
 int g_init_value = 0;
 void SetInit(int v) { g_init_value = v; }
@@ -361,6 +367,34 @@ TEST_P(PoolTest, TerminateIsPromptAndFailsUnfinishedTasks) {
   EXPECT_THAT(r.Get(absl::Seconds(10)), StatusIs(absl::StatusCode::kAborted));
   EXPECT_TRUE(pool->WorkerPids().empty());
   EXPECT_THAT(pool->Apply(Square, 1), StatusIs(absl::StatusCode::kFailedPrecondition));
+}
+
+// What a task prints is written before its result is sent: terminating the pool right after
+// the results arrive (as CPython's `with Pool()` does) loses none of it. Before this, the
+// workers died with the lines still in their stdout buffers.
+TEST_P(PoolTest, WhatATaskPrintsIsNotLostWhenThePoolIsTerminated) {
+  char path[] = "/tmp/mproc-pool-stdout-XXXXXX";
+  int file = ::mkstemp(path);
+  ASSERT_GE(file, 0);
+  std::fflush(stdout);
+  int saved = ::dup(1);
+  ASSERT_GE(saved, 0);
+  ASSERT_EQ(::dup2(file, 1), 1);  // the workers (and a fork server started now) inherit it
+  absl::StatusOr<std::unique_ptr<Pool>> pool = Pool::Create(Opts());
+  ::dup2(saved, 1);
+  ::close(saved);
+  ::close(file);
+  MPROC_ASSERT_OK(pool.status());
+  EXPECT_THAT((*pool)->Map(PrintAndReturn, {0, 1, 2, 3}, 1),
+              IsOkAndHolds(std::vector<int>{0, 1, 2, 3}));
+  MPROC_ASSERT_OK((*pool)->Terminate());
+  MPROC_ASSERT_OK((*pool)->Join());
+  std::ifstream in(path);
+  std::vector<std::string> lines;
+  for (std::string l; std::getline(in, l);) lines.push_back(l);
+  ::unlink(path);
+  std::sort(lines.begin(), lines.end());
+  EXPECT_THAT(lines, ElementsAre("task 0", "task 1", "task 2", "task 3"));
 }
 
 TEST_P(PoolTest, JoinBeforeCloseIsAnError) {
