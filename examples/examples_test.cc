@@ -46,6 +46,8 @@ struct Example {
   std::string in_order = "";
   // {regex, n}: exactly n lines of the C++ output (before masking) match the regex.
   std::pair<std::string, int> cc_count = {"", 0};
+  // Both programs get this directory's runfiles (the example sources) as their argument.
+  bool dir_arg = false;
 };
 
 std::ostream& operator<<(std::ostream& os, const Example& e) { return os << e.name; }
@@ -133,6 +135,9 @@ const Example kExamples[] = {
      .cc_must_print = {"Total visits: 10"}},
     // The daemon prints "Working..." into its stdout buffer and is terminated when main exits.
     {.name = "s004_daemon", .drop = {R"(^Working\.\.\.$)"}},
+    // The realistic job: every .py file here hashed and word-counted by a Pool, rows through a
+    // Queue to a reporter process, a shared counter, per-file stats in SharedMemory.
+    {.name = "wordcount_job", .dir_arg = true},
 };
 
 std::string Runfile(const std::string& rel) {
@@ -235,8 +240,14 @@ class ExamplesTest : public ::testing::TestWithParam<Example> {
 TEST_P(ExamplesTest, PrintsWhatThePythonOriginalPrints) {
   const Example& e = GetParam();
   const std::string name = e.name;
-  Outcome py = RunProgram({"python3", Runfile("examples/" + name + ".py")}, dir_);
-  Outcome cc = RunProgram({Runfile("examples/" + name)}, dir_);
+  std::vector<std::string> py_args = {"python3", Runfile("examples/" + name + ".py")};
+  std::vector<std::string> cc_args = {Runfile("examples/" + name)};
+  if (e.dir_arg) {
+    py_args.push_back(Runfile("examples"));
+    cc_args.push_back(Runfile("examples"));
+  }
+  Outcome py = RunProgram(py_args, dir_);
+  Outcome cc = RunProgram(cc_args, dir_);
   EXPECT_EQ(cc.exit_code, py.exit_code) << "C++ stderr:\n" << cc.err << "\nPython stderr:\n" << py.err;
   EXPECT_EQ(cc.err.empty(), py.err.empty()) << "C++ stderr:\n" << cc.err << "\nPython stderr:\n" << py.err;
   EXPECT_EQ(Normalize(cc.out, e), Normalize(py.out, e))
