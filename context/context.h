@@ -1,0 +1,149 @@
+// context/context.h — GetContext: CPython's multiprocessing.get_context(method).
+//
+//   mproc::Context ctx = mproc::GetContext(mproc::StartMethod::kSpawn);
+//   mproc::Process p = ctx.Process(Worker, 42);           // starts with spawn
+//   auto pool = ctx.Pool({.processes = 4}).value();         // its workers too
+//   auto q = ctx.Queue<int>().value();
+//
+// A Context is a start method and the constructors of everything whose behaviour depends on
+// it: Process, Pool, ProcessPoolExecutor and Manager start their processes with the
+// context's method, whatever the process-wide default is (mproc::SetStartMethod), so one
+// program can use several methods side by side, as CPython's contexts allow. The other
+// objects (Queue, Pipe, Lock, Value, ...) are the same under every method: their handles work
+// in a child whichever way it started. The context offers them too, so code written against
+// a context reads as CPython's `ctx.Queue()`.
+//
+// An options struct that names a different start method than the context's is refused with
+// INVALID_ARGUMENT rather than silently overridden.
+
+#ifndef MPROC_CONTEXT_CONTEXT_H_
+#define MPROC_CONTEXT_CONTEXT_H_
+
+#include <cstdint>
+#include <initializer_list>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "ipc/connection.h"
+#include "ipc/queue.h"
+#include "manager/manager.h"
+#include "pool/executor.h"
+#include "pool/pool.h"
+#include "spawn/process.h"
+#include "sync/barrier.h"
+#include "sync/condition.h"
+#include "sync/event.h"
+#include "sync/lock.h"
+#include "sync/semaphore.h"
+#include "sync/value.h"
+
+namespace mproc {
+
+class Context {
+ public:
+  explicit Context(StartMethod method) : method_(method) {}
+
+  // ctx.get_start_method()
+  StartMethod start_method() const { return method_; }
+
+  // The constructors whose processes start with this context's method.
+  template <typename F, typename... A>
+  mproc::Process Process(F&& target, A&&... args) const {
+    mproc::Process p(std::forward<F>(target), std::forward<A>(args)...);
+    p.SetStartMethod(method_);
+    return p;
+  }
+  absl::StatusOr<std::unique_ptr<mproc::Pool>> Pool(PoolOptions options = {}) const {
+    if (absl::Status s = Bind(options.start_method, "PoolOptions"); !s.ok()) return s;
+    return mproc::Pool::Create(std::move(options));
+  }
+  template <typename F, typename... A>
+  absl::StatusOr<std::unique_ptr<mproc::Pool>> Pool(PoolOptions options, F initializer,
+                                                    A&&... initargs) const {
+    if (absl::Status s = Bind(options.start_method, "PoolOptions"); !s.ok()) return s;
+    return mproc::Pool::Create(std::move(options), initializer, std::forward<A>(initargs)...);
+  }
+  absl::StatusOr<std::unique_ptr<ProcessPoolExecutor>> Executor(ExecutorOptions options = {}) const {
+    if (absl::Status s = Bind(options.start_method, "ExecutorOptions"); !s.ok()) return s;
+    return ProcessPoolExecutor::Create(std::move(options));
+  }
+  absl::StatusOr<std::unique_ptr<mproc::Manager>> Manager(ManagerOptions options = {}) const {
+    if (absl::Status s = Bind(options.start_method, "ManagerOptions"); !s.ok()) return s;
+    return mproc::Manager::Start(std::move(options));
+  }
+
+  // The same under every start method; here so that `ctx.Lock()` reads as CPython's.
+  template <typename T>
+  absl::StatusOr<mproc::Queue<T>> Queue(size_t maxsize = 0) const {
+    return mproc::Queue<T>::Create(maxsize);
+  }
+  template <typename T>
+  absl::StatusOr<mproc::SimpleQueue<T>> SimpleQueue() const {
+    return mproc::SimpleQueue<T>::Create();
+  }
+  template <typename T>
+  absl::StatusOr<mproc::JoinableQueue<T>> JoinableQueue(size_t maxsize = 0) const {
+    return mproc::JoinableQueue<T>::Create(maxsize);
+  }
+  absl::StatusOr<std::pair<Connection, Connection>> Pipe(bool duplex = true) const {
+    return mproc::Pipe(duplex);
+  }
+  absl::StatusOr<mproc::Lock> Lock() const { return mproc::Lock::Create(); }
+  absl::StatusOr<mproc::RLock> RLock() const { return mproc::RLock::Create(); }
+  absl::StatusOr<mproc::Semaphore> Semaphore(uint32_t value = 1) const {
+    return mproc::Semaphore::Create(value);
+  }
+  absl::StatusOr<mproc::BoundedSemaphore> BoundedSemaphore(uint32_t value = 1) const {
+    return mproc::BoundedSemaphore::Create(value);
+  }
+  absl::StatusOr<mproc::Event> Event() const { return mproc::Event::Create(); }
+  absl::StatusOr<mproc::Condition> Condition() const { return mproc::Condition::Create(); }
+  absl::StatusOr<mproc::Barrier> Barrier(uint32_t parties) const {
+    return mproc::Barrier::Create(parties);
+  }
+  template <typename T>
+  absl::StatusOr<mproc::Value<T>> Value(const T& initial = T{}, LockMode mode = LockMode::kRLock) const {
+    return mproc::Value<T>::Create(initial, mode);
+  }
+  template <typename T>
+  absl::StatusOr<mproc::Array<T>> Array(size_t size, LockMode mode = LockMode::kRLock) const {
+    return mproc::Array<T>::Create(size, mode);
+  }
+  template <typename T>
+  absl::StatusOr<mproc::Array<T>> Array(std::initializer_list<T> initial,
+                                        LockMode mode = LockMode::kRLock) const {
+    return mproc::Array<T>::Create(initial, mode);
+  }
+
+ private:
+  absl::Status Bind(std::optional<StartMethod>& wanted, std::string_view what) const {
+    if (wanted.has_value() && *wanted != method_) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          std::string(what), " names start method '", std::string(StartMethodName(*wanted)),
+          "' in a '", std::string(StartMethodName(method_)), "' context"));
+    }
+    wanted = method_;
+    return absl::OkStatus();
+  }
+
+  StartMethod method_;
+};
+
+// A context for `method`.
+Context GetContext(StartMethod method);
+// The context of the process-wide start method (GetStartMethod(): forkserver unless
+// SetStartMethod chose another).
+Context GetContext();
+// By name, as CPython's: "fork", "spawn" or "forkserver"; INVALID_ARGUMENT for any other
+// (CPython's ValueError "cannot find context for ...").
+absl::StatusOr<Context> GetContext(std::string_view method);
+
+}  // namespace mproc
+
+#endif  // MPROC_CONTEXT_CONTEXT_H_
