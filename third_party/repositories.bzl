@@ -8,7 +8,7 @@ its `local_repository(name = "mproc", ...)`. Nothing is downloaded:
     (Debian's bazel-rules-cc is too new for Bazel 4.2.3).
   * @platforms: Debian's bazel-platforms package (/usr/share/bazel/platforms).
   * @mproc_system: one cc_library per Debian system library mproc links (liburing, the Abseil
-    components, protobuf, gtest/gmock, Google Benchmark, OpenSSL libcrypto, Boost headers).
+    components, protobuf, gtest/gmock, Google Benchmark, OpenSSL libcrypto, Boost headers, spdlog).
     Binaries built with `-c opt` link Debian's static archives; other builds link the shared
     libraries. See third_party/system/system_libs.bzl.
 """

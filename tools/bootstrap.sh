@@ -17,6 +17,8 @@ PACKAGES=(
   clang-14 libclang-rt-14-dev
   # Boost.Interprocess: a peer in the benchmark report.
   libboost-dev
+  # spdlog (brings fmt): the logging library behind //log.
+  libspdlog-dev
   # CPython: the benchmark peer and the wire-interop tests.
   python3
 )

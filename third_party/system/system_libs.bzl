@@ -104,6 +104,16 @@ config_setting(
     out += _lib("gtest", ["-lgtest", "-pthread"], ["-l:libgtest.a", "-pthread"])
     out += _lib("gmock", ["-lgmock", "-lgtest", "-pthread"], ["-l:libgmock.a", "-l:libgtest.a", "-pthread"])
     out += _lib("benchmark", ["-lbenchmark", "-pthread"], ["-lbenchmark", "-pthread"], comment = "Google Benchmark: Debian ships only the shared library")
+    # spdlog (with fmt): the logging library of //log. Debian ships only shared libraries of
+    # both, so they stay dynamic in every mode; the defines are its pkg-config cflags.
+    out += '''# spdlog + fmt (Debian: shared libraries only)
+cc_library(
+    name = "spdlog",
+    defines = ["SPDLOG_SHARED_LIB", "SPDLOG_COMPILED_LIB", "SPDLOG_FMT_EXTERNAL"],
+    linkopts = ["-lspdlog", "-lfmt", "-pthread"],
+)
+
+'''
     out += _lib("boost_headers", ["-lrt", "-pthread"], ["-lrt", "-pthread"], comment = "Boost (header-only parts: Interprocess)")
 
     # protoc, for the code generation macro in //third_party/protobuf:defs.bzl.
