@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/process_id.h"
+#include "base/socket_dir.h"
 #include "base/status.h"
 #include "manager/internal/server.h"
 #include "serialize/auth.h"
@@ -26,14 +27,6 @@ std::string DescribeEnd(Process& p) {
   if (!code) return "";
   if (*code < 0) return absl::StrCat("killed by signal ", -*code, " (", strsignal(-*code), ")");
   return absl::StrCat("exited with code ", *code);
-}
-
-std::string TempDirBase() {
-  const char* t = std::getenv("TMPDIR");
-  std::string base = t != nullptr && t[0] != '\0' ? t : "/tmp";
-  // A Unix socket path holds 107 bytes: long TMPDIRs (test sandboxes) fall back to /tmp.
-  if (base.size() > 60) base = "/tmp";
-  return base;
 }
 
 }  // namespace
@@ -59,12 +52,9 @@ absl::StatusOr<std::unique_ptr<Manager>> Manager::StartWith(ManagerOptions optio
   if (options.address.has_value()) {
     address = *options.address;
   } else {
-    std::string tmpl = TempDirBase() + "/mproc-manager-XXXXXX";
-    if (::mkdtemp(tmpl.data()) == nullptr) {
-      return ErrnoToStatus(errno, absl::StrCat("mkdtemp(", tmpl, ")"));
-    }
-    m->socket_dir_ = tmpl;
-    address = Address::Unix(tmpl + "/socket");
+    MPROC_ASSIGN_OR_RETURN(std::string dir, MakeSocketDir("manager"));
+    m->socket_dir_ = dir;
+    address = Address::Unix(dir + "/socket");
   }
   // Bound here, so the address is served from the moment Start returns; the server process
   // gets the listening socket.

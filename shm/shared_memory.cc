@@ -7,8 +7,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <algorithm>
+#include <cerrno>
 #include <cstdlib>
 #include <map>
 #include <mutex>
@@ -339,6 +339,45 @@ absl::Status SharedMemory::Unlink(std::string_view name, const SharedMemoryOptio
   std::lock_guard<std::mutex> lock(reg.mu);
   reg.fds.erase(path);  // releases this process's creator lock, if it created the segment
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<SharedMemoryInfo>> SharedMemory::List(const SharedMemoryOptions& options) {
+  const std::string dir = Directory(options);
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) return ErrnoToStatus(errno, absl::StrCat("opendir(", dir, ")"));
+  std::vector<std::string> names;
+  while (struct dirent* e = ::readdir(d)) {
+    std::string_view n(e->d_name);
+    if (n.substr(0, kPrefix.size()) == kPrefix && (e->d_type == DT_REG || e->d_type == DT_UNKNOWN)) {
+      names.emplace_back(n.substr(kPrefix.size()));
+    }
+  }
+  ::closedir(d);
+  std::sort(names.begin(), names.end());
+  // Whether another open file description holds a lock on `byte` (F_OFD_GETLK reports the
+  // first lock that would block a write lock; this description holds none).
+  auto held = [](int fd, off_t byte) {
+    struct flock fl = {};
+    fl.l_type = F_WRLCK;
+    fl.l_whence = SEEK_SET;
+    fl.l_start = byte;
+    fl.l_len = 1;
+    return ::fcntl(fd, F_OFD_GETLK, &fl) == 0 && fl.l_type != F_UNLCK;
+  };
+  std::vector<SharedMemoryInfo> out;
+  for (std::string& name : names) {
+    SharedMemoryInfo info;
+    info.path = PathFor(dir, name);
+    UniqueFd fd(::open(info.path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
+    struct stat st;
+    if (!fd.ok() || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
+    info.name = std::move(name);
+    info.size = static_cast<uint64_t>(st.st_size);
+    info.attached = held(fd.get(), kAttachedByte);
+    info.creator_alive = held(fd.get(), kCreatorByte);
+    out.push_back(std::move(info));
+  }
+  return out;
 }
 
 absl::StatusOr<int> SharedMemory::ReclaimOrphans(const SharedMemoryOptions& options) {

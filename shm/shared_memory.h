@@ -66,9 +66,11 @@
 #include <sys/types.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -84,6 +86,17 @@ struct SharedMemoryOptions {
   Segment::Reserve reserve = Segment::Reserve::kLazy;
 };
 
+// One named segment as any process of its user sees it (tools/mproc lists them).
+struct SharedMemoryInfo {
+  std::string name;  // as given to Create (the file is "mproc.<name>")
+  std::string path;
+  uint64_t size = 0;
+  bool attached = false;       // a view is open somewhere (the creator's counts until it unlinks)
+  bool creator_alive = false;  // the creator has neither exited nor unlinked it
+  // What Close/Create/ReclaimOrphans would reclaim.
+  bool orphan() const { return !attached && !creator_alive; }
+};
+
 class SharedMemory {
  public:
   static absl::StatusOr<SharedMemory> Create(size_t size, std::string_view name = "",
@@ -94,6 +107,9 @@ class SharedMemory {
   static absl::Status Unlink(std::string_view name, const SharedMemoryOptions& options);
   // Unlinks every orphaned mproc segment in the directory; returns how many.
   static absl::StatusOr<int> ReclaimOrphans(const SharedMemoryOptions& options = {});
+  // Every named segment in the directory, by name, with its state read from its lock bytes
+  // (without taking them: listing changes nothing). A file that vanishes meanwhile is left out.
+  static absl::StatusOr<std::vector<SharedMemoryInfo>> List(const SharedMemoryOptions& options = {});
   // The directory in use for `options`.
   static std::string Directory(const SharedMemoryOptions& options = {});
 

@@ -224,6 +224,55 @@ TEST_F(SharedMemoryTest, AttachedSegmentOutlivesItsCreatorUntilLastClose) {
   EXPECT_FALSE(FileExists("held"));  // last view out, creator gone: reclaimed
 }
 
+// List reads each segment's state from its lock bytes without changing it: a segment of a
+// live creator, one attached here after its creator died, and an orphan.
+TEST_F(SharedMemoryTest, ListShowsEachSegmentsStateAndChangesNothing) {
+  SharedMemoryOptions opts = opts_;
+  ASSERT_OK_AND_ASSIGN(SharedMemory mine, SharedMemory::Create(100, "mine", opts_));
+  int ready[2];
+  ASSERT_EQ(::pipe2(ready, O_CLOEXEC), 0);
+  pid_t pid = Child([&] {
+    auto held = SharedMemory::Create(4096, "held", opts);
+    auto orphan = SharedMemory::Create(8192, "orphan", opts);
+    if (!held.ok() || !orphan.ok()) return 2;
+    char c = 1;
+    if (::write(ready[1], &c, 1) != 1) return 3;
+    ::pause();  // SIGKILLed here, never unlinking either
+    return 4;
+  });
+  ::close(ready[1]);
+  char c;
+  ASSERT_EQ(::read(ready[0], &c, 1), 1);
+  ::close(ready[0]);
+  ASSERT_OK_AND_ASSIGN(SharedMemory view, SharedMemory::Attach("held", opts_));
+  ::kill(pid, SIGKILL);
+  EXPECT_EQ(Join(pid), 128 + SIGKILL);
+
+  for (int round = 0; round < 2; ++round) {  // a second listing sees the same: nothing changed
+    ASSERT_OK_AND_ASSIGN(std::vector<SharedMemoryInfo> all, SharedMemory::List(opts_));
+    ASSERT_EQ(all.size(), 3u);
+    EXPECT_EQ(all[0].name, "held");
+    EXPECT_EQ(all[0].size, 4096u);
+    EXPECT_TRUE(all[0].attached);
+    EXPECT_FALSE(all[0].creator_alive);
+    EXPECT_FALSE(all[0].orphan());
+    EXPECT_EQ(all[1].name, "mine");
+    EXPECT_EQ(all[1].path, opts_.dir + "/mproc.mine");
+    EXPECT_TRUE(all[1].attached);
+    EXPECT_TRUE(all[1].creator_alive);
+    EXPECT_EQ(all[2].name, "orphan");
+    EXPECT_EQ(all[2].size, 8192u);
+    EXPECT_TRUE(all[2].orphan());
+  }
+  ASSERT_OK_AND_ASSIGN(int reclaimed, SharedMemory::ReclaimOrphans(opts_));
+  EXPECT_EQ(reclaimed, 1);
+  ASSERT_OK_AND_ASSIGN(std::vector<SharedMemoryInfo> after, SharedMemory::List(opts_));
+  EXPECT_EQ(after.size(), 2u);
+  MPROC_EXPECT_OK(mine.Unlink());
+  EXPECT_THAT(SharedMemory::List({.dir = "/nonexistent/mproc"}).status(),
+              StatusIs(absl::StatusCode::kNotFound));
+}
+
 TEST_F(SharedMemoryTest, OneGibSegmentWorks) {
   constexpr size_t kGiB = size_t{1} << 30;
   ASSERT_OK_AND_ASSIGN(SharedMemory a, SharedMemory::Create(kGiB, "big", opts_));

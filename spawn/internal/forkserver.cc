@@ -37,6 +37,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/process_id.h"
+#include "base/socket_dir.h"
 #include "base/status.h"
 #include "base/syscall.h"
 #include "serialize/auth.h"
@@ -142,19 +143,8 @@ void ShutdownAtExit() {
   ShutdownForkServer();
 }
 
-std::string SocketDirBase() {
-  const char* tmp = std::getenv("TMPDIR");
-  // sockaddr_un paths are limited to 108 bytes: long TMPDIRs (test sandboxes) fall back.
-  if (tmp != nullptr && tmp[0] == '/' && std::strlen(tmp) < 70) return tmp;
-  return "/tmp";
-}
-
 absl::Status StartServerLocked(ServerState& s) {
-  std::string tmpl = SocketDirBase() + "/mproc-forkserver-XXXXXX";
-  if (::mkdtemp(tmpl.data()) == nullptr) {
-    return ErrnoToStatus(errno, absl::StrCat("mkdtemp(", tmpl, ")"));
-  }
-  std::string dir = tmpl;
+  MPROC_ASSIGN_OR_RETURN(std::string dir, MakeSocketDir("forkserver"));
   std::string path = dir + "/socket";
   UniqueFd listener(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!listener.ok()) return ErrnoToStatus(errno, "socket(AF_UNIX) for the fork server");
