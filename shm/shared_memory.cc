@@ -164,15 +164,13 @@ std::string SharedMemory::Directory(const SharedMemoryOptions& options) {
 SharedMemory::SharedMemory(std::string name, std::string path, UniqueFd fd, Mapping mapping)
     : name_(std::move(name)),
       path_(std::move(path)),
-      fd_(std::move(fd)),
-      mapping_(std::move(mapping)),
+      view_(std::make_shared<View>(View{std::move(fd), std::move(mapping)})),
       owner_pid_(CurrentPid()) {}
 
 SharedMemory::SharedMemory(SharedMemory&& o) noexcept
     : name_(std::move(o.name_)),
       path_(std::move(o.path_)),
-      fd_(std::move(o.fd_)),
-      mapping_(std::move(o.mapping_)),
+      view_(std::move(o.view_)),
       owner_pid_(std::exchange(o.owner_pid_, 0)) {}
 
 SharedMemory& SharedMemory::operator=(SharedMemory&& o) noexcept {
@@ -180,9 +178,19 @@ SharedMemory& SharedMemory::operator=(SharedMemory&& o) noexcept {
     Close();
     name_ = std::move(o.name_);
     path_ = std::move(o.path_);
-    fd_ = std::move(o.fd_);
-    mapping_ = std::move(o.mapping_);
+    view_ = std::move(o.view_);
     owner_pid_ = std::exchange(o.owner_pid_, 0);
+  }
+  return *this;
+}
+
+SharedMemory& SharedMemory::operator=(const SharedMemory& o) {
+  if (this != &o) {
+    Close();
+    name_ = o.name_;
+    path_ = o.path_;
+    view_ = o.view_;
+    owner_pid_ = o.owner_pid_;
   }
   return *this;
 }
@@ -306,9 +314,10 @@ absl::StatusOr<SharedMemory> SharedMemory::Adopt(std::string name, std::string p
 }
 
 void SharedMemory::Close() {
-  if (!fd_.ok()) return;
-  mapping_.Reset();
-  fd_.Reset();
+  if (!view_) return;
+  const bool last = view_.use_count() == 1;
+  view_.reset();  // the last handle unmaps and closes the view
+  if (!last) return;  // other handles of this view remain: still attached
   if (owner_pid_ != CurrentPid()) return;  // a fork child's copy: inert
   CreatorRegistry& reg = Registry();
   std::lock_guard<std::mutex> lock(reg.mu);

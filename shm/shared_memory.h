@@ -67,6 +67,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
@@ -114,18 +115,25 @@ class SharedMemory {
   static std::string Directory(const SharedMemoryOptions& options = {});
 
   SharedMemory() = default;
+  // A copy is a handle to the same view (same mapping, same descriptor), as Lock and Value
+  // copies are: it passes to a Process or a Pool initializer as they do. Close() drops one
+  // handle; the view (mapping and descriptor) goes with the last.
+  SharedMemory(const SharedMemory& o) = default;
+  SharedMemory& operator=(const SharedMemory& o);
   SharedMemory(SharedMemory&& o) noexcept;
   SharedMemory& operator=(SharedMemory&& o) noexcept;
   ~SharedMemory();
 
   const std::string& name() const { return name_; }
-  size_t size() const { return mapping_.size(); }
-  void* data() const { return mapping_.data(); }
-  std::span<std::byte> bytes() const { return mapping_.bytes(); }
-  bool closed() const { return !fd_.ok(); }
+  size_t size() const { return view_ ? view_->mapping.size() : 0; }
+  void* data() const { return view_ ? view_->mapping.data() : nullptr; }
+  std::span<std::byte> bytes() const { return view_ ? view_->mapping.bytes() : std::span<std::byte>(); }
+  bool closed() const { return view_ == nullptr; }
 
-  // Drops this view. Idempotent, as CPython's close(). If this was the last view of a segment
-  // whose creator is gone without unlinking, the segment is reclaimed.
+  // Drops this handle. Idempotent, as CPython's close(). When it was the last handle of the
+  // view and the view was the last of a segment whose creator is gone without unlinking, the
+  // segment is reclaimed. (Two copies closed at the same moment on two threads may both leave
+  // that to the next sweep.)
   void Close();
   // Removes the name (this view stays usable). NOT_FOUND if it was already removed.
   absl::Status Unlink();
@@ -136,10 +144,13 @@ class SharedMemory {
   // A view of a segment whose descriptor arrived from another process.
   static absl::StatusOr<SharedMemory> Adopt(std::string name, std::string path, UniqueFd fd);
 
+  struct View {
+    UniqueFd fd;
+    Mapping mapping;
+  };
   std::string name_;
   std::string path_;
-  UniqueFd fd_;
-  Mapping mapping_;
+  std::shared_ptr<View> view_;  // null once closed
   pid_t owner_pid_ = 0;
 };
 
@@ -150,9 +161,9 @@ struct Codec<SharedMemory> {
   static void Encode(EncodeBuffer& b, const SharedMemory& m) {
     Codec<std::string>::Encode(b, m.name_);
     Codec<std::string>::Encode(b, m.path_);
-    uint8_t tag = m.fd_.ok() ? 1 : 0;
+    uint8_t tag = m.view_ ? 1 : 0;
     b.Append(&tag, 1);
-    if (m.fd_.ok()) b.PutVarint(b.AttachFd(m.fd_.get()));
+    if (m.view_) b.PutVarint(b.AttachFd(m.view_->fd.get()));
   }
   static bool Decode(DecodeReader& r, SharedMemory& out) {
     std::string name;

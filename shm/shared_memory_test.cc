@@ -273,6 +273,54 @@ TEST_F(SharedMemoryTest, ListShowsEachSegmentsStateAndChangesNothing) {
               StatusIs(absl::StatusCode::kNotFound));
 }
 
+// A copy is another handle of the same view, as Lock and Value copies are: it passes to a
+// child as they do. Closing one handle leaves the others working; the last one out of a
+// segment whose creator is gone reclaims it.
+TEST_F(SharedMemoryTest, CopiesAreHandlesOfOneView) {
+  ASSERT_OK_AND_ASSIGN(SharedMemory a, SharedMemory::Create(4096, "copied", opts_));
+  SharedMemory b = a;
+  EXPECT_EQ(b.data(), a.data());
+  EXPECT_EQ(b.size(), 4096u);
+  EXPECT_EQ(b.name(), "copied");
+  a.Close();
+  EXPECT_TRUE(a.closed());
+  EXPECT_EQ(a.data(), nullptr);
+  EXPECT_EQ(a.size(), 0u);
+  ASSERT_FALSE(b.closed());
+  std::memcpy(b.data(), "still", 6);  // still mapped
+  SharedMemory c;
+  c = b;
+  EXPECT_STREQ(static_cast<const char*>(c.data()), "still");
+  MPROC_EXPECT_OK(c.Unlink());
+  b.Close();
+  EXPECT_FALSE(c.closed());
+  c.Close();
+  EXPECT_TRUE(c.closed());
+
+  SharedMemoryOptions opts = opts_;
+  int ready[2];
+  ASSERT_EQ(::pipe2(ready, O_CLOEXEC), 0);
+  pid_t pid = Child([&] {
+    auto m = SharedMemory::Create(4096, "left", opts);
+    char ch = 1;
+    if (!m.ok() || ::write(ready[1], &ch, 1) != 1) return 2;
+    ::pause();
+    return 3;
+  });
+  ::close(ready[1]);
+  char ch;
+  ASSERT_EQ(::read(ready[0], &ch, 1), 1);
+  ::close(ready[0]);
+  ASSERT_OK_AND_ASSIGN(SharedMemory view, SharedMemory::Attach("left", opts_));
+  SharedMemory copy = view;
+  ::kill(pid, SIGKILL);
+  EXPECT_EQ(Join(pid), 128 + SIGKILL);
+  view.Close();
+  EXPECT_TRUE(FileExists("left"));  // `copy` still holds the view
+  copy.Close();
+  EXPECT_FALSE(FileExists("left"));  // the last handle out, creator gone: reclaimed
+}
+
 TEST_F(SharedMemoryTest, OneGibSegmentWorks) {
   constexpr size_t kGiB = size_t{1} << 30;
   ASSERT_OK_AND_ASSIGN(SharedMemory a, SharedMemory::Create(kGiB, "big", opts_));
