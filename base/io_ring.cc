@@ -24,6 +24,7 @@ constexpr uint64_t kFutexBitsetMatchAny = 0xffffffffu;
 std::atomic<int> g_mode{-1};
 std::once_flag g_mode_once;
 
+std::atomic<bool> g_mode_set_explicitly{false};  // SetIoMode ran
 std::atomic<uint64_t> g_submissions{0};
 std::atomic<uint64_t> g_futex_waits{0};
 std::atomic<uint64_t> g_batches{0};
@@ -238,6 +239,14 @@ std::optional<IoMode> ParseIoMode(std::string_view name) {
   return std::nullopt;
 }
 
+bool IoModeChosen() {
+  if (g_mode_set_explicitly.load(std::memory_order_acquire)) return true;
+  const char* env = ::getenv("MPROC_IO_MODE");
+  if (env == nullptr) return false;
+  const std::string_view v(env);
+  return !v.empty() && v != "auto" && ParseIoMode(v).has_value();
+}
+
 IoMode BestIoMode() {
   if (!HasFeature(Feature::kIoUring)) return IoMode::kPlain;
   return HasFeature(Feature::kIoUringFutex) ? IoMode::kUring : IoMode::kUringBasic;
@@ -255,6 +264,7 @@ IoMode ActiveIoMode() {
 IoMode SetIoMode(IoMode requested) {
   IoMode m = Lower(requested);
   g_mode.store(static_cast<int>(m), std::memory_order_release);
+  g_mode_set_explicitly.store(true, std::memory_order_release);
   ::setenv("MPROC_IO_MODE", IoModeName(m), 1);
   return m;
 }

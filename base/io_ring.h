@@ -60,6 +60,10 @@ std::optional<IoMode> ParseIoMode(std::string_view name);
 IoMode ActiveIoMode();
 // The best mode this kernel and process allow.
 IoMode BestIoMode();
+// True when the mode was chosen (MPROC_IO_MODE names one, or SetIoMode ran) rather than left
+// to auto. Auto is the mode that measured fastest for each use: plain for the waits and sends
+// above; the manager server's event loop takes io_uring (manager/manager.h, ManagerOptions).
+bool IoModeChosen();
 // Asks for `requested` from now on in this process (lowered to BestIoMode() when the kernel
 // cannot give it) and exports it in MPROC_IO_MODE so children started later follow. Returns
 // the mode now active.

@@ -63,6 +63,16 @@ TEST(IoModeTest, ActiveModeFollowsTheEnvironmentLoweredToTheKernel) {
   EXPECT_EQ(ActiveIoMode(), expect);
 }
 
+// "Chosen" is a named mode in the environment (this binary runs with and without one), not
+// auto; SetIoMode chooses.
+TEST(IoModeTest, ChosenOnlyWhenNamed) {
+  const char* env = ::getenv("MPROC_IO_MODE");
+  const bool named = env != nullptr && std::string(env) != "auto" && ParseIoMode(env).has_value();
+  EXPECT_EQ(IoModeChosen(), named);
+  SetIoMode(ActiveIoMode());
+  EXPECT_TRUE(IoModeChosen());
+}
+
 TEST_P(IoRingTest, WaitEventsReportsReadinessTimeoutsAndClosedDescriptors) {
   Pipe a, b;
   const IoRingCounters before = GetIoRingCounters();

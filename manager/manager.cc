@@ -69,6 +69,9 @@ absl::StatusOr<std::unique_ptr<Manager>> Manager::StartWith(ManagerOptions optio
   config.nonce = m->ref_.nonce;
   if (m->ref_.address.family == Address::Family::kUnix) config.socket_path = m->ref_.address.path;
   config.socket_dir = m->socket_dir_;
+  config.backend = options.backend == ManagerOptions::Backend::kEpoll     ? 0
+                   : options.backend == ManagerOptions::Backend::kIoUring ? 1
+                                                                          : -1;  // kAuto
   m->server_ = make_server(listener->Release(), config);
   m->server_->SetName("Manager");
   if (options.start_method.has_value()) m->server_->SetStartMethod(*options.start_method);

@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "base/io_ring.h"
 #include "base/status_matchers.h"
 #include "base/test_util.h"
 #include "gmock/gmock.h"
@@ -144,6 +145,52 @@ int TaskDoneEach(JoinableQueueProxy<int> q, int32_t n) {
 }
 
 // ---- tests
+
+// The server loop runs on io_uring unless the I/O mode was chosen plain (manager_test runs
+// this suite with MPROC_IO_MODE=plain, manager_uring_test with uring_basic); asked for
+// explicitly, a backend is what runs.
+TEST_P(ManagerTest, TheServerRunsTheBackendOfItsIoMode) {
+  auto m = Start();
+  ASSERT_NE(m, nullptr);
+  ASSERT_OK_AND_ASSIGN(auto d, (m->Dict<std::string, int>()));
+  MPROC_ASSERT_OK(d.Set("k", 1));  // the loop is running
+  bool epoll = false, uring = false;
+  for (int fd = 0; fd < 64; ++fd) {
+    char link[256];
+    const std::string path = "/proc/" + std::to_string(m->pid()) + "/fd/" + std::to_string(fd);
+    ssize_t n = ::readlink(path.c_str(), link, sizeof link - 1);
+    if (n <= 0) continue;
+    const std::string target(link, static_cast<size_t>(n));
+    epoll |= target == "anon_inode:[eventpoll]";
+    uring |= target == "anon_inode:[io_uring]";
+  }
+  if (ActiveIoMode() == IoMode::kPlain) {
+    EXPECT_TRUE(epoll);
+    EXPECT_FALSE(uring);
+  } else {
+    EXPECT_TRUE(uring);
+    EXPECT_FALSE(epoll);
+  }
+  MPROC_ASSERT_OK(m->Shutdown());
+  for (auto [backend, want] : {std::pair{ManagerOptions::Backend::kEpoll, "anon_inode:[eventpoll]"},
+                               std::pair{ManagerOptions::Backend::kIoUring, "anon_inode:[io_uring]"}}) {
+    ManagerOptions o;
+    o.start_method = GetParam();
+    o.backend = backend;
+    ASSERT_OK_AND_ASSIGN(auto n, Manager::Start(o));
+    ASSERT_OK_AND_ASSIGN(auto d2, (n->Dict<std::string, int>()));
+    MPROC_ASSERT_OK(d2.Set("k", 2));
+    bool found = false;
+    for (int fd = 0; fd < 64; ++fd) {
+      char link[256];
+      const std::string path = "/proc/" + std::to_string(n->pid()) + "/fd/" + std::to_string(fd);
+      ssize_t len = ::readlink(path.c_str(), link, sizeof link - 1);
+      found |= len > 0 && std::string(link, static_cast<size_t>(len)) == want;
+    }
+    EXPECT_TRUE(found) << want;
+    MPROC_ASSERT_OK(n->Shutdown());
+  }
+}
 
 TEST_P(ManagerTest, DictKeepsInsertionOrderAndPythonsErrors) {
   auto m = Start();
@@ -880,7 +927,7 @@ TEST_P(ManagerTest, SharedMemoryManagerUnlinksItsSegmentsAtShutdown) {
   EXPECT_EQ(a.size(), 4096u);
   EXPECT_EQ(b.size(), 1u << 20);
   ASSERT_OK_AND_ASSIGN(SharedMemory for_child, SharedMemory::Attach(a.name()));
-  Process p(WriteSegment, std::move(for_child));
+  Process p(WriteSegment, for_child);  // a copy, as a Lock or a Value would be
   p.SetStartMethod(GetParam());
   MPROC_ASSERT_OK(p.Start());
   MPROC_ASSERT_OK(p.Join(absl::Seconds(60)));

@@ -36,9 +36,16 @@ void PinOther(pid_t pid, int cpu) {
 }
 
 // d.Set(i % 16, i) from this process, served by the manager's process: one request, one reply.
-void ManagerDictSet(benchmark::State& state, PinCpus cpus) {
+ManagerOptions WithBackend(ManagerOptions::Backend b) {
+  ManagerOptions o;
+  o.backend = b;
+  return o;
+}
+
+void ManagerDictSet(benchmark::State& state, PinCpus cpus,
+                    ManagerOptions::Backend backend = ManagerOptions::Backend::kAuto) {
   ScopedPin pin(cpus.parent);
-  absl::StatusOr<std::unique_ptr<Manager>> m = Manager::Start();
+  absl::StatusOr<std::unique_ptr<Manager>> m = Manager::Start(WithBackend(backend));
   if (!m.ok()) return state.SkipWithError("Manager::Start failed");
   PinOther((*m)->pid(), cpus.child);
   absl::StatusOr<DictProxy<int64_t, int64_t>> d = (*m)->Dict<int64_t, int64_t>();
@@ -259,8 +266,9 @@ void EchoCrowd(benchmark::State& state, int (*serve)(int)) {
   ReapChild(server, /*kill=*/true);
 }
 
-void ManagerCrowd(benchmark::State& state) {
-  absl::StatusOr<std::unique_ptr<Manager>> m = Manager::Start();
+void ManagerCrowd(benchmark::State& state,
+                  ManagerOptions::Backend backend = ManagerOptions::Backend::kAuto) {
+  absl::StatusOr<std::unique_ptr<Manager>> m = Manager::Start(WithBackend(backend));
   if (!m.ok()) return SkipRow(state, "Manager::Start failed");
   absl::StatusOr<DictProxy<int64_t, int64_t>> d = (*m)->Dict<int64_t, int64_t>();
   if (!d.ok() || !d->Set(0, 0).ok()) return SkipRow(state, "Dict failed");
@@ -273,10 +281,18 @@ void ManagerCrowd(benchmark::State& state) {
 }  // namespace
 
 MPROC_REPORT_ROWS(ManagerRows) {
-  AddPairRows("mproc.manager.dict_set", Section::kMproc, ManagerDictSet)
+  AddPairRows("mproc.manager.dict_set", Section::kMproc,
+              [](benchmark::State& s, PinCpus c) { ManagerDictSet(s, c); })
       .Title("Manager Dict<int64, int64> Set from a client process, one round trip")
       .PairBaselines({"kernel.unix_reqrep_48B"})
       .Baselines({"cpython.manager.dict"});
+  AddPairRows("mproc.manager.dict_set_epoll", Section::kMproc,
+              [](benchmark::State& s, PinCpus c) {
+                ManagerDictSet(s, c, ManagerOptions::Backend::kEpoll);
+              })
+      .Title("As mproc.manager.dict_set (the server on io_uring, the default), the server on "
+             "its epoll backend")
+      .PairBaselines({"mproc.manager.dict_set", "kernel.unix_reqrep_48B"});
   AddRow("mproc.manager.dict_create", Section::kMproc, ManagerDictCreate)
       .Title("Manager Dict proxy made and dropped")
       .Baselines({"mproc.manager.dict_set.cross_cpu", "mproc.manager.dict_set.same_cpu"});
@@ -290,7 +306,15 @@ MPROC_REPORT_ROWS(ManagerRows) {
       .Title("64 client processes, AF_UNIX request (48 B) / reply (16 B), a server thread per "
              "client; time per op, all clients together")
       .PerItem();
-  AddRow("mproc.manager.dict_set.64_clients", Section::kMproc, ManagerCrowd)
+  AddRow("mproc.manager.dict_set.64_clients.epoll", Section::kMproc,
+         [](benchmark::State& s) { ManagerCrowd(s, ManagerOptions::Backend::kEpoll); })
+      .Title("As mproc.manager.dict_set.64_clients (the server on io_uring, the default), the "
+             "server on its epoll backend")
+      .Baselines({"mproc.manager.dict_set.64_clients", "kernel.unix_echo_64_clients.epoll",
+                  "kernel.unix_echo_64_clients.threads"})
+      .PerItem();
+  AddRow("mproc.manager.dict_set.64_clients", Section::kMproc,
+         [](benchmark::State& s) { ManagerCrowd(s); })
       .Title("64 client processes each setting Dict items on one Manager; time per op, all "
              "clients together")
       .Baselines({"kernel.unix_echo_64_clients.epoll", "kernel.unix_echo_64_clients.threads",

@@ -38,8 +38,11 @@ struct ServerConfig {
   // default address).
   std::string socket_path;
   std::string socket_dir;
+  // The event loop's backend (ManagerOptions::Backend): -1 auto (io_uring unless the I/O mode
+  // was chosen plain), 0 epoll, 1 io_uring; epoll when the kernel cannot give io_uring.
+  int32_t backend = -1;
 };
-MPROC_CODEC_FIELDS(ServerConfig, authkey, nonce, standalone, socket_path, socket_dir)
+MPROC_CODEC_FIELDS(ServerConfig, authkey, nonce, standalone, socket_path, socket_dir, backend)
 
 // Serves on `listener` (a listening socket) until Shutdown or the owner's end; the exit code.
 int ServeManager(UniqueFd listener, ServerConfig config);
