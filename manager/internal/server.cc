@@ -590,6 +590,7 @@ class Server {
   int Finish();
   int RunUring();
   bool UringInit();
+  bool ProbeMultishotRecv();
   io_uring_sqe* Sqe();
   void ArmAccept();
   void ArmDonePoll();
@@ -1923,8 +1924,50 @@ bool Server::UringInit() {
                           static_cast<int>(i));
   }
   io_uring_buf_ring_advance(buf_ring_, kBufCount);
+  if (!ProbeMultishotRecv()) {  // buffer rings (5.19) without multishot receive (6.0)
+    io_uring_queue_exit(&ring_);
+    ::munmap(buf_ring_, buf_ring_bytes_);
+    buf_ring_ = nullptr;
+    return false;
+  }
   uring_ = true;
   return true;
+}
+
+// One multishot receive on a socketpair, end to end: a byte arrives in a provided buffer with
+// more to come, and shutdown ends it. Any other answer means this kernel cannot run the loop.
+bool Server::ProbeMultishotRecv() {
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return false;
+  UniqueFd a(sv[0]), b(sv[1]);
+  if (::write(b.get(), "x", 1) != 1) return false;
+  io_uring_sqe* sqe = Sqe();
+  io_uring_prep_recv_multishot(sqe, a.get(), nullptr, 0, 0);
+  sqe->flags |= IOSQE_BUFFER_SELECT;
+  sqe->buf_group = kBufGroup;
+  io_uring_sqe_set_data64(sqe, 0);
+  bool ok = false, ended = false;
+  for (int round = 0; round < 2 && !ended; ++round) {
+    if (round == 1) ::shutdown(a.get(), SHUT_RDWR);
+    io_uring_cqe* cqe = nullptr;
+    __kernel_timespec ts = {1, 0};
+    if (io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, &ts, nullptr) < 0 || cqe == nullptr) break;
+    unsigned head;
+    unsigned seen = 0;
+    io_uring_for_each_cqe(&ring_, head, cqe) {
+      ++seen;
+      if (cqe->flags & IORING_CQE_F_BUFFER) {
+        const unsigned short bid = static_cast<unsigned short>(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
+        io_uring_buf_ring_add(buf_ring_, bufs_.get() + size_t{bid} * kBufSize, kBufSize, bid,
+                              io_uring_buf_ring_mask(kBufCount), 0);
+        io_uring_buf_ring_advance(buf_ring_, 1);
+      }
+      if (round == 0) ok = cqe->res == 1 && (cqe->flags & IORING_CQE_F_MORE) != 0;
+      if ((cqe->flags & IORING_CQE_F_MORE) == 0) ended = true;
+    }
+    io_uring_cq_advance(&ring_, seen);
+  }
+  return ok && ended;
 }
 
 io_uring_sqe* Server::Sqe() {
