@@ -1,6 +1,9 @@
 #include "serialize/buffer.h"
 
+#include <fcntl.h>
+
 #include <algorithm>
+#include <cerrno>
 
 #include "absl/strings/str_cat.h"
 #include "base/status.h"
@@ -36,6 +39,24 @@ bool DecodeReader::TakeFd(uint64_t index, UniqueFd* out) {
   }
   if (!fds_[index].ok()) return Fail(absl::StrCat("fd index ", index, " used twice"));
   *out = std::move(fds_[index]);
+  return true;
+}
+
+bool DecodeReader::TakeSharedFd(uint64_t index, UniqueFd* out) {
+  if (!ok()) return false;
+  const UniqueFd* original = nullptr;
+  for (const auto& [i, fd] : shared_) {
+    if (i == index) original = &fd;
+  }
+  if (original == nullptr) {
+    UniqueFd fd;
+    if (!TakeFd(index, &fd)) return false;
+    shared_.emplace_back(index, std::move(fd));
+    original = &shared_.back().second;
+  }
+  UniqueFd dup(::fcntl(original->get(), F_DUPFD_CLOEXEC, 0));
+  if (!dup.ok()) return Fail(absl::StrCat("dup of shared fd index ", index, ": ", ErrnoName(errno)));
+  *out = std::move(dup);
   return true;
 }
 

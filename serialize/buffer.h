@@ -43,6 +43,7 @@ class EncodeBuffer {
   void Clear() {
     size_ = 0;
     fds_.clear();
+    shared_.clear();
   }
 
   size_t size() const { return size_; }
@@ -92,6 +93,16 @@ class EncodeBuffer {
     fds_.push_back(fd);
     return static_cast<uint32_t>(fds_.size() - 1);
   }
+  // As AttachFd, but a descriptor already attached with AttachSharedFd is sent once: many
+  // handles into one shared region travel as one descriptor plus offsets (the receiver takes
+  // it with TakeSharedFd).
+  uint32_t AttachSharedFd(int fd) {
+    for (uint32_t i : shared_) {
+      if (fds_[i] == fd) return i;
+    }
+    shared_.push_back(AttachFd(fd));
+    return shared_.back();
+  }
   const std::vector<int>& fds() const { return fds_; }
 
  private:
@@ -101,6 +112,7 @@ class EncodeBuffer {
   size_t size_ = 0;
   size_t capacity_ = 0;
   std::vector<int> fds_;
+  std::vector<uint32_t> shared_;  // indexes attached by AttachSharedFd
 };
 
 class DecodeReader {
@@ -168,6 +180,9 @@ class DecodeReader {
 
   // Takes ownership of attached descriptor `index`; each may be taken once.
   bool TakeFd(uint64_t index, UniqueFd* out);
+  // A descriptor sent with AttachSharedFd, which any number of handles may name: each call
+  // gets its own duplicate (the reader keeps the original until it is destroyed).
+  bool TakeSharedFd(uint64_t index, UniqueFd* out);
   size_t fd_count() const { return fds_.size(); }
   // Descriptors no codec claimed (closed when the reader is destroyed).
   size_t unclaimed_fds() const;
@@ -182,6 +197,7 @@ class DecodeReader {
   const std::byte* pos_;
   const std::byte* end_;
   std::vector<UniqueFd> fds_;
+  std::vector<std::pair<uint64_t, UniqueFd>> shared_;  // taken by TakeSharedFd
   absl::Status status_;
 };
 

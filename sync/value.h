@@ -64,15 +64,15 @@ class Value {
   Value() = default;
 
   static absl::StatusOr<Value> Create(const T& initial = T{}, LockMode mode = LockMode::kRLock) {
-    absl::StatusOr<std::shared_ptr<sync_internal::Region>> r = sync_internal::CreateRegion(
+    auto r = sync_internal::AllocateShared(
         sync_internal::ValueLayout<T>::kDataOffset + sizeof(T), "mproc-value");
     if (!r.ok()) return r.status();
-    char* base = static_cast<char*>((*r)->mapping.data());
+    char* base = r->second;
     auto* lock = new (base) sync_internal::LockState();
     T* data = reinterpret_cast<T*>(base + sync_internal::ValueLayout<T>::kDataOffset);
     std::memcpy(static_cast<void*>(data), &initial, sizeof(T));
-    Value v(*r, data);
-    if (mode == LockMode::kRLock) v.lock_.emplace(RLock(*r, lock));
+    Value v(r->first, data);
+    if (mode == LockMode::kRLock) v.lock_.emplace(RLock(r->first, lock));
     return v;
   }
 
@@ -125,14 +125,17 @@ class Array {
   // `size` zero-filled elements (SHV-4).
   static absl::StatusOr<Array> Create(size_t size, LockMode mode = LockMode::kRLock) {
     if (size == 0) return absl::InvalidArgumentError("an Array needs at least one element");
-    absl::StatusOr<std::shared_ptr<sync_internal::Region>> r = sync_internal::CreateRegion(
+    if (size > (SIZE_MAX - sync_internal::ValueLayout<T>::kDataOffset) / sizeof(T)) {
+      return absl::InvalidArgumentError("Array size overflows");
+    }
+    auto r = sync_internal::AllocateShared(
         sync_internal::ValueLayout<T>::kDataOffset + sizeof(T) * size, "mproc-array");
     if (!r.ok()) return r.status();
-    char* base = static_cast<char*>((*r)->mapping.data());
+    char* base = r->second;
     auto* lock = new (base) sync_internal::LockState();
     T* data = reinterpret_cast<T*>(base + sync_internal::ValueLayout<T>::kDataOffset);
-    Array a(*r, data, size);
-    if (mode == LockMode::kRLock) a.lock_.emplace(RLock(*r, lock));
+    Array a(r->first, data, size);
+    if (mode == LockMode::kRLock) a.lock_.emplace(RLock(r->first, lock));
     return a;
   }
   static absl::StatusOr<Array> Create(std::span<const T> initial, LockMode mode = LockMode::kRLock) {
@@ -183,7 +186,9 @@ struct ValueCodec<H<T>> {
   static constexpr bool kCarriesFds = true;
   static constexpr size_t kMinSize = 4;
   static void Encode(EncodeBuffer& b, const H<T>& v) {
-    const void* base = v.region_ ? v.region_->mapping.data() : nullptr;
+    // The object's start (its lock state): data sits kDataOffset after it.
+    const void* base =
+        v.region_ ? reinterpret_cast<const char*>(v.data_) - ValueLayout<T>::kDataOffset : nullptr;
     EncodeRegionRef(b, v.region_, base);
     b.PutVarint(sizeof(T));
     size_t n = 1;

@@ -150,11 +150,11 @@ TEST(HandleCodecTest, DecodedHandlesShareStateAndBadOnesAreRejected) {
   EncodeBuffer ab;
   Encode(a, ab);
   std::string bytes(ab.view());
-  // Layout: tag, fd index, offset, sizeof(T)=8, count=4, locked. Make the count 1000 (the
-  // segment is one 4 KiB page).
+  // Layout: tag, fd index, offset, sizeof(T)=8, count=4, locked. Make the count 100000: 800 KB
+  // of int64, past the end of the 256 KiB arena chunk the Array was carved from.
   size_t pos = bytes.size() - 2;
   ASSERT_EQ(bytes[pos], 4);
-  bytes.replace(pos, 1, "\xe8\x07");
+  bytes.replace(pos, 1, "\xa0\x8d\x06");
   std::vector<UniqueFd> fds3;
   for (int fd : ab.fds()) fds3.emplace_back(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
   EXPECT_THAT(Decode<Array<int64_t>>(std::as_bytes(std::span(bytes.data(), bytes.size())),

@@ -504,6 +504,22 @@ def row_value_incr(cfg):
     return samples, f"{n} locked increments per repetition"
 
 
+def row_lock_create(cfg):
+    # Locks made and kept, 1000 at a time (then dropped together), as mproc's row does.
+    n = cfg.n(20_000, 4_000)
+    make = cfg.ctx.Lock
+    samples = []
+    for _ in range(cfg.reps):
+        held = []
+        t0 = _now()
+        for i in range(n):
+            held.append(make())
+            if len(held) == 1000:
+                held.clear()
+        samples.append((_now() - t0) / n)
+    return samples, f"{n} mp.Lock() made (kept 1000 at a time) per repetition"
+
+
 def row_shm_create(cfg):
     n = cfg.n(1000, 200)
     size = 1 << 20
@@ -543,6 +559,7 @@ ROWS = [
     ("cpython.process.spawn", _process_row("spawn", 5, 2)),
     ("cpython.process.forkserver", _process_row("forkserver", 10, 3)),
     ("cpython.lock", row_lock),
+    ("cpython.lock_create", row_lock_create),
     ("cpython.queue.1p1c", _queue_row("Queue")),
     ("cpython.simplequeue.1p1c", _queue_row("SimpleQueue")),
     ("cpython.pipe.roundtrip.same_cpu", _pipe_row(cross=False)),

@@ -14,6 +14,7 @@ MPROC_REPORT_ROWS(CPythonRows) {
   AddExternalRow("cpython.process.spawn", s, "Process start+join, spawn");
   AddExternalRow("cpython.process.forkserver", s, "Process start+join, forkserver");
   AddExternalRow("cpython.lock", s, "mp.Lock acquire+release");
+  AddExternalRow("cpython.lock_create", s, "mp.Lock() made, kept 1000 at a time");
   AddExternalRow("cpython.queue.1p1c", s, "mp.Queue, 1 producer -> 1 consumer, small ints")
       .per_item = true;
   AddExternalRow("cpython.simplequeue.1p1c", s, "mp.SimpleQueue, 1 producer -> 1 consumer")

@@ -5,6 +5,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <vector>
+
 #include "base/deadline.h"
 #include "bench/report/report.h"
 #include "bench/rows/two_process.h"
@@ -153,9 +155,45 @@ void NamedSharedMemoryCycle(benchmark::State& state) {
   }
 }
 
+// Objects made and kept, 1000 at a time (then dropped together): what a program that holds
+// many locks or values pays per object. They come from shared arenas (many per memfd).
+template <typename Make>
+void CreateKept(benchmark::State& state, Make make) {
+  std::vector<std::remove_cvref_t<decltype(make().value())>> held;
+  held.reserve(1000);
+  for (auto _ : state) {
+    auto made = make();
+    if (!made.ok()) return state.SkipWithError("Create failed");
+    held.push_back(*std::move(made));
+    if (held.size() == 1000) held.clear();
+  }
+}
+
+// What one object cost when each had a segment of its own: a sealed memfd, mapped, and (here)
+// unmapped and closed at once.
+void MemfdObject(benchmark::State& state) {
+  for (auto _ : state) {
+    absl::StatusOr<Segment> seg = Segment::Create(4096, "bench-object");
+    if (!seg.ok()) return state.SkipWithError("Segment::Create failed");
+    absl::StatusOr<Mapping> m = seg->Map();
+    if (!m.ok()) return state.SkipWithError("Map failed");
+    benchmark::DoNotOptimize(m->data());
+  }
+}
+
 }  // namespace
 
 MPROC_REPORT_ROWS(SyncRows) {
+  AddRow("kernel.memfd_object", Section::kKernel, MemfdObject)
+      .Title("a sealed 4 KiB memfd created, mapped, unmapped and closed (one object, one segment)");
+  AddRow("mproc.sync.lock_create", Section::kMproc,
+         [](benchmark::State& s) { CreateKept(s, [] { return Lock::Create(); }); })
+      .Title("Lock::Create, kept 1000 at a time (arena slots)")
+      .Baselines({"kernel.memfd_object", "cpython.lock_create"});
+  AddRow("mproc.sync.value_create", Section::kMproc,
+         [](benchmark::State& s) { CreateKept(s, [] { return Value<int64_t>::Create(0); }); })
+      .Title("Value<int64_t>::Create, kept 1000 at a time (arena slots)")
+      .Baselines({"kernel.memfd_object", "cpython.lock_create"});
   AddRow("mproc.sync.lock", Section::kMproc, LockUncontended)
       .Title("Lock acquire+release, uncontended")
       .Baselines({"kernel.futex_cas_lock", "kernel.pthread_mutex_pshared", "boost.interprocess_mutex",

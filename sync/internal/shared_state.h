@@ -1,8 +1,18 @@
-// sync/internal/shared_state.h — a State placed in its own sealed memfd segment, shared by
-// every copy of a handle (and by every process the handle reaches).
+// sync/internal/shared_state.h — a State placed in a sealed memfd segment, shared by every
+// copy of a handle (and by every process the handle reaches).
 //
-// The kernel keeps the region alive while any process maps it, so an object lives exactly as
-// long as some handle to it does, in any process — no cross-process reference counting.
+// Objects are carved out of shared arenas: 256 KiB sealed memfd chunks that many objects of
+// one process share (an object bigger than a quarter of a chunk gets a region of its own), so
+// the number of objects a process can hold is bounded by memory, not by descriptors (CPython's
+// multiprocessing.heap does the same for its Values). A chunk is never reused slot by slot:
+// objects are bump-allocated and the chunk goes, as a whole, when the last handle into it is
+// dropped in every process. The kernel keeps a chunk alive while any process maps it, so an
+// object lives as long as some handle to it does, in any process — no cross-process reference
+// counting — at the price of a chunk kept by its longest-lived object.
+//
+// Handles into one chunk travel to another process as one descriptor plus offsets
+// (EncodeBuffer::AttachSharedFd), and a process maps each chunk once however many handles
+// into it arrive (a registry of mapped chunks by inode).
 #ifndef MPROC_SYNC_INTERNAL_SHARED_STATE_H_
 #define MPROC_SYNC_INTERNAL_SHARED_STATE_H_
 
@@ -22,18 +32,27 @@ struct Region {
   Mapping mapping;
 };
 
-// Creates a zeroed region of at least `size` bytes.
+// Creates a zeroed region of at least `size` bytes, of its own.
 absl::StatusOr<std::shared_ptr<Region>> CreateRegion(size_t size, std::string_view name);
 
-// Builds a T in a fresh region; T must be a standard-layout type valid in shared memory.
+// `size` zeroed bytes, 64-byte aligned, in this process's current arena chunk (or a region of
+// their own when big): the region to hold and the address of the bytes.
+absl::StatusOr<std::pair<std::shared_ptr<Region>, char*>> AllocateShared(size_t size,
+                                                                         std::string_view name);
+
+// Arena chunks this process has mapped (made or received) and still uses.
+size_t MappedChunksForTesting();
+
+// Builds a T in shared memory; T must be a standard-layout type valid in shared memory.
 template <typename T, typename... Args>
 absl::StatusOr<std::pair<std::shared_ptr<Region>, T*>> CreateShared(std::string_view name,
                                                                    Args&&... args) {
   static_assert(std::is_standard_layout_v<T>, "shared state must be standard-layout");
-  absl::StatusOr<std::shared_ptr<Region>> r = CreateRegion(sizeof(T), name);
+  static_assert(alignof(T) <= 64, "shared state is placed at 64-byte alignment");
+  auto r = AllocateShared(sizeof(T), name);
   if (!r.ok()) return r.status();
-  T* obj = new ((*r)->mapping.data()) T(std::forward<Args>(args)...);
-  return std::make_pair(*std::move(r), obj);
+  T* obj = new (r->second) T(std::forward<Args>(args)...);
+  return std::make_pair(std::move(r->first), obj);
 }
 
 // Codec support for handles (DESIGN.md, Handles): a handle travels as its region's descriptor
