@@ -83,6 +83,23 @@ class ExecutorTest : public ::testing::Test {
   }
 };
 
+// 32 workers on this 2-CPU machine: every future completes, the workers all took part, and
+// shutdown leaves nothing behind.
+TEST_F(ExecutorTest, ThirtyTwoWorkersSubmitMapAndShutDown) {
+  auto ex = Make(32);
+  ASSERT_NE(ex, nullptr);
+  EXPECT_EQ(ex->max_workers(), 32);
+  std::vector<Future<int>> fs;
+  for (int i = 0; i < 2000; ++i) fs.push_back(ex->Submit(Square, i));
+  for (int i = 0; i < 2000; ++i) ASSERT_THAT(fs[i].Result(absl::Seconds(60)), IsOkAndHolds(i * i));
+  std::vector<int> in(1000);
+  for (int i = 0; i < 1000; ++i) in[i] = i;
+  ASSERT_OK_AND_ASSIGN(auto results, ex->Map(Square, in, 8));
+  for (int i = 0; i < 1000; ++i) ASSERT_THAT(results[i], IsOkAndHolds(i * i));
+  MPROC_ASSERT_OK(ex->Shutdown(/*wait=*/true));
+  EXPECT_TRUE(ex->WorkerPids().empty());
+}
+
 TEST_F(ExecutorTest, SubmitResultExceptionDone) {
   auto ex = Make();
   ASSERT_NE(ex, nullptr);

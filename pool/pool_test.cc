@@ -87,6 +87,22 @@ class PoolTest : public ::testing::TestWithParam<StartMethod> {
   }
 };
 
+// Many more workers than CPUs (64 on this 2-CPU machine): they start, each takes part, every
+// item comes back in order, and shutdown leaves nothing behind.
+TEST_P(PoolTest, SixtyFourWorkersStartMapAndShutDown) {
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Pool> pool, Pool::Create(Opts(64)));
+  EXPECT_EQ(pool->processes(), 64);
+  EXPECT_EQ(pool->WorkerPids().size(), 64u);
+  std::vector<int> in(10'000);
+  for (int i = 0; i < 10'000; ++i) in[i] = i;
+  ASSERT_OK_AND_ASSIGN(std::vector<int> out, pool->Map(Square, in, /*chunksize=*/1));
+  ASSERT_EQ(out.size(), in.size());
+  for (int i = 0; i < 10'000; ++i) ASSERT_EQ(out[i], i * i) << i;
+  MPROC_ASSERT_OK(pool->Close());
+  MPROC_ASSERT_OK(pool->Join());
+  EXPECT_TRUE(pool->WorkerPids().empty());
+}
+
 TEST_P(PoolTest, MapApplyStarMapKeepOrder) {
   ASSERT_OK_AND_ASSIGN(std::unique_ptr<Pool> pool, Pool::Create(Opts()));
   EXPECT_EQ(pool->processes(), 2);

@@ -520,6 +520,38 @@ def row_lock_create(cfg):
     return samples, f"{n} mp.Lock() made (kept 1000 at a time) per repetition"
 
 
+def row_value_create(cfg):
+    # Value('i') made and kept, 1000 at a time, as mproc's row does.
+    n = cfg.n(20_000, 4_000)
+    make = cfg.ctx.Value
+    samples = []
+    for _ in range(cfg.reps):
+        held = []
+        t0 = _now()
+        for i in range(n):
+            held.append(make("i", 0))
+            if len(held) == 1000:
+                held.clear()
+        samples.append((_now() - t0) / n)
+    return samples, f"{n} mp.Value('i') made (kept 1000 at a time) per repetition"
+
+
+def _hold_row(count):
+    # count Locks and count Values made and held at once, then dropped: per object.
+    def row(cfg):
+        samples = []
+        for _ in range(cfg.slow_reps):
+            locks, values = [], []
+            t0 = _now()
+            for _ in range(count):
+                locks.append(cfg.ctx.Lock())
+                values.append(cfg.ctx.Value("i", 0))
+            samples.append((_now() - t0) / (2 * count))
+            del locks, values
+        return samples, f"{count} Locks and {count} Values held at once, per object"
+    return row
+
+
 def row_shm_create(cfg):
     n = cfg.n(1000, 200)
     size = 1 << 20
@@ -560,6 +592,9 @@ ROWS = [
     ("cpython.process.forkserver", _process_row("forkserver", 10, 3)),
     ("cpython.lock", row_lock),
     ("cpython.lock_create", row_lock_create),
+    ("cpython.value_create", row_value_create),
+    ("cpython.hold_locks_values.1000", _hold_row(1000)),
+    ("cpython.hold_locks_values.10000", _hold_row(10_000)),
     ("cpython.queue.1p1c", _queue_row("Queue")),
     ("cpython.simplequeue.1p1c", _queue_row("SimpleQueue")),
     ("cpython.pipe.roundtrip.same_cpu", _pipe_row(cross=False)),

@@ -15,6 +15,13 @@ MPROC_REPORT_ROWS(CPythonRows) {
   AddExternalRow("cpython.process.forkserver", s, "Process start+join, forkserver");
   AddExternalRow("cpython.lock", s, "mp.Lock acquire+release");
   AddExternalRow("cpython.lock_create", s, "mp.Lock() made, kept 1000 at a time");
+  AddExternalRow("cpython.value_create", s, "mp.Value('i') made, kept 1000 at a time");
+  AddExternalRow("cpython.hold_locks_values.1000", s,
+                 "1000 mp.Lock and 1000 mp.Value held at once; per object")
+      .per_item = true;
+  AddExternalRow("cpython.hold_locks_values.10000", s,
+                 "10000 mp.Lock and 10000 mp.Value held at once; per object")
+      .per_item = true;
   AddExternalRow("cpython.queue.1p1c", s, "mp.Queue, 1 producer -> 1 consumer, small ints")
       .per_item = true;
   AddExternalRow("cpython.simplequeue.1p1c", s, "mp.SimpleQueue, 1 producer -> 1 consumer")

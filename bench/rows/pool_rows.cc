@@ -2,6 +2,7 @@
 // Pool(2) under the default start method (forkserver), created before timing.
 
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "bench/report/report.h"
@@ -38,6 +39,19 @@ void PoolCreate(benchmark::State& state) {
       return state.SkipWithError("Pool create/close/join failed");
     }
   }
+}
+
+// Pool(n) create + close + join, per worker: start-up must not grow faster than the workers.
+void PoolCreatePerWorker(benchmark::State& state, int n) {
+  for (auto _ : state) {
+    Pool::Options o;
+    o.processes = n;
+    absl::StatusOr<std::unique_ptr<Pool>> pool = Pool::Create(o);
+    if (!pool.ok() || !(*pool)->Close().ok() || !(*pool)->Join().ok()) {
+      return state.SkipWithError("Pool create/close/join failed");
+    }
+  }
+  SetOpsPerIteration(state, n);
 }
 
 void PoolMap(benchmark::State& state, size_t n, size_t chunksize) {
@@ -128,6 +142,14 @@ MPROC_REPORT_ROWS(PoolRows) {
   AddRow("mproc.pool.create", Section::kMproc, PoolCreate)
       .Title("Pool(2) create + close + join (forkserver)")
       .Baselines({"cpython.pool.create"});
+  for (int n : {2, 8, 32, 64}) {
+    AddRow("mproc.pool.create_per_worker." + std::to_string(n), Section::kMproc,
+           [n](benchmark::State& s) { PoolCreatePerWorker(s, n); })
+        .Title("Pool(" + std::to_string(n) + ") create + close + join (forkserver), per worker")
+        .PerItem()
+        .Baselines(n == 2 ? std::vector<std::string>{}
+                          : std::vector<std::string>{"mproc.pool.create_per_worker.2"});
+  }
   AddRow("mproc.pool.map_default", Section::kMproc,
          [](benchmark::State& s) { PoolMap(s, QuickMode() ? 100'000 : 1'000'000, 0); })
       .Title("Pool(2).Map square over 10^6 ints, automatic chunksize, per item")

@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <string>
 #include <vector>
 
 #include "base/deadline.h"
@@ -169,6 +170,27 @@ void CreateKept(benchmark::State& state, Make make) {
   }
 }
 
+// n Locks and n Values made and all held at once, then dropped: per object (a Lock and a
+// Value count as two). Bounded by memory, not descriptors.
+void HoldMany(benchmark::State& state, int n) {
+  std::vector<Lock> locks;
+  std::vector<Value<int32_t>> values;
+  locks.reserve(n);
+  values.reserve(n);
+  for (auto _ : state) {
+    for (int i = 0; i < n; ++i) {
+      absl::StatusOr<Lock> l = Lock::Create();
+      absl::StatusOr<Value<int32_t>> v = Value<int32_t>::Create(0);
+      if (!l.ok() || !v.ok()) return state.SkipWithError("Create failed");
+      locks.push_back(*std::move(l));
+      values.push_back(*std::move(v));
+    }
+    locks.clear();
+    values.clear();
+  }
+  SetOpsPerIteration(state, 2.0 * n);
+}
+
 // What one object cost when each had a segment of its own: a sealed memfd, mapped, and (here)
 // unmapped and closed at once.
 void MemfdObject(benchmark::State& state) {
@@ -190,10 +212,20 @@ MPROC_REPORT_ROWS(SyncRows) {
          [](benchmark::State& s) { CreateKept(s, [] { return Lock::Create(); }); })
       .Title("Lock::Create, kept 1000 at a time (arena slots)")
       .Baselines({"kernel.memfd_object", "cpython.lock_create"});
+  for (int n : {1000, 10'000, 100'000}) {
+    const std::string id = "mproc.sync.hold_locks_values." + std::to_string(n);
+    AddRow(id, Section::kMproc, [n](benchmark::State& s) { HoldMany(s, n); })
+        .Title(std::to_string(n) + " Locks and " + std::to_string(n) +
+               " Values made and held at once, then dropped; per object")
+        .PerItem()
+        .Baselines(n == 1000 ? std::vector<std::string>{"cpython.hold_locks_values.1000"}
+                   : n == 10'000 ? std::vector<std::string>{"cpython.hold_locks_values.10000"}
+                                 : std::vector<std::string>{"mproc.sync.hold_locks_values.1000"});
+  }
   AddRow("mproc.sync.value_create", Section::kMproc,
          [](benchmark::State& s) { CreateKept(s, [] { return Value<int64_t>::Create(0); }); })
       .Title("Value<int64_t>::Create, kept 1000 at a time (arena slots)")
-      .Baselines({"kernel.memfd_object", "cpython.lock_create"});
+      .Baselines({"kernel.memfd_object", "cpython.value_create"});
   AddRow("mproc.sync.lock", Section::kMproc, LockUncontended)
       .Title("Lock acquire+release, uncontended")
       .Baselines({"kernel.futex_cas_lock", "kernel.pthread_mutex_pshared", "boost.interprocess_mutex",
