@@ -170,6 +170,33 @@ void QueueTwoToTwo(benchmark::State& state) {
   SetOpsPerIteration(state, kPerIteration);
 }
 
+// `producers` producer processes put small ints as fast as they can; this process gets them
+// (per item). Past the queue's rings (64) producers take the socket path.
+void QueueManyProducers(benchmark::State& state, int producers) {
+  absl::StatusOr<Queue<int64_t>> q = Queue<int64_t>::Create();
+  if (!q.ok()) return state.SkipWithError("Queue::Create failed");
+  SharedObject<std::atomic<int>> stop;
+  std::vector<pid_t> pids;
+  for (int p = 0; p < producers; ++p) {
+    pids.push_back(ForkPinnedChild(-1, [&] {
+      for (int64_t i = 0; stop->load(std::memory_order_relaxed) == 0; ++i) {
+        absl::Status s = q->Put(i, absl::Milliseconds(100));
+        if (!s.ok() && !absl::IsDeadlineExceeded(s)) return 1;
+      }
+      return 0;
+    }));
+  }
+  CpuMeter cpu(pids);
+  for (auto _ : state) {
+    absl::StatusOr<int64_t> v = q->Get(absl::Seconds(10));
+    if (!v.ok()) return state.SkipWithError("Get failed");
+    benchmark::DoNotOptimize(v);
+  }
+  cpu.Stop(state);
+  stop->store(1);
+  for (pid_t pid : pids) DrainUntilExited(*q, pid);
+}
+
 // 1 MiB items: a producer process puts the same 1 MiB string; this process gets each into the
 // same std::string (GetInto: a copying Get with the buffer reused, as memcpy's row).
 void QueueOneMiB(benchmark::State& state) {
@@ -253,6 +280,13 @@ MPROC_REPORT_ROWS(IpcRows) {
       .Title("Queue<int64_t>, 2 producer processes -> 2 consumers, per item")
       .PerItem()
       .Baselines({"mproc.queue.1p1c", "cpython.queue.1p1c"});
+  for (int n : {4, 16, 32, 64}) {
+    AddRow("mproc.queue.producers." + std::to_string(n), Section::kMproc,
+           [n](benchmark::State& st) { QueueManyProducers(st, n); })
+        .Title("Queue<int64_t>, " + std::to_string(n) + " producer processes -> 1 consumer, per item")
+        .Baselines(n == 16 ? std::vector<std::string>{"mproc.queue.1p1c", "cpython.queue.1p1c"}
+                           : std::vector<std::string>{"mproc.queue.producers.16", "cpython.queue.1p1c"});
+  }
   AddRow("mproc.queue.1MiB", Section::kMproc, QueueOneMiB)
       .Title("Queue<std::string> of 1 MiB items, 1 producer process -> 1 consumer, per item")
       .Baselines({"kernel.memcpy_1MiB"});
