@@ -245,4 +245,18 @@ absl::StatusOr<uint64_t> Manager::ObjectCount() {
   return manager_internal::FromBytes<uint64_t>(reply);
 }
 
+namespace manager_internal {
+
+std::map<std::string, NamedType, std::less<>>& NamedTypes() {
+  static auto* types = new std::map<std::string, NamedType, std::less<>>;
+  return *types;
+}
+
+std::mutex& NamedTypesMutex() {
+  static auto* mu = new std::mutex;
+  return *mu;
+}
+
+}  // namespace manager_internal
+
 }  // namespace mproc

@@ -907,6 +907,93 @@ struct Codec<ValueProxy<T>>
 template <typename T>
 struct Codec<ObjectProxy<T>>
     : manager_internal::ProxyCodec<ObjectProxy<T>, manager_internal::Kind::kObject, T> {};
+// An object of a type registered by name in the server's executable (RegisterType), made by
+// Manager::Create("TypeName", args...) and used through methods named by string, from any
+// program, built from any sources (CPython's BaseManager.register with `exposed`):
+//
+//   // In the server's program, at namespace scope (so every image of it registers them):
+//   struct Counter { int64_t n = 0; };
+//   int64_t Add(Counter& c, int64_t by) { return c.n += by; }
+//   const bool kCounter = mproc::RegisterType<Counter>("Counter") &&
+//                         mproc::RegisterMethod("Counter", "add", Add);
+//   // In any client:
+//   auto counter = m->Create("Counter").value();
+//   int64_t now = counter.Call<int64_t>("add", int64_t{5}).value();
+//
+// The arguments and result travel by their codecs and must match the registered method's
+// types (a mismatch is ABORTED with a decode error from the server); an unknown type or method
+// is NOT_FOUND. Methods returning Managed<U> are for ObjectProxy (same executable) only.
+class NamedObjectProxy : public manager_internal::ProxyBase {
+  using M = manager_internal::Method;
+
+ public:
+  NamedObjectProxy() = default;
+  explicit NamedObjectProxy(std::shared_ptr<manager_internal::ProxyRef> r)
+      : ProxyBase(std::move(r)) {}
+
+  // R: the method's result type (void for none).
+  template <typename R, typename... A>
+  auto Call(std::string_view method, A&&... args) const {
+    using Out = std::conditional_t<std::is_void_v<R>, std::monostate, R>;
+    EncodeBuffer b;
+    Encode(std::string(method), b);
+    Encode(std::tuple<std::decay_t<A>...>(std::forward<A>(args)...), b);
+    return manager_internal::TaggedValue<Out>(RawBytes(M::kObjectCallNamed, b));
+  }
+
+ private:
+  friend struct Codec<NamedObjectProxy>;
+};
+
+// Registers T under `name` in this executable, constructible from arguments of types
+// CtorArgs... (each with a Codec). Call at namespace scope, before main: the server is a fresh
+// image of the program under spawn and forkserver. Returns true, so it can initialize a
+// static; false if `name` is taken.
+template <typename T, typename... CtorArgs>
+bool RegisterType(std::string_view name) {
+  std::lock_guard<std::mutex> lock(manager_internal::NamedTypesMutex());
+  auto [it, fresh] = manager_internal::NamedTypes().try_emplace(std::string(name));
+  if (!fresh) return false;
+  it->second.factory = &manager_internal::MakeObject<T, CtorArgs...>;
+  return true;
+}
+
+// Registers fn (a free function or captureless lambda taking T& first) as method `method` of
+// the type registered as `type`. False if the type is not registered or the method is taken.
+template <typename F>
+bool RegisterMethod(std::string_view type, std::string_view method, F fn) {
+  auto f = +fn;
+  using Traits = manager_internal::MethodTraits<decltype(f)>;
+  static_assert(!manager_internal::IsManaged<typename Traits::Result>::value,
+                "a method registered by name cannot return Managed<T>");
+  std::lock_guard<std::mutex> lock(manager_internal::NamedTypesMutex());
+  auto t = manager_internal::NamedTypes().find(type);
+  if (t == manager_internal::NamedTypes().end()) return false;
+  return t->second.methods
+      .try_emplace(std::string(method),
+                   manager_internal::NamedMethod{Traits::kNamedEntry,
+                                                 reinterpret_cast<const void*>(f)})
+      .second;
+}
+
+template <>
+struct Codec<NamedObjectProxy> {
+  static constexpr bool kCarriesFds = false;
+  static constexpr size_t kMinSize = 1;
+  static void Encode(EncodeBuffer& b, const NamedObjectProxy& p) {
+    manager_internal::EncodeProxy(b, p.ref_.load());
+  }
+  static bool Decode(DecodeReader& r, NamedObjectProxy& out) {
+    std::shared_ptr<manager_internal::ProxyRef> ref;
+    if (!manager_internal::DecodeProxy(r, manager_internal::Kind::kObject,
+                                       manager_internal::kAnyNamedFingerprint, &ref)) {
+      return false;
+    }
+    out.ref_.store(std::move(ref));
+    return true;
+  }
+};
+
 template <typename T>
 struct Codec<QueueProxy<T>>
     : manager_internal::ProxyCodec<QueueProxy<T>, manager_internal::Kind::kQueue, T> {};
@@ -1095,6 +1182,21 @@ class Manager {
                          manager_internal::ToBytes(
                              std::make_tuple(static_cast<int64_t>(processes), start_method))));
     return PoolProxy(std::move(ref));
+  }
+
+  // An object of a type registered by name in the server's executable (RegisterType), built
+  // there from `args`. NOT_FOUND for a name the server does not know. See NamedObjectProxy.
+  template <typename... A>
+  absl::StatusOr<NamedObjectProxy> Create(std::string_view type_name, A&&... args) {
+    EncodeBuffer init;
+    Encode(std::string(type_name), init);
+    Encode(std::tuple<std::decay_t<A>...>(std::forward<A>(args)...), init);
+    MPROC_ASSIGN_OR_RETURN(
+        auto ref, Create(manager_internal::Kind::kNamedObject,
+                         manager_internal::NamedFingerprint(type_name),
+                         std::string(reinterpret_cast<const char*>(init.bytes().data()),
+                                     init.size())));
+    return NamedObjectProxy(std::move(ref));
   }
 
   // An object of your own type in the server, built there from `args` (its constructor's

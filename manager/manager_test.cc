@@ -7,9 +7,11 @@
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <map>
 #include <stdexcept>
@@ -17,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/escaping.h"
 #include "base/io_ring.h"
 #include "base/status_matchers.h"
 #include "base/test_util.h"
@@ -798,6 +801,71 @@ int AddFromChild(ObjectProxy<Tally> t, int32_t times) {
     if (!t.Call(AddTo, int64_t{1}).ok()) return 2;
   }
   return 0;
+}
+
+// Registered by name at namespace scope, so every image of this test binary (the server's
+// too) has them.
+struct Meter {
+  explicit Meter(int64_t start) : n(start) {}
+  int64_t n;
+  std::string last;
+};
+int64_t MeterAdd(Meter& t, int64_t by) { return t.n += by; }
+std::string MeterNote(Meter& t, std::string s) {
+  t.last = s;
+  return t.last + "!";
+}
+void MeterReset(Meter& t) { t.n = 0; }
+const bool kMeterRegistered = RegisterType<Meter, int64_t>("Tally") &&
+                              RegisterMethod("Tally", "add", MeterAdd) &&
+                              RegisterMethod("Tally", "note", MeterNote) &&
+                              RegisterMethod("Tally", "reset", MeterReset);
+
+int MeterAddFromChild(NamedObjectProxy t) { return t.Call<int64_t>("add", int64_t{1000}).ok() ? 0 : 1; }
+
+TEST_P(ManagerTest, ObjectsRegisteredByNameAreMadeAndCalledByName) {
+  ASSERT_TRUE(kMeterRegistered);
+  EXPECT_FALSE((RegisterType<Meter, int64_t>("Tally")));  // a name is registered once
+  EXPECT_FALSE(RegisterMethod("NoSuchType", "add", MeterAdd));
+  auto m = Start();
+  ASSERT_NE(m, nullptr);
+  ASSERT_OK_AND_ASSIGN(NamedObjectProxy t, m->Create("Tally", int64_t{10}));
+  EXPECT_THAT(t.Call<int64_t>("add", int64_t{5}), IsOkAndHolds(15));
+  EXPECT_THAT(t.Call<std::string>("note", std::string("hi")), IsOkAndHolds("hi!"));
+  MPROC_EXPECT_OK(t.Call<void>("reset").status());
+  EXPECT_THAT(t.Call<int64_t>("add", int64_t{1}), IsOkAndHolds(1));
+  // Clear errors for what the server does not have, or arguments of other types.
+  EXPECT_THAT(m->Create("NoSuchType").status(),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("\"NoSuchType\"")));
+  EXPECT_THAT(t.Call<int64_t>("subtract", int64_t{1}).status(),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("\"subtract\"")));
+  EXPECT_THAT(t.Call<int64_t>("add", std::string("five")).status(),
+              StatusIs(absl::StatusCode::kAborted));
+  EXPECT_THAT(t.Call<int64_t>("add", int64_t{1}, int64_t{2}).status(),
+              StatusIs(absl::StatusCode::kAborted, HasSubstr("more arguments")));
+  // A proxy made by name passes to a child as any other.
+  Process p(MeterAddFromChild, t);
+  p.SetStartMethod(GetParam());
+  MPROC_ASSERT_OK(p.Start());
+  MPROC_ASSERT_OK(p.Join(absl::Seconds(60)));
+  EXPECT_EQ(p.exitcode(), 0);
+  EXPECT_THAT(t.Call<int64_t>("add", int64_t{0}), IsOkAndHolds(1001));
+  // A client built from other sources (another build id) makes and calls them too.
+  ASSERT_EQ(m->address().family, Address::Family::kUnix);
+  const char* srcdir = std::getenv("TEST_SRCDIR");
+  const char* ws = std::getenv("TEST_WORKSPACE");
+  ASSERT_TRUE(srcdir && ws);
+  const std::string client = std::string(srcdir) + "/" + ws + "/manager/named_client";
+  const std::string cmd = client + " '" + m->address().path + "' " +
+                          absl::BytesToHexString(m->authkey()) + " 2>&1";
+  FILE* out = ::popen(cmd.c_str(), "r");
+  ASSERT_NE(out, nullptr);
+  char line[256] = {};
+  const bool got = std::fgets(line, sizeof line, out) != nullptr;
+  const int status = ::pclose(out);
+  ASSERT_TRUE(got);
+  EXPECT_EQ(WEXITSTATUS(status), 0) << line;
+  EXPECT_STREQ(line, "123 from another binary! NOT_FOUND\n");
 }
 
 TEST_P(ManagerTest, ObjectsOfYourOwnTypesRunTheirMethodsInTheServer) {

@@ -13,6 +13,9 @@
 #include <exception>
 #include <functional>
 #include <memory>
+#include <map>
+#include <mutex>
+#include <string>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -75,6 +78,20 @@ std::shared_ptr<void> MakeObject(DecodeReader& in, std::string* error) {
   return nullptr;
 }
 
+inline void EncodeDecodeError(const DecodeReader& in, EncodeBuffer& out) {
+  RemoteError e;
+  e.type_name = "mproc::DecodeError";
+  e.what = std::string(in.status().message());
+  e.pid = ::getpid();
+  e.process_name = CurrentProcessName();
+  Encode(kObjectError, out);
+  Encode(e, out);
+}
+
+template <typename T, typename R, typename... P>
+void Invoke(R (*fn)(T&, P...), void* self, std::tuple<std::decay_t<P>...>& args,
+            EncodeBuffer& out, const NewObject& make);
+
 // Runs the method R (*)(T&, P...) on the object with its encoded arguments.
 template <typename T, typename R, typename... P>
 void RunMethod(void* self, DecodeReader& in, EncodeBuffer& out, const NewObject& make) {
@@ -82,15 +99,37 @@ void RunMethod(void* self, DecodeReader& in, EncodeBuffer& out, const NewObject&
   std::tuple<std::decay_t<P>...> args;
   if (!Codec<R (*)(T&, P...)>::Decode(in, fn) ||
       !Codec<std::tuple<std::decay_t<P>...>>::Decode(in, args) || fn == nullptr) {
+    return EncodeDecodeError(in, out);
+  }
+  Invoke(fn, self, args, out, make);
+}
+
+// A method registered by name (RegisterMethod): the function comes from the server's own
+// registry, only its arguments from the request.
+using NamedEntry = void (*)(const void* fn, void* self, DecodeReader& in, EncodeBuffer& out,
+                            const NewObject& make);
+template <typename T, typename R, typename... P>
+void RunNamedMethod(const void* f, void* self, DecodeReader& in, EncodeBuffer& out,
+                    const NewObject& make) {
+  auto fn = reinterpret_cast<R (*)(T&, P...)>(const_cast<void*>(f));
+  std::tuple<std::decay_t<P>...> args;
+  if (!Codec<std::tuple<std::decay_t<P>...>>::Decode(in, args)) return EncodeDecodeError(in, out);
+  if (in.remaining() != 0) {
     RemoteError e;
     e.type_name = "mproc::DecodeError";
-    e.what = std::string(in.status().message());
+    e.what = "more arguments than the method takes";
     e.pid = ::getpid();
     e.process_name = CurrentProcessName();
     Encode(kObjectError, out);
     Encode(e, out);
     return;
   }
+  Invoke(fn, self, args, out, make);
+}
+
+template <typename T, typename R, typename... P>
+void Invoke(R (*fn)(T&, P...), void* self, std::tuple<std::decay_t<P>...>& args,
+            EncodeBuffer& out, const NewObject& make) {
   T& object = *static_cast<T*>(self);
   try {
     if constexpr (std::is_void_v<R>) {
@@ -146,6 +185,18 @@ void RunOnBytes(std::string* stored, DecodeReader& in, EncodeBuffer& out) {
   }
 }
 
+// Types and methods registered by name, in this executable (RegisterType, RegisterMethod).
+struct NamedMethod {
+  NamedEntry entry = nullptr;
+  const void* fn = nullptr;
+};
+struct NamedType {
+  ObjectFactory factory = nullptr;
+  std::map<std::string, NamedMethod, std::less<>> methods;
+};
+std::map<std::string, NamedType, std::less<>>& NamedTypes();
+std::mutex& NamedTypesMutex();
+
 template <typename Fn>
 struct MethodTraits;
 template <typename R, typename T, typename... P>
@@ -153,6 +204,7 @@ struct MethodTraits<R (*)(T&, P...)> {
   using Result = R;
   using Object = T;
   static constexpr ObjectEntry kEntry = &RunMethod<T, R, P...>;
+  static constexpr NamedEntry kNamedEntry = &RunNamedMethod<T, R, P...>;
   static constexpr BytesEntry kBytesEntry = &RunOnBytes<T, R, P...>;
   using Args = std::tuple<std::decay_t<P>...>;
 };

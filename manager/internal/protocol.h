@@ -21,6 +21,7 @@
 #define MPROC_MANAGER_INTERNAL_PROTOCOL_H_
 
 #include <cstdint>
+#include <string_view>
 #include <initializer_list>
 #include <string>
 #include <typeinfo>
@@ -60,8 +61,11 @@ enum class Kind : uint8_t {
   kArray = 12,     // initial: vector<bytes>; a fixed-size list (the kList methods that keep size)
   kSet = 13,       // initial: vector<bytes>
   kPool = 14,      // initial: (i64 processes, optional<StartMethod>): a Pool in the server
+  // initial: (string type name, its constructor's arguments): a user type registered by name
+  // in the server's executable (RegisterType); kept as a kObject.
+  kNamedObject = 15,
 };
-inline constexpr uint8_t kLastKind = 14;
+inline constexpr uint8_t kLastKind = 15;
 // A Dict's initial: vector<pair<bytes, bytes>>; a List's: vector<bytes>; empty: none.
 
 // Methods of kCall, per kind. Arguments and results are codec bytes of the listed types,
@@ -165,6 +169,8 @@ enum class Method : uint16_t {
   // A user-type object: (ObjectEntry code reference, the method's code reference, arguments)
   // → the entry's tagged output (manager/internal/objects.h)
   kObjectCall = 120,
+  // A user-type object registered by name: (string method name, arguments) → as kObjectCall
+  kObjectCallNamed = 121,
 };
 
 // A proxy kept inside a managed value (a Dict of Lists, a List holding a Queue proxy) is encoded
@@ -192,6 +198,19 @@ uint64_t Fingerprint() {
   }
   return h;
 }
+
+// The fingerprint of an object made by type name (its proxies carry no C++ type).
+inline uint64_t NamedFingerprint(std::string_view name) {
+  uint64_t h = 0x84222325cbf29ce4ULL;
+  for (char c : name) {
+    h ^= static_cast<unsigned char>(c);
+    h *= 0x100000001b3ULL;
+  }
+  return h;
+}
+
+// What a NamedObjectProxy decodes with (it carries no type): any object made by name.
+inline constexpr uint64_t kAnyNamedFingerprint = 0x6e616d65642a2a2aULL;
 
 // On a TCP connection (nothing on a Unix one): keepalive probes after 30 s idle and a user
 // timeout of 60 s, so a peer that vanished with its network is noticed and dropped.

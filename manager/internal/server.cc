@@ -107,6 +107,7 @@ struct Parked {
 struct Object {
   Kind kind;
   uint64_t fingerprint = 0;
+  std::string type_name;  // a kObject made by name (kNamedObject): its registered type
   int64_t refs = 0;  // connections' references plus tickets
   OrderedDict dict;
   std::vector<Bytes> list;
@@ -859,7 +860,8 @@ absl::Status Server::Claim(Conn& c, uint64_t ticket, uint64_t fingerprint, bool*
     tickets_.erase(it);
     return absl::NotFoundError("the proxy's object no longer exists");
   }
-  if (obj->second.fingerprint != fingerprint) {
+  if (obj->second.fingerprint != fingerprint &&
+      !(fingerprint == kAnyNamedFingerprint && !obj->second.type_name.empty())) {
     return absl::InvalidArgumentError(
         "the proxy was decoded with other element types than the object was made with");
   }
@@ -870,9 +872,29 @@ absl::Status Server::Claim(Conn& c, uint64_t ticket, uint64_t fingerprint, bool*
 }
 
 Result Server::CallObject(Conn& c, Object& o, Method m, DecodeReader& r) {
-  if (m != Method::kObjectCall) return absl::InvalidArgumentError("not a method of an object");
+  if (m != Method::kObjectCall && m != Method::kObjectCallNamed) {
+    return absl::InvalidArgumentError("not a method of an object");
+  }
   ObjectEntry entry = nullptr;
-  if (!Codec<ObjectEntry>::Decode(r, entry) || entry == nullptr) {
+  NamedMethod named;
+  if (m == Method::kObjectCallNamed) {
+    std::string method;
+    if (!Codec<std::string>::Decode(r, method)) return r.status();
+    {
+      std::lock_guard<std::mutex> lock(NamedTypesMutex());
+      auto t = NamedTypes().find(o.type_name);
+      if (t != NamedTypes().end()) {
+        auto f = t->second.methods.find(method);
+        if (f != t->second.methods.end()) named = f->second;
+      }
+    }
+    if (named.entry == nullptr) {
+      return absl::NotFoundError(absl::StrCat(
+          "no method \"", method, "\" is registered for ",
+          o.type_name.empty() ? std::string("this object (it was not made by name)")
+                              : absl::StrCat("type \"", o.type_name, "\"")));
+    }
+  } else if (!Codec<ObjectEntry>::Decode(r, entry) || entry == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat(
         "the method cannot run in this server (", r.status().message(),
         "): an object of your own type needs a server of the same executable"));
@@ -895,7 +917,11 @@ Result Server::CallObject(Conn& c, Object& o, Method m, DecodeReader& r) {
   };
   EncodeBuffer out;
   std::shared_ptr<void> keep = o.user;  // the method may make objects (objects_ may rehash)
-  entry(keep.get(), r, out, make);
+  if (named.entry != nullptr) {
+    named.entry(named.fn, keep.get(), r, out, make);
+  } else {
+    entry(keep.get(), r, out, make);
+  }
   return out;
 }
 
@@ -1481,6 +1507,32 @@ bool Server::Handle(Conn& c, std::span<const std::byte> msg) {
           if (o.user == nullptr) made = absl::InvalidArgumentError(error);
           break;
         }
+        case Kind::kNamedObject: {
+          DecodeReader init(AsBytes(initial));
+          std::string name;
+          if (!Codec<std::string>::Decode(init, name)) { made = init.status(); break; }
+          ObjectFactory factory = nullptr;
+          {
+            std::lock_guard<std::mutex> lock(NamedTypesMutex());
+            auto t = NamedTypes().find(name);
+            if (t != NamedTypes().end()) factory = t->second.factory;
+          }
+          if (factory == nullptr) {
+            made = absl::NotFoundError(absl::StrCat("no type \"", name,
+                                                    "\" is registered in the manager's server"));
+            break;
+          }
+          if (o.fingerprint != NamedFingerprint(name)) {
+            made = absl::InvalidArgumentError("a malformed create of a named object");
+            break;
+          }
+          std::string error;
+          o.user = factory(init, &error);
+          if (o.user == nullptr) made = absl::InvalidArgumentError(error);
+          o.kind = Kind::kObject;
+          o.type_name = std::move(name);
+          break;
+        }
         case Kind::kPool: {
           absl::StatusOr<std::tuple<int64_t, std::optional<StartMethod>>> a =
               Decode<std::tuple<int64_t, std::optional<StartMethod>>>(AsBytes(initial));
@@ -1505,7 +1557,8 @@ bool Server::Handle(Conn& c, std::span<const std::byte> msg) {
           break;
       }
       if (!made.ok()) {
-        Reply(c, call_id, absl::InvalidArgumentError(absl::StrCat("create: ", made.message())),
+        // The cause's code (NOT_FOUND for an unknown named type), the message prefixed.
+        Reply(c, call_id, absl::Status(made.code(), absl::StrCat("create: ", made.message())),
               nullptr);
         return true;
       }
