@@ -11,8 +11,9 @@
 //
 // The server is a Process (forkserver by default, fork or spawn as chosen) started by Start;
 // its address is known when Start returns (the parent binds the socket and hands it over). It
-// serves every client from one event-loop thread (manager/internal/server.h), so each call on
-// an object is atomic. Values travel as codec bytes and are kept as bytes: the server runs none
+// serves every client from one event-loop thread (manager/internal/server.h; io_uring by
+// default, epoll when asked or when the kernel lacks what the loop needs: ManagerOptions), so
+// each call on an object is atomic. Values travel as codec bytes and are kept as bytes: the server runs none
 // of the user's code and knows none of their types.
 //
 // Proxies (DictProxy, ListProxy, ArrayProxy, SetProxy, NamespaceProxy, ValueProxy, ...) are
@@ -40,7 +41,8 @@
 // server thread: a blocking call is parked with its timeout and answered when it can go on.
 //
 // Objects of your own types live there too (Make, ObjectProxy), with methods that run in the
-// server. DictProxy::Update / ValueProxy::Update run a function of yours on a stored value in
+// server; registered by name (RegisterType, RegisterMethod), clients built from other sources
+// make and call them by name (Create, NamedObjectProxy). DictProxy::Update / ValueProxy::Update run a function of yours on a stored value in
 // the server (the race-free `d[k] += 1`), and DictProxy::CompareAndSet does it without code.
 //
 // CreateSharedMemory makes segments the server unlinks when it shuts down (CPython's
