@@ -69,6 +69,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <future>
 #include <memory>
 #include <optional>
 #include <string>
@@ -793,6 +794,23 @@ class PoolProxy : public manager_internal::ProxyBase {
       }
     }
     return Out(std::move(results));
+  }
+
+  // Apply and Map without waiting (CPython's apply_async / map_async): the call runs on a
+  // thread of this process, over this process's one connection to the manager (calls are
+  // multiplexed: others go on meanwhile); the future's Get waits, and its destructor too.
+  template <typename F, typename... A>
+  auto ApplyAsync(F fn, A&&... args) const {
+    return std::async(std::launch::async,
+                      [self = *this, fn, tuple = std::make_tuple(std::decay_t<A>(std::forward<A>(args))...)]() mutable {
+                        return std::apply([&](auto&... a) { return self.Apply(fn, std::move(a)...); }, tuple);
+                      });
+  }
+  template <typename F, typename T>
+  auto MapAsync(F fn, std::vector<T> items, size_t chunksize = 0) const {
+    return std::async(std::launch::async, [self = *this, fn, items = std::move(items), chunksize] {
+      return self.Map(fn, items, chunksize);
+    });
   }
 
   // The pool's worker count.

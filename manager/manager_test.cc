@@ -11,8 +11,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <future>
 #include <map>
 #include <stdexcept>
 #include <string>
@@ -1191,6 +1193,17 @@ TEST_P(ManagerTest, APoolLivesInTheManager) {
     MPROC_ASSERT_OK(go.Set());
     waiter.join();
     EXPECT_THAT(waited, IsOkAndHolds(42));
+
+    // The same without a thread of our own: ApplyAsync returns at once, the server serves on
+    // while the task waits, and the future has the answer once the task is released.
+    auto mapped = pool.MapAsync(Square, std::vector<int64_t>{1, 2, 3});
+    EXPECT_THAT(mapped.get(), IsOkAndHolds(ElementsAre(1, 4, 9)));
+    ASSERT_OK_AND_ASSIGN(EventProxy go2, m->Event());
+    auto pending = pool.ApplyAsync(WaitThenAnswer, go2);
+    EXPECT_EQ(pending.wait_for(std::chrono::milliseconds(50)), std::future_status::timeout);
+    MPROC_ASSERT_OK(d.Set(99, 99));
+    MPROC_ASSERT_OK(go2.Set());
+    EXPECT_THAT(pending.get(), IsOkAndHolds(42));
   }
   ExpectCountReaches(*m, 0);
 }
