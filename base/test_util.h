@@ -1,4 +1,5 @@
-// base/test_util.h — forked children for cross-process tests, bounded in time (testonly).
+// base/test_util.h — forked children for cross-process tests, bounded in time, and the test
+// binaries' runfiles (testonly).
 #ifndef MPROC_BASE_TEST_UTIL_H_
 #define MPROC_BASE_TEST_UTIL_H_
 
@@ -11,15 +12,36 @@
 
 #include <condition_variable>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <functional>
 #include <mutex>
+#include <sstream>
+#include <string>
 #include <thread>
 #include <vector>
 
 #include "gtest/gtest.h"
 
 namespace mproc::testing {
+
+// A file of the test's runfiles by its workspace path ("bench/report"), or `rel` itself when
+// not run by Bazel.
+inline std::string Runfile(const std::string& rel) {
+  const char* srcdir = std::getenv("TEST_SRCDIR");
+  const char* ws = std::getenv("TEST_WORKSPACE");
+  if (srcdir && ws) return std::string(srcdir) + "/" + ws + "/" + rel;
+  return rel;
+}
+
+// The whole contents of a file ("" when it cannot be read).
+inline std::string ReadFile(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
 
 // Forks a child running `body`; its return value is the exit code.
 inline pid_t Child(const std::function<int()>& body) {

@@ -23,11 +23,15 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "base/test_util.h"
 #include "gtest/gtest.h"
 
 extern char** environ;
 
 namespace {
+
+using ::mproc::testing::ReadFile;
+using ::mproc::testing::Runfile;
 
 struct Example {
   const char* name;
@@ -140,20 +144,6 @@ const Example kExamples[] = {
     {.name = "wordcount_job", .dir_arg = true},
 };
 
-std::string Runfile(const std::string& rel) {
-  const char* srcdir = std::getenv("TEST_SRCDIR");
-  const char* ws = std::getenv("TEST_WORKSPACE");
-  if (srcdir && ws) return absl::StrCat(srcdir, "/", ws, "/", rel);
-  return rel;
-}
-
-std::string ReadAll(const std::string& path) {
-  std::ifstream f(path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
 struct Outcome {
   int exit_code = -1;  // -N: killed by signal N, as Process::exitcode
   std::string out, err;
@@ -195,8 +185,8 @@ Outcome RunProgram(std::vector<std::string> args, const std::string& dir, int li
   while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
-  r.out = ReadAll(out);
-  r.err = ReadAll(err);
+  r.out = ReadFile(out);
+  r.err = ReadFile(err);
   return r;
 }
 

@@ -36,26 +36,14 @@ namespace {
 
 using ::mproc::testing::Child;
 using ::mproc::testing::Join;
+using ::mproc::testing::ReadFile;
+using ::mproc::testing::Runfile;
 using ::testing::HasSubstr;
-
-std::string Runfile(const std::string& rel) {
-  const char* srcdir = std::getenv("TEST_SRCDIR");
-  const char* ws = std::getenv("TEST_WORKSPACE");
-  if (srcdir && ws) return absl::StrCat(srcdir, "/", ws, "/", rel);
-  return rel;
-}
 
 struct Outcome {
   int exit_code = -1;
   std::string out, err;
 };
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream f(path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
 
 Outcome RunTool(std::vector<std::string> args, const std::string& scratch) {
   const std::string out = scratch + "/out", err = scratch + "/err";

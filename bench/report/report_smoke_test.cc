@@ -15,6 +15,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/syscall.h"
+#include "base/test_util.h"
 #include "gmock/gmock.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
@@ -25,22 +26,11 @@ extern char** environ;
 namespace mproc {
 namespace {
 
+using ::mproc::testing::ReadFile;
+using ::mproc::testing::Runfile;
+
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
-
-std::string Runfile(const std::string& rel) {
-  const char* srcdir = std::getenv("TEST_SRCDIR");
-  const char* ws = std::getenv("TEST_WORKSPACE");
-  if (srcdir && ws) return absl::StrCat(srcdir, "/", ws, "/", rel);
-  return rel;
-}
-
-std::string ReadAll(const std::string& path) {
-  std::ifstream f(path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
 
 struct RunResult {
   int exit_code = -1;
@@ -90,7 +80,7 @@ TEST(ReportSmokeTest, QuickRunWritesTableJsonAndChart) {
   EXPECT_THAT(r.out, HasSubstr("mproc.base.pipe_pingpong.same_cpu"));
 
   google::protobuf::Struct doc;
-  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(ReadAll(json), &doc).ok());
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(ReadFile(json), &doc).ok());
   const auto& f = doc.fields();
   ASSERT_TRUE(f.count("rows"));
   ASSERT_TRUE(f.count("machine"));
@@ -143,7 +133,7 @@ TEST(ReportSmokeTest, QuickRunWritesTableJsonAndChart) {
     EXPECT_GT(first.at("time_ratio").number_value(), 0);
   }
 
-  std::string chart = ReadAll(svg);
+  std::string chart = ReadFile(svg);
   EXPECT_THAT(chart, StartsWith("<svg"));
   EXPECT_THAT(chart, HasSubstr("mproc.base.pipe_pingpong.same_cpu"));
 }
@@ -167,7 +157,7 @@ TEST(ReportSmokeTest, MissingPythonIsASkippedSectionNotAFailure) {
   ASSERT_EQ(r.exit_code, 0) << r.out;
   EXPECT_THAT(r.out, HasSubstr("not found"));
   google::protobuf::Struct doc;
-  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(ReadAll(tmp + "/nopy.json"), &doc).ok());
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(ReadFile(tmp + "/nopy.json"), &doc).ok());
   const auto& rows = doc.fields().at("rows").list_value().values();
   ASSERT_EQ(rows.size(), 2u);
   for (const auto& v : rows) {
