@@ -3,8 +3,10 @@
 #ifndef MPROC_BASE_TEST_UTIL_H_
 #define MPROC_BASE_TEST_UTIL_H_
 
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <spawn.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -23,6 +25,8 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+
+extern char** environ;
 
 namespace mproc::testing {
 
@@ -64,6 +68,42 @@ inline int Join(pid_t pid, int seconds = 60) {
   ::waitpid(pid, nullptr, 0);
   ADD_FAILURE() << "child " << pid << " did not finish in " << seconds << " s";
   return -1;
+}
+
+// What a program run by RunProgram did: its exit code (as Join's), stdout and stderr.
+struct ProgramOutcome {
+  int exit_code = -1;
+  std::string out, err;
+};
+
+// Runs argv (argv[0] looked up in PATH) with stdin /dev/null and stdout and stderr in files
+// under `scratch_dir` (so a straggling grandchild cannot hold the test on a pipe), for at most
+// `limit_s` seconds (then it is killed and the test fails, as Join).
+inline ProgramOutcome RunProgram(std::vector<std::string> args, const std::string& scratch_dir,
+                                 int limit_s = 120) {
+  const std::string out = scratch_dir + "/out", err = scratch_dir + "/err";
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&fa, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  posix_spawn_file_actions_addopen(&fa, 2, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_t pid = -1;
+  ProgramOutcome o;
+  const int rc = ::posix_spawnp(&pid, argv[0], &fa, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  if (rc != 0) {
+    ADD_FAILURE() << "cannot start " << args[0] << ": " << std::strerror(rc);
+    return o;
+  }
+  o.exit_code = Join(pid, limit_s);
+  o.out = ReadFile(out);
+  o.err = ReadFile(err);
+  ::unlink(out.c_str());
+  ::unlink(err.c_str());
+  return o;
 }
 
 // Holds `mu` locked on another thread from construction until destruction: the lock some

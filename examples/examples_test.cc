@@ -4,19 +4,10 @@
 // the original prints a racy number of times. Where Python's answer is itself a race (seed
 // 004's `d['visits'] += 1`), the C++ program must print the answer the seed promises.
 
-#include <fcntl.h>
-#include <poll.h>
-#include <signal.h>
-#include <spawn.h>
-#include <sys/syscall.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <cstdlib>
-#include <fstream>
 #include <regex>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -26,11 +17,10 @@
 #include "base/test_util.h"
 #include "gtest/gtest.h"
 
-extern char** environ;
-
 namespace {
 
-using ::mproc::testing::ReadFile;
+using ::mproc::testing::ProgramOutcome;
+using ::mproc::testing::RunProgram;
 using ::mproc::testing::Runfile;
 
 struct Example {
@@ -144,51 +134,7 @@ const Example kExamples[] = {
     {.name = "wordcount_job", .dir_arg = true},
 };
 
-struct Outcome {
-  int exit_code = -1;  // -N: killed by signal N, as Process::exitcode
-  std::string out, err;
-};
 
-// Runs argv with stdout and stderr in files (so a straggling grandchild cannot hold the
-// test on a pipe), for at most `limit_s` seconds.
-Outcome RunProgram(std::vector<std::string> args, const std::string& dir, int limit_s = 120) {
-  const std::string out = dir + "/out", err = dir + "/err";
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&fa, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  posix_spawn_file_actions_addopen(&fa, 2, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  pid_t pid = -1;
-  Outcome r;
-  int rc = ::posix_spawnp(&pid, argv[0], &fa, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&fa);
-  if (rc != 0) {
-    ADD_FAILURE() << "cannot start " << args[0] << ": " << strerror(rc);
-    return r;
-  }
-  int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
-  if (pidfd >= 0) {
-    pollfd p{pidfd, POLLIN, 0};
-    int n;
-    do n = ::poll(&p, 1, limit_s * 1000);
-    while (n < 0 && errno == EINTR);
-    if (n == 0) {
-      ADD_FAILURE() << args[0] << " still running after " << limit_s << " s: killed";
-      ::kill(pid, SIGKILL);
-    }
-    ::close(pidfd);
-  }
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
-  r.out = ReadFile(out);
-  r.err = ReadFile(err);
-  return r;
-}
 
 std::string Normalize(const std::string& text, const Example& e) {
   std::vector<std::string> lines;
@@ -221,8 +167,7 @@ class ExamplesTest : public ::testing::TestWithParam<Example> {
     dir_ = tmpl;
   }
   void TearDown() override {
-    for (const char* f : {"/out", "/err"}) ::unlink((dir_ + f).c_str());
-    ::rmdir(dir_.c_str());
+    ::rmdir(dir_.c_str());  // RunProgram removed its files
   }
   std::string dir_;
 };
@@ -236,8 +181,8 @@ TEST_P(ExamplesTest, PrintsWhatThePythonOriginalPrints) {
     py_args.push_back(Runfile("examples"));
     cc_args.push_back(Runfile("examples"));
   }
-  Outcome py = RunProgram(py_args, dir_);
-  Outcome cc = RunProgram(cc_args, dir_);
+  ProgramOutcome py = RunProgram(py_args, dir_);
+  ProgramOutcome cc = RunProgram(cc_args, dir_);
   EXPECT_EQ(cc.exit_code, py.exit_code) << "C++ stderr:\n" << cc.err << "\nPython stderr:\n" << py.err;
   EXPECT_EQ(cc.err.empty(), py.err.empty()) << "C++ stderr:\n" << cc.err << "\nPython stderr:\n" << py.err;
   EXPECT_EQ(Normalize(cc.out, e), Normalize(py.out, e))

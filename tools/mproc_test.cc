@@ -3,7 +3,6 @@
 
 #include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -12,8 +11,6 @@
 
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -29,46 +26,16 @@
 #include "shm/shared_memory.h"
 #include "spawn/process.h"
 
-extern char** environ;
-
 namespace mproc {
 namespace {
 
 using ::mproc::testing::Child;
 using ::mproc::testing::Join;
-using ::mproc::testing::ReadFile;
+using ::mproc::testing::ProgramOutcome;
+using ::mproc::testing::RunProgram;
 using ::mproc::testing::Runfile;
 using ::testing::HasSubstr;
 
-struct Outcome {
-  int exit_code = -1;
-  std::string out, err;
-};
-
-Outcome RunTool(std::vector<std::string> args, const std::string& scratch) {
-  const std::string out = scratch + "/out", err = scratch + "/err";
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  posix_spawn_file_actions_addopen(&fa, 2, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  pid_t pid;
-  Outcome o;
-  int rc = ::posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&fa);
-  if (rc != 0) {
-    ADD_FAILURE() << "posix_spawn " << args[0] << ": " << std::strerror(rc);
-    return o;
-  }
-  o.exit_code = Join(pid, 120);
-  o.out = ReadFile(out);
-  o.err = ReadFile(err);
-  ::unlink(out.c_str());
-  ::unlink(err.c_str());
-  return o;
-}
 
 // The line of `text` containing `needle` ("" when none).
 std::string LineWith(const std::string& text, const std::string& needle) {
@@ -105,9 +72,9 @@ class MprocToolTest : public ::testing::Test {
       ASSERT_EQ(std::system(("rm -rf '" + d + "'").c_str()), 0);
     }
   }
-  Outcome Tool(std::vector<std::string> args) {
+  ProgramOutcome Tool(std::vector<std::string> args) {
     args.insert(args.begin(), {Runfile("tools/mproc"), "--shm_dir=" + shm_dir_, "--tmpdir=" + tmp_dir_});
-    return RunTool(args, scratch_);
+    return RunProgram(args, scratch_);
   }
   std::string shm_dir_, tmp_dir_, scratch_, saved_tmpdir_;
 };
@@ -145,7 +112,7 @@ TEST_F(MprocToolTest, ListsAndReclaimsWhatIsAbandonedOnly) {
   ASSERT_OK_AND_ASSIGN(std::unique_ptr<Manager> m, Manager::Start());
   const std::string me = std::to_string(::getpid());
 
-  Outcome before = Tool({"ls"});
+  ProgramOutcome before = Tool({"ls"});
   ASSERT_EQ(before.exit_code, 0) << before.err;
   std::string line = LineWith(before.out, "in-use");
   EXPECT_THAT(line, HasSubstr("1000"));
@@ -164,18 +131,18 @@ TEST_F(MprocToolTest, ListsAndReclaimsWhatIsAbandonedOnly) {
   ASSERT_EQ(Join(victim), 128 + SIGKILL);
   const std::string dead = std::to_string(victim);
 
-  Outcome after_kill = Tool({});  // ls is the default
+  ProgramOutcome after_kill = Tool({});  // ls is the default
   ASSERT_EQ(after_kill.exit_code, 0) << after_kill.err;
   EXPECT_THAT(LineWith(after_kill.out, "abandoned"), HasSubstr("orphan"));
   std::string stale = LineWith(after_kill.out, absl::StrCat("mproc-manager-", dead, "-"));
   EXPECT_THAT(stale, HasSubstr(dead + " (gone)"));
   EXPECT_THAT(stale, HasSubstr("stale"));
 
-  Outcome reclaimed = Tool({"reclaim"});
+  ProgramOutcome reclaimed = Tool({"reclaim"});
   ASSERT_EQ(reclaimed.exit_code, 0) << reclaimed.err;
   EXPECT_THAT(reclaimed.out, HasSubstr("reclaimed 1 shared memory segment and 1 socket directory"));
 
-  Outcome after = Tool({"ls"});
+  ProgramOutcome after = Tool({"ls"});
   EXPECT_EQ(LineWith(after.out, "abandoned"), "");
   EXPECT_EQ(LineWith(after.out, absl::StrCat("mproc-manager-", dead, "-")), "");
   EXPECT_THAT(LineWith(after.out, "in-use"), HasSubstr("creator alive"));  // untouched
@@ -188,7 +155,7 @@ TEST_F(MprocToolTest, ListsAndReclaimsWhatIsAbandonedOnly) {
 
 TEST_F(MprocToolTest, ReportRunsTheBenchmarkReport) {
   ::setenv("MPROC_REPORT", Runfile("bench/report").c_str(), 1);
-  Outcome r = Tool({"report", "--quick", "--no_python", "--filter=kernel.futex",
+  ProgramOutcome r = Tool({"report", "--quick", "--no_python", "--filter=kernel.futex",
                     "--json=" + scratch_ + "/r.json", "--chart=" + scratch_ + "/r.svg"});
   ::unsetenv("MPROC_REPORT");
   EXPECT_EQ(r.exit_code, 0) << r.err;
@@ -198,7 +165,7 @@ TEST_F(MprocToolTest, ReportRunsTheBenchmarkReport) {
 }
 
 TEST_F(MprocToolTest, UnknownArgumentsAreUsageErrors) {
-  Outcome r = Tool({"frobnicate"});
+  ProgramOutcome r = Tool({"frobnicate"});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_THAT(r.err, HasSubstr("unknown argument \"frobnicate\""));
   EXPECT_THAT(r.err, HasSubstr("usage: mproc"));
