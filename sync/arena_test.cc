@@ -3,8 +3,6 @@
 // many handles travel to a child as one descriptor.
 
 #include <sys/resource.h>
-#include <unistd.h>
-
 #include <vector>
 
 #include "base/leak_checker.h"
@@ -12,6 +10,7 @@
 #include "gtest/gtest.h"
 #include "spawn/process.h"
 #include "sync/internal/shared_state.h"
+#include "sync/event.h"
 #include "sync/lock.h"
 #include "sync/semaphore.h"
 #include "sync/value.h"
@@ -75,9 +74,13 @@ TEST(ArenaTest, AHundredThousandLocksValuesAndSemaphoresUnderALimitOf256Descript
   EXPECT_EQ(ListOpenFds().size(), fds_before);
 }
 
-// The child takes and releases every lock and bumps every value; it reports how many chunks
-// it mapped for them.
-int UseAll(std::vector<Lock> locks, std::vector<Value<int64_t>> values) {
+// The child first finds lock 500 held (by the parent: the same lock) and says so through
+// `tried`; then it takes and releases every lock (waiting for 500 until the parent lets go)
+// and bumps every value. It reports how many chunks it mapped for them.
+int UseAll(std::vector<Lock> locks, std::vector<Value<int64_t>> values, Event tried) {
+  const bool held_elsewhere = !locks[500].Acquire(absl::ZeroDuration()).acquired();
+  tried.Set();
+  if (!held_elsewhere) return 101;
   for (Lock& l : locks) {
     if (!l.Acquire(absl::Seconds(10)).acquired() || !l.Release().ok()) return 100;
   }
@@ -102,12 +105,13 @@ TEST_P(ArenaProcessTest, AThousandHandlesTravelAsOneDescriptor) {
   // 2000 objects of 64 bytes: one 256 KiB chunk here.
   const size_t chunks = sync_internal::MappedChunksForTesting();
   ASSERT_EQ(chunks, 1u);
-  // One lock held here: the child must wait for it, so they really share it.
+  // One lock held here: the child finds it held, so they really share it.
+  ASSERT_OK_AND_ASSIGN(Event tried, Event::Create());
   ASSERT_TRUE(locks[500].Acquire(absl::Seconds(1)).acquired());
-  Process p(UseAll, locks, values);
+  Process p(UseAll, locks, values, tried);
   p.SetStartMethod(GetParam());
   MPROC_ASSERT_OK(p.Start());
-  ::usleep(50'000);
+  ASSERT_TRUE(tried.Wait(absl::Seconds(60)));
   MPROC_ASSERT_OK(locks[500].Release());
   MPROC_ASSERT_OK(p.Join(absl::Seconds(60)));
   // More than 253 handles (the kernel's limit of descriptors per message) went in one start,
