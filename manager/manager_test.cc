@@ -154,21 +154,24 @@ int TaskDoneEach(JoinableQueueProxy<int> q, int32_t n) {
 // The server loop runs on io_uring unless the I/O mode was chosen plain (manager_test runs
 // this suite with MPROC_IO_MODE=plain, manager_uring_test with uring_basic); asked for
 // explicitly, a backend is what runs.
+// Whether process `pid` has a descriptor (among its first 64) linked to `target`.
+bool HasFdLinkedTo(pid_t pid, const std::string& target) {
+  for (int fd = 0; fd < 64; ++fd) {
+    char link[256];
+    const std::string path = "/proc/" + std::to_string(pid) + "/fd/" + std::to_string(fd);
+    const ssize_t n = ::readlink(path.c_str(), link, sizeof link - 1);
+    if (n > 0 && std::string(link, static_cast<size_t>(n)) == target) return true;
+  }
+  return false;
+}
+
 TEST_P(ManagerTest, TheServerRunsTheBackendOfItsIoMode) {
   auto m = Start();
   ASSERT_NE(m, nullptr);
   ASSERT_OK_AND_ASSIGN(auto d, (m->Dict<std::string, int>()));
   MPROC_ASSERT_OK(d.Set("k", 1));  // the loop is running
-  bool epoll = false, uring = false;
-  for (int fd = 0; fd < 64; ++fd) {
-    char link[256];
-    const std::string path = "/proc/" + std::to_string(m->pid()) + "/fd/" + std::to_string(fd);
-    ssize_t n = ::readlink(path.c_str(), link, sizeof link - 1);
-    if (n <= 0) continue;
-    const std::string target(link, static_cast<size_t>(n));
-    epoll |= target == "anon_inode:[eventpoll]";
-    uring |= target == "anon_inode:[io_uring]";
-  }
+  const bool epoll = HasFdLinkedTo(m->pid(), "anon_inode:[eventpoll]");
+  const bool uring = HasFdLinkedTo(m->pid(), "anon_inode:[io_uring]");
   if (ActiveIoMode() == IoMode::kPlain) {
     EXPECT_TRUE(epoll);
     EXPECT_FALSE(uring);
@@ -185,14 +188,7 @@ TEST_P(ManagerTest, TheServerRunsTheBackendOfItsIoMode) {
     ASSERT_OK_AND_ASSIGN(auto n, Manager::Start(o));
     ASSERT_OK_AND_ASSIGN(auto d2, (n->Dict<std::string, int>()));
     MPROC_ASSERT_OK(d2.Set("k", 2));
-    bool found = false;
-    for (int fd = 0; fd < 64; ++fd) {
-      char link[256];
-      const std::string path = "/proc/" + std::to_string(n->pid()) + "/fd/" + std::to_string(fd);
-      ssize_t len = ::readlink(path.c_str(), link, sizeof link - 1);
-      found |= len > 0 && std::string(link, static_cast<size_t>(len)) == want;
-    }
-    EXPECT_TRUE(found) << want;
+    EXPECT_TRUE(HasFdLinkedTo(n->pid(), want)) << want;
     MPROC_ASSERT_OK(n->Shutdown());
   }
 }

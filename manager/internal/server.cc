@@ -593,6 +593,9 @@ class Server {
   bool UringInit();
   bool ProbeMultishotRecv();
   io_uring_sqe* Sqe();
+  // The provided buffer a receive completion filled, and handing it back to the ring.
+  const char* BufferOf(const io_uring_cqe& cqe) const;
+  void RecycleBuffer(const io_uring_cqe& cqe);
   void ArmAccept();
   void ArmDonePoll();
   void ArmHandshakePoll(const Conn& c);
@@ -2009,18 +2012,25 @@ bool Server::ProbeMultishotRecv() {
     unsigned seen = 0;
     io_uring_for_each_cqe(&ring_, head, cqe) {
       ++seen;
-      if (cqe->flags & IORING_CQE_F_BUFFER) {
-        const unsigned short bid = static_cast<unsigned short>(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
-        io_uring_buf_ring_add(buf_ring_, bufs_.get() + size_t{bid} * kBufSize, kBufSize, bid,
-                              io_uring_buf_ring_mask(kBufCount), 0);
-        io_uring_buf_ring_advance(buf_ring_, 1);
-      }
+      RecycleBuffer(*cqe);
       if (round == 0) ok = cqe->res == 1 && (cqe->flags & IORING_CQE_F_MORE) != 0;
       if ((cqe->flags & IORING_CQE_F_MORE) == 0) ended = true;
     }
     io_uring_cq_advance(&ring_, seen);
   }
   return ok && ended;
+}
+
+const char* Server::BufferOf(const io_uring_cqe& cqe) const {
+  return bufs_.get() + size_t{cqe.flags >> IORING_CQE_BUFFER_SHIFT} * kBufSize;
+}
+
+void Server::RecycleBuffer(const io_uring_cqe& cqe) {
+  if ((cqe.flags & IORING_CQE_F_BUFFER) == 0) return;
+  const auto bid = static_cast<unsigned short>(cqe.flags >> IORING_CQE_BUFFER_SHIFT);
+  io_uring_buf_ring_add(buf_ring_, bufs_.get() + size_t{bid} * kBufSize, kBufSize, bid,
+                        io_uring_buf_ring_mask(kBufCount), 0);
+  io_uring_buf_ring_advance(buf_ring_, 1);
 }
 
 io_uring_sqe* Server::Sqe() {
@@ -2118,16 +2128,10 @@ void Server::OnUringCqe(const io_uring_cqe& cqe) {
     }
     case kOpRecv: {
       Conn* c = BySerial(serial);
-      const bool has_buf = (cqe.flags & IORING_CQE_F_BUFFER) != 0;
-      const unsigned short bid = static_cast<unsigned short>(cqe.flags >> IORING_CQE_BUFFER_SHIFT);
-      if (has_buf && c != nullptr && cqe.res > 0) {
-        c->in.append(bufs_.get() + size_t{bid} * kBufSize, static_cast<size_t>(cqe.res));
+      if (c != nullptr && cqe.res > 0 && (cqe.flags & IORING_CQE_F_BUFFER) != 0) {
+        c->in.append(BufferOf(cqe), static_cast<size_t>(cqe.res));
       }
-      if (has_buf) {  // the buffer goes straight back to the ring
-        io_uring_buf_ring_add(buf_ring_, bufs_.get() + size_t{bid} * kBufSize, kBufSize, bid,
-                              io_uring_buf_ring_mask(kBufCount), 0);
-        io_uring_buf_ring_advance(buf_ring_, 1);
-      }
+      RecycleBuffer(cqe);  // the buffer goes straight back to the ring
       if (c == nullptr) return;
       const int fd = c->fd.get();
       if (cqe.res == 0 || (cqe.res < 0 && cqe.res != -ENOBUFS && cqe.res != -EAGAIN &&
