@@ -504,36 +504,21 @@ def row_value_incr(cfg):
     return samples, f"{n} locked increments per repetition"
 
 
-def row_lock_create(cfg):
-    # Locks made and kept, 1000 at a time (then dropped together), as mproc's row does.
-    n = cfg.n(20_000, 4_000)
-    make = cfg.ctx.Lock
-    samples = []
-    for _ in range(cfg.reps):
-        held = []
-        t0 = _now()
-        for i in range(n):
-            held.append(make())
-            if len(held) == 1000:
-                held.clear()
-        samples.append((_now() - t0) / n)
-    return samples, f"{n} mp.Lock() made (kept 1000 at a time) per repetition"
-
-
-def row_value_create(cfg):
-    # Value('i') made and kept, 1000 at a time, as mproc's row does.
-    n = cfg.n(20_000, 4_000)
-    make = cfg.ctx.Value
-    samples = []
-    for _ in range(cfg.reps):
-        held = []
-        t0 = _now()
-        for i in range(n):
-            held.append(make("i", 0))
-            if len(held) == 1000:
-                held.clear()
-        samples.append((_now() - t0) / n)
-    return samples, f"{n} mp.Value('i') made (kept 1000 at a time) per repetition"
+def _create_kept_row(what, make):
+    # Objects made and kept, 1000 at a time (then dropped together), as mproc's rows do.
+    def row(cfg):
+        n = cfg.n(20_000, 4_000)
+        samples = []
+        for _ in range(cfg.reps):
+            held = []
+            t0 = _now()
+            for _ in range(n):
+                held.append(make(cfg.ctx))
+                if len(held) == 1000:
+                    held.clear()
+            samples.append((_now() - t0) / n)
+        return samples, f"{n} {what} made (kept 1000 at a time) per repetition"
+    return row
 
 
 def _hold_row(count):
@@ -591,8 +576,8 @@ ROWS = [
     ("cpython.process.spawn", _process_row("spawn", 5, 2)),
     ("cpython.process.forkserver", _process_row("forkserver", 10, 3)),
     ("cpython.lock", row_lock),
-    ("cpython.lock_create", row_lock_create),
-    ("cpython.value_create", row_value_create),
+    ("cpython.lock_create", _create_kept_row("mp.Lock()", lambda ctx: ctx.Lock())),
+    ("cpython.value_create", _create_kept_row("mp.Value('i')", lambda ctx: ctx.Value("i", 0))),
     ("cpython.hold_locks_values.1000", _hold_row(1000)),
     ("cpython.hold_locks_values.10000", _hold_row(10_000)),
     ("cpython.queue.1p1c", _queue_row("Queue")),

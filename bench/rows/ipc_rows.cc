@@ -61,19 +61,23 @@ void PipeRoundTrip(benchmark::State& state, PinCpus cpus,
   ReapChild(pid);
 }
 
-// One producer process puts small ints as fast as it can; this process gets them.
-void QueueOneToOne(benchmark::State& state) {
+// `producers` producer processes put small ints as fast as they can; this process gets them
+// (per item). Producers past the queue's 16 rings take the socket path.
+void QueueManyProducers(benchmark::State& state, int producers) {
   absl::StatusOr<Queue<int64_t>> q = Queue<int64_t>::Create();
   if (!q.ok()) return state.SkipWithError("Queue::Create failed");
   SharedObject<std::atomic<int>> stop;
-  pid_t pid = ForkPinnedChild(-1, [&] {
-    for (int64_t i = 0; stop->load(std::memory_order_relaxed) == 0; ++i) {
-      absl::Status s = q->Put(i, absl::Milliseconds(100));
-      if (!s.ok() && !absl::IsDeadlineExceeded(s)) return 1;
-    }
-    return 0;
-  });
-  CpuMeter cpu({pid});
+  std::vector<pid_t> pids;
+  for (int p = 0; p < producers; ++p) {
+    pids.push_back(ForkPinnedChild(-1, [&] {
+      for (int64_t i = 0; stop->load(std::memory_order_relaxed) == 0; ++i) {
+        absl::Status s = q->Put(i, absl::Milliseconds(100));
+        if (!s.ok() && !absl::IsDeadlineExceeded(s)) return 1;
+      }
+      return 0;
+    }));
+  }
+  CpuMeter cpu(pids);
   for (auto _ : state) {
     absl::StatusOr<int64_t> v = q->Get(absl::Seconds(10));
     if (!v.ok()) return state.SkipWithError("Get failed");
@@ -81,8 +85,11 @@ void QueueOneToOne(benchmark::State& state) {
   }
   cpu.Stop(state);
   stop->store(1);
-  DrainUntilExited(*q, pid);
+  for (pid_t pid : pids) DrainUntilExited(*q, pid);
 }
+
+// One producer process puts small ints as fast as it can; this process gets them.
+void QueueOneToOne(benchmark::State& state) { QueueManyProducers(state, 1); }
 
 // Runs a row body in I/O mode `mode` (base/io_ring.h), inherited by the forked children; a mode
 // this kernel cannot give skips the row with the reason. The mode in force before is restored.
@@ -168,33 +175,6 @@ void QueueTwoToTwo(benchmark::State& state) {
   c->stop.store(1);
   for (pid_t pid : pids) DrainUntilExited(*q, pid);
   SetOpsPerIteration(state, kPerIteration);
-}
-
-// `producers` producer processes put small ints as fast as they can; this process gets them
-// (per item). Past the queue's rings (64) producers take the socket path.
-void QueueManyProducers(benchmark::State& state, int producers) {
-  absl::StatusOr<Queue<int64_t>> q = Queue<int64_t>::Create();
-  if (!q.ok()) return state.SkipWithError("Queue::Create failed");
-  SharedObject<std::atomic<int>> stop;
-  std::vector<pid_t> pids;
-  for (int p = 0; p < producers; ++p) {
-    pids.push_back(ForkPinnedChild(-1, [&] {
-      for (int64_t i = 0; stop->load(std::memory_order_relaxed) == 0; ++i) {
-        absl::Status s = q->Put(i, absl::Milliseconds(100));
-        if (!s.ok() && !absl::IsDeadlineExceeded(s)) return 1;
-      }
-      return 0;
-    }));
-  }
-  CpuMeter cpu(pids);
-  for (auto _ : state) {
-    absl::StatusOr<int64_t> v = q->Get(absl::Seconds(10));
-    if (!v.ok()) return state.SkipWithError("Get failed");
-    benchmark::DoNotOptimize(v);
-  }
-  cpu.Stop(state);
-  stop->store(1);
-  for (pid_t pid : pids) DrainUntilExited(*q, pid);
 }
 
 // 1 MiB items: a producer process puts the same 1 MiB string; this process gets each into the
