@@ -56,6 +56,11 @@ struct ThreadRing {
   ~ThreadRing() {
     // At a fork child's exit the copy is its parent's ring (see RingForThisThread): not ours.
     if (ok && pid == CurrentPid()) io_uring_queue_exit(&ring);
+    // glibc runs thread_local destructors before atexit handlers, and those may still wait (a
+    // Process joining its fork server at exit): they get poll(2) from here on, never the
+    // unmapped ring, and no new ring is made for this pid.
+    ok = false;
+    pid = CurrentPid();
   }
 };
 

@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <cstdlib>
 #include <string>
 #include <thread>
 #include <vector>
@@ -225,6 +226,31 @@ TEST_P(IoRingTest, AForkChildMakesItsOwnRingAndTheParentKeepsItsOwn) {
   EXPECT_EQ(testing::Join(pid), 0);
   ASSERT_EQ(::write(a.w.get(), "p", 1), 1);
   EXPECT_EQ(WaitEvents(std::span<pollfd>(&p, 1), Deadline::After(absl::Seconds(5))), 1);
+}
+
+// A wait made at exit, after this thread's ring was torn down with its other thread_locals
+// (glibc runs those before atexit handlers), falls back to poll(2): the Process's atexit join
+// waits on its fork server so.
+int g_exit_wait_fd = -1;
+void WaitAtExit() {
+  pollfd q = {g_exit_wait_fd, POLLIN, 0};
+  if (WaitEvents(std::span<pollfd>(&q, 1), Deadline::After(absl::Seconds(5))) != 1) ::_exit(5);
+  if (!(q.revents & POLLIN)) ::_exit(6);
+}
+
+TEST_P(IoRingTest, AWaitInAnAtexitHandlerAfterTheRingIsGone) {
+  pid_t pid = testing::Child([] {
+    Pipe b;
+    ::atexit(WaitAtExit);
+    pollfd q = {b.r.get(), POLLIN, 0};
+    // Makes this thread's ring (in the io_uring modes).
+    if (WaitEvents(std::span<pollfd>(&q, 1), Deadline::After(absl::Milliseconds(1))) != 0) return 1;
+    if (::write(b.w.get(), "x", 1) != 1) return 2;
+    g_exit_wait_fd = b.r.Release();
+    std::exit(0);
+    return 3;
+  });
+  EXPECT_EQ(testing::Join(pid), 0);
 }
 
 INSTANTIATE_TEST_SUITE_P(Modes, IoRingTest, ::testing::ValuesIn(kModes),
