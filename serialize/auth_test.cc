@@ -216,9 +216,24 @@ TEST(AuthHandshakeTest, HostileHandshakeMessages) {
                 StatusIs(absl::StatusCode::kUnauthenticated, HasSubstr(c.error)))
         << c.message.substr(0, 30);
   }
-  // A peer that hangs up mid-handshake, and one that never answers.
+  // A server that hangs up before its challenge passed no verdict on the key: UNAVAILABLE.
+  // One that hangs up partway through it, or after it, did fail the handshake.
   {
     SocketPair p = MakeSocketPair();
+    p.b.Reset();
+    EXPECT_THAT(AnswerChallenge(p.a.get(), "k", kLong),
+                StatusIs(absl::StatusCode::kUnavailable, HasSubstr("before sending its challenge")));
+  }
+  {
+    SocketPair p = MakeSocketPair();
+    ASSERT_EQ(::write(p.b.get(), "\0\0", 2), 2);  // half a length header
+    p.b.Reset();
+    EXPECT_THAT(AnswerChallenge(p.a.get(), "k", kLong), StatusIs(absl::StatusCode::kUnauthenticated));
+  }
+  {
+    SocketPair p = MakeSocketPair();
+    ASSERT_THAT(WriteCPythonMessage(p.b.get(), "#CHALLENGE#{sha256}" + std::string(40, 'a'), kLong),
+                IsOk());
     p.b.Reset();
     EXPECT_THAT(AnswerChallenge(p.a.get(), "k", kLong), StatusIs(absl::StatusCode::kUnauthenticated));
   }
