@@ -61,4 +61,9 @@ int Deadline::PollTimeoutMs() const {
   return static_cast<int>(std::min<int64_t>(ms, std::numeric_limits<int>::max()));
 }
 
+Deadline Deadline::Slice(absl::Duration length) const {
+  const int64_t end = MonotonicNowNs() + absl::ToInt64Nanoseconds(length);
+  return infinite() || end < monotonic_ns() ? Deadline::AtMonotonicNs(end) : *this;
+}
+
 }  // namespace mproc

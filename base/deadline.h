@@ -66,6 +66,10 @@ class Deadline {
   // Milliseconds for poll()/epoll_wait(): -1 when infinite, rounded up so a wait never
   // returns before the deadline, 0 when expired.
   int PollTimeoutMs() const;
+  // The earlier of this deadline and `length` from now: one bounded slice of a long wait, so
+  // the waiter looks around (a Close in another thread, a peer or holder that died) at least
+  // that often. Reads the clock.
+  Deadline Slice(absl::Duration length) const;
 
  private:
   static constexpr int64_t kInfiniteNs = std::numeric_limits<int64_t>::max();

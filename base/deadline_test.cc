@@ -94,5 +94,18 @@ TEST(DeadlineTest, HugeTimeoutSaturatesToInfinite) {
   EXPECT_TRUE(Deadline::After(absl::Hours(1e9)).infinite());
 }
 
+TEST(DeadlineTest, SliceIsTheEarlierOfTheDeadlineAndTheLength) {
+  const int64_t before = MonotonicNowNs();
+  const Deadline slice = Deadline::Infinite().Slice(absl::Milliseconds(10));
+  EXPECT_FALSE(slice.infinite());
+  EXPECT_GE(slice.monotonic_ns(), before + 10'000'000);
+  EXPECT_LE(slice.monotonic_ns(), MonotonicNowNs() + 10'000'000);
+  const Deadline soon = Deadline::After(absl::Milliseconds(1));
+  EXPECT_EQ(soon.Slice(absl::Seconds(10)).monotonic_ns(), soon.monotonic_ns());
+  const Deadline late = Deadline::After(absl::Seconds(100));
+  EXPECT_LT(late.Slice(absl::Milliseconds(10)).monotonic_ns(), late.monotonic_ns());
+  EXPECT_TRUE(Deadline::After(absl::ZeroDuration()).Slice(absl::Seconds(1)).Expired());
+}
+
 }  // namespace
 }  // namespace mproc

@@ -125,11 +125,10 @@ OwnerAcquire AcquireOwnerWord(std::atomic<uint32_t>* word, uint32_t tid,
       v |= kOwnerWaitersBit;
     }
     if (deadline.Expired()) return OwnerAcquire::kTimedOut;
-    const int64_t slice_end = MonotonicNowNs() + kOwnerCheckNs;
-    Deadline slice = deadline.infinite() || deadline.monotonic_ns() > slice_end
-                         ? Deadline::AtMonotonicNs(slice_end)
-                         : deadline;
-    if (FutexWait(word, v, slice) != FutexResult::kTimedOut) continue;
+    if (FutexWait(word, v, deadline.Slice(absl::Nanoseconds(kOwnerCheckNs))) !=
+        FutexResult::kTimedOut) {
+      continue;
+    }
     if (deadline.Expired()) {
       // One last attempt: the word may have been freed at the deadline.
       uint32_t z = 0;

@@ -5,12 +5,15 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <memory>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -368,6 +371,33 @@ TEST(PipeRingTest, CorruptRecordsAreErrorsNotCrashes) {
         << c.len << " " << c.kind << " " << c.published;
     EXPECT_FALSE(b.readable());
   }
+}
+
+// The peer can write the receiver's head as well as its tail: a record whose header wraps
+// around the ring's end (an unaligned head near it) is read around the wrap, never past the
+// ring. Direction 1's ring is the last thing in the segment, so reading past it would leave
+// the mapping.
+TEST(PipeRingTest, AHeaderAcrossTheRingsEndIsReadAroundTheWrap) {
+  ASSERT_OK_AND_ASSIGN(auto pair, Pipe());
+  auto& [a, b] = pair;
+  EncodeBuffer buf;
+  Encode(b, buf);
+  ASSERT_EQ(buf.fds().size(), 2u);
+  ASSERT_OK_AND_ASSIGN(Segment seg, Segment::FromFd(UniqueFd(::dup(buf.fds()[1]))));
+  ASSERT_OK_AND_ASSIGN(Mapping m, seg.Map());
+  auto* base = static_cast<std::byte*>(m.data());
+  auto* dir1 = reinterpret_cast<ipc_internal::LinkDirection*>(base + 64 + sizeof(ipc_internal::LinkDirection));
+  std::byte* ring1 = base + 4096 + ipc_internal::kLinkRingBytes;
+  ASSERT_EQ(static_cast<uint64_t>(ring1 + ipc_internal::kLinkRingBytes - base), seg.size());
+  const uint64_t head = 3 * ipc_internal::kLinkRingBytes - 4;
+  const uint32_t len = 5, kind = static_cast<uint32_t>(ipc_internal::LinkRecord::kData);
+  std::memcpy(ring1 + ipc_internal::kLinkRingBytes - 4, &len, 4);
+  std::memcpy(ring1, &kind, 4);
+  std::memcpy(ring1 + 4, "hello", 5);
+  dir1->head.store(head);
+  dir1->tail.store(head + 16);
+  EXPECT_THAT(a.RecvBytes(std::nullopt, absl::Seconds(1)), IsOkAndHolds(std::string("hello")));
+  EXPECT_EQ(dir1->head.load(), head + 16);
 }
 
 }  // namespace

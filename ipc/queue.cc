@@ -20,6 +20,7 @@
 #include "base/futex.h"
 #include "base/io_ring.h"
 #include "base/owner.h"
+#include "ipc/internal/byte_ring.h"
 #include "base/process_id.h"
 #include "base/status.h"
 #include "base/syscall.h"
@@ -131,7 +132,7 @@ static_assert(offsetof(QueueState, items_seq) % 64 == 0 && offsetof(QueueState, 
 constexpr uint64_t kStateBytes = (sizeof(QueueState) + 4095) / 4096 * 4096;
 constexpr uint64_t kSegmentBytes = kStateBytes + kRings * kRingBytes;
 
-uint64_t RecordBytes(uint64_t len, uint64_t header) { return header + (len + 7) / 8 * 8; }
+using Ring = ByteRing<kRingBytes>;
 
 }  // namespace
 
@@ -210,11 +211,9 @@ absl::StatusOr<std::shared_ptr<QueueShared>> Attach(UniqueFd rx, UniqueFd tx, Un
   return s;
 }
 
-// Bounded wait slices, so a Close in another thread of this process is noticed.
-Deadline Slice(const Deadline& deadline, absl::Duration length = absl::Milliseconds(50)) {
-  Deadline slice = Deadline::After(length);
-  return deadline.infinite() || slice.monotonic_ns() < deadline.monotonic_ns() ? slice : deadline;
-}
+// Waits go in bounded slices (Deadline::Slice), so a Close in another thread of this process
+// is noticed.
+constexpr absl::Duration kCloseSlice = absl::Milliseconds(50);
 
 // Takes a maxsize slot. OK, RESOURCE_EXHAUSTED (non-blocking, full), DEADLINE_EXCEEDED, or
 // FAILED_PRECONDITION when Close ran meanwhile.
@@ -244,7 +243,7 @@ absl::Status AcquireSlot(QueueShared& s, const Deadline& deadline, bool block) {
       bool woken;
       r = WaitEventsOrFutex({}, &st->slots_seq, seq, deadline, &woken);
     }
-    if (r == -EOPNOTSUPP) FutexWait(&st->slots_seq, seq, Slice(deadline));
+    if (r == -EOPNOTSUPP) FutexWait(&st->slots_seq, seq, deadline.Slice(kCloseSlice));
     st->slot_waiters.fetch_sub(1, std::memory_order_relaxed);
     if (r < 0 && r != -EOPNOTSUPP) return ErrnoToStatus(-r, "wait(queue slot)");
   }
@@ -346,18 +345,9 @@ int MyRing(QueueShared& s) {
   return s.ring;
 }
 
-void CopyIn(std::byte* ring, uint64_t pos, const void* src, uint64_t n) {
-  uint64_t off = pos % kRingBytes;
-  uint64_t first = std::min(n, kRingBytes - off);
-  std::memcpy(ring + off, src, first);
-  if (n > first) std::memcpy(ring, static_cast<const std::byte*>(src) + first, n - first);
-}
-
-void CopyOut(const std::byte* ring, uint64_t pos, void* dst, uint64_t n) {
-  uint64_t off = pos % kRingBytes;
-  uint64_t first = std::min(n, kRingBytes - off);
-  std::memcpy(dst, ring + off, first);
-  if (n > first) std::memcpy(static_cast<std::byte*>(dst) + first, ring, n - first);
+// Producer ring `ri` of the queue.
+Ring RingOf(const QueueShared& s, int ri) {
+  return Ring(s.ring_data + static_cast<uint64_t>(ri) * kRingBytes);
 }
 
 // Waits on the owner's space_seq (in slices, minding Close) until `ready()`; OK, or
@@ -382,7 +372,7 @@ absl::Status WaitAsOwner(QueueShared& s, RingHeader& r, const Deadline& deadline
     r.wake_head.store(wake_head, std::memory_order_relaxed);
     r.owner_waiting.store(1, std::memory_order_seq_cst);
     std::atomic_thread_fence(std::memory_order_seq_cst);  // pairs with the consumer's CAS
-    if (!ready()) FutexWait(&r.space_seq, seq, Slice(deadline, absl::Milliseconds(2)));
+    if (!ready()) FutexWait(&r.space_seq, seq, deadline.Slice(absl::Milliseconds(2)));
     r.owner_waiting.store(0, std::memory_order_relaxed);
   }
 }
@@ -394,7 +384,7 @@ absl::Status WaitAsOwner(QueueShared& s, RingHeader& r, const Deadline& deadline
 absl::Status RingPut(QueueShared& s, int ri, std::span<const std::byte> bytes,
                      const Deadline& deadline, bool block, bool* was_empty) {
   RingHeader& r = s.state->rings[ri];
-  std::byte* data = s.ring_data + static_cast<uint64_t>(ri) * kRingBytes;
+  const Ring data = RingOf(s, ri);
   // Stamped once another ring has ever been owned (see the top of this file). Decided when the
   // Put starts: a Put that happens before this one and used another ring shows its bit by now.
   const bool stamped =
@@ -432,13 +422,13 @@ absl::Status RingPut(QueueShared& s, int ri, std::span<const std::byte> bytes,
   if (stamped) {
     const uint32_t h[2] = {static_cast<uint32_t>(bytes.size()), kStampedTag};
     const uint64_t stamp = s.state->order.fetch_add(1, std::memory_order_seq_cst);
-    CopyIn(data, t, h, sizeof(h));
-    CopyIn(data, t + sizeof(h), &stamp, sizeof(stamp));
+    data.CopyIn(t, h, sizeof(h));
+    data.CopyIn(t + sizeof(h), &stamp, sizeof(stamp));
   } else {
     const uint32_t h[2] = {static_cast<uint32_t>(bytes.size()), kRecordTag};
-    CopyIn(data, t, h, sizeof(h));
+    data.CopyIn(t, h, sizeof(h));
   }
-  CopyIn(data, t + header_bytes, bytes.data(), bytes.size());
+  data.CopyIn(t + header_bytes, bytes.data(), bytes.size());
   r.published.store(r.published.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   r.tail.store(t + need, std::memory_order_seq_cst);
   // Dekker with a consumer going to sleep: it raises `sleepers`, then finds every ring empty.
@@ -485,7 +475,7 @@ struct Head {
 // moved on (possibly torn) must not be used.
 Take PeekRing(QueueShared& s, int ri, Head* head, bool want_stamp) {
   RingHeader& r = s.state->rings[ri];
-  const std::byte* data = s.ring_data + static_cast<uint64_t>(ri) * kRingBytes;
+  const Ring data = RingOf(s, ri);
   for (;;) {
     uint64_t h = r.head.load(std::memory_order_acquire);
     uint64_t t = s.tail_cache[ri].load(std::memory_order_acquire);
@@ -494,23 +484,23 @@ Take PeekRing(QueueShared& s, int ri, Head* head, bool want_stamp) {
       s.tail_cache[ri].store(t, std::memory_order_release);
       if (h >= t) return Take::kNone;
     }
-    if (t - h > kRingBytes) {  // head moved on since we read it, or the indices are garbage
+    if (!Ring::Plausible(h, t)) {  // head moved on since we read it, or the indices are garbage
       if (r.head.load(std::memory_order_acquire) == h) return Take::kCorrupt;
       continue;
     }
     uint32_t header[2];
-    CopyOut(data, h, header, sizeof(header));
+    data.CopyOut(h, header, sizeof(header));
     // The copies above happen before the head is read again (weakly ordered CPUs included).
     std::atomic_thread_fence(std::memory_order_acquire);
     const uint64_t header_bytes = header[1] == kStampedTag ? kStampedHeader : kRecordHeader;
     if ((header[1] != kRecordTag && header[1] != kStampedTag) ||
-        RecordBytes(header[0], header_bytes) > t - h) {
+        !Ring::Fits(header[0], header_bytes, h, t)) {
       if (r.head.load(std::memory_order_acquire) == h) return Take::kCorrupt;
       continue;  // torn: head moved meanwhile
     }
     uint64_t stamp = 0;
     if (header_bytes == kStampedHeader) {
-      CopyOut(data, h + sizeof(header), &stamp, sizeof(stamp));
+      data.CopyOut(h + sizeof(header), &stamp, sizeof(stamp));
       std::atomic_thread_fence(std::memory_order_acquire);
       // A stamp read while the head moved on may be torn: use it only if the head stayed.
       if (want_stamp && r.head.load(std::memory_order_acquire) != h) continue;
@@ -524,8 +514,8 @@ Take PeekRing(QueueShared& s, int ri, Head* head, bool want_stamp) {
 // took it meanwhile (the copy, possibly torn, is dropped).
 bool ClaimRing(QueueShared& s, int ri, const Head& head, TakeBuffer* out) {
   RingHeader& r = s.state->rings[ri];
-  const std::byte* data = s.ring_data + static_cast<uint64_t>(ri) * kRingBytes;
-  CopyOut(data, head.pos + head.header, out->Resize(head.len), head.len);
+  const Ring data = RingOf(s, ri);
+  data.CopyOut(head.pos + head.header, out->Resize(head.len), head.len);
   uint64_t h = head.pos;
   const uint64_t next = h + RecordBytes(head.len, head.header);
   if (!r.head.compare_exchange_strong(h, next, std::memory_order_seq_cst)) return false;

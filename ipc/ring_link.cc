@@ -25,7 +25,8 @@ namespace {
 constexpr uint64_t kMagic = 0x6d70726f632d6c6bULL;  // "mproc-lk"
 constexpr uint64_t kHeaderBytes = 4096;
 constexpr uint64_t kSegmentBytes = kHeaderBytes + 2 * kLinkRingBytes;
-constexpr uint64_t kRecordHeader = 8;
+constexpr uint64_t kRecordHeader = 8;  // length, kind
+using Ring = ByteRing<kLinkRingBytes>;
 
 struct LinkHeader {
   uint64_t magic;
@@ -39,13 +40,7 @@ struct RecordHeader {
   uint32_t kind;
 };
 
-uint64_t RecordBytes(uint64_t len) { return kRecordHeader + (len + 7) / 8 * 8; }
-
-// Short slices, so a holder or peer that died is noticed.
-Deadline Slice(const Deadline& deadline, absl::Duration d) {
-  Deadline slice = Deadline::After(d);
-  return deadline.infinite() || slice.monotonic_ns() < deadline.monotonic_ns() ? slice : deadline;
-}
+uint64_t LinkRecordBytes(uint64_t len) { return RecordBytes(len, kRecordHeader); }
 
 // A turn lock is an owner word (base/owner.h): the holder's tid, taken over by CAS when that
 // thread is gone — exited, or a zombie nobody has reaped yet — so exactly one waiter takes
@@ -112,8 +107,8 @@ LinkDirection& RingLink::dir(int d) const {
   return static_cast<LinkHeader*>(map_.data())->dir[d];
 }
 
-std::byte* RingLink::ring(int d) const {
-  return static_cast<std::byte*>(map_.data()) + kHeaderBytes + d * kLinkRingBytes;
+Ring RingLink::ring(int d) const {
+  return Ring(static_cast<std::byte*>(map_.data()) + kHeaderBytes + d * kLinkRingBytes);
 }
 
 absl::Status TornError() {
@@ -192,13 +187,13 @@ absl::Status RingLink::Bell(int sock, const Deadline& deadline) {
 absl::Status RingLink::Append(int end, int sock, LinkRecord kind, std::span<const std::byte> head,
                               std::span<const std::byte> body, const Deadline& deadline) {
   LinkDirection& d = dir(end);
-  std::byte* r = ring(end);
+  const Ring r = ring(end);
   const uint64_t tail = d.tail.load(std::memory_order_relaxed);
   // A record announcing socket bytes needs no bell: those bytes wake the receiver (and a bell
   // sent now would reach the socket ahead of them).
   const bool data = kind == LinkRecord::kData || kind == LinkRecord::kPart;
   const bool bell_first = data && d.bell_all.load(std::memory_order_relaxed) != 0;
-  const uint64_t rec = RecordBytes(head.size() + body.size());
+  const uint64_t rec = LinkRecordBytes(head.size() + body.size());
   // Room for the record and a bell after it.
   const uint64_t need = rec + kRecordHeader;
   auto room = [&] {
@@ -212,7 +207,8 @@ absl::Status RingLink::Append(int end, int sock, LinkRecord kind, std::span<cons
       d.w_sleeping.store(1, std::memory_order_seq_cst);
       std::atomic_thread_fence(std::memory_order_seq_cst);
       if (room()) break;
-      FutexWait(&d.space_seq, seq, Slice(deadline, absl::Milliseconds(10)));
+      // Short slices, so a peer that died is noticed.
+      FutexWait(&d.space_seq, seq, deadline.Slice(absl::Milliseconds(10)));
       if (room()) break;
       if (HungUp(sock)) return PeerGone();
       if (deadline.Expired()) {
@@ -221,19 +217,13 @@ absl::Status RingLink::Append(int end, int sock, LinkRecord kind, std::span<cons
     }
     d.w_sleeping.store(0, std::memory_order_relaxed);
   }
-  auto copy_in = [&](uint64_t pos, std::span<const std::byte> p) {
-    const uint64_t off = pos % kLinkRingBytes;
-    const uint64_t first = std::min<uint64_t>(p.size(), kLinkRingBytes - off);
-    if (first > 0) std::memcpy(r + off, p.data(), first);
-    if (p.size() > first) std::memcpy(r, p.data() + first, p.size() - first);
-  };
   auto write = [&](uint64_t pos, LinkRecord k, std::span<const std::byte> a,
                    std::span<const std::byte> b) {
     RecordHeader h = {static_cast<uint32_t>(a.size() + b.size()), static_cast<uint32_t>(k)};
-    std::memcpy(r + pos % kLinkRingBytes, &h, sizeof(h));
-    copy_in(pos + kRecordHeader, a);
-    copy_in(pos + kRecordHeader + a.size(), b);
-    return pos + RecordBytes(a.size() + b.size());
+    r.CopyIn(pos, &h, sizeof(h));
+    r.CopyIn(pos + kRecordHeader, a);
+    r.CopyIn(pos + kRecordHeader + a.size(), b);
+    return pos + LinkRecordBytes(a.size() + b.size());
   };
   uint64_t end_pos = write(tail, kind, head, body);
   if (bell_first) end_pos = write(end_pos, LinkRecord::kBell, {}, {});
@@ -263,13 +253,15 @@ bool RingLink::ArmBells(int end) {
 }
 
 absl::StatusOr<RingLink::Next> RingLink::RecordAt(int end, uint64_t head, uint64_t tail) const {
+  if (!Ring::Plausible(head, tail)) {
+    return absl::InvalidArgumentError("corrupt positions in the connection's ring");
+  }
   RecordHeader h;
-  std::memcpy(&h, ring(1 - end) + head % kLinkRingBytes, sizeof(h));
+  ring(1 - end).CopyOut(head, &h, sizeof(h));
   const bool known = h.kind >= 1 && h.kind <= 5;
   const bool empty_kind = h.kind != static_cast<uint32_t>(LinkRecord::kData) &&
                           h.kind != static_cast<uint32_t>(LinkRecord::kPart);
-  if (tail - head > kLinkRingBytes || !known || (empty_kind && h.len != 0) ||
-      RecordBytes(h.len) > tail - head) {
+  if (!known || (empty_kind && h.len != 0) || !Ring::Fits(h.len, kRecordHeader, head, tail)) {
     return absl::InvalidArgumentError("corrupt record in the connection's ring");
   }
   return Next{static_cast<LinkRecord>(h.kind), h.len};
@@ -378,24 +370,18 @@ absl::StatusOr<RingLink::Next> RingLink::Peek(int end, int sock, const Deadline&
 }
 
 std::span<const std::byte> RingLink::View(int end, const Next& next) const {
-  const uint64_t off =
-      (dir(1 - end).head.load(std::memory_order_relaxed) + kRecordHeader) % kLinkRingBytes;
-  if (next.len == 0 || off + next.len > kLinkRingBytes) return {};
-  return {ring(1 - end) + off, next.len};
+  return ring(1 - end).Contiguous(
+      dir(1 - end).head.load(std::memory_order_relaxed) + kRecordHeader, next.len);
 }
 
 void RingLink::Consume(int end, const Next& next, std::string* out, bool append) {
   LinkDirection& d = dir(1 - end);
-  const char* r = reinterpret_cast<const char*>(ring(1 - end));
   const uint64_t head = d.head.load(std::memory_order_relaxed);
   if (out != nullptr) {
     if (!append) out->clear();
-    const uint64_t off = (head + kRecordHeader) % kLinkRingBytes;
-    const uint64_t first = std::min<uint64_t>(next.len, kLinkRingBytes - off);
-    out->append(r + off, first);
-    if (next.len > first) out->append(r, next.len - first);
+    ring(1 - end).AppendTo(head + kRecordHeader, next.len, out);
   }
-  d.head.store(head + RecordBytes(next.len), std::memory_order_release);
+  d.head.store(head + LinkRecordBytes(next.len), std::memory_order_release);
   // Dekker with Append's wait for room.
   std::atomic_thread_fence(std::memory_order_seq_cst);
   if (d.w_sleeping.load(std::memory_order_relaxed) != 0 &&

@@ -41,6 +41,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "base/deadline.h"
+#include "ipc/internal/byte_ring.h"
 #include "shm/segment.h"
 
 namespace mproc::ipc_internal {
@@ -62,7 +63,7 @@ enum class LinkRecord : uint32_t {
 struct alignas(64) LinkDirection {
   // Written by the sending end.
   std::atomic<uint64_t> tail{0};          // bytes published
-  std::atomic<uint32_t> wlock{0};         // tid of the sending thread (bit 31: waiters)
+  std::atomic<uint32_t> wlock{0};         // owner word of the sending thread (base/owner.h)
   std::atomic<uint32_t> w_sleeping{0};    // a sender waits for room
   std::atomic<uint32_t> space_seq{0};     // futex: bumped when room is made for a sleeper
   std::atomic<uint32_t> w_socket_busy{0}; // the sender is inside a socket message or handle
@@ -70,7 +71,7 @@ struct alignas(64) LinkDirection {
                                           // receiving side): the direction is dead
   // Written by the receiving end.
   alignas(64) std::atomic<uint64_t> head{0};  // bytes consumed
-  std::atomic<uint32_t> rlock{0};         // tid of the receiving thread (bit 31: waiters)
+  std::atomic<uint32_t> rlock{0};         // owner word of the receiving thread
   std::atomic<uint32_t> r_active{0};      // a receiver is inside Recv/Poll
   std::atomic<uint32_t> r_sleeping{0};    // a receiver sleeps in poll(): ring the bell
   std::atomic<uint32_t> bell_all{0};      // fileno() was taken: ring the bell for every record
@@ -169,7 +170,7 @@ class RingLink {
  private:
   RingLink(Segment seg, Mapping map);
   LinkDirection& dir(int d) const;
-  std::byte* ring(int d) const;
+  ByteRing<kLinkRingBytes> ring(int d) const;
   static absl::Status Bell(int sock, const Deadline& deadline);
   // The record at `head` (tail: the published end), checked against what was published.
   absl::StatusOr<Next> RecordAt(int end, uint64_t head, uint64_t tail) const;

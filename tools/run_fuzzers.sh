@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Builds mproc's libFuzzer targets with clang-14 (in a separate Bazel output base, so the g++
-# cache survives) and runs each for a bounded time on a copy of its seed corpus.
+# cache survives, and no bazel-* links in the tree point at it: the next plain `bazel test
+# //...` would load the clang output base through them) and runs each for a bounded time on
+# a copy of its seed corpus.
 #
 #   tools/run_fuzzers.sh [SECONDS] [TOTALS_FILE]
 #
@@ -15,7 +17,7 @@ OB="$HOME/.cache/mproc-clang-output-base"
 FUZZERS=(//serialize:frame_fuzzer //serialize:codec_fuzzer //serialize:handshake_fuzzer
          //ipc:connection_fuzzer //ipc:queue_record_fuzzer //ipc:pipe_ring_fuzzer)
 
-bazel --output_base="$OB" build --config=fuzz "${FUZZERS[@]}" || { echo "fuzz build failed"; exit 1; }
+bazel --output_base="$OB" build --config=fuzz --symlink_prefix=/ "${FUZZERS[@]}" || { echo "fuzz build failed"; exit 1; }
 BIN=$(bazel --output_base="$OB" info --config=fuzz bazel-bin 2>/dev/null)
 WORK=$(mktemp -d)
 passed=0

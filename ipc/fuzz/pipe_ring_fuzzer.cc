@@ -3,7 +3,11 @@
 // socket, then closes its end. Never crashes, never reads outside the ring, never returns a
 // message longer than max_length, and every failure is one of the documented codes.
 //
-// Input: u64 published tail, u32 n, n bytes for the socket, then the ring's first bytes.
+// The hostile peer attacks direction 1, whose ring is the last thing in the segment, so a read
+// past the ring would leave the mapping.
+//
+// Input: u64 head, u64 published tail, u32 n, n bytes for the socket, then the bytes of the
+// ring from the head's offset on (wrapping).
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -19,17 +23,18 @@
 #include "shm/segment.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  if (size < 12 || size > 100000) return 0;
-  uint64_t tail;
+  if (size < 20 || size > 100000) return 0;
+  uint64_t head, tail;
   uint32_t n_sock;
-  std::memcpy(&tail, data, 8);
-  std::memcpy(&n_sock, data + 8, 4);
-  data += 12;
-  size -= 12;
+  std::memcpy(&head, data, 8);
+  std::memcpy(&tail, data + 8, 8);
+  std::memcpy(&n_sock, data + 16, 4);
+  data += 20;
+  size -= 20;
   if (n_sock > size) n_sock = static_cast<uint32_t>(size);
   absl::StatusOr<std::pair<mproc::Connection, mproc::Connection>> pair = mproc::Pipe();
   if (!pair.ok()) return 0;
-  auto& [a, b] = *pair;
+  auto& [b, a] = *pair;  // a, the peer, is end 1: it sends on direction 1
   {
     // The peer's view: its socket and the shared segment.
     mproc::EncodeBuffer buf;
@@ -41,9 +46,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     absl::StatusOr<mproc::Mapping> m = seg->Map();
     if (!m.ok()) std::abort();
     auto* base = static_cast<std::byte*>(m->data());
-    const size_t ring_len = std::min<size_t>(size - n_sock, mproc::ipc_internal::kLinkRingBytes);
-    std::memcpy(base + 4096, data + n_sock, ring_len);
-    reinterpret_cast<mproc::ipc_internal::LinkDirection*>(base + 64)->tail.store(tail);
+    constexpr uint64_t kRing = mproc::ipc_internal::kLinkRingBytes;
+    mproc::ipc_internal::ByteRing<kRing> ring(base + 4096 + kRing);
+    ring.CopyIn(head, data + n_sock, std::min<size_t>(size - n_sock, kRing));
+    auto* dir1 = reinterpret_cast<mproc::ipc_internal::LinkDirection*>(
+        base + 64 + sizeof(mproc::ipc_internal::LinkDirection));
+    dir1->head.store(head);
+    dir1->tail.store(tail);
     if (n_sock > 0 && ::send(sock, data, n_sock, MSG_DONTWAIT) != static_cast<ssize_t>(n_sock)) {
       return 0;
     }
