@@ -400,5 +400,29 @@ TEST(PipeRingTest, AHeaderAcrossTheRingsEndIsReadAroundTheWrap) {
   EXPECT_EQ(dir1->head.load(), head + 16);
 }
 
+// A long message streamed through the ring in pieces (a pool channel's) that cannot be sent
+// whole (its receiver stopped reading past the deadline) tears the direction after its first
+// piece: the receiver gets the pieces, then end of file, never the next message joined to them.
+TEST(PipeRingTest, AMessageCutOffPartwayThroughItsPiecesTearsTheDirection) {
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  UniqueFd s0(sv[0]), s1(sv[1]);
+  ASSERT_OK_AND_ASSIGN(std::shared_ptr<ipc_internal::RingLink> link, ipc_internal::RingLink::Create());
+  const std::string big(3 * ipc_internal::kLinkRingBytes, 'x');
+  EXPECT_THAT(link->AppendMessage(0, s0.get(), {}, std::as_bytes(std::span(big)),
+                                  Deadline::After(absl::Milliseconds(50))),
+              StatusIs(absl::StatusCode::kDeadlineExceeded));
+  EXPECT_TRUE(link->Torn(0));
+  EXPECT_FALSE(link->Torn(1));
+  ASSERT_OK_AND_ASSIGN(ipc_internal::RingLink::Next next,
+                       link->Peek(1, s1.get(), Deadline::After(absl::Seconds(5))));
+  EXPECT_EQ(next.kind, ipc_internal::LinkRecord::kPart);
+  std::string got;
+  EXPECT_THAT(link->TakeMessage(1, s1.get(), next, Deadline::After(absl::Seconds(20)), &got),
+              StatusIs(absl::StatusCode::kOutOfRange));
+  EXPECT_LT(got.size(), big.size());
+  EXPECT_GT(got.size(), 0u);
+}
+
 }  // namespace
 }  // namespace mproc

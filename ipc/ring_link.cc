@@ -125,6 +125,8 @@ void RingLink::TearDirection(int d, int sock, bool writer) {
   ::shutdown(sock, writer ? SHUT_WR : SHUT_RD);
 }
 
+bool RingLink::Torn(int d) const { return dir(d).torn.load(std::memory_order_acquire) != 0; }
+
 void RingLink::EndSocketWrite(int end, int sock, const absl::Status& outcome) {
   if (!outcome.ok() && !absl::IsOutOfRange(outcome)) TearDirection(end, sock, /*writer=*/true);
   dir(end).w_socket_busy.store(0, std::memory_order_release);
@@ -297,8 +299,14 @@ absl::Status RingLink::AppendMessage(int end, int sock, std::span<const std::byt
     const std::span<const std::byte> hp = head.subspan(h0, h1 - h0);
     const std::span<const std::byte> bp = body.subspan(b0, b1 - b0);
     const bool last = done + n == total;
-    MPROC_RETURN_IF_ERROR(
-        Append(end, sock, last ? LinkRecord::kData : LinkRecord::kPart, hp, bp, deadline));
+    absl::Status s =
+        Append(end, sock, last ? LinkRecord::kData : LinkRecord::kPart, hp, bp, deadline);
+    if (!s.ok()) {
+      // Pieces already published would join the next message: the direction is cut off here,
+      // as a socket message cut off partway is (the receiver reads the pieces, then end of file).
+      if (done > 0) TearDirection(end, sock, /*writer=*/true);
+      return s;
+    }
     done += n;
   } while (done < total);
   return absl::OkStatus();

@@ -106,8 +106,8 @@ class RingLink {
   // kLinkInlineMax bytes ending with a kData one, each waiting for room as the receiver reads
   // (so a message longer than the ring needs a receiver reading: the pool's channels, not a
   // Pipe, whose long messages keep the socket's buffering). A failure after the first piece
-  // leaves the message torn: the direction must not be written again, or the receiver would
-  // join the next message to it.
+  // tears the direction (TearDirection), as a socket message cut off partway does: the
+  // receiver reads the pieces published, then end of file, never a message spliced from two.
   absl::Status AppendMessage(int end, int sock, std::span<const std::byte> head,
                              std::span<const std::byte> body, const Deadline& deadline);
   // The same, with the payload in two pieces (`head` then `body`), copied once.
@@ -132,6 +132,8 @@ class RingLink {
   // shuts the socket down that way (`writer`: SHUT_WR, so a waiting receiver sees end of
   // file; else SHUT_RD, so senders see the receiver gone). Later Sends and Recvs on it fail.
   void TearDirection(int d, int sock, bool writer);
+  // Whether direction `d` was torn.
+  bool Torn(int d) const;
   void UnlockReader(int end);
   struct Next {
     LinkRecord kind;

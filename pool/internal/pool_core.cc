@@ -58,14 +58,14 @@ struct Channel {
   int end = 0;
 };
 
-// A failure after the message was announced in the ring leaves the channel unusable (the
-// receiver waits for socket bytes that will not come): `*intact` says whether it still is.
 // Descriptors are checked before anything is announced, so a task naming a closed one fails
-// alone (INVALID_ARGUMENT) and the channel goes on.
+// alone (INVALID_ARGUMENT) and the channel goes on. A failure after the message was partly
+// published (pieces in the ring, or an announced socket frame cut off) tears the channel's
+// direction, as a Pipe's does (ipc/ring_link.h): the receiver sees end of file instead of a
+// message spliced from two, and ChannelTorn says so.
 absl::Status ChannelSend(const Channel& c, uint8_t kind, std::span<const std::byte> head,
                          std::span<const std::byte> body, std::span<const int> fds,
-                         const Deadline& deadline, bool* intact = nullptr) {
-  if (intact != nullptr) *intact = true;
+                         const Deadline& deadline) {
   MPROC_RETURN_IF_ERROR(CheckDescriptorsOpen(fds));
   std::byte prefix[32];
   if (fds.empty() && 1 + head.size() <= sizeof(prefix)) {
@@ -76,11 +76,14 @@ absl::Status ChannelSend(const Channel& c, uint8_t kind, std::span<const std::by
                                  deadline);
   }
   MPROC_RETURN_IF_ERROR(c.link->Append(c.end, c.sock, LinkRecord::kSocketMessage, {}, deadline));
+  c.link->BeginSocketWrite(c.end);
   const std::span<const std::byte> parts[2] = {head, body};
   absl::Status s = WriteFrameParts(c.sock, kind, parts, fds, deadline, {}, FdKind::kStreamSocket);
-  if (!s.ok() && intact != nullptr) *intact = false;
+  c.link->EndSocketWrite(c.end, c.sock, s);
   return s;
 }
+
+bool ChannelTorn(const Channel& c) { return c.link->Torn(c.end); }
 
 // One received message. `payload` points into the ring (until ChannelRelease), into `scratch`
 // (a record that wraps around the ring's end) or into `frame` (a socket message).
@@ -828,15 +831,14 @@ void PoolCore::Run() {
       State::Worker& w = st.workers[wi];
       EncodeBuffer idbuf;
       Encode(pt.id, idbuf);
-      bool intact = true;
       absl::Status s = ChannelSend(w.channel(), kTask, idbuf.bytes(), pt.task.bytes(),
-                                   pt.task.fds(), Deadline::After(absl::Seconds(60)), &intact);
+                                   pt.task.fds(), Deadline::After(absl::Seconds(60)));
       // A worker that is dying (OUT_OF_RANGE) keeps the task in its ledger: its death fails it.
       if (s.ok() || absl::IsOutOfRange(s)) continue;
       // Anything else (a descriptor the task names is not open, say): this task fails, the
-      // worker never saw it. If the message was announced but not sent, the worker's channel
-      // is broken: the worker is killed, and its death fails what it held and replaces it.
-      if (!intact) (void)w.proc->Kill();
+      // worker never saw it whole. If part of it was sent, the worker's channel is torn: the
+      // worker is killed, and its death fails what it held and replaces it.
+      if (ChannelTorn(w.channel())) (void)w.proc->Kill();
       for (size_t k = w.tasks.size(); k-- > 0;) {
         if (w.tasks[k] != pt.id) continue;
         w.queued_bytes -= w.sizes[k];
