@@ -12,6 +12,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "base/proc_stat.h"
 #include "base/syscall.h"
 #include "base/unique_fd.h"
 
@@ -35,27 +36,6 @@ std::map<int, std::string> ListOpenFds() {
 }
 
 namespace {
-
-struct ProcStat {
-  pid_t ppid = -1;
-  char state = '?';
-  std::string comm;
-};
-
-bool ReadStat(pid_t pid, ProcStat* st) {
-  std::ifstream f(absl::StrCat("/proc/", pid, "/stat"));
-  std::string line;
-  if (!std::getline(f, line)) return false;
-  // pid (comm) state ppid ...; comm may contain spaces and parentheses: use the last ')'.
-  size_t open = line.find('('), close = line.rfind(')');
-  if (open == std::string::npos || close == std::string::npos || close + 4 > line.size()) {
-    return false;
-  }
-  st->comm = line.substr(open + 1, close - open - 1);
-  std::istringstream rest(line.substr(close + 2));
-  rest >> st->state >> st->ppid;
-  return static_cast<bool>(rest);
-}
 
 // The process a pidfd refers to ("Pid:" in its fdinfo), -1 when unknown.
 pid_t PidfdTarget(int fd) {
@@ -81,8 +61,8 @@ std::vector<pid_t> ListChildProcesses() {
   while (dirent* e = ::readdir(dir)) {
     pid_t pid;
     if (!absl::SimpleAtoi(e->d_name, &pid)) continue;
-    ProcStat st;
-    if (ReadStat(pid, &st) && st.ppid == self) out.push_back(pid);
+    const TaskStat st = ReadTaskStat(pid);
+    if (st.found == TaskStat::kFound && st.ppid == self) out.push_back(pid);
   }
   ::closedir(dir);
   return out;
@@ -116,8 +96,7 @@ std::vector<std::string> LeakChecker::CheckAndCleanUp() {
   fds_ = std::move(now);
 
   for (pid_t pid : ListChildProcesses()) {
-    ProcStat st;
-    ReadStat(pid, &st);
+    const TaskStat st = ReadTaskStat(pid);
     problems.push_back(absl::StrCat("leaked child process ", pid, " (", st.comm, ", state ",
                                     std::string(1, st.state), "); killed it"));
     ::kill(pid, SIGKILL);

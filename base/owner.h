@@ -36,6 +36,7 @@
 #include <cstdint>
 
 #include "base/deadline.h"
+#include "base/futex.h"
 
 namespace mproc {
 
@@ -60,19 +61,48 @@ enum class OwnerAcquire {
   kTimedOut,   // `deadline` passed first
 };
 
+// The uncontended path, inline: takes the word if it is free. When it is not, `*seen` (if
+// given) gets the value found.
+inline bool TakeFreeOwnerWord(std::atomic<uint32_t>* word, uint32_t tid,
+                              uint32_t* seen = nullptr) {
+  uint32_t expected = 0;
+  if (word->compare_exchange_strong(expected, tid, std::memory_order_acquire,
+                                    std::memory_order_relaxed)) [[likely]] {
+    return true;
+  }
+  if (seen != nullptr) *seen = expected;
+  return false;
+}
+
 // One attempt that also takes the word over from a dead holder. Never blocks (it may read
 // /proc once). kTimedOut means "not acquired".
 OwnerAcquire TryAcquireOwnerWord(std::atomic<uint32_t>* word, uint32_t tid);
 
-// The contended path: sleeps on `word` (setting the waiters bit) in slices of kOwnerCheckNs,
-// checking the holder after each, until it takes the word or `deadline` passes. A holder equal
-// to `tid` is waited for like any other (a non-recursive lock taken twice by one thread blocks,
-// as CPython's does). Callers try their fast path, and spin if they want to, before this.
-OwnerAcquire AcquireOwnerWord(std::atomic<uint32_t>* word, uint32_t tid, const Deadline& deadline);
+// What a word holding the caller's own tid means.
+enum class OwnerSelf {
+  // This thread holds it: wait like for any holder (a non-recursive lock taken twice by one
+  // thread blocks, as CPython's does).
+  kWait,
+  // A dead holder whose tid this thread has since been given (a thread of a killed process
+  // whose pid a new process reuses): take it over at once. For locks never held across a
+  // call that could take them again (a Pipe's turn locks).
+  kStale,
+};
 
-// Frees the word; wakes one waiter (or all, for callers whose waiters wait for different
-// things) when the waiters bit was set. Returns the word's previous value.
-uint32_t ReleaseOwnerWord(std::atomic<uint32_t>* word, bool wake_all = false);
+// The contended path: sleeps on `word` (setting the waiters bit) in slices of kOwnerCheckNs,
+// checking the holder after each, until it takes the word or `deadline` passes. Callers try
+// TakeFreeOwnerWord, and spin if they want to (base/syscall.h), before this.
+OwnerAcquire AcquireOwnerWord(std::atomic<uint32_t>* word, uint32_t tid, const Deadline& deadline,
+                              OwnerSelf self = OwnerSelf::kWait);
+
+// Frees the word and wakes one waiter when the waiters bit was set (each waiter that takes
+// the word takes the bit with it, so every release with sleepers left wakes the next).
+// Returns the word's previous value (0: it was not held).
+inline uint32_t ReleaseOwnerWord(std::atomic<uint32_t>* word) {
+  const uint32_t old = word->exchange(0, std::memory_order_release);
+  if (old & kOwnerWaitersBit) [[unlikely]] FutexWake(word, 1);
+  return old;
+}
 
 // ---- Process owners -------------------------------------------------------------------------
 
@@ -84,6 +114,13 @@ inline pid_t OwnerPid(uint64_t owner) { return static_cast<pid_t>(owner & 0xffff
 // False when the process `owner` names is gone: no such pid, a zombie, or a pid that now
 // belongs to a process started at another time. 0 (no owner) is not alive.
 bool ProcessOwnerAlive(uint64_t owner);
+
+// False when process `pid` is gone: no such pid, or a zombie (its leader a zombie with no
+// other thread left; a process whose main thread exited while others run is alive). Without
+// a start time to compare, a reused pid passes for the process: use a pidfd where one is had.
+inline bool ProcessAlive(pid_t pid) {
+  return pid > 0 && ProcessOwnerAlive(static_cast<uint32_t>(pid));
+}
 
 }  // namespace mproc
 

@@ -152,6 +152,26 @@ TEST(OwnerTest, AWordHeldByALivingTaskTimesOut) {
   EXPECT_EQ(word.load(), 0u);
 }
 
+// A word holding the caller's own tid: a lock this thread holds (kWait: it waits, as a
+// non-recursive lock taken twice does), or a dead holder whose tid it was given (kStale: taken
+// at once, the waiters bit kept for whoever sleeps on it).
+TEST(OwnerTest, OwnTidIsWaitedForOrTakenOverAsAsked) {
+  std::atomic<uint32_t> word{0};
+  const uint32_t me = CurrentTid();
+  ASSERT_TRUE(TakeFreeOwnerWord(&word, me));
+  uint32_t seen = 0;
+  EXPECT_FALSE(TakeFreeOwnerWord(&word, me, &seen));
+  EXPECT_EQ(seen, me);
+  EXPECT_EQ(AcquireOwnerWord(&word, me, Deadline::After(absl::Milliseconds(30))),
+            OwnerAcquire::kTimedOut);
+  EXPECT_EQ(word.load(), me | kOwnerWaitersBit);
+  EXPECT_EQ(AcquireOwnerWord(&word, me, Deadline::After(absl::Seconds(10)), OwnerSelf::kStale),
+            OwnerAcquire::kOwnerDied);
+  EXPECT_EQ(word.load(), me | kOwnerWaitersBit);
+  EXPECT_EQ(ReleaseOwnerWord(&word), me | kOwnerWaitersBit);
+  EXPECT_EQ(ReleaseOwnerWord(&word), 0u);  // not held
+}
+
 // A child SIGKILLed holding the word and not yet reaped (a zombie, whose pid kill(2) still
 // finds) is dead: a waiter in its parent takes the word over and is told so. Before, only the
 // parent could reap the zombie, and it was the one waiting.

@@ -24,6 +24,7 @@
 #include <thread>
 #include <vector>
 
+#include "base/proc_stat.h"
 #include "gtest/gtest.h"
 
 extern char** environ;
@@ -143,18 +144,7 @@ class HeldOnAnotherThread {
 
 // The scheduler state of task `pid` (R, S, D, Z, T, ...) from /proc/<pid>/stat; '?' when it
 // is gone.
-inline char TaskState(pid_t pid) {
-  char path[48];
-  std::snprintf(path, sizeof(path), "/proc/%d/stat", static_cast<int>(pid));
-  std::FILE* f = std::fopen(path, "re");
-  if (f == nullptr) return '?';
-  char buf[1024];
-  size_t n = std::fread(buf, 1, sizeof(buf) - 1, f);
-  std::fclose(f);
-  buf[n] = '\0';
-  const char* p = std::strrchr(buf, ')');
-  return p != nullptr && p[1] == ' ' ? p[2] : '?';
-}
+inline char TaskState(pid_t pid) { return ReadTaskStat(pid).state; }
 
 // Waits (up to `seconds`) until task `pid` sleeps in the kernel (state S): the signal that a
 // child reached the blocking call under test, in place of a sleep that guesses how long it

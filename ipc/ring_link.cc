@@ -47,28 +47,20 @@ uint64_t LinkRecordBytes(uint64_t len) { return RecordBytes(len, kRecordHeader);
 // it over, and a process killed inside Send or Recv does not wedge the others.
 absl::Status Lock(std::atomic<uint32_t>& word, const Deadline& deadline, const char* what) {
   const uint32_t me = CurrentTid();
-  uint32_t cur = 0;
-  if (word.compare_exchange_strong(cur, me, std::memory_order_acquire)) return absl::OkStatus();
-  if (SpinUntil([&] {
-        cur = 0;
-        return word.compare_exchange_strong(cur, me, std::memory_order_acquire);
-      }, deadline)) {
+  if (TakeFreeOwnerWord(&word, me)) return absl::OkStatus();
+  if (SpinUntil([&] { return TakeFreeOwnerWord(&word, me); }, deadline)) {
     return absl::OkStatus();
   }
-  if ((cur & kOwnerTidMask) == me) {
-    // Our own tid: a dead thread whose tid this thread now has (a fork child's main thread
-    // can reuse it). Taking it is the only way on.
-    if (word.compare_exchange_strong(cur, me | (cur & kOwnerWaitersBit),
-                                     std::memory_order_acquire)) {
-      return absl::OkStatus();
-    }
+  // A turn is never held across a call that takes it again, so a word holding our own tid is
+  // a dead thread's whose tid we were given since.
+  if (AcquireOwnerWord(&word, me, deadline, OwnerSelf::kStale) != OwnerAcquire::kTimedOut) {
+    return absl::OkStatus();
   }
-  if (AcquireOwnerWord(&word, me, deadline) != OwnerAcquire::kTimedOut) return absl::OkStatus();
   return absl::DeadlineExceededError(
       absl::StrCat(what, ": another thread or process holds this end of the connection"));
 }
 
-void Unlock(std::atomic<uint32_t>& word) { ReleaseOwnerWord(&word, /*wake_all=*/true); }
+void Unlock(std::atomic<uint32_t>& word) { ReleaseOwnerWord(&word); }
 
 bool HungUp(int sock) {
   pollfd p = {sock, POLLIN, 0};

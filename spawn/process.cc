@@ -528,7 +528,7 @@ bool ParentProcessInfo::IsAlive() const {
     int r = RetryEintr([&] { return ::poll(&p, 1, 0); });
     if (r >= 0) return r == 0;
   }
-  return TaskAlive(static_cast<uint32_t>(pid));
+  return ProcessAlive(pid);
 }
 
 std::optional<ParentProcessInfo> ParentProcess() {
@@ -576,12 +576,12 @@ void ExitWhenParentExits(std::function<void()> last_words) {
         if (r < 0 && errno == EINTR) continue;
         if (r > 0 && (p.revents & POLLIN)) break;
         // Anything else (an error the kernel should never give here): watch by polling.
-        while (TaskAlive(static_cast<uint32_t>(parent))) ::usleep(100'000);
+        while (ProcessAlive(parent)) ::usleep(100'000);
         break;
       }
     } else {
       // No pidfds on this kernel: look every 100 ms (a zombie parent is dead).
-      while (TaskAlive(static_cast<uint32_t>(parent))) ::usleep(100'000);
+      while (ProcessAlive(parent)) ::usleep(100'000);
     }
     if (last_words) last_words();
     ::kill(::getpid(), SIGKILL);

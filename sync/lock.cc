@@ -7,8 +7,6 @@
 namespace mproc {
 namespace sync_internal {
 
-void WakeOne(LockState* s) { FutexWake(&s->word, 1); }
-
 namespace {
 AcquireResult FromOwner(OwnerAcquire r) {
   switch (r) {
@@ -54,15 +52,14 @@ absl::StatusOr<RLock> RLock::Create() {
 }
 
 AcquireResult RLock::Acquire(absl::Duration timeout) {
-  uint32_t tid = CurrentTid();
-  uint32_t expected = 0;
+  const uint32_t tid = CurrentTid();
+  uint32_t seen = 0;
   // The count is touched only by the holder: plain relaxed loads and stores, no RMW.
-  if (s_->word.compare_exchange_strong(expected, tid, std::memory_order_acquire,
-                                       std::memory_order_relaxed)) [[likely]] {
+  if (TakeFreeOwnerWord(&s_->word, tid, &seen)) [[likely]] {
     s_->count.store(1, std::memory_order_relaxed);
     return AcquireResult::Acquired();
   }
-  if ((expected & kOwnerTidMask) == tid) {
+  if ((seen & kOwnerTidMask) == tid) {
     s_->count.store(s_->count.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
     return AcquireResult::Acquired();
   }
@@ -94,8 +91,7 @@ absl::Status RLock::Release() {
     return absl::OkStatus();
   }
   s_->count.store(0, std::memory_order_relaxed);
-  uint32_t old = s_->word.exchange(0, std::memory_order_release);
-  if (old & kOwnerWaitersBit) sync_internal::WakeOne(s_);
+  ReleaseOwnerWord(&s_->word);
   return absl::OkStatus();
 }
 
@@ -105,18 +101,14 @@ uint32_t RLock::Depth() const {
 
 uint32_t RLock::ReleaseAll() {
   uint32_t depth = s_->count.exchange(0, std::memory_order_relaxed);
-  uint32_t old = s_->word.exchange(0, std::memory_order_release);
-  if (old & kOwnerWaitersBit) sync_internal::WakeOne(s_);
+  ReleaseOwnerWord(&s_->word);
   return depth;
 }
 
 AcquireResult RLock::AcquireRestore(uint32_t depth, const Deadline& d) {
-  uint32_t tid = CurrentTid();
-  uint32_t expected = 0;
+  const uint32_t tid = CurrentTid();
   AcquireResult r = AcquireResult::Acquired();
-  if (!s_->word.compare_exchange_strong(expected, tid, std::memory_order_acquire)) {
-    r = sync_internal::AcquireSlow(s_, tid, d);
-  }
+  if (!TakeFreeOwnerWord(&s_->word, tid)) r = sync_internal::AcquireSlow(s_, tid, d);
   if (r) s_->count.store(depth, std::memory_order_relaxed);
   return r;
 }

@@ -77,7 +77,6 @@ static_assert(sizeof(LockState) == 64);
 AcquireResult AcquireSlow(LockState* s, uint32_t tid, const Deadline& deadline);
 // One non-blocking attempt that also takes over from a dead holder.
 AcquireResult TryAcquireSlow(LockState* s, uint32_t tid);
-void WakeOne(LockState* s);
 
 }  // namespace sync_internal
 
@@ -91,31 +90,21 @@ class Lock {
 
   // Blocks until acquired, or until `timeout` passes (a zero timeout is one attempt).
   AcquireResult Acquire(absl::Duration timeout = absl::InfiniteDuration()) {
-    uint32_t tid = CurrentTid();
-    uint32_t expected = 0;
-    if (s_->word.compare_exchange_strong(expected, tid, std::memory_order_acquire,
-                                         std::memory_order_relaxed)) [[likely]] {
-      return AcquireResult::Acquired();
-    }
+    const uint32_t tid = CurrentTid();
+    if (TakeFreeOwnerWord(&s_->word, tid)) [[likely]] return AcquireResult::Acquired();
     return sync_internal::AcquireSlow(s_, tid, Deadline::After(timeout));
   }
 
   // Never blocks. Returns true when acquired (including a takeover from a dead holder).
   AcquireResult TryAcquire() {
-    uint32_t tid = CurrentTid();
-    uint32_t expected = 0;
-    if (s_->word.compare_exchange_strong(expected, tid, std::memory_order_acquire,
-                                         std::memory_order_relaxed)) {
-      return AcquireResult::Acquired();
-    }
+    const uint32_t tid = CurrentTid();
+    if (TakeFreeOwnerWord(&s_->word, tid)) return AcquireResult::Acquired();
     return sync_internal::TryAcquireSlow(s_, tid);
   }
 
   // Releases the lock (any thread, any process). FAILED_PRECONDITION when it is not locked.
   absl::Status Release() {
-    uint32_t old = s_->word.exchange(0, std::memory_order_release);
-    if (old & kOwnerWaitersBit) sync_internal::WakeOne(s_);
-    if (old == 0) [[unlikely]] {
+    if (ReleaseOwnerWord(&s_->word) == 0) [[unlikely]] {
       return absl::FailedPreconditionError("Lock released too many times (it is not locked)");
     }
     return absl::OkStatus();

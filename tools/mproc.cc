@@ -36,6 +36,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "base/owner.h"
 #include "base/socket_dir.h"
 #include "shm/shared_memory.h"
 
@@ -138,7 +139,8 @@ std::map<std::string, std::string> ListeningSockets() {
   return out;
 }
 
-bool Alive(pid_t pid) { return pid > 0 && (::kill(pid, 0) == 0 || errno == EPERM); }
+// A zombie owner is dead (it holds nothing any more), unlike kill(pid, 0)'s answer.
+bool Alive(pid_t pid) { return ProcessAlive(pid); }
 
 std::string Pids(const std::set<pid_t>& pids) {
   return pids.empty() ? "-" : absl::StrJoin(pids, ",");
