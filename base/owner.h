@@ -1,7 +1,7 @@
 // base/owner.h — who holds a shared-memory object, and whether they are still alive.
 //
 // One mechanism for every object in shared memory that a thread or process holds: sync's Lock
-// and RLock, a duplex Pipe's turn locks (ipc/ring_link.h), a Queue's producer rings
+// and RLock, a duplex Pipe's turn locks (ipc/internal/ring_link.h), a Queue's producer rings
 // (ipc/queue.h). Dead-owner policy (DESIGN.md, Robust locks): mproc never calls
 // set_robust_list (glibc owns it); owners are recorded beside (or in) the futex word and a
 // waiter checks their liveness while it waits.

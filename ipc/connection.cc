@@ -15,7 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/status.h"
 #include "base/syscall.h"
-#include "ipc/ring_link.h"
+#include "ipc/internal/ring_link.h"
 #include "serialize/cpython_framing.h"
 
 namespace mproc {

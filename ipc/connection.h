@@ -33,7 +33,7 @@
 //   * A Connection is a handle: Codec<Connection> sends its descriptor, so a Connection passed
 //     to a child Process works there.
 //
-// Duplex Pipes carry messages in shared memory (ipc/ring_link.h): a message of up to 32 KiB is
+// Duplex Pipes carry messages in shared memory (ipc/internal/ring_link.h): a message of up to 32 KiB is
 // copied into a ring the peer polls, with no system call, and a receiver that finds nothing
 // yields for the spin budget (MPROC_SPIN_US) before sleeping in poll(); longer messages and
 // descriptors go over the socketpair, in order. fileno() of such a Connection is an epoll

@@ -1,4 +1,4 @@
-// The duplex Pipe's shared-memory rings (ipc/ring_link.h), between real processes: order and
+// The duplex Pipe's shared-memory rings (ipc/internal/ring_link.h), between real processes: order and
 // integrity across the ring and socket paths, a full ring, a foreign poller on fileno(),
 // killed peers and killed senders, senders sharing an end, and a corrupted ring.
 
@@ -23,7 +23,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "ipc/connection.h"
-#include "ipc/ring_link.h"
+#include "ipc/internal/ring_link.h"
 #include "shm/segment.h"
 
 namespace mproc {

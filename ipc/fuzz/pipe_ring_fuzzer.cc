@@ -1,4 +1,4 @@
-// libFuzzer target: a duplex Pipe's ring reader (ipc/ring_link.h) against a hostile peer that
+// libFuzzer target: a duplex Pipe's ring reader (ipc/internal/ring_link.h) against a hostile peer that
 // writes arbitrary records and positions into the shared ring and arbitrary bytes into the
 // socket, then closes its end. Never crashes, never reads outside the ring, never returns a
 // message longer than max_length, and every failure is one of the documented codes.
@@ -18,7 +18,7 @@
 #include <string>
 
 #include "ipc/connection.h"
-#include "ipc/ring_link.h"
+#include "ipc/internal/ring_link.h"
 #include "serialize/codec.h"
 #include "shm/segment.h"
 

@@ -25,7 +25,7 @@
 #include "base/io_ring.h"
 #include "base/status.h"
 #include "base/syscall.h"
-#include "ipc/ring_link.h"
+#include "ipc/internal/ring_link.h"
 #include "serialize/frame.h"
 #include "serialize/remote_error.h"
 #include "shm/segment.h"
@@ -46,7 +46,7 @@ constexpr size_t kWindowBytes = 32 << 10;
 using ipc_internal::LinkRecord;
 using ipc_internal::RingLink;
 
-// A worker's channel: its stream socket and the rings of a RingLink (ipc/ring_link.h); the
+// A worker's channel: its stream socket and the rings of a RingLink (ipc/internal/ring_link.h); the
 // parent is end 0, the worker end 1. A message (a kind byte, then its bytes) without
 // descriptors goes through the ring, with no system call (one record, or pieces streamed while
 // the other side copies them out); one with descriptors is announced by a record and written
@@ -61,7 +61,7 @@ struct Channel {
 // Descriptors are checked before anything is announced, so a task naming a closed one fails
 // alone (INVALID_ARGUMENT) and the channel goes on. A failure after the message was partly
 // published (pieces in the ring, or an announced socket frame cut off) tears the channel's
-// direction, as a Pipe's does (ipc/ring_link.h): the receiver sees end of file instead of a
+// direction, as a Pipe's does (ipc/internal/ring_link.h): the receiver sees end of file instead of a
 // message spliced from two, and ChannelTorn says so.
 absl::Status ChannelSend(const Channel& c, uint8_t kind, std::span<const std::byte> head,
                          std::span<const std::byte> body, std::span<const int> fds,

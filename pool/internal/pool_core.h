@@ -2,7 +2,7 @@
 // ledger of which worker holds which task, and the pool thread.
 //
 // Each worker is a Process (any start method) running WorkerMain with its own channel to the
-// parent: a stream socketpair plus a RingLink (ipc/ring_link.h), two shared-memory rings whose
+// parent: a stream socketpair plus a RingLink (ipc/internal/ring_link.h), two shared-memory rings whose
 // segment the parent sends as the socket's first frame. The pool thread assigns a task to
 // exactly one worker (at most 4 queued per worker) by recording (worker -> task) and then
 // writing it into that worker's ring; when a worker's pidfd says it died, exactly the tasks it

@@ -1,4 +1,4 @@
-#include "ipc/ring_link.h"
+#include "ipc/internal/ring_link.h"
 
 #include <poll.h>
 #include <signal.h>

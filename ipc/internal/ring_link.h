@@ -1,4 +1,4 @@
-// ipc/ring_link.h — the shared-memory path of a duplex Pipe (internal to ipc/connection).
+// ipc/internal/ring_link.h — the shared-memory path of a duplex Pipe (internal to ipc/connection).
 //
 // A duplex Pipe is a socketpair plus a RingLink: one memfd holding two byte rings, one per
 // direction. A message of up to kLinkInlineMax bytes is a record copied into the sender's ring
@@ -27,8 +27,8 @@
 // The layout is shared with the peer, which is trusted no more than a socket peer: a record
 // that does not fit the published bytes is a desynchronised stream, never an overread.
 
-#ifndef MPROC_IPC_RING_LINK_H_
-#define MPROC_IPC_RING_LINK_H_
+#ifndef MPROC_IPC_INTERNAL_RING_LINK_H_
+#define MPROC_IPC_INTERNAL_RING_LINK_H_
 
 #include <atomic>
 #include <cstddef>
@@ -186,4 +186,4 @@ class RingLink {
 
 }  // namespace mproc::ipc_internal
 
-#endif  // MPROC_IPC_RING_LINK_H_
+#endif  // MPROC_IPC_INTERNAL_RING_LINK_H_
