@@ -25,8 +25,8 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "base/cpu_relax.h"
 #include "base/deadline.h"
+#include "base/spin.h"
 #include "base/unique_fd.h"
 
 namespace mproc {
@@ -55,34 +55,8 @@ ssize_t WriteFull(int fd, const void* buf, size_t len);
 int WaitReadable(int fd, const Deadline& deadline);
 int WaitWritable(int fd, const Deadline& deadline);
 
-// sched_yield(): lets another runnable thread (a peer on this CPU) run.
-void YieldCpu();
-
-
-// Adaptive spinning before a blocking wait. A blocking wake-up on another CPU costs 45-150 us
-// on these machines, while a peer answering a message takes a few: a reader about to block
-// first polls without blocking, yielding the CPU between polls (so a peer on the same CPU runs),
-// for at most SpinBudgetNs(). The budget is MPROC_SPIN_US microseconds (read once; 0 turns
-// spinning off), by default 50 us on a machine with more than one CPU online, else 0.
-int64_t SpinBudgetNs();
-// Checks `done()` (a poll, a flag), yielding the CPU between checks, until it holds (true) or
-// the spin budget or `deadline` is spent (false). The one spin loop of the library.
-template <typename Done>
-bool SpinUntil(Done done, const Deadline& deadline = Deadline::Infinite()) {
-  const int64_t budget = SpinBudgetNs();
-  if (budget <= 0) return false;
-  const int64_t start = MonotonicNowNs();
-  for (;;) {
-    if (done()) return true;
-    const int64_t now = MonotonicNowNs();
-    if (now - start >= budget || (!deadline.infinite() && now >= deadline.monotonic_ns())) {
-      return false;
-    }
-    YieldCpu();
-  }
-}
-// Polls `fd` for `events` without blocking, yielding between polls, until it is ready (true)
-// or the spin budget or `deadline` is spent (false).
+// Polls `fd` for `events` without blocking, yielding between polls (base/spin.h), until it
+// is ready (true) or the spin budget or `deadline` is spent (false).
 bool SpinUntilReady(int fd, short events, const Deadline& deadline);
 
 // Waits until `fd` is ready for `events` (POLLIN or POLLOUT) before `deadline`, for a transfer

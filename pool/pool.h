@@ -75,6 +75,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "base/deadline.h"
+#include "base/spin.h"
 #include "base/syscall.h"
 #include "pool/internal/pool_core.h"
 #include "serialize/codec.h"
@@ -284,7 +285,8 @@ class AsyncResult {
     // A result usually comes within microseconds of being asked for: look briefly (yielding)
     // before sleeping on the condition variable — a cross-CPU wake-up costs 45-150 us here.
     if (!s_->ready_hint.load(std::memory_order_acquire) && timeout > absl::ZeroDuration()) {
-      SpinUntil([&] { return s_->ready_hint.load(std::memory_order_acquire); });
+      SpinUntil([&] { return s_->ready_hint.load(std::memory_order_acquire); },
+                Deadline::After(timeout));
     }
     std::unique_lock<std::mutex> lock(s_->mu);
     if (timeout == absl::InfiniteDuration()) {

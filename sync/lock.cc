@@ -2,7 +2,7 @@
 
 #include "base/futex.h"
 #include "base/owner.h"
-#include "base/cpu_relax.h"
+#include "base/spin.h"
 
 namespace mproc {
 namespace sync_internal {
@@ -23,13 +23,12 @@ AcquireResult TryAcquireSlow(LockState* s, uint32_t tid) {
 }
 
 AcquireResult AcquireSlow(LockState* s, uint32_t tid, const Deadline& deadline) {
-  // A short spin: a holder on another CPU often releases within a microsecond or two.
-  for (int i = 0; i < 64; ++i) {
-    uint32_t v = s->word.load(std::memory_order_relaxed);
-    if (v == 0 && s->word.compare_exchange_weak(v, tid, std::memory_order_acquire)) {
-      return AcquireResult::Acquired();
-    }
-    CpuRelax();
+  // A short spin (base/spin.h, hand-off): a holder on another CPU often releases within a
+  // microsecond or two. Reads before it CASes, so spinners do not bounce the line.
+  if (SpinUntil([&] {
+        return s->word.load(std::memory_order_relaxed) == 0 && TakeFreeOwnerWord(&s->word, tid);
+      }, deadline, SpinMode::kHandoff)) {
+    return AcquireResult::Acquired();
   }
   return FromOwner(AcquireOwnerWord(&s->word, tid, deadline));
 }

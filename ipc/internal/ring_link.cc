@@ -17,6 +17,7 @@
 #include "base/owner.h"
 #include "base/process_id.h"
 #include "base/status.h"
+#include "base/spin.h"
 #include "base/syscall.h"
 
 namespace mproc::ipc_internal {

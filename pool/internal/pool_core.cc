@@ -24,6 +24,7 @@
 #include "base/deadline.h"
 #include "base/io_ring.h"
 #include "base/status.h"
+#include "base/spin.h"
 #include "base/syscall.h"
 #include "ipc/internal/ring_link.h"
 #include "serialize/frame.h"
