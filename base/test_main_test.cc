@@ -1,10 +1,6 @@
 // Runs base:leak_demo (a test binary that leaks a descriptor and a child on purpose) and checks
 // that the shared test main fails exactly those tests and kills the leaked child.
-#include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <cstdlib>
 #include <string>
@@ -12,11 +8,9 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "base/syscall.h"
+#include "base/test_util.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-
-extern char** environ;
 
 namespace mproc {
 namespace {
@@ -24,51 +18,16 @@ namespace {
 using ::testing::HasSubstr;
 using ::testing::Not;
 
-std::string DemoPath() {
-  const char* srcdir = std::getenv("TEST_SRCDIR");
-  const char* ws = std::getenv("TEST_WORKSPACE");
-  if (srcdir != nullptr && ws != nullptr) return absl::StrCat(srcdir, "/", ws, "/base/leak_demo");
-  return "base/leak_demo";
-}
-
 TEST(TestMainTest, LeakCheckFailsTheLeakingTestsOnly) {
-  int out[2];
-  ASSERT_EQ(::pipe2(out, O_CLOEXEC), 0);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_adddup2(&fa, out[1], 1);
-  posix_spawn_file_actions_adddup2(&fa, out[1], 2);
   // The demo must not write Bazel's test.xml or shard files over ours.
-  std::vector<std::string> env_store;
-  for (char** e = environ; *e != nullptr; ++e) {
-    std::string s(*e);
-    if (s.rfind("XML_OUTPUT_FILE=", 0) == 0 || s.rfind("GTEST_", 0) == 0 ||
-        s.rfind("TEST_PREMATURE_EXIT_FILE=", 0) == 0 || s.rfind("TEST_SHARD", 0) == 0 ||
-        s.rfind("TEST_TOTAL_SHARDS", 0) == 0) {
-      continue;
-    }
-    env_store.push_back(s);
-  }
-  std::vector<char*> envp;
-  for (auto& s : env_store) envp.push_back(s.data());
-  envp.push_back(nullptr);
-  std::string path = DemoPath();
-  char* argv[] = {path.data(), nullptr};
-  pid_t pid;
-  ASSERT_EQ(::posix_spawn(&pid, path.c_str(), &fa, nullptr, argv, envp.data()), 0) << path;
-  posix_spawn_file_actions_destroy(&fa);
-  ::close(out[1]);
-  std::string output;
-  char buf[4096];
-  ssize_t n;
-  while ((n = RetryEintr([&] { return ::read(out[0], buf, sizeof(buf)); })) > 0) {
-    output.append(buf, static_cast<size_t>(n));
-  }
-  ::close(out[0]);
-  int status = 0;
-  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
-  ASSERT_TRUE(WIFEXITED(status)) << output;
-  EXPECT_NE(WEXITSTATUS(status), 0) << output;
+  const std::vector<std::string> env = testing::EnvForNestedTest();
+  const char* tmp = std::getenv("TEST_TMPDIR");
+  testing::ProgramOutcome r = testing::RunProgram({testing::Runfile("base/leak_demo")},
+                                                  tmp != nullptr ? tmp : "/tmp", 120, &env);
+  const std::string output = r.out + r.err;
+  ASSERT_GE(r.exit_code, 0) << output;
+  ASSERT_LT(r.exit_code, 128) << output;  // it exited, not killed
+  EXPECT_NE(r.exit_code, 0) << output;
 
   EXPECT_THAT(output, HasSubstr("[       OK ] LeakDemo.Clean"));
   EXPECT_THAT(output, HasSubstr("[  FAILED  ] LeakDemo.LeaksAnFd"));

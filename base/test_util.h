@@ -77,11 +77,29 @@ struct ProgramOutcome {
   std::string out, err;
 };
 
+// This process's environment without what would make a test binary run as a child write
+// over this test's own Bazel outputs or shard its cases (XML_OUTPUT_FILE, GTEST_*,
+// TEST_PREMATURE_EXIT_FILE, TEST_SHARD*, TEST_TOTAL_SHARDS).
+inline std::vector<std::string> EnvForNestedTest() {
+  std::vector<std::string> env;
+  for (char** e = environ; *e != nullptr; ++e) {
+    const std::string s(*e);
+    if (s.rfind("XML_OUTPUT_FILE=", 0) == 0 || s.rfind("GTEST_", 0) == 0 ||
+        s.rfind("TEST_PREMATURE_EXIT_FILE=", 0) == 0 || s.rfind("TEST_SHARD", 0) == 0 ||
+        s.rfind("TEST_TOTAL_SHARDS", 0) == 0) {
+      continue;
+    }
+    env.push_back(s);
+  }
+  return env;
+}
+
 // Runs argv (argv[0] looked up in PATH) with stdin /dev/null and stdout and stderr in files
 // under `scratch_dir` (so a straggling grandchild cannot hold the test on a pipe), for at most
-// `limit_s` seconds (then it is killed and the test fails, as Join).
+// `limit_s` seconds (then it is killed and the test fails, as Join), in `env` ("K=V" each;
+// nullptr: this process's environment).
 inline ProgramOutcome RunProgram(std::vector<std::string> args, const std::string& scratch_dir,
-                                 int limit_s = 120) {
+                                 int limit_s = 120, const std::vector<std::string>* env = nullptr) {
   const std::string out = scratch_dir + "/out", err = scratch_dir + "/err";
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
@@ -91,9 +109,17 @@ inline ProgramOutcome RunProgram(std::vector<std::string> args, const std::strin
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
+  std::vector<std::string> env_store;
+  std::vector<char*> envp;
+  if (env != nullptr) {
+    env_store = *env;
+    for (auto& e : env_store) envp.push_back(e.data());
+    envp.push_back(nullptr);
+  }
   pid_t pid = -1;
   ProgramOutcome o;
-  const int rc = ::posix_spawnp(&pid, argv[0], &fa, nullptr, argv.data(), environ);
+  const int rc = ::posix_spawnp(&pid, argv[0], &fa, nullptr, argv.data(),
+                                env != nullptr ? envp.data() : environ);
   posix_spawn_file_actions_destroy(&fa);
   if (rc != 0) {
     ADD_FAILURE() << "cannot start " << args[0] << ": " << std::strerror(rc);

@@ -1,11 +1,6 @@
 // Runs the report binary in --quick mode and checks what it writes: the table on stdout, JSON
 // that parses with every row present and consistent statistics, and an SVG chart.
 
-#include <fcntl.h>
-#include <spawn.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <cstdlib>
 #include <fstream>
 #include <set>
@@ -14,66 +9,36 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "base/syscall.h"
 #include "base/test_util.h"
 #include "gmock/gmock.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
 
-extern char** environ;
-
 namespace mproc {
 namespace {
 
+using ::mproc::testing::ProgramOutcome;
 using ::mproc::testing::ReadFile;
+using ::mproc::testing::RunProgram;
 using ::mproc::testing::Runfile;
 
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
 
-struct RunResult {
-  int exit_code = -1;
-  std::string out;
-};
-
-RunResult RunBinary(std::vector<std::string> args) {
-  int p[2];
-  EXPECT_EQ(::pipe2(p, O_CLOEXEC), 0);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_adddup2(&fa, p[1], 1);
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  pid_t pid;
-  RunResult r;
-  int rc = ::posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&fa);
-  ::close(p[1]);
-  if (rc != 0) {
-    ::close(p[0]);
-    ADD_FAILURE() << "posix_spawn " << args[0] << ": " << rc;
-    return r;
-  }
-  char buf[8192];
-  ssize_t n;
-  while ((n = RetryEintr([&] { return ::read(p[0], buf, sizeof(buf)); })) > 0) {
-    r.out.append(buf, static_cast<size_t>(n));
-  }
-  ::close(p[0]);
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  return r;
+// The report binary's outcome (its stdout and stderr in files under the test's tmpdir).
+ProgramOutcome RunReport(std::vector<std::string> args) {
+  const char* tmp = std::getenv("TEST_TMPDIR");
+  args.insert(args.begin(), Runfile("bench/report"));
+  return RunProgram(std::move(args), tmp != nullptr ? tmp : "/tmp", /*limit_s=*/600);
 }
 
 TEST(ReportSmokeTest, QuickRunWritesTableJsonAndChart) {
   const std::string tmp = std::getenv("TEST_TMPDIR") ? std::getenv("TEST_TMPDIR") : "/tmp";
   const std::string json = tmp + "/report.json", svg = tmp + "/report.svg";
-  RunResult r = RunBinary({Runfile("bench/report"), "--quick", "--json=" + json, "--chart=" + svg,
+  ProgramOutcome r = RunReport({"--quick", "--json=" + json, "--chart=" + svg,
                      "--peer_script=" + Runfile("bench/peers/cpython_mp.py")});
-  ASSERT_EQ(r.exit_code, 0) << r.out;
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   EXPECT_THAT(r.out, HasSubstr("== Kernel limits"));
   EXPECT_THAT(r.out, HasSubstr("== CPython multiprocessing =="));
   EXPECT_THAT(r.out, HasSubstr("kernel.pipe_pingpong.same_cpu"));
@@ -139,22 +104,22 @@ TEST(ReportSmokeTest, QuickRunWritesTableJsonAndChart) {
 }
 
 TEST(ReportSmokeTest, ExitNowExitsAtOnce) {
-  RunResult r = RunBinary({Runfile("bench/report"), "--exit-now"});
+  ProgramOutcome r = RunReport({"--exit-now"});
   EXPECT_EQ(r.exit_code, 0);
   EXPECT_EQ(r.out, "");
 }
 
 TEST(ReportSmokeTest, UnknownFlagIsAnError) {
-  RunResult r = RunBinary({Runfile("bench/report"), "--frobnicate"});
+  ProgramOutcome r = RunReport({"--frobnicate"});
   EXPECT_EQ(r.exit_code, 2);
 }
 
 TEST(ReportSmokeTest, MissingPythonIsASkippedSectionNotAFailure) {
   const std::string tmp = std::getenv("TEST_TMPDIR") ? std::getenv("TEST_TMPDIR") : "/tmp";
-  RunResult r = RunBinary({Runfile("bench/report"), "--quick", "--filter=cpython.value.incr,kernel.pthread_mutex_pshared_robust",
+  ProgramOutcome r = RunReport({"--quick", "--filter=cpython.value.incr,kernel.pthread_mutex_pshared_robust",
                      "--python=/nonexistent/python3", "--json=" + tmp + "/nopy.json",
                      "--chart=" + tmp + "/nopy.svg"});
-  ASSERT_EQ(r.exit_code, 0) << r.out;
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   EXPECT_THAT(r.out, HasSubstr("not found"));
   google::protobuf::Struct doc;
   ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(ReadFile(tmp + "/nopy.json"), &doc).ok());
