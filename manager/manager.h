@@ -745,10 +745,10 @@ class PoolProxy : public manager_internal::ProxyBase {
 
   // fn(args...) in a worker; its result.
   template <typename F, typename... A>
-  auto Apply(F fn, A&&... args) const {
-    auto f = pool_internal::AsFunctionPointer(fn);
-    using Traits = pool_internal::FnTraits<decltype(f)>;
-    using R = pool_internal::Stored<typename Traits::Result>;
+  absl::StatusOr<pool_internal::TaskResult<F>> Apply(F fn, A&&... args) const {
+    const pool_internal::TaskFn<F> f = pool_internal::AsFunctionPointer(fn);
+    using Traits = pool_internal::TaskTraits<F>;
+    using R = pool_internal::TaskResult<F>;
     static_assert(!kTypeCarriesFds<typename Traits::Params>,
                   "a managed Pool's task arguments travel through the manager's socket: no "
                   "descriptors");
@@ -764,10 +764,11 @@ class PoolProxy : public manager_internal::ProxyBase {
   // fn over `items` in the workers, results in order: the first failed item's status
   // otherwise. chunksize 0 picks CPython's default (items / (4 * processes), rounded up).
   template <typename F, typename T>
-  auto Map(F fn, const std::vector<T>& items, size_t chunksize = 0) const {
-    auto f = pool_internal::AsFunctionPointer(fn);
-    using Traits = pool_internal::FnTraits<decltype(f)>;
-    using R = pool_internal::Stored<typename Traits::Result>;
+  absl::StatusOr<std::vector<pool_internal::TaskResult<F>>> Map(F fn, const std::vector<T>& items,
+                                                                size_t chunksize = 0) const {
+    const pool_internal::TaskFn<F> f = pool_internal::AsFunctionPointer(fn);
+    using Traits = pool_internal::TaskTraits<F>;
+    using R = pool_internal::TaskResult<F>;
     static_assert(!kTypeCarriesFds<typename Traits::Params>,
                   "a managed Pool's task arguments travel through the manager's socket: no "
                   "descriptors");
@@ -800,14 +801,15 @@ class PoolProxy : public manager_internal::ProxyBase {
   // thread of this process, over this process's one connection to the manager (calls are
   // multiplexed: others go on meanwhile); the future's Get waits, and its destructor too.
   template <typename F, typename... A>
-  auto ApplyAsync(F fn, A&&... args) const {
+  std::future<absl::StatusOr<pool_internal::TaskResult<F>>> ApplyAsync(F fn, A&&... args) const {
     return std::async(std::launch::async,
                       [self = *this, fn, tuple = std::make_tuple(std::decay_t<A>(std::forward<A>(args))...)]() mutable {
                         return std::apply([&](auto&... a) { return self.Apply(fn, std::move(a)...); }, tuple);
                       });
   }
   template <typename F, typename T>
-  auto MapAsync(F fn, std::vector<T> items, size_t chunksize = 0) const {
+  std::future<absl::StatusOr<std::vector<pool_internal::TaskResult<F>>>> MapAsync(
+      F fn, std::vector<T> items, size_t chunksize = 0) const {
     return std::async(std::launch::async, [self = *this, fn, items = std::move(items), chunksize] {
       return self.Map(fn, items, chunksize);
     });

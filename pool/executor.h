@@ -49,13 +49,10 @@ class Future {
   // The task's error, OK when it succeeded; DEADLINE_EXCEEDED when not done in time.
   absl::Status Exception(absl::Duration timeout = absl::InfiniteDuration()) const {
     if (!s_->result.Wait(timeout)) return absl::DeadlineExceededError("future not done in time");
-    return s_->result.Get().status();
+    return s_->result.GetStatus();
   }
   bool Done() const { return s_->result.Ready(); }
-  bool Cancelled() const {
-    absl::StatusOr<T> r = Done() ? s_->result.Get() : absl::StatusOr<T>(absl::UnknownError(""));
-    return Done() && absl::IsCancelled(r.status());
-  }
+  bool Cancelled() const { return Done() && absl::IsCancelled(s_->result.GetStatus()); }
   // True when the task was cancelled before any worker received it.
   bool Cancel() {
     if (Done()) return Cancelled();
@@ -165,10 +162,10 @@ class ProcessPoolExecutor {
   ~ProcessPoolExecutor() { (void)Shutdown(true); }
 
   template <typename F, typename... A>
-  auto Submit(F fn, A&&... args) {
-    auto f = pool_internal::AsFunctionPointer(fn);
-    using Traits = pool_internal::FnTraits<decltype(f)>;
-    using R = pool_internal::Stored<typename Traits::Result>;
+  Future<pool_internal::TaskResult<F>> Submit(F fn, A&&... args) {
+    const pool_internal::TaskFn<F> f = pool_internal::AsFunctionPointer(fn);
+    using Traits = pool_internal::TaskTraits<F>;
+    using R = pool_internal::TaskResult<F>;
     Future<R> fut;
     fut.s_->core = core_.get();
     AsyncResult<R> result = fut.s_->result;
@@ -187,18 +184,18 @@ class ProcessPoolExecutor {
   // INVALID_ARGUMENT for a chunksize of 0 or a buffersize of 0 (CPython's ValueError),
   // before anything is submitted.
   template <typename F, typename T>
-  auto Map(F fn, const std::vector<T>& items, size_t chunksize = 1) {
+  absl::StatusOr<std::vector<absl::StatusOr<pool_internal::TaskResult<F>>>> Map(
+      F fn, const std::vector<T>& items, size_t chunksize = 1) {
     ExecutorMapOptions o;
     o.chunksize = chunksize;
     return Map(fn, items, o);
   }
   template <typename F, typename T>
-  auto Map(F fn, const std::vector<T>& items, const ExecutorMapOptions& o)
-      -> absl::StatusOr<std::vector<absl::StatusOr<pool_internal::Stored<typename pool_internal::FnTraits<
-          decltype(pool_internal::AsFunctionPointer(fn))>::Result>>>> {
-    auto f = pool_internal::AsFunctionPointer(fn);
-    using Traits = pool_internal::FnTraits<decltype(f)>;
-    using R = pool_internal::Stored<typename Traits::Result>;
+  absl::StatusOr<std::vector<absl::StatusOr<pool_internal::TaskResult<F>>>> Map(
+      F fn, const std::vector<T>& items, const ExecutorMapOptions& o) {
+    const pool_internal::TaskFn<F> f = pool_internal::AsFunctionPointer(fn);
+    using Traits = pool_internal::TaskTraits<F>;
+    using R = pool_internal::TaskResult<F>;
     using Items = std::vector<absl::StatusOr<R>>;
     if (o.chunksize < 1) return absl::InvalidArgumentError("Map: chunksize must be >= 1");
     if (o.buffersize.has_value() && *o.buffersize < 1) {

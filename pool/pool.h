@@ -61,6 +61,7 @@
 #include <deque>
 #include <functional>
 #include <initializer_list>
+#include <iterator>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -266,6 +267,16 @@ struct FnTraits<R (*)(P...)> {
   static constexpr TaskEntry kEntry = &RunChunk<R, P...>;
 };
 
+// What a task function F (a function pointer or a captureless lambda) is to a pool or
+// executor: TaskFn its function pointer type, TaskTraits its FnTraits, TaskResult the type its
+// result is kept and handed back as (Stored: a void function's is std::monostate).
+template <typename F>
+using TaskFn = decltype(AsFunctionPointer(std::declval<F>()));
+template <typename F>
+using TaskTraits = FnTraits<TaskFn<F>>;
+template <typename F>
+using TaskResult = Stored<typename TaskTraits<F>::Result>;
+
 }  // namespace pool_internal
 
 // The result of an asynchronous call (CPython's AsyncResult).
@@ -274,11 +285,26 @@ class AsyncResult {
  public:
   AsyncResult() : s_(std::make_shared<Shared>()) {}
 
-  // The value, or the task's error; DEADLINE_EXCEEDED when not ready by the timeout.
-  absl::StatusOr<T> Get(absl::Duration timeout = absl::InfiniteDuration()) const {
+  // The value, or the task's error; DEADLINE_EXCEEDED when not ready by the timeout. May be
+  // called again (by any copy of this handle): each call returns a copy of the value.
+  absl::StatusOr<T> Get(absl::Duration timeout = absl::InfiniteDuration()) const& {
     if (!Wait(timeout)) return absl::DeadlineExceededError("AsyncResult not ready in time");
     std::lock_guard<std::mutex> lock(s_->mu);
     return *s_->value;
+  }
+  // The same on a handle about to go (a temporary: `pool.MapAsync(...).Get()`): when no other
+  // copy of it is left, the value is moved out instead of copied (a whole Map's results).
+  absl::StatusOr<T> Get(absl::Duration timeout = absl::InfiniteDuration()) && {
+    if (!Wait(timeout)) return absl::DeadlineExceededError("AsyncResult not ready in time");
+    std::lock_guard<std::mutex> lock(s_->mu);
+    if (s_.use_count() == 1) return std::move(*s_->value);
+    return *s_->value;
+  }
+  // Only the outcome: OK, the task's error, or DEADLINE_EXCEEDED (the value is not copied).
+  absl::Status GetStatus(absl::Duration timeout = absl::InfiniteDuration()) const {
+    if (!Wait(timeout)) return absl::DeadlineExceededError("AsyncResult not ready in time");
+    std::lock_guard<std::mutex> lock(s_->mu);
+    return s_->value->status();
   }
   // True once ready (waits up to `timeout`).
   bool Wait(absl::Duration timeout = absl::InfiniteDuration()) const {
@@ -511,6 +537,35 @@ class ResultIterator {
     return v;
   }
 
+  // Range-for over the results, each an absl::StatusOr<T>, waiting as long as each takes:
+  //   for (absl::StatusOr<int> r : pool->IMap(Square, inputs)) ...
+  // Begins with the first Next(); a loop may stop early and the iterator go on with Next().
+  class iterator {
+   public:
+    using iterator_category = std::input_iterator_tag;
+    using value_type = absl::StatusOr<T>;
+    using difference_type = std::ptrdiff_t;
+    using pointer = value_type*;
+    using reference = value_type&;
+
+    reference operator*() { return *cur_; }
+    pointer operator->() { return &*cur_; }
+    iterator& operator++() {
+      cur_ = it_->Next();
+      return *this;
+    }
+    void operator++(int) { ++*this; }
+    bool operator==(std::default_sentinel_t) const { return !cur_.has_value(); }
+
+   private:
+    friend class ResultIterator;
+    explicit iterator(ResultIterator* it) : it_(it), cur_(it->Next()) {}
+    ResultIterator* it_;
+    std::optional<absl::StatusOr<T>> cur_;
+  };
+  iterator begin() { return iterator(this); }
+  std::default_sentinel_t end() { return {}; }
+
  private:
   friend class Pool;
   struct Shared {
@@ -584,10 +639,10 @@ class Pool {
   int processes() const { return core_->processes(); }
 
   template <typename F, typename... A>
-  auto ApplyAsync(F fn, A&&... args) {
-    auto f = pool_internal::AsFunctionPointer(fn);
-    using Traits = pool_internal::FnTraits<decltype(f)>;
-    using R = pool_internal::Stored<typename Traits::Result>;
+  AsyncResult<pool_internal::TaskResult<F>> ApplyAsync(F fn, A&&... args) {
+    const pool_internal::TaskFn<F> f = pool_internal::AsFunctionPointer(fn);
+    using Traits = pool_internal::TaskTraits<F>;
+    using R = pool_internal::TaskResult<F>;
     AsyncResult<R> result;
     absl::StatusOr<uint64_t> id =
         pool_internal::SubmitCall<Traits>(*core_, f, result, std::forward<A>(args)...);
@@ -610,62 +665,74 @@ class Pool {
     return result;
   }
   template <typename F, typename... A>
-  auto Apply(F fn, A&&... args) {
+  absl::StatusOr<pool_internal::TaskResult<F>> Apply(F fn, A&&... args) {
     return ApplyAsync(fn, std::forward<A>(args)...).Get();
   }
 
   template <typename F, typename T>
-  auto MapAsync(F fn, const std::vector<T>& items, size_t chunksize = 0,
-                Progress progress = nullptr) {
+  AsyncResult<std::vector<pool_internal::TaskResult<F>>> MapAsync(F fn, const std::vector<T>& items,
+                                                                  size_t chunksize = 0,
+                                                                  Progress progress = nullptr) {
     return StarMapAsyncImpl<false>(fn, items, chunksize, std::move(progress));
   }
   template <typename F, typename T>
-  auto Map(F fn, const std::vector<T>& items, size_t chunksize = 0, Progress progress = nullptr) {
+  absl::StatusOr<std::vector<pool_internal::TaskResult<F>>> Map(F fn, const std::vector<T>& items,
+                                                                size_t chunksize = 0,
+                                                                Progress progress = nullptr) {
     return MapAsync(fn, items, chunksize, std::move(progress)).Get();
   }
   // pool->Map(Square, {1, 2, 3}): a braced list of items.
   template <typename F, typename T>
-  auto MapAsync(F fn, std::initializer_list<T> items, size_t chunksize = 0,
-                Progress progress = nullptr) {
+  AsyncResult<std::vector<pool_internal::TaskResult<F>>> MapAsync(F fn,
+                                                                  std::initializer_list<T> items,
+                                                                  size_t chunksize = 0,
+                                                                  Progress progress = nullptr) {
     return MapAsync(fn, std::vector<T>(items), chunksize, std::move(progress));
   }
   template <typename F, typename T>
-  auto Map(F fn, std::initializer_list<T> items, size_t chunksize = 0,
-           Progress progress = nullptr) {
+  absl::StatusOr<std::vector<pool_internal::TaskResult<F>>> Map(F fn,
+                                                                std::initializer_list<T> items,
+                                                                size_t chunksize = 0,
+                                                                Progress progress = nullptr) {
     return Map(fn, std::vector<T>(items), chunksize, std::move(progress));
   }
   template <typename F, typename Tuple>
-  auto StarMapAsync(F fn, const std::vector<Tuple>& items, size_t chunksize = 0,
-                    Progress progress = nullptr) {
+  AsyncResult<std::vector<pool_internal::TaskResult<F>>> StarMapAsync(
+      F fn, const std::vector<Tuple>& items, size_t chunksize = 0, Progress progress = nullptr) {
     return StarMapAsyncImpl<true>(fn, items, chunksize, std::move(progress));
   }
   template <typename F, typename Tuple>
-  auto StarMap(F fn, const std::vector<Tuple>& items, size_t chunksize = 0,
-               Progress progress = nullptr) {
+  absl::StatusOr<std::vector<pool_internal::TaskResult<F>>> StarMap(
+      F fn, const std::vector<Tuple>& items, size_t chunksize = 0, Progress progress = nullptr) {
     return StarMapAsync(fn, items, chunksize, std::move(progress)).Get();
   }
 
   template <typename F, typename T>
-  auto IMap(F fn, const std::vector<T>& items, size_t chunksize = 1, Progress progress = nullptr) {
+  ResultIterator<pool_internal::TaskResult<F>> IMap(F fn, const std::vector<T>& items,
+                                                    size_t chunksize = 1,
+                                                    Progress progress = nullptr) {
     return IMapImpl(fn, items, chunksize, /*ordered=*/true, std::move(progress));
   }
   template <typename F, typename T>
-  auto IMapUnordered(F fn, const std::vector<T>& items, size_t chunksize = 1,
-                     Progress progress = nullptr) {
+  ResultIterator<pool_internal::TaskResult<F>> IMapUnordered(F fn, const std::vector<T>& items,
+                                                             size_t chunksize = 1,
+                                                             Progress progress = nullptr) {
     return IMapImpl(fn, items, chunksize, /*ordered=*/false, std::move(progress));
   }
   // Lazy input: `next` yields items until std::nullopt. At most buffersize chunks are submitted
   // and not yet taken (CPython 3.14's Executor.map buffersize), so memory is bounded. Progress
   // reports a total of 0 (unknown).
   template <typename F, typename T>
-  auto IMap(F fn, std::function<std::optional<T>()> next, size_t chunksize, size_t buffersize,
-            Progress progress = nullptr) {
+  ResultIterator<pool_internal::TaskResult<F>> IMap(F fn, std::function<std::optional<T>()> next,
+                                                    size_t chunksize, size_t buffersize,
+                                                    Progress progress = nullptr) {
     return IMapLazy(fn, std::move(next), chunksize, buffersize, /*ordered=*/true,
                     std::move(progress), 0);
   }
   template <typename F, typename T>
-  auto IMapUnordered(F fn, std::function<std::optional<T>()> next, size_t chunksize,
-                     size_t buffersize, Progress progress = nullptr) {
+  ResultIterator<pool_internal::TaskResult<F>> IMapUnordered(
+      F fn, std::function<std::optional<T>()> next, size_t chunksize, size_t buffersize,
+      Progress progress = nullptr) {
     return IMapLazy(fn, std::move(next), chunksize, buffersize, /*ordered=*/false,
                     std::move(progress), 0);
   }
@@ -704,10 +771,11 @@ class Pool {
   }
 
   template <bool kStar, typename F, typename T>
-  auto StarMapAsyncImpl(F fn, const std::vector<T>& items, size_t chunksize, Progress progress) {
-    auto f = pool_internal::AsFunctionPointer(fn);
-    using Traits = pool_internal::FnTraits<decltype(f)>;
-    using R = pool_internal::Stored<typename Traits::Result>;
+  AsyncResult<std::vector<pool_internal::TaskResult<F>>> StarMapAsyncImpl(
+      F fn, const std::vector<T>& items, size_t chunksize, Progress progress) {
+    const pool_internal::TaskFn<F> f = pool_internal::AsFunctionPointer(fn);
+    using Traits = pool_internal::TaskTraits<F>;
+    using R = pool_internal::TaskResult<F>;
     AsyncResult<std::vector<R>> result;
     if (chunksize == 0) chunksize = AutoChunksize(items.size());
     // Results land in place, chunk by chunk (disjoint ranges of a pre-sized vector); the
@@ -784,7 +852,8 @@ class Pool {
   }
 
   template <typename F, typename T>
-  auto IMapImpl(F fn, const std::vector<T>& items, size_t chunksize, bool ordered,
+  ResultIterator<pool_internal::TaskResult<F>> IMapImpl(F fn, const std::vector<T>& items,
+                                                        size_t chunksize, bool ordered,
                 Progress progress) {
     auto next = [&items, i = size_t{0}]() mutable -> std::optional<T> {
       if (i == items.size()) return std::nullopt;
@@ -797,11 +866,13 @@ class Pool {
   }
 
   template <typename F, typename T>
-  auto IMapLazy(F fn, std::function<std::optional<T>()> next, size_t chunksize,
-                size_t buffersize, bool ordered, Progress progress, size_t total) {
-    auto f = pool_internal::AsFunctionPointer(fn);
-    using Traits = pool_internal::FnTraits<decltype(f)>;
-    using R = pool_internal::Stored<typename Traits::Result>;
+  ResultIterator<pool_internal::TaskResult<F>> IMapLazy(F fn, std::function<std::optional<T>()> next,
+                                                        size_t chunksize, size_t buffersize,
+                                                        bool ordered, Progress progress,
+                                                        size_t total) {
+    const pool_internal::TaskFn<F> f = pool_internal::AsFunctionPointer(fn);
+    using Traits = pool_internal::TaskTraits<F>;
+    using R = pool_internal::TaskResult<F>;
     ResultIterator<R> it;
     auto sh = it.s_;
     sh->ordered = ordered;

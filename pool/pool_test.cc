@@ -184,8 +184,37 @@ TEST_P(PoolTest, ErrorsTravelAsRemoteErrors) {
     seen.push_back(v->ok() ? std::to_string(**v) : "error");
   }
   EXPECT_EQ(seen, (std::vector<std::string>{"1", "2", "error", "4", "error"}));
+  // The same in a range-for; one that stops early leaves the rest to Next().
+  seen.clear();
+  for (absl::StatusOr<int> v : pool->IMap(FailOnSeven, in)) {
+    seen.push_back(v.ok() ? std::to_string(*v) : "error");
+  }
+  EXPECT_EQ(seen, (std::vector<std::string>{"1", "2", "error", "4", "error"}));
+  ResultIterator<int> part = pool->IMap(Square, in);
+  for (absl::StatusOr<int>& v : part) {
+    ASSERT_THAT(v, IsOkAndHolds(1));
+    break;
+  }
+  std::vector<int> rest;
+  while (auto v = part.Next(absl::Seconds(30))) rest.push_back(v->value());
+  EXPECT_EQ(rest, (std::vector<int>{4, 49, 16, 49}));
   ASSERT_OK_AND_ASSIGN(int fine, pool->Apply(Square, 4));
   EXPECT_EQ(fine, 16);
+}
+
+// Get on a temporary handle moves the value out only when no copy is left: a copy still
+// reads the whole value afterwards.
+TEST_P(PoolTest, AsyncResultGetOnATemporaryLeavesOtherCopiesTheirValue) {
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Pool> pool, Pool::Create(Opts()));
+  std::vector<int> in = {1, 2, 3};
+  AsyncResult<std::vector<int>> a = pool->MapAsync(Square, in);
+  AsyncResult<std::vector<int>> b = a;
+  EXPECT_THAT(std::move(a).Get(absl::Seconds(30)), IsOkAndHolds(std::vector<int>{1, 4, 9}));
+  EXPECT_THAT(b.Get(), IsOkAndHolds(std::vector<int>{1, 4, 9}));
+  EXPECT_THAT(b.GetStatus(), IsOk());
+  EXPECT_THAT(std::move(b).Get(), IsOkAndHolds(std::vector<int>{1, 4, 9}));
+  EXPECT_THAT(pool->MapAsync(FailOnSeven, std::vector<int>{7}).GetStatus(absl::Seconds(30)),
+              StatusIs(absl::StatusCode::kAborted));
 }
 
 // Map hands small chunks to the pool in batches (64 chunks or 16 KiB): a map of many more
