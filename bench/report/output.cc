@@ -5,10 +5,13 @@
 #include <cstdio>
 #include <fstream>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "bench/report.pb.h"
 #include "bench/report/report_internal.h"
+#include "google/protobuf/util/json_util.h"
 
 namespace mproc::bench {
 
@@ -66,38 +69,6 @@ std::string RatioText(double ratio) {
 
 const char* kSectionTitles[] = {"Kernel limits (C++, this binary)", "CPython multiprocessing",
                                 "Other peers", "mproc"};
-
-std::string JsonEscape(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          out += absl::StrFormat("\\u%04x", c);
-        } else {
-          out += c;
-        }
-    }
-  }
-  return out;
-}
-
-std::string Num(double v) {
-  if (!std::isfinite(v)) return "null";
-  return absl::StrFormat("%.6g", v);
-}
 
 std::string XmlEscape(const std::string& s) {
   std::string out;
@@ -171,56 +142,64 @@ std::string FormatTable(const std::vector<const RowSpec*>& specs,
 
 std::string FormatJson(const std::vector<const RowSpec*>& specs,
                        const std::map<std::string, RowResult>& results, const Machine& m) {
-  std::string out = "{\n";
-  absl::StrAppend(&out, "  \"report\": \"mproc\",\n  \"format_version\": 1,\n");
-  absl::StrAppend(&out, "  \"quick\": ", m.quick ? "true" : "false", ",\n");
-  absl::StrAppend(&out, "  \"machine\": {\"kernel\": \"", JsonEscape(m.kernel),
-                  "\", \"cpu_model\": \"", JsonEscape(m.cpu_model),
-                  "\", \"cpus_online\": ", m.cpus_online, ", \"cpus_allowed\": [",
-                  absl::StrJoin(m.cpus_allowed, ", "), "], \"python\": \"",
-                  JsonEscape(m.python), "\", \"features\": \"", JsonEscape(m.features), "\"},\n");
-  absl::StrAppend(&out, "  \"pinning\": {\"same_cpu\": [", m.pin_same.first, ", ",
-                  m.pin_same.second, "], \"cross_cpu\": ",
-                  m.pin_cross.second >= 0
-                      ? absl::StrCat("[", m.pin_cross.first, ", ", m.pin_cross.second, "]")
-                      : std::string("null"),
-                  "},\n");
-  absl::StrAppend(&out, "  \"unit\": \"ns per operation\",\n  \"rows\": [\n");
-  for (size_t i = 0; i < specs.size(); ++i) {
-    const RowSpec& s = *specs[i];
+  report::Report doc;
+  doc.set_report("mproc");
+  doc.set_format_version(2);
+  doc.set_quick(m.quick);
+  report::Machine* machine = doc.mutable_machine();
+  machine->set_kernel(m.kernel);
+  machine->set_cpu_model(m.cpu_model);
+  machine->set_cpus_online(m.cpus_online);
+  for (int c : m.cpus_allowed) machine->add_cpus_allowed(c);
+  machine->set_python(m.python);
+  machine->set_features(m.features);
+  doc.mutable_pinning()->add_same_cpu(m.pin_same.first);
+  doc.mutable_pinning()->add_same_cpu(m.pin_same.second);
+  if (m.pin_cross.second >= 0) {
+    doc.mutable_pinning()->add_cross_cpu(m.pin_cross.first);
+    doc.mutable_pinning()->add_cross_cpu(m.pin_cross.second);
+  }
+  doc.set_unit("ns per operation");
+  for (const RowSpec* sp : specs) {
+    const RowSpec& s = *sp;
     const RowResult& r = results.at(s.id);
-    absl::StrAppend(&out, "    {\"id\": \"", JsonEscape(s.id), "\", \"title\": \"",
-                    JsonEscape(s.title), "\", \"section\": \"", SectionName(s.section), "\"");
-    std::vector<std::string> samples;
-    for (double v : r.samples) samples.push_back(Num(v));
-    absl::StrAppend(&out, ", \"samples\": [", absl::StrJoin(samples, ", "), "]");
+    report::Row* row = doc.add_rows();
+    row->set_id(s.id);
+    row->set_title(s.title);
+    row->set_section(SectionName(s.section));
+    for (double v : r.samples) row->add_samples(v);
     if (!r.samples.empty()) {
-      absl::StrAppend(&out, ", \"median\": ", Num(r.median), ", \"min\": ", Num(r.min),
-                      ", \"max\": ", Num(r.max));
+      row->set_median(r.median);
+      row->set_min(r.min);
+      row->set_max(r.max);
     }
     if (!r.cpu_samples.empty()) {
-      std::vector<std::string> cpu;
-      for (double v : r.cpu_samples) cpu.push_back(Num(v));
-      absl::StrAppend(&out, ", \"cpu_ns_per_op\": ", Num(r.cpu_median), ", \"cpu_samples\": [",
-                      absl::StrJoin(cpu, ", "), "]");
+      row->set_cpu_ns_per_op(r.cpu_median);
+      for (double v : r.cpu_samples) row->add_cpu_samples(v);
     }
-    if (!r.skipped.empty() && r.samples.empty()) {
-      absl::StrAppend(&out, ", \"skipped\": \"", JsonEscape(r.skipped), "\"");
-    }
-    if (!r.error.empty()) absl::StrAppend(&out, ", \"error\": \"", JsonEscape(r.error), "\"");
-    std::string note = !r.note.empty() ? r.note : s.note;
-    if (!note.empty()) absl::StrAppend(&out, ", \"note\": \"", JsonEscape(note), "\"");
-    if (s.bytes_per_op > 0) absl::StrAppend(&out, ", \"bytes_per_op\": ", Num(s.bytes_per_op));
-    std::vector<std::string> bl;
+    if (!r.skipped.empty() && r.samples.empty()) row->set_skipped(r.skipped);
+    if (!r.error.empty()) row->set_error(r.error);
+    const std::string& note = !r.note.empty() ? r.note : s.note;
+    if (!note.empty()) row->set_note(note);
+    if (s.bytes_per_op > 0) row->set_bytes_per_op(s.bytes_per_op);
     for (const std::string& b : s.baselines) {
-      std::optional<double> ratio = TimeRatio(results, s.id, b);
-      bl.push_back(absl::StrCat("{\"id\": \"", JsonEscape(b),
-                                "\", \"time_ratio\": ", ratio ? Num(*ratio) : "null", "}"));
+      report::Baseline* bl = row->add_baselines();
+      bl->set_id(b);
+      if (std::optional<double> ratio = TimeRatio(results, s.id, b)) bl->set_time_ratio(*ratio);
     }
-    absl::StrAppend(&out, ", \"baselines\": [", absl::StrJoin(bl, ", "), "]}",
-                    i + 1 < specs.size() ? "," : "", "\n");
   }
-  absl::StrAppend(&out, "  ]\n}\n");
+  google::protobuf::util::JsonPrintOptions options;
+  options.add_whitespace = true;
+  options.always_print_primitive_fields = true;  // an empty list or a false flag still shows
+  options.preserve_proto_field_names = true;     // cpu_model, not cpuModel
+  std::string out;
+  const auto printed = google::protobuf::util::MessageToJsonString(doc, &out, options);
+  // Only a message that is not valid UTF-8 fails here; the report is written anyway, with the
+  // reason in place of its rows.
+  if (!printed.ok()) {
+    return absl::StrCat("{\"report\": \"mproc\", \"error\": \"cannot print JSON: ",
+                        absl::CEscape(printed.ToString()), "\"}\n");
+  }
   return out;
 }
 

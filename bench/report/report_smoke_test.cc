@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/test_util.h"
+#include "bench/report.pb.h"
 #include "gmock/gmock.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
@@ -44,10 +45,20 @@ TEST(ReportSmokeTest, QuickRunWritesTableJsonAndChart) {
   EXPECT_THAT(r.out, HasSubstr("kernel.pipe_pingpong.same_cpu"));
   EXPECT_THAT(r.out, HasSubstr("mproc.base.pipe_pingpong.same_cpu"));
 
+  // The file follows its schema (bench/report.proto) exactly: no field it lacks.
+  bench::report::Report typed;
+  const auto parsed = google::protobuf::util::JsonStringToMessage(ReadFile(json), &typed);
+  ASSERT_TRUE(parsed.ok()) << parsed.ToString();
+  EXPECT_EQ(typed.report(), "mproc");
+  EXPECT_EQ(typed.format_version(), 2);
+  EXPECT_EQ(typed.pinning().same_cpu_size(), 2);
+  EXPECT_FALSE(typed.machine().kernel().empty());
+  // And as plain JSON, the way a script reads it: optional fields are absent when unset.
   google::protobuf::Struct doc;
   ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(ReadFile(json), &doc).ok());
   const auto& f = doc.fields();
   ASSERT_TRUE(f.count("rows"));
+  ASSERT_EQ(static_cast<int>(f.at("rows").list_value().values_size()), typed.rows_size());
   ASSERT_TRUE(f.count("machine"));
   EXPECT_TRUE(f.at("quick").bool_value());
   std::set<std::string> ids;
