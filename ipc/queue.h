@@ -127,24 +127,46 @@ class QueueCore {
 template <typename T>
 class Queue {
  public:
-  // maxsize 0: unbounded (up to the byte budget).
-  static absl::StatusOr<Queue> Create(size_t maxsize = 0) {
+  // Queue::Create(maxsize)
+  //
+  // A new queue: maxsize > 0 bounds the number of items, 0 leaves it unbounded (up to the
+  // byte budget above). Errors: RESOURCE_EXHAUSTED when its memfd, socket pair or mapping
+  // cannot be had (descriptors, memory), with the call that failed.
+  [[nodiscard]] static absl::StatusOr<Queue> Create(size_t maxsize = 0) {
     absl::StatusOr<ipc_internal::QueueCore> c = ipc_internal::QueueCore::Create(maxsize, false);
     if (!c.ok()) return c.status();
     return Queue(*std::move(c));
   }
   Queue() = default;
 
-  absl::Status Put(const T& item, absl::Duration timeout = absl::InfiniteDuration()) {
+  // Queue::Put(item, timeout)
+  //
+  // Encodes `item` in the calling thread and puts it; returns once it is durable (in the
+  // shared segment or the socket), so a Get in any process can take it even if this process
+  // dies next. Blocks while the queue is full (maxsize) or this producer's byte budget is
+  // spent, up to `timeout`. Errors: DEADLINE_EXCEEDED (still full at the timeout; nothing was
+  // put), FAILED_PRECONDITION (this process closed the queue, before or while blocked),
+  // INVALID_ARGUMENT (a descriptor in `item` is not open), RESOURCE_EXHAUSTED (an item over
+  // 8 MiB whose memfd could not be made). Thread-safe and process-safe: any number of threads
+  // and processes may Put at once; each producer's items come out in its order.
+  [[nodiscard]] absl::Status Put(const T& item,
+                                 absl::Duration timeout = absl::InfiniteDuration()) {
     return PutImpl(item, Deadline::After(timeout), true);
   }
-  absl::Status PutNowait(const T& item) { return PutImpl(item, Deadline::After(absl::ZeroDuration()), false); }
+  // Queue::PutNowait(item)
+  //
+  // Put without blocking: RESOURCE_EXHAUSTED ("full", or "byte budget") instead of waiting;
+  // otherwise as Put.
+  [[nodiscard]] absl::Status PutNowait(const T& item) {
+    return PutImpl(item, Deadline::After(absl::ZeroDuration()), false);
+  }
   // Puts every item, in order, as separate items (each Get takes one): one lock and one
   // consumer wake per 32 ring items, one system call per 32 socket items (sendmmsg, or one
   // io_uring submission). Each item is durable as Put's; on an error or timeout the first
   // `*put` items were put and the rest were not.
-  absl::Status PutMany(std::span<const T> items, absl::Duration timeout = absl::InfiniteDuration(),
-                       size_t* put = nullptr) {
+  [[nodiscard]] absl::Status PutMany(std::span<const T> items,
+                                     absl::Duration timeout = absl::InfiniteDuration(),
+                                     size_t* put = nullptr) {
     // This thread's encode buffers, reused from one call to the next (as Put's one buffer).
     thread_local std::vector<EncodeBuffer> bufs;
     if (bufs.size() < items.size()) bufs.resize(items.size());
@@ -162,13 +184,28 @@ class Queue {
     }
     return st;
   }
-  absl::StatusOr<T> Get(absl::Duration timeout = absl::InfiniteDuration()) {
+  // Queue::Get(timeout)
+  //
+  // Takes one item and decodes it: the oldest of the items whose Puts are ordered before it
+  // (see above), each item to exactly one Get in any process. Blocks until one is there, up
+  // to `timeout`; a consumer about to sleep spins first (base/spin.h). Errors:
+  // DEADLINE_EXCEEDED (none came; nothing was taken), FAILED_PRECONDITION (this process closed
+  // the queue, before or while blocked), INVALID_ARGUMENT (the item does not decode as T, or a
+  // producer ring's memory was overwritten; the queue goes on for the other rings),
+  // RESOURCE_EXHAUSTED (a big item could not be mapped: it is kept for the next Get here).
+  // Thread-safe and process-safe.
+  [[nodiscard]] absl::StatusOr<T> Get(absl::Duration timeout = absl::InfiniteDuration()) {
     return GetImpl(Deadline::After(timeout), true);
   }
-  absl::StatusOr<T> GetNowait() { return GetImpl(Deadline::After(absl::ZeroDuration()), false); }
+  // Queue::GetNowait()
+  //
+  // Get without blocking: UNAVAILABLE when no item is there; otherwise as Get.
+  [[nodiscard]] absl::StatusOr<T> GetNowait() {
+    return GetImpl(Deadline::After(absl::ZeroDuration()), false);
+  }
   // Get into `out`, reusing its storage (a string or vector keeps its capacity): for large
   // items, no allocation per Get. On an error `out` is unspecified.
-  absl::Status GetInto(T& out, absl::Duration timeout = absl::InfiniteDuration()) {
+  [[nodiscard]] absl::Status GetInto(T& out, absl::Duration timeout = absl::InfiniteDuration()) {
     std::span<const std::byte> bytes;
     std::vector<UniqueFd> fds;
     absl::Status s = core_.Get(Deadline::After(timeout), true, &bytes, &fds);
@@ -218,7 +255,7 @@ class Queue {
 template <typename T>
 class SimpleQueue : public Queue<T> {
  public:
-  static absl::StatusOr<SimpleQueue> Create() {
+  [[nodiscard]] static absl::StatusOr<SimpleQueue> Create() {
     absl::StatusOr<ipc_internal::QueueCore> c = ipc_internal::QueueCore::Create(0, false);
     if (!c.ok()) return c.status();
     return SimpleQueue(*std::move(c));
@@ -233,16 +270,19 @@ class SimpleQueue : public Queue<T> {
 template <typename T>
 class JoinableQueue : public Queue<T> {
  public:
-  static absl::StatusOr<JoinableQueue> Create(size_t maxsize = 0) {
+  [[nodiscard]] static absl::StatusOr<JoinableQueue> Create(size_t maxsize = 0) {
     absl::StatusOr<ipc_internal::QueueCore> c = ipc_internal::QueueCore::Create(maxsize, true);
     if (!c.ok()) return c.status();
     return JoinableQueue(*std::move(c));
   }
   JoinableQueue() = default;
 
-  absl::Status TaskDone() { return this->core_.TaskDone(); }
-  // OK once every item is done; DEADLINE_EXCEEDED when the timeout passes first.
-  absl::Status Join(absl::Duration timeout = absl::InfiniteDuration()) {
+  // JoinableQueue::TaskDone(): one item put earlier is done. FAILED_PRECONDITION when called
+  // more often than items were put. Process-safe.
+  [[nodiscard]] absl::Status TaskDone() { return this->core_.TaskDone(); }
+  // JoinableQueue::Join(timeout): OK once TaskDone was called for every item put (at once when
+  // none is pending); DEADLINE_EXCEEDED when the timeout passes first. Process-safe.
+  [[nodiscard]] absl::Status Join(absl::Duration timeout = absl::InfiniteDuration()) {
     return this->core_.Join(Deadline::After(timeout));
   }
 
