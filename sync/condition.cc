@@ -65,10 +65,12 @@ absl::StatusOr<bool> Condition::Wait(absl::Duration timeout) {
   while (slot->state.load(std::memory_order_acquire) == 1) {
     if (FutexWait(&slot->state, 1, deadline) == FutexResult::kTimedOut) break;
   }
+  // Without a deadline the lock is always taken again (from a holder that died, perhaps:
+  // the waiter holds it all the same, as CPython's Condition.wait returns holding it).
   if (rlock_) {
-    rlock_->AcquireRestore(depth, Deadline::Infinite());
+    (void)rlock_->AcquireRestore(depth, Deadline::Infinite());
   } else {
-    lock_->Acquire();
+    (void)lock_->Acquire();
   }
   // Under the lock again: notified or not, the slot is ours to free.
   bool notified = slot->state.load(std::memory_order_acquire) == 2;

@@ -48,7 +48,7 @@
 
 namespace mproc {
 
-class AcquireResult {
+class [[nodiscard]] AcquireResult {
  public:
   static AcquireResult Acquired() { return AcquireResult(true, false); }
   static AcquireResult OwnerDied() { return AcquireResult(true, true); }

@@ -148,8 +148,7 @@ TEST(RLockTest, ReleaseFromAnotherProcessIsRefused) {
 TEST(RLockTest, KilledHolderIsRecoveredWithDepthReset) {
   ASSERT_OK_AND_ASSIGN(RLock lock, RLock::Create());
   pid_t holder = Child([&] {
-    lock.Acquire();
-    lock.Acquire();
+    if (!lock.Acquire() || !lock.Acquire()) return 1;
     ::pause();
     return 0;
   });

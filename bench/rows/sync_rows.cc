@@ -25,7 +25,7 @@ void LockUncontended(benchmark::State& state) {
   absl::StatusOr<Lock> lock = Lock::Create();
   if (!lock.ok()) return state.SkipWithError("Lock::Create failed");
   for (auto _ : state) {
-    lock->Acquire();
+    (void)lock->Acquire();
     lock->Release().IgnoreError();
   }
 }
@@ -37,7 +37,7 @@ void LockContended(benchmark::State& state) {
   pid_t pid = ForkPinnedChild(-1, [&] {
     while (stop->Load() == 0) {
       for (int i = 0; i < 64; ++i) {
-        lock->Acquire();
+        (void)lock->Acquire();
         lock->Release().IgnoreError();
       }
     }
@@ -45,7 +45,7 @@ void LockContended(benchmark::State& state) {
   });
   CpuMeter cpu({pid});
   for (auto _ : state) {
-    lock->Acquire();
+    (void)lock->Acquire();
     lock->Release().IgnoreError();
   }
   cpu.Stop(state);
@@ -58,7 +58,7 @@ void ValueIncrement(benchmark::State& state) {
   if (!v.ok()) return state.SkipWithError("create failed");
   RLock& lock = v->GetLock();
   for (auto _ : state) {
-    lock.Acquire();
+    (void)lock.Acquire();
     v->Set(v->Get() + 1);
     lock.Release().IgnoreError();
   }
@@ -120,7 +120,7 @@ void LockRecovery(benchmark::State& state) {
     absl::StatusOr<Lock> lock = Lock::Create();
     absl::StatusOr<Value<int32_t>> held = Value<int32_t>::Create(0, LockMode::kNone);
     pid_t pid = ForkPinnedChild(-1, [&] {
-      lock->Acquire();
+      (void)lock->Acquire();
       held->Store(1);
       ::pause();
       return 0;
