@@ -84,6 +84,7 @@
 #include "manager/internal/objects.h"
 #include "manager/internal/protocol.h"
 #include "manager/internal/server.h"
+#include "pool/internal/task_protocol.h"
 #include "pool/pool.h"
 #include "serialize/codec.h"
 #include "shm/shared_memory.h"
