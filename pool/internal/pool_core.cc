@@ -27,6 +27,7 @@
 #include "base/spin.h"
 #include "base/syscall.h"
 #include "ipc/internal/ring_link.h"
+#include "pool/internal/ledger.h"
 #include "serialize/frame.h"
 #include "serialize/remote_error.h"
 #include "shm/segment.h"
@@ -40,9 +41,6 @@ constexpr uint8_t kStop = 2;
 constexpr uint8_t kResult = 3;
 constexpr uint8_t kInitFailed = 4;
 constexpr uint8_t kLink = 5;  // parent -> worker, first, on the socket: the rings' segment
-// Tasks queued per worker: the worker runs them in order; the ledger holds all of them.
-constexpr size_t kWindow = 4;
-constexpr size_t kWindowBytes = 32 << 10;
 
 using ipc_internal::LinkRecord;
 using ipc_internal::RingLink;
@@ -351,11 +349,7 @@ struct PoolCore::State {
     std::unique_ptr<Process> proc;
     UniqueFd sock;
     std::shared_ptr<RingLink> link;  // the channel's rings (this side is end 0)
-    std::deque<uint64_t> tasks;  // the ledger: tasks sent to this worker, in order
-    std::deque<size_t> sizes;    // their sizes
-    size_t queued_bytes = 0;
-    int done = 0;
-    int assigned = 0;
+    TaskLedger ledger;               // the tasks sent to this worker (pool/internal/ledger.h)
     Channel channel() const { return Channel{sock.get(), link.get(), 0}; }
   };
   std::vector<Worker> workers;  // owned by the pool thread (and Create before it starts)
@@ -740,12 +734,7 @@ void PoolCore::Run() {
       uint64_t id = 0;
       if (!Codec<uint64_t>::Decode(r, id)) return false;
       const std::span<const std::byte> out = payload.subspan(r.offset());
-      if (!w.tasks.empty() && w.tasks.front() == id) {
-        w.tasks.pop_front();
-        w.queued_bytes -= w.sizes.front();
-        w.sizes.pop_front();
-      }
-      ++w.done;
+      w.ledger.Complete(id);
       finish(id, out, std::move(fds));
       return true;
     }
@@ -781,6 +770,7 @@ void PoolCore::Run() {
 
   std::vector<pollfd> pfds;
   std::vector<std::pair<size_t, State::PendingTask>> sends;  // assigned, to send
+  std::vector<TaskLedger*> ledgers;
   int64_t last_look = 0;
   for (;;) {
     // 1. Hand pending tasks to idle workers; decide whether we are done.
@@ -798,34 +788,19 @@ void PoolCore::Run() {
       }
       terminate = st.terminated;
       if (!terminate) {
-        // Round-robin, up to kWindow tasks queued per worker (so a worker never idles on a
-        // round trip), never past a worker's maxtasksperchild budget. The assignments are
+        // Round-robin by the ledgers' rules (pool/internal/ledger.h). The assignments are
         // made under the lock and sent after it, all at once: a thread submitting tasks
         // meanwhile waits for one short section, not one per task.
-        for (size_t round = 0; round < kWindow && !st.pending.empty(); ++round)
-        for (size_t wi = 0; wi < st.workers.size(); ++wi) {
-          State::Worker& w = st.workers[wi];
-          if (st.pending.empty()) break;
-          if (w.tasks.size() > round) continue;
-          if (st.opts.maxtasksperchild > 0 && w.assigned >= st.opts.maxtasksperchild) continue;
-          // An idle worker reads its task whole, so a task of any size may go to it. Behind
-          // others, only while the worker's queued bytes stay far below the socket buffer:
-          // this thread must never block writing to a worker that is blocked writing back.
-          if (!w.tasks.empty() &&
-              w.queued_bytes + st.pending.front().task.size() > kWindowBytes) {
-            continue;
-          }
-          State::PendingTask pt = std::move(st.pending.front());
-          st.pending.pop_front();
-          w.tasks.push_back(pt.id);  // the ledger entry, before the worker can run it
-          w.sizes.push_back(pt.task.size());
-          w.queued_bytes += pt.task.size();
-          ++w.assigned;
-          sends.emplace_back(wi, std::move(pt));
-        }
+        ledgers.clear();
+        for (auto& w : st.workers) ledgers.push_back(&w.ledger);
+        AssignRoundRobin(
+            st.pending, std::span<TaskLedger* const>(ledgers), st.opts.maxtasksperchild,
+            [](const State::PendingTask& t) { return t.id; },
+            [](const State::PendingTask& t) { return t.task.size(); },
+            [&](size_t wi, State::PendingTask t) { sends.emplace_back(wi, std::move(t)); });
       }
       bool busy = false;
-      for (auto& w : st.workers) busy |= !w.tasks.empty();
+      for (auto& w : st.workers) busy |= !w.ledger.empty();
       stop = terminate || (st.closed && st.pending.empty() && !busy);
     }
     for (auto& [wi, pt] : sends) {
@@ -840,14 +815,7 @@ void PoolCore::Run() {
       // worker never saw it whole. If part of it was sent, the worker's channel is torn: the
       // worker is killed, and its death fails what it held and replaces it.
       if (ChannelTorn(w.channel())) (void)w.proc->Kill();
-      for (size_t k = w.tasks.size(); k-- > 0;) {
-        if (w.tasks[k] != pt.id) continue;
-        w.queued_bytes -= w.sizes[k];
-        w.tasks.erase(w.tasks.begin() + static_cast<ptrdiff_t>(k));
-        w.sizes.erase(w.sizes.begin() + static_cast<ptrdiff_t>(k));
-        --w.assigned;
-        break;
-      }
+      w.ledger.Unassign(pt.id);
       to_fail.emplace_back(pt.id, absl::Status(s.code(), absl::StrCat(
                                       "pool could not send the task: ", s.message())));
     }
@@ -934,8 +902,7 @@ void PoolCore::Run() {
       // A worker that did its maxtasksperchild tasks closes its channel and exits; it may
       // still be running (its exit handlers, say) when the channel reads end of file. That is
       // a retirement, never a death: it is replaced at once and its exit awaited apart.
-      const bool retired = st.opts.maxtasksperchild > 0 && w.tasks.empty() &&
-                           w.done >= st.opts.maxtasksperchild;
+      const bool retired = w.ledger.Retired(st.opts.maxtasksperchild);
       std::optional<int> code;
       if (retired) {
         code = 0;
@@ -965,13 +932,13 @@ void PoolCore::Run() {
           st.terminated = true;
         }
       }
-      if (!w.tasks.empty() && broken.has_value()) {
-        for (uint64_t id : w.tasks) fail(id, *broken);  // its initializer failed
-      } else if (!w.tasks.empty()) {
+      if (!w.ledger.empty() && broken.has_value()) {
+        w.ledger.ForEachHeld([&](uint64_t id) { fail(id, *broken); });  // its initializer failed
+      } else if (!w.ledger.empty()) {
         std::string how = DescribeExit(code);
         absl::Status why = absl::AbortedError(absl::StrCat(
             "pool worker pid ", w.proc->pid(), " died (", how, ") holding this task"));
-        for (uint64_t id : w.tasks) fail(id, why);
+        w.ledger.ForEachHeld([&](uint64_t id) { fail(id, why); });
       }
       bool replace;
       {
