@@ -27,7 +27,9 @@
 #include "base/spin.h"
 #include "base/syscall.h"
 #include "ipc/internal/ring_link.h"
+#include "pool/internal/channel.h"
 #include "pool/internal/ledger.h"
+#include "pool/internal/sigint.h"
 #include "serialize/frame.h"
 #include "serialize/remote_error.h"
 #include "shm/segment.h"
@@ -36,135 +38,8 @@
 namespace mproc::pool_internal {
 namespace {
 
-constexpr uint8_t kTask = 1;
-constexpr uint8_t kStop = 2;
-constexpr uint8_t kResult = 3;
-constexpr uint8_t kInitFailed = 4;
-constexpr uint8_t kLink = 5;  // parent -> worker, first, on the socket: the rings' segment
-
 using ipc_internal::LinkRecord;
 using ipc_internal::RingLink;
-
-// A worker's channel: its stream socket and the rings of a RingLink (ipc/internal/ring_link.h); the
-// parent is end 0, the worker end 1. A message (a kind byte, then its bytes) without
-// descriptors goes through the ring, with no system call (one record, or pieces streamed while
-// the other side copies them out); one with descriptors is announced by a record and written
-// to the socket as a frame. A side that finds nothing to read spins
-// briefly, then sleeps in poll() on the socket, where the sender's bell wakes it.
-struct Channel {
-  int sock = -1;
-  RingLink* link = nullptr;
-  int end = 0;
-};
-
-// Descriptors are checked before anything is announced, so a task naming a closed one fails
-// alone (INVALID_ARGUMENT) and the channel goes on. A failure after the message was partly
-// published (pieces in the ring, or an announced socket frame cut off) tears the channel's
-// direction, as a Pipe's does (ipc/internal/ring_link.h): the receiver sees end of file instead of a
-// message spliced from two, and ChannelTorn says so.
-absl::Status ChannelSend(const Channel& c, uint8_t kind, std::span<const std::byte> head,
-                         std::span<const std::byte> body, std::span<const int> fds,
-                         const Deadline& deadline) {
-  MPROC_RETURN_IF_ERROR(CheckDescriptorsOpen(fds));
-  std::byte prefix[32];
-  if (fds.empty() && 1 + head.size() <= sizeof(prefix)) {
-    prefix[0] = std::byte{kind};
-    if (!head.empty()) std::memcpy(prefix + 1, head.data(), head.size());
-    return c.link->AppendMessage(c.end, c.sock,
-                                 std::span<const std::byte>(prefix, 1 + head.size()), body,
-                                 deadline);
-  }
-  MPROC_RETURN_IF_ERROR(c.link->Append(c.end, c.sock, LinkRecord::kSocketMessage, {}, deadline));
-  c.link->BeginSocketWrite(c.end);
-  const std::span<const std::byte> parts[2] = {head, body};
-  absl::Status s = WriteFrameParts(c.sock, kind, parts, fds, deadline, {}, FdKind::kStreamSocket);
-  c.link->EndSocketWrite(c.end, c.sock, s);
-  return s;
-}
-
-bool ChannelTorn(const Channel& c) { return c.link->Torn(c.end); }
-
-// One received message. `payload` points into the ring (until ChannelRelease), into `scratch`
-// (a record that wraps around the ring's end) or into `frame` (a socket message).
-struct Incoming {
-  uint8_t kind = 0;
-  std::span<const std::byte> payload;
-  std::vector<UniqueFd> fds;
-  RingLink::Next record = {};
-  bool held = false;  // the record is still in the ring
-};
-
-absl::Status ChannelTake(const Channel& c, const RingLink::Next& next, Frame& frame,
-                         std::string& scratch, Incoming* in) {
-  in->held = false;
-  in->fds.clear();
-  if (next.kind == LinkRecord::kPart) {
-    // A long message, streamed through the ring in pieces.
-    MPROC_RETURN_IF_ERROR(c.link->TakeMessage(c.end, c.sock, next,
-                                              Deadline::After(absl::Seconds(60)), &scratch));
-    if (scratch.empty()) return absl::InvalidArgumentError("pool channel: empty message");
-    in->kind = static_cast<uint8_t>(scratch[0]);
-    in->payload = std::as_bytes(std::span(scratch.data(), scratch.size())).subspan(1);
-    return absl::OkStatus();
-  }
-  if (next.kind == LinkRecord::kData) {
-    if (next.len < 1) return absl::InvalidArgumentError("pool channel: empty record");
-    std::span<const std::byte> view = c.link->View(c.end, next);
-    if (view.empty()) {
-      c.link->Consume(c.end, next, &scratch);
-      view = std::as_bytes(std::span(scratch.data(), scratch.size()));
-    } else {
-      in->record = next;
-      in->held = true;
-    }
-    in->kind = static_cast<uint8_t>(view[0]);
-    in->payload = view.subspan(1);
-    return absl::OkStatus();
-  }
-  if (next.kind != LinkRecord::kSocketMessage) {
-    return absl::InvalidArgumentError("pool channel: unexpected record");
-  }
-  c.link->Consume(c.end, next, nullptr);
-  MPROC_RETURN_IF_ERROR(ReadFrameInto(c.sock, frame, Deadline::After(absl::Seconds(60)), {},
-                                      FdKind::kStreamSocket));
-  in->kind = frame.kind;
-  in->payload = frame.payload();
-  in->fds = std::move(frame.fds);
-  return absl::OkStatus();
-}
-
-void ChannelRelease(const Channel& c, Incoming& in) {
-  if (in.held) c.link->Consume(c.end, in.record, nullptr);
-  in.held = false;
-}
-
-// True when the socket is at end of file (the peer process is gone).
-bool SocketAtEof(int sock) {
-  char b;
-  const ssize_t n = RetryEintr([&] { return ::recv(sock, &b, 1, MSG_PEEK | MSG_DONTWAIT); });
-  return n == 0 || (n < 0 && errno != EAGAIN);
-}
-
-// The worker's side of its channel: the parent sends the rings' segment first, on the socket.
-struct WorkerChannel {
-  Channel c;
-  std::shared_ptr<RingLink> link;
-};
-
-absl::StatusOr<WorkerChannel> OpenChannel(int sock) {
-  Frame f;
-  MPROC_RETURN_IF_ERROR(ReadFrameInto(sock, f, Deadline::After(absl::Seconds(60)), {},
-                                      FdKind::kStreamSocket));
-  if (f.kind != kLink || f.fds.size() != 1) {
-    return absl::InvalidArgumentError("pool worker: its channel's rings did not come first");
-  }
-  MPROC_ASSIGN_OR_RETURN(Segment seg, Segment::FromFd(std::move(f.fds[0])));
-  MPROC_ASSIGN_OR_RETURN(std::shared_ptr<RingLink> link, RingLink::FromSegment(std::move(seg)));
-  WorkerChannel w;
-  w.c = Channel{sock, link.get(), 1};
-  w.link = std::move(link);
-  return w;
-}
 
 // The worker loop: tasks in, results out, until told to stop (or the parent is gone, or the
 // task budget is spent).
@@ -208,79 +83,6 @@ std::string DescribeExit(std::optional<int> code) {
   if (!code) return "an unknown way";
   if (*code < 0) return absl::StrCat("signal ", -*code, " (", strsignal(-*code), ")");
   return absl::StrCat("exit code ", *code);
-}
-
-// The SIGINT handler of pools in interrupt mode: it writes to each registered pool's eventfd
-// (write is async-signal-safe), and the pool threads do the rest. Installed when the first
-// such pool starts; the handler that was there before comes back when the last one ends.
-constexpr int kMaxSigintPools = 64;
-std::atomic<int> g_sigint_fds[kMaxSigintPools];
-std::mutex g_sigint_mu;
-int g_sigint_users = 0;
-struct sigaction g_sigint_previous;
-
-// Handlers running now (on any thread): UnregisterSigint waits for them, so a handler that
-// read a slot before it was cleared is done writing before its descriptor can be closed and
-// its number given to something else.
-std::atomic<int> g_sigint_running{0};
-
-// A fork child copies the count as it was: a handler that ran on another thread at the fork
-// runs nowhere in the child.
-[[maybe_unused]] const int kSigintAtfork = [] {
-  pthread_atfork(nullptr, nullptr, [] { g_sigint_running.store(0, std::memory_order_relaxed); });
-  return 0;
-}();
-
-void OnSigint(int) {
-  const int saved = errno;
-  g_sigint_running.fetch_add(1, std::memory_order_seq_cst);
-  uint64_t one = 1;
-  for (auto& slot : g_sigint_fds) {
-    int fd = slot.load(std::memory_order_seq_cst);
-    if (fd >= 0) (void)!::write(fd, &one, sizeof(one));
-  }
-  g_sigint_running.fetch_sub(1, std::memory_order_seq_cst);
-  errno = saved;
-}
-
-absl::Status RegisterSigint(int fd) {
-  std::lock_guard<std::mutex> lock(g_sigint_mu);
-  if (g_sigint_users == 0) {
-    for (auto& slot : g_sigint_fds) slot.store(-1);
-  }
-  int free_slot = -1;
-  for (int i = 0; i < kMaxSigintPools && free_slot < 0; ++i) {
-    if (g_sigint_fds[i].load() < 0) free_slot = i;
-  }
-  if (free_slot < 0) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("at most ", kMaxSigintPools, " pools may be in interrupt mode at once"));
-  }
-  g_sigint_fds[free_slot].store(fd, std::memory_order_release);
-  if (g_sigint_users++ == 0) {
-    struct sigaction sa = {};
-    sa.sa_handler = OnSigint;
-    sigemptyset(&sa.sa_mask);
-    sa.sa_flags = SA_RESTART;
-    ::sigaction(SIGINT, &sa, &g_sigint_previous);
-  }
-  return absl::OkStatus();
-}
-
-void UnregisterSigint(int fd) {
-  std::lock_guard<std::mutex> lock(g_sigint_mu);
-  for (auto& slot : g_sigint_fds) {
-    int expected = fd;
-    if (slot.compare_exchange_strong(expected, -1, std::memory_order_seq_cst)) {
-      if (--g_sigint_users == 0) ::sigaction(SIGINT, &g_sigint_previous, nullptr);
-      break;
-    }
-  }
-  // A handler that loaded the slot before the exchange may still be about to write to `fd`:
-  // the caller closes it next. (Dekker with OnSigint: slot cleared, then count read; count
-  // raised, then slot read.) A handler is a few writes long; one interrupting this thread
-  // has finished before this loop runs.
-  while (g_sigint_running.load(std::memory_order_seq_cst) != 0) CpuRelax();
 }
 
 bool ReportInitFailure(const Channel& c) {
@@ -338,7 +140,7 @@ struct PoolCore::State {
   std::optional<absl::Status> broken;  // the initializer failed: the pool serves no more
   uint64_t next_id = 1;
   UniqueFd wake;
-  UniqueFd sigint;  // interrupt mode: readable after a SIGINT (see RegisterSigint)
+  UniqueFd sigint;  // interrupt mode: readable after a SIGINT (see RegisterSigintFd)
   // Fork start method: replacement workers come from this single-threaded copy of the owner,
   // made before the pool thread existed (never from fork() of the threaded owner).
   std::unique_ptr<Zygote> zygote;
@@ -579,7 +381,7 @@ absl::StatusOr<std::unique_ptr<PoolCore>> PoolCore::Create(CoreOptions options) 
   MPROC_ASSIGN_OR_RETURN(st.workers, StartWorkers(st.opts, nullptr, core->processes_));
   RefreshPids(st);
   if (st.sigint.ok()) {
-    absl::Status r = RegisterSigint(st.sigint.get());
+    absl::Status r = RegisterSigintFd(st.sigint.get());
     if (!r.ok()) {
       for (auto& x : st.workers) {
         (void)x.proc->Kill();
@@ -597,7 +399,7 @@ PoolCore::~PoolCore() {
   if (st_ == nullptr) return;
   (void)Terminate();
   (void)Join();
-  if (st_->sigint.ok()) UnregisterSigint(st_->sigint.get());
+  if (st_->sigint.ok()) UnregisterSigintFd(st_->sigint.get());
 }
 
 absl::StatusOr<uint64_t> PoolCore::Submit(EncodeBuffer task, TaskDone done,
@@ -1015,7 +817,5 @@ void PoolCore::Run() {
   for (uint64_t id : left) fail(id, why);
 }
 
-absl::Status RegisterSigintFd(int fd) { return RegisterSigint(fd); }
-void UnregisterSigintFd(int fd) { UnregisterSigint(fd); }
 
 }  // namespace mproc::pool_internal

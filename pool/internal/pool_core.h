@@ -38,6 +38,7 @@
 #include "base/unique_fd.h"
 #include "serialize/buffer.h"
 #include "serialize/codec.h"
+#include "pool/internal/sigint.h"  // RegisterSigintFd: PoolCore registers its own
 #include "spawn/process.h"
 
 namespace mproc::pool_internal {
@@ -54,12 +55,6 @@ using InitEntry = void (*)(DecodeReader& in);
 // are borrowed (often straight from the worker's ring): valid only during the call.
 using TaskDone = std::function<void(absl::Status status, std::span<const std::byte> output,
                                     std::vector<UniqueFd> fds)>;
-
-// The SIGINT handler of pools in interrupt mode writes to each registered eventfd. Unregister
-// returns once no handler can still write to `fd`, so the caller may close it. Exposed for
-// tests; PoolCore registers its own.
-absl::Status RegisterSigintFd(int fd);
-void UnregisterSigintFd(int fd);
 
 struct CoreOptions {
   int processes = 0;
