@@ -509,35 +509,59 @@ std::vector<pid_t> PoolCore::WorkerPids() {
   return st_->pids;
 }
 
-void PoolCore::Run() {
-  State& st = *st_;
-  // Removes a task's callback (empty when the task already ended, e.g. cancelled), to be called
-  // outside the lock.
-  auto take_callback = [&](uint64_t id) -> TaskDone {
-    std::lock_guard<std::mutex> lock(st.mu);
-    auto it = st.callbacks.find(id);
-    if (it == st.callbacks.end()) return nullptr;
+namespace {
+
+// The pool thread (PoolCore::Run): a loop of assign (pending tasks to workers' ledgers), send,
+// wait (spin on the rings, then sleep on the sockets, pidfds and the wake eventfd), and reap
+// (results, then deaths: fail what a dead worker held, replace it), until the pool is closed
+// and idle or terminated; then shut down.
+class PoolLoop {
+ public:
+  explicit PoolLoop(PoolCore::State& st) : st_(st) {}
+
+  void Run() {
+    for (;;) {
+      const uint64_t seen_news = st_.news.load(std::memory_order_seq_cst);
+      const bool stop = Assign();
+      Send();
+      if (stop) break;
+      if (!Wait(seen_news)) break;
+      Reap();
+    }
+    ShutDown();
+  }
+
+ private:
+  using Worker = PoolCore::State::Worker;
+  using PendingTask = PoolCore::State::PendingTask;
+
+  // Removes a task's callback (empty when the task already ended, e.g. cancelled), to be
+  // called outside the lock.
+  TaskDone TakeCallback(uint64_t id) {
+    std::lock_guard<std::mutex> lock(st_.mu);
+    auto it = st_.callbacks.find(id);
+    if (it == st_.callbacks.end()) return nullptr;
     TaskDone cb = std::move(it->second);
-    st.callbacks.erase(it);
+    st_.callbacks.erase(it);
     return cb;
-  };
-  auto fail = [&](uint64_t id, const absl::Status& why) {
-    if (TaskDone cb = take_callback(id)) cb(why, {}, {});
-  };
-  auto finish = [&](uint64_t id, std::span<const std::byte> out, std::vector<UniqueFd> fds) {
-    if (TaskDone cb = take_callback(id)) cb(absl::OkStatus(), out, std::move(fds));
-  };
-  // Reads every frame the worker has sent; false when its socket is finished.
-  // Handles one frame from worker `w`; false when the worker's channel is finished.
-  auto handle = [&](State::Worker& w, uint8_t kind, std::span<const std::byte> payload,
-                    std::vector<UniqueFd> fds) -> bool {
+  }
+  void Fail(uint64_t id, const absl::Status& why) {
+    if (TaskDone cb = TakeCallback(id)) cb(why, {}, {});
+  }
+  void Finish(uint64_t id, std::span<const std::byte> out, std::vector<UniqueFd> fds) {
+    if (TaskDone cb = TakeCallback(id)) cb(absl::OkStatus(), out, std::move(fds));
+  }
+
+  // Handles one message from worker `w`; false when the worker's channel is finished.
+  bool Handle(Worker& w, uint8_t kind, std::span<const std::byte> payload,
+              std::vector<UniqueFd> fds) {
     if (kind == kResult) {
       DecodeReader r(payload);
       uint64_t id = 0;
       if (!Codec<uint64_t>::Decode(r, id)) return false;
       const std::span<const std::byte> out = payload.subspan(r.offset());
       w.ledger.Complete(id);
-      finish(id, out, std::move(fds));
+      Finish(id, out, std::move(fds));
       return true;
     }
     if (kind == kInitFailed) {
@@ -546,67 +570,60 @@ void PoolCore::Run() {
       absl::Status why = s.ok() ? RemoteErrorToStatus(e) : s;
       why = absl::Status(why.code(), absl::StrCat("pool initializer failed: ", why.message()));
       if (s.ok()) why.SetPayload(kRemoteErrorPayloadUrl, *RemoteErrorToStatus(e).GetPayload(kRemoteErrorPayloadUrl));
-      std::lock_guard<std::mutex> lock(st.mu);
-      if (!st.broken) st.broken = why;
+      std::lock_guard<std::mutex> lock(st_.mu);
+      if (!st_.broken) st_.broken = why;
     }
     return false;
-  };
+  }
   // Handles every message the worker has published, without waiting (a socket message
   // announced in the ring is read whole). False when the worker's channel is broken.
-  Frame frame;
-  std::string scratch;
-  Incoming in;
-  auto drain = [&](State::Worker& w) -> bool {
+  bool Drain(Worker& w) {
     const Channel c = w.channel();
     for (;;) {
       absl::StatusOr<std::optional<RingLink::Next>> next =
           c.link->TryPeek(c.end, c.sock, Deadline::After(absl::Seconds(10)));
       if (!next.ok()) return false;
       if (!next->has_value()) return true;
-      if (!ChannelTake(c, **next, frame, scratch, &in).ok()) return false;
-      const bool ok = handle(w, in.kind, in.payload, std::move(in.fds));
-      ChannelRelease(c, in);
+      if (!ChannelTake(c, **next, frame_, scratch_, &in_).ok()) return false;
+      const bool ok = Handle(w, in_.kind, in_.payload, std::move(in_.fds));
+      ChannelRelease(c, in_);
       if (!ok) return false;
     }
-  };
+  }
 
-  std::vector<pollfd> pfds;
-  std::vector<std::pair<size_t, State::PendingTask>> sends;  // assigned, to send
-  std::vector<TaskLedger*> ledgers;
-  int64_t last_look = 0;
-  for (;;) {
-    // 1. Hand pending tasks to idle workers; decide whether we are done.
-    std::vector<std::pair<uint64_t, absl::Status>> to_fail;
-    bool stop = false;
+  // 1. Hands pending tasks to workers (ledger.h's rules), to be sent after the lock; fails
+  // what a broken pool cannot run. True when the loop is done (terminated, or closed with
+  // nothing pending or running).
+  bool Assign() {
     bool terminate = false;
-    const uint64_t seen_news = st.news.load(std::memory_order_seq_cst);
-    {
-      std::unique_lock<std::mutex> lock(st.mu);
-      if (st.broken) {
-        while (!st.pending.empty()) {
-          to_fail.emplace_back(st.pending.front().id, *st.broken);
-          st.pending.pop_front();
-        }
+    std::unique_lock<std::mutex> lock(st_.mu);
+    if (st_.broken) {
+      while (!st_.pending.empty()) {
+        to_fail_.emplace_back(st_.pending.front().id, *st_.broken);
+        st_.pending.pop_front();
       }
-      terminate = st.terminated;
-      if (!terminate) {
-        // Round-robin by the ledgers' rules (pool/internal/ledger.h). The assignments are
-        // made under the lock and sent after it, all at once: a thread submitting tasks
-        // meanwhile waits for one short section, not one per task.
-        ledgers.clear();
-        for (auto& w : st.workers) ledgers.push_back(&w.ledger);
-        AssignRoundRobin(
-            st.pending, std::span<TaskLedger* const>(ledgers), st.opts.maxtasksperchild,
-            [](const State::PendingTask& t) { return t.id; },
-            [](const State::PendingTask& t) { return t.task.size(); },
-            [&](size_t wi, State::PendingTask t) { sends.emplace_back(wi, std::move(t)); });
-      }
-      bool busy = false;
-      for (auto& w : st.workers) busy |= !w.ledger.empty();
-      stop = terminate || (st.closed && st.pending.empty() && !busy);
     }
-    for (auto& [wi, pt] : sends) {
-      State::Worker& w = st.workers[wi];
+    terminate = st_.terminated;
+    if (!terminate) {
+      // The assignments are made under the lock and sent after it, all at once: a thread
+      // submitting tasks meanwhile waits for one short section, not one per task.
+      ledgers_.clear();
+      for (auto& w : st_.workers) ledgers_.push_back(&w.ledger);
+      AssignRoundRobin(
+          st_.pending, std::span<TaskLedger* const>(ledgers_), st_.opts.maxtasksperchild,
+          [](const PendingTask& t) { return t.id; },
+          [](const PendingTask& t) { return t.task.size(); },
+          [&](size_t wi, PendingTask t) { sends_.emplace_back(wi, std::move(t)); });
+    }
+    bool busy = false;
+    for (auto& w : st_.workers) busy |= !w.ledger.empty();
+    return terminate || (st_.closed && st_.pending.empty() && !busy);
+  }
+
+  // Sends what Assign gave out, then fails what could not be sent (and what Assign failed).
+  void Send() {
+    for (auto& [wi, pt] : sends_) {
+      Worker& w = st_.workers[wi];
       EncodeBuffer idbuf;
       Encode(pt.id, idbuf);
       absl::Status s = ChannelSend(w.channel(), kTask, idbuf.bytes(), pt.task.bytes(),
@@ -618,20 +635,24 @@ void PoolCore::Run() {
       // worker is killed, and its death fails what it held and replaces it.
       if (ChannelTorn(w.channel())) (void)w.proc->Kill();
       w.ledger.Unassign(pt.id);
-      to_fail.emplace_back(pt.id, absl::Status(s.code(), absl::StrCat(
-                                      "pool could not send the task: ", s.message())));
+      to_fail_.emplace_back(pt.id, absl::Status(s.code(), absl::StrCat(
+                                       "pool could not send the task: ", s.message())));
     }
-    sends.clear();
-    for (auto& [id, why] : to_fail) fail(id, why);
-    if (stop) break;
+    sends_.clear();
+    for (auto& [id, why] : to_fail_) Fail(id, why);
+    to_fail_.clear();
+  }
 
-    // 2. Wait for results, deaths or news.
-    pfds.clear();
-    pfds.push_back({st.wake.get(), POLLIN, 0});
-    pfds.push_back({st.sigint.ok() ? st.sigint.get() : -1, POLLIN, 0});  // -1: ignored by poll
+  // 2. Waits for results, deaths or news (and handles a SIGINT in interrupt mode). False
+  // when waiting failed (the loop ends).
+  bool Wait(uint64_t seen_news) {
+    PoolCore::State& st = st_;
+    pfds_.clear();
+    pfds_.push_back({st.wake.get(), POLLIN, 0});
+    pfds_.push_back({st.sigint.ok() ? st.sigint.get() : -1, POLLIN, 0});  // -1: ignored by poll
     for (auto& w : st.workers) {
-      pfds.push_back({w.sock.get(), POLLIN, 0});
-      pfds.push_back({w.proc->sentinel(), POLLIN, 0});
+      pfds_.push_back({w.sock.get(), POLLIN, 0});
+      pfds_.push_back({w.proc->sentinel(), POLLIN, 0});
     }
     // Results arrive in the rings and tasks through `news`: spin on memory first (a result or a
     // new task usually comes within microseconds, and a blocking wake-up on another CPU costs
@@ -653,23 +674,23 @@ void PoolCore::Run() {
       for (auto& w : st.workers) ready |= !w.link->PrepareSleep(0);
       std::atomic_thread_fence(std::memory_order_seq_cst);
       ready |= st.news.load(std::memory_order_seq_cst) != seen_news;
-      n = ready ? RetryEintr([&] { return ::poll(pfds.data(), pfds.size(), 0); })
-                : WaitEvents(std::span<pollfd>(pfds), Deadline::After(absl::Seconds(1)));
+      n = ready ? RetryEintr([&] { return ::poll(pfds_.data(), pfds_.size(), 0); })
+                : WaitEvents(std::span<pollfd>(pfds_), Deadline::After(absl::Seconds(1)));
       st.sleeping.store(0, std::memory_order_relaxed);
       for (auto& w : st.workers) w.link->EndSleep(0);
-      last_look = MonotonicNowNs();
-    } else if (MonotonicNowNs() - last_look > 1'000'000) {
-      n = RetryEintr([&] { return ::poll(pfds.data(), pfds.size(), 0); });
-      last_look = MonotonicNowNs();
+      last_look_ = MonotonicNowNs();
+    } else if (MonotonicNowNs() - last_look_ > 1'000'000) {
+      n = RetryEintr([&] { return ::poll(pfds_.data(), pfds_.size(), 0); });
+      last_look_ = MonotonicNowNs();
     } else {
-      for (pollfd& p : pfds) p.revents = 0;
+      for (pollfd& p : pfds_) p.revents = 0;
     }
-    if (n < 0) break;
-    if (pfds[0].revents) {
+    if (n < 0) return false;
+    if (pfds_[0].revents) {
       uint64_t v;
       (void)!::read(st.wake.get(), &v, sizeof(v));
     }
-    if (pfds[1].revents & POLLIN) {
+    if (pfds_[1].revents & POLLIN) {
       // Interrupt mode, SIGINT: every unfinished task fails with CANCELLED, so whatever waits
       // on them returns. Tasks already with a worker run on; their results are dropped. The
       // pool stays usable.
@@ -681,25 +702,31 @@ void PoolCore::Run() {
         for (auto& [id, cb] : st.callbacks) ids.push_back(id);
         st.pending.clear();
       }
-      for (uint64_t id : ids) fail(id, absl::CancelledError("interrupted by SIGINT"));
+      for (uint64_t id : ids) Fail(id, absl::CancelledError("interrupted by SIGINT"));
     }
-    // 3. Results first, then deaths (a retiring worker's last result precedes its exit).
+    return true;
+  }
+
+  // 3. Results first, then deaths (a retiring worker's last result precedes its exit): a
+  // dead worker's ledger fails, and it is replaced while the pool serves.
+  void Reap() {
+    PoolCore::State& st = st_;
     std::vector<size_t> dead;
     for (size_t i = 0; i < st.workers.size(); ++i) {
-      State::Worker& w = st.workers[i];
-      short sock_ev = pfds[2 + 2 * i].revents;
-      short pid_ev = pfds[3 + 2 * i].revents;
-      bool alive = drain(w);
+      Worker& w = st.workers[i];
+      short sock_ev = pfds_[2 + 2 * i].revents;
+      short pid_ev = pfds_[3 + 2 * i].revents;
+      bool alive = Drain(w);
       // A readable socket with nothing announced in the ring: the worker's end is closed.
       if (alive && sock_ev != 0 && w.link->Empty(0) && SocketAtEof(w.sock.get())) alive = false;
       if (pid_ev || !alive) {
-        drain(w);
+        Drain(w);
         dead.push_back(i);
       }
     }
     for (size_t k = dead.size(); k-- > 0;) {
       size_t i = dead[k];
-      State::Worker w = std::move(st.workers[i]);
+      Worker w = std::move(st.workers[i]);
       st.workers.erase(st.workers.begin() + static_cast<ptrdiff_t>(i));
       // A worker that did its maxtasksperchild tasks closes its channel and exits; it may
       // still be running (its exit handlers, say) when the channel reads end of file. That is
@@ -735,12 +762,12 @@ void PoolCore::Run() {
         }
       }
       if (!w.ledger.empty() && broken.has_value()) {
-        w.ledger.ForEachHeld([&](uint64_t id) { fail(id, *broken); });  // its initializer failed
+        w.ledger.ForEachHeld([&](uint64_t id) { Fail(id, *broken); });  // its initializer failed
       } else if (!w.ledger.empty()) {
         std::string how = DescribeExit(code);
         absl::Status why = absl::AbortedError(absl::StrCat(
             "pool worker pid ", w.proc->pid(), " died (", how, ") holding this task"));
-        w.ledger.ForEachHeld([&](uint64_t id) { fail(id, why); });
+        w.ledger.ForEachHeld([&](uint64_t id) { Fail(id, why); });
       }
       bool replace;
       {
@@ -748,7 +775,7 @@ void PoolCore::Run() {
         replace = !st.terminated && !st.broken && !(st.closed && st.pending.empty());
       }
       if (replace) {
-        absl::StatusOr<State::Worker> nw = StartWorker(st.opts, st.zygote.get());
+        absl::StatusOr<Worker> nw = StartWorker(st.opts, st.zygote.get());
         if (nw.ok()) {
           st.workers.push_back(*std::move(nw));
         } else {
@@ -771,51 +798,67 @@ void PoolCore::Run() {
     }
   }
 
-  // Shut down: stop (or kill) every worker, fail what is left.
-  bool terminated;
-  bool kill;
-  {
-    std::lock_guard<std::mutex> lock(st.mu);
-    terminated = st.terminated;
-    kill = st.kill_workers;
-  }
-  for (auto& w : st.workers) {
-    if (kill) {
-      (void)w.proc->Kill();
-    } else if (terminated) {
-      (void)w.proc->Terminate();
-    } else {
-      (void)ChannelSend(w.channel(), kStop, {}, {}, {}, Deadline::After(absl::Seconds(5)));
+  // Stops (or kills) every worker and fails what is left.
+  void ShutDown() {
+    PoolCore::State& st = st_;
+    bool terminated;
+    bool kill;
+    {
+      std::lock_guard<std::mutex> lock(st.mu);
+      terminated = st.terminated;
+      kill = st.kill_workers;
     }
-  }
-  for (auto& w : st.workers) {
-    (void)w.proc->Join(absl::Seconds(terminated ? 2 : 60));
-    if (w.proc->IsAlive()) {
-      (void)w.proc->Kill();
-      (void)w.proc->Join();
+    for (auto& w : st.workers) {
+      if (kill) {
+        (void)w.proc->Kill();
+      } else if (terminated) {
+        (void)w.proc->Terminate();
+      } else {
+        (void)ChannelSend(w.channel(), kStop, {}, {}, {}, Deadline::After(absl::Seconds(5)));
+      }
     }
-  }
-  st.workers.clear();
-  for (auto& p : st.retiring) {
-    (void)p->Join(absl::Seconds(terminated ? 2 : 60));
-    if (p->IsAlive()) {
-      (void)p->Kill();
-      (void)p->Join();
+    for (auto& w : st.workers) {
+      (void)w.proc->Join(absl::Seconds(terminated ? 2 : 60));
+      if (w.proc->IsAlive()) {
+        (void)w.proc->Kill();
+        (void)w.proc->Join();
+      }
     }
+    st.workers.clear();
+    for (auto& p : st.retiring) {
+      (void)p->Join(absl::Seconds(terminated ? 2 : 60));
+      if (p->IsAlive()) {
+        (void)p->Kill();
+        (void)p->Join();
+      }
+    }
+    st.retiring.clear();
+    st.zygote.reset();  // its children are all joined: it may go
+    RefreshPids(st);
+    std::vector<uint64_t> left;
+    absl::Status why = absl::AbortedError("pool terminated before the task finished");
+    {
+      std::lock_guard<std::mutex> lock(st.mu);
+      for (auto& [id, cb] : st.callbacks) left.push_back(id);
+      st.pending.clear();
+      if (st.broken) why = *st.broken;
+    }
+    for (uint64_t id : left) Fail(id, why);
   }
-  st.retiring.clear();
-  st.zygote.reset();  // its children are all joined: it may go
-  RefreshPids(st);
-  std::vector<uint64_t> left;
-  absl::Status why = absl::AbortedError("pool terminated before the task finished");
-  {
-    std::lock_guard<std::mutex> lock(st.mu);
-    for (auto& [id, cb] : st.callbacks) left.push_back(id);
-    st.pending.clear();
-    if (st.broken) why = *st.broken;
-  }
-  for (uint64_t id : left) fail(id, why);
-}
 
+  PoolCore::State& st_;
+  std::vector<std::pair<size_t, PendingTask>> sends_;  // assigned, to send
+  std::vector<std::pair<uint64_t, absl::Status>> to_fail_;
+  std::vector<TaskLedger*> ledgers_;
+  std::vector<pollfd> pfds_;
+  int64_t last_look_ = 0;
+  Frame frame_;
+  std::string scratch_;
+  Incoming in_;
+};
+
+}  // namespace
+
+void PoolCore::Run() { PoolLoop(*st_).Run(); }
 
 }  // namespace mproc::pool_internal
