@@ -356,14 +356,20 @@ class Pool {
  public:
   using Options = PoolOptions;
 
-  static absl::StatusOr<std::unique_ptr<Pool>> Create(Options options = {}) {
+  // Pool::Create(options)
+  //
+  // Starts options.processes workers (CpuCount() by default) under the start method, and the
+  // pool's own thread. Errors: the first worker that could not start (its status, naming the
+  // start method), RESOURCE_EXHAUSTED for descriptors or memory. Create fork Pools before
+  // starting threads (see README); spawn and forkserver need mproc::Init in main.
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<Pool>> Create(Options options = {}) {
     return CreateWith(options, pool_internal::CoreOptions());
   }
   // With an initializer: a function pointer (or captureless lambda) and its arguments, run in
   // each worker before its first task; under the fork start method, any callable.
   template <typename F, typename... A>
-  static absl::StatusOr<std::unique_ptr<Pool>> Create(Options options, F initializer,
-                                                      A&&... args) {
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<Pool>> Create(Options options,
+                                                                    F initializer, A&&... args) {
     pool_internal::CoreOptions core;
     MPROC_RETURN_IF_ERROR(
         pool_internal::SetInitializer(core, std::move(initializer), std::forward<A>(args)...));
@@ -374,6 +380,15 @@ class Pool {
 
   int processes() const { return core_->processes(); }
 
+  // Pool::ApplyAsync(fn, args...)
+  //
+  // Runs fn(args...) in a worker; returns at once. `fn` is a function pointer or a captureless
+  // lambda (found in the worker by code reference), its arguments and result types with a
+  // Codec. The AsyncResult holds the value, or: ABORTED with a RemoteError when fn threw,
+  // ABORTED naming the pid and signal when its worker died holding it, FAILED_PRECONDITION
+  // when the pool was closed or terminated before. Thread-safe: any
+  // thread may submit; tasks run in submission order per worker, and a worker holds up to
+  // four queued.
   template <typename F, typename... A>
   AsyncResult<pool_internal::TaskResult<F>> ApplyAsync(F fn, A&&... args) {
     const pool_internal::TaskFn<F> f = pool_internal::AsFunctionPointer(fn);
@@ -400,8 +415,9 @@ class Pool {
     InstallCallbacks<std::vector<R>>(result, cbs);
     return result;
   }
+  // Pool::Apply(fn, args...): ApplyAsync and wait for the outcome.
   template <typename F, typename... A>
-  absl::StatusOr<pool_internal::TaskResult<F>> Apply(F fn, A&&... args) {
+  [[nodiscard]] absl::StatusOr<pool_internal::TaskResult<F>> Apply(F fn, A&&... args) {
     return ApplyAsync(fn, std::forward<A>(args)...).Get();
   }
 
@@ -411,10 +427,15 @@ class Pool {
                                                                   Progress progress = nullptr) {
     return StarMapAsyncImpl<false>(fn, items, chunksize, std::move(progress));
   }
+  // Pool::Map(fn, items, chunksize, progress)
+  //
+  // fn over `items` in chunks of `chunksize` (0: CPython's default, items / (4 * processes)
+  // rounded up), results in input order. The whole job runs even when an item fails; the
+  // error returned is the first failed item's in input order (as ApplyAsync's). Blocks until
+  // every chunk is back. MapAsync returns at once.
   template <typename F, typename T>
-  absl::StatusOr<std::vector<pool_internal::TaskResult<F>>> Map(F fn, const std::vector<T>& items,
-                                                                size_t chunksize = 0,
-                                                                Progress progress = nullptr) {
+  [[nodiscard]] absl::StatusOr<std::vector<pool_internal::TaskResult<F>>> Map(
+      F fn, const std::vector<T>& items, size_t chunksize = 0, Progress progress = nullptr) {
     return MapAsync(fn, items, chunksize, std::move(progress)).Get();
   }
   // pool->Map(Square, {1, 2, 3}): a braced list of items.
@@ -443,6 +464,11 @@ class Pool {
     return StarMapAsync(fn, items, chunksize, std::move(progress)).Get();
   }
 
+  // Pool::IMap(fn, items, chunksize, progress)
+  //
+  // fn over `items`, results one by one in input order as they come (ResultIterator: Next or a
+  // range-for), each its own StatusOr: a failed item does not stop the others. IMapUnordered
+  // yields them in completion order. Returns at once.
   template <typename F, typename T>
   ResultIterator<pool_internal::TaskResult<F>> IMap(F fn, const std::vector<T>& items,
                                                     size_t chunksize = 1,
@@ -473,9 +499,14 @@ class Pool {
                     std::move(progress), 0);
   }
 
+  // Pool::Close(): no new tasks (FAILED_PRECONDITION from then on); the workers finish what
+  // was submitted and exit. Pool::Terminate(): the workers are ended at once (SIGTERM, SIGKILL
+  // 2 s later for one that ignores it) and unfinished tasks fail ABORTED. Pool::Join(): waits
+  // for the workers to exit, after Close or Terminate (FAILED_PRECONDITION before either).
+  // The destructor terminates and joins.
   absl::Status Close() { return core_->Close(); }
   absl::Status Terminate() { return core_->Terminate(); }
-  absl::Status Join() { return core_->Join(); }
+  [[nodiscard]] absl::Status Join() { return core_->Join(); }
   std::vector<pid_t> WorkerPids() { return core_->WorkerPids(); }
 
   // CPython's automatic chunksize for `n` items.
