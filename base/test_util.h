@@ -24,6 +24,7 @@
 #include <thread>
 #include <vector>
 
+#include "base/fork_child.h"
 #include "base/proc_stat.h"
 #include "gtest/gtest.h"
 
@@ -48,13 +49,8 @@ inline std::string ReadFile(const std::string& path) {
   return ss.str();
 }
 
-// Forks a child running `body`; its return value is the exit code.
-inline pid_t Child(const std::function<int()>& body) {
-  std::fflush(nullptr);
-  pid_t pid = ::fork();
-  if (pid == 0) _exit(body());
-  return pid;
-}
+// Forks a child running `body`; its return value is the exit code (base/fork_child.h).
+inline pid_t Child(const std::function<int()>& body) { return ForkChild(body); }
 
 // Waits up to `seconds` for `pid`; kills it if it is still running. Returns the exit code,
 // 128 + signal, or -1 when it had to be killed.
@@ -62,7 +58,7 @@ inline int Join(pid_t pid, int seconds = 60) {
   for (int i = 0; i < seconds * 100; ++i) {
     int status;
     pid_t r = ::waitpid(pid, &status, WNOHANG);
-    if (r == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    if (r == pid) return ExitCodeOf(status);
     ::usleep(10'000);
   }
   ::kill(pid, SIGKILL);

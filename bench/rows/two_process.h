@@ -11,16 +11,16 @@
 #include <new>
 #include <vector>
 
+#include "base/fork_child.h"
 #include "benchmark/benchmark.h"
 
 namespace mproc::bench {
 
-// Forks a child that pins itself to `cpu` (when >= 0) and runs `body`, then _exits with its
-// return value. stdio is flushed first so the child duplicates no buffered output.
+// ForkChild (base/fork_child.h) of a child that first pins itself to `cpu` (when >= 0).
 pid_t ForkPinnedChild(int cpu, const std::function<int()>& body);
 
 // Waits for `pid`; returns its exit code, or 128 + signal. Kills it first when `kill` is set.
-int ReapChild(pid_t pid, bool kill = false);
+using ::mproc::ReapChild;
 
 // The CPU time this process (every thread) and its `children` spend while a row's loop runs,
 // so that a row whose sides spin shows what it burns (a spin is not free):
