@@ -9,6 +9,7 @@
 #include <new>
 #include <thread>
 
+#include "base/test_util.h"
 #include "gtest/gtest.h"
 
 namespace mproc {
@@ -67,22 +68,20 @@ TEST(FutexTest, WakeAcrossThreadsPrivate) {
 TEST(FutexTest, PingPongAcrossProcesses) {
   Shared* s = MapShared();
   constexpr uint32_t kRounds = 200;
-  std::fflush(nullptr);
-  pid_t pid = ::fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
+  pid_t pid = testing::Child([&] {
     for (uint32_t i = 1; i <= kRounds; ++i) {
       while (s->word.load(std::memory_order_acquire) < i) {
         if (FutexWait(&s->word, i - 1, Deadline::After(absl::Seconds(30))) ==
             FutexResult::kTimedOut) {
-          _exit(2);
+          return 2;
         }
       }
       s->ack.store(i, std::memory_order_release);
       FutexWake(&s->ack, 1);
     }
-    _exit(0);
-  }
+    return 0;
+  });
+  ASSERT_GE(pid, 0);
   for (uint32_t i = 1; i <= kRounds; ++i) {
     s->word.store(i, std::memory_order_release);
     FutexWake(&s->word, 1);
@@ -91,10 +90,7 @@ TEST(FutexTest, PingPongAcrossProcesses) {
                 FutexResult::kTimedOut);
     }
   }
-  int status = 0;
-  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
-  EXPECT_TRUE(WIFEXITED(status));
-  EXPECT_EQ(WEXITSTATUS(status), 0);
+  EXPECT_EQ(testing::Join(pid), 0);
   EXPECT_EQ(s->ack.load(), kRounds);
   ::munmap(s, sizeof(Shared));
 }

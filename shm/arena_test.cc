@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "base/status_matchers.h"
+#include "base/test_util.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -71,23 +72,19 @@ TEST(ArenaTest, ProcessesShareOneArena) {
   std::strcpy(a.At<char>(parent_off), "from parent");
   int p[2];
   ASSERT_EQ(::pipe(p), 0);
-  std::fflush(nullptr);
-  pid_t pid = ::fork();
-  if (pid == 0) {
+  pid_t pid = testing::Child([&] {
     ::close(p[0]);
     absl::StatusOr<uint64_t> off = a.Allocate(64);
-    if (!off.ok() || *off == parent_off) _exit(1);
+    if (!off.ok() || *off == parent_off) return 1;
     std::strcpy(a.At<char>(*off), "from child");
     uint64_t v = *off;
-    _exit(::write(p[1], &v, sizeof v) == sizeof v ? 0 : 2);
-  }
+    return ::write(p[1], &v, sizeof v) == sizeof v ? 0 : 2;
+  });
   ::close(p[1]);
   uint64_t child_off = 0;
   ASSERT_EQ(::read(p[0], &child_off, sizeof child_off), static_cast<ssize_t>(sizeof child_off));
   ::close(p[0]);
-  int status;
-  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
-  ASSERT_EQ(WEXITSTATUS(status), 0);
+  ASSERT_EQ(testing::Join(pid), 0);
   EXPECT_STREQ(a.At<char>(child_off), "from child");
   // Attach from the segment's descriptor, as a spawned child would.
   ASSERT_OK_AND_ASSIGN(Segment dup, a.segment().Duplicate());

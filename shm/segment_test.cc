@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "base/status_matchers.h"
+#include "base/test_util.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -46,14 +47,11 @@ TEST(SegmentTest, AForkChildSeesAndWritesTheSameMemory) {
   ASSERT_OK_AND_ASSIGN(Mapping m, s.Map());
   auto* p = static_cast<volatile int*>(m.data());
   p[0] = 41;
-  std::fflush(nullptr);
-  pid_t pid = ::fork();
-  if (pid == 0) {
+  pid_t pid = testing::Child([&] {
     p[1] = p[0] + 1;
-    _exit(0);
-  }
-  int status;
-  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+    return 0;
+  });
+  EXPECT_EQ(testing::Join(pid), 0);
   EXPECT_EQ(p[1], 42);
 }
 
