@@ -42,12 +42,6 @@ bool ConstantTimeEquals(std::string_view a, std::string_view b) {
   return a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
 }
 
-// The peer closed the connection before the first byte of a message (ReadCPythonMessage's
-// clean end of file).
-bool IsCleanHangUp(const absl::Status& s) {
-  return absl::IsOutOfRange(s) && s.message() == "peer closed the connection";
-}
-
 absl::StatusOr<std::string> ReadHandshakeMessage(int fd, const Deadline& d, std::string_view stage) {
   std::string m;
   absl::Status s = ReadCPythonMessage(fd, kHandshakeMaxMessage, d, &m);
@@ -151,8 +145,10 @@ absl::Status DeliverChallenge(int fd, std::string_view authkey, const Deadline& 
 
 absl::Status AnswerChallenge(int fd, std::string_view authkey, const Deadline& deadline) {
   std::string challenge;
-  absl::Status read = ReadCPythonMessage(fd, kHandshakeMaxMessage, deadline, &challenge);
-  if (IsCleanHangUp(read)) {
+  bool started = false;
+  absl::Status read =
+      ReadCPythonMessage(fd, kHandshakeMaxMessage, deadline, &challenge, &started);
+  if (absl::IsOutOfRange(read) && !started) {
     // Not a verdict on our key: nobody serves here any more (a server killed while its
     // listening socket lingers in the kernel for a moment, or one shutting down).
     return absl::UnavailableError(
@@ -160,8 +156,7 @@ absl::Status AnswerChallenge(int fd, std::string_view authkey, const Deadline& d
         "serving)");
   }
   MPROC_RETURN_IF_ERROR(AsUnauth(read, "reading challenge"));
-  absl::StatusOr<std::string> m = std::move(challenge);
-  std::string_view msg = *m;
+  std::string_view msg = challenge;
   if (msg.substr(0, kChallengePrefix.size()) != kChallengePrefix) {
     return Unauth("protocol error, expected a challenge");
   }
