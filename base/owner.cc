@@ -124,7 +124,7 @@ uint64_t CurrentProcessOwner() {
 bool ProcessOwnerAlive(uint64_t owner) {
   const pid_t pid = OwnerPid(owner);
   if (pid <= 0) return false;
-  TaskStat s = ReadTaskStat(static_cast<uint32_t>(pid));
+  TaskStat s = ReadTaskStat(pid);
   if (s.found == TaskStat::kGone) return false;
   if (s.found == TaskStat::kUnknown) return true;
   // A process whose main thread exited shows its leader as a zombie while other threads run.

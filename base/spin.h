@@ -26,8 +26,8 @@
 // Cost, stated: a spin that succeeds costs the time until the answer (and the CPU meanwhile),
 // and reads no clock if that is within kPausesPerLook pauses; one that fails costs
 // min(budget, deadline) of CPU (plus, in the pause modes, the kPausesPerLook pauses before the
-// first look, ~0.8 µs here) on top of the sleep. The report's rows
-// that spin show their CPU time beside a baseline that spins too.
+// first look, ~0.8 µs here) on top of the sleep. The report's rows that spin show their CPU
+// time beside a baseline that spins too.
 
 #ifndef MPROC_BASE_SPIN_H_
 #define MPROC_BASE_SPIN_H_

@@ -36,9 +36,6 @@ class ByteRing {
   static_assert(kSize >= 64 && (kSize & (kSize - 1)) == 0, "a ring is a power of two bytes");
 
  public:
-  static constexpr uint64_t kBytes = kSize;
-
-  ByteRing() = default;
   explicit ByteRing(std::byte* data) : data_(data) {}
 
   // Copies `n` bytes (n <= kSize) in at position `pos`, wrapping at the end.
@@ -84,7 +81,7 @@ class ByteRing {
   }
 
  private:
-  std::byte* data_ = nullptr;
+  std::byte* data_;
 };
 
 }  // namespace mproc::ipc_internal

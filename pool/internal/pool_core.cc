@@ -38,7 +38,6 @@
 namespace mproc::pool_internal {
 namespace {
 
-using ipc_internal::LinkRecord;
 using ipc_internal::RingLink;
 
 // The worker loop: tasks in, results out, until told to stop (or the parent is gone, or the
