@@ -27,6 +27,7 @@
 #include "base/test_util.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "pool/internal/sigint.h"
 #include "pool/progress.h"
 #include "sync/value.h"
 

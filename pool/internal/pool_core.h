@@ -38,7 +38,6 @@
 #include "base/unique_fd.h"
 #include "serialize/buffer.h"
 #include "serialize/codec.h"
-#include "pool/internal/sigint.h"  // RegisterSigintFd: PoolCore registers its own
 #include "spawn/process.h"
 
 namespace mproc::pool_internal {
