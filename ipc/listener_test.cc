@@ -12,10 +12,12 @@
 #include <cstddef>
 #include <cstdlib>
 #include <cstring>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "base/status_matchers.h"
 #include "base/test_util.h"
 #include "gmock/gmock.h"
@@ -26,13 +28,24 @@ namespace {
 
 using ::testing::HasSubstr;
 
+// Unique to this test process. Not its pid: every test binary runs in its own PID namespace
+// (so all have the same pid), while /tmp and the abstract socket namespace are shared by the
+// suites running at once (this file runs once per I/O mode, in parallel).
+const std::string& ProcessTag() {
+  static const std::string tag = [] {
+    std::random_device rd;
+    return absl::StrCat(absl::Hex(rd(), absl::kZeroPad8), absl::Hex(rd(), absl::kZeroPad8));
+  }();
+  return tag;
+}
+
 std::string TempSocketPath(const std::string& tag) {
   // sockaddr_un holds 107 bytes; test sandboxes' TMPDIRs can be longer.
-  return "/tmp/mproc-ltest-" + std::to_string(::getpid()) + "-" + tag;
+  return absl::StrCat("/tmp/mproc-ltest-", ProcessTag(), "-", tag);
 }
 
 std::string RandomName(const std::string& tag) {
-  return "mproc-test-" + std::to_string(::getpid()) + "-" + tag;
+  return absl::StrCat("mproc-test-", ProcessTag(), "-", tag);
 }
 
 // Accepts in a thread and echoes one message; the client side runs in the test.
