@@ -72,6 +72,15 @@ def _queue_producer(q, ctrl, n, reps):
     ctrl.close()
 
 
+def _queue_round_producer(q, barrier, quota, reps):
+    """Per repetition: wait for all, then put quota small ints."""
+    for _ in range(reps):
+        barrier.wait()
+        put = q.put
+        for i in range(quota):
+            put(i)
+
+
 def _pipe_echo(conn, cpu):
     """Pin to cpu first, then echo every message until None arrives."""
     _pin_self(cpu)
@@ -247,6 +256,38 @@ def _queue_row(kind):
             else:
                 q.close()
         return samples, f"{n} ints per repetition, 1 producer child, parent consumes"
+    return row
+
+
+def _queue_producers_row(producers):
+    # As mproc.queue.producers.N: each repetition is a round split evenly between the
+    # producers, all started together; the parent gets every item of the round.
+    def row(cfg):
+        ctx = cfg.ctx
+        quota = max(1, cfg.n(64_000, 16_000) // producers)
+        n = quota * producers
+        q = ctx.Queue()
+        barrier = ctx.Barrier(producers + 1)
+        ps = [ctx.Process(target=_queue_round_producer, args=(q, barrier, quota, cfg.reps))
+              for _ in range(producers)]
+        samples = []
+        try:
+            for p in ps:
+                p.start()
+            get = q.get
+            for _ in range(cfg.reps):
+                barrier.wait()
+                t0 = _now()
+                for _ in range(n):
+                    get()
+                samples.append((_now() - t0) / n)
+        finally:
+            for p in ps:
+                _reap(p)
+            q.close()
+            q.join_thread()
+        return samples, (f"start method {cfg.default_method}; {producers} producer children x "
+                         f"{quota} ints per repetition, parent consumes")
     return row
 
 
@@ -582,6 +623,9 @@ ROWS = [
     ("cpython.hold_locks_values.10000", _hold_row(10_000)),
     ("cpython.queue.1p1c", _queue_row("Queue")),
     ("cpython.simplequeue.1p1c", _queue_row("SimpleQueue")),
+    ("cpython.queue.producers.1", _queue_producers_row(1)),
+    ("cpython.queue.producers.16", _queue_producers_row(16)),
+    ("cpython.queue.producers.64", _queue_producers_row(64)),
     ("cpython.pipe.roundtrip.same_cpu", _pipe_row(cross=False)),
     ("cpython.pipe.roundtrip.cross_cpu", _pipe_row(cross=True)),
     ("cpython.pipe.roundtrip_4KiB.same_cpu", _pipe_row(cross=False, size=4096)),

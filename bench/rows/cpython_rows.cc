@@ -2,6 +2,8 @@
 // report run. The rows are declared here so the report prints every one of them — as skipped
 // with the reason when python3 is missing, never as a stored figure.
 
+#include <string>
+
 #include "bench/report/report.h"
 #include "bench/report/report_internal.h"
 
@@ -26,6 +28,12 @@ MPROC_REPORT_ROWS(CPythonRows) {
       .per_item = true;
   AddExternalRow("cpython.simplequeue.1p1c", s, "mp.SimpleQueue, 1 producer -> 1 consumer")
       .per_item = true;
+  for (int n : {1, 16, 64}) {
+    AddExternalRow("cpython.queue.producers." + std::to_string(n), s,
+                   "mp.Queue, " + std::to_string(n) +
+                       " producer processes -> 1 consumer, rounds shared evenly")
+        .per_item = true;
+  }
   AddExternalRow("cpython.pipe.roundtrip.same_cpu", s, "mp.Pipe round trip (same CPU)");
   AddExternalRow("cpython.pipe.roundtrip.cross_cpu", s, "mp.Pipe round trip (cross CPU)");
   AddExternalRow("cpython.pipe.roundtrip_4KiB.same_cpu", s, "mp.Pipe round trip, 4 KiB (same CPU)");

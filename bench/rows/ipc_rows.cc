@@ -12,6 +12,7 @@
 
 #include "bench/report/report.h"
 #include "bench/rows/two_process.h"
+#include "base/futex.h"
 #include "base/io_ring.h"
 #include "ipc/connection.h"
 #include "ipc/listener.h"
@@ -61,23 +62,19 @@ void PipeRoundTrip(benchmark::State& state, PinCpus cpus,
   ReapChild(pid);
 }
 
-// `producers` producer processes put small ints as fast as they can; this process gets them
-// (per item). Producers past the queue's 16 rings take the socket path.
-void QueueManyProducers(benchmark::State& state, int producers) {
+// One producer process puts small ints as fast as it can; this process gets them (per item).
+void QueueOneToOne(benchmark::State& state) {
   absl::StatusOr<Queue<int64_t>> q = Queue<int64_t>::Create();
   if (!q.ok()) return state.SkipWithError("Queue::Create failed");
   SharedObject<std::atomic<int>> stop;
-  std::vector<pid_t> pids;
-  for (int p = 0; p < producers; ++p) {
-    pids.push_back(ForkPinnedChild(-1, [&] {
-      for (int64_t i = 0; stop->load(std::memory_order_relaxed) == 0; ++i) {
-        absl::Status s = q->Put(i, absl::Milliseconds(100));
-        if (!s.ok() && !absl::IsDeadlineExceeded(s)) return 1;
-      }
-      return 0;
-    }));
-  }
-  CpuMeter cpu(pids);
+  const pid_t pid = ForkPinnedChild(-1, [&] {
+    for (int64_t i = 0; stop->load(std::memory_order_relaxed) == 0; ++i) {
+      absl::Status s = q->Put(i, absl::Milliseconds(100));
+      if (!s.ok() && !absl::IsDeadlineExceeded(s)) return 1;
+    }
+    return 0;
+  });
+  CpuMeter cpu({pid});
   for (auto _ : state) {
     absl::StatusOr<int64_t> v = q->Get(absl::Seconds(10));
     if (!v.ok()) return state.SkipWithError("Get failed");
@@ -85,11 +82,67 @@ void QueueManyProducers(benchmark::State& state, int producers) {
   }
   cpu.Stop(state);
   stop->store(1);
-  for (pid_t pid : pids) DrainUntilExited(*q, pid);
+  DrainUntilExited(*q, pid);
 }
 
-// One producer process puts small ints as fast as it can; this process gets them.
-void QueueOneToOne(benchmark::State& state) { QueueManyProducers(state, 1); }
+// `producers` producer processes each put an equal share of a round of 2^16 small ints; this
+// process gets them (per item) and starts the next round once it has every item of this one.
+// So every producer's items count, however the queue serves them: a producer served slowly
+// (one past the queue's rings, say) stretches each round instead of going unnoticed behind
+// the fast ones, as it would if each producer put as fast as it could. CPython's cpython.queue.producers.N rows
+// have the same shape.
+void QueueProducerRounds(benchmark::State& state, int producers) {
+  constexpr int64_t kRoundItems = 1 << 16;
+  const int64_t quota = kRoundItems / producers;
+  const int64_t round_items = quota * producers;
+  absl::StatusOr<Queue<int64_t>> q = Queue<int64_t>::Create();
+  if (!q.ok()) return state.SkipWithError("Queue::Create failed");
+  SharedObject<std::atomic<uint32_t>> round;  // futex word: bumped to start a round
+  SharedObject<std::atomic<int>> stop;
+  std::vector<pid_t> pids;
+  for (int p = 0; p < producers; ++p) {
+    pids.push_back(ForkPinnedChild(-1, [&] {
+      uint32_t seen = 0;
+      while (stop->load(std::memory_order_acquire) == 0) {
+        const uint32_t r = round->load(std::memory_order_acquire);
+        if (r == seen) {
+          FutexWait(round.get(), seen, Deadline::After(absl::Milliseconds(100)));
+          continue;
+        }
+        seen = r;
+        for (int64_t i = 0; i < quota && stop->load(std::memory_order_relaxed) == 0;) {
+          absl::Status s = q->Put(i, absl::Milliseconds(100));
+          if (s.ok()) {
+            ++i;
+          } else if (!absl::IsDeadlineExceeded(s)) {
+            return 1;
+          }
+        }
+      }
+      return 0;
+    }));
+  }
+  auto next_round = [&] {
+    round->fetch_add(1, std::memory_order_release);
+    FutexWake(round.get(), INT32_MAX);
+  };
+  CpuMeter cpu(pids);
+  next_round();
+  int64_t left = round_items;
+  for (auto _ : state) {
+    absl::StatusOr<int64_t> v = q->Get(absl::Seconds(10));
+    if (!v.ok()) return state.SkipWithError("Get failed");
+    benchmark::DoNotOptimize(v);
+    if (--left == 0) {
+      left = round_items;
+      next_round();
+    }
+  }
+  cpu.Stop(state);
+  stop->store(1, std::memory_order_release);
+  next_round();
+  for (pid_t pid : pids) DrainUntilExited(*q, pid);
+}
 
 // Runs a row body in I/O mode `mode` (base/io_ring.h), inherited by the forked children; a mode
 // this kernel cannot give skips the row with the reason. The mode in force before is restored.
@@ -260,12 +313,16 @@ MPROC_REPORT_ROWS(IpcRows) {
       .Title("Queue<int64_t>, 2 producer processes -> 2 consumers, per item")
       .PerItem()
       .Baselines({"mproc.queue.1p1c", "cpython.queue.1p1c"});
-  for (int n : {4, 16, 32, 64}) {
-    AddRow("mproc.queue.producers." + std::to_string(n), Section::kMproc,
-           [n](benchmark::State& st) { QueueManyProducers(st, n); })
-        .Title("Queue<int64_t>, " + std::to_string(n) + " producer processes -> 1 consumer, per item")
-        .Baselines(n == 16 ? std::vector<std::string>{"mproc.queue.1p1c", "cpython.queue.1p1c"}
-                           : std::vector<std::string>{"mproc.queue.producers.16", "cpython.queue.1p1c"});
+  // Scaling: rounds of 2^16 items split evenly between the producers (QueueProducerRounds).
+  for (int n : {1, 4, 16, 32, 64}) {
+    const std::string id = "mproc.queue.producers." + std::to_string(n);
+    std::vector<std::string> baselines;
+    if (n != 16) baselines.push_back("mproc.queue.producers.16");
+    if (n == 1 || n == 16 || n == 64) baselines.push_back("cpython.queue.producers." + std::to_string(n));
+    AddRow(id, Section::kMproc, [n](benchmark::State& st) { QueueProducerRounds(st, n); })
+        .Title("Queue<int64_t>, " + std::to_string(n) +
+               " producer processes -> 1 consumer, rounds of 2^16 items shared evenly, per item")
+        .Baselines(baselines);
   }
   AddRow("mproc.queue.1MiB", Section::kMproc, QueueOneMiB)
       .Title("Queue<std::string> of 1 MiB items, 1 producer process -> 1 consumer, per item")
