@@ -34,9 +34,15 @@ namespace {
 
 // ---- The shared-memory rings (the path of ordinary items) ------------------------------------
 //
-// Each producer process owns one ring: a byte ring in the queue's segment that only it writes
-// (under a process-local mutex), so publishing is one release store of `tail` and a producer
-// killed while writing has published nothing. Consumers in any process claim the record at
+// Each of the first kOwnRings producer processes owns one ring: a byte ring in the queue's
+// segment that only it writes (under a process-local mutex), so publishing is one release
+// store of `tail` and a producer killed while writing has published nothing. Producers beyond
+// those (an HPC node's 32 or 64) share the kSharedRings rings that follow, spread evenly,
+// each writing under the ring's put lock (an owner word, base/owner.h: a producer killed
+// holding it is taken over from, and what it half wrote lies past `tail`, unpublished). They
+// keep every guarantee of an owned ring; they pay a lock per Put, and contend for it only with
+// the producers of their own ring. (Before, they went to the socket: a system call per item at
+// both ends, 9-14x slower per item than 16 producers on rings, and outside the order stamps.) Consumers in any process claim the record at
 // `head` by copying it out first and then moving `head` past it with a CAS: a consumer killed
 // before the CAS took nothing, one killed after it held exactly that item. A losing CAS
 // discards the copy (the producer only reuses bytes behind `head`, so a copy that loses the CAS
@@ -53,7 +59,10 @@ namespace {
 // finds it (a ring's later records only carry larger stamps, so rings seen non-empty need no
 // second look). While one ring is all there has ever been, records carry stamp 0 and no
 // counter is touched: a lone producer pays nothing.
-constexpr int kRings = 16;
+constexpr int kOwnRings = kQueueOwnRings;
+constexpr int kSharedRings = kQueueSharedRings;
+constexpr int kRings = kOwnRings + kSharedRings;
+static_assert(kRings <= 32, "`active` has a bit per ring");
 constexpr uint64_t kRingBytes = 8 << 20;
 // A producer may fill its ring up to this many bytes, except that an empty ring always takes
 // one record: the byte budget of an unbounded queue.
@@ -77,11 +86,14 @@ constexpr size_t kRingTag = sizeof(int32_t);
 constexpr size_t kMaxRecord = kFrameHeaderSize + kRingTag + kSocketInlineMax;
 constexpr size_t kMaxFds = 253;
 
+// For a shared ring, "the owner" below means each of its producers: they wait for space and
+// for their socket items together (and are woken together).
 struct alignas(64) RingHeader {
   std::atomic<uint64_t> owner{0};          // the producer (base/owner.h: pid + start time), 0: free
   std::atomic<uint32_t> space_seq{0};      // futex: bumped when head moves and the owner waits
   std::atomic<uint32_t> owner_waiting{0};  // the owner waits for space (or for socket_pending)
   std::atomic<int32_t> socket_pending{0};  // the owner's socket items not yet received
+  std::atomic<uint32_t> put_lock{0};       // a shared ring's writers: an owner word (tid)
   std::atomic<uint64_t> wake_head{0};      // a waiting owner wants waking once head reaches it
   alignas(64) std::atomic<uint64_t> head{0};  // consumers' claim position (bytes, monotonic)
   std::atomic<uint64_t> taken{0};             // records claimed (for Qsize)
@@ -94,7 +106,7 @@ struct alignas(64) RingHeader {
 // counter that producer and consumer would bounce between their CPUs on every item.
 constexpr uint64_t kQueueMagic = 0x6d70726f632d7175ULL;  // "mproc-qu"
 // Bumped whenever the layout below changes: a segment from another build is refused.
-constexpr uint32_t kQueueVersion = 3;
+constexpr uint32_t kQueueVersion = 4;
 
 struct alignas(64) QueueState {
   uint64_t magic = kQueueMagic;
@@ -113,6 +125,7 @@ struct alignas(64) QueueState {
   std::atomic<uint32_t> doorbell_armed{0};         // someone asked for fileno(): ring it
   // Read by every Put and Get, written when a ring is first owned: a line of its own.
   alignas(64) std::atomic<uint32_t> active{0};     // bit r: ring r was ever owned
+  std::atomic<uint32_t> shared_joins{0};           // producers given a shared ring, ever
   // The order stamps' counter (see above); starts at 1, so every stamp beats stamp 0.
   alignas(64) std::atomic<uint64_t> order{1};
   RingHeader rings[kRings];
@@ -149,9 +162,8 @@ struct QueueShared {
   std::atomic<bool> closed{false};
 
   std::mutex put_mu;      // this process's producers, one at a time
-  int ring = -1;          // the ring this process owns (guarded by put_mu)
-  pid_t ring_pid = 0;     // ...when owned by this pid (a fork child claims its own)
-  bool socket_only = false;  // no ring was free: every item goes on the socket, keeping order
+  int ring = -1;          // the ring this process puts into (guarded by put_mu)
+  pid_t ring_pid = 0;     // ...when chosen by this pid (a fork child chooses its own)
   uint64_t head_cache = 0;   // our ring's head as last read (guarded by put_mu): a lower bound
   // Each ring's tail as last read by a consumer here: a lower bound, so a consumer reads the
   // producer's cache line only when it has caught up.
@@ -174,7 +186,7 @@ struct QueueShared {
   std::atomic<bool> has_stash{false};
 
   ~QueueShared() {
-    if (ring >= 0 && ring_pid == CurrentPid()) {
+    if (ring >= 0 && ring < kOwnRings && ring_pid == CurrentPid()) {
       uint64_t me = CurrentProcessOwner();
       state->rings[ring].owner.compare_exchange_strong(me, 0);
     }
@@ -319,17 +331,19 @@ void WakeOwner(RingHeader& r, uint64_t head) {
   FutexWake(&r.space_seq, INT32_MAX);
 }
 
-// The ring this process produces into, claimed on first use (requires put_mu). -1: none free.
+bool IsShared(int ri) { return ri >= kOwnRings; }
+
+// The ring this process produces into, chosen on first use (requires put_mu): a free owned
+// ring, else a dead producer's, else a shared one (the next in turn).
 int MyRing(QueueShared& s) {
   const pid_t pid = CurrentPid();
   if (s.ring_pid == pid) return s.ring;
   s.ring = -1;  // a fork child: the parent's ring is the parent's
   s.ring_pid = pid;
-  s.socket_only = false;
   const uint64_t me = CurrentProcessOwner();
   QueueState* st = s.state;
   for (int pass = 0; pass < 2 && s.ring < 0; ++pass) {
-    for (int i = 0; i < kRings; ++i) {
+    for (int i = 0; i < kOwnRings; ++i) {
       uint64_t owner = st->rings[i].owner.load(std::memory_order_acquire);
       // First pass: free rings; second: rings whose owner died, zombies included (their items
       // stay queued ahead of ours, which keeps each producer's order).
@@ -342,7 +356,12 @@ int MyRing(QueueShared& s) {
       }
     }
   }
-  if (s.ring < 0) s.socket_only = true;
+  if (s.ring < 0) {
+    s.ring = kOwnRings + static_cast<int>(st->shared_joins.fetch_add(1, std::memory_order_relaxed) %
+                                          kSharedRings);
+    s.head_cache = 0;  // unused: a shared ring's head is read afresh
+    st->active.fetch_or(1u << s.ring, std::memory_order_acq_rel);
+  }
   return s.ring;
 }
 
@@ -378,6 +397,94 @@ absl::Status WaitAsOwner(QueueShared& s, RingHeader& r, const Deadline& deadline
   }
 }
 
+// Writes one record at `t` (where ring `ri`'s tail is) and publishes it; the caller has made
+// sure it fits and, for a shared ring, holds its put lock.
+void Publish(QueueShared& s, int ri, uint64_t t, std::span<const std::byte> bytes, bool stamped,
+             bool* was_empty) {
+  RingHeader& r = s.state->rings[ri];
+  const Ring data = RingOf(s, ri);
+  const uint64_t header_bytes = stamped ? kStampedHeader : kRecordHeader;
+  // The order stamp, taken after any wait (a Put that happens before this one has published
+  // by now) and before publishing; in a shared ring, under its lock, so its stamps grow.
+  if (stamped) {
+    const uint32_t h[2] = {static_cast<uint32_t>(bytes.size()), kStampedTag};
+    const uint64_t stamp = s.state->order.fetch_add(1, std::memory_order_seq_cst);
+    data.CopyIn(t, h, sizeof(h));
+    data.CopyIn(t + sizeof(h), &stamp, sizeof(stamp));
+  } else {
+    const uint32_t h[2] = {static_cast<uint32_t>(bytes.size()), kRecordTag};
+    data.CopyIn(t, h, sizeof(h));
+  }
+  data.CopyIn(t + header_bytes, bytes.data(), bytes.size());
+  r.published.store(r.published.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  r.tail.store(t + RecordBytes(bytes.size(), header_bytes), std::memory_order_seq_cst);
+  // Dekker with a consumer going to sleep: it raises `sleepers`, then finds every ring empty.
+  // The consumers' head is read only when someone sleeps or watches fileno(): it is their
+  // line, and reading it on every Put would pull it across CPUs.
+  const bool watched = s.state->sleepers.load(std::memory_order_seq_cst) != 0 ||
+                       s.state->doorbell_armed.load(std::memory_order_relaxed) != 0;
+  *was_empty = watched && r.head.load(std::memory_order_seq_cst) == t;
+  if (*was_empty) RingDoorbell(s);
+}
+
+// Whether ring `ri`'s owner (every producer of a shared ring) has no socket item pending, so
+// a ring item may follow them. A consumer killed between receiving one and saying so leaves
+// the count high: an empty socket means nothing is pending.
+bool SocketItemsReceived(QueueShared& s, RingHeader& r) {
+  if (r.socket_pending.load(std::memory_order_acquire) <= 0) return true;
+  pollfd p = {s.rx.get(), POLLIN, 0};
+  if (::poll(&p, 1, 0) != 0) return false;
+  r.socket_pending.store(0, std::memory_order_release);
+  return true;
+}
+
+// Whether a record of `need` bytes fits a ring with `used` bytes unconsumed.
+bool RecordFits(uint64_t used, uint64_t need) {
+  return used == 0 ? need <= kRingBytes : used + need <= kRingBudget;
+}
+
+// Takes shared ring `r`'s put lock: a short spin (the holder copies one item), then a sleep
+// that takes the lock over from a holder found dead (base/owner.h). The lock is never held
+// across a call that takes it again, so a word holding our own tid is a dead thread's.
+absl::Status LockSharedRing(RingHeader& r, const Deadline& deadline) {
+  const uint32_t me = CurrentTid();
+  if (TakeFreeOwnerWord(&r.put_lock, me)) return absl::OkStatus();
+  if (SpinUntil([&] {
+        return r.put_lock.load(std::memory_order_relaxed) == 0 && TakeFreeOwnerWord(&r.put_lock, me);
+      }, deadline, SpinMode::kHandoff)) {
+    return absl::OkStatus();
+  }
+  if (AcquireOwnerWord(&r.put_lock, me, deadline, OwnerSelf::kStale) != OwnerAcquire::kTimedOut) {
+    return absl::OkStatus();
+  }
+  return absl::DeadlineExceededError("queue: Put timed out waiting for its shared producer ring");
+}
+
+// RingPut for a shared ring: under its put lock, once room and no pending socket item of its
+// producers; waits for either without the lock (so a non-blocking Put of another producer is
+// never held up by a waiting one), then looks again under it.
+absl::Status SharedRingPut(QueueShared& s, int ri, std::span<const std::byte> bytes, bool stamped,
+                           const Deadline& deadline, bool block, bool* was_empty) {
+  RingHeader& r = s.state->rings[ri];
+  const uint64_t need = RecordBytes(bytes.size(), stamped ? kStampedHeader : kRecordHeader);
+  auto ready = [&] {
+    return SocketItemsReceived(s, r) &&
+           RecordFits(r.tail.load(std::memory_order_acquire) - r.head.load(std::memory_order_acquire),
+                      need);
+  };
+  for (;;) {
+    MPROC_RETURN_IF_ERROR(LockSharedRing(r, block ? deadline : Deadline::Infinite()));
+    if (ready()) {
+      Publish(s, ri, r.tail.load(std::memory_order_relaxed), bytes, stamped, was_empty);
+      ReleaseOwnerWord(&r.put_lock);
+      return absl::OkStatus();
+    }
+    ReleaseOwnerWord(&r.put_lock);
+    // Woken at any take (wake_head 0): the ring's producers wait together.
+    MPROC_RETURN_IF_ERROR(WaitAsOwner(s, r, deadline, block, 0, ready));
+  }
+}
+
 // Publishes one ordinary item into ring `ri` (requires put_mu). Waits while the owner's
 // socket items are unreceived (so they stay ahead of this one) and for space.
 // `*was_empty`: the ring held nothing else once the item was published (a consumer may be
@@ -385,11 +492,11 @@ absl::Status WaitAsOwner(QueueShared& s, RingHeader& r, const Deadline& deadline
 absl::Status RingPut(QueueShared& s, int ri, std::span<const std::byte> bytes,
                      const Deadline& deadline, bool block, bool* was_empty) {
   RingHeader& r = s.state->rings[ri];
-  const Ring data = RingOf(s, ri);
   // Stamped once another ring has ever been owned (see the top of this file). Decided when the
   // Put starts: a Put that happens before this one and used another ring shows its bit by now.
   const bool stamped =
       (s.state->active.load(std::memory_order_seq_cst) & ~(1u << ri)) != 0;
+  if (IsShared(ri)) return SharedRingPut(s, ri, bytes, stamped, deadline, block, was_empty);
   const uint64_t header_bytes = stamped ? kStampedHeader : kRecordHeader;
   const uint64_t need = RecordBytes(bytes.size(), header_bytes);
   const uint64_t t = r.tail.load(std::memory_order_relaxed);
@@ -402,43 +509,14 @@ absl::Status RingPut(QueueShared& s, int ri, std::span<const std::byte> bytes,
     wake_head = t + need > kRingBudget ? t + need - kRingBudget : 0;
   }
   MPROC_RETURN_IF_ERROR(WaitAsOwner(s, r, deadline, block, wake_head, [&] {
-    if (r.socket_pending.load(std::memory_order_acquire) > 0) {
-      // A consumer killed between receiving our socket item and saying so leaves the count
-      // high: an empty socket means nothing of ours is pending.
-      pollfd p = {s.rx.get(), POLLIN, 0};
-      if (::poll(&p, 1, 0) != 0) return false;
-      r.socket_pending.store(0, std::memory_order_release);
-    }
-    auto fits = [&](uint64_t used) {
-      return used == 0 ? need <= kRingBytes : used + need <= kRingBudget;
-    };
+    if (!SocketItemsReceived(s, r)) return false;
     // The cached head over-estimates what is used: if the item fits by it, it fits. Only
     // otherwise read the consumers' cache line.
-    if (fits(t - s.head_cache)) return true;
+    if (RecordFits(t - s.head_cache, need)) return true;
     s.head_cache = r.head.load(std::memory_order_acquire);
-    return fits(t - s.head_cache);
+    return RecordFits(t - s.head_cache, need);
   }));
-  // The order stamp, taken after any wait (a Put that happens before this one has published
-  // by now) and before publishing.
-  if (stamped) {
-    const uint32_t h[2] = {static_cast<uint32_t>(bytes.size()), kStampedTag};
-    const uint64_t stamp = s.state->order.fetch_add(1, std::memory_order_seq_cst);
-    data.CopyIn(t, h, sizeof(h));
-    data.CopyIn(t + sizeof(h), &stamp, sizeof(stamp));
-  } else {
-    const uint32_t h[2] = {static_cast<uint32_t>(bytes.size()), kRecordTag};
-    data.CopyIn(t, h, sizeof(h));
-  }
-  data.CopyIn(t + header_bytes, bytes.data(), bytes.size());
-  r.published.store(r.published.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-  r.tail.store(t + need, std::memory_order_seq_cst);
-  // Dekker with a consumer going to sleep: it raises `sleepers`, then finds every ring empty.
-  // The consumers' head is read only when someone sleeps or watches fileno(): it is their
-  // line, and reading it on every Put would pull it across CPUs.
-  const bool watched = s.state->sleepers.load(std::memory_order_seq_cst) != 0 ||
-                       s.state->doorbell_armed.load(std::memory_order_relaxed) != 0;
-  *was_empty = watched && r.head.load(std::memory_order_seq_cst) == t;
-  if (*was_empty) RingDoorbell(s);
+  Publish(s, ri, t, bytes, stamped, was_empty);
   return absl::OkStatus();
 }
 
@@ -671,7 +749,7 @@ void UndoPut(QueueState* st, int64_t k) {
 }
 
 bool UsesSocket(const EncodeBuffer& item, const QueueShared& s) {
-  return s.socket_only || !item.fds().empty() || item.size() > kRingMaxItem;
+  return !item.fds().empty() || item.size() > kRingMaxItem;
 }
 
 // Sends items[first, first+k) — all socket items — on the socket (requires put_mu, slots
@@ -681,11 +759,12 @@ absl::StatusOr<size_t> SocketPut(QueueShared& s, int ri, std::span<const EncodeB
   QueueState* st = s.state;
   const size_t k = items.size();
   if (ri >= 0) {
-    // Everything this producer put in its ring goes first.
+    // Everything this producer put in its ring goes first (in a shared ring: everything put
+    // there so far, which includes ours).
     RingHeader& r = st->rings[ri];
-    const uint64_t drained = r.tail.load(std::memory_order_relaxed);
+    const uint64_t drained = r.tail.load(std::memory_order_acquire);
     MPROC_RETURN_IF_ERROR(WaitAsOwner(s, r, deadline, block, drained, [&] {
-      return r.head.load(std::memory_order_acquire) >= r.tail.load(std::memory_order_relaxed);
+      return r.head.load(std::memory_order_acquire) >= drained;
     }));
   }
   std::unique_ptr<Record[]> records(new Record[k]);
@@ -1041,6 +1120,38 @@ absl::Status QueueCore::Get(const Deadline& deadline, bool block,
     FutexWait(&st->items_seq, seq, deadline);
     st->sleepers.fetch_sub(1, std::memory_order_seq_cst);
   }
+}
+
+int QueueTesting::ProducerRing(const QueueCore& q) {
+  if (q.s_ == nullptr) return -1;
+  std::lock_guard<std::mutex> lock(q.s_->put_mu);
+  return q.s_->ring_pid == CurrentPid() ? q.s_->ring : -1;
+}
+
+absl::Status QueueTesting::UseSharedRing(QueueCore& q, int k) {
+  if (q.s_ == nullptr || k < 0 || k >= kSharedRings) {
+    return absl::InvalidArgumentError("no such shared ring");
+  }
+  QueueShared& s = *q.s_;
+  std::lock_guard<std::mutex> lock(s.put_mu);
+  if (s.ring >= 0 && s.ring < kOwnRings && s.ring_pid == CurrentPid()) {
+    uint64_t me = CurrentProcessOwner();
+    s.state->rings[s.ring].owner.compare_exchange_strong(me, 0);
+  }
+  s.ring = kOwnRings + k;
+  s.ring_pid = CurrentPid();
+  s.state->active.fetch_or(1u << s.ring, std::memory_order_acq_rel);
+  return absl::OkStatus();
+}
+
+absl::Status QueueTesting::HoldSharedRingLock(QueueCore& q) {
+  if (q.s_ == nullptr) return absl::FailedPreconditionError("queue handle is empty");
+  QueueShared& s = *q.s_;
+  std::lock_guard<std::mutex> lock(s.put_mu);
+  if (s.ring_pid != CurrentPid() || !IsShared(s.ring)) {
+    return absl::FailedPreconditionError("this process does not put into a shared ring");
+  }
+  return LockSharedRing(s.state->rings[s.ring], Deadline::Infinite());
 }
 
 size_t QueueCore::Qsize() const {

@@ -7,15 +7,17 @@
 //
 // Two paths, one queue (shared by every handle in every process; passed to children as a
 // handle: Codec<Queue<T>>):
-//   * Ordinary items go through shared memory: each producer process owns a byte ring in the
-//     queue's memfd segment (16 rings of 8 MiB, pages allocated as first written). Put copies
-//     the encoded item in and publishes it with one release store; Get copies the record at a
-//     ring's head out and claims it with a CAS. No system call per item: a futex wake only when
-//     a consumer sleeps, once per Put (or per 32 items of a PutMany).
-//   * Items carrying descriptors, items over 8 MiB (they travel in a sealed memfd), and the
-//     items of producers beyond the 16th (no ring free) go on one SOCK_SEQPACKET socket pair,
-//     one record per item; a run of them in PutMany is one sendmmsg or io_uring submission
-//     (base/io_ring.h).
+//   * Ordinary items go through shared memory: each of the first 16 producer processes owns a
+//     byte ring in the queue's memfd segment (rings of 8 MiB, pages allocated as first
+//     written), and producers beyond the 16th share 4 more rings, spread evenly, each ring
+//     written under a put lock (an owner word: a producer killed holding it is taken over
+//     from). Put copies the encoded item in and publishes it with one release store; Get
+//     copies the record at a ring's head out and claims it with a CAS. No system call per
+//     item: a futex wake only when a consumer sleeps, once per Put (or per 32 items of a
+//     PutMany). So 64 producers keep most of 16's throughput (bench: mproc.queue.producers.N).
+//   * Items carrying descriptors and items over 8 MiB (they travel in a sealed memfd) go on
+//     one SOCK_SEQPACKET socket pair, one record per item; a run of them in PutMany is one
+//     sendmmsg or io_uring submission (base/io_ring.h).
 // What holds on both paths:
 //   * Dequeue is atomic per item: a consumer copies first and claims after (ring), or the kernel
 //     hands a whole record to one receiver (socket). A consumer SIGKILLed in Get loses at most
@@ -35,16 +37,18 @@
 //     producer has ever used the queue, and a Get takes the oldest ring head, confirmed after
 //     it saw it (queue.cc). A lone producer pays nothing; with several, each Put pays one
 //     shared fetch_add and each Get looks at the other rings' heads when they may hold
-//     something older. Limit: socket items (with descriptors, over 8 MiB, or from producers
-//     beyond the 16th) keep FIFO per producer, but across producers come in the order the
-//     socket received them, not by happens-before against ring items.
+//     something older. Limit: socket items (with descriptors, or over 8 MiB) keep FIFO per
+//     producer, but across producers come in the order the socket received them, not by
+//     happens-before against ring items.
 //   * The byte budget of an unbounded queue is 4 MiB per producer ring (an empty ring always
-//     takes one item up to 8 MiB) and the socket's buffer for socket items: past it Put blocks
+//     takes one item up to 8 MiB; the producers of a shared ring share its budget) and the
+//     socket's buffer for socket items: past it Put blocks
 //     (or times out, or PutNowait says RESOURCE_EXHAUSTED "byte budget"). maxsize > 0 bounds
 //     the item count exactly.
-// A ring belongs to its producer process (pid and start time, base/owner.h); a producer that
-// exits releases it, and a dead one's ring (its items still queued) is taken over by the next
-// producer that finds no free ring. A producer killed and not yet reaped (a zombie) is dead.
+// An owned ring belongs to its producer process (pid and start time, base/owner.h); a producer
+// that exits releases it, and a dead one's ring (its items still queued) is taken over by the
+// next producer that finds no free ring, before it would join a shared ring. A producer killed
+// and not yet reaped (a zombie) is dead.
 //
 // Errors (DESIGN.md table): PutNowait on a full queue RESOURCE_EXHAUSTED, GetNowait on an
 // empty one UNAVAILABLE; a blocking Put/Get whose timeout passes DEADLINE_EXCEEDED; after
@@ -53,7 +57,8 @@
 // were put is FAILED_PRECONDITION.
 //
 // Qsize() is approximate (counters beside each ring and the socket; a consumer killed between
-// claiming and counting leaves it one too high), as CPython documents its own. A consumer
+// claiming and counting leaves it one too high, a producer killed in a shared ring's Put
+// between counting and publishing too), as CPython documents its own. A consumer
 // killed between taking an item and releasing its maxsize slot leaks that slot (capacity drops
 // by one); unbounded queues have no slots. A consumer killed while asleep leaves the sleeper
 // count high, which only costs producers a futex wake per Put.
@@ -88,6 +93,12 @@ namespace ipc_internal {
 struct QueueShared;
 template <typename Q>
 struct QueueHandleCodec;
+struct QueueTesting;
+
+// Producer rings (queue.cc): one each for the first kQueueOwnRings producer processes, then
+// kQueueSharedRings rings shared by the producers beyond them.
+inline constexpr int kQueueOwnRings = 16;
+inline constexpr int kQueueSharedRings = 4;
 
 // The type-independent queue: records of encoded bytes and descriptors.
 class QueueCore {
@@ -119,7 +130,23 @@ class QueueCore {
   bool DecodeHandle(DecodeReader& r);
 
  private:
+  friend struct QueueTesting;
   std::shared_ptr<QueueShared> s_;
+};
+
+// Tests reach the rings through this (queue_test, faults_test).
+struct QueueTesting {
+  // The ring this process puts into: -1 before its first Put, then an owned ring
+  // (< kQueueOwnRings) or a shared one.
+  static int ProducerRing(const QueueCore& q);
+  // From now on this process puts into shared ring `k` (0 <= k < kQueueSharedRings).
+  static absl::Status UseSharedRing(QueueCore& q, int k);
+  // Takes the put lock of this process's shared ring and keeps it: a holder for a test to kill.
+  static absl::Status HoldSharedRingLock(QueueCore& q);
+  template <typename Q>
+  static QueueCore& Core(Q& q) {
+    return q.core_;
+  }
 };
 
 }  // namespace ipc_internal
@@ -248,6 +275,7 @@ class Queue {
 
   template <typename Q>
   friend struct ipc_internal::QueueHandleCodec;
+  friend struct ipc_internal::QueueTesting;
   ipc_internal::QueueCore core_;
 };
 

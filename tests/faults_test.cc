@@ -91,7 +91,7 @@ int ClaimARingAndWait(Queue<std::string> q, Connection ready) {
 // Sixteen producers claim the queue's sixteen rings and are SIGKILLed without being reaped.
 // A new producer must take a dead one's ring over (zombies are dead); before, it found every
 // ring "alive" and fell back to the socket, whose small buffer holds a few 16 KiB items where a
-// ring holds 4 MiB of them.
+// ring holds 4 MiB of them (now it would fall back to a shared ring).
 TEST_P(FaultsTest, RingsOfZombieProducersAreTakenOver) {
   ASSERT_OK_AND_ASSIGN(Queue<std::string> q, Queue<std::string>::Create());
   ASSERT_OK_AND_ASSIGN(auto pipe, Pipe());
@@ -117,6 +117,9 @@ TEST_P(FaultsTest, RingsOfZombieProducersAreTakenOver) {
     }
   }
   EXPECT_GE(put, 200) << "the new producer did not get a ring";
+  // ... a dead one's own ring, not one of the rings producers beyond the 16th share.
+  EXPECT_LT(ipc_internal::QueueTesting::ProducerRing(ipc_internal::QueueTesting::Core(q)),
+            ipc_internal::kQueueOwnRings);
   int claimed = 0, ours = 0;
   for (;;) {
     absl::StatusOr<std::string> got = q.GetNowait();

@@ -142,11 +142,11 @@ TEST(QueueKillTest, ThousandConsumerKillsLoseAtMostTheHeldItems) {
   std::printf("%d kills, %d items lost (each held by a killed consumer)\n", kKills, missing);
 }
 
-// More concurrent producers (24) than a queue has rings (16): the extra ones use the socket
-// path, and every producer's items still arrive once each, in order, mixed with small and large
-// (1 MiB) items.
+// More concurrent producers (40) than a queue has rings of their own (16): the extra ones
+// share 4 rings, several to a ring, and every producer's items still arrive once each, in
+// order, mixed with small and large (1 MiB, socket path) items.
 TEST(QueueManyProducersTest, MoreProducersThanRingsKeepOrderAndLoseNothing) {
-  constexpr int kProducersHere = 24;
+  constexpr int kProducersHere = 40;
   constexpr int kEach = 300;
   ASSERT_OK_AND_ASSIGN(Queue<std::string> q, Queue<std::string>::Create());
   std::vector<pid_t> pids;
@@ -171,6 +171,139 @@ TEST(QueueManyProducersTest, MoreProducersThanRingsKeepOrderAndLoseNothing) {
     EXPECT_EQ(item.size() == (1u << 20), i % 50 == 7);
   }
   for (pid_t pid : pids) EXPECT_EQ(testing::Join(pid), 0);
+  EXPECT_TRUE(q.Empty());
+}
+
+using ipc_internal::kQueueOwnRings;
+using ipc_internal::QueueTesting;
+
+// Puts ordered by happens-before come out in that order for producers beyond the 16th too:
+// 16 producers hold the queue's own rings, then a 17th puts x0..x4 and exits, and only then
+// does one of the 16 put y0..y4: every x comes before every y. The 17th used to go on the
+// socket, which a consumer reads after the rings: the y's came first.
+TEST(QueueManyProducersTest, AProducerBeyondTheOwnedRingsKeepsHappensBeforeOrder) {
+  ASSERT_OK_AND_ASSIGN(Queue<std::string> q, Queue<std::string>::Create());
+  ASSERT_OK_AND_ASSIGN(Value<int64_t> ready, Value<int64_t>::Create(0));
+  ASSERT_OK_AND_ASSIGN(Value<int64_t> step, Value<int64_t>::Create(0));  // 1: put the y's, 2: exit
+  ASSERT_OK_AND_ASSIGN(Value<int64_t> ys_put, Value<int64_t>::Create(0));
+  std::vector<pid_t> owners;
+  for (int i = 0; i < kQueueOwnRings; ++i) {
+    owners.push_back(testing::Child([&, i] {
+      if (!q.Put("claimed").ok()) return 2;
+      if (QueueTesting::ProducerRing(QueueTesting::Core(q)) >= kQueueOwnRings) return 3;
+      ready.FetchAdd(1);
+      while (step.Load() < 1) ::usleep(500);
+      if (i == 0) {
+        for (int k = 0; k < 5; ++k) {
+          if (!q.Put("y" + std::to_string(k)).ok()) return 4;
+        }
+        ys_put.Store(1);
+      }
+      while (step.Load() < 2) ::usleep(500);
+      return 0;
+    }));
+  }
+  while (ready.Load() < kQueueOwnRings) ::usleep(500);
+  pid_t x = testing::Child([&] {
+    for (int k = 0; k < 5; ++k) {
+      if (!q.Put("x" + std::to_string(k)).ok()) return 2;
+    }
+    return QueueTesting::ProducerRing(QueueTesting::Core(q)) >= kQueueOwnRings ? 0 : 3;
+  });
+  ASSERT_EQ(testing::Join(x), 0) << "the 17th producer did not put into a shared ring";
+  step.Store(1);
+  while (ys_put.Load() == 0) ::usleep(500);
+  std::string order;
+  int claimed = 0;
+  for (int n = 0; n < kQueueOwnRings + 10; ++n) {
+    ASSERT_OK_AND_ASSIGN(std::string item, q.Get(absl::Seconds(30)));
+    if (item == "claimed") {
+      ++claimed;
+    } else {
+      order += item + ",";
+    }
+  }
+  EXPECT_EQ(order, "x0,x1,x2,x3,x4,y0,y1,y2,y3,y4,");
+  EXPECT_EQ(claimed, kQueueOwnRings);
+  step.Store(2);
+  for (pid_t pid : owners) EXPECT_EQ(testing::Join(pid), 0);
+  EXPECT_TRUE(q.Empty());
+}
+
+// A producer SIGKILLed while it holds its shared ring's put lock (and left a zombie) does not
+// wedge the ring: the next producer of that ring takes the lock over, and every item put
+// before and after arrives once, in order.
+TEST(QueueManyProducersTest, AProducerKilledHoldingASharedRingsLockIsTakenOverFrom) {
+  ASSERT_OK_AND_ASSIGN(Queue<int64_t> q, Queue<int64_t>::Create());
+  ASSERT_OK_AND_ASSIGN(Value<int64_t> holding, Value<int64_t>::Create(0));
+  pid_t holder = testing::Child([&] {
+    if (!QueueTesting::UseSharedRing(QueueTesting::Core(q), 0).ok()) return 2;
+    if (!q.Put(1).ok()) return 3;
+    if (!QueueTesting::HoldSharedRingLock(QueueTesting::Core(q)).ok()) return 4;
+    holding.Store(1);
+    for (;;) ::pause();
+  });
+  while (holding.Load() == 0) ::usleep(500);
+  ASSERT_EQ(::kill(holder, SIGKILL), 0);  // not reaped yet: a zombie holds the lock
+  pid_t next = testing::Child([&] {
+    if (!QueueTesting::UseSharedRing(QueueTesting::Core(q), 0).ok()) return 2;
+    for (int64_t i = 2; i <= 101; ++i) {
+      if (!q.Put(i, absl::Seconds(30)).ok()) return 3;
+    }
+    return 0;
+  });
+  EXPECT_EQ(testing::Join(next), 0);
+  for (int64_t i = 1; i <= 101; ++i) {
+    ASSERT_OK_AND_ASSIGN(int64_t v, q.Get(absl::Seconds(30)));
+    ASSERT_EQ(v, i);
+  }
+  EXPECT_TRUE(q.Empty());
+  EXPECT_EQ(testing::Join(holder), 128 + SIGKILL);
+}
+
+// The producers of a shared ring share its byte budget: once one has filled it, another's
+// PutNowait is RESOURCE_EXHAUSTED, and its blocking Put goes through as soon as a consumer
+// makes room (they wait together, woken at any take).
+TEST(QueueManyProducersTest, ProducersOfASharedRingShareItsBudgetAndWakeForRoom) {
+  ASSERT_OK_AND_ASSIGN(Queue<std::string> q, Queue<std::string>::Create());
+  MPROC_ASSERT_OK(QueueTesting::UseSharedRing(QueueTesting::Core(q), 1));
+  const std::string item(64 << 10, 'f');
+  const std::string late(64 << 10, 'l');
+  int filled = 0;
+  for (; filled < 1000; ++filled) {
+    absl::Status s = q.PutNowait(item);
+    if (!s.ok()) {
+      ASSERT_THAT(s, StatusIs(absl::StatusCode::kResourceExhausted));
+      break;
+    }
+  }
+  ASSERT_GE(filled, 32);
+  ASSERT_LT(filled, 1000);
+  ASSERT_OK_AND_ASSIGN(Value<int64_t> refused, Value<int64_t>::Create(0));
+  pid_t other = testing::Child([&] {
+    if (!QueueTesting::UseSharedRing(QueueTesting::Core(q), 1).ok()) return 2;
+    if (!absl::IsResourceExhausted(q.PutNowait(late))) return 3;
+    refused.Store(1);
+    return q.Put(late, absl::Seconds(30)).ok() ? 0 : 4;
+  });
+  for (int waited = 0; refused.Load() == 0; ++waited) {
+    ASSERT_NE(testing::TaskState(other), 'Z') << "the other producer's PutNowait was not refused";
+    ASSERT_LT(waited, 60'000);
+    ::usleep(500);
+  }
+  int got = 0;
+  bool got_late = false;
+  while (!got_late) {
+    ASSERT_OK_AND_ASSIGN(std::string v, q.Get(absl::Seconds(30)));
+    if (v == late) {
+      got_late = true;
+    } else {
+      ASSERT_EQ(v, item);
+      ++got;
+    }
+  }
+  EXPECT_EQ(got, filled);
+  EXPECT_EQ(testing::Join(other), 0);
   EXPECT_TRUE(q.Empty());
 }
 
