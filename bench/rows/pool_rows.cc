@@ -14,9 +14,9 @@ namespace {
 
 int64_t Square(int64_t x) { return x * x; }
 
-std::unique_ptr<Pool> WarmPool(benchmark::State& state) {
+std::unique_ptr<Pool> WarmPool(benchmark::State& state, int processes = 2) {
   Pool::Options o;
-  o.processes = 2;
+  o.processes = processes;
   absl::StatusOr<std::unique_ptr<Pool>> pool = Pool::Create(o);
   if (!pool.ok()) {
     state.SkipWithError("Pool::Create failed");
@@ -62,6 +62,23 @@ void PoolMap(benchmark::State& state, size_t n, size_t chunksize) {
   for (auto _ : state) {
     absl::StatusOr<std::vector<int64_t>> out = pool->Map(Square, in, chunksize);
     if (!out.ok() || out->size() != n) return state.SkipWithError("map failed");
+  }
+  SetOpsPerIteration(state, static_cast<double>(n));
+}
+
+// Pool(workers).Map of `n` ints in chunks of 64: how assignment and collection scale with the
+// number of workers (on this machine's CPUs, so more workers cannot run faster; they must not
+// run much slower).
+void PoolMapWorkers(benchmark::State& state, int workers, size_t n) {
+  std::unique_ptr<Pool> pool = WarmPool(state, workers);
+  if (!pool) return;
+  std::vector<int64_t> in(n);
+  for (size_t i = 0; i < n; ++i) in[i] = static_cast<int64_t>(i);
+  for (auto _ : state) {
+    absl::StatusOr<std::vector<int64_t>> out = pool->Map(Square, in, 64);
+    if (!out.ok() || out->size() != n || (*out)[n - 1] != Square(in[n - 1])) {
+      return state.SkipWithError("map failed");
+    }
   }
   SetOpsPerIteration(state, static_cast<double>(n));
 }
@@ -149,6 +166,15 @@ MPROC_REPORT_ROWS(PoolRows) {
         .PerItem()
         .Baselines(n == 2 ? std::vector<std::string>{}
                           : std::vector<std::string>{"mproc.pool.create_per_worker.2"});
+  }
+  for (int n : {2, 8, 32, 64}) {
+    AddRow("mproc.pool.map_workers." + std::to_string(n), Section::kMproc,
+           [n](benchmark::State& s) { PoolMapWorkers(s, n, QuickMode() ? 20'000 : 200'000); })
+        .Title("Pool(" + std::to_string(n) +
+               ").Map square over 2*10^5 ints, chunksize 64, per item")
+        .PerItem()
+        .Baselines(n == 2 ? std::vector<std::string>{}
+                          : std::vector<std::string>{"mproc.pool.map_workers.2"});
   }
   AddRow("mproc.pool.map_default", Section::kMproc,
          [](benchmark::State& s) { PoolMap(s, QuickMode() ? 100'000 : 1'000'000, 0); })
