@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "base/thread_scratch.h"
 
 namespace mproc {
 namespace {
@@ -117,14 +118,15 @@ struct Cache {
     return e;
   }
 };
-thread_local Cache t_by_addr;
-thread_local Cache t_by_ref;
+// Per thread, and still there for exit handlers (base/thread_scratch.h).
+Cache& ByAddr() { return ThreadScratch<Cache, struct ByAddrTag>(); }
+Cache& ByRef() { return ThreadScratch<Cache, struct ByRefTag>(); }
 
 }  // namespace
 
 absl::StatusOr<CodeRef> CodeRefFor(const void* addr) {
   const Generation gen = CurrentGeneration();
-  for (const CacheEntry& e : t_by_addr.entries) {
+  for (const CacheEntry& e : ByAddr().entries) {
     if (e.used && e.addr == addr && e.gen == gen) return e.ref;
   }
   FindAddr f{reinterpret_cast<uintptr_t>(addr)};
@@ -143,14 +145,14 @@ absl::StatusOr<CodeRef> CodeRefFor(const void* addr) {
         "code address %p is not inside any loaded object's executable segment (a JIT or a "
         "trampoline cannot be sent to another process)", addr));
   }
-  CacheEntry& e = t_by_addr.Slot();
+  CacheEntry& e = ByAddr().Slot();
   e = CacheEntry{gen, true, addr, f.ref};
   return f.ref;
 }
 
 absl::StatusOr<const void*> ResolveCodeRef(const CodeRef& ref) {
   const Generation gen = CurrentGeneration();
-  for (const CacheEntry& e : t_by_ref.entries) {
+  for (const CacheEntry& e : ByRef().entries) {
     if (e.used && e.gen == gen && e.ref.offset == ref.offset && e.ref.object == ref.object) {
       return e.addr;
     }
@@ -178,7 +180,7 @@ absl::StatusOr<const void*> ResolveCodeRef(const CodeRef& ref) {
     return absl::NotFoundError(absl::StrCat("offset ", ref.offset, " is outside the executable "
                                             "segments of ", ref.object));
   }
-  CacheEntry& e = t_by_ref.Slot();
+  CacheEntry& e = ByRef().Slot();
   e = CacheEntry{gen, true, f.addr, ref};
   return f.addr;
 }

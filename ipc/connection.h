@@ -63,6 +63,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "base/deadline.h"
+#include "base/thread_scratch.h"
 #include "base/unique_fd.h"
 #include "serialize/buffer.h"
 #include "serialize/codec.h"
@@ -70,6 +71,7 @@
 namespace mproc {
 namespace ipc_internal {
 class RingLink;
+struct ConnectionSendScratch;  // ThreadScratch tag
 }  // namespace ipc_internal
 
 // The status payload that carries the complete message when RecvBytesInto's buffer is short.
@@ -89,7 +91,7 @@ class Connection {
   template <typename T>
   absl::Status Send(const T& value, absl::Duration timeout = absl::InfiniteDuration()) {
     // One encode buffer per thread, reused (a long message's buffer is not kept).
-    thread_local EncodeBuffer buf;
+    EncodeBuffer& buf = ThreadScratch<EncodeBuffer, ipc_internal::ConnectionSendScratch>();
     buf.Clear();
     Encode(value, buf);
     absl::Status s = SendEncoded(buf, Deadline::After(timeout));

@@ -826,7 +826,7 @@ absl::Status TakeFromSocket(QueueShared& s, bool force, TakeBuffer* bytes,
   if (!force && st->socket_items.load(std::memory_order_seq_cst) <= 0) {
     return absl::UnavailableError("queue is empty");
   }
-  thread_local std::vector<std::byte> buf;
+  std::vector<std::byte>& buf = ThreadScratch<std::vector<std::byte>, struct SocketRecordScratch>();
   if (buf.size() < kMaxRecord) buf.resize(kMaxRecord);
   alignas(cmsghdr) char control[ScmRightsSpace(kMaxFds)];
   iovec iov = {buf.data(), buf.size()};
@@ -1032,7 +1032,7 @@ absl::Status QueueCore::Get(const Deadline& deadline, bool block,
                             std::span<const std::byte>* item, std::vector<UniqueFd>* fds) {
   // Items are copied out into this thread's buffer, which keeps its capacity from one Get to
   // the next (up to 8 MiB: a bigger item's buffer is not kept).
-  thread_local TakeBuffer buffer;
+  TakeBuffer& buffer = ThreadScratch<TakeBuffer, struct GetScratch>();
   if (buffer.cap > (8u << 20)) buffer = TakeBuffer();
   TakeBuffer* bytes = &buffer;
   *item = {};

@@ -83,6 +83,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "base/deadline.h"
+#include "base/thread_scratch.h"
 #include "base/unique_fd.h"
 #include "serialize/buffer.h"
 #include "serialize/codec.h"
@@ -93,6 +94,8 @@ namespace ipc_internal {
 struct QueueShared;
 template <typename Q>
 struct QueueHandleCodec;
+struct QueuePutScratch;  // ThreadScratch tags
+struct QueuePutManyScratch;
 struct QueueTesting;
 
 // Producer rings (queue.cc): one each for the first kQueueOwnRings producer processes, then
@@ -195,7 +198,8 @@ class Queue {
                                      absl::Duration timeout = absl::InfiniteDuration(),
                                      size_t* put = nullptr) {
     // This thread's encode buffers, reused from one call to the next (as Put's one buffer).
-    thread_local std::vector<EncodeBuffer> bufs;
+    std::vector<EncodeBuffer>& bufs =
+        ThreadScratch<std::vector<EncodeBuffer>, ipc_internal::QueuePutManyScratch>();
     if (bufs.size() < items.size()) bufs.resize(items.size());
     for (size_t i = 0; i < items.size(); ++i) {
       bufs[i].Clear();
@@ -258,7 +262,7 @@ class Queue {
   explicit Queue(ipc_internal::QueueCore core) : core_(std::move(core)) {}
   absl::Status PutImpl(const T& item, const Deadline& d, bool block) {
     // One encode buffer per thread, reused (a big item's buffer is not kept).
-    thread_local EncodeBuffer buf;
+    EncodeBuffer& buf = ThreadScratch<EncodeBuffer, ipc_internal::QueuePutScratch>();
     buf.Clear();
     Encode(item, buf);
     absl::Status s = core_.Put(buf, d, block);
