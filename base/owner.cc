@@ -63,6 +63,21 @@ OwnerAcquire TryAcquireOwnerWord(std::atomic<uint32_t>* word, uint32_t tid) {
   return OwnerAcquire::kTimedOut;
 }
 
+namespace {
+
+// At the deadline, with the word held (`v`): takes it over if its holder is dead, as
+// TryAcquireOwnerWord does, so a short timeout is no reason to leave a dead holder's lock held.
+OwnerAcquire LastAttempt(std::atomic<uint32_t>* word, uint32_t tid, uint32_t v) {
+  const uint32_t holder = v & kOwnerTidMask;
+  if (holder != 0 && holder != tid && !TaskAlive(holder) &&
+      word->compare_exchange_strong(v, tid | (v & kOwnerWaitersBit), std::memory_order_acquire)) {
+    return OwnerAcquire::kOwnerDied;
+  }
+  return OwnerAcquire::kTimedOut;
+}
+
+}  // namespace
+
 OwnerAcquire AcquireOwnerWord(std::atomic<uint32_t>* word, uint32_t tid,
                               const Deadline& deadline, OwnerSelf self) {
   for (;;) {
@@ -81,24 +96,21 @@ OwnerAcquire AcquireOwnerWord(std::atomic<uint32_t>* word, uint32_t tid,
       }
       continue;
     }
+    // Before raising the waiters bit: a call that will not sleep must not make the next
+    // release pay a wake.
+    if (deadline.Expired()) return LastAttempt(word, tid, v);
     if (!(v & kOwnerWaitersBit)) {
       if (!word->compare_exchange_strong(v, v | kOwnerWaitersBit, std::memory_order_relaxed)) {
         continue;
       }
       v |= kOwnerWaitersBit;
     }
-    if (deadline.Expired()) return OwnerAcquire::kTimedOut;
     if (FutexWait(word, v, deadline.Slice(absl::Nanoseconds(kOwnerCheckNs))) !=
         FutexResult::kTimedOut) {
       continue;
     }
-    if (deadline.Expired()) {
-      // One last attempt: the word may have been freed at the deadline.
-      uint32_t z = 0;
-      return word->compare_exchange_strong(z, tid | kOwnerWaitersBit, std::memory_order_acquire)
-                 ? OwnerAcquire::kAcquired
-                 : OwnerAcquire::kTimedOut;
-    }
+    // At the deadline, the loop's top takes a word freed meanwhile, or makes the last attempt.
+    if (deadline.Expired()) continue;
     uint32_t now = word->load(std::memory_order_relaxed);
     const uint32_t holder = now & kOwnerTidMask;
     if (holder != 0 && holder != tid && !TaskAlive(holder) &&

@@ -117,6 +117,32 @@ TEST(LockTest, TryAcquireTakesOverFromADeadHolder) {
   MPROC_EXPECT_OK(lock.Release());
 }
 
+// A timeout shorter than the sleep slice after which a waiter checks the holder (20 ms) still
+// takes over from a dead holder at its deadline, as TryAcquire does; before, Acquire(1 ms)
+// returned false for ever on a dead holder's lock.
+TEST(LockTest, AShortTimeoutTakesOverFromADeadHolder) {
+  ASSERT_OK_AND_ASSIGN(Lock lock, Lock::Create());
+  pid_t holder = Child([&] { return lock.Acquire() ? 0 : 1; });  // exits holding it
+  EXPECT_EQ(Join(holder), 0);
+  AcquireResult r = lock.Acquire(absl::Milliseconds(1));
+  EXPECT_TRUE(r);
+  EXPECT_TRUE(r.previous_owner_died());
+  MPROC_EXPECT_OK(lock.Release());
+  // ... and a live holder's lock times out as before.
+  ASSERT_OK_AND_ASSIGN(Value<int> held, Value<int>::Create(0, LockMode::kNone));
+  pid_t live = Child([&] {
+    if (!lock.Acquire()) return 1;
+    held.Store(1);
+    ::pause();
+    return 0;
+  });
+  while (held.Load() == 0) ::usleep(1000);
+  EXPECT_FALSE(lock.Acquire(absl::Milliseconds(1)));
+  EXPECT_FALSE(lock.Acquire(absl::ZeroDuration()));
+  ::kill(live, SIGKILL);
+  EXPECT_EQ(Join(live), 128 + SIGKILL);
+}
+
 TEST(RLockTest, RecursionAndOwnership) {
   ASSERT_OK_AND_ASSIGN(RLock lock, RLock::Create());
   EXPECT_TRUE(lock.Acquire());
