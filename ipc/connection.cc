@@ -103,9 +103,11 @@ void Connection::Close() {
 
 absl::Status Connection::SendParts(std::span<const int> fds,
                                    const std::span<const std::byte>* bytes,
-                                   const Deadline& deadline) {
+                                   const Deadline& deadline, bool announce) {
   if (link_ == nullptr) {
-    if (!fds.empty()) MPROC_RETURN_IF_ERROR(SendFds(fds, deadline));
+    // As on a duplex Pipe: a descriptor that is not open is INVALID_ARGUMENT, nothing sent.
+    MPROC_RETURN_IF_ERROR(CheckDescriptorsOpen(fds));
+    if (!fds.empty() || announce) MPROC_RETURN_IF_ERROR(SendFds(fds, deadline));
     if (bytes == nullptr) return absl::OkStatus();
     bool started = false;
     absl::Status s = WriteCPythonMessage(fd_.get(), *bytes, deadline, &started);
@@ -151,10 +153,11 @@ absl::Status Connection::SendParts(std::span<const int> fds,
                      [&] { return WriteCPythonMessage(fd_.get(), *bytes, deadline); });
 }
 
-absl::Status Connection::SendEncoded(const EncodeBuffer& buf, const Deadline& deadline) {
+absl::Status Connection::SendEncoded(const EncodeBuffer& buf, const Deadline& deadline,
+                                     bool announce) {
   MPROC_RETURN_IF_ERROR(CheckOpen(false));
   const std::span<const std::byte> bytes = buf.bytes();
-  return SendParts(buf.fds(), &bytes, deadline);
+  return SendParts(buf.fds(), &bytes, deadline, announce);
 }
 
 absl::Status Connection::SendBytes(std::string_view data, absl::Duration timeout) {
@@ -326,7 +329,9 @@ absl::Status Connection::SendFds(std::span<const int> fds, const Deadline& deadl
   msg.msg_iovlen = 1;
   AttachScmRights(&msg, fds, control.data());
   for (;;) {
-    ssize_t n = RetryEintr([&] { return ::sendmsg(fd_.get(), &msg, MSG_NOSIGNAL); });
+    // Non-blocking when bounded, so a full socket buffer waits in AwaitFd, up to the deadline.
+    const int flags = MSG_NOSIGNAL | (deadline.infinite() ? 0 : MSG_DONTWAIT);
+    ssize_t n = RetryEintr([&] { return ::sendmsg(fd_.get(), &msg, flags); });
     if (n == 1) return absl::OkStatus();
     if (n < 0 && errno == EAGAIN) {
       MPROC_RETURN_IF_ERROR(AwaitFd(fd_.get(), POLLOUT, deadline, "sendmsg(handle)", 0, 1));
@@ -344,12 +349,14 @@ absl::Status Connection::SendFds(std::span<const int> fds, const Deadline& deadl
   }
 }
 
-absl::Status Connection::RecvFds(const Deadline& deadline, std::vector<UniqueFd>* out) {
+absl::Status Connection::RecvFds(const Deadline& deadline, std::vector<UniqueFd>* out,
+                                 bool none_ok) {
   MPROC_RETURN_IF_ERROR(CheckOpen(true));
-  if (link_ == nullptr) return RecvFdsOnSocket(deadline, out);
+  if (link_ == nullptr) return RecvFdsOnSocket(deadline, out, none_ok);
   Turn turn(link_.get(), end_, fd_.get(), /*reader=*/true);
   MPROC_RETURN_IF_ERROR(turn.Take(deadline));
   MPROC_ASSIGN_OR_RETURN(RingLink::Next next, link_->Peek(end_, fd_.get(), deadline));
+  if (next.kind != LinkRecord::kHandle && none_ok) return absl::OkStatus();  // the message next
   if (next.kind != LinkRecord::kHandle) {
     LoseReadFraming("received data where a descriptor was due");
     return absl::InvalidArgumentError("received data without a descriptor");
@@ -363,7 +370,8 @@ absl::Status Connection::RecvFds(const Deadline& deadline, std::vector<UniqueFd>
   return absl::OkStatus();
 }
 
-absl::Status Connection::RecvFdsOnSocket(const Deadline& deadline, std::vector<UniqueFd>* out) {
+absl::Status Connection::RecvFdsOnSocket(const Deadline& deadline, std::vector<UniqueFd>* out,
+                                         bool none_ok) {
   unsigned char count = 0;
   iovec iov = {&count, 1};
   std::vector<char> control(ScmRightsSpace(kMaxFds), 0);
@@ -396,6 +404,7 @@ absl::Status Connection::RecvFdsOnSocket(const Deadline& deadline, std::vector<U
     out->clear();
     return absl::InvalidArgumentError("descriptors were truncated in transit (MSG_CTRUNC)");
   }
+  if (out->empty() && none_ok && count == 0) return absl::OkStatus();  // an announcement
   if (out->empty()) {
     // The stream now holds data that was not a descriptor message: unusable for reading.
     LoseReadFraming("received data where a descriptor was due");

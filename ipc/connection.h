@@ -33,9 +33,9 @@
 //   * A Connection is a handle: Codec<Connection> sends its descriptor, so a Connection passed
 //     to a child Process works there.
 //
-// Duplex Pipes carry messages in shared memory (ipc/internal/ring_link.h): a message of up to 32 KiB is
-// copied into a ring the peer polls, with no system call, and a receiver that finds nothing
-// yields for the spin budget (MPROC_SPIN_US) before sleeping in poll(); longer messages and
+// Duplex Pipes carry messages in shared memory (ipc/internal/ring_link.h): a message of up to
+// 32 KiB is copied into a ring the peer polls, with no system call, and a receiver that finds
+// nothing yields for the spin budget (MPROC_SPIN_US) before sleeping in poll(); longer messages and
 // descriptors go over the socketpair, in order. fileno() of such a Connection is an epoll
 // descriptor that is readable while a message (or end of file) waits — taking it makes every
 // later message also ring a byte on the socket, which costs a send per message. Connections
@@ -43,8 +43,9 @@
 //
 // Thread-safety: one sender and one receiver at a time (as CPython); Close must not race
 // other calls. On a duplex Pipe, senders (threads or processes sharing an end) take turns,
-// and so do receivers: a message is never interleaved with another. Fork children: a Connection copied by fork is a second reference to the same
-// socket or pipe (closing it in the child does not close the parent's).
+// and so do receivers: a message is never interleaved with another. Fork children: a Connection
+// copied by fork is a second reference to the same socket or pipe (closing it in the child does
+// not close the parent's).
 
 #ifndef MPROC_IPC_CONNECTION_H_
 #define MPROC_IPC_CONNECTION_H_
@@ -79,33 +80,63 @@ inline constexpr char kMessagePayloadUrl[] = "mproc.ipc/complete_message";
 
 class Connection {
  public:
+  // An empty Connection: closed(); sends and receives on it are FAILED_PRECONDITION.
   Connection() = default;
-  // Adopts a connected socket or one end of a pipe. INVALID_ARGUMENT for a bad descriptor or
-  // neither readable nor writable.
+  // Connection::FromFd(fd, readable, writable)
+  //
+  // Adopts a connected socket or one end of a pipe as a plain connection (no shared-memory
+  // ring). Never blocks. Errors: INVALID_ARGUMENT when `fd` is not an open descriptor, or when
+  // neither flag is set (the descriptor is closed then). Nothing checks that `fd` really is a
+  // socket or pipe, or that the flags match how it was opened.
   static absl::StatusOr<Connection> FromFd(UniqueFd fd, bool readable = true,
                                            bool writable = true);
 
   Connection(Connection&&) noexcept = default;
   Connection& operator=(Connection&&) noexcept = default;
 
+  // Connection::Send(value, timeout)
+  //
+  // Encodes `value` in the calling thread and sends it as one message, its descriptors (if any)
+  // just before it, as SendHandle does. Blocks until it is written (into the ring, socket or pipe;
+  // not until the peer reads it), up to `timeout`. Errors: FAILED_PRECONDITION (closed, read-only,
+  // sending stopped by an earlier failure, or descriptors over a simplex pipe), OUT_OF_RANGE (the
+  // peer closed its end), DEADLINE_EXCEEDED (the peer is not reading, or on a duplex Pipe another
+  // sender kept its turn), INVALID_ARGUMENT (over 253 descriptors, or one not open; nothing is
+  // sent). A failure other than OUT_OF_RANGE partway through a message (on a duplex Pipe: once
+  // a message over 32 KiB or a descriptor was announced) stops sending: FAILED_PRECONDITION
+  // after.
+  // One sender at a time; on a duplex Pipe, senders (threads or processes) take turns.
   template <typename T>
   absl::Status Send(const T& value, absl::Duration timeout = absl::InfiniteDuration()) {
     // One encode buffer per thread, reused (a long message's buffer is not kept).
     EncodeBuffer& buf = ThreadScratch<EncodeBuffer, ipc_internal::ConnectionSendScratch>();
     buf.Clear();
     Encode(value, buf);
-    absl::Status s = SendEncoded(buf, Deadline::After(timeout));
+    absl::Status s = SendEncoded(buf, Deadline::After(timeout), kTypeCarriesFds<T>);
     if (buf.capacity() > (64 << 10)) buf = EncodeBuffer();
     return s;
   }
 
+  // Connection::Recv<T>(timeout)
+  //
+  // Receives one message and decodes it as T. Blocks until one arrives, up to `timeout` (after a
+  // short spin). Errors: DEADLINE_EXCEEDED (nothing came; or the timeout passed partway through a
+  // message, which stops reading), OUT_OF_RANGE (the peer closed its end and every message it
+  // sent was read), FAILED_PRECONDITION (closed, write-only, or reading stopped earlier),
+  // INVALID_ARGUMENT (the message does not decode as T: it is consumed and reading goes on; a
+  // corrupt frame or ring record, or a descriptor where a message was due, stops reading). A T
+  // whose type may carry descriptors receives them first, and none when the value sent carried
+  // none (an empty vector of UniqueFd): Send of such a type announces them either way.
+  // One receiver at a time; on a duplex Pipe, receivers (threads or processes) take turns.
   template <typename T>
   absl::StatusOr<T> Recv(absl::Duration timeout = absl::InfiniteDuration()) {
     static_assert(!std::is_same_v<T, absl::Status>, "use Recv<absl::Status> via RecvBytes");
     Deadline deadline = Deadline::After(timeout);
     std::vector<UniqueFd> fds;
     if constexpr (kTypeCarriesFds<T>) {
-      absl::Status s = RecvFds(deadline, &fds);
+      // A value of such a type may carry none (an empty vector of descriptors, an empty
+      // handle): Send announces even those, so the message is never read as descriptors.
+      absl::Status s = RecvFds(deadline, &fds, /*none_ok=*/true);
       if (!s.ok()) return s;
     }
     // Decoded where the message lies (in the ring, on a duplex Pipe): no copy before decoding.
@@ -122,30 +153,79 @@ class Connection {
     return *std::move(ctx.out);
   }
 
+  // Connection::SendBytes(data, timeout)
+  //
+  // Sends `data` as one CPython-framed message (a Python peer's recv_bytes reads it). Blocks and
+  // fails as Send: FAILED_PRECONDITION, OUT_OF_RANGE, DEADLINE_EXCEEDED; thread-safety as Send.
   absl::Status SendBytes(std::string_view data, absl::Duration timeout = absl::InfiniteDuration());
-  // data[offset, offset + size) (size defaults to the rest).
+  // Connection::SendBytes(data, offset, size, timeout)
+  //
+  // Sends data[offset, offset + size) (size defaults to the rest) as SendBytes(data, timeout);
+  // a slice beyond `data` is INVALID_ARGUMENT (checked after FAILED_PRECONDITION), nothing sent.
   absl::Status SendBytes(std::span<const std::byte> data, size_t offset,
                          std::optional<size_t> size = std::nullopt,
                          absl::Duration timeout = absl::InfiniteDuration());
+  // Connection::RecvBytes(max_length, timeout)
+  //
+  // Receives one message's bytes (a Python peer's send_bytes, or any Send). Blocks and fails as
+  // Recv (DEADLINE_EXCEEDED, OUT_OF_RANGE, FAILED_PRECONDITION; INVALID_ARGUMENT for a corrupt
+  // frame or ring record, or a descriptor where a message was due, which stop reading), and a
+  // message longer than `max_length` is RESOURCE_EXHAUSTED ("bad message length"): this end reads
+  // no more, as CPython marks it (a read-only end is closed outright). Thread-safety as Recv.
   absl::StatusOr<std::string> RecvBytes(std::optional<uint64_t> max_length = std::nullopt,
                                         absl::Duration timeout = absl::InfiniteDuration());
-  // Writes the message at buffer[offset...]; returns its size.
+  // Connection::RecvBytesInto(buffer, offset, timeout)
+  //
+  // Writes the next message at buffer[offset...]; returns its size. Blocks and fails as RecvBytes
+  // without a limit; INVALID_ARGUMENT when `offset` is beyond `buffer` (nothing read). A message
+  // longer than the room after `offset` is RESOURCE_EXHAUSTED with the whole message in the
+  // payload kMessagePayloadUrl: it is consumed, and reading goes on. Thread-safety as Recv.
   absl::StatusOr<size_t> RecvBytesInto(std::span<std::byte> buffer, size_t offset = 0,
                                        absl::Duration timeout = absl::InfiniteDuration());
 
-  // True when a message or end of file is ready within `timeout` (zero: just look).
+  // Connection::Poll(timeout)
+  //
+  // True when a message or end of file is ready within `timeout` (zero, the default, or negative:
+  // just look); consumes nothing, and is true too when the next Recv will fail. Blocks up to
+  // `timeout`. Errors: FAILED_PRECONDITION (closed, write-only, reading stopped, or on a duplex
+  // Pipe a receiver cut this direction off). On a duplex Pipe it is false while another thread
+  // or process holds the receiving turn until `timeout`, even with a message waiting.
   absl::StatusOr<bool> Poll(absl::Duration timeout = absl::ZeroDuration());
 
+  // Connection::SendHandle(fd, timeout)
+  //
+  // Passes descriptor `fd` (still the caller's) to the peer as CPython's send_handle: one byte
+  // carrying SCM_RIGHTS. Blocks up to `timeout` (a full socket buffer included). Errors:
+  // FAILED_PRECONDITION (closed, read-only, a simplex pipe), INVALID_ARGUMENT (`fd` not open;
+  // nothing is sent), OUT_OF_RANGE (the peer closed),
+  // DEADLINE_EXCEEDED. On a duplex Pipe a failure other than OUT_OF_RANGE after the descriptor
+  // was announced stops sending, as in Send. Thread-safety as Send.
   absl::Status SendHandle(int fd, absl::Duration timeout = absl::InfiniteDuration());
+  // Connection::RecvHandle(timeout)
+  //
+  // Receives one descriptor sent by SendHandle, close-on-exec and owned by the caller. Blocks up
+  // to `timeout`. Errors: DEADLINE_EXCEEDED, OUT_OF_RANGE (the peer closed), FAILED_PRECONDITION
+  // (closed, write-only, reading stopped, a simplex pipe), INVALID_ARGUMENT (a message came where
+  // the descriptor was due, which stops reading; or the descriptors came truncated or not exactly
+  // one). Thread-safety as Recv.
   absl::StatusOr<UniqueFd> RecvHandle(absl::Duration timeout = absl::InfiniteDuration());
 
-  // Idempotent.
+  // Connection::Close()
+  //
+  // Closes this handle's descriptors; idempotent. Other references to the socket or pipe (fork
+  // children's copies, Connections sent to other processes) stay open, and the peer sees end of
+  // file only once every one is closed. Must not race other calls on this Connection.
   void Close();
+  // closed(): an empty Connection, after Close, or a read-only end that a receive closed when
+  // reading stopped (see RecvBytes). readable() turns false when reading stops; Close changes
+  // neither flag.
   bool closed() const { return !fd_.ok(); }
   bool readable() const { return readable_; }
   bool writable() const { return writable_; }
   // A descriptor for Wait() or a poller of your own, readable while a message or end of file
-  // waits; -1 when closed. The socket or pipe itself, except on a duplex Pipe (see above).
+  // waits; -1 when closed. The socket or pipe itself, except on a duplex Pipe (see above): there
+  // the first call creates that descriptor (owned by the Connection until Close) and must not
+  // race other calls on this Connection.
   int fileno() const;
 
  private:
@@ -156,10 +236,14 @@ class Connection {
   // The stream lost its framing: this end reads no more (CPython marks it unreadable) and
   // later Recvs say why.
   void LoseReadFraming(std::string_view why);
-  absl::Status SendEncoded(const EncodeBuffer& buf, const Deadline& deadline);
-  // Sends `fds` (if any) and then `bytes` (if given), over the ring or the socket.
+  // `announce`: the value's type may carry descriptors, so the receiver expects a descriptor
+  // message first (Recv<T>): one is sent on a socket even when the value carries none.
+  absl::Status SendEncoded(const EncodeBuffer& buf, const Deadline& deadline, bool announce);
+  // Sends `fds` (if any, or an empty descriptor message when `announce`) and then `bytes` (if
+  // given), over the ring or the socket. On a duplex Pipe the ring's records say what comes
+  // next, so nothing is sent for an empty announcement.
   absl::Status SendParts(std::span<const int> fds, const std::span<const std::byte>* bytes,
-                         const Deadline& deadline);
+                         const Deadline& deadline, bool announce = false);
   // Receives one message into `out`; with a visitor, calls visit(ctx, its bytes) once instead,
   // before the next receive can overwrite them (on a duplex Pipe they may lie in the ring, and
   // `out` is then untouched).
@@ -168,8 +252,12 @@ class Connection {
                            std::string* out, void* ctx = nullptr, Visitor visit = nullptr);
   absl::Status RingRecv(uint64_t max_length, const Deadline& deadline, std::string* out,
                         void* ctx, Visitor visit, bool* started);
-  absl::Status RecvFds(const Deadline& deadline, std::vector<UniqueFd>* out);
-  absl::Status RecvFdsOnSocket(const Deadline& deadline, std::vector<UniqueFd>* out);
+  // Receives a descriptor message. `none_ok`: it may hold no descriptors (an announcement,
+  // SendParts), or on a duplex Pipe be absent (the next record is the message itself).
+  absl::Status RecvFds(const Deadline& deadline, std::vector<UniqueFd>* out,
+                       bool none_ok = false);
+  absl::Status RecvFdsOnSocket(const Deadline& deadline, std::vector<UniqueFd>* out,
+                               bool none_ok = false);
   absl::Status SendFds(std::span<const int> fds, const Deadline& deadline);
   // After a message was taken from the ring: bells behind it are taken too, and the local
   // readiness of fileno() is cleared once the ring is empty.
@@ -196,8 +284,13 @@ class Connection {
   mutable UniqueFd local_ready_;
 };
 
-// A connected pair. Duplex (default): a socketpair, both ends read and write. Simplex: a pipe,
-// first = the reading end, second = the writing end.
+// Pipe(duplex)
+//
+// A connected pair. Duplex (default): a socketpair and a shared-memory ring segment, both ends
+// read and write. Simplex: a pipe, first = the reading end, second = the writing end (and SIGPIPE
+// is set to ignored if it had its default action). Never blocks. Errors: the errno status of
+// socketpair, pipe2, or the ring's memfd or mmap (RESOURCE_EXHAUSTED when out of descriptors or
+// memory). Thread-safe.
 absl::StatusOr<std::pair<Connection, Connection>> Pipe(bool duplex = true);
 
 // A Connection travels as its descriptor (kCarriesFds) plus its direction flags; a duplex

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -196,21 +197,30 @@ TEST(ConnectionTest, HandlesCrossDuplexConnections) {
 // A descriptor that is not open is refused before anything is announced to the peer: the
 // send fails alone and the connection goes on carrying messages and descriptors (it used to
 // leave the receiver waiting for a descriptor that never came).
+// ... on a duplex Pipe and on a plain socket alike (a plain socket said FAILED_PRECONDITION).
 TEST(ConnectionTest, ADescriptorThatIsNotOpenFailsItsSendAlone) {
   ASSERT_OK_AND_ASSIGN(auto pair, Pipe());
-  auto& [a, b] = pair;
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  ASSERT_OK_AND_ASSIGN(Connection plain_a, Connection::FromFd(UniqueFd(sv[0]), true, true));
+  ASSERT_OK_AND_ASSIGN(Connection plain_b, Connection::FromFd(UniqueFd(sv[1]), true, true));
   int p[2];
   ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
   const int closed = p[1];
   ::close(closed);
   UniqueFd r(p[0]);
-  EXPECT_THAT(a.SendHandle(closed), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not open")));
-  MPROC_ASSERT_OK(a.SendBytes("after"));
-  ASSERT_OK_AND_ASSIGN(std::string m, b.RecvBytes(std::nullopt, absl::Seconds(5)));
-  EXPECT_EQ(m, "after");
-  MPROC_ASSERT_OK(a.SendHandle(r.get()));
-  ASSERT_OK_AND_ASSIGN(UniqueFd got, b.RecvHandle(absl::Seconds(5)));
-  EXPECT_TRUE(got.ok());
+  std::pair<Connection*, Connection*> pairs[] = {{&pair.first, &pair.second},
+                                                 {&plain_a, &plain_b}};
+  for (auto [a, b] : pairs) {
+    EXPECT_THAT(a->SendHandle(closed),
+                StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not open")));
+    MPROC_ASSERT_OK(a->SendBytes("after"));
+    ASSERT_OK_AND_ASSIGN(std::string m, b->RecvBytes(std::nullopt, absl::Seconds(5)));
+    EXPECT_EQ(m, "after");
+    MPROC_ASSERT_OK(a->SendHandle(r.get()));
+    ASSERT_OK_AND_ASSIGN(UniqueFd got, b->RecvHandle(absl::Seconds(5)));
+    EXPECT_TRUE(got.ok());
+  }
 }
 
 // A long Send that times out partway (nobody reads) leaves the peer mid-message: that
@@ -297,6 +307,39 @@ TEST(ConnectionTest, ValuesThatCarryDescriptors) {
   // Over a simplex pipe this is refused, not silently broken.
   ASSERT_OK_AND_ASSIGN(auto simplex, Pipe(false));
   EXPECT_THAT(simplex.second.Send(moved), StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("socket")));
+}
+
+// A value whose type may carry descriptors but which carries none (an empty vector of them)
+// arrives as such, and so do the messages after it, over a duplex Pipe and over a plain
+// socket. Before, the receiver waited for a descriptor message, read the value's first byte
+// in its place, and the connection could not be read any more (INVALID_ARGUMENT).
+TEST(ConnectionTest, AValueThatCouldCarryDescriptorsButCarriesNone) {
+  ASSERT_OK_AND_ASSIGN(auto duplex, Pipe());
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  ASSERT_OK_AND_ASSIGN(Connection plain_a, Connection::FromFd(UniqueFd(sv[0]), true, true));
+  ASSERT_OK_AND_ASSIGN(Connection plain_b, Connection::FromFd(UniqueFd(sv[1]), true, true));
+  std::pair<Connection*, Connection*> pairs[] = {{&duplex.first, &duplex.second},
+                                                 {&plain_a, &plain_b}};
+  for (auto [a, b] : pairs) {
+    MPROC_ASSERT_OK(a->Send(std::vector<UniqueFd>{}));
+    ASSERT_OK_AND_ASSIGN(std::vector<UniqueFd> none,
+                         b->Recv<std::vector<UniqueFd>>(absl::Seconds(10)));
+    EXPECT_TRUE(none.empty());
+    std::vector<UniqueFd> two;
+    two.emplace_back(::eventfd(0, EFD_CLOEXEC));
+    two.emplace_back(::eventfd(0, EFD_CLOEXEC));
+    MPROC_ASSERT_OK(a->Send(two));
+    ASSERT_OK_AND_ASSIGN(std::vector<UniqueFd> got,
+                         b->Recv<std::vector<UniqueFd>>(absl::Seconds(10)));
+    ASSERT_EQ(got.size(), 2u);
+    EXPECT_TRUE(got[0].ok() && got[1].ok());
+    MPROC_ASSERT_OK(a->Send(std::vector<UniqueFd>{}));
+    MPROC_ASSERT_OK(a->Send(std::string("after")));
+    ASSERT_OK_AND_ASSIGN(none, b->Recv<std::vector<UniqueFd>>(absl::Seconds(10)));
+    EXPECT_TRUE(none.empty());
+    EXPECT_THAT(b->Recv<std::string>(absl::Seconds(10)), IsOkAndHolds("after"));
+  }
 }
 
 TEST(ConnectionTest, FromFdRejectsBadDescriptors) {
