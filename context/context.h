@@ -47,18 +47,32 @@ namespace mproc {
 
 class Context {
  public:
+  // Context::Context(method): the context for `method`, as GetContext(method). Never fails. A
+  // Context is an immutable value: copy it freely and use it from any thread.
   explicit Context(StartMethod method) : method_(method) {}
 
   // ctx.get_start_method()
   StartMethod start_method() const { return method_; }
 
   // The constructors whose processes start with this context's method.
+  //
+  // Context::Process(target, args...)
+  //
+  // An unstarted Process with SetStartMethod(this context's method) already called, so it
+  // starts with that method whatever the process-wide default is. Never fails: Start reports
+  // the errors (Process::Start), such as FAILED_PRECONDITION for a capturing target in a spawn
+  // or forkserver context. Thread-safe.
   template <typename F, typename... A>
   mproc::Process Process(F&& target, A&&... args) const {
     mproc::Process p(std::forward<F>(target), std::forward<A>(args)...);
     p.SetStartMethod(method_);
     return p;
   }
+  // Context::Pool(options), Context::Pool(options, initializer, initargs...)
+  //
+  // Pool::Create with options.start_method set to this context's method. Errors:
+  // INVALID_ARGUMENT when options.start_method names another method (nothing is started);
+  // otherwise exactly Pool::Create (its errors, its blocking).
   absl::StatusOr<std::unique_ptr<mproc::Pool>> Pool(PoolOptions options = {}) const {
     if (absl::Status s = Bind(options.start_method, "PoolOptions"); !s.ok()) return s;
     return mproc::Pool::Create(std::move(options));
@@ -69,16 +83,32 @@ class Context {
     if (absl::Status s = Bind(options.start_method, "PoolOptions"); !s.ok()) return s;
     return mproc::Pool::Create(std::move(options), initializer, std::forward<A>(initargs)...);
   }
+  // Context::Executor(options)
+  //
+  // ProcessPoolExecutor::Create with options.start_method set to this context's method.
+  // Errors: INVALID_ARGUMENT when options.start_method names another method (nothing is
+  // started); otherwise exactly ProcessPoolExecutor::Create.
   absl::StatusOr<std::unique_ptr<ProcessPoolExecutor>> Executor(ExecutorOptions options = {}) const {
     if (absl::Status s = Bind(options.start_method, "ExecutorOptions"); !s.ok()) return s;
     return ProcessPoolExecutor::Create(std::move(options));
   }
+  // Context::Manager(options)
+  //
+  // Manager::Start with options.start_method set to this context's method (for the server
+  // process). Errors: INVALID_ARGUMENT when options.start_method names another method (nothing
+  // is started); otherwise exactly Manager::Start (its errors, its blocking).
   absl::StatusOr<std::unique_ptr<mproc::Manager>> Manager(ManagerOptions options = {}) const {
     if (absl::Status s = Bind(options.start_method, "ManagerOptions"); !s.ok()) return s;
     return mproc::Manager::Start(std::move(options));
   }
 
-  // The same under every start method; here so that `ctx.Lock()` reads as CPython's.
+  // Context::Queue<T>(maxsize), SimpleQueue<T>(), JoinableQueue<T>(maxsize), Pipe(duplex),
+  //   Lock(), RLock(), Semaphore(value), BoundedSemaphore(value), Event(), Condition(),
+  //   Barrier(parties), Value<T>(initial, mode), Array<T>(size or initial, mode)
+  //
+  // The same under every start method; here so that `ctx.Lock()` reads as CPython's. Each is
+  // exactly the type's own Create (mproc::Pipe for Pipe): its errors, blocking and
+  // thread-safety are that function's, and the context adds none.
   template <typename T>
   absl::StatusOr<mproc::Queue<T>> Queue(size_t maxsize = 0) const {
     return mproc::Queue<T>::Create(maxsize);

@@ -45,8 +45,9 @@
 //
 // Lifecycle: Start once (again: FAILED_PRECONDITION); Join(timeout) returns OK when the child
 // has ended or the timeout passed (check IsAlive / exitcode); joining an unstarted process,
-// closing a running one, or using a closed one is FAILED_PRECONDITION. Terminate (SIGTERM) and
-// Kill (SIGKILL) go through pidfd_send_signal and do nothing once the child is reaped.
+// closing a running one, or using a closed one is FAILED_PRECONDITION (a second Close is OK).
+// Terminate (SIGTERM) and Kill (SIGKILL) go through pidfd_send_signal (kill without a pidfd)
+// and do nothing once the child is reaped.
 // At exit (atexit), daemon children still running are terminated and every child is joined,
 // as CPython's; a daemon process may not start children.
 //
@@ -66,9 +67,10 @@
 // forked child are copies of the forking thread's; a thread_local that owns a resource should
 // check the pid it was made in, as mproc's own do.
 //
-// Thread-safety: a Process may be used from several threads (Join/IsAlive/exitcode/Terminate
-// are serialised internally); Start and Close must not race other calls.
-// Fork children: Process objects copied into a fork child are inert there.
+// Thread-safety: a Process may be used from several threads (Join/IsAlive/exitcode/Terminate/
+// Kill are serialised internally); Start, Close and the setters must not race other calls.
+// Fork children: a started Process copied into a fork child is inert there (FAILED_PRECONDITION,
+// IsAlive false, exitcode empty); an unstarted one can be started by the child.
 
 #ifndef MPROC_SPAWN_PROCESS_H_
 #define MPROC_SPAWN_PROCESS_H_
@@ -164,6 +166,10 @@ ProcessInfo CurrentProcess();
 struct ParentProcessInfo {
   std::string name;
   pid_t pid = 0;
+  // ParentProcessInfo::IsAlive()
+  //
+  // False once the parent has exited; never blocks. Without a pidfd on the parent (no
+  // pidfd_open on this kernel) it asks /proc by pid, where a reused pid passes for the parent.
   bool IsAlive() const;
 };
 std::optional<ParentProcessInfo> ParentProcess();
@@ -271,6 +277,11 @@ struct Payload {
 
 class Process {
  public:
+  // Process::Process(target, args...)
+  //
+  // Stores `target` and copies of `args`; starts nothing and never fails (a target only fork
+  // can run is refused later, by Start under spawn or forkserver). Takes the next identity of
+  // this process ("Process-N"); Processes may be constructed from several threads at once.
   template <typename F, typename... Args>
   explicit Process(F&& target, Args&&... args) {
     using D = std::decay_t<F>;
@@ -313,12 +324,25 @@ class Process {
     };
   }
 
+  // Process::~Process()
+  //
+  // Neither waits for the child nor signals it: a child still running stays registered and
+  // is joined when this process exits (a daemon one is sent SIGTERM first), as CPython's. A
+  // finished child's record and pidfd are released. Moving hands the child to the new
+  // Process; assigning over a Process first releases its own finished child the same way.
   Process(Process&&) noexcept;
   Process& operator=(Process&&) noexcept;
   Process(const Process&) = delete;
   Process& operator=(const Process&) = delete;
   ~Process();
 
+  // Process::SetName(name), Process::SetDaemon(daemon), Process::SetStartMethod(method)
+  //
+  // Settings for Start; each returns *this. Start takes them as they are then: changing one
+  // later does not reach a started child. SetStartMethod overrides the process-wide default
+  // (mproc::SetStartMethod) for this Process only. A daemon child is sent SIGTERM at this
+  // process's exit, ends when this process dies, and may not start children itself. Never
+  // fail; not synchronised: they must not race other calls on this Process.
   Process& SetName(std::string name);
   Process& SetDaemon(bool daemon);
   Process& SetStartMethod(StartMethod method);
@@ -327,26 +351,77 @@ class Process {
   const std::string& name() const { return name_; }
   // CPython's _identity: "3" for the third Process made here, "2:1" in child Process-2.
   const std::string& identity() const { return identity_; }
+  // The SetDaemon flag (false by default).
   bool daemon() const { return daemon_; }
 
+  // Process::Start()
+  //
+  // Starts the child under this Process's start method (else the process-wide one); returns
+  // once it exists and, under spawn and forkserver, has been sent its target (forkserver: a
+  // round trip to the server, which the first Start launches). It does not wait for the
+  // target to run; a spawned child that dies before reading its target is no Start error (its
+  // exitcode tells). Errors: FAILED_PRECONDITION (started before; closed; this process is a
+  // daemon, or a spawned child whose main() skipped Init; spawn/forkserver cannot send the
+  // target), UNAVAILABLE (the fork server died, stopped answering or could not fork), else
+  // the failed system call's code (base/status.h): RESOURCE_EXHAUSTED (descriptors, memory),
+  // UNAVAILABLE (EAGAIN: process limit), NOT_FOUND (no spawn executable). Must not race other
+  // calls on this Process; different Processes may start from several threads at once.
   absl::Status Start();
+  // Process::StartAll(procs)
+  //
   // Starts every process in `procs` (each as its Start would), with one status per process.
   // Those under the forkserver method go to the fork server as one batch: every request is
   // sent before the first reply is read, so starting N of them costs about one round trip
-  // plus N forks instead of N round trips (a Pool's workers start this way).
+  // plus N forks instead of N round trips (a Pool's workers start this way). When the batch
+  // fails, every request left without a reply gets the batch's error (mostly UNAVAILABLE).
+  // Must not race other calls on these Processes; list each Process once (a forkserver one
+  // listed twice starts two children).
   static std::vector<absl::Status> StartAll(std::span<Process* const> procs);
+  // Process::Join(timeout)
+  //
+  // Waits until the child has ended (and collects its exit status) or `timeout` passes: OK
+  // either way, as CPython's join; exitcode() or IsAlive() tells which. Sleeps on the pidfd
+  // (a forkserver child: on the server's status channel), or polls every 1 ms without one.
+  // Errors: FAILED_PRECONDITION when not started, closed, or started by another process (a
+  // fork child's copy); an errno code only if poll itself fails. Thread-safe: several threads
+  // may Join at once, and call IsAlive, exitcode, Terminate and Kill meanwhile.
   absl::Status Join(absl::Duration timeout = absl::InfiniteDuration());
+  // Process::IsAlive()
+  //
+  // True while the child runs; reaps it, without blocking, once it has ended (as CPython's).
+  // False before Start, after Close, and in a process other than the one that started it.
+  // Thread-safe.
   bool IsAlive();
-  // Empty while running (or before Start); else the exit code (-N: killed by signal N).
+  // Process::exitcode()
+  //
+  // Empty while running, before Start, after Close, and in a process other than the one that
+  // started it; else the exit code (see the top of this file; -N: killed by signal N).
+  // kExitCodeUnknown when something else reaped the child; 255 when a forkserver child's
+  // server died before reporting it: the child may still run, and Terminate and Kill then do
+  // nothing (signal sentinel() directly). Reaps without blocking. Thread-safe.
   std::optional<int> exitcode();
-  // 0 before Start.
+  // The child's pid from Start on (kept after it ends and after Close); 0 before Start.
   pid_t pid() const;
   // The pidfd: readable once the child has exited (a Waitable for ipc's Wait). -1 before
-  // Start or after Close.
+  // Start or after Close, and where no pidfd could be had (kernels before 5.3). Owned by the
+  // Process: do not close it.
   int sentinel() const;
+  // Process::Terminate(), Process::Kill()
+  //
+  // Send SIGTERM / SIGKILL to the child (through its pidfd, else by pid) and return at once:
+  // Join waits for the end. OK and nothing sent once the child is reaped; OK too when the
+  // kernel says it is gone (ESRCH). Errors: FAILED_PRECONDITION when not started, closed, or
+  // started by another process; else the signal call's errno code (EPERM: PERMISSION_DENIED).
+  // Thread-safe.
   absl::Status Terminate();
   absl::Status Kill();
-  // Releases the pidfd. FAILED_PRECONDITION while the child runs.
+  // Process::Close()
+  //
+  // Releases the pidfd (and a forkserver child's status channel) of a child that has ended,
+  // reaping it first without blocking. OK when already closed or never started. Errors:
+  // FAILED_PRECONDITION while the child runs, or in a process other than the one that started
+  // it. Afterwards Start, Join, Terminate and Kill are FAILED_PRECONDITION, IsAlive is false,
+  // exitcode empty and sentinel -1. Must not race other calls on this Process.
   absl::Status Close();
 
  private:
