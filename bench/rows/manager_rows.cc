@@ -61,10 +61,13 @@ void ManagerDictSet(benchmark::State& state, PinCpus cpus,
 }
 
 // Making a Dict proxy and dropping it (the drop is a one-way message): CPython's costs about
-// a hundred ops (a new connection and handshake per create, incref and decref).
-void ManagerDictCreate(benchmark::State& state) {
+// a hundred ops (a new connection and handshake per create, incref and decref). Pinned as
+// dict_set is, so each is compared with the op placed the same way.
+void ManagerDictCreate(benchmark::State& state, PinCpus cpus) {
+  ScopedPin pin(cpus.parent);
   absl::StatusOr<std::unique_ptr<Manager>> m = Manager::Start();
   if (!m.ok()) return state.SkipWithError("Manager::Start failed");
+  PinOther((*m)->pid(), cpus.child);
   if (!(*m)->Dict<int64_t, int64_t>().ok()) return state.SkipWithError("Dict failed");
   CpuMeter cpu({(*m)->pid()});
   for (auto _ : state) {
@@ -293,9 +296,10 @@ MPROC_REPORT_ROWS(ManagerRows) {
       .Title("As mproc.manager.dict_set (the server on io_uring, the default), the server on "
              "its epoll backend")
       .PairBaselines({"mproc.manager.dict_set", "kernel.unix_reqrep_48B"});
-  AddRow("mproc.manager.dict_create", Section::kMproc, ManagerDictCreate)
+  AddPairRows("mproc.manager.dict_create", Section::kMproc,
+              [](benchmark::State& s, PinCpus c) { ManagerDictCreate(s, c); })
       .Title("Manager Dict proxy made and dropped")
-      .Baselines({"mproc.manager.dict_set.cross_cpu", "mproc.manager.dict_set.same_cpu"});
+      .PairBaselines({"mproc.manager.dict_set"});
   AddRow("kernel.unix_echo_64_clients.epoll", Section::kKernel,
          [](benchmark::State& s) { EchoCrowd(s, EpollEcho); })
       .Title("64 client processes, AF_UNIX request (48 B) / reply (16 B), one epoll-loop server; "
