@@ -21,9 +21,9 @@
 // it over a Pipe. Each process holds its own reference (a lease) per object; the server drops
 // it when the last copy in that process goes away (no round trip: a one-way message) or when
 // the process's connection closes, however the process ended. A proxy in flight holds a
-// reference until the receiver claims it. A proxy a fork child inherited takes its own
-// reference on first use; if every other holder dropped the object in between, that use is
-// NOT_FOUND.
+// reference until the receiver claims it, for at most 60 s (a later claim fails). A proxy a
+// fork child inherited takes its own reference on first use; if every other holder dropped
+// the object in between, that use is NOT_FOUND.
 //
 // Errors: a missing key NOT_FOUND ("KeyError"), an index outside the list OUT_OF_RANGE
 // ("IndexError"), a value not in the list NOT_FOUND ("ValueError"); the manager gone (killed,
@@ -59,8 +59,9 @@
 // A Pool can live in the manager too (Pool, PoolProxy): its workers are the server's
 // children, and Apply/Map park in the server while the tasks run.
 //
-// Thread-safety: Manager and proxies may be used from any thread. Calls from the threads of
-// one process share its connection and take turns on it.
+// Thread-safety: Manager and proxies may be used from any thread (but Manager::Shutdown, and
+// the destructor, not concurrently with other calls on that Manager). Calls from the threads
+// of one process share its connection and take turns on it.
 #ifndef MPROC_MANAGER_MANAGER_H_
 #define MPROC_MANAGER_MANAGER_H_
 
@@ -174,6 +175,11 @@ class ProxyBase {
     timeout_ = o.timeout_;
     return *this;
   }
+  // ProxyBase::valid()
+  //
+  // True when this proxy names an object; false for a default-constructed one (its calls are
+  // FAILED_PRECONDITION). Says nothing of whether the object or its manager still exists.
+  // Never blocks; thread-safe.
   bool valid() const { return ref_.load() != nullptr; }
   // This handle's reference (for the manager's own use: a Condition over a lock).
   std::shared_ptr<ProxyRef> ref() const { return ref_.load(); }
@@ -289,6 +295,36 @@ struct ProxyCodec {
 
 }  // namespace manager_internal
 
+// ---- Proxy calls: what every method of the proxies below shares ----
+//
+// A method is a request to the manager's server and its reply (Map and WaitFor make several),
+// over this process's one connection to that manager (its threads share it: a call parked in
+// the server holds up no other thread's call). The server runs one call at a time, so each
+// call is atomic. A call blocks until its reply comes: with no limit, or, on a WithTimeout
+// copy (DictProxy, ListProxy), up to its timeout. Blocking methods (Put, Get, Join, Acquire,
+// Wait) hand their own timeout to the server, which parks the call and answers when it can
+// go on or the timeout passes; this process gives up (DEADLINE_EXCEEDED) only 10 s after
+// that timeout.
+// Errors any call can return, besides those its own block lists ("as every proxy call"):
+//   ABORTED: the manager is gone (killed, crashed) or this process's connection to it broke:
+//     at once, for the call in flight and every later call of this process to that manager
+//     (no reconnect). A request or reply over 256 MiB breaks the connection too. (ABORTED
+//     carrying a RemoteError is instead an exception your code threw in the server.)
+//   FAILED_PRECONDITION: this process shut the manager down (Manager::Shutdown); the manager
+//     at the address is another instance (restarted); the proxy is empty.
+//   UNAVAILABLE, UNAUTHENTICATED: this process could not connect (nothing listens; a wrong
+//     key, or a handshake not finished in time); a later call tries again.
+//   DEADLINE_EXCEEDED: the call's timeout passed. The server may still carry the call out.
+//   NOT_FOUND: in a fork child, the first use of an inherited proxy whose object no longer
+//     exists (every other holder dropped it).
+//   INVALID_ARGUMENT: what came back does not decode as the proxy's types (or holds a proxy
+//     that cannot be claimed); or the proxy was decoded as another kind with the same element
+//     types (a ListProxy<int> received as a SetProxy<int>): the server refuses each method
+//     the object's own kind lacks.
+// Thread-safety: a proxy may be used by any number of threads at once (not while it is
+// assigned to). Process-safety: copies in any processes (passed to a child, sent through a
+// Queue or Pipe, inherited by fork) reach the same object, each process with its own reference.
+
 // A dict in the manager: keys and values by their codecs (keys compare by encoded bytes),
 // iteration in insertion order, as Python's. Keys(), Values() and Items() are snapshots.
 template <typename K, typename V>
@@ -300,22 +336,44 @@ class DictProxy : public manager_internal::ProxyBase {
   DictProxy() = default;
   explicit DictProxy(std::shared_ptr<manager_internal::ProxyRef> r) : ProxyBase(std::move(r)) {}
 
+  // DictProxy::Set(k, v)
+  //
+  // d[k] = v: a new key goes last in the order, an existing one keeps its place. Errors as
+  // every proxy call.
   absl::Status Set(const K& k, const V& v) const {
     return CallVoid(M::kDictSet, Key(k), Enc(v));
   }
+  // DictProxy::Get(k)
+  //
+  // d[k]. NOT_FOUND ("KeyError") when `k` is absent; else as every proxy call.
   absl::StatusOr<V> Get(const K& k) const { return CallKept<V>(M::kDictGet, Key(k)); }
-  // Python's get(k, default).
+  // DictProxy::Get(k, otherwise)
+  //
+  // Python's get(k, default): `otherwise` on any NOT_FOUND, which includes a fork child's
+  // inherited proxy whose object is gone (see Proxy calls); other errors as Get(k).
   absl::StatusOr<V> Get(const K& k, const V& otherwise) const {
     absl::StatusOr<V> v = Get(k);
     if (absl::IsNotFound(v.status())) return otherwise;
     return v;
   }
+  // DictProxy::Contains(k)
+  //
+  // k in d. Errors as every proxy call.
   absl::StatusOr<bool> Contains(const K& k) const { return Call<bool>(M::kDictContains, Key(k)); }
+  // DictProxy::Delete(k)
+  //
+  // del d[k]. NOT_FOUND ("KeyError") when `k` is absent; else as every proxy call.
   absl::Status Delete(const K& k) const { return CallVoid(M::kDictDel, Key(k)); }
+  // DictProxy::Len()
+  //
+  // len(d). Errors as every proxy call.
   absl::StatusOr<size_t> Len() const {
     MPROC_ASSIGN_OR_RETURN(uint64_t n, Call<uint64_t>(M::kDictLen));
     return static_cast<size_t>(n);
   }
+  // DictProxy::Keys(), DictProxy::Values(), DictProxy::Items()
+  //
+  // Snapshots in insertion order, each taken in one call. Errors as every proxy call.
   absl::StatusOr<std::vector<K>> Keys() const { return CallKeptEach<K>(M::kDictKeys); }
   absl::StatusOr<std::vector<V>> Values() const { return CallKeptEach<V>(M::kDictValues); }
   absl::StatusOr<std::vector<std::pair<K, V>>> Items() const {
@@ -329,24 +387,43 @@ class DictProxy : public manager_internal::ProxyBase {
     }
     return out;
   }
+  // DictProxy::Clear()
+  //
+  // Removes every item. Errors as every proxy call.
   absl::Status Clear() const { return CallVoid(M::kDictClear); }
+  // DictProxy::Pop(k)
+  //
+  // d.pop(k): removes `k` and returns its value. NOT_FOUND ("KeyError") when `k` is absent;
+  // else as every proxy call.
   absl::StatusOr<V> Pop(const K& k) const { return CallKept<V>(M::kDictPop, Key(k)); }
-  // Python's setdefault: the value now stored under `k`.
+  // DictProxy::SetDefault(k, v)
+  //
+  // Python's setdefault: stores `v` under `k` unless `k` is there, in one call, and returns
+  // the value now stored under `k`. Errors as every proxy call.
   absl::StatusOr<V> SetDefault(const K& k, const V& v) const {
     return CallKept<V>(M::kDictSetDefault, Key(k), Enc(v));
   }
+  // DictProxy::Update(items)
+  //
+  // d.update(items): sets each pair in order, in one call (a later duplicate key wins).
+  // Errors as every proxy call.
   absl::Status Update(const std::vector<std::pair<K, V>>& items) const {
     std::vector<std::pair<Bytes, Bytes>> raw;
     raw.reserve(items.size());
     for (const auto& [k, v] : items) raw.emplace_back(Key(k), Enc(v));
     return CallVoid(M::kDictUpdate, raw);
   }
+  // DictProxy::Update(k, fn, args...)
+  //
   // The race-free spelling of `d[k] += 1`: runs fn(value&, args...) in the server on the value
   // under `k`, with no other call on this dict in between, stores the changed value and
   // returns fn's result (std::monostate when it returns void). fn is a free function or a
   // captureless lambda whose first parameter is V&; the server must be the same executable
-  // (Start, any start method). NOT_FOUND when `k` is absent; an exception fn throws comes back
-  // as ABORTED with its RemoteError and leaves the value as it was.
+  // (Start, any start method): another one refuses fn with INVALID_ARGUMENT. NOT_FOUND when
+  // `k` is absent; an exception fn throws comes back as ABORTED with its RemoteError and
+  // leaves the value as it was (so does a stored value that does not decode as V in the
+  // server, or that holds proxies). fn runs on the server's one thread: no other client is
+  // served until it returns. Else as every proxy call.
   //
   //   int visits = d.Update("visits", [](int& v) { return ++v; }).value();
   template <typename F, typename... A>
@@ -354,16 +431,23 @@ class DictProxy : public manager_internal::ProxyBase {
     const Bytes key = Key(k);
     return Apply<V>(M::kDictApply, &key, fn, std::forward<A>(args)...);
   }
+  // DictProxy::CompareAndSet(k, expected, desired)
+  //
   // Stores `desired` under `k` only if the value there now equals `expected` (by encoded
   // bytes), or, for a nullopt `expected`, only if `k` is absent: true when it stored. Needs no
-  // code in the server (works with a manager of another executable).
+  // code in the server (works with a manager of another executable). Errors as every proxy
+  // call.
   absl::StatusOr<bool> CompareAndSet(const K& k, const std::optional<V>& expected,
                                      const V& desired) const {
     std::optional<Bytes> want;
     if (expected.has_value()) want = Enc(*expected);
     return Call<bool>(M::kDictCompareSet, Key(k), want, Enc(desired));
   }
-  // A copy whose calls time out after `t` (DEADLINE_EXCEEDED), sharing this one's reference.
+  // DictProxy::WithTimeout(t)
+  //
+  // A copy whose calls give up after `t` with DEADLINE_EXCEEDED (the server may still carry
+  // such a call out), sharing this one's reference. The timeout stays with this copy: a copy
+  // sent to another process arrives without it. Never blocks.
   DictProxy WithTimeout(absl::Duration t) const {
     DictProxy copy(*this);
     copy.SetTimeout(t);
@@ -386,33 +470,58 @@ class SequenceProxy : public ProxyBase {
   SequenceProxy() = default;
   explicit SequenceProxy(std::shared_ptr<ProxyRef> r) : ProxyBase(std::move(r)) {}
 
+  // SequenceProxy::Get(i) (ListProxy and ArrayProxy alike, as every method below)
+  //
+  // s[i], a negative `i` counting from the end. OUT_OF_RANGE ("IndexError") outside the
+  // sequence; else as every proxy call.
   absl::StatusOr<T> Get(int64_t i) const {
     return CallKept<T>(M::kListGet, i);
   }
+  // SequenceProxy::Set(i, v)
+  //
+  // s[i] = v. OUT_OF_RANGE ("IndexError") outside the sequence; else as every proxy call.
   absl::Status Set(int64_t i, const T& v) const { return CallVoid(M::kListSet, i, Enc(v)); }
+  // SequenceProxy::Len()
+  //
+  // len(s). Errors as every proxy call.
   absl::StatusOr<size_t> Len() const {
     MPROC_ASSIGN_OR_RETURN(uint64_t n, Call<uint64_t>(M::kListLen));
     return static_cast<size_t>(n);
   }
-  // The first index holding `v`; NOT_FOUND ("ValueError") when none does.
+  // SequenceProxy::Index(v)
+  //
+  // The first index holding `v` (compared by encoded bytes); NOT_FOUND ("ValueError") when
+  // none does; else as every proxy call.
   absl::StatusOr<size_t> Index(const T& v) const {
     MPROC_ASSIGN_OR_RETURN(uint64_t i, Call<uint64_t>(M::kListIndex, Enc(v)));
     return static_cast<size_t>(i);
   }
+  // SequenceProxy::Count(v)
+  //
+  // How many elements equal `v` (by encoded bytes). Errors as every proxy call.
   absl::StatusOr<size_t> Count(const T& v) const {
     MPROC_ASSIGN_OR_RETURN(uint64_t n, Call<uint64_t>(M::kListCount, Enc(v)));
     return static_cast<size_t>(n);
   }
-  // Python's s[start:stop] (a copy).
+  // SequenceProxy::Slice(start, stop)
+  //
+  // Python's s[start:stop] (a copy; indexes clamped as Python's, step 1; empty when `stop` is
+  // not after `start`). Errors as every proxy call.
   absl::StatusOr<std::vector<T>> Slice(int64_t start, int64_t stop) const {
     return CallKeptEach<T>(M::kListSlice, start, stop);
   }
-  // The whole sequence (a copy, as Python's list(proxy)).
+  // SequenceProxy::ToVector()
+  //
+  // The whole sequence (a copy, as Python's list(proxy)), taken in one call. Errors as every
+  // proxy call.
   absl::StatusOr<std::vector<T>> ToVector() const {
     return CallKeptEach<T>(M::kListAll);
   }
-  // Python's s[start:stop] = values: a List grows or shrinks; an Array refuses
-  // (INVALID_ARGUMENT) unless the values fill the slice exactly.
+  // SequenceProxy::SetSlice(start, stop, values)
+  //
+  // Python's s[start:stop] = values (indexes clamped; a `stop` before `start` is an empty
+  // slice at `start`): a List grows or shrinks; an Array refuses (INVALID_ARGUMENT) unless the
+  // values fill the slice exactly. Else as every proxy call.
   absl::Status SetSlice(int64_t start, int64_t stop, const std::vector<T>& values) const {
     return CallVoid(M::kListSetSlice, start, stop, EncEach(values));
   }
@@ -430,23 +539,46 @@ class ListProxy : public manager_internal::SequenceProxy<T> {
   ListProxy() = default;
   explicit ListProxy(std::shared_ptr<manager_internal::ProxyRef> r) : Base(std::move(r)) {}
 
+  // ListProxy::Append(v), ListProxy::Extend(vs)
+  //
+  // l.append(v); l.extend(vs) in one call. Errors as every proxy call.
   absl::Status Append(const T& v) const { return this->CallVoid(M::kListAppend, this->Enc(v)); }
   absl::Status Extend(const std::vector<T>& vs) const {
     return this->CallVoid(M::kListExtend, this->EncEach(vs));
   }
+  // ListProxy::Pop(i)
+  //
+  // Removes and returns l[i] (the last by default). OUT_OF_RANGE ("IndexError") when the list
+  // is empty or `i` is outside it; else as every proxy call.
   absl::StatusOr<T> Pop(int64_t i = -1) const {
     return this->template CallKept<T>(M::kListPop, i);
   }
-  // Python's insert: the index is clamped to the list.
+  // ListProxy::Insert(i, v)
+  //
+  // Python's insert: the index (negative from the end) is clamped to the list, so no index
+  // fails. Errors as every proxy call.
   absl::Status Insert(int64_t i, const T& v) const {
     return this->CallVoid(M::kListInsert, i, this->Enc(v));
   }
-  // Removes the first `v`; NOT_FOUND ("ValueError") when there is none.
+  // ListProxy::Remove(v)
+  //
+  // Removes the first `v` (by encoded bytes); NOT_FOUND ("ValueError") when there is none;
+  // else as every proxy call.
   absl::Status Remove(const T& v) const { return this->CallVoid(M::kListRemove, this->Enc(v)); }
+  // ListProxy::Reverse(), ListProxy::Clear()
+  //
+  // In place, in one call. Errors as every proxy call.
   absl::Status Reverse() const { return this->CallVoid(M::kListReverse); }
   absl::Status Clear() const { return this->CallVoid(M::kListClear); }
-  // Python's l *= n (n <= 0 empties it).
+  // ListProxy::Repeat(n)
+  //
+  // Python's l *= n (n <= 0 empties it). RESOURCE_EXHAUSTED ("MemoryError"), the list
+  // unchanged, when the result would pass 1 GiB as the server counts it; else as every proxy
+  // call.
   absl::Status Repeat(int64_t n) const { return this->CallVoid(M::kListRepeat, n); }
+  // ListProxy::WithTimeout(t)
+  //
+  // As DictProxy::WithTimeout.
   ListProxy WithTimeout(absl::Duration t) const {
     ListProxy copy(*this);
     copy.SetTimeout(t);
@@ -474,18 +606,30 @@ class SetProxy : public manager_internal::ProxyBase {
   SetProxy() = default;
   explicit SetProxy(std::shared_ptr<manager_internal::ProxyRef> r) : ProxyBase(std::move(r)) {}
 
-  // True when `v` was not there before.
+  // SetProxy::Add(v)
+  //
+  // Adds `v`: true when it was not there before. Errors as every proxy call.
   absl::StatusOr<bool> Add(const T& v) const { return Call<bool>(M::kSetAdd, Enc(v)); }
-  // True when `v` was there.
+  // SetProxy::Discard(v)
+  //
+  // Removes `v` if it is there: true when it was. Errors as every proxy call.
   absl::StatusOr<bool> Discard(const T& v) const {
     return Call<bool>(M::kSetDiscard, Enc(v));
   }
-  // NOT_FOUND ("KeyError") when `v` is not there.
+  // SetProxy::Remove(v)
+  //
+  // Removes `v`; NOT_FOUND ("KeyError") when it is not there; else as every proxy call.
   absl::Status Remove(const T& v) const { return CallVoid(M::kSetRemove, Enc(v)); }
-  // Some element, removed; NOT_FOUND ("KeyError") when the set is empty.
+  // SetProxy::Pop()
+  //
+  // Some element (the first in encoded-byte order), removed; NOT_FOUND ("KeyError") when the
+  // set is empty; else as every proxy call.
   absl::StatusOr<T> Pop() const {
     return CallKept<T>(M::kSetPop);
   }
+  // SetProxy::Contains(v), SetProxy::Len()
+  //
+  // v in s; len(s). Errors as every proxy call.
   absl::StatusOr<bool> Contains(const T& v) const {
     return Call<bool>(M::kSetContains, Enc(v));
   }
@@ -493,9 +637,16 @@ class SetProxy : public manager_internal::ProxyBase {
     MPROC_ASSIGN_OR_RETURN(uint64_t n, Call<uint64_t>(M::kSetLen));
     return static_cast<size_t>(n);
   }
+  // SetProxy::ToVector()
+  //
+  // Every element, in encoded-byte order (not by value), taken in one call. Errors as every
+  // proxy call.
   absl::StatusOr<std::vector<T>> ToVector() const {
     return CallKeptEach<T>(M::kSetAll);
   }
+  // SetProxy::Clear(), SetProxy::Update(vs)
+  //
+  // s.clear(); s.update(vs) in one call. Errors as every proxy call.
   absl::Status Clear() const { return CallVoid(M::kSetClear); }
   absl::Status Update(const std::vector<T>& vs) const {
     return CallVoid(M::kSetUpdate, EncEach(vs));
@@ -510,16 +661,29 @@ class NamespaceProxy : public manager_internal::ProxyBase {
   NamespaceProxy() = default;
   explicit NamespaceProxy(std::shared_ptr<manager_internal::ProxyRef> r) : ProxyBase(std::move(r)) {}
 
+  // NamespaceProxy::Set(name, v)
+  //
+  // Sets attribute `name` to `v`, of any encodable type. Errors as every proxy call.
   template <typename T>
   absl::Status Set(const std::string& name, const T& v) const {
     return CallVoid(M::kNsSet, name, Enc(v));
   }
-  // NOT_FOUND ("AttributeError") when the namespace has no `name`.
+  // NamespaceProxy::Get<T>(name)
+  //
+  // Attribute `name`, decoded as T. NOT_FOUND ("AttributeError") when the namespace has no
+  // `name`. No type is recorded: a value set as another type is INVALID_ARGUMENT when its
+  // bytes do not decode as T. Else as every proxy call.
   template <typename T>
   absl::StatusOr<T> Get(const std::string& name) const {
     return CallKept<T>(M::kNsGet, name);
   }
+  // NamespaceProxy::Delete(name)
+  //
+  // delattr: NOT_FOUND ("AttributeError") when there is no `name`; else as every proxy call.
   absl::Status Delete(const std::string& name) const { return CallVoid(M::kNsDel, name); }
+  // NamespaceProxy::Names()
+  //
+  // The attribute names, sorted. Errors as every proxy call.
   absl::StatusOr<std::vector<std::string>> Names() const {
     return Call<std::vector<std::string>>(M::kNsNames);
   }
@@ -534,12 +698,17 @@ class ValueProxy : public manager_internal::ProxyBase {
   ValueProxy() = default;
   explicit ValueProxy(std::shared_ptr<manager_internal::ProxyRef> r) : ProxyBase(std::move(r)) {}
 
+  // ValueProxy::Get(), ValueProxy::Set(v)
+  //
+  // Reads the value; replaces it. Errors as every proxy call.
   absl::StatusOr<T> Get() const {
     return CallKept<T>(M::kValueGet);
   }
   absl::Status Set(const T& v) const { return CallVoid(M::kValueSet, Enc(v)); }
+  // ValueProxy::Update(fn, args...)
+  //
   // Runs fn(value&, args...) in the server, atomically (the race-free `v.value += 1`); as
-  // DictProxy::Update.
+  // DictProxy::Update, without its NOT_FOUND.
   template <typename F, typename... A>
   auto Update(F fn, A&&... args) const {
     return Apply<T>(M::kValueApply, nullptr, fn, std::forward<A>(args)...);
@@ -559,18 +728,40 @@ class QueueProxy : public manager_internal::ProxyBase {
   QueueProxy() = default;
   explicit QueueProxy(std::shared_ptr<manager_internal::ProxyRef> r) : ProxyBase(std::move(r)) {}
 
+  // QueueProxy::Put(v, timeout)
+  //
+  // Appends `v`; while the queue is full (maxsize), waits parked in the server up to
+  // `timeout`. Errors: DEADLINE_EXCEEDED (still full at the timeout; nothing was put),
+  // RESOURCE_EXHAUSTED (full, with a zero timeout); else as every proxy call.
   absl::Status Put(const T& v, absl::Duration timeout = absl::InfiniteDuration()) const {
     return RawWithin(ClientWait(timeout), M::kQueuePut, Enc(v),
                      TimeoutNs(timeout))
         .status();
   }
+  // QueueProxy::PutNowait(v)
+  //
+  // Put with a zero timeout: RESOURCE_EXHAUSTED ("queue is full") instead of waiting.
   absl::Status PutNowait(const T& v) const { return Put(v, absl::ZeroDuration()); }
+  // QueueProxy::Get(timeout)
+  //
+  // Removes and returns the oldest item; while the queue is empty, waits parked in the server
+  // up to `timeout` (parked Gets are served first come, first served). Errors:
+  // DEADLINE_EXCEEDED (nothing came), UNAVAILABLE (empty, with a zero timeout),
+  // INVALID_ARGUMENT (the item does not decode as T; it was removed all the same); else as
+  // every proxy call.
   absl::StatusOr<T> Get(absl::Duration timeout = absl::InfiniteDuration()) const {
     MPROC_ASSIGN_OR_RETURN(std::string raw,
                            (Blocking<std::string>(timeout, M::kQueueGet, TimeoutNs(timeout))));
     return manager_internal::FromBytes<T>(raw);
   }
+  // QueueProxy::GetNowait()
+  //
+  // Get with a zero timeout: UNAVAILABLE ("queue is empty") instead of waiting.
   absl::StatusOr<T> GetNowait() const { return Get(absl::ZeroDuration()); }
+  // QueueProxy::Qsize(), QueueProxy::Empty(), QueueProxy::Full()
+  //
+  // The server's exact state at the moment of the call (others may change it at once); Full
+  // is always false for maxsize 0. Errors as every proxy call.
   absl::StatusOr<size_t> Qsize() const {
     MPROC_ASSIGN_OR_RETURN(uint64_t n, Call<uint64_t>(M::kQueueSize));
     return static_cast<size_t>(n);
@@ -588,8 +779,17 @@ class JoinableQueueProxy : public QueueProxy<T> {
   JoinableQueueProxy() = default;
   explicit JoinableQueueProxy(std::shared_ptr<manager_internal::ProxyRef> r)
       : QueueProxy<T>(std::move(r)) {}
-  // FAILED_PRECONDITION ("ValueError") when called more often than items were put.
+  // JoinableQueueProxy::TaskDone()
+  //
+  // One item taken earlier is done. FAILED_PRECONDITION ("ValueError") when called more often
+  // than items were put; INVALID_ARGUMENT when the object is a plain Queue (a QueueProxy
+  // received as a JoinableQueueProxy); else as every proxy call.
   absl::Status TaskDone() const { return this->CallVoid(M::kQueueTaskDone); }
+  // JoinableQueueProxy::Join(timeout)
+  //
+  // Waits, parked in the server, until TaskDone was called for every item put (OK at once
+  // when none is pending; always, on a plain Queue). DEADLINE_EXCEEDED when `timeout` passes
+  // first (at once for a zero timeout); else as every proxy call.
   absl::Status Join(absl::Duration timeout = absl::InfiniteDuration()) const {
     return this->RawWithin(this->ClientWait(timeout), M::kQueueJoin, this->TimeoutNs(timeout))
         .status();
@@ -607,7 +807,13 @@ class LockProxy : public manager_internal::ProxyBase {
   LockProxy() = default;
   explicit LockProxy(std::shared_ptr<manager_internal::ProxyRef> r) : ProxyBase(std::move(r)) {}
 
-  // Acquired, or not when the timeout passed (a zero timeout is one attempt).
+  // LockProxy::Acquire(timeout)
+  //
+  // Takes the lock for this thread, waiting parked in the server up to `timeout` (zero: one
+  // attempt); waiters get it in arrival order. An RLock this thread holds is taken again, one
+  // level deeper; a Lock this thread holds waits as for anyone. NotAcquired when the timeout
+  // passed; previous_owner_died() when the last holder's process died holding it. Errors as
+  // every proxy call.
   absl::StatusOr<AcquireResult> Acquire(absl::Duration timeout = absl::InfiniteDuration()) const {
     using Pair = std::tuple<bool, bool>;
     MPROC_ASSIGN_OR_RETURN(Pair r, (Blocking<Pair>(timeout, M::kLockAcquire,
@@ -616,11 +822,17 @@ class LockProxy : public manager_internal::ProxyBase {
     if (!std::get<0>(r)) return AcquireResult::NotAcquired();
     return std::get<1>(r) ? AcquireResult::OwnerDied() : AcquireResult::Acquired();
   }
-  // FAILED_PRECONDITION ("RuntimeError") for an unlocked lock, or an RLock this thread does not
-  // hold.
+  // LockProxy::Release()
+  //
+  // Releases the lock, or one level of an RLock; a Lock may be released by any thread of any
+  // process. FAILED_PRECONDITION ("RuntimeError") for an unlocked lock, or an RLock this
+  // thread does not hold; else as every proxy call.
   absl::Status Release() const {
     return CallVoid(M::kLockRelease, static_cast<uint64_t>(CurrentTid()));
   }
+  // LockProxy::Locked()
+  //
+  // Whether anyone holds it, at the moment of the call. Errors as every proxy call.
   absl::StatusOr<bool> Locked() const { return Call<bool>(M::kLockLocked); }
 
  private:
@@ -635,25 +847,44 @@ class SemaphoreProxy : public manager_internal::ProxyBase {
  public:
   SemaphoreProxy() = default;
   explicit SemaphoreProxy(std::shared_ptr<manager_internal::ProxyRef> r) : ProxyBase(std::move(r)) {}
+  // SemaphoreProxy::Acquire(timeout)
+  //
+  // Takes one unit, waiting parked in the server up to `timeout` (zero: one attempt;
+  // waiters are served in arrival order): true when taken, false when the timeout passed.
+  // Errors as every proxy call.
   absl::StatusOr<bool> Acquire(absl::Duration timeout = absl::InfiniteDuration()) const {
     return Blocking<bool>(timeout, M::kSemAcquire, TimeoutNs(timeout));
   }
-  // FAILED_PRECONDITION ("ValueError") past a bounded semaphore's initial value.
+  // SemaphoreProxy::Release(n)
+  //
+  // Gives back `n` units, waking up to `n` waiters. INVALID_ARGUMENT for n < 1;
+  // FAILED_PRECONDITION ("ValueError") past a bounded semaphore's initial value (nothing is
+  // released then); else as every proxy call.
   absl::Status Release(int64_t n = 1) const { return CallVoid(M::kSemRelease, n); }
+  // SemaphoreProxy::GetValue()
+  //
+  // The free units at the moment of the call. Errors as every proxy call.
   absl::StatusOr<int64_t> GetValue() const { return Call<int64_t>(M::kSemValue); }
 };
 using BoundedSemaphoreProxy = SemaphoreProxy;
 
+// An Event in the manager (CPython's Manager().Event()).
 class EventProxy : public manager_internal::ProxyBase {
   using M = manager_internal::Method;
 
  public:
   EventProxy() = default;
   explicit EventProxy(std::shared_ptr<manager_internal::ProxyRef> r) : ProxyBase(std::move(r)) {}
+  // EventProxy::Set(), EventProxy::Clear(), EventProxy::IsSet()
+  //
+  // Sets the flag (answering every waiter), clears it, reads it. Errors as every proxy call.
   absl::Status Set() const { return CallVoid(M::kEventSet); }
   absl::Status Clear() const { return CallVoid(M::kEventClear); }
   absl::StatusOr<bool> IsSet() const { return Call<bool>(M::kEventIsSet); }
-  // True once set; false when the timeout passed first.
+  // EventProxy::Wait(timeout)
+  //
+  // Waits, parked in the server, until the flag is set: true once set (at once if it is),
+  // false when `timeout` passed first. Errors as every proxy call.
   absl::StatusOr<bool> Wait(absl::Duration timeout = absl::InfiniteDuration()) const {
     return Blocking<bool>(timeout, M::kEventWait, TimeoutNs(timeout));
   }
@@ -669,15 +900,29 @@ class ConditionProxy : public manager_internal::ProxyBase {
   ConditionProxy() = default;
   ConditionProxy(std::shared_ptr<manager_internal::ProxyRef> r, LockProxy lock)
       : ProxyBase(std::move(r)), lock_(std::move(lock)) {}
+  // ConditionProxy::Acquire(timeout), ConditionProxy::Release()
+  //
+  // Its lock's: LockProxy::Acquire and LockProxy::Release.
   absl::StatusOr<AcquireResult> Acquire(absl::Duration timeout = absl::InfiniteDuration()) const {
     return lock_.Acquire(timeout);
   }
   absl::Status Release() const { return lock_.Release(); }
+  // ConditionProxy::Wait(timeout)
+  //
+  // Releases the lock (at any RLock depth), waits parked in the server for a Notify up to
+  // `timeout`, then takes the lock back at the same depth, however long that takes: true
+  // when notified, false when the timeout passed. FAILED_PRECONDITION ("RuntimeError") when
+  // this thread does not hold the lock. DEADLINE_EXCEEDED when the answer has not come 10 s
+  // after `timeout` (the lock still held by another): the server may give this thread the
+  // lock later all the same. Else as every proxy call.
   absl::StatusOr<bool> Wait(absl::Duration timeout = absl::InfiniteDuration()) const {
     return Blocking<bool>(timeout, M::kCondWait, static_cast<uint64_t>(CurrentTid()),
                           TimeoutNs(timeout));
   }
-  // Python's wait_for: waits until pred() holds (checked with the lock held), or the timeout.
+  // ConditionProxy::WaitFor(pred, timeout)
+  //
+  // Python's wait_for: checks pred() here (the caller holds the lock), and Waits until it
+  // holds or `timeout` has passed; returns pred()'s last result. Errors: Wait's.
   template <typename Pred>
   absl::StatusOr<bool> WaitFor(Pred pred, absl::Duration timeout = absl::InfiniteDuration()) const {
     const absl::Time end = timeout == absl::InfiniteDuration() ? absl::InfiniteFuture()
@@ -691,10 +936,16 @@ class ConditionProxy : public manager_internal::ProxyBase {
     }
     return result;
   }
+  // ConditionProxy::Notify(n), ConditionProxy::NotifyAll()
+  //
+  // Wakes up to `n` waiters (every one for n < 0 or NotifyAll); they then wait for the lock,
+  // which this thread still holds. FAILED_PRECONDITION ("RuntimeError") when this thread does
+  // not hold the lock; else as every proxy call.
   absl::Status Notify(int64_t n = 1) const {
     return CallVoid(M::kCondNotify, static_cast<uint64_t>(CurrentTid()), n);
   }
   absl::Status NotifyAll() const { return Notify(-1); }
+  // ConditionProxy::lock(): the lock it is over. Never blocks.
   const LockProxy& lock() const { return lock_; }
 
  private:
@@ -711,11 +962,25 @@ class BarrierProxy : public manager_internal::ProxyBase {
  public:
   BarrierProxy() = default;
   explicit BarrierProxy(std::shared_ptr<manager_internal::ProxyRef> r) : ProxyBase(std::move(r)) {}
+  // BarrierProxy::Wait(timeout)
+  //
+  // Waits, parked in the server, until `parties` parties wait; returns this party's arrival
+  // index (0 for the first). FAILED_PRECONDITION ("BrokenBarrierError") when the barrier is or
+  // becomes broken: Abort, a Reset while parties wait, a waiting party's process dying, or any
+  // waiter's timeout passing (it breaks the barrier for all, as Python's). Else as every proxy
+  // call.
   absl::StatusOr<int64_t> Wait(absl::Duration timeout = absl::InfiniteDuration()) const {
     return Blocking<int64_t>(timeout, M::kBarrierWait, TimeoutNs(timeout));
   }
+  // BarrierProxy::Abort(), BarrierProxy::Reset()
+  //
+  // Abort breaks the barrier: its waiters fail, and so does every Wait until Reset. Reset
+  // makes it whole and empty again (parties waiting then fail). Errors as every proxy call.
   absl::Status Abort() const { return CallVoid(M::kBarrierAbort); }
   absl::Status Reset() const { return CallVoid(M::kBarrierReset); }
+  // BarrierProxy::Parties(), BarrierProxy::NWaiting(), BarrierProxy::Broken()
+  //
+  // The barrier's state at the moment of the call (one call each). Errors as every proxy call.
   absl::StatusOr<int64_t> Parties() const { return Field<0, int64_t>(); }
   absl::StatusOr<int64_t> NWaiting() const { return Field<1, int64_t>(); }
   absl::StatusOr<bool> Broken() const { return Field<2, bool>(); }
@@ -744,7 +1009,12 @@ class PoolProxy : public manager_internal::ProxyBase {
   PoolProxy() = default;
   explicit PoolProxy(std::shared_ptr<manager_internal::ProxyRef> r) : ProxyBase(std::move(r)) {}
 
-  // fn(args...) in a worker; its result.
+  // PoolProxy::Apply(fn, args...)
+  //
+  // Runs fn(args...) in a worker and returns its result; blocks until the task is done, with
+  // no timeout (the call is parked in the server meanwhile). ABORTED with a RemoteError when
+  // fn throws; ABORTED naming the worker when it dies running the task; UNAVAILABLE when the
+  // pool could not replace a dead worker. Else as every proxy call.
   template <typename F, typename... A>
   absl::StatusOr<pool_internal::TaskResult<F>> Apply(F fn, A&&... args) const {
     const pool_internal::TaskFn<F> f = pool_internal::AsFunctionPointer(fn);
@@ -762,8 +1032,12 @@ class PoolProxy : public manager_internal::ProxyBase {
     return absl::StatusOr<R>(Items<typename Traits::Result>((*out)[0], 1)[0]);
   }
 
+  // PoolProxy::Map(fn, items, chunksize)
+  //
   // fn over `items` in the workers, results in order: the first failed item's status
-  // otherwise. chunksize 0 picks CPython's default (items / (4 * processes), rounded up).
+  // otherwise (errors as Apply's). chunksize 0 picks CPython's default (items /
+  // (4 * processes), rounded up), one more call (Processes) to learn it. Blocks until every
+  // task is done, with no timeout.
   template <typename F, typename T>
   absl::StatusOr<std::vector<pool_internal::TaskResult<F>>> Map(F fn, const std::vector<T>& items,
                                                                 size_t chunksize = 0) const {
@@ -798,9 +1072,12 @@ class PoolProxy : public manager_internal::ProxyBase {
     return Out(std::move(results));
   }
 
+  // PoolProxy::ApplyAsync(fn, args...), PoolProxy::MapAsync(fn, items, chunksize)
+  //
   // Apply and Map without waiting (CPython's apply_async / map_async): the call runs on a
   // thread of this process, over this process's one connection to the manager (calls are
   // multiplexed: others go on meanwhile); the future's Get waits, and its destructor too.
+  // The future holds Apply's or Map's result or error.
   template <typename F, typename... A>
   std::future<absl::StatusOr<pool_internal::TaskResult<F>>> ApplyAsync(F fn, A&&... args) const {
     return std::async(std::launch::async,
@@ -816,7 +1093,9 @@ class PoolProxy : public manager_internal::ProxyBase {
     });
   }
 
-  // The pool's worker count.
+  // PoolProxy::Processes()
+  //
+  // The pool's worker count. Errors as every proxy call.
   absl::StatusOr<int64_t> Processes() const { return Call<int64_t>(M::kPoolProcesses); }
 
  private:
@@ -857,6 +1136,12 @@ class ObjectProxy : public manager_internal::ProxyBase {
   ObjectProxy() = default;
   explicit ObjectProxy(std::shared_ptr<manager_internal::ProxyRef> r) : ProxyBase(std::move(r)) {}
 
+  // ObjectProxy::Call(fn, args...)
+  //
+  // Runs fn(object&, args...) in the server, on its one thread (no other client is served
+  // until fn returns), and returns fn's result: std::monostate for void, an ObjectProxy<U>
+  // for Managed<U>. ABORTED with a RemoteError when fn throws or its arguments do not decode
+  // there; INVALID_ARGUMENT when the server is another executable; else as every proxy call.
   template <typename F, typename... A>
   auto Call(F fn, A&&... args) const {
     auto f = +fn;
@@ -944,8 +1229,9 @@ struct Codec<ObjectProxy<T>>
 //   int64_t now = counter.Call<int64_t>("add", int64_t{5}).value();
 //
 // The arguments and result travel by their codecs and must match the registered method's
-// types (a mismatch is ABORTED with a decode error from the server); an unknown type or method
-// is NOT_FOUND. Methods returning Managed<U> are for ObjectProxy (same executable) only.
+// types (arguments the server cannot decode are ABORTED with a decode error from it; a result
+// type is not checked: see Call); an unknown type or method is NOT_FOUND. Methods returning
+// Managed<U> are for ObjectProxy (same executable) only.
 class NamedObjectProxy : public manager_internal::ProxyBase {
   using M = manager_internal::Method;
 
@@ -954,7 +1240,14 @@ class NamedObjectProxy : public manager_internal::ProxyBase {
   explicit NamedObjectProxy(std::shared_ptr<manager_internal::ProxyRef> r)
       : ProxyBase(std::move(r)) {}
 
-  // R: the method's result type (void for none).
+  // NamedObjectProxy::Call<R>(method, args...)
+  //
+  // Runs the method registered as `method` for the object's type in the server, on its one
+  // thread, and returns its result as R (void for none: std::monostate). NOT_FOUND when no
+  // such method is registered there; ABORTED with a RemoteError when it throws, or when the
+  // arguments do not decode as its parameters (or are too many); INTERNAL when its result
+  // does not decode as R (a result of another type that happens to decode is not detected).
+  // Else as every proxy call.
   template <typename R, typename... A>
   auto Call(std::string_view method, A&&... args) const {
     using Out = std::conditional_t<std::is_void_v<R>, std::monostate, R>;
@@ -968,10 +1261,12 @@ class NamedObjectProxy : public manager_internal::ProxyBase {
   friend struct Codec<NamedObjectProxy>;
 };
 
+// RegisterType<T, CtorArgs...>(name)
+//
 // Registers T under `name` in this executable, constructible from arguments of types
 // CtorArgs... (each with a Codec). Call at namespace scope, before main: the server is a fresh
 // image of the program under spawn and forkserver. Returns true, so it can initialize a
-// static; false if `name` is taken.
+// static; false if `name` is taken. Thread-safe (one mutex for the registry).
 template <typename T, typename... CtorArgs>
 bool RegisterType(std::string_view name) {
   std::lock_guard<std::mutex> lock(manager_internal::NamedTypesMutex());
@@ -981,8 +1276,11 @@ bool RegisterType(std::string_view name) {
   return true;
 }
 
+// RegisterMethod(type, method, fn)
+//
 // Registers fn (a free function or captureless lambda taking T& first) as method `method` of
 // the type registered as `type`. False if the type is not registered or the method is taken.
+// Thread-safe, as RegisterType.
 template <typename F>
 bool RegisterMethod(std::string_view type, std::string_view method, F fn) {
   auto f = +fn;
@@ -1068,13 +1366,24 @@ struct ManagerOptions {
 
 class Manager {
  public:
-  // Starts the server; its address is known (and served) when this returns.
+  // Manager::Start(options)
+  //
+  // Starts the server process and connects to it; its address is known (and served) when
+  // this returns. Blocks until the server answers (the connection's handshake waits for it at
+  // most 30 s). Errors: those of making the socket's private directory, of binding the address
+  // (Listener::Create: ALREADY_EXISTS when it is taken, ...) and of Process::Start; ABORTED
+  // when the server ended before serving, else the connection's error (Proxy calls).
+  // Thread-safe.
   static absl::StatusOr<std::unique_ptr<Manager>> Start(ManagerOptions options = {});
+  // Manager::Start(options, initializer, args...)
+  //
   // As Start, running initializer(args...) in the server process before it serves (CPython's
   // Manager(initializer=..., initargs=...)): a free function or captureless lambda, its
   // arguments by their codecs. An initializer that throws ends the server, and Start fails
-  // saying so (the exception is printed on the server's stderr); Start returns once the
-  // initializer has returned and the server answers.
+  // saying so (ABORTED; the exception is printed on the server's stderr); Start returns once
+  // the initializer has returned and the server answers. The handshake waits at most 30 s:
+  // an initializer that runs longer fails Start (UNAUTHENTICATED, the handshake's timeout),
+  // and the server is stopped.
   template <typename F, typename... A>
   static absl::StatusOr<std::unique_ptr<Manager>> Start(ManagerOptions options, F initializer,
                                                         A&&... args) {
@@ -1085,31 +1394,69 @@ class Manager {
     });
   }
 
+  // Manager::Connect(address, authkey, timeout)
+  //
   // A manager served elsewhere (Serve, or another program's Start), reached at `address` with
   // `authkey`: proxies made through it live there. Its Shutdown and destructor leave the
-  // server running (CPython's connect). UNAVAILABLE when nothing listens there,
-  // UNAUTHENTICATED for a wrong key.
+  // server running (CPython's connect). Blocks to connect (as Client) and for a hello: up to
+  // `timeout` for the handshake and for each half of the hello. Errors: UNAVAILABLE when it
+  // cannot connect (nothing listens there, no socket file, a bad address), UNAUTHENTICATED
+  // for a wrong key (or a handshake not done within `timeout`), INVALID_ARGUMENT when the
+  // peer is not an mproc manager, else the hello's send or receive error (DEADLINE_EXCEEDED,
+  // ...). Thread-safe.
   static absl::StatusOr<std::unique_ptr<Manager>> Connect(
       const Address& address, std::string authkey, absl::Duration timeout = absl::Seconds(30));
 
-  // Serves a manager in this process until a client shuts it down (CPython's
+  // Manager::Serve(address, authkey, on_listening)
+  //
+  // Serves a manager in this process, on the calling thread (CPython's
   // get_server().serve_forever()): standalone, it does not end with any other process.
   // `on_listening` (optional) is called with the bound address (a TCP port 0 becomes the real
   // one) once clients can connect. Over TCP, bind to 127.0.0.1 unless the network is meant to
   // reach it; connections get keepalive probes and a user timeout, so a peer that vanished
-  // with the network is dropped.
+  // with the network is dropped. It returns only on a client's shutdown request, which no
+  // mproc call sends (a Connect-ed Manager's Shutdown leaves the server running): in practice
+  // it serves until its process is killed, which leaves a Unix socket file behind. Errors:
+  // Listener::Create's (INVALID_ARGUMENT, ALREADY_EXISTS, ...); INTERNAL if the loop fails.
   static absl::Status Serve(const Address& address, std::string authkey,
                            std::function<void(const Address&)> on_listening = nullptr);
-  // Shuts the server down (in the process that started it).
+  // Manager::~Manager()
+  //
+  // Shutdown() with its default timeout, in the process that made this Manager (a fork
+  // child's copy does nothing); a Connect-ed manager's server serves on.
   ~Manager();
   Manager(const Manager&) = delete;
   Manager& operator=(const Manager&) = delete;
 
-  // Asks the server to end, waits up to `timeout`, then SIGTERM, then SIGKILL. Idempotent.
-  // Calls from this process afterwards are FAILED_PRECONDITION.
+  // Manager::Shutdown(timeout)
+  //
+  // Asks the server to end, waits, then SIGTERM, then SIGKILL: up to `timeout` for the
+  // request's answer, `timeout` more for the exit, then about a second after SIGTERM. Removes
+  // a Unix socket file (and the default address's directory). Calls from this process
+  // afterwards are FAILED_PRECONDITION (this Manager's and its proxies'; a call in flight on
+  // another thread fails with ABORTED or FAILED_PRECONDITION); other processes' are ABORTED.
+  // A Connect-ed manager's Shutdown only makes this Manager's own calls FAILED_PRECONDITION:
+  // its proxies and the server go on. Idempotent; OK and nothing done in another process than
+  // the one that made this Manager. Returns OK once the server is gone (killed if need be),
+  // barring an error of Process::Join. Must not race other calls on this Manager.
   absl::Status Shutdown(absl::Duration timeout = absl::Seconds(5));
 
-  // A dict, holding `initial`'s items (in order; a later duplicate key wins, as Python's).
+  // ---- The factories: Dict, List, Array, Set, Namespace, Value, Queue, JoinableQueue, Lock,
+  // RLock, Semaphore, BoundedSemaphore, Event, Condition, Barrier, Pool, Create, Make ----
+  //
+  // Each makes one object in the server and returns a proxy holding this process's reference
+  // to it (the object lives while a proxy, a proxy in flight or a container holds it): one
+  // call, blocking until the server answers, with no timeout. Errors: FAILED_PRECONDITION
+  // after Shutdown, or in another process than the one that made this Manager (a fork child's
+  // copy: use proxies there); the connection's errors, as for every proxy call (ABORTED when
+  // the server is gone; for a Connect-ed manager, UNAVAILABLE / UNAUTHENTICATED when it cannot
+  // be reached, FAILED_PRECONDITION when it was restarted); and each factory's own. Initial
+  // values are encoded here. Thread-safe, but not concurrently with Shutdown.
+
+  // Manager::Dict<K, V>(initial)
+  //
+  // A dict holding `initial`'s items (in order; a later duplicate key wins, as Python's).
+  // Errors: the factories'.
   template <typename K, typename V>
   absl::StatusOr<DictProxy<K, V>> Dict(const std::vector<std::pair<K, V>>& initial = {}) {
     std::string init;
@@ -1125,14 +1472,19 @@ class Manager {
                                             manager_internal::Fingerprint<K, V>(), init));
     return DictProxy<K, V>(std::move(ref));
   }
+  // Manager::List<T>(initial)
+  //
+  // A list holding `initial`. Errors: the factories'.
   template <typename T>
   absl::StatusOr<ListProxy<T>> List(const std::vector<T>& initial = {}) {
     MPROC_ASSIGN_OR_RETURN(auto ref, Create(manager_internal::Kind::kList,
                                             manager_internal::Fingerprint<T>(), Many(initial)));
     return ListProxy<T>(std::move(ref));
   }
+  // Manager::Array<T>(values), Manager::Array<T>(n)
+  //
   // A fixed-size array of `values` (CPython's Array(typecode, sequence)); Array<T>(n) is n
-  // value-initialised elements.
+  // value-initialised elements. Errors: the factories'.
   template <typename T>
   absl::StatusOr<ArrayProxy<T>> Array(const std::vector<T>& values) {
     MPROC_ASSIGN_OR_RETURN(auto ref, Create(manager_internal::Kind::kArray,
@@ -1143,17 +1495,26 @@ class Manager {
   absl::StatusOr<ArrayProxy<T>> Array(size_t n) {
     return Array<T>(std::vector<T>(n));
   }
+  // Manager::Set<T>(initial)
+  //
+  // A set of `initial`'s distinct elements (by encoded bytes). Errors: the factories'.
   template <typename T>
   absl::StatusOr<SetProxy<T>> Set(const std::vector<T>& initial = {}) {
     MPROC_ASSIGN_OR_RETURN(auto ref, Create(manager_internal::Kind::kSet,
                                             manager_internal::Fingerprint<T>(), Many(initial)));
     return SetProxy<T>(std::move(ref));
   }
+  // Manager::Namespace()
+  //
+  // An empty namespace. Errors: the factories'.
   absl::StatusOr<NamespaceProxy> Namespace() {
     MPROC_ASSIGN_OR_RETURN(auto ref, Create(manager_internal::Kind::kNamespace,
                                             manager_internal::Fingerprint<>(), ""));
     return NamespaceProxy(std::move(ref));
   }
+  // Manager::Value<T>(initial)
+  //
+  // A value holding `initial`. Errors: the factories'.
   template <typename T>
   absl::StatusOr<ValueProxy<T>> Value(const T& initial = T()) {
     MPROC_ASSIGN_OR_RETURN(auto ref, Create(manager_internal::Kind::kValue,
@@ -1162,6 +1523,10 @@ class Manager {
     return ValueProxy<T>(std::move(ref));
   }
 
+  // Manager::Queue<T>(maxsize), Manager::JoinableQueue<T>(maxsize)
+  //
+  // A queue of at most `maxsize` items (0: unbounded), joinable or not. Errors: the
+  // factories'.
   template <typename T>
   absl::StatusOr<QueueProxy<T>> Queue(uint64_t maxsize = 0) {
     MPROC_ASSIGN_OR_RETURN(auto ref, Create(manager_internal::Kind::kQueue,
@@ -1176,19 +1541,38 @@ class Manager {
                                             manager_internal::ToBytes(std::make_tuple(maxsize, true))));
     return JoinableQueueProxy<T>(std::move(ref));
   }
+  // Manager::Lock(), Manager::RLock()
+  //
+  // A lock, free (see LockProxy). Errors: the factories'.
   absl::StatusOr<LockProxy> Lock() { return MakeLock(false); }
   absl::StatusOr<LockProxy> RLock() { return MakeLock(true); }
+  // Manager::Semaphore(value), Manager::BoundedSemaphore(value)
+  //
+  // A semaphore of `value` units; a bounded one refuses releases past `value`.
+  // INVALID_ARGUMENT when `value` < 0; else the factories' errors.
   absl::StatusOr<SemaphoreProxy> Semaphore(int64_t value = 1) { return MakeSemaphore(value, false); }
   absl::StatusOr<SemaphoreProxy> BoundedSemaphore(int64_t value = 1) {
     return MakeSemaphore(value, true);
   }
+  // Manager::Event()
+  //
+  // An event, clear. Errors: the factories'.
   absl::StatusOr<EventProxy> Event() {
     MPROC_ASSIGN_OR_RETURN(auto ref, Create(manager_internal::Kind::kEvent,
                                             manager_internal::Fingerprint<>(), ""));
     return EventProxy(std::move(ref));
   }
-  // Over `lock` (this manager's); a new RLock when none is given.
+  // Manager::Condition(lock)
+  //
+  // A condition over `lock`, a Lock or RLock of this manager, or over a new RLock when none
+  // is given (one more call); it holds its lock while it lives. INVALID_ARGUMENT when the
+  // server finds no lock of this process under `lock`'s id; FAILED_PRECONDITION for an empty
+  // `lock`; else the factories' errors.
   absl::StatusOr<ConditionProxy> Condition(std::optional<LockProxy> lock = std::nullopt);
+  // Manager::Barrier(parties)
+  //
+  // A barrier for `parties` parties. INVALID_ARGUMENT when `parties` < 1; else the
+  // factories' errors.
   absl::StatusOr<BarrierProxy> Barrier(int64_t parties) {
     MPROC_ASSIGN_OR_RETURN(auto ref, Create(manager_internal::Kind::kBarrier,
                                             manager_internal::Fingerprint<>(),
@@ -1196,8 +1580,12 @@ class Manager {
     return BarrierProxy(std::move(ref));
   }
 
+  // Manager::Pool(processes, start_method)
+  //
   // A Pool in the server with `processes` workers (0: the server's CPUs), started with
-  // `start_method` (default: the process-wide one). See PoolProxy.
+  // `start_method` (default: the process-wide one). See PoolProxy. The server starts the
+  // workers before it answers, serving no other call meanwhile. INVALID_ARGUMENT for
+  // `processes` < 0, a worker's start error, else the factories' errors.
   absl::StatusOr<PoolProxy> Pool(int processes = 0,
                                  std::optional<StartMethod> start_method = std::nullopt) {
     MPROC_ASSIGN_OR_RETURN(
@@ -1207,8 +1595,12 @@ class Manager {
     return PoolProxy(std::move(ref));
   }
 
+  // Manager::Create(type_name, args...)
+  //
   // An object of a type registered by name in the server's executable (RegisterType), built
-  // there from `args`. NOT_FOUND for a name the server does not know. See NamedObjectProxy.
+  // there from `args`. NOT_FOUND for a name the server does not know; INVALID_ARGUMENT when
+  // `args` do not decode as the registered constructor's arguments or the constructor
+  // throws; else the factories' errors. See NamedObjectProxy.
   template <typename... A>
   absl::StatusOr<NamedObjectProxy> Create(std::string_view type_name, A&&... args) {
     EncodeBuffer init;
@@ -1222,8 +1614,12 @@ class Manager {
     return NamedObjectProxy(std::move(ref));
   }
 
+  // Manager::Make<T>(args...)
+  //
   // An object of your own type in the server, built there from `args` (its constructor's
-  // arguments, each with a Codec). See ObjectProxy.
+  // arguments, each with a Codec). INVALID_ARGUMENT when the constructor throws (its what()
+  // in the message) or the server is another executable; else the factories' errors. See
+  // ObjectProxy.
   template <typename T, typename... A>
   absl::StatusOr<ObjectProxy<T>> Make(A&&... args) {
     EncodeBuffer init;
@@ -1236,15 +1632,28 @@ class Manager {
     return ObjectProxy<T>(std::move(ref));
   }
 
+  // Manager::CreateSharedMemory(size, eager)
+  //
   // CPython's SharedMemoryManager.SharedMemory(size): a named segment (shm/shared_memory.h)
   // created by the server, attached here; pass it, or its name, to other processes. The server
   // unlinks every segment it made when it shuts down (views stay valid; the memory goes with
   // the last one). If the server dies instead, a segment is reclaimed once no process has it
-  // attached. `eager` reserves the pages now (RESOURCE_EXHAUSTED when the tmpfs is full).
+  // attached. `eager` reserves the pages now (RESOURCE_EXHAUSTED when the tmpfs is full). One
+  // call, no timeout. Errors: INVALID_ARGUMENT for size 0, else SharedMemory::Create's (in
+  // the server) and Attach's (here), and the factories' errors.
   absl::StatusOr<mproc::SharedMemory> CreateSharedMemory(size_t size, bool eager = false);
 
-  // Objects alive in the server (every client's): 0 once every proxy is gone.
+  // Manager::ObjectCount()
+  //
+  // Objects alive in the server (every client's): 0 once every proxy is gone (an object held
+  // only by a proxy in flight or a fork child's lease counts until it is claimed, at most
+  // 60 s). One call, no timeout; errors as the factories'.
   absl::StatusOr<uint64_t> ObjectCount();
+  // Manager::address(), Manager::authkey(), Manager::pid()
+  //
+  // Where the server listens (after Start, a TCP port 0 as bound), the key clients
+  // authenticate with, and the server's pid (for Connect, as the server reported it). Never
+  // block; thread-safe.
   const Address& address() const { return ref_.address; }
   const std::string& authkey() const { return ref_.authkey; }
   pid_t pid() const { return ref_.server_pid; }

@@ -55,10 +55,13 @@ class Mapping {
   // Takes ownership of a region returned by mmap(); munmap()s it on destruction.
   static Mapping Adopt(void* addr, size_t size) { return Mapping(addr, size); }
 
+  // The mapped address and length (null and 0 when empty); ok() when something is mapped.
   void* data() const { return addr_; }
   size_t size() const { return size_; }
   std::span<std::byte> bytes() const { return {static_cast<std::byte*>(addr_), size_}; }
   bool ok() const { return addr_ != nullptr; }
+  // Mapping::Reset(): munmap()s now and leaves the Mapping empty; nothing when already empty.
+  // Never fails. Not for concurrent use with other calls on this Mapping.
   void Reset();
 
  private:
@@ -72,25 +75,45 @@ class Segment {
  public:
   enum class Reserve { kEager, kLazy };
 
-  // Creates a sealed anonymous region of `size` bytes (> 0). `name` is only a label shown in
-  // /proc/<pid>/maps. INVALID_ARGUMENT for size 0; with Reserve::kEager, RESOURCE_EXHAUSTED
-  // when the memory is not there.
+  // Segment::Create(size, name, reserve)
+  //
+  // Creates a sealed anonymous region of `size` bytes (> 0), zero-filled. `name` is only a
+  // label shown in /proc/<pid>/maps (cut at 200 bytes). Never blocks, except that kEager
+  // allocates every page before it returns. Errors: INVALID_ARGUMENT for size 0; with
+  // Reserve::kEager, RESOURCE_EXHAUSTED when the memory is not there; other failed calls
+  // (memfd_create, ftruncate, fallocate, sealing) by errno (base/status.h), e.g.
+  // RESOURCE_EXHAUSTED when out of descriptors. Thread-safe.
   static absl::StatusOr<Segment> Create(size_t size, std::string_view name = "mproc",
                                         Reserve reserve = Reserve::kLazy);
 
-  // Adopts a descriptor received from another process; the size comes from fstat.
+  // Segment::FromFd(fd)
+  //
+  // Adopts a descriptor received from another process; the size comes from fstat. Never
+  // blocks. Errors: INVALID_ARGUMENT when the file has size 0 or is not sealed against
+  // shrinking (not a Segment's memfd); fstat's errno otherwise (FAILED_PRECONDITION for a
+  // descriptor that is not open). On an error `fd` is closed. Thread-safe.
   static absl::StatusOr<Segment> FromFd(UniqueFd fd);
 
   Segment() = default;
   Segment(Segment&&) noexcept = default;
   Segment& operator=(Segment&&) noexcept = default;
 
-  // Another descriptor for the same region (F_DUPFD_CLOEXEC).
+  // Segment::Duplicate()
+  //
+  // Another descriptor for the same region (F_DUPFD_CLOEXEC). Never blocks. Errors by errno:
+  // RESOURCE_EXHAUSTED when out of descriptors, FAILED_PRECONDITION on an empty Segment.
+  // Thread-safe (const).
   absl::StatusOr<Segment> Duplicate() const;
 
-  // Maps the whole region read-write, shared.
+  // Segment::Map()
+  //
+  // Maps the whole region read-write, shared; each call is a new mapping of the same memory.
+  // Never blocks. Errors: FAILED_PRECONDITION on an empty Segment; mmap's errno otherwise
+  // (RESOURCE_EXHAUSTED when out of address space or mappings). Thread-safe (const).
   absl::StatusOr<Mapping> Map() const;
 
+  // The descriptor (-1 when empty; still owned by the Segment), the size, and whether it holds
+  // a region.
   int fd() const { return fd_.get(); }
   size_t size() const { return size_; }
   bool ok() const { return fd_.ok(); }

@@ -100,16 +100,46 @@ struct SharedMemoryInfo {
 
 class SharedMemory {
  public:
+  // SharedMemory::Create(size, name, options)
+  //
+  // A new zero-filled segment of `size` bytes named `name` (empty: a random name), attached
+  // and mapped, its creator lock held by this process (see above). May first sweep orphans
+  // from the directory (at most once a second per directory). Never waits for other
+  // processes. Errors: INVALID_ARGUMENT (size 0; a name that is "/" alone, over 200 bytes,
+  // "." or "..", or holds '/' or NUL), ALREADY_EXISTS (the name is taken), RESOURCE_EXHAUSTED
+  // (Reserve::kEager and tmpfs is full; out of descriptors or memory); other failed calls by
+  // errno (base/status.h), e.g. NOT_FOUND when the directory does not exist. Thread-safe.
   static absl::StatusOr<SharedMemory> Create(size_t size, std::string_view name = "",
                                              const SharedMemoryOptions& options = {});
+  // SharedMemory::Attach(name, options)
+  //
+  // Opens and maps the existing segment `name`, whole. Blocks only while a reclaimer in some
+  // process holds the segment's lock (a few system calls). Errors: INVALID_ARGUMENT (a bad
+  // name, as Create), NOT_FOUND (no such segment, or it was reclaimed while attaching),
+  // FAILED_PRECONDITION (the file is not a regular file of nonzero size); other failed calls
+  // by errno (PERMISSION_DENIED, RESOURCE_EXHAUSTED for descriptors or address space).
+  // Thread-safe.
   static absl::StatusOr<SharedMemory> Attach(std::string_view name,
                                              const SharedMemoryOptions& options = {});
-  // Removes `name` without attaching. NOT_FOUND when it does not exist.
+  // SharedMemory::Unlink(name, options)
+  //
+  // Removes `name` without attaching (whatever segment has that name now); views stay valid.
+  // If this process created that segment, its creator lock goes too. Never blocks. Errors:
+  // INVALID_ARGUMENT (a bad name, as Create), NOT_FOUND (it does not exist); other failed
+  // unlinks by errno (e.g. PERMISSION_DENIED). Thread-safe.
   static absl::Status Unlink(std::string_view name, const SharedMemoryOptions& options);
-  // Unlinks every orphaned mproc segment in the directory; returns how many.
+  // SharedMemory::ReclaimOrphans(options)
+  //
+  // Unlinks every orphaned mproc segment in the directory; returns how many. Never blocks
+  // (it tries each segment's locks without waiting). Errors: stat's errno when the directory
+  // cannot be looked at (NOT_FOUND when it does not exist); an unreadable directory counts 0.
+  // Thread-safe and process-safe.
   static absl::StatusOr<int> ReclaimOrphans(const SharedMemoryOptions& options = {});
+  // SharedMemory::List(options)
+  //
   // Every named segment in the directory, by name, with its state read from its lock bytes
   // (without taking them: listing changes nothing). A file that vanishes meanwhile is left out.
+  // Never blocks. Errors: opendir's errno (NOT_FOUND, PERMISSION_DENIED). Thread-safe.
   static absl::StatusOr<std::vector<SharedMemoryInfo>> List(const SharedMemoryOptions& options = {});
   // The directory in use for `options`.
   static std::string Directory(const SharedMemoryOptions& options = {});
@@ -122,20 +152,32 @@ class SharedMemory {
   SharedMemory& operator=(const SharedMemory& o);
   SharedMemory(SharedMemory&& o) noexcept;
   SharedMemory& operator=(SharedMemory&& o) noexcept;
+  // Close().
   ~SharedMemory();
 
+  // The name without "mproc." (kept after Close); the view's size, address and bytes (0,
+  // null, empty once closed); closed() for an empty or closed handle.
   const std::string& name() const { return name_; }
   size_t size() const { return view_ ? view_->mapping.size() : 0; }
   void* data() const { return view_ ? view_->mapping.data() : nullptr; }
   std::span<std::byte> bytes() const { return view_ ? view_->mapping.bytes() : std::span<std::byte>(); }
   bool closed() const { return view_ == nullptr; }
 
+  // SharedMemory::Close()
+  //
   // Drops this handle. Idempotent, as CPython's close(). When it was the last handle of the
   // view and the view was the last of a segment whose creator is gone without unlinking, the
   // segment is reclaimed. (Two copies closed at the same moment on two threads may both leave
-  // that to the next sweep.)
+  // that to the next sweep.) A fork child's copy never reclaims. No error; never waits for
+  // other processes (their locks are tried, not waited for). Must not race other calls on
+  // this same object; copies may be closed on any threads.
   void Close();
-  // Removes the name (this view stays usable). NOT_FOUND if it was already removed.
+  // SharedMemory::Unlink()
+  //
+  // Removes the name (this view stays usable), as Unlink(name(), its directory): whatever
+  // segment has that name now. Works after Close(). Never blocks. Errors: FAILED_PRECONDITION
+  // for an empty handle, NOT_FOUND if the name was already removed; others as the static
+  // Unlink. Thread-safe as the static Unlink.
   absl::Status Unlink();
 
  private:

@@ -51,15 +51,40 @@ class Barrier {
   // An empty handle, to decode into; any other use is undefined.
   Barrier() = default;
 
+  // Barrier::Create(parties, action, timeout)
+  //
+  // A new barrier for `parties` parties; `action` (may be null) runs once per round, and
+  // `timeout` is Wait's default (infinite or negative: none). Placed in this process's shared
+  // arena as a Lock is. Errors: INVALID_ARGUMENT when parties is 0; otherwise as
+  // Lock::Create (RESOURCE_EXHAUSTED, or a failed call's errno status). Thread-safe.
   static absl::StatusOr<Barrier> Create(uint32_t parties, void (*action)() = nullptr,
                                         absl::Duration timeout = absl::InfiniteDuration());
 
-  // Waits for all parties. Uses the barrier's default timeout when none is given.
+  // Barrier::Wait(timeout)
+  //
+  // Arrives and blocks until all parties have, up to `timeout` (the barrier's default when
+  // none is given; zero or negative: no sleep); returns this party's arrival index. The last
+  // party runs the action under the barrier's internal lock: the action must not call this
+  // barrier, and the timeout does not bound waiting for that lock. Signals do not end the
+  // wait. Errors, all FAILED_PRECONDITION: broken on entry; the timeout passed (this Wait
+  // breaks the barrier); the round was broken while waiting (Abort, Reset, another party's
+  // timeout, a throwing action); the action threw (in the last party). Thread-safe and
+  // process-safe, but a process killed holding the internal lock (in the action, say) blocks
+  // every call that then needs it, forever.
   absl::StatusOr<uint32_t> Wait(std::optional<absl::Duration> timeout = std::nullopt);
+  // Barrier::Abort(): breaks the barrier: current waiters and later Waits fail with
+  // FAILED_PRECONDITION until Reset(). Waits only for the internal lock. Thread- and
+  // process-safe.
   void Abort();
+  // Barrier::Reset(): the current round's waiters, if any, fail with FAILED_PRECONDITION, and
+  // the barrier is unbroken and empty again. Waits only for the internal lock. Thread- and
+  // process-safe.
   void Reset();
 
+  // Fixed at Create. Never blocks.
   uint32_t parties() const { return s_->parties; }
+  // Parties waiting in the current round, and whether the barrier is broken: snapshots, taken
+  // under the internal lock (so they wait while the last party runs the action).
   uint32_t NWaiting() const;
   bool Broken() const;
 

@@ -52,27 +52,55 @@ class Condition {
   // An empty handle, to decode into; any other use is undefined.
   Condition() = default;
 
-  // Over a new RLock (CPython's default), or over the given lock.
+  // Condition::Create(), Condition::Create(lock)
+  //
+  // A new Condition over a new RLock (CPython's default), or over the given lock (the
+  // Condition holds a copy of the handle: the same lock). Its state (about 2 KiB) is placed
+  // in this process's shared arena as a Lock is. Errors as Lock::Create (RESOURCE_EXHAUSTED,
+  // or a failed call's errno status). Thread-safe.
   static absl::StatusOr<Condition> Create();
   static absl::StatusOr<Condition> Create(Lock lock);
   static absl::StatusOr<Condition> Create(RLock lock);
 
-  // The lock (exactly one of these is set).
+  // The lock (exactly one of these is set: calling the other is undefined).
   RLock& rlock() { return *rlock_; }
   Lock& lock() { return *lock_; }
   bool uses_rlock() const { return rlock_.has_value(); }
 
+  // Condition::Acquire(timeout), Condition::Release(): the lock's own Acquire and Release
+  // (Lock:: or RLock::), with their blocking, dead-holder takeover and errors.
   AcquireResult Acquire(absl::Duration timeout = absl::InfiniteDuration()) {
     return rlock_ ? rlock_->Acquire(timeout) : lock_->Acquire(timeout);
   }
   absl::Status Release() { return rlock_ ? rlock_->Release() : lock_->Release(); }
 
-  // Returns whether it was notified (false: timed out).
+  // Condition::Wait(timeout)
+  //
+  // Releases the lock (every RLock level), sleeps until notified or `timeout` passes (zero:
+  // no sleep), then takes the lock again with no timeout (restoring the depth) — so it can
+  // return after the timeout, and a dead holder is taken over without telling the caller.
+  // Returns whether it was notified (false: timed out); signals do not end the wait. Errors:
+  // FAILED_PRECONDITION unless the calling thread holds the lock (for a Lock: the thread that
+  // acquired it; stricter than CPython), RESOURCE_EXHAUSTED when all 250 slots are taken (a
+  // waiter killed while waiting keeps its slot for good); on an error nothing is released.
+  // Thread-safe and process-safe.
   absl::StatusOr<bool> Wait(absl::Duration timeout = absl::InfiniteDuration());
-  // Waits until pred() is true or the timeout passes; returns pred()'s last value.
+  // Condition::WaitFor(pred, timeout)
+  //
+  // Waits until pred() is true or the timeout (for the whole call) passes; returns pred()'s
+  // last value. pred() runs on the calling thread (under the lock, if held). When it is true
+  // at once, returns true without waiting or checking the lock; otherwise a Wait's error
+  // (FAILED_PRECONDITION, RESOURCE_EXHAUSTED) is returned. Blocking and safety as Wait.
   absl::StatusOr<bool> WaitFor(const std::function<bool()>& pred,
                                absl::Duration timeout = absl::InfiniteDuration());
+  // Condition::Notify(n)
+  //
+  // Marks the n oldest waiters notified and wakes each (fewer when fewer wait; n = 0 does
+  // nothing). A waiter whose timeout passed but that has not yet retaken the lock can still be
+  // counted, and so can a dead waiter's slot. Never blocks. Errors: FAILED_PRECONDITION unless
+  // the calling thread holds the lock (as Wait). Thread-safe and process-safe.
   absl::Status Notify(uint32_t n = 1);
+  // Condition::NotifyAll(): Notify for every waiter; errors as Notify.
   absl::Status NotifyAll();
 
  private:

@@ -36,13 +36,29 @@ class Event {
   // An empty handle, to decode into; any other use is undefined.
   Event() = default;
 
+  // Event::Create()
+  //
+  // A new Event, clear, placed in this process's shared arena as a Lock is, and failing as
+  // Lock::Create (RESOURCE_EXHAUSTED, or a failed call's errno status). Thread-safe.
   static absl::StatusOr<Event> Create();
 
+  // The flag: a snapshot, possibly stale at once. Never blocks.
   bool IsSet() const { return s_->flag.load(std::memory_order_acquire) != 0; }
-  // Sets the flag and wakes all waiters. Async-signal-safe.
+  // Event::Set()
+  //
+  // Sets the flag and wakes all sleeping waiters (a futex wake only when some wait). Never
+  // blocks; no error; async-signal-safe. Thread-safe and process-safe.
   void Set();
+  // Event::Clear(): clears the flag. Never blocks; thread-safe and process-safe.
   void Clear() { s_->flag.store(0, std::memory_order_release); }
-  // Blocks until the flag is set or `timeout` passes; returns the flag.
+  // Event::Wait(timeout)
+  //
+  // Blocks until the flag is set or `timeout` passes (zero or negative: just look); returns
+  // the flag as last seen (false: the timeout passed with it clear). A woken waiter re-reads
+  // the flag: a Set undone by a Clear before it looked is missed, and it sleeps on. Spins
+  // briefly when the setter last ran on another CPU, then sleeps on the futex; signals do not
+  // end the wait. No error. Thread-safe and process-safe (a waiter killed here leaves only a
+  // waiter count, which costs Set a futex wake).
   bool Wait(absl::Duration timeout = absl::InfiniteDuration());
 
  private:

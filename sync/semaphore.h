@@ -40,13 +40,31 @@ class Semaphore {
   // An empty handle, to decode into; any other use is undefined.
   Semaphore() = default;
 
+  // Semaphore::Create(value)
+  //
+  // A new semaphore holding `value` units, placed in this process's shared arena as a Lock
+  // is, and failing as Lock::Create (RESOURCE_EXHAUSTED, or a failed call's errno status).
+  // Thread-safe.
   static absl::StatusOr<Semaphore> Create(uint32_t value = 1);
 
+  // Semaphore::Acquire(timeout)
+  //
+  // Takes one unit; returns false when `timeout` passes first (a zero or negative timeout is
+  // one attempt, and never blocks). Blocks while the count is 0: spins briefly when the last
+  // releaser ran on another CPU, then sleeps on the futex; signals do not end the wait. No
+  // error and no fairness order. A process killed while waiting leaves nothing held (only a
+  // waiter count that costs releasers a futex wake). Thread-safe and process-safe.
   bool Acquire(absl::Duration timeout = absl::InfiniteDuration());
+  // Semaphore::TryAcquire(): Acquire(zero): one attempt, never blocks.
   bool TryAcquire() { return Acquire(absl::ZeroDuration()); }
-  // Adds `n` units and wakes waiters. Async-signal-safe. Always OK for a Semaphore;
+  // Semaphore::Release(n)
+  //
+  // Adds `n` units and wakes up to `n` sleeping waiters. Never blocks; async-signal-safe.
+  // Always OK for a Semaphore (the count is not checked for overflow past 2^32 - 1);
   // FAILED_PRECONDITION for a BoundedSemaphore past its bound (nothing is added then).
+  // Thread-safe and process-safe.
   absl::Status Release(uint32_t n = 1);
+  // The current count: a snapshot, possibly stale at once. Never blocks.
   uint32_t GetValue() const { return s_->value.load(std::memory_order_relaxed); }
 
  protected:
@@ -63,6 +81,11 @@ class BoundedSemaphore : public Semaphore {
   // An empty handle, to decode into; any other use is undefined.
   BoundedSemaphore() = default;
 
+  // BoundedSemaphore::Create(value)
+  //
+  // A new semaphore holding `value` units, which Release may not exceed. Places and fails as
+  // Semaphore::Create. Caution: value 0 records no bound at all (0 means unbounded inside),
+  // so that BoundedSemaphore's Release never fails.
   static absl::StatusOr<BoundedSemaphore> Create(uint32_t value = 1);
 
  private:

@@ -63,6 +63,11 @@ class Value {
   // An empty handle, to decode into; any other use is undefined.
   Value() = default;
 
+  // Value<T>::Create(initial, mode)
+  //
+  // A new shared T holding `initial`, with a new RLock unless mode is kNone (RawValue). Placed
+  // in this process's shared arena as a Lock is; errors as Lock::Create (RESOURCE_EXHAUSTED,
+  // or a failed call's errno status). Thread-safe.
   static absl::StatusOr<Value> Create(const T& initial = T{}, LockMode mode = LockMode::kRLock) {
     auto r = sync_internal::AllocateShared(
         sync_internal::ValueLayout<T>::kDataOffset + sizeof(T), "mproc-value");
@@ -76,6 +81,9 @@ class Value {
     return v;
   }
 
+  // Value<T>::Get(), Value<T>::Set(v): a byte copy out of or into the shared T. They take no
+  // lock and are not atomic: a Get racing a Set in any process may see a torn value. Never
+  // block; no error.
   T Get() const {
     T out;
     std::memcpy(&out, data_, sizeof(T));
@@ -85,10 +93,15 @@ class Value {
   // The shared object itself (CPython's get_obj()).
   T* GetObj() const { return data_; }
 
+  // Whether the value has its RLock; GetLock() returns it (undefined without one).
   bool HasLock() const { return lock_.has_value(); }
   RLock& GetLock() { return *lock_; }
 
-  // Atomic operations on the shared value, for integral T (no lock needed).
+  // Atomic operations on the shared value, for integral T (no lock needed): lock-free across
+  // processes for integers of up to 8 bytes (std::atomic_ref). FetchAdd returns the value
+  // before (wrapping on overflow); CompareExchange stores `desired` if the value equals
+  // `expected`, else loads it into `expected`, and returns whether it stored. Never block; no
+  // error. Atomic only against each other, not against Get/Set.
   T FetchAdd(T delta) requires std::is_integral_v<T> {
     return std::atomic_ref<T>(*data_).fetch_add(delta, std::memory_order_acq_rel);
   }
@@ -122,7 +135,13 @@ class Array {
   // An empty handle, to decode into; any other use is undefined.
   Array() = default;
 
-  // `size` zero-filled elements (SHV-4).
+  // Array<T>::Create(size, mode)
+  //
+  // `size` zero-filled elements (SHV-4), with a new RLock unless mode is kNone (RawArray).
+  // Placed in this process's shared arena as a Lock is (an array over about 64 KiB gets a
+  // memfd of its own). Errors: INVALID_ARGUMENT when size is 0 or the byte size overflows;
+  // otherwise as Lock::Create (RESOURCE_EXHAUSTED, or a failed call's errno status).
+  // Thread-safe.
   static absl::StatusOr<Array> Create(size_t size, LockMode mode = LockMode::kRLock) {
     if (size == 0) return absl::InvalidArgumentError("an Array needs at least one element");
     if (size > (SIZE_MAX - sync_internal::ValueLayout<T>::kDataOffset) / sizeof(T)) {
@@ -138,6 +157,8 @@ class Array {
     if (mode == LockMode::kRLock) a.lock_.emplace(RLock(r->first, lock));
     return a;
   }
+  // Array<T>::Create(initial, mode): a copy of `initial`; errors as Create(size) (an empty
+  // `initial` is INVALID_ARGUMENT).
   static absl::StatusOr<Array> Create(std::span<const T> initial, LockMode mode = LockMode::kRLock) {
     absl::StatusOr<Array> a = Create(initial.size(), mode);
     if (!a.ok()) return a;
@@ -150,6 +171,7 @@ class Array {
   }
 
 
+  // The element count; element i (unchecked: i < size()); the first element. No locking.
   size_t size() const { return size_; }
   T& operator[](size_t i) const { return data_[i]; }
   T* data() const { return data_; }
@@ -161,6 +183,7 @@ class Array {
   }
   std::span<T> span() const { return {data_, size_}; }
 
+  // As Value's: whether it has its RLock; GetLock() returns it (undefined without one).
   bool HasLock() const { return lock_.has_value(); }
   RLock& GetLock() { return *lock_; }
 
