@@ -5,10 +5,12 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "base/status_matchers.h"
 #include "base/test_util.h"
 #include "gmock/gmock.h"
@@ -131,6 +133,71 @@ TEST_F(ExecutorTest, MapWaitAsCompletedAndCallbacks) {
   std::atomic<int> called{0};
   fs[0].AddDoneCallback([&](const Future<int>& f) { called = *f.Result(); });  // already done
   EXPECT_EQ(called.load(), 400);
+}
+
+// Done callbacks as concurrent.futures runs them: every one added before completion runs,
+// in order, on the completing thread once Done() is true (so Result returns at once inside
+// one); a throwing callback is reported and the others and the pool go on; a future dropped
+// by the caller still runs its callbacks, and they are freed after. Before: only the last
+// callback added ran, Result inside it blocked for ever, a throw ended the program, and each
+// such future leaked.
+TEST_F(ExecutorTest, DoneCallbacksRunAfterDoneInOrderAndAThrowGoesNoFurther) {
+  auto ex = Make();
+  ASSERT_NE(ex, nullptr);
+  std::mutex mu;
+  std::vector<std::string> seen;
+  auto note = [&](std::string s) {
+    std::lock_guard<std::mutex> lock(mu);
+    seen.push_back(std::move(s));
+  };
+  auto alive = std::make_shared<int>(0);
+  std::weak_ptr<int> watch = alive;
+  {
+    Future<int> f = ex->Submit(SleepMs, 200);
+    f.AddDoneCallback([&, alive](const Future<int>& g) {
+      note(absl::StrCat("first done=", g.Done() ? "1" : "0", " result=", *g.Result(absl::Seconds(5))));
+    });
+    f.AddDoneCallback([](const Future<int>&) { throw std::runtime_error("from a callback"); });
+    f.AddDoneCallback([&](const Future<int>& g) {
+      note(absl::StrCat("third result=", *g.Result(absl::Seconds(5))));
+    });
+    alive.reset();
+  }  // the caller's copy is gone: the callbacks keep the future until they ran
+  for (int i = 0; i < 3000; ++i) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (seen.size() == 2) break;
+    }
+    ::usleep(1000);
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    EXPECT_EQ(seen, (std::vector<std::string>{"first done=1 result=200", "third result=200"}));
+  }
+  EXPECT_TRUE(watch.expired()) << "a callback (and what it holds) was kept after it ran";
+  // The pool thread survived the throw: the executor serves on.
+  EXPECT_THAT(ex->Submit(Square, 7).Result(absl::Seconds(30)), IsOkAndHolds(49));
+}
+
+// Shutdown(wait) from a done callback, which runs on the pool thread: it stops the executor
+// and says it cannot wait for its own thread, instead of joining itself (which threw and
+// ended the program); a Shutdown(wait) from here then waits as usual.
+TEST_F(ExecutorTest, ShutdownWithWaitFromADoneCallbackDoesNotJoinItself) {
+  auto ex = Make();
+  ASSERT_NE(ex, nullptr);
+  ProcessPoolExecutor* raw = ex.get();
+  std::atomic<int> code{-1};
+  Future<int> f = ex->Submit(SleepMs, 50);
+  f.AddDoneCallback([&](const Future<int>&) {
+    code = static_cast<int>(raw->Shutdown(/*wait=*/true).code());
+  });
+  ASSERT_THAT(f.Result(absl::Seconds(30)), IsOkAndHolds(50));
+  for (int i = 0; i < 3000 && code.load() < 0; ++i) ::usleep(1000);
+  EXPECT_EQ(code.load(), static_cast<int>(absl::StatusCode::kFailedPrecondition));
+  EXPECT_THAT(ex->Submit(Square, 2).Result(absl::Seconds(5)),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
+  MPROC_EXPECT_OK(ex->Shutdown(/*wait=*/true));
+  EXPECT_TRUE(ex->WorkerPids().empty());
 }
 
 TEST_F(ExecutorTest, CancelAndShutdownWithCancelFutures) {

@@ -58,7 +58,9 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <cstdio>
 #include <deque>
+#include <exception>
 #include <functional>
 #include <initializer_list>
 #include <iterator>
@@ -85,6 +87,22 @@
 #include "spawn/process.h"
 
 namespace mproc {
+
+namespace pool_internal {
+// Runs a user callback on a thread that must go on (the pool thread, or a caller's): an
+// exception it throws is reported on stderr, as CPython logs "exception calling callback",
+// and goes no further.
+template <typename F>
+void RunCallback(F&& f) {
+  try {
+    f();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "mproc: a result callback threw: %s\n", e.what());
+  } catch (...) {
+    std::fprintf(stderr, "mproc: a result callback threw an exception of an unknown type\n");
+  }
+}
+}  // namespace pool_internal
 
 // The result of an asynchronous call (CPython's AsyncResult).
 template <typename T>
@@ -141,22 +159,41 @@ class AsyncResult {
   }
 
   // For the pool: sets the result once, runs the callback (on the calling thread), then
-  // wakes waiters — so a callback's effects are visible once Get returns, as in CPython.
+  // wakes waiters — so a callback's effects are visible once Get returns, as in CPython —
+  // and then runs the AfterReady functions. Each runs once and is dropped. An exception from
+  // one is reported on stderr and goes no further (it must not end the pool thread).
   void Set(absl::StatusOr<T> v) const {
     std::function<void(const absl::StatusOr<T>&)> cb;
     {
       std::lock_guard<std::mutex> lock(s_->mu);
       if (s_->value) return;
       s_->value = std::move(v);
-      cb = s_->callback;
+      cb = std::move(s_->callback);
+      s_->callback = nullptr;
     }
-    if (cb) cb(*s_->value);
+    if (cb) pool_internal::RunCallback([&] { cb(*s_->value); });
+    std::vector<std::function<void()>> after;
     {
       std::lock_guard<std::mutex> lock(s_->mu);
       s_->ready = true;
+      after.swap(s_->after);
     }
     s_->ready_hint.store(true, std::memory_order_release);
     s_->cv.notify_all();
+    for (auto& f : after) pool_internal::RunCallback(f);
+  }
+  // Runs `f` once the result is set and Ready (so Get works inside it): at once, here, if it
+  // is; else on the thread that sets it, after the callback and after waking waiters. Any
+  // number, in the order added (concurrent.futures' add_done_callback).
+  void AfterReady(std::function<void()> f) const {
+    {
+      std::lock_guard<std::mutex> lock(s_->mu);
+      if (!s_->ready) {
+        s_->after.push_back(std::move(f));
+        return;
+      }
+    }
+    pool_internal::RunCallback(f);
   }
   // Runs `cb` once the result is set (at once, here, if it already is).
   void OnReady(std::function<void(const absl::StatusOr<T>&)> cb) const {
@@ -178,6 +215,7 @@ class AsyncResult {
     bool ready = false;  // value set and callback run
     std::atomic<bool> ready_hint{false};  // `ready`, readable without the mutex (spinning)
     std::function<void(const absl::StatusOr<T>&)> callback;
+    std::vector<std::function<void()>> after;  // AfterReady's, until they run
   };
   std::shared_ptr<Shared> s_;
 };

@@ -144,7 +144,8 @@ struct PoolCore::State {
   // made before the pool thread existed (never from fork() of the threaded owner).
   std::unique_ptr<Zygote> zygote;
   std::thread thread;
-  bool joined = false;
+  std::thread::id thread_id;  // the pool thread's, fixed at Create (read without a lock)
+  std::mutex join_mu;         // Join: one joiner at a time
 
   struct Worker {
     std::unique_ptr<Process> proc;
@@ -391,6 +392,7 @@ absl::StatusOr<std::unique_ptr<PoolCore>> PoolCore::Create(CoreOptions options) 
   }
   PoolCore* raw = core.get();
   st.thread = std::thread([raw] { raw->Run(); });
+  st.thread_id = st.thread.get_id();
   return core;
 }
 
@@ -499,6 +501,14 @@ absl::Status PoolCore::Join() {
       return absl::FailedPreconditionError("Pool is still running: Close or Terminate it first");
     }
   }
+  // A callback that runs on the pool thread (a Future's done callback) and shuts down the
+  // executor must not wait for its own thread; two joiners must not join one thread.
+  if (std::this_thread::get_id() == st_->thread_id) {
+    return absl::FailedPreconditionError(
+        "Join on the pool's own thread (from a done callback) would wait for itself; the pool "
+        "shuts down once its work is done");
+  }
+  std::lock_guard<std::mutex> join(st_->join_mu);
   if (st_->thread.joinable()) st_->thread.join();
   return absl::OkStatus();
 }
