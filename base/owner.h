@@ -104,6 +104,35 @@ inline uint32_t ReleaseOwnerWord(std::atomic<uint32_t>* word) {
   return old;
 }
 
+// A scoped owner-word lock for a short critical section over shared memory (a Barrier's
+// state): takes the word, taking it over from a dead holder (owner_died() then says so: what
+// the word guards may be half-updated), and releases it at scope end or at Unlock(). Not
+// recursive: a thread taking a word it holds waits for ever. Unlike a bare futex mutex, a
+// process killed inside the critical section does not wedge every later caller.
+class OwnerWordGuard {
+ public:
+  explicit OwnerWordGuard(std::atomic<uint32_t>* word) : w_(word) {
+    const uint32_t tid = CurrentTid();
+    if (TakeFreeOwnerWord(w_, tid)) return;
+    died_ = AcquireOwnerWord(w_, tid, Deadline::Infinite()) == OwnerAcquire::kOwnerDied;
+  }
+  ~OwnerWordGuard() { Unlock(); }
+  OwnerWordGuard(const OwnerWordGuard&) = delete;
+  OwnerWordGuard& operator=(const OwnerWordGuard&) = delete;
+
+  bool owner_died() const { return died_; }
+  // Releases early; the destructor then does nothing.
+  void Unlock() {
+    if (w_ == nullptr) return;
+    ReleaseOwnerWord(w_);
+    w_ = nullptr;
+  }
+
+ private:
+  std::atomic<uint32_t>* w_;
+  bool died_ = false;
+};
+
 // ---- Process owners -------------------------------------------------------------------------
 
 // This process: pid in the low 32 bits, its start time's low 32 bits above (cached; correct

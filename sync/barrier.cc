@@ -5,6 +5,7 @@
 
 #include "base/deadline.h"
 #include "base/futex.h"
+#include "base/owner.h"
 
 namespace mproc {
 
@@ -24,6 +25,13 @@ void BreakLocked(BarrierState* s) {
   FutexWake(&s->seq, INT_MAX);
 }
 
+// A party killed holding the state's lock (in the action, or inside Wait's short critical
+// section) may have left the round half-updated: the barrier breaks, for every party, as a
+// timeout does, instead of every later call waiting for ever on the dead holder.
+void BreakIfHolderDied(const OwnerWordGuard& lock, BarrierState* s) {
+  if (lock.owner_died()) BreakLocked(s);
+}
+
 }  // namespace
 
 absl::StatusOr<Barrier> Barrier::Create(uint32_t parties, void (*action)(), absl::Duration timeout) {
@@ -41,7 +49,8 @@ absl::StatusOr<uint32_t> Barrier::Wait(std::optional<absl::Duration> timeout) {
                      : s_->default_timeout_ns < 0 ? absl::InfiniteDuration()
                                                   : absl::Nanoseconds(s_->default_timeout_ns);
   const Deadline deadline = Deadline::After(t);
-  FutexMutexGuard lock(&s_->mutex);
+  OwnerWordGuard lock(&s_->mutex);
+  BreakIfHolderDied(lock, s_);
   if (s_->broken) return BrokenStatus();
   const uint32_t gen = s_->seq.load(std::memory_order_relaxed);
   const uint32_t index = s_->arrived++;
@@ -64,13 +73,15 @@ absl::StatusOr<uint32_t> Barrier::Wait(std::optional<absl::Duration> timeout) {
   for (;;) {
     uint32_t now = s_->seq.load(std::memory_order_acquire);
     if (now != gen) {
-      FutexMutexGuard relock(&s_->mutex);
+      OwnerWordGuard relock(&s_->mutex);
+      BreakIfHolderDied(relock, s_);
       if (s_->reset_generation == gen) return BrokenStatus();
       return index;
     }
     if (FutexWait(&s_->seq, gen, deadline) == FutexResult::kTimedOut &&
         s_->seq.load(std::memory_order_acquire) == gen) {
-      FutexMutexGuard relock(&s_->mutex);
+      OwnerWordGuard relock(&s_->mutex);
+      BreakIfHolderDied(relock, s_);
       if (s_->seq.load(std::memory_order_relaxed) != gen) continue;  // released just now
       BreakLocked(s_);
       return absl::FailedPreconditionError("barrier is broken: timed out waiting for parties");
@@ -79,12 +90,12 @@ absl::StatusOr<uint32_t> Barrier::Wait(std::optional<absl::Duration> timeout) {
 }
 
 void Barrier::Abort() {
-  FutexMutexGuard lock(&s_->mutex);
+  OwnerWordGuard lock(&s_->mutex);
   BreakLocked(s_);
 }
 
 void Barrier::Reset() {
-  FutexMutexGuard lock(&s_->mutex);
+  OwnerWordGuard lock(&s_->mutex);  // a dead holder's half-done round is reset below
   if (s_->arrived > 0) {
     // Parties are waiting: their round ends broken.
     s_->reset_generation = s_->seq.load(std::memory_order_relaxed);
@@ -96,12 +107,14 @@ void Barrier::Reset() {
 }
 
 uint32_t Barrier::NWaiting() const {
-  FutexMutexGuard lock(&s_->mutex);
+  OwnerWordGuard lock(&s_->mutex);
+  BreakIfHolderDied(lock, s_);
   return s_->arrived;
 }
 
 bool Barrier::Broken() const {
-  FutexMutexGuard lock(&s_->mutex);
+  OwnerWordGuard lock(&s_->mutex);
+  BreakIfHolderDied(lock, s_);
   return s_->broken != 0;
 }
 

@@ -14,7 +14,9 @@
 //
 // Dead parties: a party killed while others wait leaves them waiting — until their timeout
 // (the constructor's default timeout or Wait's) breaks the barrier. Give cross-process
-// barriers a timeout.
+// barriers a timeout. A party killed inside the barrier's own short critical section (in the
+// action, which runs under it) breaks the barrier for every party within about 20 ms (its
+// lock is an owner word, base/owner.h), where every later call used to wait for ever.
 //
 // The action is a plain function pointer (it must mean the same code in every process: true
 // for fork children; spawn children get it through spawn/'s function identity).
@@ -36,7 +38,7 @@ namespace mproc {
 
 namespace sync_internal {
 struct alignas(64) BarrierState {
-  std::atomic<uint32_t> mutex{0};  // guards the fields below
+  std::atomic<uint32_t> mutex{0};  // an owner word (base/owner.h): guards the fields below
   std::atomic<uint32_t> seq{0};    // generation; bumped to release or reset a round
   uint32_t parties = 0;
   uint32_t arrived = 0;
@@ -57,7 +59,7 @@ class Barrier {
   // `timeout` is Wait's default (infinite or negative: none). Placed in this process's shared
   // arena as a Lock is. Errors: INVALID_ARGUMENT when parties is 0; otherwise as
   // Lock::Create (RESOURCE_EXHAUSTED, or a failed call's errno status). Thread-safe.
-  static absl::StatusOr<Barrier> Create(uint32_t parties, void (*action)() = nullptr,
+  [[nodiscard]] static absl::StatusOr<Barrier> Create(uint32_t parties, void (*action)() = nullptr,
                                         absl::Duration timeout = absl::InfiniteDuration());
 
   // Barrier::Wait(timeout)
@@ -71,7 +73,7 @@ class Barrier {
   // timeout, a throwing action); the action threw (in the last party). Thread-safe and
   // process-safe, but a process killed holding the internal lock (in the action, say) blocks
   // every call that then needs it, forever.
-  absl::StatusOr<uint32_t> Wait(std::optional<absl::Duration> timeout = std::nullopt);
+  [[nodiscard]] absl::StatusOr<uint32_t> Wait(std::optional<absl::Duration> timeout = std::nullopt);
   // Barrier::Abort(): breaks the barrier: current waiters and later Waits fail with
   // FAILED_PRECONDITION until Reset(). Waits only for the internal lock. Thread- and
   // process-safe.

@@ -1,3 +1,4 @@
+#include <signal.h>
 #include <unistd.h>
 
 #include <set>
@@ -143,6 +144,38 @@ TEST(BarrierTest, ManyGenerationsWithExactIndexSetsAndOneActionPerRound) {
   }
   EXPECT_EQ(b.NWaiting(), 0u);
   EXPECT_FALSE(b.Broken());
+}
+
+// For the test below: the action hangs (in the child only), with the barrier's lock held.
+pid_t g_test_parent = 0;
+Value<int> g_in_action;
+void HangInAChild() {
+  if (::getpid() == g_test_parent) return;
+  g_in_action.Store(1);
+  for (;;) ::pause();
+}
+
+// A party SIGKILLed inside the barrier (here in the action, which runs under its lock), and
+// left a zombie: the next call takes the lock over and finds the barrier broken, instead of
+// waiting for ever on a dead holder; Reset makes it usable again.
+TEST(BarrierTest, APartyKilledInsideTheBarrierBreaksItInsteadOfHangingEveryone) {
+  g_test_parent = ::getpid();
+  ASSERT_OK_AND_ASSIGN(g_in_action, Value<int>::Create(0, LockMode::kNone));
+  ASSERT_OK_AND_ASSIGN(Barrier b, Barrier::Create(1, HangInAChild));
+  pid_t child = Child([&] { return b.Wait().ok() ? 0 : 1; });
+  for (int i = 0; g_in_action.Load() == 0; ++i) {
+    ASSERT_LT(i, 30000);
+    ::usleep(1000);
+  }
+  ASSERT_EQ(::kill(child, SIGKILL), 0);  // dies holding the lock
+  EXPECT_TRUE(b.Broken());
+  EXPECT_THAT(b.Wait(absl::Seconds(5)), StatusIs(absl::StatusCode::kFailedPrecondition));
+  b.Reset();
+  EXPECT_FALSE(b.Broken());
+  EXPECT_EQ(b.NWaiting(), 0u);
+  EXPECT_THAT(b.Wait(absl::Seconds(5)), IsOkAndHolds(0u));  // the parent's action returns
+  EXPECT_EQ(Join(child), 128 + SIGKILL);
+  g_in_action = Value<int>();  // its shared chunk goes with the test
 }
 
 TEST(BarrierTest, SinglePartyNeverBlocks) {
