@@ -277,7 +277,11 @@ void ManagerCrowd(benchmark::State& state,
   if (!d.ok() || !d->Set(0, 0).ok()) return SkipRow(state, "Dict failed");
   int64_t i = 0;
   Crowd(state, [&] { return d->Set(0, 0).ok(); },  // this process's connection and lease
-        [&] { return d->Set(i % 16, i++).ok(); }, {(*m)->pid()});
+        [&] {
+          const int64_t k = i++;
+          return d->Set(k % 16, k).ok();
+        },
+        {(*m)->pid()});
   (void)(*m)->Shutdown();
 }
 
