@@ -33,11 +33,11 @@ struct CodeRef {
 };
 
 // NOT_FOUND when `addr` is not inside an executable segment of a loaded object.
-absl::StatusOr<CodeRef> CodeRefFor(const void* addr);
+[[nodiscard]] absl::StatusOr<CodeRef> CodeRefFor(const void* addr);
 
 // NOT_FOUND when no loaded object matches, or the offset is not inside one of its executable
 // segments.
-absl::StatusOr<const void*> ResolveCodeRef(const CodeRef& ref);
+[[nodiscard]] absl::StatusOr<const void*> ResolveCodeRef(const CodeRef& ref);
 
 }  // namespace mproc
 

@@ -22,7 +22,7 @@ namespace mproc {
 std::string SocketDirBase();
 
 // Makes "<SocketDirBase()>/mproc-<kind>-<this pid>-XXXXXX" (mode 0700) and returns its path.
-absl::StatusOr<std::string> MakeSocketDir(std::string_view kind);
+[[nodiscard]] absl::StatusOr<std::string> MakeSocketDir(std::string_view kind);
 
 // What a socket directory's name says: its kind and its owner's pid; nullopt for a name that
 // is not one (only the last path component is looked at).

@@ -106,7 +106,7 @@ absl::Status CheckDescriptorsOpen(std::span<const int> fds);
 
 // A new close-on-exec descriptor for what `fd` refers to (F_DUPFD_CLOEXEC); the errno status
 // naming `what` when the process is out of descriptors (EMFILE) or `fd` is not open (EBADF).
-absl::StatusOr<UniqueFd> DupCloexec(int fd, std::string_view what);
+[[nodiscard]] absl::StatusOr<UniqueFd> DupCloexec(int fd, std::string_view what);
 
 }  // namespace mproc
 

@@ -73,11 +73,12 @@ class Context {
   // Pool::Create with options.start_method set to this context's method. Errors:
   // INVALID_ARGUMENT when options.start_method names another method (nothing is started);
   // otherwise exactly Pool::Create (its errors, its blocking).
-  absl::StatusOr<std::unique_ptr<mproc::Pool>> Pool(PoolOptions options = {}) const {
+  [[nodiscard]] absl::StatusOr<std::unique_ptr<mproc::Pool>> Pool(PoolOptions options = {}) const {
     if (absl::Status s = Bind(options.start_method, "PoolOptions"); !s.ok()) return s;
     return mproc::Pool::Create(std::move(options));
   }
   template <typename F, typename... A>
+  [[nodiscard]]
   absl::StatusOr<std::unique_ptr<mproc::Pool>> Pool(PoolOptions options, F initializer,
                                                     A&&... initargs) const {
     if (absl::Status s = Bind(options.start_method, "PoolOptions"); !s.ok()) return s;
@@ -88,7 +89,7 @@ class Context {
   // ProcessPoolExecutor::Create with options.start_method set to this context's method.
   // Errors: INVALID_ARGUMENT when options.start_method names another method (nothing is
   // started); otherwise exactly ProcessPoolExecutor::Create.
-  absl::StatusOr<std::unique_ptr<ProcessPoolExecutor>> Executor(ExecutorOptions options = {}) const {
+  [[nodiscard]] absl::StatusOr<std::unique_ptr<ProcessPoolExecutor>> Executor(ExecutorOptions options = {}) const {
     if (absl::Status s = Bind(options.start_method, "ExecutorOptions"); !s.ok()) return s;
     return ProcessPoolExecutor::Create(std::move(options));
   }
@@ -97,6 +98,7 @@ class Context {
   // Manager::Start with options.start_method set to this context's method (for the server
   // process). Errors: INVALID_ARGUMENT when options.start_method names another method (nothing
   // is started); otherwise exactly Manager::Start (its errors, its blocking).
+  [[nodiscard]]
   absl::StatusOr<std::unique_ptr<mproc::Manager>> Manager(ManagerOptions options = {}) const {
     if (absl::Status s = Bind(options.start_method, "ManagerOptions"); !s.ok()) return s;
     return mproc::Manager::Start(std::move(options));
@@ -110,43 +112,45 @@ class Context {
   // exactly the type's own Create (mproc::Pipe for Pipe): its errors, blocking and
   // thread-safety are that function's, and the context adds none.
   template <typename T>
-  absl::StatusOr<mproc::Queue<T>> Queue(size_t maxsize = 0) const {
+  [[nodiscard]] absl::StatusOr<mproc::Queue<T>> Queue(size_t maxsize = 0) const {
     return mproc::Queue<T>::Create(maxsize);
   }
   template <typename T>
-  absl::StatusOr<mproc::SimpleQueue<T>> SimpleQueue() const {
+  [[nodiscard]] absl::StatusOr<mproc::SimpleQueue<T>> SimpleQueue() const {
     return mproc::SimpleQueue<T>::Create();
   }
   template <typename T>
-  absl::StatusOr<mproc::JoinableQueue<T>> JoinableQueue(size_t maxsize = 0) const {
+  [[nodiscard]] absl::StatusOr<mproc::JoinableQueue<T>> JoinableQueue(size_t maxsize = 0) const {
     return mproc::JoinableQueue<T>::Create(maxsize);
   }
-  absl::StatusOr<std::pair<Connection, Connection>> Pipe(bool duplex = true) const {
+  [[nodiscard]] absl::StatusOr<std::pair<Connection, Connection>> Pipe(bool duplex = true) const {
     return mproc::Pipe(duplex);
   }
-  absl::StatusOr<mproc::Lock> Lock() const { return mproc::Lock::Create(); }
-  absl::StatusOr<mproc::RLock> RLock() const { return mproc::RLock::Create(); }
-  absl::StatusOr<mproc::Semaphore> Semaphore(uint32_t value = 1) const {
+  [[nodiscard]] absl::StatusOr<mproc::Lock> Lock() const { return mproc::Lock::Create(); }
+  [[nodiscard]] absl::StatusOr<mproc::RLock> RLock() const { return mproc::RLock::Create(); }
+  [[nodiscard]] absl::StatusOr<mproc::Semaphore> Semaphore(uint32_t value = 1) const {
     return mproc::Semaphore::Create(value);
   }
-  absl::StatusOr<mproc::BoundedSemaphore> BoundedSemaphore(uint32_t value = 1) const {
+  [[nodiscard]] absl::StatusOr<mproc::BoundedSemaphore> BoundedSemaphore(uint32_t value = 1) const {
     return mproc::BoundedSemaphore::Create(value);
   }
-  absl::StatusOr<mproc::Event> Event() const { return mproc::Event::Create(); }
+  [[nodiscard]] absl::StatusOr<mproc::Event> Event() const { return mproc::Event::Create(); }
+  [[nodiscard]]
   absl::StatusOr<mproc::Condition> Condition() const { return mproc::Condition::Create(); }
-  absl::StatusOr<mproc::Barrier> Barrier(uint32_t parties) const {
+  [[nodiscard]] absl::StatusOr<mproc::Barrier> Barrier(uint32_t parties) const {
     return mproc::Barrier::Create(parties);
   }
   template <typename T>
-  absl::StatusOr<mproc::Value<T>> Value(const T& initial = T{}, LockMode mode = LockMode::kRLock) const {
+  [[nodiscard]] absl::StatusOr<mproc::Value<T>> Value(const T& initial = T{}, LockMode mode = LockMode::kRLock) const {
     return mproc::Value<T>::Create(initial, mode);
   }
   template <typename T>
+  [[nodiscard]]
   absl::StatusOr<mproc::Array<T>> Array(size_t size, LockMode mode = LockMode::kRLock) const {
     return mproc::Array<T>::Create(size, mode);
   }
   template <typename T>
-  absl::StatusOr<mproc::Array<T>> Array(std::initializer_list<T> initial,
+  [[nodiscard]] absl::StatusOr<mproc::Array<T>> Array(std::initializer_list<T> initial,
                                         LockMode mode = LockMode::kRLock) const {
     return mproc::Array<T>::Create(initial, mode);
   }
@@ -172,7 +176,7 @@ Context GetContext(StartMethod method);
 Context GetContext();
 // By name, as CPython's: "fork", "spawn" or "forkserver"; INVALID_ARGUMENT for any other
 // (CPython's ValueError "cannot find context for ...").
-absl::StatusOr<Context> GetContext(std::string_view method);
+[[nodiscard]] absl::StatusOr<Context> GetContext(std::string_view method);
 
 }  // namespace mproc
 

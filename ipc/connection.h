@@ -88,7 +88,7 @@ class Connection {
   // ring). Never blocks. Errors: INVALID_ARGUMENT when `fd` is not an open descriptor, or when
   // neither flag is set (the descriptor is closed then). Nothing checks that `fd` really is a
   // socket or pipe, or that the flags match how it was opened.
-  static absl::StatusOr<Connection> FromFd(UniqueFd fd, bool readable = true,
+  [[nodiscard]] static absl::StatusOr<Connection> FromFd(UniqueFd fd, bool readable = true,
                                            bool writable = true);
 
   Connection(Connection&&) noexcept = default;
@@ -129,7 +129,7 @@ class Connection {
   // none (an empty vector of UniqueFd): Send of such a type announces them either way.
   // One receiver at a time; on a duplex Pipe, receivers (threads or processes) take turns.
   template <typename T>
-  absl::StatusOr<T> Recv(absl::Duration timeout = absl::InfiniteDuration()) {
+  [[nodiscard]] absl::StatusOr<T> Recv(absl::Duration timeout = absl::InfiniteDuration()) {
     static_assert(!std::is_same_v<T, absl::Status>, "use Recv<absl::Status> via RecvBytes");
     Deadline deadline = Deadline::After(timeout);
     std::vector<UniqueFd> fds;
@@ -172,6 +172,7 @@ class Connection {
   // frame or ring record, or a descriptor where a message was due, which stop reading), and a
   // message longer than `max_length` is RESOURCE_EXHAUSTED ("bad message length"): this end reads
   // no more, as CPython marks it (a read-only end is closed outright). Thread-safety as Recv.
+  [[nodiscard]]
   absl::StatusOr<std::string> RecvBytes(std::optional<uint64_t> max_length = std::nullopt,
                                         absl::Duration timeout = absl::InfiniteDuration());
   // Connection::RecvBytesInto(buffer, offset, timeout)
@@ -180,7 +181,7 @@ class Connection {
   // without a limit; INVALID_ARGUMENT when `offset` is beyond `buffer` (nothing read). A message
   // longer than the room after `offset` is RESOURCE_EXHAUSTED with the whole message in the
   // payload kMessagePayloadUrl: it is consumed, and reading goes on. Thread-safety as Recv.
-  absl::StatusOr<size_t> RecvBytesInto(std::span<std::byte> buffer, size_t offset = 0,
+  [[nodiscard]] absl::StatusOr<size_t> RecvBytesInto(std::span<std::byte> buffer, size_t offset = 0,
                                        absl::Duration timeout = absl::InfiniteDuration());
 
   // Connection::Poll(timeout)
@@ -190,7 +191,7 @@ class Connection {
   // `timeout`. Errors: FAILED_PRECONDITION (closed, write-only, reading stopped, or on a duplex
   // Pipe a receiver cut this direction off). On a duplex Pipe it is false while another thread
   // or process holds the receiving turn until `timeout`, even with a message waiting.
-  absl::StatusOr<bool> Poll(absl::Duration timeout = absl::ZeroDuration());
+  [[nodiscard]] absl::StatusOr<bool> Poll(absl::Duration timeout = absl::ZeroDuration());
 
   // Connection::SendHandle(fd, timeout)
   //
@@ -208,6 +209,7 @@ class Connection {
   // (closed, write-only, reading stopped, a simplex pipe), INVALID_ARGUMENT (a message came where
   // the descriptor was due, which stops reading; or the descriptors came truncated or not exactly
   // one). Thread-safety as Recv.
+  [[nodiscard]]
   absl::StatusOr<UniqueFd> RecvHandle(absl::Duration timeout = absl::InfiniteDuration());
 
   // Connection::Close()
@@ -291,7 +293,7 @@ class Connection {
 // is set to ignored if it had its default action). Never blocks. Errors: the errno status of
 // socketpair, pipe2, or the ring's memfd or mmap (RESOURCE_EXHAUSTED when out of descriptors or
 // memory). Thread-safe.
-absl::StatusOr<std::pair<Connection, Connection>> Pipe(bool duplex = true);
+[[nodiscard]] absl::StatusOr<std::pair<Connection, Connection>> Pipe(bool duplex = true);
 
 // A Connection travels as its descriptor (kCarriesFds) plus its direction flags; a duplex
 // Pipe's end also carries its ring segment's descriptor and which end it is.

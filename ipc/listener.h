@@ -70,7 +70,7 @@ class Listener {
   // holds a NUL), ALREADY_EXISTS (the address is in use, or any file, such as a dead listener's
   // socket file, is at the Unix path), else the errno status of socket, bind or listen (e.g.
   // NOT_FOUND for a missing directory, RESOURCE_EXHAUSTED when out of descriptors). Thread-safe.
-  static absl::StatusOr<Listener> Create(const Address& address,
+  [[nodiscard]] static absl::StatusOr<Listener> Create(const Address& address,
                                          std::optional<std::string> authkey = std::nullopt,
                                          int backlog = 16);
   // An empty Listener: closed(); Accept is FAILED_PRECONDITION.
@@ -89,6 +89,7 @@ class Listener {
   // FAILED_PRECONDITION (the listener is closed), else the errno status of the call that failed
   // (accept, poll; RESOURCE_EXHAUSTED when out of descriptors). Processes sharing the socket (fork)
   // may each Accept: a client goes to one of them. One thread at a time (see the top).
+  [[nodiscard]]
   absl::StatusOr<Connection> Accept(absl::Duration timeout = absl::InfiniteDuration());
   // Listener::SetHandshakeTimeout(timeout)
   //
@@ -124,7 +125,7 @@ class Listener {
     std::unique_ptr<ServerHandshaker> handshake;
     int64_t deadline_ns = 0;
   };
-  absl::StatusOr<Connection> AcceptAuthenticated(const Deadline& deadline);
+  [[nodiscard]] absl::StatusOr<Connection> AcceptAuthenticated(const Deadline& deadline);
 
   UniqueFd fd_;
   Address address_;
@@ -145,7 +146,7 @@ class Listener {
 // nothing listens there), UNAUTHENTICATED (the handshake failed: a wrong key on either side, a
 // protocol error, or it did not finish within `timeout`), UNAVAILABLE (the server closed the
 // connection before sending its challenge). The connection is a plain blocking socket. Thread-safe.
-absl::StatusOr<Connection> Client(const Address& address,
+[[nodiscard]] absl::StatusOr<Connection> Client(const Address& address,
                                   std::optional<std::string> authkey = std::nullopt,
                                   absl::Duration timeout = absl::Seconds(30));
 

@@ -106,7 +106,7 @@ inline constexpr int kQueueSharedRings = 4;
 // The type-independent queue: records of encoded bytes and descriptors.
 class QueueCore {
  public:
-  static absl::StatusOr<QueueCore> Create(size_t maxsize, bool joinable);
+  [[nodiscard]] static absl::StatusOr<QueueCore> Create(size_t maxsize, bool joinable);
   QueueCore() = default;
 
   absl::Status Put(const EncodeBuffer& item, const Deadline& deadline, bool block);
@@ -269,7 +269,7 @@ class Queue {
     if (buf.capacity() > (64 << 10)) buf = EncodeBuffer();
     return s;
   }
-  absl::StatusOr<T> GetImpl(const Deadline& d, bool block) {
+  [[nodiscard]] absl::StatusOr<T> GetImpl(const Deadline& d, bool block) {
     std::span<const std::byte> bytes;
     std::vector<UniqueFd> fds;
     absl::Status s = core_.Get(d, block, &bytes, &fds);

@@ -20,9 +20,9 @@
 
 namespace mproc {
 
-absl::StatusOr<std::vector<int>> Wait(std::span<const int> fds,
+[[nodiscard]] absl::StatusOr<std::vector<int>> Wait(std::span<const int> fds,
                                       absl::Duration timeout = absl::InfiniteDuration());
-inline absl::StatusOr<std::vector<int>> Wait(std::initializer_list<int> fds,
+[[nodiscard]] inline absl::StatusOr<std::vector<int>> Wait(std::initializer_list<int> fds,
                                              absl::Duration timeout = absl::InfiniteDuration()) {
   return Wait(std::span<const int>(fds.begin(), fds.size()), timeout);
 }

@@ -108,7 +108,7 @@ std::shared_ptr<spdlog::logger> LogToQueue(LogQueue q,
 // record's time, logger name, thread, and, through %N/%j, its process's name and pid.
 class LogListener {
  public:
-  static absl::StatusOr<std::unique_ptr<LogListener>> Start(
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<LogListener>> Start(
       LogQueue q, std::shared_ptr<spdlog::logger> target);
   ~LogListener();
   LogListener(const LogListener&) = delete;

@@ -106,7 +106,7 @@ std::string ToBytes(const T& v) {
 }
 
 template <typename T>
-absl::StatusOr<T> FromBytes(const std::string& bytes) {
+[[nodiscard]] absl::StatusOr<T> FromBytes(const std::string& bytes) {
   return Decode<T>(AsBytes(bytes));
 }
 
@@ -132,6 +132,7 @@ std::vector<std::string> ToEachIn(uint64_t nonce, const std::vector<T>& vs) {
 }
 
 template <typename T>
+[[nodiscard]]
 absl::StatusOr<std::vector<T>> FromEach(absl::StatusOr<std::vector<std::string>> raw) {
   if (!raw.ok()) return raw.status();
   std::vector<T> out;
@@ -146,7 +147,7 @@ absl::StatusOr<std::vector<T>> FromEach(absl::StatusOr<std::vector<std::string>>
 // The result of a user method run in the server (objects.h): its value, or its exception as
 // ABORTED with the RemoteError.
 template <typename Out>
-absl::StatusOr<Out> TaggedValue(const absl::StatusOr<std::string>& raw) {
+[[nodiscard]] absl::StatusOr<Out> TaggedValue(const absl::StatusOr<std::string>& raw) {
   if (!raw.ok()) return raw.status();
   DecodeReader r(AsBytes(*raw));
   uint8_t tag = 0;
@@ -187,7 +188,7 @@ class ProxyBase {
  protected:
   // Calls `m` with `args` (each encoded as the server expects) and decodes a result of R.
   template <typename R, typename... A>
-  absl::StatusOr<R> Call(Method m, const A&... args) const {
+  [[nodiscard]] absl::StatusOr<R> Call(Method m, const A&... args) const {
     MPROC_ASSIGN_OR_RETURN(std::string out, Raw(m, args...));
     return FromBytes<R>(out);
   }
@@ -196,12 +197,13 @@ class ProxyBase {
     return Raw(m, args...).status();
   }
   template <typename... A>
-  absl::StatusOr<std::string> Raw(Method m, const A&... args) const {
+  [[nodiscard]] absl::StatusOr<std::string> Raw(Method m, const A&... args) const {
     return RawWithin(timeout_, m, args...);
   }
   // With the client's own deadline `within` (blocking calls: the server answers at their
   // timeout; the client waits a little longer).
   template <typename... A>
+  [[nodiscard]]
   absl::StatusOr<std::string> RawWithin(absl::Duration within, Method m, const A&... args) const {
     EncodeBuffer b;
     (Encode(args, b), ...);
@@ -219,14 +221,14 @@ class ProxyBase {
     return t == absl::InfiniteDuration() ? t : t + absl::Seconds(10);
   }
   // A call whose arguments are already encoded.
-  absl::StatusOr<std::string> RawBytes(Method m, const EncodeBuffer& args) const {
+  [[nodiscard]] absl::StatusOr<std::string> RawBytes(Method m, const EncodeBuffer& args) const {
     std::shared_ptr<ProxyRef> cur = ref_.load();
     MPROC_ASSIGN_OR_RETURN(std::shared_ptr<ProxyRef> own, OwnRef(cur));
     if (own != cur) ref_.store(own);
     return CallMethod(own, m, args, timeout_);
   }
   template <typename R, typename... A>
-  absl::StatusOr<R> Blocking(absl::Duration t, Method m, const A&... args) const {
+  [[nodiscard]] absl::StatusOr<R> Blocking(absl::Duration t, Method m, const A&... args) const {
     MPROC_ASSIGN_OR_RETURN(std::string out, RawWithin(ClientWait(t), m, args...));
     return FromBytes<R>(out);
   }
@@ -246,12 +248,12 @@ class ProxyBase {
   }
   // A value the server keeps as bytes (an element), decoded as T here; and a list of them.
   template <typename T, typename... A>
-  absl::StatusOr<T> CallKept(Method m, const A&... args) const {
+  [[nodiscard]] absl::StatusOr<T> CallKept(Method m, const A&... args) const {
     MPROC_ASSIGN_OR_RETURN(std::string raw, Call<std::string>(m, args...));
     return FromBytes<T>(raw);
   }
   template <typename T, typename... A>
-  absl::StatusOr<std::vector<T>> CallKeptEach(Method m, const A&... args) const {
+  [[nodiscard]] absl::StatusOr<std::vector<T>> CallKeptEach(Method m, const A&... args) const {
     return FromEach<T>(Call<std::vector<std::string>>(m, args...));
   }
 
@@ -346,12 +348,12 @@ class DictProxy : public manager_internal::ProxyBase {
   // DictProxy::Get(k)
   //
   // d[k]. NOT_FOUND ("KeyError") when `k` is absent; else as every proxy call.
-  absl::StatusOr<V> Get(const K& k) const { return CallKept<V>(M::kDictGet, Key(k)); }
+  [[nodiscard]] absl::StatusOr<V> Get(const K& k) const { return CallKept<V>(M::kDictGet, Key(k)); }
   // DictProxy::Get(k, otherwise)
   //
   // Python's get(k, default): `otherwise` on any NOT_FOUND, which includes a fork child's
   // inherited proxy whose object is gone (see Proxy calls); other errors as Get(k).
-  absl::StatusOr<V> Get(const K& k, const V& otherwise) const {
+  [[nodiscard]] absl::StatusOr<V> Get(const K& k, const V& otherwise) const {
     absl::StatusOr<V> v = Get(k);
     if (absl::IsNotFound(v.status())) return otherwise;
     return v;
@@ -359,6 +361,7 @@ class DictProxy : public manager_internal::ProxyBase {
   // DictProxy::Contains(k)
   //
   // k in d. Errors as every proxy call.
+  [[nodiscard]]
   absl::StatusOr<bool> Contains(const K& k) const { return Call<bool>(M::kDictContains, Key(k)); }
   // DictProxy::Delete(k)
   //
@@ -367,16 +370,18 @@ class DictProxy : public manager_internal::ProxyBase {
   // DictProxy::Len()
   //
   // len(d). Errors as every proxy call.
-  absl::StatusOr<size_t> Len() const {
+  [[nodiscard]] absl::StatusOr<size_t> Len() const {
     MPROC_ASSIGN_OR_RETURN(uint64_t n, Call<uint64_t>(M::kDictLen));
     return static_cast<size_t>(n);
   }
   // DictProxy::Keys(), DictProxy::Values(), DictProxy::Items()
   //
   // Snapshots in insertion order, each taken in one call. Errors as every proxy call.
+  [[nodiscard]]
   absl::StatusOr<std::vector<K>> Keys() const { return CallKeptEach<K>(M::kDictKeys); }
+  [[nodiscard]]
   absl::StatusOr<std::vector<V>> Values() const { return CallKeptEach<V>(M::kDictValues); }
-  absl::StatusOr<std::vector<std::pair<K, V>>> Items() const {
+  [[nodiscard]] absl::StatusOr<std::vector<std::pair<K, V>>> Items() const {
     MPROC_ASSIGN_OR_RETURN(auto raw, (Call<std::vector<std::pair<Bytes, Bytes>>>(M::kDictItems)));
     std::vector<std::pair<K, V>> out;
     out.reserve(raw.size());
@@ -395,12 +400,12 @@ class DictProxy : public manager_internal::ProxyBase {
   //
   // d.pop(k): removes `k` and returns its value. NOT_FOUND ("KeyError") when `k` is absent;
   // else as every proxy call.
-  absl::StatusOr<V> Pop(const K& k) const { return CallKept<V>(M::kDictPop, Key(k)); }
+  [[nodiscard]] absl::StatusOr<V> Pop(const K& k) const { return CallKept<V>(M::kDictPop, Key(k)); }
   // DictProxy::SetDefault(k, v)
   //
   // Python's setdefault: stores `v` under `k` unless `k` is there, in one call, and returns
   // the value now stored under `k`. Errors as every proxy call.
-  absl::StatusOr<V> SetDefault(const K& k, const V& v) const {
+  [[nodiscard]] absl::StatusOr<V> SetDefault(const K& k, const V& v) const {
     return CallKept<V>(M::kDictSetDefault, Key(k), Enc(v));
   }
   // DictProxy::Update(items)
@@ -437,7 +442,7 @@ class DictProxy : public manager_internal::ProxyBase {
   // bytes), or, for a nullopt `expected`, only if `k` is absent: true when it stored. Needs no
   // code in the server (works with a manager of another executable). Errors as every proxy
   // call.
-  absl::StatusOr<bool> CompareAndSet(const K& k, const std::optional<V>& expected,
+  [[nodiscard]] absl::StatusOr<bool> CompareAndSet(const K& k, const std::optional<V>& expected,
                                      const V& desired) const {
     std::optional<Bytes> want;
     if (expected.has_value()) want = Enc(*expected);
@@ -474,7 +479,7 @@ class SequenceProxy : public ProxyBase {
   //
   // s[i], a negative `i` counting from the end. OUT_OF_RANGE ("IndexError") outside the
   // sequence; else as every proxy call.
-  absl::StatusOr<T> Get(int64_t i) const {
+  [[nodiscard]] absl::StatusOr<T> Get(int64_t i) const {
     return CallKept<T>(M::kListGet, i);
   }
   // SequenceProxy::Set(i, v)
@@ -484,7 +489,7 @@ class SequenceProxy : public ProxyBase {
   // SequenceProxy::Len()
   //
   // len(s). Errors as every proxy call.
-  absl::StatusOr<size_t> Len() const {
+  [[nodiscard]] absl::StatusOr<size_t> Len() const {
     MPROC_ASSIGN_OR_RETURN(uint64_t n, Call<uint64_t>(M::kListLen));
     return static_cast<size_t>(n);
   }
@@ -492,14 +497,14 @@ class SequenceProxy : public ProxyBase {
   //
   // The first index holding `v` (compared by encoded bytes); NOT_FOUND ("ValueError") when
   // none does; else as every proxy call.
-  absl::StatusOr<size_t> Index(const T& v) const {
+  [[nodiscard]] absl::StatusOr<size_t> Index(const T& v) const {
     MPROC_ASSIGN_OR_RETURN(uint64_t i, Call<uint64_t>(M::kListIndex, Enc(v)));
     return static_cast<size_t>(i);
   }
   // SequenceProxy::Count(v)
   //
   // How many elements equal `v` (by encoded bytes). Errors as every proxy call.
-  absl::StatusOr<size_t> Count(const T& v) const {
+  [[nodiscard]] absl::StatusOr<size_t> Count(const T& v) const {
     MPROC_ASSIGN_OR_RETURN(uint64_t n, Call<uint64_t>(M::kListCount, Enc(v)));
     return static_cast<size_t>(n);
   }
@@ -507,14 +512,14 @@ class SequenceProxy : public ProxyBase {
   //
   // Python's s[start:stop] (a copy; indexes clamped as Python's, step 1; empty when `stop` is
   // not after `start`). Errors as every proxy call.
-  absl::StatusOr<std::vector<T>> Slice(int64_t start, int64_t stop) const {
+  [[nodiscard]] absl::StatusOr<std::vector<T>> Slice(int64_t start, int64_t stop) const {
     return CallKeptEach<T>(M::kListSlice, start, stop);
   }
   // SequenceProxy::ToVector()
   //
   // The whole sequence (a copy, as Python's list(proxy)), taken in one call. Errors as every
   // proxy call.
-  absl::StatusOr<std::vector<T>> ToVector() const {
+  [[nodiscard]] absl::StatusOr<std::vector<T>> ToVector() const {
     return CallKeptEach<T>(M::kListAll);
   }
   // SequenceProxy::SetSlice(start, stop, values)
@@ -550,7 +555,7 @@ class ListProxy : public manager_internal::SequenceProxy<T> {
   //
   // Removes and returns l[i] (the last by default). OUT_OF_RANGE ("IndexError") when the list
   // is empty or `i` is outside it; else as every proxy call.
-  absl::StatusOr<T> Pop(int64_t i = -1) const {
+  [[nodiscard]] absl::StatusOr<T> Pop(int64_t i = -1) const {
     return this->template CallKept<T>(M::kListPop, i);
   }
   // ListProxy::Insert(i, v)
@@ -609,11 +614,12 @@ class SetProxy : public manager_internal::ProxyBase {
   // SetProxy::Add(v)
   //
   // Adds `v`: true when it was not there before. Errors as every proxy call.
+  [[nodiscard]]
   absl::StatusOr<bool> Add(const T& v) const { return Call<bool>(M::kSetAdd, Enc(v)); }
   // SetProxy::Discard(v)
   //
   // Removes `v` if it is there: true when it was. Errors as every proxy call.
-  absl::StatusOr<bool> Discard(const T& v) const {
+  [[nodiscard]] absl::StatusOr<bool> Discard(const T& v) const {
     return Call<bool>(M::kSetDiscard, Enc(v));
   }
   // SetProxy::Remove(v)
@@ -624,16 +630,16 @@ class SetProxy : public manager_internal::ProxyBase {
   //
   // Some element (the first in encoded-byte order), removed; NOT_FOUND ("KeyError") when the
   // set is empty; else as every proxy call.
-  absl::StatusOr<T> Pop() const {
+  [[nodiscard]] absl::StatusOr<T> Pop() const {
     return CallKept<T>(M::kSetPop);
   }
   // SetProxy::Contains(v), SetProxy::Len()
   //
   // v in s; len(s). Errors as every proxy call.
-  absl::StatusOr<bool> Contains(const T& v) const {
+  [[nodiscard]] absl::StatusOr<bool> Contains(const T& v) const {
     return Call<bool>(M::kSetContains, Enc(v));
   }
-  absl::StatusOr<size_t> Len() const {
+  [[nodiscard]] absl::StatusOr<size_t> Len() const {
     MPROC_ASSIGN_OR_RETURN(uint64_t n, Call<uint64_t>(M::kSetLen));
     return static_cast<size_t>(n);
   }
@@ -641,7 +647,7 @@ class SetProxy : public manager_internal::ProxyBase {
   //
   // Every element, in encoded-byte order (not by value), taken in one call. Errors as every
   // proxy call.
-  absl::StatusOr<std::vector<T>> ToVector() const {
+  [[nodiscard]] absl::StatusOr<std::vector<T>> ToVector() const {
     return CallKeptEach<T>(M::kSetAll);
   }
   // SetProxy::Clear(), SetProxy::Update(vs)
@@ -674,7 +680,7 @@ class NamespaceProxy : public manager_internal::ProxyBase {
   // `name`. No type is recorded: a value set as another type is INVALID_ARGUMENT when its
   // bytes do not decode as T. Else as every proxy call.
   template <typename T>
-  absl::StatusOr<T> Get(const std::string& name) const {
+  [[nodiscard]] absl::StatusOr<T> Get(const std::string& name) const {
     return CallKept<T>(M::kNsGet, name);
   }
   // NamespaceProxy::Delete(name)
@@ -684,7 +690,7 @@ class NamespaceProxy : public manager_internal::ProxyBase {
   // NamespaceProxy::Names()
   //
   // The attribute names, sorted. Errors as every proxy call.
-  absl::StatusOr<std::vector<std::string>> Names() const {
+  [[nodiscard]] absl::StatusOr<std::vector<std::string>> Names() const {
     return Call<std::vector<std::string>>(M::kNsNames);
   }
 };
@@ -701,7 +707,7 @@ class ValueProxy : public manager_internal::ProxyBase {
   // ValueProxy::Get(), ValueProxy::Set(v)
   //
   // Reads the value; replaces it. Errors as every proxy call.
-  absl::StatusOr<T> Get() const {
+  [[nodiscard]] absl::StatusOr<T> Get() const {
     return CallKept<T>(M::kValueGet);
   }
   absl::Status Set(const T& v) const { return CallVoid(M::kValueSet, Enc(v)); }
@@ -749,7 +755,7 @@ class QueueProxy : public manager_internal::ProxyBase {
   // DEADLINE_EXCEEDED (nothing came), UNAVAILABLE (empty, with a zero timeout),
   // INVALID_ARGUMENT (the item does not decode as T; it was removed all the same); else as
   // every proxy call.
-  absl::StatusOr<T> Get(absl::Duration timeout = absl::InfiniteDuration()) const {
+  [[nodiscard]] absl::StatusOr<T> Get(absl::Duration timeout = absl::InfiniteDuration()) const {
     MPROC_ASSIGN_OR_RETURN(std::string raw,
                            (Blocking<std::string>(timeout, M::kQueueGet, TimeoutNs(timeout))));
     return manager_internal::FromBytes<T>(raw);
@@ -757,17 +763,17 @@ class QueueProxy : public manager_internal::ProxyBase {
   // QueueProxy::GetNowait()
   //
   // Get with a zero timeout: UNAVAILABLE ("queue is empty") instead of waiting.
-  absl::StatusOr<T> GetNowait() const { return Get(absl::ZeroDuration()); }
+  [[nodiscard]] absl::StatusOr<T> GetNowait() const { return Get(absl::ZeroDuration()); }
   // QueueProxy::Qsize(), QueueProxy::Empty(), QueueProxy::Full()
   //
   // The server's exact state at the moment of the call (others may change it at once); Full
   // is always false for maxsize 0. Errors as every proxy call.
-  absl::StatusOr<size_t> Qsize() const {
+  [[nodiscard]] absl::StatusOr<size_t> Qsize() const {
     MPROC_ASSIGN_OR_RETURN(uint64_t n, Call<uint64_t>(M::kQueueSize));
     return static_cast<size_t>(n);
   }
-  absl::StatusOr<bool> Empty() const { return Call<bool>(M::kQueueEmpty); }
-  absl::StatusOr<bool> Full() const { return Call<bool>(M::kQueueFull); }
+  [[nodiscard]] absl::StatusOr<bool> Empty() const { return Call<bool>(M::kQueueEmpty); }
+  [[nodiscard]] absl::StatusOr<bool> Full() const { return Call<bool>(M::kQueueFull); }
 };
 
 // A JoinableQueue: Join returns once TaskDone was called for every item put.
@@ -814,6 +820,7 @@ class LockProxy : public manager_internal::ProxyBase {
   // level deeper; a Lock this thread holds waits as for anyone. NotAcquired when the timeout
   // passed; previous_owner_died() when the last holder's process died holding it. Errors as
   // every proxy call.
+  [[nodiscard]]
   absl::StatusOr<AcquireResult> Acquire(absl::Duration timeout = absl::InfiniteDuration()) const {
     using Pair = std::tuple<bool, bool>;
     MPROC_ASSIGN_OR_RETURN(Pair r, (Blocking<Pair>(timeout, M::kLockAcquire,
@@ -833,7 +840,7 @@ class LockProxy : public manager_internal::ProxyBase {
   // LockProxy::Locked()
   //
   // Whether anyone holds it, at the moment of the call. Errors as every proxy call.
-  absl::StatusOr<bool> Locked() const { return Call<bool>(M::kLockLocked); }
+  [[nodiscard]] absl::StatusOr<bool> Locked() const { return Call<bool>(M::kLockLocked); }
 
  private:
   friend class ConditionProxy;
@@ -852,6 +859,7 @@ class SemaphoreProxy : public manager_internal::ProxyBase {
   // Takes one unit, waiting parked in the server up to `timeout` (zero: one attempt;
   // waiters are served in arrival order): true when taken, false when the timeout passed.
   // Errors as every proxy call.
+  [[nodiscard]]
   absl::StatusOr<bool> Acquire(absl::Duration timeout = absl::InfiniteDuration()) const {
     return Blocking<bool>(timeout, M::kSemAcquire, TimeoutNs(timeout));
   }
@@ -864,7 +872,7 @@ class SemaphoreProxy : public manager_internal::ProxyBase {
   // SemaphoreProxy::GetValue()
   //
   // The free units at the moment of the call. Errors as every proxy call.
-  absl::StatusOr<int64_t> GetValue() const { return Call<int64_t>(M::kSemValue); }
+  [[nodiscard]] absl::StatusOr<int64_t> GetValue() const { return Call<int64_t>(M::kSemValue); }
 };
 using BoundedSemaphoreProxy = SemaphoreProxy;
 
@@ -880,12 +888,12 @@ class EventProxy : public manager_internal::ProxyBase {
   // Sets the flag (answering every waiter), clears it, reads it. Errors as every proxy call.
   absl::Status Set() const { return CallVoid(M::kEventSet); }
   absl::Status Clear() const { return CallVoid(M::kEventClear); }
-  absl::StatusOr<bool> IsSet() const { return Call<bool>(M::kEventIsSet); }
+  [[nodiscard]] absl::StatusOr<bool> IsSet() const { return Call<bool>(M::kEventIsSet); }
   // EventProxy::Wait(timeout)
   //
   // Waits, parked in the server, until the flag is set: true once set (at once if it is),
   // false when `timeout` passed first. Errors as every proxy call.
-  absl::StatusOr<bool> Wait(absl::Duration timeout = absl::InfiniteDuration()) const {
+  [[nodiscard]] absl::StatusOr<bool> Wait(absl::Duration timeout = absl::InfiniteDuration()) const {
     return Blocking<bool>(timeout, M::kEventWait, TimeoutNs(timeout));
   }
 };
@@ -903,6 +911,7 @@ class ConditionProxy : public manager_internal::ProxyBase {
   // ConditionProxy::Acquire(timeout), ConditionProxy::Release()
   //
   // Its lock's: LockProxy::Acquire and LockProxy::Release.
+  [[nodiscard]]
   absl::StatusOr<AcquireResult> Acquire(absl::Duration timeout = absl::InfiniteDuration()) const {
     return lock_.Acquire(timeout);
   }
@@ -915,7 +924,7 @@ class ConditionProxy : public manager_internal::ProxyBase {
   // this thread does not hold the lock. DEADLINE_EXCEEDED when the answer has not come 10 s
   // after `timeout` (the lock still held by another): the server may give this thread the
   // lock later all the same. Else as every proxy call.
-  absl::StatusOr<bool> Wait(absl::Duration timeout = absl::InfiniteDuration()) const {
+  [[nodiscard]] absl::StatusOr<bool> Wait(absl::Duration timeout = absl::InfiniteDuration()) const {
     return Blocking<bool>(timeout, M::kCondWait, static_cast<uint64_t>(CurrentTid()),
                           TimeoutNs(timeout));
   }
@@ -924,6 +933,7 @@ class ConditionProxy : public manager_internal::ProxyBase {
   // Python's wait_for: checks pred() here (the caller holds the lock), and Waits until it
   // holds or `timeout` has passed; returns pred()'s last result. Errors: Wait's.
   template <typename Pred>
+  [[nodiscard]]
   absl::StatusOr<bool> WaitFor(Pred pred, absl::Duration timeout = absl::InfiniteDuration()) const {
     const absl::Time end = timeout == absl::InfiniteDuration() ? absl::InfiniteFuture()
                                                                 : absl::Now() + timeout;
@@ -969,6 +979,7 @@ class BarrierProxy : public manager_internal::ProxyBase {
   // becomes broken: Abort, a Reset while parties wait, a waiting party's process dying, or any
   // waiter's timeout passing (it breaks the barrier for all, as Python's). Else as every proxy
   // call.
+  [[nodiscard]]
   absl::StatusOr<int64_t> Wait(absl::Duration timeout = absl::InfiniteDuration()) const {
     return Blocking<int64_t>(timeout, M::kBarrierWait, TimeoutNs(timeout));
   }
@@ -981,13 +992,13 @@ class BarrierProxy : public manager_internal::ProxyBase {
   // BarrierProxy::Parties(), BarrierProxy::NWaiting(), BarrierProxy::Broken()
   //
   // The barrier's state at the moment of the call (one call each). Errors as every proxy call.
-  absl::StatusOr<int64_t> Parties() const { return Field<0, int64_t>(); }
-  absl::StatusOr<int64_t> NWaiting() const { return Field<1, int64_t>(); }
-  absl::StatusOr<bool> Broken() const { return Field<2, bool>(); }
+  [[nodiscard]] absl::StatusOr<int64_t> Parties() const { return Field<0, int64_t>(); }
+  [[nodiscard]] absl::StatusOr<int64_t> NWaiting() const { return Field<1, int64_t>(); }
+  [[nodiscard]] absl::StatusOr<bool> Broken() const { return Field<2, bool>(); }
 
  private:
   template <size_t I, typename R>
-  absl::StatusOr<R> Field() const {
+  [[nodiscard]] absl::StatusOr<R> Field() const {
     using State = std::tuple<int64_t, int64_t, bool>;
     MPROC_ASSIGN_OR_RETURN(State s, Call<State>(M::kBarrierState));
     return static_cast<R>(std::get<I>(s));
@@ -1016,7 +1027,7 @@ class PoolProxy : public manager_internal::ProxyBase {
   // fn throws; ABORTED naming the worker when it dies running the task; UNAVAILABLE when the
   // pool could not replace a dead worker. Else as every proxy call.
   template <typename F, typename... A>
-  absl::StatusOr<pool_internal::TaskResult<F>> Apply(F fn, A&&... args) const {
+  [[nodiscard]] absl::StatusOr<pool_internal::TaskResult<F>> Apply(F fn, A&&... args) const {
     const pool_internal::TaskFn<F> f = pool_internal::AsFunctionPointer(fn);
     using Traits = pool_internal::TaskTraits<F>;
     using R = pool_internal::TaskResult<F>;
@@ -1039,6 +1050,7 @@ class PoolProxy : public manager_internal::ProxyBase {
   // (4 * processes), rounded up), one more call (Processes) to learn it. Blocks until every
   // task is done, with no timeout.
   template <typename F, typename T>
+  [[nodiscard]]
   absl::StatusOr<std::vector<pool_internal::TaskResult<F>>> Map(F fn, const std::vector<T>& items,
                                                                 size_t chunksize = 0) const {
     const pool_internal::TaskFn<F> f = pool_internal::AsFunctionPointer(fn);
@@ -1096,10 +1108,11 @@ class PoolProxy : public manager_internal::ProxyBase {
   // PoolProxy::Processes()
   //
   // The pool's worker count. Errors as every proxy call.
+  [[nodiscard]]
   absl::StatusOr<int64_t> Processes() const { return Call<int64_t>(M::kPoolProcesses); }
 
  private:
-  absl::StatusOr<std::vector<Outcome>> Run(
+  [[nodiscard]] absl::StatusOr<std::vector<Outcome>> Run(
       const std::vector<std::pair<uint64_t, std::string>>& tasks) const {
     MPROC_ASSIGN_OR_RETURN(std::string raw, Raw(M::kPoolRun, tasks));
     MPROC_ASSIGN_OR_RETURN(std::vector<Outcome> out,
@@ -1374,7 +1387,7 @@ class Manager {
   // (Listener::Create: ALREADY_EXISTS when it is taken, ...) and of Process::Start; ABORTED
   // when the server ended before serving, else the connection's error (Proxy calls).
   // Thread-safe.
-  static absl::StatusOr<std::unique_ptr<Manager>> Start(ManagerOptions options = {});
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<Manager>> Start(ManagerOptions options = {});
   // Manager::Start(options, initializer, args...)
   //
   // As Start, running initializer(args...) in the server process before it serves (CPython's
@@ -1385,6 +1398,7 @@ class Manager {
   // an initializer that runs longer fails Start (UNAUTHENTICATED, the handshake's timeout),
   // and the server is stopped.
   template <typename F, typename... A>
+  [[nodiscard]]
   static absl::StatusOr<std::unique_ptr<Manager>> Start(ManagerOptions options, F initializer,
                                                         A&&... args) {
     auto init = +initializer;
@@ -1404,7 +1418,7 @@ class Manager {
   // for a wrong key (or a handshake not done within `timeout`), INVALID_ARGUMENT when the
   // peer is not an mproc manager, else the hello's send or receive error (DEADLINE_EXCEEDED,
   // ...). Thread-safe.
-  static absl::StatusOr<std::unique_ptr<Manager>> Connect(
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<Manager>> Connect(
       const Address& address, std::string authkey, absl::Duration timeout = absl::Seconds(30));
 
   // Manager::Serve(address, authkey, on_listening)
@@ -1458,6 +1472,7 @@ class Manager {
   // A dict holding `initial`'s items (in order; a later duplicate key wins, as Python's).
   // Errors: the factories'.
   template <typename K, typename V>
+  [[nodiscard]]
   absl::StatusOr<DictProxy<K, V>> Dict(const std::vector<std::pair<K, V>>& initial = {}) {
     std::string init;
     if (!initial.empty()) {
@@ -1476,7 +1491,7 @@ class Manager {
   //
   // A list holding `initial`. Errors: the factories'.
   template <typename T>
-  absl::StatusOr<ListProxy<T>> List(const std::vector<T>& initial = {}) {
+  [[nodiscard]] absl::StatusOr<ListProxy<T>> List(const std::vector<T>& initial = {}) {
     MPROC_ASSIGN_OR_RETURN(auto ref, Create(manager_internal::Kind::kList,
                                             manager_internal::Fingerprint<T>(), Many(initial)));
     return ListProxy<T>(std::move(ref));
@@ -1486,20 +1501,20 @@ class Manager {
   // A fixed-size array of `values` (CPython's Array(typecode, sequence)); Array<T>(n) is n
   // value-initialised elements. Errors: the factories'.
   template <typename T>
-  absl::StatusOr<ArrayProxy<T>> Array(const std::vector<T>& values) {
+  [[nodiscard]] absl::StatusOr<ArrayProxy<T>> Array(const std::vector<T>& values) {
     MPROC_ASSIGN_OR_RETURN(auto ref, Create(manager_internal::Kind::kArray,
                                             manager_internal::Fingerprint<T>(), Many(values)));
     return ArrayProxy<T>(std::move(ref));
   }
   template <typename T>
-  absl::StatusOr<ArrayProxy<T>> Array(size_t n) {
+  [[nodiscard]] absl::StatusOr<ArrayProxy<T>> Array(size_t n) {
     return Array<T>(std::vector<T>(n));
   }
   // Manager::Set<T>(initial)
   //
   // A set of `initial`'s distinct elements (by encoded bytes). Errors: the factories'.
   template <typename T>
-  absl::StatusOr<SetProxy<T>> Set(const std::vector<T>& initial = {}) {
+  [[nodiscard]] absl::StatusOr<SetProxy<T>> Set(const std::vector<T>& initial = {}) {
     MPROC_ASSIGN_OR_RETURN(auto ref, Create(manager_internal::Kind::kSet,
                                             manager_internal::Fingerprint<T>(), Many(initial)));
     return SetProxy<T>(std::move(ref));
@@ -1507,7 +1522,7 @@ class Manager {
   // Manager::Namespace()
   //
   // An empty namespace. Errors: the factories'.
-  absl::StatusOr<NamespaceProxy> Namespace() {
+  [[nodiscard]] absl::StatusOr<NamespaceProxy> Namespace() {
     MPROC_ASSIGN_OR_RETURN(auto ref, Create(manager_internal::Kind::kNamespace,
                                             manager_internal::Fingerprint<>(), ""));
     return NamespaceProxy(std::move(ref));
@@ -1516,7 +1531,7 @@ class Manager {
   //
   // A value holding `initial`. Errors: the factories'.
   template <typename T>
-  absl::StatusOr<ValueProxy<T>> Value(const T& initial = T()) {
+  [[nodiscard]] absl::StatusOr<ValueProxy<T>> Value(const T& initial = T()) {
     MPROC_ASSIGN_OR_RETURN(auto ref, Create(manager_internal::Kind::kValue,
                                             manager_internal::Fingerprint<T>(),
                                             Enc(initial)));
@@ -1528,14 +1543,14 @@ class Manager {
   // A queue of at most `maxsize` items (0: unbounded), joinable or not. Errors: the
   // factories'.
   template <typename T>
-  absl::StatusOr<QueueProxy<T>> Queue(uint64_t maxsize = 0) {
+  [[nodiscard]] absl::StatusOr<QueueProxy<T>> Queue(uint64_t maxsize = 0) {
     MPROC_ASSIGN_OR_RETURN(auto ref, Create(manager_internal::Kind::kQueue,
                                             manager_internal::Fingerprint<T>(),
                                             manager_internal::ToBytes(std::make_tuple(maxsize, false))));
     return QueueProxy<T>(std::move(ref));
   }
   template <typename T>
-  absl::StatusOr<JoinableQueueProxy<T>> JoinableQueue(uint64_t maxsize = 0) {
+  [[nodiscard]] absl::StatusOr<JoinableQueueProxy<T>> JoinableQueue(uint64_t maxsize = 0) {
     MPROC_ASSIGN_OR_RETURN(auto ref, Create(manager_internal::Kind::kQueue,
                                             manager_internal::Fingerprint<T>(),
                                             manager_internal::ToBytes(std::make_tuple(maxsize, true))));
@@ -1544,20 +1559,20 @@ class Manager {
   // Manager::Lock(), Manager::RLock()
   //
   // A lock, free (see LockProxy). Errors: the factories'.
-  absl::StatusOr<LockProxy> Lock() { return MakeLock(false); }
-  absl::StatusOr<LockProxy> RLock() { return MakeLock(true); }
+  [[nodiscard]] absl::StatusOr<LockProxy> Lock() { return MakeLock(false); }
+  [[nodiscard]] absl::StatusOr<LockProxy> RLock() { return MakeLock(true); }
   // Manager::Semaphore(value), Manager::BoundedSemaphore(value)
   //
   // A semaphore of `value` units; a bounded one refuses releases past `value`.
   // INVALID_ARGUMENT when `value` < 0; else the factories' errors.
-  absl::StatusOr<SemaphoreProxy> Semaphore(int64_t value = 1) { return MakeSemaphore(value, false); }
-  absl::StatusOr<SemaphoreProxy> BoundedSemaphore(int64_t value = 1) {
+  [[nodiscard]] absl::StatusOr<SemaphoreProxy> Semaphore(int64_t value = 1) { return MakeSemaphore(value, false); }
+  [[nodiscard]] absl::StatusOr<SemaphoreProxy> BoundedSemaphore(int64_t value = 1) {
     return MakeSemaphore(value, true);
   }
   // Manager::Event()
   //
   // An event, clear. Errors: the factories'.
-  absl::StatusOr<EventProxy> Event() {
+  [[nodiscard]] absl::StatusOr<EventProxy> Event() {
     MPROC_ASSIGN_OR_RETURN(auto ref, Create(manager_internal::Kind::kEvent,
                                             manager_internal::Fingerprint<>(), ""));
     return EventProxy(std::move(ref));
@@ -1568,12 +1583,13 @@ class Manager {
   // is given (one more call); it holds its lock while it lives. INVALID_ARGUMENT when the
   // server finds no lock of this process under `lock`'s id; FAILED_PRECONDITION for an empty
   // `lock`; else the factories' errors.
+  [[nodiscard]]
   absl::StatusOr<ConditionProxy> Condition(std::optional<LockProxy> lock = std::nullopt);
   // Manager::Barrier(parties)
   //
   // A barrier for `parties` parties. INVALID_ARGUMENT when `parties` < 1; else the
   // factories' errors.
-  absl::StatusOr<BarrierProxy> Barrier(int64_t parties) {
+  [[nodiscard]] absl::StatusOr<BarrierProxy> Barrier(int64_t parties) {
     MPROC_ASSIGN_OR_RETURN(auto ref, Create(manager_internal::Kind::kBarrier,
                                             manager_internal::Fingerprint<>(),
                                             manager_internal::ToBytes(parties)));
@@ -1586,7 +1602,7 @@ class Manager {
   // `start_method` (default: the process-wide one). See PoolProxy. The server starts the
   // workers before it answers, serving no other call meanwhile. INVALID_ARGUMENT for
   // `processes` < 0, a worker's start error, else the factories' errors.
-  absl::StatusOr<PoolProxy> Pool(int processes = 0,
+  [[nodiscard]] absl::StatusOr<PoolProxy> Pool(int processes = 0,
                                  std::optional<StartMethod> start_method = std::nullopt) {
     MPROC_ASSIGN_OR_RETURN(
         auto ref, Create(manager_internal::Kind::kPool, manager_internal::Fingerprint<>(),
@@ -1602,7 +1618,7 @@ class Manager {
   // `args` do not decode as the registered constructor's arguments or the constructor
   // throws; else the factories' errors. See NamedObjectProxy.
   template <typename... A>
-  absl::StatusOr<NamedObjectProxy> Create(std::string_view type_name, A&&... args) {
+  [[nodiscard]] absl::StatusOr<NamedObjectProxy> Create(std::string_view type_name, A&&... args) {
     EncodeBuffer init;
     Encode(std::string(type_name), init);
     Encode(std::tuple<std::decay_t<A>...>(std::forward<A>(args)...), init);
@@ -1621,7 +1637,7 @@ class Manager {
   // in the message) or the server is another executable; else the factories' errors. See
   // ObjectProxy.
   template <typename T, typename... A>
-  absl::StatusOr<ObjectProxy<T>> Make(A&&... args) {
+  [[nodiscard]] absl::StatusOr<ObjectProxy<T>> Make(A&&... args) {
     EncodeBuffer init;
     Encode(&manager_internal::MakeObject<T, std::decay_t<A>...>, init);
     Encode(std::tuple<std::decay_t<A>...>(std::forward<A>(args)...), init);
@@ -1641,6 +1657,7 @@ class Manager {
   // attached. `eager` reserves the pages now (RESOURCE_EXHAUSTED when the tmpfs is full). One
   // call, no timeout. Errors: INVALID_ARGUMENT for size 0, else SharedMemory::Create's (in
   // the server) and Attach's (here), and the factories' errors.
+  [[nodiscard]]
   absl::StatusOr<mproc::SharedMemory> CreateSharedMemory(size_t size, bool eager = false);
 
   // Manager::ObjectCount()
@@ -1648,7 +1665,7 @@ class Manager {
   // Objects alive in the server (every client's): 0 once every proxy is gone (an object held
   // only by a proxy in flight or a fork child's lease counts until it is claimed, at most
   // 60 s). One call, no timeout; errors as the factories'.
-  absl::StatusOr<uint64_t> ObjectCount();
+  [[nodiscard]] absl::StatusOr<uint64_t> ObjectCount();
   // Manager::address(), Manager::authkey(), Manager::pid()
   //
   // Where the server listens (after Start, a TCP port 0 as bound), the key clients
@@ -1662,7 +1679,7 @@ class Manager {
   Manager() = default;
   using ServerFactory =
       std::function<std::shared_ptr<Process>(UniqueFd, manager_internal::ServerConfig)>;
-  static absl::StatusOr<std::unique_ptr<Manager>> StartWith(ManagerOptions options,
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<Manager>> StartWith(ManagerOptions options,
                                                             const ServerFactory& make_server);
   template <typename... P, typename... A>
   static std::shared_ptr<Process> MakeServer(void (*init)(P...), UniqueFd listener,
@@ -1671,6 +1688,7 @@ class Manager {
                                      std::move(listener), std::move(config), init,
                                      std::tuple<std::decay_t<P>...>(std::forward<A>(args)...));
   }
+  [[nodiscard]]
   absl::StatusOr<std::shared_ptr<manager_internal::ProxyRef>> Create(manager_internal::Kind kind,
                                                                      uint64_t fingerprint,
                                                                      const std::string& initial);
@@ -1689,13 +1707,13 @@ class Manager {
   std::string Many(const std::vector<T>& values) const {
     return values.empty() ? std::string() : Enc(EncEach(values));
   }
-  absl::StatusOr<LockProxy> MakeLock(bool recursive) {
+  [[nodiscard]] absl::StatusOr<LockProxy> MakeLock(bool recursive) {
     MPROC_ASSIGN_OR_RETURN(auto ref, Create(manager_internal::Kind::kLock,
                                             manager_internal::Fingerprint<>(),
                                             manager_internal::ToBytes(recursive)));
     return LockProxy(std::move(ref));
   }
-  absl::StatusOr<SemaphoreProxy> MakeSemaphore(int64_t value, bool bounded) {
+  [[nodiscard]] absl::StatusOr<SemaphoreProxy> MakeSemaphore(int64_t value, bool bounded) {
     MPROC_ASSIGN_OR_RETURN(auto ref, Create(manager_internal::Kind::kSemaphore,
                                             manager_internal::Fingerprint<>(),
                                             manager_internal::ToBytes(std::make_tuple(value, bounded))));

@@ -58,7 +58,7 @@ class Future {
   // INVALID_ARGUMENT (the result did not decode here), UNAVAILABLE (the executor lost workers
   // it could not replace); a failed send's own code. Thread-safe; a Future serves only the
   // process that submitted its task.
-  absl::StatusOr<T> Result(absl::Duration timeout = absl::InfiniteDuration()) const {
+  [[nodiscard]] absl::StatusOr<T> Result(absl::Duration timeout = absl::InfiniteDuration()) const {
     return s_->result.Get(timeout);
   }
   // Future::Exception(timeout): waits as Result; returns the task's error as Result would
@@ -185,6 +185,7 @@ class ProcessPoolExecutor {
   // (max_workers or max_tasks_per_child negative), the first worker that could not start (its
   // status), RESOURCE_EXHAUSTED for descriptors or memory. As with Pool, create fork
   // executors before starting threads; spawn and forkserver need mproc::Init in main.
+  [[nodiscard]]
   static absl::StatusOr<std::unique_ptr<ProcessPoolExecutor>> Create(Options options = {}) {
     return CreateWith(options, pool_internal::CoreOptions());
   }
@@ -194,7 +195,7 @@ class ProcessPoolExecutor {
   // initializer that fails (throws) breaks the executor: pending and later futures fail with
   // ABORTED "pool initializer failed: ...". Other errors as Create(options).
   template <typename F, typename... A>
-  static absl::StatusOr<std::unique_ptr<ProcessPoolExecutor>> Create(Options options,
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<ProcessPoolExecutor>> Create(Options options,
                                                                      F initializer, A&&... args) {
     pool_internal::CoreOptions core;
     MPROC_RETURN_IF_ERROR(
@@ -240,14 +241,14 @@ class ProcessPoolExecutor {
   // still queued are cancelled. Per item, errors as Future::Result (a refused submission
   // included). Thread-safe.
   template <typename F, typename T>
-  absl::StatusOr<std::vector<absl::StatusOr<pool_internal::TaskResult<F>>>> Map(
+  [[nodiscard]] absl::StatusOr<std::vector<absl::StatusOr<pool_internal::TaskResult<F>>>> Map(
       F fn, const std::vector<T>& items, size_t chunksize = 1) {
     ExecutorMapOptions o;
     o.chunksize = chunksize;
     return Map(fn, items, o);
   }
   template <typename F, typename T>
-  absl::StatusOr<std::vector<absl::StatusOr<pool_internal::TaskResult<F>>>> Map(
+  [[nodiscard]] absl::StatusOr<std::vector<absl::StatusOr<pool_internal::TaskResult<F>>>> Map(
       F fn, const std::vector<T>& items, const ExecutorMapOptions& o) {
     const pool_internal::TaskFn<F> f = pool_internal::AsFunctionPointer(fn);
     using Traits = pool_internal::TaskTraits<F>;
@@ -347,7 +348,7 @@ class ProcessPoolExecutor {
   std::vector<pid_t> WorkerPids() { return core_->WorkerPids(); }
 
  private:
-  static absl::StatusOr<std::unique_ptr<ProcessPoolExecutor>> CreateWith(
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<ProcessPoolExecutor>> CreateWith(
       const Options& options, pool_internal::CoreOptions core) {
     core.processes = options.max_workers;
     core.start_method = options.start_method;

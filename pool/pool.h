@@ -112,14 +112,14 @@ class AsyncResult {
 
   // The value, or the task's error; DEADLINE_EXCEEDED when not ready by the timeout. May be
   // called again (by any copy of this handle): each call returns a copy of the value.
-  absl::StatusOr<T> Get(absl::Duration timeout = absl::InfiniteDuration()) const& {
+  [[nodiscard]] absl::StatusOr<T> Get(absl::Duration timeout = absl::InfiniteDuration()) const& {
     if (!Wait(timeout)) return absl::DeadlineExceededError("AsyncResult not ready in time");
     std::lock_guard<std::mutex> lock(s_->mu);
     return *s_->value;
   }
   // The same on a handle about to go (a temporary: `pool.MapAsync(...).Get()`): when no other
   // copy of it is left, the value is moved out instead of copied (a whole Map's results).
-  absl::StatusOr<T> Get(absl::Duration timeout = absl::InfiniteDuration()) && {
+  [[nodiscard]] absl::StatusOr<T> Get(absl::Duration timeout = absl::InfiniteDuration()) && {
     if (!Wait(timeout)) return absl::DeadlineExceededError("AsyncResult not ready in time");
     std::lock_guard<std::mutex> lock(s_->mu);
     if (s_.use_count() == 1) return std::move(*s_->value);
@@ -152,7 +152,7 @@ class AsyncResult {
     return s_->ready;
   }
   // FAILED_PRECONDITION before Ready.
-  absl::StatusOr<bool> Successful() const {
+  [[nodiscard]] absl::StatusOr<bool> Successful() const {
     std::lock_guard<std::mutex> lock(s_->mu);
     if (!s_->ready) return absl::FailedPreconditionError("AsyncResult is not ready");
     return s_->value->ok();
@@ -225,6 +225,7 @@ namespace pool_internal {
 // is set on `result`. The converted arguments stay alive until the task is sent: the task's
 // bytes borrow their descriptors.
 template <typename Traits, typename Fn, typename R, typename... A>
+[[nodiscard]]
 absl::StatusOr<uint64_t> SubmitCall(PoolCore& core, Fn f, const AsyncResult<R>& result,
                                     A&&... args) {
   auto params = std::make_shared<typename Traits::Params>(std::forward<A>(args)...);
@@ -485,7 +486,7 @@ class Pool {
     return MapAsync(fn, std::vector<T>(items), chunksize, std::move(progress));
   }
   template <typename F, typename T>
-  absl::StatusOr<std::vector<pool_internal::TaskResult<F>>> Map(F fn,
+  [[nodiscard]] absl::StatusOr<std::vector<pool_internal::TaskResult<F>>> Map(F fn,
                                                                 std::initializer_list<T> items,
                                                                 size_t chunksize = 0,
                                                                 Progress progress = nullptr) {
@@ -497,7 +498,7 @@ class Pool {
     return StarMapAsyncImpl<true>(fn, items, chunksize, std::move(progress));
   }
   template <typename F, typename Tuple>
-  absl::StatusOr<std::vector<pool_internal::TaskResult<F>>> StarMap(
+  [[nodiscard]] absl::StatusOr<std::vector<pool_internal::TaskResult<F>>> StarMap(
       F fn, const std::vector<Tuple>& items, size_t chunksize = 0, Progress progress = nullptr) {
     return StarMapAsync(fn, items, chunksize, std::move(progress)).Get();
   }
@@ -551,7 +552,7 @@ class Pool {
   size_t AutoChunksize(size_t n) const { return pool_internal::AutoChunksize(n, processes()); }
 
  private:
-  static absl::StatusOr<std::unique_ptr<Pool>> CreateWith(const Options& options,
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<Pool>> CreateWith(const Options& options,
                                                           pool_internal::CoreOptions core) {
     core.processes = options.processes;
     core.start_method = options.start_method;

@@ -60,6 +60,7 @@ absl::Status ClientHandshake(int fd, std::string_view authkey, const Deadline& d
 // The pure parts, exposed for test vectors (CPython's _create_response / _verify_challenge):
 // the response to a challenge payload `message` (without "#CHALLENGE#"), and the check of a
 // response against the message that was sent.
+[[nodiscard]]
 absl::StatusOr<std::string> CreateResponse(std::string_view authkey, std::string_view message);
 absl::Status VerifyResponse(std::string_view authkey, std::string_view message,
                             std::string_view response);
@@ -82,14 +83,14 @@ class ServerHandshaker {
   ServerHandshaker(int fd, std::string authkey);
   absl::Status Start();
   // OK(true): authenticated; OK(false): more bytes needed; an error: the handshake failed.
-  absl::StatusOr<bool> OnReadable();
+  [[nodiscard]] absl::StatusOr<bool> OnReadable();
   bool done() const { return state_ == State::kDone; }
 
  private:
   enum class State { kResponse, kChallenge, kVerdict, kDone, kFailed };
   // One whole handshake message from what is buffered (reading more as it comes): OK(true)
   // with it in `message_`, OK(false) when incomplete.
-  absl::StatusOr<bool> ReadMessage();
+  [[nodiscard]] absl::StatusOr<bool> ReadMessage();
   absl::Status Step();
 
   int fd_;
@@ -103,7 +104,7 @@ class ServerHandshaker {
 };
 
 // HMAC(key, data) with a digest named as CPython names it; INVALID_ARGUMENT for an unknown name.
-absl::StatusOr<std::string> Hmac(std::string_view digest, std::string_view key,
+[[nodiscard]] absl::StatusOr<std::string> Hmac(std::string_view digest, std::string_view key,
                                  std::string_view data);
 
 // `n` bytes from the kernel's random source (getrandom).

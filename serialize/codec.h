@@ -811,7 +811,7 @@ absl::Status DecodeInto(std::span<const std::byte> bytes, T& out, std::vector<Un
 
 // Decodes into a fresh value. (For absl::Status use DecodeInto.)
 template <typename T>
-absl::StatusOr<T> Decode(std::span<const std::byte> bytes) {
+[[nodiscard]] absl::StatusOr<T> Decode(std::span<const std::byte> bytes) {
   static_assert(!std::is_same_v<T, absl::Status>,
                 "absl::StatusOr<absl::Status> cannot tell a decoding error from a decoded error "
                 "status: use DecodeInto(bytes, status) for absl::Status");
@@ -821,6 +821,7 @@ absl::StatusOr<T> Decode(std::span<const std::byte> bytes) {
   return out;
 }
 template <typename T>
+[[nodiscard]]
 absl::StatusOr<T> Decode(std::span<const std::byte> bytes, std::vector<UniqueFd>&& fds) {
   static_assert(!std::is_same_v<T, absl::Status>, "use DecodeInto for absl::Status");
   T out{};

@@ -44,6 +44,7 @@ inline absl::Status WriteCPythonMessage(int fd, std::string_view payload,
 // with *started true leaves it mid-message.
 absl::Status ReadCPythonMessage(int fd, uint64_t max_len, const Deadline& deadline,
                                 std::string* out, bool* started = nullptr);
+[[nodiscard]]
 absl::StatusOr<std::string> ReadCPythonMessage(int fd, uint64_t max_len, const Deadline& deadline);
 
 // The header bytes for a payload of `len` bytes (4 or 12 bytes).

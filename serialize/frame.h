@@ -83,7 +83,7 @@ void EncodeFrameHeader(const FrameHeader& h, std::byte out[kFrameHeaderSize]);
 
 // Parses and validates 16 header bytes against `limits`: INVALID_ARGUMENT for a bad magic,
 // version or fd count, RESOURCE_EXHAUSTED for a payload over the limit.
-absl::StatusOr<FrameHeader> ParseFrameHeader(std::span<const std::byte> bytes,
+[[nodiscard]] absl::StatusOr<FrameHeader> ParseFrameHeader(std::span<const std::byte> bytes,
                                              const FrameLimits& limits = {});
 
 // Writes one frame: header (with `fds` as SCM_RIGHTS when non-empty) and payload, before
@@ -111,11 +111,13 @@ inline absl::Status WriteFrame(int fd, uint8_t kind, const EncodeBuffer& buf,
 // says so); DEADLINE_EXCEEDED; INVALID_ARGUMENT / RESOURCE_EXHAUSTED for malformed frames.
 absl::Status ReadFrameInto(int fd, Frame& frame, const Deadline& deadline,
                            const FrameLimits& limits = {}, FdKind fd_kind = FdKind::kDetect);
+[[nodiscard]]
 absl::StatusOr<Frame> ReadFrame(int fd, const Deadline& deadline, const FrameLimits& limits = {},
                                 FdKind fd_kind = FdKind::kDetect);
 
 // Parses a complete frame held in memory (no fds): the same validation as ReadFrame. For
 // tests and fuzzers.
+[[nodiscard]]
 absl::StatusOr<Frame> ParseFrame(std::span<const std::byte> bytes, const FrameLimits& limits = {});
 
 // Encodes `value` and writes it as one frame.
@@ -141,7 +143,7 @@ absl::Status WritePipeValue(int fd, uint8_t kind, const T& value, const Deadline
 
 // Reads one frame and decodes it as T (which must claim every fd the frame carried).
 template <typename T>
-absl::StatusOr<T> ReadValue(int fd, const Deadline& deadline, uint8_t* kind = nullptr,
+[[nodiscard]] absl::StatusOr<T> ReadValue(int fd, const Deadline& deadline, uint8_t* kind = nullptr,
                             const FrameLimits& limits = {}) {
   Frame f;
   absl::Status s = ReadFrameInto(fd, f, deadline, limits);

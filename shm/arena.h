@@ -33,9 +33,10 @@ namespace mproc {
 class Arena {
  public:
   // A fresh segment of `size` bytes holding an empty arena.
+  [[nodiscard]]
   static absl::StatusOr<Arena> Create(size_t size, std::string_view name = "mproc-arena");
   // Maps an existing arena segment (e.g. received from a parent).
-  static absl::StatusOr<Arena> Attach(Segment segment);
+  [[nodiscard]] static absl::StatusOr<Arena> Attach(Segment segment);
 
   Arena() = default;
   Arena(Arena&&) noexcept = default;
@@ -43,7 +44,7 @@ class Arena {
 
   // Returns the offset of `size` zeroed bytes aligned to `align` (a power of two <= 4096), or
   // RESOURCE_EXHAUSTED when no free block is large enough.
-  absl::StatusOr<uint64_t> Allocate(size_t size, size_t align = 16);
+  [[nodiscard]] absl::StatusOr<uint64_t> Allocate(size_t size, size_t align = 16);
   // Returns a block to the arena. Freeing an offset Allocate did not return is undefined.
   void Free(uint64_t offset);
 

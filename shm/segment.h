@@ -83,7 +83,7 @@ class Segment {
   // Reserve::kEager, RESOURCE_EXHAUSTED when the memory is not there; other failed calls
   // (memfd_create, ftruncate, fallocate, sealing) by errno (base/status.h), e.g.
   // RESOURCE_EXHAUSTED when out of descriptors. Thread-safe.
-  static absl::StatusOr<Segment> Create(size_t size, std::string_view name = "mproc",
+  [[nodiscard]] static absl::StatusOr<Segment> Create(size_t size, std::string_view name = "mproc",
                                         Reserve reserve = Reserve::kLazy);
 
   // Segment::FromFd(fd)
@@ -92,7 +92,7 @@ class Segment {
   // blocks. Errors: INVALID_ARGUMENT when the file has size 0 or is not sealed against
   // shrinking (not a Segment's memfd); fstat's errno otherwise (FAILED_PRECONDITION for a
   // descriptor that is not open). On an error `fd` is closed. Thread-safe.
-  static absl::StatusOr<Segment> FromFd(UniqueFd fd);
+  [[nodiscard]] static absl::StatusOr<Segment> FromFd(UniqueFd fd);
 
   Segment() = default;
   Segment(Segment&&) noexcept = default;
@@ -103,14 +103,14 @@ class Segment {
   // Another descriptor for the same region (F_DUPFD_CLOEXEC). Never blocks. Errors by errno:
   // RESOURCE_EXHAUSTED when out of descriptors, FAILED_PRECONDITION on an empty Segment.
   // Thread-safe (const).
-  absl::StatusOr<Segment> Duplicate() const;
+  [[nodiscard]] absl::StatusOr<Segment> Duplicate() const;
 
   // Segment::Map()
   //
   // Maps the whole region read-write, shared; each call is a new mapping of the same memory.
   // Never blocks. Errors: FAILED_PRECONDITION on an empty Segment; mmap's errno otherwise
   // (RESOURCE_EXHAUSTED when out of address space or mappings). Thread-safe (const).
-  absl::StatusOr<Mapping> Map() const;
+  [[nodiscard]] absl::StatusOr<Mapping> Map() const;
 
   // The descriptor (-1 when empty; still owned by the Segment), the size, and whether it holds
   // a region.

@@ -109,7 +109,7 @@ class SharedMemory {
   // "." or "..", or holds '/' or NUL), ALREADY_EXISTS (the name is taken), RESOURCE_EXHAUSTED
   // (Reserve::kEager and tmpfs is full; out of descriptors or memory); other failed calls by
   // errno (base/status.h), e.g. NOT_FOUND when the directory does not exist. Thread-safe.
-  static absl::StatusOr<SharedMemory> Create(size_t size, std::string_view name = "",
+  [[nodiscard]] static absl::StatusOr<SharedMemory> Create(size_t size, std::string_view name = "",
                                              const SharedMemoryOptions& options = {});
   // SharedMemory::Attach(name, options)
   //
@@ -119,7 +119,7 @@ class SharedMemory {
   // FAILED_PRECONDITION (the file is not a regular file of nonzero size); other failed calls
   // by errno (PERMISSION_DENIED, RESOURCE_EXHAUSTED for descriptors or address space).
   // Thread-safe.
-  static absl::StatusOr<SharedMemory> Attach(std::string_view name,
+  [[nodiscard]] static absl::StatusOr<SharedMemory> Attach(std::string_view name,
                                              const SharedMemoryOptions& options = {});
   // SharedMemory::Unlink(name, options)
   //
@@ -134,13 +134,13 @@ class SharedMemory {
   // (it tries each segment's locks without waiting). Errors: stat's errno when the directory
   // cannot be looked at (NOT_FOUND when it does not exist); an unreadable directory counts 0.
   // Thread-safe and process-safe.
-  static absl::StatusOr<int> ReclaimOrphans(const SharedMemoryOptions& options = {});
+  [[nodiscard]] static absl::StatusOr<int> ReclaimOrphans(const SharedMemoryOptions& options = {});
   // SharedMemory::List(options)
   //
   // Every named segment in the directory, by name, with its state read from its lock bytes
   // (without taking them: listing changes nothing). A file that vanishes meanwhile is left out.
   // Never blocks. Errors: opendir's errno (NOT_FOUND, PERMISSION_DENIED). Thread-safe.
-  static absl::StatusOr<std::vector<SharedMemoryInfo>> List(const SharedMemoryOptions& options = {});
+  [[nodiscard]] static absl::StatusOr<std::vector<SharedMemoryInfo>> List(const SharedMemoryOptions& options = {});
   // The directory in use for `options`.
   static std::string Directory(const SharedMemoryOptions& options = {});
 
@@ -184,6 +184,7 @@ class SharedMemory {
   friend struct Codec<SharedMemory>;
   SharedMemory(std::string name, std::string path, UniqueFd fd, Mapping mapping);
   // A view of a segment whose descriptor arrived from another process.
+  [[nodiscard]]
   static absl::StatusOr<SharedMemory> Adopt(std::string name, std::string path, UniqueFd fd);
 
   struct View {

@@ -432,7 +432,7 @@ class Process {
   absl::Status StartForkServer();
   absl::Status CheckStartable();
   void AdoptForkServerChild(spawn_internal::ForkServerChild fc);
-  absl::StatusOr<EncodeBuffer> EncodeBootstrap(std::string_view method) const;
+  [[nodiscard]] absl::StatusOr<EncodeBuffer> EncodeBootstrap(std::string_view method) const;
   absl::Status CheckUsable(std::string_view what) const;
 
   std::string identity_ = spawn_internal::NextIdentity();

@@ -39,13 +39,14 @@ class Zygote {
  public:
   // Forks the zygote now (with glibc's fork, from the calling thread). Each child runs
   // body(fd) with the descriptor its Fork passed; the return value is its exit code.
+  [[nodiscard]]
   static absl::StatusOr<std::unique_ptr<Zygote>> Start(std::function<int(UniqueFd)> body);
   ~Zygote();  // closes the request channel (the zygote exits) and reaps the zygote
 
   // A new child of the zygote running body(fd) (fd may be empty), named `name` (with
   // `numbered`, "<name>-N", N its Process identity, as CPython's "PoolWorker-3"), as a started
   // Process. UNAVAILABLE when the zygote is gone.
-  absl::StatusOr<std::unique_ptr<Process>> Fork(UniqueFd fd, std::string name,
+  [[nodiscard]] absl::StatusOr<std::unique_ptr<Process>> Fork(UniqueFd fd, std::string name,
                                                 bool numbered = false);
 
   pid_t pid() const { return pid_; }

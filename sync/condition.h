@@ -58,9 +58,9 @@ class Condition {
   // Condition holds a copy of the handle: the same lock). Its state (about 2 KiB) is placed
   // in this process's shared arena as a Lock is. Errors as Lock::Create (RESOURCE_EXHAUSTED,
   // or a failed call's errno status). Thread-safe.
-  static absl::StatusOr<Condition> Create();
-  static absl::StatusOr<Condition> Create(Lock lock);
-  static absl::StatusOr<Condition> Create(RLock lock);
+  [[nodiscard]] static absl::StatusOr<Condition> Create();
+  [[nodiscard]] static absl::StatusOr<Condition> Create(Lock lock);
+  [[nodiscard]] static absl::StatusOr<Condition> Create(RLock lock);
 
   // The lock (exactly one of these is set: calling the other is undefined).
   RLock& rlock() { return *rlock_; }
@@ -84,14 +84,14 @@ class Condition {
   // acquired it; stricter than CPython), RESOURCE_EXHAUSTED when all 250 slots are taken (a
   // waiter killed while waiting keeps its slot for good); on an error nothing is released.
   // Thread-safe and process-safe.
-  absl::StatusOr<bool> Wait(absl::Duration timeout = absl::InfiniteDuration());
+  [[nodiscard]] absl::StatusOr<bool> Wait(absl::Duration timeout = absl::InfiniteDuration());
   // Condition::WaitFor(pred, timeout)
   //
   // Waits until pred() is true or the timeout (for the whole call) passes; returns pred()'s
   // last value. pred() runs on the calling thread (under the lock, if held). When it is true
   // at once, returns true without waiting or checking the lock; otherwise a Wait's error
   // (FAILED_PRECONDITION, RESOURCE_EXHAUSTED) is returned. Blocking and safety as Wait.
-  absl::StatusOr<bool> WaitFor(const std::function<bool()>& pred,
+  [[nodiscard]] absl::StatusOr<bool> WaitFor(const std::function<bool()>& pred,
                                absl::Duration timeout = absl::InfiniteDuration());
   // Condition::Notify(n)
   //

@@ -40,7 +40,7 @@ class Event {
   //
   // A new Event, clear, placed in this process's shared arena as a Lock is, and failing as
   // Lock::Create (RESOURCE_EXHAUSTED, or a failed call's errno status). Thread-safe.
-  static absl::StatusOr<Event> Create();
+  [[nodiscard]] static absl::StatusOr<Event> Create();
 
   // The flag: a snapshot, possibly stale at once. Never blocks.
   bool IsSet() const { return s_->flag.load(std::memory_order_acquire) != 0; }

@@ -93,7 +93,7 @@ class Lock {
   // A new unlocked lock, placed in this process's shared arena (see Placement above). Errors:
   // RESOURCE_EXHAUSTED when the arena needs a new chunk and its memfd or mapping cannot be had
   // (descriptors, memory); other failed system calls by errno (base/status.h). Thread-safe.
-  static absl::StatusOr<Lock> Create();
+  [[nodiscard]] static absl::StatusOr<Lock> Create();
 
   // Lock::Acquire(timeout)
   //
@@ -154,7 +154,7 @@ class RLock {
   RLock() = default;
 
   // RLock::Create(): a new unlocked RLock, placed and failing as Lock::Create.
-  static absl::StatusOr<RLock> Create();
+  [[nodiscard]] static absl::StatusOr<RLock> Create();
 
   // RLock::Acquire(timeout)
   //

@@ -45,7 +45,7 @@ class Semaphore {
   // A new semaphore holding `value` units, placed in this process's shared arena as a Lock
   // is, and failing as Lock::Create (RESOURCE_EXHAUSTED, or a failed call's errno status).
   // Thread-safe.
-  static absl::StatusOr<Semaphore> Create(uint32_t value = 1);
+  [[nodiscard]] static absl::StatusOr<Semaphore> Create(uint32_t value = 1);
 
   // Semaphore::Acquire(timeout)
   //
@@ -86,7 +86,7 @@ class BoundedSemaphore : public Semaphore {
   // A new semaphore holding `value` units, which Release may not exceed. Places and fails as
   // Semaphore::Create. Caution: value 0 records no bound at all (0 means unbounded inside),
   // so that BoundedSemaphore's Release never fails.
-  static absl::StatusOr<BoundedSemaphore> Create(uint32_t value = 1);
+  [[nodiscard]] static absl::StatusOr<BoundedSemaphore> Create(uint32_t value = 1);
 
  private:
   template <typename H, typename S>

@@ -68,6 +68,7 @@ class Value {
   // A new shared T holding `initial`, with a new RLock unless mode is kNone (RawValue). Placed
   // in this process's shared arena as a Lock is; errors as Lock::Create (RESOURCE_EXHAUSTED,
   // or a failed call's errno status). Thread-safe.
+  [[nodiscard]]
   static absl::StatusOr<Value> Create(const T& initial = T{}, LockMode mode = LockMode::kRLock) {
     auto r = sync_internal::AllocateShared(
         sync_internal::ValueLayout<T>::kDataOffset + sizeof(T), "mproc-value");
@@ -142,7 +143,7 @@ class Array {
   // memfd of its own). Errors: INVALID_ARGUMENT when size is 0 or the byte size overflows;
   // otherwise as Lock::Create (RESOURCE_EXHAUSTED, or a failed call's errno status).
   // Thread-safe.
-  static absl::StatusOr<Array> Create(size_t size, LockMode mode = LockMode::kRLock) {
+  [[nodiscard]] static absl::StatusOr<Array> Create(size_t size, LockMode mode = LockMode::kRLock) {
     if (size == 0) return absl::InvalidArgumentError("an Array needs at least one element");
     if (size > (SIZE_MAX - sync_internal::ValueLayout<T>::kDataOffset) / sizeof(T)) {
       return absl::InvalidArgumentError("Array size overflows");
@@ -159,13 +160,13 @@ class Array {
   }
   // Array<T>::Create(initial, mode): a copy of `initial`; errors as Create(size) (an empty
   // `initial` is INVALID_ARGUMENT).
-  static absl::StatusOr<Array> Create(std::span<const T> initial, LockMode mode = LockMode::kRLock) {
+  [[nodiscard]] static absl::StatusOr<Array> Create(std::span<const T> initial, LockMode mode = LockMode::kRLock) {
     absl::StatusOr<Array> a = Create(initial.size(), mode);
     if (!a.ok()) return a;
     std::memcpy(static_cast<void*>(a->data_), initial.data(), initial.size_bytes());
     return a;
   }  // Array<int>::Create({1, 2, 3}).
-  static absl::StatusOr<Array> Create(std::initializer_list<T> initial,
+  [[nodiscard]] static absl::StatusOr<Array> Create(std::initializer_list<T> initial,
                                       LockMode mode = LockMode::kRLock) {
     return Create(std::span<const T>(initial.begin(), initial.size()), mode);
   }
