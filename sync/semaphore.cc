@@ -21,6 +21,7 @@ absl::StatusOr<BoundedSemaphore> BoundedSemaphore::Create(uint32_t value) {
   if (!r.ok()) return r.status();
   r->second->value.store(value);
   r->second->bound = value;
+  r->second->bounded = 1;
   return BoundedSemaphore(r->first, r->second);
 }
 
@@ -43,16 +44,17 @@ bool Semaphore::Acquire(absl::Duration timeout) {
 }
 
 absl::Status Semaphore::Release(uint32_t n) {
-  if (s_->bound != 0) {
-    uint32_t v = s_->value.load(std::memory_order_relaxed);
-    do {
-      if (v + n > s_->bound) {
-        return absl::FailedPreconditionError("BoundedSemaphore released too many times");
-      }
-    } while (!s_->value.compare_exchange_weak(v, v + n, std::memory_order_seq_cst));
-  } else {
-    s_->value.fetch_add(n, std::memory_order_seq_cst);
-  }
+  // Checked without wrapping: v + n may not fit 32 bits.
+  const uint32_t max = s_->bounded ? s_->bound : kSemaphoreMax;
+  uint32_t v = s_->value.load(std::memory_order_relaxed);
+  do {
+    if (n > max || v > max - n) {
+      return absl::FailedPreconditionError(s_->bounded
+                                               ? "BoundedSemaphore released too many times"
+                                               : "Semaphore released too many times (its count "
+                                                 "would pass 2^31 - 1)");
+    }
+  } while (!s_->value.compare_exchange_weak(v, v + n, std::memory_order_seq_cst));
   s_->last_release_cpu.store(sync_internal::CurrentCpu(), std::memory_order_relaxed);
   if (s_->waiters.load(std::memory_order_seq_cst) > 0) {
     FutexWake(&s_->value, static_cast<int>(n));

@@ -31,9 +31,13 @@ struct alignas(64) SemaphoreState {
   std::atomic<uint32_t> value{0};
   std::atomic<uint32_t> waiters{0};
   std::atomic<int32_t> last_release_cpu{-1};  // where the releasing side last ran (spin hint)
-  uint32_t bound = 0;                          // 0: unbounded
+  uint32_t bound = 0;    // a BoundedSemaphore's (0 is a bound too: no Release fits)
+  uint32_t bounded = 0;  // 1: a BoundedSemaphore
 };
 }  // namespace sync_internal
+
+// The largest count a Semaphore holds (CPython's SEM_VALUE_MAX on Linux).
+inline constexpr uint32_t kSemaphoreMax = 0x7fffffff;
 
 class Semaphore {
  public:
@@ -60,9 +64,9 @@ class Semaphore {
   // Semaphore::Release(n)
   //
   // Adds `n` units and wakes up to `n` sleeping waiters. Never blocks; async-signal-safe.
-  // Always OK for a Semaphore (the count is not checked for overflow past 2^32 - 1);
-  // FAILED_PRECONDITION for a BoundedSemaphore past its bound (nothing is added then).
-  // Thread-safe and process-safe.
+  // FAILED_PRECONDITION, nothing added, for a BoundedSemaphore past its bound (a bound of 0
+  // included), and for any Semaphore whose count would pass kSemaphoreMax (CPython's
+  // SEM_VALUE_MAX, "released too many times"). Thread-safe and process-safe.
   absl::Status Release(uint32_t n = 1);
   // The current count: a snapshot, possibly stale at once. Never blocks.
   uint32_t GetValue() const { return s_->value.load(std::memory_order_relaxed); }

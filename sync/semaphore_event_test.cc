@@ -50,6 +50,24 @@ TEST(BoundedSemaphoreTest, RefusesOverRelease) {
   EXPECT_EQ(s.GetValue(), 2u);
 }
 
+// A bound of 0 is a bound (it meant "unbounded", so Release never failed), and a huge n cannot
+// wrap past the bound, or past a Semaphore's largest count (CPython's SEM_VALUE_MAX).
+TEST(BoundedSemaphoreTest, ZeroIsABoundAndNoReleaseWraps) {
+  ASSERT_OK_AND_ASSIGN(BoundedSemaphore zero, BoundedSemaphore::Create(0));
+  EXPECT_FALSE(zero.TryAcquire());
+  EXPECT_THAT(zero.Release(), StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_EQ(zero.GetValue(), 0u);
+  ASSERT_OK_AND_ASSIGN(BoundedSemaphore two, BoundedSemaphore::Create(2));
+  EXPECT_TRUE(two.Acquire());
+  EXPECT_THAT(two.Release(UINT32_MAX), StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_EQ(two.GetValue(), 1u);
+  ASSERT_OK_AND_ASSIGN(Semaphore s, Semaphore::Create(kSemaphoreMax - 1));
+  MPROC_EXPECT_OK(s.Release());
+  EXPECT_THAT(s.Release(), StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("too many")));
+  EXPECT_THAT(s.Release(UINT32_MAX), StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_EQ(s.GetValue(), kSemaphoreMax);
+}
+
 // Semaphore(n) never admits more than n holders across processes.
 TEST(SemaphoreTest, NeverMoreThanNHolders) {
   constexpr uint32_t kN = 2;
