@@ -1,6 +1,8 @@
-// base/fork_child.h — fork a child that runs a function, and reap it: the one helper behind the
-// tests' Child/Join (base/test_util.h) and the benchmark rows' two-process children
-// (bench/rows/two_process.h).
+// base/fork_child.h — children for tests and the report: fork a child that runs a function, or
+// start a program with chosen descriptors, and reap it. The one helper behind the tests'
+// Child/Join and RunProgram (base/test_util.h), the rows' two-process children
+// (bench/rows/two_process.h), the report's CPython peer (bench/report/python_peer.cc) and the
+// Python interop tests (serialize/auth_test.cc).
 
 #ifndef MPROC_BASE_FORK_CHILD_H_
 #define MPROC_BASE_FORK_CHILD_H_
@@ -8,6 +10,8 @@
 #include <sys/types.h>
 
 #include <functional>
+#include <string>
+#include <vector>
 
 namespace mproc {
 
@@ -15,6 +19,23 @@ namespace mproc {
 // static destructors: it is a copy of this process). stdio is flushed first, so the child
 // duplicates no buffered output. -1 (errno set) when fork fails.
 pid_t ForkChild(const std::function<int()>& body);
+
+// The descriptors a program starts with for its stdin, stdout, stderr and descriptor 3
+// (-1: stdin/stdout/stderr as this process has them, no descriptor 3).
+struct ProgramFds {
+  int in = -1;
+  int out = -1;
+  int err = -1;
+  int fd3 = -1;
+};
+
+// Starts `args` (args[0] a path, or a name looked up in PATH) with `fds`, in `env` ("K=V"
+// each; nullptr: this process's environment). Its pid, or -1 with errno set.
+pid_t SpawnProgram(const std::vector<std::string>& args, const ProgramFds& fds,
+                   const std::vector<std::string>* env = nullptr);
+
+// Reads `fd` until end of file (or an error), retrying interrupted reads.
+std::string ReadToEnd(int fd);
 
 // A waitpid status as one number: the exit code, or 128 + the signal that ended it.
 int ExitCodeOf(int wait_status);

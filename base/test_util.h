@@ -6,7 +6,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -97,28 +96,23 @@ inline std::vector<std::string> EnvForNestedTest() {
 inline ProgramOutcome RunProgram(std::vector<std::string> args, const std::string& scratch_dir,
                                  int limit_s = 120, const std::vector<std::string>* env = nullptr) {
   const std::string out = scratch_dir + "/out", err = scratch_dir + "/err";
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&fa, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  posix_spawn_file_actions_addopen(&fa, 2, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  std::vector<std::string> env_store;
-  std::vector<char*> envp;
-  if (env != nullptr) {
-    env_store = *env;
-    for (auto& e : env_store) envp.push_back(e.data());
-    envp.push_back(nullptr);
-  }
-  pid_t pid = -1;
   ProgramOutcome o;
-  const int rc = ::posix_spawnp(&pid, argv[0], &fa, nullptr, argv.data(),
-                                env != nullptr ? envp.data() : environ);
-  posix_spawn_file_actions_destroy(&fa);
-  if (rc != 0) {
-    ADD_FAILURE() << "cannot start " << args[0] << ": " << std::strerror(rc);
+  const int in_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  const int out_fd = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  const int err_fd = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  pid_t pid = -1;
+  int spawn_errno = 0;
+  if (in_fd >= 0 && out_fd >= 0 && err_fd >= 0) {
+    pid = SpawnProgram(args, {.in = in_fd, .out = out_fd, .err = err_fd}, env);
+    spawn_errno = errno;
+  } else {
+    spawn_errno = errno;
+  }
+  for (int fd : {in_fd, out_fd, err_fd}) {
+    if (fd >= 0) ::close(fd);
+  }
+  if (pid < 0) {
+    ADD_FAILURE() << "cannot start " << args[0] << ": " << std::strerror(spawn_errno);
     return o;
   }
   o.exit_code = Join(pid, limit_s);

@@ -2,9 +2,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
-#include <spawn.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -12,13 +10,12 @@
 #include <thread>
 
 #include "absl/strings/escaping.h"
+#include "base/fork_child.h"
 #include "base/status_matchers.h"
 #include "base/unique_fd.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "serialize/cpython_framing.h"
-
-extern char** environ;
 
 namespace mproc {
 namespace {
@@ -280,33 +277,22 @@ struct PyRun {
   UniqueFd out;
 };
 
+// Python with `sock` as its descriptor 3 and its stdout on a pipe.
 PyRun StartPython(const std::string& py, int sock, const std::string& mode, const std::string& key) {
   int out[2];
   EXPECT_EQ(::pipe2(out, O_CLOEXEC), 0);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_adddup2(&fa, sock, 3);
-  posix_spawn_file_actions_adddup2(&fa, out[1], 1);
-  std::string script = kPyScript;
-  std::vector<std::string> args = {py, "-c", script, mode, key};
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
   PyRun r;
-  EXPECT_EQ(::posix_spawn(&r.pid, py.c_str(), &fa, nullptr, argv.data(), environ), 0);
-  posix_spawn_file_actions_destroy(&fa);
+  r.pid = SpawnProgram({py, "-c", kPyScript, mode, key}, {.out = out[1], .fd3 = sock});
+  EXPECT_GT(r.pid, 0) << "cannot start " << py;
   ::close(out[1]);
   r.out.Reset(out[0]);
   return r;
 }
 
+// Its output, once it has exited.
 std::string Finish(PyRun& r) {
-  std::string text;
-  char buf[512];
-  ssize_t n;
-  while ((n = ::read(r.out.get(), buf, sizeof buf)) > 0) text.append(buf, static_cast<size_t>(n));
-  int status;
-  ::waitpid(r.pid, &status, 0);
+  std::string text = ReadToEnd(r.out.get());
+  (void)ReapChild(r.pid);
   return text;
 }
 

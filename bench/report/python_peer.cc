@@ -1,9 +1,7 @@
 #include "bench/report/python_peer.h"
 
 #include <fcntl.h>
-#include <spawn.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -13,12 +11,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "base/fork_child.h"
 #include "base/syscall.h"
 #include "bench/report/report.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
-
-extern char** environ;
 
 namespace mproc::bench {
 namespace {
@@ -75,38 +72,24 @@ PeerRun RunPythonPeer(const std::string& python, const std::string& script_flag,
   std::vector<std::string> args = {py, script};
   if (quick) args.push_back("--quick");
   if (!only.empty()) args.push_back("--only=" + absl::StrJoin(only, ","));
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
 
   int out[2];
   if (::pipe2(out, O_CLOEXEC) != 0) {
     run.skipped = "pipe2 failed";
     return run;
   }
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_adddup2(&fa, out[1], 1);
   std::fprintf(stderr, "running the CPython peer: %s\n", absl::StrJoin(args, " ").c_str());
-  std::fflush(nullptr);
-  pid_t pid;
-  int rc = ::posix_spawn(&pid, py.c_str(), &fa, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&fa);
+  const pid_t pid = SpawnProgram(args, {.out = out[1]});
+  const int err = errno;
   ::close(out[1]);
-  if (rc != 0) {
+  if (pid < 0) {
     ::close(out[0]);
-    run.skipped = absl::StrCat("cannot start ", py, ": errno ", rc);
+    run.skipped = absl::StrCat("cannot start ", py, ": errno ", err);
     return run;
   }
-  std::string text;
-  char buf[8192];
-  ssize_t n;
-  while ((n = RetryEintr([&] { return ::read(out[0], buf, sizeof(buf)); })) > 0) {
-    text.append(buf, static_cast<size_t>(n));
-  }
+  const std::string text = ReadToEnd(out[0]);
   ::close(out[0]);
-  int status = 0;
-  RetryEintr([&] { return ::waitpid(pid, &status, 0); });
+  const int exit_code = ReapChild(pid);
 
   std::istringstream lines(text);
   std::string line;
@@ -137,7 +120,7 @@ PeerRun RunPythonPeer(const std::string& python, const std::string& script_flag,
     run.rows[id->string_value()] = std::move(r);
   }
   if (!header) {
-    run.skipped = absl::StrCat("the CPython peer printed nothing (exit status ", status, ")");
+    run.skipped = absl::StrCat("the CPython peer printed nothing (exit code ", exit_code, ")");
   }
   return run;
 }
