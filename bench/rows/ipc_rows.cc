@@ -62,15 +62,19 @@ void PipeRoundTrip(benchmark::State& state, PinCpus cpus,
   ReapChild(pid);
 }
 
-// One producer process puts small ints as fast as it can; this process gets them (per item).
-void QueueOneToOne(benchmark::State& state) {
+// One producer process puts small ints with `put(q, from)` (a Put, or a PutMany of a batch
+// starting at `from`; it returns how many it put, or -1) as fast as it can; this process gets
+// them, item by item (per item).
+template <typename PutFn>
+void QueueFromOneProducer(benchmark::State& state, PutFn put) {
   absl::StatusOr<Queue<int64_t>> q = Queue<int64_t>::Create();
   if (!q.ok()) return state.SkipWithError("Queue::Create failed");
   SharedObject<std::atomic<int>> stop;
   const pid_t pid = ForkPinnedChild(-1, [&] {
-    for (int64_t i = 0; stop->load(std::memory_order_relaxed) == 0; ++i) {
-      absl::Status s = q->Put(i, absl::Milliseconds(100));
-      if (!s.ok() && !absl::IsDeadlineExceeded(s)) return 1;
+    for (int64_t i = 0; stop->load(std::memory_order_relaxed) == 0;) {
+      const int64_t n = put(*q, i);
+      if (n < 0) return 1;
+      i += n;
     }
     return 0;
   });
@@ -85,12 +89,21 @@ void QueueOneToOne(benchmark::State& state) {
   DrainUntilExited(*q, pid);
 }
 
+// One producer process puts small ints one Put at a time.
+void QueueOneToOne(benchmark::State& state) {
+  QueueFromOneProducer(state, [](Queue<int64_t>& q, int64_t i) -> int64_t {
+    absl::Status s = q.Put(i, absl::Milliseconds(100));
+    if (s.ok()) return 1;
+    return absl::IsDeadlineExceeded(s) ? 0 : -1;
+  });
+}
+
 // `producers` producer processes each put an equal share of a round of 2^16 small ints; this
 // process gets them (per item) and starts the next round once it has every item of this one.
 // So every producer's items count, however the queue serves them: a producer served slowly
 // (one past the queue's rings, say) stretches each round instead of going unnoticed behind
-// the fast ones, as it would if each producer put as fast as it could. CPython's cpython.queue.producers.N rows
-// have the same shape.
+// the fast ones, as it would if each producer put as fast as it could. CPython's
+// cpython.queue.producers.N rows have the same shape.
 void QueueProducerRounds(benchmark::State& state, int producers) {
   constexpr int64_t kRoundItems = 1 << 16;
   const int64_t quota = kRoundItems / producers;
@@ -160,27 +173,14 @@ void InIoMode(benchmark::State& state, IoMode mode, F body) {
 // One producer process, PutMany in batches of 32 (one sendmmsg or io_uring submission each);
 // this process gets item by item.
 void QueueBatchedOneToOne(benchmark::State& state) {
-  absl::StatusOr<Queue<int64_t>> q = Queue<int64_t>::Create();
-  if (!q.ok()) return state.SkipWithError("Queue::Create failed");
-  SharedObject<std::atomic<int>> stop;
-  pid_t pid = ForkPinnedChild(-1, [&] {
-    std::vector<int64_t> batch(32);
-    for (int64_t i = 0; stop->load(std::memory_order_relaxed) == 0; i += 32) {
-      for (int64_t j = 0; j < 32; ++j) batch[j] = i + j;
-      absl::Status s = q->PutMany(batch, absl::Milliseconds(100));
-      if (!s.ok() && !absl::IsDeadlineExceeded(s)) return 1;
-    }
-    return 0;
+  std::vector<int64_t> batch(32);
+  QueueFromOneProducer(state, [&batch](Queue<int64_t>& q, int64_t from) -> int64_t {
+    for (int64_t j = 0; j < 32; ++j) batch[j] = from + j;
+    size_t put = 0;
+    absl::Status s = q.PutMany(batch, absl::Milliseconds(100), &put);
+    if (s.ok() || absl::IsDeadlineExceeded(s)) return static_cast<int64_t>(put);
+    return -1;
   });
-  CpuMeter cpu({pid});
-  for (auto _ : state) {
-    absl::StatusOr<int64_t> v = q->Get(absl::Seconds(10));
-    if (!v.ok()) return state.SkipWithError("Get failed");
-    benchmark::DoNotOptimize(v);
-  }
-  cpu.Stop(state);
-  stop->store(1);
-  DrainUntilExited(*q, pid);
 }
 
 // Two producer processes and two consumers (a child and this process): items per second over
