@@ -5,6 +5,7 @@
 
 #include "base/deadline.h"
 #include "base/futex.h"
+#include "base/owner.h"
 
 namespace mproc {
 
@@ -52,9 +53,20 @@ absl::StatusOr<bool> Condition::Wait(absl::Duration timeout) {
     }
   }
   if (slot == nullptr) {
+    // Every slot taken: reclaim one whose waiter died in Wait (killed, it never freed it).
+    // Under the lock, so no live waiter frees or takes a slot meanwhile.
+    for (auto& sl : s_->slots) {
+      if (sl.state.load(std::memory_order_relaxed) != 0 && !TaskAlive(sl.tid)) {
+        slot = &sl;
+        break;
+      }
+    }
+  }
+  if (slot == nullptr) {
     return absl::ResourceExhaustedError("too many waiters on one Condition (at most 250)");
   }
   slot->order = s_->next_order++;
+  slot->tid = CurrentTid();
   slot->state.store(1, std::memory_order_relaxed);
   uint32_t depth = 0;
   if (rlock_) {

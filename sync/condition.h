@@ -17,7 +17,8 @@
 // see true, no later waiter can steal a notification meant for an earlier one, and a waiter
 // that times out just frees its slot. At most kMaxWaiters (250) may wait on one Condition at a
 // time (more: RESOURCE_EXHAUSTED). Process-safety: a waiter killed while waiting leaves its
-// slot marked waiting, which absorbs one future Notify.
+// slot marked waiting, which absorbs one future Notify, until a Wait that finds every slot
+// taken reclaims it (the slot records its waiter's thread).
 
 #ifndef MPROC_SYNC_CONDITION_H_
 #define MPROC_SYNC_CONDITION_H_
@@ -38,6 +39,7 @@ namespace sync_internal {
 struct ConditionSlot {
   std::atomic<uint32_t> state{0};  // 0 free, 1 waiting, 2 notified
   uint32_t order = 0;              // registration order, for FIFO notification
+  uint32_t tid = 0;                // the waiting thread: a slot whose waiter died is reclaimed
 };
 struct alignas(64) ConditionState {
   static constexpr int kMaxWaiters = 250;
@@ -81,8 +83,9 @@ class Condition {
   // return after the timeout, and a dead holder is taken over without telling the caller.
   // Returns whether it was notified (false: timed out); signals do not end the wait. Errors:
   // FAILED_PRECONDITION unless the calling thread holds the lock (for a Lock: the thread that
-  // acquired it; stricter than CPython), RESOURCE_EXHAUSTED when all 250 slots are taken (a
-  // waiter killed while waiting keeps its slot for good); on an error nothing is released.
+  // acquired it; stricter than CPython), RESOURCE_EXHAUSTED when 250 live waiters hold every
+  // slot (a slot of a waiter killed in Wait is reclaimed then); on an error nothing is
+  // released.
   // Thread-safe and process-safe.
   [[nodiscard]] absl::StatusOr<bool> Wait(absl::Duration timeout = absl::InfiniteDuration());
   // Condition::WaitFor(pred, timeout)

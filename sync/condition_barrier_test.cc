@@ -3,6 +3,7 @@
 
 #include <set>
 #include <thread>
+#include <vector>
 
 #include "base/status_matchers.h"
 #include "gmock/gmock.h"
@@ -100,6 +101,37 @@ TEST(ConditionTest, ProducerConsumerAcrossProcesses) {
     MPROC_ASSERT_OK(c.Release());
   }
   EXPECT_EQ(Join(consumer), 0);
+}
+
+// Waiters SIGKILLed inside Wait never free their slots; once every slot was taken that way,
+// every later Wait failed RESOURCE_EXHAUSTED for good. A Wait that finds no free slot now
+// reclaims a dead waiter's.
+TEST(ConditionTest, SlotsOfWaitersKilledInWaitAreReclaimed) {
+  constexpr int kWaiters = sync_internal::ConditionState::kMaxWaiters;
+  ASSERT_OK_AND_ASSIGN(Condition c, Condition::Create());
+  ASSERT_OK_AND_ASSIGN(Value<int> waiting, Value<int>::Create(0, LockMode::kNone));
+  std::vector<pid_t> pids;
+  for (int i = 0; i < kWaiters; ++i) {
+    pids.push_back(Child([&] {
+      if (!c.Acquire()) return 1;
+      waiting.FetchAdd(1);  // under the lock, before Wait releases it
+      (void)c.Wait();
+      return 0;
+    }));
+  }
+  for (int i = 0; waiting.Load() < kWaiters; ++i) {
+    ASSERT_LT(i, 60000);
+    ::usleep(1000);
+  }
+  // Each counted itself before its Wait released the lock: once we hold it, all wait.
+  ASSERT_TRUE(c.Acquire(absl::Seconds(30)));
+  MPROC_ASSERT_OK(c.Release());
+  for (pid_t pid : pids) ::kill(pid, SIGKILL);
+  for (pid_t pid : pids) EXPECT_EQ(Join(pid), 128 + SIGKILL);
+  ASSERT_TRUE(c.Acquire());
+  EXPECT_THAT(c.Wait(absl::Milliseconds(10)), IsOkAndHolds(false));  // timed out, not refused
+  EXPECT_THAT(c.Wait(absl::Milliseconds(10)), IsOkAndHolds(false));
+  MPROC_EXPECT_OK(c.Release());
 }
 
 TEST(ConditionTest, WaitForTimesOutWithThePredicateValue) {
