@@ -310,8 +310,11 @@ struct ProxyCodec {
 // Errors any call can return, besides those its own block lists ("as every proxy call"):
 //   ABORTED: the manager is gone (killed, crashed) or this process's connection to it broke:
 //     at once, for the call in flight and every later call of this process to that manager
-//     (no reconnect). A request or reply over 256 MiB breaks the connection too. (ABORTED
-//     carrying a RemoteError is instead an exception your code threw in the server.)
+//     (no reconnect). (ABORTED carrying a RemoteError is instead an exception your code threw
+//     in the server.)
+//   RESOURCE_EXHAUSTED: the request or its reply is over the 256 MiB message limit; that call
+//     alone fails (a request is not sent; a reply's call was carried out), the connection
+//     stays.
 //   FAILED_PRECONDITION: this process shut the manager down (Manager::Shutdown); the manager
 //     at the address is another instance (restarted); the proxy is empty.
 //   UNAVAILABLE, UNAUTHENTICATED: this process could not connect (nothing listens; a wrong

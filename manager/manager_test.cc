@@ -221,6 +221,26 @@ TEST_P(ManagerTest, DictKeepsInsertionOrderAndPythonsErrors) {
   EXPECT_THAT(d.Len(), IsOkAndHolds(0u));
 }
 
+// A request or reply over the 256 MiB message limit is RESOURCE_EXHAUSTED for that call
+// alone. Before, the server (for a request) or the client (for a reply) closed the
+// connection, and every proxy of that manager in this process failed ABORTED "gone".
+TEST(ManagerLimitTest, AnOversizedRequestOrReplyFailsThatCallAlone) {
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Manager> m, Manager::Start());
+  {
+    ASSERT_OK_AND_ASSIGN(auto d, (m->Dict<std::string, std::string>()));
+    const std::string hundred(100 << 20, 'h');
+    for (const char* k : {"a", "b", "c"}) MPROC_ASSERT_OK(d.Set(k, hundred));
+    EXPECT_THAT(d.Items(), StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("limit")));
+    EXPECT_THAT(d.Len(), IsOkAndHolds(3u));
+    EXPECT_THAT(d.Set("big", std::string(300 << 20, 'b')),
+                StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("nothing was sent")));
+    EXPECT_THAT(d.Len(), IsOkAndHolds(3u));
+    EXPECT_THAT(d.Keys(), IsOkAndHolds(ElementsAre("a", "b", "c")));
+  }
+  MPROC_EXPECT_OK(m->Shutdown());
+  ShutdownForkServer();
+}
+
 TEST_P(ManagerTest, ListFollowsPythonsIndexingAndSlicing) {
   auto m = Start();
   ASSERT_NE(m, nullptr);

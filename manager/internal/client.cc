@@ -234,6 +234,13 @@ absl::Status ManagerClient::Send(uint64_t id, Op op, uint64_t object, const Enco
 
 absl::StatusOr<std::string> ManagerClient::Call(Op op, uint64_t object, const EncodeBuffer& args,
                                                 const Deadline& deadline) {
+  // A request the server would refuse (and drop the connection for) is refused here, with
+  // nothing sent: this process's other proxies keep working.
+  if (args.size() > kMaxMessage - kMaxRequestHeader) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "a manager request of ", args.size(), " bytes is over the ", kMaxMessage >> 20,
+        " MiB message limit; nothing was sent"));
+  }
   uint64_t id;
   {
     std::lock_guard<std::mutex> lock(mu_);

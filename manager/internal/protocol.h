@@ -219,6 +219,8 @@ void TuneTcp(int fd);
 // Largest message either side accepts; a longer claim closes the connection (the server) or
 // fails the call (a client), before anything that size is allocated.
 inline constexpr uint64_t kMaxMessage = 256ull << 20;
+// Room for a request's or reply's own fields (call id, op, object, code) before its body.
+inline constexpr uint64_t kMaxRequestHeader = 64;
 
 }  // namespace mproc::manager_internal
 

@@ -797,8 +797,15 @@ void Server::IssueTickets(std::string& out, size_t from) {
   });
 }
 
-void Server::Reply(Conn& c, uint64_t call_id, const absl::Status& status,
+void Server::Reply(Conn& c, uint64_t call_id, const absl::Status& given,
                    const EncodeBuffer* body) {
+  // A reply the client would refuse (and drop the connection for) goes back as an error.
+  absl::Status status = given;
+  if (status.ok() && body != nullptr && body->size() > kMaxMessage - kMaxRequestHeader) {
+    status = absl::ResourceExhaustedError(absl::StrCat(
+        "a manager reply of ", body->size(), " bytes is over the ", kMaxMessage >> 20,
+        " MiB message limit"));
+  }
   EncodeBuffer msg;
   Encode(call_id, msg);
   const uint8_t code = static_cast<uint8_t>(status.code());
