@@ -47,6 +47,22 @@ bool TaskAlive(uint32_t tid) {
   return !ZombieState(s.state);
 }
 
+namespace {
+
+// The word holds `v` (not 0): takes it over, with `waiters` as its waiters bit, if the holder
+// is another thread and dead. kOwnerDied, or kTimedOut (meaning "not taken").
+OwnerAcquire TakeOverIfDead(std::atomic<uint32_t>* word, uint32_t tid, uint32_t v,
+                            uint32_t waiters) {
+  const uint32_t holder = v & kOwnerTidMask;
+  if (holder != 0 && holder != tid && !TaskAlive(holder) &&
+      word->compare_exchange_strong(v, tid | waiters, std::memory_order_acquire)) {
+    return OwnerAcquire::kOwnerDied;
+  }
+  return OwnerAcquire::kTimedOut;
+}
+
+}  // namespace
+
 OwnerAcquire TryAcquireOwnerWord(std::atomic<uint32_t>* word, uint32_t tid) {
   uint32_t v = word->load(std::memory_order_relaxed);
   if (v == 0) {
@@ -54,29 +70,9 @@ OwnerAcquire TryAcquireOwnerWord(std::atomic<uint32_t>* word, uint32_t tid) {
                ? OwnerAcquire::kAcquired
                : OwnerAcquire::kTimedOut;
   }
-  const uint32_t holder = v & kOwnerTidMask;
   // Keep the waiters bit: others may be sleeping.
-  if (holder != 0 && holder != tid && !TaskAlive(holder) &&
-      word->compare_exchange_strong(v, tid | (v & kOwnerWaitersBit), std::memory_order_acquire)) {
-    return OwnerAcquire::kOwnerDied;
-  }
-  return OwnerAcquire::kTimedOut;
+  return TakeOverIfDead(word, tid, v, v & kOwnerWaitersBit);
 }
-
-namespace {
-
-// At the deadline, with the word held (`v`): takes it over if its holder is dead, as
-// TryAcquireOwnerWord does, so a short timeout is no reason to leave a dead holder's lock held.
-OwnerAcquire LastAttempt(std::atomic<uint32_t>* word, uint32_t tid, uint32_t v) {
-  const uint32_t holder = v & kOwnerTidMask;
-  if (holder != 0 && holder != tid && !TaskAlive(holder) &&
-      word->compare_exchange_strong(v, tid | (v & kOwnerWaitersBit), std::memory_order_acquire)) {
-    return OwnerAcquire::kOwnerDied;
-  }
-  return OwnerAcquire::kTimedOut;
-}
-
-}  // namespace
 
 OwnerAcquire AcquireOwnerWord(std::atomic<uint32_t>* word, uint32_t tid,
                               const Deadline& deadline, OwnerSelf self) {
@@ -97,8 +93,9 @@ OwnerAcquire AcquireOwnerWord(std::atomic<uint32_t>* word, uint32_t tid,
       continue;
     }
     // Before raising the waiters bit: a call that will not sleep must not make the next
-    // release pay a wake.
-    if (deadline.Expired()) return LastAttempt(word, tid, v);
+    // release pay a wake. At the deadline a dead holder is taken over, as TryAcquireOwnerWord
+    // does, so a short timeout is no reason to leave a dead holder's lock held.
+    if (deadline.Expired()) return TakeOverIfDead(word, tid, v, v & kOwnerWaitersBit);
     if (!(v & kOwnerWaitersBit)) {
       if (!word->compare_exchange_strong(v, v | kOwnerWaitersBit, std::memory_order_relaxed)) {
         continue;
@@ -111,13 +108,21 @@ OwnerAcquire AcquireOwnerWord(std::atomic<uint32_t>* word, uint32_t tid,
     }
     // At the deadline, the loop's top takes a word freed meanwhile, or makes the last attempt.
     if (deadline.Expired()) continue;
-    uint32_t now = word->load(std::memory_order_relaxed);
-    const uint32_t holder = now & kOwnerTidMask;
-    if (holder != 0 && holder != tid && !TaskAlive(holder) &&
-        word->compare_exchange_strong(now, tid | kOwnerWaitersBit, std::memory_order_acquire)) {
+    const uint32_t now = word->load(std::memory_order_relaxed);
+    if (now != 0 && TakeOverIfDead(word, tid, now, kOwnerWaitersBit) == OwnerAcquire::kOwnerDied) {
       return OwnerAcquire::kOwnerDied;
     }
   }
+}
+
+OwnerAcquire LockOwnerWord(std::atomic<uint32_t>* word, uint32_t tid, const Deadline& deadline,
+                           SpinMode mode, OwnerSelf self) {
+  if (SpinUntil([&] {
+        return word->load(std::memory_order_relaxed) == 0 && TakeFreeOwnerWord(word, tid);
+      }, deadline, mode)) {
+    return OwnerAcquire::kAcquired;
+  }
+  return AcquireOwnerWord(word, tid, deadline, self);
 }
 
 uint64_t CurrentProcessOwner() {

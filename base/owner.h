@@ -37,6 +37,7 @@
 
 #include "base/deadline.h"
 #include "base/futex.h"
+#include "base/spin.h"
 
 namespace mproc {
 
@@ -94,6 +95,13 @@ enum class OwnerSelf {
 // TakeFreeOwnerWord, and spin if they want to (base/syscall.h), before this.
 OwnerAcquire AcquireOwnerWord(std::atomic<uint32_t>* word, uint32_t tid, const Deadline& deadline,
                               OwnerSelf self = OwnerSelf::kWait);
+
+// The contended path with a spin first: checks the word (a read before each CAS, so spinners
+// do not bounce its line) for up to the spin budget as `mode` says (base/spin.h), then
+// AcquireOwnerWord. Callers try TakeFreeOwnerWord inline first. The one way mproc takes an
+// owner word it may wait for: Lock and RLock, a Pipe's turn locks, a Queue's shared rings.
+OwnerAcquire LockOwnerWord(std::atomic<uint32_t>* word, uint32_t tid, const Deadline& deadline,
+                           SpinMode mode, OwnerSelf self = OwnerSelf::kWait);
 
 // Frees the word and wakes one waiter when the waiters bit was set (each waiter that takes
 // the word takes the bit with it, so every release with sleepers left wakes the next).

@@ -23,14 +23,9 @@ AcquireResult TryAcquireSlow(LockState* s, uint32_t tid) {
 }
 
 AcquireResult AcquireSlow(LockState* s, uint32_t tid, const Deadline& deadline) {
-  // A short spin (base/spin.h, hand-off): a holder on another CPU often releases within a
-  // microsecond or two. Reads before it CASes, so spinners do not bounce the line.
-  if (SpinUntil([&] {
-        return s->word.load(std::memory_order_relaxed) == 0 && TakeFreeOwnerWord(&s->word, tid);
-      }, deadline, SpinMode::kHandoff)) {
-    return AcquireResult::Acquired();
-  }
-  return FromOwner(AcquireOwnerWord(&s->word, tid, deadline));
+  // A short spin (hand-off): a holder on another CPU often releases within a microsecond or
+  // two.
+  return FromOwner(LockOwnerWord(&s->word, tid, deadline, SpinMode::kHandoff));
 }
 
 }  // namespace sync_internal

@@ -175,14 +175,9 @@ bool RecordFits(uint64_t used, uint64_t need) {
 // across a call that takes it again, so a word holding our own tid is a dead thread's.
 absl::Status LockSharedRing(RingHeader& r, const Deadline& deadline) {
   const uint32_t me = CurrentTid();
-  if (TakeFreeOwnerWord(&r.put_lock, me)) return absl::OkStatus();
-  if (SpinUntil([&] {
-        return r.put_lock.load(std::memory_order_relaxed) == 0 &&
-               TakeFreeOwnerWord(&r.put_lock, me);
-      }, deadline, SpinMode::kHandoff)) {
-    return absl::OkStatus();
-  }
-  if (AcquireOwnerWord(&r.put_lock, me, deadline, OwnerSelf::kStale) != OwnerAcquire::kTimedOut) {
+  if (TakeFreeOwnerWord(&r.put_lock, me) ||
+      LockOwnerWord(&r.put_lock, me, deadline, SpinMode::kHandoff, OwnerSelf::kStale) !=
+          OwnerAcquire::kTimedOut) {
     return absl::OkStatus();
   }
   return absl::DeadlineExceededError("queue: Put timed out waiting for its shared producer ring");

@@ -48,13 +48,12 @@ uint64_t LinkRecordBytes(uint64_t len) { return RecordBytes(len, kRecordHeader);
 // it over, and a process killed inside Send or Recv does not wedge the others.
 absl::Status Lock(std::atomic<uint32_t>& word, const Deadline& deadline, const char* what) {
   const uint32_t me = CurrentTid();
-  if (TakeFreeOwnerWord(&word, me)) return absl::OkStatus();
-  if (SpinUntil([&] { return TakeFreeOwnerWord(&word, me); }, deadline)) {
-    return absl::OkStatus();
-  }
   // A turn is never held across a call that takes it again, so a word holding our own tid is
-  // a dead thread's whose tid we were given since.
-  if (AcquireOwnerWord(&word, me, deadline, OwnerSelf::kStale) != OwnerAcquire::kTimedOut) {
+  // a dead thread's whose tid we were given since (kStale). The peer may share this CPU: the
+  // spin yields.
+  if (TakeFreeOwnerWord(&word, me) ||
+      LockOwnerWord(&word, me, deadline, SpinMode::kYield, OwnerSelf::kStale) !=
+          OwnerAcquire::kTimedOut) {
     return absl::OkStatus();
   }
   return absl::DeadlineExceededError(
