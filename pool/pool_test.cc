@@ -27,6 +27,7 @@
 #include "base/test_util.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "ipc/queue.h"
 #include "pool/internal/sigint.h"
 #include "pool/progress.h"
 #include "sync/value.h"
@@ -57,6 +58,12 @@ int FailOnNegative(int x) {
 }
 int32_t MyPid(int) { return static_cast<int32_t>(::getpid()); }
 int IsOpen(UniqueFd fd) { return ::fcntl(fd.get(), F_GETFD) >= 0 ? 1 : 0; }
+// A result that owns descriptors: a Queue made in the worker, holding `text`.
+Queue<std::string> QueueHolding(std::string text) {
+  absl::StatusOr<Queue<std::string>> q = Queue<std::string>::Create();
+  if (!q.ok() || !q->Put(text).ok()) std::abort();
+  return *std::move(q);
+}
 int SleepMs(int ms) {
   ::usleep(static_cast<useconds_t>(ms) * 1000);
   return ms;
@@ -254,6 +261,19 @@ TEST_P(PoolTest, ATaskThatCannotBeSentFailsAloneAndThePoolServesOn) {
   for (int i = 0; i < 50; ++i) in[i] = i;
   ASSERT_OK_AND_ASSIGN(std::vector<int> out, pool->Map(Square, in, 1));
   for (int i = 0; i < 50; ++i) EXPECT_EQ(out[i], i * i);
+}
+
+// A result that carries a descriptor arrives open: the worker keeps the value (which owns it)
+// until the result is sent, not just until it is encoded.
+TEST_P(PoolTest, AResultCarryingADescriptorArrivesOpen) {
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Pool> pool, Pool::Create(Opts()));
+  std::vector<std::string> texts = {"one", "two", "three", "four"};
+  absl::StatusOr<std::vector<Queue<std::string>>> queues = pool->Map(QueueHolding, texts, 2);
+  MPROC_ASSERT_OK(queues.status());
+  ASSERT_EQ(queues->size(), texts.size());
+  for (size_t i = 0; i < texts.size(); ++i) {
+    EXPECT_THAT((*queues)[i].Get(absl::Seconds(30)), IsOkAndHolds(texts[i])) << i;
+  }
 }
 
 std::string Reverse(std::string s) { return std::string(s.rbegin(), s.rend()); }

@@ -44,6 +44,7 @@ class EncodeBuffer {
     size_ = 0;
     fds_.clear();
     shared_.clear();
+    kept_.clear();
   }
 
   size_t size() const { return size_; }
@@ -105,6 +106,10 @@ class EncodeBuffer {
   }
   const std::vector<int>& fds() const { return fds_; }
 
+  // Keeps `owner` (what owns attached descriptors, e.g. a task's result) alive until this
+  // buffer is cleared or destroyed, so the descriptors stay open until the buffer is sent.
+  void Keep(std::shared_ptr<const void> owner) { kept_.push_back(std::move(owner)); }
+
  private:
   void Grow(size_t need);
 
@@ -113,6 +118,7 @@ class EncodeBuffer {
   size_t capacity_ = 0;
   std::vector<int> fds_;
   std::vector<uint32_t> shared_;  // indexes attached by AttachSharedFd
+  std::vector<std::shared_ptr<const void>> kept_;  // owners of attached descriptors (Keep)
 };
 
 class DecodeReader {

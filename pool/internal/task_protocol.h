@@ -66,7 +66,14 @@ void RunChunk(DecodeReader& in, EncodeBuffer& out) {
       } else {
         R r = std::apply([&](auto&... a) { return fn(std::move(a)...); }, params);
         out.Append(&kItemOk, 1);
-        Encode(r, out);
+        if constexpr (kTypeCarriesFds<R>) {
+          // The encoding borrows the result's descriptors: keep it until `out` is sent.
+          auto kept = std::make_shared<const R>(std::move(r));
+          Encode(*kept, out);
+          out.Keep(std::move(kept));
+        } else {
+          Encode(r, out);
+        }
       }
     } catch (...) {
       out.Append(&kItemError, 1);
