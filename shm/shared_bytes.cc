@@ -39,6 +39,7 @@ struct Block {
   UniqueFd fd;
   Mapping map;
   size_t capacity = 0;
+  size_t weight = 0;  // memory it holds while idle (see Weight)
   pid_t owner = 0;
   bool recyclable = true;  // false once a holder cannot be told apart (no /proc)
 };
@@ -50,6 +51,7 @@ struct RecvMap {
   dev_t dev = 0;
   ino_t ino = 0;
   size_t capacity = 0;
+  size_t weight = 0;  // memory the memfd held when last received (st_blocks)
 };
 
 struct Rep {
@@ -79,7 +81,8 @@ namespace {
 
 constexpr size_t kPage = 4096;
 constexpr uint64_t kMaxSize = uint64_t{1} << 40;
-constexpr size_t kDefaultLimit = size_t{256} << 20;
+constexpr size_t kDefaultLimit = SharedBytes::kDefaultLimit;
+constexpr size_t kWeighAbove = size_t{4} << 20;  // smaller buffers weigh their capacity
 constexpr int kMaxProbes = 8;  // idle buffers of a capacity tried per Allocate
 
 size_t CapacityFor(size_t size) { return std::bit_ceil(std::max(kPage, (size + kPage - 1) & ~(kPage - 1))); }
@@ -88,6 +91,15 @@ std::string ProcPath(int fd) {
   char path[40];
   std::snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
   return path;
+}
+
+// The memory a memfd holds: its allocated pages (a buffer of 1 GiB whose producer wrote one
+// page weighs 4 KiB). Limits count this, not capacity.
+size_t Weight(int fd, size_t capacity) {
+  if (capacity <= kWeighAbove) return capacity;
+  struct stat st;
+  if (::fstat(fd, &st) != 0) return capacity;
+  return std::min(capacity, static_cast<size_t>(st.st_blocks) * 512);
 }
 
 // Whether a description other than `fd`'s holds the lock on byte 0: someone holds the buffer.
@@ -115,7 +127,7 @@ class Pool {
       Block* b = q[i];
       if (HeldElsewhere(b->fd.get())) continue;
       q.erase(q.begin() + static_cast<std::ptrdiff_t>(i));
-      idle_bytes_ -= b->capacity;
+      idle_bytes_ -= b->weight;
       if (q.empty()) idle_.erase(it);
       return b;
     }
@@ -125,13 +137,14 @@ class Pool {
   // Keeps `b` for reuse, or frees it. Frees what no longer fits under the limit.
   void Return(Block* b) {
     std::vector<Block*> drop;
+    if (b->owner == CurrentPid()) b->weight = Weight(b->fd.get(), b->capacity);
     {
       std::lock_guard<std::mutex> l(mu_);
-      if (b->owner != CurrentPid() || !b->recyclable || b->capacity > limit_) {
+      if (b->owner != CurrentPid() || !b->recyclable || b->weight > limit_) {
         drop.push_back(b);
       } else {
         idle_[b->capacity].push_back(b);
-        idle_bytes_ += b->capacity;
+        idle_bytes_ += b->weight;
         TrimLocked(&drop);
       }
     }
@@ -174,7 +187,7 @@ class Pool {
       auto it = std::prev(idle_.end());
       std::deque<Block*>& q = it->second;
       drop->push_back(q.front());
-      idle_bytes_ -= q.front()->capacity;
+      idle_bytes_ -= q.front()->weight;
       q.pop_front();
       if (q.empty()) idle_.erase(it);
     }
@@ -194,11 +207,15 @@ class Cache {
   absl::StatusOr<std::shared_ptr<RecvMap>> Map(int fd, const struct stat& st) {
     const Key key{st.st_dev, st.st_ino};
     const size_t capacity = static_cast<size_t>(st.st_size);
+    const size_t weight = std::min(capacity, static_cast<size_t>(st.st_blocks) * 512);
     {
       std::lock_guard<std::mutex> l(mu_);
       auto it = index_.find(key);
       if (it != index_.end() && (*it->second)->capacity == capacity) {
         lru_.splice(lru_.end(), lru_, it->second);
+        RecvMap& m = **it->second;
+        bytes_ = bytes_ - m.weight + weight;
+        m.weight = weight;
         return *it->second;
       }
     }
@@ -214,21 +231,22 @@ class Cache {
     m->dev = st.st_dev;
     m->ino = st.st_ino;
     m->capacity = capacity;
+    m->weight = weight;
     if (!cacheable) return m;
     std::vector<std::shared_ptr<RecvMap>> drop;  // unmapped outside the lock
     {
       std::lock_guard<std::mutex> l(mu_);
-      if (capacity > limit_) return m;
+      if (weight > limit_) return m;
       auto it = index_.find(key);
       if (it != index_.end()) {  // a stale entry (another size), or raced with another thread
-        bytes_ -= (*it->second)->capacity;
+        bytes_ -= (*it->second)->weight;
         drop.push_back(std::move(*it->second));
         lru_.erase(it->second);
         index_.erase(it);
       }
       lru_.push_back(m);
       index_[key] = std::prev(lru_.end());
-      bytes_ += capacity;
+      bytes_ += weight;
       TrimLocked(&drop);
     }
     return m;
@@ -247,7 +265,7 @@ class Cache {
     std::lock_guard<std::mutex> l(mu_);
     size_t n = 0;
     for (const auto& m : lru_) {
-      if (m.use_count() == 1) n += m->capacity;
+      if (m.use_count() == 1) n += m->weight;
     }
     return n;
   }
@@ -264,7 +282,7 @@ class Cache {
         ++it;
         continue;
       }
-      bytes_ -= (*it)->capacity;
+      bytes_ -= (*it)->weight;
       index_.erase(Key{(*it)->dev, (*it)->ino});
       drop->push_back(std::move(*it));
       it = lru_.erase(it);

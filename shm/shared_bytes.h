@@ -33,10 +33,11 @@
 // it), and the lock lasts while any process — or any message in flight — still has it open or
 // mapped. A holder that is SIGKILLed closes it with its other descriptors, so its buffers
 // come back to the pool; nothing lives in /dev/shm, and the memory goes with the last holder
-// once the pool has let it go. The pool keeps at most SetPoolLimit() bytes of idle buffers.
+// once the pool has let it go. The pool keeps at most SetPoolLimit() bytes of idle buffers
+// (counted as the memory they hold: the pages written, not the capacity).
 //
 // Receiving. A received buffer is mapped read-only once per memfd and the mapping is kept in a
-// per-process cache (up to SetCacheLimit() bytes), so when the sender recycles a buffer the
+// per-process cache (up to SetCacheLimit() bytes of the memory those buffers hold), so when the sender recycles a buffer the
 // receiver reads it with no page faults at all; the first receipt of a memfd pays one minor
 // fault per 64 KiB read (measured separately in the report). A received descriptor that is
 // not a sealed memfd, or whose length exceeds the memory it names, is refused with
@@ -178,9 +179,11 @@ class SharedBytes {
 
   // SharedBytes::SetPoolLimit(bytes) / SetCacheLimit(bytes)
   //
-  // The most idle buffer capacity this process keeps for recycling (default 256 MiB), and the
-  // most received-mapping capacity it keeps mapped for reuse (default 256 MiB). Lowering a
-  // limit trims at once. A buffer larger than the limit is never kept. Thread-safe.
+  // The most memory this process keeps in idle buffers for recycling (default 512 MiB), and
+  // in received buffers it keeps mapped for reuse (default 512 MiB). A buffer counts the pages
+  // written in it (buffers up to 4 MiB count their capacity). Lowering a limit trims at once;
+  // a buffer holding more than the limit is never kept. Thread-safe.
+  static constexpr size_t kDefaultLimit = size_t{512} << 20;
   static void SetPoolLimit(size_t bytes);
   static void SetCacheLimit(size_t bytes);
   // SharedBytes::ReleaseIdle()

@@ -132,7 +132,29 @@ TEST_F(SharedBytesTest, PoolLimitBoundsIdleMemory) {
   EXPECT_EQ(SharedBytes::PoolBytes(), 128u << 10);
   SharedBytes::SetPoolLimit(0);
   EXPECT_EQ(SharedBytes::PoolBytes(), 0u);
-  SharedBytes::SetPoolLimit(256 << 20);
+  SharedBytes::SetPoolLimit(SharedBytes::kDefaultLimit);
+}
+
+TEST_F(SharedBytesTest, LimitsCountThePagesWrittenNotTheCapacity) {
+  {
+    ASSERT_OK_AND_ASSIGN(SharedBytesWriter w, SharedBytesWriter::Allocate(size_t{64} << 20));
+    w.data()[0] = std::byte{1};  // one page of 16384
+  }
+  EXPECT_EQ(SharedBytes::PoolBytes(), 4096u);
+  {
+    ASSERT_OK_AND_ASSIGN(SharedBytesWriter w, SharedBytesWriter::Allocate(size_t{64} << 20));
+    std::memset(w.data(), 2, size_t{8} << 20);
+  }
+  EXPECT_EQ(SharedBytes::PoolBytes(), size_t{8} << 20);
+  // A buffer holding more than the limit is freed, not kept.
+  SharedBytes::SetPoolLimit(size_t{4} << 20);
+  EXPECT_EQ(SharedBytes::PoolBytes(), 0u);
+  {
+    ASSERT_OK_AND_ASSIGN(SharedBytesWriter w, SharedBytesWriter::Allocate(size_t{64} << 20));
+    std::memset(w.data(), 3, size_t{6} << 20);
+  }
+  EXPECT_EQ(SharedBytes::PoolBytes(), 0u);
+  SharedBytes::SetPoolLimit(SharedBytes::kDefaultLimit);
 }
 
 TEST_F(SharedBytesTest, ReceivedMappingsAreCachedAndReused) {

@@ -81,6 +81,29 @@ def _queue_round_producer(q, barrier, quota, reps):
             put(i)
 
 
+def _bytes_producer(q, size, n, reps):
+    """Put n items of `size` bytes into q per repetition (one bytes object, built once)."""
+    item = bytes(size)
+    for _ in range(reps):
+        for _ in range(n):
+            q.put(item)
+
+
+def _shm_producer(q, size, n, reps):
+    """A careful user's hand-off: per item a fresh SharedMemory, stamped, its name queued;
+    the consumer attaches, reads, closes and unlinks it. The producer hands the segment's
+    tracking to the consumer (3.11's resource tracker would otherwise report every one as
+    leaked and unlink it again at exit: the workaround its users apply by hand)."""
+    from multiprocessing import resource_tracker
+    for r in range(reps):
+        for i in range(n):
+            shm = shared_memory.SharedMemory(create=True, size=size)
+            resource_tracker.unregister(shm._name, "shared_memory")
+            shm.buf[0:8] = (r * n + i).to_bytes(8, "little")
+            q.put(shm.name)
+            shm.close()
+
+
 def _pipe_echo(conn, cpu):
     """Pin to cpu first, then echo every message until None arrives."""
     _pin_self(cpu)
@@ -578,6 +601,40 @@ def _hold_row(count):
     return row
 
 
+def _handoff_row(producer, size, full_n, quick_n, what):
+    # As mproc.shared_bytes.handoff_*: a producer child puts items, the parent gets each one
+    # (and, for shared memory, attaches, reads the stamp, closes and unlinks); per item.
+    def row(cfg):
+        ctx = cfg.ctx
+        n = cfg.n(full_n, quick_n)
+        q = ctx.Queue(2)
+        p = ctx.Process(target=producer, args=(q, size, n, cfg.reps + 1))
+        samples = []
+        try:
+            p.start()
+
+            def take():
+                item = q.get(timeout=60)
+                if isinstance(item, str):
+                    shm = shared_memory.SharedMemory(name=item)
+                    int.from_bytes(shm.buf[0:8], "little")
+                    shm.close()
+                    shm.unlink()
+                elif len(item) != size:
+                    raise RuntimeError("short item")
+
+            for _ in range(n):  # warm-up repetition
+                take()
+            for _ in range(cfg.reps):
+                samples.append(_timed_loop(take, n))
+        finally:
+            _reap(p)
+            q.close()
+            q.join_thread()
+        return samples, f"start method {cfg.default_method}; {what}; {n} items per repetition"
+    return row
+
+
 def row_shm_create(cfg):
     n = cfg.n(1000, 200)
     size = 1 << 20
@@ -641,6 +698,11 @@ ROWS = [
     ("cpython.manager.dict_64_clients", row_manager_dict_crowd),
     ("cpython.value.incr", row_value_incr),
     ("cpython.shm.create", row_shm_create),
+    ("cpython.queue.bytes_64MiB", _handoff_row(_bytes_producer, 64 << 20, 6, 2,
+                                               "64 MiB bytes items through mp.Queue(2)")),
+    ("cpython.shared_memory.handoff_64MiB", _handoff_row(
+        _shm_producer, 64 << 20, 50, 10,
+        "a fresh 64 MiB SharedMemory per item, its name through mp.Queue(2)")),
     ("cpython.pickle.int", _pickle_row(lambda: 12345, 200_000, 50_000, "int 12345")),
     ("cpython.pickle.str64", _pickle_row(lambda: "s" * 64, 200_000, 50_000,
                                          "64-character str")),

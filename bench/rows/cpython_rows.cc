@@ -56,6 +56,12 @@ MPROC_REPORT_ROWS(CPythonRows) {
       .per_item = true;
   AddExternalRow("cpython.value.incr", s, "Value('i') += 1 under get_lock()");
   AddExternalRow("cpython.shm.create", s, "SharedMemory 1 MiB create + close + unlink");
+  AddExternalRow("cpython.queue.bytes_64MiB", s,
+                 "mp.Queue(2) of 64 MiB bytes, producer child -> parent, per item")
+      .per_item = true;
+  AddExternalRow("cpython.shared_memory.handoff_64MiB", s,
+                 "fresh 64 MiB SharedMemory per item, name via mp.Queue(2), attach+close+unlink")
+      .per_item = true;
   AddExternalRow("cpython.pickle.int", s, "pickle dumps+loads, int");
   AddExternalRow("cpython.pickle.str64", s, "pickle dumps+loads, 64 B str");
   AddExternalRow("cpython.pickle.floats1k", s, "pickle dumps+loads, 1 KiB list of floats");

@@ -484,6 +484,13 @@ void Memcpy(benchmark::State& state, size_t bytes) {
   }
 }
 
+// Reads every byte of a 64 MiB buffer of this process's own memory (already touched).
+void ReadLocal(benchmark::State& state, size_t bytes) {
+  std::unique_ptr<uint64_t[]> buf(new uint64_t[bytes / 8]);
+  std::memset(buf.get(), 1, bytes);
+  for (auto _ : state) benchmark::DoNotOptimize(SumWords(buf.get(), bytes));
+}
+
 }  // namespace
 
 MPROC_REPORT_ROWS(KernelRows) {
@@ -544,6 +551,10 @@ MPROC_REPORT_ROWS(KernelRows) {
         .Title(std::string("memcpy ") + name)
         .BytesPerOp(static_cast<double>(bytes));
   }
+  AddRow("kernel.read_64MiB", Section::kKernel,
+         [](benchmark::State& s) { ReadLocal(s, 64 << 20); })
+      .Title("read every byte of 64 MiB of local memory (sum of words)")
+      .BytesPerOp(64 << 20);
 }
 
 }  // namespace mproc::bench
