@@ -4,8 +4,10 @@
 #include <pthread.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <bit>
 #include <cerrno>
 #include <cstdio>
@@ -83,7 +85,12 @@ constexpr size_t kPage = 4096;
 constexpr uint64_t kMaxSize = uint64_t{1} << 40;
 constexpr size_t kDefaultLimit = SharedBytes::kDefaultLimit;
 constexpr size_t kWeighAbove = size_t{4} << 20;  // smaller buffers weigh their capacity
-constexpr int kMaxProbes = 8;  // idle buffers of a capacity tried per Allocate
+constexpr int kMaxProbes = 8;            // idle buffers of a capacity tried per Allocate
+constexpr size_t kMaxIdlePerClass = 16;  // idle buffers kept per capacity
+// Received mappings kept: at most this many, spanning at most this much address space (a
+// sparse buffer weighs little but still takes its whole capacity of address space).
+constexpr size_t kMaxCached = 256;
+constexpr size_t kMaxCachedSpan = size_t{1} << 40;
 
 size_t CapacityFor(size_t size) { return std::bit_ceil(std::max(kPage, (size + kPage - 1) & ~(kPage - 1))); }
 
@@ -93,13 +100,31 @@ std::string ProcPath(int fd) {
   return path;
 }
 
-// The memory a memfd holds: its allocated pages (a buffer of 1 GiB whose producer wrote one
-// page weighs 4 KiB). Limits count this, not capacity.
+// The memory a memfd holds: its allocated pages, at least one (a buffer of 1 GiB whose
+// producer wrote one page weighs 4 KiB); buffers up to 4 MiB weigh their capacity. Limits
+// count this, not capacity.
+size_t WeightOf(size_t capacity, blkcnt_t blocks) {
+  if (capacity <= kWeighAbove) return capacity;
+  return std::clamp(static_cast<size_t>(blocks) * 512, kPage, capacity);
+}
 size_t Weight(int fd, size_t capacity) {
   if (capacity <= kWeighAbove) return capacity;
   struct stat st;
   if (::fstat(fd, &st) != 0) return capacity;
-  return std::min(capacity, static_cast<size_t>(st.st_blocks) * 512);
+  return WeightOf(capacity, st.st_blocks);
+}
+
+// Whether received mappings may be cached by inode: from Linux 5.9 each shmem mount numbers
+// its inodes uniquely (64-bit); before, memfds drew from a global 32-bit counter that wraps,
+// so a new memfd could take a cached one's number.
+bool InodesAreUnique() {
+  static const bool unique = [] {
+    struct utsname u;
+    int major = 0, minor = 0;
+    if (::uname(&u) != 0 || std::sscanf(u.release, "%d.%d", &major, &minor) != 2) return false;
+    return major > 5 || (major == 5 && minor >= 9);
+  }();
+  return unique;
 }
 
 // Whether a description other than `fd`'s holds the lock on byte 0: someone holds the buffer.
@@ -143,7 +168,13 @@ class Pool {
       if (b->owner != CurrentPid() || !b->recyclable || b->weight > limit_) {
         drop.push_back(b);
       } else {
-        idle_[b->capacity].push_back(b);
+        std::deque<Block*>& q = idle_[b->capacity];
+        if (q.size() >= kMaxIdlePerClass) {
+          drop.push_back(q.front());
+          idle_bytes_ -= q.front()->weight;
+          q.pop_front();
+        }
+        q.push_back(b);
         idle_bytes_ += b->weight;
         TrimLocked(&drop);
       }
@@ -181,8 +212,17 @@ class Pool {
   }
 
  private:
-  // Frees the oldest idle buffers of the largest capacities until under the limit.
+  // Frees the oldest idle buffers of the largest capacities until under the limit. Large
+  // buffers are weighed again first: a holder elsewhere may have touched (and so allocated)
+  // pages since the buffer came back.
   void TrimLocked(std::vector<Block*>* drop) {
+    idle_bytes_ = 0;
+    for (auto& [cap, q] : idle_) {
+      for (Block* b : q) {
+        if (cap > kWeighAbove) b->weight = Weight(b->fd.get(), cap);
+        idle_bytes_ += b->weight;
+      }
+    }
     while (idle_bytes_ > limit_ && !idle_.empty()) {
       auto it = std::prev(idle_.end());
       std::deque<Block*>& q = it->second;
@@ -207,22 +247,25 @@ class Cache {
   absl::StatusOr<std::shared_ptr<RecvMap>> Map(int fd, const struct stat& st) {
     const Key key{st.st_dev, st.st_ino};
     const size_t capacity = static_cast<size_t>(st.st_size);
-    const size_t weight = std::min(capacity, static_cast<size_t>(st.st_blocks) * 512);
-    {
+    const size_t weight = WeightOf(capacity, st.st_blocks);
+    if (InodesAreUnique()) {
+      std::vector<std::shared_ptr<RecvMap>> drop;  // unmapped outside the lock
       std::lock_guard<std::mutex> l(mu_);
       auto it = index_.find(key);
       if (it != index_.end() && (*it->second)->capacity == capacity) {
         lru_.splice(lru_.end(), lru_, it->second);
-        RecvMap& m = **it->second;
-        bytes_ = bytes_ - m.weight + weight;
-        m.weight = weight;
-        return *it->second;
+        std::shared_ptr<RecvMap> m = *it->second;
+        bytes_ = bytes_ - m->weight + weight;
+        m->weight = weight;
+        TrimLocked(&drop);
+        return m;
       }
     }
     // Map through a description of our own so that the mapping does not keep the travelling
     // description (and its lock) alive once the buffer is dropped; without /proc, map the
     // received one and do not cache it.
-    UniqueFd own(::open(ProcPath(fd).c_str(), O_RDONLY | O_CLOEXEC));
+    UniqueFd own;
+    if (InodesAreUnique()) own = UniqueFd(::open(ProcPath(fd).c_str(), O_RDONLY | O_CLOEXEC));
     const bool cacheable = own.ok();
     void* p = ::mmap(nullptr, capacity, PROT_READ, MAP_SHARED, own.ok() ? own.get() : fd, 0);
     if (p == MAP_FAILED) return ErrnoToStatus(errno, "mmap(received SharedBytes)");
@@ -236,10 +279,11 @@ class Cache {
     std::vector<std::shared_ptr<RecvMap>> drop;  // unmapped outside the lock
     {
       std::lock_guard<std::mutex> l(mu_);
-      if (weight > limit_) return m;
+      if (weight > limit_ || capacity > kMaxCachedSpan) return m;
       auto it = index_.find(key);
       if (it != index_.end()) {  // a stale entry (another size), or raced with another thread
         bytes_ -= (*it->second)->weight;
+        span_ -= (*it->second)->capacity;
         drop.push_back(std::move(*it->second));
         lru_.erase(it->second);
         index_.erase(it);
@@ -247,6 +291,7 @@ class Cache {
       lru_.push_back(m);
       index_[key] = std::prev(lru_.end());
       bytes_ += weight;
+      span_ += capacity;
       TrimLocked(&drop);
     }
     return m;
@@ -277,12 +322,14 @@ class Cache {
   using Key = std::pair<dev_t, ino_t>;
   // Unmaps the least recently used mappings nobody is reading until under the limit.
   void TrimLocked(std::vector<std::shared_ptr<RecvMap>>* drop) {
-    for (auto it = lru_.begin(); bytes_ > limit_ && it != lru_.end();) {
+    auto over = [&] { return bytes_ > limit_ || lru_.size() > kMaxCached || span_ > kMaxCachedSpan; };
+    for (auto it = lru_.begin(); over() && it != lru_.end();) {
       if (it->use_count() != 1) {
         ++it;
         continue;
       }
       bytes_ -= (*it)->weight;
+      span_ -= (*it)->capacity;
       index_.erase(Key{(*it)->dev, (*it)->ino});
       drop->push_back(std::move(*it));
       it = lru_.erase(it);
@@ -292,7 +339,8 @@ class Cache {
   std::mutex mu_;
   std::list<std::shared_ptr<RecvMap>> lru_;
   std::map<Key, std::list<std::shared_ptr<RecvMap>>::iterator> index_;
-  size_t bytes_ = 0;
+  size_t bytes_ = 0;  // weights of the cached mappings
+  size_t span_ = 0;   // their capacities (address space)
   size_t limit_ = kDefaultLimit;
 };
 
@@ -429,15 +477,16 @@ absl::StatusOr<SharedBytes> SharedBytes::FromDescriptor(UniqueFd fd, uint64_t si
   if (!fd.ok()) return absl::InvalidArgumentError("SharedBytes: no descriptor");
   struct stat st;
   if (::fstat(fd.get(), &st) != 0) return ErrnoToStatus(errno, "fstat(received SharedBytes)");
-  const int seals = ::fcntl(fd.get(), F_GET_SEALS);
-  constexpr int kNeeded = F_SEAL_SHRINK | F_SEAL_GROW;
-  if (!S_ISREG(st.st_mode) || seals < 0 || (seals & kNeeded) != kNeeded ||
-      (seals & (F_SEAL_FUTURE_WRITE | F_SEAL_WRITE)) == 0) {
-    return absl::InvalidArgumentError(
-        "SharedBytes: the descriptor is not a memfd sealed against shrinking, growing and "
-        "writing");
+  const int seals = S_ISREG(st.st_mode) ? ::fcntl(fd.get(), F_GET_SEALS) : -1;
+  if (seals < 0) {
+    return absl::InvalidArgumentError("SharedBytes: the descriptor is not a memfd");
   }
-  if (st.st_size <= 0 || static_cast<uint64_t>(st.st_size) > shm_internal::kMaxSize * 2 ||
+  constexpr int kNeeded = F_SEAL_SHRINK | F_SEAL_GROW;
+  if ((seals & kNeeded) != kNeeded || (seals & (F_SEAL_FUTURE_WRITE | F_SEAL_WRITE)) == 0) {
+    return absl::InvalidArgumentError(
+        "SharedBytes: the memfd is not sealed against shrinking, growing and writing");
+  }
+  if (st.st_size <= 0 || static_cast<uint64_t>(st.st_size) > shm_internal::kMaxSize ||
       size > static_cast<uint64_t>(st.st_size)) {
     return absl::InvalidArgumentError(absl::StrCat("SharedBytes: a length of ", size,
                                                    " in a buffer of ", st.st_size, " bytes"));

@@ -1,7 +1,7 @@
 // shm/shared_bytes.h — large payloads handed between processes without copying them.
 //
 // A SharedBytesWriter is memory this process fills in place; Freeze() turns it into a
-// SharedBytes, an immutable buffer that travels through every carrier that takes a value
+// SharedBytes, a read-only buffer that travels through every carrier that takes a value
 // (Queue, Pipe/Connection, Process arguments, Pool and executor arguments and results) as one
 // descriptor and a length: the payload is never copied, whatever its size. The receiver reads
 // it where the sender wrote it.
@@ -33,7 +33,7 @@
 // it), and the lock lasts while any process — or any message in flight — still has it open or
 // mapped. A holder that is SIGKILLed closes it with its other descriptors, so its buffers
 // come back to the pool; nothing lives in /dev/shm, and the memory goes with the last holder
-// once the pool has let it go. The pool keeps at most SetPoolLimit() bytes of idle buffers
+// and the last mapping (the sender's pool, a receiver's cache) once they let it go. The pool keeps at most SetPoolLimit() bytes of idle buffers
 // (counted as the memory they hold: the pages written, not the capacity).
 //
 // Receiving. A received buffer is mapped read-only once per memfd and the mapping is kept in a
@@ -44,16 +44,22 @@
 // INVALID_ARGUMENT and the value is not delivered.
 //
 // Limits. Reopening the memfd needs /proc (without it, buffers are still handed over, but are
-// never recycled and received mappings are not cached). A process that holds a buffer and
+// never recycled and received mappings are not cached); caching received mappings needs Linux
+// 5.9 (unique memfd inode numbers; before, every receipt maps afresh). A receiver's cache may
+// keep the pages of a buffer its sender has since freed, up to SetCacheLimit() per process
+// (ReleaseIdle() lets them go). A process that holds a buffer and
 // removes the lock by hand (F_OFD_SETLK with F_UNLCK) lets the sender reuse it under every
 // holder of that hand-off. Code in the allocating process that kept a pointer from the writer
 // after Freeze() could still write through it: the seal protects the buffer from other
-// processes, not from the allocator itself. Buffers are made in page-sized power-of-two
-// capacities, so a buffer's memory is at most twice its length (pages never touched cost
-// nothing). For payloads under about 64 KiB a std::string item is cheaper than a buffer.
+// processes, not from the allocator itself, and a hostile sender can change a buffer it sent
+// (check contents where you use them, not once on receipt). Buffers are made in power-of-two
+// capacities of at least a page, so a buffer above a page takes at most twice its length (pages
+// never touched cost nothing). For payloads under about 64 KiB a std::string item is cheaper.
 //
-// Fork children: a buffer inherited by fork() is readable in the child and counts as held
-// there until the child drops or exits; the child never recycles its parent's buffers.
+// Fork children: a SharedBytes inherited by fork() is readable in the child and counts as held
+// there until the child drops it or exits (a fork-started worker that never drops its copy
+// pins the buffer for its life); the child never recycles its parent's buffers. A
+// SharedBytesWriter alive at fork() is not protected: do not write it in the child.
 //
 // Thread-safety: a SharedBytes is an immutable value (copies share the buffer); any number of
 // threads may read and copy it. A SharedBytesWriter is for one thread at a time. Allocate,
@@ -69,6 +75,7 @@
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -99,9 +106,19 @@ class SharedBytesWriter {
   // address space; other failed calls by errno. Thread-safe.
   [[nodiscard]] static absl::StatusOr<SharedBytesWriter> Allocate(size_t size);
 
+  // Moving leaves the source empty.
   SharedBytesWriter() = default;
-  SharedBytesWriter(SharedBytesWriter&&) noexcept = default;
-  SharedBytesWriter& operator=(SharedBytesWriter&&) noexcept = default;
+  SharedBytesWriter(SharedBytesWriter&& o) noexcept
+      : block_(std::move(o.block_)), data_(std::exchange(o.data_, nullptr)),
+        size_(std::exchange(o.size_, 0)) {}
+  SharedBytesWriter& operator=(SharedBytesWriter&& o) noexcept {
+    if (this != &o) {
+      block_ = std::move(o.block_);
+      data_ = std::exchange(o.data_, nullptr);
+      size_ = std::exchange(o.size_, 0);
+    }
+    return *this;
+  }
   ~SharedBytesWriter();
 
   // The writable bytes (empty for a default-constructed or frozen writer).
@@ -126,7 +143,7 @@ class SharedBytesWriter {
   // Ends writing and returns the buffer as a SharedBytes of size() bytes; the writer is left
   // empty. Costs about 5 µs whatever the size (a reopen through /proc and a lock). Never
   // blocks. Errors: FAILED_PRECONDITION on an empty writer; RESOURCE_EXHAUSTED when out of
-  // descriptors. On an error the buffer goes back to the pool.
+  // descriptors (the buffer then stays in the writer).
   [[nodiscard]] absl::StatusOr<SharedBytes> Freeze() &&;
 
  private:
@@ -137,8 +154,22 @@ class SharedBytesWriter {
 
 class SharedBytes {
  public:
-  // An empty buffer (size 0, no memory).
+  // An empty buffer (size 0, no memory). Copies share the buffer; moving leaves the source
+  // empty.
   SharedBytes() = default;
+  SharedBytes(const SharedBytes&) = default;
+  SharedBytes& operator=(const SharedBytes&) = default;
+  SharedBytes(SharedBytes&& o) noexcept
+      : rep_(std::move(o.rep_)), data_(std::exchange(o.data_, nullptr)),
+        size_(std::exchange(o.size_, 0)) {}
+  SharedBytes& operator=(SharedBytes&& o) noexcept {
+    if (this != &o) {
+      rep_ = std::move(o.rep_);
+      data_ = std::exchange(o.data_, nullptr);
+      size_ = std::exchange(o.size_, 0);
+    }
+    return *this;
+  }
 
   // SharedBytes::CopyOf(bytes)
   //
@@ -191,7 +222,8 @@ class SharedBytes {
   // Frees every idle pooled buffer and unmaps every cached mapping not in use now, keeping the
   // limits (for memory pressure, and for tests that count descriptors). Thread-safe.
   static void ReleaseIdle();
-  // Bytes held now by the pool's idle buffers, and by cached received mappings not in use.
+  // Bytes held now by buffers this process has dropped and keeps for reuse (some may still be
+  // held by other processes), and by cached received mappings not in use.
   static size_t PoolBytes();
   static size_t CacheBytes();
 

@@ -49,7 +49,8 @@ void Handoff(benchmark::State& state, size_t size, Read read) {
       for (;;) {
         absl::Status s = q->Put(*b, absl::Milliseconds(100));
         if (s.ok()) break;
-        if (!absl::IsDeadlineExceeded(s) || stop->load() != 0) return s.ok() ? 0 : 3;
+        if (stop->load() != 0) return 0;
+        if (!absl::IsDeadlineExceeded(s)) return 3;
       }
     }
     return 0;
@@ -83,9 +84,13 @@ void Handoff(benchmark::State& state, size_t size, Read read) {
   }
   cpu.Stop(state);
   stop->store(1);
-  for (;;) {
+  for (int i = 0;; ++i) {  // drain until the producer is gone (killed if it stalls 30 s)
     int status;
     if (::waitpid(pid, &status, WNOHANG) == pid) break;
+    if (i == 3000) {
+      ReapChild(pid, /*kill=*/true);
+      break;
+    }
     (void)q->Get(absl::Milliseconds(10));
   }
   SharedBytes::SetCacheLimit(SharedBytes::kDefaultLimit);
