@@ -19,6 +19,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/time/clock.h"
 #include "base/features.h"
 #include "base/process_id.h"
 #include "base/status.h"
@@ -189,7 +190,7 @@ class Pool {
       std::lock_guard<std::mutex> l(mu_);
       const size_t keep = limit_;
       limit_ = bytes;
-      TrimLocked(&drop);
+      TrimLocked(&drop, /*reweigh=*/true);
       if (once) limit_ = keep;
     }
     for (Block* d : drop) delete d;
@@ -213,14 +214,18 @@ class Pool {
 
  private:
   // Frees the oldest idle buffers of the largest capacities until under the limit. Large
-  // buffers are weighed again first: a holder elsewhere may have touched (and so allocated)
-  // pages since the buffer came back.
-  void TrimLocked(std::vector<Block*>* drop) {
-    idle_bytes_ = 0;
-    for (auto& [cap, q] : idle_) {
-      for (Block* b : q) {
-        if (cap > kWeighAbove) b->weight = Weight(b->fd.get(), cap);
-        idle_bytes_ += b->weight;
+  // buffers are weighed again first (at most every 10 ms unless `reweigh`): a holder
+  // elsewhere may have touched, and so allocated, pages since the buffer came back.
+  void TrimLocked(std::vector<Block*>* drop, bool reweigh = false) {
+    const int64_t now = absl::GetCurrentTimeNanos();
+    if (reweigh || now - last_weighed_ns_ >= 10'000'000) {
+      last_weighed_ns_ = now;
+      idle_bytes_ = 0;
+      for (auto& [cap, q] : idle_) {
+        for (Block* b : q) {
+          if (cap > kWeighAbove) b->weight = Weight(b->fd.get(), cap);
+          idle_bytes_ += b->weight;
+        }
       }
     }
     while (idle_bytes_ > limit_ && !idle_.empty()) {
@@ -237,6 +242,7 @@ class Pool {
   std::map<size_t, std::deque<Block*>> idle_;
   size_t idle_bytes_ = 0;
   size_t limit_ = kDefaultLimit;
+  int64_t last_weighed_ns_ = 0;
 };
 
 // The receiving side: read-only mappings of received memfds, by inode, least recently used
