@@ -61,8 +61,9 @@ def _pin_self(cpu):
         os.sched_setaffinity(0, {cpu})
 
 
-def _queue_producer(q, ctrl, n, reps):
+def _queue_producer(q, ctrl, n, reps, cpu=None):
     """Put n small ints into q once per repetition, each time on a go signal."""
+    _pin_self(cpu)
     for _ in range(reps):
         if ctrl.recv() is None:
             break
@@ -249,13 +250,30 @@ def row_lock(cfg):
     return samples, f"{n} acquire+release pairs per repetition"
 
 
-def _queue_row(kind):
+def _pin_pair(cross):
+    """(original affinity, parent cpu, child cpu) for a pinned row; Skip when impossible."""
+    if not hasattr(os, "sched_setaffinity") or not hasattr(os, "sched_getaffinity"):
+        raise Skip("os.sched_setaffinity not available on this platform")
+    original = os.sched_getaffinity(0)
+    allowed = sorted(original)
+    if cross and len(allowed) < 2:
+        raise Skip(f"only {len(allowed)} CPU allowed by sched_getaffinity")
+    return original, allowed[0], allowed[1] if cross else allowed[0]
+
+
+def _queue_row(kind, pin=None):
+    # pin: None (unpinned), "same" or "cross" (parent and producer on one CPU or two).
     def row(cfg):
         ctx = cfg.ctx
+        original = None
+        child_cpu = None
+        if pin is not None:
+            original, parent_cpu, child_cpu = _pin_pair(pin == "cross")
+            os.sched_setaffinity(0, {parent_cpu})
         q = ctx.Queue() if kind == "Queue" else ctx.SimpleQueue()
         n = cfg.n(100_000, 20_000)
         parent_ctrl, child_ctrl = ctx.Pipe()
-        p = ctx.Process(target=_queue_producer, args=(q, child_ctrl, n, cfg.reps))
+        p = ctx.Process(target=_queue_producer, args=(q, child_ctrl, n, cfg.reps, child_cpu))
         samples = []
         try:
             p.start()
@@ -278,7 +296,10 @@ def _queue_row(kind):
                 q.join_thread()
             else:
                 q.close()
-        return samples, f"{n} ints per repetition, 1 producer child, parent consumes"
+            if original is not None:
+                os.sched_setaffinity(0, original)
+        where = "" if pin is None else f", pinned ({pin} CPU)"
+        return samples, f"{n} ints per repetition, 1 producer child, parent consumes{where}"
     return row
 
 
@@ -680,6 +701,8 @@ ROWS = [
     ("cpython.hold_locks_values.10000", _hold_row(10_000)),
     ("cpython.queue.1p1c", _queue_row("Queue")),
     ("cpython.simplequeue.1p1c", _queue_row("SimpleQueue")),
+    ("cpython.queue.1p1c.same_cpu", _queue_row("Queue", pin="same")),
+    ("cpython.queue.1p1c.cross_cpu", _queue_row("Queue", pin="cross")),
     ("cpython.queue.producers.1", _queue_producers_row(1)),
     ("cpython.queue.producers.16", _queue_producers_row(16)),
     ("cpython.queue.producers.64", _queue_producers_row(64)),

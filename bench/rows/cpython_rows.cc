@@ -28,6 +28,12 @@ MPROC_REPORT_ROWS(CPythonRows) {
       .per_item = true;
   AddExternalRow("cpython.simplequeue.1p1c", s, "mp.SimpleQueue, 1 producer -> 1 consumer")
       .per_item = true;
+  AddExternalRow("cpython.queue.1p1c.same_cpu", s,
+                 "mp.Queue, 1 producer -> 1 consumer, small ints (both on one CPU)")
+      .per_item = true;
+  AddExternalRow("cpython.queue.1p1c.cross_cpu", s,
+                 "mp.Queue, 1 producer -> 1 consumer, small ints (two CPUs)")
+      .per_item = true;
   for (int n : {1, 16, 64}) {
     AddExternalRow("cpython.queue.producers." + std::to_string(n), s,
                    "mp.Queue, " + std::to_string(n) +

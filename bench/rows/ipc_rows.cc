@@ -65,12 +65,14 @@ void PipeRoundTrip(benchmark::State& state, PinCpus cpus,
 // One producer process puts small ints with `put(q, from)` (a Put, or a PutMany of a batch
 // starting at `from`; it returns how many it put, or -1) as fast as it can; this process gets
 // them, item by item (per item).
+// `cpus` pins the consumer (this process) and the producer; unpinned by default.
 template <typename PutFn>
-void QueueFromOneProducer(benchmark::State& state, PutFn put) {
+void QueueFromOneProducer(benchmark::State& state, PutFn put, PinCpus cpus = {}) {
   absl::StatusOr<Queue<int64_t>> q = Queue<int64_t>::Create();
   if (!q.ok()) return state.SkipWithError("Queue::Create failed");
   SharedObject<std::atomic<int>> stop;
-  const pid_t pid = ForkPinnedChild(-1, [&] {
+  ScopedPin pin(cpus.parent);
+  const pid_t pid = ForkPinnedChild(cpus.child, [&] {
     for (int64_t i = 0; stop->load(std::memory_order_relaxed) == 0;) {
       const int64_t n = put(*q, i);
       if (n < 0) return 1;
@@ -90,12 +92,12 @@ void QueueFromOneProducer(benchmark::State& state, PutFn put) {
 }
 
 // One producer process puts small ints one Put at a time.
-void QueueOneToOne(benchmark::State& state) {
+void QueueOneToOne(benchmark::State& state, PinCpus cpus = {}) {
   QueueFromOneProducer(state, [](Queue<int64_t>& q, int64_t i) -> int64_t {
     absl::Status s = q.Put(i, absl::Milliseconds(100));
     if (s.ok()) return 1;
     return absl::IsDeadlineExceeded(s) ? 0 : -1;
-  });
+  }, cpus);
 }
 
 // `producers` producer processes each put an equal share of a round of 2^16 small ints; this
@@ -305,10 +307,16 @@ MPROC_REPORT_ROWS(IpcRows) {
               })
       .Title("Pipe Send+Recv round trip, 4 KiB string, two processes")
       .PairBaselines({"kernel.socketpair_pingpong", "cpython.pipe.roundtrip_4KiB"});
-  AddRow("mproc.queue.1p1c", Section::kMproc, QueueOneToOne)
+  AddRow("mproc.queue.1p1c", Section::kMproc, [](benchmark::State& st) { QueueOneToOne(st); })
       .Title("Queue<int64_t>, 1 producer process -> 1 consumer, per item")
       .Baselines({"kernel.pipe_64B_per_write", "cpython.queue.1p1c", "cpython.simplequeue.1p1c",
                   "boost.message_queue_64B"});
+  // Pinned: the unpinned row is bimodal by where the scheduler puts the two sides.
+  AddPairRows("mproc.queue.1p1c", Section::kMproc,
+              [](benchmark::State& st, PinCpus cpus) { QueueOneToOne(st, cpus); })
+      .Title("Queue<int64_t>, 1 producer process -> 1 consumer, per item, pinned")
+      .PerItem()
+      .PairBaselines({"kernel.spsc_ring_64B", "cpython.queue.1p1c"});
   AddRow("mproc.queue.2p2c", Section::kMproc, QueueTwoToTwo)
       .Title("Queue<int64_t>, 2 producer processes -> 2 consumers, per item")
       .PerItem()
