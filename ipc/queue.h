@@ -234,6 +234,30 @@ class Queue {
   [[nodiscard]] absl::StatusOr<T> GetNowait() {
     return GetImpl(Deadline::After(absl::ZeroDuration()), false);
   }
+  // Queue::GetMany(out, max, timeout)
+  //
+  // Takes up to `max` items, appending them to `out` in the order successive Gets would: blocks
+  // (as Get, up to `timeout`) for the first, then takes only items already there. Each item
+  // goes to exactly one consumer, as with Get. Errors: as Get's for the first item (nothing
+  // appended); an item after the first that fails (INVALID_ARGUMENT: it does not decode, or a
+  // ring's memory was overwritten) ends the call with its error, the items taken before it
+  // staying in `out`. `max` 0 takes nothing and returns OK at once. Thread-safe and
+  // process-safe. Measured against Get in the report (mproc.queue.1p1c_getmany).
+  [[nodiscard]] absl::Status GetMany(std::vector<T>& out, size_t max,
+                                     absl::Duration timeout = absl::InfiniteDuration()) {
+    const Deadline d = Deadline::After(timeout);
+    std::span<const std::byte> bytes;
+    std::vector<UniqueFd> fds;
+    for (size_t i = 0; i < max; ++i) {
+      absl::Status s = core_.Get(d, /*block=*/i == 0, &bytes, &fds);
+      if (!s.ok()) return i > 0 && absl::IsUnavailable(s) ? absl::OkStatus() : s;
+      absl::StatusOr<T> v = Decode<T>(bytes, std::move(fds));
+      if (!v.ok()) return v.status();
+      out.push_back(*std::move(v));
+      fds.clear();
+    }
+    return absl::OkStatus();
+  }
   // Get into `out`, reusing its storage (a string or vector keeps its capacity): for large
   // items, no allocation per Get. On an error `out` is unspecified.
   [[nodiscard]] absl::Status GetInto(T& out, absl::Duration timeout = absl::InfiniteDuration()) {

@@ -329,6 +329,71 @@ TEST(QueueTest, PutManyKeepsOrderAcrossRingAndSocketItems) {
   EXPECT_EQ(q.Qsize(), 0u);
 }
 
+TEST(QueueTest, GetManyTakesWhatIsThereUpToMaxInOrder) {
+  ASSERT_OK_AND_ASSIGN(Queue<int> q, Queue<int>::Create());
+  std::vector<int> out;
+  MPROC_ASSERT_OK(q.GetMany(out, 0, absl::ZeroDuration()));  // max 0: nothing, at once
+  EXPECT_TRUE(out.empty());
+  for (int i = 0; i < 10; ++i) MPROC_ASSERT_OK(q.Put(i));
+  MPROC_ASSERT_OK(q.GetMany(out, 4, absl::Seconds(5)));
+  EXPECT_EQ(out, (std::vector<int>{0, 1, 2, 3}));
+  MPROC_ASSERT_OK(q.GetMany(out, 100, absl::Seconds(5)));  // only what is there: 6 more
+  EXPECT_EQ(out, (std::vector<int>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}));
+  EXPECT_THAT(q.GetMany(out, 8, absl::Milliseconds(50)),
+              StatusIs(absl::StatusCode::kDeadlineExceeded));
+  EXPECT_EQ(out.size(), 10u);
+  EXPECT_TRUE(q.Empty());
+}
+
+TEST(QueueTest, GetManyFreesOneSlotPerItemOfABoundedQueue) {
+  ASSERT_OK_AND_ASSIGN(JoinableQueue<int> q, JoinableQueue<int>::Create(5));
+  for (int i = 0; i < 5; ++i) MPROC_ASSERT_OK(q.Put(i));
+  EXPECT_TRUE(q.Full());
+  std::vector<int> out;
+  MPROC_ASSERT_OK(q.GetMany(out, 3, absl::Seconds(5)));
+  EXPECT_EQ(out.size(), 3u);
+  EXPECT_EQ(q.Qsize(), 2u);
+  for (int i = 5; i < 8; ++i) MPROC_ASSERT_OK(q.PutNowait(i));  // three slots came back
+  EXPECT_TRUE(q.Full());
+  MPROC_ASSERT_OK(q.GetMany(out, 10, absl::Seconds(5)));
+  EXPECT_EQ(out, (std::vector<int>{0, 1, 2, 3, 4, 5, 6, 7}));
+  for (int i = 0; i < 8; ++i) MPROC_ASSERT_OK(q.TaskDone());
+  MPROC_EXPECT_OK(q.Join(absl::Seconds(5)));
+}
+
+// From another process, ring items and socket items (over 8 MiB) mixed: every item once, in
+// the producer's order, whatever batches the consumer's calls happen to take.
+TEST(QueueTest, GetManyFromAnotherProcessLosesNothingAndKeepsOrder) {
+  ASSERT_OK_AND_ASSIGN(Queue<std::string> q, Queue<std::string>::Create());
+  constexpr int kItems = 20000;
+  auto item = [](int i) {
+    return i % 5000 == 77 ? std::string((9 << 20) + i, static_cast<char>('a' + i % 26))
+                          : std::to_string(i);
+  };
+  pid_t pid = testing::Child([&] {
+    std::vector<std::string> batch;
+    for (int i = 0; i < kItems; ++i) {
+      batch.push_back(item(i));
+      if (batch.size() == 100 || i == kItems - 1) {
+        if (!q.PutMany(batch, absl::Seconds(30)).ok()) return 2;
+        batch.clear();
+      }
+    }
+    return 0;
+  });
+  std::vector<std::string> out;
+  int calls = 0;
+  while (out.size() < static_cast<size_t>(kItems)) {
+    MPROC_ASSERT_OK(q.GetMany(out, 64, absl::Seconds(30)));
+    ++calls;
+  }
+  EXPECT_EQ(testing::Join(pid), 0);
+  ASSERT_EQ(out.size(), static_cast<size_t>(kItems));
+  for (int i = 0; i < kItems; ++i) ASSERT_TRUE(out[i] == item(i)) << i;
+  EXPECT_LT(calls, kItems);  // some calls took more than one item
+  EXPECT_TRUE(q.Empty());
+}
+
 TEST(QueueTest, PutManyOfDescriptorItemsSendsUpTo32PerSystemCall) {
   ASSERT_OK_AND_ASSIGN(Queue<UniqueFd> q, Queue<UniqueFd>::Create());
   int p[2];

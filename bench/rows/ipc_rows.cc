@@ -100,6 +100,41 @@ void QueueOneToOne(benchmark::State& state, PinCpus cpus = {}) {
   }, cpus);
 }
 
+// As QueueOneToOne (pinned as `cpus`), with the consumer taking items by GetMany, up to 64
+// per call (per item).
+void QueueOneToOneGetMany(benchmark::State& state, PinCpus cpus = {}) {
+  absl::StatusOr<Queue<int64_t>> q = Queue<int64_t>::Create();
+  if (!q.ok()) return state.SkipWithError("Queue::Create failed");
+  SharedObject<std::atomic<int>> stop;
+  ScopedPin pin(cpus.parent);
+  const pid_t pid = ForkPinnedChild(cpus.child, [&] {
+    for (int64_t i = 0; stop->load(std::memory_order_relaxed) == 0;) {
+      absl::Status s = q->Put(i, absl::Milliseconds(100));
+      if (s.ok()) {
+        ++i;
+      } else if (!absl::IsDeadlineExceeded(s)) {
+        return 1;
+      }
+    }
+    return 0;
+  });
+  std::vector<int64_t> got;
+  got.reserve(64);
+  size_t next = 0;
+  CpuMeter cpu({pid});
+  for (auto _ : state) {
+    if (next == got.size()) {
+      got.clear();
+      next = 0;
+      if (!q->GetMany(got, 64, absl::Seconds(10)).ok()) return state.SkipWithError("GetMany failed");
+    }
+    benchmark::DoNotOptimize(got[next++]);
+  }
+  cpu.Stop(state);
+  stop->store(1);
+  DrainUntilExited(*q, pid);
+}
+
 // `producers` producer processes each put an equal share of a round of 2^16 small ints; this
 // process gets them (per item) and starts the next round once it has every item of this one.
 // So every producer's items count, however the queue serves them: a producer served slowly
@@ -317,6 +352,11 @@ MPROC_REPORT_ROWS(IpcRows) {
       .Title("Queue<int64_t>, 1 producer process -> 1 consumer, per item, pinned")
       .PerItem()
       .PairBaselines({"kernel.spsc_ring_64B", "cpython.queue.1p1c"});
+  AddPairRows("mproc.queue.1p1c_getmany", Section::kMproc,
+              [](benchmark::State& st, PinCpus cpus) { QueueOneToOneGetMany(st, cpus); })
+      .Title("Queue<int64_t>, 1 producer process -> 1 consumer taking by GetMany(64), per item")
+      .PerItem()
+      .PairBaselines({"mproc.queue.1p1c", "kernel.spsc_ring_64B"});
   AddRow("mproc.queue.2p2c", Section::kMproc, QueueTwoToTwo)
       .Title("Queue<int64_t>, 2 producer processes -> 2 consumers, per item")
       .PerItem()
