@@ -319,6 +319,32 @@ absl::Status QueueCore::Get(const Deadline& deadline, bool block,
   }
 }
 
+absl::StatusOr<size_t> QueueCore::TakeRun(size_t max, std::vector<std::byte>* bytes,
+                                           std::vector<std::pair<uint32_t, uint32_t>>* items,
+                                           bool* empty) {
+  *empty = false;
+  if (s_ == nullptr) return absl::FailedPreconditionError("queue handle is empty");
+  QueueShared& s = *s_;
+  if (s.closed.load(std::memory_order_relaxed)) return ClosedError();
+  // An item this process already received comes first: Get takes it.
+  if (s.has_stash.load(std::memory_order_acquire)) return 0;
+  int bad = -1;
+  const int n = TakeRunFromRing(s, max, bytes, items, &bad);
+  if (n == -2) {
+    // The one active ring is empty; so is the queue unless an item waits on the socket.
+    *empty = s.state->socket_items.load(std::memory_order_seq_cst) <= 0;
+    return 0;
+  }
+  if (n < 0) return CorruptRing(bad);
+  QueueState* st = s.state;
+  for (int i = 0; i < n; ++i) ReleaseSlot(st);
+  // As Get's pass_on: a consumer that took items while others sleep wakes one if more remain.
+  if (n > 0 && st->sleepers.load(std::memory_order_seq_cst) > 0 && MayHaveItems(st)) {
+    WakeConsumer(st);
+  }
+  return static_cast<size_t>(n);
+}
+
 int QueueTesting::ProducerRing(const QueueCore& q) {
   if (q.s_ == nullptr) return -1;
   std::lock_guard<std::mutex> lock(q.s_->put_mu);

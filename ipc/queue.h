@@ -77,11 +77,13 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "base/cpu_relax.h"
 #include "base/deadline.h"
 #include "base/thread_scratch.h"
 #include "base/unique_fd.h"
@@ -96,6 +98,11 @@ template <typename Q>
 struct QueueHandleCodec;
 struct QueuePutScratch;  // ThreadScratch tags
 struct QueuePutManyScratch;
+// GetMany's claimed run of ring items: payloads, and (offset, length) of each.
+struct GetManyRun {
+  std::vector<std::byte> bytes;
+  std::vector<std::pair<uint32_t, uint32_t>> items;
+};
 struct QueueTesting;
 
 // Producer rings (queue.cc): one each for the first kQueueOwnRings producer processes, then
@@ -117,6 +124,13 @@ class QueueCore {
   // next Get) and descriptors.
   absl::Status Get(const Deadline& deadline, bool block, std::span<const std::byte>* item,
                    std::vector<UniqueFd>* fds);
+  // After a GetMany's first item: claims a run of ring items with one head update (see
+  // TakeRunFromRing), appending them to `bytes` and (offset, length) to `items`. 0 means
+  // "take one at a time" (a stashed item, several rings, a stamped head, an empty ring, a
+  // race); `*empty` then says the queue looked empty (no need to look again now). Errors:
+  // FAILED_PRECONDITION (closed), INVALID_ARGUMENT (corrupt ring).
+  absl::StatusOr<size_t> TakeRun(size_t max, std::vector<std::byte>* bytes,
+                                 std::vector<std::pair<uint32_t, uint32_t>>* items, bool* empty);
 
   size_t Qsize() const;
   bool Empty() const;
@@ -242,19 +256,59 @@ class Queue {
   // appended); an item after the first that fails (INVALID_ARGUMENT: it does not decode, or a
   // ring's memory was overwritten) ends the call with its error, the items taken before it
   // staying in `out`. `max` 0 takes nothing and returns OK at once. Thread-safe and
-  // process-safe. Measured against Get in the report (mproc.queue.1p1c_getmany).
+  // process-safe. After the first item, a run of items from one producer's ring is claimed
+  // with one update of its head rather than one per item (mproc.queue.1p1c_getmany in the
+  // report). Items of such a run that do not decode are dropped, as Get drops one; the call
+  // appends the rest and returns the first such error. A consumer killed inside GetMany loses
+  // the items it had claimed and not yet returned (up to `max`), as a killed Get loses its one.
+  // Figures (pinned, alternated runs): same CPU 1.24-1.37x faster per item than Get; across
+  // CPUs no faster (1.0-1.3x slower, noisy).
   [[nodiscard]] absl::Status GetMany(std::vector<T>& out, size_t max,
                                      absl::Duration timeout = absl::InfiniteDuration()) {
     const Deadline d = Deadline::After(timeout);
     std::span<const std::byte> bytes;
     std::vector<UniqueFd> fds;
-    for (size_t i = 0; i < max; ++i) {
+    auto& run = ThreadScratch<ipc_internal::GetManyRun, ipc_internal::GetManyRun>();
+    bool paused = false;
+    for (size_t i = 0; i < max;) {
+      if (i > 0 && !kTypeCarriesFds<T>) {
+        run.bytes.clear();
+        run.items.clear();
+        bool empty = false;
+        absl::StatusOr<size_t> k = core_.TakeRun(max - i, &run.bytes, &run.items, &empty);
+        if (!k.ok()) return k.status();
+        if (empty) {
+          // Caught up with the producers: let a few items gather once (~1.6 µs; looking at
+          // once pulls the producer's lines across CPUs for every item), then return what we
+          // have. (Not through Get: a Get that finds nothing resets its streaming state.)
+          if (paused) return absl::OkStatus();
+          paused = true;
+          for (int p = 0; p < 64; ++p) CpuRelax();
+          continue;
+        }
+        if (*k > 0) {
+          absl::Status first_error;
+          for (auto [off, len] : run.items) {
+            absl::StatusOr<T> v = Decode<T>(std::span<const std::byte>(run.bytes.data() + off, len), {});
+            if (v.ok()) {
+              out.push_back(*std::move(v));
+            } else if (first_error.ok()) {
+              first_error = v.status();
+            }
+          }
+          if (run.bytes.capacity() > (1 << 20)) run = ipc_internal::GetManyRun();
+          if (!first_error.ok()) return first_error;
+          i += *k;
+          continue;
+        }
+      }
       absl::Status s = core_.Get(d, /*block=*/i == 0, &bytes, &fds);
       if (!s.ok()) return i > 0 && absl::IsUnavailable(s) ? absl::OkStatus() : s;
       absl::StatusOr<T> v = Decode<T>(bytes, std::move(fds));
       if (!v.ok()) return v.status();
       out.push_back(*std::move(v));
       fds.clear();
+      ++i;
     }
     return absl::OkStatus();
   }

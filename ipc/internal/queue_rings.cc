@@ -319,6 +319,57 @@ bool ClaimRing(QueueShared& s, int ri, const Head& head, TakeBuffer* out) {
 
 }  // namespace
 
+int TakeRunFromRing(QueueShared& s, size_t max, std::vector<std::byte>* bytes,
+                    std::vector<std::pair<uint32_t, uint32_t>>* items, int* bad) {
+  const uint32_t active = s.state->active.load(std::memory_order_acquire);
+  if (max == 0 || active == 0 || (active & (active - 1)) != 0) return 0;
+  const int ri = __builtin_ctz(active);
+  RingHeader& r = s.state->rings[ri];
+  const Ring data = RingOf(s, ri);
+  uint64_t h = r.head.load(std::memory_order_acquire);
+  const uint64_t t = r.tail.load(std::memory_order_acquire);
+  s.tail_cache[ri].store(t, std::memory_order_release);
+  if (h >= t) return -2;
+  // A check that fails while the head stayed put is corruption (the producer never rewrites
+  // bytes between head and tail); with the head moved, a race with another consumer.
+  auto failed = [&] {
+    if (r.head.load(std::memory_order_acquire) != h) return 0;
+    *bad = ri;
+    return -1;
+  };
+  if (!Ring::Plausible(h, t)) return failed();
+  const size_t bytes_before = bytes->size();
+  const size_t items_before = items->size();
+  uint64_t pos = h;
+  size_t n = 0;
+  while (pos < t && n < max) {
+    uint32_t header[2];
+    data.CopyOut(pos, header, sizeof(header));
+    std::atomic_thread_fence(std::memory_order_acquire);
+    if (header[1] == kStampedTag) break;  // may have older items elsewhere: one at a time
+    if (header[1] != kRecordTag || !Ring::Fits(header[0], kRecordHeader, pos, t)) {
+      if (n > 0) break;  // claim the good records before it; the next take reports it
+      return failed();
+    }
+    const size_t at = (bytes->size() + 15) & ~size_t{15};  // decoders may view items in place
+    bytes->resize(at + header[0]);
+    data.CopyOut(pos + kRecordHeader, bytes->data() + at, header[0]);
+    items->emplace_back(static_cast<uint32_t>(at), header[0]);
+    pos += RecordBytes(header[0], kRecordHeader);
+    ++n;
+  }
+  // The copies above happen before the head moves (weakly ordered CPUs included).
+  std::atomic_thread_fence(std::memory_order_acquire);
+  if (n == 0 || !r.head.compare_exchange_strong(h, pos, std::memory_order_seq_cst)) {
+    bytes->resize(bytes_before);
+    items->resize(items_before);
+    return 0;
+  }
+  r.taken.fetch_add(n, std::memory_order_relaxed);
+  WakeOwner(r, pos);
+  return static_cast<int>(n);
+}
+
 absl::Status CorruptRing(int ri) {
   return absl::InvalidArgumentError(absl::StrCat(
       "queue: producer ring ", ri, " holds bytes that are not records (its shared memory was "

@@ -8,6 +8,8 @@
 
 #include <cstdint>
 #include <span>
+#include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "base/deadline.h"
@@ -72,6 +74,16 @@ enum class Take { kNone, kTaken, kCorrupt };
 // ring in `*bad`.
 Take TakeFromRings(QueueShared& s, TakeBuffer* out, int* bad);
 absl::Status CorruptRing(int ri);
+
+// Claims a run of up to `max` unstamped records from the head of the one active ring with a
+// single head update (GetMany): their payloads are appended to `bytes`, each at a 16-byte
+// aligned offset, and (offset, length) to `items`. Returns how many: 0 when more than one
+// ring is active, its head record is stamped, or another consumer moved the head first (take
+// one at a time then); -2 when the one active ring is empty; -1 when its bytes are not
+// records (`*bad` names it). Unstamped records have no item in another ring ordered before
+// them, so a run keeps the Get order.
+int TakeRunFromRing(QueueShared& s, size_t max, std::vector<std::byte>* bytes,
+                    std::vector<std::pair<uint32_t, uint32_t>>* items, int* bad);
 
 }  // namespace ipc_internal
 }  // namespace mproc
