@@ -331,8 +331,10 @@ absl::StatusOr<size_t> QueueCore::TakeRun(size_t max, std::vector<std::byte>* by
   int bad = -1;
   const int n = TakeRunFromRing(s, max, bytes, items, &bad);
   if (n == -2) {
-    // The one active ring is empty; so is the queue unless an item waits on the socket.
+    // The one active ring is empty; so is the queue unless an item waits on the socket. Drain
+    // the doorbell as a Get that finds nothing does, or fileno() would stay readable.
     *empty = s.state->socket_items.load(std::memory_order_seq_cst) <= 0;
+    if (*empty) DrainDoorbell(s);
     return 0;
   }
   if (n < 0) return CorruptRing(bad);

@@ -77,6 +77,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -98,6 +99,14 @@ template <typename Q>
 struct QueueHandleCodec;
 struct QueuePutScratch;  // ThreadScratch tags
 struct QueuePutManyScratch;
+// Item types that decode as views of the received bytes (serialize/codec.h).
+template <typename T>
+inline constexpr bool kIsView = false;
+template <>
+inline constexpr bool kIsView<std::string_view> = true;
+template <typename U>
+inline constexpr bool kIsView<std::span<const U>> = true;
+
 // GetMany's claimed run of ring items: payloads, and (offset, length) of each.
 struct GetManyRun {
   std::vector<std::byte> bytes;
@@ -253,18 +262,22 @@ class Queue {
   // Takes up to `max` items, appending them to `out` in the order successive Gets would: blocks
   // (as Get, up to `timeout`) for the first, then takes only items already there. Each item
   // goes to exactly one consumer, as with Get. Errors: as Get's for the first item (nothing
-  // appended); an item after the first that fails (INVALID_ARGUMENT: it does not decode, or a
-  // ring's memory was overwritten) ends the call with its error, the items taken before it
-  // staying in `out`. `max` 0 takes nothing and returns OK at once. Thread-safe and
+  // appended); after the first, a ring whose memory was overwritten ends the call with
+  // INVALID_ARGUMENT, the items taken before it staying in `out`, and items that do not decode
+  // are dropped, as Get drops one, the call returning the first such INVALID_ARGUMENT after
+  // appending the others it took. `max` 0 takes nothing and returns OK at once. T must own its
+  // data (not a string_view or span: the bytes they would view are reused). Not re-entrant:
+  // a T whose decoding calls GetMany in the same thread is not supported. Thread-safe and
   // process-safe. After the first item, a run of items from one producer's ring is claimed
   // with one update of its head rather than one per item (mproc.queue.1p1c_getmany in the
-  // report). Items of such a run that do not decode are dropped, as Get drops one; the call
-  // appends the rest and returns the first such error. A consumer killed inside GetMany loses
+  // report). A consumer killed inside GetMany loses
   // the items it had claimed and not yet returned (up to `max`), as a killed Get loses its one.
-  // Figures (pinned, alternated runs): same CPU 1.24-1.37x faster per item than Get; across
-  // CPUs no faster (1.0-1.3x slower, noisy).
+  // Figures (pinned rows, alternated runs): same CPU 1.24-1.37x faster per item than Get;
+  // across CPUs about the same (0.85-1.3x either way, noisy).
   [[nodiscard]] absl::Status GetMany(std::vector<T>& out, size_t max,
                                      absl::Duration timeout = absl::InfiniteDuration()) {
+    static_assert(!ipc_internal::kIsView<T>,
+                  "GetMany needs an item type that owns its data (not a string_view or span)");
     const Deadline d = Deadline::After(timeout);
     std::span<const std::byte> bytes;
     std::vector<UniqueFd> fds;

@@ -620,6 +620,22 @@ TEST(QueueTest, EveryProducerWaitingForASlotGetsOne) {
   EXPECT_TRUE(q.Empty());
 }
 
+// A GetMany that empties the queue leaves the doorbell quiet too, or an event loop polling
+// fileno() would spin.
+TEST(QueueTest, GetManyThatEmptiesTheQueueQuietsFileno) {
+  ASSERT_OK_AND_ASSIGN(Queue<int> q, Queue<int>::Create());
+  const int fd = q.fileno();
+  ASSERT_GE(fd, 0);
+  for (int i = 0; i < 5; ++i) MPROC_ASSERT_OK(q.Put(i));
+  ASSERT_OK_AND_ASSIGN(std::vector<int> ready, Wait({fd}, absl::Seconds(5)));
+  EXPECT_EQ(ready, std::vector<int>{fd});
+  std::vector<int> out;
+  MPROC_ASSERT_OK(q.GetMany(out, 64, absl::ZeroDuration()));
+  EXPECT_EQ(out, (std::vector<int>{0, 1, 2, 3, 4}));
+  ASSERT_OK_AND_ASSIGN(ready, Wait({fd}, absl::Milliseconds(50)));
+  EXPECT_TRUE(ready.empty());
+}
+
 TEST(QueueTest, FilenoIsReadableWhileItemsWaitForWait) {
   ASSERT_OK_AND_ASSIGN(Queue<int> q, Queue<int>::Create());
   MPROC_ASSERT_OK(q.Put(1));  // queued before anyone asked for the descriptor

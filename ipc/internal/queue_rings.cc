@@ -327,9 +327,14 @@ int TakeRunFromRing(QueueShared& s, size_t max, std::vector<std::byte>* bytes,
   RingHeader& r = s.state->rings[ri];
   const Ring data = RingOf(s, ri);
   uint64_t h = r.head.load(std::memory_order_acquire);
-  const uint64_t t = r.tail.load(std::memory_order_acquire);
-  s.tail_cache[ri].store(t, std::memory_order_release);
-  if (h >= t) return -2;
+  // The producer's tail line only when the cached tail is used up (as PeekRing): reading it
+  // on every call pulls it across CPUs while the producer writes it.
+  uint64_t t = s.tail_cache[ri].load(std::memory_order_acquire);
+  if (h >= t) {
+    t = r.tail.load(std::memory_order_acquire);
+    s.tail_cache[ri].store(t, std::memory_order_release);
+    if (h >= t) return -2;
+  }
   // A check that fails while the head stayed put is corruption (the producer never rewrites
   // bytes between head and tail); with the head moved, a race with another consumer.
   auto failed = [&] {
