@@ -2,6 +2,9 @@
 // Pipe/Connection, Process arguments, Pool arguments and results, executor futures — under
 // every start method: the receiver reads exactly the bytes written, in place, and a buffer a
 // worker made and handed back is never reused under its holder.
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <cstdint>
@@ -11,6 +14,7 @@
 #include <vector>
 
 #include "base/status_matchers.h"
+#include "base/test_util.h"
 #include "gtest/gtest.h"
 #include "ipc/connection.h"
 #include "ipc/queue.h"
@@ -155,6 +159,99 @@ TEST_P(SharedBytesCarriersTest, ExecutorFutures) {
   EXPECT_THAT(checked.Result(absl::Seconds(60)), IsOkAndHolds(0));
   ASSERT_OK_AND_ASSIGN(SharedBytes m, made.Result(absl::Seconds(60)));
   EXPECT_TRUE(Matches(m, 11, 300011));
+}
+
+// Descriptors of SharedBytes memfds this process has open.
+int BufferDescriptors() {
+  int n = 0;
+  DIR* d = ::opendir("/proc/self/fd");
+  if (d == nullptr) return -1;
+  while (dirent* e = ::readdir(d)) {
+    char target[256];
+    const std::string path = std::string("/proc/self/fd/") + e->d_name;
+    const ssize_t len = ::readlink(path.c_str(), target, sizeof(target) - 1);
+    if (len > 0 && std::string_view(target, len).rfind("/memfd:mproc-bytes", 0) == 0) ++n;
+  }
+  ::closedir(d);
+  return n;
+}
+
+class SharedBytesKillTest : public ::testing::Test {
+ protected:
+  void TearDown() override { SharedBytes::ReleaseIdle(); }
+};
+
+// A producer SIGKILLed after Allocate, after Freeze, or after Put: an item it put arrives
+// whole (Put is durable); nothing else arrives; and once the consumer drops what it got, this
+// process holds no buffer descriptor.
+TEST_F(SharedBytesKillTest, AProducerKilledAtAnyStepLosesNoPutItemAndLeavesNothingHeld) {
+  for (int step = 0; step < 3; ++step) {
+    ASSERT_OK_AND_ASSIGN(Queue<SharedBytes> q, Queue<SharedBytes>::Create());
+    int p[2];
+    ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
+    UniqueFd reached_r(p[0]), reached_w(p[1]);
+    pid_t pid = testing::Child([&] {
+      auto reached = [&] {
+        (void)!::write(reached_w.get(), "r", 1);
+        ::pause();
+      };
+      absl::StatusOr<SharedBytesWriter> w = SharedBytesWriter::Allocate(1 << 20);
+      if (!w.ok()) return 2;
+      for (size_t i = 0; i < w->size(); ++i) w->data()[i] = PatternByte(i, step);
+      if (step == 0) reached();
+      absl::StatusOr<SharedBytes> b = std::move(*w).Freeze();
+      if (!b.ok()) return 3;
+      if (step == 1) reached();
+      if (!q.Put(*b).ok()) return 4;
+      reached();
+      return 5;
+    });
+    ASSERT_TRUE(testing::WaitReadable(reached_r.get(), 30)) << "step " << step;
+    ::kill(pid, SIGKILL);
+    EXPECT_EQ(testing::Join(pid), 128 + SIGKILL);
+    if (step == 2) {
+      ASSERT_OK_AND_ASSIGN(SharedBytes got, q.Get(absl::Seconds(30)));
+      EXPECT_TRUE(Matches(got, step, 1 << 20));
+      EXPECT_EQ(BufferDescriptors(), 1);  // the one it holds (the count sees them)
+    } else {
+      EXPECT_THAT(q.GetNowait().status(), StatusIs(absl::StatusCode::kUnavailable)) << step;
+    }
+    EXPECT_EQ(BufferDescriptors(), 0) << "step " << step;
+  }
+}
+
+// A consumer SIGKILLed while it holds a buffer gives it back: the producer's pool hands that
+// buffer out again only after the kill.
+TEST_F(SharedBytesKillTest, AConsumerKilledHoldingABufferGivesItBack) {
+  ASSERT_OK_AND_ASSIGN(Queue<SharedBytes> q, Queue<SharedBytes>::Create());
+  int p[2];
+  ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
+  UniqueFd got_r(p[0]), got_w(p[1]);
+  pid_t pid = testing::Child([&] {
+    absl::StatusOr<SharedBytes> b = q.Get(absl::Seconds(30));
+    if (!b.ok() || !Matches(*b, 4, 2 << 20)) return 2;
+    (void)!::write(got_w.get(), "g", 1);
+    ::pause();
+    return 3;
+  });
+  const std::byte* first;
+  {
+    ASSERT_OK_AND_ASSIGN(SharedBytesWriter w, SharedBytesWriter::Allocate(2 << 20));
+    first = w.data();
+    for (size_t i = 0; i < w.size(); ++i) w.data()[i] = PatternByte(i, 4);
+    ASSERT_OK_AND_ASSIGN(SharedBytes b, std::move(w).Freeze());
+    MPROC_ASSERT_OK(q.Put(b));
+  }  // dropped here; the consumer holds it
+  ASSERT_TRUE(testing::WaitReadable(got_r.get(), 30));
+  {
+    ASSERT_OK_AND_ASSIGN(SharedBytesWriter w, SharedBytesWriter::Allocate(2 << 20));
+    EXPECT_NE(w.data(), first);
+  }
+  ::kill(pid, SIGKILL);
+  EXPECT_EQ(testing::Join(pid), 128 + SIGKILL);
+  ASSERT_OK_AND_ASSIGN(SharedBytesWriter x, SharedBytesWriter::Allocate(2 << 20));
+  ASSERT_OK_AND_ASSIGN(SharedBytesWriter y, SharedBytesWriter::Allocate(2 << 20));
+  EXPECT_TRUE(x.data() == first || y.data() == first);
 }
 
 INSTANTIATE_TEST_SUITE_P(StartMethods, SharedBytesCarriersTest,
