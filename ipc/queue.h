@@ -302,7 +302,8 @@ class Queue {
         if (*k > 0) {
           absl::Status first_error;
           for (auto [off, len] : run.items) {
-            absl::StatusOr<T> v = Decode<T>(std::span<const std::byte>(run.bytes.data() + off, len), {});
+            absl::StatusOr<T> v =
+                Decode<T>(std::span<const std::byte>(run.bytes.data() + off, len), {});
             if (v.ok()) {
               out.push_back(*std::move(v));
             } else if (first_error.ok()) {

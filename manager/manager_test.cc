@@ -447,6 +447,22 @@ TEST_P(ManagerTest, AProxyTravelsThroughAQueue) {
   EXPECT_THAT(d.Get("via-queue"), IsOkAndHolds(7));
 }
 
+// A proxy read as another kind of proxy with the same element type (a List sent, read as a
+// Set) is refused when it is decoded, not at its first call; the object lives on.
+TEST_P(ManagerTest, AProxyReadAsAnotherKindIsRefused) {
+  auto m = Start();
+  ASSERT_NE(m, nullptr);
+  ASSERT_OK_AND_ASSIGN(auto list, m->List<int>(std::vector<int>{1, 2, 3}));
+  EncodeBuffer b;
+  Encode(list, b);
+  EXPECT_THAT(Decode<SetProxy<int>>(b.bytes()).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("another kind of proxy")));
+  EncodeBuffer again;
+  Encode(list, again);
+  ASSERT_OK_AND_ASSIGN(ListProxy<int> same, Decode<ListProxy<int>>(again.bytes()));
+  EXPECT_THAT(same.Len(), IsOkAndHolds(3u));
+}
+
 // The manager SIGKILLed: the call in flight and every later one fail at once with ABORTED
 // naming its pid and how it ended; never a hang, never a silent reconnect.
 TEST_P(ManagerTest, AKilledManagerFailsEveryCallAtOnce) {

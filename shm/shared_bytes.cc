@@ -69,9 +69,8 @@ struct Rep {
 
 absl::Status CheckView(const void* p, size_t size, size_t t_size, size_t t_align) {
   if (size % t_size != 0) {
-    return absl::InvalidArgumentError(absl::StrCat("a buffer of ", size,
-                                                   " bytes is not a whole number of ", t_size,
-                                                   "-byte elements"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "a buffer of ", size, " bytes is not a whole number of ", t_size, "-byte elements"));
   }
   if (reinterpret_cast<uintptr_t>(p) % t_align != 0) {
     return absl::InvalidArgumentError(
@@ -86,14 +85,16 @@ constexpr size_t kPage = 4096;
 constexpr uint64_t kMaxSize = uint64_t{1} << 40;
 constexpr size_t kDefaultLimit = SharedBytes::kDefaultLimit;
 constexpr size_t kWeighAbove = size_t{4} << 20;  // smaller buffers weigh their capacity
-constexpr int kMaxProbes = 8;            // idle buffers of a capacity tried per Allocate
-constexpr size_t kMaxIdlePerClass = 16;  // idle buffers kept per capacity
+constexpr int kMaxProbes = 8;                    // idle buffers of a capacity tried per Allocate
+constexpr size_t kMaxIdlePerClass = 16;          // idle buffers kept per capacity
 // Received mappings kept: at most this many, spanning at most this much address space (a
 // sparse buffer weighs little but still takes its whole capacity of address space).
 constexpr size_t kMaxCached = 256;
 constexpr size_t kMaxCachedSpan = size_t{1} << 40;
 
-size_t CapacityFor(size_t size) { return std::bit_ceil(std::max(kPage, (size + kPage - 1) & ~(kPage - 1))); }
+size_t CapacityFor(size_t size) {
+  return std::bit_ceil(std::max(kPage, (size + kPage - 1) & ~(kPage - 1)));
+}
 
 std::string ProcPath(int fd) {
   char path[40];
@@ -328,7 +329,9 @@ class Cache {
   using Key = std::pair<dev_t, ino_t>;
   // Unmaps the least recently used mappings nobody is reading until under the limit.
   void TrimLocked(std::vector<std::shared_ptr<RecvMap>>* drop) {
-    auto over = [&] { return bytes_ > limit_ || lru_.size() > kMaxCached || span_ > kMaxCachedSpan; };
+    auto over = [&] {
+      return bytes_ > limit_ || lru_.size() > kMaxCached || span_ > kMaxCachedSpan;
+    };
     for (auto it = lru_.begin(); over() && it != lru_.end();) {
       if (it->use_count() != 1) {
         ++it;
@@ -392,7 +395,9 @@ absl::StatusOr<std::shared_ptr<Block>> NewBlock(size_t capacity) {
     return ErrnoToStatus(errno, absl::StrCat("ftruncate(SharedBytes, ", capacity, ")"));
   }
   void* p = ::mmap(nullptr, capacity, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
-  if (p == MAP_FAILED) return ErrnoToStatus(errno, absl::StrCat("mmap(SharedBytes, ", capacity, ")"));
+  if (p == MAP_FAILED) {
+    return ErrnoToStatus(errno, absl::StrCat("mmap(SharedBytes, ", capacity, ")"));
+  }
   Mapping map = Mapping::Adopt(p, capacity);
   // Sealed before anyone else can see it: the mapping above stays the only writable one.
   if (::fcntl(fd.get(), F_ADD_SEALS,
@@ -441,11 +446,14 @@ absl::StatusOr<SharedBytesWriter> SharedBytesWriter::Allocate(size_t size) {
 SharedBytesWriter::~SharedBytesWriter() = default;
 
 absl::StatusOr<SharedBytes> SharedBytesWriter::Freeze() && {
-  if (block_ == nullptr) return absl::FailedPreconditionError("Freeze() on an empty SharedBytesWriter");
+  if (block_ == nullptr) {
+    return absl::FailedPreconditionError("Freeze() on an empty SharedBytesWriter");
+  }
   auto rep = std::make_shared<Rep>();
   // A read-only description of our own, locked: it is what travels, and the lock lasts while
   // any holder (or message in flight) still has it.
-  rep->handle = UniqueFd(::open(shm_internal::ProcPath(block_->fd.get()).c_str(), O_RDONLY | O_CLOEXEC));
+  rep->handle =
+      UniqueFd(::open(shm_internal::ProcPath(block_->fd.get()).c_str(), O_RDONLY | O_CLOEXEC));
   if (!rep->handle.ok()) {
     const int err = errno;
     if (err == EMFILE || err == ENFILE || err == ENOMEM) {
@@ -494,8 +502,8 @@ absl::StatusOr<SharedBytes> SharedBytes::FromDescriptor(UniqueFd fd, uint64_t si
   }
   if (st.st_size <= 0 || static_cast<uint64_t>(st.st_size) > shm_internal::kMaxSize ||
       size > static_cast<uint64_t>(st.st_size)) {
-    return absl::InvalidArgumentError(absl::StrCat("SharedBytes: a length of ", size,
-                                                   " in a buffer of ", st.st_size, " bytes"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("SharedBytes: a length of ", size, " in a buffer of ", st.st_size, " bytes"));
   }
   absl::StatusOr<std::shared_ptr<shm_internal::RecvMap>> m =
       shm_internal::TheCache().Map(fd.get(), st);

@@ -504,6 +504,7 @@ bool DecodeProxy(DecodeReader& r, Kind kind, uint64_t fingerprint,
   EncodeBuffer args;
   Encode(ticket, args);
   Encode(fingerprint, args);
+  Encode(static_cast<uint8_t>(kind), args);
   absl::StatusOr<std::string> claimed =
       (*client)->Call(Op::kClaim, object, args, Deadline::After(absl::Seconds(30)));
   if (!claimed.ok()) {

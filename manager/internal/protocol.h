@@ -33,7 +33,8 @@ enum class Op : uint8_t {
   kCall = 2,      // object, args: u16 method, the method's arguments → its result
   kDecref = 3,    // one-way: the connection drops one reference to `object`
   kTicket = 4,    // one-way: args u64 ticket: a reference held for a proxy in flight
-  kClaim = 5,     // args: u64 ticket, u64 fingerprint → the ticket's reference becomes ours
+  kClaim = 5,     // args: u64 ticket, u64 fingerprint, u8 kind (older clients: none) → the
+                  // ticket's reference becomes ours
   kCount = 6,     // → u64 live objects (tests: the count returns to zero)
   kShutdown = 7,  // → OK, then the server exits
   kHello = 8,     // → the server's instance nonce (u64) and pid (i32)

@@ -557,6 +557,7 @@ class Server {
     uint64_t call_id;
     uint64_t ticket;
     uint64_t fingerprint;
+    uint8_t kind;  // the kind of proxy claiming (0: not said)
     int64_t deadline_ns;
   };
 
@@ -611,7 +612,7 @@ class Server {
   void Reply(Conn& c, uint64_t call_id, const absl::Status& status, const EncodeBuffer* body);
   void Ref(Conn& c, uint64_t id, int64_t n);
   void Unref(uint64_t id, int64_t n);
-  absl::Status Claim(Conn& c, uint64_t ticket, uint64_t fingerprint, bool* parked,
+  absl::Status Claim(Conn& c, uint64_t ticket, uint64_t fingerprint, uint8_t kind, bool* parked,
                      uint64_t call_id);
   void Expire(int64_t now);
   int64_t NextWakeNs() const;
@@ -853,14 +854,15 @@ void Server::Flush(Conn& c) {
   }
 }
 
-absl::Status Server::Claim(Conn& c, uint64_t ticket, uint64_t fingerprint, bool* parked,
-                           uint64_t call_id) {
+absl::Status Server::Claim(Conn& c, uint64_t ticket, uint64_t fingerprint, uint8_t kind,
+                           bool* parked, uint64_t call_id) {
   *parked = false;
   auto it = tickets_.find(ticket);
   if (it == tickets_.end()) {
     // The ticket may still be on its way (the sender's one-way message, on its own
     // connection): wait for it a while.
-    parked_.push_back({c.fd.get(), call_id, ticket, fingerprint, MonotonicNowNs() + kClaimWaitNs});
+    parked_.push_back(
+        {c.fd.get(), call_id, ticket, fingerprint, kind, MonotonicNowNs() + kClaimWaitNs});
     *parked = true;
     return absl::OkStatus();
   }
@@ -874,6 +876,13 @@ absl::Status Server::Claim(Conn& c, uint64_t ticket, uint64_t fingerprint, bool*
       !(fingerprint == kAnyNamedFingerprint && !obj->second.type_name.empty())) {
     return absl::InvalidArgumentError(
         "the proxy was decoded with other element types than the object was made with");
+  }
+  // A proxy of another kind (a List sent, read as a Set with the same element type) would
+  // call methods its object does not have: refuse it here, where the mistake is.
+  if (kind != 0 && kind != static_cast<uint8_t>(obj->second.kind)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the proxy was decoded as another kind of proxy (kind ", kind, ") than its object (kind ",
+        static_cast<int>(obj->second.kind), ")"));
   }
   // The ticket's reference becomes this connection's.
   tickets_.erase(it);
@@ -1645,7 +1654,8 @@ bool Server::Handle(Conn& c, std::span<const std::byte> msg) {
         auto waiting = conns_.find(p.conn);
         if (waiting == conns_.end()) break;
         bool parked = false;
-        absl::Status s = Claim(waiting->second, p.ticket, p.fingerprint, &parked, p.call_id);
+        absl::Status s =
+            Claim(waiting->second, p.ticket, p.fingerprint, p.kind, &parked, p.call_id);
         if (!parked) {
           Reply(waiting->second, p.call_id, s, nullptr);
           Flush(waiting->second);
@@ -1659,8 +1669,10 @@ bool Server::Handle(Conn& c, std::span<const std::byte> msg) {
       if (!Codec<uint64_t>::Decode(r, ticket) || !Codec<uint64_t>::Decode(r, fingerprint)) {
         return false;
       }
+      uint8_t kind = 0;  // sent by clients since the kind check; absent from older ones
+      if (r.remaining() > 0 && !Codec<uint8_t>::Decode(r, kind)) return false;
       bool parked = false;
-      absl::Status s = Claim(c, ticket, fingerprint, &parked, call_id);
+      absl::Status s = Claim(c, ticket, fingerprint, kind, &parked, call_id);
       if (!parked) Reply(c, call_id, s, nullptr);
       return true;
     }
