@@ -923,13 +923,16 @@ class ConditionProxy : public manager_internal::ProxyBase {
   //
   // Releases the lock (at any RLock depth), waits parked in the server for a Notify up to
   // `timeout`, then takes the lock back at the same depth, however long that takes: true
-  // when notified, false when the timeout passed. FAILED_PRECONDITION ("RuntimeError") when
-  // this thread does not hold the lock. DEADLINE_EXCEEDED when the answer has not come 10 s
-  // after `timeout` (the lock still held by another): the server may give this thread the
-  // lock later all the same. Else as every proxy call.
+  // when notified, false when the timeout passed. As Python's, taking the lock back has no
+  // timeout: the call returns only with the lock held again (or with the manager gone), so a
+  // caller is never left without the lock while the server hands it over later. A holder
+  // whose process dies releases it. FAILED_PRECONDITION ("RuntimeError") when this thread does
+  // not hold the lock. Else as every proxy call.
   [[nodiscard]] absl::StatusOr<bool> Wait(absl::Duration timeout = absl::InfiniteDuration()) const {
-    return Blocking<bool>(timeout, M::kCondWait, static_cast<uint64_t>(CurrentTid()),
-                          TimeoutNs(timeout));
+    MPROC_ASSIGN_OR_RETURN(std::string out,
+                           RawWithin(absl::InfiniteDuration(), M::kCondWait,
+                                     static_cast<uint64_t>(CurrentTid()), TimeoutNs(timeout)));
+    return manager_internal::FromBytes<bool>(out);
   }
   // ConditionProxy::WaitFor(pred, timeout)
   //

@@ -726,6 +726,36 @@ TEST_P(ManagerTest, ConditionNotifiesWaitersInOtherProcesses) {
   }
 }
 
+// A Wait that times out while another thread holds the lock for long (here past the client's
+// 10 s allowance on top of the timeout) still returns only once it has the lock back, as
+// Python's does: it used to give up with DEADLINE_EXCEEDED, and the server then handed the
+// lock to a caller that had gone, so nobody could take it again.
+class ManagerConditionTest : public ::testing::Test {
+ protected:
+  void TearDown() override { ShutdownForkServer(); }
+};
+
+TEST_F(ManagerConditionTest, ATimedOutWaitReturnsHoldingTheLockHoweverLongThatTakes) {
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Manager> m, Manager::Start());
+  ASSERT_OK_AND_ASSIGN(LockProxy lock, m->Lock());
+  ASSERT_OK_AND_ASSIGN(ConditionProxy c, m->Condition(lock));
+  ASSERT_TRUE(*c.Acquire());
+  std::atomic<bool> holding{false};
+  std::thread other([&] {
+    if (!lock.Acquire().ok()) return;  // granted when the Wait below releases it
+    holding = true;
+    ::usleep(10'700'000);
+    (void)lock.Release();
+  });
+  EXPECT_THAT(c.Wait(absl::Milliseconds(100)), IsOkAndHolds(false));
+  EXPECT_TRUE(holding.load());  // the other thread had it meanwhile
+  MPROC_EXPECT_OK(c.Release());  // ours again
+  other.join();
+  ASSERT_OK_AND_ASSIGN(AcquireResult again, lock.Acquire(absl::Seconds(5)));
+  EXPECT_TRUE(again);  // free: nobody was left holding it
+  MPROC_EXPECT_OK(lock.Release());
+}
+
 TEST_P(ManagerTest, BarrierPassesEveryPartyAndBreaks) {
   auto m = Start();
   ASSERT_NE(m, nullptr);
