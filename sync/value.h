@@ -58,6 +58,8 @@ struct ValueLayout {
 template <typename T>
 class Value {
   static_assert(std::is_trivially_copyable_v<T>, "Value<T> needs a trivially copyable T");
+  static_assert(alignof(T) <= 64,
+                "Value<T>: shared objects are 64-byte aligned; T may not need more");
 
  public:
   // An empty handle, to decode into; any other use is undefined.
@@ -131,6 +133,8 @@ using RawValue = Value<T>;  // create with LockMode::kNone
 template <typename T>
 class Array {
   static_assert(std::is_trivially_copyable_v<T>, "Array<T> needs a trivially copyable T");
+  static_assert(alignof(T) <= 64,
+                "Array<T>: shared objects are 64-byte aligned; T may not need more");
 
  public:
   // An empty handle, to decode into; any other use is undefined.
