@@ -85,10 +85,16 @@ absl::StatusOr<std::unique_ptr<Manager>> Manager::StartWith(ManagerOptions optio
   // One hello: the server serves (an initializer finished), on the connection this process
   // uses from now on.
   absl::StatusOr<std::shared_ptr<ManagerClient>> connected = ManagerClient::For(m->ref_);
-  if (connected.ok()) {
+  while (connected.ok()) {
     absl::StatusOr<std::string> hello =
         (*connected)->Call(Op::kHello, 0, EncodeBuffer(), Deadline::Infinite());
-    if (!hello.ok()) connected = hello.status();
+    if (hello.ok()) break;
+    // An initializer still running: the server accepts only once it has returned, and each
+    // handshake gives up after 30 s with UNAUTHENTICATED (no challenge came). The authkey is
+    // this process's own, so here that means "not serving yet": wait on while the server
+    // lives, as CPython's start() does.
+    if (absl::IsUnauthenticated(hello.status()) && m->server_->IsAlive()) continue;
+    connected = hello.status();
   }
   if (!connected.ok()) {
     // Most likely it ended before serving (an initializer that threw): say how.

@@ -1388,8 +1388,8 @@ class Manager {
   // Manager::Start(options)
   //
   // Starts the server process and connects to it; its address is known (and served) when
-  // this returns. Blocks until the server answers (the connection's handshake waits for it at
-  // most 30 s). Errors: those of making the socket's private directory, of binding the address
+  // this returns. Blocks until the server answers, however long that takes while it lives.
+  // Errors: those of making the socket's private directory, of binding the address
   // (Listener::Create: ALREADY_EXISTS when it is taken, ...) and of Process::Start; ABORTED
   // when the server ended before serving, else the connection's error (Proxy calls).
   // Thread-safe.
@@ -1400,9 +1400,8 @@ class Manager {
   // Manager(initializer=..., initargs=...)): a free function or captureless lambda, its
   // arguments by their codecs. An initializer that throws ends the server, and Start fails
   // saying so (ABORTED; the exception is printed on the server's stderr); Start returns once
-  // the initializer has returned and the server answers. The handshake waits at most 30 s:
-  // an initializer that runs longer fails Start (UNAUTHENTICATED, the handshake's timeout),
-  // and the server is stopped.
+  // the initializer has returned and the server answers, however long the initializer runs
+  // (CPython's start() waits as long).
   template <typename F, typename... A>
   [[nodiscard]]
   static absl::StatusOr<std::unique_ptr<Manager>> Start(ManagerOptions options, F initializer,

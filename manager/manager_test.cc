@@ -730,12 +730,29 @@ TEST_P(ManagerTest, ConditionNotifiesWaitersInOtherProcesses) {
 // 10 s allowance on top of the timeout) still returns only once it has the lock back, as
 // Python's does: it used to give up with DEADLINE_EXCEEDED, and the server then handed the
 // lock to a caller that had gone, so nobody could take it again.
+void InitSlowly() { ::sleep(32); }
+
+// An initializer that runs longer than a connection's 30 s handshake: Start waits for it, as
+// CPython's does; it used to fail with UNAUTHENTICATED and stop the server.
+TEST(ManagerSlowInitializerTest, StartWaitsForAnInitializerLongerThanTheHandshake) {
+  if (ActiveIoMode() != IoMode::kPlain) GTEST_SKIP() << "slow; about start-up, not I/O modes";
+  {
+    ManagerOptions o;
+    o.start_method = StartMethod::kFork;
+    ASSERT_OK_AND_ASSIGN(std::unique_ptr<Manager> m, Manager::Start(o, InitSlowly));
+    ASSERT_OK_AND_ASSIGN(auto d, (m->Dict<std::string, int>()));
+    MPROC_ASSERT_OK(d.Set("served", 1));
+    EXPECT_THAT(d.Get("served"), IsOkAndHolds(1));
+  }
+}
+
 class ManagerConditionTest : public ::testing::Test {
  protected:
   void TearDown() override { ShutdownForkServer(); }
 };
 
 TEST_F(ManagerConditionTest, ATimedOutWaitReturnsHoldingTheLockHoweverLongThatTakes) {
+  if (ActiveIoMode() != IoMode::kPlain) GTEST_SKIP() << "slow; about locks, not I/O modes";
   ASSERT_OK_AND_ASSIGN(std::unique_ptr<Manager> m, Manager::Start());
   ASSERT_OK_AND_ASSIGN(LockProxy lock, m->Lock());
   ASSERT_OK_AND_ASSIGN(ConditionProxy c, m->Condition(lock));
