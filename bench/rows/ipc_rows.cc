@@ -21,17 +21,6 @@
 namespace mproc::bench {
 namespace {
 
-// Gets (and drops) items until the producer `pid` has exited: a producer blocked on a full
-// queue must be able to finish.
-template <typename Q>
-void DrainUntilExited(Q& q, pid_t pid) {
-  for (;;) {
-    int status;
-    if (::waitpid(pid, &status, WNOHANG) == pid) return;
-    (void)q.Get(absl::Milliseconds(10));
-  }
-}
-
 // A `size`-byte message (16 by default, as CPython's row sends b"x" * 16) there and back. With a finite `timeout`
 // every Recv has a deadline, so it waits through the I/O mode (base/io_ring.h); without one
 // it is a plain blocking read.
@@ -62,12 +51,22 @@ void PipeRoundTrip(benchmark::State& state, PinCpus cpus,
   ReapChild(pid);
 }
 
+// Takes one item per call with Get (QueueFromOneProducer's default consumer).
+struct GetOne {
+  bool operator()(Queue<int64_t>& q) {
+    absl::StatusOr<int64_t> v = q.Get(absl::Seconds(10));
+    benchmark::DoNotOptimize(v);
+    return v.ok();
+  }
+};
+
 // One producer process puts small ints with `put(q, from)` (a Put, or a PutMany of a batch
-// starting at `from`; it returns how many it put, or -1) as fast as it can; this process gets
-// them, item by item (per item).
+// starting at `from`; it returns how many it put, or -1) as fast as it can; this process
+// consumes them with `take(q)`, one item per call (per item; false: failed).
 // `cpus` pins the consumer (this process) and the producer; unpinned by default.
-template <typename PutFn>
-void QueueFromOneProducer(benchmark::State& state, PutFn put, PinCpus cpus = {}) {
+template <typename PutFn, typename TakeFn = GetOne>
+void QueueFromOneProducer(benchmark::State& state, PutFn put, PinCpus cpus = {},
+                          TakeFn take = {}) {
   absl::StatusOr<Queue<int64_t>> q = Queue<int64_t>::Create();
   if (!q.ok()) return state.SkipWithError("Queue::Create failed");
   SharedObject<std::atomic<int>> stop;
@@ -82,57 +81,40 @@ void QueueFromOneProducer(benchmark::State& state, PutFn put, PinCpus cpus = {})
   });
   CpuMeter cpu({pid});
   for (auto _ : state) {
-    absl::StatusOr<int64_t> v = q->Get(absl::Seconds(10));
-    if (!v.ok()) return state.SkipWithError("Get failed");
-    benchmark::DoNotOptimize(v);
+    if (!take(*q)) return state.SkipWithError("Get failed");
   }
   cpu.Stop(state);
   stop->store(1);
   DrainUntilExited(*q, pid);
 }
 
+// Puts one small int per Put (QueueOneToOne's producer).
+int64_t PutOne(Queue<int64_t>& q, int64_t i) {
+  absl::Status s = q.Put(i, absl::Milliseconds(100));
+  if (s.ok()) return 1;
+  return absl::IsDeadlineExceeded(s) ? 0 : -1;
+}
+
 // One producer process puts small ints one Put at a time.
 void QueueOneToOne(benchmark::State& state, PinCpus cpus = {}) {
-  QueueFromOneProducer(state, [](Queue<int64_t>& q, int64_t i) -> int64_t {
-    absl::Status s = q.Put(i, absl::Milliseconds(100));
-    if (s.ok()) return 1;
-    return absl::IsDeadlineExceeded(s) ? 0 : -1;
-  }, cpus);
+  QueueFromOneProducer(state, PutOne, cpus);
 }
 
 // As QueueOneToOne (pinned as `cpus`), with the consumer taking items by GetMany, up to 64
 // per call (per item).
 void QueueOneToOneGetMany(benchmark::State& state, PinCpus cpus = {}) {
-  absl::StatusOr<Queue<int64_t>> q = Queue<int64_t>::Create();
-  if (!q.ok()) return state.SkipWithError("Queue::Create failed");
-  SharedObject<std::atomic<int>> stop;
-  ScopedPin pin(cpus.parent);
-  const pid_t pid = ForkPinnedChild(cpus.child, [&] {
-    for (int64_t i = 0; stop->load(std::memory_order_relaxed) == 0;) {
-      absl::Status s = q->Put(i, absl::Milliseconds(100));
-      if (s.ok()) {
-        ++i;
-      } else if (!absl::IsDeadlineExceeded(s)) {
-        return 1;
-      }
-    }
-    return 0;
-  });
   std::vector<int64_t> got;
   got.reserve(64);
   size_t next = 0;
-  CpuMeter cpu({pid});
-  for (auto _ : state) {
+  QueueFromOneProducer(state, PutOne, cpus, [&](Queue<int64_t>& q) {
     if (next == got.size()) {
       got.clear();
       next = 0;
-      if (!q->GetMany(got, 64, absl::Seconds(10)).ok()) return state.SkipWithError("GetMany failed");
+      if (!q.GetMany(got, 64, absl::Seconds(10)).ok()) return false;
     }
     benchmark::DoNotOptimize(got[next++]);
-  }
-  cpu.Stop(state);
-  stop->store(1);
-  DrainUntilExited(*q, pid);
+    return true;
+  });
 }
 
 // `producers` producer processes each put an equal share of a round of 2^16 small ints; this

@@ -84,15 +84,7 @@ void Handoff(benchmark::State& state, size_t size, Read read) {
   }
   cpu.Stop(state);
   stop->store(1);
-  for (int i = 0;; ++i) {  // drain until the producer is gone (killed if it stalls 30 s)
-    int status;
-    if (::waitpid(pid, &status, WNOHANG) == pid) break;
-    if (i == 3000) {
-      ReapChild(pid, /*kill=*/true);
-      break;
-    }
-    (void)q->Get(absl::Milliseconds(10));
-  }
+  DrainUntilExited(*q, pid);
   SharedBytes::SetCacheLimit(SharedBytes::kDefaultLimit);
   SharedBytes::ReleaseIdle();
   if (bad) state.SkipWithError("a buffer came back short or out of order");

@@ -4,6 +4,7 @@
 
 #include <sys/mman.h>
 #include <sys/types.h>
+#include <sys/wait.h>
 #include <time.h>
 
 #include <cstddef>
@@ -12,6 +13,7 @@
 #include <new>
 #include <vector>
 
+#include "absl/time/time.h"
 #include "base/fork_child.h"
 #include "benchmark/benchmark.h"
 
@@ -39,6 +41,21 @@ class CpuMeter {
   std::vector<clockid_t> clocks_;
   std::vector<int64_t> start_ns_;
 };
+
+// Gets (and drops) items from `q` until the producer `pid` has exited: a producer blocked on
+// a full queue must be able to finish. One that is still there after 30 s is killed.
+template <typename Q>
+void DrainUntilExited(Q& q, pid_t pid) {
+  for (int i = 0;; ++i) {
+    int status;
+    if (::waitpid(pid, &status, WNOHANG) == pid) return;
+    if (i == 3000) {
+      ReapChild(pid, /*kill=*/true);
+      return;
+    }
+    (void)q.Get(absl::Milliseconds(10));
+  }
+}
 
 // Reads every byte of `p` (n a multiple of 8): the sum of its 64-bit words. The read-speed
 // rows (kernel.read_64MiB and the SharedBytes reads) all use it.
