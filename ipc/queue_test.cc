@@ -114,29 +114,32 @@ std::vector<int> HandleFds(const Queue<std::string>& q, EncodeBuffer& b) {
   return std::vector<int>(b.fds().begin(), b.fds().end());
 }
 
+// Overwrites the header of the `nth` record (1-based) in `q`'s shared segment, found by its
+// tag ("QRPM"), as someone scribbling on shared memory would. False when there is no such
+// record.
+bool ScribbleOverRecordHeader(const Queue<std::string>& q, int nth) {
+  EncodeBuffer b;
+  const int seg_fd = HandleFds(q, b)[2];
+  struct stat st;
+  if (::fstat(seg_fd, &st) != 0) return false;
+  void* p = ::mmap(nullptr, st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, seg_fd, 0);
+  if (p == MAP_FAILED) return false;
+  auto* bytes = static_cast<unsigned char*>(p);
+  const uint32_t tag = 0x4d505251;
+  int seen = 0;
+  for (off_t i = 4; i + 4 <= st.st_size && seen < nth; i += 4) {
+    if (std::memcmp(bytes + i, &tag, 4) == 0 && ++seen == nth) std::memset(bytes + i - 4, 0xee, 8);
+  }
+  ::munmap(p, st.st_size);
+  return seen == nth;
+}
+
 // Someone scribbles over a ring's records in the shared segment: a Get says so at once
 // (INVALID_ARGUMENT), where it used to retry forever at 100% CPU, deaf to its deadline.
 TEST(QueueTest, CorruptRingMemoryIsInvalidArgumentNotAHang) {
   ASSERT_OK_AND_ASSIGN(Queue<std::string> q, Queue<std::string>::Create());
   MPROC_ASSERT_OK(q.Put("an item"));
-  EncodeBuffer b;
-  const int seg_fd = HandleFds(q, b)[2];
-  struct stat st;
-  ASSERT_EQ(::fstat(seg_fd, &st), 0);
-  void* p = ::mmap(nullptr, st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, seg_fd, 0);
-  ASSERT_NE(p, MAP_FAILED);
-  // The record's tag ("QRPM") marks its header; overwrite it.
-  auto* bytes = static_cast<unsigned char*>(p);
-  const uint32_t tag = 0x4d505251;
-  bool found = false;
-  for (off_t i = 0; i + 4 <= st.st_size && !found; i += 4) {
-    if (std::memcmp(bytes + i, &tag, 4) == 0) {
-      std::memset(bytes + i - 4, 0xee, 8);
-      found = true;
-    }
-  }
-  ::munmap(p, st.st_size);
-  ASSERT_TRUE(found);
+  ASSERT_TRUE(ScribbleOverRecordHeader(q, 1));
   const double t0 = testing::NowSeconds();
   pid_t pid = testing::Child([&] {
     absl::StatusOr<std::string> got = q.Get(absl::Seconds(30));
@@ -154,20 +157,7 @@ TEST(QueueTest, CorruptRingMemoryIsInvalidArgumentNotAHang) {
 TEST(QueueTest, GetManyStopsAtCorruptRingMemoryWithTheItemsBeforeIt) {
   ASSERT_OK_AND_ASSIGN(Queue<std::string> q, Queue<std::string>::Create());
   for (const char* item : {"one", "two", "three", "four"}) MPROC_ASSERT_OK(q.Put(item));
-  EncodeBuffer b;
-  const int seg_fd = HandleFds(q, b)[2];
-  struct stat st;
-  ASSERT_EQ(::fstat(seg_fd, &st), 0);
-  void* p = ::mmap(nullptr, st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, seg_fd, 0);
-  ASSERT_NE(p, MAP_FAILED);
-  auto* bytes = static_cast<unsigned char*>(p);
-  const uint32_t tag = 0x4d505251;  // "QRPM": scribble over the third record's header
-  int seen = 0;
-  for (off_t i = 0; i + 4 <= st.st_size && seen < 3; i += 4) {
-    if (std::memcmp(bytes + i, &tag, 4) == 0 && ++seen == 3) std::memset(bytes + i - 4, 0xee, 8);
-  }
-  ::munmap(p, st.st_size);
-  ASSERT_EQ(seen, 3);
+  ASSERT_TRUE(ScribbleOverRecordHeader(q, 3));
   pid_t pid = testing::Child([&] {
     std::vector<std::string> out;
     absl::Status s = q.GetMany(out, 10, absl::Seconds(30));
