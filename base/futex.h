@@ -50,32 +50,6 @@ FutexResult FutexWait(const std::atomic<uint32_t>* word, uint32_t expected,
 int FutexWake(const std::atomic<uint32_t>* word, int count,
               FutexScope scope = FutexScope::kShared) noexcept;
 
-// A scoped lock on a three-state futex word (0 free, 1 held, 2 held with waiters: Drepper's
-// "Futexes Are Tricky" mutex 2), for short internal critical sections over state in shared
-// memory (an arena's free list, a barrier's counters). Shared scope; no owner bookkeeping —
-// a process killed inside the section leaves the word held. User-facing locks are sync/'s.
-class FutexMutexGuard {
- public:
-  explicit FutexMutexGuard(std::atomic<uint32_t>* word) : w_(word) {
-    uint32_t z = 0;
-    if (w_->compare_exchange_strong(z, 1, std::memory_order_acquire)) return;
-    while (w_->exchange(2, std::memory_order_acquire) != 0) FutexWait(w_, 2);
-  }
-  ~FutexMutexGuard() { Unlock(); }
-  FutexMutexGuard(const FutexMutexGuard&) = delete;
-  FutexMutexGuard& operator=(const FutexMutexGuard&) = delete;
-
-  // Releases early; the destructor then does nothing.
-  void Unlock() {
-    if (w_ == nullptr) return;
-    if (w_->exchange(0, std::memory_order_release) == 2) FutexWake(w_, 1);
-    w_ = nullptr;
-  }
-
- private:
-  std::atomic<uint32_t>* w_;
-};
-
 }  // namespace mproc
 
 #endif  // MPROC_BASE_FUTEX_H_
