@@ -11,11 +11,12 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
-#include <mutex>
+#include <mutex>  // std::call_once
 #include <string_view>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "base/mutex.h"
 #include "base/status.h"
 #include "base/unique_fd.h"
 
@@ -46,10 +47,10 @@ std::atomic<int> g_state[kN] = {kUnknown, kUnknown, kUnknown, kUnknown, kUnknown
                                 kUnknown, kUnknown, kUnknown, kUnknown};
 std::atomic<bool> g_forced[kN] = {};
 std::once_flag g_env_once;
-std::mutex g_uring_mu;
-bool g_uring_probed = false;
-std::bitset<256> g_uring_ops;
-int g_uring_errno = 0;
+ABSL_CONST_INIT Mutex g_uring_mu;
+bool g_uring_probed ABSL_GUARDED_BY(g_uring_mu) = false;
+std::bitset<256> g_uring_ops ABSL_GUARDED_BY(g_uring_mu);
+int g_uring_errno ABSL_GUARDED_BY(g_uring_mu) = 0;
 
 const char* const kNames[kN] = {"io_uring",   "io_uring_futex", "io_uring_waitid",
                                 "clone3",     "pidfd_open",     "pidfd_send_signal",
@@ -67,9 +68,14 @@ void ReadEnvOnce() {
   });
 }
 
-void ProbeIoUring() {
-  std::lock_guard<std::mutex> lock(g_uring_mu);
-  if (g_uring_probed) return;
+// What probing io_uring found: errno of the setup (0: it works), and the opcodes it supports.
+struct UringProbe {
+  int err = 0;
+  std::bitset<256> ops;
+};
+
+// Fills the probe's globals (requires g_uring_mu).
+void ProbeIoUringLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(g_uring_mu) {
   g_uring_probed = true;
   g_uring_ops.reset();
   g_uring_errno = 0;
@@ -91,21 +97,27 @@ void ProbeIoUring() {
   }
 }
 
+// Probes io_uring once (again after ResetFeatureCacheForTesting); returns what it found.
+UringProbe ProbeIoUring() {
+  MutexLock lock(&g_uring_mu);
+  if (!g_uring_probed) ProbeIoUringLocked();
+  return {g_uring_errno, g_uring_ops};
+}
+
 int Probe(Feature f) {
   switch (f) {
     case Feature::kIoUring:
-      ProbeIoUring();
-      return g_uring_errno;
-    case Feature::kIoUringFutex:
-      ProbeIoUring();
-      if (g_uring_errno) return g_uring_errno;
-      return (g_uring_ops.test(kIoringOpFutexWait) && g_uring_ops.test(kIoringOpFutexWake))
-                 ? 0
-                 : EOPNOTSUPP;
-    case Feature::kIoUringWaitid:
-      ProbeIoUring();
-      if (g_uring_errno) return g_uring_errno;
-      return g_uring_ops.test(kIoringOpWaitid) ? 0 : EOPNOTSUPP;
+      return ProbeIoUring().err;
+    case Feature::kIoUringFutex: {
+      const UringProbe p = ProbeIoUring();
+      if (p.err) return p.err;
+      return (p.ops.test(kIoringOpFutexWait) && p.ops.test(kIoringOpFutexWake)) ? 0 : EOPNOTSUPP;
+    }
+    case Feature::kIoUringWaitid: {
+      const UringProbe p = ProbeIoUring();
+      if (p.err) return p.err;
+      return p.ops.test(kIoringOpWaitid) ? 0 : EOPNOTSUPP;
+    }
     case Feature::kClone3: {
       // A null clone_args with size 0 fails with EINVAL where clone3 exists, ENOSYS (or a
       // seccomp errno) where it does not; nothing is created either way.
@@ -181,8 +193,7 @@ const char* FeatureName(Feature f) {
 
 std::bitset<256> IoUringOpcodes() {
   if (!HasFeature(Feature::kIoUring)) return {};
-  ProbeIoUring();
-  return g_uring_ops;
+  return ProbeIoUring().ops;
 }
 
 void SetFeatureForcedOff(Feature f, bool off) {
@@ -192,7 +203,7 @@ void SetFeatureForcedOff(Feature f, bool off) {
 
 void ResetFeatureCacheForTesting() {
   {
-    std::lock_guard<std::mutex> lock(g_uring_mu);
+    MutexLock lock(&g_uring_mu);
     g_uring_probed = false;
   }
   for (auto& s : g_state) s.store(kUnknown, std::memory_order_release);

@@ -11,7 +11,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -24,6 +23,7 @@
 #include <vector>
 
 #include "base/fork_child.h"
+#include "base/mutex.h"
 #include "base/proc_stat.h"
 #include "gtest/gtest.h"
 
@@ -125,36 +125,36 @@ inline ProgramOutcome RunProgram(std::vector<std::string> args, const std::strin
 
 // Holds `mu` locked on another thread from construction until destruction: the lock some
 // other thread holds at the moment of a fork, which fork-safety tests need.
-template <typename Mutex>
+template <typename Lockable>
 class HeldOnAnotherThread {
  public:
-  explicit HeldOnAnotherThread(Mutex& mu)
+  explicit HeldOnAnotherThread(Lockable& mu)
       : thread_([this, &mu] {
-          std::unique_lock<Mutex> hold(mu);
-          std::unique_lock<std::mutex> l(m_);
+          std::unique_lock<Lockable> hold(mu);
+          MutexLock l(&m_);
           held_ = true;
-          cv_.notify_all();
-          cv_.wait(l, [this] { return release_; });
+          cv_.SignalAll();
+          cv_.Wait(l, [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(m_) { return release_; });
         }) {
-    std::unique_lock<std::mutex> l(m_);
-    cv_.wait(l, [this] { return held_; });
+    MutexLock l(&m_);
+    cv_.Wait(l, [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(m_) { return held_; });
   }
   ~HeldOnAnotherThread() {
     {
-      std::lock_guard<std::mutex> l(m_);
+      MutexLock l(&m_);
       release_ = true;
     }
-    cv_.notify_all();
+    cv_.SignalAll();
     thread_.join();
   }
   HeldOnAnotherThread(const HeldOnAnotherThread&) = delete;
   HeldOnAnotherThread& operator=(const HeldOnAnotherThread&) = delete;
 
  private:
-  std::mutex m_;
-  std::condition_variable cv_;
-  bool held_ = false;
-  bool release_ = false;
+  Mutex m_;
+  CondVar cv_;
+  bool held_ ABSL_GUARDED_BY(m_) = false;
+  bool release_ ABSL_GUARDED_BY(m_) = false;
   std::thread thread_;  // last: starts once the members above exist
 };
 
@@ -189,21 +189,21 @@ inline pid_t ThisThreadId() { return static_cast<pid_t>(::syscall(SYS_gettid)); 
 class ThreadIds {
  public:
   void Add() {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     ids_.push_back(ThisThreadId());
   }
   // Waits until `n` threads registered and each sleeps in the kernel (up to `seconds`).
   bool WaitAllAsleep(size_t n, int seconds = 30) {
     for (int i = 0; i < seconds * 2000; ++i) {
       {
-        std::lock_guard<std::mutex> l(mu_);
+        MutexLock l(&mu_);
         if (ids_.size() >= n) break;
       }
       ::usleep(500);
     }
     std::vector<pid_t> ids;
     {
-      std::lock_guard<std::mutex> l(mu_);
+      MutexLock l(&mu_);
       ids = ids_;
     }
     if (ids.size() < n) return false;
@@ -214,8 +214,8 @@ class ThreadIds {
   }
 
  private:
-  std::mutex mu_;
-  std::vector<pid_t> ids_;
+  Mutex mu_;
+  std::vector<pid_t> ids_ ABSL_GUARDED_BY(mu_);
 };
 
 inline double NowSeconds() {

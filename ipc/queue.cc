@@ -16,7 +16,6 @@
 #include <cstddef>
 #include <cstring>
 #include <deque>
-#include <mutex>
 #include <type_traits>
 
 #include "absl/strings/str_cat.h"
@@ -166,9 +165,9 @@ absl::Status QueueCore::PutMany(std::span<const EncodeBuffer> items, const Deadl
   size_t done = 0;
   absl::Status status;
   bool wake_due = false;  // an item of this call went into an empty ring, not yet announced
-  // The producer lock is held across a run of items, not taken per item.
-  std::unique_lock<std::mutex> lock(s.put_mu, std::defer_lock);
-  while (done < items.size()) {
+  // The producer lock is held across a run of items, not taken per item; a bounded queue
+  // leaves it to take each item's slot (which may block).
+  while (done < items.size() && status.ok()) {
     if (s.closed.load(std::memory_order_relaxed)) {
       status = ClosedError();
       break;
@@ -176,7 +175,6 @@ absl::Status QueueCore::PutMany(std::span<const EncodeBuffer> items, const Deadl
     // A maxsize slot per item, taken outside the producer lock (it may block: announce what
     // this batch published first, or the consumers who would free slots may sleep on).
     if (st->maxsize > 0) {
-      if (lock.owns_lock()) lock.unlock();
       if (wake_due) {
         WakeConsumer(st);
         wake_due = false;
@@ -184,42 +182,44 @@ absl::Status QueueCore::PutMany(std::span<const EncodeBuffer> items, const Deadl
       status = AcquireSlot(s, deadline, block);
       if (!status.ok()) break;
     }
-    if (!lock.owns_lock()) lock.lock();
-    const int ri = MyRing(s);
-    if (UsesSocket(items[done], s)) {
-      // A run of socket items goes out in one system call where it can.
-      size_t k = 1;
-      while (done + k < items.size() && k < 32 && UsesSocket(items[done + k], s) &&
-             (st->maxsize == 0 || AcquireSlot(s, deadline, false).ok())) {
-        ++k;
-      }
-      CountPut(st, static_cast<int64_t>(k));
-      absl::StatusOr<size_t> sent = SocketPut(s, ri, items.subspan(done, k), deadline, block);
-      const size_t n = sent.ok() ? *sent : 0;
-      UndoPut(st, static_cast<int64_t>(k - n));
-      done += n;
-      if (!sent.ok()) {
-        status = sent.status();
+    MutexLock lock(&s.put_mu);
+    do {
+      if (s.closed.load(std::memory_order_relaxed)) {
+        status = ClosedError();
         break;
       }
-      continue;
-    }
-    CountPut(st, 1);
-    bool was_empty = false;
-    status = RingPut(s, ri, items[done].bytes(), deadline, block, &was_empty);
-    if (!status.ok()) {
-      UndoPut(st, 1);
-      break;
-    }
-    ++done;
-    wake_due |= was_empty;
-    // Batches wake consumers at most once per 32 items and at the end, not per item.
-    if (wake_due && done % 32 == 0) {
-      WakeConsumer(st);
-      wake_due = false;
-    }
+      const int ri = MyRing(s);
+      if (UsesSocket(items[done], s)) {
+        // A run of socket items goes out in one system call where it can.
+        size_t k = 1;
+        while (done + k < items.size() && k < 32 && UsesSocket(items[done + k], s) &&
+               (st->maxsize == 0 || AcquireSlot(s, deadline, false).ok())) {
+          ++k;
+        }
+        CountPut(st, static_cast<int64_t>(k));
+        absl::StatusOr<size_t> sent = SocketPut(s, ri, items.subspan(done, k), deadline, block);
+        const size_t n = sent.ok() ? *sent : 0;
+        UndoPut(st, static_cast<int64_t>(k - n));
+        done += n;
+        if (!sent.ok()) status = sent.status();
+        continue;
+      }
+      CountPut(st, 1);
+      bool was_empty = false;
+      status = RingPut(s, ri, items[done].bytes(), deadline, block, &was_empty);
+      if (!status.ok()) {
+        UndoPut(st, 1);
+        break;
+      }
+      ++done;
+      wake_due |= was_empty;
+      // Batches wake consumers at most once per 32 items and at the end, not per item.
+      if (wake_due && done % 32 == 0) {
+        WakeConsumer(st);
+        wake_due = false;
+      }
+    } while (status.ok() && done < items.size() && st->maxsize == 0);
   }
-  if (lock.owns_lock()) lock.unlock();
   if (wake_due) WakeConsumer(st);
   *put = done;
   return status;
@@ -349,7 +349,7 @@ absl::StatusOr<size_t> QueueCore::TakeRun(size_t max, std::vector<std::byte>* by
 
 int QueueTesting::ProducerRing(const QueueCore& q) {
   if (q.s_ == nullptr) return -1;
-  std::lock_guard<std::mutex> lock(q.s_->put_mu);
+  MutexLock lock(&q.s_->put_mu);
   return q.s_->ring_pid == CurrentPid() ? q.s_->ring : -1;
 }
 
@@ -358,7 +358,7 @@ absl::Status QueueTesting::UseSharedRing(QueueCore& q, int k) {
     return absl::InvalidArgumentError("no such shared ring");
   }
   QueueShared& s = *q.s_;
-  std::lock_guard<std::mutex> lock(s.put_mu);
+  MutexLock lock(&s.put_mu);
   if (s.ring >= 0 && s.ring < kOwnRings && s.ring_pid == CurrentPid()) {
     uint64_t me = CurrentProcessOwner();
     s.state->rings[s.ring].owner.compare_exchange_strong(me, 0);
@@ -372,7 +372,7 @@ absl::Status QueueTesting::UseSharedRing(QueueCore& q, int k) {
 absl::Status QueueTesting::HoldSharedRingLock(QueueCore& q) {
   if (q.s_ == nullptr) return absl::FailedPreconditionError("queue handle is empty");
   QueueShared& s = *q.s_;
-  std::lock_guard<std::mutex> lock(s.put_mu);
+  MutexLock lock(&s.put_mu);
   if (s.ring_pid != CurrentPid() || !IsShared(s.ring)) {
     return absl::FailedPreconditionError("this process does not put into a shared ring");
   }

@@ -4,12 +4,12 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdio>
 #include <string>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "base/mutex.h"
 #include "base/process_id.h"
 #include "base/status.h"
 #include "spawn/process.h"
@@ -65,8 +65,8 @@ class LevelFlag final : public spdlog::custom_flag_formatter {
   std::unique_ptr<custom_flag_formatter> clone() const override { return std::make_unique<LevelFlag>(); }
 };
 
-std::mutex g_mu;  // GetLogger's creation and LogToStderr's sink
-bool g_stderr_added = false;
+ABSL_CONST_INIT Mutex g_mu;  // GetLogger's creation and LogToStderr's sink
+bool g_stderr_added ABSL_GUARDED_BY(g_mu) = false;
 
 }  // namespace
 
@@ -77,7 +77,7 @@ std::unique_ptr<spdlog::formatter> ProcessFormatter(const std::string& pattern) 
 }
 
 std::shared_ptr<spdlog::logger> GetLogger() {
-  std::lock_guard<std::mutex> lock(g_mu);
+  MutexLock lock(&g_mu);
   std::shared_ptr<spdlog::logger> l = spdlog::get("mproc");
   if (l) return l;
   l = std::make_shared<spdlog::logger>("mproc");
@@ -89,7 +89,7 @@ std::shared_ptr<spdlog::logger> GetLogger() {
 std::shared_ptr<spdlog::logger> LogToStderr(spdlog::level::level_enum level) {
   std::shared_ptr<spdlog::logger> l = GetLogger();
   {
-    std::lock_guard<std::mutex> lock(g_mu);
+    MutexLock lock(&g_mu);
     if (!g_stderr_added) {
       auto sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();
       sink->set_formatter(ProcessFormatter());
@@ -137,10 +137,10 @@ std::shared_ptr<spdlog::logger> LogToQueue(LogQueue q, spdlog::level::level_enum
 struct LogListener::State {
   LogQueue q;
   std::shared_ptr<spdlog::logger> target;
-  std::mutex mu;
-  std::condition_variable cv;
-  bool done = false;      // the thread passed the end marker
-  bool stopping = false;  // the end marker was put
+  Mutex mu;
+  CondVar cv;
+  bool done ABSL_GUARDED_BY(mu) = false;      // the thread passed the end marker
+  bool stopping ABSL_GUARDED_BY(mu) = false;  // the end marker was put
   std::atomic<uint64_t> written{0};
 };
 
@@ -177,28 +177,26 @@ absl::StatusOr<std::unique_ptr<LogListener>> LogListener::Start(
       s->written.fetch_add(1, std::memory_order_relaxed);
     }
     for (auto& sink : s->target->sinks()) sink->flush();
-    std::lock_guard<std::mutex> lock(s->mu);
+    MutexLock lock(&s->mu);
     s->done = true;
-    s->cv.notify_all();
+    s->cv.SignalAll();
   });
   return l;
 }
 
 absl::Status LogListener::Stop(absl::Duration timeout) {
+  bool put_end = false;  // this call puts the end marker (outside the lock)
   {
-    std::unique_lock<std::mutex> lock(s_->mu);
+    MutexLock lock(&s_->mu);
     if (s_->done) return absl::OkStatus();
-    if (!s_->stopping) {
-      s_->stopping = true;
-      lock.unlock();
-      MPROC_RETURN_IF_ERROR(s_->q.Put(std::optional<LogRecord>()));
-    }
+    put_end = !s_->stopping;
+    s_->stopping = true;
   }
-  std::unique_lock<std::mutex> lock(s_->mu);
-  auto finished = [&] { return s_->done; };
-  if (timeout == absl::InfiniteDuration()) {
-    s_->cv.wait(lock, finished);
-  } else if (!s_->cv.wait_for(lock, absl::ToChronoNanoseconds(timeout), finished)) {
+  if (put_end) MPROC_RETURN_IF_ERROR(s_->q.Put(std::optional<LogRecord>()));
+  MutexLock lock(&s_->mu);
+  if (!s_->cv.WaitFor(lock, timeout, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(s_->mu) {
+        return s_->done;
+      })) {
     return absl::DeadlineExceededError("LogListener::Stop: records still being written");
   }
   return absl::OkStatus();

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "base/mutex.h"
 #include "base/process_id.h"
 #include "base/socket_dir.h"
 #include "base/status.h"
@@ -258,8 +259,8 @@ std::map<std::string, NamedType, std::less<>>& NamedTypes() {
   return *types;
 }
 
-std::mutex& NamedTypesMutex() {
-  static auto* mu = new std::mutex;
+Mutex& NamedTypesMutex() {
+  static auto* mu = new Mutex;
   return *mu;
 }
 

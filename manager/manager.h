@@ -89,6 +89,7 @@
 #include "pool/pool.h"
 #include "serialize/codec.h"
 #include "shm/shared_memory.h"
+#include "base/mutex.h"
 #include "base/owner.h"
 #include "base/process_id.h"
 #include "spawn/process.h"
@@ -1288,7 +1289,7 @@ class NamedObjectProxy : public manager_internal::ProxyBase {
 // static; false if `name` is taken. Thread-safe (one mutex for the registry).
 template <typename T, typename... CtorArgs>
 bool RegisterType(std::string_view name) {
-  std::lock_guard<std::mutex> lock(manager_internal::NamedTypesMutex());
+  MutexLock lock(&manager_internal::NamedTypesMutex());
   auto [it, fresh] = manager_internal::NamedTypes().try_emplace(std::string(name));
   if (!fresh) return false;
   it->second.factory = &manager_internal::MakeObject<T, CtorArgs...>;
@@ -1306,7 +1307,7 @@ bool RegisterMethod(std::string_view type, std::string_view method, F fn) {
   using Traits = manager_internal::MethodTraits<decltype(f)>;
   static_assert(!manager_internal::IsManaged<typename Traits::Result>::value,
                 "a method registered by name cannot return Managed<T>");
-  std::lock_guard<std::mutex> lock(manager_internal::NamedTypesMutex());
+  MutexLock lock(&manager_internal::NamedTypesMutex());
   auto t = manager_internal::NamedTypes().find(type);
   if (t == manager_internal::NamedTypes().end()) return false;
   return t->second.methods

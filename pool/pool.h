@@ -56,7 +56,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <cstdio>
 #include <deque>
@@ -65,7 +64,6 @@
 #include <initializer_list>
 #include <iterator>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <tuple>
@@ -78,6 +76,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "base/deadline.h"
+#include "base/mutex.h"
 #include "base/spin.h"
 #include "base/syscall.h"
 #include "pool/internal/pool_core.h"
@@ -114,21 +113,21 @@ class AsyncResult {
   // called again (by any copy of this handle): each call returns a copy of the value.
   [[nodiscard]] absl::StatusOr<T> Get(absl::Duration timeout = absl::InfiniteDuration()) const& {
     if (!Wait(timeout)) return absl::DeadlineExceededError("AsyncResult not ready in time");
-    std::lock_guard<std::mutex> lock(s_->mu);
+    MutexLock lock(&s_->mu);
     return *s_->value;
   }
   // The same on a handle about to go (a temporary: `pool.MapAsync(...).Get()`): when no other
   // copy of it is left, the value is moved out instead of copied (a whole Map's results).
   [[nodiscard]] absl::StatusOr<T> Get(absl::Duration timeout = absl::InfiniteDuration()) && {
     if (!Wait(timeout)) return absl::DeadlineExceededError("AsyncResult not ready in time");
-    std::lock_guard<std::mutex> lock(s_->mu);
+    MutexLock lock(&s_->mu);
     if (s_.use_count() == 1) return std::move(*s_->value);
     return *s_->value;
   }
   // Only the outcome: OK, the task's error, or DEADLINE_EXCEEDED (the value is not copied).
   absl::Status GetStatus(absl::Duration timeout = absl::InfiniteDuration()) const {
     if (!Wait(timeout)) return absl::DeadlineExceededError("AsyncResult not ready in time");
-    std::lock_guard<std::mutex> lock(s_->mu);
+    MutexLock lock(&s_->mu);
     return s_->value->status();
   }
   // True once ready (waits up to `timeout`).
@@ -139,21 +138,18 @@ class AsyncResult {
       SpinUntil([&] { return s_->ready_hint.load(std::memory_order_acquire); },
                 Deadline::After(timeout));
     }
-    std::unique_lock<std::mutex> lock(s_->mu);
-    if (timeout == absl::InfiniteDuration()) {
-      s_->cv.wait(lock, [&] { return s_->ready; });
-      return true;
-    }
-    return s_->cv.wait_for(lock, absl::ToChronoNanoseconds(std::max(timeout, absl::ZeroDuration())),
-                           [&] { return s_->ready; });
+    MutexLock lock(&s_->mu);
+    // Forever when the timeout is infinite; at once (one look) when it is negative.
+    return s_->cv.WaitFor(lock, timeout,
+                          [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(s_->mu) { return s_->ready; });
   }
   bool Ready() const {
-    std::lock_guard<std::mutex> lock(s_->mu);
+    MutexLock lock(&s_->mu);
     return s_->ready;
   }
   // FAILED_PRECONDITION before Ready.
   [[nodiscard]] absl::StatusOr<bool> Successful() const {
-    std::lock_guard<std::mutex> lock(s_->mu);
+    MutexLock lock(&s_->mu);
     if (!s_->ready) return absl::FailedPreconditionError("AsyncResult is not ready");
     return s_->value->ok();
   }
@@ -165,7 +161,7 @@ class AsyncResult {
   void Set(absl::StatusOr<T> v) const {
     std::function<void(const absl::StatusOr<T>&)> cb;
     {
-      std::lock_guard<std::mutex> lock(s_->mu);
+      MutexLock lock(&s_->mu);
       if (s_->value) return;
       s_->value = std::move(v);
       cb = std::move(s_->callback);
@@ -174,12 +170,12 @@ class AsyncResult {
     if (cb) pool_internal::RunCallback([&] { cb(*s_->value); });
     std::vector<std::function<void()>> after;
     {
-      std::lock_guard<std::mutex> lock(s_->mu);
+      MutexLock lock(&s_->mu);
       s_->ready = true;
       after.swap(s_->after);
     }
     s_->ready_hint.store(true, std::memory_order_release);
-    s_->cv.notify_all();
+    s_->cv.SignalAll();
     for (auto& f : after) pool_internal::RunCallback(f);
   }
   // Runs `f` once the result is set and Ready (so Get works inside it): at once, here, if it
@@ -187,7 +183,7 @@ class AsyncResult {
   // number, in the order added (concurrent.futures' add_done_callback).
   void AfterReady(std::function<void()> f) const {
     {
-      std::lock_guard<std::mutex> lock(s_->mu);
+      MutexLock lock(&s_->mu);
       if (!s_->ready) {
         s_->after.push_back(std::move(f));
         return;
@@ -198,7 +194,7 @@ class AsyncResult {
   // Runs `cb` once the result is set (at once, here, if it already is).
   void OnReady(std::function<void(const absl::StatusOr<T>&)> cb) const {
     {
-      std::lock_guard<std::mutex> lock(s_->mu);
+      MutexLock lock(&s_->mu);
       if (!s_->value) {
         s_->callback = std::move(cb);
         return;
@@ -209,13 +205,16 @@ class AsyncResult {
 
  private:
   struct Shared {
-    std::mutex mu;
-    std::condition_variable cv;
+    Mutex mu;
+    CondVar cv;
+    // Set once, under mu; not annotated: from then on it is only read, and Set (whose thread
+    // set it) and OnReady (after seeing it set under mu) read it without the lock, to run a
+    // callback outside it.
     std::optional<absl::StatusOr<T>> value;
-    bool ready = false;  // value set and callback run
+    bool ready ABSL_GUARDED_BY(mu) = false;  // value set and callback run
     std::atomic<bool> ready_hint{false};  // `ready`, readable without the mutex (spinning)
-    std::function<void(const absl::StatusOr<T>&)> callback;
-    std::vector<std::function<void()>> after;  // AfterReady's, until they run
+    std::function<void(const absl::StatusOr<T>&)> callback ABSL_GUARDED_BY(mu);
+    std::vector<std::function<void()>> after ABSL_GUARDED_BY(mu);  // AfterReady's, until they run
   };
   std::shared_ptr<Shared> s_;
 };
@@ -287,15 +286,15 @@ class ResultIterator {
   // StatusOr when none arrived by the timeout (call again).
   std::optional<absl::StatusOr<T>> Next(absl::Duration timeout = absl::InfiniteDuration()) {
     Feed();
-    std::unique_lock<std::mutex> lock(s_->mu);
-    auto ready = [&] {
+    MutexLock lock(&s_->mu);
+    auto ready = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(s_->mu) {
       if (s_->exhausted && s_->taken == s_->issued) return true;
       return s_->ordered ? (!s_->window.empty() && s_->window.front().has_value())
                          : !s_->arrived.empty();
     };
     if (timeout == absl::InfiniteDuration()) {
-      s_->cv.wait(lock, ready);
-    } else if (!s_->cv.wait_for(lock, absl::ToChronoNanoseconds(timeout), ready)) {
+      s_->cv.Wait(lock, ready);
+    } else if (!s_->cv.WaitFor(lock, timeout, ready)) {
       return absl::StatusOr<T>(absl::DeadlineExceededError("no result yet"));
     }
     if (s_->exhausted && s_->taken == s_->issued) return std::nullopt;
@@ -344,26 +343,31 @@ class ResultIterator {
  private:
   friend class Pool;
   struct Shared {
-    std::mutex mu;
-    std::condition_variable cv;
+    Mutex mu;
+    CondVar cv;
+    // `ordered`, `limit` and `submit_chunk` are set by IMapLazy before the iterator is shared
+    // and never change (read without a lock; submit_chunk is called under feed_mu).
     bool ordered = true;
-    bool exhausted = false;  // the input has no more items (or submitting failed)
-    size_t issued = 0;       // items submitted (or failed at submission)
-    size_t taken = 0;
-    size_t done = 0;  // items whose results arrived (for progress)
-    size_t base = 0;                                       // ordered: index of window[0]
-    std::deque<std::optional<absl::StatusOr<T>>> window;   // ordered: results from `base` on
-    std::deque<absl::StatusOr<T>> arrived;                 // unordered
+    // The input has no more items (or submitting failed). Written only by submit_chunk (under
+    // feed_mu too).
+    bool exhausted ABSL_GUARDED_BY(mu) = false;
+    size_t issued ABSL_GUARDED_BY(mu) = 0;  // items submitted (or failed at submission)
+    size_t taken ABSL_GUARDED_BY(mu) = 0;
+    size_t done ABSL_GUARDED_BY(mu) = 0;  // items whose results arrived (for progress)
+    size_t base ABSL_GUARDED_BY(mu) = 0;  // ordered: index of window[0]
+    // Ordered: results from `base` on.
+    std::deque<std::optional<absl::StatusOr<T>>> window ABSL_GUARDED_BY(mu);
+    std::deque<absl::StatusOr<T>> arrived ABSL_GUARDED_BY(mu);  // unordered
     size_t limit = SIZE_MAX;  // most items submitted and not taken
     std::function<bool()> submit_chunk;  // submits the next chunk; false when none is left
-    std::mutex feed_mu;                  // one feeder at a time
+    Mutex feed_mu;                       // one feeder at a time
   };
   // Submits chunks while under the limit (never holding `mu`: submitting may call back).
   void Feed() {
-    std::lock_guard<std::mutex> feed(s_->feed_mu);
+    MutexLock feed(&s_->feed_mu);
     for (;;) {
       {
-        std::lock_guard<std::mutex> lock(s_->mu);
+        MutexLock lock(&s_->mu);
         if (s_->exhausted || s_->issued - s_->taken >= s_->limit) return;
       }
       if (!s_->submit_chunk()) return;
@@ -587,19 +591,23 @@ class Pool {
     // Results land in place, chunk by chunk (disjoint ranges of a pre-sized vector); the
     // first failure in input order is kept.
     struct Job {
-      std::mutex mu;
+      explicit Job(size_t chunks) : remaining_chunks(chunks) {}
+      Mutex mu;
+      // Not annotated: each chunk's callback fills its own range without the lock, and the
+      // last one reads the whole.
       std::vector<pool_internal::Slot<R>> values;
+      // Written under mu; not annotated: the last chunk's callback reads them without it,
+      // after every other chunk's callback has written them (ordered by mu).
       size_t first_error = SIZE_MAX;
       absl::Status error;
-      size_t remaining_chunks = 0;
-      size_t done = 0;
+      size_t remaining_chunks ABSL_GUARDED_BY(mu);
+      size_t done ABSL_GUARDED_BY(mu) = 0;
       Progress progress;
     };
-    auto job = std::make_shared<Job>();
+    const size_t chunks = (items.size() + chunksize - 1) / chunksize;
+    auto job = std::make_shared<Job>(chunks);
     job->progress = std::move(progress);
     job->values.resize(items.size());
-    size_t chunks = (items.size() + chunksize - 1) / chunksize;
-    job->remaining_chunks = chunks;
     if (chunks == 0) {
       result.Set(std::vector<R>());
       return result;
@@ -626,7 +634,7 @@ class Pool {
             bool last;
             size_t done;
             {
-              std::lock_guard<std::mutex> lock(job->mu);
+              MutexLock lock(&job->mu);
               if (first_bad != SIZE_MAX && begin + first_bad < job->first_error) {
                 job->first_error = begin + first_bad;
                 job->error = std::move(bad);
@@ -696,15 +704,19 @@ class Pool {
         chunk.push_back(std::move(*item));
       }
       size_t begin;
+      bool exhausted;
       {
-        std::lock_guard<std::mutex> lock(sh->mu);
+        MutexLock lock(&sh->mu);
         begin = sh->issued;
         sh->issued += chunk.size();
         if (chunk.size() < chunksize) sh->exhausted = true;
         if (sh->ordered) sh->window.resize(sh->issued - sh->base);
+        // Only this function changes it, one feeder at a time (under feed_mu): still so at
+        // the end of the call.
+        exhausted = sh->exhausted;
       }
       if (chunk.empty()) {
-        sh->cv.notify_all();
+        sh->cv.SignalAll();
         return false;
       }
       const size_t n = chunk.size();
@@ -713,7 +725,7 @@ class Pool {
         if (!sh) return;
         size_t done;
         {
-          std::lock_guard<std::mutex> lock(sh->mu);
+          MutexLock lock(&sh->mu);
           done = sh->done += n;
           for (size_t i = 0; i < n; ++i) {
             if (sh->ordered) {
@@ -724,7 +736,7 @@ class Pool {
           }
         }
         if (progress) progress(done, total);
-        sh->cv.notify_all();
+        sh->cv.SignalAll();
       };
       auto [chunk_task, keep] = pool_internal::EncodeChunk<Traits, false>(f, chunk, 0, n);
       absl::Status s = core->SubmitTask(
@@ -735,11 +747,11 @@ class Pool {
           keep);
       if (!s.ok()) {
         deliver(std::vector<absl::StatusOr<R>>(n, s));
-        std::lock_guard<std::mutex> lock(sh->mu);
+        MutexLock lock(&sh->mu);
         sh->exhausted = true;  // no more submissions
         return false;
       }
-      return !sh->exhausted;
+      return !exhausted;
     };
     it.Feed();
     return it;

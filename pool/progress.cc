@@ -3,10 +3,10 @@
 #include <time.h>
 
 #include <memory>
-#include <mutex>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "base/mutex.h"
 
 namespace mproc {
 namespace {
@@ -44,13 +44,13 @@ std::string ProgressLine(const std::string& label, size_t done, size_t total, in
 Progress ProgressBar(std::string label, int fd) {
   if (::isatty(fd) != 1) return [](size_t, size_t) {};
   struct State {
-    std::mutex mu;
-    int64_t last_ms = -1;
-    bool finished = false;
+    Mutex mu;
+    int64_t last_ms ABSL_GUARDED_BY(mu) = -1;
+    bool finished ABSL_GUARDED_BY(mu) = false;
   };
   auto st = std::make_shared<State>();
   return [st, label = std::move(label), fd](size_t done, size_t total) {
-    std::lock_guard<std::mutex> lock(st->mu);
+    MutexLock lock(&st->mu);
     if (st->finished) return;
     const bool end = total > 0 && done >= total;
     const int64_t now = NowMs();

@@ -15,12 +15,12 @@
 #include <deque>
 #include <list>
 #include <map>
-#include <mutex>
 #include <utility>
 #include <vector>
 
 #include "absl/time/clock.h"
 #include "base/features.h"
+#include "base/mutex.h"
 #include "base/process_id.h"
 #include "base/status.h"
 #include "base/syscall.h"
@@ -145,7 +145,7 @@ class Pool {
  public:
   // An idle buffer of `capacity` that no other process holds, or null.
   Block* Take(size_t capacity) {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     auto it = idle_.find(capacity);
     if (it == idle_.end()) return nullptr;
     std::deque<Block*>& q = it->second;
@@ -166,7 +166,7 @@ class Pool {
     std::vector<Block*> drop;
     if (b->owner == CurrentPid()) b->weight = Weight(b->fd.get(), b->capacity);
     {
-      std::lock_guard<std::mutex> l(mu_);
+      MutexLock l(&mu_);
       if (b->owner != CurrentPid() || !b->recyclable || b->weight > limit_) {
         drop.push_back(b);
       } else {
@@ -188,7 +188,7 @@ class Pool {
   void Trim(size_t bytes, bool once) {
     std::vector<Block*> drop;
     {
-      std::lock_guard<std::mutex> l(mu_);
+      MutexLock l(&mu_);
       const size_t keep = limit_;
       limit_ = bytes;
       TrimLocked(&drop, /*reweigh=*/true);
@@ -198,14 +198,15 @@ class Pool {
   }
 
   size_t IdleBytes() {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     return idle_bytes_;
   }
 
-  void Lock() { mu_.lock(); }
-  void Unlock() { mu_.unlock(); }
+  // Held across fork (pthread_atfork, below).
+  void Lock() ABSL_EXCLUSIVE_LOCK_FUNCTION(mu_) { mu_.Lock(); }
+  void Unlock() ABSL_UNLOCK_FUNCTION(mu_) { mu_.Unlock(); }
   // In a fork child: the parent's idle buffers are the parent's to reuse; drop the copies.
-  void ForgetAfterFork() {
+  void ForgetAfterFork() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     for (auto& [cap, q] : idle_) {
       for (Block* b : q) delete b;
     }
@@ -217,7 +218,8 @@ class Pool {
   // Frees the oldest idle buffers of the largest capacities until under the limit. Large
   // buffers are weighed again first (at most every 10 ms unless `reweigh`): a holder
   // elsewhere may have touched, and so allocated, pages since the buffer came back.
-  void TrimLocked(std::vector<Block*>* drop, bool reweigh = false) {
+  void TrimLocked(std::vector<Block*>* drop, bool reweigh = false)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     const int64_t now = absl::GetCurrentTimeNanos();
     if (reweigh || now - last_weighed_ns_ >= 10'000'000) {
       last_weighed_ns_ = now;
@@ -239,11 +241,11 @@ class Pool {
     }
   }
 
-  std::mutex mu_;
-  std::map<size_t, std::deque<Block*>> idle_;
-  size_t idle_bytes_ = 0;
-  size_t limit_ = kDefaultLimit;
-  int64_t last_weighed_ns_ = 0;
+  Mutex mu_;
+  std::map<size_t, std::deque<Block*>> idle_ ABSL_GUARDED_BY(mu_);
+  size_t idle_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  size_t limit_ ABSL_GUARDED_BY(mu_) = kDefaultLimit;
+  int64_t last_weighed_ns_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 // The receiving side: read-only mappings of received memfds, by inode, least recently used
@@ -257,7 +259,7 @@ class Cache {
     const size_t weight = WeightOf(capacity, st.st_blocks);
     if (InodesAreUnique()) {
       std::vector<std::shared_ptr<RecvMap>> drop;  // unmapped outside the lock
-      std::lock_guard<std::mutex> l(mu_);
+      MutexLock l(&mu_);
       auto it = index_.find(key);
       if (it != index_.end() && (*it->second)->capacity == capacity) {
         lru_.splice(lru_.end(), lru_, it->second);
@@ -285,7 +287,7 @@ class Cache {
     if (!cacheable) return m;
     std::vector<std::shared_ptr<RecvMap>> drop;  // unmapped outside the lock
     {
-      std::lock_guard<std::mutex> l(mu_);
+      MutexLock l(&mu_);
       if (weight > limit_ || capacity > kMaxCachedSpan) return m;
       auto it = index_.find(key);
       if (it != index_.end()) {  // a stale entry (another size), or raced with another thread
@@ -306,7 +308,7 @@ class Cache {
 
   void Trim(size_t bytes, bool once) {
     std::vector<std::shared_ptr<RecvMap>> drop;
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     const size_t keep = limit_;
     limit_ = bytes;
     TrimLocked(&drop);
@@ -314,7 +316,7 @@ class Cache {
   }
 
   size_t IdleBytes() {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     size_t n = 0;
     for (const auto& m : lru_) {
       if (m.use_count() == 1) n += m->weight;
@@ -322,14 +324,16 @@ class Cache {
     return n;
   }
 
-  void Lock() { mu_.lock(); }
-  void Unlock() { mu_.unlock(); }
+  // Held across fork (pthread_atfork, below).
+  void Lock() ABSL_EXCLUSIVE_LOCK_FUNCTION(mu_) { mu_.Lock(); }
+  void Unlock() ABSL_UNLOCK_FUNCTION(mu_) { mu_.Unlock(); }
 
  private:
   using Key = std::pair<dev_t, ino_t>;
   // Unmaps the least recently used mappings nobody is reading until under the limit.
-  void TrimLocked(std::vector<std::shared_ptr<RecvMap>>* drop) {
-    auto over = [&] {
+  void TrimLocked(std::vector<std::shared_ptr<RecvMap>>* drop)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    auto over = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
       return bytes_ > limit_ || lru_.size() > kMaxCached || span_ > kMaxCachedSpan;
     };
     for (auto it = lru_.begin(); over() && it != lru_.end();) {
@@ -345,12 +349,12 @@ class Cache {
     }
   }
 
-  std::mutex mu_;
-  std::list<std::shared_ptr<RecvMap>> lru_;
-  std::map<Key, std::list<std::shared_ptr<RecvMap>>::iterator> index_;
-  size_t bytes_ = 0;  // weights of the cached mappings
-  size_t span_ = 0;   // their capacities (address space)
-  size_t limit_ = kDefaultLimit;
+  Mutex mu_;
+  std::list<std::shared_ptr<RecvMap>> lru_ ABSL_GUARDED_BY(mu_);
+  std::map<Key, std::list<std::shared_ptr<RecvMap>>::iterator> index_ ABSL_GUARDED_BY(mu_);
+  size_t bytes_ ABSL_GUARDED_BY(mu_) = 0;  // weights of the cached mappings
+  size_t span_ ABSL_GUARDED_BY(mu_) = 0;   // their capacities (address space)
+  size_t limit_ ABSL_GUARDED_BY(mu_) = kDefaultLimit;
 };
 
 // Leaked on purpose: buffers may be dropped from atexit handlers and other static destructors.
@@ -362,16 +366,18 @@ struct State {
 State& TheState() {
   static State* state = [] {
     auto* s = new State();
+    // Both locks are held across fork, taken in one handler and released in another: beyond
+    // what the analysis can follow.
     pthread_atfork(
-        [] {
+        []() ABSL_NO_THREAD_SAFETY_ANALYSIS {
           TheState().pool.Lock();
           TheState().cache.Lock();
         },
-        [] {
+        []() ABSL_NO_THREAD_SAFETY_ANALYSIS {
           TheState().cache.Unlock();
           TheState().pool.Unlock();
         },
-        [] {
+        []() ABSL_NO_THREAD_SAFETY_ANALYSIS {
           TheState().cache.Unlock();
           TheState().pool.ForgetAfterFork();
           TheState().pool.Unlock();

@@ -11,13 +11,13 @@
 #include <cerrno>
 #include <cstdlib>
 #include <map>
-#include <mutex>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_format.h"
+#include "base/mutex.h"
 #include "base/process_id.h"
 #include "base/status.h"
 #include "base/syscall.h"
@@ -67,14 +67,14 @@ std::string PathFor(const std::string& dir, std::string_view name) {
 // when another process unlinks the name; a stale entry only makes this process skip one
 // reclaim attempt, and it is dropped by the next prune or by a Create/Unlink of that path.)
 struct CreatorRegistry {
-  std::mutex mu;
-  std::map<std::string, UniqueFd> fds;
-  std::map<std::string, int64_t> last_sweep_ns;  // per directory
-  size_t prune_at = 64;
+  Mutex mu;
+  std::map<std::string, UniqueFd> fds ABSL_GUARDED_BY(mu);
+  std::map<std::string, int64_t> last_sweep_ns ABSL_GUARDED_BY(mu);  // per directory
+  size_t prune_at ABSL_GUARDED_BY(mu) = 64;
 
   // Drops entries whose file someone else unlinked (nlink 0), so their memory can go.
   // Amortised: runs when the registry has doubled since the last prune.
-  void MaybePruneLocked() {
+  void MaybePruneLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     if (fds.size() < prune_at) return;
     for (auto it = fds.begin(); it != fds.end();) {
       struct stat st;
@@ -206,7 +206,7 @@ absl::StatusOr<SharedMemory> SharedMemory::Create(size_t size, std::string_view 
 
   CreatorRegistry& reg = Registry();
   {
-    std::lock_guard<std::mutex> lock(reg.mu);
+    MutexLock lock(&reg.mu);
     reg.MaybePruneLocked();
     int64_t now = MonotonicNs();
     auto [it, first] = reg.last_sweep_ns.try_emplace(dir, now);
@@ -264,7 +264,7 @@ absl::StatusOr<SharedMemory> SharedMemory::Create(size_t size, std::string_view 
     return ErrnoToStatus(err, absl::StrCat("fcntl(F_DUPFD_CLOEXEC, ", path, ")"));
   }
   {
-    std::lock_guard<std::mutex> lock(reg.mu);
+    MutexLock lock(&reg.mu);
     reg.fds[path] = std::move(keep);
   }
   return SharedMemory(std::move(chosen), std::move(path), std::move(fd), std::move(mapping));
@@ -320,7 +320,7 @@ void SharedMemory::Close() {
   if (!last) return;  // other handles of this view remain: still attached
   if (owner_pid_ != CurrentPid()) return;  // a fork child's copy: inert
   CreatorRegistry& reg = Registry();
-  std::lock_guard<std::mutex> lock(reg.mu);
+  MutexLock lock(&reg.mu);
   if (reg.fds.count(path_) != 0) return;  // created here, not unlinked: not an orphan
   TryReclaim(path_);
 }
@@ -345,7 +345,7 @@ absl::Status SharedMemory::Unlink(std::string_view name, const SharedMemoryOptio
     return ErrnoToStatus(err, absl::StrCat("unlink(", path, ")"));
   }
   CreatorRegistry& reg = Registry();
-  std::lock_guard<std::mutex> lock(reg.mu);
+  MutexLock lock(&reg.mu);
   reg.fds.erase(path);  // releases this process's creator lock, if it created the segment
   return absl::OkStatus();
 }

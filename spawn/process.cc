@@ -18,7 +18,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
-#include <mutex>
+#include <mutex>  // std::call_once
 #include <thread>
 #include <typeinfo>
 #include <vector>
@@ -26,6 +26,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/deadline.h"
 #include "base/features.h"
+#include "base/mutex.h"
 #include "base/owner.h"
 #include "base/process_id.h"
 #include "base/status.h"
@@ -46,13 +47,16 @@ namespace {
 
 constexpr char kSpawnEnv[] = "MPROC_SPAWN_FD";
 struct Globals {
-  std::mutex mu;
-  std::optional<StartMethod> method;
-  std::string executable;
-  std::vector<std::string> argv;  // this process's argv, for spawned children
+  Mutex mu;
+  std::optional<StartMethod> method ABSL_GUARDED_BY(mu);
+  std::string executable ABSL_GUARDED_BY(mu);
+  std::vector<std::string> argv;  // this process's argv, for spawned children (argv_once)
   std::once_flag argv_once;
-  std::vector<std::shared_ptr<ChildRecord>> children;
-  bool atexit_registered = false;
+  std::vector<std::shared_ptr<ChildRecord>> children ABSL_GUARDED_BY(mu);
+  bool atexit_registered ABSL_GUARDED_BY(mu) = false;
+  // Not guarded (name through daemon): this process's identity, set while it starts (in a
+  // child before its target runs: SetIdentity, SetProcessIdentity, SetParentPidfd) and read
+  // without a lock from then on.
   std::string name = "MainProcess";
   // CPython's _identity: "" in the main process, "2" in its second child, "2:1" below that.
   std::string identity;
@@ -63,6 +67,9 @@ struct Globals {
   int parent_pidfd = -1;
   bool daemon = false;
   std::atomic<int> counter{0};
+  // Appended to under mu (RegisterAfterFork), but not guarded: RunAfterForkHooks reads it
+  // without the lock, in a child before its target, and a hook may itself take mu (start a
+  // process, register a hook).
   std::vector<std::function<void()>> after_fork;
 };
 
@@ -81,11 +88,13 @@ bool g_bootstrap_pending = false;
   return 0;
 }();
 
-void ForgetChildrenAfterFork() {
+// Runs in the fork child (pthread_atfork), where only the forking thread exists and mu is
+// re-created rather than taken: the analysis cannot see that, hence no analysis here.
+void ForgetChildrenAfterFork() ABSL_NO_THREAD_SAFETY_ANALYSIS {
   // A fork child's children are its own: the parent's records stay with the parent, and so
   // does the count that names them.
   auto& g = G();
-  new (&g.mu) std::mutex;  // the parent may have held it during fork
+  new (&g.mu) Mutex;  // the parent may have held it during fork
   g.children.clear();
   g.counter.store(0, std::memory_order_relaxed);
   // The parent's at-exit join sits below the child's exit barrier and never runs here: the
@@ -112,7 +121,7 @@ void ChildExitBarrier(int status, void*) {
 }();
 
 // Reaps the child if it has exited (or waits for it when `block`). Caller holds c.mu.
-void ReapLocked(ChildRecord& c, bool block) {
+void ReapLocked(ChildRecord& c, bool block) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.mu) {
   if (c.exitcode.has_value()) return;
   if (c.status_conn.ok()) {  // a fork-server child: the server reaps it and reports
     absl::StatusOr<int> code = ReadExitStatus(
@@ -141,11 +150,11 @@ void JoinChildrenForExit() {
   auto& g = G();
   std::vector<std::shared_ptr<ChildRecord>> children;
   {
-    std::lock_guard<std::mutex> lock(g.mu);
+    MutexLock lock(&g.mu);
     children.swap(g.children);
   }
   for (auto& c : children) {
-    std::lock_guard<std::mutex> lock(c->mu);
+    MutexLock lock(&c->mu);
     if (c->exitcode.has_value()) continue;
     if (c->daemon) {
       if (c->pidfd.ok()) {
@@ -162,10 +171,10 @@ namespace {
 
 void RegisterChild(const std::shared_ptr<ChildRecord>& c) {
   auto& g = G();
-  std::lock_guard<std::mutex> lock(g.mu);
+  MutexLock lock(&g.mu);
   // Drop records of reaped children so the registry stays small.
   std::erase_if(g.children, [](const std::shared_ptr<ChildRecord>& r) {
-    std::lock_guard<std::mutex> l(r->mu);
+    MutexLock l(&r->mu);
     return r->exitcode.has_value();
   });
   g.children.push_back(c);
@@ -177,7 +186,7 @@ void RegisterChild(const std::shared_ptr<ChildRecord>& c) {
 
 void UnregisterChild(const std::shared_ptr<ChildRecord>& c) {
   auto& g = G();
-  std::lock_guard<std::mutex> lock(g.mu);
+  MutexLock lock(&g.mu);
   std::erase(g.children, c);
 }
 
@@ -226,8 +235,8 @@ int SelfPidfd() {
   const pid_t pid = CurrentPid();
   int64_t v = cached.load(std::memory_order_acquire);
   if (v >= 0 && static_cast<pid_t>(v >> 32) == pid) return static_cast<int>(v & 0xffffffff);
-  static std::mutex mu;
-  std::lock_guard<std::mutex> lock(mu);
+  static Mutex mu;
+  MutexLock lock(&mu);
   v = cached.load(std::memory_order_acquire);
   if (v >= 0 && static_cast<pid_t>(v >> 32) == pid) return static_cast<int>(v & 0xffffffff);
   // Opened once per process and kept (CLOEXEC: children get it only through fork, or
@@ -428,8 +437,9 @@ absl::StatusOr<Launched> LaunchSelf(int child_fd) {
   envp.push_back(nullptr);
   std::string path;
   {
-    std::lock_guard<std::mutex> lock(G().mu);
-    path = G().executable.empty() ? "/proc/self/exe" : G().executable;
+    auto& g = G();
+    MutexLock lock(&g.mu);
+    path = g.executable.empty() ? "/proc/self/exe" : g.executable;
   }
   LaunchRequest req;
   req.path = path.c_str();
@@ -458,7 +468,7 @@ std::string_view StartMethodName(StartMethod method) {
 
 absl::Status SetStartMethod(StartMethod method, bool force) {
   auto& g = G();
-  std::lock_guard<std::mutex> lock(g.mu);
+  MutexLock lock(&g.mu);
   if (g.method.has_value() && !force) {
     return absl::FailedPreconditionError(absl::StrCat(
         "the start method has already been set (to ", AbslView(StartMethodName(*g.method)),
@@ -470,19 +480,19 @@ absl::Status SetStartMethod(StartMethod method, bool force) {
 
 StartMethod GetStartMethod() {
   auto& g = G();
-  std::lock_guard<std::mutex> lock(g.mu);
+  MutexLock lock(&g.mu);
   return g.method.value_or(StartMethod::kForkServer);
 }
 
 void RegisterAfterFork(std::function<void()> hook) {
   auto& g = G();
-  std::lock_guard<std::mutex> lock(g.mu);
+  MutexLock lock(&g.mu);
   g.after_fork.push_back(std::move(hook));
 }
 
 void SetExecutable(std::string path) {
   auto& g = G();
-  std::lock_guard<std::mutex> lock(g.mu);
+  MutexLock lock(&g.mu);
   g.executable = std::move(path);
 }
 
@@ -540,9 +550,9 @@ std::optional<ParentProcessInfo> ParentProcess() {
 std::vector<ProcessInfo> ActiveChildren() {
   auto& g = G();
   std::vector<ProcessInfo> out;
-  std::lock_guard<std::mutex> lock(g.mu);
+  MutexLock lock(&g.mu);
   for (const std::shared_ptr<ChildRecord>& c : g.children) {
-    std::lock_guard<std::mutex> l(c->mu);
+    MutexLock l(&c->mu);
     spawn_internal::ReapLocked(*c, /*block=*/false);  // finished ones are reaped on the way
     if (!c->exitcode.has_value()) out.push_back(ProcessInfo{c->name, c->pid, c->daemon, ""});
   }
@@ -645,7 +655,7 @@ void Process::DropRecordIfDone() {
   if (child_ == nullptr || owner_pid_ != CurrentPid()) return;
   bool done;
   {
-    std::lock_guard<std::mutex> lock(child_->mu);
+    MutexLock lock(&child_->mu);
     spawn_internal::ReapLocked(*child_, /*block=*/false);
     done = child_->exitcode.has_value();
   }
@@ -803,7 +813,7 @@ absl::Status Process::StartSpawn() {
   if (!sent.ok() && sent.code() != absl::StatusCode::kOutOfRange) {
     // The child is running without its bootstrap: end it rather than leave it waiting.
     ::kill(rec->pid, SIGKILL);
-    std::lock_guard<std::mutex> lock(rec->mu);
+    MutexLock lock(&rec->mu);
     spawn_internal::ReapLocked(*rec, /*block=*/true);
     return absl::Status(sent.code(), absl::StrCat("sending the spawn bootstrap: ", sent.message()));
   }
@@ -872,7 +882,7 @@ absl::Status Process::Join(absl::Duration timeout) {
   MPROC_RETURN_IF_ERROR(CheckUsable("Join"));
   ChildRecord& c = *child_;
   {
-    std::lock_guard<std::mutex> lock(c.mu);
+    MutexLock lock(&c.mu);
     if (c.exitcode.has_value()) return absl::OkStatus();
   }
   Deadline deadline = Deadline::After(timeout);
@@ -882,14 +892,14 @@ absl::Status Process::Join(absl::Duration timeout) {
     int r = WaitReadable(c.status_conn.ok() ? c.status_conn.get() : c.pidfd.get(), deadline);
     if (r < 0) return ErrnoToStatus(-r, "poll(pidfd)");
     if (r == 0) return absl::OkStatus();  // timed out: still running
-    std::lock_guard<std::mutex> lock(c.mu);
+    MutexLock lock(&c.mu);
     spawn_internal::ReapLocked(c, /*block=*/true);
     return absl::OkStatus();
   }
   // No pidfd (kernels before 5.3): poll by pid.
   for (;;) {
     {
-      std::lock_guard<std::mutex> lock(c.mu);
+      MutexLock lock(&c.mu);
       spawn_internal::ReapLocked(c, /*block=*/false);
       if (c.exitcode.has_value()) return absl::OkStatus();
     }
@@ -900,14 +910,14 @@ absl::Status Process::Join(absl::Duration timeout) {
 
 bool Process::IsAlive() {
   if (!CheckUsable("IsAlive").ok()) return false;
-  std::lock_guard<std::mutex> lock(child_->mu);
+  MutexLock lock(&child_->mu);
   spawn_internal::ReapLocked(*child_, /*block=*/false);
   return !child_->exitcode.has_value();
 }
 
 std::optional<int> Process::exitcode() {
   if (!CheckUsable("exitcode").ok()) return std::nullopt;
-  std::lock_guard<std::mutex> lock(child_->mu);
+  MutexLock lock(&child_->mu);
   spawn_internal::ReapLocked(*child_, /*block=*/false);
   return child_->exitcode;
 }
@@ -917,7 +927,7 @@ pid_t Process::pid() const { return child_ ? child_->pid : 0; }
 int Process::sentinel() const { return child_ && !closed_ ? child_->pidfd.get() : -1; }
 
 absl::Status Process::Signal(int sig) {
-  std::lock_guard<std::mutex> lock(child_->mu);
+  MutexLock lock(&child_->mu);
   if (child_->exitcode.has_value()) return absl::OkStatus();  // already reaped: nothing to do
   long r = child_->pidfd.ok()
                ? ::syscall(SYS_pidfd_send_signal, child_->pidfd.get(), sig, nullptr, 0)
@@ -942,7 +952,7 @@ absl::Status Process::Close() {
     if (owner_pid_ != CurrentPid()) {
       return absl::FailedPreconditionError("Close: this Process belongs to another process");
     }
-    std::lock_guard<std::mutex> lock(child_->mu);
+    MutexLock lock(&child_->mu);
     spawn_internal::ReapLocked(*child_, /*block=*/false);
     if (!child_->exitcode.has_value()) {
       return absl::FailedPreconditionError(

@@ -26,10 +26,11 @@
 
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <string>
+#include <utility>
 
 #include "absl/status/statusor.h"
+#include "base/mutex.h"
 #include "base/unique_fd.h"
 #include "spawn/process.h"
 
@@ -52,11 +53,13 @@ class Zygote {
   pid_t pid() const { return pid_; }
 
  private:
-  Zygote() = default;
-  pid_t pid_ = 0;
-  pid_t owner_pid_ = 0;
-  UniqueFd ctl_;
-  std::mutex mu_;
+  // ctl_ is set here rather than by Start, which the thread-safety analysis would check.
+  Zygote(pid_t zygote_pid, pid_t owner_pid, UniqueFd ctl)
+      : pid_(zygote_pid), owner_pid_(owner_pid), ctl_(std::move(ctl)) {}
+  pid_t pid_ = 0;        // set at construction, then only read
+  pid_t owner_pid_ = 0;  // set at construction, then only read
+  UniqueFd ctl_ ABSL_GUARDED_BY(mu_);
+  Mutex mu_;  // serialises Fork's requests on ctl_
 };
 
 }  // namespace mproc

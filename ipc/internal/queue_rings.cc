@@ -189,7 +189,8 @@ namespace {
 // producers; waits for either without the lock (so a non-blocking Put of another producer is
 // never held up by a waiting one), then looks again under it.
 absl::Status SharedRingPut(QueueShared& s, int ri, std::span<const std::byte> bytes, bool stamped,
-                           const Deadline& deadline, bool block, bool* was_empty) {
+                           const Deadline& deadline, bool block, bool* was_empty)
+    ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.put_mu) {
   RingHeader& r = s.state->rings[ri];
   const uint64_t need = RecordBytes(bytes.size(), stamped ? kStampedHeader : kRecordHeader);
   auto ready = [&] {
@@ -236,6 +237,7 @@ absl::Status RingPut(QueueShared& s, int ri, std::span<const std::byte> bytes,
     wake_head = t + need > kRingBudget ? t + need - kRingBudget : 0;
   }
   MPROC_RETURN_IF_ERROR(WaitAsOwner(s, r, deadline, block, wake_head, [&] {
+    s.put_mu.AssertHeld();  // WaitAsOwner calls it with put_mu held
     if (!SocketItemsReceived(s, r)) return false;
     // The cached head over-estimates what is used: if the item fits by it, it fits. Only
     // otherwise read the consumers' cache line.

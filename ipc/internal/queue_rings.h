@@ -33,7 +33,7 @@ void WakeOwner(RingHeader& r, uint64_t head);
 
 inline bool IsShared(int ri) { return ri >= kOwnRings; }
 // The ring this process produces into (requires put_mu).
-int MyRing(QueueShared& s);
+int MyRing(QueueShared& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.put_mu);
 
 // Waits on the owner's space_seq (in slices, minding Close) until `ready()`; OK, or
 // RESOURCE_EXHAUSTED (non-blocking), DEADLINE_EXCEEDED, FAILED_PRECONDITION (closed).
@@ -42,7 +42,7 @@ int MyRing(QueueShared& s);
 // on (consumers that stopped taking short of wake_head), and let it notice a Close.
 template <typename Ready>
 absl::Status WaitAsOwner(QueueShared& s, RingHeader& r, const Deadline& deadline, bool block,
-                         uint64_t wake_head, Ready ready) {
+                         uint64_t wake_head, Ready ready) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.put_mu) {
   for (;;) {
     if (ready()) return absl::OkStatus();
     if (!block) return absl::ResourceExhaustedError("queue's byte budget is full");
@@ -65,7 +65,8 @@ absl::Status WaitAsOwner(QueueShared& s, RingHeader& r, const Deadline& deadline
 // Publishes one ordinary item into ring `ri` (requires put_mu): waits for the owner's socket
 // items to be received and for space; `*was_empty`: a consumer may sleep on the ring.
 absl::Status RingPut(QueueShared& s, int ri, std::span<const std::byte> bytes,
-                     const Deadline& deadline, bool block, bool* was_empty);
+                     const Deadline& deadline, bool block, bool* was_empty)
+    ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.put_mu);
 // Takes the put lock of shared ring `r` (a dead holder is taken over from).
 absl::Status LockSharedRing(RingHeader& r, const Deadline& deadline);
 

@@ -203,7 +203,7 @@ absl::Status TakeFromSocket(QueueShared& s, bool force, TakeBuffer* bytes,
   absl::StatusOr<Mapping> m = seg->Map();
   if (!m.ok()) {
     // The item is ours alone now: keep it for the next Get rather than drop it.
-    std::lock_guard<std::mutex> lock(s.stash_mu);
+    MutexLock lock(&s.stash_mu);
     if (s.stash_pid != CurrentPid()) s.stash.clear();
     s.stash_pid = CurrentPid();
     s.stash.push_back({*std::move(seg), len, std::move(*fds)});
@@ -220,7 +220,7 @@ absl::Status TakeFromSocket(QueueShared& s, bool force, TakeBuffer* bytes,
 // The oldest item a Get here received but could not map (see QueueShared::stash): OK with it,
 // UNAVAILABLE when there is none, or the mapping error again (the item stays first).
 absl::Status TakeStashed(QueueShared& s, TakeBuffer* bytes, std::vector<UniqueFd>* fds) {
-  std::lock_guard<std::mutex> lock(s.stash_mu);
+  MutexLock lock(&s.stash_mu);
   if (s.stash_pid != CurrentPid()) s.stash.clear();  // a fork child: the parent's, not ours
   if (s.stash.empty()) {
     s.has_stash.store(false, std::memory_order_relaxed);

@@ -23,7 +23,8 @@ bool UsesSocket(const EncodeBuffer& item, const QueueShared& s);
 // Sends `items` (all socket items) on the socket, after this producer's ring items (requires
 // put_mu, slots taken). How many were sent, or an error when none was.
 absl::StatusOr<size_t> SocketPut(QueueShared& s, int ri, std::span<const EncodeBuffer> items,
-                                 const Deadline& deadline, bool block);
+                                 const Deadline& deadline, bool block)
+    ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.put_mu);
 // Receives one socket record (non-blocking); see queue_socket.cc.
 absl::Status TakeFromSocket(QueueShared& s, bool force, TakeBuffer* bytes,
                             std::vector<UniqueFd>* fds, bool* counted);

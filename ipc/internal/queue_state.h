@@ -9,12 +9,12 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
-#include <mutex>
 #include <type_traits>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "base/mutex.h"
 #include "base/owner.h"
 #include "base/process_id.h"
 #include "base/unique_fd.h"
@@ -154,10 +154,12 @@ struct QueueShared {
   std::byte* ring_data = nullptr;  // kRings * kRingBytes
   std::atomic<bool> closed{false};
 
-  std::mutex put_mu;      // this process's producers, one at a time
-  int ring = -1;          // the ring this process puts into (guarded by put_mu)
-  pid_t ring_pid = 0;     // ...when chosen by this pid (a fork child chooses its own)
-  uint64_t head_cache = 0;   // our ring's head as last read (guarded by put_mu): a lower bound
+  Mutex put_mu;  // this process's producers, one at a time
+  int ring ABSL_GUARDED_BY(put_mu) = -1;  // the ring this process puts into
+  // ...when chosen by this pid (a fork child chooses its own)
+  pid_t ring_pid ABSL_GUARDED_BY(put_mu) = 0;
+  // Our ring's head as last read: a lower bound.
+  uint64_t head_cache ABSL_GUARDED_BY(put_mu) = 0;
   // Each ring's tail as last read by a consumer here: a lower bound, so a consumer reads the
   // producer's cache line only when it has caught up.
   std::atomic<uint64_t> tail_cache[kRings] = {};
@@ -173,12 +175,13 @@ struct QueueShared {
     uint64_t len = 0;
     std::vector<UniqueFd> fds;
   };
-  std::mutex stash_mu;
-  std::deque<Stashed> stash;
-  pid_t stash_pid = 0;
+  Mutex stash_mu;
+  std::deque<Stashed> stash ABSL_GUARDED_BY(stash_mu);
+  pid_t stash_pid ABSL_GUARDED_BY(stash_mu) = 0;
   std::atomic<bool> has_stash{false};
 
   ~QueueShared() {
+    MutexLock lock(&put_mu);
     if (ring >= 0 && ring < kOwnRings && ring_pid == CurrentPid()) {
       uint64_t me = CurrentProcessOwner();
       state->rings[ring].owner.compare_exchange_strong(me, 0);

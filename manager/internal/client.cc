@@ -46,10 +46,12 @@ struct Inherited {
 };
 
 struct Registry {
-  std::mutex mu;
-  pid_t pid = 0;
-  std::map<std::string, std::shared_ptr<ManagerClient>> clients;  // by address and instance nonce
-  std::map<std::string, Inherited> inherited;  // a fork child's, by the same key
+  Mutex mu;
+  pid_t pid ABSL_GUARDED_BY(mu) = 0;
+  // By address and instance nonce.
+  std::map<std::string, std::shared_ptr<ManagerClient>> clients ABSL_GUARDED_BY(mu);
+  // A fork child's, by the same key.
+  std::map<std::string, Inherited> inherited ABSL_GUARDED_BY(mu);
 };
 
 Registry& Clients() {
@@ -76,16 +78,18 @@ uint64_t RandomId() {
 
 // A fork child inherits its parent's connections: they are the parent's, and a child writing
 // on one would interleave with the parent's calls. The child closes them and starts afresh.
-void ForgetClientsAfterFork() {
+// It runs in the child before anything else there, one thread, on mutexes it makes anew: it
+// takes none of them (hence no analysis).
+void ForgetClientsAfterFork() ABSL_NO_THREAD_SAFETY_ANALYSIS {
   Registry& r = Clients();
-  new (&r.mu) std::mutex;  // the parent may have held it at the fork
+  new (&r.mu) Mutex;  // the parent may have held it at the fork
   r.inherited.clear();
   for (auto& [key, client] : r.clients) {
     // The lease the parent announced for this fork is ours to claim on first use.
     r.inherited[key].token = client->fork_token_;
-    new (&client->mu_) std::mutex;
-    new (&client->send_mu_) std::mutex;
-    new (&client->cv_) std::condition_variable;
+    new (&client->mu_) Mutex;
+    new (&client->send_mu_) Mutex;
+    new (&client->cv_) CondVar;
     if (client->conn_.has_value()) {
       const int fd = client->conn_->fileno();
       if (fd >= 0) ::close(fd);
@@ -101,7 +105,7 @@ void ForgetClientsAfterFork() {
 
 void LeaseBeforeFork() {
   Registry& r = Clients();
-  std::lock_guard<std::mutex> lock(r.mu);
+  MutexLock lock(&r.mu);
   if (r.pid != CurrentPid()) return;
   for (auto& [key, client] : r.clients) client->LeaseForFork();
 }
@@ -117,27 +121,30 @@ void ManagerClient::LeaseForFork() {
   fork_token_ = 0;
   // A call in progress on another thread (a long one) must not hold the fork up: that
   // connection gets no lease, and the child's proxies fall back to an incref.
-  std::unique_lock<std::mutex> lock(mu_, std::try_to_lock);
-  if (!lock.owns_lock() || broken_ || !conn_.has_value() || conn_->closed()) return;
-  std::unique_lock<std::mutex> send(send_mu_, std::try_to_lock);
-  if (!send.owns_lock()) return;
-  const uint64_t token = RandomId();
-  EncodeBuffer msg;
-  Encode(uint64_t{0}, msg);
-  Encode(static_cast<uint8_t>(Op::kForkLease), msg);
-  Encode(uint64_t{0}, msg);
-  Encode(token, msg);
-  if (conn_->SendBytes(std::string_view(reinterpret_cast<const char*>(msg.bytes().data()),
-                                        msg.size()),
-                       absl::Seconds(5))
-          .ok()) {
-    fork_token_ = token;
+  if (!mu_.TryLock()) return;
+  if (!broken_ && conn_.has_value() && !conn_->closed()) {
+    if (send_mu_.TryLock()) {
+      const uint64_t token = RandomId();
+      EncodeBuffer msg;
+      Encode(uint64_t{0}, msg);
+      Encode(static_cast<uint8_t>(Op::kForkLease), msg);
+      Encode(uint64_t{0}, msg);
+      Encode(token, msg);
+      if (conn_->SendBytes(std::string_view(reinterpret_cast<const char*>(msg.bytes().data()),
+                                            msg.size()),
+                           absl::Seconds(5))
+              .ok()) {
+        fork_token_ = token;
+      }
+      send_mu_.Unlock();
+    }
   }
+  mu_.Unlock();
 }
 
 absl::StatusOr<std::shared_ptr<ManagerClient>> ManagerClient::For(const ManagerRef& ref) {
   Registry& r = Clients();
-  std::lock_guard<std::mutex> lock(r.mu);
+  MutexLock lock(&r.mu);
   if (r.pid != CurrentPid()) {
     r.clients.clear();
     r.pid = CurrentPid();
@@ -156,20 +163,20 @@ absl::Status ManagerClient::GoneLocked(const absl::Status& cause) {
       cause.ToString()));
   // Shut, not closed: another thread may be reading it; shutting it wakes that reader.
   if (conn_.has_value() && conn_->fileno() >= 0) ::shutdown(conn_->fileno(), SHUT_RDWR);
-  cv_.notify_all();
+  cv_.SignalAll();
   MaybeCloseLocked();
   return *broken_;
 }
 
 void ManagerClient::MaybeCloseLocked() {
   if (!broken_ || reading_ || !waiting_.empty() || !conn_.has_value() || conn_->closed()) return;
-  std::lock_guard<std::mutex> send(send_mu_);
+  MutexLock send(&send_mu_);
   conn_->Close();
 }
 
 void ManagerClient::Forget(const ManagerRef& ref) {
   Registry& r = Clients();
-  std::lock_guard<std::mutex> lock(r.mu);
+  MutexLock lock(&r.mu);
   r.clients.erase(KeyOf(ref));
 }
 
@@ -227,7 +234,7 @@ absl::Status ManagerClient::Send(uint64_t id, Op op, uint64_t object, const Enco
   Encode(static_cast<uint8_t>(op), msg);
   Encode(object, msg);
   msg.Append(args.bytes().data(), args.size());
-  std::lock_guard<std::mutex> send(send_mu_);
+  MutexLock send(&send_mu_);
   return conn_->SendBytes(
       std::string_view(reinterpret_cast<const char*>(msg.bytes().data()), msg.size()), timeout);
 }
@@ -243,7 +250,7 @@ absl::StatusOr<std::string> ManagerClient::Call(Op op, uint64_t object, const En
   }
   uint64_t id;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (broken_) return *broken_;
     MPROC_RETURN_IF_ERROR(ConnectLocked(deadline));
     id = next_call_++;
@@ -255,7 +262,7 @@ absl::StatusOr<std::string> ManagerClient::Call(Op op, uint64_t object, const En
           : absl::Nanoseconds(std::max<int64_t>(0, deadline.monotonic_ns() - MonotonicNowNs()));
   absl::Status sent = Send(id, op, object, args, left);
   if (!sent.ok()) {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     waiting_.erase(id);
     if (absl::IsDeadlineExceeded(sent)) return sent;
     return GoneLocked(sent);
@@ -264,10 +271,10 @@ absl::StatusOr<std::string> ManagerClient::Call(Op op, uint64_t object, const En
 }
 
 absl::StatusOr<std::string> ManagerClient::AwaitReply(uint64_t id, const Deadline& deadline) {
-  std::unique_lock<std::mutex> lock(mu_);
-  auto done = [&](absl::StatusOr<std::string> r) {
+  MutexLock lock(&mu_);
+  auto done = [&](absl::StatusOr<std::string> r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     waiting_.erase(id);
-    cv_.notify_all();  // the reader's role may be free for another waiter
+    cv_.SignalAll();  // the reader's role may be free for another waiter
     MaybeCloseLocked();
     return r;
   };
@@ -284,24 +291,24 @@ absl::StatusOr<std::string> ManagerClient::AwaitReply(uint64_t id, const Deadlin
     }
     if (reading_) {
       if (deadline.infinite()) {
-        cv_.wait(lock);
+        cv_.Wait(lock);
       } else {
-        cv_.wait_until(lock, std::chrono::steady_clock::time_point(
-                                 std::chrono::nanoseconds(deadline.monotonic_ns())));
+        cv_.WaitUntil(lock, std::chrono::steady_clock::time_point(
+                                std::chrono::nanoseconds(deadline.monotonic_ns())));
       }
       continue;
     }
     // This thread reads for everyone until its own reply or deadline comes.
     reading_ = true;
-    lock.unlock();
+    lock.Unlock();
     const absl::Duration left =
         deadline.infinite()
             ? absl::InfiniteDuration()
             : absl::Nanoseconds(std::max<int64_t>(0, deadline.monotonic_ns() - MonotonicNowNs()));
     absl::StatusOr<std::string> msg = conn_->RecvBytes(kMaxMessage, left);
-    lock.lock();
+    lock.Lock();
     reading_ = false;
-    cv_.notify_all();
+    cv_.SignalAll();
     if (!msg.ok()) {
       // Nothing before the deadline (the stream intact): the loop sees the deadline.
       if (absl::IsDeadlineExceeded(msg.status()) && conn_->readable()) continue;
@@ -328,26 +335,26 @@ absl::StatusOr<std::string> ManagerClient::AwaitReply(uint64_t id, const Deadlin
 
 void ManagerClient::OneWay(Op op, uint64_t object, const EncodeBuffer& args) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (broken_ || !conn_.has_value() || conn_->closed()) return;
   }
   absl::Status s = Send(0, op, object, args, absl::Seconds(5));
   if (!s.ok()) {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     (void)GoneLocked(s);
   }
 }
 
 void ManagerClient::MarkShutDown() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   broken_ = absl::FailedPreconditionError("the manager was shut down");
   if (conn_.has_value() && conn_->fileno() >= 0) ::shutdown(conn_->fileno(), SHUT_RDWR);
-  cv_.notify_all();
+  cv_.SignalAll();
   MaybeCloseLocked();
 }
 
 void ManagerClient::SetDeathNote(std::function<std::string()> note) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   death_note_ = std::move(note);
 }
 
@@ -382,7 +389,7 @@ absl::StatusOr<std::shared_ptr<ProxyRef>> OwnRef(const std::shared_ptr<ProxyRef>
   // becomes one reference of this process's own.
   MPROC_ASSIGN_OR_RETURN(std::shared_ptr<ManagerClient> client, ManagerClient::For(ref->mgr));
   Registry& r = Clients();
-  std::lock_guard<std::mutex> lock(r.mu);
+  MutexLock lock(&r.mu);
   Inherited& inh = r.inherited[KeyOf(ref->mgr)];
   if (std::shared_ptr<ProxyRef> mine = inh.refs[ref->object].lock()) return mine;
   if (inh.token != 0 && !inh.claimed) {

@@ -19,19 +19,18 @@
 #include <sys/types.h>
 
 #include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <map>
 #include <set>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "base/deadline.h"
+#include "base/mutex.h"
 #include "ipc/connection.h"
 #include "ipc/listener.h"
 #include "manager/internal/protocol.h"
@@ -76,10 +75,10 @@ class ManagerClient {
 
  private:
   explicit ManagerClient(ManagerRef ref) : ref_(std::move(ref)) {}
-  absl::Status ConnectLocked(const Deadline& deadline);
-  absl::Status GoneLocked(const absl::Status& cause);
+  absl::Status ConnectLocked(const Deadline& deadline) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status GoneLocked(const absl::Status& cause) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Closes the connection once it is broken and no thread reads or waits on it.
-  void MaybeCloseLocked();
+  void MaybeCloseLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<std::string> AwaitReply(uint64_t id, const Deadline& deadline);
   // Sends one request (under send_mu_).
   absl::Status Send(uint64_t id, Op op, uint64_t object, const EncodeBuffer& args,
@@ -90,17 +89,23 @@ class ManagerClient {
   void LeaseForFork();
 
   const ManagerRef ref_;
-  std::mutex mu_;        // the state below; the connection is made under it
-  std::mutex send_mu_;   // one writer at a time
-  std::condition_variable cv_;  // a reply arrived, the reader left, or the connection broke
-  uint64_t fork_token_ = 0;  // the lease announced before the last fork (read in the child)
+  Mutex mu_;       // the state guarded below; the connection is made under it
+  Mutex send_mu_;  // one writer at a time
+  CondVar cv_;     // a reply arrived, the reader left, or the connection broke
+  // The lease announced before the last fork (read in the child). Not under mu_: written by
+  // the fork's prepare handler under the client registry's lock, read by the child's.
+  uint64_t fork_token_ = 0;
+  // Made, checked and closed under mu_ (closed under send_mu_ too), but not guarded by it: the
+  // writer uses it under send_mu_ alone, and the reading thread (reading_) without a lock.
   std::optional<Connection> conn_;
-  uint64_t next_call_ = 1;
-  bool reading_ = false;                                    // a thread reads replies
-  std::set<uint64_t> waiting_;                              // calls awaiting replies
-  std::map<uint64_t, absl::StatusOr<std::string>> replies_;  // ...and those that came
-  std::optional<absl::Status> broken_;  // the manager is gone (or shut down): every call fails
-  std::function<std::string()> death_note_;
+  uint64_t next_call_ ABSL_GUARDED_BY(mu_) = 1;
+  bool reading_ ABSL_GUARDED_BY(mu_) = false;        // a thread reads replies
+  std::set<uint64_t> waiting_ ABSL_GUARDED_BY(mu_);  // calls awaiting replies
+  // ...and the replies that came for them
+  std::map<uint64_t, absl::StatusOr<std::string>> replies_ ABSL_GUARDED_BY(mu_);
+  // The manager is gone (or shut down): every call fails.
+  std::optional<absl::Status> broken_ ABSL_GUARDED_BY(mu_);
+  std::function<std::string()> death_note_ ABSL_GUARDED_BY(mu_);
   friend void ForgetClientsAfterFork();
   friend void LeaseBeforeFork();
 };

@@ -14,12 +14,12 @@
 #include <functional>
 #include <memory>
 #include <map>
-#include <mutex>
 #include <string>
 #include <tuple>
 #include <type_traits>
 #include <utility>
 
+#include "base/mutex.h"
 #include "manager/internal/protocol.h"
 #include "serialize/codec.h"
 #include "serialize/remote_error.h"
@@ -194,8 +194,9 @@ struct NamedType {
   ObjectFactory factory = nullptr;
   std::map<std::string, NamedMethod, std::less<>> methods;
 };
-std::map<std::string, NamedType, std::less<>>& NamedTypes();
-std::mutex& NamedTypesMutex();
+Mutex& NamedTypesMutex();
+std::map<std::string, NamedType, std::less<>>& NamedTypes()
+    ABSL_EXCLUSIVE_LOCKS_REQUIRED(NamedTypesMutex());
 
 template <typename Fn>
 struct MethodTraits;

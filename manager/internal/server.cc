@@ -18,7 +18,6 @@
 #include <set>
 #include <string_view>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <tuple>
 #include <unordered_map>
@@ -28,6 +27,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/deadline.h"
 #include "base/io_ring.h"
+#include "base/mutex.h"
 #include "base/status.h"
 #include "base/syscall.h"
 #include "manager/internal/client.h"
@@ -669,8 +669,8 @@ class Server {
   std::unordered_map<uint64_t, PoolRun> runs_;
   uint64_t next_run_ = 1;
   UniqueFd done_fd_;
-  std::mutex done_mu_;
-  std::vector<TaskDoneNote> done_;  // guarded by done_mu_
+  Mutex done_mu_;
+  std::vector<TaskDoneNote> done_ ABSL_GUARDED_BY(done_mu_);
 };
 
 void Server::Accept() {
@@ -900,7 +900,7 @@ Result Server::CallObject(Conn& c, Object& o, Method m, DecodeReader& r) {
     std::string method;
     if (!Codec<std::string>::Decode(r, method)) return r.status();
     {
-      std::lock_guard<std::mutex> lock(NamedTypesMutex());
+      MutexLock lock(&NamedTypesMutex());
       auto t = NamedTypes().find(o.type_name);
       if (t != NamedTypes().end()) {
         auto f = t->second.methods.find(method);
@@ -968,7 +968,7 @@ Result Server::CallPool(Conn& c, Object& o, Method m, DecodeReader& r, uint64_t 
                         TaskOutcome(static_cast<uint8_t>(st.code()), std::string(st.message()),
                                     std::string(reinterpret_cast<const char*>(out.data()),
                                                 out.size()))};
-      std::lock_guard<std::mutex> lock(done_mu_);
+      MutexLock lock(&done_mu_);
       done_.push_back(std::move(note));
       const uint64_t one = 1;
       (void)::write(done_fd_.get(), &one, sizeof(one));
@@ -989,7 +989,7 @@ void Server::FinishTasks() {
   (void)::read(done_fd_.get(), &count, sizeof(count));
   std::vector<TaskDoneNote> notes;
   {
-    std::lock_guard<std::mutex> lock(done_mu_);
+    MutexLock lock(&done_mu_);
     notes.swap(done_);
   }
   for (TaskDoneNote& n : notes) {
@@ -1532,7 +1532,7 @@ bool Server::Handle(Conn& c, std::span<const std::byte> msg) {
           if (!Codec<std::string>::Decode(init, name)) { made = init.status(); break; }
           ObjectFactory factory = nullptr;
           {
-            std::lock_guard<std::mutex> lock(NamedTypesMutex());
+            MutexLock lock(&NamedTypesMutex());
             auto t = NamedTypes().find(name);
             if (t != NamedTypes().end()) factory = t->second.factory;
           }

@@ -16,13 +16,13 @@
 #include <cstring>
 #include <deque>
 #include <map>
-#include <mutex>
 #include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "base/deadline.h"
 #include "base/io_ring.h"
+#include "base/mutex.h"
 #include "base/status.h"
 #include "base/spin.h"
 #include "base/syscall.h"
@@ -124,28 +124,31 @@ int WorkerMain(UniqueFd sock, InitEntry init_entry, std::string init_bytes,
 }
 
 struct PoolCore::State {
-  CoreOptions opts;
-  std::mutex mu;
+  CoreOptions opts;  // fixed at Create (read without a lock)
+  Mutex mu;
   struct PendingTask {
     uint64_t id;
     EncodeBuffer task;
     std::shared_ptr<void> keepalive;  // owns the descriptors the task's bytes borrow
   };
-  std::deque<PendingTask> pending;
-  std::map<uint64_t, TaskDone> callbacks;  // every submitted, unfinished task
-  bool closed = false;
-  bool terminated = false;
-  bool kill_workers = false;  // terminated by Kill: SIGKILL, not SIGTERM
-  std::optional<absl::Status> broken;  // the initializer failed: the pool serves no more
-  uint64_t next_id = 1;
-  UniqueFd wake;
+  std::deque<PendingTask> pending ABSL_GUARDED_BY(mu);
+  std::map<uint64_t, TaskDone> callbacks ABSL_GUARDED_BY(mu);  // every submitted, unfinished task
+  bool closed ABSL_GUARDED_BY(mu) = false;
+  bool terminated ABSL_GUARDED_BY(mu) = false;
+  bool kill_workers ABSL_GUARDED_BY(mu) = false;  // terminated by Kill: SIGKILL, not SIGTERM
+  // The initializer failed: the pool serves no more.
+  std::optional<absl::Status> broken ABSL_GUARDED_BY(mu);
+  uint64_t next_id ABSL_GUARDED_BY(mu) = 1;
+  UniqueFd wake;    // fixed at Create (read without a lock)
   UniqueFd sigint;  // interrupt mode: readable after a SIGINT (see RegisterSigintFd)
   // Fork start method: replacement workers come from this single-threaded copy of the owner,
   // made before the pool thread existed (never from fork() of the threaded owner).
   std::unique_ptr<Zygote> zygote;
+  // Started by Create before the pool is shared, joined under join_mu (not annotated: Create
+  // sets it without the lock).
   std::thread thread;
   std::thread::id thread_id;  // the pool thread's, fixed at Create (read without a lock)
-  std::mutex join_mu;         // Join: one joiner at a time
+  Mutex join_mu;              // Join: one joiner at a time
 
   struct Worker {
     std::unique_ptr<Process> proc;
@@ -158,21 +161,22 @@ struct PoolCore::State {
   // Workers that retired (maxtasksperchild) and closed their channel, not yet reaped: their
   // exit is awaited apart and never counted as a death.
   std::vector<std::unique_ptr<Process>> retiring;
-  std::vector<pid_t> pids;      // under mu, for WorkerPids
+  std::vector<pid_t> pids ABSL_GUARDED_BY(mu);  // for WorkerPids
 
   // Something for the pool thread (a task, a close, ...): it spins on `news`, and only a
   // sleeping pool thread needs the eventfd (a Dekker pair with its sleep in Run).
   std::atomic<uint64_t> news{0};
   std::atomic<uint32_t> sleeping{0};
-  // Why no task may be submitted now (under mu); OK when one may.
-  absl::Status RefusalLocked() const {
+  // Why no task may be submitted now; OK when one may.
+  absl::Status RefusalLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     if (broken) return *broken;
     if (terminated) return absl::FailedPreconditionError("Pool is terminated");
     if (closed) return absl::FailedPreconditionError("Pool is closed (no new tasks)");
     return absl::OkStatus();
   }
-  // Queues a task (under mu); returns its id.
-  uint64_t QueueLocked(EncodeBuffer task, TaskDone done, std::shared_ptr<void> keepalive) {
+  // Queues a task; returns its id.
+  uint64_t QueueLocked(EncodeBuffer task, TaskDone done, std::shared_ptr<void> keepalive)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     const uint64_t id = next_id++;
     callbacks.emplace(id, std::move(done));
     pending.push_back({id, std::move(task), std::move(keepalive)});
@@ -348,7 +352,7 @@ absl::StatusOr<PoolCore::State::Worker> StartWorker(const CoreOptions& o, Zygote
 }
 
 void RefreshPids(PoolCore::State& st) {
-  std::lock_guard<std::mutex> lock(st.mu);
+  MutexLock lock(&st.mu);
   st.pids.clear();
   for (auto& w : st.workers) st.pids.push_back(w.proc->pid());
 }
@@ -408,7 +412,7 @@ absl::StatusOr<uint64_t> PoolCore::Submit(EncodeBuffer task, TaskDone done,
   State& st = *st_;
   uint64_t id;
   {
-    std::lock_guard<std::mutex> lock(st.mu);
+    MutexLock lock(&st.mu);
     MPROC_RETURN_IF_ERROR(st.RefusalLocked());
     id = st.QueueLocked(std::move(task), std::move(done), std::move(keepalive));
   }
@@ -419,7 +423,7 @@ absl::StatusOr<uint64_t> PoolCore::Submit(EncodeBuffer task, TaskDone done,
 absl::Status PoolCore::SubmitMany(std::vector<Submission>& batch) {
   State& st = *st_;
   {
-    std::lock_guard<std::mutex> lock(st.mu);
+    MutexLock lock(&st.mu);
     MPROC_RETURN_IF_ERROR(st.RefusalLocked());
     for (Submission& sub : batch) {
       st.QueueLocked(std::move(sub.task), std::move(sub.done), std::move(sub.keepalive));
@@ -431,7 +435,7 @@ absl::Status PoolCore::SubmitMany(std::vector<Submission>& batch) {
 
 bool PoolCore::Cancel(uint64_t id) {
   State& st = *st_;
-  std::lock_guard<std::mutex> lock(st.mu);
+  MutexLock lock(&st.mu);
   for (auto it = st.pending.begin(); it != st.pending.end(); ++it) {
     if (it->id == id) {
       st.pending.erase(it);
@@ -447,7 +451,7 @@ std::vector<uint64_t> PoolCore::CancelPending() {
   std::vector<uint64_t> ids;
   std::vector<TaskDone> cbs;
   {
-    std::lock_guard<std::mutex> lock(st.mu);
+    MutexLock lock(&st.mu);
     for (auto& pt : st.pending) {
       uint64_t id = pt.id;
       ids.push_back(id);
@@ -466,7 +470,7 @@ std::vector<uint64_t> PoolCore::CancelPending() {
 
 absl::Status PoolCore::Close() {
   {
-    std::lock_guard<std::mutex> lock(st_->mu);
+    MutexLock lock(&st_->mu);
     st_->closed = true;
   }
   st_->Wake();
@@ -475,7 +479,7 @@ absl::Status PoolCore::Close() {
 
 absl::Status PoolCore::Terminate() {
   {
-    std::lock_guard<std::mutex> lock(st_->mu);
+    MutexLock lock(&st_->mu);
     st_->closed = true;
     st_->terminated = true;
   }
@@ -485,7 +489,7 @@ absl::Status PoolCore::Terminate() {
 
 absl::Status PoolCore::Kill() {
   {
-    std::lock_guard<std::mutex> lock(st_->mu);
+    MutexLock lock(&st_->mu);
     st_->closed = true;
     st_->terminated = true;
     st_->kill_workers = true;
@@ -496,7 +500,7 @@ absl::Status PoolCore::Kill() {
 
 absl::Status PoolCore::Join() {
   {
-    std::lock_guard<std::mutex> lock(st_->mu);
+    MutexLock lock(&st_->mu);
     if (!st_->closed) {
       return absl::FailedPreconditionError("Pool is still running: Close or Terminate it first");
     }
@@ -508,13 +512,13 @@ absl::Status PoolCore::Join() {
         "Join on the pool's own thread (from a done callback) would wait for itself; the pool "
         "shuts down once its work is done");
   }
-  std::lock_guard<std::mutex> join(st_->join_mu);
+  MutexLock join(&st_->join_mu);
   if (st_->thread.joinable()) st_->thread.join();
   return absl::OkStatus();
 }
 
 std::vector<pid_t> PoolCore::WorkerPids() {
-  std::lock_guard<std::mutex> lock(st_->mu);
+  MutexLock lock(&st_->mu);
   return st_->pids;
 }
 
@@ -547,7 +551,7 @@ class PoolLoop {
   // Removes a task's callback (empty when the task already ended, e.g. cancelled), to be
   // called outside the lock.
   TaskDone TakeCallback(uint64_t id) {
-    std::lock_guard<std::mutex> lock(st_.mu);
+    MutexLock lock(&st_.mu);
     auto it = st_.callbacks.find(id);
     if (it == st_.callbacks.end()) return nullptr;
     TaskDone cb = std::move(it->second);
@@ -579,7 +583,7 @@ class PoolLoop {
       absl::Status why = s.ok() ? RemoteErrorToStatus(e) : s;
       why = absl::Status(why.code(), absl::StrCat("pool initializer failed: ", why.message()));
       if (s.ok()) why.SetPayload(kRemoteErrorPayloadUrl, *RemoteErrorToStatus(e).GetPayload(kRemoteErrorPayloadUrl));
-      std::lock_guard<std::mutex> lock(st_.mu);
+      MutexLock lock(&st_.mu);
       if (!st_.broken) st_.broken = why;
     }
     return false;
@@ -605,7 +609,7 @@ class PoolLoop {
   // nothing pending or running).
   bool Assign() {
     bool terminate = false;
-    std::unique_lock<std::mutex> lock(st_.mu);
+    MutexLock lock(&st_.mu);
     if (st_.broken) {
       while (!st_.pending.empty()) {
         to_fail_.emplace_back(st_.pending.front().id, *st_.broken);
@@ -707,7 +711,7 @@ class PoolLoop {
       (void)!::read(st.sigint.get(), &v, sizeof(v));
       std::vector<uint64_t> ids;
       {
-        std::lock_guard<std::mutex> lock(st.mu);
+        MutexLock lock(&st.mu);
         for (auto& [id, cb] : st.callbacks) ids.push_back(id);
         st.pending.clear();
       }
@@ -752,13 +756,13 @@ class PoolLoop {
       }
       std::optional<absl::Status> broken;
       {
-        std::lock_guard<std::mutex> lock(st.mu);
+        MutexLock lock(&st.mu);
         broken = st.broken;
       }
       const bool abrupt = !code.has_value() || *code != 0;
       if (st.opts.break_on_worker_death && abrupt && !broken.has_value()) {
         std::string how = DescribeExit(code);
-        std::lock_guard<std::mutex> lock(st.mu);
+        MutexLock lock(&st.mu);
         if (!st.terminated) {
           st.broken = absl::AbortedError(absl::StrCat(
               "BrokenProcessPool: a process in the pool (pid ", w.proc->pid(), ") was terminated "
@@ -780,7 +784,7 @@ class PoolLoop {
       }
       bool replace;
       {
-        std::lock_guard<std::mutex> lock(st.mu);
+        MutexLock lock(&st.mu);
         replace = !st.terminated && !st.broken && !(st.closed && st.pending.empty());
       }
       if (replace) {
@@ -788,7 +792,7 @@ class PoolLoop {
         if (nw.ok()) {
           st.workers.push_back(*std::move(nw));
         } else {
-          std::lock_guard<std::mutex> lock(st.mu);
+          MutexLock lock(&st.mu);
           if (!st.broken) {
             st.broken = absl::UnavailableError(
                 absl::StrCat("pool could not replace a worker: ", nw.status().message()));
@@ -800,7 +804,7 @@ class PoolLoop {
     // Retired workers that have exited by now are reaped (IsAlive reaps).
     std::erase_if(st.retiring, [](const std::unique_ptr<Process>& p) { return !p->IsAlive(); });
     {
-      std::lock_guard<std::mutex> lock(st.mu);
+      MutexLock lock(&st.mu);
       if (st.workers.empty() && !st.broken && !st.terminated && !st.pending.empty()) {
         st.broken = absl::UnavailableError("pool has no workers left");
       }
@@ -813,7 +817,7 @@ class PoolLoop {
     bool terminated;
     bool kill;
     {
-      std::lock_guard<std::mutex> lock(st.mu);
+      MutexLock lock(&st.mu);
       terminated = st.terminated;
       kill = st.kill_workers;
     }
@@ -847,7 +851,7 @@ class PoolLoop {
     std::vector<uint64_t> left;
     absl::Status why = absl::AbortedError("pool terminated before the task finished");
     {
-      std::lock_guard<std::mutex> lock(st.mu);
+      MutexLock lock(&st.mu);
       for (auto& [id, cb] : st.callbacks) left.push_back(id);
       st.pending.clear();
       if (st.broken) why = *st.broken;

@@ -7,10 +7,10 @@
 #include <atomic>
 #include <cerrno>
 #include <cstdint>
-#include <mutex>
 
 #include "absl/strings/str_cat.h"
 #include "base/cpu_relax.h"
+#include "base/mutex.h"
 
 namespace mproc::pool_internal {
 namespace {
@@ -19,10 +19,11 @@ namespace {
 // (write is async-signal-safe), and the pool threads do the rest. Installed when the first
 // such pool starts; the handler that was there before comes back when the last one ends.
 constexpr int kMaxSigintPools = 64;
+// Changed under g_sigint_mu, but read by the handler without it (atomics, not guarded).
 std::atomic<int> g_sigint_fds[kMaxSigintPools];
-std::mutex g_sigint_mu;
-int g_sigint_users = 0;
-struct sigaction g_sigint_previous;
+Mutex g_sigint_mu;
+int g_sigint_users ABSL_GUARDED_BY(g_sigint_mu) = 0;
+struct sigaction g_sigint_previous ABSL_GUARDED_BY(g_sigint_mu);
 
 // Handlers running now (on any thread): UnregisterSigintFd waits for them, so a handler that
 // read a slot before it was cleared is done writing before its descriptor can be closed and
@@ -51,7 +52,7 @@ void OnSigint(int) {
 }  // namespace
 
 absl::Status RegisterSigintFd(int fd) {
-  std::lock_guard<std::mutex> lock(g_sigint_mu);
+  MutexLock lock(&g_sigint_mu);
   if (g_sigint_users == 0) {
     for (auto& slot : g_sigint_fds) slot.store(-1);
   }
@@ -75,7 +76,7 @@ absl::Status RegisterSigintFd(int fd) {
 }
 
 void UnregisterSigintFd(int fd) {
-  std::lock_guard<std::mutex> lock(g_sigint_mu);
+  MutexLock lock(&g_sigint_mu);
   for (auto& slot : g_sigint_fds) {
     int expected = fd;
     if (slot.compare_exchange_strong(expected, -1, std::memory_order_seq_cst)) {

@@ -12,7 +12,6 @@
 
 #include <cstdint>
 #include <functional>
-#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
@@ -21,6 +20,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "base/deadline.h"
+#include "base/mutex.h"
 #include "base/unique_fd.h"
 #include "serialize/buffer.h"
 #include "serialize/codec.h"
@@ -48,6 +48,11 @@ MPROC_CODEC_FIELDS(Bootstrap, name, identity, parent_pid, daemon, entry, parent_
                    parent_name)
 
 // The state of one started child, shared by its Process and the at-exit registry.
+//
+// Only exitcode is guarded by mu. The other fields are set before the record is shared
+// (RegisterChild) and read without mu afterwards: Join polls pidfd / status_conn unlocked
+// while another thread may reap under mu, and pid() / sentinel() read them unlocked; Close
+// resets pidfd and status_conn under mu, but Close must not race other calls on the Process.
 struct ChildRecord {
   pid_t pid = 0;
   UniqueFd pidfd;
@@ -55,8 +60,8 @@ struct ChildRecord {
   UniqueFd status_conn;
   bool daemon = false;
   std::string name;  // for ActiveChildren()
-  std::mutex mu;
-  std::optional<int> exitcode;  // set once reaped
+  Mutex mu;
+  std::optional<int> exitcode ABSL_GUARDED_BY(mu);  // set once reaped
 };
 
 // process.cc

@@ -30,12 +30,12 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
-#include <mutex>
 #include <new>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "base/mutex.h"
 #include "base/process_id.h"
 #include "base/socket_dir.h"
 #include "base/status.h"
@@ -59,17 +59,17 @@ MPROC_CODEC_FIELDS(ForkServerConfig, owner_pid, authkey, dir, socket_path, prelo
 // ---------------------------------------------------------------- client side
 
 struct ServerState {
-  std::mutex mu;
-  pid_t owner_pid = 0;  // the process that started the server
-  pid_t pid = 0;
-  UniqueFd pidfd;
-  UniqueFd owner_sock;  // the server exits when this closes
-  UniqueFd control;     // the authenticated request connection
-  std::string dir;
-  std::string path;
-  std::string key;
-  void (*preload)() = nullptr;
-  bool atexit_registered = false;
+  Mutex mu;
+  pid_t owner_pid ABSL_GUARDED_BY(mu) = 0;  // the process that started the server
+  pid_t pid ABSL_GUARDED_BY(mu) = 0;
+  UniqueFd pidfd ABSL_GUARDED_BY(mu);
+  UniqueFd owner_sock ABSL_GUARDED_BY(mu);  // the server exits when this closes
+  UniqueFd control ABSL_GUARDED_BY(mu);     // the authenticated request connection
+  std::string dir ABSL_GUARDED_BY(mu);
+  std::string path ABSL_GUARDED_BY(mu);
+  std::string key ABSL_GUARDED_BY(mu);
+  void (*preload)() ABSL_GUARDED_BY(mu) = nullptr;
+  bool atexit_registered ABSL_GUARDED_BY(mu) = false;
 };
 
 ServerState& State() {
@@ -78,9 +78,11 @@ ServerState& State() {
 }
 
 // A fork child does not share its parent's server: it starts its own when it needs one.
-void ForgetServerAfterFork() {
+// Runs in the fork child (pthread_atfork), where only the forking thread exists and mu is
+// re-created rather than taken: the analysis cannot see that, hence no analysis here.
+void ForgetServerAfterFork() ABSL_NO_THREAD_SAFETY_ANALYSIS {
   ServerState& s = State();
-  new (&s.mu) std::mutex;
+  new (&s.mu) Mutex;
   s.pid = 0;
   s.pidfd.Reset();
   s.owner_sock.Reset();
@@ -114,7 +116,7 @@ absl::Status ServerDiedUnserved(const std::string& what, int code) {
 
 // Ends this process's server: closing the owner socket makes it exit; reap it (bounded).
 // Returns its exit status (-signal when killed; 0 when there was none).
-int StopServerLocked(ServerState& s) {
+int StopServerLocked(ServerState& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
   if (s.pid == 0) return 0;
   s.control.Reset();
   s.owner_sock.Reset();
@@ -132,7 +134,7 @@ int StopServerLocked(ServerState& s) {
   return ExitCodeOf(status);
 }
 
-bool ServerAliveLocked(const ServerState& s) {
+bool ServerAliveLocked(const ServerState& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
   if (s.pid == 0 || s.owner_pid != CurrentPid()) return false;
   if (!s.pidfd.ok()) return ::kill(s.pid, 0) == 0;
   return WaitReadable(s.pidfd.get(), Deadline::AtMonotonicNs(0)) == 0;  // readable = exited
@@ -143,7 +145,7 @@ void ShutdownAtExit() {
   ShutdownForkServer();
 }
 
-absl::Status StartServerLocked(ServerState& s) {
+absl::Status StartServerLocked(ServerState& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
   MPROC_ASSIGN_OR_RETURN(std::string dir, MakeSocketDir("forkserver"));
   std::string path = dir + "/socket";
   UniqueFd listener(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
@@ -315,7 +317,7 @@ absl::StatusOr<ForkServerChild> ForkServerStart(EncodeBuffer& buf) {
 std::vector<absl::StatusOr<ForkServerChild>> ForkServerStartMany(
     std::span<EncodeBuffer* const> bufs) {
   ServerState& s = State();
-  std::lock_guard<std::mutex> lock(s.mu);  // one batch at a time on the control connection
+  MutexLock lock(&s.mu);  // one batch at a time on the control connection
   const size_t n = bufs.size();
   std::vector<absl::StatusOr<ForkServerChild>> out;
   std::vector<UniqueFd> status_mine(n);
@@ -509,20 +511,20 @@ absl::StatusOr<int> ReadExitStatus(int status_conn, const Deadline& deadline) {
 
 void SetForkServerPreload(void (*preload)()) {
   spawn_internal::ServerState& s = spawn_internal::State();
-  std::lock_guard<std::mutex> lock(s.mu);
+  MutexLock lock(&s.mu);
   s.preload = preload;
 }
 
 void ShutdownForkServer() {
   spawn_internal::ServerState& s = spawn_internal::State();
-  std::lock_guard<std::mutex> lock(s.mu);
+  MutexLock lock(&s.mu);
   if (s.owner_pid != CurrentPid()) return;
   spawn_internal::StopServerLocked(s);
 }
 
 pid_t ForkServerPid() {
   spawn_internal::ServerState& s = spawn_internal::State();
-  std::lock_guard<std::mutex> lock(s.mu);
+  MutexLock lock(&s.mu);
   return s.owner_pid == CurrentPid() ? s.pid : 0;
 }
 

@@ -135,11 +135,7 @@ absl::StatusOr<std::unique_ptr<Zygote>> Zygote::Start(std::function<int(UniqueFd
     mine.Reset();
     RunZygote(theirs.Release(), owner, owner_pidfd, body);
   }
-  std::unique_ptr<Zygote> z(new Zygote());
-  z->pid_ = pid;
-  z->owner_pid_ = owner;
-  z->ctl_ = std::move(mine);
-  return z;
+  return std::unique_ptr<Zygote>(new Zygote(pid, owner, std::move(mine)));
 }
 
 Zygote::~Zygote() {
@@ -157,7 +153,7 @@ Zygote::~Zygote() {
 
 absl::StatusOr<std::unique_ptr<Process>> Zygote::Fork(UniqueFd fd, std::string name,
                                                       bool numbered) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (!ctl_.ok()) return absl::UnavailableError("the zygote is gone");
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {

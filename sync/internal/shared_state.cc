@@ -5,9 +5,9 @@
 
 #include <algorithm>
 #include <map>
-#include <mutex>
 #include <utility>
 
+#include "base/mutex.h"
 #include "base/process_id.h"
 
 namespace mproc::sync_internal {
@@ -20,17 +20,17 @@ constexpr size_t kSlotAlign = 64;  // a cache line: objects of a chunk share non
 // mapped chunk reuse its mapping (and its one descriptor). Expired entries are pruned as the
 // table grows.
 struct Registry {
-  std::mutex mu;
-  std::map<std::pair<dev_t, ino_t>, std::weak_ptr<Region>> regions;
-  size_t prune_at = 64;
+  Mutex mu;
+  std::map<std::pair<dev_t, ino_t>, std::weak_ptr<Region>> regions ABSL_GUARDED_BY(mu);
+  size_t prune_at ABSL_GUARDED_BY(mu) = 64;
 
   // This process's current chunk for new objects, and how much of it is used. Held weakly:
   // a chunk whose objects are all gone is freed (with its descriptor) even while current.
-  std::weak_ptr<Region> current;
-  size_t used = 0;
-  pid_t owner = 0;  // a fork child starts a chunk of its own
+  std::weak_ptr<Region> current ABSL_GUARDED_BY(mu);
+  size_t used ABSL_GUARDED_BY(mu) = 0;
+  pid_t owner ABSL_GUARDED_BY(mu) = 0;  // a fork child starts a chunk of its own
 
-  void AddLocked(const std::shared_ptr<Region>& r) {
+  void AddLocked(const std::shared_ptr<Region>& r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     struct stat st;
     if (::fstat(r->segment.fd(), &st) != 0) return;
     if (regions.size() >= prune_at) {
@@ -70,7 +70,7 @@ absl::StatusOr<std::pair<std::shared_ptr<Region>, char*>> AllocateShared(size_t 
     return std::make_pair(*std::move(own), at);
   }
   Registry& reg = Reg();
-  std::lock_guard<std::mutex> lock(reg.mu);
+  MutexLock lock(&reg.mu);
   if (reg.owner != CurrentPid()) {  // a fork child: its parent's chunk is its parent's to fill
     reg.current.reset();
     reg.used = 0;
@@ -93,7 +93,7 @@ absl::StatusOr<std::pair<std::shared_ptr<Region>, char*>> AllocateShared(size_t 
 
 size_t MappedChunksForTesting() {
   Registry& reg = Reg();
-  std::lock_guard<std::mutex> lock(reg.mu);
+  MutexLock lock(&reg.mu);
   size_t n = 0;
   for (const auto& [key, weak] : reg.regions) n += weak.expired() ? 0 : 1;
   return n;
@@ -130,7 +130,7 @@ bool DecodeRegionRef(DecodeReader& r, size_t need, size_t align, std::shared_ptr
   struct stat st;
   if (::fstat(seg->fd(), &st) != 0) return r.Fail("fstat of a shared-object segment failed");
   Registry& reg = Reg();
-  std::lock_guard<std::mutex> lock(reg.mu);
+  MutexLock lock(&reg.mu);
   auto known = reg.regions.find({st.st_dev, st.st_ino});
   std::shared_ptr<Region> out = known == reg.regions.end() ? nullptr : known->second.lock();
   if (out == nullptr || out->mapping.size() != seg->size()) {
