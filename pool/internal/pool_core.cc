@@ -30,6 +30,7 @@
 #include "pool/internal/channel.h"
 #include "pool/internal/ledger.h"
 #include "pool/internal/sigint.h"
+#include "pool/internal/worker_start.h"
 #include "serialize/frame.h"
 #include "serialize/remote_error.h"
 #include "shm/segment.h"
@@ -40,43 +41,6 @@ namespace {
 
 using ipc_internal::RingLink;
 
-// The worker loop: tasks in, results out, until told to stop (or the parent is gone, or the
-// task budget is spent).
-int WorkerLoop(const Channel& c, int32_t maxtasks) {
-  Frame f;
-  std::string scratch;
-  EncodeBuffer out;
-  Incoming in;
-  int32_t done = 0;
-  for (;;) {
-    // The next task usually follows within microseconds: Peek spins briefly before it sleeps.
-    absl::StatusOr<RingLink::Next> next = c.link->Peek(c.end, c.sock, Deadline::Infinite());
-    if (!next.ok() || !ChannelTake(c, *next, f, scratch, &in).ok()) return 0;
-    if (in.kind == kStop) return 0;
-    if (in.kind != kTask) return 2;
-    DecodeReader r(in.payload, std::move(in.fds));
-    uint64_t id = 0;
-    TaskEntry entry = nullptr;
-    out.Clear();
-    if (!Codec<uint64_t>::Decode(r, id) || !Codec<TaskEntry>::Decode(r, entry) ||
-        entry == nullptr) {
-      return 3;  // a parent that sends garbage: nothing sensible to answer
-    }
-    Encode(id, out);
-    entry(r, out);
-    ChannelRelease(c, in);
-    // What the task printed is written before its result is sent: a pool that is terminated
-    // (or whose owner exits) right after the result loses none of it, unlike CPython's, whose
-    // terminated workers drop what sits in their stdout buffers. An empty buffer costs no
-    // syscall.
-    std::fflush(stdout);
-    if (!ChannelSend(c, kResult, {}, out.bytes(), out.fds(), Deadline::Infinite()).ok()) {
-      return 0;
-    }
-    if (maxtasks > 0 && ++done >= maxtasks) return 0;  // retire; the pool starts a fresh one
-  }
-}
-
 // "signal 9 (Killed)", "exit code 3", or "an unknown way" for a Process exit code.
 std::string DescribeExit(std::optional<int> code) {
   if (!code) return "an unknown way";
@@ -84,44 +48,7 @@ std::string DescribeExit(std::optional<int> code) {
   return absl::StrCat("exit code ", *code);
 }
 
-bool ReportInitFailure(const Channel& c) {
-  RemoteError e = CaptureCurrentException(CurrentProcessName());
-  EncodeBuffer b;
-  Encode(e, b);
-  return ChannelSend(c, kInitFailed, {}, b.bytes(), {}, Deadline::After(absl::Seconds(10))).ok();
-}
-
-// A worker after its channel is open: the initializer (a function pointer and its
-// arguments), then the task loop.
-int WorkerRun(const Channel& c, InitEntry init_entry, const std::string& init_bytes,
-              std::vector<UniqueFd> init_fds, int32_t maxtasks) {
-  // No orphans: a worker ends when the process that owns its pool dies, even in the middle
-  // of a long task (an idle worker would also see its socket close). Its parent, for this
-  // purpose, is the owner (the requester, not the fork server or the zygote).
-  ExitWhenParentExits();
-  if (init_entry != nullptr) {
-    try {
-      DecodeReader r(std::as_bytes(std::span(init_bytes.data(), init_bytes.size())),
-                     std::move(init_fds));
-      init_entry(r);
-    } catch (...) {
-      ReportInitFailure(c);
-      return 1;
-    }
-  }
-  return WorkerLoop(c, maxtasks);
-}
-
 }  // namespace
-
-int WorkerMain(UniqueFd sock, InitEntry init_entry, std::string init_bytes,
-               std::vector<UniqueFd> init_fds, int32_t maxtasks, bool ignore_sigint) {
-  // Interrupt mode: a terminal's Ctrl-C reaches the whole process group; the owner decides.
-  if (ignore_sigint) ::signal(SIGINT, SIG_IGN);
-  absl::StatusOr<WorkerChannel> ch = OpenChannel(sock.get());
-  if (!ch.ok()) return 1;  // the parent is gone, or is not a pool
-  return WorkerRun(ch->c, init_entry, init_bytes, std::move(init_fds), maxtasks);
-}
 
 struct PoolCore::State {
   CoreOptions opts;  // fixed at Create (read without a lock)
@@ -150,13 +77,7 @@ struct PoolCore::State {
   std::thread::id thread_id;  // the pool thread's, fixed at Create (read without a lock)
   Mutex join_mu;              // Join: one joiner at a time
 
-  struct Worker {
-    std::unique_ptr<Process> proc;
-    UniqueFd sock;
-    std::shared_ptr<RingLink> link;  // the channel's rings (this side is end 0)
-    TaskLedger ledger;               // the tasks sent to this worker (pool/internal/ledger.h)
-    Channel channel() const { return Channel{sock.get(), link.get(), 0}; }
-  };
+  using Worker = PoolWorker;  // pool/internal/worker_start.h
   std::vector<Worker> workers;  // owned by the pool thread (and Create before it starts)
   // Workers that retired (maxtasksperchild) and closed their channel, not yet reaped: their
   // exit is awaited apart and never counted as a death.
@@ -191,165 +112,6 @@ struct PoolCore::State {
 };
 
 namespace {
-
-// Copies of the initializer's descriptors, for one spawn or forkserver worker (each worker's
-// decoder takes its own, and Start sends and then closes them).
-absl::StatusOr<std::vector<UniqueFd>> DupAll(const std::shared_ptr<std::vector<UniqueFd>>& fds) {
-  std::vector<UniqueFd> out;
-  if (fds == nullptr) return out;
-  for (const UniqueFd& f : *fds) {
-    MPROC_ASSIGN_OR_RETURN(UniqueFd dup, DupCloexec(f.get(), "a Pool initializer argument"));
-    out.push_back(std::move(dup));
-  }
-  return out;
-}
-
-// The body of a fork-method worker: the initializer (any callable), then the task loop.
-std::function<int(UniqueFd)> ForkWorkerBody(const CoreOptions& o) {
-  return [init = o.fork_initializer, init_entry = o.init_entry, init_bytes = o.init_bytes,
-          init_fds = o.init_fds,
-          maxtasks = static_cast<int32_t>(o.maxtasksperchild),
-          ignore_sigint = o.cancel_on_sigint](UniqueFd fd) -> int {
-    if (ignore_sigint) ::signal(SIGINT, SIG_IGN);  // before the initializer runs
-    absl::StatusOr<WorkerChannel> ch = OpenChannel(fd.get());
-    if (!ch.ok()) return 1;
-    if (init) {
-      try {
-        init();
-      } catch (...) {
-        ReportInitFailure(ch->c);
-        return 1;
-      }
-    }
-    // A fork worker's copy of the descriptors is its own (fork duplicated them): its decoder
-    // takes them as they are, nothing to duplicate.
-    std::vector<UniqueFd> fds;
-    if (init_fds != nullptr) fds = std::move(*init_fds);
-    return WorkerRun(ch->c, init_entry, init_bytes, std::move(fds), maxtasks);
-  };
-}
-
-// The worker's first message: its rings' segment.
-absl::Status SendLink(PoolCore::State::Worker& w, std::shared_ptr<RingLink> link) {
-  const int seg = link->segment().fd();
-  MPROC_RETURN_IF_ERROR(WriteFrame(w.sock.get(), kLink, {}, std::span<const int>(&seg, 1),
-                                   Deadline::After(absl::Seconds(30)), {},
-                                   FdKind::kStreamSocket));
-  w.link = std::move(link);
-  return absl::OkStatus();
-}
-
-// A new worker's channel: its rings, the pool's end of its socket pair (in `w.sock`) and the
-// worker's end (returned).
-absl::StatusOr<UniqueFd> NewChannel(PoolCore::State::Worker& w,
-                                    std::shared_ptr<RingLink>* link) {
-  MPROC_ASSIGN_OR_RETURN(*link, RingLink::Create());
-  int sv[2];
-  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
-    return ErrnoToStatus(errno, "socketpair(pool worker)");
-  }
-  w.sock = UniqueFd(sv[0]);
-  return UniqueFd(sv[1]);
-}
-
-// Starts a fork worker: directly (the first ones, from the owner before the pool thread
-// exists) or through the zygote (replacements). A direct one closes, first thing, the pool's
-// ends of its earlier siblings' channels (`siblings`: their sockets and ring segments), which
-// fork copied into it; a zygote's child never had them (the zygote was made before any).
-absl::StatusOr<PoolCore::State::Worker> StartForkWorker(const CoreOptions& o, Zygote* zygote,
-                                                        std::vector<int> siblings = {}) {
-  PoolCore::State::Worker w;
-  std::shared_ptr<RingLink> link;
-  MPROC_ASSIGN_OR_RETURN(UniqueFd theirs, NewChannel(w, &link));
-  if (zygote != nullptr) {
-    MPROC_ASSIGN_OR_RETURN(w.proc, zygote->Fork(std::move(theirs), "PoolWorker",
-                                                    /*numbered=*/true));
-  } else {
-    // Any callable may initialise a fork worker.
-    int fd = theirs.get();
-    siblings.push_back(w.sock.get());  // and its own channel's pool end, and its ring
-    siblings.push_back(link->segment().fd());  // segment (it gets one by SendLink)
-    w.proc = std::make_unique<Process>([fd, siblings, body = ForkWorkerBody(o)]() {
-      for (int s : siblings) ::close(s);
-      return body(UniqueFd(fd));
-    });
-    w.proc->SetStartMethod(StartMethod::kFork).SetName("PoolWorker-" + w.proc->identity());
-    MPROC_RETURN_IF_ERROR(w.proc->Start());
-  }
-  absl::Status s = SendLink(w, std::move(link));
-  if (!s.ok()) {
-    (void)w.proc->Kill();
-    (void)w.proc->Join();
-    return s;
-  }
-  return w;
-}
-
-// Starts `count` workers with the pool's start method. Spawn and forkserver workers go
-// through Process::StartAll, which batches the forkserver ones (the server gets every request
-// before it answers the first) and starts spawn ones one by one; either way the children get
-// only what they are sent. All or nothing: on an error the workers already started are
-// killed and joined.
-absl::StatusOr<std::vector<PoolCore::State::Worker>> StartWorkers(const CoreOptions& o,
-                                                                  Zygote* zygote, int count) {
-  std::vector<PoolCore::State::Worker> ws;
-  auto undo = [&](absl::Status why) {
-    for (auto& w : ws) {
-      if (w.proc == nullptr || w.proc->pid() <= 0) continue;
-      (void)w.proc->Kill();
-      (void)w.proc->Join();
-    }
-    return why;
-  };
-  const StartMethod method = o.start_method.value_or(GetStartMethod());
-  if (method == StartMethod::kFork) {
-    std::vector<int> siblings;
-    for (int i = 0; i < count; ++i) {
-      absl::StatusOr<PoolCore::State::Worker> w = StartForkWorker(o, zygote, siblings);
-      if (!w.ok()) return undo(w.status());
-      siblings.push_back(w->sock.get());
-      siblings.push_back(w->link->segment().fd());
-      ws.push_back(*std::move(w));
-    }
-    return ws;
-  }
-  if (o.fork_initializer) {
-    return absl::FailedPreconditionError(
-        "a capturing initializer runs only under the fork start method; pass a function "
-        "pointer (and arguments) for spawn and forkserver");
-  }
-  std::vector<std::shared_ptr<RingLink>> links;
-  std::vector<Process*> batch;
-  for (int i = 0; i < count; ++i) {
-    PoolCore::State::Worker w;
-    std::shared_ptr<RingLink> link;
-    absl::StatusOr<UniqueFd> theirs = NewChannel(w, &link);
-    if (!theirs.ok()) return undo(theirs.status());
-    absl::StatusOr<std::vector<UniqueFd>> init_fds = DupAll(o.init_fds);
-    if (!init_fds.ok()) return undo(init_fds.status());
-    w.proc = std::make_unique<Process>(WorkerMain, *std::move(theirs), o.init_entry,
-                                       o.init_bytes, *std::move(init_fds),
-                                       static_cast<int32_t>(o.maxtasksperchild),
-                                       o.cancel_on_sigint);
-    w.proc->SetStartMethod(method).SetName("PoolWorker-" + w.proc->identity());
-    links.push_back(std::move(link));
-    ws.push_back(std::move(w));
-    batch.push_back(ws.back().proc.get());
-  }
-  for (const absl::Status& st : Process::StartAll(batch)) {
-    if (!st.ok()) return undo(st);
-  }
-  for (int i = 0; i < count; ++i) {
-    absl::Status s = SendLink(ws[i], std::move(links[i]));
-    if (!s.ok()) return undo(s);
-  }
-  return ws;
-}
-
-absl::StatusOr<PoolCore::State::Worker> StartWorker(const CoreOptions& o, Zygote* zygote) {
-  MPROC_ASSIGN_OR_RETURN(std::vector<PoolCore::State::Worker> ws, StartWorkers(o, zygote, 1));
-  return std::move(ws.front());
-}
 
 void RefreshPids(PoolCore::State& st) {
   MutexLock lock(&st.mu);

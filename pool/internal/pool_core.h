@@ -1,8 +1,9 @@
 // pool/internal/pool_core.h — the type-independent Pool: workers, per-worker channels, the
 // ledger of which worker holds which task, and the pool thread.
 //
-// Each worker is a Process (any start method) running WorkerMain with its own channel to the
-// parent: a stream socketpair plus a RingLink (ipc/internal/ring_link.h), two shared-memory rings whose
+// Each worker is a Process (any start method) running WorkerMain (pool/internal/worker.h;
+// started by pool/internal/worker_start.h) with its own channel to the parent: a stream
+// socketpair plus a RingLink (ipc/internal/ring_link.h), two shared-memory rings whose
 // segment the parent sends as the socket's first frame. The pool thread assigns a task to
 // exactly one worker (at most 4 queued per worker) by recording (worker -> task) and then
 // writing it into that worker's ring; when a worker's pidfd says it died, exactly the tasks it
@@ -119,10 +120,6 @@ class PoolCore {
   int processes_ = 0;
   std::unique_ptr<State> st_;
 };
-
-// The worker process's target.
-int WorkerMain(UniqueFd sock, InitEntry init_entry, std::string init_bytes,
-               std::vector<UniqueFd> init_fds, int32_t maxtasks, bool ignore_sigint);
 
 // Item-result tags inside a task's output.
 inline constexpr uint8_t kItemOk = 0;
