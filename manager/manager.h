@@ -187,6 +187,8 @@ class ProxyBase {
   std::shared_ptr<ProxyRef> ref() const { return ref_.load(); }
 
  protected:
+  using M = Method;
+
   // Calls `m` with `args` (each encoded as the server expects) and decodes a result of R.
   template <typename R, typename... A>
   [[nodiscard]] absl::StatusOr<R> Call(Method m, const A&... args) const {
@@ -335,12 +337,10 @@ struct ProxyCodec {
 // iteration in insertion order, as Python's. Keys(), Values() and Items() are snapshots.
 template <typename K, typename V>
 class DictProxy : public manager_internal::ProxyBase {
-  using M = manager_internal::Method;
   using Bytes = std::string;
 
  public:
-  DictProxy() = default;
-  explicit DictProxy(std::shared_ptr<manager_internal::ProxyRef> r) : ProxyBase(std::move(r)) {}
+  using ProxyBase::ProxyBase;
 
   // DictProxy::Set(k, v)
   //
@@ -473,11 +473,8 @@ namespace manager_internal {
 // slices, searches.
 template <typename T>
 class SequenceProxy : public ProxyBase {
-  using M = Method;
-
  public:
-  SequenceProxy() = default;
-  explicit SequenceProxy(std::shared_ptr<ProxyRef> r) : ProxyBase(std::move(r)) {}
+  using ProxyBase::ProxyBase;
 
   // SequenceProxy::Get(i) (ListProxy and ArrayProxy alike, as every method below)
   //
@@ -545,8 +542,7 @@ class ListProxy : public manager_internal::SequenceProxy<T> {
   using Base = manager_internal::SequenceProxy<T>;
 
  public:
-  ListProxy() = default;
-  explicit ListProxy(std::shared_ptr<manager_internal::ProxyRef> r) : Base(std::move(r)) {}
+  using Base::Base;
 
   // ListProxy::Append(v), ListProxy::Extend(vs)
   //
@@ -600,20 +596,15 @@ class ListProxy : public manager_internal::SequenceProxy<T> {
 template <typename T>
 class ArrayProxy : public manager_internal::SequenceProxy<T> {
  public:
-  ArrayProxy() = default;
-  explicit ArrayProxy(std::shared_ptr<manager_internal::ProxyRef> r)
-      : manager_internal::SequenceProxy<T>(std::move(r)) {}
+  using manager_internal::SequenceProxy<T>::SequenceProxy;
 };
 
 // A set in the manager (CPython 3.14's Manager().set()): elements compare by their encoded
 // bytes; ToVector lists them in the order of those bytes (not by value).
 template <typename T>
 class SetProxy : public manager_internal::ProxyBase {
-  using M = manager_internal::Method;
-
  public:
-  SetProxy() = default;
-  explicit SetProxy(std::shared_ptr<manager_internal::ProxyRef> r) : ProxyBase(std::move(r)) {}
+  using ProxyBase::ProxyBase;
 
   // SetProxy::Add(v)
   //
@@ -665,11 +656,8 @@ class SetProxy : public manager_internal::ProxyBase {
 
 // CPython's Namespace: named attributes of any encodable type.
 class NamespaceProxy : public manager_internal::ProxyBase {
-  using M = manager_internal::Method;
-
  public:
-  NamespaceProxy() = default;
-  explicit NamespaceProxy(std::shared_ptr<manager_internal::ProxyRef> r) : ProxyBase(std::move(r)) {}
+  using ProxyBase::ProxyBase;
 
   // NamespaceProxy::Set(name, v)
   //
@@ -702,11 +690,8 @@ class NamespaceProxy : public manager_internal::ProxyBase {
 // A single value in the manager (CPython's Manager().Value).
 template <typename T>
 class ValueProxy : public manager_internal::ProxyBase {
-  using M = manager_internal::Method;
-
  public:
-  ValueProxy() = default;
-  explicit ValueProxy(std::shared_ptr<manager_internal::ProxyRef> r) : ProxyBase(std::move(r)) {}
+  using ProxyBase::ProxyBase;
 
   // ValueProxy::Get(), ValueProxy::Set(v)
   //
@@ -731,12 +716,8 @@ class ValueProxy : public manager_internal::ProxyBase {
 // RESOURCE_EXHAUSTED / UNAVAILABLE for PutNowait on a full one / GetNowait on an empty one.
 template <typename T>
 class QueueProxy : public manager_internal::ProxyBase {
- protected:
-  using M = manager_internal::Method;
-
  public:
-  QueueProxy() = default;
-  explicit QueueProxy(std::shared_ptr<manager_internal::ProxyRef> r) : ProxyBase(std::move(r)) {}
+  using ProxyBase::ProxyBase;
 
   // QueueProxy::Put(v, timeout)
   //
@@ -786,9 +767,7 @@ class JoinableQueueProxy : public QueueProxy<T> {
   using M = manager_internal::Method;
 
  public:
-  JoinableQueueProxy() = default;
-  explicit JoinableQueueProxy(std::shared_ptr<manager_internal::ProxyRef> r)
-      : QueueProxy<T>(std::move(r)) {}
+  using QueueProxy<T>::QueueProxy;
   // JoinableQueueProxy::TaskDone()
   //
   // One item taken earlier is done. FAILED_PRECONDITION ("ValueError") when called more often
@@ -811,11 +790,8 @@ class JoinableQueueProxy : public QueueProxy<T> {
 // as it was acquired. A client that dies holding one frees it, and the next acquirer is told
 // (previous_owner_died), where CPython's would stay locked forever.
 class LockProxy : public manager_internal::ProxyBase {
-  using M = manager_internal::Method;
-
  public:
-  LockProxy() = default;
-  explicit LockProxy(std::shared_ptr<manager_internal::ProxyRef> r) : ProxyBase(std::move(r)) {}
+  using ProxyBase::ProxyBase;
 
   // LockProxy::Acquire(timeout)
   //
@@ -853,11 +829,8 @@ using RLockProxy = LockProxy;
 
 // A Semaphore or BoundedSemaphore in the manager.
 class SemaphoreProxy : public manager_internal::ProxyBase {
-  using M = manager_internal::Method;
-
  public:
-  SemaphoreProxy() = default;
-  explicit SemaphoreProxy(std::shared_ptr<manager_internal::ProxyRef> r) : ProxyBase(std::move(r)) {}
+  using ProxyBase::ProxyBase;
   // SemaphoreProxy::Acquire(timeout)
   //
   // Takes one unit, waiting parked in the server up to `timeout` (zero: one attempt;
@@ -882,11 +855,8 @@ using BoundedSemaphoreProxy = SemaphoreProxy;
 
 // An Event in the manager (CPython's Manager().Event()).
 class EventProxy : public manager_internal::ProxyBase {
-  using M = manager_internal::Method;
-
  public:
-  EventProxy() = default;
-  explicit EventProxy(std::shared_ptr<manager_internal::ProxyRef> r) : ProxyBase(std::move(r)) {}
+  using ProxyBase::ProxyBase;
   // EventProxy::Set(), EventProxy::Clear(), EventProxy::IsSet()
   //
   // Sets the flag (answering every waiter), clears it, reads it. Errors as every proxy call.
@@ -906,8 +876,6 @@ class EventProxy : public manager_internal::ProxyBase {
 // none). Wait releases the lock entirely, waits for a Notify, and takes it back at the same
 // depth before returning (true: notified; false: the timeout passed).
 class ConditionProxy : public manager_internal::ProxyBase {
-  using M = manager_internal::Method;
-
  public:
   ConditionProxy() = default;
   ConditionProxy(std::shared_ptr<manager_internal::ProxyRef> r, LockProxy lock)
@@ -974,11 +942,8 @@ class ConditionProxy : public manager_internal::ProxyBase {
 // (exactly one gets 0); a broken barrier (Abort, a timeout, a party's client dying while it
 // waits) fails every waiter with FAILED_PRECONDITION ("BrokenBarrierError") until Reset.
 class BarrierProxy : public manager_internal::ProxyBase {
-  using M = manager_internal::Method;
-
  public:
-  BarrierProxy() = default;
-  explicit BarrierProxy(std::shared_ptr<manager_internal::ProxyRef> r) : ProxyBase(std::move(r)) {}
+  using ProxyBase::ProxyBase;
   // BarrierProxy::Wait(timeout)
   //
   // Waits, parked in the server, until `parties` parties wait; returns this party's arrival
@@ -1020,12 +985,10 @@ class BarrierProxy : public manager_internal::ProxyBase {
 // exception a task throws comes back as ABORTED with its RemoteError. Arguments may be
 // proxies (each task claims its own reference), not descriptors.
 class PoolProxy : public manager_internal::ProxyBase {
-  using M = manager_internal::Method;
   using Outcome = std::tuple<uint8_t, std::string, std::string>;
 
  public:
-  PoolProxy() = default;
-  explicit PoolProxy(std::shared_ptr<manager_internal::ProxyRef> r) : ProxyBase(std::move(r)) {}
+  using ProxyBase::ProxyBase;
 
   // PoolProxy::Apply(fn, args...)
   //
@@ -1150,11 +1113,8 @@ class PoolProxy : public manager_internal::ProxyBase {
 // executable (Start, under any start method); another binary's server refuses the method.
 template <typename T>
 class ObjectProxy : public manager_internal::ProxyBase {
-  using M = manager_internal::Method;
-
  public:
-  ObjectProxy() = default;
-  explicit ObjectProxy(std::shared_ptr<manager_internal::ProxyRef> r) : ProxyBase(std::move(r)) {}
+  using ProxyBase::ProxyBase;
 
   // ObjectProxy::Call(fn, args...)
   //
@@ -1253,12 +1213,8 @@ struct Codec<ObjectProxy<T>>
 // type is not checked: see Call); an unknown type or method is NOT_FOUND. Methods returning
 // Managed<U> are for ObjectProxy (same executable) only.
 class NamedObjectProxy : public manager_internal::ProxyBase {
-  using M = manager_internal::Method;
-
  public:
-  NamedObjectProxy() = default;
-  explicit NamedObjectProxy(std::shared_ptr<manager_internal::ProxyRef> r)
-      : ProxyBase(std::move(r)) {}
+  using ProxyBase::ProxyBase;
 
   // NamedObjectProxy::Call<R>(method, args...)
   //

@@ -95,6 +95,16 @@ struct Rep;
 
 // Whether `p` (of `size` bytes) can be viewed as T: aligned, and a whole number of T.
 absl::Status CheckView(const void* p, size_t size, size_t t_size, size_t t_align);
+
+// `size` bytes at `p` viewed as an array of T (const T from const bytes), or CheckView's error.
+template <typename T, typename Byte>
+absl::StatusOr<std::span<T>> ViewAs(Byte* p, size_t size) {
+  static_assert(std::is_trivially_copyable_v<std::remove_const_t<T>>,
+                "As<T> needs a trivially copyable T");
+  absl::Status s = CheckView(p, size, sizeof(T), alignof(T));
+  if (!s.ok()) return s;
+  return std::span<T>(reinterpret_cast<T*>(p), size / sizeof(T));
+}
 }  // namespace shm_internal
 
 class SharedBytesWriter {
@@ -134,10 +144,7 @@ class SharedBytesWriter {
   // length is not a whole number of T. Never blocks.
   template <typename T>
   [[nodiscard]] absl::StatusOr<std::span<T>> As() const {
-    static_assert(std::is_trivially_copyable_v<T>, "As<T> needs a trivially copyable T");
-    absl::Status s = shm_internal::CheckView(data_, size_, sizeof(T), alignof(T));
-    if (!s.ok()) return s;
-    return std::span<T>(reinterpret_cast<T*>(data_), size_ / sizeof(T));
+    return shm_internal::ViewAs<T>(data_, size_);
   }
 
   // SharedBytesWriter::Freeze() &&
@@ -201,10 +208,7 @@ class SharedBytes {
   // INVALID_ARGUMENT when the length is not a whole number of T. Never blocks.
   template <typename T>
   [[nodiscard]] absl::StatusOr<std::span<const T>> As() const {
-    static_assert(std::is_trivially_copyable_v<T>, "As<T> needs a trivially copyable T");
-    absl::Status s = shm_internal::CheckView(data_, size_, sizeof(T), alignof(T));
-    if (!s.ok()) return s;
-    return std::span<const T>(reinterpret_cast<const T*>(data_), size_ / sizeof(T));
+    return shm_internal::ViewAs<const T>(data_, size_);
   }
 
   // The descriptor that travels for this buffer (-1 when empty; owned by the buffer).

@@ -260,6 +260,22 @@ struct Head {
 };
 
 
+// The header of the record at `pos` of a ring whose tail was seen at `t`: its payload's
+// length and its header's size. False when the bytes there are not a record that fits before
+// `t`: torn (another consumer moved the head past it meanwhile) or corrupt; the caller tells
+// which by whether the head moved.
+bool ReadRecordHeader(const Ring& data, uint64_t pos, uint64_t t, uint32_t* len,
+                      uint64_t* header_bytes) {
+  uint32_t header[2];
+  data.CopyOut(pos, header, sizeof(header));
+  // The copy happens before the head is read again (weakly ordered CPUs included).
+  std::atomic_thread_fence(std::memory_order_acquire);
+  if (header[1] != kRecordTag && header[1] != kStampedTag) return false;
+  *len = header[0];
+  *header_bytes = header[1] == kStampedTag ? kStampedHeader : kRecordHeader;
+  return Ring::Fits(header[0], *header_bytes, pos, t);
+}
+
 // Looks at ring `ri`'s head record without taking it: kTaken (meaning "found") with `*head`,
 // kNone when the ring is empty, kCorrupt when its bytes are not records (shared memory
 // scribbled on by someone: a header that fails its checks while the head stays where it was
@@ -282,24 +298,20 @@ Take PeekRing(QueueShared& s, int ri, Head* head, bool want_stamp) {
       if (r.head.load(std::memory_order_acquire) == h) return Take::kCorrupt;
       continue;
     }
-    uint32_t header[2];
-    data.CopyOut(h, header, sizeof(header));
-    // The copies above happen before the head is read again (weakly ordered CPUs included).
-    std::atomic_thread_fence(std::memory_order_acquire);
-    const uint64_t header_bytes = header[1] == kStampedTag ? kStampedHeader : kRecordHeader;
-    if ((header[1] != kRecordTag && header[1] != kStampedTag) ||
-        !Ring::Fits(header[0], header_bytes, h, t)) {
+    uint32_t len = 0;
+    uint64_t header_bytes = 0;
+    if (!ReadRecordHeader(data, h, t, &len, &header_bytes)) {
       if (r.head.load(std::memory_order_acquire) == h) return Take::kCorrupt;
       continue;  // torn: head moved meanwhile
     }
     uint64_t stamp = 0;
     if (header_bytes == kStampedHeader) {
-      data.CopyOut(h + sizeof(header), &stamp, sizeof(stamp));
+      data.CopyOut(h + kRecordHeader, &stamp, sizeof(stamp));
       std::atomic_thread_fence(std::memory_order_acquire);
       // A stamp read while the head moved on may be torn: use it only if the head stayed.
       if (want_stamp && r.head.load(std::memory_order_acquire) != h) continue;
     }
-    *head = {h, stamp, header[0], static_cast<uint32_t>(header_bytes)};
+    *head = {h, stamp, len, static_cast<uint32_t>(header_bytes)};
     return Take::kTaken;
   }
 }
@@ -350,19 +362,18 @@ int TakeRunFromRing(QueueShared& s, size_t max, std::vector<std::byte>* bytes,
   uint64_t pos = h;
   size_t n = 0;
   while (pos < t && n < max) {
-    uint32_t header[2];
-    data.CopyOut(pos, header, sizeof(header));
-    std::atomic_thread_fence(std::memory_order_acquire);
-    if (header[1] == kStampedTag) break;  // may have older items elsewhere: one at a time
-    if (header[1] != kRecordTag || !Ring::Fits(header[0], kRecordHeader, pos, t)) {
+    uint32_t len = 0;
+    uint64_t header_bytes = 0;
+    if (!ReadRecordHeader(data, pos, t, &len, &header_bytes)) {
       if (n > 0) break;  // claim the good records before it; the next take reports it
       return failed();
     }
+    if (header_bytes == kStampedHeader) break;  // may have older items elsewhere: one at a time
     const size_t at = (bytes->size() + 15) & ~size_t{15};  // decoders may view items in place
-    bytes->resize(at + header[0]);
-    data.CopyOut(pos + kRecordHeader, bytes->data() + at, header[0]);
-    items->emplace_back(static_cast<uint32_t>(at), header[0]);
-    pos += RecordBytes(header[0], kRecordHeader);
+    bytes->resize(at + len);
+    data.CopyOut(pos + kRecordHeader, bytes->data() + at, len);
+    items->emplace_back(static_cast<uint32_t>(at), len);
+    pos += RecordBytes(len, kRecordHeader);
     ++n;
   }
   // The copies above happen before the head moves (weakly ordered CPUs included).
