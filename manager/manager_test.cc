@@ -933,20 +933,12 @@ TEST_P(ManagerTest, ObjectsRegisteredByNameAreMadeAndCalledByName) {
   EXPECT_THAT(t.Call<int64_t>("add", int64_t{0}), IsOkAndHolds(1001));
   // A client built from other sources (another build id) makes and calls them too.
   ASSERT_EQ(m->address().family, Address::Family::kUnix);
-  const char* srcdir = std::getenv("TEST_SRCDIR");
-  const char* ws = std::getenv("TEST_WORKSPACE");
-  ASSERT_TRUE(srcdir && ws);
-  const std::string client = std::string(srcdir) + "/" + ws + "/manager/named_client";
-  const std::string cmd = client + " '" + m->address().path + "' " +
-                          absl::BytesToHexString(m->authkey()) + " 2>&1";
-  FILE* out = ::popen(cmd.c_str(), "r");
-  ASSERT_NE(out, nullptr);
-  char line[256] = {};
-  const bool got = std::fgets(line, sizeof line, out) != nullptr;
-  const int status = ::pclose(out);
-  ASSERT_TRUE(got);
-  EXPECT_EQ(WEXITSTATUS(status), 0) << line;
-  EXPECT_STREQ(line, "123 from another binary! NOT_FOUND\n");
+  const testing::ProgramOutcome client = testing::RunProgram(
+      {testing::Runfile("manager/named_client"), m->address().path,
+       absl::BytesToHexString(m->authkey())},
+      ::testing::TempDir());
+  EXPECT_EQ(client.exit_code, 0) << client.out << client.err;
+  EXPECT_EQ(client.out, "123 from another binary! NOT_FOUND\n") << client.err;
 }
 
 TEST_P(ManagerTest, ObjectsOfYourOwnTypesRunTheirMethodsInTheServer) {

@@ -42,6 +42,27 @@ class SharedMemoryTest : public ::testing::Test {
     struct stat st;
     return ::stat((opts_.dir + "/mproc." + name).c_str(), &st) == 0;
   }
+  // A child that creates segment `name` (64 KiB), writes `text` (with its NUL) at its start,
+  // and then waits to be killed, never unlinking; returns once the segment is written.
+  pid_t CreatorThatWaits(const char* name, const char* text) {
+    SharedMemoryOptions opts = opts_;
+    int ready[2];
+    EXPECT_EQ(::pipe2(ready, O_CLOEXEC), 0);
+    pid_t pid = Child([&] {
+      auto a = SharedMemory::Create(1 << 16, name, opts);
+      if (!a.ok()) return 2;
+      std::memcpy(a->data(), text, std::strlen(text) + 1);
+      char c = 1;
+      if (::write(ready[1], &c, 1) != 1) return 3;
+      ::pause();  // SIGKILLed here, holding its segment
+      return 4;
+    });
+    ::close(ready[1]);
+    char c;
+    EXPECT_EQ(::read(ready[0], &c, 1), 1);
+    ::close(ready[0]);
+    return pid;
+  }
   SharedMemoryOptions opts_;
 };
 
@@ -138,22 +159,7 @@ TEST_F(SharedMemoryTest, ChildAttachesByNameAndWrites) {
 // CPython's resource tracker unlinks only if the creator's tracker ran; here the kernel's lock
 // bookkeeping is enough: a SIGKILLed creator's segment is reclaimed by the next sweep.
 TEST_F(SharedMemoryTest, SegmentOfCreatorKilledWithoutUnlinkIsReclaimed) {
-  SharedMemoryOptions opts = opts_;
-  int ready[2];
-  ASSERT_EQ(::pipe2(ready, O_CLOEXEC), 0);
-  pid_t pid = Child([&] {
-    auto a = SharedMemory::Create(1 << 16, "orphan", opts);
-    if (!a.ok()) return 2;
-    std::memcpy(a->data(), "abandoned", 10);
-    char c = 1;
-    if (::write(ready[1], &c, 1) != 1) return 3;
-    ::pause();  // SIGKILLed here, holding its segment, never unlinking
-    return 4;
-  });
-  ::close(ready[1]);
-  char c;
-  ASSERT_EQ(::read(ready[0], &c, 1), 1);
-  ::close(ready[0]);
+  const pid_t pid = CreatorThatWaits("orphan", "abandoned");
   ASSERT_TRUE(FileExists("orphan"));
   ASSERT_OK_AND_ASSIGN(int while_alive, SharedMemory::ReclaimOrphans(opts_));
   EXPECT_EQ(while_alive, 0);  // its creator is alive: left alone
@@ -182,22 +188,7 @@ TEST_F(SharedMemoryTest, CreateSweepsOrphansOfExitedCreators) {
 // The other half: a segment attached somewhere is never destroyed under its user, even when
 // its creator dies; the last view to close reclaims it.
 TEST_F(SharedMemoryTest, AttachedSegmentOutlivesItsCreatorUntilLastClose) {
-  SharedMemoryOptions opts = opts_;
-  int ready[2];
-  ASSERT_EQ(::pipe2(ready, O_CLOEXEC), 0);
-  pid_t pid = Child([&] {
-    auto a = SharedMemory::Create(1 << 16, "held", opts);
-    if (!a.ok()) return 2;
-    std::memcpy(a->data(), "payload", 8);
-    char c = 1;
-    if (::write(ready[1], &c, 1) != 1) return 3;
-    ::pause();
-    return 4;
-  });
-  ::close(ready[1]);
-  char c;
-  ASSERT_EQ(::read(ready[0], &c, 1), 1);
-  ::close(ready[0]);
+  const pid_t pid = CreatorThatWaits("held", "payload");
   ASSERT_OK_AND_ASSIGN(SharedMemory view, SharedMemory::Attach("held", opts_));
   ::kill(pid, SIGKILL);
   EXPECT_EQ(Join(pid), 128 + SIGKILL);

@@ -288,16 +288,6 @@ void PthreadMutexContended(benchmark::State& state) {
 
 // ---------------------------------------------------------------- process creation
 
-void ForkExitWait(benchmark::State& state) {
-  std::fflush(nullptr);
-  for (auto _ : state) {
-    pid_t pid = ::fork();
-    if (pid == 0) _exit(0);
-    int status;
-    ::waitpid(pid, &status, 0);
-  }
-}
-
 int ExitZero(void*) { return 0; }
 alignas(64) char g_clone_stack[64 << 10];
 

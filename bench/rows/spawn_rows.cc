@@ -11,25 +11,13 @@
 #include <cstring>
 
 #include "bench/report/report.h"
+#include "bench/rows/two_process.h"
 #include "spawn/process.h"
 
 namespace mproc::bench {
 namespace {
 
 void NoopTarget() {}
-
-// Raw fork + _exit + waitpid, measured here (just before the Process rows) rather than at the
-// start of the report: fork's cost grows with the parent's mappings, which the rows run in
-// between add to, so the fair baseline is one taken in the same state.
-void RawForkHere(benchmark::State& state) {
-  std::fflush(nullptr);
-  for (auto _ : state) {
-    pid_t pid = ::fork();
-    if (pid == 0) _exit(0);
-    int status;
-    ::waitpid(pid, &status, 0);
-  }
-}
 
 void StartJoin(benchmark::State& state, StartMethod method) {
   for (auto _ : state) {
@@ -57,7 +45,10 @@ void StartJoinFromBigParent(benchmark::State& state, StartMethod method) {
 }  // namespace
 
 MPROC_REPORT_ROWS(SpawnRows) {
-  AddRow("kernel.fork_exit_wait.before_process_rows", Section::kKernel, RawForkHere)
+  // Raw fork (ForkExitWait) again, just before the Process rows rather than only at the
+  // start of the report: fork's cost grows with the parent's mappings, which the rows run in
+  // between add to, so the fair baseline is one taken in the same state.
+  AddRow("kernel.fork_exit_wait.before_process_rows", Section::kKernel, ForkExitWait)
       .Title("fork+_exit+waitpid, measured right before the Process rows");
   AddRow("mproc.process.fork", Section::kMproc,
          [](benchmark::State& s) { StartJoin(s, StartMethod::kFork); })

@@ -1,8 +1,22 @@
 #include "bench/rows/two_process.h"
 
+#include <unistd.h>
+
+#include <cstdio>
+
 #include "bench/report/report.h"
 
 namespace mproc::bench {
+
+void ForkExitWait(benchmark::State& state) {
+  std::fflush(nullptr);
+  for (auto _ : state) {
+    pid_t pid = ::fork();
+    if (pid == 0) _exit(0);
+    int status;
+    ::waitpid(pid, &status, 0);
+  }
+}
 
 pid_t ForkPinnedChild(int cpu, const std::function<int()>& body) {
   return ForkChild([&] {

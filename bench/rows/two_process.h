@@ -19,6 +19,10 @@
 
 namespace mproc::bench {
 
+// Raw fork + _exit + waitpid per iteration: the kernel's floor for creating a process of
+// this one's size (kernel.fork_exit_wait, and again just before the Process rows).
+void ForkExitWait(benchmark::State& state);
+
 // ForkChild (base/fork_child.h) of a child that first pins itself to `cpu` (when >= 0).
 pid_t ForkPinnedChild(int cpu, const std::function<int()>& body);
 
