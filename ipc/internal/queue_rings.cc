@@ -264,16 +264,23 @@ struct Head {
 // length and its header's size. False when the bytes there are not a record that fits before
 // `t`: torn (another consumer moved the head past it meanwhile) or corrupt; the caller tells
 // which by whether the head moved.
-bool ReadRecordHeader(const Ring& data, uint64_t pos, uint64_t t, uint32_t* len,
-                      uint64_t* header_bytes) {
+// On every Get's path, so inlined: a first version (out-parameters, an outlined call) made
+// mproc.queue.1p1c.same_cpu ~15% slower.
+struct RecordHeader {
+  bool ok;
+  uint32_t len;
+  uint64_t header_bytes;
+};
+[[gnu::always_inline]] inline RecordHeader ReadRecordHeader(const Ring& data, uint64_t pos,
+                                                            uint64_t t) {
   uint32_t header[2];
   data.CopyOut(pos, header, sizeof(header));
   // The copy happens before the head is read again (weakly ordered CPUs included).
   std::atomic_thread_fence(std::memory_order_acquire);
-  if (header[1] != kRecordTag && header[1] != kStampedTag) return false;
-  *len = header[0];
-  *header_bytes = header[1] == kStampedTag ? kStampedHeader : kRecordHeader;
-  return Ring::Fits(header[0], *header_bytes, pos, t);
+  const uint64_t header_bytes = header[1] == kStampedTag ? kStampedHeader : kRecordHeader;
+  const bool ok = (header[1] == kRecordTag || header[1] == kStampedTag) &&
+                  Ring::Fits(header[0], header_bytes, pos, t);
+  return {ok, header[0], header_bytes};
 }
 
 // Looks at ring `ri`'s head record without taking it: kTaken (meaning "found") with `*head`,
@@ -298,12 +305,12 @@ Take PeekRing(QueueShared& s, int ri, Head* head, bool want_stamp) {
       if (r.head.load(std::memory_order_acquire) == h) return Take::kCorrupt;
       continue;
     }
-    uint32_t len = 0;
-    uint64_t header_bytes = 0;
-    if (!ReadRecordHeader(data, h, t, &len, &header_bytes)) {
+    const RecordHeader rh = ReadRecordHeader(data, h, t);
+    if (!rh.ok) {
       if (r.head.load(std::memory_order_acquire) == h) return Take::kCorrupt;
       continue;  // torn: head moved meanwhile
     }
+    const uint64_t header_bytes = rh.header_bytes;
     uint64_t stamp = 0;
     if (header_bytes == kStampedHeader) {
       data.CopyOut(h + kRecordHeader, &stamp, sizeof(stamp));
@@ -311,7 +318,7 @@ Take PeekRing(QueueShared& s, int ri, Head* head, bool want_stamp) {
       // A stamp read while the head moved on may be torn: use it only if the head stayed.
       if (want_stamp && r.head.load(std::memory_order_acquire) != h) continue;
     }
-    *head = {h, stamp, len, static_cast<uint32_t>(header_bytes)};
+    *head = {h, stamp, rh.len, static_cast<uint32_t>(header_bytes)};
     return Take::kTaken;
   }
 }
@@ -362,13 +369,13 @@ int TakeRunFromRing(QueueShared& s, size_t max, std::vector<std::byte>* bytes,
   uint64_t pos = h;
   size_t n = 0;
   while (pos < t && n < max) {
-    uint32_t len = 0;
-    uint64_t header_bytes = 0;
-    if (!ReadRecordHeader(data, pos, t, &len, &header_bytes)) {
+    const RecordHeader rh = ReadRecordHeader(data, pos, t);
+    if (!rh.ok) {
       if (n > 0) break;  // claim the good records before it; the next take reports it
       return failed();
     }
-    if (header_bytes == kStampedHeader) break;  // may have older items elsewhere: one at a time
+    if (rh.header_bytes == kStampedHeader) break;  // may have older items elsewhere: one at a time
+    const uint32_t len = rh.len;
     const size_t at = (bytes->size() + 15) & ~size_t{15};  // decoders may view items in place
     bytes->resize(at + len);
     data.CopyOut(pos + kRecordHeader, bytes->data() + at, len);
