@@ -1445,18 +1445,16 @@ class Manager {
       }
       init = manager_internal::ToBytes(raw);
     }
-    MPROC_ASSIGN_OR_RETURN(auto ref, Create(manager_internal::Kind::kDict,
-                                            manager_internal::Fingerprint<K, V>(), init));
-    return DictProxy<K, V>(std::move(ref));
+    return MakeProxy<DictProxy<K, V>>(manager_internal::Kind::kDict,
+                                      manager_internal::Fingerprint<K, V>(), init);
   }
   // Manager::List<T>(initial)
   //
   // A list holding `initial`. Errors: the factories'.
   template <typename T>
   [[nodiscard]] absl::StatusOr<ListProxy<T>> List(const std::vector<T>& initial = {}) {
-    MPROC_ASSIGN_OR_RETURN(auto ref, Create(manager_internal::Kind::kList,
-                                            manager_internal::Fingerprint<T>(), Many(initial)));
-    return ListProxy<T>(std::move(ref));
+    return MakeProxy<ListProxy<T>>(manager_internal::Kind::kList,
+                                   manager_internal::Fingerprint<T>(), Many(initial));
   }
   // Manager::Array<T>(values), Manager::Array<T>(n)
   //
@@ -1464,9 +1462,8 @@ class Manager {
   // value-initialised elements. Errors: the factories'.
   template <typename T>
   [[nodiscard]] absl::StatusOr<ArrayProxy<T>> Array(const std::vector<T>& values) {
-    MPROC_ASSIGN_OR_RETURN(auto ref, Create(manager_internal::Kind::kArray,
-                                            manager_internal::Fingerprint<T>(), Many(values)));
-    return ArrayProxy<T>(std::move(ref));
+    return MakeProxy<ArrayProxy<T>>(manager_internal::Kind::kArray,
+                                    manager_internal::Fingerprint<T>(), Many(values));
   }
   template <typename T>
   [[nodiscard]] absl::StatusOr<ArrayProxy<T>> Array(size_t n) {
@@ -1477,27 +1474,23 @@ class Manager {
   // A set of `initial`'s distinct elements (by encoded bytes). Errors: the factories'.
   template <typename T>
   [[nodiscard]] absl::StatusOr<SetProxy<T>> Set(const std::vector<T>& initial = {}) {
-    MPROC_ASSIGN_OR_RETURN(auto ref, Create(manager_internal::Kind::kSet,
-                                            manager_internal::Fingerprint<T>(), Many(initial)));
-    return SetProxy<T>(std::move(ref));
+    return MakeProxy<SetProxy<T>>(manager_internal::Kind::kSet, manager_internal::Fingerprint<T>(),
+                                  Many(initial));
   }
   // Manager::Namespace()
   //
   // An empty namespace. Errors: the factories'.
   [[nodiscard]] absl::StatusOr<NamespaceProxy> Namespace() {
-    MPROC_ASSIGN_OR_RETURN(auto ref, Create(manager_internal::Kind::kNamespace,
-                                            manager_internal::Fingerprint<>(), ""));
-    return NamespaceProxy(std::move(ref));
+    return MakeProxy<NamespaceProxy>(manager_internal::Kind::kNamespace,
+                                     manager_internal::Fingerprint<>(), "");
   }
   // Manager::Value<T>(initial)
   //
   // A value holding `initial`. Errors: the factories'.
   template <typename T>
   [[nodiscard]] absl::StatusOr<ValueProxy<T>> Value(const T& initial = T()) {
-    MPROC_ASSIGN_OR_RETURN(auto ref, Create(manager_internal::Kind::kValue,
-                                            manager_internal::Fingerprint<T>(),
-                                            Enc(initial)));
-    return ValueProxy<T>(std::move(ref));
+    return MakeProxy<ValueProxy<T>>(manager_internal::Kind::kValue,
+                                    manager_internal::Fingerprint<T>(), Enc(initial));
   }
 
   // Manager::Queue<T>(maxsize), Manager::JoinableQueue<T>(maxsize)
@@ -1506,17 +1499,15 @@ class Manager {
   // factories'.
   template <typename T>
   [[nodiscard]] absl::StatusOr<QueueProxy<T>> Queue(uint64_t maxsize = 0) {
-    MPROC_ASSIGN_OR_RETURN(auto ref, Create(manager_internal::Kind::kQueue,
-                                            manager_internal::Fingerprint<T>(),
-                                            manager_internal::ToBytes(std::make_tuple(maxsize, false))));
-    return QueueProxy<T>(std::move(ref));
+    return MakeProxy<QueueProxy<T>>(manager_internal::Kind::kQueue,
+                                    manager_internal::Fingerprint<T>(),
+                                    manager_internal::ToBytes(std::make_tuple(maxsize, false)));
   }
   template <typename T>
   [[nodiscard]] absl::StatusOr<JoinableQueueProxy<T>> JoinableQueue(uint64_t maxsize = 0) {
-    MPROC_ASSIGN_OR_RETURN(auto ref, Create(manager_internal::Kind::kQueue,
-                                            manager_internal::Fingerprint<T>(),
-                                            manager_internal::ToBytes(std::make_tuple(maxsize, true))));
-    return JoinableQueueProxy<T>(std::move(ref));
+    return MakeProxy<JoinableQueueProxy<T>>(
+        manager_internal::Kind::kQueue, manager_internal::Fingerprint<T>(),
+        manager_internal::ToBytes(std::make_tuple(maxsize, true)));
   }
   // Manager::Lock(), Manager::RLock()
   //
@@ -1535,9 +1526,8 @@ class Manager {
   //
   // An event, clear. Errors: the factories'.
   [[nodiscard]] absl::StatusOr<EventProxy> Event() {
-    MPROC_ASSIGN_OR_RETURN(auto ref, Create(manager_internal::Kind::kEvent,
-                                            manager_internal::Fingerprint<>(), ""));
-    return EventProxy(std::move(ref));
+    return MakeProxy<EventProxy>(manager_internal::Kind::kEvent, manager_internal::Fingerprint<>(),
+                                 "");
   }
   // Manager::Condition(lock)
   //
@@ -1552,10 +1542,9 @@ class Manager {
   // A barrier for `parties` parties. INVALID_ARGUMENT when `parties` < 1; else the
   // factories' errors.
   [[nodiscard]] absl::StatusOr<BarrierProxy> Barrier(int64_t parties) {
-    MPROC_ASSIGN_OR_RETURN(auto ref, Create(manager_internal::Kind::kBarrier,
-                                            manager_internal::Fingerprint<>(),
-                                            manager_internal::ToBytes(parties)));
-    return BarrierProxy(std::move(ref));
+    return MakeProxy<BarrierProxy>(manager_internal::Kind::kBarrier,
+                                   manager_internal::Fingerprint<>(),
+                                   manager_internal::ToBytes(parties));
   }
 
   // Manager::Pool(processes, start_method)
@@ -1654,6 +1643,13 @@ class Manager {
   absl::StatusOr<std::shared_ptr<manager_internal::ProxyRef>> Create(manager_internal::Kind kind,
                                                                      uint64_t fingerprint,
                                                                      const std::string& initial);
+  // Create, and a proxy of type P naming the new object.
+  template <typename P>
+  absl::StatusOr<P> MakeProxy(manager_internal::Kind kind, uint64_t fingerprint,
+                              const std::string& initial) {
+    MPROC_ASSIGN_OR_RETURN(auto ref, Create(kind, fingerprint, initial));
+    return P(std::move(ref));
+  }
   absl::Status CheckRunning() const;
   // Values kept in this manager (manager_internal::ToBytesIn).
   template <typename T>
@@ -1670,16 +1666,13 @@ class Manager {
     return values.empty() ? std::string() : Enc(EncEach(values));
   }
   [[nodiscard]] absl::StatusOr<LockProxy> MakeLock(bool recursive) {
-    MPROC_ASSIGN_OR_RETURN(auto ref, Create(manager_internal::Kind::kLock,
-                                            manager_internal::Fingerprint<>(),
-                                            manager_internal::ToBytes(recursive)));
-    return LockProxy(std::move(ref));
+    return MakeProxy<LockProxy>(manager_internal::Kind::kLock, manager_internal::Fingerprint<>(),
+                                manager_internal::ToBytes(recursive));
   }
   [[nodiscard]] absl::StatusOr<SemaphoreProxy> MakeSemaphore(int64_t value, bool bounded) {
-    MPROC_ASSIGN_OR_RETURN(auto ref, Create(manager_internal::Kind::kSemaphore,
-                                            manager_internal::Fingerprint<>(),
-                                            manager_internal::ToBytes(std::make_tuple(value, bounded))));
-    return SemaphoreProxy(std::move(ref));
+    return MakeProxy<SemaphoreProxy>(manager_internal::Kind::kSemaphore,
+                                     manager_internal::Fingerprint<>(),
+                                     manager_internal::ToBytes(std::make_tuple(value, bounded)));
   }
 
   manager_internal::ManagerRef ref_;
