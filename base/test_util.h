@@ -24,6 +24,7 @@
 
 #include "base/fork_child.h"
 #include "base/mutex.h"
+#include "base/owner.h"
 #include "base/proc_stat.h"
 #include "gtest/gtest.h"
 
@@ -182,15 +183,13 @@ inline bool WaitReadable(int fd, int seconds) {
   return ::poll(&p, 1, seconds * 1000) == 1;
 }
 
-// This thread's kernel id, for WaitUntilAsleep on a thread of this process.
-inline pid_t ThisThreadId() { return static_cast<pid_t>(::syscall(SYS_gettid)); }
 
 // Collects the ids of threads as they start, for a test to wait until every one is asleep.
 class ThreadIds {
  public:
   void Add() {
     MutexLock l(&mu_);
-    ids_.push_back(ThisThreadId());
+    ids_.push_back(static_cast<pid_t>(CurrentTid()));
   }
   // Waits until `n` threads registered and each sleeps in the kernel (up to `seconds`).
   bool WaitAllAsleep(size_t n, int seconds = 30) {

@@ -264,10 +264,8 @@ absl::Status QueueCore::Get(const Deadline& deadline, bool block,
     if (st->sleepers.load(std::memory_order_seq_cst) > 0 && MayHaveItems(st)) WakeConsumer(st);
   };
   // A consumer streaming items (its last Get found one waiting) that catches up with the
-  // producers pauses 64 CpuRelax (~1.6 us here) before looking again — a delay, not a spin
-  // wait (base/spin.h): it does not look meanwhile, since looking pulls the producer's tail
-  // line across CPUs for every item it publishes, which made a 1 -> 1 stream 2-3x slower than
-  // letting a few items gather. A consumer that had to wait last time looks at once (a
+  // producers pauses (PauseToGather, base/spin.h: ~1.6 us here) before looking again: looking
+  // at once made a 1 -> 1 stream 2-3x slower than letting a few items gather. A consumer that had to wait last time looks at once (a
   // ping-pong over queues pays nothing).
   thread_local bool streaming = false;
   bool first = true;
@@ -283,7 +281,7 @@ absl::Status QueueCore::Get(const Deadline& deadline, bool block,
     absl::Status t = take(/*force=*/false);
     bool got = taken(t);  // (taken() frees the item's slot: once per item)
     if (!got && first && streaming && block) {
-      for (int i = 0; i < 64; ++i) CpuRelax();
+      PauseToGather();
       t = take(/*force=*/false);
       got = taken(t);
     }

@@ -84,7 +84,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "base/cpu_relax.h"
+#include "base/spin.h"
 #include "base/deadline.h"
 #include "base/thread_scratch.h"
 #include "base/unique_fd.h"
@@ -291,12 +291,12 @@ class Queue {
         absl::StatusOr<size_t> k = core_.TakeRun(max - i, &run.bytes, &run.items, &empty);
         if (!k.ok()) return k.status();
         if (empty) {
-          // Caught up with the producers: let a few items gather once (~1.6 µs; looking at
-          // once pulls the producer's lines across CPUs for every item), then return what we
-          // have. (Not through Get: a Get that finds nothing resets its streaming state.)
+          // Caught up with the producers: let a few items gather once (PauseToGather), then
+          // return what we have. (Not through Get: a Get that finds nothing resets its
+          // streaming state.)
           if (paused) return absl::OkStatus();
           paused = true;
-          for (int p = 0; p < 64; ++p) CpuRelax();
+          PauseToGather();
           continue;
         }
         if (*k > 0) {
@@ -342,11 +342,25 @@ class Queue {
   // "try GetNowait", which may still say UNAVAILABLE. Owned by the queue; -1 for an empty
   // handle.
   int fileno() const { return core_.fileno(); }
+  // Queue::Qsize(), Queue::Empty(), Queue::Full()
+  //
+  // The number of items in the queue, whether it has none, and whether a bounded one is at
+  // maxsize: snapshots, stale as soon as they return when other processes put and get (as
+  // CPython's; unlike macOS's, Qsize never raises). 0, true and false on an empty handle.
+  // Never block (a few relaxed loads); thread- and process-safe.
   size_t Qsize() const { return core_.Qsize(); }
   bool Empty() const { return core_.Empty(); }
   bool Full() const { return core_.Full(); }
+  // Queue::maxsize()
+  //
+  // The bound given to Create (0: unbounded). Never blocks.
   size_t maxsize() const { return core_.maxsize(); }
-  // This process stops using the queue: Put/Get fail from now on; a blocked Get wakes.
+  // Queue::Close(), Queue::closed()
+  //
+  // This process stops using the queue: its Puts and Gets fail with FAILED_PRECONDITION from
+  // now on, and a Get or Put blocked in another thread of this process wakes with it. Other
+  // processes' handles are untouched, and items already put stay for them. Never blocks;
+  // thread-safe.
   void Close() { core_.Close(); }
   bool closed() const { return core_.closed(); }
 
@@ -379,6 +393,9 @@ class Queue {
 template <typename T>
 class SimpleQueue : public Queue<T> {
  public:
+  // SimpleQueue::Create()
+  //
+  // A new unbounded queue. Errors: as Queue::Create.
   [[nodiscard]] static absl::StatusOr<SimpleQueue> Create() {
     absl::StatusOr<ipc_internal::QueueCore> c = ipc_internal::QueueCore::Create(0, false);
     if (!c.ok()) return c.status();
@@ -394,6 +411,10 @@ class SimpleQueue : public Queue<T> {
 template <typename T>
 class JoinableQueue : public Queue<T> {
  public:
+  // JoinableQueue::Create(maxsize)
+  //
+  // A new queue counting unfinished items (put, not yet TaskDone), bounded as Queue::Create.
+  // Errors: as Queue::Create.
   [[nodiscard]] static absl::StatusOr<JoinableQueue> Create(size_t maxsize = 0) {
     absl::StatusOr<ipc_internal::QueueCore> c = ipc_internal::QueueCore::Create(maxsize, true);
     if (!c.ok()) return c.status();

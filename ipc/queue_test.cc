@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "base/io_ring.h"
+#include "base/owner.h"
 #include "base/status_matchers.h"
 #include "base/test_util.h"
 #include "gmock/gmock.h"
@@ -240,7 +241,7 @@ TEST(QueueTest, APutWaitingForRoomGoesThroughWhenConsumersStopShortOfHalf) {
   pid_t producer_tid = 0;
   std::atomic<bool> started{false};
   std::thread producer([&] {
-    producer_tid = testing::ThisThreadId();
+    producer_tid = static_cast<pid_t>(CurrentTid());
     started = true;
     blocked = q.Put(std::string(1000, 'y'), absl::Seconds(10));
   });
@@ -516,7 +517,7 @@ TEST(QueueTest, AFullBoundedPutWaitsInTheActiveMode) {
   ASSERT_OK_AND_ASSIGN(Queue<int> q, Queue<int>::Create(1));
   MPROC_ASSERT_OK(q.Put(1));
   const uint64_t futex_before = GetIoRingCounters().futex_waits;
-  const pid_t main_tid = testing::ThisThreadId();
+  const pid_t main_tid = static_cast<pid_t>(CurrentTid());
   std::thread getter([&] {
     ASSERT_TRUE(testing::WaitUntilAsleep(main_tid));  // the Put below waits for the slot
     absl::StatusOr<int> v = q.Get(absl::Seconds(5));

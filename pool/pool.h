@@ -109,11 +109,21 @@ class AsyncResult {
  public:
   AsyncResult() : s_(std::make_shared<Shared>()) {}
 
+  // AsyncResult::Get(timeout)
+  //
   // The value, or the task's error; DEADLINE_EXCEEDED when not ready by the timeout. May be
-  // called again (by any copy of this handle): each call returns a copy of the value.
-  [[nodiscard]] absl::StatusOr<T> Get(absl::Duration timeout = absl::InfiniteDuration()) const& {
-    if (!Wait(timeout)) return absl::DeadlineExceededError("AsyncResult not ready in time");
-    MutexLock lock(&s_->mu);
+  // called again, by any copy of this handle: each call returns the same stored result, by
+  // reference (a Map's results are not copied per call; copy it, `auto v = r.Get();`, to
+  // keep it past the last handle). Blocks up to `timeout`; thread-safe.
+  [[nodiscard]] const absl::StatusOr<T>& Get(
+      absl::Duration timeout = absl::InfiniteDuration()) const& {
+    if (!Wait(timeout)) {
+      static const auto* const late =
+          new absl::StatusOr<T>(absl::DeadlineExceededError("AsyncResult not ready in time"));
+      return *late;
+    }
+    // Set once, before Ready, and never changed after (but by the && overload below, on the
+    // last handle): read without the lock once Wait saw it ready.
     return *s_->value;
   }
   // The same on a handle about to go (a temporary: `pool.MapAsync(...).Get()`): when no other

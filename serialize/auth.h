@@ -81,8 +81,18 @@ absl::Status VerifyResponse(std::string_view authkey, std::string_view message,
 class ServerHandshaker {
  public:
   ServerHandshaker(int fd, std::string authkey);
+  // ServerHandshaker::Start()
+  //
+  // Sends the challenge (the server speaks first): a few dozen bytes into a fresh socket's
+  // buffer, so it does not block in practice (it gives up after 1 s). UNAUTHENTICATED when it
+  // cannot be written (the client is gone).
   absl::Status Start();
-  // OK(true): authenticated; OK(false): more bytes needed; an error: the handshake failed.
+  // ServerHandshaker::OnReadable()
+  //
+  // Call when the socket is readable: reads what arrived and takes the next step. OK(true):
+  // authenticated (the client's challenge answered too); OK(false): more bytes needed;
+  // UNAUTHENTICATED: the handshake failed (wrong key, malformed message, peer gone). Never
+  // blocks.
   [[nodiscard]] absl::StatusOr<bool> OnReadable();
   bool done() const { return state_ == State::kDone; }
 

@@ -4,7 +4,7 @@
 // direction. A message of up to kLinkInlineMax bytes is a record copied into the sender's ring
 // and published with one release store, with no system call (for the pool's worker channels,
 // a longer one streams through as pieces while the receiver copies them out); the receiver polls the ring,
-// yielding, for the spin budget (base/syscall.h) and then sleeps in poll() on its socket.
+// yielding, for the spin budget (base/spin.h) and then sleeps in poll() on its socket.
 // The socket stays the channel for everything the ring cannot carry, and every use of it is
 // announced by a record, so the receiver always knows what the next socket bytes are:
 //   kSocketMessage  the next CPython-framed message (a Pipe's long one) or frame (a pool

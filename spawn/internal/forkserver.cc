@@ -36,6 +36,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/mutex.h"
+#include "base/owner.h"
 #include "base/process_id.h"
 #include "base/socket_dir.h"
 #include "base/status.h"
@@ -136,7 +137,7 @@ int StopServerLocked(ServerState& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
 
 bool ServerAliveLocked(const ServerState& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
   if (s.pid == 0 || s.owner_pid != CurrentPid()) return false;
-  if (!s.pidfd.ok()) return ::kill(s.pid, 0) == 0;
+  if (!s.pidfd.ok()) return ProcessAlive(s.pid);  // a zombie server is gone (base/owner.h)
   return WaitReadable(s.pidfd.get(), Deadline::AtMonotonicNs(0)) == 0;  // readable = exited
 }
 
