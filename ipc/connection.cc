@@ -125,19 +125,12 @@ absl::Status Connection::SendParts(std::span<const int> fds,
   Turn turn(link_.get(), end_, fd_.get(), /*reader=*/false);
   MPROC_RETURN_IF_ERROR(turn.Take(deadline));
   MPROC_RETURN_IF_ERROR(link_->CheckPeer(end_, fd_.get()));
-  // Socket bytes that an announced record promises are written with the direction marked
-  // busy: a sender killed inside leaves the mark, and the next sender tears the direction
-  // (RingLink::TearDirection) instead of splicing its message into the cut-off one. A sender
-  // that fails inside (a timeout, an error) tears it itself.
+  // Socket bytes that an announced record promises go through RingLink::WriteSocketPart
+  // (the direction marked busy around them; torn when cut off partway).
   auto socket_part = [&](LinkRecord kind, auto write) -> absl::Status {
-    link_->BeginSocketWrite(end_);
-    absl::Status s = link_->Append(end_, fd_.get(), kind, {}, deadline);
-    if (!s.ok()) {  // nothing announced: nothing cut off
-      link_->EndSocketWrite(end_, fd_.get(), absl::OkStatus());
-      return s;
-    }
-    s = write();
-    link_->EndSocketWrite(end_, fd_.get(), s);
+    bool announced = false;
+    absl::Status s = link_->WriteSocketPart(end_, fd_.get(), kind, deadline, write, &announced);
+    if (!announced) return s;  // nothing announced: nothing cut off
     return s.ok() || absl::IsOutOfRange(s) ? s : Partway(s);
   };
   if (!fds.empty()) {
@@ -236,20 +229,16 @@ absl::Status Connection::RingRecv(uint64_t max_length, const Deadline& deadline,
       if (visit != nullptr) visit(ctx, std::as_bytes(std::span(out->data(), out->size())));
       break;
     case LinkRecord::kSocketMessage: {
-      // The record stays until the message is read: a timeout before its first byte leaves
-      // everything where it was, for the next Recv. Reading is marked busy, so a receiver
-      // killed inside leaves the mark and the next one tears the direction.
-      link_->BeginSocketRead(end_);
-      absl::Status s = ReadCPythonMessage(fd_.get(), max_length, deadline, out, started);
-      if (!s.ok() && !*started) {
-        link_->EndSocketRead(end_, fd_.get(), absl::OkStatus());
+      // RingLink::ReadSocketPart: the record stays until the message is read (a timeout
+      // before its first byte leaves everything where it was, for the next Recv), reading is
+      // marked busy, and a read cut off (end of file: the sender's side tore it) or left
+      // partway here (a timeout, a bad length) tears the direction: no later byte of the
+      // socket lines up.
+      MPROC_RETURN_IF_ERROR(link_->ReadSocketPart(end_, fd_.get(), next, [&](bool* any) {
+        absl::Status s = ReadCPythonMessage(fd_.get(), max_length, deadline, out, started);
+        *any = *started;
         return s;
-      }
-      link_->Consume(end_, next, nullptr);
-      // Cut off by end of file (the sender's side tore it), or left partway here (a timeout,
-      // a bad length, which tears the direction): no later byte of the socket lines up.
-      link_->EndSocketRead(end_, fd_.get(), s);
-      MPROC_RETURN_IF_ERROR(s);
+      }));
       if (visit != nullptr) visit(ctx, std::as_bytes(std::span(out->data(), out->size())));
       break;
     }
@@ -361,11 +350,8 @@ absl::Status Connection::RecvFds(const Deadline& deadline, std::vector<UniqueFd>
     LoseReadFraming("received data where a descriptor was due");
     return absl::InvalidArgumentError("received data without a descriptor");
   }
-  link_->BeginSocketRead(end_);
-  link_->Consume(end_, next, nullptr);
-  absl::Status s = RecvFdsOnSocket(deadline, out);
-  link_->EndSocketRead(end_, fd_.get(), s);
-  MPROC_RETURN_IF_ERROR(s);
+  MPROC_RETURN_IF_ERROR(link_->ReadSocketPart(
+      end_, fd_.get(), next, [&](bool*) { return RecvFdsOnSocket(deadline, out); }));
   AfterRingTake();
   return absl::OkStatus();
 }

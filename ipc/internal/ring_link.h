@@ -126,6 +126,7 @@ class RingLink {
   void EndSocketWrite(int end, int sock, const absl::Status& outcome);
   void BeginSocketRead(int end) { dir(1 - end).r_socket_busy.store(1, std::memory_order_relaxed); }
   void EndSocketRead(int end, int sock, const absl::Status& outcome);
+
   // The socket stream of direction `d` (= end for a sender, 1 - end for a receiver) was cut
   // off partway through a message (its sender or receiver died, or failed, inside it): no
   // byte of it can be trusted to line up with the ring again. Marks the direction dead and
@@ -165,6 +166,49 @@ class RingLink {
   // Consumes bell records at the head, reading their bytes (a foreign poller must not see a
   // readable fd for a message already taken).
   void ConsumeBells(int end, int sock);
+
+  // The one protocol for bytes the ring announces and the socket carries (a Pipe's long
+  // message or descriptors, a pool channel's frame with descriptors), used by every sender and
+  // receiver of a RingLink:
+  //
+  // WriteSocketPart: marks the direction busy, announces the record `kind`, runs `write()`
+  // (the socket bytes), clears the mark; a write that fails partway tears the direction. A
+  // sender killed anywhere inside leaves the mark, and the next sender tears the direction
+  // instead of splicing its message into the cut-off one. Returns the announce's error
+  // (nothing written; `*announced` false) or write()'s status.
+  template <typename Write>
+  absl::Status WriteSocketPart(int end, int sock, LinkRecord kind, const Deadline& deadline,
+                               Write write, bool* announced = nullptr) {
+    if (announced != nullptr) *announced = false;
+    BeginSocketWrite(end);
+    absl::Status s = Append(end, sock, kind, {}, deadline);
+    if (!s.ok()) {  // nothing announced: nothing cut off
+      EndSocketWrite(end, sock, absl::OkStatus());
+      return s;
+    }
+    if (announced != nullptr) *announced = true;
+    s = write();
+    EndSocketWrite(end, sock, s);
+    return s;
+  }
+  // ReadSocketPart: marks the direction busy, runs `read(&started)` (the socket bytes the
+  // record `next` announced; it sets `started` false when it failed before taking any byte,
+  // e.g. a timeout), then consumes the record, unless nothing was read (the record stays for
+  // the next receiver), and clears the mark; a read that failed partway tears the direction.
+  // A receiver killed inside leaves the mark, and the next receiver tears the direction.
+  template <typename Read>
+  absl::Status ReadSocketPart(int end, int sock, const Next& next, Read read) {
+    BeginSocketRead(end);
+    bool started = true;
+    absl::Status s = read(&started);
+    if (!s.ok() && !started) {
+      EndSocketRead(end, sock, absl::OkStatus());
+      return s;
+    }
+    Consume(end, next, nullptr);
+    EndSocketRead(end, sock, s);
+    return s;
+  }
   // Makes every later record ring the bell; true when records are already waiting.
   bool ArmBells(int end);
   bool Empty(int end) const;

@@ -27,12 +27,12 @@ absl::Status ChannelSend(const Channel& c, uint8_t kind, std::span<const std::by
                                  std::span<const std::byte>(prefix, 1 + head.size()), body,
                                  deadline);
   }
-  MPROC_RETURN_IF_ERROR(c.link->Append(c.end, c.sock, LinkRecord::kSocketMessage, {}, deadline));
-  c.link->BeginSocketWrite(c.end);
+  // A frame with descriptors: announced in the ring, carried by the socket, as a Pipe's
+  // (RingLink::WriteSocketPart).
   const std::span<const std::byte> parts[2] = {head, body};
-  absl::Status s = WriteFrameParts(c.sock, kind, parts, fds, deadline, {}, FdKind::kStreamSocket);
-  c.link->EndSocketWrite(c.end, c.sock, s);
-  return s;
+  return c.link->WriteSocketPart(c.end, c.sock, LinkRecord::kSocketMessage, deadline, [&] {
+    return WriteFrameParts(c.sock, kind, parts, fds, deadline, {}, FdKind::kStreamSocket);
+  });
 }
 
 bool ChannelTorn(const Channel& c) { return c.link->Torn(c.end); }
@@ -67,9 +67,10 @@ absl::Status ChannelTake(const Channel& c, const RingLink::Next& next, Frame& fr
   if (next.kind != LinkRecord::kSocketMessage) {
     return absl::InvalidArgumentError("pool channel: unexpected record");
   }
-  c.link->Consume(c.end, next, nullptr);
-  MPROC_RETURN_IF_ERROR(ReadFrameInto(c.sock, frame, Deadline::After(absl::Seconds(60)), {},
-                                      FdKind::kStreamSocket));
+  MPROC_RETURN_IF_ERROR(c.link->ReadSocketPart(c.end, c.sock, next, [&](bool*) {
+    return ReadFrameInto(c.sock, frame, Deadline::After(absl::Seconds(60)), {},
+                         FdKind::kStreamSocket);
+  }));
   in->kind = frame.kind;
   in->payload = frame.payload();
   in->fds = std::move(frame.fds);
