@@ -7,6 +7,7 @@
 
 #include <string>
 
+#include "base/fork_child.h"
 #include "base/seccomp_for_testing.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -71,16 +72,11 @@ TEST(FeaturesTest, ForcingIoUringOffForcesItsOpcodesOff) {
 // Runs `body` in a forked child with `nr` failing as `err`; returns the child's exit code.
 template <typename F>
 int InChildWithSeccomp(long nr, int err, F body) {
-  std::fflush(nullptr);
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    if (InstallSeccompErrno(nr, err) != 0) _exit(99);
+  return ReapChild(ForkChild([&] {
+    if (InstallSeccompErrno(nr, err) != 0) return 99;
     ResetFeatureCacheForTesting();
-    _exit(body());
-  }
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    return body();
+  }));
 }
 
 TEST(FeaturesTest, SeccompDeniedClone3IsDetected) {

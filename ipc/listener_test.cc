@@ -253,12 +253,7 @@ bool HavePython() { return ::access("/usr/bin/python3", X_OK) == 0; }
 pid_t StartPython(const char* script, const std::string& a1, const std::string& a2, int* out_fd) {
   int p[2];
   if (::pipe2(p, O_CLOEXEC) != 0) return -1;
-  pid_t pid = testing::Child([&] {
-    ::dup2(p[1], 1);
-    ::execl("/usr/bin/python3", "python3", "-c", script, a1.c_str(), a2.c_str(),
-            static_cast<char*>(nullptr));
-    return 127;
-  });
+  const pid_t pid = SpawnProgram({"/usr/bin/python3", "-c", script, a1, a2}, {.out = p[1]});
   ::close(p[1]);
   *out_fd = p[0];
   return pid;

@@ -10,6 +10,7 @@
 #include <string>
 #include <thread>
 
+#include "base/fork_child.h"
 #include "base/status_matchers.h"
 #include "base/syscall.h"
 #include "gmock/gmock.h"
@@ -217,9 +218,7 @@ TEST(FrameFdTest, CtruncWhenTheReceiverIsOutOfDescriptorsIsAnError) {
   Channel c = Make(Transport::kStream);
   std::vector<int> fds(3, 0);
   MPROC_ASSERT_OK(WriteFrame(c.w.get(), 1, AsBytes("x"), fds, Deadline::Infinite()));
-  std::fflush(nullptr);
-  pid_t pid = ::fork();
-  if (pid == 0) {
+  const pid_t pid = ForkChild([&] {
     // Leave room for no new descriptor: the kernel truncates the SCM_RIGHTS array.
     int highest = 0;
     for (int fd = 0; fd < 1024; ++fd) {
@@ -228,13 +227,12 @@ TEST(FrameFdTest, CtruncWhenTheReceiverIsOutOfDescriptorsIsAnError) {
     rlimit rl = {static_cast<rlim_t>(highest + 1), static_cast<rlim_t>(highest + 1)};
     ::setrlimit(RLIMIT_NOFILE, &rl);
     absl::StatusOr<Frame> f = ReadFrame(c.r.get(), Deadline::Infinite(), {}, FdKind::kStreamSocket);
-    bool ok = !f.ok() && f.status().code() == absl::StatusCode::kInvalidArgument &&
-              f.status().message().find("MSG_CTRUNC") != absl::string_view::npos;
-    _exit(ok ? 0 : 1);
-  }
-  int status = 0;
-  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    const bool ok = !f.ok() && f.status().code() == absl::StatusCode::kInvalidArgument &&
+                    f.status().message().find("MSG_CTRUNC") != absl::string_view::npos;
+    return ok ? 0 : 1;
+  });
+  ASSERT_GT(pid, 0);
+  EXPECT_EQ(ReapChild(pid), 0);
 }
 
 // ---------------------------------------------------------------- malformed frames in memory

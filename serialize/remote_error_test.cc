@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "base/fork_child.h"
 #include "base/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -83,9 +84,7 @@ TEST(RemoteErrorTest, TravelsAsAbortedStatusPayload) {
 TEST(RemoteErrorTest, CrossesAProcessBoundary) {
   int p[2];
   ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
-  std::fflush(nullptr);
-  pid_t pid = ::fork();
-  if (pid == 0) {
+  const pid_t pid = ForkChild([&] {
     ::close(p[0]);
     absl::Status s;
     try {
@@ -93,15 +92,15 @@ TEST(RemoteErrorTest, CrossesAProcessBoundary) {
     } catch (...) {
       s = RemoteErrorToStatus(CaptureCurrentException("Child"));
     }
-    _exit(WritePipeValue(p[1], 1, s, Deadline::Infinite()).ok() ? 0 : 1);
-  }
+    return WritePipeValue(p[1], 1, s, Deadline::Infinite()).ok() ? 0 : 1;
+  });
+  ASSERT_GT(pid, 0);
   ::close(p[1]);
   ASSERT_OK_AND_ASSIGN(Frame f, ReadFrame(p[0], Deadline::After(absl::Seconds(60))));
   ::close(p[0]);
   absl::Status got;
   MPROC_ASSERT_OK(DecodeInto(f.payload(), got));
-  int status;
-  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  EXPECT_EQ(ReapChild(pid), 0);
   std::optional<RemoteError> e = RemoteErrorFromStatus(got);
   ASSERT_TRUE(e.has_value());
   EXPECT_EQ(e->pid, pid);

@@ -587,26 +587,18 @@ TEST(SpawnTest, SetStartMethodOnce) {
 // refuse to start another process, and the whole thing ends with exactly two processes having
 // run main(). Returns the program's exit code; fills the main() count and stderr.
 int RunNoInitProgram(const std::string& mode, int* mains, std::string* err_text) {
-  const char* srcdir = std::getenv("TEST_SRCDIR");
-  if (srcdir == nullptr) return -100;
-  std::string bin = std::string(srcdir) + "/mproc/spawn/no_init_main";
-  std::string count_file = std::string(std::getenv("TEST_TMPDIR")) + "/no_init_count_" + mode;
-  std::string err_file = std::string(std::getenv("TEST_TMPDIR")) + "/no_init_stderr_" + mode;
+  const std::string tmp = std::getenv("TEST_TMPDIR");
+  const std::string count_file = tmp + "/no_init_count_" + mode;
   ::unlink(count_file.c_str());
-  pid_t pid = testing::Child([&] {
-    ::setenv("MPROC_TEST_COUNT_FILE", count_file.c_str(), 1);
-    int err = ::open(err_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    ::dup2(err, 2);
-    ::execl(bin.c_str(), bin.c_str(), mode.c_str(), static_cast<char*>(nullptr));
-    return 127;
-  });
-  int rc = testing::Join(pid, 60);
+  std::vector<std::string> env = testing::EnvForNestedTest();
+  env.push_back("MPROC_TEST_COUNT_FILE=" + count_file);
+  const testing::ProgramOutcome r =
+      testing::RunProgram({testing::Runfile("spawn/no_init_main"), mode}, tmp, 60, &env);
   std::ifstream counts(count_file);
   *mains = 0;
   for (std::string line; std::getline(counts, line);) ++*mains;
-  std::ifstream errs(err_file);
-  err_text->assign((std::istreambuf_iterator<char>(errs)), std::istreambuf_iterator<char>());
-  return rc;
+  *err_text = r.err;
+  return r.exit_code;
 }
 
 TEST(SpawnTest, ForgottenInitIsAClearErrorNotRecursion) {
