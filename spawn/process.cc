@@ -452,6 +452,8 @@ absl::StatusOr<Launched> LaunchSelf(int child_fd) {
 
 bool BootstrapPending() { return g_bootstrap_pending; }
 
+std::atomic<bool> g_fail_bootstrap_send_for_testing{false};
+
 }  // namespace spawn_internal
 
 using spawn_internal::ChildRecord;
@@ -787,6 +789,11 @@ absl::Status Process::StartFork() {
 
 absl::Status Process::StartSpawn() {
   MPROC_ASSIGN_OR_RETURN(EncodeBuffer buf, EncodeBootstrap("spawn"));
+  // A descriptor among the arguments that is not open would fail the bootstrap's send after
+  // the child started: refuse it before starting anything.
+  if (absl::Status open = CheckDescriptorsOpen(buf.fds()); !open.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("Start (spawn): ", open.message()));
+  }
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
     return ErrnoToStatus(errno, "socketpair(spawn bootstrap)");
@@ -802,21 +809,25 @@ absl::Status Process::StartSpawn() {
   rec->name = name_;
   rec->pid = launched.pid;
   rec->pidfd = std::move(launched.pidfd);
-  child_ = rec;
-  owner_pid_ = CurrentPid();
-  spawn_internal::RegisterChild(rec);
 
   // Send the bootstrap. A child that dies before reading it (or never calls Init) shows up in
   // its exit code; Start itself succeeded in starting it.
-  absl::Status sent = spawn_internal::SendBootstrap(
-      parent_end.get(), buf, FdKind::kSeqpacketSocket, Deadline::After(absl::Seconds(60)));
+  absl::Status sent =
+      spawn_internal::g_fail_bootstrap_send_for_testing.exchange(false)
+          ? absl::UnavailableError("failed on purpose (a test)")
+          : spawn_internal::SendBootstrap(parent_end.get(), buf, FdKind::kSeqpacketSocket,
+                                          Deadline::After(absl::Seconds(60)));
   if (!sent.ok() && sent.code() != absl::StatusCode::kOutOfRange) {
-    // The child is running without its bootstrap: end it rather than leave it waiting.
+    // The child is running without its bootstrap: end it rather than leave it waiting. This
+    // object never had it as its child: Start may be called again.
     ::kill(rec->pid, SIGKILL);
     MutexLock lock(&rec->mu);
     spawn_internal::ReapLocked(*rec, /*block=*/true);
     return absl::Status(sent.code(), absl::StrCat("sending the spawn bootstrap: ", sent.message()));
   }
+  child_ = rec;
+  owner_pid_ = CurrentPid();
+  spawn_internal::RegisterChild(rec);
   return absl::OkStatus();
 }
 

@@ -29,6 +29,7 @@
 #include "base/test_util.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "spawn/internal/bootstrap.h"
 
 namespace mproc {
 namespace {
@@ -561,6 +562,44 @@ TEST(SpawnTest, FallsBackToVforkWhenClone3IsMissing) {
     return spawn_internal::LaunchCount(false) == vforks + 1 ? 0 : 93;
   });
   EXPECT_EQ(testing::Join(pid, 60), 0);
+}
+
+// A Start whose child started but never got its bootstrap (the send failed) kills and reaps
+// that child and leaves the Process startable: the next Start runs it.
+TEST(SpawnTest, AStartWhoseBootstrapSendFailedMayBeRetried) {
+  Process p(ReturnSeven);
+  p.SetStartMethod(StartMethod::kSpawn);
+  spawn_internal::g_fail_bootstrap_send_for_testing = true;
+  EXPECT_THAT(p.Start(), StatusIs(absl::StatusCode::kUnavailable, HasSubstr("bootstrap")));
+  EXPECT_EQ(p.pid(), 0);
+  EXPECT_THAT(ActiveChildren(), ::testing::IsEmpty());
+  MPROC_ASSERT_OK(p.Start());
+  MPROC_ASSERT_OK(p.Join(absl::Seconds(60)));
+  EXPECT_EQ(p.exitcode(), 7);
+}
+
+// A descriptor argument that is not open is refused before any child starts (it used to fail
+// the bootstrap's send with the child already running); once it is open again, Start works.
+TEST(SpawnTest, AClosedDescriptorArgumentIsRefusedBeforeAChildStarts) {
+  int pipe_fds[2];
+  ASSERT_EQ(::pipe2(pipe_fds, O_CLOEXEC), 0);
+  UniqueFd read_end(pipe_fds[0]);
+  const int n = ::fcntl(pipe_fds[1], F_DUPFD_CLOEXEC, 100);
+  ASSERT_GE(n, 0);
+  Process p(WriteTo, UniqueFd(n), std::string("through"));
+  p.SetStartMethod(StartMethod::kSpawn);
+  ::close(n);  // behind the Process's back
+  const int launches = spawn_internal::LaunchCount(true) + spawn_internal::LaunchCount(false);
+  EXPECT_THAT(p.Start(), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not open")));
+  EXPECT_EQ(spawn_internal::LaunchCount(true) + spawn_internal::LaunchCount(false), launches);
+  ASSERT_EQ(::dup3(pipe_fds[1], n, O_CLOEXEC), n);  // open again, the same write end
+  ::close(pipe_fds[1]);
+  MPROC_ASSERT_OK(p.Start());
+  MPROC_ASSERT_OK(p.Join(absl::Seconds(60)));
+  EXPECT_EQ(p.exitcode(), 0);
+  char buf[16] = {};
+  EXPECT_EQ(::read(read_end.get(), buf, sizeof buf), 7);
+  EXPECT_STREQ(buf, "through");
 }
 
 TEST(SpawnTest, UsesClone3WhereAvailable) {

@@ -10,6 +10,7 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -91,6 +92,8 @@ void SetIdentity(std::string name, pid_t parent_pid, bool daemon, std::string pa
 int RunBootstrapFrame(Frame frame, bool fresh_image);
 absl::Status SendBootstrap(int fd, const EncodeBuffer& buf, FdKind fd_kind,
                            const Deadline& deadline);
+// Tests: the next spawn Start's bootstrap send fails (UNAVAILABLE) after its child started.
+extern std::atomic<bool> g_fail_bootstrap_send_for_testing;
 // Starts this executable (or SetExecutable's) with `child_fd` as its bootstrap socket.
 absl::StatusOr<Launched> LaunchSelf(int child_fd);
 
