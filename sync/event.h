@@ -28,6 +28,9 @@ struct alignas(64) EventState {
   std::atomic<uint32_t> flag{0};
   std::atomic<uint32_t> waiters{0};
   std::atomic<int32_t> setter_cpu{-1};
+  // Bumped by every Set, after the flag: the futex word waiters sleep on. A waiter that saw
+  // it change was present at a Set, and returns true even if a Clear came first.
+  std::atomic<uint32_t> sets{0};
 };
 }  // namespace sync_internal
 
@@ -53,9 +56,9 @@ class Event {
   void Clear() { s_->flag.store(0, std::memory_order_release); }
   // Event::Wait(timeout)
   //
-  // Blocks until the flag is set or `timeout` passes (zero or negative: just look); returns
-  // the flag as last seen (false: the timeout passed with it clear). A woken waiter re-reads
-  // the flag: a Set undone by a Clear before it looked is missed, and it sleeps on. Spins
+  // Blocks until the flag is set or `timeout` passes (zero or negative: just look); true when
+  // it was set (false: the timeout passed with it clear). As CPython's, every waiter present
+  // at a Set returns true, even when a Clear followed before it woke. Spins
   // briefly when the setter last ran on another CPU, then sleeps on the futex; signals do not
   // end the wait. No error. Thread-safe and process-safe (a waiter killed here leaves only a
   // waiter count, which costs Set a futex wake).

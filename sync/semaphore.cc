@@ -38,7 +38,7 @@ bool TryTake(SemaphoreState* s) {
 bool Semaphore::Acquire(absl::Duration timeout) {
   if (TryTake(s_)) return true;
   if (timeout <= absl::ZeroDuration()) return false;
-  return sync_internal::BlockUntil(&s_->value, &s_->waiters,
+  return sync_internal::BlockUntil(&s_->value, 0, &s_->waiters,
                                    s_->last_release_cpu.load(std::memory_order_relaxed),
                                    Deadline::After(timeout), [&] { return TryTake(s_); });
 }

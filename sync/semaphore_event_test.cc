@@ -1,7 +1,9 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <thread>
+#include <vector>
 
 #include "base/status_matchers.h"
 #include "gmock/gmock.h"
@@ -150,6 +152,30 @@ TEST(EventTest, SetFromAnotherProcessWakesEveryWaiter) {
   });
   EXPECT_EQ(Join(setter), 0);
   for (pid_t pid : waiters) EXPECT_EQ(Join(pid), 0);
+}
+
+// CPython's Event: every waiter present at a Set returns true, even when a Clear follows
+// before it wakes (its Wait returns the flag its Condition saw when notified). Each waiter
+// here sleeps in the kernel (checked) when Set and Clear run back to back.
+TEST(EventTest, AWaiterPresentAtASetReturnsTrueThoughAClearFollows) {
+  ASSERT_OK_AND_ASSIGN(Event e, Event::Create());
+  for (int round = 0; round < 20; ++round) {
+    testing::ThreadIds ids;
+    std::vector<std::thread> waiters;
+    std::atomic<int> woke_true{0};
+    for (int i = 0; i < 2; ++i) {
+      waiters.emplace_back([&] {
+        ids.Add();
+        if (e.Wait(absl::Seconds(30))) woke_true.fetch_add(1);
+      });
+    }
+    ASSERT_TRUE(ids.WaitAllAsleep(2));
+    e.Set();
+    e.Clear();
+    for (auto& t : waiters) t.join();
+    EXPECT_EQ(woke_true.load(), 2) << "round " << round;
+    EXPECT_FALSE(e.IsSet());
+  }
 }
 
 TEST(EventTest, PingPongAcrossProcesses) {

@@ -32,14 +32,14 @@ bool SpinIfPeerElsewhere(int peer_cpu, const Deadline& deadline, Ready&& ready) 
 }
 
 // The blocking path shared by Semaphore::Acquire and Event::Wait: retries `attempt()` until it
-// succeeds or `deadline` passes. It spins first (SpinIfPeerElsewhere, while `word` reads 0), then
-// registers in `waiters` — so the waker knows a FUTEX_WAKE is needed — and sleeps on `word`
-// while it reads 0. Returns attempt()'s last result.
+// succeeds or `deadline` passes. It spins first (SpinIfPeerElsewhere, while `word` reads
+// `idle`), then registers in `waiters` — so the waker knows a FUTEX_WAKE is needed — and
+// sleeps on `word` while it reads `idle`. Returns attempt()'s last result.
 template <typename Attempt>
-bool BlockUntil(std::atomic<uint32_t>* word, std::atomic<uint32_t>* waiters, int peer_cpu,
-                const Deadline& deadline, Attempt&& attempt) {
+bool BlockUntil(std::atomic<uint32_t>* word, uint32_t idle, std::atomic<uint32_t>* waiters,
+                int peer_cpu, const Deadline& deadline, Attempt&& attempt) {
   if (SpinIfPeerElsewhere(peer_cpu, deadline,
-                          [&] { return word->load(std::memory_order_relaxed) != 0; }) &&
+                          [&] { return word->load(std::memory_order_relaxed) != idle; }) &&
       attempt()) {
     return true;
   }
@@ -50,7 +50,7 @@ bool BlockUntil(std::atomic<uint32_t>* word, std::atomic<uint32_t>* waiters, int
       done = true;
       break;
     }
-    if (FutexWait(word, 0, deadline) == FutexResult::kTimedOut) {
+    if (FutexWait(word, idle, deadline) == FutexResult::kTimedOut) {
       done = attempt();
       break;
     }
