@@ -119,10 +119,15 @@ inline uint32_t ReleaseOwnerWord(std::atomic<uint32_t>* word) {
 // process killed inside the critical section does not wedge every later caller.
 class OwnerWordGuard {
  public:
-  explicit OwnerWordGuard(std::atomic<uint32_t>* word) : w_(word) {
+  // `self`: what a word holding this thread's own tid means (OwnerSelf above); kStale for a
+  // lock never taken again while held, so a dead holder's tid given to this thread since
+  // cannot wedge it.
+  explicit OwnerWordGuard(std::atomic<uint32_t>* word, OwnerSelf self = OwnerSelf::kWait)
+      : w_(word) {
     const uint32_t tid = CurrentTid();
     if (TakeFreeOwnerWord(w_, tid)) return;
-    died_ = AcquireOwnerWord(w_, tid, Deadline::Infinite()) == OwnerAcquire::kOwnerDied;
+    died_ =
+        AcquireOwnerWord(w_, tid, Deadline::Infinite(), self) == OwnerAcquire::kOwnerDied;
   }
   ~OwnerWordGuard() { Unlock(); }
   OwnerWordGuard(const OwnerWordGuard&) = delete;

@@ -80,8 +80,10 @@ void MaybeKill() {
 // fences), not CPU fences.
 class ArenaLock {
  public:
+  // kStale: the lock is never taken again while held, and a holder killed here may stay dead
+  // in it for a long time, long enough for its tid to be given to a thread calling us.
   ArenaLock(ArenaHeader* h, char* base, uint64_t total)
-      : h_(h), base_(base), total_(total), guard_(&h->lock) {
+      : h_(h), base_(base), total_(total), guard_(&h->lock, OwnerSelf::kStale) {
     if (guard_.owner_died() || h_->undo_count.load(std::memory_order_relaxed) != 0) RollBack();
   }
   ~ArenaLock() { Commit(); }
@@ -114,7 +116,10 @@ class ArenaLock {
     for (uint32_t i = n; i-- > 0;) {
       const UndoEntry e = h_->undo[i];
       const bool head = e.off == offsetof(ArenaHeader, free_head);
-      if (!head && (e.off < kHeaderSize || e.off % 8 != 0 || e.off > total_ - 8)) continue;
+      if (!head && (e.off < kHeaderSize || e.off % 8 != 0 || e.off >= total_ ||
+                    total_ - e.off < 8)) {
+        continue;
+      }
       *reinterpret_cast<uint64_t*>(base_ + e.off) = e.old;
     }
     Commit();
@@ -152,7 +157,8 @@ absl::StatusOr<Arena> Arena::Attach(Segment segment) {
   absl::StatusOr<Mapping> map = segment.Map();
   if (!map.ok()) return map.status();
   auto* h = static_cast<ArenaHeader*>(map->data());
-  if (map->size() < kHeaderSize || h->magic != kMagic || h->total > map->size()) {
+  if (map->size() < kHeaderSize + kMinBlock || h->magic != kMagic ||
+      h->total < kHeaderSize + kMinBlock || h->total > map->size()) {
     return absl::InvalidArgumentError("segment does not hold an mproc arena");
   }
   return Arena(std::move(segment), *std::move(map));
@@ -256,6 +262,13 @@ absl::Status Arena::Free(uint64_t offset) {
   if (cur == off || (cur != kNone && off + b->size > cur) ||
       (prev != kNone && prev + p->size > off)) {
     return not_allocated();
+  }
+  // Blocks lie back to back: between two free neighbours every block is allocated. `off` must
+  // be where one of them starts, not a look-alike header written as data inside one.
+  for (uint64_t at = prev == kNone ? kHeaderSize : prev + p->size; at != off;) {
+    const auto* q = reinterpret_cast<const Block*>(base + at);
+    if (at > off || !Plausible(total, at, q) || q->next != kAllocated) return not_allocated();
+    at += q->size;
   }
   lock.Set(&b->next, cur);
   if (cur != kNone && off + b->size == cur) {

@@ -2,13 +2,13 @@
 //
 // Everything inside a mapping is addressed by offset from the segment's start, never by a raw
 // pointer (each process maps the segment at its own address). The arena keeps its state — a
-// lock word and a free list sorted by offset — in the segment's first 64 bytes, so any process
-// that maps the segment can allocate and free in it.
+// lock word, a free list sorted by offset and an undo journal — in the segment's first 256
+// bytes, so any process that maps the segment can allocate and free in it.
 //
 //   MPROC_ASSIGN_OR_RETURN(Arena arena, Arena::Create(1 << 20));
 //   MPROC_ASSIGN_OR_RETURN(uint64_t off, arena.Allocate(sizeof(Node), alignof(Node)));
 //   Node* n = arena.At<Node>(off);   // this process's address for that offset
-//   arena.Free(off);
+//   MPROC_RETURN_IF_ERROR(arena.Free(off));
 //
 // Allocation is first-fit with splitting; Free coalesces with both neighbours, so freeing
 // everything returns one block. Memory from Allocate is zero-filled (CPython's Array(code, n)
@@ -54,7 +54,9 @@ class Arena {
   // RESOURCE_EXHAUSTED when no free block is large enough.
   [[nodiscard]] absl::StatusOr<uint64_t> Allocate(size_t size, size_t align = 16);
   // Returns a block to the arena: INVALID_ARGUMENT when `offset` is not a block Allocate
-  // returned and nobody has freed since (a double free is refused, not corrupting).
+  // returned and nobody has freed since (a double free, or a header-like pair of words
+  // written as data inside a block, is refused, not corrupting). Walks the free list up to
+  // the block, and the allocated blocks between its free neighbours.
   [[nodiscard]] absl::Status Free(uint64_t offset);
 
   template <typename T>

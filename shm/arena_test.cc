@@ -114,6 +114,24 @@ TEST(ArenaTest, AFreeOfWhatIsNotAllocatedIsRefused) {
   EXPECT_EQ(ArenaTesting::FreeList(a).size(), 1u);
 }
 
+// Data inside a block that looks like a block header (a size, then the allocated marker) does
+// not make its offset freeable: the block would otherwise be handed out again while in use.
+TEST(ArenaTest, AHeaderLookAlikeInsideABlockIsNotFreeable) {
+  ASSERT_OK_AND_ASSIGN(Arena a, Arena::Create(1 << 16));
+  ASSERT_OK_AND_ASSIGN(uint64_t x, a.Allocate(200));
+  ASSERT_OK_AND_ASSIGN(uint64_t y, a.Allocate(200));
+  uint64_t* data = a.At<uint64_t>(x);
+  data[4] = 48;           // at x + 32: a plausible size ...
+  data[5] = ~uint64_t{0};  // ... and the allocated marker
+  const auto before = ArenaTesting::FreeList(a);
+  EXPECT_THAT(a.Free(x + 48), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_EQ(ArenaTesting::FreeList(a), before);
+  MPROC_EXPECT_OK(a.Free(y));
+  EXPECT_THAT(a.Free(x + 48), StatusIs(absl::StatusCode::kInvalidArgument));
+  MPROC_EXPECT_OK(a.Free(x));
+  EXPECT_EQ(ArenaTesting::FreeList(a).size(), 1u);
+}
+
 // Someone scribbled over the free list in shared memory: a link back to itself (a cycle) or
 // out of the segment is refused with INVALID_ARGUMENT, never followed.
 TEST(ArenaTest, ACorruptFreeListIsRefusedNotFollowed) {

@@ -362,10 +362,13 @@ class Process {
   // target to run; a spawned child that dies before reading its target is no Start error (its
   // exitcode tells). Errors: FAILED_PRECONDITION (started before; closed; this process is a
   // daemon, or a spawned child whose main() skipped Init; spawn/forkserver cannot send the
-  // target), UNAVAILABLE (the fork server died, stopped answering or could not fork), else
-  // the failed system call's code (base/status.h): RESOURCE_EXHAUSTED (descriptors, memory),
-  // UNAVAILABLE (EAGAIN: process limit), NOT_FOUND (no spawn executable). Must not race other
-  // calls on this Process; different Processes may start from several threads at once.
+  // target), INVALID_ARGUMENT (spawn: a descriptor among the arguments is not open; nothing
+  // was started), UNAVAILABLE (the fork server died, stopped answering or could not fork),
+  // else the failed system call's code (base/status.h): RESOURCE_EXHAUSTED (descriptors,
+  // memory), UNAVAILABLE (EAGAIN: process limit), NOT_FOUND (no spawn executable). A Start
+  // that failed started nothing that lives on (a child already launched is killed and
+  // reaped) and may be called again. Must not race other calls on this Process; different
+  // Processes may start from several threads at once.
   absl::Status Start();
   // Process::StartAll(procs)
   //
