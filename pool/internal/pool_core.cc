@@ -2,12 +2,8 @@
 
 #include <fcntl.h>
 #include <poll.h>
-#include <pthread.h>
-#include <sched.h>
 #include <signal.h>
 #include <sys/eventfd.h>
-#include <sys/socket.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -33,7 +29,6 @@
 #include "pool/internal/worker_start.h"
 #include "serialize/frame.h"
 #include "serialize/remote_error.h"
-#include "shm/segment.h"
 #include "spawn/zygote.h"
 
 namespace mproc::pool_internal {
