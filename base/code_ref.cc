@@ -124,6 +124,18 @@ Cache& ByRef() { return ThreadScratch<Cache, struct ByRefTag>(); }
 
 }  // namespace
 
+std::string MainObjectId() {
+  // dl_iterate_phdr visits the main program first.
+  std::string id;
+  dl_iterate_phdr(
+      [](dl_phdr_info* info, size_t, void* data) {
+        *static_cast<std::string*>(data) = ObjectId(info);
+        return 1;
+      },
+      &id);
+  return id;
+}
+
 absl::StatusOr<CodeRef> CodeRefFor(const void* addr) {
   const Generation gen = CurrentGeneration();
   for (const CacheEntry& e : ByAddr().entries) {

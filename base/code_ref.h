@@ -39,6 +39,11 @@ struct CodeRef {
 // segments.
 [[nodiscard]] absl::StatusOr<const void*> ResolveCodeRef(const CodeRef& ref);
 
+// The name of this process's main executable as a CodeRef names objects ("build-id:<hex>",
+// else "path:<absolute path>"): two processes with the same name run the same program, so
+// code references pass between them. Thread-safe.
+[[nodiscard]] std::string MainObjectId();
+
 }  // namespace mproc
 
 #endif  // MPROC_BASE_CODE_REF_H_

@@ -41,6 +41,15 @@ TEST(CodeRefTest, DataAndStrangersAreRejected) {
   EXPECT_THAT(ResolveCodeRef(ref), StatusIs(absl::StatusCode::kNotFound));
 }
 
+// The main executable's name is the object of a function defined in it, and a shared
+// library's functions name another object.
+TEST(CodeRefTest, MainObjectIdNamesTheExecutable) {
+  ASSERT_OK_AND_ASSIGN(CodeRef mine, CodeRefFor(reinterpret_cast<const void*>(&LocalFunction)));
+  EXPECT_EQ(MainObjectId(), mine.object);
+  ASSERT_OK_AND_ASSIGN(CodeRef lib, CodeRefFor(reinterpret_cast<const void*>(&::dlsym)));
+  EXPECT_NE(MainObjectId(), lib.object);
+}
+
 // Answers are cached per thread, but never past a change in the loaded objects: a library that
 // is unloaded stops resolving, both ways, right after.
 TEST(CodeRefTest, CachedAnswersEndWhenALibraryIsUnloaded) {

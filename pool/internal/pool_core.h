@@ -37,24 +37,12 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "base/unique_fd.h"
+#include "pool/internal/task_sink.h"
 #include "serialize/buffer.h"
 #include "serialize/codec.h"
 #include "spawn/process.h"
 
 namespace mproc::pool_internal {
-
-// Runs a task in a worker: reads the user function and its arguments from `in`, writes the
-// results to `out`. Instantiated per signature in the parent; found in the worker through its
-// code reference.
-using TaskEntry = void (*)(DecodeReader& in, EncodeBuffer& out);
-// Runs the initializer in a worker (reads the function and its arguments from `in`).
-using InitEntry = void (*)(DecodeReader& in);
-
-// Called on the pool thread: OK with the entry's output (bytes and descriptors), or the
-// failure of the whole task (its worker died, the pool was terminated, ...). The output bytes
-// are borrowed (often straight from the worker's ring): valid only during the call.
-using TaskDone = std::function<void(absl::Status status, std::span<const std::byte> output,
-                                    std::vector<UniqueFd> fds)>;
 
 struct CoreOptions {
   int processes = 0;
@@ -72,7 +60,7 @@ struct CoreOptions {
   std::function<void()> fork_initializer;       // fork only: any callable
 };
 
-class PoolCore {
+class PoolCore final : public TaskSink {
  public:
   static absl::StatusOr<std::unique_ptr<PoolCore>> Create(CoreOptions options);
   ~PoolCore();
@@ -83,7 +71,7 @@ class PoolCore {
   // `keepalive` owns whatever the task's descriptors belong to (the encoded arguments): the
   // buffer only borrows descriptor numbers, which must stay open until the task is sent.
   absl::StatusOr<uint64_t> Submit(EncodeBuffer task, TaskDone done,
-                                  std::shared_ptr<void> keepalive = nullptr);
+                                  std::shared_ptr<void> keepalive = nullptr) override;
   absl::Status SubmitTask(EncodeBuffer task, TaskDone done,
                           std::shared_ptr<void> keepalive = nullptr) {
     return Submit(std::move(task), std::move(done), std::move(keepalive)).status();
@@ -98,7 +86,7 @@ class PoolCore {
   absl::Status SubmitMany(std::vector<Submission>& batch);
   // Removes a task that no worker has received yet; true when it did (its callback is dropped
   // uncalled).
-  bool Cancel(uint64_t id);
+  bool Cancel(uint64_t id) override;
   // Cancels every task no worker has received yet (their callbacks get CANCELLED); returns
   // their ids.
   std::vector<uint64_t> CancelPending();
@@ -120,10 +108,6 @@ class PoolCore {
   int processes_ = 0;
   std::unique_ptr<State> st_;
 };
-
-// Item-result tags inside a task's output.
-inline constexpr uint8_t kItemOk = 0;
-inline constexpr uint8_t kItemError = 1;
 
 }  // namespace mproc::pool_internal
 

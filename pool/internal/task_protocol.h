@@ -23,7 +23,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "base/unique_fd.h"
-#include "pool/internal/pool_core.h"
+#include "pool/internal/task_sink.h"
 #include "serialize/codec.h"
 #include "serialize/remote_error.h"
 #include "spawn/process.h"

@@ -1,0 +1,56 @@
+// pool/internal/task_sink.h — what runs pool tasks, seen from the code that submits them: the
+// task entry types, the completion callback, and the interface a Future cancels through.
+//
+// Two engines implement TaskSink: the process pool's core (pool/internal/pool_core.h) and the
+// MPI executor's (mpi/executor.h). Pool, ProcessPoolExecutor, MpiExecutor and Future are
+// written against it, so one Future type serves both executors.
+#ifndef MPROC_POOL_INTERNAL_TASK_SINK_H_
+#define MPROC_POOL_INTERNAL_TASK_SINK_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "base/unique_fd.h"
+#include "serialize/buffer.h"
+
+namespace mproc::pool_internal {
+
+// Runs a task in a worker: reads the user function and its arguments from `in`, writes the
+// results to `out`. Instantiated per signature in the submitter; found in the worker through
+// its code reference.
+using TaskEntry = void (*)(DecodeReader& in, EncodeBuffer& out);
+// Runs the initializer in a worker (reads the function and its arguments from `in`).
+using InitEntry = void (*)(DecodeReader& in);
+
+// Called on the engine's thread: OK with the entry's output (bytes and descriptors), or the
+// failure of the whole task (its worker died, the pool was terminated, ...). The output bytes
+// are borrowed (often straight from a worker's ring): valid only during the call.
+using TaskDone = std::function<void(absl::Status status, std::span<const std::byte> output,
+                                    std::vector<UniqueFd> fds)>;
+
+// Item-result tags inside a task's output.
+inline constexpr uint8_t kItemOk = 0;
+inline constexpr uint8_t kItemError = 1;
+
+class TaskSink {
+ public:
+  virtual ~TaskSink() = default;
+  // Queues a task (bytes: a TaskEntry, then what it reads); returns its id, never 0. Errors:
+  // FAILED_PRECONDITION once closed (`done` is not called then), the broken status once the
+  // engine is broken. `keepalive` owns whatever the task's descriptors belong to.
+  virtual absl::StatusOr<uint64_t> Submit(EncodeBuffer task, TaskDone done,
+                                          std::shared_ptr<void> keepalive) = 0;
+  // Removes a task that no worker has received yet; true when it did (its callback is dropped
+  // uncalled).
+  virtual bool Cancel(uint64_t id) = 0;
+};
+
+}  // namespace mproc::pool_internal
+
+#endif  // MPROC_POOL_INTERNAL_TASK_SINK_H_
