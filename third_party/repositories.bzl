@@ -11,9 +11,12 @@ its `local_repository(name = "mproc", ...)`. Nothing is downloaded:
     components, protobuf, gtest/gmock, Google Benchmark, OpenSSL libcrypto, Boost headers, spdlog).
     Binaries built with `-c opt` link Debian's static archives; other builds link the shared
     libraries. See third_party/system/system_libs.bzl.
+  * @mproc_mpi: Open MPI when it is installed (HAVE_MPI in its defs.bzl); only //mpi uses it.
+    See third_party/system/mpi.bzl.
 """
 
 load("//third_party/bazel:offline_rules.bzl", "mproc_offline_rules_cc", "mproc_offline_rules_java", "mproc_offline_coverage_tools")
+load("//third_party/system:mpi.bzl", "mproc_mpi")
 load("//third_party/system:system_libs.bzl", "mproc_system_libraries")
 
 def _maybe(rule, name, **kwargs):
@@ -26,3 +29,4 @@ def mproc_repositories():
     _maybe(mproc_offline_coverage_tools, "remote_coverage_tools")
     _maybe(native.local_repository, "platforms", path = "/usr/share/bazel/platforms")
     _maybe(mproc_system_libraries, "mproc_system")
+    _maybe(mproc_mpi, "mproc_mpi")

@@ -21,6 +21,8 @@ PACKAGES=(
   libspdlog-dev
   # CPython: the benchmark peer and the wire-interop tests.
   python3
+  # Open MPI: the MPI executor (//mpi) and its tests; mpi4py: its benchmark peer.
+  openmpi-bin libopenmpi-dev python3-mpi4py
 )
 
 log() { printf 'bootstrap: %s\n' "$*" >&2; }

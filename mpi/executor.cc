@@ -1,0 +1,254 @@
+#include "mpi/executor.h"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <climits>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "base/status.h"
+
+namespace mproc {
+namespace {
+
+using mpi_internal::CommEnd;
+using mpi_internal::MpiStatus;
+
+// The argument a spawned worker is started with (launch c).
+constexpr char kSpawnedWorkerFlag[] = "--mproc-mpi-worker";
+
+struct Launch {
+  bool ready = false;              // MpiInit returned OK
+  bool ours = false;               // MpiInit initialized MPI (and finalizes it at exit)
+  MPI_Comm world = MPI_COMM_NULL;  // launch (a): the workers' communicator
+  int rank = 0;
+  int size = 1;
+  std::atomic<bool> executor_open{false};  // launch (a): one executor at a time
+};
+
+Launch& TheLaunch() {
+  static Launch* l = new Launch();
+  return *l;
+}
+
+[[noreturn]] void ServeAndExit(MPI_Comm comm, bool disconnect) {
+  absl::Status s = mpi_internal::Serve(comm, 0, /*one_executor=*/false);
+  if (!s.ok()) std::fprintf(stderr, "mproc: MPI worker: %s\n", s.ToString().c_str());
+  if (disconnect) {
+    (void)MPI_Comm_disconnect(&comm);
+  } else {
+    (void)MPI_Comm_free(&comm);
+  }
+  (void)MPI_Finalize();
+  std::fflush(nullptr);
+  std::exit(s.ok() ? 0 : 1);
+}
+
+// Rank 0 (or a singleton) at exit: releases the static workers, then finalizes MPI.
+void FinalizeAtExit() {
+  Launch& l = TheLaunch();
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (finalized) return;
+  if (l.executor_open.load()) {
+    // Its engine thread may be inside an MPI call: nothing can be finalized safely.
+    std::fprintf(stderr,
+                 "mproc: the program exits with an MpiExecutor still open; aborting the MPI "
+                 "job\n");
+    MPI_Abort(MPI_COMM_WORLD, 1);
+  }
+  if (l.world != MPI_COMM_NULL) {
+    for (int r = 1; r < l.size; ++r) {
+      (void)MPI_Send(nullptr, 0, MPI_BYTE, r, mpi_internal::kExit, l.world);
+    }
+    (void)MPI_Comm_free(&l.world);
+  }
+  if (l.ours) (void)MPI_Finalize();
+}
+
+absl::Status RequireThreadLevel() {
+  int provided = MPI_THREAD_SINGLE;
+  MPROC_RETURN_IF_ERROR(MpiStatus(MPI_Query_thread(&provided), "MPI_Query_thread"));
+  if (provided < MPI_THREAD_SERIALIZED) {
+    return absl::FailedPreconditionError(
+        "MpiExecutor: MPI was initialized below MPI_THREAD_SERIALIZED; initialize it with "
+        "MPI_Init_thread(MPI_THREAD_SERIALIZED or MPI_THREAD_MULTIPLE), or call MpiInit");
+  }
+  return absl::OkStatus();
+}
+
+std::string ExePath() {
+  char buf[4096];
+  const ssize_t n = ::readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
+}
+
+mpi_internal::EngineOptions EngineFor(const MpiExecutorOptions& options) {
+  mpi_internal::EngineOptions e;
+  e.tasks_per_rank = options.tasks_per_rank;
+  e.max_message_bytes = options.max_message_bytes;
+  e.handshake_timeout = options.handshake_timeout;
+  return e;
+}
+
+}  // namespace
+
+absl::Status MpiInit(int* argc, char*** argv) {
+  Launch& l = TheLaunch();
+  if (l.ready) return absl::OkStatus();
+  int initialized = 0;
+  MPROC_RETURN_IF_ERROR(MpiStatus(MPI_Initialized(&initialized), "MPI_Initialized"));
+  if (!initialized) {
+    int provided = MPI_THREAD_SINGLE;
+    MPROC_RETURN_IF_ERROR(
+        MpiStatus(MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided), "MPI_Init_thread"));
+    l.ours = true;
+  }
+  MPROC_RETURN_IF_ERROR(RequireThreadLevel());
+  MPI_Comm parent = MPI_COMM_NULL;
+  MPROC_RETURN_IF_ERROR(MpiStatus(MPI_Comm_get_parent(&parent), "MPI_Comm_get_parent"));
+  if (parent != MPI_COMM_NULL) {
+    // Launch (c): started by an executor's MPI_Comm_spawn.
+    (void)MPI_Comm_set_errhandler(parent, MPI_ERRORS_RETURN);
+    ServeAndExit(parent, /*disconnect=*/true);
+  }
+  MPROC_RETURN_IF_ERROR(MpiStatus(MPI_Comm_rank(MPI_COMM_WORLD, &l.rank), "MPI_Comm_rank"));
+  MPROC_RETURN_IF_ERROR(MpiStatus(MPI_Comm_size(MPI_COMM_WORLD, &l.size), "MPI_Comm_size"));
+  if (l.size > 1) {
+    // Launch (a): the workers' own communicator, so no message of the user's can match ours.
+    MPROC_RETURN_IF_ERROR(MpiStatus(MPI_Comm_dup(MPI_COMM_WORLD, &l.world), "MPI_Comm_dup"));
+    (void)MPI_Comm_set_errhandler(l.world, MPI_ERRORS_RETURN);
+    if (l.rank != 0) ServeAndExit(l.world, /*disconnect=*/false);
+  }
+  l.ready = true;
+  std::atexit(FinalizeAtExit);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<MpiExecutor>> MpiExecutor::Create(Options options) {
+  Launch& l = TheLaunch();
+  if (!l.ready) {
+    return absl::FailedPreconditionError(
+        "MpiExecutor::Create: call mproc::MpiInit(&argc, &argv) first, on every rank");
+  }
+  mpi_internal::EngineOptions e = EngineFor(options);
+  MPROC_RETURN_IF_ERROR(mpi_internal::CheckOptions(e));
+  if (options.spawn_workers < 0) {
+    return absl::InvalidArgumentError("MpiExecutor: spawn_workers must not be negative");
+  }
+  if (options.spawn_workers > 0) {
+    if (l.size > 1) {
+      return absl::FailedPreconditionError(
+          "MpiExecutor: spawn_workers is for a singleton; this launch already has worker ranks");
+    }
+    // Launch (c): new processes of this executable, which MpiInit turns into workers.
+    const std::string exe = ExePath();
+    char flag[sizeof(kSpawnedWorkerFlag)];
+    std::copy(std::begin(kSpawnedWorkerFlag), std::end(kSpawnedWorkerFlag), flag);
+    char* args[] = {flag, nullptr};
+    std::vector<int> codes(static_cast<size_t>(options.spawn_workers), MPI_SUCCESS);
+    MPI_Comm inter = MPI_COMM_NULL;
+    MPROC_RETURN_IF_ERROR(
+        MpiStatus(MPI_Comm_spawn(exe.c_str(), args, options.spawn_workers, MPI_INFO_NULL, 0,
+                                 MPI_COMM_SELF, &inter, codes.data()),
+                  "MPI_Comm_spawn"));
+    (void)MPI_Comm_set_errhandler(inter, MPI_ERRORS_RETURN);
+    for (int c : codes) {
+      if (c != MPI_SUCCESS) {
+        (void)MPI_Comm_disconnect(&inter);
+        return MpiStatus(c, "MPI_Comm_spawn of a worker");
+      }
+    }
+    e.comm = inter;
+    e.comm_end = CommEnd::kDisconnect;
+    e.exit_workers = true;
+    for (int r = 0; r < options.spawn_workers; ++r) e.workers.push_back(r);
+    MPROC_ASSIGN_OR_RETURN(std::unique_ptr<mpi_internal::Engine> engine,
+                           mpi_internal::Engine::Start(std::move(e)));
+    return std::unique_ptr<MpiExecutor>(new MpiExecutor(std::move(engine), false));
+  }
+  if (l.size == 1) {
+    return absl::FailedPreconditionError(
+        "MpiExecutor::Create: this process is a singleton with no worker ranks: launch it with "
+        "`mpirun -n N`, or ask for workers with spawn_workers");
+  }
+  if (l.executor_open.exchange(true)) {
+    return absl::FailedPreconditionError(
+        "MpiExecutor::Create: another executor over this launch's workers is still open");
+  }
+  e.comm = l.world;
+  e.comm_end = CommEnd::kKeep;
+  e.exit_workers = false;
+  for (int r = 1; r < l.size; ++r) e.workers.push_back(r);
+  absl::StatusOr<std::unique_ptr<mpi_internal::Engine>> engine =
+      mpi_internal::Engine::Start(std::move(e));
+  if (!engine.ok()) {
+    l.executor_open.store(false);
+    return engine.status();
+  }
+  return std::unique_ptr<MpiExecutor>(new MpiExecutor(*std::move(engine), true));
+}
+
+absl::StatusOr<std::unique_ptr<MpiExecutor>> MpiExecutor::CreateOnComm(MPI_Comm comm, int root,
+                                                                       Options options) {
+  int initialized = 0;
+  MPROC_RETURN_IF_ERROR(MpiStatus(MPI_Initialized(&initialized), "MPI_Initialized"));
+  if (!initialized) {
+    return absl::FailedPreconditionError(
+        "MpiExecutor::CreateOnComm: MPI is not initialized (MPI_Init_thread, or MpiInit)");
+  }
+  MPROC_RETURN_IF_ERROR(RequireThreadLevel());
+  mpi_internal::EngineOptions e = EngineFor(options);
+  MPROC_RETURN_IF_ERROR(mpi_internal::CheckOptions(e));
+  int rank = 0;
+  int size = 0;
+  MPROC_RETURN_IF_ERROR(MpiStatus(MPI_Comm_rank(comm, &rank), "MPI_Comm_rank"));
+  MPROC_RETURN_IF_ERROR(MpiStatus(MPI_Comm_size(comm, &size), "MPI_Comm_size"));
+  if (root < 0 || root >= size) {
+    return absl::InvalidArgumentError(absl::StrCat("MpiExecutor::CreateOnComm: root ", root,
+                                                   " is not a rank of a ", size,
+                                                   "-rank communicator"));
+  }
+  if (size < 2) {
+    return absl::InvalidArgumentError(
+        "MpiExecutor::CreateOnComm: the communicator has no rank besides the root");
+  }
+  MPI_Comm dup = MPI_COMM_NULL;
+  MPROC_RETURN_IF_ERROR(MpiStatus(MPI_Comm_dup(comm, &dup), "MPI_Comm_dup"));
+  (void)MPI_Comm_set_errhandler(dup, MPI_ERRORS_RETURN);
+  if (rank != root) {
+    absl::Status s = mpi_internal::Serve(dup, root, /*one_executor=*/true);
+    (void)MPI_Comm_free(&dup);
+    if (!s.ok()) return s;
+    return std::unique_ptr<MpiExecutor>();
+  }
+  e.comm = dup;
+  e.comm_end = CommEnd::kFree;
+  e.exit_workers = false;
+  for (int r = 0; r < size; ++r) {
+    if (r != root) e.workers.push_back(r);
+  }
+  MPROC_ASSIGN_OR_RETURN(std::unique_ptr<mpi_internal::Engine> engine,
+                         mpi_internal::Engine::Start(std::move(e)));
+  return std::unique_ptr<MpiExecutor>(new MpiExecutor(std::move(engine), false));
+}
+
+MpiExecutor::~MpiExecutor() {
+  (void)Shutdown(true);
+  engine_.reset();
+  if (static_launch_) TheLaunch().executor_open.store(false);
+}
+
+absl::Status MpiExecutor::Shutdown(bool wait, bool cancel_futures) {
+  if (cancel_futures) engine_->CancelPending();
+  engine_->Close();
+  if (!wait) return absl::OkStatus();
+  MPROC_RETURN_IF_ERROR(engine_->Join());
+  if (static_launch_) TheLaunch().executor_open.store(false);
+  return absl::OkStatus();
+}
+
+}  // namespace mproc

@@ -1,0 +1,166 @@
+// mpi/executor.h — MpiExecutor: ProcessPoolExecutor's API (pool/executor.h) over MPI ranks, for
+// work that outgrows one machine. The same Future (pool/future.h), the same tasks: a function
+// pointer or captureless lambda sent as a code reference, its arguments and result by their
+// codecs.
+//
+// Three ways to launch, as mpi4py.futures has:
+//
+// (a) Static, the primary one: `mpirun -n N ./app`. Every rank calls MpiInit first thing in
+//     main; ranks 1..N-1 become workers inside it and never run the rest of main (as
+//     `python -m mpi4py.futures` workers never run the script); rank 0 goes on and creates
+//     executors over them, one after another:
+//
+//       int main(int argc, char** argv) {
+//         mproc::Init(argc, argv);
+//         if (absl::Status s = mproc::MpiInit(&argc, &argv); !s.ok()) return 1;
+//         auto ex = mproc::MpiExecutor::Create();           // rank 0 only gets here
+//         mproc::Future<int> f = (*ex)->Submit(Square, 7);
+//         ...
+//       }
+//
+// (b) Over a communicator of a code that is already SPMD: CreateOnComm(comm, root) is
+//     collective; the root gets the executor, the others serve its tasks and get nullptr once
+//     it shuts down (mpi4py's MPICommExecutor).
+// (c) From a singleton (`./app`, no mpirun): Create({.spawn_workers = n}) starts n copies of
+//     this executable with MPI_Comm_spawn; MpiInit in each recognises it and serves.
+//
+// Semantics are ProcessPoolExecutor's (Submit, Map with chunksize/timeout/buffersize,
+// Shutdown(wait, cancel_futures), Future's Result/Exception/Cancel/AddDoneCallback, WaitFutures,
+// AsCompleted), with these differences: arguments and results may not carry file descriptors
+// (a SharedBytes, a Queue...: INVALID_ARGUMENT, or a compile error where the type says so);
+// every message is at most max_message_bytes (RESOURCE_EXHAUSTED, checked before anything is
+// sent or allocated); there is no TerminateWorkers (ranks belong to the MPI job).
+//
+// Rank death: under Open MPI's defaults, a rank that dies aborts the whole job (mpirun kills
+// every rank, this one included), so no Future can report it. See README ("past one machine").
+//
+// Each rank must run the same executable: the handshake compares each worker's build id with
+// the root's and Create fails with FAILED_PRECONDITION naming the rank, host and both ids.
+//
+// Threads: MpiInit asks for MPI_THREAD_MULTIPLE; the executor needs at least
+// MPI_THREAD_SERIALIZED. While an executor lives its engine thread makes MPI calls: other
+// threads may then call MPI only under MPI_THREAD_MULTIPLE. One executor at a time per
+// process in launch (a). Every method may be called from any thread.
+#ifndef MPROC_MPI_EXECUTOR_H_
+#define MPROC_MPI_EXECUTOR_H_
+
+#include <mpi.h>
+
+#include <cstdint>
+#include <memory>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "mpi/internal/engine.h"
+#include "pool/future.h"
+#include "serialize/frame.h"
+
+namespace mproc {
+
+struct MpiExecutorOptions {
+  // Tasks sent ahead to each worker rank, so that it never idles on a round trip: at least 1.
+  int tasks_per_rank = 2;
+  // The largest task or result message, in bytes (at most INT_MAX - 64: MPI counts in int).
+  // A larger task is refused at Submit; a larger result fails its Future; either is
+  // RESOURCE_EXHAUSTED, and neither is ever allocated on the receiving side.
+  uint64_t max_message_bytes = kDefaultMaxFramePayload;
+  // How long Create waits for every worker to answer the handshake.
+  absl::Duration handshake_timeout = absl::Seconds(60);
+  // Launch (c): in a singleton, start this many workers (MPI_Comm_spawn of this executable).
+  int spawn_workers = 0;
+};
+
+// mproc::MpiInit(&argc, &argv)
+//
+// Initializes MPI (MPI_Init_thread, asking for MPI_THREAD_MULTIPLE) unless the program already
+// did, and finalizes it at exit. In a launch of several ranks, every rank but 0 serves rank 0's
+// executors here until rank 0 exits, then finalizes MPI and exits with status 0: it never
+// returns. So does a worker started by Create({.spawn_workers}). Returns OK on rank 0 and in a
+// singleton. Errors: UNAVAILABLE (MPI could not be initialized), FAILED_PRECONDITION (MPI
+// gives less than MPI_THREAD_SERIALIZED). Call it once, from main's thread, before any thread
+// of yours makes MPI calls.
+absl::Status MpiInit(int* argc, char*** argv);
+
+// One worker rank, as its handshake described it.
+using MpiWorker = mpi_internal::WorkerInfo;
+
+class MpiExecutor {
+ public:
+  using Options = MpiExecutorOptions;
+
+  // MpiExecutor::Create(options)
+  //
+  // On rank 0 of a launch of several ranks (after MpiInit): an executor over ranks 1..N-1. In a
+  // singleton with options.spawn_workers > 0: an executor over that many new processes. Errors:
+  // FAILED_PRECONDITION (MpiInit not called; not rank 0; another executor of this launch still
+  // open; a worker runs another program; a singleton without spawn_workers, or
+  // spawn_workers in a launch of several ranks), INVALID_ARGUMENT (bad options),
+  // DEADLINE_EXCEEDED (a worker did not answer the handshake), UNAVAILABLE (an MPI call failed,
+  // such as the spawn).
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<MpiExecutor>> Create(Options options = {});
+
+  // MpiExecutor::CreateOnComm(comm, root, options)
+  //
+  // Collective over `comm` (MPI initialized by the caller, or by MpiInit in a singleton): on
+  // `root`, an executor over the other ranks of comm; on every other rank, serves its tasks
+  // until that executor shuts down and then returns nullptr. Errors as Create, on the root; a
+  // worker rank returns UNAVAILABLE or INTERNAL when MPI or the protocol fails.
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<MpiExecutor>> CreateOnComm(
+      MPI_Comm comm, int root, Options options = {});
+
+  // Shutdown(wait=true).
+  ~MpiExecutor();
+
+  // As ProcessPoolExecutor::Submit. The Future fails INVALID_ARGUMENT when the arguments carry
+  // descriptors at run time, RESOURCE_EXHAUSTED when the task is above max_message_bytes,
+  // FAILED_PRECONDITION after Shutdown, ABORTED "BrokenExecutor: ..." once an MPI call failed.
+  template <typename F, typename... A>
+  Future<pool_internal::TaskResult<F>> Submit(F fn, A&&... args) {
+    static_assert(!kTypeCarriesFds<typename pool_internal::TaskTraits<F>::Params> &&
+                      !kTypeCarriesFds<pool_internal::TaskResult<F>>,
+                  "MpiExecutor tasks cannot take or return file descriptors: they cross ranks");
+    return pool_internal::SubmitFuture(*engine_, fn, std::forward<A>(args)...);
+  }
+
+  // As ProcessPoolExecutor::Map.
+  template <typename F, typename T>
+  [[nodiscard]] absl::StatusOr<std::vector<absl::StatusOr<pool_internal::TaskResult<F>>>> Map(
+      F fn, const std::vector<T>& items, size_t chunksize = 1) {
+    ExecutorMapOptions o;
+    o.chunksize = chunksize;
+    return Map(fn, items, o);
+  }
+  template <typename F, typename T>
+  [[nodiscard]] absl::StatusOr<std::vector<absl::StatusOr<pool_internal::TaskResult<F>>>> Map(
+      F fn, const std::vector<T>& items, const ExecutorMapOptions& o) {
+    static_assert(!kTypeCarriesFds<typename pool_internal::TaskTraits<F>::Params> &&
+                      !kTypeCarriesFds<pool_internal::TaskResult<F>>,
+                  "MpiExecutor tasks cannot take or return file descriptors: they cross ranks");
+    return pool_internal::MapFutures(*engine_, fn, items, o);
+  }
+
+  // MpiExecutor::Shutdown(wait, cancel_futures)
+  //
+  // As ProcessPoolExecutor::Shutdown: stops accepting work; cancel_futures cancels what no
+  // worker has received; with wait, blocks until the rest is done and the workers are released
+  // (static workers wait for the next executor; spawned ones exit; CreateOnComm's return).
+  // FAILED_PRECONDITION with wait from a done callback (which runs on the engine thread).
+  absl::Status Shutdown(bool wait = true, bool cancel_futures = false);
+
+  int max_workers() const { return static_cast<int>(engine_->workers().size()); }
+  // The workers, as their handshakes described them (rank, host, pid, program).
+  const std::vector<MpiWorker>& Workers() const { return engine_->workers(); }
+
+ private:
+  explicit MpiExecutor(std::unique_ptr<mpi_internal::Engine> engine, bool static_launch)
+      : engine_(std::move(engine)), static_launch_(static_launch) {}
+  std::unique_ptr<mpi_internal::Engine> engine_;
+  bool static_launch_ = false;
+};
+
+}  // namespace mproc
+
+#endif  // MPROC_MPI_EXECUTOR_H_

@@ -1,0 +1,107 @@
+// MpiExecutor under a real mpirun: each case is one launch (bounded in time) of a program in
+// mpi/testing/, judged by its exit code and output.
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "base/test_util.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace mproc {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+std::string Scratch() {
+  const char* t = std::getenv("TEST_TMPDIR");
+  return t != nullptr ? t : "/tmp";
+}
+
+// The environment a single container needs (README, "past one machine").
+std::vector<std::string> MpiEnv() {
+  std::vector<std::string> env = testing::EnvForNestedTest();
+  env.push_back("OMPI_ALLOW_RUN_AS_ROOT=1");
+  env.push_back("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1");
+  env.push_back("OMPI_MCA_rmaps_base_oversubscribe=1");
+  // Open MPI's session directory holds Unix sockets, whose paths must stay short.
+  env.push_back("TMPDIR=/tmp");
+  // Under --config=asan: Open MPI's own allocations live until exit; its components stay
+  // loaded so that a leak's stack names them.
+  env.push_back("OMPI_MCA_mca_base_component_disable_dlclose=1");
+  // Their frames have no frame pointers: unwind slowly, or no stack reaches them.
+  env.push_back("LSAN_OPTIONS=fast_unwind_on_malloc=0:suppressions=" +
+                testing::Runfile("mpi/testing/lsan_mpi.supp"));
+  return env;
+}
+
+testing::ProgramOutcome Mpirun(std::vector<std::string> args, int limit_s = 120) {
+  std::vector<std::string> argv = {"timeout", "-k", "5", std::to_string(limit_s - 10), "mpirun",
+                                   "--mca", "pml", "ob1"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  const std::vector<std::string> env = MpiEnv();
+  testing::ProgramOutcome o = testing::RunProgram(argv, Scratch(), limit_s, &env);
+  return o;
+}
+
+std::string Bin(const char* name) { return testing::Runfile(absl::StrCat("mpi/", name)); }
+
+// The parity cases (mpi/testing/executor_scenarios.cc) on rank 0, ranks 1 and 2 serving, over
+// shared memory.
+TEST(MpiExecutorTest, ParityCasesUnderThreeRanks) {
+  testing::ProgramOutcome o = Mpirun({"-n", "3", Bin("executor_scenarios")}, 240);
+  EXPECT_EQ(o.exit_code, 0) << o.out << o.err;
+  EXPECT_THAT(o.out, HasSubstr("[  PASSED  ]"));
+  EXPECT_THAT(o.out, Not(HasSubstr("[  FAILED  ]")));
+}
+
+// The same over TCP only, the path that crosses hosts.
+TEST(MpiExecutorTest, OverTcpTheWayAcrossHosts) {
+  testing::ProgramOutcome o =
+      Mpirun({"--mca", "btl", "self,tcp", "--mca", "btl_tcp_if_include", "lo", "-n", "3",
+              Bin("executor_scenarios"),
+              "--gtest_filter=*Submit*:*Map*:*LargeMessages*:*Handshake*"},
+             240);
+  EXPECT_EQ(o.exit_code, 0) << o.out << o.err;
+  EXPECT_THAT(o.out, HasSubstr("[  PASSED  ] 5 tests"));
+}
+
+// Launch (a) as a user writes it: every rank calls MpiInit; the workers never get past it.
+TEST(MpiExecutorTest, StaticLaunchMapsOverEveryWorkerRank) {
+  testing::ProgramOutcome o = Mpirun({"-n", "3", Bin("launch_modes"), "static", "200"});
+  EXPECT_EQ(o.exit_code, 0) << o.out << o.err;
+  // sum of i*i for i < 200, printed once (by rank 0 only), over 2 worker ranks.
+  EXPECT_EQ(o.out, "sum=2646700 ranks=2\n") << o.err;
+}
+
+// A worker running another program is refused at Create, naming its rank and both programs.
+TEST(MpiExecutorTest, AWorkerRunningAnotherProgramIsRefused) {
+  testing::ProgramOutcome o = Mpirun({"-n", "1", Bin("launch_modes"), "refused", ":", "-n", "2",
+                                      Bin("executor_scenarios")});
+  EXPECT_EQ(o.exit_code, 0) << o.out << o.err;
+  EXPECT_THAT(o.out, HasSubstr("FAILED_PRECONDITION"));
+  EXPECT_THAT(o.out, HasSubstr("runs a different program"));
+  EXPECT_THAT(o.out, HasSubstr("rank 1"));
+}
+
+// Launch (b): an SPMD code hands a communicator and a root; the others serve and go on.
+TEST(MpiExecutorTest, CreateOnCommServesAnyRootAndReturnsTheOthers) {
+  testing::ProgramOutcome o = Mpirun({"-n", "3", Bin("launch_modes"), "comm"});
+  EXPECT_EQ(o.exit_code, 0) << o.out << o.err;
+  EXPECT_THAT(o.out, HasSubstr("root 2: sum=328350 ranks=2\n"));
+  EXPECT_THAT(o.out, HasSubstr("root 0: sum=328350 ranks=2\n"));
+}
+
+// Launch (c): a singleton (no mpirun) spawns its workers; they exit when the executor is done.
+TEST(MpiExecutorTest, ASingletonSpawnsItsWorkers) {
+  const std::vector<std::string> env = MpiEnv();
+  testing::ProgramOutcome o = testing::RunProgram(
+      {"timeout", "-k", "5", "110", Bin("launch_modes"), "spawn", "100"}, Scratch(), 120, &env);
+  EXPECT_EQ(o.exit_code, 0) << o.out << o.err;
+  EXPECT_EQ(o.out, "sum=328350 ranks=2\n") << o.err;
+}
+
+}  // namespace
+}  // namespace mproc

@@ -1,0 +1,630 @@
+#include "mpi/internal/engine.h"
+
+#include <poll.h>
+#include <sched.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <climits>
+#include <cstdio>
+#include <deque>
+#include <span>
+#include <thread>
+#include <utility>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "base/code_ref.h"
+#include "base/cpu_relax.h"
+#include "base/deadline.h"
+#include "base/mutex.h"
+#include "base/status.h"
+#include "base/unique_fd.h"
+#include "serialize/codec.h"
+
+namespace mproc::mpi_internal {
+
+using pool_internal::TaskDone;
+using pool_internal::TaskEntry;
+
+absl::Status MpiStatus(int rc, const char* what) {
+  if (rc == MPI_SUCCESS) return absl::OkStatus();
+  char text[MPI_MAX_ERROR_STRING];
+  int len = 0;
+  if (MPI_Error_string(rc, text, &len) != MPI_SUCCESS) len = 0;
+  return absl::UnavailableError(
+      absl::StrCat(what, " failed: ", std::string(text, static_cast<size_t>(len))));
+}
+
+namespace {
+
+std::span<const std::byte> AsBytes(const std::vector<std::byte>& v, size_t from = 0) {
+  return std::span<const std::byte>(v.data() + from, v.size() - from);
+}
+
+int SendBytes(std::span<const std::byte> b, int dest, int tag, MPI_Comm comm) {
+  return MPI_Send(b.data(), static_cast<int>(b.size()), MPI_BYTE, dest, tag, comm);
+}
+
+// A matched message, received whole when it is within `limit` bytes. `*too_big` (and no
+// bytes) when it is not: it is then consumed without being read into memory.
+struct Received {
+  int source = -1;
+  int tag = -1;
+  bool too_big = false;
+  uint64_t size = 0;
+};
+
+absl::Status ReceiveMatched(MPI_Message* msg, const MPI_Status& probed, uint64_t limit,
+                            std::vector<std::byte>& buf, Received* got) {
+  int count = 0;
+  MPROC_RETURN_IF_ERROR(MpiStatus(MPI_Get_count(&probed, MPI_BYTE, &count), "MPI_Get_count"));
+  got->source = probed.MPI_SOURCE;
+  got->tag = probed.MPI_TAG;
+  got->size = static_cast<uint64_t>(count);
+  MPI_Status st;
+  if (got->size > limit) {
+    got->too_big = true;
+    buf.clear();
+    // Receiving into no room consumes the message with a truncation error, and nothing is
+    // allocated for it.
+    (void)MPI_Mrecv(nullptr, 0, MPI_BYTE, msg, &st);
+    return absl::OkStatus();
+  }
+  buf.resize(static_cast<size_t>(count));
+  return MpiStatus(MPI_Mrecv(buf.data(), count, MPI_BYTE, msg, &st), "MPI_Mrecv");
+}
+
+// Polls for a message from `source` with `tag` until the deadline (spinning, then yielding).
+absl::StatusOr<bool> ProbeUntil(MPI_Comm comm, int source, int tag, const Deadline& deadline,
+                                MPI_Message* msg, MPI_Status* st) {
+  for (int spins = 0;; ++spins) {
+    int flag = 0;
+    MPROC_RETURN_IF_ERROR(MpiStatus(MPI_Improbe(source, tag, comm, &flag, msg, st), "MPI_Improbe"));
+    if (flag) return true;
+    if (deadline.Expired()) return false;
+    if (spins < 64) {
+      CpuRelax();
+    } else {
+      ::sched_yield();
+    }
+  }
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Root.
+
+absl::Status CheckOptions(const EngineOptions& o) {
+  if (o.tasks_per_rank < 1) {
+    return absl::InvalidArgumentError("MpiExecutor: tasks_per_rank must be at least 1");
+  }
+  if (o.max_message_bytes < 64 || o.max_message_bytes > INT_MAX - 64) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("MpiExecutor: max_message_bytes must be in [64, ", INT_MAX - 64, "]"));
+  }
+  return absl::OkStatus();
+}
+
+struct Engine::State {
+  EngineOptions o;
+  std::vector<WorkerInfo> infos;
+  std::thread thread;
+
+  // Shared with submitting threads.
+  Mutex mu;
+  struct Pending {
+    EncodeBuffer task;
+    TaskDone done;
+    std::shared_ptr<void> keepalive;
+  };
+  std::deque<uint64_t> order ABSL_GUARDED_BY(mu);
+  absl::flat_hash_map<uint64_t, Pending> pending ABSL_GUARDED_BY(mu);
+  uint64_t next_id ABSL_GUARDED_BY(mu) = 1;
+  bool closed ABSL_GUARDED_BY(mu) = false;
+  bool sleeping ABSL_GUARDED_BY(mu) = false;
+  absl::Status broken ABSL_GUARDED_BY(mu);
+  UniqueFd bell;  // eventfd: rung by Submit and Close only while the thread sleeps
+  Mutex join_mu;
+  bool joined ABSL_GUARDED_BY(join_mu) = false;
+
+  // The engine thread's own.
+  struct Out {
+    uint64_t id = 0;
+    TaskDone done;
+    EncodeBuffer bytes;  // id + task, kept until the send completes
+    std::shared_ptr<void> keepalive;
+    MPI_Request req = MPI_REQUEST_NULL;
+  };
+  struct Rank {
+    int rank = -1;
+    std::deque<Out> held;  // sent, oldest first: the next answer from this rank is front()'s
+  };
+  std::deque<Rank> ranks;  // a deque: a Rank (its deque of Outs) never moves
+  absl::flat_hash_map<int, size_t> by_rank;
+  size_t out_count = 0;
+  std::vector<std::byte> buf;
+  std::vector<MPI_Request> reqs;
+  std::vector<Out*> req_owner;
+  std::vector<int> done_idx;
+
+  void Ring() {
+    const uint64_t one = 1;
+    (void)!::write(bell.get(), &one, sizeof(one));
+  }
+  absl::Status Handshake();
+  void Run();
+  bool Dispatch();
+  absl::StatusOr<bool> CompleteSends();
+  absl::StatusOr<bool> TakeAnswers();
+  void FailEverything(const absl::Status& why);
+  void Release();
+};
+
+absl::Status Engine::State::Handshake() {
+  EncodeBuffer hello;
+  Encode(kWireVersion, hello);
+  Encode(MainObjectId(), hello);
+  Encode(o.max_message_bytes, hello);
+  for (int r : o.workers) {
+    MPROC_RETURN_IF_ERROR(MpiStatus(SendBytes(hello.bytes(), r, kHello, o.comm), "MPI_Send"));
+  }
+  const Deadline deadline = Deadline::After(o.handshake_timeout);
+  const std::string mine = MainObjectId();
+  absl::Status refused;
+  for (int r : o.workers) {
+    MPI_Message msg;
+    MPI_Status st;
+    MPROC_ASSIGN_OR_RETURN(bool found, ProbeUntil(o.comm, r, kReady, deadline, &msg, &st));
+    if (!found) {
+      return absl::DeadlineExceededError(
+          absl::StrCat("MpiExecutor: rank ", r, " did not answer the handshake within ",
+                       absl::FormatDuration(o.handshake_timeout),
+                       " (is it serving? every worker rank must call MpiInit, or CreateOnComm)"));
+    }
+    Received got;
+    MPROC_RETURN_IF_ERROR(ReceiveMatched(&msg, st, 1 << 16, buf, &got));
+    WorkerInfo info;
+    info.rank = r;
+    bool same = false;
+    int64_t pid = 0;
+    DecodeReader in(AsBytes(buf));
+    if (got.too_big || !Codec<bool>::Decode(in, same) ||
+        !Codec<std::string>::Decode(in, info.object) ||
+        !Codec<std::string>::Decode(in, info.host) || !Codec<int64_t>::Decode(in, pid)) {
+      return absl::InternalError(absl::StrCat("MpiExecutor: rank ", r,
+                                              " answered the handshake "
+                                              "with a malformed message"));
+    }
+    info.pid = static_cast<pid_t>(pid);
+    if (!same && refused.ok()) {
+      refused = absl::FailedPreconditionError(absl::StrCat(
+          "MpiExecutor: rank ", r, " (host ", info.host, ", pid ", info.pid,
+          ") runs a different program (", info.object, ") from this one (", mine,
+          "): tasks name functions by their place in the program, so every rank must run the "
+          "same binary"));
+    }
+    infos.push_back(std::move(info));
+  }
+  return refused;
+}
+
+// Hands queued tasks to the ranks, least loaded first: every rank gets one before any gets a
+// second (a rank holding two while another idles would run them one after the other).
+bool Engine::State::Dispatch() {
+  bool any = false;
+  for (size_t level = 1; level <= static_cast<size_t>(o.tasks_per_rank); ++level) {
+    for (Rank& rk : ranks) {
+      if (rk.held.size() >= level) continue;
+      Pending p;
+      uint64_t id = 0;
+      {
+        MutexLock lock(&mu);
+        while (!order.empty()) {
+          auto it = pending.find(order.front());
+          order.pop_front();
+          if (it == pending.end()) continue;  // cancelled
+          id = it->first;
+          p = std::move(it->second);
+          pending.erase(it);
+          break;
+        }
+      }
+      if (id == 0) return any;
+      Out& out = rk.held.emplace_back();
+      out.id = id;
+      out.done = std::move(p.done);
+      out.keepalive = std::move(p.keepalive);
+      out.bytes = std::move(p.task);
+      const int rc = MPI_Isend(out.bytes.bytes().data(), static_cast<int>(out.bytes.size()),
+                               MPI_BYTE, rk.rank, kTask, o.comm, &out.req);
+      ++out_count;
+      any = true;
+      if (rc != MPI_SUCCESS) {
+        out.req = MPI_REQUEST_NULL;
+        FailEverything(MpiStatus(rc, "MPI_Isend of a task"));
+        return true;
+      }
+    }
+  }
+  return any;
+}
+
+absl::StatusOr<bool> Engine::State::CompleteSends() {
+  reqs.clear();
+  req_owner.clear();
+  for (Rank& rk : ranks) {
+    for (Out& out : rk.held) {
+      if (out.req != MPI_REQUEST_NULL) {
+        reqs.push_back(out.req);
+        req_owner.push_back(&out);
+      }
+    }
+  }
+  if (reqs.empty()) return false;
+  int n = 0;
+  done_idx.resize(reqs.size());
+  MPROC_RETURN_IF_ERROR(MpiStatus(MPI_Testsome(static_cast<int>(reqs.size()), reqs.data(), &n,
+                                               done_idx.data(), MPI_STATUSES_IGNORE),
+                                  "MPI_Testsome"));
+  if (n == MPI_UNDEFINED || n == 0) return false;
+  for (int k = 0; k < n; ++k) {
+    Out* out = req_owner[static_cast<size_t>(done_idx[static_cast<size_t>(k)])];
+    out->req = MPI_REQUEST_NULL;
+    out->bytes = EncodeBuffer();
+    out->keepalive.reset();
+  }
+  return true;
+}
+
+absl::StatusOr<bool> Engine::State::TakeAnswers() {
+  bool any = false;
+  for (;;) {
+    int flag = 0;
+    MPI_Message msg;
+    MPI_Status st;
+    MPROC_RETURN_IF_ERROR(MpiStatus(
+        MPI_Improbe(MPI_ANY_SOURCE, MPI_ANY_TAG, o.comm, &flag, &msg, &st), "MPI_Improbe"));
+    if (!flag) return any;
+    any = true;
+    Received got;
+    MPROC_RETURN_IF_ERROR(ReceiveMatched(&msg, st, o.max_message_bytes, buf, &got));
+    auto where = by_rank.find(got.source);
+    if (where == by_rank.end() || ranks[where->second].held.empty() ||
+        (got.tag != kResult && got.tag != kFailed)) {
+      return absl::InternalError(absl::StrCat("MpiExecutor: rank ", got.source,
+                                              " sent a message with tag ", got.tag,
+                                              " when no answer from it was due"));
+    }
+    Rank& rk = ranks[where->second];
+    Out out = std::move(rk.held.front());
+    rk.held.pop_front();
+    --out_count;
+    if (out.req != MPI_REQUEST_NULL) {
+      // Answered, so received: the send completes at once.
+      (void)MPI_Wait(&out.req, MPI_STATUS_IGNORE);
+    }
+    out.bytes = EncodeBuffer();
+    out.keepalive.reset();
+    if (got.too_big) {
+      out.done(absl::ResourceExhaustedError(
+                   absl::StrCat("MpiExecutor: the answer from rank ", got.source, " is ", got.size,
+                                " bytes, above the limit of ", o.max_message_bytes)),
+               {}, {});
+      continue;
+    }
+    DecodeReader in(AsBytes(buf));
+    uint64_t id = 0;
+    if (!Codec<uint64_t>::Decode(in, id) || id != out.id) {
+      return absl::InternalError(absl::StrCat("MpiExecutor: rank ", got.source, " answered task ",
+                                              id, " when task ", out.id, " was due"));
+    }
+    if (got.tag == kResult) {
+      out.done(absl::OkStatus(), AsBytes(buf, in.offset()), {});
+      continue;
+    }
+    int32_t code = 0;
+    std::string message;
+    if (!Codec<int32_t>::Decode(in, code) || !Codec<std::string>::Decode(in, message) ||
+        code == 0) {
+      return absl::InternalError(
+          absl::StrCat("MpiExecutor: rank ", got.source, " sent a malformed failure"));
+    }
+    out.done(absl::Status(static_cast<absl::StatusCode>(code), message), {}, {});
+  }
+}
+
+void Engine::State::FailEverything(const absl::Status& why) {
+  const absl::Status broken_status =
+      absl::AbortedError(absl::StrCat("BrokenExecutor: ", why.message()));
+  std::vector<Pending> dropped;
+  {
+    MutexLock lock(&mu);
+    if (broken.ok()) broken = broken_status;
+    for (auto& [id, p] : pending) dropped.push_back(std::move(p));
+    pending.clear();
+    order.clear();
+  }
+  for (Rank& rk : ranks) {
+    while (!rk.held.empty()) {
+      Out out = std::move(rk.held.front());
+      rk.held.pop_front();
+      --out_count;
+      if (out.req != MPI_REQUEST_NULL) {
+        (void)MPI_Cancel(&out.req);
+        (void)MPI_Request_free(&out.req);
+      }
+      out.done(broken_status, {}, {});
+    }
+  }
+  for (Pending& p : dropped) p.done(broken_status, {}, {});
+}
+
+void Engine::State::Release() {
+  const int tag = o.exit_workers ? kExit : kBye;
+  for (int r : o.workers) (void)MPI_Send(nullptr, 0, MPI_BYTE, r, tag, o.comm);
+  if (o.comm_end == CommEnd::kDisconnect) {
+    (void)MPI_Comm_disconnect(&o.comm);
+  } else if (o.comm_end == CommEnd::kFree) {
+    (void)MPI_Comm_free(&o.comm);
+  }
+}
+
+void Engine::State::Run() {
+  int idle = 0;
+  for (;;) {
+    bool progressed = false;
+    bool failed = false;
+    {
+      MutexLock lock(&mu);
+      failed = !broken.ok();
+    }
+    if (!failed) {
+      progressed |= Dispatch();
+      absl::StatusOr<bool> sent = CompleteSends();
+      absl::StatusOr<bool> answered = sent.ok() ? TakeAnswers() : sent;
+      if (!sent.ok() || !answered.ok()) {
+        FailEverything(!sent.ok() ? sent.status() : answered.status());
+      } else {
+        progressed |= *sent || *answered;
+      }
+    }
+    if (progressed) {
+      idle = 0;
+      continue;
+    }
+    if (out_count > 0) {
+      // Answers are due and MPI has no descriptor to sleep on: poll, yielding the CPU.
+      if (++idle < 64) {
+        CpuRelax();
+      } else {
+        ::sched_yield();
+      }
+      continue;
+    }
+    {
+      MutexLock lock(&mu);
+      if (!order.empty()) continue;
+      if (closed) break;
+      sleeping = true;
+    }
+    pollfd p{bell.get(), POLLIN, 0};
+    while (::poll(&p, 1, -1) < 0 && errno == EINTR) {
+    }
+    uint64_t v = 0;
+    (void)!::read(bell.get(), &v, sizeof(v));
+    MutexLock lock(&mu);
+    sleeping = false;
+  }
+  Release();
+}
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Start(EngineOptions options) {
+  MPROC_RETURN_IF_ERROR(CheckOptions(options));
+  if (options.workers.empty()) {
+    return absl::InvalidArgumentError("MpiExecutor: no worker ranks");
+  }
+  std::unique_ptr<Engine> e(new Engine());
+  e->st_ = std::make_unique<State>();
+  State& s = *e->st_;
+  s.o = std::move(options);
+  const int efd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (efd < 0) return ErrnoToStatus(errno, "eventfd");
+  s.bell = UniqueFd(efd);
+  for (int r : s.o.workers) {
+    s.by_rank[r] = s.ranks.size();
+    s.ranks.emplace_back().rank = r;
+  }
+  // The handshake runs on the calling thread, before the engine thread exists: one thread
+  // makes MPI calls at a time.
+  absl::Status hs = s.Handshake();
+  if (!hs.ok()) {
+    s.Release();
+    return hs;
+  }
+  s.thread = std::thread([&s] { s.Run(); });
+  return e;
+}
+
+Engine::~Engine() {
+  Close();
+  (void)Join();
+}
+
+absl::StatusOr<uint64_t> Engine::Submit(EncodeBuffer task, TaskDone done,
+                                        std::shared_ptr<void> keepalive) {
+  State& s = *st_;
+  if (!task.fds().empty()) {
+    return absl::InvalidArgumentError(
+        "MpiExecutor: a task's arguments carry file descriptors, which cannot cross ranks");
+  }
+  if (task.size() + 16 > s.o.max_message_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat("MpiExecutor: the task is ", task.size(),
+                                                     " bytes, above the limit of ",
+                                                     s.o.max_message_bytes));
+  }
+  bool wake = false;
+  uint64_t id = 0;
+  {
+    MutexLock lock(&s.mu);
+    if (!s.broken.ok()) return s.broken;
+    if (s.closed) return absl::FailedPreconditionError("MpiExecutor: submitted after Shutdown");
+    id = s.next_id++;
+    EncodeBuffer framed(task.size() + 16);
+    Encode(id, framed);
+    framed.Append(task.bytes().data(), task.size());
+    s.pending.emplace(id, State::Pending{std::move(framed), std::move(done), std::move(keepalive)});
+    s.order.push_back(id);
+    wake = s.sleeping;
+    s.sleeping = false;
+  }
+  if (wake) s.Ring();
+  return id;
+}
+
+bool Engine::Cancel(uint64_t id) {
+  MutexLock lock(&st_->mu);
+  return st_->pending.erase(id) > 0;
+}
+
+void Engine::CancelPending() {
+  std::vector<State::Pending> dropped;
+  {
+    MutexLock lock(&st_->mu);
+    for (auto& [id, p] : st_->pending) dropped.push_back(std::move(p));
+    st_->pending.clear();
+    st_->order.clear();
+  }
+  for (State::Pending& p : dropped) p.done(absl::CancelledError("future cancelled"), {}, {});
+}
+
+void Engine::Close() {
+  bool wake = false;
+  {
+    MutexLock lock(&st_->mu);
+    st_->closed = true;
+    wake = st_->sleeping;
+    st_->sleeping = false;
+  }
+  if (wake) st_->Ring();
+}
+
+absl::Status Engine::Join() {
+  State& s = *st_;
+  if (s.thread.get_id() == std::this_thread::get_id()) {
+    return absl::FailedPreconditionError(
+        "MpiExecutor: Shutdown(wait=true) from a done callback cannot wait for its own thread");
+  }
+  MutexLock lock(&s.join_mu);
+  if (!s.joined && s.thread.joinable()) s.thread.join();
+  s.joined = true;
+  return absl::OkStatus();
+}
+
+const std::vector<WorkerInfo>& Engine::workers() const { return st_->infos; }
+
+// ---------------------------------------------------------------------------------------------
+// Worker.
+
+namespace {
+
+absl::Status SendFailure(MPI_Comm comm, int root, uint64_t id, const absl::Status& why) {
+  EncodeBuffer b;
+  Encode(id, b);
+  Encode(static_cast<int32_t>(why.code()), b);
+  Encode(std::string(why.message()), b);
+  return MpiStatus(SendBytes(b.bytes(), root, kFailed, comm), "MPI_Send of a failure");
+}
+
+}  // namespace
+
+absl::Status Serve(MPI_Comm comm, int root, bool one_executor) {
+  std::vector<std::byte> buf;
+  EncodeBuffer out;
+  uint64_t limit = 1 << 16;  // until a kHello sets the executor's
+  const std::string mine = MainObjectId();
+  char host[MPI_MAX_PROCESSOR_NAME] = {};
+  int host_len = 0;
+  (void)MPI_Get_processor_name(host, &host_len);
+  for (;;) {
+    MPI_Message msg;
+    MPI_Status st;
+    MPROC_RETURN_IF_ERROR(MpiStatus(MPI_Mprobe(root, MPI_ANY_TAG, comm, &msg, &st), "MPI_Mprobe"));
+    Received got;
+    MPROC_RETURN_IF_ERROR(ReceiveMatched(&msg, st, limit, buf, &got));
+    DecodeReader in(AsBytes(buf));
+    switch (got.tag) {
+      case kExit:
+        return absl::OkStatus();
+      case kBye:
+        limit = 1 << 16;
+        if (one_executor) return absl::OkStatus();
+        continue;
+      case kHello: {
+        uint32_t version = 0;
+        std::string theirs;
+        uint64_t their_limit = 0;
+        if (got.too_big || !Codec<uint32_t>::Decode(in, version) || version != kWireVersion ||
+            !Codec<std::string>::Decode(in, theirs) || !Codec<uint64_t>::Decode(in, their_limit)) {
+          return absl::InternalError("MpiExecutor worker: a malformed handshake from the root");
+        }
+        limit = their_limit;
+        EncodeBuffer b;
+        Encode(theirs == mine, b);
+        Encode(mine, b);
+        Encode(std::string(host, static_cast<size_t>(host_len)), b);
+        Encode(static_cast<int64_t>(::getpid()), b);
+        MPROC_RETURN_IF_ERROR(
+            MpiStatus(SendBytes(b.bytes(), root, kReady, comm), "MPI_Send of the handshake"));
+        continue;
+      }
+      case kTask:
+        break;
+      default:
+        return absl::InternalError(
+            absl::StrCat("MpiExecutor worker: a message with an unknown tag ", got.tag));
+    }
+    uint64_t id = 0;
+    if (got.too_big) {
+      // The root checks sizes before sending; a task it let through that is too big here
+      // cannot be answered by id.
+      return absl::InternalError(absl::StrCat("MpiExecutor worker: a task of ", got.size,
+                                              " bytes, above the limit of ", limit));
+    }
+    if (!Codec<uint64_t>::Decode(in, id)) {
+      return absl::InternalError("MpiExecutor worker: a task without an id");
+    }
+    TaskEntry entry = nullptr;
+    if (!Codec<TaskEntry>::Decode(in, entry) || entry == nullptr) {
+      MPROC_RETURN_IF_ERROR(SendFailure(
+          comm, root, id,
+          absl::InvalidArgumentError(absl::StrCat("MpiExecutor worker: the task's entry did not "
+                                                  "decode: ",
+                                                  in.status().message()))));
+      continue;
+    }
+    out.Clear();
+    Encode(id, out);
+    entry(in, out);
+    // What the task printed is written before its answer is sent.
+    std::fflush(stdout);
+    if (!out.fds().empty()) {
+      MPROC_RETURN_IF_ERROR(SendFailure(
+          comm, root, id,
+          absl::InvalidArgumentError("MpiExecutor: a task's result carries file descriptors, "
+                                     "which cannot cross ranks")));
+    } else if (out.size() > limit) {
+      MPROC_RETURN_IF_ERROR(SendFailure(comm, root, id,
+                                        absl::ResourceExhaustedError(absl::StrCat(
+                                            "MpiExecutor: the task's result is ", out.size(),
+                                            " bytes, above the limit of ", limit))));
+    } else {
+      MPROC_RETURN_IF_ERROR(
+          MpiStatus(SendBytes(out.bytes(), root, kResult, comm), "MPI_Send of a result"));
+    }
+  }
+}
+
+}  // namespace mproc::mpi_internal

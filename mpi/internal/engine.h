@@ -1,0 +1,117 @@
+// mpi/internal/engine.h — the MPI executor's engine: one thread that owns every MPI call of an
+// executor on its root, and the serving loop of a worker rank.
+//
+// Root: Submit (any thread) queues a task under a mutex; the engine thread sends it to a worker
+// rank with MPI_Isend (at most tasks_per_rank held by each, run there in order), completes
+// sends with MPI_Testsome, and takes results with a matched probe (MPI_Improbe, then
+// MPI_Mrecv): the message's size is known before anything is allocated, so a message above
+// the limit is refused without reading it into memory. While tasks are out the thread polls
+// MPI (spinning, then yielding the CPU between polls: MPI offers no descriptor to sleep on);
+// with none out it sleeps on an eventfd that Submit rings only when it sleeps. It never sleeps
+// for a fixed time.
+//
+// Wire (tags on a communicator of the executor's own, never the user's):
+//   kHello   root -> worker   u32 version, string object id (base/code_ref.h), u64 limit
+//   kReady   worker -> root   bool same program, string object id, string host, i64 pid
+//   kTask    root -> worker   u64 id, then the task bytes (pool/internal/task_protocol.h)
+//   kResult  worker -> root   u64 id, then the task's output
+//   kFailed  worker -> root   u64 id, i32 status code, string message (the task as a whole)
+//   kBye     root -> worker   the executor is done (a static worker waits for the next one)
+//   kExit    root -> worker   the worker leaves its serving loop
+// A worker runs its tasks in the order received and answers each, so the answer from rank r
+// is for the oldest task r holds.
+#ifndef MPROC_MPI_INTERNAL_ENGINE_H_
+#define MPROC_MPI_INTERNAL_ENGINE_H_
+
+#include <mpi.h>
+#include <sys/types.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "pool/internal/task_sink.h"
+#include "serialize/buffer.h"
+
+namespace mproc::mpi_internal {
+
+enum Tag : int {
+  kHello = 7301,
+  kReady,
+  kTask,
+  kResult,
+  kFailed,
+  kBye,
+  kExit,
+};
+
+inline constexpr uint32_t kWireVersion = 1;
+
+// A worker rank as its handshake described it.
+struct WorkerInfo {
+  int rank = -1;     // in the executor's communicator (the remote group of an intercommunicator)
+  std::string host;  // MPI_Get_processor_name
+  pid_t pid = 0;
+  std::string object;  // its main executable (MainObjectId)
+};
+
+// What the engine does with its communicator once the workers are released.
+enum class CommEnd { kKeep, kFree, kDisconnect };
+
+struct EngineOptions {
+  MPI_Comm comm = MPI_COMM_NULL;  // not the user's: a duplicate, or a spawned group
+  CommEnd comm_end = CommEnd::kFree;
+  std::vector<int> workers;  // their ranks in comm
+  int tasks_per_rank = 2;
+  uint64_t max_message_bytes = 0;
+  absl::Duration handshake_timeout = absl::Seconds(60);
+  // Whether the workers leave their loop at the end (kExit; spawned workers) or wait for the
+  // next executor (kBye; static workers), or return (kBye; a CreateOnComm group).
+  bool exit_workers = false;
+};
+
+// INVALID_ARGUMENT for options Start would refuse (checked before any MPI call).
+absl::Status CheckOptions(const EngineOptions& o);
+
+class Engine final : public pool_internal::TaskSink {
+ public:
+  // Starts the engine thread and runs the handshake with every worker. Errors:
+  // FAILED_PRECONDITION (a worker runs another program: its rank, host and program named),
+  // DEADLINE_EXCEEDED (a worker did not answer in time), UNAVAILABLE (an MPI call failed).
+  static absl::StatusOr<std::unique_ptr<Engine>> Start(EngineOptions options);
+  ~Engine() override;  // Close, then Join
+
+  absl::StatusOr<uint64_t> Submit(EncodeBuffer task, pool_internal::TaskDone done,
+                                  std::shared_ptr<void> keepalive) override;
+  bool Cancel(uint64_t id) override;
+  // Cancels every task not yet sent (their callbacks get CANCELLED, on this thread).
+  void CancelPending();
+  // No more tasks; those queued and out finish, then the workers are released.
+  void Close();
+  // Waits for the engine thread (after Close). FAILED_PRECONDITION when called from it.
+  absl::Status Join();
+  const std::vector<WorkerInfo>& workers() const;
+
+  struct State;
+
+ private:
+  Engine() = default;
+  std::unique_ptr<State> st_;
+};
+
+// The worker side: serves the executors of `root` on `comm` (task after task, executor after
+// executor) until a kBye (when `one_executor`) or a kExit. Errors: UNAVAILABLE when an MPI call
+// fails, INTERNAL on a message that breaks the protocol.
+absl::Status Serve(MPI_Comm comm, int root, bool one_executor);
+
+// An MPI return code as a Status: OK for MPI_SUCCESS, else UNAVAILABLE naming `what` and MPI's
+// own message.
+absl::Status MpiStatus(int rc, const char* what);
+
+}  // namespace mproc::mpi_internal
+
+#endif  // MPROC_MPI_INTERNAL_ENGINE_H_

@@ -1,0 +1,103 @@
+// Small programs for mpi/executor_test.cc, one per launch mode, chosen by argv[1]:
+//
+//   static N         launch (a), under `mpirun -n K`: rank 0 maps Square over 0..N-1 and prints
+//                    "sum=<sum of squares> ranks=<distinct worker pids>"
+//   refused          launch (a), rank 0 only: expects Create to refuse workers that run another
+//                    program; prints the error and exits 0 when it did
+//   comm             launch (b), under `mpirun -n 3`: initializes MPI itself and creates
+//                    executors with CreateOnComm over MPI_COMM_WORLD, root 2 and then root 0;
+//                    each root prints "root <r>: sum=<...>"
+//   spawn N          launch (c), a singleton: spawns N workers and maps over them; prints
+//                    "sum=<...> ranks=<distinct worker pids>"
+#include <mpi.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "mpi/executor.h"
+
+namespace {
+
+int64_t Square(int64_t x) { return x * x; }
+int Pid(int) { return ::getpid(); }
+
+int Fail(const absl::Status& s, const char* what) {
+  std::fprintf(stderr, "%s: %s\n", what, s.ToString().c_str());
+  return 1;
+}
+
+// Maps Square over 0..n-1 and Pid over 4n items; prints the sum and the worker count.
+int Work(mproc::MpiExecutor& ex, int64_t n, const std::string& prefix) {
+  std::vector<int64_t> in(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) in[static_cast<size_t>(i)] = i;
+  absl::StatusOr<std::vector<absl::StatusOr<int64_t>>> r = ex.Map(Square, in, 16);
+  if (!r.ok()) return Fail(r.status(), "Map");
+  int64_t sum = 0;
+  for (auto& v : *r) {
+    if (!v.ok()) return Fail(v.status(), "a Square");
+    sum += *v;
+  }
+  absl::StatusOr<std::vector<absl::StatusOr<int>>> pids =
+      ex.Map(Pid, std::vector<int>(static_cast<size_t>(4 * n), 0));
+  if (!pids.ok()) return Fail(pids.status(), "Map");
+  std::set<int> seen;
+  for (auto& p : *pids) {
+    if (!p.ok()) return Fail(p.status(), "a Pid");
+    if (*p == ::getpid()) return Fail(absl::InternalError("a task ran on the root"), "Pid");
+    seen.insert(*p);
+  }
+  std::printf("%ssum=%lld ranks=%zu\n", prefix.c_str(), static_cast<long long>(sum), seen.size());
+  std::fflush(stdout);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::string mode = argc > 1 ? argv[1] : "";
+  if (mode == "comm") {
+    int provided = 0;
+    if (MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided) != MPI_SUCCESS) return 2;
+    int rank = 0;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    int rc = 0;
+    for (int root : {2, 0}) {
+      absl::StatusOr<std::unique_ptr<mproc::MpiExecutor>> ex =
+          mproc::MpiExecutor::CreateOnComm(MPI_COMM_WORLD, root);
+      if (!ex.ok()) {
+        rc = Fail(ex.status(), "CreateOnComm");
+        break;
+      }
+      if (*ex == nullptr) {
+        if (rank == root) rc = Fail(absl::InternalError("the root got no executor"), "root");
+        continue;  // served root's executor until it shut down
+      }
+      rc |= Work(**ex, 100, "root " + std::to_string(root) + ": ");
+    }
+    MPI_Finalize();
+    return rc;
+  }
+  if (absl::Status s = mproc::MpiInit(&argc, &argv); !s.ok()) return Fail(s, "MpiInit");
+  if (mode == "static" || mode == "spawn") {
+    const int64_t n = argc > 2 ? std::atoll(argv[2]) : 100;
+    mproc::MpiExecutorOptions o;
+    if (mode == "spawn") o.spawn_workers = 2;
+    absl::StatusOr<std::unique_ptr<mproc::MpiExecutor>> ex = mproc::MpiExecutor::Create(o);
+    if (!ex.ok()) return Fail(ex.status(), "Create");
+    return Work(**ex, n, "");
+  }
+  if (mode == "refused") {
+    absl::StatusOr<std::unique_ptr<mproc::MpiExecutor>> ex = mproc::MpiExecutor::Create();
+    if (ex.ok()) return Fail(absl::InternalError("Create accepted another program"), "refused");
+    std::printf("refused: %s\n", ex.status().ToString().c_str());
+    return absl::IsFailedPrecondition(ex.status()) ? 0 : 1;
+  }
+  std::fprintf(stderr, "usage: launch_modes static|refused|comm|spawn [N]\n");
+  return 2;
+}
