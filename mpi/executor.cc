@@ -6,9 +6,11 @@
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "base/mutex.h"
 #include "base/status.h"
 
 namespace mproc {
@@ -36,7 +38,13 @@ Launch& TheLaunch() {
 
 [[noreturn]] void ServeAndExit(MPI_Comm comm, bool disconnect) {
   absl::Status s = mpi_internal::Serve(comm, 0, /*one_executor=*/false);
-  if (!s.ok()) std::fprintf(stderr, "mproc: MPI worker: %s\n", s.ToString().c_str());
+  if (!s.ok()) {
+    // The client may be waiting on this rank for ever, and MPI_Finalize waits for every rank:
+    // end the job, as a dead rank does.
+    std::fprintf(stderr, "mproc: MPI worker: %s; aborting the MPI job\n", s.ToString().c_str());
+    std::fflush(nullptr);
+    MPI_Abort(MPI_COMM_WORLD, 1);
+  }
   if (disconnect) {
     (void)MPI_Comm_disconnect(&comm);
   } else {
@@ -47,26 +55,41 @@ Launch& TheLaunch() {
   std::exit(s.ok() ? 0 : 1);
 }
 
-// Rank 0 (or a singleton) at exit: releases the static workers, then finalizes MPI.
-void FinalizeAtExit() {
+// Rank 0 of a static launch, as MPI finalizes (MPI_Finalize deletes MPI_COMM_SELF's
+// attributes first, whoever calls it: the program, or FinalizeAtExit): sends every worker
+// kExit, so that its own MPI_Finalize, which waits for every rank, can proceed.
+int ReleaseWorkersAtFinalize(MPI_Comm, int, void*, void*) {
   Launch& l = TheLaunch();
-  int finalized = 0;
-  MPI_Finalized(&finalized);
-  if (finalized) return;
-  if (l.executor_open.load()) {
+  if (mpi_internal::LiveEngines() > 0) {
     // Its engine thread may be inside an MPI call: nothing can be finalized safely.
     std::fprintf(stderr,
-                 "mproc: the program exits with an MpiExecutor still open; aborting the MPI "
-                 "job\n");
+                 "mproc: MPI is finalized (or the program exits) with an MpiExecutor still "
+                 "open; aborting the MPI job\n");
+    std::fflush(nullptr);
     MPI_Abort(MPI_COMM_WORLD, 1);
   }
-  if (l.world != MPI_COMM_NULL) {
-    for (int r = 1; r < l.size; ++r) {
-      (void)MPI_Send(nullptr, 0, MPI_BYTE, r, mpi_internal::kExit, l.world);
-    }
-    (void)MPI_Comm_free(&l.world);
+  if (l.world == MPI_COMM_NULL) return MPI_SUCCESS;
+  if (mpi_internal::KeptCommUnusable()) {
+    // A worker may be stuck sending an answer no one will take: it would never see kExit.
+    std::fprintf(stderr,
+                 "mproc: the worker ranks fell out of step after a failure; aborting the MPI "
+                 "job instead of waiting for them\n");
+    std::fflush(nullptr);
+    MPI_Abort(MPI_COMM_WORLD, 1);
   }
-  if (l.ours) (void)MPI_Finalize();
+  for (int r = 1; r < l.size; ++r) {
+    (void)MPI_Send(nullptr, 0, MPI_BYTE, r, mpi_internal::kExit, l.world);
+  }
+  (void)MPI_Comm_free(&l.world);
+  return MPI_SUCCESS;
+}
+
+// At exit: finalizes MPI when MpiInit initialized it (the program finalizes what it
+// initialized itself).
+void FinalizeAtExit() {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (!finalized && TheLaunch().ours) (void)MPI_Finalize();
 }
 
 absl::Status RequireThreadLevel() {
@@ -77,8 +100,19 @@ absl::Status RequireThreadLevel() {
         "MpiExecutor: MPI was initialized below MPI_THREAD_SERIALIZED; initialize it with "
         "MPI_Init_thread(MPI_THREAD_SERIALIZED or MPI_THREAD_MULTIPLE), or call MpiInit");
   }
+  // Below MPI_THREAD_MULTIPLE one thread may call MPI at a time: a live executor's engine
+  // thread is that thread, so no second executor may start (its set-up calls MPI here).
+  if (provided < MPI_THREAD_MULTIPLE && mpi_internal::LiveEngines() > 0) {
+    return absl::FailedPreconditionError(
+        "MpiExecutor: MPI was initialized with MPI_THREAD_SERIALIZED and another executor is "
+        "open: one at a time, or initialize MPI with MPI_THREAD_MULTIPLE");
+  }
   return absl::OkStatus();
 }
+
+// Creates run one at a time in this process: two MPI_Comm_spawn on MPI_COMM_SELF at once
+// would be erroneous even under MPI_THREAD_MULTIPLE.
+Mutex g_create_mu;
 
 std::string ExePath() {
   char buf[4096];
@@ -108,9 +142,21 @@ absl::Status MpiInit(int* argc, char*** argv) {
     l.ours = true;
   }
   MPROC_RETURN_IF_ERROR(RequireThreadLevel());
+  // Launch (c): started by an executor's MPI_Comm_spawn, with the flag (a program another
+  // MPI parent spawned is not a worker of ours). The flag is taken out of argv.
+  bool flagged = false;
+  if (argc != nullptr && argv != nullptr && *argv != nullptr) {
+    for (int i = 1; i < *argc; ++i) {
+      if (std::strcmp((*argv)[i], kSpawnedWorkerFlag) != 0) continue;
+      flagged = true;
+      for (int k = i; k + 1 <= *argc; ++k) (*argv)[k] = (*argv)[k + 1];
+      --*argc;
+      break;
+    }
+  }
   MPI_Comm parent = MPI_COMM_NULL;
   MPROC_RETURN_IF_ERROR(MpiStatus(MPI_Comm_get_parent(&parent), "MPI_Comm_get_parent"));
-  if (parent != MPI_COMM_NULL) {
+  if (parent != MPI_COMM_NULL && flagged) {
     // Launch (c): started by an executor's MPI_Comm_spawn.
     (void)MPI_Comm_set_errhandler(parent, MPI_ERRORS_RETURN);
     ServeAndExit(parent, /*disconnect=*/true);
@@ -122,6 +168,12 @@ absl::Status MpiInit(int* argc, char*** argv) {
     MPROC_RETURN_IF_ERROR(MpiStatus(MPI_Comm_dup(MPI_COMM_WORLD, &l.world), "MPI_Comm_dup"));
     (void)MPI_Comm_set_errhandler(l.world, MPI_ERRORS_RETURN);
     if (l.rank != 0) ServeAndExit(l.world, /*disconnect=*/false);
+    int key = MPI_KEYVAL_INVALID;
+    MPROC_RETURN_IF_ERROR(MpiStatus(
+        MPI_Comm_create_keyval(MPI_COMM_NULL_COPY_FN, ReleaseWorkersAtFinalize, &key, nullptr),
+        "MPI_Comm_create_keyval"));
+    MPROC_RETURN_IF_ERROR(
+        MpiStatus(MPI_Comm_set_attr(MPI_COMM_SELF, key, nullptr), "MPI_Comm_set_attr"));
   }
   l.ready = true;
   std::atexit(FinalizeAtExit);
@@ -136,6 +188,8 @@ absl::StatusOr<std::unique_ptr<MpiExecutor>> MpiExecutor::Create(Options options
   }
   mpi_internal::EngineOptions e = EngineFor(options);
   MPROC_RETURN_IF_ERROR(mpi_internal::CheckOptions(e));
+  MutexLock lock(&g_create_mu);
+  MPROC_RETURN_IF_ERROR(RequireThreadLevel());
   if (options.spawn_workers < 0) {
     return absl::InvalidArgumentError("MpiExecutor: spawn_workers must not be negative");
   }
@@ -175,6 +229,11 @@ absl::StatusOr<std::unique_ptr<MpiExecutor>> MpiExecutor::Create(Options options
         "MpiExecutor::Create: this process is a singleton with no worker ranks: launch it with "
         "`mpirun -n N`, or ask for workers with spawn_workers");
   }
+  if (mpi_internal::KeptCommUnusable()) {
+    return absl::FailedPreconditionError(
+        "MpiExecutor::Create: an earlier executor gave up on answers this launch's workers "
+        "owed it; they are out of step, and no executor may use them");
+  }
   if (l.executor_open.exchange(true)) {
     return absl::FailedPreconditionError(
         "MpiExecutor::Create: another executor over this launch's workers is still open");
@@ -200,9 +259,9 @@ absl::StatusOr<std::unique_ptr<MpiExecutor>> MpiExecutor::CreateOnComm(MPI_Comm 
     return absl::FailedPreconditionError(
         "MpiExecutor::CreateOnComm: MPI is not initialized (MPI_Init_thread, or MpiInit)");
   }
-  MPROC_RETURN_IF_ERROR(RequireThreadLevel());
   mpi_internal::EngineOptions e = EngineFor(options);
   MPROC_RETURN_IF_ERROR(mpi_internal::CheckOptions(e));
+  MPROC_RETURN_IF_ERROR(RequireThreadLevel());
   int rank = 0;
   int size = 0;
   MPROC_RETURN_IF_ERROR(MpiStatus(MPI_Comm_rank(comm, &rank), "MPI_Comm_rank"));

@@ -39,8 +39,11 @@
 //
 // Threads: MpiInit asks for MPI_THREAD_MULTIPLE; the executor needs at least
 // MPI_THREAD_SERIALIZED. While an executor lives its engine thread makes MPI calls: other
-// threads may then call MPI only under MPI_THREAD_MULTIPLE. One executor at a time per
-// process in launch (a). Every method may be called from any thread.
+// threads may then call MPI only under MPI_THREAD_MULTIPLE, and under SERIALIZED Create and
+// CreateOnComm refuse a second executor (FAILED_PRECONDITION). One executor at a time over a
+// launch's (a) workers. CreateOnComm is collective: calls on one communicator must be made
+// in the same order on every rank, as for any MPI collective. Every method of an executor may
+// be called from any thread.
 #ifndef MPROC_MPI_EXECUTOR_H_
 #define MPROC_MPI_EXECUTOR_H_
 
@@ -78,7 +81,8 @@ struct MpiExecutorOptions {
 // Initializes MPI (MPI_Init_thread, asking for MPI_THREAD_MULTIPLE) unless the program already
 // did, and finalizes it at exit. In a launch of several ranks, every rank but 0 serves rank 0's
 // executors here until rank 0 exits, then finalizes MPI and exits with status 0: it never
-// returns. So does a worker started by Create({.spawn_workers}). Returns OK on rank 0 and in a
+// returns. So does a worker started by Create({.spawn_workers}) (recognised by the argument
+// --mproc-mpi-worker, which MpiInit takes out of argv). Returns OK on rank 0 and in a
 // singleton. Errors: UNAVAILABLE (MPI could not be initialized), FAILED_PRECONDITION (MPI
 // gives less than MPI_THREAD_SERIALIZED). Call it once, from main's thread, before any thread
 // of yours makes MPI calls.

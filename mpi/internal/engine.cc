@@ -5,6 +5,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <climits>
 #include <cstdio>
@@ -19,6 +20,7 @@
 #include "base/cpu_relax.h"
 #include "base/deadline.h"
 #include "base/mutex.h"
+#include "base/spin.h"
 #include "base/status.h"
 #include "base/unique_fd.h"
 #include "serialize/codec.h"
@@ -97,6 +99,33 @@ absl::StatusOr<bool> ProbeUntil(MPI_Comm comm, int source, int tag, const Deadli
 // ---------------------------------------------------------------------------------------------
 // Root.
 
+namespace {
+
+// Task ids and handshake sessions are unique in this process, across engines: an answer or a
+// handshake reply left over from an earlier executor on a kept communicator (launch a) is
+// recognised as stale and dropped, never taken for a new task's.
+std::atomic<uint64_t> g_next_id{1};
+std::atomic<uint64_t> g_next_session{1};
+std::atomic<int> g_live_engines{0};
+std::atomic<bool> g_kept_comm_unusable{false};
+
+// Send buffers MPI may still read after an engine gave up on them (Open MPI's ob1 cannot
+// cancel a send): kept for the life of the process rather than freed under MPI.
+Mutex g_abandoned_mu;
+std::vector<std::shared_ptr<void>>& Abandoned() {
+  static auto* v = new std::vector<std::shared_ptr<void>>();
+  return *v;
+}
+
+// How long a broken engine keeps taking the answers of the tasks it had sent before it gives
+// up on them (and on its communicator).
+constexpr absl::Duration kDrainLimit = absl::Seconds(10);
+
+}  // namespace
+
+int LiveEngines() { return g_live_engines.load(); }
+bool KeptCommUnusable() { return g_kept_comm_unusable.load(); }
+
 absl::Status CheckOptions(const EngineOptions& o) {
   if (o.tasks_per_rank < 1) {
     return absl::InvalidArgumentError("MpiExecutor: tasks_per_rank must be at least 1");
@@ -105,6 +134,9 @@ absl::Status CheckOptions(const EngineOptions& o) {
     return absl::InvalidArgumentError(
         absl::StrCat("MpiExecutor: max_message_bytes must be in [64, ", INT_MAX - 64, "]"));
   }
+  if (o.handshake_timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("MpiExecutor: handshake_timeout must be positive");
+  }
   return absl::OkStatus();
 }
 
@@ -112,6 +144,8 @@ struct Engine::State {
   EngineOptions o;
   std::vector<WorkerInfo> infos;
   std::thread thread;
+  std::thread::id thread_id;  // set before Start returns; read by Join
+  uint64_t first_id = 0;      // ids below it belong to earlier engines
 
   // Shared with submitting threads.
   Mutex mu;
@@ -122,9 +156,9 @@ struct Engine::State {
   };
   std::deque<uint64_t> order ABSL_GUARDED_BY(mu);
   absl::flat_hash_map<uint64_t, Pending> pending ABSL_GUARDED_BY(mu);
-  uint64_t next_id ABSL_GUARDED_BY(mu) = 1;
   bool closed ABSL_GUARDED_BY(mu) = false;
   bool sleeping ABSL_GUARDED_BY(mu) = false;
+  std::atomic<uint64_t> news{0};  // bumped by Submit and Close: the engine spins on it
   absl::Status broken ABSL_GUARDED_BY(mu);
   UniqueFd bell;  // eventfd: rung by Submit and Close only while the thread sleeps
   Mutex join_mu;
@@ -133,7 +167,7 @@ struct Engine::State {
   // The engine thread's own.
   struct Out {
     uint64_t id = 0;
-    TaskDone done;
+    TaskDone done;       // empty once called (a broken engine calls it before the answer comes)
     EncodeBuffer bytes;  // id + task, kept until the send completes
     std::shared_ptr<void> keepalive;
     MPI_Request req = MPI_REQUEST_NULL;
@@ -145,6 +179,8 @@ struct Engine::State {
   std::deque<Rank> ranks;  // a deque: a Rank (its deque of Outs) never moves
   absl::flat_hash_map<int, size_t> by_rank;
   size_t out_count = 0;
+  bool failed = false;            // FailEverything ran: only draining is left
+  int64_t drain_deadline_ns = 0;  // set when failed
   std::vector<std::byte> buf;
   std::vector<MPI_Request> reqs;
   std::vector<Out*> req_owner;
@@ -160,12 +196,15 @@ struct Engine::State {
   absl::StatusOr<bool> CompleteSends();
   absl::StatusOr<bool> TakeAnswers();
   void FailEverything(const absl::Status& why);
+  void GiveUp();
   void Release();
 };
 
 absl::Status Engine::State::Handshake() {
+  const uint64_t session = g_next_session.fetch_add(1);
   EncodeBuffer hello;
   Encode(kWireVersion, hello);
+  Encode(session, hello);
   Encode(MainObjectId(), hello);
   Encode(o.max_message_bytes, hello);
   for (int r : o.workers) {
@@ -175,36 +214,44 @@ absl::Status Engine::State::Handshake() {
   const std::string mine = MainObjectId();
   absl::Status refused;
   for (int r : o.workers) {
-    MPI_Message msg;
-    MPI_Status st;
-    MPROC_ASSIGN_OR_RETURN(bool found, ProbeUntil(o.comm, r, kReady, deadline, &msg, &st));
-    if (!found) {
-      return absl::DeadlineExceededError(
-          absl::StrCat("MpiExecutor: rank ", r, " did not answer the handshake within ",
-                       absl::FormatDuration(o.handshake_timeout),
-                       " (is it serving? every worker rank must call MpiInit, or CreateOnComm)"));
-    }
-    Received got;
-    MPROC_RETURN_IF_ERROR(ReceiveMatched(&msg, st, 1 << 16, buf, &got));
     WorkerInfo info;
-    info.rank = r;
-    bool same = false;
-    int64_t pid = 0;
-    DecodeReader in(AsBytes(buf));
-    if (got.too_big || !Codec<bool>::Decode(in, same) ||
-        !Codec<std::string>::Decode(in, info.object) ||
-        !Codec<std::string>::Decode(in, info.host) || !Codec<int64_t>::Decode(in, pid)) {
-      return absl::InternalError(absl::StrCat("MpiExecutor: rank ", r,
-                                              " answered the handshake "
-                                              "with a malformed message"));
-    }
-    info.pid = static_cast<pid_t>(pid);
-    if (!same && refused.ok()) {
-      refused = absl::FailedPreconditionError(absl::StrCat(
-          "MpiExecutor: rank ", r, " (host ", info.host, ", pid ", info.pid,
-          ") runs a different program (", info.object, ") from this one (", mine,
-          "): tasks name functions by their place in the program, so every rank must run the "
-          "same binary"));
+    for (;;) {
+      MPI_Message msg;
+      MPI_Status st;
+      // Any tag: a leftover of an earlier executor (a late reply, an answer to a task it gave
+      // up on) is taken and dropped here, so that it cannot hold up or pass for this reply.
+      MPROC_ASSIGN_OR_RETURN(bool found, ProbeUntil(o.comm, r, MPI_ANY_TAG, deadline, &msg, &st));
+      if (!found) {
+        return absl::DeadlineExceededError(
+            absl::StrCat("MpiExecutor: rank ", r, " did not answer the handshake within ",
+                         absl::FormatDuration(o.handshake_timeout),
+                         " (is it serving? every worker rank must call MpiInit, or CreateOnComm)"));
+      }
+      Received got;
+      MPROC_RETURN_IF_ERROR(ReceiveMatched(&msg, st, 1 << 16, buf, &got));
+      if (got.tag != kReady) continue;  // stale: an answer to an earlier executor's task
+      bool same = false;
+      uint64_t echoed = 0;
+      int64_t pid = 0;
+      DecodeReader in(AsBytes(buf));
+      if (got.too_big || !Codec<uint64_t>::Decode(in, echoed) || !Codec<bool>::Decode(in, same) ||
+          !Codec<std::string>::Decode(in, info.object) ||
+          !Codec<std::string>::Decode(in, info.host) || !Codec<int64_t>::Decode(in, pid)) {
+        return absl::InternalError(absl::StrCat("MpiExecutor: rank ", r,
+                                                " answered the handshake with a malformed "
+                                                "message"));
+      }
+      if (echoed != session) continue;  // stale: a late reply to an earlier handshake
+      info.rank = r;
+      info.pid = static_cast<pid_t>(pid);
+      if (!same && refused.ok()) {
+        refused = absl::FailedPreconditionError(absl::StrCat(
+            "MpiExecutor: rank ", r, " (host ", info.host, ", pid ", info.pid,
+            ") runs a different program (", info.object, ") from this one (", mine,
+            "): tasks name functions by their place in the program, so every rank must run "
+            "the same binary"));
+      }
+      break;
     }
     infos.push_back(std::move(info));
   }
@@ -266,13 +313,15 @@ absl::StatusOr<bool> Engine::State::CompleteSends() {
   if (reqs.empty()) return false;
   int n = 0;
   done_idx.resize(reqs.size());
-  MPROC_RETURN_IF_ERROR(MpiStatus(MPI_Testsome(static_cast<int>(reqs.size()), reqs.data(), &n,
-                                               done_idx.data(), MPI_STATUSES_IGNORE),
-                                  "MPI_Testsome"));
+  const int rc = MPI_Testsome(static_cast<int>(reqs.size()), reqs.data(), &n, done_idx.data(),
+                              MPI_STATUSES_IGNORE);
+  // MPI sets each completed request to MPI_REQUEST_NULL, also when it reports an error: the
+  // owners take the handles back whatever the outcome, so none is freed twice.
+  for (size_t k = 0; k < reqs.size(); ++k) req_owner[k]->req = reqs[k];
+  MPROC_RETURN_IF_ERROR(MpiStatus(rc, "MPI_Testsome"));
   if (n == MPI_UNDEFINED || n == 0) return false;
   for (int k = 0; k < n; ++k) {
     Out* out = req_owner[static_cast<size_t>(done_idx[static_cast<size_t>(k)])];
-    out->req = MPI_REQUEST_NULL;
     out->bytes = EncodeBuffer();
     out->keepalive.reset();
   }
@@ -281,6 +330,8 @@ absl::StatusOr<bool> Engine::State::CompleteSends() {
 
 absl::StatusOr<bool> Engine::State::TakeAnswers() {
   bool any = false;
+  // A failure message is small whatever the limit.
+  const uint64_t limit = std::max<uint64_t>(o.max_message_bytes, 1 << 16);
   for (;;) {
     int flag = 0;
     MPI_Message msg;
@@ -290,15 +341,26 @@ absl::StatusOr<bool> Engine::State::TakeAnswers() {
     if (!flag) return any;
     any = true;
     Received got;
-    MPROC_RETURN_IF_ERROR(ReceiveMatched(&msg, st, o.max_message_bytes, buf, &got));
+    MPROC_RETURN_IF_ERROR(ReceiveMatched(&msg, st, limit, buf, &got));
     auto where = by_rank.find(got.source);
-    if (where == by_rank.end() || ranks[where->second].held.empty() ||
-        (got.tag != kResult && got.tag != kFailed)) {
-      return absl::InternalError(absl::StrCat("MpiExecutor: rank ", got.source,
-                                              " sent a message with tag ", got.tag,
-                                              " when no answer from it was due"));
+    if (where == by_rank.end()) {
+      return absl::InternalError(
+          absl::StrCat("MpiExecutor: a message from rank ", got.source, ", not a worker"));
     }
+    if (got.tag == kReady) continue;  // a late reply to an earlier executor's handshake
+    if (got.tag != kResult && got.tag != kFailed) {
+      return absl::InternalError(absl::StrCat("MpiExecutor: rank ", got.source,
+                                              " sent a message with the unexpected tag ", got.tag));
+    }
+    DecodeReader in(AsBytes(buf));
+    uint64_t id = 0;
+    const bool has_id = !got.too_big && Codec<uint64_t>::Decode(in, id);
+    if (has_id && id < first_id) continue;  // an earlier executor's task, given up on
     Rank& rk = ranks[where->second];
+    if (rk.held.empty()) {
+      return absl::InternalError(absl::StrCat("MpiExecutor: rank ", got.source,
+                                              " answered when no answer from it was due"));
+    }
     Out out = std::move(rk.held.front());
     rk.held.pop_front();
     --out_count;
@@ -308,34 +370,48 @@ absl::StatusOr<bool> Engine::State::TakeAnswers() {
     }
     out.bytes = EncodeBuffer();
     out.keepalive.reset();
+    absl::Status bad;
     if (got.too_big) {
-      out.done(absl::ResourceExhaustedError(
-                   absl::StrCat("MpiExecutor: the answer from rank ", got.source, " is ", got.size,
-                                " bytes, above the limit of ", o.max_message_bytes)),
-               {}, {});
+      // The worker checks its answers against the limit: this one broke the protocol, but it
+      // was consumed whole, so the answers that follow are still in step.
+      if (out.done) {
+        out.done(absl::ResourceExhaustedError(
+                     absl::StrCat("MpiExecutor: the answer from rank ", got.source, " is ",
+                                  got.size, " bytes, above the limit of ", o.max_message_bytes)),
+                 {}, {});
+      }
       continue;
     }
-    DecodeReader in(AsBytes(buf));
-    uint64_t id = 0;
-    if (!Codec<uint64_t>::Decode(in, id) || id != out.id) {
-      return absl::InternalError(absl::StrCat("MpiExecutor: rank ", got.source, " answered task ",
-                                              id, " when task ", out.id, " was due"));
-    }
-    if (got.tag == kResult) {
-      out.done(absl::OkStatus(), AsBytes(buf, in.offset()), {});
+    if (!has_id || id != out.id) {
+      bad = absl::InternalError(absl::StrCat("MpiExecutor: rank ", got.source, " answered task ",
+                                             id, " when task ", out.id, " was due"));
+    } else if (got.tag == kResult) {
+      if (out.done) out.done(absl::OkStatus(), AsBytes(buf, in.offset()), {});
       continue;
+    } else {
+      int32_t code = 0;
+      std::string message;
+      if (!Codec<int32_t>::Decode(in, code) || !Codec<std::string>::Decode(in, message) ||
+          code <= 0 || code > static_cast<int32_t>(absl::StatusCode::kUnauthenticated)) {
+        bad = absl::InternalError(
+            absl::StrCat("MpiExecutor: rank ", got.source, " sent a malformed failure"));
+      } else {
+        if (out.done) out.done(absl::Status(static_cast<absl::StatusCode>(code), message), {}, {});
+        continue;
+      }
     }
-    int32_t code = 0;
-    std::string message;
-    if (!Codec<int32_t>::Decode(in, code) || !Codec<std::string>::Decode(in, message) ||
-        code == 0) {
-      return absl::InternalError(
-          absl::StrCat("MpiExecutor: rank ", got.source, " sent a malformed failure"));
-    }
-    out.done(absl::Status(static_cast<absl::StatusCode>(code), message), {}, {});
+    // Out of step with this rank: its task fails with the reason, and the caller breaks the
+    // executor.
+    if (out.done)
+      out.done(absl::AbortedError(absl::StrCat("BrokenExecutor: ", bad.message())), {}, {});
+    return bad;
   }
 }
 
+// Breaks the executor: every task not yet sent, and every task a worker holds, fails with
+// ABORTED "BrokenExecutor: ..."; later Submits fail the same. The tasks sent stay held
+// (their buffers alive: MPI may still be reading them) until their answers come or the drain
+// limit passes (GiveUp).
 void Engine::State::FailEverything(const absl::Status& why) {
   const absl::Status broken_status =
       absl::AbortedError(absl::StrCat("BrokenExecutor: ", why.message()));
@@ -347,19 +423,39 @@ void Engine::State::FailEverything(const absl::Status& why) {
     pending.clear();
     order.clear();
   }
+  if (!failed) {
+    failed = true;
+    drain_deadline_ns = MonotonicNowNs() + absl::ToInt64Nanoseconds(kDrainLimit);
+  }
   for (Rank& rk : ranks) {
-    while (!rk.held.empty()) {
-      Out out = std::move(rk.held.front());
-      rk.held.pop_front();
-      --out_count;
-      if (out.req != MPI_REQUEST_NULL) {
-        (void)MPI_Cancel(&out.req);
-        (void)MPI_Request_free(&out.req);
-      }
-      out.done(broken_status, {}, {});
+    for (Out& out : rk.held) {
+      if (!out.done) continue;
+      TaskDone done = std::move(out.done);
+      out.done = nullptr;
+      done(broken_status, {}, {});
     }
   }
   for (Pending& p : dropped) p.done(broken_status, {}, {});
+}
+
+// The answers a broken engine waited for did not all come: what it still holds is never
+// freed (MPI may read it), and a kept communicator (launch a's) is no longer trusted.
+void Engine::State::GiveUp() {
+  for (Rank& rk : ranks) {
+    while (!rk.held.empty()) {
+      auto out = std::make_shared<Out>(std::move(rk.held.front()));
+      rk.held.pop_front();
+      if (out->done) {
+        TaskDone done = std::move(out->done);
+        out->done = nullptr;
+        done(absl::AbortedError("BrokenExecutor: its worker never answered"), {}, {});
+      }
+      MutexLock lock(&g_abandoned_mu);
+      Abandoned().push_back(std::move(out));
+    }
+  }
+  out_count = 0;
+  if (o.comm_end == CommEnd::kKeep) g_kept_comm_unusable.store(true);
 }
 
 void Engine::State::Release() {
@@ -374,23 +470,20 @@ void Engine::State::Release() {
 
 void Engine::State::Run() {
   int idle = 0;
+  int errors = 0;
   for (;;) {
     bool progressed = false;
-    bool failed = false;
-    {
-      MutexLock lock(&mu);
-      failed = !broken.ok();
+    if (!failed) progressed |= Dispatch();
+    absl::StatusOr<bool> sent = CompleteSends();
+    absl::StatusOr<bool> answered = sent.ok() ? TakeAnswers() : sent;
+    if (!sent.ok() || !answered.ok()) {
+      FailEverything(!sent.ok() ? sent.status() : answered.status());
+      // MPI itself failing again and again: the answers will not come.
+      if (++errors > 100) GiveUp();
+    } else {
+      progressed |= *sent || *answered;
     }
-    if (!failed) {
-      progressed |= Dispatch();
-      absl::StatusOr<bool> sent = CompleteSends();
-      absl::StatusOr<bool> answered = sent.ok() ? TakeAnswers() : sent;
-      if (!sent.ok() || !answered.ok()) {
-        FailEverything(!sent.ok() ? sent.status() : answered.status());
-      } else {
-        progressed |= *sent || *answered;
-      }
-    }
+    if (failed && out_count > 0 && MonotonicNowNs() > drain_deadline_ns) GiveUp();
     if (progressed) {
       idle = 0;
       continue;
@@ -404,6 +497,16 @@ void Engine::State::Run() {
       }
       continue;
     }
+    // Nothing due: the next task usually follows within microseconds (a caller waiting on
+    // each result submits the next at once), so look for news for one spin budget before
+    // sleeping (base/spin.h).
+    const uint64_t seen = news.load(std::memory_order_acquire);
+    {
+      MutexLock lock(&mu);
+      if (!order.empty()) continue;
+      if (closed) break;
+    }
+    if (SpinUntil([&] { return news.load(std::memory_order_acquire) != seen; })) continue;
     {
       MutexLock lock(&mu);
       if (!order.empty()) continue;
@@ -419,32 +522,43 @@ void Engine::State::Run() {
     sleeping = false;
   }
   Release();
+  g_live_engines.fetch_sub(1);
 }
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Start(EngineOptions options) {
-  MPROC_RETURN_IF_ERROR(CheckOptions(options));
-  if (options.workers.empty()) {
-    return absl::InvalidArgumentError("MpiExecutor: no worker ranks");
-  }
   std::unique_ptr<Engine> e(new Engine());
   e->st_ = std::make_unique<State>();
   State& s = *e->st_;
   s.o = std::move(options);
-  const int efd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (efd < 0) return ErrnoToStatus(errno, "eventfd");
-  s.bell = UniqueFd(efd);
-  for (int r : s.o.workers) {
-    s.by_rank[r] = s.ranks.size();
-    s.ranks.emplace_back().rank = r;
+  // Every failure from here on releases the workers (they would serve for ever otherwise) and
+  // the communicator.
+  absl::Status st = CheckOptions(s.o);
+  if (st.ok() && s.o.workers.empty()) st = absl::InvalidArgumentError("MpiExecutor: no workers");
+  if (st.ok()) {
+    const int efd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (efd < 0) {
+      st = ErrnoToStatus(errno, "eventfd");
+    } else {
+      s.bell = UniqueFd(efd);
+    }
   }
-  // The handshake runs on the calling thread, before the engine thread exists: one thread
-  // makes MPI calls at a time.
-  absl::Status hs = s.Handshake();
-  if (!hs.ok()) {
+  if (st.ok()) {
+    for (int r : s.o.workers) {
+      s.by_rank[r] = s.ranks.size();
+      s.ranks.emplace_back().rank = r;
+    }
+    // The handshake runs on the calling thread, before the engine thread exists: one thread
+    // makes MPI calls at a time.
+    st = s.Handshake();
+  }
+  if (!st.ok()) {
     s.Release();
-    return hs;
+    return st;
   }
+  s.first_id = g_next_id.load();
+  g_live_engines.fetch_add(1);
   s.thread = std::thread([&s] { s.Run(); });
+  s.thread_id = s.thread.get_id();
   return e;
 }
 
@@ -471,7 +585,7 @@ absl::StatusOr<uint64_t> Engine::Submit(EncodeBuffer task, TaskDone done,
     MutexLock lock(&s.mu);
     if (!s.broken.ok()) return s.broken;
     if (s.closed) return absl::FailedPreconditionError("MpiExecutor: submitted after Shutdown");
-    id = s.next_id++;
+    id = g_next_id.fetch_add(1);
     EncodeBuffer framed(task.size() + 16);
     Encode(id, framed);
     framed.Append(task.bytes().data(), task.size());
@@ -480,6 +594,7 @@ absl::StatusOr<uint64_t> Engine::Submit(EncodeBuffer task, TaskDone done,
     wake = s.sleeping;
     s.sleeping = false;
   }
+  s.news.fetch_add(1, std::memory_order_release);
   if (wake) s.Ring();
   return id;
 }
@@ -508,12 +623,13 @@ void Engine::Close() {
     wake = st_->sleeping;
     st_->sleeping = false;
   }
+  st_->news.fetch_add(1, std::memory_order_release);
   if (wake) st_->Ring();
 }
 
 absl::Status Engine::Join() {
   State& s = *st_;
-  if (s.thread.get_id() == std::this_thread::get_id()) {
+  if (s.thread_id == std::this_thread::get_id()) {
     return absl::FailedPreconditionError(
         "MpiExecutor: Shutdown(wait=true) from a done callback cannot wait for its own thread");
   }
@@ -564,14 +680,17 @@ absl::Status Serve(MPI_Comm comm, int root, bool one_executor) {
         continue;
       case kHello: {
         uint32_t version = 0;
+        uint64_t session = 0;
         std::string theirs;
         uint64_t their_limit = 0;
         if (got.too_big || !Codec<uint32_t>::Decode(in, version) || version != kWireVersion ||
-            !Codec<std::string>::Decode(in, theirs) || !Codec<uint64_t>::Decode(in, their_limit)) {
+            !Codec<uint64_t>::Decode(in, session) || !Codec<std::string>::Decode(in, theirs) ||
+            !Codec<uint64_t>::Decode(in, their_limit)) {
           return absl::InternalError("MpiExecutor worker: a malformed handshake from the root");
         }
         limit = their_limit;
         EncodeBuffer b;
+        Encode(session, b);
         Encode(theirs == mine, b);
         Encode(mine, b);
         Encode(std::string(host, static_cast<size_t>(host_len)), b);

@@ -11,15 +11,19 @@
 // for a fixed time.
 //
 // Wire (tags on a communicator of the executor's own, never the user's):
-//   kHello   root -> worker   u32 version, string object id (base/code_ref.h), u64 limit
-//   kReady   worker -> root   bool same program, string object id, string host, i64 pid
+//   kHello   root -> worker   u32 version, u64 session, string object id (base/code_ref.h),
+//                             u64 limit
+//   kReady   worker -> root   u64 session (echoed), bool same program, string object id,
+//                             string host, i64 pid
 //   kTask    root -> worker   u64 id, then the task bytes (pool/internal/task_protocol.h)
 //   kResult  worker -> root   u64 id, then the task's output
 //   kFailed  worker -> root   u64 id, i32 status code, string message (the task as a whole)
 //   kBye     root -> worker   the executor is done (a static worker waits for the next one)
 //   kExit    root -> worker   the worker leaves its serving loop
 // A worker runs its tasks in the order received and answers each, so the answer from rank r
-// is for the oldest task r holds.
+// is for the oldest task r holds. Task ids and sessions are unique in the root's process, so
+// what an earlier executor left on a kept communicator (a late handshake reply, the answer to
+// a task it gave up on) is recognised and dropped.
 #ifndef MPROC_MPI_INTERNAL_ENGINE_H_
 #define MPROC_MPI_INTERNAL_ENGINE_H_
 
@@ -77,6 +81,12 @@ struct EngineOptions {
 // INVALID_ARGUMENT for options Start would refuse (checked before any MPI call).
 absl::Status CheckOptions(const EngineOptions& o);
 
+// Engines started and not yet finished (their threads may be making MPI calls).
+int LiveEngines();
+// True once an engine over a kept communicator gave up on answers it was owed: that
+// communicator is out of step and no later executor may use it.
+bool KeptCommUnusable();
+
 class Engine final : public pool_internal::TaskSink {
  public:
   // Starts the engine thread and runs the handshake with every worker. Errors:
@@ -92,7 +102,8 @@ class Engine final : public pool_internal::TaskSink {
   void CancelPending();
   // No more tasks; those queued and out finish, then the workers are released.
   void Close();
-  // Waits for the engine thread (after Close). FAILED_PRECONDITION when called from it.
+  // Waits for the engine thread (after Close), which releases the workers. FAILED_PRECONDITION
+  // when called from it.
   absl::Status Join();
   const std::vector<WorkerInfo>& workers() const;
 

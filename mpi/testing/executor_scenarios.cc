@@ -256,6 +256,45 @@ TEST(MpiExecutorTest, OneExecutorAtATimeOverTheLaunchsWorkers) {
               StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("singleton")));
 }
 
+// A handshake that times out leaves the workers' replies behind on the launch's
+// communicator: the next executor drops them (they carry the old session) and works.
+TEST(MpiExecutorTest, RepliesLeftByAFailedHandshakeDoNotReachTheNextExecutor) {
+  MpiExecutorOptions hurried;
+  hurried.handshake_timeout = absl::Nanoseconds(1);
+  EXPECT_THAT(MpiExecutor::Create(hurried).status(),
+              StatusIs(absl::StatusCode::kDeadlineExceeded, HasSubstr("did not answer")));
+  MpiExecutorOptions zero;
+  zero.handshake_timeout = absl::ZeroDuration();
+  EXPECT_THAT(MpiExecutor::Create(zero).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("handshake_timeout")));
+  for (int round = 0; round < 2; ++round) {
+    auto ex = Make();
+    ASSERT_NE(ex, nullptr);
+    ASSERT_OK_AND_ASSIGN(auto r, ex->Map(Square, std::vector<int>{1, 2, 3, 4, 5, 6}));
+    for (int i = 0; i < 6; ++i) EXPECT_THAT(r[i], IsOkAndHolds((i + 1) * (i + 1)));
+  }
+}
+
+// Executors one after another over the same workers: each one's Futures are done once it is
+// destroyed (Shutdown waits for every answer), hold their own results (ids are unique in the
+// process, so no answer is taken for another executor's task), and Cancel on them only
+// reports, never reaching the destroyed executor.
+TEST(MpiExecutorTest, TaskIdsNeverRepeatAcrossExecutors) {
+  std::set<int> seen;
+  for (int round = 0; round < 3; ++round) {
+    auto ex = Make();
+    ASSERT_NE(ex, nullptr);
+    std::vector<Future<int>> fs;
+    for (int i = 0; i < 20; ++i) fs.push_back(ex->Submit(Square, round * 100 + i));
+    ex.reset();  // Shutdown(wait=true): every answer is in
+    for (int i = 0; i < 20; ++i) {
+      ASSERT_TRUE(fs[i].Done());
+      EXPECT_THAT(fs[i].Result(), IsOkAndHolds((round * 100 + i) * (round * 100 + i)));
+      EXPECT_FALSE(fs[i].Cancel());  // done: never reaches the destroyed executor
+    }
+  }
+}
+
 }  // namespace
 }  // namespace mproc
 
