@@ -36,6 +36,7 @@
 #include "bench/report/report.h"
 #include "bench/report/report_internal.h"
 #include "benchmark/benchmark.h"
+#include "bench/report/mpi_peer.h"
 #include "bench/report/python_peer.h"
 
 namespace mproc::bench {
@@ -53,6 +54,9 @@ struct Flags {
   std::string chart_path;
   std::vector<std::string> filters;
   std::string python = "python3";
+  // Debian's python3, for which python3-mpi4py is installed (another python3 may come first
+  // on PATH).
+  std::string mpi4py_python = "/usr/bin/python3";
   std::string peer_script;
 };
 
@@ -78,6 +82,8 @@ Flags ParseFlags(int argc, char** argv) {
       }
     } else if (StartsWith(a, "--python=")) {
       f.python = a.substr(9);
+    } else if (StartsWith(a, "--mpi4py_python=")) {
+      f.mpi4py_python = a.substr(16);
     } else if (StartsWith(a, "--peer_script=")) {
       f.peer_script = a.substr(14);
     } else {
@@ -266,6 +272,39 @@ int Main(int argc, char** argv) {
         r = it->second;
       }
     }
+  }
+
+  // The MPI rows: MpiExecutor and its floor, and mpi4py.futures, each under mpirun.
+  std::vector<std::string> mpi_ids, mpi4py_ids;
+  for (const auto& row : Rows()) {
+    if (row->fn || !Selected(flags, row->spec.id)) continue;
+    const std::string& id = row->spec.id;
+    if (StartsWith(id, "mproc.mpi.") || StartsWith(id, "kernel.mpi.")) mpi_ids.push_back(id);
+    if (StartsWith(id, "mpi4py.")) mpi4py_ids.push_back(id);
+  }
+  auto take = [&](const std::vector<std::string>& ids, const PeerRun& run, const char* who) {
+    for (const std::string& id : ids) {
+      RowResult& r = results[id];
+      auto it = run.rows.find(id);
+      if (!run.skipped.empty()) {
+        r.skipped = run.skipped;
+      } else if (it == run.rows.end()) {
+        r.skipped = absl::StrCat(who, " printed no such row");
+      } else {
+        r = it->second;
+        if (!run.version.empty()) r.note = absl::StrCat(r.note, " [", run.version, "]");
+      }
+    }
+  };
+  if (!mpi_ids.empty()) take(mpi_ids, RunMpiExecutorRows(flags.quick), "mpi/mpi_rows");
+  if (!mpi4py_ids.empty()) {
+    PeerRun run;
+    if (flags.no_python) {
+      run.skipped = "--no_python given";
+    } else {
+      run = RunMpi4pyRows(flags.mpi4py_python, flags.quick);
+    }
+    take(mpi4py_ids, run, "the mpi4py peer");
   }
 
   // Every selected row appears in the output, measured or not.

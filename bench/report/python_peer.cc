@@ -25,6 +25,8 @@ bool IsFile(const std::string& p) {
   return ::stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode);
 }
 
+}  // namespace
+
 std::string FindOnPath(const std::string& prog) {
   if (prog.find('/') != std::string::npos) return IsFile(prog) ? prog : "";
   const char* path = std::getenv("PATH");
@@ -36,9 +38,7 @@ std::string FindOnPath(const std::string& prog) {
   return "";
 }
 
-std::string FindScript(const std::string& given) {
-  if (!given.empty()) return IsFile(given) ? given : "";
-  const std::string rel = "bench/peers/cpython_mp.py";
+std::string FindRunfile(const std::string& rel) {
   std::vector<std::string> cands = {rel};  // bazel run / bazel test: cwd is the runfiles tree
   if (const char* rf = std::getenv("RUNFILES_DIR")) cands.push_back(absl::StrCat(rf, "/mproc/", rel));
   cands.push_back(absl::StrCat(SelfExe(), ".runfiles/mproc/", rel));
@@ -47,6 +47,13 @@ std::string FindScript(const std::string& given) {
     if (IsFile(c)) return c;
   }
   return "";
+}
+
+namespace {
+
+std::string FindScript(const std::string& given) {
+  if (!given.empty()) return IsFile(given) ? given : "";
+  return FindRunfile("bench/peers/cpython_mp.py");
 }
 
 const google::protobuf::Value* Field(const google::protobuf::Struct& s, const char* key) {
@@ -73,18 +80,24 @@ PeerRun RunPythonPeer(const std::string& python, const std::string& script_flag,
   if (quick) args.push_back("--quick");
   if (!only.empty()) args.push_back("--only=" + absl::StrJoin(only, ","));
 
+  std::fprintf(stderr, "running the CPython peer: %s\n", absl::StrJoin(args, " ").c_str());
+  return RunPeerProgram(args, nullptr, "CPython ");
+}
+
+PeerRun RunPeerProgram(const std::vector<std::string>& args, const std::vector<std::string>* env,
+                       const std::string& version_prefix) {
+  PeerRun run;
   int out[2];
   if (::pipe2(out, O_CLOEXEC) != 0) {
     run.skipped = "pipe2 failed";
     return run;
   }
-  std::fprintf(stderr, "running the CPython peer: %s\n", absl::StrJoin(args, " ").c_str());
-  const pid_t pid = SpawnProgram(args, {.out = out[1]});
+  const pid_t pid = SpawnProgram(args, {.out = out[1]}, env);
   const int err = errno;
   ::close(out[1]);
   if (pid < 0) {
     ::close(out[0]);
-    run.skipped = absl::StrCat("cannot start ", py, ": errno ", err);
+    run.skipped = absl::StrCat("cannot start ", args[0], ": errno ", err);
     return run;
   }
   const std::string text = ReadToEnd(out[0]);
@@ -98,12 +111,12 @@ PeerRun RunPythonPeer(const std::string& python, const std::string& script_flag,
     if (line.empty()) continue;
     google::protobuf::Struct obj;
     if (!google::protobuf::util::JsonStringToMessage(line, &obj).ok()) {
-      std::fprintf(stderr, "CPython peer: unparseable line: %s\n", line.c_str());
+      std::fprintf(stderr, "%s: unparseable line: %s\n", args[0].c_str(), line.c_str());
       continue;
     }
     if (!header) {
       header = true;
-      if (const auto* v = Field(obj, "version")) run.version = "CPython " + v->string_value();
+      if (const auto* v = Field(obj, "version")) run.version = version_prefix + v->string_value();
       if (const auto* m = Field(obj, "default_start_method")) {
         run.version += " (default start method " + m->string_value() + ")";
       }
@@ -120,7 +133,7 @@ PeerRun RunPythonPeer(const std::string& python, const std::string& script_flag,
     run.rows[id->string_value()] = std::move(r);
   }
   if (!header) {
-    run.skipped = absl::StrCat("the CPython peer printed nothing (exit code ", exit_code, ")");
+    run.skipped = absl::StrCat(args[0], " printed nothing (exit code ", exit_code, ")");
   }
   return run;
 }

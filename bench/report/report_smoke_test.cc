@@ -1,6 +1,8 @@
 // Runs the report binary in --quick mode and checks what it writes: the table on stdout, JSON
 // that parses with every row present and consistent statistics, and an SVG chart.
 
+#include <unistd.h>
+
 #include <cstdlib>
 #include <fstream>
 #include <set>
@@ -97,6 +99,21 @@ TEST(ReportSmokeTest, QuickRunWritesTableJsonAndChart) {
   for (const char* id : {"cpython.process.fork", "cpython.lock", "cpython.pool.map_default",
                          "cpython.pickle.int"}) {
     EXPECT_TRUE(ids.count(id)) << id;
+  }
+  // The MPI rows are present; where MPI was built and mpirun runs, mproc's are measured.
+  for (const char* id : {"kernel.mpi.pingpong", "mproc.mpi.submit", "mproc.mpi.map_chunk1",
+                         "mpi4py.futures.submit"}) {
+    EXPECT_TRUE(ids.count(id)) << id;
+  }
+  if (::access(Runfile("mpi/mpi_rows").c_str(), X_OK) == 0 &&
+      ::access("/usr/bin/mpirun", X_OK) == 0) {
+    for (const auto& v : f.at("rows").list_value().values()) {
+      const auto& row = v.struct_value().fields();
+      const std::string id = row.at("id").string_value();
+      if (id != "mproc.mpi.submit" && id != "kernel.mpi.pingpong") continue;
+      EXPECT_GT(row.at("samples").list_value().values_size(), 0)
+          << id << ": " << (row.count("skipped") ? row.at("skipped").string_value() : "");
+    }
   }
   // An mproc row's ratio to a kernel baseline is computed from this run.
   for (const auto& v : f.at("rows").list_value().values()) {
