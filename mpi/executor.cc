@@ -125,6 +125,8 @@ mpi_internal::EngineOptions EngineFor(const MpiExecutorOptions& options) {
   e.tasks_per_rank = options.tasks_per_rank;
   e.max_message_bytes = options.max_message_bytes;
   e.handshake_timeout = options.handshake_timeout;
+  e.heartbeat_timeout = options.heartbeat_timeout;
+  e.task_timeout = options.task_timeout;
   return e;
 }
 

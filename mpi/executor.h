@@ -32,7 +32,15 @@
 // sent or allocated); there is no TerminateWorkers (ranks belong to the MPI job).
 //
 // Rank death: under Open MPI's defaults, a rank that dies aborts the whole job (mpirun kills
-// every rank, this one included), so no Future can report it. See README ("past one machine").
+// every rank, this one included), so no Future can report it. Under `mpirun
+// --enable-recovery` the job goes on, and the executor follows ProcessPoolExecutor's
+// BrokenProcessPool rule: a worker that holds tasks and falls silent for heartbeat_timeout
+// (or runs one past task_timeout) is lost, every unfinished Future fails with ABORTED
+// "BrokenExecutor: rank R (host H, pid P) ...", and later Submits fail the same. The launch's
+// workers are then out of step: no later executor may use them, and the job ends with
+// MPI_Abort when rank 0 finalizes (a dead rank cannot take part in MPI_Finalize). Open MPI 4
+// has no ULFM; with Open MPI 5's ULFM, MPI_ERR_PROC_FAILED from a call breaks the executor
+// the same way (an MPI error always does).
 //
 // Each rank must run the same executable: the handshake compares each worker's build id with
 // the root's and Create fails with FAILED_PRECONDITION naming the rank, host and both ids.
@@ -72,6 +80,14 @@ struct MpiExecutorOptions {
   uint64_t max_message_bytes = kDefaultMaxFramePayload;
   // How long Create waits for every worker to answer the handshake.
   absl::Duration handshake_timeout = absl::Seconds(60);
+  // Rank death, where the job survives it (mpirun --enable-recovery): a worker that holds
+  // tasks and sends nothing (no answer, no heartbeat) for this long is lost and the executor
+  // breaks. Workers send a heartbeat every sixth of it while they run a task, from a second
+  // thread (so only under MPI_THREAD_MULTIPLE, which MpiInit asks for). Infinite: none.
+  absl::Duration heartbeat_timeout = absl::Seconds(3);
+  // A task not answered this long after its worker started it: the worker is lost, as
+  // above (for workers without heartbeats, or tasks that must not hang). Infinite: no limit.
+  absl::Duration task_timeout = absl::InfiniteDuration();
   // Launch (c): in a singleton, start this many workers (MPI_Comm_spawn of this executable).
   int spawn_workers = 0;
 };

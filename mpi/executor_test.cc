@@ -38,8 +38,8 @@ std::vector<std::string> MpiEnv() {
 }
 
 testing::ProgramOutcome Mpirun(std::vector<std::string> args, int limit_s = 120) {
-  std::vector<std::string> argv = {"timeout", "-k", "5", std::to_string(limit_s - 10), "mpirun",
-                                   "--mca", "pml", "ob1"};
+  std::vector<std::string> argv = {"timeout", "-k",    "5",   std::to_string(limit_s - 10),
+                                   "mpirun",  "--mca", "pml", "ob1"};
   argv.insert(argv.end(), args.begin(), args.end());
   const std::vector<std::string> env = MpiEnv();
   testing::ProgramOutcome o = testing::RunProgram(argv, Scratch(), limit_s, &env);
@@ -78,8 +78,8 @@ TEST(MpiExecutorTest, StaticLaunchMapsOverEveryWorkerRank) {
 
 // A worker running another program is refused at Create, naming its rank and both programs.
 TEST(MpiExecutorTest, AWorkerRunningAnotherProgramIsRefused) {
-  testing::ProgramOutcome o = Mpirun({"-n", "1", Bin("launch_modes"), "refused", ":", "-n", "2",
-                                      Bin("executor_scenarios")});
+  testing::ProgramOutcome o = Mpirun(
+      {"-n", "1", Bin("launch_modes"), "refused", ":", "-n", "2", Bin("executor_scenarios")});
   EXPECT_EQ(o.exit_code, 0) << o.out << o.err;
   EXPECT_THAT(o.out, HasSubstr("FAILED_PRECONDITION"));
   EXPECT_THAT(o.out, HasSubstr("runs a different program"));
@@ -92,6 +92,38 @@ TEST(MpiExecutorTest, CreateOnCommServesAnyRootAndReturnsTheOthers) {
   EXPECT_EQ(o.exit_code, 0) << o.out << o.err;
   EXPECT_THAT(o.out, HasSubstr("root 2: sum=328350 ranks=2\n"));
   EXPECT_THAT(o.out, HasSubstr("root 0: sum=328350 ranks=2\n"));
+}
+
+// Rank death where the job survives it (--enable-recovery): the executor breaks within the
+// heartbeat timeout, every unfinished Future failing ABORTED and naming the rank and host;
+// the program then ends (MPI_Abort at exit: a dead rank cannot take part in finalizing).
+TEST(MpiExecutorTest, ARankKilledUnderRecoveryBreaksTheExecutorNamingIt) {
+  testing::ProgramOutcome o =
+      Mpirun({"--enable-recovery", "-n", "3", Bin("launch_modes"), "death"});
+  ASSERT_NE(o.exit_code, -1) << "hung";
+  for (const char* which : {"killer: ", "slow: ", "later: "}) {
+    EXPECT_THAT(o.out, HasSubstr(absl::StrCat(which, "ABORTED: BrokenExecutor: rank ")))
+        << o.out << o.err;
+  }
+  EXPECT_THAT(o.out, HasSubstr("(host "));
+  EXPECT_THAT(o.out, HasSubstr("sent no heartbeat"));
+}
+
+// Under Open MPI's defaults a dead rank ends the whole job: mpirun reports it and exits
+// non-zero, promptly, with nothing left running.
+TEST(MpiExecutorTest, ARankKilledUnderDefaultsEndsTheJob) {
+  testing::ProgramOutcome o = Mpirun({"-n", "3", Bin("launch_modes"), "death"});
+  EXPECT_NE(o.exit_code, -1) << "hung";
+  EXPECT_NE(o.exit_code, 0) << o.out << o.err;
+  EXPECT_THAT(o.err, HasSubstr("signal 9")) << o.err;
+}
+
+// A task past task_timeout loses its worker: the executor breaks, saying so.
+TEST(MpiExecutorTest, ATaskPastTheTaskTimeoutBreaksTheExecutor) {
+  testing::ProgramOutcome o = Mpirun({"-n", "3", Bin("launch_modes"), "hang"});
+  ASSERT_NE(o.exit_code, -1) << "hung";
+  EXPECT_THAT(o.out, HasSubstr("hung: ABORTED: BrokenExecutor: rank "));
+  EXPECT_THAT(o.out, HasSubstr("did not answer a task within the task timeout of 500ms"));
 }
 
 // Launch (c): a singleton (no mpirun) spawns its workers; they exit when the executor is done.

@@ -137,6 +137,10 @@ absl::Status CheckOptions(const EngineOptions& o) {
   if (o.handshake_timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("MpiExecutor: handshake_timeout must be positive");
   }
+  if (o.heartbeat_timeout <= absl::ZeroDuration() || o.task_timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        "MpiExecutor: heartbeat_timeout and task_timeout must be positive (or infinite)");
+  }
   return absl::OkStatus();
 }
 
@@ -175,6 +179,10 @@ struct Engine::State {
   struct Rank {
     int rank = -1;
     std::deque<Out> held;  // sent, oldest first: the next answer from this rank is front()'s
+    const WorkerInfo* info = nullptr;
+    int64_t last_heard_ns = 0;   // an answer or a heartbeat, or when it was given work
+    int64_t front_since_ns = 0;  // when held.front() became the task it runs
+    bool lost = false;           // dead or hung: its tasks failed, nothing more is sent to it
   };
   std::deque<Rank> ranks;  // a deque: a Rank (its deque of Outs) never moves
   absl::flat_hash_map<int, size_t> by_rank;
@@ -196,6 +204,9 @@ struct Engine::State {
   absl::StatusOr<bool> CompleteSends();
   absl::StatusOr<bool> TakeAnswers();
   void FailEverything(const absl::Status& why);
+  void CheckLiveness();
+  void LoseRank(Rank& rk, const std::string& why);
+  void Abandon(Rank& rk);
   void GiveUp();
   void Release();
 };
@@ -207,6 +218,11 @@ absl::Status Engine::State::Handshake() {
   Encode(session, hello);
   Encode(MainObjectId(), hello);
   Encode(o.max_message_bytes, hello);
+  const int64_t beat_ns =
+      o.heartbeat_timeout == absl::InfiniteDuration()
+          ? 0
+          : std::max<int64_t>(1, absl::ToInt64Nanoseconds(o.heartbeat_timeout) / 6);
+  Encode(beat_ns, hello);
   for (int r : o.workers) {
     MPROC_RETURN_IF_ERROR(MpiStatus(SendBytes(hello.bytes(), r, kHello, o.comm), "MPI_Send"));
   }
@@ -236,7 +252,8 @@ absl::Status Engine::State::Handshake() {
       DecodeReader in(AsBytes(buf));
       if (got.too_big || !Codec<uint64_t>::Decode(in, echoed) || !Codec<bool>::Decode(in, same) ||
           !Codec<std::string>::Decode(in, info.object) ||
-          !Codec<std::string>::Decode(in, info.host) || !Codec<int64_t>::Decode(in, pid)) {
+          !Codec<std::string>::Decode(in, info.host) || !Codec<int64_t>::Decode(in, pid) ||
+          !Codec<bool>::Decode(in, info.beats)) {
         return absl::InternalError(absl::StrCat("MpiExecutor: rank ", r,
                                                 " answered the handshake with a malformed "
                                                 "message"));
@@ -264,7 +281,7 @@ bool Engine::State::Dispatch() {
   bool any = false;
   for (size_t level = 1; level <= static_cast<size_t>(o.tasks_per_rank); ++level) {
     for (Rank& rk : ranks) {
-      if (rk.held.size() >= level) continue;
+      if (rk.lost || rk.held.size() >= level) continue;
       Pending p;
       uint64_t id = 0;
       {
@@ -280,6 +297,7 @@ bool Engine::State::Dispatch() {
         }
       }
       if (id == 0) return any;
+      if (rk.held.empty()) rk.last_heard_ns = rk.front_since_ns = MonotonicNowNs();
       Out& out = rk.held.emplace_back();
       out.id = id;
       out.done = std::move(p.done);
@@ -347,6 +365,9 @@ absl::StatusOr<bool> Engine::State::TakeAnswers() {
       return absl::InternalError(
           absl::StrCat("MpiExecutor: a message from rank ", got.source, ", not a worker"));
     }
+    Rank& from = ranks[where->second];
+    from.last_heard_ns = MonotonicNowNs();
+    if (got.tag == kBeat) continue;
     if (got.tag == kReady) continue;  // a late reply to an earlier executor's handshake
     if (got.tag != kResult && got.tag != kFailed) {
       return absl::InternalError(absl::StrCat("MpiExecutor: rank ", got.source,
@@ -356,7 +377,7 @@ absl::StatusOr<bool> Engine::State::TakeAnswers() {
     uint64_t id = 0;
     const bool has_id = !got.too_big && Codec<uint64_t>::Decode(in, id);
     if (has_id && id < first_id) continue;  // an earlier executor's task, given up on
-    Rank& rk = ranks[where->second];
+    Rank& rk = from;
     if (rk.held.empty()) {
       return absl::InternalError(absl::StrCat("MpiExecutor: rank ", got.source,
                                               " answered when no answer from it was due"));
@@ -364,6 +385,7 @@ absl::StatusOr<bool> Engine::State::TakeAnswers() {
     Out out = std::move(rk.held.front());
     rk.held.pop_front();
     --out_count;
+    rk.front_since_ns = rk.last_heard_ns;
     if (out.req != MPI_REQUEST_NULL) {
       // Answered, so received: the send completes at once.
       (void)MPI_Wait(&out.req, MPI_STATUS_IGNORE);
@@ -438,29 +460,73 @@ void Engine::State::FailEverything(const absl::Status& why) {
   for (Pending& p : dropped) p.done(broken_status, {}, {});
 }
 
+// A worker that holds tasks must be heard from: a silent one (no answer, no heartbeat for
+// heartbeat_timeout; or its current task past task_timeout) is lost, as a dead process pool
+// worker is: the executor breaks, naming it.
+void Engine::State::CheckLiveness() {
+  const int64_t now = MonotonicNowNs();
+  for (Rank& rk : ranks) {
+    if (rk.lost || rk.held.empty()) continue;
+    if (rk.info->beats && o.heartbeat_timeout != absl::InfiniteDuration() &&
+        now - rk.last_heard_ns > absl::ToInt64Nanoseconds(o.heartbeat_timeout)) {
+      LoseRank(rk, absl::StrCat("sent no heartbeat for ", absl::FormatDuration(o.heartbeat_timeout),
+                                " while it held a task (dead, or hung)"));
+    } else if (o.task_timeout != absl::InfiniteDuration() &&
+               now - rk.front_since_ns > absl::ToInt64Nanoseconds(o.task_timeout)) {
+      LoseRank(rk, absl::StrCat("did not answer a task within the task timeout of ",
+                                absl::FormatDuration(o.task_timeout)));
+    }
+  }
+}
+
+void Engine::State::LoseRank(Rank& rk, const std::string& why) {
+  FailEverything(absl::AbortedError(
+      absl::StrCat("rank ", rk.rank, " (host ", rk.info->host, ", pid ", rk.info->pid, ") ", why)));
+  rk.lost = true;
+  // Its answers will not come, and with a rank gone the communicator cannot be used again
+  // (nor freed): there is nothing to keep in step, so the other ranks' answers are not waited
+  // for either.
+  GiveUp();
+}
+
+// What `rk` holds is never freed (MPI may still read a send buffer); its Futures fail.
+void Engine::State::Abandon(Rank& rk) {
+  while (!rk.held.empty()) {
+    auto out = std::make_shared<Out>(std::move(rk.held.front()));
+    rk.held.pop_front();
+    --out_count;
+    if (out->done) {
+      TaskDone done = std::move(out->done);
+      out->done = nullptr;
+      done(absl::AbortedError("BrokenExecutor: its worker never answered"), {}, {});
+    }
+    MutexLock lock(&g_abandoned_mu);
+    Abandoned().push_back(std::move(out));
+  }
+}
+
 // The answers a broken engine waited for did not all come: what it still holds is never
 // freed (MPI may read it), and a kept communicator (launch a's) is no longer trusted.
 void Engine::State::GiveUp() {
-  for (Rank& rk : ranks) {
-    while (!rk.held.empty()) {
-      auto out = std::make_shared<Out>(std::move(rk.held.front()));
-      rk.held.pop_front();
-      if (out->done) {
-        TaskDone done = std::move(out->done);
-        out->done = nullptr;
-        done(absl::AbortedError("BrokenExecutor: its worker never answered"), {}, {});
-      }
-      MutexLock lock(&g_abandoned_mu);
-      Abandoned().push_back(std::move(out));
-    }
-  }
+  for (Rank& rk : ranks) Abandon(rk);
   out_count = 0;
   if (o.comm_end == CommEnd::kKeep) g_kept_comm_unusable.store(true);
 }
 
 void Engine::State::Release() {
   const int tag = o.exit_workers ? kExit : kBye;
-  for (int r : o.workers) (void)MPI_Send(nullptr, 0, MPI_BYTE, r, tag, o.comm);
+  bool any_lost = false;
+  for (Rank& rk : ranks) {
+    // A lost rank is not sent to: a blocking send to a dead peer may never return.
+    if (rk.lost) {
+      any_lost = true;
+      continue;
+    }
+    (void)MPI_Send(nullptr, 0, MPI_BYTE, rk.rank, tag, o.comm);
+  }
+  // Disconnecting (or freeing) waits on every rank of the group, the lost one too: the
+  // communicator is left as it is instead.
+  if (any_lost) return;
   if (o.comm_end == CommEnd::kDisconnect) {
     (void)MPI_Comm_disconnect(&o.comm);
   } else if (o.comm_end == CommEnd::kFree) {
@@ -471,7 +537,10 @@ void Engine::State::Release() {
 void Engine::State::Run() {
   int idle = 0;
   int errors = 0;
-  for (;;) {
+  for (uint64_t loops = 1;; ++loops) {
+    // Every 256 turns with answers due (a few hundred microseconds at most), look for silent
+    // workers.
+    if ((loops & 255) == 0 && out_count > 0 && !failed) CheckLiveness();
     bool progressed = false;
     if (!failed) progressed |= Dispatch();
     absl::StatusOr<bool> sent = CompleteSends();
@@ -550,6 +619,9 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Start(EngineOptions options) {
     // The handshake runs on the calling thread, before the engine thread exists: one thread
     // makes MPI calls at a time.
     st = s.Handshake();
+  }
+  if (st.ok()) {
+    for (size_t i = 0; i < s.ranks.size(); ++i) s.ranks[i].info = &s.infos[i];
   }
   if (!st.ok()) {
     s.Release();
@@ -656,7 +728,52 @@ absl::Status SendFailure(MPI_Comm comm, int root, uint64_t id, const absl::Statu
 
 }  // namespace
 
+namespace {
+
+// A worker's heartbeat: a thread that sends the root kBeat every `interval` while the worker
+// runs a task (so a long task is not taken for a dead rank). Needs MPI_THREAD_MULTIPLE.
+class Heartbeat {
+ public:
+  Heartbeat(MPI_Comm comm, int root, absl::Duration interval)
+      : comm_(comm), root_(root), interval_(interval), thread_([this] { Run(); }) {}
+  ~Heartbeat() {
+    {
+      MutexLock lock(&mu_);
+      stop_ = true;
+    }
+    cv_.SignalAll();
+    thread_.join();
+  }
+  void Busy(bool busy) { busy_.store(busy, std::memory_order_relaxed); }
+
+ private:
+  void Run() {
+    MutexLock lock(&mu_);
+    for (;;) {
+      cv_.WaitFor(lock, interval_, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stop_; });
+      if (stop_) return;
+      if (!busy_.load(std::memory_order_relaxed)) continue;
+      lock.Unlock();
+      (void)MPI_Send(nullptr, 0, MPI_BYTE, root_, kBeat, comm_);
+      lock.Lock();
+    }
+  }
+  const MPI_Comm comm_;
+  const int root_;
+  const absl::Duration interval_;
+  Mutex mu_;
+  CondVar cv_;
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  std::atomic<bool> busy_{false};
+  std::thread thread_;  // last: started once the rest is set
+};
+
+}  // namespace
+
 absl::Status Serve(MPI_Comm comm, int root, bool one_executor) {
+  int provided = MPI_THREAD_SINGLE;
+  (void)MPI_Query_thread(&provided);
+  std::unique_ptr<Heartbeat> beat;  // for the executor being served
   std::vector<std::byte> buf;
   EncodeBuffer out;
   uint64_t limit = 1 << 16;  // until a kHello sets the executor's
@@ -676,6 +793,7 @@ absl::Status Serve(MPI_Comm comm, int root, bool one_executor) {
         return absl::OkStatus();
       case kBye:
         limit = 1 << 16;
+        beat.reset();
         if (one_executor) return absl::OkStatus();
         continue;
       case kHello: {
@@ -683,20 +801,25 @@ absl::Status Serve(MPI_Comm comm, int root, bool one_executor) {
         uint64_t session = 0;
         std::string theirs;
         uint64_t their_limit = 0;
+        int64_t beat_ns = 0;
         if (got.too_big || !Codec<uint32_t>::Decode(in, version) || version != kWireVersion ||
             !Codec<uint64_t>::Decode(in, session) || !Codec<std::string>::Decode(in, theirs) ||
-            !Codec<uint64_t>::Decode(in, their_limit)) {
+            !Codec<uint64_t>::Decode(in, their_limit) || !Codec<int64_t>::Decode(in, beat_ns)) {
           return absl::InternalError("MpiExecutor worker: a malformed handshake from the root");
         }
         limit = their_limit;
+        beat.reset();
+        const bool beats = beat_ns > 0 && provided >= MPI_THREAD_MULTIPLE;
         EncodeBuffer b;
         Encode(session, b);
         Encode(theirs == mine, b);
         Encode(mine, b);
         Encode(std::string(host, static_cast<size_t>(host_len)), b);
         Encode(static_cast<int64_t>(::getpid()), b);
+        Encode(beats, b);
         MPROC_RETURN_IF_ERROR(
             MpiStatus(SendBytes(b.bytes(), root, kReady, comm), "MPI_Send of the handshake"));
+        if (beats) beat = std::make_unique<Heartbeat>(comm, root, absl::Nanoseconds(beat_ns));
         continue;
       }
       case kTask:
@@ -726,7 +849,9 @@ absl::Status Serve(MPI_Comm comm, int root, bool one_executor) {
     }
     out.Clear();
     Encode(id, out);
+    if (beat) beat->Busy(true);
     entry(in, out);
+    if (beat) beat->Busy(false);
     // What the task printed is written before its answer is sent.
     std::fflush(stdout);
     if (!out.fds().empty()) {

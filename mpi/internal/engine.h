@@ -12,9 +12,11 @@
 //
 // Wire (tags on a communicator of the executor's own, never the user's):
 //   kHello   root -> worker   u32 version, u64 session, string object id (base/code_ref.h),
-//                             u64 limit
+//                             u64 limit, i64 heartbeat interval in ns (0: none)
 //   kReady   worker -> root   u64 session (echoed), bool same program, string object id,
-//                             string host, i64 pid
+//                             string host, i64 pid, bool beats (it will send kBeat)
+//   kBeat    worker -> root   (empty) every interval while it runs a task; needs
+//                             MPI_THREAD_MULTIPLE on the worker (a second thread sends it)
 //   kTask    root -> worker   u64 id, then the task bytes (pool/internal/task_protocol.h)
 //   kResult  worker -> root   u64 id, then the task's output
 //   kFailed  worker -> root   u64 id, i32 status code, string message (the task as a whole)
@@ -51,6 +53,7 @@ enum Tag : int {
   kFailed,
   kBye,
   kExit,
+  kBeat,
 };
 
 inline constexpr uint32_t kWireVersion = 1;
@@ -61,6 +64,7 @@ struct WorkerInfo {
   std::string host;  // MPI_Get_processor_name
   pid_t pid = 0;
   std::string object;  // its main executable (MainObjectId)
+  bool beats = false;  // it sends heartbeats while it runs a task
 };
 
 // What the engine does with its communicator once the workers are released.
@@ -73,6 +77,12 @@ struct EngineOptions {
   int tasks_per_rank = 2;
   uint64_t max_message_bytes = 0;
   absl::Duration handshake_timeout = absl::Seconds(60);
+  // A worker that holds tasks and is not heard from (an answer, a heartbeat) for this long is
+  // lost: the executor breaks. Infinite: no heartbeats.
+  absl::Duration heartbeat_timeout = absl::Seconds(3);
+  // A task not answered this long after it reached the front of its worker's queue: its
+  // worker is lost. Infinite: no limit.
+  absl::Duration task_timeout = absl::InfiniteDuration();
   // Whether the workers leave their loop at the end (kExit; spawned workers) or wait for the
   // next executor (kBye; static workers), or return (kBye; a CreateOnComm group).
   bool exit_workers = false;

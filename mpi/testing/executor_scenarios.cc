@@ -256,6 +256,23 @@ TEST(MpiExecutorTest, OneExecutorAtATimeOverTheLaunchsWorkers) {
               StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("singleton")));
 }
 
+// A task longer than the heartbeat timeout is not a lost rank: the worker sends heartbeats
+// while it runs one.
+TEST(MpiExecutorTest, LongTasksAreKeptAliveByHeartbeats) {
+  MpiExecutorOptions o;
+  o.heartbeat_timeout = absl::Seconds(1);
+  auto ex = Make(o);
+  ASSERT_NE(ex, nullptr);
+  for (const MpiWorker& w : ex->Workers()) EXPECT_TRUE(w.beats) << "rank " << w.rank;
+  std::vector<Future<int>> fs = {ex->Submit(SleepMs, 2500), ex->Submit(SleepMs, 2500),
+                                 ex->Submit(SleepMs, 100)};
+  for (auto& f : fs) EXPECT_TRUE(f.Result(absl::Seconds(30)).ok()) << f.Exception();
+  MpiExecutorOptions bad;
+  bad.heartbeat_timeout = absl::ZeroDuration();
+  ex.reset();
+  EXPECT_THAT(MpiExecutor::Create(bad).status(), StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
 // A handshake that times out leaves the workers' replies behind on the launch's
 // communicator: the next executor drops them (they carry the old session) and works.
 TEST(MpiExecutorTest, RepliesLeftByAFailedHandshakeDoNotReachTheNextExecutor) {

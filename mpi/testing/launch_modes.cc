@@ -9,7 +9,11 @@
 //                    each root prints "root <r>: sum=<...>"
 //   spawn N          launch (c), a singleton: spawns N workers and maps over them; prints
 //                    "sum=<...> ranks=<distinct worker pids>"
+//   death            launch (a): a task SIGKILLs its worker while another runs long; prints
+//                    each Future's status ("killer: ...", "slow: ...", "later: ...")
+//   hang             launch (a): a task runs past task_timeout; prints "hung: <status>"
 #include <mpi.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -25,6 +29,14 @@
 namespace {
 
 int64_t Square(int64_t x) { return x * x; }
+int KillSelf(int) {
+  ::raise(SIGKILL);
+  return 0;
+}
+int SleepMs(int ms) {
+  ::usleep(static_cast<useconds_t>(ms) * 1000);
+  return ms;
+}
 int Pid(int) { return ::getpid(); }
 
 int Fail(const absl::Status& s, const char* what) {
@@ -91,6 +103,33 @@ int main(int argc, char** argv) {
     absl::StatusOr<std::unique_ptr<mproc::MpiExecutor>> ex = mproc::MpiExecutor::Create(o);
     if (!ex.ok()) return Fail(ex.status(), "Create");
     return Work(**ex, n, "");
+  }
+  if (mode == "death") {
+    mproc::MpiExecutorOptions o;
+    o.heartbeat_timeout = absl::Seconds(1);
+    o.tasks_per_rank = 1;
+    absl::StatusOr<std::unique_ptr<mproc::MpiExecutor>> ex = mproc::MpiExecutor::Create(o);
+    if (!ex.ok()) return Fail(ex.status(), "Create");
+    if (!(*ex)->Submit(SleepMs, 1).Result().ok()) return 1;
+    mproc::Future<int> slow = (*ex)->Submit(SleepMs, 20000);
+    mproc::Future<int> killer = (*ex)->Submit(KillSelf, 0);
+    std::printf("killer: %s\n", killer.Exception(absl::Seconds(60)).ToString().c_str());
+    std::printf("slow: %s\n", slow.Exception(absl::Seconds(60)).ToString().c_str());
+    std::printf("later: %s\n",
+                (*ex)->Submit(SleepMs, 1).Exception(absl::Seconds(60)).ToString().c_str());
+    std::fflush(stdout);
+    return 0;
+  }
+  if (mode == "hang") {
+    mproc::MpiExecutorOptions o;
+    o.task_timeout = absl::Milliseconds(500);
+    absl::StatusOr<std::unique_ptr<mproc::MpiExecutor>> ex = mproc::MpiExecutor::Create(o);
+    if (!ex.ok()) return Fail(ex.status(), "Create");
+    if (!(*ex)->Submit(SleepMs, 100).Result().ok()) return 1;  // within the limit
+    std::printf("hung: %s\n",
+                (*ex)->Submit(SleepMs, 5000).Exception(absl::Seconds(60)).ToString().c_str());
+    std::fflush(stdout);
+    return 0;
   }
   if (mode == "refused") {
     absl::StatusOr<std::unique_ptr<mproc::MpiExecutor>> ex = mproc::MpiExecutor::Create();
