@@ -1,3 +1,4 @@
+#include "pool/executor.h"
 #include "pool/pool.h"
 
 #include <signal.h>
@@ -94,6 +95,31 @@ class PoolTest : public ::testing::TestWithParam<StartMethod> {
     return o;
   }
 };
+
+// A Pool (or executor) still alive when its process exits does not hang the exit: its idle
+// workers were joined at exit, waiting for tasks for ever (a global Pool, a leaked one).
+// Now the Pool is terminated and the executor finishes its work first, as CPython's are.
+TEST_P(PoolTest, APoolOrExecutorAliveAtExitDoesNotHangTheExit) {
+  const StartMethod method = GetParam();
+  pid_t pid = testing::Child([method] {
+    Pool::Options o;
+    o.processes = 2;
+    o.start_method = method;
+    absl::StatusOr<std::unique_ptr<Pool>> pool = Pool::Create(o);
+    if (!pool.ok() || !(*pool)->Map(Square, std::vector<int>{1, 2, 3}).ok()) return 3;
+    (void)pool->release();  // alive at exit
+    ExecutorOptions eo;
+    eo.max_workers = 1;
+    eo.start_method = method;
+    absl::StatusOr<std::unique_ptr<ProcessPoolExecutor>> ex = ProcessPoolExecutor::Create(eo);
+    if (!ex.ok()) return 4;
+    static Future<int> pending;
+    pending = (*ex)->Submit(SleepMs, 100);
+    (void)ex->release();
+    std::exit(0);  // runs the exit handlers, as returning from main does
+  });
+  EXPECT_EQ(testing::Join(pid, 60), 0);
+}
 
 // Many more workers than CPUs (64 on this 2-CPU machine): they start, each takes part, every
 // item comes back in order, and shutdown leaves nothing behind.

@@ -139,12 +139,29 @@ void ReapLocked(ChildRecord& c, bool block) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.mu) 
   }
 }
 
+Mutex g_exit_hooks_mu;
+std::vector<void (*)()>& ExitHooks() {
+  static auto* hooks = new std::vector<void (*)()>();
+  return *hooks;
+}
+
 void JoinChildrenAtExit() {
+  std::vector<void (*)()> hooks;
+  {
+    MutexLock lock(&g_exit_hooks_mu);
+    hooks = ExitHooks();
+  }
+  for (auto it = hooks.rbegin(); it != hooks.rend(); ++it) (*it)();
   JoinChildrenForExit();
   ShutdownForkServer();
 }
 
 }  // namespace
+
+void AddExitHook(void (*fn)()) {
+  MutexLock lock(&g_exit_hooks_mu);
+  ExitHooks().push_back(fn);
+}
 
 void JoinChildrenForExit() {
   auto& g = G();

@@ -190,6 +190,11 @@ class Process;
 
 namespace spawn_internal {
 
+// Runs `fn` at exit, before the children still running are joined (the last added first):
+// for the layers above, whose objects own children, as CPython's exit finalizers do (a Pool
+// alive at exit is terminated, not waited for by its idle workers for ever). Thread-safe.
+void AddExitHook(void (*fn)());
+
 struct ChildRecord;
 struct ForkServerChild;
 void AdoptChild(Process& p, std::shared_ptr<ChildRecord> rec);

@@ -116,6 +116,42 @@ void RefreshPids(PoolCore::State& st) {
 
 }  // namespace
 
+namespace {
+
+// The pools and executors alive in this process, ended at exit before the children are
+// joined (spawn's exit hook): a Pool still alive then (a global, a leaked one) would otherwise
+// hang the exit, its idle workers waiting for tasks while the exit waits for them. CPython
+// ends them the same way (its finalizers run before the children are joined): a Pool is
+// terminated, an executor finishes its work first.
+struct LiveCores {
+  Mutex mu;
+  std::vector<std::pair<PoolCore*, pid_t>> cores ABSL_GUARDED_BY(mu);  // and their creator
+};
+LiveCores& Live() {
+  static auto* l = new LiveCores();
+  return *l;
+}
+
+void EndLiveCoresAtExit() {
+  LiveCores& l = Live();
+  MutexLock lock(&l.mu);  // a core's destructor waits here, then finds it ended
+  for (auto& [core, pid] : l.cores) {
+    if (pid != ::getpid()) continue;  // a fork child's copy of its parent's registry
+    core->EndAtExit();
+  }
+}
+
+}  // namespace
+
+void PoolCore::EndAtExit() {
+  if (st_->opts.break_on_worker_death) {
+    (void)Close();  // an executor: its submitted work runs to its end first
+  } else {
+    (void)Terminate();
+  }
+  (void)Join();
+}
+
 absl::StatusOr<std::unique_ptr<PoolCore>> PoolCore::Create(CoreOptions options) {
   if (options.processes < 0) return absl::InvalidArgumentError("processes must be >= 1");
   if (options.maxtasksperchild < 0) {
@@ -154,11 +190,26 @@ absl::StatusOr<std::unique_ptr<PoolCore>> PoolCore::Create(CoreOptions options) 
   PoolCore* raw = core.get();
   st.thread = std::thread([raw] { raw->Run(); });
   st.thread_id = st.thread.get_id();
+  {
+    LiveCores& l = Live();
+    MutexLock lock(&l.mu);
+    static bool hooked = false;
+    if (!hooked) {
+      hooked = true;
+      spawn_internal::AddExitHook(EndLiveCoresAtExit);
+    }
+    l.cores.emplace_back(raw, ::getpid());
+  }
   return core;
 }
 
 PoolCore::~PoolCore() {
   if (st_ == nullptr) return;
+  {
+    LiveCores& l = Live();
+    MutexLock lock(&l.mu);
+    std::erase_if(l.cores, [this](const auto& c) { return c.first == this; });
+  }
   (void)Terminate();
   (void)Join();
   if (st_->sigint.ok()) UnregisterSigintFd(st_->sigint.get());

@@ -97,6 +97,9 @@ class PoolCore final : public TaskSink {
   absl::Status Kill();
   absl::Status Join();
   int processes() const { return processes_; }
+  // At exit, before the children are joined: a Pool's core terminates its workers, an
+  // executor's finishes its work; both then join.
+  void EndAtExit();
   // Pids of the live workers (tests).
   std::vector<pid_t> WorkerPids();
 
