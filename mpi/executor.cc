@@ -120,8 +120,9 @@ std::string ExePath() {
   return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
 }
 
-mpi_internal::EngineOptions EngineFor(const MpiExecutorOptions& options) {
+mpi_internal::EngineOptions EngineFor(const MpiExecutorOptions& options, std::string initializer) {
   mpi_internal::EngineOptions e;
+  e.initializer = std::move(initializer);
   e.tasks_per_rank = options.tasks_per_rank;
   e.max_message_bytes = options.max_message_bytes;
   e.handshake_timeout = options.handshake_timeout;
@@ -182,13 +183,14 @@ absl::Status MpiInit(int* argc, char*** argv) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::unique_ptr<MpiExecutor>> MpiExecutor::Create(Options options) {
+absl::StatusOr<std::unique_ptr<MpiExecutor>> MpiExecutor::CreateWith(Options options,
+                                                                     std::string initializer) {
   Launch& l = TheLaunch();
   if (!l.ready) {
     return absl::FailedPreconditionError(
         "MpiExecutor::Create: call mproc::MpiInit(&argc, &argv) first, on every rank");
   }
-  mpi_internal::EngineOptions e = EngineFor(options);
+  mpi_internal::EngineOptions e = EngineFor(options, std::move(initializer));
   MPROC_RETURN_IF_ERROR(mpi_internal::CheckOptions(e));
   MutexLock lock(&g_create_mu);
   MPROC_RETURN_IF_ERROR(RequireThreadLevel());
@@ -253,15 +255,15 @@ absl::StatusOr<std::unique_ptr<MpiExecutor>> MpiExecutor::Create(Options options
   return std::unique_ptr<MpiExecutor>(new MpiExecutor(*std::move(engine), true));
 }
 
-absl::StatusOr<std::unique_ptr<MpiExecutor>> MpiExecutor::CreateOnComm(MPI_Comm comm, int root,
-                                                                       Options options) {
+absl::StatusOr<std::unique_ptr<MpiExecutor>> MpiExecutor::CreateOnCommWith(
+    MPI_Comm comm, int root, Options options, std::string initializer) {
   int initialized = 0;
   MPROC_RETURN_IF_ERROR(MpiStatus(MPI_Initialized(&initialized), "MPI_Initialized"));
   if (!initialized) {
     return absl::FailedPreconditionError(
         "MpiExecutor::CreateOnComm: MPI is not initialized (MPI_Init_thread, or MpiInit)");
   }
-  mpi_internal::EngineOptions e = EngineFor(options);
+  mpi_internal::EngineOptions e = EngineFor(options, std::move(initializer));
   MPROC_RETURN_IF_ERROR(mpi_internal::CheckOptions(e));
   MPROC_RETURN_IF_ERROR(RequireThreadLevel());
   int rank = 0;

@@ -59,6 +59,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -120,7 +121,21 @@ class MpiExecutor {
   // spawn_workers in a launch of several ranks), INVALID_ARGUMENT (bad options),
   // DEADLINE_EXCEEDED (a worker did not answer the handshake), UNAVAILABLE (an MPI call failed,
   // such as the spawn).
-  [[nodiscard]] static absl::StatusOr<std::unique_ptr<MpiExecutor>> Create(Options options = {});
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<MpiExecutor>> Create(Options options = {}) {
+    return CreateWith(std::move(options), std::string());
+  }
+  // With an initializer (CPython's initializer and initargs): a function pointer (or
+  // captureless lambda) and its arguments, run in each worker at the start of this executor
+  // (a static launch's workers serve executor after executor: it runs again for each). One
+  // that throws breaks the executor, as in ProcessPoolExecutor: every Future fails ABORTED
+  // "MpiExecutor initializer failed on rank R (host H): <type>: <what>". Other errors as
+  // Create(options).
+  template <typename F, typename... A>
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<MpiExecutor>> Create(Options options,
+                                                                           F initializer,
+                                                                           A&&... args) {
+    return CreateWith(std::move(options), EncodeInitializer(initializer, std::forward<A>(args)...));
+  }
 
   // MpiExecutor::CreateOnComm(comm, root, options)
   //
@@ -129,7 +144,17 @@ class MpiExecutor {
   // until that executor shuts down and then returns nullptr. Errors as Create, on the root; a
   // worker rank returns UNAVAILABLE or INTERNAL when MPI or the protocol fails.
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<MpiExecutor>> CreateOnComm(
-      MPI_Comm comm, int root, Options options = {});
+      MPI_Comm comm, int root, Options options = {}) {
+    return CreateOnCommWith(comm, root, std::move(options), std::string());
+  }
+  // With an initializer, as Create's (every rank passes the same one; the root's is the one
+  // that runs).
+  template <typename F, typename... A>
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<MpiExecutor>> CreateOnComm(
+      MPI_Comm comm, int root, Options options, F initializer, A&&... args) {
+    return CreateOnCommWith(comm, root, std::move(options),
+                            EncodeInitializer(initializer, std::forward<A>(args)...));
+  }
 
   // Shutdown(wait=true).
   ~MpiExecutor();
@@ -175,6 +200,26 @@ class MpiExecutor {
   const std::vector<MpiWorker>& Workers() const { return engine_->workers(); }
 
  private:
+  template <typename F, typename... A>
+  static std::string EncodeInitializer(F initializer, A&&... args) {
+    static_assert(spawn_internal::FunctionPointerLike<F>,
+                  "an MpiExecutor initializer is a function pointer or captureless lambda (it "
+                  "runs on another rank, found by code reference)");
+    auto fn = +initializer;
+    using Traits = pool_internal::InitTraits<decltype(fn)>;
+    static_assert(!kTypeCarriesFds<typename Traits::Params>,
+                  "MpiExecutor initializer arguments cannot carry file descriptors");
+    EncodeBuffer b;
+    Encode(Traits::kEntry, b);
+    Encode(fn, b);
+    Encode(typename Traits::Params(std::forward<A>(args)...), b);
+    return std::string(b.view());
+  }
+  static absl::StatusOr<std::unique_ptr<MpiExecutor>> CreateWith(Options options,
+                                                                 std::string initializer);
+  static absl::StatusOr<std::unique_ptr<MpiExecutor>> CreateOnCommWith(MPI_Comm comm, int root,
+                                                                       Options options,
+                                                                       std::string initializer);
   explicit MpiExecutor(std::unique_ptr<mpi_internal::Engine> engine, bool static_launch)
       : engine_(std::move(engine)), static_launch_(static_launch) {}
   std::unique_ptr<mpi_internal::Engine> engine_;

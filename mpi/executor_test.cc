@@ -126,6 +126,13 @@ TEST(MpiExecutorTest, ATaskPastTheTaskTimeoutBreaksTheExecutor) {
   EXPECT_THAT(o.out, HasSubstr("did not answer a task within the task timeout of 500ms"));
 }
 
+// The hybrid example: each worker rank maps its tasks over a local Pool of spawned processes.
+TEST(MpiExecutorTest, HybridExampleUsesALocalPoolOnEachRank) {
+  testing::ProgramOutcome o = Mpirun({"-n", "3", Bin("hybrid_example"), "20000"});
+  EXPECT_EQ(o.exit_code, 0) << o.out << o.err;
+  EXPECT_EQ(o.out, "sum=2666466670000 direct=2666466670000 ok\n") << o.err;
+}
+
 // Launch (c): a singleton (no mpirun) spawns its workers; they exit when the executor is done.
 TEST(MpiExecutorTest, ASingletonSpawnsItsWorkers) {
   const std::vector<std::string> env = MpiEnv();

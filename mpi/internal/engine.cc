@@ -24,6 +24,7 @@
 #include "base/status.h"
 #include "base/unique_fd.h"
 #include "serialize/codec.h"
+#include "serialize/remote_error.h"
 
 namespace mproc::mpi_internal {
 
@@ -223,6 +224,7 @@ absl::Status Engine::State::Handshake() {
           ? 0
           : std::max<int64_t>(1, absl::ToInt64Nanoseconds(o.heartbeat_timeout) / 6);
   Encode(beat_ns, hello);
+  Encode(o.initializer, hello);
   for (int r : o.workers) {
     MPROC_RETURN_IF_ERROR(MpiStatus(SendBytes(hello.bytes(), r, kHello, o.comm), "MPI_Send"));
   }
@@ -253,7 +255,8 @@ absl::Status Engine::State::Handshake() {
       if (got.too_big || !Codec<uint64_t>::Decode(in, echoed) || !Codec<bool>::Decode(in, same) ||
           !Codec<std::string>::Decode(in, info.object) ||
           !Codec<std::string>::Decode(in, info.host) || !Codec<int64_t>::Decode(in, pid) ||
-          !Codec<bool>::Decode(in, info.beats)) {
+          !Codec<bool>::Decode(in, info.beats) ||
+          !Codec<std::string>::Decode(in, info.init_failure)) {
         return absl::InternalError(absl::StrCat("MpiExecutor: rank ", r,
                                                 " answered the handshake with a malformed "
                                                 "message"));
@@ -627,6 +630,13 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Start(EngineOptions options) {
     s.Release();
     return st;
   }
+  for (const WorkerInfo& w : s.infos) {
+    if (w.init_failure.empty()) continue;
+    MutexLock lock(&s.mu);
+    s.broken = absl::AbortedError(absl::StrCat("MpiExecutor initializer failed on rank ", w.rank,
+                                               " (host ", w.host, "): ", w.init_failure));
+    break;
+  }
   s.first_id = g_next_id.load();
   g_live_engines.fetch_add(1);
   s.thread = std::thread([&s] { s.Run(); });
@@ -770,6 +780,24 @@ class Heartbeat {
 
 }  // namespace
 
+// Runs an executor's initializer here; why it failed, or "" (it ran, or there is none).
+std::string RunInitializer(const std::string& init) {
+  if (init.empty()) return "";
+  DecodeReader in(init);
+  pool_internal::InitEntry entry = nullptr;
+  if (!Codec<pool_internal::InitEntry>::Decode(in, entry) || entry == nullptr) {
+    return absl::StrCat("the initializer did not decode: ", in.status().message());
+  }
+  try {
+    entry(in);
+  } catch (...) {
+    RemoteError e = CaptureCurrentException("MpiExecutor worker");
+    return absl::StrCat(e.type_name, ": ", e.what);
+  }
+  std::fflush(stdout);
+  return "";
+}
+
 absl::Status Serve(MPI_Comm comm, int root, bool one_executor) {
   int provided = MPI_THREAD_SINGLE;
   (void)MPI_Query_thread(&provided);
@@ -802,9 +830,11 @@ absl::Status Serve(MPI_Comm comm, int root, bool one_executor) {
         std::string theirs;
         uint64_t their_limit = 0;
         int64_t beat_ns = 0;
+        std::string init;
         if (got.too_big || !Codec<uint32_t>::Decode(in, version) || version != kWireVersion ||
             !Codec<uint64_t>::Decode(in, session) || !Codec<std::string>::Decode(in, theirs) ||
-            !Codec<uint64_t>::Decode(in, their_limit) || !Codec<int64_t>::Decode(in, beat_ns)) {
+            !Codec<uint64_t>::Decode(in, their_limit) || !Codec<int64_t>::Decode(in, beat_ns) ||
+            !Codec<std::string>::Decode(in, init)) {
           return absl::InternalError("MpiExecutor worker: a malformed handshake from the root");
         }
         limit = their_limit;
@@ -817,6 +847,7 @@ absl::Status Serve(MPI_Comm comm, int root, bool one_executor) {
         Encode(std::string(host, static_cast<size_t>(host_len)), b);
         Encode(static_cast<int64_t>(::getpid()), b);
         Encode(beats, b);
+        Encode(theirs == mine ? RunInitializer(init) : std::string(), b);
         MPROC_RETURN_IF_ERROR(
             MpiStatus(SendBytes(b.bytes(), root, kReady, comm), "MPI_Send of the handshake"));
         if (beats) beat = std::make_unique<Heartbeat>(comm, root, absl::Nanoseconds(beat_ns));

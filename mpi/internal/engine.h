@@ -12,9 +12,12 @@
 //
 // Wire (tags on a communicator of the executor's own, never the user's):
 //   kHello   root -> worker   u32 version, u64 session, string object id (base/code_ref.h),
-//                             u64 limit, i64 heartbeat interval in ns (0: none)
+//                             u64 limit, i64 heartbeat interval in ns (0: none), string
+//                             initializer (empty, or an InitEntry, the function, its
+//                             arguments: pool/internal/task_protocol.h)
 //   kReady   worker -> root   u64 session (echoed), bool same program, string object id,
-//                             string host, i64 pid, bool beats (it will send kBeat)
+//                             string host, i64 pid, bool beats (it will send kBeat),
+//                             string why the initializer failed (empty: it ran, or none)
 //   kBeat    worker -> root   (empty) every interval while it runs a task; needs
 //                             MPI_THREAD_MULTIPLE on the worker (a second thread sends it)
 //   kTask    root -> worker   u64 id, then the task bytes (pool/internal/task_protocol.h)
@@ -65,6 +68,7 @@ struct WorkerInfo {
   pid_t pid = 0;
   std::string object;  // its main executable (MainObjectId)
   bool beats = false;  // it sends heartbeats while it runs a task
+  std::string init_failure;  // why the initializer failed there ("" when it ran, or none)
 };
 
 // What the engine does with its communicator once the workers are released.
@@ -83,6 +87,9 @@ struct EngineOptions {
   // A task not answered this long after it reached the front of its worker's queue: its
   // worker is lost. Infinite: no limit.
   absl::Duration task_timeout = absl::InfiniteDuration();
+  // The initializer, run by every worker at the handshake: an InitEntry, the function and its
+  // arguments, encoded (pool/internal/task_protocol.h's InitTraits); empty for none.
+  std::string initializer;
   // Whether the workers leave their loop at the end (kExit; spawned workers) or wait for the
   // next executor (kBye; static workers), or return (kBye; a CreateOnComm group).
   bool exit_workers = false;
@@ -99,7 +106,9 @@ bool KeptCommUnusable();
 
 class Engine final : public pool_internal::TaskSink {
  public:
-  // Starts the engine thread and runs the handshake with every worker. Errors:
+  // Starts the engine thread and runs the handshake with every worker. A worker whose
+  // initializer failed leaves the engine broken (every Submit fails ABORTED with the
+  // reason), as a process pool's failed initializer does. Errors:
   // FAILED_PRECONDITION (a worker runs another program: its rank, host and program named),
   // DEADLINE_EXCEEDED (a worker did not answer in time), UNAVAILABLE (an MPI call failed).
   static absl::StatusOr<std::unique_ptr<Engine>> Start(EngineOptions options);

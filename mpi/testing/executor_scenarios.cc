@@ -21,6 +21,7 @@
 namespace mproc {
 namespace {
 
+using ::testing::AllOf;
 using ::testing::HasSubstr;
 
 int Square(int x) { return x * x; }
@@ -42,6 +43,12 @@ std::string Repeat(std::string s, int n) {
 size_t Length(std::string s) { return s.size(); }
 std::string Big(int bytes) { return std::string(static_cast<size_t>(bytes), 'x'); }
 void Nothing(int) {}
+int32_t g_init_value = 0;
+void InitWorker(int32_t value, std::string why) {
+  if (!why.empty()) throw std::runtime_error(why);
+  g_init_value = value;
+}
+int ReadInitValue(int) { return g_init_value; }
 
 std::unique_ptr<MpiExecutor> Make(MpiExecutorOptions o = {}) {
   absl::StatusOr<std::unique_ptr<MpiExecutor>> ex = MpiExecutor::Create(o);
@@ -254,6 +261,25 @@ TEST(MpiExecutorTest, OneExecutorAtATimeOverTheLaunchsWorkers) {
   again.reset();
   EXPECT_THAT(MpiExecutor::Create(spawn).status(),
               StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("singleton")));
+}
+
+// The initializer runs in every worker before its first task, for each executor; one that
+// throws breaks that executor (every Future fails, naming the rank), and the next is fine.
+TEST(MpiExecutorTest, InitializerRunsInEveryWorkerAndItsFailureBreaksTheExecutor) {
+  for (int32_t value : {7, 11}) {
+    ASSERT_OK_AND_ASSIGN(auto ex, MpiExecutor::Create({}, InitWorker, value, std::string()));
+    ASSERT_OK_AND_ASSIGN(auto seen, ex->Map(ReadInitValue, std::vector<int>(20, 0)));
+    for (auto& v : seen) EXPECT_THAT(v, IsOkAndHolds(value));
+  }
+  ASSERT_OK_AND_ASSIGN(auto broken,
+                       MpiExecutor::Create({}, InitWorker, 1, std::string("no database")));
+  EXPECT_THAT(broken->Submit(Square, 2).Result(absl::Seconds(30)),
+              StatusIs(absl::StatusCode::kAborted,
+                       AllOf(HasSubstr("initializer failed on rank "), HasSubstr("no database"))));
+  broken.reset();
+  auto fine = Make();
+  ASSERT_NE(fine, nullptr);
+  EXPECT_THAT(fine->Submit(Square, 3).Result(absl::Seconds(30)), IsOkAndHolds(9));
 }
 
 // A task longer than the heartbeat timeout is not a lost rank: the worker sends heartbeats
