@@ -164,6 +164,7 @@ struct Engine::State {
   bool closed ABSL_GUARDED_BY(mu) = false;
   bool sleeping ABSL_GUARDED_BY(mu) = false;
   std::atomic<uint64_t> news{0};  // bumped by Submit and Close: the engine spins on it
+  std::atomic<size_t> queued{0};  // order.size(), readable without the mutex
   absl::Status broken ABSL_GUARDED_BY(mu);
   UniqueFd bell;  // eventfd: rung by Submit and Close only while the thread sleeps
   Mutex join_mu;
@@ -282,6 +283,8 @@ absl::Status Engine::State::Handshake() {
 // second (a rank holding two while another idles would run them one after the other).
 bool Engine::State::Dispatch() {
   bool any = false;
+  // Polled on every turn of the engine's loop: nothing queued costs no lock.
+  if (queued.load(std::memory_order_acquire) == 0) return false;
   for (size_t level = 1; level <= static_cast<size_t>(o.tasks_per_rank); ++level) {
     for (Rank& rk : ranks) {
       if (rk.lost || rk.held.size() >= level) continue;
@@ -292,6 +295,7 @@ bool Engine::State::Dispatch() {
         while (!order.empty()) {
           auto it = pending.find(order.front());
           order.pop_front();
+          queued.store(order.size(), std::memory_order_relaxed);
           if (it == pending.end()) continue;  // cancelled
           id = it->first;
           p = std::move(it->second);
@@ -447,6 +451,7 @@ void Engine::State::FailEverything(const absl::Status& why) {
     for (auto& [id, p] : pending) dropped.push_back(std::move(p));
     pending.clear();
     order.clear();
+    queued.store(0, std::memory_order_relaxed);
   }
   if (!failed) {
     failed = true;
@@ -673,6 +678,7 @@ absl::StatusOr<uint64_t> Engine::Submit(EncodeBuffer task, TaskDone done,
     framed.Append(task.bytes().data(), task.size());
     s.pending.emplace(id, State::Pending{std::move(framed), std::move(done), std::move(keepalive)});
     s.order.push_back(id);
+    s.queued.store(s.order.size(), std::memory_order_release);
     wake = s.sleeping;
     s.sleeping = false;
   }
@@ -693,6 +699,7 @@ void Engine::CancelPending() {
     for (auto& [id, p] : st_->pending) dropped.push_back(std::move(p));
     st_->pending.clear();
     st_->order.clear();
+    st_->queued.store(0, std::memory_order_relaxed);
   }
   for (State::Pending& p : dropped) p.done(absl::CancelledError("future cancelled"), {}, {});
 }
