@@ -116,14 +116,34 @@ class AsyncResult {
     }
     if (cb) pool_internal::RunCallback([&] { cb(*s_->value); });
     std::vector<std::function<void()>> after;
+    std::vector<std::pair<uint64_t, std::function<void()>>> waiters;
     {
       MutexLock lock(&s_->mu);
       s_->ready = true;
       after.swap(s_->after);
+      waiters.swap(s_->waiters);
     }
     s_->ready_hint.store(true, std::memory_order_release);
     s_->cv.SignalAll();
     for (auto& f : after) pool_internal::RunCallback(f);
+    for (auto& [ticket, f] : waiters) pool_internal::RunCallback(f);
+  }
+  // Arranges for `f` to run once the result is Ready, on the thread that sets it, and returns
+  // a ticket for RemoveWaiter; returns 0 (and never runs f) when it is Ready already. Unlike
+  // AfterReady, a waiter can be taken back: concurrent.futures' wait and as_completed put one
+  // on each future they watch and take them all back when they return.
+  uint64_t AddWaiter(std::function<void()> f) const {
+    MutexLock lock(&s_->mu);
+    if (s_->ready) return 0;
+    const uint64_t ticket = s_->next_waiter++;
+    s_->waiters.emplace_back(ticket, std::move(f));
+    return ticket;
+  }
+  // Drops waiter `ticket` unless it has been taken to run (it may be running on another
+  // thread as this returns: what it uses must outlive that, e.g. by a shared_ptr it holds).
+  void RemoveWaiter(uint64_t ticket) const {
+    MutexLock lock(&s_->mu);
+    std::erase_if(s_->waiters, [ticket](const auto& w) { return w.first == ticket; });
   }
   // Runs `f` once the result is set and Ready (so Get works inside it): at once, here, if it
   // is; else on the thread that sets it, after the callback and after waking waiters. Any
@@ -162,6 +182,8 @@ class AsyncResult {
     std::atomic<bool> ready_hint{false};  // `ready`, readable without the mutex (spinning)
     std::function<void(const absl::StatusOr<T>&)> callback ABSL_GUARDED_BY(mu);
     std::vector<std::function<void()>> after ABSL_GUARDED_BY(mu);  // AfterReady's, until they run
+    std::vector<std::pair<uint64_t, std::function<void()>>> waiters ABSL_GUARDED_BY(mu);
+    uint64_t next_waiter ABSL_GUARDED_BY(mu) = 1;
   };
   std::shared_ptr<Shared> s_;
 };

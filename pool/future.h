@@ -14,13 +14,10 @@
 #ifndef MPROC_POOL_FUTURE_H_
 #define MPROC_POOL_FUTURE_H_
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <set>
 #include <span>
 #include <utility>
 #include <vector>
@@ -29,6 +26,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "base/deadline.h"
+#include "base/mutex.h"
 #include "base/syscall.h"
 #include "pool/async_result.h"
 #include "pool/internal/task_protocol.h"
@@ -108,16 +106,82 @@ class Future {
   std::shared_ptr<Shared> s_ = std::make_shared<Shared>();
 };
 
+namespace pool_internal {
+
+struct FutureAccess {
+  template <typename T>
+  static void Bind(Future<T>& f, TaskSink* sink, uint64_t id) {
+    f.s_->sink = sink;
+    f.s_->id = id;
+  }
+  template <typename T>
+  static const AsyncResult<T>& Result(const Future<T>& f) {
+    return f.s_->result;
+  }
+};
+
+// The futures a WaitFutures or AsCompleted call watches, by index, in the order they
+// complete: each future's waiter appends its index and wakes the call.
+struct WaitGroup {
+  Mutex mu;
+  CondVar cv;
+  std::vector<size_t> fired ABSL_GUARDED_BY(mu);
+};
+
+// Puts a waiter on every future of `fs` not yet done; returns (index, ticket) of each.
+template <typename T>
+std::vector<std::pair<size_t, uint64_t>> WatchAll(const std::vector<Future<T>>& fs,
+                                                  const std::shared_ptr<WaitGroup>& g) {
+  std::vector<std::pair<size_t, uint64_t>> tickets;
+  for (size_t i = 0; i < fs.size(); ++i) {
+    const uint64_t t = FutureAccess::Result(fs[i]).AddWaiter([g, i] {
+      MutexLock lock(&g->mu);
+      g->fired.push_back(i);
+      g->cv.SignalAll();
+    });
+    if (t != 0) tickets.emplace_back(i, t);
+  }
+  return tickets;
+}
+
+template <typename T>
+void UnwatchAll(const std::vector<Future<T>>& fs,
+                const std::vector<std::pair<size_t, uint64_t>>& tickets) {
+  for (const auto& [i, t] : tickets) FutureAccess::Result(fs[i]).RemoveWaiter(t);
+}
+
+// Sleeps until a future beyond the first `seen` completes, or the deadline passes.
+inline void WaitForMore(WaitGroup& g, size_t seen, const Deadline& deadline) {
+  MutexLock lock(&g.mu);
+  const absl::Duration left =
+      deadline.infinite()
+          ? absl::InfiniteDuration()
+          : absl::Nanoseconds(std::max<int64_t>(0, deadline.monotonic_ns() - MonotonicNowNs()));
+  g.cv.WaitFor(lock, left, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(g.mu) {
+    return g.fired.size() > seen;
+  });
+}
+
+}  // namespace pool_internal
+
 enum class ReturnWhen { kAllCompleted, kFirstCompleted, kFirstException };
 
 // concurrent.futures.wait: the indices of done and not-done futures when `when` is met or the
-// timeout passes. Blocks until then, polling every 200 us; no error. Thread-safe.
+// timeout passes. Blocks until then, sleeping between completions (each future it watches
+// wakes it as it completes); no error. Thread-safe.
 template <typename T>
 std::pair<std::vector<size_t>, std::vector<size_t>> WaitFutures(
     const std::vector<Future<T>>& fs, absl::Duration timeout = absl::InfiniteDuration(),
     ReturnWhen when = ReturnWhen::kAllCompleted) {
   Deadline deadline = Deadline::After(timeout);
+  auto g = std::make_shared<pool_internal::WaitGroup>();
+  const auto tickets = pool_internal::WatchAll(fs, g);
   for (;;) {
+    size_t seen = 0;
+    {
+      MutexLock lock(&g->mu);
+      seen = g->fired.size();  // read before looking: a completion after it wakes the wait
+    }
     std::vector<size_t> done, not_done;
     bool exception = false;
     for (size_t i = 0; i < fs.size(); ++i) {
@@ -130,29 +194,40 @@ std::pair<std::vector<size_t>, std::vector<size_t>> WaitFutures(
     }
     bool met = not_done.empty() || (when == ReturnWhen::kFirstCompleted && !done.empty()) ||
                (when == ReturnWhen::kFirstException && exception);
-    if (met || deadline.Expired()) return {done, not_done};
-    ::usleep(200);  // short polls: futures complete on the pool thread
+    if (met || deadline.Expired()) {
+      pool_internal::UnwatchAll(fs, tickets);
+      return {done, not_done};
+    }
+    pool_internal::WaitForMore(*g, seen, deadline);
   }
 }
 
-// concurrent.futures.as_completed: the indices of `fs` in the order they complete (those not
-// done by the timeout are left out). Blocks until all are done or the timeout passes, polling
-// every 200 us, and only then returns the list; no error. Thread-safe.
+// concurrent.futures.as_completed: the indices of `fs` in the order they complete (those done
+// at the call first, by index; those not done by the timeout are left out). Blocks until all
+// are done or the timeout passes, sleeping between completions, and only then returns the
+// list; no error. Thread-safe.
 template <typename T>
 std::vector<size_t> AsCompleted(const std::vector<Future<T>>& fs,
                                 absl::Duration timeout = absl::InfiniteDuration()) {
   Deadline deadline = Deadline::After(timeout);
+  auto g = std::make_shared<pool_internal::WaitGroup>();
+  const auto tickets = pool_internal::WatchAll(fs, g);
   std::vector<size_t> order;
-  std::set<size_t> seen;
-  while (order.size() < fs.size() && !deadline.Expired()) {
-    for (size_t i = 0; i < fs.size(); ++i) {
-      if (!seen.count(i) && fs[i].Done()) {
-        seen.insert(i);
-        order.push_back(i);
-      }
-    }
-    if (order.size() < fs.size()) ::usleep(200);
+  std::vector<bool> watched(fs.size(), false);
+  for (const auto& [i, t] : tickets) watched[i] = true;
+  for (size_t i = 0; i < fs.size(); ++i) {
+    if (!watched[i]) order.push_back(i);  // done before the call
   }
+  size_t taken = 0;  // of g->fired
+  while (order.size() < fs.size()) {
+    {
+      MutexLock lock(&g->mu);
+      for (; taken < g->fired.size(); ++taken) order.push_back(g->fired[taken]);
+    }
+    if (order.size() == fs.size() || deadline.Expired()) break;
+    pool_internal::WaitForMore(*g, taken, deadline);
+  }
+  pool_internal::UnwatchAll(fs, tickets);
   return order;
 }
 
@@ -172,17 +247,6 @@ struct ExecutorMapOptions {
 
 namespace pool_internal {
 
-struct FutureAccess {
-  template <typename T>
-  static void Bind(Future<T>& f, TaskSink* sink, uint64_t id) {
-    f.s_->sink = sink;
-    f.s_->id = id;
-  }
-  template <typename T>
-  static const AsyncResult<T>& Result(const Future<T>& f) {
-    return f.s_->result;
-  }
-};
 
 // Submits one call f(args...) (Traits: FnTraits of f) to `sink`; its result, or its failure,
 // is set on `result`. The converted arguments stay alive until the task is sent: the task's
