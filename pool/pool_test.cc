@@ -69,6 +69,13 @@ int SleepMs(int ms) {
   ::usleep(static_cast<useconds_t>(ms) * 1000);
   return ms;
 }
+// Sleeps, then records that it ran to its end.
+int SleepThenMark(Array<int32_t> mark, int ms) {
+  ::usleep(static_cast<useconds_t>(ms) * 1000);
+  std::atomic_ref<int32_t>(mark[0]).store(1);
+  return ms;
+}
+int ExitAtOnce() { return 0; }
 int KillSelfOn(int x, int victim) {
   if (x == victim) ::raise(SIGKILL);
   return x;
@@ -98,27 +105,40 @@ class PoolTest : public ::testing::TestWithParam<StartMethod> {
 
 // A Pool (or executor) still alive when its process exits does not hang the exit: its idle
 // workers were joined at exit, waiting for tasks for ever (a global Pool, a leaked one).
-// Now the Pool is terminated and the executor finishes its work first, as CPython's are.
+// Now the executor finishes its work first and the Pool is terminated, as CPython's are. A
+// Process of another start method started first puts the exit handlers (this file's and the
+// fork server's) in the other order: the pools are ended whichever runs first.
 TEST_P(PoolTest, APoolOrExecutorAliveAtExitDoesNotHangTheExit) {
   const StartMethod method = GetParam();
-  pid_t pid = testing::Child([method] {
-    Pool::Options o;
-    o.processes = 2;
-    o.start_method = method;
-    absl::StatusOr<std::unique_ptr<Pool>> pool = Pool::Create(o);
-    if (!pool.ok() || !(*pool)->Map(Square, std::vector<int>{1, 2, 3}).ok()) return 3;
-    (void)pool->release();  // alive at exit
-    ExecutorOptions eo;
-    eo.max_workers = 1;
-    eo.start_method = method;
-    absl::StatusOr<std::unique_ptr<ProcessPoolExecutor>> ex = ProcessPoolExecutor::Create(eo);
-    if (!ex.ok()) return 4;
-    static Future<int> pending;
-    pending = (*ex)->Submit(SleepMs, 100);
-    (void)ex->release();
-    std::exit(0);  // runs the exit handlers, as returning from main does
-  });
-  EXPECT_EQ(testing::Join(pid, 60), 0);
+  ASSERT_OK_AND_ASSIGN(Array<int32_t> mark, Array<int32_t>::Create(1, LockMode::kNone));
+  for (bool other_first : {false, true}) {
+    std::atomic_ref<int32_t>(mark[0]).store(0);
+    pid_t pid = testing::Child([method, other_first, mark] {
+      if (other_first) {
+        Process p(ExitAtOnce);
+        p.SetStartMethod(method == StartMethod::kSpawn ? StartMethod::kFork : StartMethod::kSpawn);
+        if (!p.Start().ok() || !p.Join().ok()) return 5;
+      }
+      Pool::Options o;
+      o.processes = 2;
+      o.start_method = method;
+      absl::StatusOr<std::unique_ptr<Pool>> pool = Pool::Create(o);
+      if (!pool.ok() || !(*pool)->Map(Square, std::vector<int>{1, 2, 3}).ok()) return 3;
+      (void)pool->release();  // alive at exit
+      ExecutorOptions eo;
+      eo.max_workers = 1;
+      eo.start_method = method;
+      absl::StatusOr<std::unique_ptr<ProcessPoolExecutor>> ex = ProcessPoolExecutor::Create(eo);
+      if (!ex.ok()) return 4;
+      static Future<int> pending;
+      pending = (*ex)->Submit(SleepThenMark, mark, 100);
+      (void)ex->release();
+      std::exit(0);  // runs the exit handlers, as returning from main does
+    });
+    EXPECT_EQ(testing::Join(pid, 60), 0) << "other start method first: " << other_first;
+    EXPECT_EQ(std::atomic_ref<int32_t>(mark[0]).load(), 1)
+        << "the executor's task did not run to its end before the exit";
+  }
 }
 
 // Many more workers than CPUs (64 on this 2-CPU machine): they start, each takes part, every

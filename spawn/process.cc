@@ -88,6 +88,14 @@ bool g_bootstrap_pending = false;
   return 0;
 }();
 
+// The layers above's exit hooks (AddExitHook), run once, before the children are joined.
+Mutex g_exit_hooks_mu;
+std::atomic<bool> g_exit_hooks_ran{false};
+std::vector<void (*)()>& ExitHooks() {
+  static auto* hooks = new std::vector<void (*)()>();
+  return *hooks;
+}
+
 // Runs in the fork child (pthread_atfork), where only the forking thread exists and mu is
 // re-created rather than taken: the analysis cannot see that, hence no analysis here.
 void ForgetChildrenAfterFork() ABSL_NO_THREAD_SAFETY_ANALYSIS {
@@ -95,6 +103,7 @@ void ForgetChildrenAfterFork() ABSL_NO_THREAD_SAFETY_ANALYSIS {
   // does the count that names them.
   auto& g = G();
   new (&g.mu) Mutex;  // the parent may have held it during fork
+  new (&g_exit_hooks_mu) Mutex;
   g.children.clear();
   g.counter.store(0, std::memory_order_relaxed);
   // The parent's at-exit join sits below the child's exit barrier and never runs here: the
@@ -139,19 +148,7 @@ void ReapLocked(ChildRecord& c, bool block) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.mu) 
   }
 }
 
-Mutex g_exit_hooks_mu;
-std::vector<void (*)()>& ExitHooks() {
-  static auto* hooks = new std::vector<void (*)()>();
-  return *hooks;
-}
-
 void JoinChildrenAtExit() {
-  std::vector<void (*)()> hooks;
-  {
-    MutexLock lock(&g_exit_hooks_mu);
-    hooks = ExitHooks();
-  }
-  for (auto it = hooks.rbegin(); it != hooks.rend(); ++it) (*it)();
   JoinChildrenForExit();
   ShutdownForkServer();
 }
@@ -164,6 +161,16 @@ void AddExitHook(void (*fn)()) {
 }
 
 void JoinChildrenForExit() {
+  // Whichever exit handler gets here first (this file's, or the fork server's) runs the
+  // hooks: objects that own children end them before they are joined.
+  if (!g_exit_hooks_ran.exchange(true)) {
+    std::vector<void (*)()> hooks;
+    {
+      MutexLock lock(&g_exit_hooks_mu);
+      hooks = ExitHooks();
+    }
+    for (auto it = hooks.rbegin(); it != hooks.rend(); ++it) (*it)();
+  }
   auto& g = G();
   std::vector<std::shared_ptr<ChildRecord>> children;
   {

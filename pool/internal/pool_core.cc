@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <pthread.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -121,23 +122,59 @@ namespace {
 // The pools and executors alive in this process, ended at exit before the children are
 // joined (spawn's exit hook): a Pool still alive then (a global, a leaked one) would otherwise
 // hang the exit, its idle workers waiting for tasks while the exit waits for them. CPython
-// ends them the same way (its finalizers run before the children are joined): a Pool is
-// terminated, an executor finishes its work first.
+// ends them the same way, before it joins children: executors finish their work first, then
+// pools are terminated, the newest first.
 struct LiveCores {
+  struct Entry {
+    PoolCore* core = nullptr;
+    bool executor = false;
+    bool ending = false;  // the exit hook is ending it: its destructor waits
+    bool ended = false;
+  };
   Mutex mu;
-  std::vector<std::pair<PoolCore*, pid_t>> cores ABSL_GUARDED_BY(mu);  // and their creator
+  CondVar cv;
+  std::vector<Entry> cores ABSL_GUARDED_BY(mu);
 };
 LiveCores& Live() {
   static auto* l = new LiveCores();
   return *l;
 }
 
+// A fork child's pools are its own: the parent's entries are dropped, and the lock (which
+// another thread may have held during fork) is made anew. No analysis: it re-creates mu.
+void ForgetCoresAfterFork() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+  LiveCores& l = Live();
+  new (&l.mu) Mutex;
+  new (&l.cv) CondVar;
+  l.cores.clear();
+}
+
 void EndLiveCoresAtExit() {
   LiveCores& l = Live();
-  MutexLock lock(&l.mu);  // a core's destructor waits here, then finds it ended
-  for (auto& [core, pid] : l.cores) {
-    if (pid != ::getpid()) continue;  // a fork child's copy of its parent's registry
-    core->EndAtExit();
+  for (const bool executors : {true, false}) {
+    for (;;) {
+      PoolCore* core = nullptr;
+      {
+        MutexLock lock(&l.mu);
+        for (auto it = l.cores.rbegin(); it != l.cores.rend(); ++it) {
+          if (it->executor != executors || it->ending || it->ended) continue;
+          it->ending = true;
+          core = it->core;
+          break;
+        }
+      }
+      if (core == nullptr) break;
+      // Not under the lock: an executor's remaining done callbacks may create or destroy
+      // pools meanwhile.
+      core->EndAtExit();
+      MutexLock lock(&l.mu);
+      for (auto& e : l.cores) {
+        if (e.core != core) continue;
+        e.ending = false;
+        e.ended = true;
+      }
+      l.cv.SignalAll();
+    }
   }
 }
 
@@ -197,8 +234,12 @@ absl::StatusOr<std::unique_ptr<PoolCore>> PoolCore::Create(CoreOptions options) 
     if (!hooked) {
       hooked = true;
       spawn_internal::AddExitHook(EndLiveCoresAtExit);
+      pthread_atfork(nullptr, nullptr, ForgetCoresAfterFork);
     }
-    l.cores.emplace_back(raw, ::getpid());
+    LiveCores::Entry e;
+    e.core = raw;
+    e.executor = st.opts.break_on_worker_death;
+    l.cores.push_back(e);
   }
   return core;
 }
@@ -208,7 +249,14 @@ PoolCore::~PoolCore() {
   {
     LiveCores& l = Live();
     MutexLock lock(&l.mu);
-    std::erase_if(l.cores, [this](const auto& c) { return c.first == this; });
+    // The exit hook may be ending this very core on another thread: wait for it.
+    l.cv.Wait(lock, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(l.mu) {
+      for (const auto& e : l.cores) {
+        if (e.core == this && e.ending) return false;
+      }
+      return true;
+    });
+    std::erase_if(l.cores, [this](const auto& e) { return e.core == this; });
   }
   (void)Terminate();
   (void)Join();
