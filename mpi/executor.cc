@@ -60,6 +60,15 @@ Launch& TheLaunch() {
 // kExit, so that its own MPI_Finalize, which waits for every rank, can proceed.
 int ReleaseWorkersAtFinalize(MPI_Comm, int, void*, void*) {
   Launch& l = TheLaunch();
+  if (mpi_internal::MpiUnrecoverable()) {
+    // Some rank is gone, hung, or owed answers no one will take: MPI_Finalize would wait for
+    // it for ever.
+    std::fprintf(stderr,
+                 "mproc: an MpiExecutor lost ranks or gave up on them; aborting the MPI job "
+                 "instead of waiting for them in MPI_Finalize\n");
+    std::fflush(nullptr);
+    MPI_Abort(MPI_COMM_WORLD, 1);
+  }
   if (mpi_internal::LiveEngines() > 0) {
     // Its engine thread may be inside an MPI call: nothing can be finalized safely.
     std::fprintf(stderr,
@@ -84,8 +93,25 @@ int ReleaseWorkersAtFinalize(MPI_Comm, int, void*, void*) {
   return MPI_SUCCESS;
 }
 
+// Runs ReleaseWorkersAtFinalize when MPI finalizes, whoever finalizes it: an attribute of
+// MPI_COMM_SELF, whose delete callbacks MPI_Finalize runs first. Once per process.
+absl::Status EnsureFinalizeHook() {
+  static Mutex mu;
+  static bool done = false;
+  MutexLock lock(&mu);
+  if (done) return absl::OkStatus();
+  int key = MPI_KEYVAL_INVALID;
+  MPROC_RETURN_IF_ERROR(MpiStatus(
+      MPI_Comm_create_keyval(MPI_COMM_NULL_COPY_FN, ReleaseWorkersAtFinalize, &key, nullptr),
+      "MPI_Comm_create_keyval"));
+  MPROC_RETURN_IF_ERROR(
+      MpiStatus(MPI_Comm_set_attr(MPI_COMM_SELF, key, nullptr), "MPI_Comm_set_attr"));
+  done = true;
+  return absl::OkStatus();
+}
+
 // At exit: finalizes MPI when MpiInit initialized it (the program finalizes what it
-// initialized itself).
+// initialized itself), which runs the hook above.
 void FinalizeAtExit() {
   int finalized = 0;
   MPI_Finalized(&finalized);
@@ -171,13 +197,8 @@ absl::Status MpiInit(int* argc, char*** argv) {
     MPROC_RETURN_IF_ERROR(MpiStatus(MPI_Comm_dup(MPI_COMM_WORLD, &l.world), "MPI_Comm_dup"));
     (void)MPI_Comm_set_errhandler(l.world, MPI_ERRORS_RETURN);
     if (l.rank != 0) ServeAndExit(l.world, /*disconnect=*/false);
-    int key = MPI_KEYVAL_INVALID;
-    MPROC_RETURN_IF_ERROR(MpiStatus(
-        MPI_Comm_create_keyval(MPI_COMM_NULL_COPY_FN, ReleaseWorkersAtFinalize, &key, nullptr),
-        "MPI_Comm_create_keyval"));
-    MPROC_RETURN_IF_ERROR(
-        MpiStatus(MPI_Comm_set_attr(MPI_COMM_SELF, key, nullptr), "MPI_Comm_set_attr"));
   }
+  MPROC_RETURN_IF_ERROR(EnsureFinalizeHook());
   l.ready = true;
   std::atexit(FinalizeAtExit);
   return absl::OkStatus();
@@ -265,7 +286,11 @@ absl::StatusOr<std::unique_ptr<MpiExecutor>> MpiExecutor::CreateOnCommWith(
   }
   mpi_internal::EngineOptions e = EngineFor(options, std::move(initializer));
   MPROC_RETURN_IF_ERROR(mpi_internal::CheckOptions(e));
+  // The set-up's MPI calls, one Create at a time (under MPI_THREAD_SERIALIZED no engine runs
+  // meanwhile: RequireThreadLevel); a worker rank lets go before it serves.
+  MutexLock lock(&g_create_mu);
   MPROC_RETURN_IF_ERROR(RequireThreadLevel());
+  MPROC_RETURN_IF_ERROR(EnsureFinalizeHook());
   int rank = 0;
   int size = 0;
   MPROC_RETURN_IF_ERROR(MpiStatus(MPI_Comm_rank(comm, &rank), "MPI_Comm_rank"));
@@ -283,6 +308,7 @@ absl::StatusOr<std::unique_ptr<MpiExecutor>> MpiExecutor::CreateOnCommWith(
   MPROC_RETURN_IF_ERROR(MpiStatus(MPI_Comm_dup(comm, &dup), "MPI_Comm_dup"));
   (void)MPI_Comm_set_errhandler(dup, MPI_ERRORS_RETURN);
   if (rank != root) {
+    lock.Unlock();
     absl::Status s = mpi_internal::Serve(dup, root, /*one_executor=*/true);
     (void)MPI_Comm_free(&dup);
     if (!s.ok()) return s;

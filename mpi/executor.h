@@ -36,9 +36,10 @@
 // --enable-recovery` the job goes on, and the executor follows ProcessPoolExecutor's
 // BrokenProcessPool rule: a worker that holds tasks and falls silent for heartbeat_timeout
 // (or runs one past task_timeout) is lost, every unfinished Future fails with ABORTED
-// "BrokenExecutor: rank R (host H, pid P) ...", and later Submits fail the same. The launch's
-// workers are then out of step: no later executor may use them, and the job ends with
-// MPI_Abort when rank 0 finalizes (a dead rank cannot take part in MPI_Finalize). Open MPI 4
+// "BrokenExecutor: rank R (host H, pid P) ...", and later Submits fail the same. The ranks
+// are then out of step: no later executor may use a static launch's workers, and this process
+// ends the job with MPI_Abort when MPI is finalized, by the program or at exit (a dead rank
+// cannot take part in MPI_Finalize). Open MPI 4
 // has no ULFM; with Open MPI 5's ULFM, MPI_ERR_PROC_FAILED from a call breaks the executor
 // the same way (an MPI error always does).
 //

@@ -109,6 +109,7 @@ std::atomic<uint64_t> g_next_id{1};
 std::atomic<uint64_t> g_next_session{1};
 std::atomic<int> g_live_engines{0};
 std::atomic<bool> g_kept_comm_unusable{false};
+std::atomic<bool> g_unrecoverable{false};
 
 // Send buffers MPI may still read after an engine gave up on them (Open MPI's ob1 cannot
 // cancel a send): kept for the life of the process rather than freed under MPI.
@@ -126,6 +127,7 @@ constexpr absl::Duration kDrainLimit = absl::Seconds(10);
 
 int LiveEngines() { return g_live_engines.load(); }
 bool KeptCommUnusable() { return g_kept_comm_unusable.load(); }
+bool MpiUnrecoverable() { return g_unrecoverable.load(); }
 
 absl::Status CheckOptions(const EngineOptions& o) {
   if (o.tasks_per_rank < 1) {
@@ -138,9 +140,15 @@ absl::Status CheckOptions(const EngineOptions& o) {
   if (o.handshake_timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("MpiExecutor: handshake_timeout must be positive");
   }
-  if (o.heartbeat_timeout <= absl::ZeroDuration() || o.task_timeout <= absl::ZeroDuration()) {
+  if (o.heartbeat_timeout < absl::Milliseconds(60) || o.task_timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError(
-        "MpiExecutor: heartbeat_timeout and task_timeout must be positive (or infinite)");
+        "MpiExecutor: heartbeat_timeout must be at least 60ms (workers beat every sixth of it) "
+        "and task_timeout positive (either may be infinite)");
+  }
+  if (o.initializer.size() + 1024 > o.max_message_bytes) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("MpiExecutor: the initializer and its arguments are ", o.initializer.size(),
+                     " bytes, above max_message_bytes (", o.max_message_bytes, ")"));
   }
   return absl::OkStatus();
 }
@@ -189,8 +197,10 @@ struct Engine::State {
   std::deque<Rank> ranks;  // a deque: a Rank (its deque of Outs) never moves
   absl::flat_hash_map<int, size_t> by_rank;
   size_t out_count = 0;
-  bool failed = false;            // FailEverything ran: only draining is left
-  int64_t drain_deadline_ns = 0;  // set when failed
+  bool failed = false;                // FailEverything ran: only draining is left
+  bool gave_up = false;               // answers owed will never be taken: the comm is out of step
+  bool handshake_incomplete = false;  // some rank did not answer the handshake
+  int64_t drain_deadline_ns = 0;      // set when failed
   std::vector<std::byte> buf;
   std::vector<MPI_Request> reqs;
   std::vector<Out*> req_owner;
@@ -201,6 +211,7 @@ struct Engine::State {
     (void)!::write(bell.get(), &one, sizeof(one));
   }
   absl::Status Handshake();
+  absl::Status ReadHandshakeReplies(uint64_t session);
   void Run();
   bool Dispatch();
   absl::StatusOr<bool> CompleteSends();
@@ -226,9 +237,43 @@ absl::Status Engine::State::Handshake() {
           : std::max<int64_t>(1, absl::ToInt64Nanoseconds(o.heartbeat_timeout) / 6);
   Encode(beat_ns, hello);
   Encode(o.initializer, hello);
-  for (int r : o.workers) {
-    MPROC_RETURN_IF_ERROR(MpiStatus(SendBytes(hello.bytes(), r, kHello, o.comm), "MPI_Send"));
+  // Sent without blocking: a hello with a large initializer goes by rendezvous, and a rank
+  // that is not serving must cost the handshake timeout, not a send that never returns.
+  auto hello_bytes = std::make_shared<EncodeBuffer>(std::move(hello));
+  std::vector<MPI_Request> hello_reqs(o.workers.size(), MPI_REQUEST_NULL);
+  absl::Status sent;
+  for (size_t i = 0; i < o.workers.size() && sent.ok(); ++i) {
+    sent = MpiStatus(MPI_Isend(hello_bytes->bytes().data(), static_cast<int>(hello_bytes->size()),
+                               MPI_BYTE, o.workers[i], kHello, o.comm, &hello_reqs[i]),
+                     "MPI_Isend of the handshake");
   }
+  // Whatever happens below, a hello still being sent keeps its buffer: on failure the requests
+  // are let go and the buffer kept for the life of the process.
+  auto settle_hellos = [&](bool all_answered) {
+    if (all_answered) {
+      (void)MPI_Waitall(static_cast<int>(hello_reqs.size()), hello_reqs.data(),
+                        MPI_STATUSES_IGNORE);
+      return;
+    }
+    for (MPI_Request& r : hello_reqs) {
+      if (r != MPI_REQUEST_NULL) (void)MPI_Request_free(&r);
+    }
+    // A rank that did not answer may still be busy (a slow initializer): the communicator is
+    // not freed or disconnected under it (Release), and its late reply is dropped as stale.
+    handshake_incomplete = true;
+    MutexLock lock(&g_abandoned_mu);
+    Abandoned().push_back(hello_bytes);
+  };
+  if (!sent.ok()) {
+    settle_hellos(false);
+    return sent;
+  }
+  absl::Status answered = ReadHandshakeReplies(session);
+  settle_hellos(answered.ok() || absl::IsFailedPrecondition(answered));
+  return answered;
+}
+
+absl::Status Engine::State::ReadHandshakeReplies(uint64_t session) {
   const Deadline deadline = Deadline::After(o.handshake_timeout);
   const std::string mine = MainObjectId();
   absl::Status refused;
@@ -345,10 +390,23 @@ absl::StatusOr<bool> Engine::State::CompleteSends() {
   for (size_t k = 0; k < reqs.size(); ++k) req_owner[k]->req = reqs[k];
   MPROC_RETURN_IF_ERROR(MpiStatus(rc, "MPI_Testsome"));
   if (n == MPI_UNDEFINED || n == 0) return false;
+  const int64_t now = MonotonicNowNs();
   for (int k = 0; k < n; ++k) {
     Out* out = req_owner[static_cast<size_t>(done_idx[static_cast<size_t>(k)])];
     out->bytes = EncodeBuffer();
     out->keepalive.reset();
+  }
+  // A task's send completing means its worker is receiving it (a large one takes a while to
+  // arrive, before the worker can beat for it): heard from.
+  for (Rank& rk : ranks) {
+    if (!rk.held.empty() && rk.held.front().req == MPI_REQUEST_NULL && rk.last_heard_ns < now) {
+      bool just_completed = false;
+      for (int k = 0; k < n && !just_completed; ++k) {
+        just_completed =
+            req_owner[static_cast<size_t>(done_idx[static_cast<size_t>(k)])] == &rk.held.front();
+      }
+      if (just_completed) rk.last_heard_ns = now;
+    }
   }
   return true;
 }
@@ -518,6 +576,8 @@ void Engine::State::Abandon(Rank& rk) {
 void Engine::State::GiveUp() {
   for (Rank& rk : ranks) Abandon(rk);
   out_count = 0;
+  gave_up = true;
+  g_unrecoverable.store(true);
   if (o.comm_end == CommEnd::kKeep) g_kept_comm_unusable.store(true);
 }
 
@@ -525,15 +585,21 @@ void Engine::State::Release() {
   const int tag = o.exit_workers ? kExit : kBye;
   bool any_lost = false;
   for (Rank& rk : ranks) {
-    // A lost rank is not sent to: a blocking send to a dead peer may never return.
-    if (rk.lost) {
+    if (rk.lost || gave_up || handshake_incomplete) {
+      // Maybe dead, maybe alive (hung, or slow): told without waiting, since a blocking send
+      // to a dead peer may never return, while a live one (a CreateOnComm rank) must still
+      // hear that the executor is done.
       any_lost = true;
+      MPI_Request r = MPI_REQUEST_NULL;
+      if (MPI_Isend(nullptr, 0, MPI_BYTE, rk.rank, tag, o.comm, &r) == MPI_SUCCESS) {
+        (void)MPI_Request_free(&r);
+      }
       continue;
     }
     (void)MPI_Send(nullptr, 0, MPI_BYTE, rk.rank, tag, o.comm);
   }
-  // Disconnecting (or freeing) waits on every rank of the group, the lost one too: the
-  // communicator is left as it is instead.
+  // Disconnecting (or freeing) waits on every rank of the group, one that is gone or out of
+  // step too: the communicator is left as it is instead.
   if (any_lost) return;
   if (o.comm_end == CommEnd::kDisconnect) {
     (void)MPI_Comm_disconnect(&o.comm);
@@ -761,7 +827,12 @@ class Heartbeat {
     cv_.SignalAll();
     thread_.join();
   }
-  void Busy(bool busy) { busy_.store(busy, std::memory_order_relaxed); }
+  // Busy(false) returns once no heartbeat is being sent: what the caller sends next comes
+  // after every heartbeat.
+  void Busy(bool busy) {
+    MutexLock lock(&send_mu_);
+    busy_.store(busy, std::memory_order_relaxed);
+  }
 
  private:
   void Run() {
@@ -769,9 +840,13 @@ class Heartbeat {
     for (;;) {
       cv_.WaitFor(lock, interval_, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stop_; });
       if (stop_) return;
-      if (!busy_.load(std::memory_order_relaxed)) continue;
       lock.Unlock();
-      (void)MPI_Send(nullptr, 0, MPI_BYTE, root_, kBeat, comm_);
+      {
+        MutexLock send(&send_mu_);
+        if (busy_.load(std::memory_order_relaxed)) {
+          (void)MPI_Send(nullptr, 0, MPI_BYTE, root_, kBeat, comm_);
+        }
+      }
       lock.Lock();
     }
   }
@@ -781,6 +856,7 @@ class Heartbeat {
   Mutex mu_;
   CondVar cv_;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  Mutex send_mu_;  // held while a heartbeat is sent
   std::atomic<bool> busy_{false};
   std::thread thread_;  // last: started once the rest is set
 };
@@ -811,7 +887,10 @@ absl::Status Serve(MPI_Comm comm, int root, bool one_executor) {
   std::unique_ptr<Heartbeat> beat;  // for the executor being served
   std::vector<std::byte> buf;
   EncodeBuffer out;
-  uint64_t limit = 1 << 16;  // until a kHello sets the executor's
+  // Until a kHello sets the executor's: a hello carries the initializer, which the root
+  // checked against its own limit (the root is trusted; a task is not read before a hello).
+  constexpr uint64_t kBeforeHello = INT_MAX;
+  uint64_t limit = kBeforeHello;
   const std::string mine = MainObjectId();
   char host[MPI_MAX_PROCESSOR_NAME] = {};
   int host_len = 0;
@@ -827,7 +906,7 @@ absl::Status Serve(MPI_Comm comm, int root, bool one_executor) {
       case kExit:
         return absl::OkStatus();
       case kBye:
-        limit = 1 << 16;
+        limit = kBeforeHello;
         beat.reset();
         if (one_executor) return absl::OkStatus();
         continue;
@@ -854,7 +933,9 @@ absl::Status Serve(MPI_Comm comm, int root, bool one_executor) {
         Encode(std::string(host, static_cast<size_t>(host_len)), b);
         Encode(static_cast<int64_t>(::getpid()), b);
         Encode(beats, b);
-        Encode(theirs == mine ? RunInitializer(init) : std::string(), b);
+        std::string init_failure = theirs == mine ? RunInitializer(init) : std::string();
+        if (init_failure.size() > 4096) init_failure.resize(4096);  // within the reply's limit
+        Encode(init_failure, b);
         MPROC_RETURN_IF_ERROR(
             MpiStatus(SendBytes(b.bytes(), root, kReady, comm), "MPI_Send of the handshake"));
         if (beats) beat = std::make_unique<Heartbeat>(comm, root, absl::Nanoseconds(beat_ns));
@@ -866,6 +947,8 @@ absl::Status Serve(MPI_Comm comm, int root, bool one_executor) {
         return absl::InternalError(
             absl::StrCat("MpiExecutor worker: a message with an unknown tag ", got.tag));
     }
+    // From here to the answer this rank is at work on a task: its heartbeat runs.
+    if (beat) beat->Busy(true);
     uint64_t id = 0;
     if (got.too_big) {
       // The root checks sizes before sending; a task it let through that is too big here
@@ -878,6 +961,7 @@ absl::Status Serve(MPI_Comm comm, int root, bool one_executor) {
     }
     TaskEntry entry = nullptr;
     if (!Codec<TaskEntry>::Decode(in, entry) || entry == nullptr) {
+      if (beat) beat->Busy(false);
       MPROC_RETURN_IF_ERROR(SendFailure(
           comm, root, id,
           absl::InvalidArgumentError(absl::StrCat("MpiExecutor worker: the task's entry did not "
@@ -887,11 +971,12 @@ absl::Status Serve(MPI_Comm comm, int root, bool one_executor) {
     }
     out.Clear();
     Encode(id, out);
-    if (beat) beat->Busy(true);
     entry(in, out);
-    if (beat) beat->Busy(false);
     // What the task printed is written before its answer is sent.
     std::fflush(stdout);
+    // Every heartbeat goes before the answer (none follows it onto a communicator about to
+    // be freed).
+    if (beat) beat->Busy(false);
     if (!out.fds().empty()) {
       MPROC_RETURN_IF_ERROR(SendFailure(
           comm, root, id,

@@ -59,7 +59,7 @@ enum Tag : int {
   kBeat,
 };
 
-inline constexpr uint32_t kWireVersion = 1;
+inline constexpr uint32_t kWireVersion = 2;
 
 // A worker rank as its handshake described it.
 struct WorkerInfo {
@@ -103,6 +103,9 @@ int LiveEngines();
 // True once an engine over a kept communicator gave up on answers it was owed: that
 // communicator is out of step and no later executor may use it.
 bool KeptCommUnusable();
+// True once any engine gave up on ranks (lost, or owing answers, or silent in the handshake):
+// MPI_Finalize would wait for them, so the process must end the job with MPI_Abort instead.
+bool MpiUnrecoverable();
 
 class Engine final : public pool_internal::TaskSink {
  public:

@@ -277,6 +277,11 @@ TEST(MpiExecutorTest, InitializerRunsInEveryWorkerAndItsFailureBreaksTheExecutor
               StatusIs(absl::StatusCode::kAborted,
                        AllOf(HasSubstr("initializer failed on rank "), HasSubstr("no database"))));
   broken.reset();
+  // An initializer is checked against the message limit before anything is sent.
+  MpiExecutorOptions small;
+  small.max_message_bytes = 4096;
+  EXPECT_THAT(MpiExecutor::Create(small, InitWorker, 1, std::string(8000, 'x')).status(),
+              StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("initializer")));
   auto fine = Make();
   ASSERT_NE(fine, nullptr);
   EXPECT_THAT(fine->Submit(Square, 3).Result(absl::Seconds(30)), IsOkAndHolds(9));
@@ -293,10 +298,13 @@ TEST(MpiExecutorTest, LongTasksAreKeptAliveByHeartbeats) {
   std::vector<Future<int>> fs = {ex->Submit(SleepMs, 2500), ex->Submit(SleepMs, 2500),
                                  ex->Submit(SleepMs, 100)};
   for (auto& f : fs) EXPECT_TRUE(f.Result(absl::Seconds(30)).ok()) << f.Exception();
-  MpiExecutorOptions bad;
-  bad.heartbeat_timeout = absl::ZeroDuration();
   ex.reset();
-  EXPECT_THAT(MpiExecutor::Create(bad).status(), StatusIs(absl::StatusCode::kInvalidArgument));
+  for (absl::Duration bad_timeout : {absl::ZeroDuration(), absl::Milliseconds(10)}) {
+    MpiExecutorOptions bad;
+    bad.heartbeat_timeout = bad_timeout;
+    EXPECT_THAT(MpiExecutor::Create(bad).status(),
+                StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("heartbeat_timeout")));
+  }
 }
 
 // A handshake that times out leaves the workers' replies behind on the launch's
