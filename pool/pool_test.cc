@@ -69,6 +69,10 @@ int SleepMs(int ms) {
   ::usleep(static_cast<useconds_t>(ms) * 1000);
   return ms;
 }
+// Left alive at exit by a test child; volatile globals, so the stores stay and LeakSanitizer
+// sees them reachable.
+Pool* volatile g_pool_alive_at_exit = nullptr;
+ProcessPoolExecutor* volatile g_executor_alive_at_exit = nullptr;
 // Sleeps, then records that it ran to its end.
 int SleepThenMark(Array<int32_t> mark, int ms) {
   ::usleep(static_cast<useconds_t>(ms) * 1000);
@@ -124,7 +128,7 @@ TEST_P(PoolTest, APoolOrExecutorAliveAtExitDoesNotHangTheExit) {
       o.start_method = method;
       absl::StatusOr<std::unique_ptr<Pool>> pool = Pool::Create(o);
       if (!pool.ok() || !(*pool)->Map(Square, std::vector<int>{1, 2, 3}).ok()) return 3;
-      (void)pool->release();  // alive at exit
+      g_pool_alive_at_exit = pool->release();
       ExecutorOptions eo;
       eo.max_workers = 1;
       eo.start_method = method;
@@ -132,7 +136,7 @@ TEST_P(PoolTest, APoolOrExecutorAliveAtExitDoesNotHangTheExit) {
       if (!ex.ok()) return 4;
       static Future<int> pending;
       pending = (*ex)->Submit(SleepThenMark, mark, 100);
-      (void)ex->release();
+      g_executor_alive_at_exit = ex->release();
       std::exit(0);  // runs the exit handlers, as returning from main does
     });
     EXPECT_EQ(testing::Join(pid, 60), 0) << "other start method first: " << other_first;
