@@ -23,8 +23,9 @@ Output protocol (stdout carries ONLY JSON lines, flushed one by one):
     allowed CPU, an exception, a timeout):
         {"row": "<row id>", "skipped": "<reason>"}
 
-Full mode runs 7 repetitions per row (5 for the slow process-start and
-pool-create rows); --quick runs 3 repetitions with smaller iteration counts.
+Full mode runs 5 repetitions per row (3 for the slow process-start and
+pool-create rows), as the report's C++ rows do; --quick runs 3 repetitions with smaller
+iteration counts.
 Progress and warnings go to stderr.  The exit code is 0 whenever the script
 ran (argument errors aside).
 """
@@ -200,8 +201,8 @@ def _timed_loop(fn, n):
 class Cfg:
     def __init__(self, quick):
         self.quick = quick
-        self.reps = 3 if quick else 7
-        self.slow_reps = 3 if quick else 5
+        self.reps = 3 if quick else 5
+        self.slow_reps = 3
         self.ctx = mp.get_context()  # platform default
         self.default_method = mp.get_start_method()
 
@@ -592,7 +593,7 @@ def row_value_incr(cfg):
 def _create_kept_row(what, make):
     # Objects made and kept, 1000 at a time (then dropped together), as mproc's rows do.
     def row(cfg):
-        n = cfg.n(20_000, 4_000)
+        n = cfg.n(8_000, 4_000)
         samples = []
         for _ in range(cfg.reps):
             held = []
@@ -721,7 +722,7 @@ ROWS = [
     ("cpython.manager.dict_64_clients", row_manager_dict_crowd),
     ("cpython.value.incr", row_value_incr),
     ("cpython.shm.create", row_shm_create),
-    ("cpython.queue.bytes_64MiB", _handoff_row(_bytes_producer, 64 << 20, 6, 2,
+    ("cpython.queue.bytes_64MiB", _handoff_row(_bytes_producer, 64 << 20, 4, 2,
                                                "64 MiB bytes items through mp.Queue(2)")),
     ("cpython.shared_memory.handoff_64MiB", _handoff_row(
         _shm_producer, 64 << 20, 50, 10,

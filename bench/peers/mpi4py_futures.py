@@ -26,7 +26,7 @@ def emit(obj):
 
 def main():
     quick = "--quick" in sys.argv
-    reps = 3 if quick else 7
+    reps = 3 if quick else 5
     emit({"version": "mpi4py %s (CPython %s), %s" % (
         mpi4py.__version__, sys.version.split()[0],
         MPI.Get_library_version().split(",")[0].strip())})

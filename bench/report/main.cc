@@ -220,8 +220,8 @@ int Main(int argc, char** argv) {
   std::map<std::string, RowResult> results;
 
   // C++ rows through Google Benchmark.
-  const int reps = flags.quick ? 3 : 7;
-  const double min_time = flags.quick ? 0.01 : 0.15;
+  const int reps = flags.quick ? 3 : 5;
+  const double min_time = flags.quick ? 0.01 : 0.08;
   int cxx_rows = 0;
   for (const auto& row : Rows()) {
     if (!row->fn || !Selected(flags, row->spec.id)) continue;

@@ -65,7 +65,7 @@ std::pair<size_t, size_t> SubmitMessageSizes() {
 
 int main(int argc, char** argv) {
   const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
-  const int reps = quick ? 3 : 7;
+  const int reps = quick ? 3 : 5;
   int provided = 0;
   if (MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided) != MPI_SUCCESS) return 2;
   int rank = 0, size = 0;
