@@ -36,14 +36,20 @@ Launch& TheLaunch() {
   return *l;
 }
 
+// Ends the whole MPI job from this process, saying why on stderr.
+[[noreturn]] void AbortJob(const std::string& why) {
+  std::fprintf(stderr, "mproc: %s; aborting the MPI job\n", why.c_str());
+  std::fflush(nullptr);
+  MPI_Abort(MPI_COMM_WORLD, 1);
+  std::abort();  // MPI_Abort does not return
+}
+
 [[noreturn]] void ServeAndExit(MPI_Comm comm, bool disconnect) {
   absl::Status s = mpi_internal::Serve(comm, 0, /*one_executor=*/false);
   if (!s.ok()) {
     // The client may be waiting on this rank for ever, and MPI_Finalize waits for every rank:
     // end the job, as a dead rank does.
-    std::fprintf(stderr, "mproc: MPI worker: %s; aborting the MPI job\n", s.ToString().c_str());
-    std::fflush(nullptr);
-    MPI_Abort(MPI_COMM_WORLD, 1);
+    AbortJob(absl::StrCat("MPI worker: ", s.ToString()));
   }
   if (disconnect) {
     (void)MPI_Comm_disconnect(&comm);
@@ -61,31 +67,15 @@ Launch& TheLaunch() {
 int ReleaseWorkersAtFinalize(MPI_Comm, int, void*, void*) {
   Launch& l = TheLaunch();
   if (mpi_internal::MpiUnrecoverable()) {
-    // Some rank is gone, hung, or owed answers no one will take: MPI_Finalize would wait for
-    // it for ever.
-    std::fprintf(stderr,
-                 "mproc: an MpiExecutor lost ranks or gave up on them; aborting the MPI job "
-                 "instead of waiting for them in MPI_Finalize\n");
-    std::fflush(nullptr);
-    MPI_Abort(MPI_COMM_WORLD, 1);
+    // Some rank is gone, hung, or owed answers no one will take (this covers a launch's
+    // workers out of step): MPI_Finalize would wait for it for ever.
+    AbortJob("an MpiExecutor lost ranks or gave up on them, and MPI_Finalize would wait for them");
   }
   if (mpi_internal::LiveEngines() > 0) {
     // Its engine thread may be inside an MPI call: nothing can be finalized safely.
-    std::fprintf(stderr,
-                 "mproc: MPI is finalized (or the program exits) with an MpiExecutor still "
-                 "open; aborting the MPI job\n");
-    std::fflush(nullptr);
-    MPI_Abort(MPI_COMM_WORLD, 1);
+    AbortJob("MPI is finalized (or the program exits) with an MpiExecutor still open");
   }
   if (l.world == MPI_COMM_NULL) return MPI_SUCCESS;
-  if (mpi_internal::KeptCommUnusable()) {
-    // A worker may be stuck sending an answer no one will take: it would never see kExit.
-    std::fprintf(stderr,
-                 "mproc: the worker ranks fell out of step after a failure; aborting the MPI "
-                 "job instead of waiting for them\n");
-    std::fflush(nullptr);
-    MPI_Abort(MPI_COMM_WORLD, 1);
-  }
   for (int r = 1; r < l.size; ++r) {
     (void)MPI_Send(nullptr, 0, MPI_BYTE, r, mpi_internal::kExit, l.world);
   }

@@ -79,19 +79,25 @@ absl::Status ReceiveMatched(MPI_Message* msg, const MPI_Status& probed, uint64_t
   return MpiStatus(MPI_Mrecv(buf.data(), count, MPI_BYTE, msg, &st), "MPI_Mrecv");
 }
 
-// Polls for a message from `source` with `tag` until the deadline (spinning, then yielding).
+// Between two polls of MPI, which offers no descriptor to sleep on: a pause for the first 64
+// empty polls in a row, then the CPU yielded at each (a peer may share it).
+void PausePoll(int& empty_polls) {
+  if (++empty_polls < 64) {
+    CpuRelax();
+  } else {
+    ::sched_yield();
+  }
+}
+
+// Polls for a message from `source` with `tag` until the deadline.
 absl::StatusOr<bool> ProbeUntil(MPI_Comm comm, int source, int tag, const Deadline& deadline,
                                 MPI_Message* msg, MPI_Status* st) {
-  for (int spins = 0;; ++spins) {
+  for (int empty_polls = 0;;) {
     int flag = 0;
     MPROC_RETURN_IF_ERROR(MpiStatus(MPI_Improbe(source, tag, comm, &flag, msg, st), "MPI_Improbe"));
     if (flag) return true;
     if (deadline.Expired()) return false;
-    if (spins < 64) {
-      CpuRelax();
-    } else {
-      ::sched_yield();
-    }
+    PausePoll(empty_polls);
   }
 }
 
@@ -204,6 +210,7 @@ struct Engine::State {
   std::vector<std::byte> buf;
   std::vector<MPI_Request> reqs;
   std::vector<Out*> req_owner;
+  std::vector<Rank*> req_rank;  // the rank each owner is held by
   std::vector<int> done_idx;
 
   void Ring() {
@@ -372,11 +379,13 @@ bool Engine::State::Dispatch() {
 absl::StatusOr<bool> Engine::State::CompleteSends() {
   reqs.clear();
   req_owner.clear();
+  req_rank.clear();
   for (Rank& rk : ranks) {
     for (Out& out : rk.held) {
       if (out.req != MPI_REQUEST_NULL) {
         reqs.push_back(out.req);
         req_owner.push_back(&out);
+        req_rank.push_back(&rk);
       }
     }
   }
@@ -392,21 +401,13 @@ absl::StatusOr<bool> Engine::State::CompleteSends() {
   if (n == MPI_UNDEFINED || n == 0) return false;
   const int64_t now = MonotonicNowNs();
   for (int k = 0; k < n; ++k) {
-    Out* out = req_owner[static_cast<size_t>(done_idx[static_cast<size_t>(k)])];
+    const size_t i = static_cast<size_t>(done_idx[static_cast<size_t>(k)]);
+    Out* out = req_owner[i];
     out->bytes = EncodeBuffer();
     out->keepalive.reset();
-  }
-  // A task's send completing means its worker is receiving it (a large one takes a while to
-  // arrive, before the worker can beat for it): heard from.
-  for (Rank& rk : ranks) {
-    if (!rk.held.empty() && rk.held.front().req == MPI_REQUEST_NULL && rk.last_heard_ns < now) {
-      bool just_completed = false;
-      for (int k = 0; k < n && !just_completed; ++k) {
-        just_completed =
-            req_owner[static_cast<size_t>(done_idx[static_cast<size_t>(k)])] == &rk.held.front();
-      }
-      if (just_completed) rk.last_heard_ns = now;
-    }
+    // The send of the task its worker runs now completing means the worker is receiving it
+    // (a large one takes a while to arrive, before the worker can beat for it): heard from.
+    if (&req_rank[i]->held.front() == out) req_rank[i]->last_heard_ns = now;
   }
   return true;
 }
@@ -632,12 +633,7 @@ void Engine::State::Run() {
       continue;
     }
     if (out_count > 0) {
-      // Answers are due and MPI has no descriptor to sleep on: poll, yielding the CPU.
-      if (++idle < 64) {
-        CpuRelax();
-      } else {
-        ::sched_yield();
-      }
+      PausePoll(idle);  // answers are due
       continue;
     }
     // Nothing due: the next task usually follows within microseconds (a caller waiting on
