@@ -66,6 +66,9 @@ Launch& TheLaunch() {
 // kExit, so that its own MPI_Finalize, which waits for every rank, can proceed.
 int ReleaseWorkersAtFinalize(MPI_Comm, int, void*, void*) {
   Launch& l = TheLaunch();
+  // An executor dropped from its own done callback finishes its work first (its thread makes
+  // MPI calls until then).
+  mpi_internal::WaitForOrphanedEngines();
   if (mpi_internal::MpiUnrecoverable()) {
     // Some rank is gone, hung, or owed answers no one will take (this covers a launch's
     // workers out of step): MPI_Finalize would wait for it for ever.
@@ -103,6 +106,9 @@ absl::Status EnsureFinalizeHook() {
 // At exit: finalizes MPI when MpiInit initialized it (the program finalizes what it
 // initialized itself), which runs the hook above.
 void FinalizeAtExit() {
+  // An executor dropped from its own done callback still makes MPI calls until its work is
+  // done: MPI_Finalize may not start before (MPI_THREAD_SERIALIZED allows one caller at a time).
+  mpi_internal::WaitForOrphanedEngines();
   int finalized = 0;
   MPI_Finalized(&finalized);
   if (!finalized && TheLaunch().ours) (void)MPI_Finalize();
@@ -316,6 +322,15 @@ absl::StatusOr<std::unique_ptr<MpiExecutor>> MpiExecutor::CreateOnCommWith(
 }
 
 MpiExecutor::~MpiExecutor() {
+  if (engine_->OnEngineThread()) {
+    // From a done callback: the engine cannot wait for itself. It finishes its work and frees
+    // itself; a static launch's next executor may be created once it has.
+    const bool static_launch = static_launch_;
+    mpi_internal::Engine::Orphan(std::move(engine_), [static_launch] {
+      if (static_launch) TheLaunch().executor_open.store(false);
+    });
+    return;
+  }
   (void)Shutdown(true);
   engine_.reset();
   if (static_launch_) TheLaunch().executor_open.store(false);

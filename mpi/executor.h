@@ -157,7 +157,10 @@ class MpiExecutor {
                             EncodeInitializer(initializer, std::forward<A>(args)...));
   }
 
-  // Shutdown(wait=true).
+  // Shutdown(wait=true). From one of its own done callbacks (on the engine thread), which
+  // cannot wait for itself: the executor stops accepting work, finishes what was submitted once
+  // the callback returns, releases the workers and frees itself; its futures complete as
+  // usual. MPI finalization (MPI_Finalize, or the exit after MpiInit) waits for it first.
   ~MpiExecutor();
 
   // As ProcessPoolExecutor::Submit. The Future fails INVALID_ARGUMENT when the arguments carry

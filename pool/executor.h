@@ -75,7 +75,10 @@ class ProcessPoolExecutor {
         pool_internal::SetInitializer(core, std::move(initializer), std::forward<A>(args)...));
     return CreateWith(options, std::move(core));
   }
-  // Shutdown(wait=true): waits for every submitted task.
+  // Shutdown(wait=true): waits for every submitted task. From one of its own done callbacks
+  // (which run on the pool thread) it cannot wait: the executor stops accepting work, finishes
+  // what was submitted once the callback returns, and its thread then frees it; the futures
+  // stay valid and complete as usual (pool_internal::CoreDeleter).
   ~ProcessPoolExecutor() { (void)Shutdown(true); }
 
   // ProcessPoolExecutor::Submit(fn, args...)
@@ -157,14 +160,14 @@ class ProcessPoolExecutor {
     core.start_method = options.start_method;
     core.maxtasksperchild = options.max_tasks_per_child;
     core.break_on_worker_death = true;
-    absl::StatusOr<std::unique_ptr<pool_internal::PoolCore>> c =
+    absl::StatusOr<pool_internal::CorePtr> c =
         pool_internal::PoolCore::Create(std::move(core));
     if (!c.ok()) return c.status();
     return std::unique_ptr<ProcessPoolExecutor>(new ProcessPoolExecutor(*std::move(c)));
   }
-  explicit ProcessPoolExecutor(std::unique_ptr<pool_internal::PoolCore> core)
+  explicit ProcessPoolExecutor(pool_internal::CorePtr core)
       : core_(std::move(core)) {}
-  std::unique_ptr<pool_internal::PoolCore> core_;
+  pool_internal::CorePtr core_;
 };
 
 }  // namespace mproc

@@ -272,7 +272,11 @@ class Pool {
     return CreateWith(options, std::move(core));
   }
 
-  ~Pool() = default;  // the core terminates and joins
+  // Terminates the workers (as Terminate) and joins them. From a callback running on the pool
+  // thread, it cannot wait for that thread: the pool terminates once the callback returns, and
+  // the thread frees it (pool_internal::CoreDeleter); AsyncResults still held then fail
+  // ABORTED.
+  ~Pool() = default;
 
   int processes() const { return core_->processes(); }
 
@@ -415,12 +419,12 @@ class Pool {
     core.start_method = options.start_method;
     core.maxtasksperchild = options.maxtasksperchild;
     core.cancel_on_sigint = options.cancel_on_sigint;
-    absl::StatusOr<std::unique_ptr<pool_internal::PoolCore>> c =
+    absl::StatusOr<pool_internal::CorePtr> c =
         pool_internal::PoolCore::Create(std::move(core));
     if (!c.ok()) return c.status();
     return std::unique_ptr<Pool>(new Pool(*std::move(c)));
   }
-  explicit Pool(std::unique_ptr<pool_internal::PoolCore> core) : core_(std::move(core)) {}
+  explicit Pool(pool_internal::CorePtr core) : core_(std::move(core)) {}
 
   template <typename T>
   static void InstallCallbacks(const AsyncResult<T>& r, const Callbacks<T>& cbs) {
@@ -610,7 +614,7 @@ class Pool {
     return it;
   }
 
-  std::unique_ptr<pool_internal::PoolCore> core_;
+  pool_internal::CorePtr core_;
 };
 
 }  // namespace mproc

@@ -29,6 +29,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "ipc/queue.h"
+#include "pool/internal/pool_core.h"
 #include "pool/internal/sigint.h"
 #include "pool/progress.h"
 #include "sync/value.h"
@@ -145,6 +146,63 @@ TEST_P(PoolTest, APoolOrExecutorAliveAtExitDoesNotHangTheExit) {
   }
 }
 
+// An executor dropped from its own done callback, then the process exits at once: the exit
+// waits for the orphaned executor to finish its work and free itself before it joins the
+// children (its detached thread is not left running into the exit).
+TEST_P(PoolTest, AnExecutorDroppedFromItsCallbackFinishesBeforeTheExit) {
+  const StartMethod method = GetParam();
+  ASSERT_OK_AND_ASSIGN(Array<int32_t> mark, Array<int32_t>::Create(1, LockMode::kNone));
+  pid_t pid = testing::Child([method, mark] {
+    ExecutorOptions eo;
+    eo.max_workers = 1;
+    eo.start_method = method;
+    absl::StatusOr<std::unique_ptr<ProcessPoolExecutor>> ex = ProcessPoolExecutor::Create(eo);
+    if (!ex.ok()) return 4;
+    static std::unique_ptr<ProcessPoolExecutor> owner;
+    static std::atomic<bool> dropped{false};
+    static Future<int> first;
+    static Future<int> second;
+    owner = *std::move(ex);
+    first = owner->Submit(SleepMs, 200);
+    second = owner->Submit(SleepThenMark, mark, 1000);
+    first.AddDoneCallback([](const Future<int>&) {
+      owner.reset();
+      dropped = true;
+    });
+    while (!dropped.load()) ::usleep(1000);
+    std::exit(pool_internal::RunningOrphans() == 1 ? 0 : 6);
+  });
+  EXPECT_EQ(testing::Join(pid, 60), 0);
+  EXPECT_EQ(std::atomic_ref<int32_t>(mark[0]).load(), 1)
+      << "the dropped executor's last task did not run to its end before the exit";
+}
+
+// The exit hook is finishing an executor's work (as at exit) when a done callback drops the
+// executor: the hook, which is joining that thread, frees it afterwards; the exit completes
+// with the work done.
+TEST_P(PoolTest, AnExecutorDroppedFromItsCallbackWhileTheExitEndsItIsFreedByTheExit) {
+  const StartMethod method = GetParam();
+  ASSERT_OK_AND_ASSIGN(Array<int32_t> mark, Array<int32_t>::Create(1, LockMode::kNone));
+  pid_t pid = testing::Child([method, mark] {
+    ExecutorOptions eo;
+    eo.max_workers = 1;
+    eo.start_method = method;
+    absl::StatusOr<std::unique_ptr<ProcessPoolExecutor>> ex = ProcessPoolExecutor::Create(eo);
+    if (!ex.ok()) return 4;
+    // Never destroyed at exit (so the drop happens in the callback); reachable for LSan.
+    static auto* owner = new std::unique_ptr<ProcessPoolExecutor>(*std::move(ex));
+    static Future<int> first;
+    static Future<int> second;
+    first = (*owner)->Submit(SleepMs, 300);
+    second = (*owner)->Submit(SleepThenMark, mark, 200);
+    first.AddDoneCallback([](const Future<int>&) { owner->reset(); });
+    std::exit(0);  // the exit hook ends the executor while its first task still runs
+  });
+  EXPECT_EQ(testing::Join(pid, 60), 0);
+  EXPECT_EQ(std::atomic_ref<int32_t>(mark[0]).load(), 1)
+      << "the executor's last task did not run to its end before the exit";
+}
+
 // Many more workers than CPUs (64 on this 2-CPU machine): they start, each takes part, every
 // item comes back in order, and shutdown leaves nothing behind.
 TEST_P(PoolTest, SixtyFourWorkersStartMapAndShutDown) {
@@ -222,6 +280,81 @@ TEST_P(PoolTest, AsyncResultsAndCallbacks) {
   EXPECT_TRUE(errored.load());
   ASSERT_OK_AND_ASSIGN(bool succeeded, e.Successful());
   EXPECT_FALSE(succeeded);
+}
+
+// Waits (bounded) until every dropped pool's thread has freed it, then says whether every
+// pid is reaped (gone from the process table, not a zombie).
+bool OrphansFreedAndReaped(const std::vector<pid_t>& pids) {
+  for (int i = 0; i < 30000 && pool_internal::RunningOrphans() > 0; ++i) ::usleep(1000);
+  if (pool_internal::RunningOrphans() > 0) return false;
+  for (pid_t p : pids) {
+    if (::kill(p, 0) == 0) return false;
+  }
+  return true;
+}
+
+// A Pool dropped from one of its own callbacks (which run on the pool thread): it cannot join
+// that thread, so it terminates once the callback returns and the thread frees it; the tasks
+// still out fail ABORTED and every worker is reaped. Before, the destructor's join of its own
+// thread threw and ended the program (std::terminate).
+TEST_P(PoolTest, APoolDroppedFromItsOwnCallbackTerminatesAndFreesItself) {
+  for (bool closed_first : {false, true}) {  // a closed Pool's drop terminates it too
+    ASSERT_OK_AND_ASSIGN(std::unique_ptr<Pool> pool, Pool::Create(Opts()));
+    const std::vector<pid_t> pids = pool->WorkerPids();
+    ASSERT_EQ(pids.size(), 2u);
+    std::atomic<bool> dropped{false};
+    std::atomic<bool> on_pool_thread{false};
+    const std::thread::id me = std::this_thread::get_id();
+    Callbacks<int> cbs;
+    cbs.on_success = [&](const int&) {
+      on_pool_thread = std::this_thread::get_id() != me;
+      pool.reset();
+      dropped = true;
+    };
+    // Slow enough that the callbacks are in place before it completes.
+    AsyncResult<int> held = pool->ApplyAsync(SleepMs, 60000);  // still running at the drop
+    AsyncResult<int> first = pool->ApplyAsyncWithCallbacks(cbs, SleepMs, 300);
+    if (closed_first) MPROC_ASSERT_OK(pool->Close());
+    EXPECT_THAT(first.Get(absl::Seconds(30)), IsOkAndHolds(300));
+    EXPECT_THAT(held.Get(absl::Seconds(30)),
+                StatusIs(absl::StatusCode::kAborted, HasSubstr("terminated")))
+        << "closed first: " << closed_first;
+    EXPECT_TRUE(dropped.load());
+    EXPECT_TRUE(on_pool_thread.load());
+    EXPECT_TRUE(OrphansFreedAndReaped(pids)) << "a worker of the dropped pool was not reaped";
+  }
+}
+
+// An executor dropped from one of its own done callbacks: it stops taking work, finishes what
+// was submitted (CPython's shutdown(wait=True) from a callback raises and the work goes on),
+// then frees itself; its futures complete with their values. Before: std::terminate.
+TEST_P(PoolTest, AnExecutorDroppedFromItsOwnDoneCallbackFinishesItsWorkAndFreesItself) {
+  ExecutorOptions o;
+  o.max_workers = 2;
+  o.start_method = GetParam();
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<ProcessPoolExecutor> ex, ProcessPoolExecutor::Create(o));
+  const std::vector<pid_t> pids = ex->WorkerPids();
+  ASSERT_EQ(pids.size(), 2u);
+  std::atomic<bool> dropped{false};
+  std::atomic<bool> on_pool_thread{false};
+  const std::thread::id me = std::this_thread::get_id();
+  // The first task is slow enough that its callback is in place before it completes; the
+  // others (about 400 ms of work on the second worker) are still queued or running then.
+  std::vector<Future<int>> fs;
+  fs.push_back(ex->Submit(SleepMs, 300));
+  for (int i = 1; i <= 8; ++i) fs.push_back(ex->Submit(SleepMs, 100 + i));
+  fs[0].AddDoneCallback([&](const Future<int>&) {
+    on_pool_thread = std::this_thread::get_id() != me;
+    ex.reset();
+    dropped = true;
+  });
+  EXPECT_THAT(fs[0].Result(absl::Seconds(30)), IsOkAndHolds(300));
+  for (int i = 1; i <= 8; ++i) EXPECT_THAT(fs[i].Result(absl::Seconds(30)), IsOkAndHolds(100 + i));
+  for (int i = 0; i < 3000 && !dropped.load(); ++i) ::usleep(1000);
+  EXPECT_TRUE(dropped.load());
+  EXPECT_TRUE(on_pool_thread.load());
+  EXPECT_FALSE(fs[8].Cancel());  // done: the future never reaches the freed executor
+  EXPECT_TRUE(OrphansFreedAndReaped(pids)) << "a worker of the dropped executor was not reaped";
 }
 
 TEST_P(PoolTest, ErrorsTravelAsRemoteErrors) {

@@ -1559,7 +1559,7 @@ bool Server::Handle(Conn& c, std::span<const std::byte> msg) {
           pool_internal::CoreOptions options;
           options.processes = static_cast<int>(std::get<0>(*a));
           options.start_method = std::get<1>(*a);
-          absl::StatusOr<std::unique_ptr<pool_internal::PoolCore>> pool =
+          absl::StatusOr<pool_internal::CorePtr> pool =
               pool_internal::PoolCore::Create(std::move(options));
           if (!pool.ok()) { made = pool.status(); break; }
           o.pool = *std::move(pool);

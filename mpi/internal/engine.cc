@@ -129,9 +129,35 @@ std::vector<std::shared_ptr<void>>& Abandoned() {
 // up on them (and on its communicator).
 constexpr absl::Duration kDrainLimit = absl::Seconds(10);
 
+// Orphaned engines (Engine::Orphan) whose threads still run. Never destroyed: MPI may
+// finalize from an exit handler, after static destructors would have run.
+struct Orphans {
+  Mutex mu;
+  CondVar cv;
+  int running ABSL_GUARDED_BY(mu) = 0;
+};
+Orphans& TheOrphans() {
+  static auto* o = new Orphans();
+  return *o;
+}
+
+// The engine whose thread this is (null on any other thread). Thread ids are reused once a
+// thread is joined, so "is this the engine's own thread" is asked of this, never of an id.
+thread_local const Engine* t_engine_thread_of = nullptr;
+// This thread is an orphaned engine's (it frees that engine once its loop ends).
+thread_local bool t_orphan_thread = false;
+
 }  // namespace
 
 int LiveEngines() { return g_live_engines.load(); }
+
+void WaitForOrphanedEngines() {
+  const int self = t_orphan_thread ? 1 : 0;  // a callback's exit does not wait for itself
+  Orphans& o = TheOrphans();
+  MutexLock lock(&o.mu);
+  o.cv.Wait(lock, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(o.mu) { return o.running <= self; });
+}
+
 bool KeptCommUnusable() { return g_kept_comm_unusable.load(); }
 bool MpiUnrecoverable() { return g_unrecoverable.load(); }
 
@@ -163,7 +189,10 @@ struct Engine::State {
   EngineOptions o;
   std::vector<WorkerInfo> infos;
   std::thread thread;
-  std::thread::id thread_id;  // set before Start returns; read by Join
+  // Orphaned (Engine::Orphan): the thread is detached, frees the engine when Run returns,
+  // then runs this. Written before the detach, on the engine thread.
+  bool frees_itself = false;
+  std::function<void()> after_orphan;
   uint64_t first_id = 0;      // ids below it belong to earlier engines
 
   // Shared with submitting threads.
@@ -706,9 +735,37 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Start(EngineOptions options) {
   }
   s.first_id = g_next_id.load();
   g_live_engines.fetch_add(1);
-  s.thread = std::thread([&s] { s.Run(); });
-  s.thread_id = s.thread.get_id();
+  Engine* raw = e.get();
+  s.thread = std::thread([raw] {
+    t_engine_thread_of = raw;
+    raw->st_->Run();
+    if (!raw->st_->frees_itself) return;
+    std::function<void()> after = std::move(raw->st_->after_orphan);
+    delete raw;
+    if (after) after();
+    Orphans& o = TheOrphans();
+    MutexLock lock(&o.mu);
+    --o.running;
+    o.cv.SignalAll();
+  });
   return e;
+}
+
+bool Engine::OnEngineThread() const { return t_engine_thread_of == this; }
+
+void Engine::Orphan(std::unique_ptr<Engine> engine, std::function<void()> after) {
+  engine->Close();
+  {
+    Orphans& o = TheOrphans();
+    MutexLock lock(&o.mu);
+    ++o.running;
+  }
+  State& s = *engine->st_;
+  s.after_orphan = std::move(after);
+  s.frees_itself = true;
+  t_orphan_thread = true;
+  s.thread.detach();
+  (void)engine.release();  // the engine thread's now
 }
 
 Engine::~Engine() {
@@ -780,7 +837,7 @@ void Engine::Close() {
 
 absl::Status Engine::Join() {
   State& s = *st_;
-  if (s.thread_id == std::this_thread::get_id()) {
+  if (OnEngineThread()) {
     return absl::FailedPreconditionError(
         "MpiExecutor: Shutdown(wait=true) from a done callback cannot wait for its own thread");
   }

@@ -36,6 +36,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -100,6 +101,8 @@ absl::Status CheckOptions(const EngineOptions& o);
 
 // Engines started and not yet finished (their threads may be making MPI calls).
 int LiveEngines();
+// Waits until every orphaned engine (Engine::Orphan) has finished and freed itself.
+void WaitForOrphanedEngines();
 // True once an engine over a kept communicator gave up on answers it was owed: that
 // communicator is out of step and no later executor may use it.
 bool KeptCommUnusable();
@@ -127,6 +130,13 @@ class Engine final : public pool_internal::TaskSink {
   // Waits for the engine thread (after Close), which releases the workers. FAILED_PRECONDITION
   // when called from it.
   absl::Status Join();
+  // Whether this is the engine thread (a done callback runs there).
+  bool OnEngineThread() const;
+  // Drops an engine from its own thread (its owner destroyed from a done callback): it is
+  // closed, finishes the tasks queued and out, releases the workers, then the thread frees it
+  // and runs `after`. Futures of its tasks stay valid meanwhile. MPI finalization waits for
+  // such engines (WaitForOrphanedEngines).
+  static void Orphan(std::unique_ptr<Engine> engine, std::function<void()> after);
   const std::vector<WorkerInfo>& workers() const;
 
   struct State;

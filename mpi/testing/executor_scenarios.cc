@@ -9,6 +9,7 @@
 #include <set>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -17,6 +18,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "mpi/executor.h"
+#include "mpi/internal/engine.h"
 
 namespace mproc {
 namespace {
@@ -175,6 +177,35 @@ TEST(MpiExecutorTest, WaitAsCompletedAndDoneCallbacks) {
   MPROC_ASSERT_OK(ex->Shutdown(/*wait=*/true));  // the callbacks ran on the engine thread
   std::lock_guard<std::mutex> lock(mu);
   EXPECT_EQ(seen, (std::vector<std::string>{"first 100", "third 100"}));
+}
+
+// An executor dropped from one of its own done callbacks (which run on the engine thread):
+// it cannot wait for itself, so it finishes the tasks queued and out, releases the workers and
+// frees itself; its futures complete as usual, and the next executor can then be created on
+// the same ranks. Before: std::terminate (the destructor joined its own thread).
+TEST(MpiExecutorTest, AnExecutorDroppedFromItsOwnDoneCallbackFinishesItsWork) {
+  std::unique_ptr<MpiExecutor> ex = Make();
+  ASSERT_NE(ex, nullptr);
+  const std::thread::id me = std::this_thread::get_id();
+  std::atomic<bool> dropped{false};
+  std::atomic<bool> on_engine_thread{false};
+  std::vector<Future<int>> fs;
+  fs.push_back(ex->Submit(SleepMs, 200));
+  for (int i = 1; i <= 8; ++i) fs.push_back(ex->Submit(SleepMs, 50 + i));
+  fs[0].AddDoneCallback([&](const Future<int>&) {
+    on_engine_thread = std::this_thread::get_id() != me;
+    ex.reset();
+    dropped = true;
+  });
+  EXPECT_THAT(fs[0].Result(absl::Seconds(30)), IsOkAndHolds(200));
+  for (int i = 1; i <= 8; ++i) EXPECT_THAT(fs[i].Result(absl::Seconds(30)), IsOkAndHolds(50 + i));
+  for (int i = 0; i < 3000 && !dropped.load(); ++i) ::usleep(1000);
+  EXPECT_TRUE(dropped.load());
+  EXPECT_TRUE(on_engine_thread.load());
+  mpi_internal::WaitForOrphanedEngines();
+  std::unique_ptr<MpiExecutor> next = Make();
+  ASSERT_NE(next, nullptr);
+  EXPECT_THAT(next->Submit(Square, 6).Result(absl::Seconds(30)), IsOkAndHolds(36));
 }
 
 TEST(MpiExecutorTest, CancelAndShutdownWithCancelFutures) {

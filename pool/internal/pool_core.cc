@@ -70,7 +70,9 @@ struct PoolCore::State {
   // Started by Create before the pool is shared, joined under join_mu (not annotated: Create
   // sets it without the lock).
   std::thread thread;
-  std::thread::id thread_id;  // the pool thread's, fixed at Create (read without a lock)
+  // Orphaned (CoreDeleter): the thread is detached and frees the core when its loop ends.
+  // Written and read only on the pool thread.
+  bool frees_itself = false;
   Mutex join_mu;              // Join: one joiner at a time
 
   using Worker = PoolWorker;  // pool/internal/worker_start.h
@@ -119,6 +121,12 @@ void RefreshPids(PoolCore::State& st) {
 
 namespace {
 
+// The core whose pool thread this is (null on any other thread). Thread ids are reused once a
+// thread is joined, so "is this the pool's own thread" is asked of this, never of an id.
+thread_local PoolCore* t_pool_thread_of = nullptr;
+// This thread is an orphaned core's (it frees that core once its loop ends).
+thread_local bool t_orphan_thread = false;
+
 // The pools and executors alive in this process, ended at exit before the children are
 // joined (spawn's exit hook): a Pool still alive then (a global, a leaked one) would otherwise
 // hang the exit, its idle workers waiting for tasks while the exit waits for them. CPython
@@ -130,10 +138,12 @@ struct LiveCores {
     bool executor = false;
     bool ending = false;  // the exit hook is ending it: its destructor waits
     bool ended = false;
+    bool orphaned = false;  // dropped from its own thread while ending: the hook deletes it
   };
   Mutex mu;
   CondVar cv;
   std::vector<Entry> cores ABSL_GUARDED_BY(mu);
+  int orphans ABSL_GUARDED_BY(mu) = 0;  // orphaned cores whose threads still run
 };
 LiveCores& Live() {
   static auto* l = new LiveCores();
@@ -147,10 +157,21 @@ void ForgetCoresAfterFork() ABSL_NO_THREAD_SAFETY_ANALYSIS {
   new (&l.mu) Mutex;
   new (&l.cv) CondVar;
   l.cores.clear();
+  l.orphans = 0;
+}
+
+// Orphans end by themselves (closed or terminated already): their work and their workers'
+// exits come before the children are joined. An orphan's own thread (a callback that called
+// exit) does not wait for itself.
+void WaitForOrphans(LiveCores& l) {
+  const int self = t_orphan_thread ? 1 : 0;
+  MutexLock lock(&l.mu);
+  l.cv.Wait(lock, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(l.mu) { return l.orphans <= self; });
 }
 
 void EndLiveCoresAtExit() {
   LiveCores& l = Live();
+  WaitForOrphans(l);
   for (const bool executors : {true, false}) {
     for (;;) {
       PoolCore* core = nullptr;
@@ -167,15 +188,22 @@ void EndLiveCoresAtExit() {
       // Not under the lock: an executor's remaining done callbacks may create or destroy
       // pools meanwhile.
       core->EndAtExit();
-      MutexLock lock(&l.mu);
-      for (auto& e : l.cores) {
-        if (e.core != core) continue;
-        e.ending = false;
-        e.ended = true;
+      bool orphaned = false;
+      {
+        MutexLock lock(&l.mu);
+        for (auto& e : l.cores) {
+          if (e.core != core) continue;
+          e.ending = false;
+          e.ended = true;
+          orphaned = e.orphaned;
+        }
+        if (orphaned) std::erase_if(l.cores, [&](const auto& e) { return e.core == core; });
+        l.cv.SignalAll();
       }
-      l.cv.SignalAll();
+      if (orphaned) delete core;  // its thread is joined; its owner is gone
     }
   }
+  WaitForOrphans(l);  // cores dropped from their callbacks meanwhile
 }
 
 }  // namespace
@@ -189,12 +217,12 @@ void PoolCore::EndAtExit() {
   (void)Join();
 }
 
-absl::StatusOr<std::unique_ptr<PoolCore>> PoolCore::Create(CoreOptions options) {
+absl::StatusOr<CorePtr> PoolCore::Create(CoreOptions options) {
   if (options.processes < 0) return absl::InvalidArgumentError("processes must be >= 1");
   if (options.maxtasksperchild < 0) {
     return absl::InvalidArgumentError("maxtasksperchild must be a positive integer (or 0: none)");
   }
-  std::unique_ptr<PoolCore> core(new PoolCore());
+  CorePtr core(new PoolCore());
   core->processes_ = options.processes == 0 ? CpuCount() : options.processes;
   core->st_ = std::make_unique<State>();
   State& st = *core->st_;
@@ -225,8 +253,16 @@ absl::StatusOr<std::unique_ptr<PoolCore>> PoolCore::Create(CoreOptions options) 
     }
   }
   PoolCore* raw = core.get();
-  st.thread = std::thread([raw] { raw->Run(); });
-  st.thread_id = st.thread.get_id();
+  st.thread = std::thread([raw] {
+    t_pool_thread_of = raw;
+    raw->Run();
+    if (!raw->st_->frees_itself) return;
+    delete raw;
+    LiveCores& l = Live();
+    MutexLock lock(&l.mu);
+    --l.orphans;
+    l.cv.SignalAll();
+  });
   {
     LiveCores& l = Live();
     MutexLock lock(&l.mu);
@@ -242,6 +278,44 @@ absl::StatusOr<std::unique_ptr<PoolCore>> PoolCore::Create(CoreOptions options) 
     l.cores.push_back(e);
   }
   return core;
+}
+
+int RunningOrphans() {
+  LiveCores& l = Live();
+  MutexLock lock(&l.mu);
+  return l.orphans;
+}
+
+void CoreDeleter::operator()(PoolCore* core) const {
+  if (t_pool_thread_of == core) {
+    core->Orphan();
+  } else {
+    delete core;
+  }
+}
+
+void PoolCore::Orphan() {
+  {
+    MutexLock lock(&st_->mu);
+    // A Pool dropped is terminated, as its destructor would; an executor dropped (closed by
+    // its Shutdown) finishes what was submitted, as at exit. The loop sees either after this
+    // callback returns.
+    if (!st_->opts.break_on_worker_death) st_->terminated = true;
+    st_->closed = true;
+  }
+  LiveCores& l = Live();
+  MutexLock lock(&l.mu);
+  for (auto& e : l.cores) {
+    if (e.core != this || !e.ending) continue;
+    // The exit hook is joining this thread: it deletes the core once the join returns.
+    e.orphaned = true;
+    return;
+  }
+  std::erase_if(l.cores, [this](const auto& e) { return e.core == this; });
+  ++l.orphans;
+  st_->thread.detach();
+  st_->frees_itself = true;
+  t_orphan_thread = true;
 }
 
 PoolCore::~PoolCore() {
@@ -363,7 +437,7 @@ absl::Status PoolCore::Join() {
   }
   // A callback that runs on the pool thread (a Future's done callback) and shuts down the
   // executor must not wait for its own thread; two joiners must not join one thread.
-  if (std::this_thread::get_id() == st_->thread_id) {
+  if (t_pool_thread_of == this) {
     return absl::FailedPreconditionError(
         "Join on the pool's own thread (from a done callback) would wait for itself; the pool "
         "shuts down once its work is done");

@@ -60,9 +60,24 @@ struct CoreOptions {
   std::function<void()> fork_initializer;       // fork only: any callable
 };
 
+class PoolCore;
+
+// Deletes a PoolCore, wherever its owner drops it. From the pool's own thread (a done
+// callback that destroys its Pool or executor) the core cannot join that thread: it is
+// orphaned instead. A core not yet closed is terminated (a Pool's drop); a closed one (an
+// executor's Shutdown) finishes its work; then its thread frees it. Futures of its tasks stay
+// valid meanwhile, and the exit hook waits for orphans before children are joined.
+struct CoreDeleter {
+  void operator()(PoolCore* core) const;
+};
+using CorePtr = std::unique_ptr<PoolCore, CoreDeleter>;
+
+// Orphaned cores whose threads still run (tests: wait for it to reach 0).
+int RunningOrphans();
+
 class PoolCore final : public TaskSink {
  public:
-  static absl::StatusOr<std::unique_ptr<PoolCore>> Create(CoreOptions options);
+  static absl::StatusOr<CorePtr> Create(CoreOptions options);
   ~PoolCore();
 
   // Queues a task (bytes: TaskEntry, then what it reads); returns its id. FAILED_PRECONDITION
@@ -106,8 +121,11 @@ class PoolCore final : public TaskSink {
   struct State;  // pool_core.cc
 
  private:
+  friend struct CoreDeleter;
   PoolCore() = default;
   void Run();
+  // The owner dropped the core from a callback on the pool thread (see CoreDeleter).
+  void Orphan();
   int processes_ = 0;
   std::unique_ptr<State> st_;
 };
