@@ -555,8 +555,7 @@ TEST(PoolSigintTest, TheHandlerNeverWritesIntoADescriptorAfterItsPoolClosedIt) {
     int efd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     ASSERT_GE(efd, 0);
     MPROC_ASSERT_OK(pool_internal::RegisterSigintFd(efd));
-    pool_internal::UnregisterSigintFd(efd);
-    ::close(efd);
+    pool_internal::ReleaseSigintFd(UniqueFd(efd));  // closes it
     // Someone else's eventfd takes the freed number at once; it is never registered.
     int other = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     ASSERT_GE(other, 0);
@@ -567,8 +566,36 @@ TEST(PoolSigintTest, TheHandlerNeverWritesIntoADescriptorAfterItsPoolClosedIt) {
   }
   stop = true;
   firing.join();
-  pool_internal::UnregisterSigintFd(keeper.get());
+  pool_internal::ReleaseSigintFd(std::move(keeper));
   EXPECT_EQ(stray, 0);
+}
+
+// A handler that never finishes (its thread stopped mid-write, simulated through the running
+// count): releasing a descriptor waits a bounded time, then keeps the descriptor open rather
+// than closing a number a late write could reach. Before, the wait spun for ever.
+TEST(PoolSigintTest, ReleasingWhileAHandlerIsStuckIsBoundedAndKeepsTheDescriptorOpen) {
+  int efd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  ASSERT_GE(efd, 0);
+  MPROC_ASSERT_OK(pool_internal::RegisterSigintFd(efd));
+  pool_internal::SigintHandlerRunningForTest(+1);
+  std::atomic<bool> returned{false};
+  std::thread releaser([&] {
+    pool_internal::ReleaseSigintFd(UniqueFd(efd));
+    returned = true;
+  });
+  for (int i = 0; i < 20000 && !returned.load(); ++i) ::usleep(1000);
+  const bool bounded = returned.load();
+  pool_internal::SigintHandlerRunningForTest(-1);  // lets a still-waiting release finish
+  releaser.join();
+  EXPECT_TRUE(bounded) << "the release waited for the stuck handler for more than 20 s";
+  EXPECT_GE(::fcntl(efd, F_GETFD), 0) << "the descriptor a stuck handler may write was closed";
+  ::close(efd);  // the test's own clean-up (the leak check counts descriptors)
+  // With no handler running, a release closes the descriptor at once.
+  int other = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  ASSERT_GE(other, 0);
+  MPROC_ASSERT_OK(pool_internal::RegisterSigintFd(other));
+  pool_internal::ReleaseSigintFd(UniqueFd(other));
+  EXPECT_LT(::fcntl(other, F_GETFD), 0);
 }
 
 TEST_P(PoolTest, FailingInitializerIsReportedOnceNotRespawnedForever) {

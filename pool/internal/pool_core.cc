@@ -334,7 +334,7 @@ PoolCore::~PoolCore() {
   }
   (void)Terminate();
   (void)Join();
-  if (st_->sigint.ok()) UnregisterSigintFd(st_->sigint.get());
+  if (st_->sigint.ok()) ReleaseSigintFd(std::move(st_->sigint));
 }
 
 absl::StatusOr<uint64_t> PoolCore::Submit(EncodeBuffer task, TaskDone done,

@@ -1,6 +1,7 @@
 #include "pool/internal/sigint.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -9,6 +10,7 @@
 #include <cstdint>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "base/cpu_relax.h"
 #include "base/mutex.h"
 
@@ -75,20 +77,40 @@ absl::Status RegisterSigintFd(int fd) {
   return absl::OkStatus();
 }
 
-void UnregisterSigintFd(int fd) {
-  MutexLock lock(&g_sigint_mu);
-  for (auto& slot : g_sigint_fds) {
-    int expected = fd;
-    if (slot.compare_exchange_strong(expected, -1, std::memory_order_seq_cst)) {
-      if (--g_sigint_users == 0) ::sigaction(SIGINT, &g_sigint_previous, nullptr);
-      break;
+void ReleaseSigintFd(UniqueFd fd) {
+  {
+    MutexLock lock(&g_sigint_mu);
+    for (auto& slot : g_sigint_fds) {
+      int expected = fd.get();
+      if (slot.compare_exchange_strong(expected, -1, std::memory_order_seq_cst)) {
+        if (--g_sigint_users == 0) ::sigaction(SIGINT, &g_sigint_previous, nullptr);
+        break;
+      }
     }
   }
-  // A handler that loaded the slot before the exchange may still be about to write to `fd`:
-  // the caller closes it next. (Dekker with OnSigint: slot cleared, then count read; count
-  // raised, then slot read.) A handler is a few writes long; one interrupting this thread
-  // has finished before this loop runs.
-  while (g_sigint_running.load(std::memory_order_seq_cst) != 0) CpuRelax();
+  // A handler that loaded the slot before the exchange may still be about to write to `fd`,
+  // which closes next. (Dekker with OnSigint: slot cleared, then count read; count raised,
+  // then slot read.) A handler is a few writes long, and one interrupting this thread has
+  // finished before this loop runs; a thread preempted in one gets the CPU back through the
+  // yields.
+  const absl::Time limit = absl::Now() + kSigintDrainLimit;
+  for (int spins = 0; g_sigint_running.load(std::memory_order_seq_cst) != 0; ++spins) {
+    if (spins < 64) {
+      CpuRelax();
+      continue;
+    }
+    if (absl::Now() >= limit) {
+      // A handler stopped mid-write: its descriptor stays open (and its number taken) for the
+      // life of the process rather than risk a write into whatever would reuse the number.
+      (void)fd.Release();
+      return;
+    }
+    ::sched_yield();
+  }
+}
+
+void SigintHandlerRunningForTest(int delta) {
+  g_sigint_running.fetch_add(delta, std::memory_order_seq_cst);
 }
 
 }  // namespace mproc::pool_internal
