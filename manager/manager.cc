@@ -157,7 +157,8 @@ absl::StatusOr<std::unique_ptr<Manager>> Manager::Connect(const Address& address
 }
 
 absl::Status Manager::Serve(const Address& address, std::string authkey,
-                            std::function<void(const Address&)> on_listening) {
+                            std::function<void(const Address&)> on_listening,
+                            std::stop_token stop) {
   MPROC_ASSIGN_OR_RETURN(Listener listener, Listener::Create(address, authkey, 128));
   const Address bound = listener.address();
   manager_internal::ServerConfig config;
@@ -167,7 +168,8 @@ absl::Status Manager::Serve(const Address& address, std::string authkey,
   config.nonce |= 1;
   config.standalone = true;
   if (on_listening) on_listening(bound);
-  const int code = manager_internal::ServeManager(listener.Release(), std::move(config));
+  const int code =
+      manager_internal::ServeManagerUntil(listener.Release(), std::move(config), std::move(stop));
   if (bound.family == Address::Family::kUnix) ::unlink(bound.path.c_str());
   if (code != 0) return absl::InternalError(absl::StrCat("the manager server failed (", code, ")"));
   return absl::OkStatus();

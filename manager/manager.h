@@ -73,6 +73,7 @@
 #include <future>
 #include <memory>
 #include <optional>
+#include <stop_token>
 #include <string>
 #include <utility>
 #include <vector>
@@ -1383,19 +1384,24 @@ class Manager {
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<Manager>> Connect(
       const Address& address, std::string authkey, absl::Duration timeout = absl::Seconds(30));
 
-  // Manager::Serve(address, authkey, on_listening)
+  // Manager::Serve(address, authkey, on_listening, stop)
   //
   // Serves a manager in this process, on the calling thread (CPython's
   // get_server().serve_forever()): standalone, it does not end with any other process.
   // `on_listening` (optional) is called with the bound address (a TCP port 0 becomes the real
   // one) once clients can connect. Over TCP, bind to 127.0.0.1 unless the network is meant to
   // reach it; connections get keepalive probes and a user timeout, so a peer that vanished
-  // with the network is dropped. It returns only on a client's shutdown request, which no
-  // mproc call sends (a Connect-ed Manager's Shutdown leaves the server running): in practice
-  // it serves until its process is killed, which leaves a Unix socket file behind. Errors:
-  // Listener::Create's (INVALID_ARGUMENT, ALREADY_EXISTS, ...); INTERNAL if the loop fails.
+  // with the network is dropped. It returns OK once `stop` is requested (from another thread:
+  // std::stop_source::request_stop, or a std::jthread's stop; a program that wants Ctrl-C to
+  // stop it waits for SIGINT with sigwait on a thread of its own and requests the stop there),
+  // or on a client's shutdown request. Then, as a Manager's Shutdown does: the shared memory
+  // it made is unlinked, its objects are dropped, the replies already written go out, the
+  // connections close (clients' later calls fail ABORTED), and a Unix socket file is removed.
+  // A process killed while serving leaves that file behind. Errors: Listener::Create's
+  // (INVALID_ARGUMENT, ALREADY_EXISTS, ...); INTERNAL if the loop fails.
   static absl::Status Serve(const Address& address, std::string authkey,
-                           std::function<void(const Address&)> on_listening = nullptr);
+                           std::function<void(const Address&)> on_listening = nullptr,
+                           std::stop_token stop = {});
   // Manager::~Manager()
   //
   // Shutdown() with its default timeout, in the process that made this Manager (a fork

@@ -18,6 +18,7 @@
 #include <map>
 #include <stdexcept>
 #include <string>
+#include <stop_token>
 #include <thread>
 #include <vector>
 
@@ -821,6 +822,47 @@ int ServeOnTcp(Connection report) {
 }
 
 int AppendRemote(ListProxy<std::string> l) { return l.Append("from a child").ok() ? 0 : 2; }
+
+// Serve ends when a stop is requested from another thread: before, only a client's shutdown
+// message (which no mproc call sends) ended it, so the process had to be killed, leaving its
+// socket file behind. The stop ends it as a Shutdown does: the file is removed, and a
+// client's later calls fail. A stop requested before Serve starts ends it at once.
+TEST(ManagerServeTest, AStopRequestEndsServeAndRemovesItsSocket) {
+  std::string dir = "/tmp/mproc-mtest-XXXXXX";
+  ASSERT_NE(::mkdtemp(dir.data()), nullptr);
+  const Address address = Address::Unix(dir + "/m.sock");
+  std::stop_source stop;
+  std::atomic<bool> listening{false};
+  std::atomic<bool> returned{false};
+  absl::Status served = absl::UnknownError("not returned");
+  std::thread server([&] {
+    served = Manager::Serve(address, "serve key", [&](const Address&) { listening = true; },
+                            stop.get_token());
+    returned = true;
+  });
+  for (int i = 0; i < 30000 && !listening.load(); ++i) ::usleep(1000);
+  ASSERT_TRUE(listening.load());
+  {
+    ASSERT_OK_AND_ASSIGN(auto m, Manager::Connect(address, "serve key"));
+    ASSERT_OK_AND_ASSIGN(auto d, (m->Dict<int, int>()));
+    MPROC_ASSERT_OK(d.Set(1, 2));
+    EXPECT_THAT(d.Get(1), IsOkAndHolds(2));
+    stop.request_stop();
+    for (int i = 0; i < 30000 && !returned.load(); ++i) ::usleep(1000);
+    EXPECT_TRUE(returned.load()) << "Serve did not return within 30 s of the stop request";
+    server.join();
+    MPROC_EXPECT_OK(served);
+    EXPECT_NE(::access((dir + "/m.sock").c_str(), F_OK), 0) << "the socket file was left";
+    EXPECT_THAT(d.Get(1), StatusIs(absl::StatusCode::kAborted));
+  }
+  EXPECT_THAT(Manager::Connect(address, "serve key").status(),
+              StatusIs(absl::StatusCode::kUnavailable));
+  std::stop_source early;
+  early.request_stop();
+  MPROC_EXPECT_OK(Manager::Serve(address, "serve key", nullptr, early.get_token()));
+  EXPECT_NE(::access((dir + "/m.sock").c_str(), F_OK), 0);
+  ::rmdir(dir.c_str());
+}
 
 TEST_P(ManagerTest, RemoteManagerOverTcp) {
   ASSERT_OK_AND_ASSIGN(auto pipe, Pipe());

@@ -440,7 +440,7 @@ thread_local pid_t t_server_pid = 0;
 EmbedScope::EmbedScope(uint64_t nonce) : prev_(t_embed_nonce) { t_embed_nonce = nonce; }
 EmbedScope::~EmbedScope() { t_embed_nonce = prev_; }
 
-void MarkManagerServerThread() { t_server_pid = CurrentPid(); }
+void MarkManagerServerThread(bool serving) { t_server_pid = serving ? CurrentPid() : 0; }
 
 void EncodeProxy(EncodeBuffer& b, const std::shared_ptr<ProxyRef>& ref) {
   if (ref != nullptr && t_embed_nonce != 0 && ref->mgr.nonce == t_embed_nonce) {

@@ -156,9 +156,9 @@ class EmbedScope {
   uint64_t prev_;
 };
 
-// Set on the manager server's own thread: a proxy cannot be decoded there (its decode would
-// call the server that is running it).
-void MarkManagerServerThread();
+// Set on the manager server's own thread while it serves: a proxy cannot be decoded there (its
+// decode would call the server that is running it). Cleared when it stops serving.
+void MarkManagerServerThread(bool serving);
 
 // Codec support for proxies: Encode hands a ticket for `ref`'s object to the server (one-way)
 // and writes what a receiver needs to claim it; Decode claims it (a round trip) and returns

@@ -16,6 +16,7 @@
 #include <list>
 #include <map>
 #include <set>
+#include <stop_token>
 #include <string_view>
 #include <memory>
 #include <optional>
@@ -522,8 +523,8 @@ uint64_t StampObject(std::string_view bytes, size_t at) {
 
 class Server {
  public:
-  Server(UniqueFd listener, ServerConfig config)
-      : listener_(std::move(listener)), config_(std::move(config)) {}
+  Server(UniqueFd listener, ServerConfig config, std::stop_token stop)
+      : listener_(std::move(listener)), config_(std::move(config)), stop_token_(std::move(stop)) {}
 
   int Run();
 
@@ -671,6 +672,15 @@ class Server {
   UniqueFd done_fd_;
   Mutex done_mu_;
   std::vector<TaskDoneNote> done_ ABSL_GUARDED_BY(done_mu_);
+
+  // Serve's stop request (another thread's request_stop): it rings done_fd_, whose handler
+  // then sees the token stopped and ends the loop as a shutdown request would.
+  std::stop_token stop_token_;
+  std::optional<std::stop_callback<std::function<void()>>> on_stop_;
+  void RingDone() {
+    uint64_t one = 1;
+    (void)!::write(done_fd_.get(), &one, sizeof(one));
+  }
 };
 
 void Server::Accept() {
@@ -987,6 +997,7 @@ Result Server::CallPool(Conn& c, Object& o, Method m, DecodeReader& r, uint64_t 
 void Server::FinishTasks() {
   uint64_t count = 0;
   (void)::read(done_fd_.get(), &count, sizeof(count));
+  if (stop_token_.stop_requested()) stop_ = true;
   std::vector<TaskDoneNote> notes;
   {
     MutexLock lock(&done_mu_);
@@ -1893,9 +1904,15 @@ int64_t Server::NextWakeNs() const {
 }
 
 int Server::Run() {
-  MarkManagerServerThread();
+  // Until Run returns: a thread that served (Manager::Serve) is a client again afterwards.
+  MarkManagerServerThread(true);
+  struct Unmark {
+    ~Unmark() { MarkManagerServerThread(false); }
+  } unmark;
   done_fd_ = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!done_fd_.ok() || SetNonBlocking(listener_.get(), true) < 0) return 1;
+  // Runs at once when the stop was requested before: the loop then ends at its first turn.
+  if (stop_token_.stop_possible()) on_stop_.emplace(stop_token_, [this] { RingDone(); });
   // Auto: io_uring (it measured faster), unless the I/O mode was chosen plain.
   const bool want_uring = config_.backend < 0
                               ? BestIoMode() != IoMode::kPlain &&
@@ -2252,6 +2269,10 @@ int Server::RunUring() {
 }  // namespace
 
 int ServeManager(UniqueFd listener, ServerConfig config) {
+  return ServeManagerUntil(std::move(listener), std::move(config), std::stop_token());
+}
+
+int ServeManagerUntil(UniqueFd listener, ServerConfig config, std::stop_token stop) {
   ::signal(SIGPIPE, SIG_IGN);
   if (!config.standalone) {
     ::signal(SIGINT, SIG_IGN);  // a terminal's Ctrl-C is the owner's to handle (CPython's rule)
@@ -2262,7 +2283,7 @@ int ServeManager(UniqueFd listener, ServerConfig config) {
       if (!dir.empty()) ::rmdir(dir.c_str());
     });
   }
-  Server server(std::move(listener), std::move(config));
+  Server server(std::move(listener), std::move(config), std::move(stop));
   return server.Run();
 }
 

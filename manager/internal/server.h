@@ -19,6 +19,7 @@
 #ifndef MPROC_MANAGER_INTERNAL_SERVER_H_
 #define MPROC_MANAGER_INTERNAL_SERVER_H_
 
+#include <stop_token>
 #include <string>
 #include <tuple>
 #include <type_traits>
@@ -45,7 +46,11 @@ struct ServerConfig {
 MPROC_CODEC_FIELDS(ServerConfig, authkey, nonce, standalone, socket_path, socket_dir, backend)
 
 // Serves on `listener` (a listening socket) until Shutdown or the owner's end; the exit code.
+// (A Process target: its arguments cross the process boundary.)
 int ServeManager(UniqueFd listener, ServerConfig config);
+// The same on this thread, until a stop is also requested through `stop` (from another
+// thread): Manager::Serve.
+int ServeManagerUntil(UniqueFd listener, ServerConfig config, std::stop_token stop);
 
 // The server process's target with an initializer (CPython's Manager(initializer, initargs)):
 // runs init(args...) first, then serves. An exception it throws ends the process (exit code
