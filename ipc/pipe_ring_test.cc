@@ -147,6 +147,46 @@ TEST(PipeRingTest, KilledReceiverFailsABlockedSender) {
   EXPECT_THAT(a.SendBytes("x"), StatusIs(absl::StatusCode::kOutOfRange));
 }
 
+// A receiver killed inside Recv left its "inside Recv" flag set, and a sender skips the
+// hang-up check while that flag is up (a live receiver holds the peer end open): sends to the
+// dead peer succeeded until the 128 KiB ring filled, and after one send reported the hang-up
+// (through the bell), the next ones succeeded again. Now the second send after the death at
+// the latest is OUT_OF_RANGE, and every send after the first failure is too.
+TEST(PipeRingTest, SendsToAReceiverKilledInsideRecvFailSoon) {
+  for (int round = 0; round < 4; ++round) {
+    ASSERT_OK_AND_ASSIGN(auto pair, Pipe());
+    auto& [a, b] = pair;
+    pid_t pid = Child([&] {
+      a.Close();
+      for (;;) {  // answers each message; inside Recv the rest of the time
+        absl::StatusOr<std::string> m = b.RecvBytes();
+        if (!m.ok() || !b.SendBytes("ack").ok()) return 1;
+      }
+    });
+    b.Close();
+    for (int i = 0; i < 3; ++i) {
+      MPROC_ASSERT_OK(a.SendBytes("ping"));
+      ASSERT_THAT(a.RecvBytes(std::nullopt, absl::Seconds(30)), IsOkAndHolds("ack"));
+    }
+    if (round % 2 == 1) ::usleep(20'000);  // asleep in poll() by now; else still spinning
+    ::kill(pid, SIGKILL);
+    EXPECT_EQ(Join(pid), 128 + SIGKILL);
+    int first_failure = -1;
+    for (int i = 0; i < 200; ++i) {
+      absl::Status s = a.SendBytes("into the void");
+      if (first_failure < 0 && !s.ok()) {
+        EXPECT_THAT(s, StatusIs(absl::StatusCode::kOutOfRange)) << "send " << i;
+        first_failure = i;
+      } else if (first_failure >= 0) {
+        EXPECT_THAT(s, StatusIs(absl::StatusCode::kOutOfRange))
+            << "send " << i << " succeeded after send " << first_failure << " failed";
+      }
+    }
+    EXPECT_GE(first_failure, 0) << "200 sends to a dead receiver all succeeded";
+    EXPECT_LE(first_failure, 1) << "round " << round;
+  }
+}
+
 TEST(PipeRingTest, KilledSenderEndsAWaitingReceiver) {
   ASSERT_OK_AND_ASSIGN(auto pair, Pipe());
   auto& [a, b] = pair;

@@ -12,6 +12,7 @@
 #include <new>
 
 #include "absl/strings/str_cat.h"
+#include "base/deadline.h"
 #include "base/futex.h"
 #include "base/io_ring.h"
 #include "base/owner.h"
@@ -164,9 +165,27 @@ void RingLink::UnlockReader(int end) {
 }
 
 absl::Status RingLink::CheckPeer(int end, int sock) {
+  if (peer_gone_[end]) return PeerGone();  // a hang-up is for good
   LinkDirection& d = dir(end);
-  if (d.r_active.load(std::memory_order_relaxed) != 0) return absl::OkStatus();
-  return HungUp(sock) ? PeerGone() : absl::OkStatus();
+  bool look = d.r_active.load(std::memory_order_relaxed) == 0;
+  if (!look) {
+    // A receiver inside Recv holds the peer end open, unless it was killed there (its flag
+    // stays up). A live one reads promptly: records waiting with no progress since our last
+    // send mean it may be gone. Look then, at most every kStalledLookNs while it stays so (a
+    // live receiver that lags a fast sender costs a clock read per send, not a poll).
+    const uint64_t head = d.head.load(std::memory_order_acquire);
+    if (head != d.tail.load(std::memory_order_relaxed) && head == seen_head_[end]) {
+      const int64_t now = MonotonicNowNs();
+      if (now - looked_ns_[end] >= kStalledLookNs) {
+        looked_ns_[end] = now;
+        look = true;
+      }
+    }
+    seen_head_[end] = head;
+  }
+  if (!look || !HungUp(sock)) return absl::OkStatus();
+  peer_gone_[end] = true;
+  return PeerGone();
 }
 
 void RingLink::Publish(int end, uint64_t tail) {

@@ -93,8 +93,12 @@ class RingLink {
   // held) once the direction is torn: see TearDirection.
   absl::Status LockWriter(int end, int sock, const Deadline& deadline);
   void UnlockWriter(int end);
-  // OUT_OF_RANGE when the peer end has hung up. Costs a poll() only when no receiver is
-  // inside Recv or Poll (one that is holds the peer end open).
+  // OUT_OF_RANGE when the peer end has hung up (and at every call after). Costs a poll() when
+  // no receiver is inside Recv or Poll; when one is (it holds the peer end open, unless it was
+  // killed there), only when our records wait unread and it made no progress since the last
+  // call, at most once per kStalledLookNs. So the second send after a receiver is killed in
+  // Recv fails at the latest (the first, too, when it was asleep: its bell finds the hang-up).
+  // Under the writer lock.
   absl::Status CheckPeer(int end, int sock);
   // Appends one record, waiting for room before `deadline` (a hung-up peer while waiting is
   // OUT_OF_RANGE), publishes it and rings the bell when one is due. Under the writer lock.
@@ -226,6 +230,12 @@ class RingLink {
   Mapping map_;
   // This process's caches of the other side's position, per direction.
   uint64_t head_cache_[2] = {0, 0};
+  // CheckPeer's view of each sending end (under its writer lock): the receiver's position at
+  // the last send, when it last looked at the socket, and a hang-up seen.
+  static constexpr int64_t kStalledLookNs = 100'000;
+  uint64_t seen_head_[2] = {~uint64_t{0}, ~uint64_t{0}};
+  int64_t looked_ns_[2] = {0, 0};
+  bool peer_gone_[2] = {false, false};
 };
 
 }  // namespace mproc::ipc_internal
