@@ -18,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "base/io_ring.h"
 #include "base/status_matchers.h"
 #include "base/test_util.h"
 #include "gmock/gmock.h"
@@ -150,8 +151,10 @@ TEST(PipeRingTest, KilledReceiverFailsABlockedSender) {
 // A receiver killed inside Recv left its "inside Recv" flag set, and a sender skips the
 // hang-up check while that flag is up (a live receiver holds the peer end open): sends to the
 // dead peer succeeded until the 128 KiB ring filled, and after one send reported the hang-up
-// (through the bell), the next ones succeeded again. Now the second send after the death at
-// the latest is OUT_OF_RANGE, and every send after the first failure is too.
+// (through the bell), the next ones succeeded again. Now every send after the first failure
+// is OUT_OF_RANGE, and in the plain I/O mode the second send after the death fails at the
+// latest. (In the io_uring modes the dead receiver's ring holds its socket open until the
+// kernel tears the ring down, a few milliseconds later: the sends fail from then on.)
 TEST(PipeRingTest, SendsToAReceiverKilledInsideRecvFailSoon) {
   for (int round = 0; round < 4; ++round) {
     ASSERT_OK_AND_ASSIGN(auto pair, Pipe());
@@ -172,7 +175,8 @@ TEST(PipeRingTest, SendsToAReceiverKilledInsideRecvFailSoon) {
     ::kill(pid, SIGKILL);
     EXPECT_EQ(Join(pid), 128 + SIGKILL);
     int first_failure = -1;
-    for (int i = 0; i < 200; ++i) {
+    for (int i = 0; i < 2000; ++i) {
+      if (i > 0 && first_failure < 0) ::usleep(1000);
       absl::Status s = a.SendBytes("into the void");
       if (first_failure < 0 && !s.ok()) {
         EXPECT_THAT(s, StatusIs(absl::StatusCode::kOutOfRange)) << "send " << i;
@@ -182,8 +186,10 @@ TEST(PipeRingTest, SendsToAReceiverKilledInsideRecvFailSoon) {
             << "send " << i << " succeeded after send " << first_failure << " failed";
       }
     }
-    EXPECT_GE(first_failure, 0) << "200 sends to a dead receiver all succeeded";
-    EXPECT_LE(first_failure, 1) << "round " << round;
+    EXPECT_GE(first_failure, 0) << "2000 sends to a dead receiver all succeeded (2 s)";
+    if (ActiveIoMode() == IoMode::kPlain) {
+      EXPECT_LE(first_failure, 1) << "round " << round;
+    }
   }
 }
 
