@@ -69,6 +69,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <future>
 #include <memory>
@@ -978,6 +979,147 @@ class BarrierProxy : public manager_internal::ProxyBase {
   }
 };
 
+// Results of PoolProxy::IMap and IMapUnordered, taken one at a time (CPython's IMapIterator):
+// a window of chunks is in the pool at once, each one call over this process's connection to
+// the manager, and the next chunk goes in as a result comes out, so results stream while the
+// rest runs. Move-only; one thread at a time.
+template <typename R>
+class PoolResults {
+ public:
+  PoolResults(PoolResults&&) noexcept = default;
+  PoolResults& operator=(PoolResults&&) noexcept = default;
+  // Abandons the chunks still in flight: they run to their end in the pool, and their results
+  // are dropped as they come.
+  ~PoolResults() {
+    for (const InFlight& f : flight_) {
+      if (f.id != 0 && ref_ != nullptr) ref_->client->Abandon(f.id);
+    }
+  }
+
+  // PoolResults::Next(timeout)
+  //
+  // The next result: in input order (IMap), or as chunks complete (IMapUnordered);
+  // std::nullopt once every result was taken. An item's own error comes in its place (its
+  // task threw: ABORTED with the RemoteError; its worker died: ABORTED naming it) and the
+  // others go on; a call that failed (the manager gone: ABORTED) fails every item of its
+  // chunk, and so every later one. DEADLINE_EXCEEDED when no result came within `timeout`:
+  // nothing is lost, call again.
+  std::optional<absl::StatusOr<R>> Next(absl::Duration timeout = absl::InfiniteDuration()) {
+    const Deadline deadline = Deadline::After(timeout);
+    for (;;) {
+      if (!ready_.empty()) {
+        absl::StatusOr<R> r = std::move(ready_.front());
+        ready_.pop_front();
+        return r;
+      }
+      Fill();
+      if (flight_.empty()) return std::nullopt;
+      // A chunk that could not be sent yields its error in its turn.
+      const size_t failed = ordered_ ? (flight_.front().id == 0 ? 0 : SIZE_MAX) : FirstFailed();
+      if (failed != SIZE_MAX) {
+        ready_.insert(ready_.end(), flight_[failed].count, flight_[failed].error);
+        flight_.erase(flight_.begin() + static_cast<ptrdiff_t>(failed));
+        continue;
+      }
+      ids_.clear();
+      if (ordered_) {
+        ids_.push_back(flight_.front().id);
+      } else {
+        for (const InFlight& f : flight_) ids_.push_back(f.id);
+      }
+      auto [id, raw] = ref_->client->AwaitAny(ids_, deadline);
+      if (id == 0) {
+        if (absl::IsDeadlineExceeded(raw.status())) return absl::StatusOr<R>(raw.status());
+        // The manager is gone: every chunk in flight fails with its error.
+        for (InFlight& f : flight_) {
+          f.id = 0;
+          f.error = raw.status();
+        }
+        continue;
+      }
+      size_t at = 0;
+      while (flight_[at].id != id) ++at;
+      const size_t count = flight_[at].count;
+      flight_.erase(flight_.begin() + static_cast<ptrdiff_t>(at));
+      Decode(raw, count);
+    }
+  }
+
+ private:
+  friend class PoolProxy;
+  using Outcome = std::tuple<uint8_t, std::string, std::string>;
+  // A chunk's task bytes, by chunk index.
+  using Encoder = std::function<std::string(size_t chunk)>;
+  struct InFlight {
+    uint64_t id = 0;  // 0: not sent, `error` says why
+    size_t count = 0;
+    absl::Status error;
+  };
+  PoolResults(std::shared_ptr<manager_internal::ProxyRef> ref, Encoder encode, size_t items,
+              size_t chunksize, size_t window, bool ordered)
+      : ref_(std::move(ref)),
+        encode_(std::move(encode)),
+        items_(items),
+        chunksize_(chunksize),
+        window_(window),
+        ordered_(ordered) {}
+  explicit PoolResults(absl::Status error) { ready_.push_back(std::move(error)); }
+
+  // Sends chunks until `window_` are in flight or none are left.
+  void Fill() {
+    while (flight_.size() < window_ && next_ * chunksize_ < items_) {
+      const size_t begin = next_ * chunksize_;
+      InFlight f;
+      f.count = std::min(items_, begin + chunksize_) - begin;
+      std::vector<std::pair<uint64_t, std::string>> tasks;
+      tasks.emplace_back(f.count, encode_(next_));
+      ++next_;
+      EncodeBuffer b;
+      Encode(tasks, b);
+      absl::StatusOr<uint64_t> id = manager_internal::BeginMethod(
+          ref_, manager_internal::Method::kPoolRun, b, absl::InfiniteDuration());
+      if (id.ok()) {
+        f.id = *id;
+      } else {
+        f.error = id.status();
+      }
+      flight_.push_back(std::move(f));
+    }
+  }
+  size_t FirstFailed() const {
+    for (size_t i = 0; i < flight_.size(); ++i) {
+      if (flight_[i].id == 0) return i;
+    }
+    return SIZE_MAX;
+  }
+  void Decode(const absl::StatusOr<std::string>& raw, size_t count) {
+    absl::StatusOr<std::vector<Outcome>> out =
+        raw.ok() ? manager_internal::FromBytes<std::vector<Outcome>>(*raw)
+                 : absl::StatusOr<std::vector<Outcome>>(raw.status());
+    if (out.ok() && out->size() != 1) out = absl::InternalError("a malformed pool reply");
+    if (!out.ok()) {
+      ready_.insert(ready_.end(), count, absl::StatusOr<R>(out.status()));
+      return;
+    }
+    const Outcome& o = (*out)[0];
+    const absl::Status st(static_cast<absl::StatusCode>(std::get<0>(o)), std::get<1>(o));
+    for (auto& item : pool_internal::DecodeChunk<R>(st, AsBytes(std::get<2>(o)), {}, count)) {
+      ready_.push_back(std::move(item));
+    }
+  }
+
+  std::shared_ptr<manager_internal::ProxyRef> ref_;
+  Encoder encode_;
+  size_t items_ = 0;
+  size_t chunksize_ = 1;
+  size_t window_ = 1;
+  bool ordered_ = true;
+  size_t next_ = 0;  // the next chunk to send
+  std::deque<InFlight> flight_;
+  std::deque<absl::StatusOr<R>> ready_;
+  std::vector<uint64_t> ids_;
+};
+
 // A Pool living in the manager (CPython's Manager().Pool()): its workers are the server's
 // children, so a pool is shared by every process holding the proxy and outlives the one that
 // made it. Apply and Map block the caller (not the server) until their tasks are done; tasks
@@ -1076,6 +1218,27 @@ class PoolProxy : public manager_internal::ProxyBase {
     });
   }
 
+  // PoolProxy::IMap(fn, items, chunksize, window), PoolProxy::IMapUnordered(...)
+  //
+  // fn over `items` in the workers, results taken one at a time from the returned
+  // PoolResults as they come (CPython's imap and imap_unordered): in input order, or in the
+  // order chunks complete. `chunksize` items per task (at least 1); `window` chunks in the
+  // pool at once (0: twice the pool's workers, one more call to learn them), the next sent as
+  // a result is taken, so memory stays bounded and the workers busy. The items are copied in.
+  // INVALID_ARGUMENT for a chunksize of 0 comes as the first result; errors per item as
+  // PoolResults::Next says.
+  template <typename F, typename T>
+  PoolResults<pool_internal::TaskResult<F>> IMap(F fn, std::vector<T> items, size_t chunksize = 1,
+                                                 size_t window = 0) const {
+    return StartIMap(fn, std::move(items), chunksize, window, /*ordered=*/true);
+  }
+  template <typename F, typename T>
+  PoolResults<pool_internal::TaskResult<F>> IMapUnordered(F fn, std::vector<T> items,
+                                                          size_t chunksize = 1,
+                                                          size_t window = 0) const {
+    return StartIMap(fn, std::move(items), chunksize, window, /*ordered=*/false);
+  }
+
   // PoolProxy::Processes()
   //
   // The pool's worker count. Errors as every proxy call.
@@ -1083,6 +1246,34 @@ class PoolProxy : public manager_internal::ProxyBase {
   absl::StatusOr<int64_t> Processes() const { return Call<int64_t>(M::kPoolProcesses); }
 
  private:
+  template <typename F, typename T>
+  PoolResults<pool_internal::TaskResult<F>> StartIMap(F fn, std::vector<T> items, size_t chunksize,
+                                                      size_t window, bool ordered) const {
+    using Traits = pool_internal::TaskTraits<F>;
+    using Out = PoolResults<pool_internal::TaskResult<F>>;
+    static_assert(!kTypeCarriesFds<typename Traits::Params>,
+                  "a managed Pool's task arguments travel through the manager's socket: no "
+                  "descriptors");
+    if (chunksize == 0) return Out(absl::InvalidArgumentError("chunksize must be at least 1"));
+    if (window == 0) {
+      absl::StatusOr<int64_t> n = Processes();
+      if (!n.ok()) return Out(n.status());
+      window = static_cast<size_t>(std::max<int64_t>(1, 2 * *n));
+    }
+    std::shared_ptr<manager_internal::ProxyRef> cur = ref();
+    absl::StatusOr<std::shared_ptr<manager_internal::ProxyRef>> own = manager_internal::OwnRef(cur);
+    if (!own.ok()) return Out(own.status());
+    const size_t n = items.size();
+    const pool_internal::TaskFn<F> f = pool_internal::AsFunctionPointer(fn);
+    auto encode = [f, chunksize, items = std::make_shared<std::vector<T>>(std::move(items))](
+                      size_t chunk) {
+      const size_t begin = chunk * chunksize;
+      const size_t end = std::min(items->size(), begin + chunksize);
+      return std::string(
+          pool_internal::EncodeChunk<Traits, false>(f, *items, begin, end).first.view());
+    };
+    return Out(*std::move(own), std::move(encode), n, chunksize, window, ordered);
+  }
   [[nodiscard]] absl::StatusOr<std::vector<Outcome>> Run(
       const std::vector<std::pair<uint64_t, std::string>>& tasks) const {
     MPROC_ASSIGN_OR_RETURN(std::string raw, Raw(M::kPoolRun, tasks));

@@ -1321,6 +1321,80 @@ TEST_P(ManagerTest, APoolLivesInTheManager) {
   ExpectCountReaches(*m, 0);
 }
 
+// CPython's WithManagerTestPool imap and imap_unordered: results stream out of the manager's
+// pool while later chunks still run (one waits on an Event until we let it go), in input
+// order or as they complete; an item's error comes in its place; DEADLINE_EXCEEDED from Next
+// loses nothing; an iterator dropped early leaves the pool serving; a chunksize of 0 is an
+// error.
+int64_t SquareOrWait(std::pair<int64_t, EventProxy> item) {
+  if (item.first >= 0) return item.first * item.first;
+  return item.second.Wait(absl::Seconds(30)).value_or(false) ? 42 : -1;
+}
+int64_t FailsOnSeven(int64_t x) {
+  if (x == 7) throw std::runtime_error("seven refused");
+  return x;
+}
+
+TEST_P(ManagerTest, IMapStreamsResultsOutOfTheManagersPool) {
+  auto m = Start();
+  ASSERT_NE(m, nullptr);
+  {
+    ASSERT_OK_AND_ASSIGN(PoolProxy pool, m->Pool(2, GetParam()));
+    std::vector<int64_t> in(100);
+    for (int64_t i = 0; i < 100; ++i) in[static_cast<size_t>(i)] = i;
+    for (size_t chunk : {size_t{1}, size_t{3}, size_t{100}}) {
+      auto it = pool.IMap(Square, in, chunk);
+      for (int64_t i = 0; i < 100; ++i) {
+        std::optional<absl::StatusOr<int64_t>> r = it.Next(absl::Seconds(60));
+        ASSERT_TRUE(r.has_value()) << "chunk " << chunk << " item " << i;
+        ASSERT_THAT(*r, IsOkAndHolds(i * i)) << "chunk " << chunk;
+      }
+      EXPECT_FALSE(it.Next().has_value());
+    }
+    {
+      auto it = pool.IMap(FailsOnSeven, std::vector<int64_t>{5, 6, 7, 8}, 2);
+      EXPECT_THAT(*it.Next(), IsOkAndHolds(5));
+      EXPECT_THAT(*it.Next(), IsOkAndHolds(6));
+      EXPECT_THAT(*it.Next(), StatusIs(absl::StatusCode::kAborted, HasSubstr("seven refused")));
+      EXPECT_THAT(*it.Next(), IsOkAndHolds(8));
+      EXPECT_FALSE(it.Next().has_value());
+    }
+    // Streaming, in order: the first two results while the third still waits.
+    ASSERT_OK_AND_ASSIGN(EventProxy go, m->Event());
+    {
+      auto it = pool.IMap(SquareOrWait, std::vector<std::pair<int64_t, EventProxy>>{
+                                            {1, go}, {2, go}, {-1, go}});
+      EXPECT_THAT(*it.Next(absl::Seconds(60)), IsOkAndHolds(1));
+      EXPECT_THAT(*it.Next(absl::Seconds(60)), IsOkAndHolds(4));
+      EXPECT_THAT(*it.Next(absl::Milliseconds(50)),
+                  StatusIs(absl::StatusCode::kDeadlineExceeded));
+      MPROC_ASSERT_OK(go.Set());
+      EXPECT_THAT(*it.Next(absl::Seconds(60)), IsOkAndHolds(42));
+      EXPECT_FALSE(it.Next().has_value());
+    }
+    // As they complete: the waiting first item's result comes last.
+    ASSERT_OK_AND_ASSIGN(EventProxy go2, m->Event());
+    {
+      auto it = pool.IMapUnordered(SquareOrWait, std::vector<std::pair<int64_t, EventProxy>>{
+                                                     {-1, go2}, {3, go2}});
+      EXPECT_THAT(*it.Next(absl::Seconds(60)), IsOkAndHolds(9));
+      MPROC_ASSERT_OK(go2.Set());
+      EXPECT_THAT(*it.Next(absl::Seconds(60)), IsOkAndHolds(42));
+      EXPECT_FALSE(it.Next().has_value());
+    }
+    {
+      std::vector<int64_t> many(1000, 3);
+      auto it = pool.IMapUnordered(Square, many, 1, /*window=*/4);
+      EXPECT_THAT(*it.Next(absl::Seconds(60)), IsOkAndHolds(9));
+    }  // dropped with chunks in flight
+    EXPECT_THAT(pool.Apply(Square, int64_t{9}), IsOkAndHolds(81));
+    auto bad = pool.IMap(Square, in, /*chunksize=*/0);
+    EXPECT_THAT(*bad.Next(), StatusIs(absl::StatusCode::kInvalidArgument));
+    EXPECT_FALSE(bad.Next().has_value());
+  }
+  ExpectCountReaches(*m, 0);
+}
+
 // A client killed while its task runs in the manager's pool: the task's answer has nowhere to
 // go and is dropped; the pool serves on, and ends with its last proxy.
 int64_t StartThenWait(EventProxy started, EventProxy go) {

@@ -241,6 +241,26 @@ absl::Status ManagerClient::Send(uint64_t id, Op op, uint64_t object, const Enco
 
 absl::StatusOr<std::string> ManagerClient::Call(Op op, uint64_t object, const EncodeBuffer& args,
                                                 const Deadline& deadline) {
+  MPROC_ASSIGN_OR_RETURN(const uint64_t id, Begin(op, object, args, deadline));
+  const uint64_t ids[1] = {id};
+  return AwaitReply(ids, deadline, /*forget=*/true).second;
+}
+
+std::pair<uint64_t, absl::StatusOr<std::string>> ManagerClient::AwaitAny(
+    std::span<const uint64_t> ids, const Deadline& deadline) {
+  return AwaitReply(ids, deadline, /*forget=*/false);
+}
+
+void ManagerClient::Abandon(uint64_t id) {
+  MutexLock lock(&mu_);
+  waiting_.erase(id);
+  replies_.erase(id);
+  cv_.SignalAll();
+  MaybeCloseLocked();
+}
+
+absl::StatusOr<uint64_t> ManagerClient::Begin(Op op, uint64_t object, const EncodeBuffer& args,
+                                              const Deadline& deadline) {
   // A request the server would refuse (and drop the connection for) is refused here, with
   // nothing sent: this process's other proxies keep working.
   if (args.size() > kMaxMessage - kMaxRequestHeader) {
@@ -267,27 +287,35 @@ absl::StatusOr<std::string> ManagerClient::Call(Op op, uint64_t object, const En
     if (absl::IsDeadlineExceeded(sent)) return sent;
     return GoneLocked(sent);
   }
-  return AwaitReply(id, deadline);
+  return id;
 }
 
-absl::StatusOr<std::string> ManagerClient::AwaitReply(uint64_t id, const Deadline& deadline) {
+std::pair<uint64_t, absl::StatusOr<std::string>> ManagerClient::AwaitReply(
+    std::span<const uint64_t> ids, const Deadline& deadline, bool forget) {
   MutexLock lock(&mu_);
-  auto done = [&](absl::StatusOr<std::string> r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    waiting_.erase(id);
-    cv_.SignalAll();  // the reader's role may be free for another waiter
-    MaybeCloseLocked();
-    return r;
-  };
+  auto done = [&](uint64_t id, absl::StatusOr<std::string> r)
+                  ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+                    if (forget) {
+                      for (uint64_t i : ids) waiting_.erase(i);
+                    } else if (id != 0) {
+                      waiting_.erase(id);
+                    }
+                    cv_.SignalAll();  // the reader's role may be free for another waiter
+                    MaybeCloseLocked();
+                    return std::pair<uint64_t, absl::StatusOr<std::string>>(id, std::move(r));
+                  };
   for (;;) {
-    if (auto it = replies_.find(id); it != replies_.end()) {
-      absl::StatusOr<std::string> r = std::move(it->second);
-      replies_.erase(it);
-      return done(std::move(r));
+    for (uint64_t id : ids) {
+      if (auto it = replies_.find(id); it != replies_.end()) {
+        absl::StatusOr<std::string> r = std::move(it->second);
+        replies_.erase(it);
+        return done(id, std::move(r));
+      }
     }
-    if (broken_) return done(*broken_);
+    if (broken_) return done(0, *broken_);
     if (deadline.Expired()) {
-      // Its reply, when it comes, is dropped by id.
-      return done(absl::DeadlineExceededError("the manager did not answer in time"));
+      // Forgotten (Call): its reply, when it comes, is dropped by id.
+      return done(0, absl::DeadlineExceededError("the manager did not answer in time"));
     }
     if (reading_) {
       if (deadline.infinite()) {
@@ -428,6 +456,14 @@ absl::StatusOr<std::string> CallMethod(const std::shared_ptr<ProxyRef>& ref, Met
   Encode(static_cast<uint16_t>(m), msg);
   msg.Append(args.bytes().data(), args.size());
   return ref->client->Call(Op::kCall, ref->object, msg, Deadline::After(timeout));
+}
+
+absl::StatusOr<uint64_t> BeginMethod(const std::shared_ptr<ProxyRef>& ref, Method m,
+                                     const EncodeBuffer& args, absl::Duration timeout) {
+  EncodeBuffer msg;
+  Encode(static_cast<uint16_t>(m), msg);
+  msg.Append(args.bytes().data(), args.size());
+  return ref->client->Begin(Op::kCall, ref->object, msg, Deadline::After(timeout));
 }
 
 namespace {

@@ -25,6 +25,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -60,6 +61,17 @@ class ManagerClient {
   // FAILED_PRECONDITION after this process shut the manager down.
   absl::StatusOr<std::string> Call(Op op, uint64_t object, const EncodeBuffer& args,
                                    const Deadline& deadline);
+  // Call in two halves, so one thread keeps several calls in flight: Begin sends the request
+  // and returns its id (Call's errors that come before the reply); AwaitAny waits for the
+  // reply of any of `ids` and returns which one came with it (the reply is consumed). At
+  // `deadline` AwaitAny returns DEADLINE_EXCEEDED with id 0 and the calls stay pending (wait
+  // again later); once the manager is gone, its error with id 0. Abandon forgets a pending
+  // call: its reply is dropped when it comes.
+  absl::StatusOr<uint64_t> Begin(Op op, uint64_t object, const EncodeBuffer& args,
+                                 const Deadline& deadline);
+  std::pair<uint64_t, absl::StatusOr<std::string>> AwaitAny(std::span<const uint64_t> ids,
+                                                            const Deadline& deadline);
+  void Abandon(uint64_t id);
   // A request without a reply (decref, ticket). Best effort: a gone manager drops nothing.
   void OneWay(Op op, uint64_t object, const EncodeBuffer& args);
 
@@ -79,7 +91,11 @@ class ManagerClient {
   absl::Status GoneLocked(const absl::Status& cause) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Closes the connection once it is broken and no thread reads or waits on it.
   void MaybeCloseLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::StatusOr<std::string> AwaitReply(uint64_t id, const Deadline& deadline);
+  // Waits for a reply to any of `ids`; `forget` drops them all from waiting_ whatever the
+  // outcome (Call's single call), else only the one answered.
+  std::pair<uint64_t, absl::StatusOr<std::string>> AwaitReply(std::span<const uint64_t> ids,
+                                                               const Deadline& deadline,
+                                                               bool forget);
   // Sends one request (under send_mu_).
   absl::Status Send(uint64_t id, Op op, uint64_t object, const EncodeBuffer& args,
                     absl::Duration timeout);
@@ -141,6 +157,10 @@ absl::StatusOr<std::shared_ptr<ProxyRef>> OwnRef(const std::shared_ptr<ProxyRef>
 // A method call on the object, failing with DEADLINE_EXCEEDED after `timeout`.
 absl::StatusOr<std::string> CallMethod(const std::shared_ptr<ProxyRef>& ref, Method m,
                                        const EncodeBuffer& args, absl::Duration timeout);
+// Its first half (ManagerClient::Begin): the request sent, its id; the reply is awaited with
+// ref->client->AwaitAny.
+absl::StatusOr<uint64_t> BeginMethod(const std::shared_ptr<ProxyRef>& ref, Method m,
+                                     const EncodeBuffer& args, absl::Duration timeout);
 
 // While one lives on this thread, proxies to the manager instance `nonce` encode as embedded
 // (a stamp: protocol.h) instead of with a ticket: the values a proxy sends to be kept in that
