@@ -987,14 +987,26 @@ template <typename R>
 class PoolResults {
  public:
   PoolResults(PoolResults&&) noexcept = default;
-  PoolResults& operator=(PoolResults&&) noexcept = default;
+  PoolResults& operator=(PoolResults&& o) noexcept {
+    if (this == &o) return *this;
+    AbandonAll();  // this one's calls first
+    pid_ = o.pid_;
+    ref_ = std::move(o.ref_);
+    encode_ = std::move(o.encode_);
+    items_ = o.items_;
+    chunksize_ = o.chunksize_;
+    window_ = o.window_;
+    ordered_ = o.ordered_;
+    next_ = o.next_;
+    flight_ = std::move(o.flight_);
+    ready_ = std::move(o.ready_);
+    o.ref_ = nullptr;
+    o.flight_.clear();
+    return *this;
+  }
   // Abandons the chunks still in flight: they run to their end in the pool, and their results
   // are dropped as they come.
-  ~PoolResults() {
-    for (const InFlight& f : flight_) {
-      if (f.id != 0 && ref_ != nullptr) ref_->client->Abandon(f.id);
-    }
-  }
+  ~PoolResults() { AbandonAll(); }
 
   // PoolResults::Next(timeout)
   //
@@ -1003,16 +1015,21 @@ class PoolResults {
   // task threw: ABORTED with the RemoteError; its worker died: ABORTED naming it) and the
   // others go on; a call that failed (the manager gone: ABORTED) fails every item of its
   // chunk, and so every later one. DEADLINE_EXCEEDED when no result came within `timeout`:
-  // nothing is lost, call again.
+  // nothing is lost, call again. FAILED_PRECONDITION in a fork child: its calls' replies go to
+  // the parent's connection (iterate in the process that started it).
   std::optional<absl::StatusOr<R>> Next(absl::Duration timeout = absl::InfiniteDuration()) {
+    if (ref_ != nullptr && pid_ != CurrentPid()) {
+      return absl::StatusOr<R>(absl::FailedPreconditionError(
+          "a PoolResults serves only the process that started it (its calls' replies go there)"));
+    }
     const Deadline deadline = Deadline::After(timeout);
     for (;;) {
+      Fill();  // a chunk as soon as one left the pool, results taken or not
       if (!ready_.empty()) {
         absl::StatusOr<R> r = std::move(ready_.front());
         ready_.pop_front();
         return r;
       }
-      Fill();
       if (flight_.empty()) return std::nullopt;
       // A chunk that could not be sent yields its error in its turn.
       const size_t failed = ordered_ ? (flight_.front().id == 0 ? 0 : SIZE_MAX) : FirstFailed();
@@ -1030,7 +1047,8 @@ class PoolResults {
       auto [id, raw] = ref_->client->AwaitAny(ids_, deadline);
       if (id == 0) {
         if (absl::IsDeadlineExceeded(raw.status())) return absl::StatusOr<R>(raw.status());
-        // The manager is gone: every chunk in flight fails with its error.
+        // The manager is gone (the client forgot the calls): every chunk in flight fails
+        // with its error.
         for (InFlight& f : flight_) {
           f.id = 0;
           f.error = raw.status();
@@ -1057,7 +1075,8 @@ class PoolResults {
   };
   PoolResults(std::shared_ptr<manager_internal::ProxyRef> ref, Encoder encode, size_t items,
               size_t chunksize, size_t window, bool ordered)
-      : ref_(std::move(ref)),
+      : pid_(CurrentPid()),
+        ref_(std::move(ref)),
         encode_(std::move(encode)),
         items_(items),
         chunksize_(chunksize),
@@ -1086,6 +1105,13 @@ class PoolResults {
       flight_.push_back(std::move(f));
     }
   }
+  void AbandonAll() {
+    if (ref_ == nullptr || pid_ != CurrentPid()) return;  // moved from, or a fork child's copy
+    for (const InFlight& f : flight_) {
+      if (f.id != 0) ref_->client->Abandon(f.id);
+    }
+    flight_.clear();
+  }
   size_t FirstFailed() const {
     for (size_t i = 0; i < flight_.size(); ++i) {
       if (flight_[i].id == 0) return i;
@@ -1108,6 +1134,7 @@ class PoolResults {
     }
   }
 
+  pid_t pid_ = 0;  // the process that started it
   std::shared_ptr<manager_internal::ProxyRef> ref_;
   Encoder encode_;
   size_t items_ = 0;

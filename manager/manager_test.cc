@@ -1395,6 +1395,33 @@ TEST_P(ManagerTest, IMapStreamsResultsOutOfTheManagersPool) {
   ExpectCountReaches(*m, 0);
 }
 
+// An IMap whose manager is SIGKILLed mid-way fails its remaining items with ABORTED at once
+// (no hang), and forgets its calls, so the broken connection closes (the leak check at the
+// test's end counts descriptors). A fork child's copy of an iterator refuses to iterate
+// (FAILED_PRECONDITION): its calls' replies go to the parent, which iterates on.
+TEST_P(ManagerTest, IMapInAForkChildIsRefusedAndAKilledManagerFailsItsItems) {
+  auto m = Start();
+  ASSERT_NE(m, nullptr);
+  ASSERT_OK_AND_ASSIGN(PoolProxy pool, m->Pool(2, GetParam()));
+  ASSERT_OK_AND_ASSIGN(EventProxy go, m->Event());
+  auto it = pool.IMap(SquareOrWait, std::vector<std::pair<int64_t, EventProxy>>{
+                                        {2, go}, {-1, go}, {3, go}, {4, go}});
+  EXPECT_THAT(*it.Next(absl::Seconds(60)), IsOkAndHolds(4));
+  pid_t child = testing::Child([&] {
+    std::optional<absl::StatusOr<int64_t>> r = it.Next(absl::Seconds(5));
+    return r.has_value() && absl::IsFailedPrecondition(r->status()) ? 0 : 1;
+  });
+  EXPECT_EQ(testing::Join(child, 60), 0);
+  const pid_t server = m->pid();
+  ASSERT_EQ(::kill(server, SIGKILL), 0);
+  for (int i = 0; i < 3; ++i) {
+    std::optional<absl::StatusOr<int64_t>> r = it.Next(absl::Seconds(30));
+    ASSERT_TRUE(r.has_value());
+    EXPECT_THAT(*r, StatusIs(absl::StatusCode::kAborted, HasSubstr(std::to_string(server))));
+  }
+  EXPECT_FALSE(it.Next().has_value());
+}
+
 // A client killed while its task runs in the manager's pool: the task's answer has nowhere to
 // go and is dropped; the pool serves on, and ends with its last proxy.
 int64_t StartThenWait(EventProxy started, EventProxy go) {

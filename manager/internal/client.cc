@@ -295,7 +295,9 @@ std::pair<uint64_t, absl::StatusOr<std::string>> ManagerClient::AwaitReply(
   MutexLock lock(&mu_);
   auto done = [&](uint64_t id, absl::StatusOr<std::string> r)
                   ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-                    if (forget) {
+                    // Once the manager is gone, nothing more will answer them: forget them
+                    // all (a pending id would keep the broken connection open).
+                    if (forget || broken_) {
                       for (uint64_t i : ids) waiting_.erase(i);
                     } else if (id != 0) {
                       waiting_.erase(id);

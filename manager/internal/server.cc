@@ -525,6 +525,9 @@ class Server {
  public:
   Server(UniqueFd listener, ServerConfig config, std::stop_token stop)
       : listener_(std::move(listener)), config_(std::move(config)), stop_token_(std::move(stop)) {}
+  // Pools end first (Finish does it too, but a loop that failed returns without it): their
+  // threads' callbacks use done_mu_, done_ and done_fd_, which are destroyed before objects_.
+  ~Server() { objects_.clear(); }
 
   int Run();
 
@@ -674,7 +677,9 @@ class Server {
   std::vector<TaskDoneNote> done_ ABSL_GUARDED_BY(done_mu_);
 
   // Serve's stop request (another thread's request_stop): it rings done_fd_, whose handler
-  // then sees the token stopped and ends the loop as a shutdown request would.
+  // then sees the token stopped and ends the loop as a shutdown request would. Declared last,
+  // so destroyed first: ~stop_callback waits for a callback running on another thread before
+  // done_fd_ closes.
   std::stop_token stop_token_;
   std::optional<std::stop_callback<std::function<void()>>> on_stop_;
   void RingDone() {
