@@ -223,7 +223,10 @@ absl::Status RingLink::Append(int end, int sock, LinkRecord kind, std::span<cons
       // Short slices, so a peer that died is noticed.
       FutexWait(&d.space_seq, seq, deadline.Slice(absl::Milliseconds(10)));
       if (room()) break;
-      if (HungUp(sock)) return PeerGone();
+      if (HungUp(sock)) {
+        peer_gone_[end] = true;
+        return PeerGone();
+      }
       if (deadline.Expired()) {
         return absl::DeadlineExceededError("Send timed out: the receiver is not reading");
       }
@@ -241,7 +244,7 @@ absl::Status RingLink::Append(int end, int sock, LinkRecord kind, std::span<cons
   uint64_t end_pos = write(tail, kind, head, body);
   if (bell_first) end_pos = write(end_pos, LinkRecord::kBell, {}, {});
   Publish(end, end_pos);
-  if (bell_first) return Bell(sock, deadline);
+  if (bell_first) return NoteHangUp(end, Bell(sock, deadline));
   if (!data) return absl::OkStatus();
   // Dekker with the receiver's Peek: it stores r_sleeping and then rereads the tail.
   std::atomic_thread_fence(std::memory_order_seq_cst);
@@ -251,7 +254,12 @@ absl::Status RingLink::Append(int end, int sock, LinkRecord kind, std::span<cons
   }
   if (!ring_bell) return absl::OkStatus();
   Publish(end, write(end_pos, LinkRecord::kBell, {}, {}));
-  return Bell(sock, deadline);
+  return NoteHangUp(end, Bell(sock, deadline));
+}
+
+absl::Status RingLink::NoteHangUp(int end, absl::Status s) {
+  if (absl::IsOutOfRange(s)) peer_gone_[end] = true;  // the bell found the peer gone
+  return s;
 }
 
 bool RingLink::Empty(int end) const {

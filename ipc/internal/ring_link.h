@@ -222,6 +222,8 @@ class RingLink {
   LinkDirection& dir(int d) const;
   ByteRing<kLinkRingBytes> ring(int d) const;
   static absl::Status Bell(int sock, const Deadline& deadline);
+  // Passes `s` on, remembering a hang-up it reports (CheckPeer then fails at once).
+  absl::Status NoteHangUp(int end, absl::Status s);
   // The record at `head` (tail: the published end), checked against what was published.
   absl::StatusOr<Next> RecordAt(int end, uint64_t head, uint64_t tail) const;
   void Publish(int end, uint64_t tail);
