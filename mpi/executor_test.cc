@@ -86,6 +86,19 @@ TEST(MpiExecutorTest, AWorkerRunningAnotherProgramIsRefused) {
   EXPECT_THAT(o.out, HasSubstr("rank 1"));
 }
 
+// Workers of another build (another wire version: here made to say 99) refuse the hello in a
+// form every version keeps, and Create fails naming the rank and both versions. Before, such
+// a worker took the hello for a malformed message and the job was aborted.
+TEST(MpiExecutorTest, AWorkerOfAnotherWireVersionIsRefused) {
+  testing::ProgramOutcome o =
+      Mpirun({"-n", "1", Bin("launch_modes"), "refused", ":", "-n", "2", "env",
+              "MPROC_MPI_WIRE_VERSION_FOR_TEST=99", Bin("launch_modes"), "static", "1"});
+  EXPECT_EQ(o.exit_code, 0) << o.out << o.err;
+  EXPECT_THAT(o.out, HasSubstr("FAILED_PRECONDITION"));
+  EXPECT_THAT(o.out, HasSubstr("wire version 99, this program 2"));
+  EXPECT_THAT(o.out, HasSubstr("rank 1"));
+}
+
 // Launch (b): an SPMD code hands a communicator and a root; the others serve and go on.
 TEST(MpiExecutorTest, CreateOnCommServesAnyRootAndReturnsTheOthers) {
   testing::ProgramOutcome o = Mpirun({"-n", "3", Bin("launch_modes"), "comm"});

@@ -3,11 +3,13 @@
 #include <poll.h>
 #include <sched.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
 #include <climits>
+#include <cstdlib>
 #include <cstdio>
 #include <deque>
 #include <span>
@@ -101,6 +103,33 @@ absl::StatusOr<bool> ProbeUntil(MPI_Comm comm, int source, int tag, const Deadli
   }
 }
 
+// A worker's wait for the root's next message. Serving an executor, it polls without sleeping
+// (a task's latency is the point). Between executors (before a hello, after a bye) nothing is
+// urgent: after kIdleSpin without a message it sleeps between polls, up to kIdleNapMax, so an
+// idle worker rank costs next to no CPU; the next executor's handshake waits that long at
+// most.
+constexpr int64_t kIdleSpinNs = 10'000'000;
+constexpr int64_t kIdleNapMaxNs = 1'000'000;
+absl::Status NextMessage(MPI_Comm comm, int root, bool serving, MPI_Message* msg,
+                         MPI_Status* st) {
+  if (serving) return MpiStatus(MPI_Mprobe(root, MPI_ANY_TAG, comm, msg, st), "MPI_Mprobe");
+  const int64_t start = MonotonicNowNs();
+  int64_t nap_ns = 20'000;
+  for (int empty_polls = 0;;) {
+    int flag = 0;
+    MPROC_RETURN_IF_ERROR(
+        MpiStatus(MPI_Improbe(root, MPI_ANY_TAG, comm, &flag, msg, st), "MPI_Improbe"));
+    if (flag) return absl::OkStatus();
+    if (MonotonicNowNs() - start < kIdleSpinNs) {
+      PausePoll(empty_polls);
+      continue;
+    }
+    const timespec nap = {0, static_cast<long>(nap_ns)};
+    ::nanosleep(&nap, nullptr);
+    nap_ns = std::min(nap_ns * 2, kIdleNapMaxNs);
+  }
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -150,6 +179,15 @@ thread_local bool t_orphan_thread = false;
 }  // namespace
 
 int LiveEngines() { return g_live_engines.load(); }
+
+uint32_t WorkerWireVersion() {
+  static const uint32_t v = [] {
+    const char* e = std::getenv("MPROC_MPI_WIRE_VERSION_FOR_TEST");
+    return e != nullptr && *e != '\0' ? static_cast<uint32_t>(std::strtoul(e, nullptr, 10))
+                                       : kWireVersion;
+  }();
+  return v;
+}
 
 void WaitForOrphanedEngines() {
   const int self = t_orphan_thread ? 1 : 0;  // a callback's exit does not wait for itself
@@ -329,6 +367,28 @@ absl::Status Engine::State::ReadHandshakeReplies(uint64_t session) {
       }
       Received got;
       MPROC_RETURN_IF_ERROR(ReceiveMatched(&msg, st, 1 << 16, buf, &got));
+      if (got.tag == kWrongVersion) {
+        uint64_t echoed = 0;
+        uint32_t theirs = 0;
+        int64_t pid = 0;
+        DecodeReader in(AsBytes(buf));
+        if (got.too_big || !Codec<uint64_t>::Decode(in, echoed) ||
+            !Codec<uint32_t>::Decode(in, theirs) || !Codec<std::string>::Decode(in, info.host) ||
+            !Codec<int64_t>::Decode(in, pid)) {
+          return absl::InternalError(absl::StrCat(
+              "MpiExecutor: rank ", r, " refused the handshake with a malformed message"));
+        }
+        if (echoed != session) continue;  // stale
+        info.rank = r;
+        info.pid = static_cast<pid_t>(pid);
+        if (refused.ok()) {
+          refused = absl::FailedPreconditionError(absl::StrCat(
+              "MpiExecutor: rank ", r, " (host ", info.host, ", pid ", info.pid,
+              ") speaks MpiExecutor wire version ", theirs, ", this program ", kWireVersion,
+              ": every rank must run the same build of the program"));
+        }
+        break;
+      }
       if (got.tag != kReady) continue;  // stale: an answer to an earlier executor's task
       bool same = false;
       uint64_t echoed = 0;
@@ -951,7 +1011,7 @@ absl::Status Serve(MPI_Comm comm, int root, bool one_executor) {
   for (;;) {
     MPI_Message msg;
     MPI_Status st;
-    MPROC_RETURN_IF_ERROR(MpiStatus(MPI_Mprobe(root, MPI_ANY_TAG, comm, &msg, &st), "MPI_Mprobe"));
+    MPROC_RETURN_IF_ERROR(NextMessage(comm, root, /*serving=*/limit != kBeforeHello, &msg, &st));
     Received got;
     MPROC_RETURN_IF_ERROR(ReceiveMatched(&msg, st, limit, buf, &got));
     DecodeReader in(AsBytes(buf));
@@ -970,8 +1030,23 @@ absl::Status Serve(MPI_Comm comm, int root, bool one_executor) {
         uint64_t their_limit = 0;
         int64_t beat_ns = 0;
         std::string init;
-        if (got.too_big || !Codec<uint32_t>::Decode(in, version) || version != kWireVersion ||
-            !Codec<uint64_t>::Decode(in, session) || !Codec<std::string>::Decode(in, theirs) ||
+        if (got.too_big || !Codec<uint32_t>::Decode(in, version) ||
+            !Codec<uint64_t>::Decode(in, session)) {
+          return absl::InternalError("MpiExecutor worker: a malformed handshake from the root");
+        }
+        if (version != WorkerWireVersion()) {
+          // Another build's root: say so (in the form every version keeps) and wait for the
+          // next hello, rather than read the rest in a layout it may not have.
+          EncodeBuffer b;
+          Encode(session, b);
+          Encode(WorkerWireVersion(), b);
+          Encode(std::string(host, static_cast<size_t>(host_len)), b);
+          Encode(static_cast<int64_t>(::getpid()), b);
+          MPROC_RETURN_IF_ERROR(MpiStatus(SendBytes(b.bytes(), root, kWrongVersion, comm),
+                                          "MPI_Send of the version refusal"));
+          continue;
+        }
+        if (!Codec<std::string>::Decode(in, theirs) ||
             !Codec<uint64_t>::Decode(in, their_limit) || !Codec<int64_t>::Decode(in, beat_ns) ||
             !Codec<std::string>::Decode(in, init)) {
           return absl::InternalError("MpiExecutor worker: a malformed handshake from the root");

@@ -25,6 +25,12 @@
 //   kFailed  worker -> root   u64 id, i32 status code, string message (the task as a whole)
 //   kBye     root -> worker   the executor is done (a static worker waits for the next one)
 //   kExit    root -> worker   the worker leaves its serving loop
+//   kWrongVersion worker -> root  u64 session (echoed), u32 its version, string host, i64 pid:
+//                             the hello's version is not its own; it serves on (waits for
+//                             the next hello)
+// Fixed across versions, so that builds of different versions refuse each other cleanly: the
+// tags' values, kHello's first two fields (u32 version, u64 session), kWrongVersion, kBye and
+// kExit.
 // A worker runs its tasks in the order received and answers each, so the answer from rank r
 // is for the oldest task r holds. Task ids and sessions are unique in the root's process, so
 // what an earlier executor left on a kept communicator (a late handshake reply, the answer to
@@ -58,9 +64,13 @@ enum Tag : int {
   kBye,
   kExit,
   kBeat,
+  kWrongVersion,
 };
 
 inline constexpr uint32_t kWireVersion = 2;
+// The version a worker speaks: kWireVersion, or (tests of the refusal) the number in the
+// environment variable MPROC_MPI_WIRE_VERSION_FOR_TEST.
+uint32_t WorkerWireVersion();
 
 // A worker rank as its handshake described it.
 struct WorkerInfo {

@@ -5,6 +5,8 @@
 
 #include <atomic>
 #include <cstdio>
+#include <fstream>
+#include <sstream>
 #include <mutex>
 #include <set>
 #include <stdexcept>
@@ -206,6 +208,49 @@ TEST(MpiExecutorTest, AnExecutorDroppedFromItsOwnDoneCallbackFinishesItsWork) {
   std::unique_ptr<MpiExecutor> next = Make();
   ASSERT_NE(next, nullptr);
   EXPECT_THAT(next->Submit(Square, 6).Result(absl::Seconds(30)), IsOkAndHolds(36));
+}
+
+// CPU seconds (user + system) a process on this host has used, from /proc/<pid>/stat.
+double CpuSeconds(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  std::getline(f, line);
+  const size_t close = line.rfind(')');
+  if (close == std::string::npos) return -1;
+  std::istringstream rest(line.substr(close + 2));
+  std::string field;
+  uint64_t utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && rest >> field; ++i) {  // fields 3.. after "pid (comm)"
+    if (i == 14) utime = std::stoull(field);
+    if (i == 15) stime = std::stoull(field);
+  }
+  return static_cast<double>(utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
+// Worker ranks with no executor open wait without burning a CPU each (they polled MPI flat
+// out before, a CPU per idle rank taken from the rank 0 program); the next executor still
+// reaches them (its handshake waits a millisecond at most).
+TEST(MpiExecutorTest, IdleWorkerRanksCostNoCpuBetweenExecutors) {
+  std::vector<pid_t> pids;
+  {
+    auto ex = Make();
+    ASSERT_NE(ex, nullptr);
+    for (const MpiWorker& w : ex->Workers()) pids.push_back(w.pid);
+    EXPECT_THAT(ex->Submit(Square, 3).Result(absl::Seconds(30)), IsOkAndHolds(9));
+  }
+  ::usleep(100'000);  // past their spin before sleeping
+  std::vector<double> before;
+  for (pid_t p : pids) before.push_back(CpuSeconds(p));
+  ::usleep(1'000'000);
+  for (size_t i = 0; i < pids.size(); ++i) {
+    const double used = CpuSeconds(pids[i]) - before[i];
+    EXPECT_GE(before[i], 0) << "cannot read /proc for pid " << pids[i];
+    EXPECT_LT(used, 0.2) << "idle worker pid " << pids[i] << " used " << used
+                         << " s of CPU in 1 s";
+  }
+  auto next = Make();
+  ASSERT_NE(next, nullptr);
+  EXPECT_THAT(next->Submit(Square, 4).Result(absl::Seconds(30)), IsOkAndHolds(16));
 }
 
 TEST(MpiExecutorTest, CancelAndShutdownWithCancelFutures) {
