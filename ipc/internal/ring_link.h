@@ -76,6 +76,7 @@ struct alignas(64) LinkDirection {
   std::atomic<uint32_t> r_sleeping{0};    // a receiver sleeps in poll(): ring the bell
   std::atomic<uint32_t> bell_all{0};      // fileno() was taken: ring the bell for every record
   std::atomic<uint32_t> r_socket_busy{0}; // the receiver is inside a socket message or handle
+  std::atomic<int32_t> r_cpu{-1};         // the CPU the receiver last waited on (a hint)
 };
 
 class RingLink {
