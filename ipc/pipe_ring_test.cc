@@ -193,6 +193,39 @@ TEST(PipeRingTest, SendsToAReceiverKilledInsideRecvFailSoon) {
   }
 }
 
+// With the receiver's fileno() taken, every message rings a bell byte on the socket, and a
+// receiver that does not read fills the socket with them. A Send whose bell could not be
+// written in time reported DEADLINE_EXCEEDED for a message it had already published (so it
+// was delivered anyway, and its bell record waited for a byte that never came). Now such a
+// Send publishes nothing: each message is delivered exactly when its Send said OK, and the
+// connection goes on.
+TEST(PipeRingTest, ASendTimedOutOnAFullBellSocketPublishesNothing) {
+  ASSERT_OK_AND_ASSIGN(auto pair, Pipe());
+  auto& [a, b] = pair;
+  ASSERT_GE(b.fileno(), 0);  // every message now rings a bell
+  int ok = 0;
+  absl::Status failed;
+  for (int i = 0; i < 100000; ++i) {
+    absl::Status s = a.SendBytes(std::to_string(i), absl::Milliseconds(20));
+    if (!s.ok()) {
+      failed = s;
+      break;
+    }
+    ++ok;
+  }
+  ASSERT_THAT(failed, StatusIs(absl::StatusCode::kDeadlineExceeded));
+  ASSERT_GT(ok, 10);
+  for (int i = 0; i < ok; ++i) {
+    ASSERT_THAT(b.RecvBytes(std::nullopt, absl::Seconds(10)), IsOkAndHolds(std::to_string(i)));
+  }
+  EXPECT_THAT(b.RecvBytes(std::nullopt, absl::Milliseconds(100)),
+              StatusIs(absl::StatusCode::kDeadlineExceeded))
+      << "the message whose Send failed was delivered (" << ok << " sent; it said "
+      << failed << ")";
+  MPROC_ASSERT_OK(a.SendBytes("after", absl::Seconds(10)));
+  EXPECT_THAT(b.RecvBytes(std::nullopt, absl::Seconds(10)), IsOkAndHolds("after"));
+}
+
 TEST(PipeRingTest, KilledSenderEndsAWaitingReceiver) {
   ASSERT_OK_AND_ASSIGN(auto pair, Pipe());
   auto& [a, b] = pair;

@@ -3,6 +3,8 @@
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -194,8 +196,20 @@ void RingLink::Publish(int end, uint64_t tail) {
 }
 
 absl::Status RingLink::Bell(int sock, const Deadline& deadline) {
+  // Tried at once (not after a poll: POLLOUT waits for the socket to drain to a quarter of
+  // SO_SNDBUF, where a write needs only to be below it), then waited for until `deadline`.
   const char b = 0;
-  return WriteAll(sock, &b, 1, deadline, "send(connection bell)");
+  for (;;) {
+    const ssize_t n =
+        RetryEintr([&] { return ::send(sock, &b, 1, MSG_NOSIGNAL | MSG_DONTWAIT); });
+    if (n == 1) return absl::OkStatus();
+    if (n < 0 && (errno == EPIPE || errno == ECONNRESET)) return PeerGone();
+    if (n < 0 && errno != EAGAIN) return ErrnoToStatus(errno, "send(connection bell)");
+    pollfd p = {sock, POLLOUT, 0};
+    const int r = WaitEvents(std::span<pollfd>(&p, 1), deadline);
+    if (r < 0) return ErrnoToStatus(-r, "poll(connection bell)");
+    if (r == 0) return absl::DeadlineExceededError("send(connection bell): timed out");
+  }
 }
 
 absl::Status RingLink::Append(int end, int sock, LinkRecord kind, std::span<const std::byte> head,
@@ -242,6 +256,13 @@ absl::Status RingLink::Append(int end, int sock, LinkRecord kind, std::span<cons
     r.CopyIn(pos + kRecordHeader + a.size(), b);
     return pos + LinkRecordBytes(a.size() + b.size());
   };
+  // Every record rings a bell (fileno() was taken), and a receiver that does not read fills
+  // the socket with them. Wait for room for this one before publishing, so that a Send that
+  // times out has published nothing: a record published whose bell could not be written
+  // would be delivered although its Send failed, and its bell record would wait for a byte
+  // that never comes. Only this end's writer (under its lock) fills this socket, so the
+  // write that follows finds the room.
+  if (bell_first) MPROC_RETURN_IF_ERROR(NoteHangUp(end, AwaitBellRoom(sock, deadline)));
   uint64_t end_pos = write(tail, kind, head, body);
   if (bell_first) end_pos = write(end_pos, LinkRecord::kBell, {}, {});
   Publish(end, end_pos);
@@ -256,6 +277,30 @@ absl::Status RingLink::Append(int end, int sock, LinkRecord kind, std::span<cons
   if (!ring_bell) return absl::OkStatus();
   Publish(end, write(end_pos, LinkRecord::kBell, {}, {}));
   return NoteHangUp(end, Bell(sock, deadline));
+}
+
+absl::Status RingLink::AwaitBellRoom(int sock, const Deadline& deadline) {
+  for (;;) {
+    // A write blocks while the bytes the socket holds for the peer (SIOCOUTQ: the same
+    // accounting) reach SO_SNDBUF; POLLOUT waits for a quarter of it, as a blocked write
+    // does. Unknown (the calls failed): write as before.
+    int queued = 0;
+    int sndbuf = 0;
+    socklen_t len = sizeof(sndbuf);
+    if (::ioctl(sock, SIOCOUTQ, &queued) != 0 ||
+        ::getsockopt(sock, SOL_SOCKET, SO_SNDBUF, &sndbuf, &len) != 0 || queued < sndbuf) {
+      return absl::OkStatus();
+    }
+    pollfd p = {sock, POLLOUT, 0};
+    const int n = WaitEvents(std::span<pollfd>(&p, 1), deadline);
+    if (n < 0) return ErrnoToStatus(-n, "poll(connection bell)");
+    if (n == 0) {
+      return absl::DeadlineExceededError(
+          "Send timed out: the receiver is not reading (its wake-ups fill the connection's "
+          "socket); nothing was sent");
+    }
+    if (p.revents & (POLLHUP | POLLERR)) return PeerGone();
+  }
 }
 
 absl::Status RingLink::NoteHangUp(int end, absl::Status s) {

@@ -223,6 +223,9 @@ class RingLink {
   LinkDirection& dir(int d) const;
   ByteRing<kLinkRingBytes> ring(int d) const;
   static absl::Status Bell(int sock, const Deadline& deadline);
+  // Waits until the socket has room for a bell byte: DEADLINE_EXCEEDED at `deadline`,
+  // OUT_OF_RANGE when the peer hung up.
+  static absl::Status AwaitBellRoom(int sock, const Deadline& deadline);
   // Passes `s` on, remembering a hang-up it reports (CheckPeer then fails at once).
   absl::Status NoteHangUp(int end, absl::Status s);
   // The record at `head` (tail: the published end), checked against what was published.
