@@ -266,7 +266,7 @@ absl::Status RingLink::Append(int end, int sock, LinkRecord kind, std::span<cons
   uint64_t end_pos = write(tail, kind, head, body);
   if (bell_first) end_pos = write(end_pos, LinkRecord::kBell, {}, {});
   Publish(end, end_pos);
-  if (bell_first) return NoteHangUp(end, Bell(sock, deadline));
+  if (bell_first) return AfterBell(end, sock, Bell(sock, deadline));
   if (!data) return absl::OkStatus();
   // Dekker with the receiver's Peek: it stores r_sleeping and then rereads the tail.
   std::atomic_thread_fence(std::memory_order_seq_cst);
@@ -276,7 +276,17 @@ absl::Status RingLink::Append(int end, int sock, LinkRecord kind, std::span<cons
   }
   if (!ring_bell) return absl::OkStatus();
   Publish(end, write(end_pos, LinkRecord::kBell, {}, {}));
-  return NoteHangUp(end, Bell(sock, deadline));
+  return AfterBell(end, sock, Bell(sock, deadline));
+}
+
+absl::Status RingLink::AfterBell(int end, int sock, absl::Status s) {
+  if (s.ok()) return s;
+  if (absl::IsOutOfRange(s)) return NoteHangUp(end, std::move(s));
+  // A bell record was published and its byte could not be written: the receiver would wait
+  // for that byte, or take the next socket byte for it. Tear the direction, so that it reads
+  // what was published and then end of file, never a desynchronised stream.
+  TearDirection(end, sock, /*writer=*/true);
+  return s;
 }
 
 absl::Status RingLink::AwaitBellRoom(int sock, const Deadline& deadline) {
@@ -416,9 +426,12 @@ absl::StatusOr<RingLink::Next> RingLink::Peek(int end, int sock, const Deadline&
       // yield). On this CPU, or when unknown, only yields let it run. Either way the rest of
       // the budget is spent yielding (base/spin.h).
       const int mine = ::sched_getcpu();
-      dir(1 - end).r_cpu.store(mine, std::memory_order_relaxed);
+      std::atomic<int32_t>& my_cpu = dir(1 - end).r_cpu;
+      if (my_cpu.load(std::memory_order_relaxed) != mine) {
+        my_cpu.store(mine, std::memory_order_relaxed);
+      }
       const int peer = dir(end).r_cpu.load(std::memory_order_relaxed);
-      if (peer >= 0 && mine >= 0 && peer != mine &&
+      if (peer >= 0 && mine >= 0 && peer != mine && !deadline.Expired() &&
           SpinUntil(arrived, deadline, SpinMode::kHandoff)) {
         continue;
       }

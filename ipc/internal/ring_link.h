@@ -226,6 +226,9 @@ class RingLink {
   // Waits until the socket has room for a bell byte: DEADLINE_EXCEEDED at `deadline`,
   // OUT_OF_RANGE when the peer hung up.
   static absl::Status AwaitBellRoom(int sock, const Deadline& deadline);
+  // A bell's outcome after its record was published: a hang-up is remembered; any other
+  // failure tears the direction (writer side).
+  absl::Status AfterBell(int end, int sock, absl::Status s);
   // Passes `s` on, remembering a hang-up it reports (CheckPeer then fails at once).
   absl::Status NoteHangUp(int end, absl::Status s);
   // The record at `head` (tail: the published end), checked against what was published.

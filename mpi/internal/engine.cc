@@ -183,8 +183,10 @@ int LiveEngines() { return g_live_engines.load(); }
 uint32_t WorkerWireVersion() {
   static const uint32_t v = [] {
     const char* e = std::getenv("MPROC_MPI_WIRE_VERSION_FOR_TEST");
-    return e != nullptr && *e != '\0' ? static_cast<uint32_t>(std::strtoul(e, nullptr, 10))
-                                       : kWireVersion;
+    if (e == nullptr || *e == '\0') return kWireVersion;
+    char* end = nullptr;
+    const unsigned long v = std::strtoul(e, &end, 10);
+    return *end == '\0' && v > 0 && v <= UINT32_MAX ? static_cast<uint32_t>(v) : kWireVersion;
   }();
   return v;
 }
