@@ -215,6 +215,10 @@ TEST(PipeRingTest, ASendTimedOutOnAFullBellSocketPublishesNothing) {
   }
   ASSERT_THAT(failed, StatusIs(absl::StatusCode::kDeadlineExceeded));
   ASSERT_GT(ok, 10);
+  // A descriptor times out before it is announced, too: the direction is not torn.
+  UniqueFd ev(::eventfd(0, EFD_CLOEXEC));
+  EXPECT_THAT(a.SendHandle(ev.get(), absl::Milliseconds(20)),
+              StatusIs(absl::StatusCode::kDeadlineExceeded));
   for (int i = 0; i < ok; ++i) {
     ASSERT_THAT(b.RecvBytes(std::nullopt, absl::Seconds(10)), IsOkAndHolds(std::to_string(i)));
   }
@@ -224,6 +228,9 @@ TEST(PipeRingTest, ASendTimedOutOnAFullBellSocketPublishesNothing) {
       << failed << ")";
   MPROC_ASSERT_OK(a.SendBytes("after", absl::Seconds(10)));
   EXPECT_THAT(b.RecvBytes(std::nullopt, absl::Seconds(10)), IsOkAndHolds("after"));
+  MPROC_ASSERT_OK(a.SendHandle(ev.get(), absl::Seconds(10)));
+  ASSERT_OK_AND_ASSIGN(UniqueFd got, b.RecvHandle());
+  EXPECT_GE(got.get(), 0);
 }
 
 TEST(PipeRingTest, KilledSenderEndsAWaitingReceiver) {

@@ -185,6 +185,11 @@ class RingLink {
   absl::Status WriteSocketPart(int end, int sock, LinkRecord kind, const Deadline& deadline,
                                Write write, bool* announced = nullptr) {
     if (announced != nullptr) *announced = false;
+    // Room on the socket before announcing (see Append): a descriptor's one byte then never
+    // times out once announced (which tears the direction), and a long message less often.
+    if (absl::Status room = NoteHangUp(end, AwaitBellRoom(sock, deadline)); !room.ok()) {
+      return room;
+    }
     BeginSocketWrite(end);
     absl::Status s = Append(end, sock, kind, {}, deadline);
     if (!s.ok()) {  // nothing announced: nothing cut off
