@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/mutex.h"
 #include "base/status.h"
+#include "pool/internal/orphans.h"
 
 namespace mproc {
 namespace {
@@ -68,7 +69,7 @@ int ReleaseWorkersAtFinalize(MPI_Comm, int, void*, void*) {
   Launch& l = TheLaunch();
   // An executor dropped from its own done callback finishes its work first (its thread makes
   // MPI calls until then).
-  mpi_internal::WaitForOrphanedEngines();
+  pool_internal::WaitForOrphans();
   if (mpi_internal::MpiUnrecoverable()) {
     // Some rank is gone, hung, or owed answers no one will take (this covers a launch's
     // workers out of step): MPI_Finalize would wait for it for ever.
@@ -108,7 +109,7 @@ absl::Status EnsureFinalizeHook() {
 void FinalizeAtExit() {
   // An executor dropped from its own done callback still makes MPI calls until its work is
   // done: MPI_Finalize may not start before (MPI_THREAD_SERIALIZED allows one caller at a time).
-  mpi_internal::WaitForOrphanedEngines();
+  pool_internal::WaitForOrphans();
   int finalized = 0;
   MPI_Finalized(&finalized);
   if (!finalized && TheLaunch().ours) (void)MPI_Finalize();

@@ -25,6 +25,7 @@
 #include "base/spin.h"
 #include "base/status.h"
 #include "base/unique_fd.h"
+#include "pool/internal/orphans.h"
 #include "serialize/codec.h"
 #include "serialize/remote_error.h"
 
@@ -158,23 +159,9 @@ std::vector<std::shared_ptr<void>>& Abandoned() {
 // up on them (and on its communicator).
 constexpr absl::Duration kDrainLimit = absl::Seconds(10);
 
-// Orphaned engines (Engine::Orphan) whose threads still run. Never destroyed: MPI may
-// finalize from an exit handler, after static destructors would have run.
-struct Orphans {
-  Mutex mu;
-  CondVar cv;
-  int running ABSL_GUARDED_BY(mu) = 0;
-};
-Orphans& TheOrphans() {
-  static auto* o = new Orphans();
-  return *o;
-}
-
 // The engine whose thread this is (null on any other thread). Thread ids are reused once a
 // thread is joined, so "is this the engine's own thread" is asked of this, never of an id.
 thread_local const Engine* t_engine_thread_of = nullptr;
-// This thread is an orphaned engine's (it frees that engine once its loop ends).
-thread_local bool t_orphan_thread = false;
 
 }  // namespace
 
@@ -189,13 +176,6 @@ uint32_t WorkerWireVersion() {
     return *end == '\0' && v > 0 && v <= UINT32_MAX ? static_cast<uint32_t>(v) : kWireVersion;
   }();
   return v;
-}
-
-void WaitForOrphanedEngines() {
-  const int self = t_orphan_thread ? 1 : 0;  // a callback's exit does not wait for itself
-  Orphans& o = TheOrphans();
-  MutexLock lock(&o.mu);
-  o.cv.Wait(lock, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(o.mu) { return o.running <= self; });
 }
 
 bool KeptCommUnusable() { return g_kept_comm_unusable.load(); }
@@ -805,10 +785,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Start(EngineOptions options) {
     std::function<void()> after = std::move(raw->st_->after_orphan);
     delete raw;
     if (after) after();
-    Orphans& o = TheOrphans();
-    MutexLock lock(&o.mu);
-    --o.running;
-    o.cv.SignalAll();
+    pool_internal::OrphanDone();
   });
   return e;
 }
@@ -817,15 +794,10 @@ bool Engine::OnEngineThread() const { return t_engine_thread_of == this; }
 
 void Engine::Orphan(std::unique_ptr<Engine> engine, std::function<void()> after) {
   engine->Close();
-  {
-    Orphans& o = TheOrphans();
-    MutexLock lock(&o.mu);
-    ++o.running;
-  }
+  pool_internal::AdoptOrphan();
   State& s = *engine->st_;
   s.after_orphan = std::move(after);
   s.frees_itself = true;
-  t_orphan_thread = true;
   s.thread.detach();
   (void)engine.release();  // the engine thread's now
 }

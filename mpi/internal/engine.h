@@ -111,8 +111,6 @@ absl::Status CheckOptions(const EngineOptions& o);
 
 // Engines started and not yet finished (their threads may be making MPI calls).
 int LiveEngines();
-// Waits until every orphaned engine (Engine::Orphan) has finished and freed itself.
-void WaitForOrphanedEngines();
 // True once an engine over a kept communicator gave up on answers it was owed: that
 // communicator is out of step and no later executor may use it.
 bool KeptCommUnusable();
@@ -145,7 +143,7 @@ class Engine final : public pool_internal::TaskSink {
   // Drops an engine from its own thread (its owner destroyed from a done callback): it is
   // closed, finishes the tasks queued and out, releases the workers, then the thread frees it
   // and runs `after`. Futures of its tasks stay valid meanwhile. MPI finalization waits for
-  // such engines (WaitForOrphanedEngines).
+  // such engines (pool/internal/orphans.h).
   static void Orphan(std::unique_ptr<Engine> engine, std::function<void()> after);
   const std::vector<WorkerInfo>& workers() const;
 

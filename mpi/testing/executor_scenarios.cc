@@ -20,7 +20,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "mpi/executor.h"
-#include "mpi/internal/engine.h"
+#include "pool/internal/orphans.h"
 
 namespace mproc {
 namespace {
@@ -204,7 +204,7 @@ TEST(MpiExecutorTest, AnExecutorDroppedFromItsOwnDoneCallbackFinishesItsWork) {
   for (int i = 0; i < 3000 && !dropped.load(); ++i) ::usleep(1000);
   EXPECT_TRUE(dropped.load());
   EXPECT_TRUE(on_engine_thread.load());
-  mpi_internal::WaitForOrphanedEngines();
+  pool_internal::WaitForOrphans();
   std::unique_ptr<MpiExecutor> next = Make();
   ASSERT_NE(next, nullptr);
   EXPECT_THAT(next->Submit(Square, 6).Result(absl::Seconds(30)), IsOkAndHolds(36));

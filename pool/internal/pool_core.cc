@@ -26,6 +26,7 @@
 #include "ipc/internal/ring_link.h"
 #include "pool/internal/channel.h"
 #include "pool/internal/ledger.h"
+#include "pool/internal/orphans.h"
 #include "pool/internal/sigint.h"
 #include "pool/internal/worker_start.h"
 #include "serialize/frame.h"
@@ -124,8 +125,6 @@ namespace {
 // The core whose pool thread this is (null on any other thread). Thread ids are reused once a
 // thread is joined, so "is this the pool's own thread" is asked of this, never of an id.
 thread_local PoolCore* t_pool_thread_of = nullptr;
-// This thread is an orphaned core's (it frees that core once its loop ends).
-thread_local bool t_orphan_thread = false;
 
 // The pools and executors alive in this process, ended at exit before the children are
 // joined (spawn's exit hook): a Pool still alive then (a global, a leaked one) would otherwise
@@ -143,7 +142,6 @@ struct LiveCores {
   Mutex mu;
   CondVar cv;
   std::vector<Entry> cores ABSL_GUARDED_BY(mu);
-  int orphans ABSL_GUARDED_BY(mu) = 0;  // orphaned cores whose threads still run
 };
 LiveCores& Live() {
   static auto* l = new LiveCores();
@@ -157,21 +155,13 @@ void ForgetCoresAfterFork() ABSL_NO_THREAD_SAFETY_ANALYSIS {
   new (&l.mu) Mutex;
   new (&l.cv) CondVar;
   l.cores.clear();
-  l.orphans = 0;
-}
-
-// Orphans end by themselves (closed or terminated already): their work and their workers'
-// exits come before the children are joined. An orphan's own thread (a callback that called
-// exit) does not wait for itself.
-void WaitForOrphans(LiveCores& l) {
-  const int self = t_orphan_thread ? 1 : 0;
-  MutexLock lock(&l.mu);
-  l.cv.Wait(lock, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(l.mu) { return l.orphans <= self; });
 }
 
 void EndLiveCoresAtExit() {
   LiveCores& l = Live();
-  WaitForOrphans(l);
+  // Orphans end by themselves (closed or terminated already): their work and their workers'
+  // exits come before the children are joined.
+  WaitForOrphans();
   for (const bool executors : {true, false}) {
     for (;;) {
       PoolCore* core = nullptr;
@@ -203,7 +193,7 @@ void EndLiveCoresAtExit() {
       if (orphaned) delete core;  // its thread is joined; its owner is gone
     }
   }
-  WaitForOrphans(l);  // cores dropped from their callbacks meanwhile
+  WaitForOrphans();  // cores dropped from their callbacks meanwhile
 }
 
 }  // namespace
@@ -258,10 +248,7 @@ absl::StatusOr<CorePtr> PoolCore::Create(CoreOptions options) {
     raw->Run();
     if (!raw->st_->frees_itself) return;
     delete raw;
-    LiveCores& l = Live();
-    MutexLock lock(&l.mu);
-    --l.orphans;
-    l.cv.SignalAll();
+    OrphanDone();
   });
   {
     LiveCores& l = Live();
@@ -278,12 +265,6 @@ absl::StatusOr<CorePtr> PoolCore::Create(CoreOptions options) {
     l.cores.push_back(e);
   }
   return core;
-}
-
-int RunningOrphans() {
-  LiveCores& l = Live();
-  MutexLock lock(&l.mu);
-  return l.orphans;
 }
 
 void CoreDeleter::operator()(PoolCore* core) const {
@@ -311,11 +292,12 @@ void PoolCore::Orphan() {
     e.orphaned = true;
     return;
   }
+  // Counted before it leaves the registry, so the exit hook always sees it one way or the
+  // other.
+  AdoptOrphan();
   std::erase_if(l.cores, [this](const auto& e) { return e.core == this; });
-  ++l.orphans;
   st_->thread.detach();
   st_->frees_itself = true;
-  t_orphan_thread = true;
 }
 
 PoolCore::~PoolCore() {

@@ -72,9 +72,6 @@ struct CoreDeleter {
 };
 using CorePtr = std::unique_ptr<PoolCore, CoreDeleter>;
 
-// Orphaned cores whose threads still run (tests: wait for it to reach 0).
-int RunningOrphans();
-
 class PoolCore final : public TaskSink {
  public:
   static absl::StatusOr<CorePtr> Create(CoreOptions options);
