@@ -29,7 +29,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "ipc/queue.h"
-#include "pool/internal/pool_core.h"
+#include "pool/internal/orphans.h"
 #include "pool/internal/sigint.h"
 #include "pool/progress.h"
 #include "sync/value.h"
@@ -97,6 +97,14 @@ int ReadInit(int) { return g_init_value; }
 void ThrowingInit() { throw std::runtime_error("initializer exploded"); }
 void KeepArray(Array<int32_t>) {}
 
+// An executor with one worker under `method` (the exit tests' children).
+absl::StatusOr<std::unique_ptr<ProcessPoolExecutor>> OneWorkerExecutor(StartMethod method) {
+  ExecutorOptions eo;
+  eo.max_workers = 1;
+  eo.start_method = method;
+  return ProcessPoolExecutor::Create(eo);
+}
+
 class PoolTest : public ::testing::TestWithParam<StartMethod> {
  protected:
   void TearDown() override { ShutdownForkServer(); }
@@ -130,10 +138,7 @@ TEST_P(PoolTest, APoolOrExecutorAliveAtExitDoesNotHangTheExit) {
       absl::StatusOr<std::unique_ptr<Pool>> pool = Pool::Create(o);
       if (!pool.ok() || !(*pool)->Map(Square, std::vector<int>{1, 2, 3}).ok()) return 3;
       g_pool_alive_at_exit = pool->release();
-      ExecutorOptions eo;
-      eo.max_workers = 1;
-      eo.start_method = method;
-      absl::StatusOr<std::unique_ptr<ProcessPoolExecutor>> ex = ProcessPoolExecutor::Create(eo);
+      absl::StatusOr<std::unique_ptr<ProcessPoolExecutor>> ex = OneWorkerExecutor(method);
       if (!ex.ok()) return 4;
       static Future<int> pending;
       pending = (*ex)->Submit(SleepThenMark, mark, 100);
@@ -153,10 +158,7 @@ TEST_P(PoolTest, AnExecutorDroppedFromItsCallbackFinishesBeforeTheExit) {
   const StartMethod method = GetParam();
   ASSERT_OK_AND_ASSIGN(Array<int32_t> mark, Array<int32_t>::Create(1, LockMode::kNone));
   pid_t pid = testing::Child([method, mark] {
-    ExecutorOptions eo;
-    eo.max_workers = 1;
-    eo.start_method = method;
-    absl::StatusOr<std::unique_ptr<ProcessPoolExecutor>> ex = ProcessPoolExecutor::Create(eo);
+    absl::StatusOr<std::unique_ptr<ProcessPoolExecutor>> ex = OneWorkerExecutor(method);
     if (!ex.ok()) return 4;
     static std::unique_ptr<ProcessPoolExecutor> owner;
     static std::atomic<bool> dropped{false};
@@ -184,10 +186,7 @@ TEST_P(PoolTest, AnExecutorDroppedFromItsCallbackWhileTheExitEndsItIsFreedByTheE
   const StartMethod method = GetParam();
   ASSERT_OK_AND_ASSIGN(Array<int32_t> mark, Array<int32_t>::Create(1, LockMode::kNone));
   pid_t pid = testing::Child([method, mark] {
-    ExecutorOptions eo;
-    eo.max_workers = 1;
-    eo.start_method = method;
-    absl::StatusOr<std::unique_ptr<ProcessPoolExecutor>> ex = ProcessPoolExecutor::Create(eo);
+    absl::StatusOr<std::unique_ptr<ProcessPoolExecutor>> ex = OneWorkerExecutor(method);
     if (!ex.ok()) return 4;
     // Never destroyed at exit (so the drop happens in the callback); reachable for LSan.
     static auto* owner = new std::unique_ptr<ProcessPoolExecutor>(*std::move(ex));

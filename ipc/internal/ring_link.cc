@@ -205,10 +205,7 @@ absl::Status RingLink::Bell(int sock, const Deadline& deadline) {
     if (n == 1) return absl::OkStatus();
     if (n < 0 && (errno == EPIPE || errno == ECONNRESET)) return PeerGone();
     if (n < 0 && errno != EAGAIN) return ErrnoToStatus(errno, "send(connection bell)");
-    pollfd p = {sock, POLLOUT, 0};
-    const int r = WaitEvents(std::span<pollfd>(&p, 1), deadline);
-    if (r < 0) return ErrnoToStatus(-r, "poll(connection bell)");
-    if (r == 0) return absl::DeadlineExceededError("send(connection bell): timed out");
+    MPROC_RETURN_IF_ERROR(AwaitFd(sock, POLLOUT, deadline, "send(connection bell)", 0, 1));
   }
 }
 

@@ -65,8 +65,8 @@ class ManagerClient {
   // and returns its id (Call's errors that come before the reply); AwaitAny waits for the
   // reply of any of `ids` and returns which one came with it (the reply is consumed). At
   // `deadline` AwaitAny returns DEADLINE_EXCEEDED with id 0 and the calls stay pending (wait
-  // again later); once the manager is gone, its error with id 0, and the calls are forgotten. Abandon forgets a pending
-  // call: its reply is dropped when it comes.
+  // again later); once the manager is gone, its error with id 0, and the calls are
+  // forgotten. Abandon forgets a pending call: its reply is dropped when it comes.
   absl::StatusOr<uint64_t> Begin(Op op, uint64_t object, const EncodeBuffer& args,
                                  const Deadline& deadline);
   std::pair<uint64_t, absl::StatusOr<std::string>> AwaitAny(std::span<const uint64_t> ids,
