@@ -81,6 +81,12 @@ int SleepThenMark(Array<int32_t> mark, int ms) {
   return ms;
 }
 int ExitAtOnce() { return 0; }
+// Waits (bounded) until the test opens the gate (gate[0] set), then returns 300: a task that
+// completes only after the test has set up what its completion runs.
+int WaitForGate(Array<int32_t> gate) {
+  for (int i = 0; i < 30000 && std::atomic_ref<int32_t>(gate[0]).load() == 0; ++i) ::usleep(1000);
+  return std::atomic_ref<int32_t>(gate[0]).load() != 0 ? 300 : -1;
+}
 int KillSelfOn(int x, int victim) {
   if (x == victim) ::raise(SIGKILL);
   return x;
@@ -310,10 +316,12 @@ TEST_P(PoolTest, APoolDroppedFromItsOwnCallbackTerminatesAndFreesItself) {
       pool.reset();
       dropped = true;
     };
-    // Slow enough that the callbacks are in place before it completes.
+    // It completes once the gate opens: after its callbacks are in place.
+    ASSERT_OK_AND_ASSIGN(Array<int32_t> gate, Array<int32_t>::Create(1, LockMode::kNone));
     AsyncResult<int> held = pool->ApplyAsync(SleepMs, 60000);  // still running at the drop
-    AsyncResult<int> first = pool->ApplyAsyncWithCallbacks(cbs, SleepMs, 300);
+    AsyncResult<int> first = pool->ApplyAsyncWithCallbacks(cbs, WaitForGate, gate);
     if (closed_first) MPROC_ASSERT_OK(pool->Close());
+    std::atomic_ref<int32_t>(gate[0]).store(1);
     EXPECT_THAT(first.Get(absl::Seconds(30)), IsOkAndHolds(300));
     EXPECT_THAT(held.Get(absl::Seconds(30)),
                 StatusIs(absl::StatusCode::kAborted, HasSubstr("terminated")))
@@ -337,16 +345,18 @@ TEST_P(PoolTest, AnExecutorDroppedFromItsOwnDoneCallbackFinishesItsWorkAndFreesI
   std::atomic<bool> dropped{false};
   std::atomic<bool> on_pool_thread{false};
   const std::thread::id me = std::this_thread::get_id();
-  // The first task is slow enough that its callback is in place before it completes; the
-  // others (about 400 ms of work on the second worker) are still queued or running then.
+  // The first task completes once the gate opens, after its callback is in place; the others
+  // (about 800 ms of work, mostly on the second worker) are still queued or running then.
+  ASSERT_OK_AND_ASSIGN(Array<int32_t> gate, Array<int32_t>::Create(1, LockMode::kNone));
   std::vector<Future<int>> fs;
-  fs.push_back(ex->Submit(SleepMs, 300));
+  fs.push_back(ex->Submit(WaitForGate, gate));
   for (int i = 1; i <= 8; ++i) fs.push_back(ex->Submit(SleepMs, 100 + i));
   fs[0].AddDoneCallback([&](const Future<int>&) {
     on_pool_thread = std::this_thread::get_id() != me;
     ex.reset();
     dropped = true;
   });
+  std::atomic_ref<int32_t>(gate[0]).store(1);
   EXPECT_THAT(fs[0].Result(absl::Seconds(30)), IsOkAndHolds(300));
   for (int i = 1; i <= 8; ++i) EXPECT_THAT(fs[i].Result(absl::Seconds(30)), IsOkAndHolds(100 + i));
   for (int i = 0; i < 3000 && !dropped.load(); ++i) ::usleep(1000);
