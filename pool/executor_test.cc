@@ -5,9 +5,11 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <memory>
 #include <mutex>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -367,6 +369,75 @@ TEST_F(ExecutorTest, TerminateWorkersEndsRunningTasks) {
   MPROC_ASSERT_OK(ex->TerminateWorkers());
   EXPECT_LT(testing::NowSeconds() - t0, 10.0);
   EXPECT_THAT(f.Result(absl::Seconds(10)), StatusIs(absl::StatusCode::kAborted));
+}
+
+// A Future cancels through a link its engine cuts before it is freed (CancelLink in
+// pool/internal/task_sink.h). An executor dropped from its own done callback frees itself on
+// its own thread, at a moment no Future holder sees, so a Cancel can start while the engine
+// lives and reach it after. Here the engine is gone before the Cancel: before the link, the
+// Future called the destroyed engine.
+class RecordingSink final : public pool_internal::TaskSink {
+ public:
+  explicit RecordingSink(std::atomic<int>* calls) : calls_(calls) {}
+  ~RecordingSink() override { CutCancelLink(); }
+  absl::StatusOr<uint64_t> Submit(EncodeBuffer, pool_internal::TaskDone,
+                                  std::shared_ptr<void>) override {
+    return 7;
+  }
+  bool Cancel(uint64_t id) override {
+    calls_->fetch_add(1);
+    return id == 7;
+  }
+
+ private:
+  std::atomic<int>* calls_;
+};
+
+TEST(FutureCancelLinkTest, ACancelAfterItsEngineIsFreedReachesNothing) {
+  std::atomic<int> calls{0};
+  Future<int> kept;
+  Future<int> cancelled;
+  {
+    auto sink = std::make_unique<RecordingSink>(&calls);
+    pool_internal::FutureAccess::Bind(kept, sink.get(), 7);
+    pool_internal::FutureAccess::Bind(cancelled, sink.get(), 7);
+    EXPECT_TRUE(cancelled.Cancel());  // through the link while the engine lives
+    EXPECT_TRUE(cancelled.Cancelled());
+    EXPECT_EQ(calls.load(), 1);
+  }
+  EXPECT_FALSE(kept.Cancel());  // the engine is gone: nothing is called
+  EXPECT_FALSE(kept.Done());
+  EXPECT_EQ(calls.load(), 1);
+  EXPECT_TRUE(cancelled.Cancel());  // a cancelled future still says so
+}
+
+// The same through a real executor dropped from its own done callback while another thread
+// cancels its futures without pause: every Cancel either removed a pending task or found none,
+// and nothing reached the freed engine (the asan stage checks the latter).
+TEST_F(ExecutorTest, CancelsRacingAnExecutorThatFreesItselfReachNothingFreed) {
+  for (int round = 0; round < 20; ++round) {
+    ExecutorOptions o;
+    o.max_workers = 1;
+    ASSERT_OK_AND_ASSIGN(auto ex, ProcessPoolExecutor::Create(o));
+    std::vector<Future<int>> fs;
+    for (int i = 0; i < 8; ++i) fs.push_back(ex->Submit(Square, i));
+    std::atomic<bool> stop{false};
+    std::thread canceller([&] {
+      while (!stop.load()) {
+        for (auto& f : fs) (void)f.Cancel();
+      }
+    });
+    // The executor is dropped by the first task's callback, on the pool thread: it finishes
+    // (or cancels) what it holds, then frees itself.
+    auto* holder = new std::unique_ptr<ProcessPoolExecutor>(std::move(ex));
+    fs.front().AddDoneCallback([holder](const Future<int>&) { delete holder; });
+    for (auto& f : fs) {
+      absl::StatusOr<int> r = f.Result(absl::Seconds(30));
+      EXPECT_TRUE(r.ok() || absl::IsCancelled(r.status())) << r.status();
+    }
+    stop.store(true);
+    canceller.join();
+  }
 }
 
 }  // namespace

@@ -16,6 +16,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "base/mutex.h"
 #include "base/unique_fd.h"
 #include "serialize/buffer.h"
 
@@ -38,18 +39,55 @@ using TaskDone = std::function<void(absl::Status status, std::span<const std::by
 inline constexpr uint8_t kItemOk = 0;
 inline constexpr uint8_t kItemError = 1;
 
+class TaskSink;
+
+// What a Future cancels through: a link to its engine that the engine cuts before it is freed
+// (its destructor, or an orphaned engine's own thread: pool/internal/orphans.h). A Cancel that
+// raced with the engine's end then finds no engine, where a bare pointer would reach a freed
+// one; the engine cannot be freed while a Cancel runs through the link (the cut waits for it).
+class CancelLink {
+ public:
+  explicit CancelLink(TaskSink* sink) : sink_(sink) {}
+  // The engine's Cancel(id); false once the link is cut.
+  bool Cancel(uint64_t id);
+  // Called by the engine before it is freed; waits for a Cancel under way. Idempotent.
+  void Cut() {
+    MutexLock lock(&mu_);
+    sink_ = nullptr;
+  }
+
+ private:
+  Mutex mu_;
+  TaskSink* sink_ ABSL_GUARDED_BY(mu_);
+};
+
 class TaskSink {
  public:
-  virtual ~TaskSink() = default;
+  virtual ~TaskSink() { link_->Cut(); }
   // Queues a task (bytes: a TaskEntry, then what it reads); returns its id, never 0. Errors:
   // FAILED_PRECONDITION once closed (`done` is not called then), the broken status once the
   // engine is broken. `keepalive` owns whatever the task's descriptors belong to.
   virtual absl::StatusOr<uint64_t> Submit(EncodeBuffer task, TaskDone done,
                                           std::shared_ptr<void> keepalive) = 0;
   // Removes a task that no worker has received yet; true when it did (its callback is dropped
-  // uncalled).
+  // uncalled). Must not free the engine, nor wait for its thread.
   virtual bool Cancel(uint64_t id) = 0;
+  // The link Futures hold (see CancelLink).
+  const std::shared_ptr<CancelLink>& cancel_link() const { return link_; }
+
+ protected:
+  // Every engine calls this first in its destructor, before anything a Cancel uses is torn
+  // down (~TaskSink runs too late for that: the engine's members are gone by then).
+  void CutCancelLink() { link_->Cut(); }
+
+ private:
+  const std::shared_ptr<CancelLink> link_ = std::make_shared<CancelLink>(this);
 };
+
+inline bool CancelLink::Cancel(uint64_t id) {
+  MutexLock lock(&mu_);
+  return sink_ != nullptr && sink_->Cancel(id);
+}
 
 }  // namespace mproc::pool_internal
 
