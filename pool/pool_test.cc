@@ -24,6 +24,7 @@
 #include <thread>
 #include <vector>
 
+#include "base/deadline.h"
 #include "base/status_matchers.h"
 #include "base/test_util.h"
 #include "gmock/gmock.h"
@@ -949,6 +950,42 @@ TEST(PoolForkTest, ForkWorkersHoldNoSiblingsChannels) {
   const int first = SocketsOf(pids[0]);
   EXPECT_GE(first, 1);
   for (pid_t pid : pids) EXPECT_EQ(SocketsOf(pid), first) << "worker " << pid;
+}
+
+// A second fork Pool's zygote and workers are forked from a process that already holds the
+// first Pool's ends of its channels (its zygote's control socket, its workers' sockets). They
+// used to inherit them: the first Pool's zygote then never read end of file when its Pool
+// ended, and its Pool's destructor waited 5 s before killing it. Now the second Pool's workers
+// hold the same descriptors as the first's, and the first Pool ends as if it were alone.
+TEST(PoolForkTest, ASecondForkPoolHoldsNothingOfTheFirst) {
+  Pool::Options o;
+  o.processes = 2;
+  o.start_method = StartMethod::kFork;
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Pool> first, Pool::Create(o));
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Pool> second, Pool::Create(o));
+  ASSERT_OK_AND_ASSIGN(std::vector<int> a, first->Map(Square, std::vector<int>{1, 2}));
+  ASSERT_OK_AND_ASSIGN(std::vector<int> b, second->Map(Square, std::vector<int>{1, 2}));
+  const std::vector<pid_t> first_pids = first->WorkerPids();
+  const std::vector<pid_t> second_pids = second->WorkerPids();
+  ASSERT_EQ(first_pids.size(), 2u);
+  ASSERT_EQ(second_pids.size(), 2u);
+  const int alone = SocketsOf(first_pids[0]);
+  for (pid_t pid : second_pids) EXPECT_EQ(SocketsOf(pid), alone) << "worker " << pid;
+  // A replacement worker comes from the second Pool's zygote: it holds nothing of the first
+  // Pool either.
+  ASSERT_EQ(::kill(second_pids[0], SIGKILL), 0);
+  std::vector<pid_t> now;
+  for (int i = 0; i < 1000; ++i) {
+    (void)second->Map(Square, std::vector<int>{1, 2});
+    now = second->WorkerPids();
+    if (now.size() == 2 && now[0] != second_pids[0] && now[1] != second_pids[0]) break;
+    ::usleep(10'000);
+  }
+  ASSERT_EQ(now.size(), 2u);
+  for (pid_t pid : now) EXPECT_EQ(SocketsOf(pid), alone) << "worker " << pid;
+  const int64_t start = MonotonicNowNs();
+  first.reset();
+  EXPECT_LT(MonotonicNowNs() - start, 4'000'000'000) << "the first Pool's end waited out its zygote";
 }
 
 TEST(PoolForkTest, CapturingInitializerUnderFork) {

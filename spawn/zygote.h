@@ -31,6 +31,7 @@
 
 #include "absl/status/statusor.h"
 #include "base/mutex.h"
+#include "base/parent_only_fd.h"
 #include "base/unique_fd.h"
 #include "spawn/process.h"
 
@@ -55,10 +56,13 @@ class Zygote {
  private:
   // ctl_ is set here rather than by Start, which the thread-safety analysis would check.
   Zygote(pid_t zygote_pid, pid_t owner_pid, UniqueFd ctl)
-      : pid_(zygote_pid), owner_pid_(owner_pid), ctl_(std::move(ctl)) {}
+      : pid_(zygote_pid), owner_pid_(owner_pid), ctl_(std::move(ctl)), listed_ctl_(ctl_.get()) {}
   pid_t pid_ = 0;        // set at construction, then only read
   pid_t owner_pid_ = 0;  // set at construction, then only read
   UniqueFd ctl_ ABSL_GUARDED_BY(mu_);
+  // ctl_ is kept from every later fork child (base/parent_only_fd.h): otherwise a second fork
+  // Pool's zygote and workers hold it, and this zygote never reads end of file.
+  ParentOnlyListing listed_ctl_;
   Mutex mu_;  // serialises Fork's requests on ctl_
 };
 

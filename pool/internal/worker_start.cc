@@ -58,53 +58,45 @@ absl::StatusOr<std::vector<UniqueFd>> DupAll(const std::shared_ptr<std::vector<U
 }
 
 // The worker's first message: its rings' segment.
-absl::Status SendLink(PoolWorker& w, std::shared_ptr<RingLink> link) {
-  const int seg = link->segment().fd();
-  MPROC_RETURN_IF_ERROR(WriteFrame(w.sock.get(), kLink, {}, std::span<const int>(&seg, 1),
-                                   Deadline::After(absl::Seconds(30)), {},
-                                   FdKind::kStreamSocket));
-  w.link = std::move(link);
-  return absl::OkStatus();
+absl::Status SendLink(PoolWorker& w) {
+  const int seg = w.link->segment().fd();
+  return WriteFrame(w.sock.get(), kLink, {}, std::span<const int>(&seg, 1),
+                    Deadline::After(absl::Seconds(30)), {}, FdKind::kStreamSocket);
 }
 
-// A new worker's channel: its rings, the pool's end of its socket pair (in `w.sock`) and the
-// worker's end (returned).
-absl::StatusOr<UniqueFd> NewChannel(PoolWorker& w,
-                                    std::shared_ptr<RingLink>* link) {
-  MPROC_ASSIGN_OR_RETURN(*link, RingLink::Create());
+// A new worker's channel: its rings (`w.link`), the pool's end of its socket pair (`w.sock`),
+// both listed as parent-only, and the worker's end (returned).
+absl::StatusOr<UniqueFd> NewChannel(PoolWorker& w) {
+  MPROC_ASSIGN_OR_RETURN(w.link, RingLink::Create());
+  w.listed_segment = ParentOnlyListing(w.link->segment().fd());
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
     return ErrnoToStatus(errno, "socketpair(pool worker)");
   }
   w.sock = UniqueFd(sv[0]);
+  w.listed_sock = ParentOnlyListing(w.sock.get());
   return UniqueFd(sv[1]);
 }
 
 // Starts a fork worker: directly (the first ones, from the owner before the pool thread
-// exists) or through the zygote (replacements). A direct one closes, first thing, the pool's
-// ends of its earlier siblings' channels (`siblings`: their sockets and ring segments), which
-// fork copied into it; a zygote's child never had them (the zygote was made before any).
-absl::StatusOr<PoolWorker> StartForkWorker(const CoreOptions& o, Zygote* zygote,
-                                                        std::vector<int> siblings = {}) {
+// exists) or through the zygote (replacements). The pool's ends of its siblings' channels and
+// of its own, which fork copies into a direct one, are listed (PoolWorker): the child closes
+// them first thing; a zygote's children never had them.
+absl::StatusOr<PoolWorker> StartForkWorker(const CoreOptions& o, Zygote* zygote) {
   PoolWorker w;
-  std::shared_ptr<RingLink> link;
-  MPROC_ASSIGN_OR_RETURN(UniqueFd theirs, NewChannel(w, &link));
+  MPROC_ASSIGN_OR_RETURN(UniqueFd theirs, NewChannel(w));
   if (zygote != nullptr) {
     MPROC_ASSIGN_OR_RETURN(w.proc, zygote->Fork(std::move(theirs), "PoolWorker",
                                                     /*numbered=*/true));
   } else {
     // Any callable may initialise a fork worker.
     int fd = theirs.get();
-    siblings.push_back(w.sock.get());  // and its own channel's pool end, and its ring
-    siblings.push_back(link->segment().fd());  // segment (it gets one by SendLink)
-    w.proc = std::make_unique<Process>([fd, siblings, body = ForkWorkerBody(o)]() {
-      for (int s : siblings) ::close(s);
-      return body(UniqueFd(fd));
-    });
+    w.proc = std::make_unique<Process>(
+        [fd, body = ForkWorkerBody(o)]() { return body(UniqueFd(fd)); });
     w.proc->SetStartMethod(StartMethod::kFork).SetName("PoolWorker-" + w.proc->identity());
     MPROC_RETURN_IF_ERROR(w.proc->Start());
   }
-  absl::Status s = SendLink(w, std::move(link));
+  absl::Status s = SendLink(w);
   if (!s.ok()) {
     (void)w.proc->Kill();
     (void)w.proc->Join();
@@ -131,12 +123,9 @@ absl::StatusOr<std::vector<PoolWorker>> StartWorkers(const CoreOptions& o,
   };
   const StartMethod method = o.start_method.value_or(GetStartMethod());
   if (method == StartMethod::kFork) {
-    std::vector<int> siblings;
     for (int i = 0; i < count; ++i) {
-      absl::StatusOr<PoolWorker> w = StartForkWorker(o, zygote, siblings);
+      absl::StatusOr<PoolWorker> w = StartForkWorker(o, zygote);
       if (!w.ok()) return undo(w.status());
-      siblings.push_back(w->sock.get());
-      siblings.push_back(w->link->segment().fd());
       ws.push_back(*std::move(w));
     }
     return ws;
@@ -146,12 +135,10 @@ absl::StatusOr<std::vector<PoolWorker>> StartWorkers(const CoreOptions& o,
         "a capturing initializer runs only under the fork start method; pass a function "
         "pointer (and arguments) for spawn and forkserver");
   }
-  std::vector<std::shared_ptr<RingLink>> links;
   std::vector<Process*> batch;
   for (int i = 0; i < count; ++i) {
     PoolWorker w;
-    std::shared_ptr<RingLink> link;
-    absl::StatusOr<UniqueFd> theirs = NewChannel(w, &link);
+    absl::StatusOr<UniqueFd> theirs = NewChannel(w);
     if (!theirs.ok()) return undo(theirs.status());
     absl::StatusOr<std::vector<UniqueFd>> init_fds = DupAll(o.init_fds);
     if (!init_fds.ok()) return undo(init_fds.status());
@@ -160,7 +147,6 @@ absl::StatusOr<std::vector<PoolWorker>> StartWorkers(const CoreOptions& o,
                                        static_cast<int32_t>(o.maxtasksperchild),
                                        o.cancel_on_sigint);
     w.proc->SetStartMethod(method).SetName("PoolWorker-" + w.proc->identity());
-    links.push_back(std::move(link));
     ws.push_back(std::move(w));
     batch.push_back(ws.back().proc.get());
   }
@@ -168,7 +154,7 @@ absl::StatusOr<std::vector<PoolWorker>> StartWorkers(const CoreOptions& o,
     if (!st.ok()) return undo(st);
   }
   for (int i = 0; i < count; ++i) {
-    absl::Status s = SendLink(ws[i], std::move(links[i]));
+    absl::Status s = SendLink(ws[i]);
     if (!s.ok()) return undo(s);
   }
   return ws;

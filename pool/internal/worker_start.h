@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "base/parent_only_fd.h"
 #include "base/unique_fd.h"
 #include "ipc/internal/ring_link.h"
 #include "pool/internal/channel.h"
@@ -25,6 +26,11 @@ struct PoolWorker {
   std::unique_ptr<Process> proc;
   UniqueFd sock;
   std::shared_ptr<ipc_internal::RingLink> link;  // the channel's rings (this side is end 0)
+  // sock and the rings' segment, kept from every later fork child (base/parent_only_fd.h):
+  // this worker's siblings, another fork Pool's zygote and workers, a fork Process. Declared
+  // after sock and link, so unlisted before they close.
+  ParentOnlyListing listed_sock;
+  ParentOnlyListing listed_segment;
   TaskLedger ledger;  // the tasks sent to this worker (pool/internal/ledger.h)
   Channel channel() const { return Channel{sock.get(), link.get(), 0}; }
 };

@@ -132,6 +132,9 @@ absl::StatusOr<std::unique_ptr<Zygote>> Zygote::Start(std::function<int(UniqueFd
   pid_t pid = ::fork();
   if (pid < 0) return ErrnoToStatus(errno, "fork(zygote)");
   if (pid == 0) {
+    // The owner's ends of its other helpers' channels (an earlier Pool's zygote and workers)
+    // are not the zygote's to keep, nor its children's (base/parent_only_fd.h).
+    (void)CloseParentOnlyFdsInForkChild();
     mine.Reset();
     RunZygote(theirs.Release(), owner, owner_pidfd, body);
   }
@@ -140,6 +143,7 @@ absl::StatusOr<std::unique_ptr<Zygote>> Zygote::Start(std::function<int(UniqueFd
 
 Zygote::~Zygote() {
   if (pid_ <= 0 || owner_pid_ != CurrentPid()) return;  // a fork child's copy: not ours
+  listed_ctl_.Reset();  // unlisted before it closes
   ctl_.Reset();  // the zygote reads end of file and exits
   for (int i = 0; i < 500; ++i) {  // up to 5 s, then no more patience
     int status;
