@@ -480,7 +480,11 @@ Take TakeFromRings(QueueShared& s, TakeBuffer* out, int* bad) {
       preferred = best;
       return Take::kTaken;
     }
-    // Another consumer took it first: look again.
+    // Another consumer took it first, so another consumer is draining these rings on another
+    // CPU: give this CPU to whoever else waits for it (a producer, when there are more
+    // processes than CPUs) before looking again. Free when nobody waits. The 2 -> 2 row on 2
+    // CPUs went from a median 57.9 to 49.3 ns per item (5 alternated runs).
+    YieldCpu();
   }
 }
 
