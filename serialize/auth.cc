@@ -125,15 +125,26 @@ absl::Status VerifyResponse(std::string_view authkey, std::string_view message,
   return absl::OkStatus();
 }
 
-absl::Status DeliverChallenge(int fd, std::string_view authkey, const Deadline& deadline,
-                              std::string_view digest, std::optional<std::string> nonce) {
+namespace {
+
+// The challenge message (without "#CHALLENGE#") for `digest` and `nonce` (random if none).
+absl::StatusOr<std::string> NewChallenge(std::string_view digest,
+                                         const std::optional<std::string>& nonce) {
   if (DigestByName(digest) == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat("unsupported digest: ", AbslView(digest)));
   }
-  std::string n = nonce ? *nonce : RandomBytes(kChallengeNonceLength);
-  std::string message = absl::StrCat("{", AbslView(digest), "}", n);
-  MPROC_RETURN_IF_ERROR(AsUnauth(
-      WriteCPythonMessage(fd, absl::StrCat(AbslView(kChallengePrefix), message), deadline), "sending challenge"));
+  return absl::StrCat("{", AbslView(digest), "}", nonce ? *nonce : RandomBytes(kChallengeNonceLength));
+}
+
+absl::Status SendChallenge(int fd, std::string_view message, const Deadline& deadline) {
+  return AsUnauth(
+      WriteCPythonMessage(fd, absl::StrCat(AbslView(kChallengePrefix), AbslView(message)), deadline),
+      "sending challenge");
+}
+
+// Reads the answer to challenge `message`, and sends the verdict.
+absl::Status CheckAnswer(int fd, std::string_view authkey, std::string_view message,
+                         const Deadline& deadline) {
   absl::StatusOr<std::string> response = ReadHandshakeMessage(fd, deadline, "reading response");
   if (!response.ok()) return response.status();
   absl::Status verdict = VerifyResponse(authkey, message, *response);
@@ -143,7 +154,9 @@ absl::Status DeliverChallenge(int fd, std::string_view authkey, const Deadline& 
   return AsUnauth(sent, "sending welcome");
 }
 
-absl::Status AnswerChallenge(int fd, std::string_view authkey, const Deadline& deadline) {
+// Reads a challenge and sends the response to it (the first half of CPython's
+// answer_challenge).
+absl::Status RespondToChallenge(int fd, std::string_view authkey, const Deadline& deadline) {
   std::string challenge;
   bool started = false;
   absl::Status read =
@@ -164,11 +177,29 @@ absl::Status AnswerChallenge(int fd, std::string_view authkey, const Deadline& d
   if (msg.size() < kLegacyChallengeLen) return Unauth("challenge too short");
   absl::StatusOr<std::string> response = CreateResponse(authkey, msg);
   if (!response.ok()) return response.status();
-  MPROC_RETURN_IF_ERROR(AsUnauth(WriteCPythonMessage(fd, *response, deadline), "sending response"));
+  return AsUnauth(WriteCPythonMessage(fd, *response, deadline), "sending response");
+}
+
+// The verdict on our response (the second half of CPython's answer_challenge).
+absl::Status ReadVerdict(int fd, const Deadline& deadline) {
   absl::StatusOr<std::string> verdict = ReadHandshakeMessage(fd, deadline, "reading verdict");
   if (!verdict.ok()) return verdict.status();
   if (*verdict != kWelcome) return Unauth("digest sent was rejected");
   return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status DeliverChallenge(int fd, std::string_view authkey, const Deadline& deadline,
+                              std::string_view digest, std::optional<std::string> nonce) {
+  MPROC_ASSIGN_OR_RETURN(std::string message, NewChallenge(digest, nonce));
+  MPROC_RETURN_IF_ERROR(SendChallenge(fd, message, deadline));
+  return CheckAnswer(fd, authkey, message, deadline);
+}
+
+absl::Status AnswerChallenge(int fd, std::string_view authkey, const Deadline& deadline) {
+  MPROC_RETURN_IF_ERROR(RespondToChallenge(fd, authkey, deadline));
+  return ReadVerdict(fd, deadline);
 }
 
 absl::Status ServerHandshake(int fd, std::string_view authkey, const Deadline& deadline) {
@@ -177,8 +208,18 @@ absl::Status ServerHandshake(int fd, std::string_view authkey, const Deadline& d
 }
 
 absl::Status ClientHandshake(int fd, std::string_view authkey, const Deadline& deadline) {
-  MPROC_RETURN_IF_ERROR(AnswerChallenge(fd, authkey, deadline));
-  return DeliverChallenge(fd, authkey, deadline);
+  // CPython's messages in CPython's order, with one wait fewer: our challenge goes right behind
+  // our response instead of after the verdict, so the server (which reads its messages in
+  // order, CPython's too) sends its verdict and its answer in one go. The client waits for the
+  // server twice (its challenge; then its verdict and answer), not three times.
+  MPROC_RETURN_IF_ERROR(RespondToChallenge(fd, authkey, deadline));
+  MPROC_ASSIGN_OR_RETURN(std::string message, NewChallenge("sha256", std::nullopt));
+  absl::Status sent = SendChallenge(fd, message, deadline);
+  // A server that rejected our response may have hung up before our challenge reached it: its
+  // verdict, already sent, is the error to report.
+  MPROC_RETURN_IF_ERROR(ReadVerdict(fd, deadline));
+  MPROC_RETURN_IF_ERROR(sent);
+  return CheckAnswer(fd, authkey, message, deadline);
 }
 
 ServerHandshaker::ServerHandshaker(int fd, std::string authkey)

@@ -110,6 +110,35 @@ TEST(AuthHandshakeTest, WrongKeyFailsOnBothSidesWithNoApplicationData) {
   EXPECT_THAT(client, StatusIs(absl::StatusCode::kUnauthenticated, HasSubstr("digest sent was rejected")));
 }
 
+// The client sends its challenge right behind its response, before the verdict (the same
+// messages in the same order). A server that holds its verdict until it has the client's
+// challenge therefore finishes; a client that waited for the verdict first would never send
+// it (before the change, this server's read timed out and the client with it).
+TEST(AuthHandshakeTest, TheClientsChallengeFollowsItsResponseWithoutWaitingForTheVerdict) {
+  SocketPair p = MakeSocketPair();
+  const std::string key = "secret";
+  absl::Status client;
+  std::thread t([&] { client = ClientHandshake(p.b.get(), key, Deadline::After(absl::Seconds(10))); });
+  const Deadline soon = Deadline::After(absl::Seconds(5));
+  const std::string message = "{sha256}" + std::string(kChallengeNonceLength, 'n');
+  MPROC_ASSERT_OK(WriteCPythonMessage(p.a.get(), std::string(kChallengePrefix) + message, soon));
+  ASSERT_OK_AND_ASSIGN(std::string response, ReadCPythonMessage(p.a.get(), 256, soon));
+  // No verdict yet: the client's challenge must already be on its way.
+  absl::StatusOr<std::string> challenge = ReadCPythonMessage(p.a.get(), 256, soon);
+  MPROC_EXPECT_OK(VerifyResponse(key, message, response));
+  MPROC_ASSERT_OK(WriteCPythonMessage(p.a.get(), kWelcome, soon));
+  if (challenge.ok()) {
+    ASSERT_EQ(challenge->rfind(kChallengePrefix, 0), 0u) << *challenge;
+    ASSERT_OK_AND_ASSIGN(std::string answer,
+                         CreateResponse(key, challenge->substr(kChallengePrefix.size())));
+    MPROC_ASSERT_OK(WriteCPythonMessage(p.a.get(), answer, soon));
+    EXPECT_THAT(ReadCPythonMessage(p.a.get(), 256, soon), IsOkAndHolds(std::string(kWelcome)));
+  }
+  t.join();
+  MPROC_EXPECT_OK(challenge);
+  MPROC_EXPECT_OK(client);
+}
+
 // Drives a ServerHandshaker on `fd` (made non-blocking) until it finishes; its result.
 absl::Status RunHandshaker(int fd, std::string key) {
   ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
