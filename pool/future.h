@@ -8,7 +8,7 @@
 //   MPROC_ASSIGN_OR_RETURN(int v, f.Result(absl::Seconds(5)));
 //
 // A Future refers to its executor only to cancel its task, through a link the executor cuts
-// before it is freed (pool_internal::CancelLink): an executor's destructor waits for every
+// before it is freed (pool_internal::EngineLink): an executor's destructor waits for every
 // task, so a Future that outlives it is done, and Cancel() then only reports, even when it
 // raced with the executor's end (an executor dropped from its own done callback ends on its
 // own thread, at a moment the Future's holder does not choose).
@@ -103,7 +103,7 @@ class Future {
   friend struct pool_internal::FutureAccess;
   struct Shared {
     AsyncResult<T> result;
-    std::shared_ptr<pool_internal::CancelLink> link;  // see the class comment
+    std::shared_ptr<pool_internal::EngineLink> link;  // see the class comment
     uint64_t id = 0;
   };
   std::shared_ptr<Shared> s_ = std::make_shared<Shared>();
@@ -114,7 +114,7 @@ namespace pool_internal {
 struct FutureAccess {
   template <typename T>
   static void Bind(Future<T>& f, TaskSink* sink, uint64_t id) {
-    f.s_->link = sink->cancel_link();
+    f.s_->link = sink->link();
     f.s_->id = id;
   }
   template <typename T>

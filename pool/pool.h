@@ -549,9 +549,11 @@ class Pool {
     sh->ordered = ordered;
     if (chunksize == 0) chunksize = 1;
     sh->limit = buffersize == SIZE_MAX ? SIZE_MAX : std::max<size_t>(1, buffersize) * chunksize;
-    pool_internal::PoolCore* core = core_.get();
+    // Through the link, not the core: the iterator may outlive the Pool (dropped meanwhile, or
+    // from one of its own callbacks), and then a chunk's submit fails instead of reaching it.
+    std::shared_ptr<pool_internal::EngineLink> link = core_->link();
     std::weak_ptr<typename ResultIterator<R>::Shared> weak = sh;
-    sh->submit_chunk = [core, f, next, chunksize, weak, progress, total]() mutable -> bool {
+    sh->submit_chunk = [link, f, next, chunksize, weak, progress, total]() mutable -> bool {
       auto sh = weak.lock();
       if (!sh) return false;
       std::vector<T> chunk;
@@ -596,12 +598,15 @@ class Pool {
         sh->cv.SignalAll();
       };
       auto [chunk_task, keep] = pool_internal::EncodeChunk<Traits, false>(f, chunk, 0, n);
-      absl::Status s = core->SubmitTask(
-          std::move(chunk_task),
-          [deliver, n](absl::Status st, std::span<const std::byte> out, std::vector<UniqueFd> fds) {
-            deliver(pool_internal::DecodeChunk<typename Traits::Result>(st, out, std::move(fds), n));
-          },
-          keep);
+      absl::Status s =
+          link->Submit(std::move(chunk_task),
+                       [deliver, n](absl::Status st, std::span<const std::byte> out,
+                                    std::vector<UniqueFd> fds) {
+                         deliver(pool_internal::DecodeChunk<typename Traits::Result>(
+                             st, out, std::move(fds), n));
+                       },
+                       keep)
+              .status();
       if (!s.ok()) {
         deliver(std::vector<absl::StatusOr<R>>(n, s));
         MutexLock lock(&sh->mu);

@@ -24,6 +24,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "base/deadline.h"
 #include "base/status_matchers.h"
 #include "base/test_util.h"
@@ -1156,6 +1157,42 @@ TEST(PoolProgressTest, MapAndIMapReportProgressPerChunk) {
   EXPECT_EQ(calls.back(), std::make_pair(size_t{30}, size_t{0}));
   pool.reset();
   ShutdownForkServer();
+}
+
+// A lazy IMap feeds the pool as its results are taken. An iterator that outlives its Pool
+// used to feed the freed core; now the next chunk fails FAILED_PRECONDITION and the iteration
+// ends: results taken before the Pool went are intact, nothing is left hanging.
+TEST(PoolIMapTest, ALazyIMapThatOutlivesItsPoolEndsWithAnError) {
+  Pool::Options o;
+  o.processes = 1;
+  o.start_method = StartMethod::kFork;
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Pool> pool, Pool::Create(o));
+  int next = 0;
+  ResultIterator<int> it = pool->IMap(
+      Square, std::function<std::optional<int>()>([&]() -> std::optional<int> {
+        if (next == 1000) return std::nullopt;
+        return next++;
+      }),
+      /*chunksize=*/1, /*buffersize=*/2);
+  std::optional<absl::StatusOr<int>> first = it.Next(absl::Seconds(30));
+  ASSERT_TRUE(first.has_value());
+  EXPECT_THAT(*first, IsOkAndHolds(0));
+  pool.reset();  // terminated: what it held fails, and the iterator may not feed it again
+  int ok = 1, failed = 0, gone = 0;
+  while (auto v = it.Next(absl::Seconds(30))) {
+    if (v->ok()) {
+      EXPECT_EQ(**v, ok * ok);
+      ++ok;
+      continue;
+    }
+    ++failed;
+    if (absl::IsFailedPrecondition(v->status()) &&
+        absl::StrContains(v->status().message(), "gone")) {
+      ++gone;
+    }
+  }
+  EXPECT_LT(ok + failed, 1000);  // the rest of the input was never pulled
+  EXPECT_GE(gone, 1) << ok << " ok, " << failed << " failed";
 }
 
 TEST(PoolProgressTest, ProgressBarDrawsOnlyOnATerminal) {

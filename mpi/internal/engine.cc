@@ -803,7 +803,7 @@ void Engine::Orphan(std::unique_ptr<Engine> engine, std::function<void()> after)
 }
 
 Engine::~Engine() {
-  CutCancelLink();  // a Future's Cancel racing with this end reaches nothing from here on
+  CutLink();  // a Future's Cancel racing with this end reaches nothing from here on
   Close();
   (void)Join();
 }

@@ -301,7 +301,7 @@ void PoolCore::Orphan() {
 }
 
 PoolCore::~PoolCore() {
-  CutCancelLink();  // a Future's Cancel racing with this end reaches nothing from here on
+  CutLink();  // a Future's Cancel racing with this end reaches nothing from here on
   if (st_ == nullptr) return;
   {
     LiveCores& l = Live();

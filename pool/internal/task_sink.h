@@ -41,16 +41,20 @@ inline constexpr uint8_t kItemError = 1;
 
 class TaskSink;
 
-// What a Future cancels through: a link to its engine that the engine cuts before it is freed
-// (its destructor, or an orphaned engine's own thread: pool/internal/orphans.h). A Cancel that
-// raced with the engine's end then finds no engine, where a bare pointer would reach a freed
-// one; the engine cannot be freed while a Cancel runs through the link (the cut waits for it).
-class CancelLink {
+// The link to an engine that outlives it: what a Future cancels through, and what a lazy
+// Pool::IMap feeds through. The engine cuts it before it is freed (its destructor, or an
+// orphaned engine's own thread: pool/internal/orphans.h), so a call that raced with the
+// engine's end finds no engine, where a bare pointer would reach a freed one; the engine
+// cannot be freed while a call runs through the link (the cut waits for it).
+class EngineLink {
  public:
-  explicit CancelLink(TaskSink* sink) : sink_(sink) {}
+  explicit EngineLink(TaskSink* sink) : sink_(sink) {}
+  // The engine's Submit; FAILED_PRECONDITION once the link is cut.
+  absl::StatusOr<uint64_t> Submit(EncodeBuffer task, TaskDone done,
+                                  std::shared_ptr<void> keepalive);
   // The engine's Cancel(id); false once the link is cut.
   bool Cancel(uint64_t id);
-  // Called by the engine before it is freed; waits for a Cancel under way. Idempotent.
+  // Called by the engine before it is freed; waits for a call under way. Idempotent.
   void Cut() {
     MutexLock lock(&mu_);
     sink_ = nullptr;
@@ -66,25 +70,33 @@ class TaskSink {
   virtual ~TaskSink() { link_->Cut(); }
   // Queues a task (bytes: a TaskEntry, then what it reads); returns its id, never 0. Errors:
   // FAILED_PRECONDITION once closed (`done` is not called then), the broken status once the
-  // engine is broken. `keepalive` owns whatever the task's descriptors belong to.
+  // engine is broken. `keepalive` owns whatever the task's descriptors belong to. Must not
+  // block, free the engine or wait for its thread (EngineLink calls it under its lock).
   virtual absl::StatusOr<uint64_t> Submit(EncodeBuffer task, TaskDone done,
                                           std::shared_ptr<void> keepalive) = 0;
   // Removes a task that no worker has received yet; true when it did (its callback is dropped
-  // uncalled). Must not free the engine, nor wait for its thread.
+  // uncalled). Must not block, free the engine or wait for its thread.
   virtual bool Cancel(uint64_t id) = 0;
-  // The link Futures hold (see CancelLink).
-  const std::shared_ptr<CancelLink>& cancel_link() const { return link_; }
+  // The link that outlives this engine (see EngineLink).
+  const std::shared_ptr<EngineLink>& link() const { return link_; }
 
  protected:
-  // Every engine calls this first in its destructor, before anything a Cancel uses is torn
-  // down (~TaskSink runs too late for that: the engine's members are gone by then).
-  void CutCancelLink() { link_->Cut(); }
+  // Every engine calls this first in its destructor, before anything Submit or Cancel uses is
+  // torn down (~TaskSink runs too late for that: the engine's members are gone by then).
+  void CutLink() { link_->Cut(); }
 
  private:
-  const std::shared_ptr<CancelLink> link_ = std::make_shared<CancelLink>(this);
+  const std::shared_ptr<EngineLink> link_ = std::make_shared<EngineLink>(this);
 };
 
-inline bool CancelLink::Cancel(uint64_t id) {
+inline absl::StatusOr<uint64_t> EngineLink::Submit(EncodeBuffer task, TaskDone done,
+                                                   std::shared_ptr<void> keepalive) {
+  MutexLock lock(&mu_);
+  if (sink_ == nullptr) return absl::FailedPreconditionError("the pool or executor is gone");
+  return sink_->Submit(std::move(task), std::move(done), std::move(keepalive));
+}
+
+inline bool EngineLink::Cancel(uint64_t id) {
   MutexLock lock(&mu_);
   return sink_ != nullptr && sink_->Cancel(id);
 }
