@@ -1,5 +1,7 @@
 #include "base/parent_only_fd.h"
 
+#include <fcntl.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -12,10 +14,18 @@ namespace {
 // Each entry: 0 when free, else the descriptor + 1 (so the zero-initialised table is empty).
 std::atomic<int> g_listed[kParentOnlyMax];
 
+void InForkChild() { (void)ReleaseParentOnlyFdsInForkChild(); }
+
 }  // namespace
 
 ParentOnlyListing::ParentOnlyListing(int fd) {
   if (fd < 0) return;
+  // Every fork() child from now on lets go of what is listed (registered once, before the
+  // first listing, so no child of a listing process misses it).
+  static const bool registered = [] {
+    return ::pthread_atfork(nullptr, nullptr, InForkChild) == 0;
+  }();
+  (void)registered;
   for (std::atomic<int>& e : g_listed) {
     int expected = 0;
     if (e.load(std::memory_order_relaxed) == 0 &&
@@ -39,27 +49,32 @@ ParentOnlyListing& ParentOnlyListing::operator=(ParentOnlyListing&& o) noexcept 
 
 void ParentOnlyListing::Reset() {
   if (fd_ < 0) return;
-  // In a fork child the list was emptied; the number may be listed again by the child's own.
-  if (pid_ != CurrentPid()) {
-    fd_ = -1;
-    return;
-  }
-  for (std::atomic<int>& e : g_listed) {
-    int expected = fd_ + 1;
-    if (e.compare_exchange_strong(expected, 0, std::memory_order_acq_rel)) break;
-  }
+  const int want = fd_ + 1;
   fd_ = -1;
+  // In a fork child the list was emptied; the number may be listed again by the child's own.
+  if (pid_ != CurrentPid()) return;
+  for (std::atomic<int>& e : g_listed) {
+    int expected = want;
+    if (e.load(std::memory_order_relaxed) == want &&
+        e.compare_exchange_strong(expected, 0, std::memory_order_acq_rel)) {
+      return;
+    }
+  }
 }
 
-int CloseParentOnlyFdsInForkChild() {
-  int closed = 0;
+int ReleaseParentOnlyFdsInForkChild() {
+  int released = 0;
+  int hole = -1;
   for (std::atomic<int>& e : g_listed) {
     const int v = e.exchange(0, std::memory_order_acq_rel);
     if (v == 0) continue;
-    ::close(v - 1);
-    ++closed;
+    const int fd = v - 1;
+    if (hole < 0) hole = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (hole < 0 || ::dup3(hole, fd, O_CLOEXEC) < 0) ::close(fd);
+    ++released;
   }
-  return closed;
+  if (hole >= 0) ::close(hole);
+  return released;
 }
 
 int ParentOnlyFdCount() {

@@ -2,22 +2,28 @@
 // channels to its own helpers (a zygote's control socket, a pool worker's socket and rings).
 //
 // fork() copies every descriptor. A child forked later (a second Pool's zygote and workers, a
-// fork Process) that keeps a copy of such an end keeps the channel open after this process
-// closes its own: the helper never reads end of file, and whoever waits for it to end waits
-// out a timeout (a fork Pool's zygote outlived its Pool by 5 s this way while another fork
-// Pool lived). So the owner lists the descriptor while it is open, and every fork child of
-// mproc's (spawn_internal::BeginChild, the zygote) closes the listed ones first thing.
+// fork Process, a plain fork()) that keeps a copy of such an end keeps the channel open after
+// this process closes its own: the helper never reads end of file, and whoever waits for it
+// to end waits out a timeout (a fork Pool's zygote outlived its Pool by 5 s this way while
+// another fork Pool lived). So the owner lists the descriptor while it is open, and every
+// child made by fork() lets go of the listed ones at once (a pthread_atfork child handler).
 //
-//   UniqueFd mine = ...;                    // this process's end of a helper's channel
-//   ParentOnlyListing listed(mine.get());   // declared after `mine`: unlisted before it closes
+//   ParentOnlyFd mine(UniqueFd(sv[0]));   // this process's end of a helper's channel
+//   ... or, for a descriptor another object owns:
+//   ParentOnlyListing listed(segment.fd());   // unlisted before the owner closes it
+//
+// The child does not close a listed number: it points it at /dev/null (dup3), so the socket
+// is let go while the number stays taken. The child's copies of the owners (inherited objects)
+// may still close that number later, which then closes only the placeholder, never a
+// descriptor the child opened meanwhile.
 //
 // The list is a fixed table of atomics (kParentOnlyMax entries; past that a descriptor is
-// simply not listed and a child inherits it, as before), so a child may close the listed ones
-// right after fork() without taking a lock another thread held at the fork. A descriptor must
-// be unlisted before it is closed (a listing that outlived its descriptor would close another
-// one that reused the number): ParentOnlyListing's destructor does it, hence the declaration
-// order above. A fork in the window between opening and listing (or unlisting and closing)
-// leaves that one copy inherited, as every descriptor was before.
+// simply not listed and a child inherits it, as before), so the child handler takes no lock
+// another thread held at the fork. A descriptor must be unlisted before it is closed (a
+// listing that outlived its descriptor would blank another one that reused the number in
+// later children): ParentOnlyFd does both in that order. A fork in the window between opening
+// and listing (or unlisting and closing) leaves that one copy inherited, as every descriptor
+// was before.
 //
 // Thread-safety: listing, unlisting and forking may happen on any threads at once.
 #ifndef MPROC_BASE_PARENT_ONLY_FD_H_
@@ -25,12 +31,16 @@
 
 #include <sys/types.h>
 
+#include <utility>
+
+#include "base/unique_fd.h"
+
 namespace mproc {
 
 inline constexpr int kParentOnlyMax = 1024;
 
-// Keeps `fd` listed for its lifetime (-1: lists nothing). Move-only. A fork child's copy of a
-// listing (the child's list was emptied) unlists nothing.
+// Keeps `fd` (owned elsewhere) listed for its lifetime (-1: lists nothing). Move-only. A fork
+// child's copy of a listing (the child's list starts empty) unlists nothing.
 class ParentOnlyListing {
  public:
   ParentOnlyListing() = default;
@@ -41,7 +51,7 @@ class ParentOnlyListing {
   ParentOnlyListing(const ParentOnlyListing&) = delete;
   ParentOnlyListing& operator=(const ParentOnlyListing&) = delete;
 
-  // Unlists the descriptor now (before its owner closes it early).
+  // Unlists the descriptor now (before its owner closes it).
   void Reset();
   // Whether the descriptor is listed (false when the table was full).
   bool listed() const { return fd_ >= 0; }
@@ -51,9 +61,39 @@ class ParentOnlyListing {
   pid_t pid_ = 0;  // the process that listed it
 };
 
-// In a child right after fork(): closes every listed descriptor and empties the list (what the
-// child lists from then on is its own). Async-signal-safe. Returns how many it closed.
-int CloseParentOnlyFdsInForkChild();
+// A descriptor this process owns and keeps from its fork children: a UniqueFd, listed while
+// it is open, unlisted before it closes (Reset, assignment, destruction).
+class ParentOnlyFd {
+ public:
+  ParentOnlyFd() = default;
+  explicit ParentOnlyFd(UniqueFd fd) : fd_(std::move(fd)), listing_(fd_.get()) {}
+  ParentOnlyFd(ParentOnlyFd&& o) noexcept = default;
+  ParentOnlyFd& operator=(ParentOnlyFd&& o) noexcept {
+    if (this != &o) {
+      Reset();
+      fd_ = std::move(o.fd_);
+      listing_ = std::move(o.listing_);
+    }
+    return *this;
+  }
+  ~ParentOnlyFd() { Reset(); }
+
+  int get() const { return fd_.get(); }
+  bool ok() const { return fd_.ok(); }
+  void Reset() {
+    listing_.Reset();
+    fd_.Reset();
+  }
+
+ private:
+  UniqueFd fd_;
+  ParentOnlyListing listing_;
+};
+
+// What the fork child handler does (called by it; exposed for tests): points every listed
+// descriptor at /dev/null (closes it when /dev/null cannot be opened) and empties the list
+// (what the child lists from then on is its own). Async-signal-safe. Returns how many.
+int ReleaseParentOnlyFdsInForkChild();
 
 // How many descriptors are listed now (for tests).
 int ParentOnlyFdCount();

@@ -1,6 +1,7 @@
 #include "base/parent_only_fd.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <utility>
@@ -12,50 +13,72 @@
 namespace mproc {
 namespace {
 
-bool IsOpen(int fd) { return ::fcntl(fd, F_GETFD) != -1; }
+bool IsPipe(int fd) {
+  struct stat st;
+  return ::fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode);
+}
+bool IsCharDevice(int fd) {
+  struct stat st;
+  return ::fstat(fd, &st) == 0 && S_ISCHR(st.st_mode);
+}
 
-UniqueFd OpenNull() { return UniqueFd(::open("/dev/null", O_RDONLY | O_CLOEXEC)); }
+struct Pipe {
+  UniqueFd r, w;
+};
+Pipe MakePipe() {
+  int p[2];
+  if (::pipe2(p, O_CLOEXEC) != 0) return {};
+  return {UniqueFd(p[0]), UniqueFd(p[1])};
+}
 
-TEST(ParentOnlyFdTest, AForkChildClosesWhatIsListedAndKeepsTheRest) {
-  UniqueFd listed_fd = OpenNull();
-  UniqueFd kept_fd = OpenNull();
-  UniqueFd unlisted_fd = OpenNull();
-  ASSERT_TRUE(listed_fd.ok() && kept_fd.ok() && unlisted_fd.ok());
+// Every fork() child lets go of what is listed at once (the atfork handler): the number
+// stays taken by a placeholder, so the child's copy of the owner closing it later hurts
+// nothing; descriptors never listed, or unlisted, are kept; the child's list starts empty.
+TEST(ParentOnlyFdTest, EveryForkChildLetsGoOfWhatIsListedAndKeepsTheRest) {
+  Pipe listed = MakePipe();
+  Pipe kept = MakePipe();
+  Pipe unlisted = MakePipe();
+  ASSERT_TRUE(listed.r.ok() && kept.r.ok() && unlisted.r.ok());
   const int before = ParentOnlyFdCount();
-  ParentOnlyListing listing(listed_fd.get());
-  ASSERT_TRUE(listing.listed());
+  ParentOnlyFd owned(std::move(listed.w));  // the parent's end of a helper's channel
+  ParentOnlyListing listing(listed.r.get());
   {
-    ParentOnlyListing gone(unlisted_fd.get());
-    EXPECT_EQ(ParentOnlyFdCount(), before + 2);
+    ParentOnlyListing gone(unlisted.r.get());
+    EXPECT_EQ(ParentOnlyFdCount(), before + 3);
   }
-  EXPECT_EQ(ParentOnlyFdCount(), before + 1);
-  const int a = listed_fd.get(), b = kept_fd.get(), c = unlisted_fd.get();
+  EXPECT_EQ(ParentOnlyFdCount(), before + 2);  // owned and listing
+  const int w = owned.get(), r = listed.r.get(), k = kept.r.get(), u = unlisted.r.get();
   pid_t pid = testing::Child([&] {
-    if (CloseParentOnlyFdsInForkChild() != before + 1) return 1;
-    if (IsOpen(a)) return 2;                 // listed: closed
-    if (!IsOpen(b) || !IsOpen(c)) return 3;  // never listed, or unlisted: kept
-    if (ParentOnlyFdCount() != 0) return 4;  // the child's list starts empty
-    // The child's own listing of a reused number is not undone by its copy of the parent's.
-    UniqueFd mine = OpenNull();
-    if (mine.get() != a) return 5;  // the lowest free number: the closed one
+    if (ParentOnlyFdCount() != 0) return 1;              // emptied by the fork
+    if (!IsCharDevice(w) || !IsCharDevice(r)) return 2;  // placeholders (/dev/null)
+    if (!IsPipe(k) || !IsPipe(u)) return 3;              // never listed, or unlisted: kept
+    if (ReleaseParentOnlyFdsInForkChild() != 0) return 4;
+    // The child's copies of the owners close only their placeholders.
+    owned.Reset();
+    if (::fcntl(w, F_GETFD) != -1) return 5;
+    UniqueFd mine(::open("/dev/null", O_RDONLY | O_CLOEXEC));  // may reuse w's number
     ParentOnlyListing own(mine.get());
     ParentOnlyListing inherited = std::move(listing);
-    inherited.Reset();
+    inherited.Reset();  // unlists nothing of the child's own
     if (ParentOnlyFdCount() != 1) return 6;
     return 0;
   });
   EXPECT_EQ(testing::Join(pid), 0);
-  // The parent's descriptors and list are as they were.
-  EXPECT_TRUE(IsOpen(a));
+  // The child let go of its copy of the write end: with the parent's closed too, the read end
+  // sees end of file, which an inherited copy would have prevented.
+  owned.Reset();
+  char c;
+  EXPECT_EQ(::read(listed.r.get(), &c, 1), 0);
+  EXPECT_TRUE(IsPipe(r));  // the parent's descriptors are as they were
   EXPECT_EQ(ParentOnlyFdCount(), before + 1);
   listing.Reset();
   EXPECT_EQ(ParentOnlyFdCount(), before);
 }
 
-TEST(ParentOnlyFdTest, MovingAListingKeepsOneEntry) {
-  UniqueFd fd = OpenNull();
+TEST(ParentOnlyFdTest, MovingKeepsOneEntry) {
+  Pipe p = MakePipe();
   const int before = ParentOnlyFdCount();
-  ParentOnlyListing a(fd.get());
+  ParentOnlyListing a(p.r.get());
   ParentOnlyListing b = std::move(a);
   EXPECT_FALSE(a.listed());
   EXPECT_TRUE(b.listed());
@@ -63,6 +86,12 @@ TEST(ParentOnlyFdTest, MovingAListingKeepsOneEntry) {
   c = std::move(b);
   EXPECT_EQ(ParentOnlyFdCount(), before + 1);
   c = ParentOnlyListing();
+  EXPECT_EQ(ParentOnlyFdCount(), before);
+  ParentOnlyFd x(std::move(p.w));
+  ParentOnlyFd y = std::move(x);
+  EXPECT_FALSE(x.ok());
+  EXPECT_EQ(ParentOnlyFdCount(), before + 1);
+  y = ParentOnlyFd();
   EXPECT_EQ(ParentOnlyFdCount(), before);
 }
 

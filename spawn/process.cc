@@ -27,7 +27,6 @@
 #include "base/deadline.h"
 #include "base/features.h"
 #include "base/mutex.h"
-#include "base/parent_only_fd.h"
 #include "base/owner.h"
 #include "base/process_id.h"
 #include "base/status.h"
@@ -250,12 +249,7 @@ const std::vector<std::string>& ThisArgv() {
 void BeginChild(bool fresh_image) {
   // on_exit, not atexit: the barrier needs the status given to exit() (the target's own
   // exit(3) as much as FinishChild's). glibc keeps both kinds in one list.
-  if (!fresh_image) {
-    // A fork copy: this process's parent's ends of its helpers' channels are not ours to keep
-    // (base/parent_only_fd.h).
-    (void)CloseParentOnlyFdsInForkChild();
-    ::on_exit(ChildExitBarrier, nullptr);
-  }
+  if (!fresh_image) ::on_exit(ChildExitBarrier, nullptr);
   g_exit_handlers_safe.store(true, std::memory_order_relaxed);
   if (G().daemon) ExitWhenParentExits();
 }

@@ -55,14 +55,13 @@ class Zygote {
 
  private:
   // ctl_ is set here rather than by Start, which the thread-safety analysis would check.
-  Zygote(pid_t zygote_pid, pid_t owner_pid, UniqueFd ctl)
-      : pid_(zygote_pid), owner_pid_(owner_pid), ctl_(std::move(ctl)), listed_ctl_(ctl_.get()) {}
+  Zygote(pid_t zygote_pid, pid_t owner_pid, ParentOnlyFd ctl)
+      : pid_(zygote_pid), owner_pid_(owner_pid), ctl_(std::move(ctl)) {}
   pid_t pid_ = 0;        // set at construction, then only read
   pid_t owner_pid_ = 0;  // set at construction, then only read
-  UniqueFd ctl_ ABSL_GUARDED_BY(mu_);
-  // ctl_ is kept from every later fork child (base/parent_only_fd.h): otherwise a second fork
-  // Pool's zygote and workers hold it, and this zygote never reads end of file.
-  ParentOnlyListing listed_ctl_;
+  // Kept from every fork child (base/parent_only_fd.h): otherwise a second fork Pool's zygote
+  // and workers hold it, and this zygote never reads end of file.
+  ParentOnlyFd ctl_ ABSL_GUARDED_BY(mu_);
   Mutex mu_;  // serialises Fork's requests on ctl_
 };
 

@@ -73,8 +73,7 @@ absl::StatusOr<UniqueFd> NewChannel(PoolWorker& w) {
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
     return ErrnoToStatus(errno, "socketpair(pool worker)");
   }
-  w.sock = UniqueFd(sv[0]);
-  w.listed_sock = ParentOnlyListing(w.sock.get());
+  w.sock = ParentOnlyFd(UniqueFd(sv[0]));
   return UniqueFd(sv[1]);
 }
 

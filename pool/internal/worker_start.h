@@ -22,15 +22,27 @@
 namespace mproc::pool_internal {
 
 // A started worker, as the pool thread holds it.
+// Its socket and its rings' segment are kept from every fork child (base/parent_only_fd.h):
+// this worker's later siblings, another fork Pool's zygote and workers, a fork Process.
 struct PoolWorker {
+  PoolWorker() = default;
+  PoolWorker(PoolWorker&&) noexcept = default;
+  // As the default, but the segment is unlisted before `link` may let it go (the default
+  // assigns in declaration order, `link` first).
+  PoolWorker& operator=(PoolWorker&& o) noexcept {
+    listed_segment.Reset();
+    proc = std::move(o.proc);
+    sock = std::move(o.sock);
+    link = std::move(o.link);
+    listed_segment = std::move(o.listed_segment);
+    ledger = std::move(o.ledger);
+    return *this;
+  }
+
   std::unique_ptr<Process> proc;
-  UniqueFd sock;
+  ParentOnlyFd sock;
   std::shared_ptr<ipc_internal::RingLink> link;  // the channel's rings (this side is end 0)
-  // sock and the rings' segment, kept from every later fork child (base/parent_only_fd.h):
-  // this worker's siblings, another fork Pool's zygote and workers, a fork Process. Declared
-  // after sock and link, so unlisted before they close.
-  ParentOnlyListing listed_sock;
-  ParentOnlyListing listed_segment;
+  ParentOnlyListing listed_segment;  // link's segment; after `link`: unlisted before it closes
   TaskLedger ledger;  // the tasks sent to this worker (pool/internal/ledger.h)
   Channel channel() const { return Channel{sock.get(), link.get(), 0}; }
 };

@@ -123,7 +123,9 @@ absl::StatusOr<std::unique_ptr<Zygote>> Zygote::Start(std::function<int(UniqueFd
   if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
     return ErrnoToStatus(errno, "socketpair(zygote)");
   }
-  UniqueFd mine(sv[0]);
+  // Listed before the fork, so that no child forked from here on (this zygote, another
+  // thread's) keeps it (base/parent_only_fd.h).
+  ParentOnlyFd mine{UniqueFd(sv[0])};
   UniqueFd theirs(sv[1]);
   const pid_t owner = CurrentPid();
   const int owner_pidfd = spawn_internal::SelfPidfd();  // inherited by the zygote
@@ -132,9 +134,8 @@ absl::StatusOr<std::unique_ptr<Zygote>> Zygote::Start(std::function<int(UniqueFd
   pid_t pid = ::fork();
   if (pid < 0) return ErrnoToStatus(errno, "fork(zygote)");
   if (pid == 0) {
-    // The owner's ends of its other helpers' channels (an earlier Pool's zygote and workers)
-    // are not the zygote's to keep, nor its children's (base/parent_only_fd.h).
-    (void)CloseParentOnlyFdsInForkChild();
+    // The owner's ends of its helpers' channels (this one's `mine`, an earlier Pool's zygote
+    // and workers) were let go by fork() (base/parent_only_fd.h): `mine` is a placeholder.
     mine.Reset();
     RunZygote(theirs.Release(), owner, owner_pidfd, body);
   }
@@ -143,7 +144,6 @@ absl::StatusOr<std::unique_ptr<Zygote>> Zygote::Start(std::function<int(UniqueFd
 
 Zygote::~Zygote() {
   if (pid_ <= 0 || owner_pid_ != CurrentPid()) return;  // a fork child's copy: not ours
-  listed_ctl_.Reset();  // unlisted before it closes
   ctl_.Reset();  // the zygote reads end of file and exits
   for (int i = 0; i < 500; ++i) {  // up to 5 s, then no more patience
     int status;
