@@ -8,8 +8,10 @@
 
 #include <cerrno>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "base/status.h"
+#include "base/syscall.h"
 #include "serialize/cpython_framing.h"
 
 namespace mproc {
@@ -154,9 +156,9 @@ absl::Status CheckAnswer(int fd, std::string_view authkey, std::string_view mess
   return AsUnauth(sent, "sending welcome");
 }
 
-// Reads a challenge and sends the response to it (the first half of CPython's
-// answer_challenge).
-absl::Status RespondToChallenge(int fd, std::string_view authkey, const Deadline& deadline) {
+// Reads a challenge and makes the response to it (the first half of CPython's
+// answer_challenge, but for the sending).
+absl::StatusOr<std::string> AnswerFor(int fd, std::string_view authkey, const Deadline& deadline) {
   std::string challenge;
   bool started = false;
   absl::Status read =
@@ -175,9 +177,7 @@ absl::Status RespondToChallenge(int fd, std::string_view authkey, const Deadline
   }
   msg.remove_prefix(kChallengePrefix.size());
   if (msg.size() < kLegacyChallengeLen) return Unauth("challenge too short");
-  absl::StatusOr<std::string> response = CreateResponse(authkey, msg);
-  if (!response.ok()) return response.status();
-  return AsUnauth(WriteCPythonMessage(fd, *response, deadline), "sending response");
+  return CreateResponse(authkey, msg);
 }
 
 // The verdict on our response (the second half of CPython's answer_challenge).
@@ -198,7 +198,9 @@ absl::Status DeliverChallenge(int fd, std::string_view authkey, const Deadline& 
 }
 
 absl::Status AnswerChallenge(int fd, std::string_view authkey, const Deadline& deadline) {
-  MPROC_RETURN_IF_ERROR(RespondToChallenge(fd, authkey, deadline));
+  MPROC_ASSIGN_OR_RETURN(std::string response, AnswerFor(fd, authkey, deadline));
+  MPROC_RETURN_IF_ERROR(
+      AsUnauth(WriteCPythonMessage(fd, response, deadline), "sending response"));
   return ReadVerdict(fd, deadline);
 }
 
@@ -212,12 +214,23 @@ absl::Status ClientHandshake(int fd, std::string_view authkey, const Deadline& d
   // our response instead of after the verdict, so the server (which reads its messages in
   // order, CPython's too) sends its verdict and its answer in one go. The client waits for the
   // server twice (its challenge; then its verdict and answer), not three times.
-  MPROC_RETURN_IF_ERROR(RespondToChallenge(fd, authkey, deadline));
+  // Both messages go in one write, so that over TCP Nagle's algorithm does not hold the second
+  // back until the first is acknowledged.
+  MPROC_ASSIGN_OR_RETURN(std::string response, AnswerFor(fd, authkey, deadline));
   MPROC_ASSIGN_OR_RETURN(std::string message, NewChallenge("sha256", std::nullopt));
-  absl::Status sent = SendChallenge(fd, message, deadline);
+  const std::string challenge = absl::StrCat(AbslView(kChallengePrefix), AbslView(message));
+  const std::string both =
+      absl::StrCat(AbslView(CPythonLengthHeader(response.size())), AbslView(response),
+                   AbslView(CPythonLengthHeader(challenge.size())), AbslView(challenge));
+  const absl::Status sent = AsUnauth(
+      WriteAll(fd, both.data(), both.size(), deadline, "write(handshake)"), "sending response");
   // A server that rejected our response may have hung up before our challenge reached it: its
-  // verdict, already sent, is the error to report.
-  MPROC_RETURN_IF_ERROR(ReadVerdict(fd, deadline));
+  // verdict, already sent, is the error to report; else a failed send is.
+  absl::Status verdict = ReadVerdict(fd, deadline);
+  if (!verdict.ok() && !sent.ok() && !absl::StrContains(verdict.message(), "rejected")) {
+    return sent;
+  }
+  MPROC_RETURN_IF_ERROR(verdict);
   MPROC_RETURN_IF_ERROR(sent);
   return CheckAnswer(fd, authkey, message, deadline);
 }
