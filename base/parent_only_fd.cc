@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <pthread.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -16,16 +17,14 @@ std::atomic<int> g_listed[kParentOnlyMax];
 
 void InForkChild() { (void)ReleaseParentOnlyFdsInForkChild(); }
 
+// At static initialisation, before any thread can fork: a fork while a lazily initialised
+// static is being set up would leave the child's guard taken.
+const bool g_registered = ::pthread_atfork(nullptr, nullptr, InForkChild) == 0;
+
 }  // namespace
 
 ParentOnlyListing::ParentOnlyListing(int fd) {
-  if (fd < 0) return;
-  // Every fork() child from now on lets go of what is listed (registered once, before the
-  // first listing, so no child of a listing process misses it).
-  static const bool registered = [] {
-    return ::pthread_atfork(nullptr, nullptr, InForkChild) == 0;
-  }();
-  (void)registered;
+  if (fd < 0 || !g_registered) return;
   for (std::atomic<int>& e : g_listed) {
     int expected = 0;
     if (e.load(std::memory_order_relaxed) == 0 &&
@@ -64,12 +63,14 @@ void ParentOnlyListing::Reset() {
 
 int ReleaseParentOnlyFdsInForkChild() {
   int released = 0;
-  int hole = -1;
+  int hole = -1;  // the placeholder: /dev/null, else an eventfd (no file system needed)
   for (std::atomic<int>& e : g_listed) {
     const int v = e.exchange(0, std::memory_order_acq_rel);
     if (v == 0) continue;
     const int fd = v - 1;
     if (hole < 0) hole = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (hole < 0) hole = ::eventfd(0, EFD_CLOEXEC);
+    // With no placeholder at all (no descriptor free), closing is what is left.
     if (hole < 0 || ::dup3(hole, fd, O_CLOEXEC) < 0) ::close(fd);
     ++released;
   }

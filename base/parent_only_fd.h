@@ -91,8 +91,9 @@ class ParentOnlyFd {
 };
 
 // What the fork child handler does (called by it; exposed for tests): points every listed
-// descriptor at /dev/null (closes it when /dev/null cannot be opened) and empties the list
-// (what the child lists from then on is its own). Async-signal-safe. Returns how many.
+// descriptor at /dev/null (at an eventfd when /dev/null cannot be opened; closes it when no
+// descriptor is free for either) and empties the list (what the child lists
+// from then on is its own). Async-signal-safe. Returns how many.
 int ReleaseParentOnlyFdsInForkChild();
 
 // How many descriptors are listed now (for tests).

@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <cstdio>
 #include <deque>
+#include <optional>
 #include <span>
 #include <thread>
 #include <utility>
@@ -842,8 +843,16 @@ absl::StatusOr<uint64_t> Engine::Submit(EncodeBuffer task, TaskDone done,
 }
 
 bool Engine::Cancel(uint64_t id) {
-  MutexLock lock(&st_->mu);
-  return st_->pending.erase(id) > 0;
+  // The task is destroyed after the lock: it holds the caller's arguments and callback.
+  std::optional<State::Pending> task;
+  {
+    MutexLock lock(&st_->mu);
+    auto it = st_->pending.find(id);
+    if (it == st_->pending.end()) return false;
+    task = std::move(it->second);
+    st_->pending.erase(it);
+  }
+  return true;
 }
 
 void Engine::CancelPending() {

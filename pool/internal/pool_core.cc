@@ -13,6 +13,7 @@
 #include <cstring>
 #include <deque>
 #include <map>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -348,15 +349,24 @@ absl::Status PoolCore::SubmitMany(std::vector<Submission>& batch) {
 
 bool PoolCore::Cancel(uint64_t id) {
   State& st = *st_;
-  MutexLock lock(&st.mu);
-  for (auto it = st.pending.begin(); it != st.pending.end(); ++it) {
-    if (it->id == id) {
+  // The task and its callback are destroyed after the lock: they hold the caller's arguments,
+  // whose destructors may do anything (a manager proxy's sends a message).
+  std::optional<State::PendingTask> task;
+  TaskDone done;
+  {
+    MutexLock lock(&st.mu);
+    for (auto it = st.pending.begin(); it != st.pending.end(); ++it) {
+      if (it->id != id) continue;
+      task = std::move(*it);
       st.pending.erase(it);
-      st.callbacks.erase(id);
-      return true;
+      if (auto cb = st.callbacks.find(id); cb != st.callbacks.end()) {
+        done = std::move(cb->second);
+        st.callbacks.erase(cb);
+      }
+      break;
     }
   }
-  return false;
+  return task.has_value();
 }
 
 std::vector<uint64_t> PoolCore::CancelPending() {

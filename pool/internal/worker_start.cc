@@ -79,8 +79,9 @@ absl::StatusOr<UniqueFd> NewChannel(PoolWorker& w) {
 
 // Starts a fork worker: directly (the first ones, from the owner before the pool thread
 // exists) or through the zygote (replacements). The pool's ends of its siblings' channels and
-// of its own, which fork copies into a direct one, are listed (PoolWorker): the child closes
-// them first thing; a zygote's children never had them.
+// of its own, which fork copies into a direct one, are listed (PoolWorker): fork lets go of
+// them in the child (base/parent_only_fd.h); a zygote's children never had them. The worker's
+// end is closed here as soon as the worker has it, so that no other fork keeps it long.
 absl::StatusOr<PoolWorker> StartForkWorker(const CoreOptions& o, Zygote* zygote) {
   PoolWorker w;
   MPROC_ASSIGN_OR_RETURN(UniqueFd theirs, NewChannel(w));
@@ -94,6 +95,7 @@ absl::StatusOr<PoolWorker> StartForkWorker(const CoreOptions& o, Zygote* zygote)
         [fd, body = ForkWorkerBody(o)]() { return body(UniqueFd(fd)); });
     w.proc->SetStartMethod(StartMethod::kFork).SetName("PoolWorker-" + w.proc->identity());
     MPROC_RETURN_IF_ERROR(w.proc->Start());
+    theirs.Reset();
   }
   absl::Status s = SendLink(w);
   if (!s.ok()) {

@@ -30,6 +30,7 @@ struct PoolWorker {
   // As the default, but the segment is unlisted before `link` may let it go (the default
   // assigns in declaration order, `link` first).
   PoolWorker& operator=(PoolWorker&& o) noexcept {
+    if (this == &o) return *this;
     listed_segment.Reset();
     proc = std::move(o.proc);
     sock = std::move(o.sock);

@@ -139,6 +139,7 @@ absl::StatusOr<std::unique_ptr<Zygote>> Zygote::Start(std::function<int(UniqueFd
     mine.Reset();
     RunZygote(theirs.Release(), owner, owner_pidfd, body);
   }
+  theirs.Reset();  // the zygote's now: no later fork of this process may keep a copy
   return std::unique_ptr<Zygote>(new Zygote(pid, owner, std::move(mine)));
 }
 
