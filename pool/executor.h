@@ -124,7 +124,9 @@ class ProcessPoolExecutor {
   // exited (each is told to stop and killed if alive 60 s later); without, returns at once.
   // Returns OK; with wait from a done callback running on the pool thread,
   // FAILED_PRECONDITION after it stopped accepting work (the thread cannot wait for itself;
-  // it ends once the work is done). Thread-safe: concurrent waiting calls all wait.
+  // it ends once the work is done). Thread-safe: concurrent waiting calls all wait. The
+  // executor must outlive the call: a callback of a future it cancels (run on this thread,
+  // inside Shutdown) must not destroy it.
   absl::Status Shutdown(bool wait = true, bool cancel_futures = false) {
     if (cancel_futures) core_->CancelPending();  // their futures complete as CANCELLED
     MPROC_RETURN_IF_ERROR(core_->Close());

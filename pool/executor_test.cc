@@ -384,7 +384,7 @@ class RecordingSink final : public pool_internal::TaskSink {
                                   std::shared_ptr<void>) override {
     return 7;
   }
-  bool Cancel(uint64_t id) override {
+  bool Cancel(uint64_t id, pool_internal::CancelledTask*) override {
     calls_->fetch_add(1);
     return id == 7;
   }
@@ -411,6 +411,43 @@ TEST(EngineLinkTest, ACancelAfterItsEngineIsFreedReachesNothing) {
   EXPECT_TRUE(cancelled.Cancel());  // a cancelled future still says so
 }
 
+// What a Cancel removes (the caller's arguments, the callback) is destroyed after the link's
+// lock: its destructors may call back into the engine's link (here: a Submit, as the last
+// reference to an executor ending it would Cut). Before, they ran under the lock, and this
+// test's deleter found it taken.
+class HandingOutSink final : public pool_internal::TaskSink {
+ public:
+  ~HandingOutSink() override { CutLink(); }
+  absl::StatusOr<uint64_t> Submit(EncodeBuffer, pool_internal::TaskDone,
+                                  std::shared_ptr<void>) override {
+    return 8;
+  }
+  bool Cancel(uint64_t, pool_internal::CancelledTask* removed) override {
+    std::shared_ptr<pool_internal::EngineLink> link = this->link();
+    removed->keepalive = std::shared_ptr<void>(nullptr, [this, link](void*) {
+      // Re-enters the link: fine only when its lock is no longer held.
+      free_after_lock.store(link->Submit(EncodeBuffer(), nullptr, nullptr).ok());
+    });
+    return true;
+  }
+  std::atomic<bool> free_after_lock{false};
+};
+
+TEST(EngineLinkTest, WhatACancelRemovesIsDestroyedAfterTheLinksLock) {
+  HandingOutSink sink;
+  Future<int> f;
+  pool_internal::FutureAccess::Bind(f, &sink, 7);
+  std::thread t([&] { EXPECT_TRUE(f.Cancel()); });
+  // Bounded: a deleter run under the lock would deadlock, so give it 10 s and fail.
+  for (int i = 0; i < 10'000 && !sink.free_after_lock.load(); ++i) ::usleep(1000);
+  EXPECT_TRUE(sink.free_after_lock.load());
+  if (!sink.free_after_lock.load()) {
+    t.detach();  // stuck on the lock it holds: report, do not hang the suite
+    std::abort();
+  }
+  t.join();
+}
+
 // The cut waits for a call under way: an engine whose Cancel is running through the link is
 // not freed until that Cancel returns (before, nothing held the engine: it was freed under
 // the call).
@@ -424,7 +461,7 @@ class BlockingSink final : public pool_internal::TaskSink {
                                   std::shared_ptr<void>) override {
     return 7;
   }
-  bool Cancel(uint64_t) override {
+  bool Cancel(uint64_t, pool_internal::CancelledTask*) override {
     inside.store(true);
     while (!release.load()) ::usleep(1000);
     return true;

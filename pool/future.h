@@ -335,7 +335,8 @@ absl::StatusOr<std::vector<absl::StatusOr<TaskResult<F>>>> MapFutures(
       // Out of time: what no worker has received yet is cancelled; the rest runs on, its
       // results unread (as CPython's).
       for (size_t k = c; k < submitted; ++k) {
-        if (ids[k] != 0) (void)sink.Cancel(ids[k]);
+        CancelledTask removed;
+        if (ids[k] != 0) (void)sink.Cancel(ids[k], &removed);
       }
       out.resize(items.size(),
                  absl::DeadlineExceededError("Map: the result was not ready within the timeout"));

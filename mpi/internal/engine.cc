@@ -12,7 +12,6 @@
 #include <cstdlib>
 #include <cstdio>
 #include <deque>
-#include <optional>
 #include <span>
 #include <thread>
 #include <utility>
@@ -842,16 +841,15 @@ absl::StatusOr<uint64_t> Engine::Submit(EncodeBuffer task, TaskDone done,
   return id;
 }
 
-bool Engine::Cancel(uint64_t id) {
-  // The task is destroyed after the lock: it holds the caller's arguments and callback.
-  std::optional<State::Pending> task;
-  {
-    MutexLock lock(&st_->mu);
-    auto it = st_->pending.find(id);
-    if (it == st_->pending.end()) return false;
-    task = std::move(it->second);
-    st_->pending.erase(it);
-  }
+bool Engine::Cancel(uint64_t id, pool_internal::CancelledTask* removed) {
+  MutexLock lock(&st_->mu);
+  auto it = st_->pending.find(id);
+  if (it == st_->pending.end()) return false;
+  // Handed out, not destroyed here: they hold the caller's arguments (CancelledTask).
+  removed->task = std::move(it->second.task);
+  removed->done = std::move(it->second.done);
+  removed->keepalive = std::move(it->second.keepalive);
+  st_->pending.erase(it);
   return true;
 }
 

@@ -130,7 +130,7 @@ class Engine final : public pool_internal::TaskSink {
 
   absl::StatusOr<uint64_t> Submit(EncodeBuffer task, pool_internal::TaskDone done,
                                   std::shared_ptr<void> keepalive) override;
-  bool Cancel(uint64_t id) override;
+  bool Cancel(uint64_t id, pool_internal::CancelledTask* removed) override;
   // Cancels every task not yet sent (their callbacks get CANCELLED, on this thread).
   void CancelPending();
   // No more tasks; those queued and out finish, then the workers are released.

@@ -347,26 +347,22 @@ absl::Status PoolCore::SubmitMany(std::vector<Submission>& batch) {
   return absl::OkStatus();
 }
 
-bool PoolCore::Cancel(uint64_t id) {
+bool PoolCore::Cancel(uint64_t id, CancelledTask* removed) {
   State& st = *st_;
-  // The task and its callback are destroyed after the lock: they hold the caller's arguments,
-  // whose destructors may do anything (a manager proxy's sends a message).
-  std::optional<State::PendingTask> task;
-  TaskDone done;
-  {
-    MutexLock lock(&st.mu);
-    for (auto it = st.pending.begin(); it != st.pending.end(); ++it) {
-      if (it->id != id) continue;
-      task = std::move(*it);
-      st.pending.erase(it);
-      if (auto cb = st.callbacks.find(id); cb != st.callbacks.end()) {
-        done = std::move(cb->second);
-        st.callbacks.erase(cb);
-      }
-      break;
+  MutexLock lock(&st.mu);
+  for (auto it = st.pending.begin(); it != st.pending.end(); ++it) {
+    if (it->id != id) continue;
+    // Handed out, not destroyed here: they hold the caller's arguments (CancelledTask).
+    removed->task = std::move(it->task);
+    removed->keepalive = std::move(it->keepalive);
+    st.pending.erase(it);
+    if (auto cb = st.callbacks.find(id); cb != st.callbacks.end()) {
+      removed->done = std::move(cb->second);
+      st.callbacks.erase(cb);
     }
+    return true;
   }
-  return task.has_value();
+  return false;
 }
 
 std::vector<uint64_t> PoolCore::CancelPending() {

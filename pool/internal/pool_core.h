@@ -98,7 +98,7 @@ class PoolCore final : public TaskSink {
   absl::Status SubmitMany(std::vector<Submission>& batch);
   // Removes a task that no worker has received yet; true when it did (its callback is dropped
   // uncalled).
-  bool Cancel(uint64_t id) override;
+  bool Cancel(uint64_t id, CancelledTask* removed) override;
   // Cancels every task no worker has received yet (their callbacks get CANCELLED); returns
   // their ids.
   std::vector<uint64_t> CancelPending();

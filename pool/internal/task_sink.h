@@ -41,6 +41,16 @@ inline constexpr uint8_t kItemError = 1;
 
 class TaskSink;
 
+// What a Cancel took out of its engine: the task's bytes, its callback and whatever owns the
+// task's descriptors (the caller's arguments). Handed out so that it is destroyed after every
+// lock is released: those destructors may do anything (a manager proxy's sends a message, the
+// last reference to an executor ends it).
+struct CancelledTask {
+  EncodeBuffer task;
+  TaskDone done;
+  std::shared_ptr<void> keepalive;
+};
+
 // The link to an engine that outlives it: what a Future cancels through, and what a lazy
 // Pool::IMap feeds through. The engine cuts it before it is freed (its destructor, or an
 // orphaned engine's own thread: pool/internal/orphans.h), so a call that raced with the
@@ -52,7 +62,8 @@ class EngineLink {
   // The engine's Submit; FAILED_PRECONDITION once the link is cut.
   absl::StatusOr<uint64_t> Submit(EncodeBuffer task, TaskDone done,
                                   std::shared_ptr<void> keepalive);
-  // The engine's Cancel(id); false once the link is cut.
+  // The engine's Cancel(id); false once the link is cut. What it took out is destroyed after
+  // the link's lock.
   bool Cancel(uint64_t id);
   // Called by the engine before it is freed; waits for a call under way. Idempotent.
   void Cut() {
@@ -74,9 +85,10 @@ class TaskSink {
   // block, free the engine or wait for its thread (EngineLink calls it under its lock).
   virtual absl::StatusOr<uint64_t> Submit(EncodeBuffer task, TaskDone done,
                                           std::shared_ptr<void> keepalive) = 0;
-  // Removes a task that no worker has received yet; true when it did (its callback is dropped
-  // uncalled). Must not block, free the engine or wait for its thread.
-  virtual bool Cancel(uint64_t id) = 0;
+  // Removes a task that no worker has received yet; true when it did, with what it removed
+  // moved to `*removed` (its callback is dropped uncalled, by the caller, after its locks).
+  // Must not block, free the engine or wait for its thread.
+  virtual bool Cancel(uint64_t id, CancelledTask* removed) = 0;
   // The link that outlives this engine (see EngineLink).
   const std::shared_ptr<EngineLink>& link() const { return link_; }
 
@@ -97,8 +109,9 @@ inline absl::StatusOr<uint64_t> EngineLink::Submit(EncodeBuffer task, TaskDone d
 }
 
 inline bool EngineLink::Cancel(uint64_t id) {
+  CancelledTask removed;  // destroyed after the lock below
   MutexLock lock(&mu_);
-  return sink_ != nullptr && sink_->Cancel(id);
+  return sink_ != nullptr && sink_->Cancel(id, &removed);
 }
 
 }  // namespace mproc::pool_internal
