@@ -12,10 +12,11 @@
 //   ... or, for a descriptor another object owns:
 //   ParentOnlyListing listed(segment.fd());   // unlisted before the owner closes it
 //
-// The child does not close a listed number: it points it at /dev/null (dup3), so the socket
-// is let go while the number stays taken. The child's copies of the owners (inherited objects)
-// may still close that number later, which then closes only the placeholder, never a
-// descriptor the child opened meanwhile.
+// The child does not close a listed number: it points it (dup3) at a placeholder, a socket
+// whose peer is gone, so the channel is let go while the number stays taken, and a child that
+// still uses its copy sees the channel closed (end of file, EPIPE). The child's copies of the
+// owners (inherited objects) may close that number later, which then closes only the
+// placeholder, never a descriptor the child opened meanwhile.
 //
 // The list is a fixed table of atomics (kParentOnlyMax entries; past that a descriptor is
 // simply not listed and a child inherits it, as before), so the child handler takes no lock
@@ -91,9 +92,9 @@ class ParentOnlyFd {
 };
 
 // What the fork child handler does (called by it; exposed for tests): points every listed
-// descriptor at /dev/null (at an eventfd when /dev/null cannot be opened; closes it when no
-// descriptor is free for either) and empties the list (what the child lists
-// from then on is its own). Async-signal-safe. Returns how many.
+// descriptor at a socket whose peer is gone (reads see end of file, writes EPIPE; /dev/null
+// when no socket can be made; closed when no descriptor is free for either) and empties the list
+// (what the child lists from then on is its own). Async-signal-safe. Returns how many.
 int ReleaseParentOnlyFdsInForkChild();
 
 // How many descriptors are listed now (for tests).

@@ -17,9 +17,9 @@ bool IsPipe(int fd) {
   struct stat st;
   return ::fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode);
 }
-bool IsCharDevice(int fd) {
+bool IsSocket(int fd) {
   struct stat st;
-  return ::fstat(fd, &st) == 0 && S_ISCHR(st.st_mode);
+  return ::fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode);
 }
 
 struct Pipe {
@@ -49,9 +49,11 @@ TEST(ParentOnlyFdTest, EveryForkChildLetsGoOfWhatIsListedAndKeepsTheRest) {
   EXPECT_EQ(ParentOnlyFdCount(), before + 2);  // owned and listing
   const int w = owned.get(), r = listed.r.get(), k = kept.r.get(), u = unlisted.r.get();
   pid_t pid = testing::Child([&] {
-    if (ParentOnlyFdCount() != 0) return 1;              // emptied by the fork
-    if (!IsCharDevice(w) || !IsCharDevice(r)) return 2;  // placeholders (/dev/null)
-    if (!IsPipe(k) || !IsPipe(u)) return 3;              // never listed, or unlisted: kept
+    if (ParentOnlyFdCount() != 0) return 1;      // emptied by the fork
+    if (!IsSocket(w) || !IsSocket(r)) return 2;  // placeholders: a socket whose peer is gone
+    char c;
+    if (::read(r, &c, 1) != 0) return 7;     // reads as a closed channel
+    if (!IsPipe(k) || !IsPipe(u)) return 3;  // never listed, or unlisted: kept
     if (ReleaseParentOnlyFdsInForkChild() != 0) return 4;
     // The child's copies of the owners close only their placeholders.
     owned.Reset();

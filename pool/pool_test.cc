@@ -921,21 +921,23 @@ TEST(PoolForkTest, CreateWarnsWhenTheCallerRunsOtherThreads) {
   EXPECT_THAT(threaded, HasSubstr("CPython 3.12"));
 }
 
-// The sockets a process holds (its /proc fd links that name a socket).
+// The distinct sockets a process holds (its /proc fd links that name a socket, each socket
+// once: the placeholders a fork child puts where its parent's channel ends were are all one
+// socket, base/parent_only_fd.h).
 int SocketsOf(pid_t pid) {
-  int n = 0;
+  std::set<std::string> sockets;
   const std::string dir = "/proc/" + std::to_string(pid) + "/fd";
   if (DIR* d = ::opendir(dir.c_str())) {
     while (dirent* e = ::readdir(d)) {
       char link[64] = {};
       if (::readlink((dir + "/" + e->d_name).c_str(), link, sizeof(link) - 1) > 0 &&
           std::string(link).rfind("socket:", 0) == 0) {
-        ++n;
+        sockets.insert(link);
       }
     }
     ::closedir(d);
   }
-  return n;
+  return static_cast<int>(sockets.size());
 }
 
 // Fork workers are forked one after another from the caller; each used to inherit the pool's
