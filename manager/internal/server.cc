@@ -621,24 +621,32 @@ class Server {
                      uint64_t call_id);
   void Expire(int64_t now);
   int64_t NextWakeNs() const;
-  // Before the loop sleeps: checks `ready` (a non-blocking look for events), yielding the CPU
-  // between looks, until the spin budget (base/spin.h: 50 us by default, MPROC_SPIN_US) has
-  // passed since the last request was served, or until `wake` (a parked call's timeout),
-  // whichever is first. A client usually sends its next request within microseconds of the
-  // reply, and a sleeping server costs it a wake-up (10-20 us here); events that are not
+  // Before the loop sleeps: whether to look for events first, and until when. A client usually
+  // sends its next request within microseconds of its reply, and a sleeping server costs it a
+  // wake-up (10-20 us here), so the loop looks until the spin budget (base/spin.h: 50 us by
+  // default, MPROC_SPIN_US) has passed since the end of the last turn that served a request,
+  // or until `wake` (a parked call's timeout), whichever is first. Events that are not
   // requests (a send's completion) do not extend the window; an idle server sleeps at once.
-  template <typename Ready>
-  void SpinBeforeSleep(int64_t wake, Ready ready) {
-    if (last_served_ns_ < 0) return;
-    const int64_t until = std::min(wake, last_served_ns_ + SpinBudgetNs());
-    if (MonotonicNowNs() >= until) {
-      last_served_ns_ = -1;
-      return;
+  bool SpinWindow(int64_t wake, int64_t* until) {
+    if (served_this_turn_) {
+      served_this_turn_ = false;
+      last_served_ns_ = MonotonicNowNs();  // the turn's replies are written (or submitted next)
     }
+    if (last_served_ns_ < 0) return false;
+    *until = std::min(wake, last_served_ns_ + SpinBudgetNs());
+    if (MonotonicNowNs() < *until) return true;
+    last_served_ns_ = -1;
+    return false;
+  }
+  // Checks `ready` (a non-blocking look for events), yielding the CPU between looks, until
+  // `until`.
+  template <typename Ready>
+  void LookUntil(int64_t until, Ready ready) {
     (void)SpinUntil([&] { return stop_ || ready(); }, Deadline::AtMonotonicNs(until),
                     SpinMode::kYield);
   }
-  int64_t last_served_ns_ = -1;  // when the last request was read (-1: none since a sleep)
+  bool served_this_turn_ = false;  // Handle read a request in this turn
+  int64_t last_served_ns_ = -1;    // when the last turn that served one ended (-1: long ago)
   // Nested proxies: recounts the stamps in object `id`'s kept values and moves its references
   // to match (after any call that may have changed them).
   void Rescan(uint64_t id);
@@ -1461,7 +1469,7 @@ void Server::ExpireParked(int64_t now) {
 }
 
 bool Server::Handle(Conn& c, std::span<const std::byte> msg) {
-  last_served_ns_ = MonotonicNowNs();
+  served_this_turn_ = true;
   DecodeReader r(msg);
   uint64_t call_id = 0, object = 0;
   uint8_t op_byte = 0;
@@ -1956,12 +1964,15 @@ int Server::Run() {
   while (!stop_) {
     const int64_t wake = NextWakeNs();
     // A client's next request usually follows its reply within microseconds: look for it
-    // (yielding between looks) before sleeping (SpinBeforeSleep).
+    // (yielding between looks) before sleeping (SpinWindow).
     int n = 0;
-    SpinBeforeSleep(wake, [&] {
-      n = ::epoll_wait(epoll_.get(), events, 64, 0);
-      return n != 0;
-    });
+    int64_t until = 0;
+    if (SpinWindow(wake, &until)) {
+      LookUntil(until, [&] {
+        n = ::epoll_wait(epoll_.get(), events, 64, 0);
+        return n != 0;
+      });
+    }
     if (n == 0) {
       const int64_t now = MonotonicNowNs();
       const int timeout_ms = wake == INT64_MAX
@@ -2252,9 +2263,10 @@ int Server::RunUring() {
     // As the epoll loop: look for the next completions (the replies of this turn submitted
     // first) before sleeping. Under DEFER_TASKRUN completions are posted only when this
     // thread asks (io_uring_get_events), so each look is that call.
-    if (io_uring_cq_ready(&ring_) == 0) {
+    int64_t until = 0;
+    if (io_uring_cq_ready(&ring_) == 0 && SpinWindow(wake, &until)) {
       io_uring_submit(&ring_);
-      SpinBeforeSleep(wake, [&] {
+      LookUntil(until, [&] {
         io_uring_get_events(&ring_);
         return io_uring_cq_ready(&ring_) != 0;
       });
