@@ -8,7 +8,6 @@
 
 #include <cerrno>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "base/status.h"
 #include "base/syscall.h"
@@ -103,8 +102,11 @@ absl::StatusOr<std::string> Hmac(std::string_view digest, std::string_view key,
 
 absl::StatusOr<std::string> CreateResponse(std::string_view authkey, std::string_view message) {
   if (message.size() == kLegacyChallengeLen) {
-    // A <= 3.11 server: bare HMAC-MD5 of the 20-byte challenge.
-    return Hmac("md5", authkey, message);
+    // A <= 3.11 server: bare HMAC-MD5 of the 20-byte challenge (an authentication failure,
+    // as every other, where OpenSSL offers no MD5: a FIPS build).
+    absl::StatusOr<std::string> mac = Hmac("md5", authkey, message);
+    if (!mac.ok()) return Unauth("the legacy challenge needs MD5, which is unavailable here");
+    return mac;
   }
   if (message.empty() || message[0] != '{') return Unauth("challenge has no {digest} prefix");
   size_t close = message.find('}');
@@ -180,13 +182,15 @@ absl::StatusOr<std::string> AnswerFor(int fd, std::string_view authkey, const De
   return CreateResponse(authkey, msg);
 }
 
-// The verdict on our response (the second half of CPython's answer_challenge).
-absl::Status ReadVerdict(int fd, const Deadline& deadline) {
+// The verdict on our response (the second half of CPython's answer_challenge): true for
+// welcome, false for anything else (rejected); an error when none could be read.
+absl::StatusOr<bool> ReadVerdict(int fd, const Deadline& deadline) {
   absl::StatusOr<std::string> verdict = ReadHandshakeMessage(fd, deadline, "reading verdict");
   if (!verdict.ok()) return verdict.status();
-  if (*verdict != kWelcome) return Unauth("digest sent was rejected");
-  return absl::OkStatus();
+  return *verdict == kWelcome;
 }
+
+absl::Status Rejected() { return Unauth("digest sent was rejected"); }
 
 }  // namespace
 
@@ -201,7 +205,8 @@ absl::Status AnswerChallenge(int fd, std::string_view authkey, const Deadline& d
   MPROC_ASSIGN_OR_RETURN(std::string response, AnswerFor(fd, authkey, deadline));
   MPROC_RETURN_IF_ERROR(
       AsUnauth(WriteCPythonMessage(fd, response, deadline), "sending response"));
-  return ReadVerdict(fd, deadline);
+  MPROC_ASSIGN_OR_RETURN(bool welcome, ReadVerdict(fd, deadline));
+  return welcome ? absl::OkStatus() : Rejected();
 }
 
 absl::Status ServerHandshake(int fd, std::string_view authkey, const Deadline& deadline) {
@@ -222,16 +227,15 @@ absl::Status ClientHandshake(int fd, std::string_view authkey, const Deadline& d
   const std::string both =
       absl::StrCat(AbslView(CPythonLengthHeader(response.size())), AbslView(response),
                    AbslView(CPythonLengthHeader(challenge.size())), AbslView(challenge));
-  const absl::Status sent = AsUnauth(
-      WriteAll(fd, both.data(), both.size(), deadline, "write(handshake)"), "sending response");
+  const absl::Status sent =
+      AsUnauth(WriteAll(fd, both.data(), both.size(), deadline, "write(handshake)"),
+               "sending response and challenge");
   // A server that rejected our response may have hung up before our challenge reached it: its
   // verdict, already sent, is the error to report; else a failed send is.
-  absl::Status verdict = ReadVerdict(fd, deadline);
-  if (!verdict.ok() && !sent.ok() && !absl::StrContains(verdict.message(), "rejected")) {
-    return sent;
-  }
-  MPROC_RETURN_IF_ERROR(verdict);
+  absl::StatusOr<bool> welcome = ReadVerdict(fd, deadline);
+  if (welcome.ok() && !*welcome) return Rejected();
   MPROC_RETURN_IF_ERROR(sent);
+  MPROC_RETURN_IF_ERROR(welcome.status());
   return CheckAnswer(fd, authkey, message, deadline);
 }
 
@@ -317,7 +321,7 @@ absl::Status ServerHandshaker::Step() {
       return absl::OkStatus();
     }
     case State::kVerdict:
-      if (message_ != kWelcome) return Unauth("digest sent was rejected");
+      if (message_ != kWelcome) return Rejected();
       state_ = State::kDone;
       return absl::OkStatus();
     case State::kDone:
