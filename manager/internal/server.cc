@@ -621,6 +621,9 @@ class Server {
                      uint64_t call_id);
   void Expire(int64_t now);
   int64_t NextWakeNs() const;
+  // After a stop: a send's completion (others are ignored) leaves its connection with nothing
+  // in flight and the unsent rest of its reply queued first, for Finish to write.
+  void SettleSendAtStop(const io_uring_cqe& cqe);
   // Before the loop sleeps: whether to look for events first, and until when. A client usually
   // sends its next request within microseconds of its reply, and a sleeping server costs it a
   // wake-up (10-20 us here), so the loop looks until the spin budget (base/spin.h: 50 us by
@@ -2284,7 +2287,14 @@ int Server::RunUring() {
     unsigned seen = 0;
     io_uring_for_each_cqe(&ring_, head, cqe) {
       ++seen;
-      if (!stop_) OnUringCqe(*cqe);
+      // Past a stop (a Shutdown request earlier in this batch), only sends are settled, as
+      // below: a send's completion skipped here would leave it in flight (the drain below
+      // waiting out its bound) and its unsent rest lost.
+      if (!stop_) {
+        OnUringCqe(*cqe);
+      } else {
+        SettleSendAtStop(*cqe);
+      }
     }
     io_uring_cq_advance(&ring_, seen);
     Expire(MonotonicNowNs());
@@ -2305,22 +2315,26 @@ int Server::RunUring() {
     unsigned seen = 0;
     io_uring_for_each_cqe(&ring_, head, cqe) {
       ++seen;
-      const uint64_t data = io_uring_cqe_get_data64(cqe);
-      if ((data & 7) != kOpSend) continue;
-      if (Conn* c = BySerial(data >> 3); c != nullptr) {
-        c->send_in_flight = false;
-        if (cqe->res > 0) c->sending_done += static_cast<size_t>(cqe->res);
-        // The unsent rest goes first, before what queued up behind it.
-        c->out = c->sending.substr(std::min(c->sending_done, c->sending.size())) +
-                 c->out.substr(c->out_done);
-        c->out_done = 0;
-        c->sending.clear();
-        c->sending_done = 0;
-      }
+      SettleSendAtStop(*cqe);
     }
     io_uring_cq_advance(&ring_, seen);
   }
   return Finish();
+}
+
+void Server::SettleSendAtStop(const io_uring_cqe& cqe) {
+  const uint64_t data = io_uring_cqe_get_data64(&cqe);
+  if ((data & 7) != kOpSend) return;
+  Conn* c = BySerial(data >> 3);
+  if (c == nullptr) return;
+  c->send_in_flight = false;
+  if (cqe.res > 0) c->sending_done += static_cast<size_t>(cqe.res);
+  // The unsent rest goes first (Finish writes it directly), before what queued up behind it.
+  c->out = c->sending.substr(std::min(c->sending_done, c->sending.size())) +
+           c->out.substr(c->out_done);
+  c->out_done = 0;
+  c->sending.clear();
+  c->sending_done = 0;
 }
 
 }  // namespace
