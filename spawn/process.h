@@ -13,7 +13,11 @@
 // mproc::SetStartMethod, once):
 //   * kFork: glibc fork() (atfork handlers run), then pidfd_open. Any callable works as the
 //     target — the child is a copy of the parent. Copying a threaded parent with fork is as
-//     unsafe here as in any C++ program: only the calling thread exists in the child.
+//     unsafe here as in any C++ program: only the calling thread exists in the child. The
+//     child inherits every descriptor but this process's ends of its helpers' channels (a
+//     fork Pool's zygote and worker sockets), which every fork child, a plain fork()'s too,
+//     finds replaced by a closed socket (base/parent_only_fd.h): a copy kept there would keep
+//     the helper from seeing its owner close the channel.
 //   * kSpawn: clone3(CLONE_VM|CLONE_VFORK|CLONE_PIDFD), or vfork + pidfd_open where clone3 is
 //     missing, then execve of the running executable (SetExecutable to change it) with the
 //     parent's argv. The child receives stdio and one SOCK_SEQPACKET bootstrap socket carrying
