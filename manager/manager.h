@@ -15,8 +15,9 @@
 // default, epoll when asked or when the kernel lacks what the loop needs: ManagerOptions), so
 // each call on an object is atomic. After a turn that served a request the loop looks for the
 // next one for up to the spin budget (base/spin.h: 50 us, MPROC_SPIN_US=0 turns it off),
-// yielding its CPU between looks, before it sleeps: a client's next call then finds it awake. Values travel as codec bytes and are kept as bytes: the server runs none
-// of the user's code and knows none of their types.
+// yielding its CPU between looks, before it sleeps: a client's next call then finds it awake.
+// Values travel as codec bytes and are kept as bytes: the server runs none of the user's code
+// and knows none of their types.
 //
 // Proxies (DictProxy, ListProxy, ArrayProxy, SetProxy, NamespaceProxy, ValueProxy, ...) are
 // cheap copyable handles, as every mproc handle: pass one to a child under any start method, put one in a Queue or send

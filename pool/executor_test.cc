@@ -453,10 +453,7 @@ TEST(EngineLinkTest, WhatACancelRemovesIsDestroyedAfterTheLinksLock) {
 // the call).
 class BlockingSink final : public pool_internal::TaskSink {
  public:
-  ~BlockingSink() override {
-    CutLink();
-    destroyed.store(true);
-  }
+  ~BlockingSink() override { CutLink(); }
   absl::StatusOr<uint64_t> Submit(EncodeBuffer, pool_internal::TaskDone,
                                   std::shared_ptr<void>) override {
     return 7;
@@ -468,7 +465,6 @@ class BlockingSink final : public pool_internal::TaskSink {
   }
   std::atomic<bool> inside{false};
   std::atomic<bool> release{false};
-  std::atomic<bool> destroyed{false};
 };
 
 TEST(EngineLinkTest, AnEngineIsNotFreedWhileACancelRunsThroughItsLink) {
@@ -490,5 +486,6 @@ TEST(EngineLinkTest, AnEngineIsNotFreedWhileACancelRunsThroughItsLink) {
   EXPECT_TRUE(freed.load());
   EXPECT_TRUE(f.Cancelled());
 }
+
 }  // namespace
 }  // namespace mproc

@@ -16,6 +16,7 @@
 #include <fstream>
 #include <random>
 #include <functional>
+#include <optional>
 #include <map>
 #include <mutex>
 #include <set>
@@ -104,6 +105,15 @@ void SetInit(int v) { g_init_value = v; }
 int ReadInit(int) { return g_init_value; }
 void ThrowingInit() { throw std::runtime_error("initializer exploded"); }
 void KeepArray(Array<int32_t>) {}
+
+// A generator of 0, 1, ..., n - 1 (lazy IMap input).
+template <typename T>
+std::function<std::optional<T>()> CountUpTo(T n) {
+  return [n, next = T{0}]() mutable -> std::optional<T> {
+    if (next == n) return std::nullopt;
+    return next++;
+  };
+}
 
 // An executor with one worker under `method` (the exit tests' children).
 absl::StatusOr<std::unique_ptr<ProcessPoolExecutor>> OneWorkerExecutor(StartMethod method) {
@@ -818,12 +828,8 @@ TEST(PoolMemoryTest, LazyIMapOfTenMillionItemsStaysBounded) {
   }
   long before = VmHwmKiB();
   constexpr int64_t kItems = 10'000'000;
-  int64_t produced = 0;
-  std::function<std::optional<int64_t>()> gen = [&]() -> std::optional<int64_t> {
-    if (produced == kItems) return std::nullopt;
-    return produced++;
-  };
-  ResultIterator<int64_t> it = pool->IMap(Twice, gen, /*chunksize=*/1000, /*buffersize=*/8);
+  ResultIterator<int64_t> it =
+      pool->IMap(Twice, CountUpTo(kItems), /*chunksize=*/1000, /*buffersize=*/8);
   int64_t expect = 0;
   bool in_order = true;
   while (auto v = it.Next(absl::Seconds(60))) {
@@ -848,12 +854,7 @@ TEST(PoolMemoryTest, LazyIMapUnorderedYieldsEachItemOnce) {
   o.processes = 2;
   o.start_method = StartMethod::kFork;
   ASSERT_OK_AND_ASSIGN(std::unique_ptr<Pool> pool, Pool::Create(o));
-  int64_t produced = 0;
-  std::function<std::optional<int64_t>()> gen = [&]() -> std::optional<int64_t> {
-    if (produced == 1000) return std::nullopt;
-    return produced++;
-  };
-  ResultIterator<int64_t> it = pool->IMapUnordered(Twice, gen, 7, 3);
+  ResultIterator<int64_t> it = pool->IMapUnordered(Twice, CountUpTo(int64_t{1000}), 7, 3);
   std::vector<int> seen(2000, 0);
   int n = 0;
   while (auto v = it.Next(absl::Seconds(60))) {
@@ -1147,13 +1148,7 @@ TEST(PoolProgressTest, MapAndIMapReportProgressPerChunk) {
 
   // A generator: the total is unknown (0).
   calls.clear();
-  int next = 0;
-  ResultIterator<int> lazy = pool->IMap(
-      Square, std::function<std::optional<int>()>([&]() -> std::optional<int> {
-        if (next == 30) return std::nullopt;
-        return next++;
-      }),
-      10, 2, record);
+  ResultIterator<int> lazy = pool->IMap(Square, CountUpTo(30), 10, 2, record);
   while (auto v = lazy.Next(absl::Seconds(30))) ASSERT_TRUE(v->ok());
   ASSERT_FALSE(calls.empty());
   EXPECT_EQ(calls.back(), std::make_pair(size_t{30}, size_t{0}));
@@ -1169,13 +1164,7 @@ TEST(PoolIMapTest, ALazyIMapThatOutlivesItsPoolEndsWithAnError) {
   o.processes = 1;
   o.start_method = StartMethod::kFork;
   ASSERT_OK_AND_ASSIGN(std::unique_ptr<Pool> pool, Pool::Create(o));
-  int next = 0;
-  ResultIterator<int> it = pool->IMap(
-      Square, std::function<std::optional<int>()>([&]() -> std::optional<int> {
-        if (next == 1000) return std::nullopt;
-        return next++;
-      }),
-      /*chunksize=*/1, /*buffersize=*/2);
+  ResultIterator<int> it = pool->IMap(Square, CountUpTo(1000), /*chunksize=*/1, /*buffersize=*/2);
   std::optional<absl::StatusOr<int>> first = it.Next(absl::Seconds(30));
   ASSERT_TRUE(first.has_value());
   EXPECT_THAT(*first, IsOkAndHolds(0));

@@ -140,10 +140,14 @@ absl::StatusOr<std::string> NewChallenge(std::string_view digest,
   return absl::StrCat("{", AbslView(digest), "}", nonce ? *nonce : RandomBytes(kChallengeNonceLength));
 }
 
+// What goes on the wire for challenge `message`.
+std::string ChallengeFrame(std::string_view message) {
+  return absl::StrCat(AbslView(kChallengePrefix), AbslView(message));
+}
+
 absl::Status SendChallenge(int fd, std::string_view message, const Deadline& deadline) {
-  return AsUnauth(
-      WriteCPythonMessage(fd, absl::StrCat(AbslView(kChallengePrefix), AbslView(message)), deadline),
-      "sending challenge");
+  return AsUnauth(WriteCPythonMessage(fd, ChallengeFrame(message), deadline),
+                  "sending challenge");
 }
 
 // Reads the answer to challenge `message`, and sends the verdict.
@@ -223,7 +227,7 @@ absl::Status ClientHandshake(int fd, std::string_view authkey, const Deadline& d
   // back until the first is acknowledged.
   MPROC_ASSIGN_OR_RETURN(std::string response, AnswerFor(fd, authkey, deadline));
   MPROC_ASSIGN_OR_RETURN(std::string message, NewChallenge("sha256", std::nullopt));
-  const std::string challenge = absl::StrCat(AbslView(kChallengePrefix), AbslView(message));
+  const std::string challenge = ChallengeFrame(message);
   const std::string both =
       absl::StrCat(AbslView(CPythonLengthHeader(response.size())), AbslView(response),
                    AbslView(CPythonLengthHeader(challenge.size())), AbslView(challenge));

@@ -18,10 +18,9 @@
 // mid-handshake — is UNAUTHENTICATED with a message saying which ("digest received was wrong",
 // "digest sent was rejected", ...), but one: a server that hangs up before sending a byte of
 // its challenge passed no verdict on the key, and the client's side (ClientHandshake,
-// AnswerChallenge) says
-// UNAVAILABLE (nobody serves there: a killed server's listening socket can linger in the
-// kernel for a moment and take connections it then drops). An empty key is still a key; "no
-// key" means the caller skips the handshake.
+// AnswerChallenge) says UNAVAILABLE (nobody serves there: a killed server's listening socket
+// can linger in the kernel for a moment and take connections it then drops). An empty key is
+// still a key; "no key" means the caller skips the handshake.
 //
 //   MPROC_RETURN_IF_ERROR(ServerHandshake(conn_fd, authkey, Deadline::After(absl::Seconds(5))));
 

@@ -84,10 +84,6 @@ class PoolCore final : public TaskSink {
   // buffer only borrows descriptor numbers, which must stay open until the task is sent.
   absl::StatusOr<uint64_t> Submit(EncodeBuffer task, TaskDone done,
                                   std::shared_ptr<void> keepalive = nullptr) override;
-  absl::Status SubmitTask(EncodeBuffer task, TaskDone done,
-                          std::shared_ptr<void> keepalive = nullptr) {
-    return Submit(std::move(task), std::move(done), std::move(keepalive)).status();
-  }
   // Queues several tasks at once (one lock, one wake-up for the pool thread): all of them, or
   // none with Submit's error. The submissions are moved from.
   struct Submission {
