@@ -104,8 +104,15 @@ namespace mproc {
 
 namespace manager_internal {
 
+// A Manager keeps values as bytes, in its own process, where a descriptor means nothing (the
+// encoding holds only its index among the frame's descriptors). Arguments encoded straight
+// into a buffer are refused at run time instead (ManagerClient::Begin).
 template <typename T>
 std::string ToBytes(const T& v) {
+  static_assert(!kTypeCarriesFds<T>,
+                "a Manager keeps values as bytes: values that carry descriptors (SharedBytes, "
+                "UniqueFd) cannot be stored in it or passed to its objects; send them through a "
+                "Queue or a Pipe");
   EncodeBuffer b;
   Encode(v, b);
   return std::string(reinterpret_cast<const char*>(b.bytes().data()), b.size());
@@ -1797,6 +1804,9 @@ class Manager {
   // throws; else the factories' errors. See NamedObjectProxy.
   template <typename... A>
   [[nodiscard]] absl::StatusOr<NamedObjectProxy> Create(std::string_view type_name, A&&... args) {
+    static_assert((!kTypeCarriesFds<std::decay_t<A>> && ...),
+                  "a Manager keeps values as bytes: a constructor argument cannot carry "
+                  "descriptors (SharedBytes, UniqueFd)");
     EncodeBuffer init;
     Encode(std::string(type_name), init);
     Encode(std::tuple<std::decay_t<A>...>(std::forward<A>(args)...), init);
@@ -1816,6 +1826,9 @@ class Manager {
   // ObjectProxy.
   template <typename T, typename... A>
   [[nodiscard]] absl::StatusOr<ObjectProxy<T>> Make(A&&... args) {
+    static_assert((!kTypeCarriesFds<std::decay_t<A>> && ...),
+                  "a Manager keeps values as bytes: a constructor argument cannot carry "
+                  "descriptors (SharedBytes, UniqueFd)");
     EncodeBuffer init;
     Encode(&manager_internal::MakeObject<T, std::decay_t<A>...>, init);
     Encode(std::tuple<std::decay_t<A>...>(std::forward<A>(args)...), init);

@@ -5,6 +5,7 @@
 #include "manager/manager.h"
 
 #include <signal.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -33,6 +34,7 @@
 namespace mproc {
 namespace {
 
+using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::Pair;
@@ -966,6 +968,14 @@ TEST_P(ManagerTest, ObjectsRegisteredByNameAreMadeAndCalledByName) {
               StatusIs(absl::StatusCode::kAborted));
   EXPECT_THAT(t.Call<int64_t>("add", int64_t{1}, int64_t{2}).status(),
               StatusIs(absl::StatusCode::kAborted, HasSubstr("more arguments")));
+  // A descriptor means nothing in the server's process: refused here, with nothing sent, and
+  // the connection goes on serving.
+  UniqueFd fd(::eventfd(0, EFD_CLOEXEC));
+  ASSERT_TRUE(fd.ok());
+  EXPECT_THAT(t.Call<int64_t>("add", std::move(fd)).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("carry descriptors"), HasSubstr("nothing was sent"))));
+  EXPECT_THAT(t.Call<int64_t>("add", int64_t{0}), IsOkAndHolds(1));
   // A proxy made by name passes to a child as any other.
   Process p(MeterAddFromChild, t);
   p.SetStartMethod(GetParam());

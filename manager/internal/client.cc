@@ -452,19 +452,31 @@ absl::StatusOr<std::shared_ptr<ProxyRef>> OwnRef(const std::shared_ptr<ProxyRef>
   return own;
 }
 
-absl::StatusOr<std::string> CallMethod(const std::shared_ptr<ProxyRef>& ref, Method m,
-                                       const EncodeBuffer& args, absl::Duration timeout) {
+namespace {
+// A method call's request: the method, then its arguments. A descriptor means nothing in the
+// server's process (the arguments hold only its index among the frame's descriptors).
+absl::StatusOr<EncodeBuffer> MethodMessage(Method m, const EncodeBuffer& args) {
+  if (!args.fds().empty()) {
+    return absl::InvalidArgumentError(
+        "a Manager keeps values as bytes: arguments that carry descriptors (SharedBytes, "
+        "UniqueFd) cannot be passed to its objects; nothing was sent");
+  }
   EncodeBuffer msg;
   Encode(static_cast<uint16_t>(m), msg);
   msg.Append(args.bytes().data(), args.size());
+  return msg;
+}
+}  // namespace
+
+absl::StatusOr<std::string> CallMethod(const std::shared_ptr<ProxyRef>& ref, Method m,
+                                       const EncodeBuffer& args, absl::Duration timeout) {
+  MPROC_ASSIGN_OR_RETURN(EncodeBuffer msg, MethodMessage(m, args));
   return ref->client->Call(Op::kCall, ref->object, msg, Deadline::After(timeout));
 }
 
 absl::StatusOr<uint64_t> BeginMethod(const std::shared_ptr<ProxyRef>& ref, Method m,
                                      const EncodeBuffer& args, absl::Duration timeout) {
-  EncodeBuffer msg;
-  Encode(static_cast<uint16_t>(m), msg);
-  msg.Append(args.bytes().data(), args.size());
+  MPROC_ASSIGN_OR_RETURN(EncodeBuffer msg, MethodMessage(m, args));
   return ref->client->Begin(Op::kCall, ref->object, msg, Deadline::After(timeout));
 }
 
