@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <map>
@@ -14,6 +15,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/process_id.h"
+#include "base/spin.h"
+#include "base/syscall.h"
 #include "base/status.h"
 #include "serialize/auth.h"
 
@@ -75,6 +78,66 @@ uint64_t RandomId() {
 }
 
 }  // namespace
+
+absl::StatusOr<std::string> ReplyReader::Next(int fd, const Deadline& deadline) {
+  for (;;) {
+    const std::string_view have(buf_.get() + begin_, end_ - begin_);
+    const FrameAt f = PeekFrame(have);
+    if (f.state == FrameAt::kTooLong) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "a malformed reply: its length is above the limit of ", kMaxMessage, " bytes"));
+    }
+    if (f.state == FrameAt::kWhole) {
+      std::string body(have.substr(4, f.len));
+      begin_ += 4 + f.len;
+      if (begin_ == end_) {
+        begin_ = end_ = 0;
+        if (cap_ > kChunk) {  // a large reply's room is not kept
+          buf_.reset();
+          cap_ = 0;
+        }
+      }
+      return body;
+    }
+    // Room for the rest of this reply, and at least a chunk more.
+    if (begin_ > 0) {
+      std::memmove(buf_.get(), buf_.get() + begin_, end_ - begin_);
+      end_ -= begin_;
+      begin_ = 0;
+    }
+    const size_t room = std::max(kChunk, 4 + f.len + kChunk / 2);
+    if (cap_ < room) {
+      auto bigger = std::make_unique_for_overwrite<char[]>(room);
+      if (end_ > 0) std::memcpy(bigger.get(), buf_.get(), end_);
+      buf_ = std::move(bigger);
+      cap_ = room;
+    }
+    ssize_t n = -1;
+    auto received = [&] {
+      n = ::recv(fd, buf_.get() + end_, cap_ - end_, MSG_DONTWAIT);
+      return n >= 0 || (errno != EAGAIN && errno != EINTR);
+    };
+    // A reply usually comes within microseconds: look (each look a recv) before sleeping.
+    if (!SpinUntil(received, deadline)) {
+      const int w = WaitReadable(fd, deadline);
+      if (w < 0) return ErrnoToStatus(-w, "poll(manager connection)");
+      if (w == 0) return absl::DeadlineExceededError("the manager did not answer in time");
+      continue;
+    }
+    if (n == 0) return absl::OutOfRangeError("the manager closed the connection");
+    if (n < 0) {
+      if (errno == ECONNRESET) return absl::OutOfRangeError("the manager reset the connection");
+      return ErrnoToStatus(errno, "recv(manager connection)");
+    }
+    end_ += static_cast<size_t>(n);
+  }
+}
+
+void ReplyReader::Reset() {
+  begin_ = end_ = 0;
+  buf_.reset();
+  cap_ = 0;
+}
 
 // A fork child inherits its parent's connections: they are the parent's, and a child writing
 // on one would interleave with the parent's calls. The child closes them and starts afresh.
@@ -195,6 +258,7 @@ absl::Status ManagerClient::ConnectLocked(const Deadline& deadline) {
                                                c.status().message()));
   }
   conn_ = *std::move(c);
+  reader_.Reset();
   TuneTcp(conn_->fileno());
   // Which instance answered: a manager restarted on the same address is another one, and the
   // objects this proxy names are not there.
@@ -205,7 +269,7 @@ absl::Status ManagerClient::ConnectLocked(const Deadline& deadline) {
   Encode(uint64_t{0}, hello);
   MPROC_RETURN_IF_ERROR(conn_->SendBytes(
       std::string_view(reinterpret_cast<const char*>(hello.bytes().data()), hello.size()), left));
-  absl::StatusOr<std::string> reply = conn_->RecvBytes(kMaxMessage, left);
+  absl::StatusOr<std::string> reply = reader_.Next(conn_->fileno(), Deadline::After(left));
   if (!reply.ok()) return GoneLocked(reply.status());
   DecodeReader r(AsBytes(*reply));
   uint64_t got_id = 0, nonce = 0;
@@ -331,17 +395,13 @@ std::pair<uint64_t, absl::StatusOr<std::string>> ManagerClient::AwaitReply(
     // This thread reads for everyone until its own reply or deadline comes.
     reading_ = true;
     lock.Unlock();
-    const absl::Duration left =
-        deadline.infinite()
-            ? absl::InfiniteDuration()
-            : absl::Nanoseconds(std::max<int64_t>(0, deadline.monotonic_ns() - MonotonicNowNs()));
-    absl::StatusOr<std::string> msg = conn_->RecvBytes(kMaxMessage, left);
+    absl::StatusOr<std::string> msg = reader_.Next(conn_->fileno(), deadline);
     lock.Lock();
     reading_ = false;
     cv_.SignalAll();
     if (!msg.ok()) {
-      // Nothing before the deadline (the stream intact): the loop sees the deadline.
-      if (absl::IsDeadlineExceeded(msg.status()) && conn_->readable()) continue;
+      // Not yet (what came is kept): the loop sees the deadline.
+      if (absl::IsDeadlineExceeded(msg.status())) continue;
       (void)GoneLocked(msg.status());
       continue;
     }

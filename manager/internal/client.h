@@ -51,6 +51,26 @@ struct ManagerRef {
 };
 MPROC_CODEC_FIELDS(ManagerRef, address, authkey, nonce, server_pid)
 
+// Replies, read from a manager connection: as many bytes as are there, in one recv, so a
+// small reply costs one system call (not a poll, then a read for its header and another for
+// its body). Bytes past the first reply wait for the next Next. A timeout keeps what came: the
+// stream never loses its framing. One reader at a time.
+class ReplyReader {
+ public:
+  // The next reply's body. DEADLINE_EXCEEDED (nothing lost; call again), OUT_OF_RANGE at end
+  // of file, INVALID_ARGUMENT for a length above kMaxMessage, else the recv's error.
+  absl::StatusOr<std::string> Next(int fd, const Deadline& deadline);
+  // Forgets what was read (a new connection).
+  void Reset();
+
+ private:
+  static constexpr size_t kChunk = 64 << 10;
+  std::unique_ptr<char[]> buf_;
+  size_t cap_ = 0;
+  size_t begin_ = 0;  // received bytes not yet taken: [begin_, end_)
+  size_t end_ = 0;
+};
+
 class ManagerClient {
  public:
   // This process's client of the manager `ref` names (made and connected on first use).
@@ -114,6 +134,7 @@ class ManagerClient {
   // Made, checked and closed under mu_ (closed under send_mu_ too), but not guarded by it: the
   // writer uses it under send_mu_ alone, and the reading thread (reading_) without a lock.
   std::optional<Connection> conn_;
+  ReplyReader reader_;  // used as conn_ is by the reading thread, and made anew with it
   uint64_t next_call_ ABSL_GUARDED_BY(mu_) = 1;
   bool reading_ ABSL_GUARDED_BY(mu_) = false;        // a thread reads replies
   std::set<uint64_t> waiting_ ABSL_GUARDED_BY(mu_);  // calls awaiting replies

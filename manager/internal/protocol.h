@@ -223,6 +223,24 @@ inline constexpr uint64_t kMaxMessage = 256ull << 20;
 // Room for a request's or reply's own fields (call id, op, object, code) before its body.
 inline constexpr uint64_t kMaxRequestHeader = 64;
 
+// The message at the front of `bytes` (received, not yet taken), in CPython's framing:
+// kWhole when its header and body are all there, with `len` its body's length; kNeedMore
+// before (`len` too once the header is there, else 0); kTooLong when the header announces
+// more than kMaxMessage (the 8-byte form announces more than 2 GiB, so it is too long too).
+struct FrameAt {
+  enum State { kNeedMore, kWhole, kTooLong } state;
+  size_t len;
+};
+inline FrameAt PeekFrame(std::string_view bytes) {
+  if (bytes.size() < 4) return {FrameAt::kNeedMore, 0};
+  const auto* h = reinterpret_cast<const unsigned char*>(bytes.data());
+  const int32_t len32 = static_cast<int32_t>((uint32_t{h[0]} << 24) | (uint32_t{h[1]} << 16) |
+                                             (uint32_t{h[2]} << 8) | uint32_t{h[3]});
+  if (len32 < 0 || static_cast<uint64_t>(len32) > kMaxMessage) return {FrameAt::kTooLong, 0};
+  const size_t len = static_cast<size_t>(len32);
+  return {bytes.size() - 4 >= len ? FrameAt::kWhole : FrameAt::kNeedMore, len};
+}
+
 }  // namespace mproc::manager_internal
 
 #endif  // MPROC_MANAGER_INTERNAL_PROTOCOL_H_

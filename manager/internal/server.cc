@@ -593,7 +593,7 @@ class Server {
   // The io_uring backend (any I/O mode but plain; base/io_ring.h): a multishot accept, a
   // multishot receive per connection into a ring of provided buffers, sends queued as SQEs
   // and submitted with the wait for the next completions: one io_uring_enter per loop turn
-  // where epoll needs epoll_wait, recv (twice: data, then EAGAIN) and send.
+  // where epoll needs epoll_wait, recv and send.
   int Finish();
   int RunUring();
   bool UringInit();
@@ -1818,20 +1818,15 @@ bool Server::Dispatch(Conn& c) {
   size_t pos = 0;
   bool ok = true;
   while (ok) {
-    if (c.in.size() - pos < 4) break;
-    const auto* h = reinterpret_cast<const unsigned char*>(c.in.data() + pos);
-    const int32_t len32 = static_cast<int32_t>((uint32_t{h[0]} << 24) | (uint32_t{h[1]} << 16) |
-                                               (uint32_t{h[2]} << 8) | uint32_t{h[3]});
-    // The 8-byte form announces more than 2 GiB: more than any request may be.
-    if (len32 < 0 || static_cast<uint64_t>(len32) > kMaxMessage) {
+    const FrameAt f = PeekFrame(std::string_view(c.in).substr(pos));
+    if (f.state == FrameAt::kTooLong) {
       ok = false;
       break;
     }
-    const size_t len = static_cast<size_t>(len32);
-    if (c.in.size() - pos - 4 < len) break;
+    if (f.state == FrameAt::kNeedMore) break;
     ok = Handle(c, std::span<const std::byte>(
-                       reinterpret_cast<const std::byte*>(c.in.data() + pos + 4), len));
-    pos += 4 + len;
+                       reinterpret_cast<const std::byte*>(c.in.data() + pos + 4), f.len));
+    pos += 4 + f.len;
   }
   c.in.erase(0, pos);
   return ok;
@@ -1860,6 +1855,9 @@ void Server::OnReadable(int fd) {
     if (!Dispatch(c)) return Close(fd);
     if (c.in.size() > kMaxMessage + 4) return Close(fd);
     if (stop_) break;
+    // A short read took all there was: the epoll is level-triggered, so more arriving now is
+    // reported at the next wait (one recv per request, not a second one to see EAGAIN).
+    if (static_cast<size_t>(n) < sizeof(buf)) break;
   }
   Flush(c);
   // A client that never reads its replies does not make the server hold them forever.
