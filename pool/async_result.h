@@ -94,6 +94,8 @@ class AsyncResult {
     MutexLock lock(&s_->mu);
     return s_->ready;
   }
+  // Ready, without the mutex (for polling loops).
+  bool ReadyHint() const { return s_->ready_hint.load(std::memory_order_acquire); }
   // FAILED_PRECONDITION before Ready.
   [[nodiscard]] absl::StatusOr<bool> Successful() const {
     MutexLock lock(&s_->mu);

@@ -52,7 +52,8 @@ class Future {
   // Future::Result(timeout)
   //
   // The task's value once done; blocks up to `timeout` (a short spin, then a condition
-  // variable) and may be called again, from any copy. Errors: DEADLINE_EXCEEDED (not done yet;
+  // variable; an MpiExecutor's waiter runs the executor's turns meanwhile, TaskSink::Drive)
+  // and may be called again, from any copy. Errors: DEADLINE_EXCEEDED (not done yet;
   // the task goes on), CANCELLED, ABORTED (the task threw, or its arguments did not decode in
   // the worker: a RemoteError payload; its worker died, or the executor broke,
   // "BrokenProcessPool: ..."; the initializer failed; the workers were terminated first),
@@ -61,13 +62,15 @@ class Future {
   // it could not replace); a failed send's own code. Thread-safe; a Future serves only the
   // process that submitted its task.
   [[nodiscard]] absl::StatusOr<T> Result(absl::Duration timeout = absl::InfiniteDuration()) const {
-    return s_->result.Get(timeout);
+    return s_->result.Get(Drive(timeout));
   }
   // Future::Exception(timeout): waits as Result; returns the task's error as Result would
   // (CANCELLED for a cancelled future, where CPython raises), OK when it succeeded,
   // DEADLINE_EXCEEDED when not done in time. Thread-safe.
   absl::Status Exception(absl::Duration timeout = absl::InfiniteDuration()) const {
-    if (!s_->result.Wait(timeout)) return absl::DeadlineExceededError("future not done in time");
+    if (!s_->result.Wait(Drive(timeout))) {
+      return absl::DeadlineExceededError("future not done in time");
+    }
     return s_->result.GetStatus();
   }
   // Whether the result is set (done callbacks run after this turns true); Cancelled(): done
@@ -90,8 +93,9 @@ class Future {
   // Future::AddDoneCallback(cb)
   //
   // Runs cb(future) once done, as concurrent.futures does: at once on this thread when
-  // already done, else on the thread that completes it (the pool thread; the caller of
-  // Cancel, or of Shutdown with cancel_futures), after Done() turned true, so Result and
+  // already done, else on the thread that completes it (the pool thread; an MpiExecutor's
+  // engine thread, or a thread waiting in Result that runs its turns; the caller of Cancel, or
+  // of Shutdown with cancel_futures), after Done() turned true, so Result and
   // Exception return at once inside it. Any number of callbacks, run in the order added, each
   // once and then dropped (with the copy of the future it holds). An exception from cb is
   // reported on stderr and goes no further. Thread-safe.
@@ -101,6 +105,16 @@ class Future {
 
  private:
   friend struct pool_internal::FutureAccess;
+  // Lends this thread to the executor while the task is pending (TaskSink::Drive), up to
+  // `timeout`; returns what is left of it.
+  absl::Duration Drive(absl::Duration timeout) const {
+    if (s_->link == nullptr || timeout <= absl::ZeroDuration() || s_->result.ReadyHint()) {
+      return timeout;
+    }
+    const Deadline deadline = Deadline::After(timeout);
+    s_->link->Drive([s = s_.get()] { return s->result.ReadyHint(); }, deadline);
+    return deadline.Remaining();
+  }
   struct Shared {
     AsyncResult<T> result;
     std::shared_ptr<pool_internal::EngineLink> link;  // see the class comment

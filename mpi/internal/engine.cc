@@ -213,6 +213,9 @@ struct Engine::State {
   // then runs this. Written before the detach, on the engine thread.
   bool frees_itself = false;
   std::function<void()> after_orphan;
+  // Orphaned by a waiter's turn (Drive): the waiter's orphan mark passes to the engine thread
+  // (pool/internal/orphans.h), which sets it at its next turn. Under turn_mu.
+  bool mark_engine_thread = false;
   uint64_t first_id = 0;      // ids below it belong to earlier engines
 
   // Shared with submitting threads.
@@ -229,7 +232,18 @@ struct Engine::State {
   std::atomic<uint64_t> news{0};  // bumped by Submit and Close: the engine spins on it
   std::atomic<size_t> queued{0};  // order.size(), readable without the mutex
   absl::Status broken ABSL_GUARDED_BY(mu);
+  // The engine thread sleeps for a waiter that drives (Drive): Submit does not ring then.
+  bool parked ABSL_GUARDED_BY(mu) = false;
   UniqueFd bell;  // eventfd: rung by Submit and Close only while the thread sleeps
+  // Waiters in Drive: while there are any, the engine thread parks and they run the turns.
+  std::atomic<int> drivers{0};
+  // Tasks sent and not yet answered (out_count), readable without the turn lock.
+  std::atomic<size_t> outstanding{0};
+
+  // Held by whoever runs a turn (the engine thread, or a waiter in Drive): every MPI call of
+  // the engine after its handshake, and everything below, is made under it, so calls are
+  // serialised across threads (MPI_THREAD_SERIALIZED suffices).
+  Mutex turn_mu;
   Mutex join_mu;
   bool joined ABSL_GUARDED_BY(join_mu) = false;
 
@@ -261,6 +275,9 @@ struct Engine::State {
   std::vector<Out*> req_owner;
   std::vector<Rank*> req_rank;  // the rank each owner is held by
   std::vector<int> done_idx;
+  uint64_t turns = 0;
+  int errors = 0;         // turns on which MPI itself failed
+  bool released = false;  // Release ran: no more MPI calls on the communicator
 
   void Ring() {
     const uint64_t one = 1;
@@ -269,6 +286,11 @@ struct Engine::State {
   absl::Status Handshake();
   absl::Status ReadHandshakeReplies(uint64_t session);
   void Run();
+  // One turn, under turn_mu: sends queued tasks, completes sends, takes answers (running
+  // their callbacks), minds liveness and the drain; true when anything moved.
+  bool Turn();
+  // The engine thread's wait while a waiter drives: on the bell, at most kParkNs at a time.
+  void Park();
   bool Dispatch();
   absl::StatusOr<bool> CompleteSends();
   absl::StatusOr<bool> TakeAnswers();
@@ -680,30 +702,69 @@ void Engine::State::Release() {
   }
 }
 
+bool Engine::State::Turn() {
+  if (released) return false;
+  // Every 256 turns with answers due (a few hundred microseconds at most), look for silent
+  // workers.
+  if ((++turns & 255) == 0 && out_count > 0 && !failed) CheckLiveness();
+  bool progressed = false;
+  if (!failed) progressed |= Dispatch();
+  absl::StatusOr<bool> sent = CompleteSends();
+  absl::StatusOr<bool> answered = sent.ok() ? TakeAnswers() : sent;
+  if (!sent.ok() || !answered.ok()) {
+    FailEverything(!sent.ok() ? sent.status() : answered.status());
+    // MPI itself failing again and again: the answers will not come.
+    if (++errors > 100) GiveUp();
+  } else {
+    progressed |= *sent || *answered;
+  }
+  if (failed && out_count > 0 && MonotonicNowNs() > drain_deadline_ns) GiveUp();
+  outstanding.store(out_count, std::memory_order_release);
+  return progressed;
+}
+
+// A parked engine thread looks again this often without being rung: a task submitted while
+// it is parked, with no waiter to drive it, waits at most this long to be sent.
+constexpr int kParkMs = 1;
+
+void Engine::State::Park() {
+  {
+    MutexLock lock(&mu);
+    if (drivers.load(std::memory_order_acquire) == 0) return;
+    parked = true;
+  }
+  pollfd p{bell.get(), POLLIN, 0};
+  (void)::poll(&p, 1, kParkMs);
+  uint64_t v = 0;
+  (void)!::read(bell.get(), &v, sizeof(v));
+  MutexLock lock(&mu);
+  parked = false;
+}
+
 void Engine::State::Run() {
   int idle = 0;
-  int errors = 0;
-  for (uint64_t loops = 1;; ++loops) {
-    // Every 256 turns with answers due (a few hundred microseconds at most), look for silent
-    // workers.
-    if ((loops & 255) == 0 && out_count > 0 && !failed) CheckLiveness();
-    bool progressed = false;
-    if (!failed) progressed |= Dispatch();
-    absl::StatusOr<bool> sent = CompleteSends();
-    absl::StatusOr<bool> answered = sent.ok() ? TakeAnswers() : sent;
-    if (!sent.ok() || !answered.ok()) {
-      FailEverything(!sent.ok() ? sent.status() : answered.status());
-      // MPI itself failing again and again: the answers will not come.
-      if (++errors > 100) GiveUp();
-    } else {
-      progressed |= *sent || *answered;
+  for (;;) {
+    // A waiter drives (Engine::Drive): stay out of its way, so that it runs every turn on its
+    // own thread, with no hand-off to this one.
+    if (drivers.load(std::memory_order_acquire) > 0) {
+      Park();
+      idle = 0;
+      continue;
     }
-    if (failed && out_count > 0 && MonotonicNowNs() > drain_deadline_ns) GiveUp();
+    bool progressed;
+    {
+      MutexLock turn(&turn_mu);
+      if (mark_engine_thread) {
+        mark_engine_thread = false;
+        pool_internal::MarkOrphanThread();
+      }
+      progressed = Turn();
+    }
     if (progressed) {
       idle = 0;
       continue;
     }
-    if (out_count > 0) {
+    if (outstanding.load(std::memory_order_acquire) > 0) {
       PausePoll(idle);  // answers are due
       continue;
     }
@@ -711,15 +772,23 @@ void Engine::State::Run() {
     // each result submits the next at once), so look for news for one spin budget before
     // sleeping (base/spin.h).
     const uint64_t seen = news.load(std::memory_order_acquire);
+    // A waiter may be driving, or its turns may have sent tasks meanwhile and left them out
+    // (Drive rings only a parked or sleeping thread): they are this thread's again.
+    auto more = [&] {
+      return drivers.load(std::memory_order_acquire) > 0 ||
+             outstanding.load(std::memory_order_acquire) > 0;
+    };
     {
       MutexLock lock(&mu);
-      if (!order.empty()) continue;
+      if (!order.empty() || more()) continue;
       if (closed) break;
     }
-    if (SpinUntil([&] { return news.load(std::memory_order_acquire) != seen; })) continue;
+    if (SpinUntil([&] { return news.load(std::memory_order_acquire) != seen || more(); })) {
+      continue;
+    }
     {
       MutexLock lock(&mu);
-      if (!order.empty()) continue;
+      if (!order.empty() || more()) continue;
       if (closed) break;
       sleeping = true;
     }
@@ -731,7 +800,11 @@ void Engine::State::Run() {
     MutexLock lock(&mu);
     sleeping = false;
   }
-  Release();
+  {
+    MutexLock turn(&turn_mu);
+    Release();
+    released = true;
+  }
   g_live_engines.fetch_sub(1);
 }
 
@@ -791,6 +864,51 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Start(EngineOptions options) {
 }
 
 bool Engine::OnEngineThread() const { return t_engine_thread_of == this; }
+
+void Engine::Drive(const std::function<bool()>& ready, const Deadline& deadline) {
+  // Inside a turn (a done callback, on the engine thread or a driving waiter): the turn this
+  // thread is in must end first.
+  if (t_engine_thread_of != nullptr) return;
+  State& s = *st_;
+  s.drivers.fetch_add(1, std::memory_order_acq_rel);
+  // A sleeping engine thread is left asleep: this thread runs the turns.
+  int idle = 0;
+  while (!ready() && !deadline.Expired()) {
+    bool progressed = false;
+    if (s.turn_mu.TryLock()) {
+      const bool was_orphan = s.frees_itself;
+      t_engine_thread_of = this;  // callbacks run here see the engine's thread (OnEngineThread)
+      progressed = s.Turn();
+      t_engine_thread_of = nullptr;
+      if (!was_orphan && s.frees_itself) {
+        // A callback of this turn dropped the executor (Engine::Orphan): its end no longer
+        // waits for this thread, but for the engine's.
+        pool_internal::UnmarkOrphanThread();
+        s.mark_engine_thread = true;
+      }
+      s.turn_mu.Unlock();
+    }
+    if (progressed) {
+      idle = 0;
+    } else {
+      PausePoll(idle);
+    }
+  }
+  if (s.drivers.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+  // The last waiter leaves: what it leaves behind (tasks out or queued) goes back to the
+  // engine thread, at once.
+  if (s.outstanding.load(std::memory_order_acquire) == 0 &&
+      s.queued.load(std::memory_order_acquire) == 0) {
+    return;
+  }
+  bool wake = false;
+  {
+    MutexLock lock(&s.mu);
+    wake = s.parked || s.sleeping;
+    s.sleeping = false;
+  }
+  if (wake) s.Ring();
+}
 
 void Engine::Orphan(std::unique_ptr<Engine> engine, std::function<void()> after) {
   engine->Close();
@@ -870,7 +988,7 @@ void Engine::Close() {
   {
     MutexLock lock(&st_->mu);
     st_->closed = true;
-    wake = st_->sleeping;
+    wake = st_->sleeping || st_->parked;
     st_->sleeping = false;
   }
   st_->news.fetch_add(1, std::memory_order_release);

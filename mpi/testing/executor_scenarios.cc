@@ -181,33 +181,49 @@ TEST(MpiExecutorTest, WaitAsCompletedAndDoneCallbacks) {
   EXPECT_EQ(seen, (std::vector<std::string>{"first 100", "third 100"}));
 }
 
-// An executor dropped from one of its own done callbacks (which run on the engine thread):
-// it cannot wait for itself, so it finishes the tasks queued and out, releases the workers and
-// frees itself; its futures complete as usual, and the next executor can then be created on
-// the same ranks. Before: std::terminate (the destructor joined its own thread).
+// An executor dropped from one of its own done callbacks: it cannot wait for itself, so it
+// finishes the tasks queued and out, releases the workers and frees itself; its futures
+// complete as usual, and the next executor can then be created on the same ranks. Before:
+// std::terminate (the destructor joined its own thread). A callback runs on the thread that
+// completes the future: the engine's own when nobody waits (the first round), the waiter's
+// when one is in Result (the second: the waiter runs the engine's turns, Engine::Drive).
 TEST(MpiExecutorTest, AnExecutorDroppedFromItsOwnDoneCallbackFinishesItsWork) {
-  std::unique_ptr<MpiExecutor> ex = Make();
-  ASSERT_NE(ex, nullptr);
-  const std::thread::id me = std::this_thread::get_id();
-  std::atomic<bool> dropped{false};
-  std::atomic<bool> on_engine_thread{false};
-  std::vector<Future<int>> fs;
-  fs.push_back(ex->Submit(SleepMs, 200));
-  for (int i = 1; i <= 8; ++i) fs.push_back(ex->Submit(SleepMs, 50 + i));
-  fs[0].AddDoneCallback([&](const Future<int>&) {
-    on_engine_thread = std::this_thread::get_id() != me;
-    ex.reset();
-    dropped = true;
-  });
-  EXPECT_THAT(fs[0].Result(absl::Seconds(30)), IsOkAndHolds(200));
-  for (int i = 1; i <= 8; ++i) EXPECT_THAT(fs[i].Result(absl::Seconds(30)), IsOkAndHolds(50 + i));
-  for (int i = 0; i < 3000 && !dropped.load(); ++i) ::usleep(1000);
-  EXPECT_TRUE(dropped.load());
-  EXPECT_TRUE(on_engine_thread.load());
-  pool_internal::WaitForOrphans();
-  std::unique_ptr<MpiExecutor> next = Make();
-  ASSERT_NE(next, nullptr);
-  EXPECT_THAT(next->Submit(Square, 6).Result(absl::Seconds(30)), IsOkAndHolds(36));
+  for (const bool waiter_drives : {false, true}) {
+    SCOPED_TRACE(waiter_drives ? "a waiter drives" : "the engine thread runs the callback");
+    std::unique_ptr<MpiExecutor> ex = Make();
+    ASSERT_NE(ex, nullptr);
+    const std::thread::id me = std::this_thread::get_id();
+    std::atomic<bool> dropped{false};
+    std::atomic<bool> on_waiter{false};
+    std::vector<Future<int>> fs;
+    fs.push_back(ex->Submit(SleepMs, 200));
+    for (int i = 1; i <= 8; ++i) fs.push_back(ex->Submit(SleepMs, 50 + i));
+    fs[0].AddDoneCallback([&](const Future<int>&) {
+      on_waiter = std::this_thread::get_id() == me;
+      ex.reset();
+      dropped = true;
+    });
+    if (waiter_drives) {
+      EXPECT_THAT(fs[0].Result(absl::Seconds(30)), IsOkAndHolds(200));
+    } else {
+      for (int i = 0; i < 30000 && !fs[0].Done(); ++i) ::usleep(1000);
+    }
+    for (int i = 1; i <= 8; ++i) {
+      EXPECT_THAT(fs[i].Result(absl::Seconds(30)), IsOkAndHolds(50 + i));
+    }
+    for (int i = 0; i < 3000 && !dropped.load(); ++i) ::usleep(1000);
+    EXPECT_TRUE(dropped.load());
+    EXPECT_EQ(on_waiter.load(), waiter_drives);
+    pool_internal::WaitForOrphans();
+    std::unique_ptr<MpiExecutor> next = Make();
+    ASSERT_NE(next, nullptr);
+    EXPECT_THAT(next->Submit(Square, 6).Result(absl::Seconds(30)), IsOkAndHolds(36));
+    // A task nobody waits on, submitted after a waiter drove, is still sent and answered
+    // (the engine thread looks again within a millisecond while parked).
+    Future<int> unwatched = next->Submit(Square, 7);
+    for (int i = 0; i < 30000 && !unwatched.Done(); ++i) ::usleep(100);
+    EXPECT_THAT(unwatched.Result(absl::ZeroDuration()), IsOkAndHolds(49));
+  }
 }
 
 // CPU seconds (user + system) a process on this host has used, from /proc/<pid>/stat.

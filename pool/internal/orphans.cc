@@ -21,8 +21,9 @@ Orphans& TheOrphans() {
   return *o;
 }
 
-// This thread is an orphan's (it frees its object once its loop ends).
-thread_local bool t_orphan_thread = false;
+// How many orphans this thread's progress is needed for (an orphan's own thread frees its
+// object once its loop ends).
+thread_local int t_orphan_marks = 0;
 
 // A fork child has none of its parent's orphan threads; the lock (which another thread may
 // have held during fork) is made anew. No analysis: it re-creates mu.
@@ -39,8 +40,11 @@ void ForgetOrphansAfterFork() ABSL_NO_THREAD_SAFETY_ANALYSIS {
 
 }  // namespace
 
+void MarkOrphanThread() { ++t_orphan_marks; }
+void UnmarkOrphanThread() { --t_orphan_marks; }
+
 void AdoptOrphan() {
-  t_orphan_thread = true;
+  MarkOrphanThread();
   Orphans& o = TheOrphans();
   MutexLock lock(&o.mu);
   ++o.running;
@@ -54,7 +58,7 @@ void OrphanDone() {
 }
 
 void WaitForOrphans() {
-  const int self = t_orphan_thread ? 1 : 0;
+  const int self = t_orphan_marks;
   Orphans& o = TheOrphans();
   MutexLock lock(&o.mu);
   o.cv.Wait(lock, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(o.mu) { return o.running <= self; });

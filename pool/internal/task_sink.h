@@ -16,6 +16,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "base/deadline.h"
 #include "base/mutex.h"
 #include "base/unique_fd.h"
 #include "serialize/buffer.h"
@@ -65,15 +66,23 @@ class EngineLink {
   // The engine's Cancel(id); false once the link is cut. What it took out is destroyed after
   // the link's lock.
   bool Cancel(uint64_t id);
-  // Called by the engine before it is freed; waits for a call under way. Idempotent.
+  // The engine's Drive (a waiter lends its thread until `ready` or `deadline`); returns at
+  // once once the link is cut. Not under the link's lock (a drive lasts as long as a wait):
+  // counted, and Cut waits for it.
+  void Drive(const std::function<bool()>& ready, const Deadline& deadline);
+  // Called by the engine before it is freed; waits for a call under way, and for drives
+  // under way to return. Idempotent.
   void Cut() {
     MutexLock lock(&mu_);
     sink_ = nullptr;
+    while (driving_ > 0) cv_.Wait(lock);
   }
 
  private:
   Mutex mu_;
+  CondVar cv_;  // a drive returned
   TaskSink* sink_ ABSL_GUARDED_BY(mu_);
+  int driving_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 class TaskSink {
@@ -89,6 +98,15 @@ class TaskSink {
   // moved to `*removed` (its callback is dropped uncalled, by the caller, after its locks).
   // Must not block, free the engine or wait for its thread.
   virtual bool Cancel(uint64_t id, CancelledTask* removed) = 0;
+  // Lends the calling thread, a waiter on one of this engine's tasks, to the engine until
+  // `ready()` or `deadline`: an engine whose progress is polled (MPI's) runs its turns on the
+  // waiter's thread instead of handing each result over from its own (a thread switch per
+  // hand-off when they share a CPU). Engines that wake their waiters anyway return at once.
+  // May run done callbacks on this thread.
+  virtual void Drive(const std::function<bool()>& ready, const Deadline& deadline) {
+    (void)ready;
+    (void)deadline;
+  }
   // The link that outlives this engine (see EngineLink).
   const std::shared_ptr<EngineLink>& link() const { return link_; }
 
@@ -106,6 +124,19 @@ inline absl::StatusOr<uint64_t> EngineLink::Submit(EncodeBuffer task, TaskDone d
   MutexLock lock(&mu_);
   if (sink_ == nullptr) return absl::FailedPreconditionError("the pool or executor is gone");
   return sink_->Submit(std::move(task), std::move(done), std::move(keepalive));
+}
+
+inline void EngineLink::Drive(const std::function<bool()>& ready, const Deadline& deadline) {
+  TaskSink* sink;
+  {
+    MutexLock lock(&mu_);
+    if (sink_ == nullptr) return;
+    sink = sink_;
+    ++driving_;
+  }
+  sink->Drive(ready, deadline);
+  MutexLock lock(&mu_);
+  if (--driving_ == 0) cv_.SignalAll();
 }
 
 inline bool EngineLink::Cancel(uint64_t id) {
