@@ -46,14 +46,17 @@ Launch& TheLaunch() {
 }
 
 [[noreturn]] void ServeAndExit(MPI_Comm comm, bool disconnect) {
-  absl::Status s = mpi_internal::Serve(comm, 0, /*one_executor=*/false);
+  bool root_disconnects = true;
+  absl::Status s = mpi_internal::Serve(comm, 0, /*one_executor=*/false, &root_disconnects);
   if (!s.ok()) {
     // The client may be waiting on this rank for ever, and MPI_Finalize waits for every rank:
     // end the job, as a dead rank does.
     AbortJob(absl::StrCat("MPI worker: ", s.ToString()));
   }
   if (disconnect) {
-    (void)MPI_Comm_disconnect(&comm);
+    // Collective: only when the root disconnects too (it does not once it gave up on a rank;
+    // MPI_Finalize alone then lets this process go).
+    if (root_disconnects) (void)MPI_Comm_disconnect(&comm);
   } else {
     (void)MPI_Comm_free(&comm);
   }

@@ -155,5 +155,19 @@ TEST(MpiExecutorTest, ASingletonSpawnsItsWorkers) {
   EXPECT_EQ(o.out, "sum=328350 ranks=2\n") << o.err;
 }
 
+// Launch (c) with workers that miss the handshake (a slow initializer): Create fails, and the
+// workers, once their initializer returns, leave while the root lives on. Before, they waited
+// in MPI_Comm_disconnect for a root that never disconnects (it gives up on them), until the
+// root's end made them abort.
+TEST(MpiExecutorTest, SpawnedWorkersThatMissTheHandshakeDoNotLinger) {
+  const std::vector<std::string> env = MpiEnv();
+  testing::ProgramOutcome o = testing::RunProgram(
+      {"timeout", "-k", "5", "110", Bin("launch_modes"), "slow_spawn"}, Scratch(), 120, &env);
+  EXPECT_EQ(o.exit_code, 0) << o.out << o.err;
+  EXPECT_THAT(o.out, HasSubstr("create: DEADLINE_EXCEEDED")) << o.err;
+  EXPECT_THAT(o.out, HasSubstr("workers left: 0\n")) << o.err;
+  EXPECT_THAT(o.err, Not(HasSubstr("MPI_Comm_disconnect")));
+}
+
 }  // namespace
 }  // namespace mproc

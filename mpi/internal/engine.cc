@@ -684,8 +684,12 @@ void Engine::State::Release() {
       // to a dead peer may never return, while a live one (a CreateOnComm rank) must still
       // hear that the executor is done.
       any_lost = true;
+      // The communicator is left as it is (below): a kExit says so, or a spawned worker
+      // would wait for the root's disconnect for ever.
+      static const std::byte kAlone[1] = {std::byte{kExitAlone}};
       MPI_Request r = MPI_REQUEST_NULL;
-      if (MPI_Isend(nullptr, 0, MPI_BYTE, rk.rank, tag, o.comm, &r) == MPI_SUCCESS) {
+      if (MPI_Isend(tag == kExit ? kAlone : nullptr, tag == kExit ? 1 : 0, MPI_BYTE, rk.rank,
+                    tag, o.comm, &r) == MPI_SUCCESS) {
         (void)MPI_Request_free(&r);
       }
       continue;
@@ -1094,7 +1098,7 @@ std::string RunInitializer(const std::string& init) {
   return "";
 }
 
-absl::Status Serve(MPI_Comm comm, int root, bool one_executor) {
+absl::Status Serve(MPI_Comm comm, int root, bool one_executor, bool* root_disconnects) {
   int provided = MPI_THREAD_SINGLE;
   (void)MPI_Query_thread(&provided);
   std::unique_ptr<Heartbeat> beat;  // for the executor being served
@@ -1117,6 +1121,9 @@ absl::Status Serve(MPI_Comm comm, int root, bool one_executor) {
     DecodeReader in(AsBytes(buf));
     switch (got.tag) {
       case kExit:
+        if (root_disconnects != nullptr) {
+          *root_disconnects = got.too_big || buf.empty() || buf[0] != std::byte{kExitAlone};
+        }
         return absl::OkStatus();
       case kBye:
         limit = kBeforeHello;

@@ -26,7 +26,10 @@
 //   kResult  worker -> root   u64 id, then the task's output
 //   kFailed  worker -> root   u64 id, i32 status code, string message (the task as a whole)
 //   kBye     root -> worker   the executor is done (a static worker waits for the next one)
-//   kExit    root -> worker   the worker leaves its serving loop
+//   kExit    root -> worker   the worker leaves its serving loop; (empty), or u8 1 when the
+//                             root will not disconnect (it gave up on a rank: a spawned
+//                             worker then finalizes without MPI_Comm_disconnect, which
+//                             would wait for the root for ever)
 //   kWrongVersion worker -> root  u64 session (echoed), u32 its version, string host, i64 pid:
 //                             the hello's version is not its own; it serves on (waits for
 //                             the next hello)
@@ -70,6 +73,8 @@ enum Tag : int {
 };
 
 inline constexpr uint32_t kWireVersion = 2;
+// kExit's payload when the root will not disconnect.
+inline constexpr uint8_t kExitAlone = 1;
 // The version a worker speaks: kWireVersion, or (tests of the refusal) the number in the
 // environment variable MPROC_MPI_WIRE_VERSION_FOR_TEST.
 uint32_t WorkerWireVersion();
@@ -163,7 +168,9 @@ class Engine final : public pool_internal::TaskSink {
 // The worker side: serves the executors of `root` on `comm` (task after task, executor after
 // executor) until a kBye (when `one_executor`) or a kExit. Errors: UNAVAILABLE when an MPI call
 // fails, INTERNAL on a message that breaks the protocol.
-absl::Status Serve(MPI_Comm comm, int root, bool one_executor);
+// `*root_disconnects` (when given) says, after a kExit, whether the root disconnects from
+// this communicator (it does not after it gave up on a rank).
+absl::Status Serve(MPI_Comm comm, int root, bool one_executor, bool* root_disconnects = nullptr);
 
 // An MPI return code as a Status: OK for MPI_SUCCESS, else UNAVAILABLE naming `what` and MPI's
 // own message.

@@ -12,6 +12,10 @@
 //   death            launch (a): a task SIGKILLs its worker while another runs long; prints
 //                    each Future's status ("killer: ...", "slow: ...", "later: ...")
 //   hang             launch (a): a task runs past task_timeout; prints "hung: <status>"
+//   slow_spawn       launch (c): spawned workers whose initializer outlasts the handshake;
+//                    prints Create's error, then "workers left: <n>" once they are gone (or
+//                    after 20 s)
+#include <dirent.h>
 #include <mpi.h>
 #include <signal.h>
 #include <unistd.h>
@@ -19,6 +23,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <iterator>
 #include <set>
 #include <string>
 #include <vector>
@@ -38,6 +44,30 @@ int SleepMs(int ms) {
   return ms;
 }
 int Pid(int) { return ::getpid(); }
+void SleepInit(int ms) { ::usleep(static_cast<useconds_t>(ms) * 1000); }
+
+// Processes on this host started as spawned workers (their argv carries the flag), zombies
+// aside.
+int SpawnedWorkers() {
+  int n = 0;
+  DIR* d = ::opendir("/proc");
+  if (d == nullptr) return -1;
+  while (dirent* e = ::readdir(d)) {
+    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+    const std::string dir = std::string("/proc/") + e->d_name;
+    std::ifstream cmd(dir + "/cmdline");
+    std::string argv((std::istreambuf_iterator<char>(cmd)), std::istreambuf_iterator<char>());
+    if (argv.find("--mproc-mpi-worker") == std::string::npos) continue;
+    std::ifstream stat(dir + "/stat");
+    std::string line;
+    std::getline(stat, line);
+    const size_t paren = line.rfind(')');
+    if (paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] == 'Z') continue;
+    ++n;
+  }
+  ::closedir(d);
+  return n;
+}
 
 int Fail(const absl::Status& s, const char* what) {
   std::fprintf(stderr, "%s: %s\n", what, s.ToString().c_str());
@@ -103,6 +133,25 @@ int main(int argc, char** argv) {
     absl::StatusOr<std::unique_ptr<mproc::MpiExecutor>> ex = mproc::MpiExecutor::Create(o);
     if (!ex.ok()) return Fail(ex.status(), "Create");
     return Work(**ex, n, "");
+  }
+  if (mode == "slow_spawn") {
+    // Spawned workers whose initializer outlasts the handshake: Create gives up on them.
+    mproc::MpiExecutorOptions o;
+    o.spawn_workers = 2;
+    o.handshake_timeout = absl::Milliseconds(300);
+    absl::StatusOr<std::unique_ptr<mproc::MpiExecutor>> ex =
+        mproc::MpiExecutor::Create(o, SleepInit, 2000);
+    std::printf("create: %s\n", ex.status().ToString().c_str());
+    // Once their initializer returns, the workers hear that the executor is gone and leave,
+    // while this process lives on.
+    int left = SpawnedWorkers();
+    for (int i = 0; i < 400 && left > 0; ++i) {
+      ::usleep(50'000);
+      left = SpawnedWorkers();
+    }
+    std::printf("workers left: %d\n", left);
+    std::fflush(stdout);
+    return 0;
   }
   if (mode == "death") {
     mproc::MpiExecutorOptions o;
