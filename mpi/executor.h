@@ -48,9 +48,10 @@
 //
 // Threads: MpiInit asks for MPI_THREAD_MULTIPLE; the executor needs at least
 // MPI_THREAD_SERIALIZED. While an executor lives it makes MPI calls, one at a time: on its
-// engine thread, and on a thread waiting in a Future's Result or Exception, which runs the
+// engine thread, and on one thread waiting in a Future's Result or Exception, which runs the
 // engine's turns itself while the engine thread parks (a result then reaches its waiter with
-// no hand-off between threads; done callbacks run on whichever thread completes the future).
+// no hand-off between threads; done callbacks still run on the engine thread, never on a
+// waiter).
 // Other threads may call MPI meanwhile only under MPI_THREAD_MULTIPLE, and under SERIALIZED
 // Create and CreateOnComm refuse a second executor (FAILED_PRECONDITION). A task submitted
 // while a waiter has just stopped driving, and that nobody then waits for, is sent within a
@@ -162,8 +163,8 @@ class MpiExecutor {
                             EncodeInitializer(initializer, std::forward<A>(args)...));
   }
 
-  // Shutdown(wait=true). From one of its own done callbacks (on the engine thread, or on a
-  // waiter running its turns), which cannot wait for itself: the executor stops accepting work, finishes what was submitted once
+  // Shutdown(wait=true). From one of its own done callbacks (on the engine thread), which
+  // cannot wait for itself: the executor stops accepting work, finishes what was submitted once
   // the callback returns, releases the workers and frees itself; its futures complete as
   // usual. MPI finalization (MPI_Finalize, or the exit after MpiInit) waits for it first.
   ~MpiExecutor();
@@ -201,8 +202,7 @@ class MpiExecutor {
   // As ProcessPoolExecutor::Shutdown: stops accepting work; cancel_futures cancels what no
   // worker has received; with wait, blocks until the rest is done and the workers are released
   // (static workers wait for the next executor; spawned ones exit; CreateOnComm's return).
-  // FAILED_PRECONDITION with wait from a done callback (it runs inside one of the engine's
-  // turns).
+  // FAILED_PRECONDITION with wait from a done callback (which runs on the engine thread).
   absl::Status Shutdown(bool wait = true, bool cancel_futures = false);
 
   int max_workers() const { return static_cast<int>(engine_->workers().size()); }

@@ -38,6 +38,14 @@ void RunCallback(F&& f) {
     std::fprintf(stderr, "mproc: a result callback threw an exception of an unknown type\n");
   }
 }
+
+// Done callbacks set aside instead of run: while a thread points this at a list (an
+// MpiExecutor's waiter running the engine's turns, mpi/internal/engine.cc), AsyncResult::Set
+// on that thread moves its AfterReady functions and waiters there, for the engine's own
+// thread to run. So callbacks never run on a thread waiting in Result (which may hold the
+// locks they take), as concurrent.futures never runs them there.
+using DeferredCallbacks = std::vector<std::function<void()>>;
+extern thread_local DeferredCallbacks* t_defer_callbacks;
 }  // namespace pool_internal
 
 // The result of an asynchronous call (CPython's AsyncResult).
@@ -105,8 +113,9 @@ class AsyncResult {
 
   // For the pool: sets the result once, runs the callback (on the calling thread), then
   // wakes waiters — so a callback's effects are visible once Get returns, as in CPython —
-  // and then runs the AfterReady functions. Each runs once and is dropped. An exception from
-  // one is reported on stderr and goes no further (it must not end the pool thread).
+  // and then runs the AfterReady functions (or sets them aside: t_defer_callbacks). Each runs
+  // once and is dropped. An exception from one is reported on stderr and goes no further (it
+  // must not end the pool thread).
   void Set(absl::StatusOr<T> v) const {
     std::function<void(const absl::StatusOr<T>&)> cb;
     {
@@ -127,6 +136,11 @@ class AsyncResult {
     }
     s_->ready_hint.store(true, std::memory_order_release);
     s_->cv.SignalAll();
+    if (pool_internal::DeferredCallbacks* d = pool_internal::t_defer_callbacks; d != nullptr) {
+      for (auto& f : after) d->push_back(std::move(f));
+      for (auto& [ticket, f] : waiters) d->push_back(std::move(f));
+      return;
+    }
     for (auto& f : after) pool_internal::RunCallback(f);
     for (auto& [ticket, f] : waiters) pool_internal::RunCallback(f);
   }

@@ -94,8 +94,8 @@ class Future {
   //
   // Runs cb(future) once done, as concurrent.futures does: at once on this thread when
   // already done, else on the thread that completes it (the pool thread; an MpiExecutor's
-  // engine thread, or a thread waiting in Result that runs its turns; the caller of Cancel, or
-  // of Shutdown with cancel_futures), after Done() turned true, so Result and
+  // engine thread, also when a waiter's turn completed it; the caller of Cancel, or of
+  // Shutdown with cancel_futures), after Done() turned true, so Result and
   // Exception return at once inside it. Any number of callbacks, run in the order added, each
   // once and then dropped (with the copy of the future it holds). An exception from cb is
   // reported on stderr and goes no further. Thread-safe.

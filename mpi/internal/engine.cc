@@ -25,6 +25,7 @@
 #include "base/spin.h"
 #include "base/status.h"
 #include "base/unique_fd.h"
+#include "pool/async_result.h"
 #include "pool/internal/orphans.h"
 #include "serialize/codec.h"
 #include "serialize/remote_error.h"
@@ -213,9 +214,6 @@ struct Engine::State {
   // then runs this. Written before the detach, on the engine thread.
   bool frees_itself = false;
   std::function<void()> after_orphan;
-  // Orphaned by a waiter's turn (Drive): the waiter's orphan mark passes to the engine thread
-  // (pool/internal/orphans.h), which sets it at its next turn. Under turn_mu.
-  bool mark_engine_thread = false;
   uint64_t first_id = 0;      // ids below it belong to earlier engines
 
   // Shared with submitting threads.
@@ -235,8 +233,13 @@ struct Engine::State {
   // The engine thread sleeps for a waiter that drives (Drive): Submit does not ring then.
   bool parked ABSL_GUARDED_BY(mu) = false;
   UniqueFd bell;  // eventfd: rung by Submit and Close only while the thread sleeps
-  // Waiters in Drive: while there are any, the engine thread parks and they run the turns.
+  // A waiter in Drive (0 or 1): while there is one, the engine thread parks and it runs the
+  // turns.
   std::atomic<int> drivers{0};
+  // Done callbacks of futures a waiter's turns completed, for this thread to run
+  // (pool_internal::t_defer_callbacks).
+  pool_internal::DeferredCallbacks deferred ABSL_GUARDED_BY(mu);
+  std::atomic<bool> has_deferred{false};
   // Tasks sent and not yet answered (out_count), readable without the turn lock.
   std::atomic<size_t> outstanding{0};
 
@@ -289,8 +292,12 @@ struct Engine::State {
   // One turn, under turn_mu: sends queued tasks, completes sends, takes answers (running
   // their callbacks), minds liveness and the drain; true when anything moved.
   bool Turn();
-  // The engine thread's wait while a waiter drives: on the bell, at most kParkNs at a time.
+  // The engine thread's wait while a waiter drives: on the bell, at most kParkMs at a time.
   void Park();
+  // A waiter hands the callbacks its turn set aside to the engine thread (and wakes it).
+  void HandOver(pool_internal::DeferredCallbacks& callbacks);
+  // On the engine thread: runs the callbacks handed over.
+  void RunDeferred();
   bool Dispatch();
   absl::StatusOr<bool> CompleteSends();
   absl::StatusOr<bool> TakeAnswers();
@@ -731,10 +738,34 @@ bool Engine::State::Turn() {
 // it is parked, with no waiter to drive it, waits at most this long to be sent.
 constexpr int kParkMs = 1;
 
+void Engine::State::HandOver(pool_internal::DeferredCallbacks& callbacks) {
+  bool wake = false;
+  {
+    MutexLock lock(&mu);
+    for (auto& f : callbacks) deferred.push_back(std::move(f));
+    has_deferred.store(true, std::memory_order_release);
+    wake = parked || sleeping;
+    sleeping = false;
+  }
+  callbacks.clear();
+  if (wake) Ring();
+}
+
+void Engine::State::RunDeferred() {
+  if (!has_deferred.load(std::memory_order_acquire)) return;
+  pool_internal::DeferredCallbacks run;
+  {
+    MutexLock lock(&mu);
+    run.swap(deferred);
+    has_deferred.store(false, std::memory_order_relaxed);
+  }
+  for (auto& f : run) pool_internal::RunCallback(f);
+}
+
 void Engine::State::Park() {
   {
     MutexLock lock(&mu);
-    if (drivers.load(std::memory_order_acquire) == 0) return;
+    if (drivers.load(std::memory_order_acquire) == 0 || !deferred.empty()) return;
     parked = true;
   }
   pollfd p{bell.get(), POLLIN, 0};
@@ -748,6 +779,7 @@ void Engine::State::Park() {
 void Engine::State::Run() {
   int idle = 0;
   for (;;) {
+    RunDeferred();
     // A waiter drives (Engine::Drive): stay out of its way, so that it runs every turn on its
     // own thread, with no hand-off to this one.
     if (drivers.load(std::memory_order_acquire) > 0) {
@@ -758,10 +790,6 @@ void Engine::State::Run() {
     bool progressed;
     {
       MutexLock turn(&turn_mu);
-      if (mark_engine_thread) {
-        mark_engine_thread = false;
-        pool_internal::MarkOrphanThread();
-      }
       progressed = Turn();
     }
     if (progressed) {
@@ -780,7 +808,8 @@ void Engine::State::Run() {
     // (Drive rings only a parked or sleeping thread): they are this thread's again.
     auto more = [&] {
       return drivers.load(std::memory_order_acquire) > 0 ||
-             outstanding.load(std::memory_order_acquire) > 0;
+             outstanding.load(std::memory_order_acquire) > 0 ||
+             has_deferred.load(std::memory_order_acquire);
     };
     {
       MutexLock lock(&mu);
@@ -870,37 +899,39 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Start(EngineOptions options) {
 bool Engine::OnEngineThread() const { return t_engine_thread_of == this; }
 
 void Engine::Drive(const std::function<bool()>& ready, const Deadline& deadline) {
-  // Inside a turn (a done callback, on the engine thread or a driving waiter): the turn this
-  // thread is in must end first.
+  // On the engine thread (a done callback), or inside a turn: the turn must end first.
   if (t_engine_thread_of != nullptr) return;
   State& s = *st_;
-  s.drivers.fetch_add(1, std::memory_order_acq_rel);
+  // One waiter drives; the others wait as before (its turns complete their futures too, and
+  // the engine thread takes over when it leaves), so k waiters keep one CPU busy, not k.
+  int none = 0;
+  if (!s.drivers.compare_exchange_strong(none, 1, std::memory_order_acq_rel)) return;
   // A sleeping engine thread is left asleep: this thread runs the turns.
+  pool_internal::DeferredCallbacks callbacks;
   int idle = 0;
   while (!ready() && !deadline.Expired()) {
     bool progressed = false;
     if (s.turn_mu.TryLock()) {
-      const bool was_orphan = s.frees_itself;
-      t_engine_thread_of = this;  // callbacks run here see the engine's thread (OnEngineThread)
+      // What runs in the turn sees the engine's thread (OnEngineThread: an argument's
+      // destructor that drops the executor orphans it); done callbacks are set aside for the
+      // engine thread.
+      t_engine_thread_of = this;
+      pool_internal::t_defer_callbacks = &callbacks;
       progressed = s.Turn();
+      pool_internal::t_defer_callbacks = nullptr;
       t_engine_thread_of = nullptr;
-      if (!was_orphan && s.frees_itself) {
-        // A callback of this turn dropped the executor (Engine::Orphan): its end no longer
-        // waits for this thread, but for the engine's.
-        pool_internal::UnmarkOrphanThread();
-        s.mark_engine_thread = true;
-      }
       s.turn_mu.Unlock();
     }
+    if (!callbacks.empty()) s.HandOver(callbacks);
     if (progressed) {
       idle = 0;
     } else {
       PausePoll(idle);
     }
   }
-  if (s.drivers.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
-  // The last waiter leaves: what it leaves behind (tasks out or queued) goes back to the
-  // engine thread, at once.
+  s.drivers.store(0, std::memory_order_release);
+  // What the waiter leaves behind (tasks out or queued) goes back to the engine thread, at
+  // once.
   if (s.outstanding.load(std::memory_order_acquire) == 0 &&
       s.queued.load(std::memory_order_acquire) == 0) {
     return;

@@ -10,7 +10,8 @@
 // with none out it sleeps on an eventfd that Submit rings only when it sleeps. A thread
 // waiting on a Future drives (Engine::Drive): it runs the same turns under the same lock
 // (turn_mu: one MPI caller at a time) while the engine thread parks, looking again every
-// millisecond, and the last waiter to leave hands back what is still out.
+// millisecond; the done callbacks its turns set aside run on the engine thread, and when it
+// leaves it hands back what is still out. One waiter drives at a time.
 //
 // Wire (tags on a communicator of the executor's own, never the user's):
 //   kHello   root -> worker   u32 version, u64 session, string object id (base/code_ref.h),
@@ -138,9 +139,10 @@ class Engine final : public pool_internal::TaskSink {
   absl::StatusOr<uint64_t> Submit(EncodeBuffer task, pool_internal::TaskDone done,
                                   std::shared_ptr<void> keepalive) override;
   bool Cancel(uint64_t id, pool_internal::CancelledTask* removed) override;
-  // A waiter's thread runs the engine's turns until `ready()` or `deadline` (while any waiter
-  // does, the engine thread parks): a result then reaches its waiter with no thread hand-off.
-  // Returns at once on a thread already inside a turn (a done callback).
+  // A waiter's thread runs the engine's turns until `ready()` or `deadline` (while it does,
+  // the engine thread parks): a result then reaches its waiter with no thread hand-off. Done
+  // callbacks are handed to the engine thread. Returns at once on the engine thread, inside a
+  // turn, or while another waiter drives.
   void Drive(const std::function<bool()>& ready, const Deadline& deadline) override;
   // Cancels every task not yet sent (their callbacks get CANCELLED, on this thread).
   void CancelPending();

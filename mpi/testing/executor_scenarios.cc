@@ -184,9 +184,9 @@ TEST(MpiExecutorTest, WaitAsCompletedAndDoneCallbacks) {
 // An executor dropped from one of its own done callbacks: it cannot wait for itself, so it
 // finishes the tasks queued and out, releases the workers and frees itself; its futures
 // complete as usual, and the next executor can then be created on the same ranks. Before:
-// std::terminate (the destructor joined its own thread). A callback runs on the thread that
-// completes the future: the engine's own when nobody waits (the first round), the waiter's
-// when one is in Result (the second: the waiter runs the engine's turns, Engine::Drive).
+// std::terminate (the destructor joined its own thread). Callbacks run on the engine thread,
+// whether nobody waits (the first round) or a waiter in Result runs the engine's turns (the
+// second, Engine::Drive: the waiter completes the future and hands its callbacks over).
 TEST(MpiExecutorTest, AnExecutorDroppedFromItsOwnDoneCallbackFinishesItsWork) {
   for (const bool waiter_drives : {false, true}) {
     SCOPED_TRACE(waiter_drives ? "a waiter drives" : "the engine thread runs the callback");
@@ -213,7 +213,7 @@ TEST(MpiExecutorTest, AnExecutorDroppedFromItsOwnDoneCallbackFinishesItsWork) {
     }
     for (int i = 0; i < 3000 && !dropped.load(); ++i) ::usleep(1000);
     EXPECT_TRUE(dropped.load());
-    EXPECT_EQ(on_waiter.load(), waiter_drives);
+    EXPECT_FALSE(on_waiter.load());
     pool_internal::WaitForOrphans();
     std::unique_ptr<MpiExecutor> next = Make();
     ASSERT_NE(next, nullptr);
@@ -224,6 +224,34 @@ TEST(MpiExecutorTest, AnExecutorDroppedFromItsOwnDoneCallbackFinishesItsWork) {
     for (int i = 0; i < 30000 && !unwatched.Done(); ++i) ::usleep(100);
     EXPECT_THAT(unwatched.Result(absl::ZeroDuration()), IsOkAndHolds(49));
   }
+}
+
+// A waiter runs the engine's turns (Engine::Drive), and a turn takes every answer that came;
+// the done callbacks of the futures it completes still run on the engine thread, never on the
+// waiter, which may hold the locks they take.
+TEST(MpiExecutorTest, DoneCallbacksNeverRunOnAWaitingThread) {
+  std::unique_ptr<MpiExecutor> ex = Make();
+  ASSERT_NE(ex, nullptr);
+  const std::thread::id me = std::this_thread::get_id();
+  std::mutex held_by_the_waiter;
+  std::atomic<int> ran{0};
+  std::atomic<bool> on_waiter{false};
+  std::vector<Future<int>> fs;
+  for (int i = 0; i < 4; ++i) fs.push_back(ex->Submit(SleepMs, 100));
+  for (Future<int>& f : fs) {
+    f.AddDoneCallback([&](const Future<int>&) {
+      if (std::this_thread::get_id() == me) on_waiter = true;
+      std::lock_guard<std::mutex> lock(held_by_the_waiter);
+      ++ran;
+    });
+  }
+  {
+    std::lock_guard<std::mutex> lock(held_by_the_waiter);
+    for (Future<int>& f : fs) EXPECT_THAT(f.Result(absl::Seconds(30)), IsOkAndHolds(100));
+  }
+  for (int i = 0; i < 3000 && ran.load() < 4; ++i) ::usleep(1000);
+  EXPECT_EQ(ran.load(), 4);
+  EXPECT_FALSE(on_waiter.load());
 }
 
 // CPU seconds (user + system) a process on this host has used, from /proc/<pid>/stat.

@@ -21,9 +21,8 @@ Orphans& TheOrphans() {
   return *o;
 }
 
-// How many orphans this thread's progress is needed for (an orphan's own thread frees its
-// object once its loop ends).
-thread_local int t_orphan_marks = 0;
+// This thread is an orphan's (it frees its object once its loop ends).
+thread_local bool t_orphan_thread = false;
 
 // A fork child has none of its parent's orphan threads; the lock (which another thread may
 // have held during fork) is made anew. No analysis: it re-creates mu.
@@ -40,11 +39,8 @@ void ForgetOrphansAfterFork() ABSL_NO_THREAD_SAFETY_ANALYSIS {
 
 }  // namespace
 
-void MarkOrphanThread() { ++t_orphan_marks; }
-void UnmarkOrphanThread() { --t_orphan_marks; }
-
 void AdoptOrphan() {
-  MarkOrphanThread();
+  t_orphan_thread = true;
   Orphans& o = TheOrphans();
   MutexLock lock(&o.mu);
   ++o.running;
@@ -58,7 +54,7 @@ void OrphanDone() {
 }
 
 void WaitForOrphans() {
-  const int self = t_orphan_marks;
+  const int self = t_orphan_thread ? 1 : 0;
   Orphans& o = TheOrphans();
   MutexLock lock(&o.mu);
   o.cv.Wait(lock, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(o.mu) { return o.running <= self; });

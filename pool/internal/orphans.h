@@ -11,13 +11,8 @@
 
 namespace mproc::pool_internal {
 
-// When an owner is dropped from a callback: counts the orphan until OrphanDone, and marks the
-// calling thread as one the orphan's end waits for (WaitForOrphans does not wait for it).
+// On the orphan's own thread, when its owner drops it: counts the thread until OrphanDone.
 void AdoptOrphan();
-// Moves that mark: an MPI engine's waiter that ran the callback (a turn on its thread) hands
-// it to the engine's thread once its turn ends (mpi/internal/engine.cc).
-void MarkOrphanThread();
-void UnmarkOrphanThread();
 // On that thread, once it has freed its object (it touches nothing of it afterwards).
 void OrphanDone();
 // Returns once no orphan thread runs, the caller's own excepted (a callback that exits the
