@@ -54,8 +54,9 @@ Launch& TheLaunch() {
     AbortJob(absl::StrCat("MPI worker: ", s.ToString()));
   }
   if (disconnect) {
-    // Collective: only when the root disconnects too (it does not once it gave up on a rank;
-    // MPI_Finalize alone then lets this process go).
+    // Collective: only when the root disconnects too. It does not once it gave up on a rank;
+    // then MPI_Finalize alone lets this process go (Open MPI's does: tested, while the root
+    // lives on), where a disconnect would wait for the root until it ends.
     if (root_disconnects) (void)MPI_Comm_disconnect(&comm);
   } else {
     (void)MPI_Comm_free(&comm);

@@ -96,7 +96,9 @@ class Future {
   // already done, else on the thread that completes it (the pool thread; an MpiExecutor's
   // engine thread, also when a waiter's turn completed it; the caller of Cancel, or of
   // Shutdown with cancel_futures), after Done() turned true, so Result and
-  // Exception return at once inside it. Any number of callbacks, run in the order added, each
+  // Exception return at once inside it. Any number of callbacks: those added before the
+  // future was done run in the order added (one added once it is done runs at once, on the
+  // adding thread, maybe before or while the earlier ones run on the completing thread), each
   // once and then dropped (with the copy of the future it holds). An exception from cb is
   // reported on stderr and goes no further. Thread-safe.
   void AddDoneCallback(std::function<void(const Future<T>&)> cb) const {

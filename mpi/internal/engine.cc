@@ -232,7 +232,9 @@ struct Engine::State {
   absl::Status broken ABSL_GUARDED_BY(mu);
   // The engine thread sleeps for a waiter that drives (Drive): Submit does not ring then.
   bool parked ABSL_GUARDED_BY(mu) = false;
-  UniqueFd bell;  // eventfd: rung by Submit and Close only while the thread sleeps
+  // eventfd: rung (only while the thread sleeps or parks) by Submit (while it sleeps), Close,
+  // and a waiter handing over callbacks or leaving tasks out.
+  UniqueFd bell;
   // A waiter in Drive (0 or 1): while there is one, the engine thread parks and it runs the
   // turns.
   std::atomic<int> drivers{0};
@@ -296,6 +298,9 @@ struct Engine::State {
   void Park();
   // A waiter hands the callbacks its turn set aside to the engine thread (and wakes it).
   void HandOver(pool_internal::DeferredCallbacks& callbacks);
+  // A waiter stops driving: hands over its callbacks, and wakes the engine thread when
+  // tasks are still out or queued.
+  void LeaveDrive(pool_internal::DeferredCallbacks& callbacks);
   // On the engine thread: runs the callbacks handed over.
   void RunDeferred();
   bool Dispatch();
@@ -751,6 +756,24 @@ void Engine::State::HandOver(pool_internal::DeferredCallbacks& callbacks) {
   if (wake) Ring();
 }
 
+void Engine::State::LeaveDrive(pool_internal::DeferredCallbacks& callbacks) {
+  if (!callbacks.empty()) HandOver(callbacks);
+  drivers.store(0, std::memory_order_release);
+  // What the waiter leaves behind (tasks out or queued) goes back to the engine thread, at
+  // once.
+  if (outstanding.load(std::memory_order_acquire) == 0 &&
+      queued.load(std::memory_order_acquire) == 0) {
+    return;
+  }
+  bool wake = false;
+  {
+    MutexLock lock(&mu);
+    wake = parked || sleeping;
+    sleeping = false;
+  }
+  if (wake) Ring();
+}
+
 void Engine::State::RunDeferred() {
   if (!has_deferred.load(std::memory_order_acquire)) return;
   pool_internal::DeferredCallbacks run;
@@ -917,7 +940,16 @@ void Engine::Drive(const std::function<bool()>& ready, const Deadline& deadline)
       // engine thread.
       t_engine_thread_of = this;
       pool_internal::t_defer_callbacks = &callbacks;
-      progressed = s.Turn();
+      try {
+        progressed = s.Turn();
+      } catch (...) {
+        // (bad_alloc, a throwing decoder): the engine must not stay locked and parked.
+        pool_internal::t_defer_callbacks = nullptr;
+        t_engine_thread_of = nullptr;
+        s.turn_mu.Unlock();
+        s.LeaveDrive(callbacks);
+        throw;
+      }
       pool_internal::t_defer_callbacks = nullptr;
       t_engine_thread_of = nullptr;
       s.turn_mu.Unlock();
@@ -929,20 +961,7 @@ void Engine::Drive(const std::function<bool()>& ready, const Deadline& deadline)
       PausePoll(idle);
     }
   }
-  s.drivers.store(0, std::memory_order_release);
-  // What the waiter leaves behind (tasks out or queued) goes back to the engine thread, at
-  // once.
-  if (s.outstanding.load(std::memory_order_acquire) == 0 &&
-      s.queued.load(std::memory_order_acquire) == 0) {
-    return;
-  }
-  bool wake = false;
-  {
-    MutexLock lock(&s.mu);
-    wake = s.parked || s.sleeping;
-    s.sleeping = false;
-  }
-  if (wake) s.Ring();
+  s.LeaveDrive(callbacks);
 }
 
 void Engine::Orphan(std::unique_ptr<Engine> engine, std::function<void()> after) {

@@ -102,7 +102,8 @@ class TaskSink {
   // `ready()` or `deadline`: an engine whose progress is polled (MPI's) runs its turns on the
   // waiter's thread instead of handing each result over from its own (a thread switch per
   // hand-off when they share a CPU). Engines that wake their waiters anyway return at once.
-  // May run done callbacks on this thread.
+  // Done callbacks of the futures completed meanwhile do not run on this thread
+  // (pool_internal::t_defer_callbacks).
   virtual void Drive(const std::function<bool()>& ready, const Deadline& deadline) {
     (void)ready;
     (void)deadline;
