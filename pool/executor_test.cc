@@ -487,5 +487,49 @@ TEST(EngineLinkTest, AnEngineIsNotFreedWhileACancelRunsThroughItsLink) {
   EXPECT_TRUE(f.Cancelled());
 }
 
+// A waiter lends its thread to its engine through the link (TaskSink::Drive, as an
+// MpiExecutor's Result does); the cut waits for the drive to return, so an engine is not freed
+// while a waiter runs its turns, and once cut a wait reaches nothing.
+class DrivenSink final : public pool_internal::TaskSink {
+ public:
+  ~DrivenSink() override { CutLink(); }
+  absl::StatusOr<uint64_t> Submit(EncodeBuffer, pool_internal::TaskDone,
+                                  std::shared_ptr<void>) override {
+    return 7;
+  }
+  bool Cancel(uint64_t, pool_internal::CancelledTask*) override { return false; }
+  void Drive(const std::function<bool()>& ready, const Deadline& deadline) override {
+    inside.store(true);
+    while (!ready() && !deadline.Expired()) ::usleep(1000);
+  }
+  std::atomic<bool> inside{false};
+};
+
+TEST(EngineLinkTest, AnEngineIsNotFreedWhileAWaiterDrivesIt) {
+  auto* sink = new DrivenSink;
+  Future<int> f;
+  Future<int> later;
+  pool_internal::FutureAccess::Bind(f, sink, 7);
+  pool_internal::FutureAccess::Bind(later, sink, 8);
+  absl::StatusOr<int> got = absl::UnknownError("not yet");
+  std::thread waiter([&] { got = f.Result(absl::Seconds(30)); });
+  while (!sink->inside.load()) ::usleep(1000);
+  std::atomic<bool> freed{false};
+  std::thread freer([&] {
+    delete sink;
+    freed.store(true);
+  });
+  ::usleep(100'000);
+  EXPECT_FALSE(freed.load()) << "the engine was freed while a waiter drove it";
+  pool_internal::FutureAccess::Result(f).Set(42);  // the drive sees it and returns
+  waiter.join();
+  freer.join();
+  EXPECT_TRUE(freed.load());
+  EXPECT_THAT(got, IsOkAndHolds(42));
+  // Cut: the wait does not reach the freed engine (asan would say so); it only waits.
+  EXPECT_THAT(later.Result(absl::Milliseconds(20)).status(),
+              StatusIs(absl::StatusCode::kDeadlineExceeded));
+}
+
 }  // namespace
 }  // namespace mproc
