@@ -106,13 +106,13 @@ namespace manager_internal {
 
 // A Manager keeps values as bytes, in its own process, where a descriptor means nothing (the
 // encoding holds only its index among the frame's descriptors). Arguments encoded straight
-// into a buffer are refused at run time instead (ManagerClient::Begin).
+// into a buffer are refused at run time instead (MethodMessage, internal/client.cc).
 template <typename T>
 std::string ToBytes(const T& v) {
   static_assert(!kTypeCarriesFds<T>,
                 "a Manager keeps values as bytes: values that carry descriptors (SharedBytes, "
-                "UniqueFd) cannot be stored in it or passed to its objects; send them through a "
-                "Queue or a Pipe");
+                "UniqueFd) cannot be stored in it or passed to its objects; send them through an "
+                "mproc::Queue (ipc/queue.h) or a Pipe, not a Manager's");
   EncodeBuffer b;
   Encode(v, b);
   return std::string(reinterpret_cast<const char*>(b.bytes().data()), b.size());
@@ -161,6 +161,9 @@ absl::StatusOr<std::vector<T>> FromEach(absl::StatusOr<std::vector<std::string>>
 // ABORTED with the RemoteError.
 template <typename Out>
 [[nodiscard]] absl::StatusOr<Out> TaggedValue(const absl::StatusOr<std::string>& raw) {
+  static_assert(!kTypeCarriesFds<Out>,
+                "a Manager's server sends results as bytes: a result that carries descriptors "
+                "(SharedBytes, UniqueFd) cannot come back from it");
   if (!raw.ok()) return raw.status();
   DecodeReader r(AsBytes(*raw));
   uint8_t tag = 0;

@@ -92,7 +92,7 @@ absl::StatusOr<std::string> ReplyReader::Next(int fd, const Deadline& deadline) 
       begin_ += 4 + f.len;
       if (begin_ == end_) {
         begin_ = end_ = 0;
-        if (cap_ > kChunk) {  // a large reply's room is not kept
+        if (cap_ > kKeptBytes) {  // a large reply's room is not kept
           buf_.reset();
           cap_ = 0;
         }
@@ -117,8 +117,9 @@ absl::StatusOr<std::string> ReplyReader::Next(int fd, const Deadline& deadline) 
       n = ::recv(fd, buf_.get() + end_, cap_ - end_, MSG_DONTWAIT);
       return n >= 0 || (errno != EAGAIN && errno != EINTR);
     };
-    // A reply usually comes within microseconds: look (each look a recv) before sleeping.
-    if (!SpinUntil(received, deadline)) {
+    // A reply usually comes within microseconds: look (each look a recv) before sleeping. The
+    // first look is made whatever the spin budget (SpinUntil makes none when it is 0).
+    if (!received() && !SpinUntil(received, deadline)) {
       const int w = WaitReadable(fd, deadline);
       if (w < 0) return ErrnoToStatus(-w, "poll(manager connection)");
       if (w == 0) return absl::DeadlineExceededError("the manager did not answer in time");

@@ -65,6 +65,7 @@ class ReplyReader {
 
  private:
   static constexpr size_t kChunk = 64 << 10;
+  static constexpr size_t kKeptBytes = 1 << 20;  // room kept between replies, at most
   std::unique_ptr<char[]> buf_;
   size_t cap_ = 0;
   size_t begin_ = 0;  // received bytes not yet taken: [begin_, end_)
