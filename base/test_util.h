@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -26,6 +27,7 @@
 #include "base/mutex.h"
 #include "base/owner.h"
 #include "base/proc_stat.h"
+#include "base/unique_fd.h"
 #include "gtest/gtest.h"
 
 extern char** environ;
@@ -39,6 +41,16 @@ inline std::string Runfile(const std::string& rel) {
   const char* ws = std::getenv("TEST_WORKSPACE");
   if (srcdir && ws) return std::string(srcdir) + "/" + ws + "/" + rel;
   return rel;
+}
+
+// A connected pair of AF_UNIX stream sockets (close-on-exec), for tests of stream protocols.
+struct StreamSockets {
+  UniqueFd a, b;
+};
+inline StreamSockets StreamSocketPair() {
+  int sv[2];
+  EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  return {UniqueFd(sv[0]), UniqueFd(sv[1])};
 }
 
 // The whole contents of a file ("" when it cannot be read).

@@ -448,6 +448,24 @@ TEST(EngineLinkTest, WhatACancelRemovesIsDestroyedAfterTheLinksLock) {
   t.join();
 }
 
+// Deletes `sink` on another thread while a call runs through its link (`during` names it): the
+// deletion must wait for the call, which `end_call` lets return. One-sided: 100 ms without
+// the deletion finishing cannot prove it would never finish early, but cannot fail a correct
+// cut.
+template <typename Sink, typename EndCall>
+void ExpectFreedOnlyAfter(Sink* sink, const char* during, EndCall end_call) {
+  std::atomic<bool> freed{false};
+  std::thread freer([&] {
+    delete sink;
+    freed.store(true);
+  });
+  ::usleep(100'000);
+  EXPECT_FALSE(freed.load()) << "the engine was freed while " << during;
+  end_call();
+  freer.join();
+  EXPECT_TRUE(freed.load());
+}
+
 // The cut waits for a call under way: an engine whose Cancel is running through the link is
 // not freed until that Cancel returns (before, nothing held the engine: it was freed under
 // the call).
@@ -473,17 +491,9 @@ TEST(EngineLinkTest, AnEngineIsNotFreedWhileACancelRunsThroughItsLink) {
   pool_internal::FutureAccess::Bind(f, sink, 7);
   std::thread canceller([&] { EXPECT_TRUE(f.Cancel()); });
   while (!sink->inside.load()) ::usleep(1000);
-  std::atomic<bool> freed{false};
-  std::thread freer([&] {
-    delete sink;
-    freed.store(true);
-  });
-  ::usleep(100'000);
-  EXPECT_FALSE(freed.load()) << "the engine was freed while a Cancel ran in it";
-  sink->release.store(true);  // still alive: the cut is waiting
+  // Still alive while the cut waits: the release reaches it.
+  ExpectFreedOnlyAfter(sink, "a Cancel ran in it", [&] { sink->release.store(true); });
   canceller.join();
-  freer.join();
-  EXPECT_TRUE(freed.load());
   EXPECT_TRUE(f.Cancelled());
 }
 
@@ -514,17 +524,10 @@ TEST(EngineLinkTest, AnEngineIsNotFreedWhileAWaiterDrivesIt) {
   absl::StatusOr<int> got = absl::UnknownError("not yet");
   std::thread waiter([&] { got = f.Result(absl::Seconds(30)); });
   while (!sink->inside.load()) ::usleep(1000);
-  std::atomic<bool> freed{false};
-  std::thread freer([&] {
-    delete sink;
-    freed.store(true);
-  });
-  ::usleep(100'000);
-  EXPECT_FALSE(freed.load()) << "the engine was freed while a waiter drove it";
-  pool_internal::FutureAccess::Result(f).Set(42);  // the drive sees it and returns
+  // The drive sees the result and returns.
+  ExpectFreedOnlyAfter(sink, "a waiter drove it",
+                       [&] { pool_internal::FutureAccess::Result(f).Set(42); });
   waiter.join();
-  freer.join();
-  EXPECT_TRUE(freed.load());
   EXPECT_THAT(got, IsOkAndHolds(42));
   // Cut: the wait does not reach the freed engine (asan would say so); it only waits.
   EXPECT_THAT(later.Result(absl::Milliseconds(20)).status(),

@@ -12,6 +12,7 @@
 #include "absl/strings/escaping.h"
 #include "base/fork_child.h"
 #include "base/status_matchers.h"
+#include "base/test_util.h"
 #include "base/unique_fd.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -79,18 +80,11 @@ TEST(AuthVectorsTest, VerifyAcceptsEveryAllowedDigestAndLegacyMd5) {
               StatusIs(absl::StatusCode::kUnauthenticated));
 }
 
-struct SocketPair {
-  UniqueFd a, b;
-};
-SocketPair MakeSocketPair() {
-  int sv[2];
-  EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-  return {UniqueFd(sv[0]), UniqueFd(sv[1])};
-}
+using testing::StreamSocketPair;
 
 TEST(AuthHandshakeTest, MutualAuthenticationSucceedsWithTheSameKey) {
   for (std::string key : {std::string("secret"), std::string(), std::string(200, '\xab')}) {
-    SocketPair p = MakeSocketPair();
+    auto p = StreamSocketPair();
     absl::Status client;
     std::thread t([&] { client = ClientHandshake(p.b.get(), key, kLong); });
     absl::Status server = ServerHandshake(p.a.get(), key, kLong);
@@ -101,7 +95,7 @@ TEST(AuthHandshakeTest, MutualAuthenticationSucceedsWithTheSameKey) {
 }
 
 TEST(AuthHandshakeTest, WrongKeyFailsOnBothSidesWithNoApplicationData) {
-  SocketPair p = MakeSocketPair();
+  auto p = StreamSocketPair();
   absl::Status client;
   std::thread t([&] { client = ClientHandshake(p.b.get(), "client-key", kLong); });
   absl::Status server = ServerHandshake(p.a.get(), "server-key", kLong);
@@ -115,7 +109,7 @@ TEST(AuthHandshakeTest, WrongKeyFailsOnBothSidesWithNoApplicationData) {
 // challenge therefore finishes; a client that waited for the verdict first would never send
 // it (before the change, this server's read timed out and the client with it).
 TEST(AuthHandshakeTest, TheClientsChallengeFollowsItsResponseWithoutWaitingForTheVerdict) {
-  SocketPair p = MakeSocketPair();
+  auto p = StreamSocketPair();
   const std::string key = "secret";
   absl::Status client;
   std::thread t([&] { client = ClientHandshake(p.b.get(), key, Deadline::After(absl::Seconds(10))); });
@@ -158,7 +152,7 @@ absl::Status RunHandshaker(int fd, std::string key) {
 // left on the socket for the application.
 TEST(AuthHandshakeTest, TheNonBlockingServerSpeaksTheSameHandshake) {
   for (std::string key : {std::string("secret"), std::string()}) {
-    SocketPair p = MakeSocketPair();
+    auto p = StreamSocketPair();
     absl::Status client;
     std::thread t([&] {
       client = ClientHandshake(p.b.get(), key, kLong);
@@ -170,7 +164,7 @@ TEST(AuthHandshakeTest, TheNonBlockingServerSpeaksTheSameHandshake) {
     ::fcntl(p.a.get(), F_SETFL, ::fcntl(p.a.get(), F_GETFL) & ~O_NONBLOCK);
     EXPECT_THAT(ReadCPythonMessage(p.a.get(), 1024, kLong), IsOkAndHolds("application data"));
   }
-  SocketPair p = MakeSocketPair();
+  auto p = StreamSocketPair();
   absl::Status client;
   std::thread t([&] { client = ClientHandshake(p.b.get(), "client-key", kLong); });
   EXPECT_THAT(RunHandshaker(p.a.get(), "server-key"),
@@ -178,12 +172,12 @@ TEST(AuthHandshakeTest, TheNonBlockingServerSpeaksTheSameHandshake) {
   t.join();
   EXPECT_THAT(client, StatusIs(absl::StatusCode::kUnauthenticated, HasSubstr("digest sent was rejected")));
   // Oversized and truncated messages fail it; a silent peer just leaves it waiting.
-  SocketPair q = MakeSocketPair();
+  auto q = StreamSocketPair();
   const unsigned char huge[] = {0, 0, 0x10, 0};  // a 4096-byte "response"
   ASSERT_EQ(::write(q.b.get(), huge, 4), 4);
   EXPECT_THAT(RunHandshaker(q.a.get(), "k"),
               StatusIs(absl::StatusCode::kUnauthenticated, HasSubstr("at most 256")));
-  SocketPair r = MakeSocketPair();
+  auto r = StreamSocketPair();
   ::fcntl(r.a.get(), F_SETFL, ::fcntl(r.a.get(), F_GETFL) | O_NONBLOCK);
   ServerHandshaker silent(r.a.get(), "k");
   MPROC_ASSERT_OK(silent.Start());
@@ -194,7 +188,7 @@ TEST(AuthHandshakeTest, TheNonBlockingServerSpeaksTheSameHandshake) {
 
 TEST(AuthHandshakeTest, Python311ClientAnswerIsAccepted) {
   // The client side written by hand as Python 3.11 does it: bare HMAC-MD5 of the payload.
-  SocketPair p = MakeSocketPair();
+  auto p = StreamSocketPair();
   const std::string key = "mproc-test-key";
   std::string verdict;
   std::thread t([&] {
@@ -209,7 +203,7 @@ TEST(AuthHandshakeTest, Python311ClientAnswerIsAccepted) {
 }
 
 TEST(AuthHandshakeTest, LegacyServerChallengeIsAnsweredWithMd5) {
-  SocketPair p = MakeSocketPair();
+  auto p = StreamSocketPair();
   const std::string key = "mproc-test-key";
   std::string legacy;
   for (int i = 100; i < 120; ++i) legacy.push_back(static_cast<char>(i));
@@ -236,7 +230,7 @@ TEST(AuthHandshakeTest, HostileHandshakeMessages) {
            {"#CHALLENGE#{nosuchdigest}" + std::string(40, 'a'), "digest"},
            {"#CHALLENGE#no-prefix-and-long-enough-to-pass", "prefix"},
        }) {
-    SocketPair p = MakeSocketPair();
+    auto p = StreamSocketPair();
     ASSERT_THAT(WriteCPythonMessage(p.b.get(), c.message, kLong), IsOk());
     EXPECT_THAT(AnswerChallenge(p.a.get(), "k", Deadline::After(absl::Seconds(30))),
                 StatusIs(absl::StatusCode::kUnauthenticated, HasSubstr(c.error)))
@@ -245,26 +239,26 @@ TEST(AuthHandshakeTest, HostileHandshakeMessages) {
   // A server that hangs up before its challenge passed no verdict on the key: UNAVAILABLE.
   // One that hangs up partway through it, or after it, did fail the handshake.
   {
-    SocketPair p = MakeSocketPair();
+    auto p = StreamSocketPair();
     p.b.Reset();
     EXPECT_THAT(AnswerChallenge(p.a.get(), "k", kLong),
                 StatusIs(absl::StatusCode::kUnavailable, HasSubstr("before sending its challenge")));
   }
   {
-    SocketPair p = MakeSocketPair();
+    auto p = StreamSocketPair();
     ASSERT_EQ(::write(p.b.get(), "\0\0", 2), 2);  // half a length header
     p.b.Reset();
     EXPECT_THAT(AnswerChallenge(p.a.get(), "k", kLong), StatusIs(absl::StatusCode::kUnauthenticated));
   }
   {
-    SocketPair p = MakeSocketPair();
+    auto p = StreamSocketPair();
     ASSERT_THAT(WriteCPythonMessage(p.b.get(), "#CHALLENGE#{sha256}" + std::string(40, 'a'), kLong),
                 IsOk());
     p.b.Reset();
     EXPECT_THAT(AnswerChallenge(p.a.get(), "k", kLong), StatusIs(absl::StatusCode::kUnauthenticated));
   }
   {
-    SocketPair p = MakeSocketPair();
+    auto p = StreamSocketPair();
     EXPECT_THAT(DeliverChallenge(p.a.get(), "k", Deadline::After(absl::Milliseconds(50))),
                 StatusIs(absl::StatusCode::kUnauthenticated, HasSubstr("timed out")));
   }
@@ -335,7 +329,7 @@ void CheckInterop(const char* python_role,
   if (py.empty()) GTEST_SKIP() << "python3 not installed: interop not checked";
   for (bool right_key : {true, false}) {
     SCOPED_TRACE(right_key ? "right key" : "wrong key");
-    SocketPair p = MakeSocketPair();
+    auto p = StreamSocketPair();
     PyRun r = StartPython(py, p.b.get(), python_role, "shared-key");
     p.b.Reset();
     absl::Status s = handshake(p.a.get(), right_key ? "shared-key" : "other-key",

@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "base/status_matchers.h"
+#include "base/test_util.h"
 #include "base/unique_fd.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -17,14 +18,7 @@ namespace {
 
 using ::testing::HasSubstr;
 
-struct Pair {
-  UniqueFd a, b;
-};
-Pair Sockets() {
-  int sv[2];
-  EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-  return {UniqueFd(sv[0]), UniqueFd(sv[1])};
-}
+using testing::StreamSocketPair;
 
 TEST(CPythonFramingTest, HeaderBytesMatchCPython) {
   EXPECT_EQ(CPythonLengthHeader(0), std::string("\0\0\0\0", 4));
@@ -36,7 +30,7 @@ TEST(CPythonFramingTest, HeaderBytesMatchCPython) {
 }
 
 TEST(CPythonFramingTest, MessagesKeepTheirBoundaries) {
-  Pair p = Sockets();
+  auto p = StreamSocketPair();
   std::vector<std::string> msgs = {"a", "", "cd", std::string(16 << 20, 'z'), "tail"};
   std::thread w([&] {
     for (const auto& m : msgs) ASSERT_THAT(WriteCPythonMessage(p.a.get(), m, Deadline::Infinite()), IsOk());
@@ -50,7 +44,7 @@ TEST(CPythonFramingTest, MessagesKeepTheirBoundaries) {
 }
 
 TEST(CPythonFramingTest, LongFormHeaderIsUnderstood) {
-  Pair p = Sockets();
+  auto p = StreamSocketPair();
   std::string wire = std::string("\xff\xff\xff\xff\0\0\0\0\0\0\0\3", 12) + "abc";
   ASSERT_EQ(::write(p.a.get(), wire.data(), wire.size()), static_cast<ssize_t>(wire.size()));
   EXPECT_THAT(ReadCPythonMessage(p.b.get(), 100, Deadline::Infinite()), IsOkAndHolds(std::string("abc")));
@@ -58,13 +52,13 @@ TEST(CPythonFramingTest, LongFormHeaderIsUnderstood) {
 
 TEST(CPythonFramingTest, BadLengths) {
   {
-    Pair p = Sockets();
+    auto p = StreamSocketPair();
     ASSERT_EQ(::write(p.a.get(), "\xff\xff\xff\xfe", 4), 4);  // -2
     EXPECT_THAT(ReadCPythonMessage(p.b.get(), 100, Deadline::Infinite()),
                 StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("bad message length")));
   }
   {
-    Pair p = Sockets();
+    auto p = StreamSocketPair();
     ASSERT_EQ(::write(p.a.get(), "\x7f\xff\xff\xff", 4), 4);  // 2 GiB, nothing follows
     std::string out;
     EXPECT_THAT(ReadCPythonMessage(p.b.get(), 256, Deadline::Infinite(), &out),
@@ -72,13 +66,13 @@ TEST(CPythonFramingTest, BadLengths) {
     EXPECT_LT(out.capacity(), 1u << 20);
   }
   {
-    Pair p = Sockets();
+    auto p = StreamSocketPair();
     p.a.Reset();
     EXPECT_THAT(ReadCPythonMessage(p.b.get(), 256, Deadline::Infinite()),
                 StatusIs(absl::StatusCode::kOutOfRange, HasSubstr("peer closed")));
   }
   {
-    Pair p = Sockets();
+    auto p = StreamSocketPair();
     ASSERT_EQ(::write(p.a.get(), "\0\0\0\x0a" "abc", 7), 7);
     p.a.Reset();
     EXPECT_THAT(ReadCPythonMessage(p.b.get(), 256, Deadline::Infinite()),

@@ -1,13 +1,13 @@
 // ReplyReader: replies taken whole from a stream, whatever pieces they arrive in.
 #include "manager/internal/client.h"
 
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <string>
 #include <thread>
 
 #include "base/status_matchers.h"
+#include "base/test_util.h"
 #include "base/unique_fd.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -18,14 +18,7 @@ namespace {
 
 using ::testing::HasSubstr;
 
-struct Pair {
-  UniqueFd ours, theirs;
-};
-Pair SocketPair() {
-  int sv[2];
-  EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-  return {UniqueFd(sv[0]), UniqueFd(sv[1])};
-}
+using testing::StreamSocketPair;
 
 void Put(int fd, std::string_view bytes) {
   while (!bytes.empty()) {
@@ -37,61 +30,61 @@ void Put(int fd, std::string_view bytes) {
 std::string Framed(std::string_view body) { return CPythonLengthHeader(body.size()) + std::string(body); }
 
 TEST(ReplyReaderTest, RepliesComeWholeFromOneWriteOrFromPieces) {
-  Pair p = SocketPair();
+  auto p = StreamSocketPair();
   ReplyReader r;
   // Two replies in one write: the second waits in the reader for the next call.
-  Put(p.theirs.get(), Framed("first") + Framed("second"));
-  EXPECT_THAT(r.Next(p.ours.get(), Deadline::After(absl::Seconds(10))), IsOkAndHolds("first"));
-  EXPECT_THAT(r.Next(p.ours.get(), Deadline::After(absl::Seconds(10))), IsOkAndHolds("second"));
+  Put(p.b.get(), Framed("first") + Framed("second"));
+  EXPECT_THAT(r.Next(p.a.get(), Deadline::After(absl::Seconds(10))), IsOkAndHolds("first"));
+  EXPECT_THAT(r.Next(p.a.get(), Deadline::After(absl::Seconds(10))), IsOkAndHolds("second"));
   // An empty reply.
-  Put(p.theirs.get(), Framed(""));
-  EXPECT_THAT(r.Next(p.ours.get(), Deadline::After(absl::Seconds(10))), IsOkAndHolds(""));
+  Put(p.b.get(), Framed(""));
+  EXPECT_THAT(r.Next(p.a.get(), Deadline::After(absl::Seconds(10))), IsOkAndHolds(""));
   // A reply cut inside its header, then inside its body: each timeout loses nothing.
   const std::string whole = Framed("a reply in three pieces") + Framed("next");
-  Put(p.theirs.get(), whole.substr(0, 2));
-  EXPECT_THAT(r.Next(p.ours.get(), Deadline::After(absl::Milliseconds(20))).status(),
+  Put(p.b.get(), whole.substr(0, 2));
+  EXPECT_THAT(r.Next(p.a.get(), Deadline::After(absl::Milliseconds(20))).status(),
               StatusIs(absl::StatusCode::kDeadlineExceeded));
-  Put(p.theirs.get(), whole.substr(2, 10));
-  EXPECT_THAT(r.Next(p.ours.get(), Deadline::After(absl::Milliseconds(20))).status(),
+  Put(p.b.get(), whole.substr(2, 10));
+  EXPECT_THAT(r.Next(p.a.get(), Deadline::After(absl::Milliseconds(20))).status(),
               StatusIs(absl::StatusCode::kDeadlineExceeded));
-  Put(p.theirs.get(), whole.substr(12));
-  EXPECT_THAT(r.Next(p.ours.get(), Deadline::After(absl::Seconds(10))),
+  Put(p.b.get(), whole.substr(12));
+  EXPECT_THAT(r.Next(p.a.get(), Deadline::After(absl::Seconds(10))),
               IsOkAndHolds("a reply in three pieces"));
-  EXPECT_THAT(r.Next(p.ours.get(), Deadline::After(absl::Seconds(10))), IsOkAndHolds("next"));
+  EXPECT_THAT(r.Next(p.a.get(), Deadline::After(absl::Seconds(10))), IsOkAndHolds("next"));
 }
 
 TEST(ReplyReaderTest, AReplyLargerThanTheSocketBufferArrivesWhole) {
-  Pair p = SocketPair();
+  auto p = StreamSocketPair();
   ReplyReader r;
   std::string big(8 << 20, '\0');
   for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>(i * 7 + i / 4096);
-  std::thread writer([&] { Put(p.theirs.get(), Framed(big) + Framed("small after")); });
-  EXPECT_THAT(r.Next(p.ours.get(), Deadline::After(absl::Seconds(60))), IsOkAndHolds(big));
-  EXPECT_THAT(r.Next(p.ours.get(), Deadline::After(absl::Seconds(60))),
+  std::thread writer([&] { Put(p.b.get(), Framed(big) + Framed("small after")); });
+  EXPECT_THAT(r.Next(p.a.get(), Deadline::After(absl::Seconds(60))), IsOkAndHolds(big));
+  EXPECT_THAT(r.Next(p.a.get(), Deadline::After(absl::Seconds(60))),
               IsOkAndHolds("small after"));
   writer.join();
 }
 
 TEST(ReplyReaderTest, ALengthAboveTheLimitAndTheEndOfTheStreamAreErrors) {
   {
-    Pair p = SocketPair();
+    auto p = StreamSocketPair();
     ReplyReader r;
-    Put(p.theirs.get(), CPythonLengthHeader(kMaxMessage + 1));
-    EXPECT_THAT(r.Next(p.ours.get(), Deadline::After(absl::Seconds(10))).status(),
+    Put(p.b.get(), CPythonLengthHeader(kMaxMessage + 1));
+    EXPECT_THAT(r.Next(p.a.get(), Deadline::After(absl::Seconds(10))).status(),
                 StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("above the limit")));
     // The 8-byte form (more than 2 GiB) is above it too.
     ReplyReader r8;
-    Pair q = SocketPair();
-    Put(q.theirs.get(), CPythonLengthHeader(uint64_t{3} << 30));
-    EXPECT_THAT(r8.Next(q.ours.get(), Deadline::After(absl::Seconds(10))).status(),
+    auto q = StreamSocketPair();
+    Put(q.b.get(), CPythonLengthHeader(uint64_t{3} << 30));
+    EXPECT_THAT(r8.Next(q.a.get(), Deadline::After(absl::Seconds(10))).status(),
                 StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("above the limit")));
   }
-  Pair p = SocketPair();
+  auto p = StreamSocketPair();
   ReplyReader r;
-  Put(p.theirs.get(), Framed("last") + Framed("cut off").substr(0, 6));
-  p.theirs.Reset();
-  EXPECT_THAT(r.Next(p.ours.get(), Deadline::After(absl::Seconds(10))), IsOkAndHolds("last"));
-  EXPECT_THAT(r.Next(p.ours.get(), Deadline::After(absl::Seconds(10))).status(),
+  Put(p.b.get(), Framed("last") + Framed("cut off").substr(0, 6));
+  p.b.Reset();
+  EXPECT_THAT(r.Next(p.a.get(), Deadline::After(absl::Seconds(10))), IsOkAndHolds("last"));
+  EXPECT_THAT(r.Next(p.a.get(), Deadline::After(absl::Seconds(10))).status(),
               StatusIs(absl::StatusCode::kOutOfRange, HasSubstr("closed the connection")));
 }
 
