@@ -16,8 +16,8 @@
 #include "absl/strings/str_cat.h"
 #include "base/process_id.h"
 #include "base/spin.h"
-#include "base/syscall.h"
 #include "base/status.h"
+#include "base/syscall.h"
 #include "serialize/auth.h"
 
 namespace mproc::manager_internal {
@@ -117,13 +117,14 @@ absl::StatusOr<std::string> ReplyReader::Next(int fd, const Deadline& deadline) 
       n = ::recv(fd, buf_.get() + end_, cap_ - end_, MSG_DONTWAIT);
       return n >= 0 || (errno != EAGAIN && errno != EINTR);
     };
-    // A reply usually comes within microseconds: look (each look a recv) before sleeping. The
-    // first look is made whatever the spin budget (SpinUntil makes none when it is 0).
-    if (!received() && !SpinUntil(received, deadline)) {
+    // A reply usually comes within microseconds: look (each look a recv) before sleeping.
+    // Readable after the sleep: the recv is made here, since SpinUntil makes no look at all
+    // when the spin budget is 0.
+    if (!SpinUntil(received, deadline)) {
       const int w = WaitReadable(fd, deadline);
       if (w < 0) return ErrnoToStatus(-w, "poll(manager connection)");
       if (w == 0) return absl::DeadlineExceededError("the manager did not answer in time");
-      continue;
+      if (!received()) continue;
     }
     if (n == 0) return absl::OutOfRangeError("the manager closed the connection");
     if (n < 0) {
