@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "base/proc_stat.h"
 #include "mpi/executor.h"
 
 namespace {
@@ -54,16 +55,11 @@ int SpawnedWorkers() {
   if (d == nullptr) return -1;
   while (dirent* e = ::readdir(d)) {
     if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
-    const std::string dir = std::string("/proc/") + e->d_name;
-    std::ifstream cmd(dir + "/cmdline");
+    std::ifstream cmd(std::string("/proc/") + e->d_name + "/cmdline");
     std::string argv((std::istreambuf_iterator<char>(cmd)), std::istreambuf_iterator<char>());
     if (argv.find("--mproc-mpi-worker") == std::string::npos) continue;
-    std::ifstream stat(dir + "/stat");
-    std::string line;
-    std::getline(stat, line);
-    const size_t paren = line.rfind(')');
-    if (paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] == 'Z') continue;
-    ++n;
+    const mproc::TaskStat st = mproc::ReadTaskStat(static_cast<pid_t>(std::atoi(e->d_name)));
+    if (st.found == mproc::TaskStat::kFound && !mproc::ZombieState(st.state)) ++n;
   }
   ::closedir(d);
   return n;
